@@ -1,0 +1,487 @@
+//! The match model: state of one match and how each feed event changes it.
+//!
+//! Pure and deterministic: `MatchState::apply` turns an event into a new
+//! state plus a [`Delta`] naming exactly what changed. No IO, no clock, no
+//! randomness, so the same journal always rebuilds the same state. The JSON
+//! views here are the wire format of `snapshot` and `update` frames.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{
+    BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketOdds, MarketRollback, MatchEvent, OddsChange,
+    PeriodScore, SportEventStatus,
+};
+
+/// Market status codes of the feed.
+pub mod status {
+    pub const ACTIVE: i32 = 1;
+    pub const DEACTIVATED: i32 = 0;
+    pub const SUSPENDED: i32 = -1;
+    pub const HANDED_OVER: i32 = -2;
+    pub const SETTLED: i32 = -3;
+    pub const CANCELLED: i32 = -4;
+}
+
+/// Market key: id + canonical specifiers.
+pub type MarketKey = (u32, String);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MatchState {
+    pub match_id: String,
+    pub summary: Summary,
+    pub markets: BTreeMap<MarketKey, Market>,
+    /// Producer timestamp of the last applied event.
+    pub updated_at: i64,
+}
+
+/// Score, clock and status: what a scoreboard shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// sport_event_status/@status: 0 not started, 1 live, 2 suspended,
+    /// 3 ended, 4 closed.
+    pub status: i32,
+    pub match_status: Option<i32>,
+    pub score: Score,
+    pub clock: Option<Clock>,
+    pub period_scores: Vec<PeriodScore>,
+    pub start_time: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    pub home: f64,
+    pub away: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Market {
+    pub id: u32,
+    pub specifiers: String,
+    pub status: i32,
+    pub favourite: bool,
+    pub outcomes: Vec<Outcome>,
+    /// Status before a settlement or cancellation, restored by a rollback.
+    pub status_before_resolution: Option<i32>,
+    pub void_reason: Option<i32>,
+    pub certainty: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub id: String,
+    pub odds: Option<f64>,
+    pub active: bool,
+    pub result: Option<OutcomeResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeResult {
+    pub result: u8,
+    pub void_factor: Option<f64>,
+    pub dead_heat_factor: Option<f64>,
+}
+
+/// What one event changed. Serialised as the body of an `update` frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delta<'a> {
+    pub event: &'static str,
+    pub timestamp: i64,
+    /// Present when the scoreboard changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<&'a Summary>,
+    /// Every market this event touched, in full, in key order.
+    pub markets: Vec<&'a Market>,
+}
+
+/// The `state` of a snapshot frame.
+#[derive(Debug, Serialize)]
+pub struct SnapshotView<'a> {
+    #[serde(rename = "match")]
+    pub match_id: &'a str,
+    #[serde(flatten)]
+    pub summary: &'a Summary,
+    pub updated_at: i64,
+    pub markets: Vec<&'a Market>,
+}
+
+impl MatchState {
+    pub fn new(match_id: impl Into<String>) -> Self {
+        MatchState { match_id: match_id.into(), ..Default::default() }
+    }
+
+    pub fn market(&self, id: u32, specifiers: &str) -> Option<&Market> {
+        self.markets.get(&(id, specifiers.to_owned()))
+    }
+
+    /// Apply one event; returns the keys of the touched markets and whether
+    /// the summary changed. Use [`MatchState::delta`] to render them.
+    pub fn apply(&mut self, event: &MatchEvent) -> Change {
+        self.updated_at = self.updated_at.max(event.header().timestamp);
+        match event {
+            MatchEvent::OddsChange(e) => self.odds_change(e),
+            MatchEvent::BetStop(e) => self.bet_stop(e),
+            MatchEvent::BetSettlement(e) => self.bet_settlement(e),
+            MatchEvent::BetCancel(e) => self.bet_cancel(e),
+            MatchEvent::RollbackBetSettlement(e) | MatchEvent::RollbackBetCancel(e) => self.rollback(e),
+            MatchEvent::FixtureChange(e) => self.fixture_change(e),
+        }
+    }
+
+    /// Render a [`Change`] against the current state.
+    pub fn delta(&self, event: &'static str, change: &Change) -> Delta<'_> {
+        Delta {
+            event,
+            timestamp: self.updated_at,
+            summary: change.summary.then_some(&self.summary),
+            markets: change.markets.iter().filter_map(|k| self.markets.get(k)).collect(),
+        }
+    }
+
+    pub fn snapshot(&self) -> SnapshotView<'_> {
+        SnapshotView {
+            match_id: &self.match_id,
+            summary: &self.summary,
+            updated_at: self.updated_at,
+            markets: self.markets.values().collect(),
+        }
+    }
+
+    fn odds_change(&mut self, e: &OddsChange) -> Change {
+        let mut change = Change::default();
+        if let Some(ses) = &e.sport_event_status {
+            change.summary = self.summary.update(ses);
+        }
+        for m in &e.markets {
+            let key = (m.id, m.specifiers.clone());
+            let market = self.markets.entry(key.clone()).or_insert_with(|| Market::new(m.id, &m.specifiers));
+            market.merge_odds(m);
+            change.touch(key);
+        }
+        change
+    }
+
+    fn bet_stop(&mut self, e: &BetStop) -> Change {
+        let all = e.groups.iter().any(|g| g == "all");
+        let mut change = Change::default();
+        for (key, market) in self.markets.iter_mut() {
+            if market.status != status::ACTIVE {
+                continue;
+            }
+            if all || market_groups(market.id).iter().any(|g| e.groups.iter().any(|s| s == g)) {
+                market.status = e.market_status;
+                change.touch(key.clone());
+            }
+        }
+        change
+    }
+
+    fn bet_settlement(&mut self, e: &BetSettlement) -> Change {
+        let mut change = Change::default();
+        for s in &e.markets {
+            let key = (s.id, s.specifiers.clone());
+            let market = self.markets.entry(key.clone()).or_insert_with(|| Market::new(s.id, &s.specifiers));
+            market.resolve(status::SETTLED, s.void_reason);
+            market.certainty = e.certainty;
+            for so in &s.outcomes {
+                let result = OutcomeResult {
+                    result: so.result,
+                    void_factor: so.void_factor,
+                    dead_heat_factor: so.dead_heat_factor,
+                };
+                match market.outcomes.iter_mut().find(|o| o.id == so.id) {
+                    Some(o) => {
+                        o.result = Some(result);
+                        o.active = false;
+                    }
+                    None => market.outcomes.push(Outcome { id: so.id.clone(), odds: None, active: false, result: Some(result) }),
+                }
+            }
+            change.touch(key);
+        }
+        change
+    }
+
+    fn bet_cancel(&mut self, e: &BetCancel) -> Change {
+        let mut change = Change::default();
+        for c in &e.markets {
+            let key = (c.id, c.specifiers.clone());
+            let market = self.markets.entry(key.clone()).or_insert_with(|| Market::new(c.id, &c.specifiers));
+            market.resolve(status::CANCELLED, c.void_reason);
+            change.touch(key);
+        }
+        change
+    }
+
+    fn rollback(&mut self, e: &MarketRollback) -> Change {
+        let mut change = Change::default();
+        for r in &e.markets {
+            let key = (r.id, r.specifiers.clone());
+            if let Some(market) = self.markets.get_mut(&key) {
+                market.unresolve();
+                change.touch(key);
+            }
+        }
+        change
+    }
+
+    fn fixture_change(&mut self, e: &FixtureChange) -> Change {
+        let start = e.start_time.or(e.next_live_time);
+        if start.is_some() && start != self.summary.start_time {
+            self.summary.start_time = start;
+            return Change { summary: true, markets: Vec::new() };
+        }
+        Change::default()
+    }
+}
+
+/// What an applied event touched, before rendering.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Change {
+    pub summary: bool,
+    pub markets: Vec<MarketKey>,
+}
+
+impl Change {
+    fn touch(&mut self, key: MarketKey) {
+        if !self.markets.contains(&key) {
+            self.markets.push(key);
+        }
+    }
+}
+
+impl Summary {
+    /// Fold a sport_event_status in; returns whether anything changed.
+    fn update(&mut self, ses: &SportEventStatus) -> bool {
+        let before = self.clone();
+        self.status = ses.status;
+        if ses.match_status.is_some() {
+            self.match_status = ses.match_status;
+        }
+        if let Some(h) = ses.home_score {
+            self.score.home = h;
+        }
+        if let Some(a) = ses.away_score {
+            self.score.away = a;
+        }
+        if ses.clock.is_some() {
+            self.clock = ses.clock.clone();
+        }
+        if !ses.period_scores.is_empty() {
+            self.period_scores = ses.period_scores.clone();
+        }
+        *self != before
+    }
+}
+
+impl Market {
+    fn new(id: u32, specifiers: &str) -> Self {
+        Market {
+            id,
+            specifiers: specifiers.to_owned(),
+            status: status::DEACTIVATED,
+            favourite: false,
+            outcomes: Vec::new(),
+            status_before_resolution: None,
+            void_reason: None,
+            certainty: None,
+        }
+    }
+
+    fn merge_odds(&mut self, m: &MarketOdds) {
+        self.status = m.status;
+        self.favourite = m.favourite;
+        for o in &m.outcomes {
+            match self.outcomes.iter_mut().find(|x| x.id == o.id) {
+                Some(x) => {
+                    x.odds = o.odds;
+                    x.active = o.active;
+                }
+                None => self.outcomes.push(Outcome { id: o.id.clone(), odds: o.odds, active: o.active, result: None }),
+            }
+        }
+    }
+
+    fn resolve(&mut self, to: i32, void_reason: Option<i32>) {
+        if self.status != status::SETTLED && self.status != status::CANCELLED {
+            self.status_before_resolution = Some(self.status);
+        }
+        self.status = to;
+        self.void_reason = void_reason;
+    }
+
+    fn unresolve(&mut self) {
+        // A rolled-back market is open again, but its old odds are stale:
+        // it stays suspended until the producer sends fresh odds.
+        self.status = match self.status_before_resolution.take() {
+            Some(status::ACTIVE) | None => status::SUSPENDED,
+            Some(s) => s,
+        };
+        self.void_reason = None;
+        self.certainty = None;
+        for o in &mut self.outcomes {
+            o.result = None;
+        }
+    }
+}
+
+/// Betting groups of a market, as the producer's market descriptions define
+/// them. Market descriptions are not on the feed; this table covers the
+/// markets Touchline's simulator and the samples use, and every market is in
+/// `all`. Unknown markets are stopped only by `groups="all"`.
+pub fn market_groups(market_id: u32) -> &'static [&'static str] {
+    match market_id {
+        // 1x2, double chance, draw no bet, handicaps, totals, both teams to score
+        1 | 10 | 11 | 14 | 16 | 18 | 26 | 29 | 68 => &["all", "score", "regular_play"],
+        // next goal, correct score, goal ranges
+        8 | 9 | 41 | 45 | 47 | 48 => &["all", "score", "goal"],
+        // halftime markets
+        60 | 61 | 62 | 63 | 65 | 66 | 69 => &["all", "score", "1st_half"],
+        // corners
+        162..=170 => &["all", "corner"],
+        // bookings
+        136..=146 => &["all", "booking"],
+        _ => &["all"],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::*;
+
+    fn header() -> Header {
+        Header { product: Some(1), event_id: "sr:match:1".into(), timestamp: 10, request_id: None }
+    }
+
+    fn odds(id: u32, spec: &str, st: i32, outcomes: &[(&str, f64, bool)]) -> MarketOdds {
+        MarketOdds {
+            id,
+            specifiers: spec.into(),
+            status: st,
+            favourite: false,
+            outcomes: outcomes
+                .iter()
+                .map(|(id, o, a)| OutcomeOdds { id: (*id).into(), odds: Some(*o), active: *a })
+                .collect(),
+        }
+    }
+
+    fn oc(markets: Vec<MarketOdds>, ses: Option<SportEventStatus>) -> MatchEvent {
+        MatchEvent::OddsChange(OddsChange { header: header(), sport_event_status: ses, betting_status: None, markets })
+    }
+
+    /// Apply `events` to a fresh state and check the status of `(id, spec)`.
+    fn check(events: &[MatchEvent], id: u32, spec: &str, expected_status: i32) -> MatchState {
+        let mut s = MatchState::new("sr:match:1");
+        for e in events {
+            s.apply(e);
+        }
+        assert_eq!(s.market(id, spec).map(|m| m.status), Some(expected_status), "market {id} {spec}");
+        s
+    }
+
+    #[test]
+    fn odds_change_creates_and_updates_markets() {
+        let s = check(
+            &[
+                oc(vec![odds(1, "", 1, &[("1", 2.0, true), ("2", 3.0, true)])], None),
+                oc(vec![odds(1, "", 1, &[("1", 2.1, true)])], None),
+            ],
+            1,
+            "",
+            status::ACTIVE,
+        );
+        let m = s.market(1, "").expect("market");
+        assert_eq!(m.outcomes[0].odds, Some(2.1));
+        assert_eq!(m.outcomes[1].odds, Some(3.0), "outcomes not in the message keep their odds");
+    }
+
+    #[test]
+    fn summary_change_is_reported_once() {
+        let ses = SportEventStatus { status: 1, home_score: Some(1.0), away_score: Some(0.0), ..Default::default() };
+        let mut s = MatchState::new("m");
+        assert!(s.apply(&oc(vec![], Some(ses.clone()))).summary);
+        assert!(!s.apply(&oc(vec![], Some(ses))).summary, "unchanged status is not a change");
+        assert_eq!(s.summary.score, Score { home: 1.0, away: 0.0 });
+    }
+
+    #[test]
+    fn bet_stop_all_suspends_only_active_markets() {
+        let stop = MatchEvent::BetStop(BetStop { header: header(), groups: vec!["all".into()], market_status: -1 });
+        let events = [oc(vec![odds(1, "", 1, &[]), odds(18, "total=2.5", 0, &[])], None), stop];
+        let s = check(&events, 1, "", status::SUSPENDED);
+        assert_eq!(s.market(18, "total=2.5").map(|m| m.status), Some(status::DEACTIVATED));
+    }
+
+    #[test]
+    fn bet_stop_by_group_spares_other_groups() {
+        let stop = MatchEvent::BetStop(BetStop { header: header(), groups: vec!["corner".into()], market_status: -1 });
+        let s = check(&[oc(vec![odds(1, "", 1, &[]), odds(166, "", 1, &[])], None), stop], 166, "", status::SUSPENDED);
+        assert_eq!(s.market(1, "").map(|m| m.status), Some(status::ACTIVE));
+    }
+
+    #[test]
+    fn settlement_and_rollback() {
+        let settle = MatchEvent::BetSettlement(BetSettlement {
+            header: header(),
+            certainty: Some(2),
+            markets: vec![SettledMarket {
+                id: 1,
+                specifiers: String::new(),
+                void_reason: None,
+                outcomes: vec![SettledOutcome { id: "1".into(), result: 1, void_factor: None, dead_heat_factor: Some(0.5) }],
+            }],
+        });
+        let s = check(&[oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None), settle.clone()], 1, "", status::SETTLED);
+        let r = &s.market(1, "").expect("market").outcomes[0].result;
+        assert_eq!(r.as_ref().and_then(|r| r.dead_heat_factor), Some(0.5));
+        let rollback = MatchEvent::RollbackBetSettlement(MarketRollback {
+            header: header(),
+            markets: vec![MarketRef { id: 1, specifiers: String::new() }],
+        });
+        let s = check(&[oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None), settle, rollback], 1, "", status::SUSPENDED);
+        assert!(s.market(1, "").expect("market").outcomes[0].result.is_none());
+    }
+
+    #[test]
+    fn cancel_and_rollback_restore_previous_status() {
+        let cancel = MatchEvent::BetCancel(BetCancel {
+            header: header(),
+            start_time: None,
+            end_time: None,
+            superceded_by: None,
+            markets: vec![CancelledMarket { id: 18, specifiers: "total=2.5".into(), void_reason: Some(12) }],
+        });
+        let base = oc(vec![odds(18, "total=2.5", 0, &[])], None);
+        check(&[base.clone(), cancel.clone()], 18, "total=2.5", status::CANCELLED);
+        let rollback = MatchEvent::RollbackBetCancel(MarketRollback {
+            header: header(),
+            markets: vec![MarketRef { id: 18, specifiers: "total=2.5".into() }],
+        });
+        check(&[base, cancel, rollback], 18, "total=2.5", status::DEACTIVATED);
+    }
+
+    #[test]
+    fn delta_and_snapshot_json_shape() {
+        let mut s = MatchState::new("sr:match:1");
+        let ch = s.apply(&oc(vec![odds(68, "total=2.5", 1, &[("13", 1.5, true)])], None));
+        let delta = serde_json::to_value(s.delta("odds_change", &ch)).expect("json");
+        assert_eq!(delta["markets"][0]["outcomes"][0]["odds"], 1.5);
+        assert!(delta.get("summary").is_none());
+        let snap = serde_json::to_value(s.snapshot()).expect("json");
+        assert_eq!(snap["match"], "sr:match:1");
+        assert_eq!(snap["status"], 0);
+        assert_eq!(snap["score"]["home"], 0.0);
+        assert_eq!(snap["markets"][0]["specifiers"], "total=2.5");
+    }
+
+    #[test]
+    fn state_round_trips_through_the_codec() {
+        let mut s = MatchState::new("sr:match:1");
+        s.apply(&oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None));
+        let back: MatchState = crate::decode(&crate::encode(&s)).expect("decode");
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,145 @@
+//! Feed intake: TCP connections in, typed events routed to match workers.
+//!
+//! [`frame`] and [`parse`] are the sans-IO core; this module is the IO edge:
+//! it accepts (`--feed-listen`) or dials (`--feed-connect`, reconnecting with
+//! backoff) feed connections, pushes every read into a [`frame::Framer`],
+//! parses each message and dispatches it through the [`Router`]. A bad
+//! message is counted and logged, never fatal to the connection.
+
+pub mod frame;
+pub mod parse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Kind, Metrics};
+use crate::router::Router;
+use frame::Framer;
+use parse::FeedMessage;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reconnect backoff for `--feed-connect`: doubles from MIN up to MAX.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Accept errors (e.g. EMFILE) back off this long before retrying.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a feed connection needs.
+#[derive(Clone)]
+pub struct Intake {
+    pub router: Arc<Router>,
+    pub metrics: Arc<Metrics>,
+    pub max_message_bytes: usize,
+}
+
+/// Accept feed connections until `shutdown`.
+pub async fn listen(listener: TcpListener, intake: Intake, shutdown: CancellationToken) {
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracing::info!(%peer, "feed connected");
+                tasks.spawn(connection(stream, intake.clone(), shutdown.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "feed accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// Dial `addr` and keep a connection open until `shutdown`.
+pub async fn connect(addr: String, intake: Intake, shutdown: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    while !shutdown.is_cancelled() {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            s = TcpStream::connect(&addr) => s,
+        };
+        match attempt {
+            Ok(stream) => {
+                tracing::info!(%addr, "connected to feed");
+                backoff = BACKOFF_MIN;
+                connection(stream, intake.clone(), shutdown.clone()).await;
+            }
+            Err(e) => tracing::warn!(%addr, error = %e, retry_in = ?backoff, "feed connect failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connection(mut stream: TcpStream, intake: Intake, shutdown: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    intake.metrics.feed_connections.inc();
+    let mut framer = Framer::new(intake.max_message_bytes);
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = stream.read(&mut buf) => match r {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed read failed");
+                    break;
+                }
+            },
+        };
+        intake.metrics.feed_bytes.inc_by(n as u64);
+        framer.push(&buf[..n]);
+        while let Some(frame) = framer.next_frame() {
+            match frame {
+                Ok(msg) => handle_message(&msg, &intake).await,
+                Err(e) => {
+                    intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
+                    tracing::warn!(error = %e, "feed framing error; resynchronised");
+                }
+            }
+        }
+    }
+    intake.metrics.feed_connections.dec();
+    tracing::info!("feed connection closed");
+}
+
+async fn handle_message(xml: &[u8], intake: &Intake) {
+    match parse::parse(xml) {
+        Ok(msg) => {
+            intake.metrics.feed_messages.get_or_create(&Kind { kind: msg.kind() }).inc();
+            match msg {
+                FeedMessage::Match(event) => {
+                    if let Err(e) = intake.router.dispatch(event).await {
+                        intake.metrics.route_errors.get_or_create(&Kind { kind: e.kind() }).inc();
+                        tracing::warn!(error = %e, "event not routed");
+                    }
+                }
+                FeedMessage::Alive(a) => {
+                    intake.metrics.feed_alive.inc();
+                    tracing::debug!(product = ?a.product, subscribed = a.subscribed, "alive");
+                }
+                FeedMessage::SnapshotComplete(s) => {
+                    tracing::info!(product = ?s.product, request_id = ?s.request_id, "snapshot complete");
+                }
+            }
+        }
+        Err(e) => {
+            intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
+            tracing::warn!(error = %e, bytes = xml.len(), "feed message rejected");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The HTTP port: live odds page, health, metrics and the WebSocket upgrade.
+//!
+//! One listener serves everything a browser or an operator needs. The
+//! WebSocket handshake is answered here and the upgraded connection is handed
+//! to `tokio-tungstenite` and [`crate::push::session`]. Sessions are capped
+//! by a semaphore; past the cap a client gets 503 instead of a session.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::{Kind, Metrics};
+use crate::push;
+use crate::router::Router;
+
+const INDEX_HTML: &str = include_str!("web/index.html");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub router: Arc<Router>,
+    pub metrics: Arc<Metrics>,
+    /// Set once feed and HTTP listeners are bound and the guest is compiled.
+    pub ready: Arc<AtomicBool>,
+    /// One permit per WebSocket session.
+    pub sessions: Arc<Semaphore>,
+    pub session_tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+pub fn routes(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(websocket))
+        .with_state(state)
+}
+
+async fn index() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
+}
+
+async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+    if st.ready.load(Ordering::Acquire) && !st.shutdown.is_cancelled() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting or stopping\n")
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render())
+}
+
+async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
+    let key = match handshake_key(req.headers()) {
+        Ok(k) => k,
+        Err(reason) => {
+            st.metrics.ws_client_errors.get_or_create(&Kind { kind: "bad_handshake" }).inc();
+            return (StatusCode::BAD_REQUEST, reason).into_response();
+        }
+    };
+    let Ok(permit) = st.sessions.clone().try_acquire_owned() else {
+        st.metrics.ws_client_errors.get_or_create(&Kind { kind: "session_limit" }).inc();
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many sessions").into_response();
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let st2 = st.clone();
+    st.session_tasks.spawn(async move {
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(push::MAX_CLIENT_MESSAGE))
+                    .max_frame_size(Some(push::MAX_CLIENT_MESSAGE));
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                push::session::run(ws, st2.router, st2.metrics, st2.shutdown).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&key).expect("base64 is a valid header value"));
+    resp
+}
+
+/// Check an RFC 6455 upgrade request; returns the Sec-WebSocket-Accept value.
+fn handshake_key(h: &HeaderMap) -> Result<String, &'static str> {
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err("expected a WebSocket upgrade request");
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err("unsupported Sec-WebSocket-Version (need 13)");
+    }
+    let key = h.get(header::SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
+    Ok(derive_accept_key(key.as_bytes()))
+}

@@ -1,0 +1,148 @@
+//! Touchline host: live odds from an XML feed to browsers, one WebAssembly
+//! instance per match.
+//!
+//! Data flows feed → router → worker → push:
+//! - [`feed`]: TCP intake; [`feed::frame`] and [`feed::parse`] are the
+//!   sans-IO framer and parser.
+//! - [`router`]: match id → worker, created on first sight.
+//! - [`worker`]: one guest instance per match ([`worker::runtime`] owns
+//!   the Wasm engine, limits and traps).
+//! - [`push`]: WebSocket sessions, subscriptions, snapshots and updates.
+//! - [`http`]: page, health, metrics, WebSocket upgrade.
+//! - [`store`]: the only owner of sled.
+//! - [`sim`]: the built-in feed simulator.
+//! - [`metrics`], [`config`].
+//!
+//! [`Server::start`] binds everything and returns the bound addresses, so
+//! tests can use port 0; [`Server::shutdown`] stops in order: feed, workers,
+//! WebSockets, store.
+
+pub mod config;
+pub mod feed;
+pub mod http;
+pub mod metrics;
+pub mod push;
+pub mod router;
+pub mod sim;
+pub mod store;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::ServeConfig;
+use worker::runtime::{Limits, Runtime};
+
+/// The default guest, built by `make guest` and wrapped by `build.rs`.
+pub const DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));
+
+/// A running server.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub feed_addr: Option<SocketAddr>,
+    pub guest_version: String,
+    router: Arc<router::Router>,
+    store: store::Store,
+    feed_stop: CancellationToken,
+    feed_tasks: TaskTracker,
+    session_stop: CancellationToken,
+    session_tasks: TaskTracker,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Open the store, compile the guest, bind the listeners and start.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+        config.validate()?;
+        let store = store::Store::open(&config.data_dir)?;
+        let guest_bytes = match &config.guest {
+            Some(path) => std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?,
+            None => DEFAULT_GUEST.to_vec(),
+        };
+        let limits = Limits {
+            max_instances: config.max_matches,
+            memory_bytes: config.guest_memory_bytes,
+            call_deadline: config.guest_call_deadline,
+        };
+        let runtime = tokio::task::spawn_blocking(move || Runtime::new(&guest_bytes, limits))
+            .await
+            .context("guest compilation task")??;
+        let guest_version = runtime.version().to_owned();
+        tracing::info!(guest_version, starts = store.starts()?, "guest ready");
+        let metrics = Arc::new(metrics::Metrics::new());
+        let router = Arc::new(router::Router::new(runtime, metrics.clone(), config.max_matches as usize));
+
+        let feed_stop = CancellationToken::new();
+        let feed_tasks = TaskTracker::new();
+        let intake = feed::Intake {
+            router: router.clone(),
+            metrics: metrics.clone(),
+            max_message_bytes: config.max_message_bytes,
+        };
+        let mut feed_addr = None;
+        if let Some(addr) = config.feed_listen {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding feed listener {addr}"))?;
+            feed_addr = Some(listener.local_addr()?);
+            feed_tasks.spawn(feed::listen(listener, intake.clone(), feed_stop.clone()));
+        }
+        if let Some(addr) = config.feed_connect.clone() {
+            feed_tasks.spawn(feed::connect(addr, intake.clone(), feed_stop.clone()));
+        }
+
+        let session_stop = CancellationToken::new();
+        let session_tasks = TaskTracker::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = http::AppState {
+            router: router.clone(),
+            metrics,
+            ready: ready.clone(),
+            sessions: Arc::new(tokio::sync::Semaphore::new(config.max_sessions)),
+            session_tasks: session_tasks.clone(),
+            shutdown: session_stop.clone(),
+        };
+        let listener = TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP {}", config.http))?;
+        let http_addr = listener.local_addr()?;
+        let stop = session_stop.clone();
+        let http_task = tokio::spawn(async move {
+            axum::serve(listener, http::routes(state)).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        });
+        ready.store(true, Ordering::Release);
+        Ok(Server {
+            http_addr,
+            feed_addr,
+            guest_version,
+            router,
+            store,
+            feed_stop,
+            feed_tasks,
+            session_stop,
+            session_tasks,
+            http_task,
+        })
+    }
+
+    /// Stop in order: feed intake, workers (mailboxes drained), WebSocket
+    /// sessions (close frames sent), then flush the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.feed_stop.cancel();
+        self.feed_tasks.close();
+        self.feed_tasks.wait().await;
+        self.router.shutdown().await;
+        self.session_stop.cancel();
+        self.session_tasks.close();
+        self.session_tasks.wait().await;
+        match self.http_task.await {
+            Ok(r) => r.context("HTTP server")?,
+            Err(e) => tracing::warn!(error = %e, "HTTP task ended abnormally"),
+        }
+        self.store.flush().await?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! The `touchline` binary: CLI, tracing, signals → ordered shutdown.
+//!
+//! Subcommands: `serve` (the server), `simulate` (a feed server), and `demo`
+//! (both, the simulator feeding the server over loopback TCP; `make run`).
+//! Errors end here as `anyhow` with their whole chain printed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use touchline::ServeConfig;
+use touchline::sim::SimConfig;
+
+#[derive(Parser)]
+#[command(name = "touchline", version, about = "Live odds from a feed to browsers, one WebAssembly instance per match")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Run the feed simulator (a TCP feed server).
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+    /// Run the simulator and the server fed by it over loopback TCP.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// HTTP + WebSocket address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Accept feed connections on this address.
+    #[arg(long)]
+    feed_listen: Option<SocketAddr>,
+    /// Dial a feed server at HOST:PORT, reconnecting with backoff.
+    #[arg(long)]
+    feed_connect: Option<String>,
+    /// Data directory (sled).
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    /// Guest component to run instead of the built-in one.
+    #[arg(long)]
+    guest: Option<PathBuf>,
+    /// Matches live at once (pooling allocator slots).
+    #[arg(long, default_value_t = 10_000)]
+    max_matches: u32,
+    /// Linear memory cap per match, MiB.
+    #[arg(long, default_value_t = 32)]
+    guest_memory_mib: usize,
+    /// Time budget of one guest call, ms.
+    #[arg(long, default_value_t = 100)]
+    guest_deadline_ms: u64,
+    /// Largest feed message accepted, bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_message_bytes: usize,
+    /// Concurrent WebSocket sessions.
+    #[arg(long, default_value_t = 20_000)]
+    max_sessions: usize,
+}
+
+#[derive(Args, Clone)]
+struct SimArgs {
+    /// Matches played at once.
+    #[arg(long, default_value_t = 12)]
+    matches: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Messages per second per connection (0 = unpaced).
+    #[arg(long, default_value_t = 40.0)]
+    rate: f64,
+    /// Stop after this many messages per connection (0 = never).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+}
+
+impl From<SimArgs> for SimConfig {
+    fn from(a: SimArgs) -> SimConfig {
+        SimConfig { matches: a.matches, seed: a.seed, rate: a.rate, count: a.count }
+    }
+}
+
+impl From<ServeArgs> for ServeConfig {
+    fn from(a: ServeArgs) -> ServeConfig {
+        ServeConfig {
+            http: a.http,
+            feed_listen: a.feed_listen,
+            feed_connect: a.feed_connect,
+            data_dir: a.data,
+            guest: a.guest,
+            max_matches: a.max_matches,
+            guest_memory_bytes: a.guest_memory_mib << 20,
+            guest_call_deadline: Duration::from_millis(a.guest_deadline_ms),
+            max_message_bytes: a.max_message_bytes,
+            max_sessions: a.max_sessions,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,touchline=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Cli::parse())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args.into()).await,
+        Command::Simulate { listen, sim } => {
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            println!("SIMULATOR feed={}", listener.local_addr()?);
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(touchline::sim::serve(listener, sim.into(), stop.clone()));
+            signal().await?;
+            stop.cancel();
+            let _ = task.await;
+            Ok(())
+        }
+        Command::Demo { http, data, sim } => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the simulator")?;
+            let feed = listener.local_addr()?;
+            let stop = CancellationToken::new();
+            tokio::spawn(touchline::sim::serve(listener, sim.into(), stop.clone()));
+            let config = ServeConfig { http, feed_connect: Some(feed.to_string()), data_dir: data, ..ServeConfig::default() };
+            let result = serve(config).await;
+            stop.cancel();
+            result
+        }
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let server = touchline::Server::start(config).await?;
+    // Tests and scripts read this line for the bound (maybe ephemeral) ports.
+    println!(
+        "READY http={} feed={} guest_version={}",
+        server.http_addr,
+        server.feed_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        server.guest_version
+    );
+    println!("Touchline is live: open http://{}/", server.http_addr);
+    signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+async fn signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

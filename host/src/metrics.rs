@@ -1,0 +1,97 @@
+//! Metrics: every counter the server keeps, rendered as Prometheus text.
+//!
+//! One [`Metrics`] per server, shared by `Arc`. Modules increment; only
+//! `http` renders. Labels are closed sets (message kinds, error kinds,
+//! failure causes), never ids from the feed, so cardinality stays bounded.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Free-form label pairs; values come from closed sets of `&'static str`.
+pub type Labels = Vec<(String, String)>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub feed_connections: Gauge,
+    pub feed_bytes: Counter,
+    pub feed_messages: Family<Kind, Counter>,
+    pub feed_errors: Family<Kind, Counter>,
+    pub route_errors: Family<Kind, Counter>,
+    pub feed_alive: Counter,
+    pub live_matches: Gauge,
+    pub events_applied: Counter,
+    pub events_rejected: Counter,
+    pub events_not_applied: Counter,
+    pub worker_failures: Family<Labels, Counter>,
+    pub instantiate_seconds: Histogram,
+    pub ws_sessions: Gauge,
+    pub ws_frames_sent: Counter,
+    pub ws_client_errors: Family<Kind, Counter>,
+    pub ws_resyncs: Counter,
+    pub ws_slow_disconnects: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("touchline");
+        macro_rules! reg {
+            ($name:literal, $help:literal, $metric:expr) => {{
+                let m = $metric;
+                r.register($name, $help, m.clone());
+                m
+            }};
+        }
+        Metrics {
+            feed_connections: reg!("feed_connections", "Open feed connections", Gauge::default()),
+            feed_bytes: reg!("feed_bytes", "Bytes read from feed connections", Counter::default()),
+            feed_messages: reg!("feed_messages", "Feed messages parsed, by type", Family::default()),
+            feed_errors: reg!("feed_errors", "Feed bytes or messages rejected, by reason", Family::default()),
+            route_errors: reg!("route_errors", "Parsed events that could not reach a worker", Family::default()),
+            feed_alive: reg!("feed_alive", "alive heartbeats received", Counter::default()),
+            live_matches: reg!("live_matches", "Matches with a running worker", Gauge::default()),
+            events_applied: reg!("events_applied", "Events applied by match workers", Counter::default()),
+            events_rejected: reg!("events_rejected", "Events a guest rejected without trapping", Counter::default()),
+            events_not_applied: reg!("events_not_applied", "Events for matches whose worker has failed", Counter::default()),
+            worker_failures: reg!("worker_failures", "Guest failures, by cause", Family::default()),
+            instantiate_seconds: reg!(
+                "instantiate_seconds",
+                "Time to create a match worker's store and instance",
+                Histogram::new(exponential_buckets(1e-6, 2.0, 20))
+            ),
+            ws_sessions: reg!("ws_sessions", "Open WebSocket sessions", Gauge::default()),
+            ws_frames_sent: reg!("ws_frames_sent", "Frames sent to WebSocket clients", Counter::default()),
+            ws_client_errors: reg!("ws_client_errors", "Bad client frames, by reason", Family::default()),
+            ws_resyncs: reg!("ws_resyncs", "Subscriptions resent a snapshot after the client lagged", Counter::default()),
+            ws_slow_disconnects: reg!("ws_slow_disconnects", "Sessions closed for not reading", Counter::default()),
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

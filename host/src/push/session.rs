@@ -1,0 +1,244 @@
+//! One WebSocket session: requests in, snapshot and update frames out.
+//!
+//! Per subscribed match the session holds a broadcast receiver of the
+//! worker's frames. Subscribing first attaches the receiver, then asks the
+//! worker for a snapshot through its mailbox; updates with `seq` at or below
+//! the snapshot's are dropped, so the client sees snapshot(N), N+1, N+2, ...
+//! with no gap and no duplicate. A receiver that lags (the client reads too
+//! slowly for the match's buffer) is replaced and the client gets a fresh
+//! snapshot. A client that stops reading altogether is disconnected after
+//! [`WRITE_TIMEOUT`]. Sessions never hold a worker's mailbox beyond one
+//! snapshot request, so shutdown can drain workers.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{broadcast, oneshot};
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Kind, Metrics};
+use crate::router::Router;
+use crate::worker::{Command, Frame, FrameKind};
+
+/// A client that has not accepted a frame for this long is disconnected.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Request {
+    Subscribe { matches: Vec<String> },
+    Unsubscribe { matches: Vec<String> },
+}
+
+type SnapshotFuture = Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Frame)>)> + Send>>;
+
+struct Session {
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    /// Subscribed to every match, present and future.
+    all: bool,
+    /// Explicitly named matches, including ones not seen yet.
+    wanted: HashSet<Arc<str>>,
+    /// Live update streams, one per subscribed match with a snapshot sent.
+    streams: StreamMap<Arc<str>, BroadcastStream<Frame>>,
+    /// Seq of the snapshot sent for each match in `streams`.
+    snapshot_seq: HashMap<Arc<str>, u64>,
+    /// Matches whose snapshot is on its way.
+    pending: HashSet<Arc<str>>,
+    snapshots: FuturesUnordered<SnapshotFuture>,
+}
+
+/// Run a session until the client leaves or `shutdown` fires.
+pub async fn run<S>(ws: WebSocketStream<S>, router: Arc<Router>, metrics: Arc<Metrics>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    metrics.ws_sessions.inc();
+    let (mut sink, mut incoming) = ws.split();
+    let mut new_matches = router.watch_new();
+    let mut s = Session {
+        router,
+        metrics: metrics.clone(),
+        all: false,
+        wanted: HashSet::new(),
+        streams: StreamMap::new(),
+        snapshot_seq: HashMap::new(),
+        pending: HashSet::new(),
+        snapshots: FuturesUnordered::new(),
+    };
+    let close: Option<CloseFrame> = loop {
+        let out: Option<Utf8Bytes> = tokio::select! {
+            _ = shutdown.cancelled() => break Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }),
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Text(text))) => s.request(&text),
+                Some(Ok(Message::Binary(_))) => Some(s.error("binary frames are not supported; send JSON text")),
+                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Ok(_)) => None, // ping/pong are answered by tungstenite
+                Some(Err(e)) => {
+                    s.metrics.ws_client_errors.get_or_create(&Kind { kind: "protocol" }).inc();
+                    tracing::debug!(error = %e, "websocket protocol error");
+                    break None;
+                }
+            },
+            Some((id, item)) = s.streams.next() => s.forward(id, item),
+            Some((id, ready)) = s.snapshots.next() => s.attach(id, ready),
+            announced = new_matches.recv(), if s.all || !s.wanted.is_empty() => {
+                match announced {
+                    Ok(id) => if s.all || s.wanted.contains(&id) { s.subscribe(id) },
+                    Err(broadcast::error::RecvError::Lagged(_)) => s.resubscribe_known(),
+                    Err(broadcast::error::RecvError::Closed) => {}
+                }
+                None
+            }
+        };
+        if let Some(text) = out {
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text))).await {
+                Ok(Ok(())) => {
+                    metrics.ws_frames_sent.inc();
+                }
+                Ok(Err(_)) => break None,
+                Err(_) => {
+                    metrics.ws_slow_disconnects.inc();
+                    break Some(CloseFrame { code: CloseCode::Policy, reason: "client too slow".into() });
+                }
+            }
+        }
+    };
+    if let Some(frame) = close {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    }
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
+    metrics.ws_sessions.dec();
+}
+
+impl Session {
+    /// Handle one client request; returns an error frame for a bad one.
+    fn request(&mut self, text: &str) -> Option<Utf8Bytes> {
+        let req: Request = match serde_json::from_str(text) {
+            Ok(r) => r,
+            Err(e) => return Some(self.error(&format!("bad request: {e}"))),
+        };
+        let (Request::Subscribe { matches } | Request::Unsubscribe { matches }) = &req;
+        if matches.len() > super::MAX_IDS_PER_REQUEST {
+            return Some(self.error(&format!("at most {} matches per request", super::MAX_IDS_PER_REQUEST)));
+        }
+        match req {
+            Request::Subscribe { matches } => {
+                for id in matches {
+                    if id == "*" {
+                        self.all = true;
+                        self.resubscribe_known();
+                    } else {
+                        let id: Arc<str> = Arc::from(id);
+                        self.wanted.insert(id.clone());
+                        self.subscribe(id);
+                    }
+                }
+            }
+            Request::Unsubscribe { matches } => {
+                for id in matches {
+                    if id == "*" {
+                        self.all = false;
+                        self.wanted.clear();
+                        let ids: Vec<Arc<str>> = self.streams.keys().cloned().collect();
+                        ids.iter().for_each(|id| self.drop_stream(id));
+                    } else {
+                        self.wanted.remove(id.as_str());
+                        if !self.all {
+                            self.drop_stream(id.as_str());
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn error(&self, reason: &str) -> Utf8Bytes {
+        self.metrics.ws_client_errors.get_or_create(&Kind { kind: "bad_request" }).inc();
+        let frame = serde_json::json!({"type": "error", "reason": reason});
+        Utf8Bytes::from(frame.to_string())
+    }
+
+    fn drop_stream(&mut self, id: &str) {
+        self.streams.remove(id);
+        self.snapshot_seq.remove(id);
+    }
+
+    fn resubscribe_known(&mut self) {
+        for id in self.router.match_ids() {
+            self.subscribe(id);
+        }
+    }
+
+    /// Start a subscription: attach to updates, then ask for a snapshot.
+    fn subscribe(&mut self, id: Arc<str>) {
+        if self.streams.contains_key(&id) || self.pending.contains(&id) {
+            return;
+        }
+        // Unknown yet: `wanted` remembers it and the announcement of the new
+        // match completes the subscription.
+        let Some(handle) = self.router.get(&id) else { return };
+        self.pending.insert(id.clone());
+        let rx = handle.updates.subscribe();
+        self.snapshots.push(Box::pin(async move {
+            let (tx, reply) = oneshot::channel();
+            if handle.mailbox.send(Command::Snapshot(tx)).await.is_err() {
+                return (id, None);
+            }
+            drop(handle);
+            match reply.await {
+                Ok(frame) => (id, Some((rx, frame))),
+                Err(_) => (id, None),
+            }
+        }));
+    }
+
+    /// A snapshot arrived: send it and start forwarding updates after it.
+    fn attach(&mut self, id: Arc<str>, ready: Option<(broadcast::Receiver<Frame>, Frame)>) -> Option<Utf8Bytes> {
+        self.pending.remove(&id);
+        let (rx, snapshot) = ready?;
+        if !(self.all || self.wanted.contains(&id)) {
+            return None; // unsubscribed meanwhile
+        }
+        self.snapshot_seq.insert(id.clone(), snapshot.seq);
+        self.streams.insert(id, BroadcastStream::new(rx));
+        Some(to_text(&snapshot))
+    }
+
+    fn forward(&mut self, id: Arc<str>, item: Result<Frame, BroadcastStreamRecvError>) -> Option<Utf8Bytes> {
+        match item {
+            Ok(frame) => {
+                let after = self.snapshot_seq.get(&id).copied().unwrap_or(0);
+                if frame.kind == FrameKind::Update && frame.seq <= after {
+                    return None; // already in the snapshot
+                }
+                Some(to_text(&frame))
+            }
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                tracing::debug!(match_id = %id, missed, "subscriber lagged; resending snapshot");
+                self.metrics.ws_resyncs.inc();
+                self.drop_stream(&id);
+                self.subscribe(id);
+                None
+            }
+        }
+    }
+}
+
+fn to_text(frame: &Frame) -> Utf8Bytes {
+    frame.bytes.clone()
+}

@@ -1,0 +1,104 @@
+//! Router: match id → worker, creating the worker on first sight.
+//!
+//! The one registry of live matches. Feed connections dispatch events
+//! through it; WebSocket sessions look matches up and listen for new ones.
+//! It never calls a guest and never blocks on a worker while holding its lock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+use touchline_guest::event::MatchEvent;
+
+use crate::metrics::Metrics;
+use crate::worker::{self, Command, WorkerHandle, runtime::Runtime};
+
+/// Announcements of new matches buffered for sessions subscribed to `*`. A
+/// session that lags re-reads the full match list instead.
+const NEW_MATCH_BUFFER: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("match capacity of {0} reached; event for a new match dropped")]
+    Capacity(usize),
+    #[error("router is shut down")]
+    Closed,
+}
+
+impl RouteError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RouteError::Capacity(_) => "capacity",
+            RouteError::Closed => "closed",
+        }
+    }
+}
+
+pub struct Router {
+    runtime: Runtime,
+    metrics: Arc<Metrics>,
+    /// `None` once shut down: dropping the handles closes every mailbox.
+    matches: Mutex<Option<HashMap<Arc<str>, WorkerHandle>>>,
+    new_matches: broadcast::Sender<Arc<str>>,
+    max_matches: usize,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Router {
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, max_matches: usize) -> Router {
+        Router {
+            runtime,
+            metrics,
+            matches: Mutex::new(Some(HashMap::new())),
+            new_matches: broadcast::channel(NEW_MATCH_BUFFER).0,
+            max_matches,
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Deliver `event` to its match's worker, waiting if the mailbox is full.
+    pub async fn dispatch(&self, event: MatchEvent) -> Result<(), RouteError> {
+        let handle = self.get_or_create(event.event_id())?;
+        handle.mailbox.send(Command::Event(event)).await.map_err(|_| RouteError::Closed)
+    }
+
+    fn get_or_create(&self, id: &str) -> Result<WorkerHandle, RouteError> {
+        let mut guard = self.matches.lock().expect("router lock is never held across a panic");
+        let map = guard.as_mut().ok_or(RouteError::Closed)?;
+        if let Some(h) = map.get(id) {
+            return Ok(h.clone());
+        }
+        if map.len() >= self.max_matches {
+            return Err(RouteError::Capacity(self.max_matches));
+        }
+        let id: Arc<str> = Arc::from(id);
+        let handle = worker::spawn(id.clone(), self.runtime.clone(), self.metrics.clone(), &self.tasks);
+        map.insert(id.clone(), handle.clone());
+        drop(guard);
+        tracing::info!(match_id = %id, "new match");
+        let _ = self.new_matches.send(id);
+        Ok(handle)
+    }
+
+    pub fn get(&self, id: &str) -> Option<WorkerHandle> {
+        self.matches.lock().expect("router lock").as_ref()?.get(id).cloned()
+    }
+
+    /// Every live match id.
+    pub fn match_ids(&self) -> Vec<Arc<str>> {
+        self.matches.lock().expect("router lock").as_ref().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Listen for matches created from now on.
+    pub fn watch_new(&self) -> broadcast::Receiver<Arc<str>> {
+        self.new_matches.subscribe()
+    }
+
+    /// Close every mailbox and wait for the workers to drain them.
+    pub async fn shutdown(&self) {
+        let handles = self.matches.lock().expect("router lock").take();
+        drop(handles);
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
