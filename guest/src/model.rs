@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{
-    BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketOdds, MarketRollback, MatchEvent, OddsChange,
-    PeriodScore, SportEventStatus,
+    BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketOdds, MarketRollback,
+    MatchEvent, OddsChange, PeriodScore, SportEventStatus,
 };
 
 /// Market status codes of the feed.
@@ -108,7 +108,10 @@ pub struct SnapshotView<'a> {
 
 impl MatchState {
     pub fn new(match_id: impl Into<String>) -> Self {
-        MatchState { match_id: match_id.into(), ..Default::default() }
+        MatchState {
+            match_id: match_id.into(),
+            ..Default::default()
+        }
     }
 
     pub fn market(&self, id: u32, specifiers: &str) -> Option<&Market> {
@@ -124,7 +127,9 @@ impl MatchState {
             MatchEvent::BetStop(e) => self.bet_stop(e),
             MatchEvent::BetSettlement(e) => self.bet_settlement(e),
             MatchEvent::BetCancel(e) => self.bet_cancel(e),
-            MatchEvent::RollbackBetSettlement(e) | MatchEvent::RollbackBetCancel(e) => self.rollback(e),
+            MatchEvent::RollbackBetSettlement(e) | MatchEvent::RollbackBetCancel(e) => {
+                self.rollback(e)
+            }
             MatchEvent::FixtureChange(e) => self.fixture_change(e),
         }
     }
@@ -135,7 +140,11 @@ impl MatchState {
             event,
             timestamp: self.updated_at,
             summary: change.summary.then_some(&self.summary),
-            markets: change.markets.iter().filter_map(|k| self.markets.get(k)).collect(),
+            markets: change
+                .markets
+                .iter()
+                .filter_map(|k| self.markets.get(k))
+                .collect(),
         }
     }
 
@@ -155,7 +164,10 @@ impl MatchState {
         }
         for m in &e.markets {
             let key = (m.id, m.specifiers.clone());
-            let market = self.markets.entry(key.clone()).or_insert_with(|| Market::new(m.id, &m.specifiers));
+            let market = self
+                .markets
+                .entry(key.clone())
+                .or_insert_with(|| Market::new(m.id, &m.specifiers));
             market.merge_odds(m);
             change.touch(key);
         }
@@ -169,7 +181,11 @@ impl MatchState {
             if market.status != status::ACTIVE {
                 continue;
             }
-            if all || market_groups(market.id).iter().any(|g| e.groups.iter().any(|s| s == g)) {
+            if all
+                || market_groups(market.id)
+                    .iter()
+                    .any(|g| e.groups.iter().any(|s| s == g))
+            {
                 market.status = e.market_status;
                 change.touch(key.clone());
             }
@@ -181,7 +197,10 @@ impl MatchState {
         let mut change = Change::default();
         for s in &e.markets {
             let key = (s.id, s.specifiers.clone());
-            let market = self.markets.entry(key.clone()).or_insert_with(|| Market::new(s.id, &s.specifiers));
+            let market = self
+                .markets
+                .entry(key.clone())
+                .or_insert_with(|| Market::new(s.id, &s.specifiers));
             market.resolve(status::SETTLED, s.void_reason);
             market.certainty = e.certainty;
             for so in &s.outcomes {
@@ -195,7 +214,12 @@ impl MatchState {
                         o.result = Some(result);
                         o.active = false;
                     }
-                    None => market.outcomes.push(Outcome { id: so.id.clone(), odds: None, active: false, result: Some(result) }),
+                    None => market.outcomes.push(Outcome {
+                        id: so.id.clone(),
+                        odds: None,
+                        active: false,
+                        result: Some(result),
+                    }),
                 }
             }
             change.touch(key);
@@ -207,7 +231,10 @@ impl MatchState {
         let mut change = Change::default();
         for c in &e.markets {
             let key = (c.id, c.specifiers.clone());
-            let market = self.markets.entry(key.clone()).or_insert_with(|| Market::new(c.id, &c.specifiers));
+            let market = self
+                .markets
+                .entry(key.clone())
+                .or_insert_with(|| Market::new(c.id, &c.specifiers));
             market.resolve(status::CANCELLED, c.void_reason);
             change.touch(key);
         }
@@ -230,7 +257,10 @@ impl MatchState {
         let start = e.start_time.or(e.next_live_time);
         if start.is_some() && start != self.summary.start_time {
             self.summary.start_time = start;
-            return Change { summary: true, markets: Vec::new() };
+            return Change {
+                summary: true,
+                markets: Vec::new(),
+            };
         }
         Change::default()
     }
@@ -298,7 +328,12 @@ impl Market {
                     x.odds = o.odds;
                     x.active = o.active;
                 }
-                None => self.outcomes.push(Outcome { id: o.id.clone(), odds: o.odds, active: o.active, result: None }),
+                None => self.outcomes.push(Outcome {
+                    id: o.id.clone(),
+                    odds: o.odds,
+                    active: o.active,
+                    result: None,
+                }),
             }
         }
     }
@@ -333,11 +368,11 @@ impl Market {
 pub fn market_groups(market_id: u32) -> &'static [&'static str] {
     match market_id {
         // 1x2, double chance, draw no bet, handicaps, totals, both teams to score
-        1 | 10 | 11 | 14 | 16 | 18 | 26 | 29 | 68 => &["all", "score", "regular_play"],
+        1 | 10 | 11 | 14 | 16 | 18 | 19 | 20 | 26 | 29 => &["all", "score", "regular_play"],
         // next goal, correct score, goal ranges
         8 | 9 | 41 | 45 | 47 | 48 => &["all", "score", "goal"],
         // halftime markets
-        60 | 61 | 62 | 63 | 65 | 66 | 69 => &["all", "score", "1st_half"],
+        60 | 61 | 62 | 63 | 65 | 66 | 68 | 69 => &["all", "score", "1st_half"],
         // corners
         162..=170 => &["all", "corner"],
         // bookings
@@ -352,7 +387,12 @@ mod tests {
     use crate::event::*;
 
     fn header() -> Header {
-        Header { product: Some(1), event_id: "sr:match:1".into(), timestamp: 10, request_id: None }
+        Header {
+            product: Some(1),
+            event_id: "sr:match:1".into(),
+            timestamp: 10,
+            request_id: None,
+        }
     }
 
     fn odds(id: u32, spec: &str, st: i32, outcomes: &[(&str, f64, bool)]) -> MarketOdds {
@@ -363,13 +403,22 @@ mod tests {
             favourite: false,
             outcomes: outcomes
                 .iter()
-                .map(|(id, o, a)| OutcomeOdds { id: (*id).into(), odds: Some(*o), active: *a })
+                .map(|(id, o, a)| OutcomeOdds {
+                    id: (*id).into(),
+                    odds: Some(*o),
+                    active: *a,
+                })
                 .collect(),
         }
     }
 
     fn oc(markets: Vec<MarketOdds>, ses: Option<SportEventStatus>) -> MatchEvent {
-        MatchEvent::OddsChange(OddsChange { header: header(), sport_event_status: ses, betting_status: None, markets })
+        MatchEvent::OddsChange(OddsChange {
+            header: header(),
+            sport_event_status: ses,
+            betting_status: None,
+            markets,
+        })
     }
 
     /// Apply `events` to a fresh state and check the status of `(id, spec)`.
@@ -378,7 +427,11 @@ mod tests {
         for e in events {
             s.apply(e);
         }
-        assert_eq!(s.market(id, spec).map(|m| m.status), Some(expected_status), "market {id} {spec}");
+        assert_eq!(
+            s.market(id, spec).map(|m| m.status),
+            Some(expected_status),
+            "market {id} {spec}"
+        );
         s
     }
 
@@ -386,7 +439,10 @@ mod tests {
     fn odds_change_creates_and_updates_markets() {
         let s = check(
             &[
-                oc(vec![odds(1, "", 1, &[("1", 2.0, true), ("2", 3.0, true)])], None),
+                oc(
+                    vec![odds(1, "", 1, &[("1", 2.0, true), ("2", 3.0, true)])],
+                    None,
+                ),
                 oc(vec![odds(1, "", 1, &[("1", 2.1, true)])], None),
             ],
             1,
@@ -395,30 +451,73 @@ mod tests {
         );
         let m = s.market(1, "").expect("market");
         assert_eq!(m.outcomes[0].odds, Some(2.1));
-        assert_eq!(m.outcomes[1].odds, Some(3.0), "outcomes not in the message keep their odds");
+        assert_eq!(
+            m.outcomes[1].odds,
+            Some(3.0),
+            "outcomes not in the message keep their odds"
+        );
     }
 
     #[test]
     fn summary_change_is_reported_once() {
-        let ses = SportEventStatus { status: 1, home_score: Some(1.0), away_score: Some(0.0), ..Default::default() };
+        let ses = SportEventStatus {
+            status: 1,
+            home_score: Some(1.0),
+            away_score: Some(0.0),
+            ..Default::default()
+        };
         let mut s = MatchState::new("m");
         assert!(s.apply(&oc(vec![], Some(ses.clone()))).summary);
-        assert!(!s.apply(&oc(vec![], Some(ses))).summary, "unchanged status is not a change");
-        assert_eq!(s.summary.score, Score { home: 1.0, away: 0.0 });
+        assert!(
+            !s.apply(&oc(vec![], Some(ses))).summary,
+            "unchanged status is not a change"
+        );
+        assert_eq!(
+            s.summary.score,
+            Score {
+                home: 1.0,
+                away: 0.0
+            }
+        );
     }
 
     #[test]
     fn bet_stop_all_suspends_only_active_markets() {
-        let stop = MatchEvent::BetStop(BetStop { header: header(), groups: vec!["all".into()], market_status: -1 });
-        let events = [oc(vec![odds(1, "", 1, &[]), odds(18, "total=2.5", 0, &[])], None), stop];
+        let stop = MatchEvent::BetStop(BetStop {
+            header: header(),
+            groups: vec!["all".into()],
+            market_status: -1,
+        });
+        let events = [
+            oc(
+                vec![odds(1, "", 1, &[]), odds(18, "total=2.5", 0, &[])],
+                None,
+            ),
+            stop,
+        ];
         let s = check(&events, 1, "", status::SUSPENDED);
-        assert_eq!(s.market(18, "total=2.5").map(|m| m.status), Some(status::DEACTIVATED));
+        assert_eq!(
+            s.market(18, "total=2.5").map(|m| m.status),
+            Some(status::DEACTIVATED)
+        );
     }
 
     #[test]
     fn bet_stop_by_group_spares_other_groups() {
-        let stop = MatchEvent::BetStop(BetStop { header: header(), groups: vec!["corner".into()], market_status: -1 });
-        let s = check(&[oc(vec![odds(1, "", 1, &[]), odds(166, "", 1, &[])], None), stop], 166, "", status::SUSPENDED);
+        let stop = MatchEvent::BetStop(BetStop {
+            header: header(),
+            groups: vec!["corner".into()],
+            market_status: -1,
+        });
+        let s = check(
+            &[
+                oc(vec![odds(1, "", 1, &[]), odds(166, "", 1, &[])], None),
+                stop,
+            ],
+            166,
+            "",
+            status::SUSPENDED,
+        );
         assert_eq!(s.market(1, "").map(|m| m.status), Some(status::ACTIVE));
     }
 
@@ -431,18 +530,47 @@ mod tests {
                 id: 1,
                 specifiers: String::new(),
                 void_reason: None,
-                outcomes: vec![SettledOutcome { id: "1".into(), result: 1, void_factor: None, dead_heat_factor: Some(0.5) }],
+                outcomes: vec![SettledOutcome {
+                    id: "1".into(),
+                    result: 1,
+                    void_factor: None,
+                    dead_heat_factor: Some(0.5),
+                }],
             }],
         });
-        let s = check(&[oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None), settle.clone()], 1, "", status::SETTLED);
+        let s = check(
+            &[
+                oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None),
+                settle.clone(),
+            ],
+            1,
+            "",
+            status::SETTLED,
+        );
         let r = &s.market(1, "").expect("market").outcomes[0].result;
         assert_eq!(r.as_ref().and_then(|r| r.dead_heat_factor), Some(0.5));
         let rollback = MatchEvent::RollbackBetSettlement(MarketRollback {
             header: header(),
-            markets: vec![MarketRef { id: 1, specifiers: String::new() }],
+            markets: vec![MarketRef {
+                id: 1,
+                specifiers: String::new(),
+            }],
         });
-        let s = check(&[oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None), settle, rollback], 1, "", status::SUSPENDED);
-        assert!(s.market(1, "").expect("market").outcomes[0].result.is_none());
+        let s = check(
+            &[
+                oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None),
+                settle,
+                rollback,
+            ],
+            1,
+            "",
+            status::SUSPENDED,
+        );
+        assert!(
+            s.market(1, "").expect("market").outcomes[0]
+                .result
+                .is_none()
+        );
     }
 
     #[test]
@@ -452,21 +580,41 @@ mod tests {
             start_time: None,
             end_time: None,
             superceded_by: None,
-            markets: vec![CancelledMarket { id: 18, specifiers: "total=2.5".into(), void_reason: Some(12) }],
+            markets: vec![CancelledMarket {
+                id: 18,
+                specifiers: "total=2.5".into(),
+                void_reason: Some(12),
+            }],
         });
         let base = oc(vec![odds(18, "total=2.5", 0, &[])], None);
-        check(&[base.clone(), cancel.clone()], 18, "total=2.5", status::CANCELLED);
+        check(
+            &[base.clone(), cancel.clone()],
+            18,
+            "total=2.5",
+            status::CANCELLED,
+        );
         let rollback = MatchEvent::RollbackBetCancel(MarketRollback {
             header: header(),
-            markets: vec![MarketRef { id: 18, specifiers: "total=2.5".into() }],
+            markets: vec![MarketRef {
+                id: 18,
+                specifiers: "total=2.5".into(),
+            }],
         });
-        check(&[base, cancel, rollback], 18, "total=2.5", status::DEACTIVATED);
+        check(
+            &[base, cancel, rollback],
+            18,
+            "total=2.5",
+            status::DEACTIVATED,
+        );
     }
 
     #[test]
     fn delta_and_snapshot_json_shape() {
         let mut s = MatchState::new("sr:match:1");
-        let ch = s.apply(&oc(vec![odds(68, "total=2.5", 1, &[("13", 1.5, true)])], None));
+        let ch = s.apply(&oc(
+            vec![odds(68, "total=2.5", 1, &[("13", 1.5, true)])],
+            None,
+        ));
         let delta = serde_json::to_value(s.delta("odds_change", &ch)).expect("json");
         assert_eq!(delta["markets"][0]["outcomes"][0]["odds"], 1.5);
         assert!(delta.get("summary").is_none());

@@ -33,7 +33,12 @@ pub enum ConfigError {
     #[error("give --feed-listen or --feed-connect (or both): without a feed nothing happens")]
     NoFeed,
     #[error("{name} must be between {min} and {max}, got {got}")]
-    OutOfRange { name: &'static str, min: u64, max: u64, got: u64 },
+    OutOfRange {
+        name: &'static str,
+        min: u64,
+        max: u64,
+        got: u64,
+    },
 }
 
 impl Default for ServeConfig {
@@ -59,14 +64,38 @@ impl ServeConfig {
             return Err(ConfigError::NoFeed);
         }
         range("--max-matches", u64::from(self.max_matches), 1, 1_000_000)?;
-        range("--guest-memory-mib", (self.guest_memory_bytes >> 20) as u64, 2, 4096)?;
-        range("--guest-deadline-ms", self.guest_call_deadline.as_millis() as u64, 1, 60_000)?;
-        range("--max-message-bytes", self.max_message_bytes as u64, 1024, 1 << 30)?;
+        range(
+            "--guest-memory-mib",
+            (self.guest_memory_bytes >> 20) as u64,
+            2,
+            4096,
+        )?;
+        range(
+            "--guest-deadline-ms",
+            self.guest_call_deadline.as_millis() as u64,
+            1,
+            60_000,
+        )?;
+        range(
+            "--max-message-bytes",
+            self.max_message_bytes as u64,
+            1024,
+            1 << 30,
+        )?;
         range("--max-sessions", self.max_sessions as u64, 1, 1_000_000)?;
         Ok(())
     }
 }
 
 fn range(name: &'static str, got: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if (min..=max).contains(&got) { Ok(()) } else { Err(ConfigError::OutOfRange { name, min, max, got }) }
+    if (min..=max).contains(&got) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            name,
+            min,
+            max,
+            got,
+        })
+    }
 }

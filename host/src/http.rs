@@ -49,7 +49,10 @@ pub fn routes(state: AppState) -> axum::Router {
 }
 
 async fn index() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
 }
 
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
@@ -61,19 +64,35 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
 }
 
 async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
     let key = match handshake_key(req.headers()) {
         Ok(k) => k,
         Err(reason) => {
-            st.metrics.ws_client_errors.get_or_create(&Kind { kind: "bad_handshake" }).inc();
+            st.metrics
+                .ws_client_errors
+                .get_or_create(&Kind {
+                    kind: "bad_handshake",
+                })
+                .inc();
             return (StatusCode::BAD_REQUEST, reason).into_response();
         }
     };
     let Ok(permit) = st.sessions.clone().try_acquire_owned() else {
-        st.metrics.ws_client_errors.get_or_create(&Kind { kind: "session_limit" }).inc();
+        st.metrics
+            .ws_client_errors
+            .get_or_create(&Kind {
+                kind: "session_limit",
+            })
+            .inc();
         return (StatusCode::SERVICE_UNAVAILABLE, "too many sessions").into_response();
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -85,7 +104,12 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(push::MAX_CLIENT_MESSAGE))
                     .max_frame_size(Some(push::MAX_CLIENT_MESSAGE));
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 push::session::run(ws, st2.router, st2.metrics, st2.shutdown).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -96,7 +120,10 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
     let h = resp.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&key).expect("base64 is a valid header value"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&key).expect("base64 is a valid header value"),
+    );
     resp
 }
 
@@ -104,7 +131,8 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
 fn handshake_key(h: &HeaderMap) -> Result<String, &'static str> {
     let has = |name: header::HeaderName, token: &str| {
         h.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
     if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
@@ -113,6 +141,8 @@ fn handshake_key(h: &HeaderMap) -> Result<String, &'static str> {
     if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
         return Err("unsupported Sec-WebSocket-Version (need 13)");
     }
-    let key = h.get(header::SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or("missing Sec-WebSocket-Key")?;
     Ok(derive_accept_key(key.as_bytes()))
 }

@@ -40,7 +40,8 @@ pub use config::ServeConfig;
 use worker::runtime::{Limits, Runtime};
 
 /// The default guest, built by `make guest` and wrapped by `build.rs`.
-pub const DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));
+pub const DEFAULT_GUEST: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));
 
 /// A running server.
 pub struct Server {
@@ -62,7 +63,9 @@ impl Server {
         config.validate()?;
         let store = store::Store::open(&config.data_dir)?;
         let guest_bytes = match &config.guest {
-            Some(path) => std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?,
+            Some(path) => {
+                std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?
+            }
             None => DEFAULT_GUEST.to_vec(),
         };
         let limits = Limits {
@@ -76,7 +79,11 @@ impl Server {
         let guest_version = runtime.version().to_owned();
         tracing::info!(guest_version, starts = store.starts()?, "guest ready");
         let metrics = Arc::new(metrics::Metrics::new());
-        let router = Arc::new(router::Router::new(runtime, metrics.clone(), config.max_matches as usize));
+        let router = Arc::new(router::Router::new(
+            runtime,
+            metrics.clone(),
+            config.max_matches as usize,
+        ));
 
         let feed_stop = CancellationToken::new();
         let feed_tasks = TaskTracker::new();
@@ -87,7 +94,9 @@ impl Server {
         };
         let mut feed_addr = None;
         if let Some(addr) = config.feed_listen {
-            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding feed listener {addr}"))?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding feed listener {addr}"))?;
             feed_addr = Some(listener.local_addr()?);
             feed_tasks.spawn(feed::listen(listener, intake.clone(), feed_stop.clone()));
         }
@@ -106,11 +115,15 @@ impl Server {
             session_tasks: session_tasks.clone(),
             shutdown: session_stop.clone(),
         };
-        let listener = TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP {}", config.http))?;
+        let listener = TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("binding HTTP {}", config.http))?;
         let http_addr = listener.local_addr()?;
         let stop = session_stop.clone();
         let http_task = tokio::spawn(async move {
-            axum::serve(listener, http::routes(state)).with_graceful_shutdown(async move { stop.cancelled().await }).await
+            axum::serve(listener, http::routes(state))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
         });
         ready.store(true, Ordering::Release);
         Ok(Server {

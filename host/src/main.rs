@@ -15,7 +15,11 @@ use touchline::ServeConfig;
 use touchline::sim::SimConfig;
 
 #[derive(Parser)]
-#[command(name = "touchline", version, about = "Live odds from a feed to browsers, one WebAssembly instance per match")]
+#[command(
+    name = "touchline",
+    version,
+    about = "Live odds from a feed to browsers, one WebAssembly instance per match"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,7 +98,12 @@ struct SimArgs {
 
 impl From<SimArgs> for SimConfig {
     fn from(a: SimArgs) -> SimConfig {
-        SimConfig { matches: a.matches, seed: a.seed, rate: a.rate, count: a.count }
+        SimConfig {
+            matches: a.matches,
+            seed: a.seed,
+            rate: a.rate,
+            count: a.count,
+        }
     }
 }
 
@@ -118,7 +127,8 @@ impl From<ServeArgs> for ServeConfig {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,touchline=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,touchline=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -145,7 +155,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args.into()).await,
         Command::Simulate { listen, sim } => {
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
             println!("SIMULATOR feed={}", listener.local_addr()?);
             let stop = CancellationToken::new();
             let task = tokio::spawn(touchline::sim::serve(listener, sim.into(), stop.clone()));
@@ -155,11 +167,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { http, data, sim } => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the simulator")?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("binding the simulator")?;
             let feed = listener.local_addr()?;
             let stop = CancellationToken::new();
             tokio::spawn(touchline::sim::serve(listener, sim.into(), stop.clone()));
-            let config = ServeConfig { http, feed_connect: Some(feed.to_string()), data_dir: data, ..ServeConfig::default() };
+            let config = ServeConfig {
+                http,
+                feed_connect: Some(feed.to_string()),
+                data_dir: data,
+                ..ServeConfig::default()
+            };
             let result = serve(config).await;
             stop.cancel();
             result
@@ -173,7 +192,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!(
         "READY http={} feed={} guest_version={}",
         server.http_addr,
-        server.feed_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        server
+            .feed_addr
+            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
         server.guest_version
     );
     println!("Touchline is live: open http://{}/", server.http_addr);
@@ -184,7 +205,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
 /// Wait for Ctrl-C or SIGTERM.
 async fn signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
         _ = term.recv() => {}

@@ -59,11 +59,18 @@ impl Router {
     /// Deliver `event` to its match's worker, waiting if the mailbox is full.
     pub async fn dispatch(&self, event: MatchEvent) -> Result<(), RouteError> {
         let handle = self.get_or_create(event.event_id())?;
-        handle.mailbox.send(Command::Event(event)).await.map_err(|_| RouteError::Closed)
+        handle
+            .mailbox
+            .send(Command::Event(event))
+            .await
+            .map_err(|_| RouteError::Closed)
     }
 
     fn get_or_create(&self, id: &str) -> Result<WorkerHandle, RouteError> {
-        let mut guard = self.matches.lock().expect("router lock is never held across a panic");
+        let mut guard = self
+            .matches
+            .lock()
+            .expect("router lock is never held across a panic");
         let map = guard.as_mut().ok_or(RouteError::Closed)?;
         if let Some(h) = map.get(id) {
             return Ok(h.clone());
@@ -72,7 +79,12 @@ impl Router {
             return Err(RouteError::Capacity(self.max_matches));
         }
         let id: Arc<str> = Arc::from(id);
-        let handle = worker::spawn(id.clone(), self.runtime.clone(), self.metrics.clone(), &self.tasks);
+        let handle = worker::spawn(
+            id.clone(),
+            self.runtime.clone(),
+            self.metrics.clone(),
+            &self.tasks,
+        );
         map.insert(id.clone(), handle.clone());
         drop(guard);
         tracing::info!(match_id = %id, "new match");
@@ -81,12 +93,22 @@ impl Router {
     }
 
     pub fn get(&self, id: &str) -> Option<WorkerHandle> {
-        self.matches.lock().expect("router lock").as_ref()?.get(id).cloned()
+        self.matches
+            .lock()
+            .expect("router lock")
+            .as_ref()?
+            .get(id)
+            .cloned()
     }
 
     /// Every live match id.
     pub fn match_ids(&self) -> Vec<Arc<str>> {
-        self.matches.lock().expect("router lock").as_ref().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.matches
+            .lock()
+            .expect("router lock")
+            .as_ref()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Listen for matches created from now on.

@@ -1,7 +1,7 @@
 //! Built-in feed simulator: a TCP server speaking the feed's vocabulary.
 //!
 //! [`Generator`] is sans-IO and deterministic for a seed: it plays `matches`
-//! soccer matches at once (a Poisson goal model drives ~30 markets per
+//! soccer matches at once (a Poisson goal model drives 31-35 markets per
 //! match; goals come with a bet_stop before and reopened odds after;
 //! half-time and full-time settle their markets; an ended match is replaced
 //! by a new one announced with a fixture_change), plus an `alive` per
@@ -102,7 +102,10 @@ impl Generator {
             self.alive_due.extend(PRODUCERS);
         }
         if let Some(product) = self.alive_due.pop_front() {
-            return format!(r#"<alive product="{product}" timestamp="{}" subscribed="1"/>"#, self.now_ms);
+            return format!(
+                r#"<alive product="{product}" timestamp="{}" subscribed="1"/>"#,
+                self.now_ms
+            );
         }
         let i = self.rng.random_range(0..self.matches.len());
         if self.matches[i].ended {
@@ -178,7 +181,15 @@ impl SimMatch {
                 r#"<bet_stop product="1" event_id="sr:match:{}" timestamp="{now}" groups="all" market_status="-1"/>"#,
                 self.id
             );
-            let next_goal = settlement(self.id, now, &[(8, format!("goalnr={goal_nr}"), vec![("6", winner == "6"), ("7", false), ("8", winner == "8")])]);
+            let next_goal = settlement(
+                self.id,
+                now,
+                &[(
+                    8,
+                    format!("goalnr={goal_nr}"),
+                    vec![("6", winner == "6"), ("7", false), ("8", winner == "8")],
+                )],
+            );
             let reopened = self.odds_change(now);
             self.queue.push_back(next_goal);
             self.queue.push_back(reopened);
@@ -216,10 +227,18 @@ impl SimMatch {
             r#"<odds_change product="1" event_id="sr:match:{}" timestamp="{now}"><sport_event_status status="{status}" reporting="1" match_status="{match_status}" home_score="{}" away_score="{}">"#,
             self.id, self.home, self.away
         );
-        let _ = write!(x, r#"<clock match_time="{}:{:02}"/>"#, self.minute as u32, ((self.minute.fract()) * 60.0) as u32);
+        let _ = write!(
+            x,
+            r#"<clock match_time="{}:{:02}"/>"#,
+            self.minute as u32,
+            ((self.minute.fract()) * 60.0) as u32
+        );
         x.push_str("<period_scores>");
         if let Some((h, a)) = self.ht {
-            let _ = write!(x, r#"<period_score match_status_code="6" number="1" home_score="{h}" away_score="{a}"/>"#);
+            let _ = write!(
+                x,
+                r#"<period_score match_status_code="6" number="1" home_score="{h}" away_score="{a}"/>"#
+            );
             let _ = write!(
                 x,
                 r#"<period_score match_status_code="7" number="2" home_score="{}" away_score="{}"/>"#,
@@ -227,7 +246,11 @@ impl SimMatch {
                 self.away - a
             );
         } else {
-            let _ = write!(x, r#"<period_score match_status_code="6" number="1" home_score="{}" away_score="{}"/>"#, self.home, self.away);
+            let _ = write!(
+                x,
+                r#"<period_score match_status_code="6" number="1" home_score="{}" away_score="{}"/>"#,
+                self.home, self.away
+            );
         }
         x.push_str("</period_scores></sport_event_status><odds>");
         let m = self.remaining(90.0 - self.minute);
@@ -246,23 +269,83 @@ impl SimMatch {
         let p1 = sum(&|fh, fa| fh > fa);
         let px = sum(&|fh, fa| fh == fa);
         let p2 = 1.0 - p1 - px;
-        market(&mut x, 1, "", live(true), &[("1", p1), ("2", px), ("3", p2)]);
-        market(&mut x, 10, "", live(true), &[("9", p1 + px), ("10", p1 + p2), ("11", px + p2)]);
+        market(
+            &mut x,
+            1,
+            "",
+            live(true),
+            &[("1", p1), ("2", px), ("3", p2)],
+        );
+        market(
+            &mut x,
+            10,
+            "",
+            live(true),
+            &[("9", p1 + px), ("10", p1 + p2), ("11", px + p2)],
+        );
         let dnb = (p1 + p2).max(1e-9);
-        market(&mut x, 11, "", live(true), &[("4", p1 / dnb), ("5", p2 / dnb)]);
+        market(
+            &mut x,
+            11,
+            "",
+            live(true),
+            &[("4", p1 / dnb), ("5", p2 / dnb)],
+        );
         for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
             let over = sum(&|fh, fa| (fh + fa) as f64 > line);
             let open = live((h + a) as f64 <= line);
-            market(&mut x, 18, &format!("total={line}"), open, &[("12", over), ("13", 1.0 - over)]);
+            market(
+                &mut x,
+                18,
+                &format!("total={line}"),
+                open,
+                &[("12", over), ("13", 1.0 - over)],
+            );
         }
-        for hcp in [-2.5, -1.5, -0.5, 0.5, 1.5] {
+        for hcp in [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5] {
             let p_home = sum(&|fh, fa| fh as f64 + hcp > fa as f64);
-            market(&mut x, 16, &format!("hcp={hcp}"), live(true), &[("1714", p_home), ("1715", 1.0 - p_home)]);
+            market(
+                &mut x,
+                16,
+                &format!("hcp={hcp}"),
+                live(true),
+                &[("1714", p_home), ("1715", 1.0 - p_home)],
+            );
+        }
+        for line in [0.5, 1.5, 2.5] {
+            let home_over = sum(&|fh, _| fh as f64 > line);
+            market(
+                &mut x,
+                19,
+                &format!("total={line}"),
+                live(h as f64 <= line),
+                &[("12", home_over), ("13", 1.0 - home_over)],
+            );
+            let away_over = sum(&|_, fa| fa as f64 > line);
+            market(
+                &mut x,
+                20,
+                &format!("total={line}"),
+                live(a as f64 <= line),
+                &[("12", away_over), ("13", 1.0 - away_over)],
+            );
         }
         let btts = sum(&|fh, fa| fh > 0 && fa > 0);
-        market(&mut x, 29, "", live(!(h > 0 && a > 0)), &[("74", btts), ("76", 1.0 - btts)]);
+        market(
+            &mut x,
+            29,
+            "",
+            live(!(h > 0 && a > 0)),
+            &[("74", btts), ("76", 1.0 - btts)],
+        );
         let odd = sum(&|fh, fa| (fh + fa) % 2 == 1);
-        market(&mut x, 26, "", live(true), &[("70", odd), ("72", 1.0 - odd)]);
+        market(
+            &mut x,
+            26,
+            "",
+            live(true),
+            &[("70", odd), ("72", 1.0 - odd)],
+        );
         let mu = (self.lam_home + self.lam_away) * ((90.0 - self.minute) / 90.0).max(0.0);
         let none = (-mu).exp();
         let share = self.lam_home / (self.lam_home + self.lam_away);
@@ -271,7 +354,11 @@ impl SimMatch {
             8,
             &format!("goalnr={}", h + a + 1),
             live(true),
-            &[("6", (1.0 - none) * share), ("7", none), ("8", (1.0 - none) * (1.0 - share))],
+            &[
+                ("6", (1.0 - none) * share),
+                ("7", none),
+                ("8", (1.0 - none) * (1.0 - share)),
+            ],
         );
         if self.ht.is_none() {
             let m1 = self.remaining(45.0 - self.minute);
@@ -287,10 +374,22 @@ impl SimMatch {
                 p
             };
             let (q1, qx) = (sum1(&|fh, fa| fh > fa), sum1(&|fh, fa| fh == fa));
-            market(&mut x, 60, "", live(true), &[("1", q1), ("2", qx), ("3", 1.0 - q1 - qx)]);
+            market(
+                &mut x,
+                60,
+                "",
+                live(true),
+                &[("1", q1), ("2", qx), ("3", 1.0 - q1 - qx)],
+            );
             for line in [0.5, 1.5, 2.5] {
                 let over = sum1(&|fh, fa| (fh + fa) as f64 > line);
-                market(&mut x, 68, &format!("total={line}"), live((h + a) as f64 <= line), &[("12", over), ("13", 1.0 - over)]);
+                market(
+                    &mut x,
+                    68,
+                    &format!("total={line}"),
+                    live((h + a) as f64 <= line),
+                    &[("12", over), ("13", 1.0 - over)],
+                );
             }
         }
         let corners_left = poisson(self.lam_corners * ((90.0 - self.minute) / 90.0).max(0.0));
@@ -301,7 +400,13 @@ impl SimMatch {
                 .filter(|(k, _)| (self.corners as usize + k) as f64 > line)
                 .map(|(_, p)| p)
                 .sum();
-            market(&mut x, 166, &format!("total={line}"), live(f64::from(self.corners) <= line), &[("12", over), ("13", 1.0 - over)]);
+            market(
+                &mut x,
+                166,
+                &format!("total={line}"),
+                live(f64::from(self.corners) <= line),
+                &[("12", over), ("13", 1.0 - over)],
+            );
         }
         x.push_str("</odds></odds_change>");
         x
@@ -309,10 +414,18 @@ impl SimMatch {
 
     fn settle_first_half(&self, now: i64) -> String {
         let (h, a) = self.ht.unwrap_or((self.home, self.away));
-        let mut markets = vec![(60, String::new(), vec![("1", h > a), ("2", h == a), ("3", h < a)])];
+        let mut markets = vec![(
+            60,
+            String::new(),
+            vec![("1", h > a), ("2", h == a), ("3", h < a)],
+        )];
         for line in [0.5, 1.5, 2.5] {
             let over = f64::from(h + a) > line;
-            markets.push((68, format!("total={line}"), vec![("12", over), ("13", !over)]));
+            markets.push((
+                68,
+                format!("total={line}"),
+                vec![("12", over), ("13", !over)],
+            ));
         }
         settlement(self.id, now, &markets)
     }
@@ -320,23 +433,67 @@ impl SimMatch {
     fn settle_full_time(&self, now: i64) -> String {
         let (h, a) = (self.home, self.away);
         let mut markets = vec![
-            (1, String::new(), vec![("1", h > a), ("2", h == a), ("3", h < a)]),
-            (10, String::new(), vec![("9", h >= a), ("10", h != a), ("11", h <= a)]),
-            (29, String::new(), vec![("74", h > 0 && a > 0), ("76", !(h > 0 && a > 0))]),
-            (26, String::new(), vec![("70", (h + a) % 2 == 1), ("72", (h + a) % 2 == 0)]),
-            (8, format!("goalnr={}", h + a + 1), vec![("6", false), ("7", true), ("8", false)]),
+            (
+                1,
+                String::new(),
+                vec![("1", h > a), ("2", h == a), ("3", h < a)],
+            ),
+            (
+                10,
+                String::new(),
+                vec![("9", h >= a), ("10", h != a), ("11", h <= a)],
+            ),
+            (
+                29,
+                String::new(),
+                vec![("74", h > 0 && a > 0), ("76", !(h > 0 && a > 0))],
+            ),
+            (
+                26,
+                String::new(),
+                vec![("70", (h + a) % 2 == 1), ("72", (h + a) % 2 == 0)],
+            ),
+            (
+                8,
+                format!("goalnr={}", h + a + 1),
+                vec![("6", false), ("7", true), ("8", false)],
+            ),
         ];
         for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
             let over = f64::from(h + a) > line;
-            markets.push((18, format!("total={line}"), vec![("12", over), ("13", !over)]));
+            markets.push((
+                18,
+                format!("total={line}"),
+                vec![("12", over), ("13", !over)],
+            ));
         }
-        for hcp in [-2.5, -1.5, -0.5, 0.5, 1.5] {
+        for hcp in [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5] {
             let home = f64::from(h) + hcp > f64::from(a);
-            markets.push((16, format!("hcp={hcp}"), vec![("1714", home), ("1715", !home)]));
+            markets.push((
+                16,
+                format!("hcp={hcp}"),
+                vec![("1714", home), ("1715", !home)],
+            ));
+        }
+        for line in [0.5, 1.5, 2.5] {
+            markets.push((
+                19,
+                format!("total={line}"),
+                vec![("12", f64::from(h) > line), ("13", f64::from(h) <= line)],
+            ));
+            markets.push((
+                20,
+                format!("total={line}"),
+                vec![("12", f64::from(a) > line), ("13", f64::from(a) <= line)],
+            ));
         }
         for line in [7.5, 8.5, 9.5, 10.5, 11.5, 12.5] {
             let over = f64::from(self.corners) > line;
-            markets.push((166, format!("total={line}"), vec![("12", over), ("13", !over)]));
+            markets.push((
+                166,
+                format!("total={line}"),
+                vec![("12", over), ("13", !over)],
+            ));
         }
         let mut x = settlement(self.id, now, &markets);
         // Draw no bet is void on a draw: refund via void_factor.
@@ -353,7 +510,9 @@ impl SimMatch {
 }
 
 fn settlement(id: u64, now: i64, markets: &[(u32, String, Vec<(&str, bool)>)]) -> String {
-    let mut x = format!(r#"<bet_settlement product="1" event_id="sr:match:{id}" timestamp="{now}" certainty="2"><outcomes>"#);
+    let mut x = format!(
+        r#"<bet_settlement product="1" event_id="sr:match:{id}" timestamp="{now}" certainty="2"><outcomes>"#
+    );
     for (mid, spec, outcomes) in markets {
         if spec.is_empty() {
             let _ = write!(x, r#"<market id="{mid}">"#);
@@ -373,14 +532,20 @@ fn market(x: &mut String, id: u32, spec: &str, status: i32, outcomes: &[Priced])
     if spec.is_empty() {
         let _ = write!(x, r#"<market status="{status}" id="{id}">"#);
     } else {
-        let _ = write!(x, r#"<market status="{status}" id="{id}" specifiers="{spec}">"#);
+        let _ = write!(
+            x,
+            r#"<market status="{status}" id="{id}" specifiers="{spec}">"#
+        );
     }
     for (oid, p) in outcomes {
         let p = p.clamp(0.0, 1.0);
         let odds = (1.0 / (p * MARGIN).max(1e-6)).clamp(1.01, 500.0);
         let odds = (odds * 100.0).round() / 100.0;
         let active = u8::from(status == 1 && p > 0.002 && p < 0.99);
-        let _ = write!(x, r#"<outcome id="{oid}" odds="{odds}" probabilities="{p:.4}" active="{active}"/>"#);
+        let _ = write!(
+            x,
+            r#"<outcome id="{oid}" odds="{odds}" probabilities="{p:.4}" active="{active}"/>"#
+        );
     }
     x.push_str("</market>");
 }
@@ -432,8 +597,16 @@ pub async fn serve(listener: TcpListener, cfg: SimConfig, shutdown: Cancellation
                 } else if shutdown.is_cancelled() {
                     return;
                 }
-                let due = if cfg.rate > 0.0 { (started.elapsed().as_secs_f64() * cfg.rate) as u64 } else { sent + 64 };
-                let due = if cfg.count > 0 { due.min(cfg.count) } else { due };
+                let due = if cfg.rate > 0.0 {
+                    (started.elapsed().as_secs_f64() * cfg.rate) as u64
+                } else {
+                    sent + 64
+                };
+                let due = if cfg.count > 0 {
+                    due.min(cfg.count)
+                } else {
+                    due
+                };
                 buf.clear();
                 while sent < due {
                     buf.push_str(&generator.next_message());
@@ -461,12 +634,21 @@ mod tests {
     use crate::feed::parse::{FeedMessage, parse};
 
     fn cfg(seed: u64) -> SimConfig {
-        SimConfig { matches: 3, seed, rate: 100.0, count: 0 }
+        SimConfig {
+            matches: 3,
+            seed,
+            rate: 100.0,
+            count: 0,
+        }
     }
 
     #[test]
     fn same_seed_same_stream_and_every_message_parses() {
-        let (mut a, mut b, mut c) = (Generator::new(&cfg(7)), Generator::new(&cfg(7)), Generator::new(&cfg(8)));
+        let (mut a, mut b, mut c) = (
+            Generator::new(&cfg(7)),
+            Generator::new(&cfg(7)),
+            Generator::new(&cfg(8)),
+        );
         let mut kinds = std::collections::BTreeMap::new();
         let mut differs = false;
         for _ in 0..5000 {
@@ -476,11 +658,20 @@ mod tests {
             let parsed = parse(m.as_bytes()).unwrap_or_else(|e| panic!("{e}: {m}"));
             *kinds.entry(parsed.kind()).or_insert(0) += 1;
             if let FeedMessage::Match(touchline_guest::event::MatchEvent::OddsChange(oc)) = parsed {
-                assert!(oc.markets.len() >= 25, "a live odds_change carries the full book");
+                assert!(
+                    oc.markets.len() >= 30,
+                    "a live odds_change carries the full book"
+                );
             }
         }
         assert!(differs, "another seed gives another stream");
-        for k in ["odds_change", "bet_stop", "bet_settlement", "fixture_change", "alive"] {
+        for k in [
+            "odds_change",
+            "bet_stop",
+            "bet_settlement",
+            "fixture_change",
+            "alive",
+        ] {
             assert!(kinds.contains_key(k), "no {k} in 5000 messages: {kinds:?}");
         }
     }

@@ -21,7 +21,10 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::open(dir).map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?;
+        let db = sled::open(dir).map_err(|source| StoreError::Open {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let meta = db.open_tree("meta")?;
         let starts = meta
             .get("starts")?
@@ -34,7 +37,10 @@ impl Store {
     /// How many times this data directory has been opened, this one included.
     pub fn starts(&self) -> Result<u64, StoreError> {
         let meta = self.db.open_tree("meta")?;
-        Ok(meta.get("starts")?.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map_or(0, u64::from_be_bytes))
+        Ok(meta
+            .get("starts")?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     /// Make everything written so far durable.

@@ -86,7 +86,15 @@ pub struct Framer {
 
 impl Framer {
     pub fn new(max_message: usize) -> Self {
-        Framer { buf: Vec::new(), scan: 0, msg_start: None, depth: 0, root: Vec::new(), discarding: false, max_message }
+        Framer {
+            buf: Vec::new(),
+            scan: 0,
+            msg_start: None,
+            depth: 0,
+            root: Vec::new(),
+            discarding: false,
+            max_message,
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
@@ -102,6 +110,19 @@ impl Framer {
     pub fn next_frame(&mut self) -> Option<Frame> {
         loop {
             let before = self.scan;
+            // quick-xml skips a BOM at the start of its input without
+            // counting it in `buffer_position`; handle BOMs here instead.
+            let rest = &self.buf[before..];
+            if rest.starts_with(BOM) {
+                if self.msg_start.is_some() {
+                    return self.truncated_at(before);
+                }
+                self.consume_to(before + BOM.len());
+                continue;
+            }
+            if !rest.is_empty() && rest.len() < BOM.len() && BOM.starts_with(rest) {
+                return self.check_size_while_waiting();
+            }
             let mut reader = Reader::from_reader(&self.buf[before..]);
             let cfg = reader.config_mut();
             // The reader is recreated mid-message; it cannot know the open
@@ -119,10 +140,15 @@ impl Framer {
                     | SyntaxError::UnclosedPIOrXmlDecl
                     | SyntaxError::UnclosedDoctype
                     | SyntaxError::InvalidBangMarkup,
-                )) if self.buf.len() - before <= MAX_TAG_LEN => return self.check_size_while_waiting(),
+                )) if self.buf.len() - before <= MAX_TAG_LEN => {
+                    return self.check_size_while_waiting();
+                }
                 Err(e) => {
                     // Skip the offending markup up to the next '<' after it.
-                    let skip_to = self.buf[before + 1..].iter().position(|&b| b == b'<').map_or(self.buf.len(), |p| before + 1 + p);
+                    let skip_to = self.buf[before + 1..]
+                        .iter()
+                        .position(|&b| b == b'<')
+                        .map_or(self.buf.len(), |p| before + 1 + p);
                     let reason = e.to_string();
                     let err = self.abandon(skip_to);
                     return Some(Err(err.unwrap_or(FrameError::Malformed { reason })));
@@ -130,7 +156,8 @@ impl Framer {
                 Ok(Event::Text(t)) => {
                     if self.msg_start.is_some() {
                         if t.as_ref().windows(3).any(|w| w == BOM) {
-                            let pos = before + t.as_ref().windows(3).position(|w| w == BOM).unwrap_or(0);
+                            let pos =
+                                before + t.as_ref().windows(3).position(|w| w == BOM).unwrap_or(0);
                             return self.truncated_at(pos);
                         }
                         self.scan = after;
@@ -142,7 +169,10 @@ impl Framer {
                     if after == self.buf.len() {
                         return self.check_size_while_waiting();
                     }
-                    let stray = strip_boms(t.as_ref()).iter().filter(|b| !b.is_ascii_whitespace()).count();
+                    let stray = strip_boms(t.as_ref())
+                        .iter()
+                        .filter(|b| !b.is_ascii_whitespace())
+                        .count();
                     self.scan = after;
                     self.consume_to(after);
                     if stray > 0 {
@@ -150,7 +180,9 @@ impl Framer {
                     }
                 }
                 Ok(Event::Decl(_)) if self.msg_start.is_some() => return self.truncated_at(before),
-                Ok(Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_)) if self.msg_start.is_none() => {
+                Ok(Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_))
+                    if self.msg_start.is_none() =>
+                {
                     self.scan = after;
                     self.consume_to(after);
                 }
@@ -178,7 +210,9 @@ impl Framer {
                     self.scan = after;
                     if self.msg_start.is_none() {
                         self.consume_to(after);
-                        return Some(Err(FrameError::Malformed { reason: "closing tag outside any message".into() }));
+                        return Some(Err(FrameError::Malformed {
+                            reason: "closing tag outside any message".into(),
+                        }));
                     }
                     self.depth -= 1;
                     if self.depth == 0 {
@@ -192,7 +226,9 @@ impl Framer {
                 && !self.discarding
             {
                 self.discarding = true;
-                return Some(Err(FrameError::Oversized { limit: self.max_message }));
+                return Some(Err(FrameError::Oversized {
+                    limit: self.max_message,
+                }));
             }
             if self.discarding {
                 // Keep memory bounded while skipping an oversized message.
@@ -205,14 +241,19 @@ impl Framer {
     fn open(&mut self, at: usize) {
         self.msg_start = Some(at);
         self.depth = 0;
-        let name = self.buf[at + 1..].iter().take_while(|b| !b.is_ascii_whitespace() && !b"/>".contains(b));
+        let name = self.buf[at + 1..]
+            .iter()
+            .take_while(|b| !b.is_ascii_whitespace() && !b"/>".contains(b));
         self.root.clear();
         self.root.extend(name);
     }
 
     /// The open message ends at `end`: hand it out (or drop it if oversized).
     fn close(&mut self, end: usize) -> Option<Frame> {
-        let start = self.msg_start.take().expect("close is only called with an open message");
+        let start = self
+            .msg_start
+            .take()
+            .expect("close is only called with an open message");
         self.depth = 0;
         if self.discarding {
             self.discarding = false;
@@ -221,7 +262,9 @@ impl Framer {
         }
         if end - start > self.max_message {
             self.consume_to(end);
-            return Some(Err(FrameError::Oversized { limit: self.max_message }));
+            return Some(Err(FrameError::Oversized {
+                limit: self.max_message,
+            }));
         }
         let msg = self.buf[start..end].to_vec();
         self.consume_to(end);
@@ -251,7 +294,10 @@ impl Framer {
         self.consume_to(to);
         if was_open && !was_discarding {
             return Some(FrameError::Malformed {
-                reason: format!("broken markup inside <{}>", String::from_utf8_lossy(&self.root)),
+                reason: format!(
+                    "broken markup inside <{}>",
+                    String::from_utf8_lossy(&self.root)
+                ),
             });
         }
         None
@@ -271,7 +317,9 @@ impl Framer {
             let scan = self.scan;
             self.consume_to(scan);
             self.msg_start = Some(0);
-            return Some(Err(FrameError::Oversized { limit: self.max_message }));
+            return Some(Err(FrameError::Oversized {
+                limit: self.max_message,
+            }));
         }
         if self.discarding {
             let scan = self.scan;
@@ -344,7 +392,10 @@ mod tests {
 
     #[test]
     fn garbage_between_messages_is_reported_and_skipped() {
-        check(b"<alive/>\x00\xFFjunk<bet_stop/>", &["<alive/>", "!garbage", "<bet_stop/>"]);
+        check(
+            b"<alive/>\x00\xFFjunk<bet_stop/>",
+            &["<alive/>", "!garbage", "<bet_stop/>"],
+        );
     }
 
     #[test]
@@ -353,7 +404,10 @@ mod tests {
             b"<odds_change><odds><market id=\"1\"><bet_stop event_id=\"x\"/><alive/>",
             &["!truncated", "<bet_stop event_id=\"x\"/>", "<alive/>"],
         );
-        check(b"<odds_change><odds><?xml version=\"1.0\"?><alive/>", &["!truncated", "<alive/>"]);
+        check(
+            b"<odds_change><odds><?xml version=\"1.0\"?><alive/>",
+            &["!truncated", "<alive/>"],
+        );
     }
 
     #[test]

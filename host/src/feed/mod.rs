@@ -107,7 +107,11 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
             match frame {
                 Ok(msg) => handle_message(&msg, &intake).await,
                 Err(e) => {
-                    intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
+                    intake
+                        .metrics
+                        .feed_errors
+                        .get_or_create(&Kind { kind: e.kind() })
+                        .inc();
                     tracing::warn!(error = %e, "feed framing error; resynchronised");
                 }
             }
@@ -120,11 +124,19 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
 async fn handle_message(xml: &[u8], intake: &Intake) {
     match parse::parse(xml) {
         Ok(msg) => {
-            intake.metrics.feed_messages.get_or_create(&Kind { kind: msg.kind() }).inc();
+            intake
+                .metrics
+                .feed_messages
+                .get_or_create(&Kind { kind: msg.kind() })
+                .inc();
             match msg {
                 FeedMessage::Match(event) => {
                     if let Err(e) = intake.router.dispatch(event).await {
-                        intake.metrics.route_errors.get_or_create(&Kind { kind: e.kind() }).inc();
+                        intake
+                            .metrics
+                            .route_errors
+                            .get_or_create(&Kind { kind: e.kind() })
+                            .inc();
                         tracing::warn!(error = %e, "event not routed");
                     }
                 }
@@ -138,7 +150,11 @@ async fn handle_message(xml: &[u8], intake: &Intake) {
             }
         }
         Err(e) => {
-            intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
+            intake
+                .metrics
+                .feed_errors
+                .get_or_create(&Kind { kind: e.kind() })
+                .inc();
             tracing::warn!(error = %e, bytes = xml.len(), "feed message rejected");
         }
     }

@@ -13,9 +13,9 @@ use std::str::FromStr;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 use touchline_guest::event::{
-    Alive, BetCancel, BetSettlement, BetStop, CancelledMarket, Clock, FixtureChange, Header, MarketOdds, MarketRef,
-    MarketRollback, MatchEvent, OddsChange, OutcomeOdds, PeriodScore, SettledMarket, SettledOutcome, SnapshotComplete,
-    SportEventStatus, canonical_specifiers,
+    Alive, BetCancel, BetSettlement, BetStop, CancelledMarket, Clock, FixtureChange, Header,
+    MarketOdds, MarketRef, MarketRollback, MatchEvent, OddsChange, OutcomeOdds, PeriodScore,
+    SettledMarket, SettledOutcome, SnapshotComplete, SportEventStatus, canonical_specifiers,
 };
 
 /// A parsed feed message.
@@ -45,9 +45,16 @@ pub enum ParseError {
     #[error("malformed XML: {0}")]
     Malformed(String),
     #[error("<{element}> lacks required attribute `{attr}`")]
-    MissingAttribute { element: &'static str, attr: &'static str },
+    MissingAttribute {
+        element: &'static str,
+        attr: &'static str,
+    },
     #[error("<{element}> attribute `{attr}` has unreadable value {value:?}")]
-    BadValue { element: &'static str, attr: &'static str, value: String },
+    BadValue {
+        element: &'static str,
+        attr: &'static str,
+        value: String,
+    },
     #[error("no message element found")]
     Empty,
 }
@@ -91,20 +98,29 @@ fn parse_root(r: &mut Reader<&[u8]>, root: &BytesStart, empty: bool) -> Result<F
             let groups = opt_str(root, E, "groups")?.unwrap_or(Cow::Borrowed("all"));
             let msg = BetStop {
                 header: header(root, E)?,
-                groups: groups.split('|').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
+                groups: groups
+                    .split('|')
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
                 market_status: opt(root, E, "market_status")?.unwrap_or(-1),
             };
             body.skip(r)?;
             FeedMessage::Match(MatchEvent::BetStop(msg))
         }
-        b"bet_settlement" => FeedMessage::Match(MatchEvent::BetSettlement(bet_settlement(r, root, body)?)),
+        b"bet_settlement" => {
+            FeedMessage::Match(MatchEvent::BetSettlement(bet_settlement(r, root, body)?))
+        }
         b"bet_cancel" => FeedMessage::Match(MatchEvent::BetCancel(bet_cancel(r, root, body)?)),
-        b"rollback_bet_settlement" => {
-            FeedMessage::Match(MatchEvent::RollbackBetSettlement(rollback(r, root, body, "rollback_bet_settlement")?))
-        }
-        b"rollback_bet_cancel" => {
-            FeedMessage::Match(MatchEvent::RollbackBetCancel(rollback(r, root, body, "rollback_bet_cancel")?))
-        }
+        b"rollback_bet_settlement" => FeedMessage::Match(MatchEvent::RollbackBetSettlement(
+            rollback(r, root, body, "rollback_bet_settlement")?,
+        )),
+        b"rollback_bet_cancel" => FeedMessage::Match(MatchEvent::RollbackBetCancel(rollback(
+            r,
+            root,
+            body,
+            "rollback_bet_cancel",
+        )?)),
         b"fixture_change" => {
             const E: &str = "fixture_change";
             let msg = FixtureChange {
@@ -136,7 +152,11 @@ fn parse_root(r: &mut Reader<&[u8]>, root: &BytesStart, empty: bool) -> Result<F
             body.skip(r)?;
             FeedMessage::SnapshotComplete(msg)
         }
-        other => return Err(ParseError::UnknownType(String::from_utf8_lossy(other).into_owned())),
+        other => {
+            return Err(ParseError::UnknownType(
+                String::from_utf8_lossy(other).into_owned(),
+            ));
+        }
     })
 }
 
@@ -154,7 +174,11 @@ impl Body {
 
     /// Call `f(element, is_start, depth)` for each child start/empty element
     /// (depth 1 = direct child) until the root closes.
-    fn for_each(self, r: &mut Reader<&[u8]>, mut f: impl FnMut(&BytesStart, Nesting, usize) -> Result<()>) -> Result<()> {
+    fn for_each(
+        self,
+        r: &mut Reader<&[u8]>,
+        mut f: impl FnMut(&BytesStart, Nesting, usize) -> Result<()>,
+    ) -> Result<()> {
         if self.empty {
             return Ok(());
         }
@@ -172,7 +196,11 @@ impl Body {
                         return Ok(());
                     }
                 }
-                Event::Eof => return Err(ParseError::Malformed("message ends before its root element closes".into())),
+                Event::Eof => {
+                    return Err(ParseError::Malformed(
+                        "message ends before its root element closes".into(),
+                    ));
+                }
                 _ => {}
             }
         }
@@ -187,7 +215,12 @@ enum Nesting {
 
 fn odds_change(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<OddsChange> {
     const E: &str = "odds_change";
-    let mut msg = OddsChange { header: header(root, E)?, sport_event_status: None, betting_status: None, markets: Vec::new() };
+    let mut msg = OddsChange {
+        header: header(root, E)?,
+        sport_event_status: None,
+        betting_status: None,
+        markets: Vec::new(),
+    };
     body.for_each(r, |e, _, _| {
         match e.name().as_ref() {
             b"sport_event_status" => {
@@ -254,7 +287,11 @@ fn odds_change(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<O
 
 fn bet_settlement(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<BetSettlement> {
     const E: &str = "bet_settlement";
-    let mut msg = BetSettlement { header: header(root, E)?, certainty: opt(root, E, "certainty")?, markets: Vec::new() };
+    let mut msg = BetSettlement {
+        header: header(root, E)?,
+        certainty: opt(root, E, "certainty")?,
+        markets: Vec::new(),
+    };
     body.for_each(r, |e, _, _| {
         match e.name().as_ref() {
             b"market" => {
@@ -307,11 +344,22 @@ fn bet_cancel(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<Be
     Ok(msg)
 }
 
-fn rollback(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body, element: &'static str) -> Result<MarketRollback> {
-    let mut msg = MarketRollback { header: header(root, element)?, markets: Vec::new() };
+fn rollback(
+    r: &mut Reader<&[u8]>,
+    root: &BytesStart,
+    body: Body,
+    element: &'static str,
+) -> Result<MarketRollback> {
+    let mut msg = MarketRollback {
+        header: header(root, element)?,
+        markets: Vec::new(),
+    };
     body.for_each(r, |e, _, depth| {
         if depth == 1 && e.name().as_ref() == b"market" {
-            msg.markets.push(MarketRef { id: req(e, "market", "id")?, specifiers: specifiers(e, "market")? });
+            msg.markets.push(MarketRef {
+                id: req(e, "market", "id")?,
+                specifiers: specifiers(e, "market")?,
+            });
         }
         Ok(())
     })?;
@@ -328,24 +376,48 @@ fn header(e: &BytesStart, element: &'static str) -> Result<Header> {
 }
 
 fn specifiers(e: &BytesStart, element: &'static str) -> Result<String> {
-    Ok(opt_str(e, element, "specifiers")?.map(|s| canonical_specifiers(&s)).unwrap_or_default())
+    Ok(opt_str(e, element, "specifiers")?
+        .map(|s| canonical_specifiers(&s))
+        .unwrap_or_default())
 }
 
-fn opt_str<'a>(e: &'a BytesStart, element: &'static str, attr: &'static str) -> Result<Option<Cow<'a, str>>> {
-    let Some(a) = e.try_get_attribute(attr).map_err(malformed)? else { return Ok(None) };
+fn opt_str<'a>(
+    e: &'a BytesStart,
+    element: &'static str,
+    attr: &'static str,
+) -> Result<Option<Cow<'a, str>>> {
+    let Some(a) = e.try_get_attribute(attr).map_err(malformed)? else {
+        return Ok(None);
+    };
     a.unescape_value()
         .map(Some)
-        .map_err(|_| ParseError::BadValue { element, attr, value: String::from_utf8_lossy(&a.value).into_owned() })
+        .map_err(|_| ParseError::BadValue {
+            element,
+            attr,
+            value: String::from_utf8_lossy(&a.value).into_owned(),
+        })
 }
 
-fn req_str<'a>(e: &'a BytesStart, element: &'static str, attr: &'static str) -> Result<Cow<'a, str>> {
+fn req_str<'a>(
+    e: &'a BytesStart,
+    element: &'static str,
+    attr: &'static str,
+) -> Result<Cow<'a, str>> {
     opt_str(e, element, attr)?.ok_or(ParseError::MissingAttribute { element, attr })
 }
 
 fn opt<T: FromStr>(e: &BytesStart, element: &'static str, attr: &'static str) -> Result<Option<T>> {
     match opt_str(e, element, attr)? {
         None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| ParseError::BadValue { element, attr, value: v.into_owned() }),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ParseError::BadValue {
+                element,
+                attr,
+                value: v.into_owned(),
+            }),
     }
 }
 
@@ -370,9 +442,18 @@ mod tests {
     fn rejects_with_precise_reasons() {
         check_err("<product_down product=\"1\"/>", "unknown_type");
         check_err("<bet_stop product=\"1\"/>", "missing_attribute");
-        check_err("<bet_stop event_id=\"sr:match:1\" timestamp=\"soon\"/>", "bad_value");
-        check_err("<odds_change event_id=\"m\"><odds><market id=\"x\"/></odds></odds_change>", "bad_value");
-        check_err("<odds_change event_id=\"m\"><odds></market></odds_change>", "malformed");
+        check_err(
+            "<bet_stop event_id=\"sr:match:1\" timestamp=\"soon\"/>",
+            "bad_value",
+        );
+        check_err(
+            "<odds_change event_id=\"m\"><odds><market id=\"x\"/></odds></odds_change>",
+            "bad_value",
+        );
+        check_err(
+            "<odds_change event_id=\"m\"><odds></market></odds_change>",
+            "malformed",
+        );
         check_err("<odds_change event_id=\"m\"><odds>", "malformed");
         check_err("   ", "empty");
     }

@@ -43,7 +43,8 @@ enum Request {
     Unsubscribe { matches: Vec<String> },
 }
 
-type SnapshotFuture = Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Frame)>)> + Send>>;
+type SnapshotFuture =
+    Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Frame)>)> + Send>>;
 
 struct Session {
     router: Arc<Router>,
@@ -62,8 +63,12 @@ struct Session {
 }
 
 /// Run a session until the client leaves or `shutdown` fires.
-pub async fn run<S>(ws: WebSocketStream<S>, router: Arc<Router>, metrics: Arc<Metrics>, shutdown: CancellationToken)
-where
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     metrics.ws_sessions.inc();
@@ -112,7 +117,10 @@ where
                 Ok(Err(_)) => break None,
                 Err(_) => {
                     metrics.ws_slow_disconnects.inc();
-                    break Some(CloseFrame { code: CloseCode::Policy, reason: "client too slow".into() });
+                    break Some(CloseFrame {
+                        code: CloseCode::Policy,
+                        reason: "client too slow".into(),
+                    });
                 }
             }
         }
@@ -133,7 +141,10 @@ impl Session {
         };
         let (Request::Subscribe { matches } | Request::Unsubscribe { matches }) = &req;
         if matches.len() > super::MAX_IDS_PER_REQUEST {
-            return Some(self.error(&format!("at most {} matches per request", super::MAX_IDS_PER_REQUEST)));
+            return Some(self.error(&format!(
+                "at most {} matches per request",
+                super::MAX_IDS_PER_REQUEST
+            )));
         }
         match req {
             Request::Subscribe { matches } => {
@@ -168,7 +179,12 @@ impl Session {
     }
 
     fn error(&self, reason: &str) -> Utf8Bytes {
-        self.metrics.ws_client_errors.get_or_create(&Kind { kind: "bad_request" }).inc();
+        self.metrics
+            .ws_client_errors
+            .get_or_create(&Kind {
+                kind: "bad_request",
+            })
+            .inc();
         let frame = serde_json::json!({"type": "error", "reason": reason});
         Utf8Bytes::from(frame.to_string())
     }
@@ -191,7 +207,9 @@ impl Session {
         }
         // Unknown yet: `wanted` remembers it and the announcement of the new
         // match completes the subscription.
-        let Some(handle) = self.router.get(&id) else { return };
+        let Some(handle) = self.router.get(&id) else {
+            return;
+        };
         self.pending.insert(id.clone());
         let rx = handle.updates.subscribe();
         self.snapshots.push(Box::pin(async move {
@@ -208,7 +226,11 @@ impl Session {
     }
 
     /// A snapshot arrived: send it and start forwarding updates after it.
-    fn attach(&mut self, id: Arc<str>, ready: Option<(broadcast::Receiver<Frame>, Frame)>) -> Option<Utf8Bytes> {
+    fn attach(
+        &mut self,
+        id: Arc<str>,
+        ready: Option<(broadcast::Receiver<Frame>, Frame)>,
+    ) -> Option<Utf8Bytes> {
         self.pending.remove(&id);
         let (rx, snapshot) = ready?;
         if !(self.all || self.wanted.contains(&id)) {
@@ -219,7 +241,11 @@ impl Session {
         Some(to_text(&snapshot))
     }
 
-    fn forward(&mut self, id: Arc<str>, item: Result<Frame, BroadcastStreamRecvError>) -> Option<Utf8Bytes> {
+    fn forward(
+        &mut self,
+        id: Arc<str>,
+        item: Result<Frame, BroadcastStreamRecvError>,
+    ) -> Option<Utf8Bytes> {
         match item {
             Ok(frame) => {
                 let after = self.snapshot_seq.get(&id).copied().unwrap_or(0);

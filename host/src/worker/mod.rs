@@ -89,8 +89,23 @@ pub fn spawn(
 ) -> WorkerHandle {
     let (mailbox, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let (updates, _) = broadcast::channel(UPDATE_BUFFER);
-    let handle = WorkerHandle { match_id: match_id.clone(), mailbox, updates: updates.clone() };
-    tasks.spawn(Worker { match_id, runtime, metrics, updates, seq: 0, instance: None, failed: None }.run(rx));
+    let handle = WorkerHandle {
+        match_id: match_id.clone(),
+        mailbox,
+        updates: updates.clone(),
+    };
+    tasks.spawn(
+        Worker {
+            match_id,
+            runtime,
+            metrics,
+            updates,
+            seq: 0,
+            instance: None,
+            failed: None,
+        }
+        .run(rx),
+    );
     handle
 }
 
@@ -112,7 +127,9 @@ impl Worker {
         match self.runtime.instantiate(self.match_id.clone()) {
             Ok(i) => {
                 self.instance = Some(i);
-                self.metrics.instantiate_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .instantiate_seconds
+                    .observe(started.elapsed().as_secs_f64());
             }
             Err(f) => self.fail(f),
         }
@@ -136,7 +153,10 @@ impl Worker {
             return;
         };
         let bytes = touchline_guest::encode(event);
-        match instance.apply(&bytes).and_then(|delta| validate_json(delta)) {
+        match instance
+            .apply(&bytes)
+            .and_then(|delta| validate_json(delta))
+        {
             Ok(delta) => {
                 self.seq += 1;
                 let frame = self.frame(FrameKind::Update, Some(&delta), None, None);
@@ -154,7 +174,10 @@ impl Worker {
 
     fn fail(&mut self, f: Failure) {
         tracing::error!(match_id = %self.match_id, seq = self.seq, guest_version = self.runtime.version(), error = %f, "match worker failed");
-        self.metrics.worker_failures.get_or_create(&vec![("cause".to_owned(), f.kind().to_owned())]).inc();
+        self.metrics
+            .worker_failures
+            .get_or_create(&vec![("cause".to_owned(), f.kind().to_owned())])
+            .inc();
         let reason = f.to_string();
         let frame = self.frame(FrameKind::Status, None, None, Some(&reason));
         let _ = self.updates.send(frame);
@@ -163,7 +186,11 @@ impl Worker {
     }
 
     fn snapshot_frame(&mut self) -> Frame {
-        let state = match self.instance.as_mut().map(|i| i.snapshot().and_then(validate_json)) {
+        let state = match self
+            .instance
+            .as_mut()
+            .map(|i| i.snapshot().and_then(validate_json))
+        {
             Some(Ok(s)) => s,
             Some(Err(f)) => {
                 self.fail(f);
@@ -175,7 +202,13 @@ impl Worker {
         self.frame(FrameKind::Snapshot, None, Some(&state), reason.as_deref())
     }
 
-    fn frame(&self, kind: FrameKind, delta: Option<&RawValue>, state: Option<&RawValue>, reason: Option<&str>) -> Frame {
+    fn frame(
+        &self,
+        kind: FrameKind,
+        delta: Option<&RawValue>,
+        state: Option<&RawValue>,
+        reason: Option<&str>,
+    ) -> Frame {
         let envelope = Envelope {
             kind: match kind {
                 FrameKind::Snapshot => "snapshot",
@@ -189,14 +222,20 @@ impl Worker {
             state,
             reason,
         };
-        let text = serde_json::to_string(&envelope).expect("envelope fields are strings, numbers and validated JSON");
-        Frame { seq: self.seq, kind, bytes: Utf8Bytes::from(text) }
+        let text = serde_json::to_string(&envelope)
+            .expect("envelope fields are strings, numbers and validated JSON");
+        Frame {
+            seq: self.seq,
+            kind,
+            bytes: Utf8Bytes::from(text),
+        }
     }
 }
 
 /// The guest's JSON goes to browsers verbatim: check it is JSON first.
 fn validate_json(text: String) -> Result<Box<RawValue>, Failure> {
-    RawValue::from_string(text).map_err(|e| Failure::Rejected(format!("guest returned invalid JSON: {e}")))
+    RawValue::from_string(text)
+        .map_err(|e| Failure::Rejected(format!("guest returned invalid JSON: {e}")))
 }
 
 fn null_json() -> Box<RawValue> {

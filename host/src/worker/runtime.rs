@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -144,13 +147,23 @@ impl Runtime {
             .memory_guard_size(64 * 1024)
             .memory_reservation_for_growth(0);
         let engine = wt(Engine::new(&config)).context("configuring the Wasm engine")?;
-        let component = wt(Component::new(&engine, component_bytes)).context("compiling the guest component")?;
+        let component = wt(Component::new(&engine, component_bytes))
+            .context("compiling the guest component")?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wt(MatchWorker::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
-            .context("linking host imports")?;
-        let pre = wt(linker.instantiate_pre(&component)).context("guest does not fit the match-worker world")?;
-        let pre = wt(MatchWorkerPre::new(pre)).context("guest does not export the match-worker interface")?;
-        let deadline_ticks = limits.call_deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+        wt(MatchWorker::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        ))
+        .context("linking host imports")?;
+        let pre = wt(linker.instantiate_pre(&component))
+            .context("guest does not fit the match-worker world")?;
+        let pre = wt(MatchWorkerPre::new(pre))
+            .context("guest does not export the match-worker interface")?;
+        let deadline_ticks = limits
+            .call_deadline
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1) as u64;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
         let runtime = Runtime {
@@ -165,8 +178,12 @@ impl Runtime {
         };
         // Refuse a guest that speaks another event encoding now, not on the
         // first event.
-        let mut probe = runtime.instantiate(Arc::from("probe")).context("instantiating the guest")?;
-        let format = probe.event_format().context("asking the guest for its event format")?;
+        let mut probe = runtime
+            .instantiate(Arc::from("probe"))
+            .context("instantiating the guest")?;
+        let format = probe
+            .event_format()
+            .context("asking the guest for its event format")?;
         anyhow::ensure!(
             format == touchline_guest::EVENT_FORMAT,
             "guest speaks event format {format}, host speaks {}",
@@ -192,11 +209,24 @@ impl Runtime {
             .trap_on_grow_failure(true)
             .instances(4)
             .build();
-        let mut store = Store::new(&inner.engine, HostState { limits, match_id: match_id.clone() });
+        let mut store = Store::new(
+            &inner.engine,
+            HostState {
+                limits,
+                match_id: match_id.clone(),
+            },
+        );
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(inner.deadline_ticks);
-        let bindings = inner.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        let mut instance = GuestInstance { store, bindings, runtime: self.clone() };
+        let bindings = inner
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e))?;
+        let mut instance = GuestInstance {
+            store,
+            bindings,
+            runtime: self.clone(),
+        };
         instance.call(|b, s| b.touchline_worker_match_().call_init(s, &match_id))?;
         Ok(instance)
     }
@@ -208,7 +238,11 @@ impl Runtime {
                 _ => Failure::Trap(trap.to_string()),
             };
         }
-        let text = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+        let text = e
+            .chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
         if text.contains("memory") && (text.contains("grow") || text.contains("limit")) {
             return Failure::Memory(self.inner.limits.memory_bytes);
         }
@@ -228,7 +262,8 @@ impl GuestInstance {
         &mut self,
         f: impl FnOnce(&MatchWorker, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        self.store.set_epoch_deadline(self.runtime.inner.deadline_ticks);
+        self.store
+            .set_epoch_deadline(self.runtime.inner.deadline_ticks);
         f(&self.bindings, &mut self.store).map_err(|e| self.runtime.classify(e))
     }
 
@@ -238,7 +273,8 @@ impl GuestInstance {
 
     /// Apply one encoded event; returns the delta JSON.
     pub fn apply(&mut self, event: &[u8]) -> Result<String, Failure> {
-        self.call(|b, s| b.touchline_worker_match_().call_apply(s, event))?.map_err(rejected)
+        self.call(|b, s| b.touchline_worker_match_().call_apply(s, event))?
+            .map_err(rejected)
     }
 
     /// The whole state as JSON.
@@ -252,7 +288,8 @@ impl GuestInstance {
     }
 
     pub fn restore_state(&mut self, state: &[u8]) -> Result<(), Failure> {
-        self.call(|b, s| b.touchline_worker_match_().call_restore_state(s, state))?.map_err(rejected)
+        self.call(|b, s| b.touchline_worker_match_().call_restore_state(s, state))?
+            .map_err(rejected)
     }
 }
 
@@ -284,5 +321,8 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<(
 /// Hex sha-256 of the component bytes: identifies a guest version.
 fn content_hash(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -1,0 +1,1 @@
+//! The live odds page in a real headless Chromium (skipped without one).

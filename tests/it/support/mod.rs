@@ -1,0 +1,254 @@
+//! Test support: sample files, the real server as a child process, clients.
+//!
+//! Everything waits on a condition with a deadline; nothing sleeps to
+//! synchronise. Servers bind 127.0.0.1:0 and report their ports on stdout.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Generous bound for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
+}
+
+/// Bytes of one sample file, e.g. `uof/messages/odds_change.xml`.
+pub fn sample(rel: &str) -> Vec<u8> {
+    let p = data_dir().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+/// Every sample message file, sorted, as (relative path, bytes).
+pub fn all_samples() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for set in ["uof", "uof-minus5"] {
+        let dir = data_dir().join(set).join("messages");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("samples dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let rel = format!("{set}/messages/{}", n.to_string_lossy());
+            out.push((rel.clone(), sample(&rel)));
+        }
+    }
+    out
+}
+
+/// A sample with its event id replaced, to make more traffic for one match.
+pub fn sample_for(rel: &str, event_id: &str) -> Vec<u8> {
+    let text = String::from_utf8(sample(rel)).expect("samples are UTF-8");
+    let start = text.find("event_id=\"").expect("sample has an event_id") + "event_id=\"".len();
+    let end = start + text[start..].find('"').expect("closing quote");
+    format!("{}{}{}", &text[..start], event_id, &text[end..]).into_bytes()
+}
+
+/// Poll `f` until it returns `Some`, or panic after `DEADLINE`.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The real `touchline serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub feed: SocketAddr,
+    pub data: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--feed-listen",
+                "127.0.0.1:0",
+                "--data",
+            ])
+            .arg(data.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning touchline");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            let line = lines
+                .next()
+                .expect("touchline exited before READY")
+                .expect("reading stdout");
+            if line.starts_with("READY ") {
+                break line;
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let field = |k: &str| -> SocketAddr {
+            let v = ready
+                .split(' ')
+                .find_map(|kv| kv.strip_prefix(k))
+                .unwrap_or_else(|| panic!("{k} in {ready}"));
+            v.parse().unwrap_or_else(|e| panic!("{k}{v}: {e}"))
+        };
+        Server {
+            http: field("http="),
+            feed: field("feed="),
+            child,
+            data,
+        }
+    }
+
+    /// Open a feed connection.
+    pub fn feed(&self) -> TcpStream {
+        let s = TcpStream::connect(self.feed).expect("connecting to the feed port");
+        s.set_nodelay(true).expect("nodelay");
+        s
+    }
+
+    /// One metric's value (sum over its label sets), 0 if absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_in(&http_get(self.http, "/metrics").1, name)
+    }
+
+    pub fn wait_metric(&self, name: &str, at_least: f64) -> f64 {
+        wait_for(&format!("{name} >= {at_least}"), || {
+            Some(self.metric(name)).filter(|v| *v >= at_least)
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Minimal HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A real WebSocket client.
+pub struct Ws {
+    pub ws: WsStream,
+}
+
+impl Ws {
+    pub async fn connect(http: SocketAddr) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+            .await
+            .expect("websocket connect");
+        Ws { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.expect("ws send");
+    }
+
+    /// Next JSON text frame, within the deadline.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection closed")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => {
+                    return serde_json::from_str(&t).expect("server frames are JSON");
+                }
+                Message::Close(c) => panic!("server closed the session: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Skip frames until one satisfies `pred`.
+    pub async fn next_matching(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.next().await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+/// Find outcome `outcome` of market `id`/`specifiers` in a market list.
+pub fn odds_of(markets: &Value, id: u64, specifiers: &str, outcome: &str) -> Option<f64> {
+    markets
+        .as_array()?
+        .iter()
+        .find(|m| m["id"] == id && m["specifiers"] == specifiers)?["outcomes"]
+        .as_array()?
+        .iter()
+        .find(|o| o["id"] == outcome)?["odds"]
+        .as_f64()
+}
