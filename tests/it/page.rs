@@ -1,1 +1,154 @@
-//! The live odds page in a real headless Chromium (skipped without one).
+//! The live odds page in a real headless Chromium, driven over the DevTools
+//! protocol with the same WebSocket client the other tests use.
+//!
+//! Gated by `TOUCHLINE_CHROMIUM` (the browser's path; `.ci/run` installs
+//! Debian's chromium and sets it): without it the test says so and passes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{DEADLINE, Server, http_get, sample};
+
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    devtools: std::net::SocketAddr,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn launch(chromium: &str, url: &str) -> Browser {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-port=0",
+            "--remote-allow-origins=*",
+            "--window-size=1280,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting chromium");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let devtools = loop {
+        let line = lines.next().expect("chromium exited before DevTools came up").expect("stderr");
+        if let Some(rest) = line.strip_prefix("DevTools listening on ws://") {
+            let addr = rest.split('/').next().expect("host:port");
+            break addr.parse().expect("DevTools address");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Browser { child, _profile: profile, devtools }
+}
+
+struct Page {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl Page {
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = json!({"id": id, "method": method, "params": params});
+        self.ws.send(Message::Text(msg.to_string().into())).await.expect("cdp send");
+        loop {
+            let m = tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("cdp reply").expect("open").expect("ok");
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).expect("cdp json");
+                if v["id"] == id {
+                    return v["result"].clone();
+                }
+            }
+        }
+    }
+
+    async fn eval(&mut self, expr: &str) -> Value {
+        self.call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true})).await["result"]["value"].clone()
+    }
+
+    /// Evaluate `expr` until it returns `want`, within the deadline.
+    async fn wait_eval(&mut self, expr: &str, want: Value) {
+        let start = std::time::Instant::now();
+        loop {
+            let got = self.eval(expr).await;
+            if got == want {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "page: `{expr}` is {got}, want {want}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+const ODDS_13: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=2.5"][data-outcome="13"]')?.textContent"#;
+const ODDS_35: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=3.5"][data-outcome="12"]')?.textContent"#;
+const SCORE: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-role="score"]')?.textContent"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_page_shows_odds_and_updates_them() {
+    let Ok(chromium) = std::env::var("TOUCHLINE_CHROMIUM") else {
+        eprintln!("page test skipped: set TOUCHLINE_CHROMIUM to a Chromium binary (.ci/run does)");
+        return;
+    };
+    let server = Server::start(&[]);
+    let mut feed = server.feed();
+    feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+    let (status, html) = http_get(server.http, "/");
+    assert_eq!(status, 200);
+    assert!(html.contains("<title>Touchline"));
+
+    let browser = launch(&chromium, &format!("http://{}/", server.http));
+    let (_, list) = http_get(browser.devtools, "/json/list");
+    let targets: Value = serde_json::from_str(&list).expect("target list");
+    let url = targets
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["type"] == "page"))
+        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+        .expect("a page target")
+        .to_owned();
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("cdp connect");
+    let mut page = Page { ws, next_id: 0 };
+
+    page.wait_eval(ODDS_13, json!("Under1.50")).await;
+    page.wait_eval(SCORE, json!("0 : 2")).await;
+    // A live update: market 68 total=3.5 outcome 12 goes to 6.5 again, and a
+    // goal changes the score.
+    feed.write_all(&sample("uof/messages/odds_change_single_market.xml")).expect("feed");
+    let goal = String::from_utf8(sample("uof/messages/odds_change_no_markets.xml"))
+        .expect("utf8")
+        .replace(r#"home_score="0" away_score="2">"#, r#"home_score="1" away_score="2">"#);
+    feed.write_all(goal.as_bytes()).expect("feed");
+    page.wait_eval(SCORE, json!("1 : 2")).await;
+    page.wait_eval(ODDS_35, json!("Over6.50")).await;
+    page.wait_eval(r#"document.getElementById("stats").textContent.includes("0 gaps")"#, json!(true)).await;
+
+    if let Ok(dir) = std::env::var("TOUCHLINE_SCREENSHOT_DIR") {
+        let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let png = shot["data"].as_str().expect("png data");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png).expect("base64");
+        std::fs::File::create(std::path::Path::new(&dir).join("page.png")).and_then(|mut f| f.write_all(&bytes)).expect("write png");
+    }
+}

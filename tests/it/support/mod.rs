@@ -161,28 +161,41 @@ pub fn metric_in(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Minimal HTTP/1.1 GET: (status, body).
+/// Minimal HTTP/1.1 GET: (status, body). Reads by Content-Length when given
+/// (some servers keep the connection open regardless), else to EOF.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect http");
+    let s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    write!(&s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut r = BufReader::new(s);
+    let mut status_line = String::new();
+    r.read_line(&mut status_line).expect("status line");
+    let status = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let mut length = None;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).expect("header");
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse::<usize>().ok();
+        }
+    }
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body).expect("body");
+        }
+        None => {
+            r.read_to_end(&mut body).expect("body");
+        }
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 type WsStream =

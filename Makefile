@@ -1,0 +1,37 @@
+# Touchline. `make run` starts the server fed by the built-in simulator;
+# `make test` runs every test. Targets hold no logic: each is a cargo or
+# rustup command or two.
+
+GUEST_TARGET := wasm32-unknown-unknown
+CARGO_RELEASE := cargo build --release
+
+.PHONY: all setup guest build run test lint fmt clean
+
+all: build
+
+setup:
+	rustup target add $(GUEST_TARGET)
+
+# The default guest (embedded in the binary by host/build.rs) and the
+# fault-injection guest used by the fault tests.
+guest: setup
+	$(CARGO_RELEASE) -p touchline-guest --target $(GUEST_TARGET)
+
+build: guest
+	$(CARGO_RELEASE) -p touchline
+
+run: build
+	./target/release/touchline demo --http 127.0.0.1:8080 --data ./data
+
+test: build
+	cargo test --release --workspace
+
+lint: guest
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
