@@ -9,11 +9,8 @@
 use std::path::PathBuf;
 
 fn main() {
-    let manifest = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| manifest.join("../target"), PathBuf::from);
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| manifest.join("../target"), PathBuf::from);
     let input = std::env::var_os("TOUCHLINE_GUEST_WASM").map_or_else(
         || target.join("wasm32-unknown-unknown/release/touchline_guest.wasm"),
         PathBuf::from,
@@ -30,7 +27,7 @@ fn main() {
         .module(&module)
         .and_then(|e| e.validate(true).encode())
         .unwrap_or_else(|e| panic!("wrapping {} into a component: {e:#}", input.display()));
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("touchline_guest.component.wasm");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("touchline_guest.component.wasm");
     std::fs::write(&out, component).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
 }

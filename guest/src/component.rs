@@ -35,22 +35,18 @@ impl Guest for Worker {
     }
 
     fn apply(event: Vec<u8>) -> Result<String, Error> {
-        let event: MatchEvent =
-            crate::decode(&event).map_err(|e| Error::BadEvent(e.to_string()))?;
+        let event: MatchEvent = crate::decode(&event).map_err(|e| Error::BadEvent(e.to_string()))?;
         #[cfg(feature = "fault-injection")]
         faults::inject(&event);
         STATE.with(|s| {
             let mut state = s.borrow_mut();
             let change = state.apply(&event);
-            serde_json::to_string(&state.delta(event.kind(), &change))
-                .map_err(|e| Error::BadEvent(e.to_string()))
+            serde_json::to_string(&state.delta(event.kind(), &change)).map_err(|e| Error::BadEvent(e.to_string()))
         })
     }
 
     fn snapshot() -> String {
-        STATE.with(|s| {
-            serde_json::to_string(&s.borrow().snapshot()).unwrap_or_else(|_| "{}".to_owned())
-        })
+        STATE.with(|s| serde_json::to_string(&s.borrow().snapshot()).unwrap_or_else(|_| "{}".to_owned()))
     }
 
     fn save_state() -> Vec<u8> {
@@ -58,8 +54,7 @@ impl Guest for Worker {
     }
 
     fn restore_state(state: Vec<u8>) -> Result<(), Error> {
-        let restored: MatchState =
-            crate::decode(&state).map_err(|e| Error::BadState(e.to_string()))?;
+        let restored: MatchState = crate::decode(&state).map_err(|e| Error::BadState(e.to_string()))?;
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             if !s.match_id.is_empty() && s.match_id != restored.match_id {

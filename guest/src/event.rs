@@ -223,10 +223,7 @@ mod tests {
 
     #[test]
     fn specifiers_are_canonical() {
-        assert_eq!(
-            canonical_specifiers("setnr=4|pointnr=45"),
-            "pointnr=45|setnr=4"
-        );
+        assert_eq!(canonical_specifiers("setnr=4|pointnr=45"), "pointnr=45|setnr=4");
         assert_eq!(canonical_specifiers("total=2.5"), "total=2.5");
         assert_eq!(canonical_specifiers(""), "");
     }

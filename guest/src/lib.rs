@@ -31,8 +31,6 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decode bytes produced by [`encode`]; the error is for the caller to report.
-pub fn decode<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<T, bincode::error::DecodeError> {
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     bincode::serde::decode_from_slice(bytes, codec()).map(|(v, _)| v)
 }

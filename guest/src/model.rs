@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{
-    BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketOdds, MarketRollback,
-    MatchEvent, OddsChange, PeriodScore, SportEventStatus,
+    BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketOdds, MarketRollback, MatchEvent, OddsChange,
+    PeriodScore, SportEventStatus,
 };
 
 /// Market status codes of the feed.
@@ -127,9 +127,7 @@ impl MatchState {
             MatchEvent::BetStop(e) => self.bet_stop(e),
             MatchEvent::BetSettlement(e) => self.bet_settlement(e),
             MatchEvent::BetCancel(e) => self.bet_cancel(e),
-            MatchEvent::RollbackBetSettlement(e) | MatchEvent::RollbackBetCancel(e) => {
-                self.rollback(e)
-            }
+            MatchEvent::RollbackBetSettlement(e) | MatchEvent::RollbackBetCancel(e) => self.rollback(e),
             MatchEvent::FixtureChange(e) => self.fixture_change(e),
         }
     }
@@ -140,11 +138,7 @@ impl MatchState {
             event,
             timestamp: self.updated_at,
             summary: change.summary.then_some(&self.summary),
-            markets: change
-                .markets
-                .iter()
-                .filter_map(|k| self.markets.get(k))
-                .collect(),
+            markets: change.markets.iter().filter_map(|k| self.markets.get(k)).collect(),
         }
     }
 
@@ -181,11 +175,7 @@ impl MatchState {
             if market.status != status::ACTIVE {
                 continue;
             }
-            if all
-                || market_groups(market.id)
-                    .iter()
-                    .any(|g| e.groups.iter().any(|s| s == g))
-            {
+            if all || market_groups(market.id).iter().any(|g| e.groups.iter().any(|s| s == g)) {
                 market.status = e.market_status;
                 change.touch(key.clone());
             }
@@ -439,10 +429,7 @@ mod tests {
     fn odds_change_creates_and_updates_markets() {
         let s = check(
             &[
-                oc(
-                    vec![odds(1, "", 1, &[("1", 2.0, true), ("2", 3.0, true)])],
-                    None,
-                ),
+                oc(vec![odds(1, "", 1, &[("1", 2.0, true), ("2", 3.0, true)])], None),
                 oc(vec![odds(1, "", 1, &[("1", 2.1, true)])], None),
             ],
             1,
@@ -472,13 +459,7 @@ mod tests {
             !s.apply(&oc(vec![], Some(ses))).summary,
             "unchanged status is not a change"
         );
-        assert_eq!(
-            s.summary.score,
-            Score {
-                home: 1.0,
-                away: 0.0
-            }
-        );
+        assert_eq!(s.summary.score, Score { home: 1.0, away: 0.0 });
     }
 
     #[test]
@@ -488,18 +469,9 @@ mod tests {
             groups: vec!["all".into()],
             market_status: -1,
         });
-        let events = [
-            oc(
-                vec![odds(1, "", 1, &[]), odds(18, "total=2.5", 0, &[])],
-                None,
-            ),
-            stop,
-        ];
+        let events = [oc(vec![odds(1, "", 1, &[]), odds(18, "total=2.5", 0, &[])], None), stop];
         let s = check(&events, 1, "", status::SUSPENDED);
-        assert_eq!(
-            s.market(18, "total=2.5").map(|m| m.status),
-            Some(status::DEACTIVATED)
-        );
+        assert_eq!(s.market(18, "total=2.5").map(|m| m.status), Some(status::DEACTIVATED));
     }
 
     #[test]
@@ -510,10 +482,7 @@ mod tests {
             market_status: -1,
         });
         let s = check(
-            &[
-                oc(vec![odds(1, "", 1, &[]), odds(166, "", 1, &[])], None),
-                stop,
-            ],
+            &[oc(vec![odds(1, "", 1, &[]), odds(166, "", 1, &[])], None), stop],
             166,
             "",
             status::SUSPENDED,
@@ -539,10 +508,7 @@ mod tests {
             }],
         });
         let s = check(
-            &[
-                oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None),
-                settle.clone(),
-            ],
+            &[oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None), settle.clone()],
             1,
             "",
             status::SETTLED,
@@ -557,20 +523,12 @@ mod tests {
             }],
         });
         let s = check(
-            &[
-                oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None),
-                settle,
-                rollback,
-            ],
+            &[oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None), settle, rollback],
             1,
             "",
             status::SUSPENDED,
         );
-        assert!(
-            s.market(1, "").expect("market").outcomes[0]
-                .result
-                .is_none()
-        );
+        assert!(s.market(1, "").expect("market").outcomes[0].result.is_none());
     }
 
     #[test]
@@ -587,12 +545,7 @@ mod tests {
             }],
         });
         let base = oc(vec![odds(18, "total=2.5", 0, &[])], None);
-        check(
-            &[base.clone(), cancel.clone()],
-            18,
-            "total=2.5",
-            status::CANCELLED,
-        );
+        check(&[base.clone(), cancel.clone()], 18, "total=2.5", status::CANCELLED);
         let rollback = MatchEvent::RollbackBetCancel(MarketRollback {
             header: header(),
             markets: vec![MarketRef {
@@ -600,21 +553,13 @@ mod tests {
                 specifiers: "total=2.5".into(),
             }],
         });
-        check(
-            &[base, cancel, rollback],
-            18,
-            "total=2.5",
-            status::DEACTIVATED,
-        );
+        check(&[base, cancel, rollback], 18, "total=2.5", status::DEACTIVATED);
     }
 
     #[test]
     fn delta_and_snapshot_json_shape() {
         let mut s = MatchState::new("sr:match:1");
-        let ch = s.apply(&oc(
-            vec![odds(68, "total=2.5", 1, &[("13", 1.5, true)])],
-            None,
-        ));
+        let ch = s.apply(&oc(vec![odds(68, "total=2.5", 1, &[("13", 1.5, true)])], None));
         let delta = serde_json::to_value(s.delta("odds_change", &ch)).expect("json");
         assert_eq!(delta["markets"][0]["outcomes"][0]["odds"], 1.5);
         assert!(delta.get("summary").is_none());

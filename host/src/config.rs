@@ -64,24 +64,14 @@ impl ServeConfig {
             return Err(ConfigError::NoFeed);
         }
         range("--max-matches", u64::from(self.max_matches), 1, 1_000_000)?;
-        range(
-            "--guest-memory-mib",
-            (self.guest_memory_bytes >> 20) as u64,
-            2,
-            4096,
-        )?;
+        range("--guest-memory-mib", (self.guest_memory_bytes >> 20) as u64, 2, 4096)?;
         range(
             "--guest-deadline-ms",
             self.guest_call_deadline.as_millis() as u64,
             1,
             60_000,
         )?;
-        range(
-            "--max-message-bytes",
-            self.max_message_bytes as u64,
-            1024,
-            1 << 30,
-        )?;
+        range("--max-message-bytes", self.max_message_bytes as u64, 1024, 1 << 30)?;
         range("--max-sessions", self.max_sessions as u64, 1, 1_000_000)?;
         Ok(())
     }
@@ -91,11 +81,6 @@ fn range(name: &'static str, got: u64, min: u64, max: u64) -> Result<(), ConfigE
     if (min..=max).contains(&got) {
         Ok(())
     } else {
-        Err(ConfigError::OutOfRange {
-            name,
-            min,
-            max,
-            got,
-        })
+        Err(ConfigError::OutOfRange { name, min, max, got })
     }
 }

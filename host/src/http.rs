@@ -49,10 +49,7 @@ pub fn routes(state: AppState) -> axum::Router {
 }
 
 async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        INDEX_HTML,
-    )
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
 }
 
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
@@ -65,10 +62,7 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         st.metrics.render(),
     )
 }
@@ -79,9 +73,7 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
         Err(reason) => {
             st.metrics
                 .ws_client_errors
-                .get_or_create(&Kind {
-                    kind: "bad_handshake",
-                })
+                .get_or_create(&Kind { kind: "bad_handshake" })
                 .inc();
             return (StatusCode::BAD_REQUEST, reason).into_response();
         }
@@ -89,9 +81,7 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
     let Ok(permit) = st.sessions.clone().try_acquire_owned() else {
         st.metrics
             .ws_client_errors
-            .get_or_create(&Kind {
-                kind: "session_limit",
-            })
+            .get_or_create(&Kind { kind: "session_limit" })
             .inc();
         return (StatusCode::SERVICE_UNAVAILABLE, "too many sessions").into_response();
     };
@@ -104,12 +94,7 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(push::MAX_CLIENT_MESSAGE))
                     .max_frame_size(Some(push::MAX_CLIENT_MESSAGE));
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                 push::session::run(ws, st2.router, st2.metrics, st2.shutdown).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -141,8 +126,6 @@ fn handshake_key(h: &HeaderMap) -> Result<String, &'static str> {
     if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
         return Err("unsupported Sec-WebSocket-Version (need 13)");
     }
-    let key = h
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or("missing Sec-WebSocket-Key")?;
+    let key = h.get(header::SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
     Ok(derive_accept_key(key.as_bytes()))
 }

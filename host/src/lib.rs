@@ -40,8 +40,7 @@ pub use config::ServeConfig;
 use worker::runtime::{Limits, Runtime};
 
 /// The default guest, built by `make guest` and wrapped by `build.rs`.
-pub const DEFAULT_GUEST: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));
+pub const DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));
 
 /// A running server.
 pub struct Server {
@@ -63,9 +62,7 @@ impl Server {
         config.validate()?;
         let store = store::Store::open(&config.data_dir)?;
         let guest_bytes = match &config.guest {
-            Some(path) => {
-                std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?
-            }
+            Some(path) => std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?,
             None => DEFAULT_GUEST.to_vec(),
         };
         let limits = Limits {

@@ -127,8 +127,7 @@ impl From<ServeArgs> for ServeConfig {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,touchline=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,touchline=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -192,9 +191,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!(
         "READY http={} feed={} guest_version={}",
         server.http_addr,
-        server
-            .feed_addr
-            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        server.feed_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
         server.guest_version
     );
     println!("Touchline is live: open http://{}/", server.http_addr);

@@ -63,21 +63,9 @@ impl Metrics {
             }};
         }
         Metrics {
-            feed_connections: reg!(
-                "feed_connections",
-                "Open feed connections",
-                Gauge::default()
-            ),
-            feed_bytes: reg!(
-                "feed_bytes",
-                "Bytes read from feed connections",
-                Counter::default()
-            ),
-            feed_messages: reg!(
-                "feed_messages",
-                "Feed messages parsed, by type",
-                Family::default()
-            ),
+            feed_connections: reg!("feed_connections", "Open feed connections", Gauge::default()),
+            feed_bytes: reg!("feed_bytes", "Bytes read from feed connections", Counter::default()),
+            feed_messages: reg!("feed_messages", "Feed messages parsed, by type", Family::default()),
             feed_errors: reg!(
                 "feed_errors",
                 "Feed bytes or messages rejected, by reason",
@@ -88,21 +76,9 @@ impl Metrics {
                 "Parsed events that could not reach a worker",
                 Family::default()
             ),
-            feed_alive: reg!(
-                "feed_alive",
-                "alive heartbeats received",
-                Counter::default()
-            ),
-            live_matches: reg!(
-                "live_matches",
-                "Matches with a running worker",
-                Gauge::default()
-            ),
-            events_applied: reg!(
-                "events_applied",
-                "Events applied by match workers",
-                Counter::default()
-            ),
+            feed_alive: reg!("feed_alive", "alive heartbeats received", Counter::default()),
+            live_matches: reg!("live_matches", "Matches with a running worker", Gauge::default()),
+            events_applied: reg!("events_applied", "Events applied by match workers", Counter::default()),
             events_rejected: reg!(
                 "events_rejected",
                 "Events a guest rejected without trapping",
@@ -113,27 +89,15 @@ impl Metrics {
                 "Events for matches whose worker has failed",
                 Counter::default()
             ),
-            worker_failures: reg!(
-                "worker_failures",
-                "Guest failures, by cause",
-                Family::default()
-            ),
+            worker_failures: reg!("worker_failures", "Guest failures, by cause", Family::default()),
             instantiate_seconds: reg!(
                 "instantiate_seconds",
                 "Time to create a match worker's store and instance",
                 Histogram::new(exponential_buckets(1e-6, 2.0, 20))
             ),
             ws_sessions: reg!("ws_sessions", "Open WebSocket sessions", Gauge::default()),
-            ws_frames_sent: reg!(
-                "ws_frames_sent",
-                "Frames sent to WebSocket clients",
-                Counter::default()
-            ),
-            ws_client_errors: reg!(
-                "ws_client_errors",
-                "Bad client frames, by reason",
-                Family::default()
-            ),
+            ws_frames_sent: reg!("ws_frames_sent", "Frames sent to WebSocket clients", Counter::default()),
+            ws_client_errors: reg!("ws_client_errors", "Bad client frames, by reason", Family::default()),
             ws_resyncs: reg!(
                 "ws_resyncs",
                 "Subscriptions resent a snapshot after the client lagged",
@@ -151,8 +115,7 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

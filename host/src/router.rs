@@ -67,10 +67,7 @@ impl Router {
     }
 
     fn get_or_create(&self, id: &str) -> Result<WorkerHandle, RouteError> {
-        let mut guard = self
-            .matches
-            .lock()
-            .expect("router lock is never held across a panic");
+        let mut guard = self.matches.lock().expect("router lock is never held across a panic");
         let map = guard.as_mut().ok_or(RouteError::Closed)?;
         if let Some(h) = map.get(id) {
             return Ok(h.clone());
@@ -79,12 +76,7 @@ impl Router {
             return Err(RouteError::Capacity(self.max_matches));
         }
         let id: Arc<str> = Arc::from(id);
-        let handle = worker::spawn(
-            id.clone(),
-            self.runtime.clone(),
-            self.metrics.clone(),
-            &self.tasks,
-        );
+        let handle = worker::spawn(id.clone(), self.runtime.clone(), self.metrics.clone(), &self.tasks);
         map.insert(id.clone(), handle.clone());
         drop(guard);
         tracing::info!(match_id = %id, "new match");
@@ -93,12 +85,7 @@ impl Router {
     }
 
     pub fn get(&self, id: &str) -> Option<WorkerHandle> {
-        self.matches
-            .lock()
-            .expect("router lock")
-            .as_ref()?
-            .get(id)
-            .cloned()
+        self.matches.lock().expect("router lock").as_ref()?.get(id).cloned()
     }
 
     /// Every live match id.

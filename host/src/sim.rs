@@ -154,7 +154,7 @@ impl SimMatch {
         // Odds drift: the model's view of the teams moves a little.
         self.lam_home = (self.lam_home * rng.random_range(0.97..1.03)).clamp(0.3, 3.5);
         self.lam_away = (self.lam_away * rng.random_range(0.97..1.03)).clamp(0.3, 3.5);
-        if rng.random_bool(((self.lam_corners / MESSAGES_PER_MATCH) as f64).min(1.0)) {
+        if rng.random_bool((self.lam_corners / MESSAGES_PER_MATCH).min(1.0)) {
             self.corners += 1;
         }
         if before < 45.0 && self.minute >= 45.0 {
@@ -269,13 +269,7 @@ impl SimMatch {
         let p1 = sum(&|fh, fa| fh > fa);
         let px = sum(&|fh, fa| fh == fa);
         let p2 = 1.0 - p1 - px;
-        market(
-            &mut x,
-            1,
-            "",
-            live(true),
-            &[("1", p1), ("2", px), ("3", p2)],
-        );
+        market(&mut x, 1, "", live(true), &[("1", p1), ("2", px), ("3", p2)]);
         market(
             &mut x,
             10,
@@ -284,13 +278,7 @@ impl SimMatch {
             &[("9", p1 + px), ("10", p1 + p2), ("11", px + p2)],
         );
         let dnb = (p1 + p2).max(1e-9);
-        market(
-            &mut x,
-            11,
-            "",
-            live(true),
-            &[("4", p1 / dnb), ("5", p2 / dnb)],
-        );
+        market(&mut x, 11, "", live(true), &[("4", p1 / dnb), ("5", p2 / dnb)]);
         for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
             let over = sum(&|fh, fa| (fh + fa) as f64 > line);
             let open = live((h + a) as f64 <= line);
@@ -339,13 +327,7 @@ impl SimMatch {
             &[("74", btts), ("76", 1.0 - btts)],
         );
         let odd = sum(&|fh, fa| (fh + fa) % 2 == 1);
-        market(
-            &mut x,
-            26,
-            "",
-            live(true),
-            &[("70", odd), ("72", 1.0 - odd)],
-        );
+        market(&mut x, 26, "", live(true), &[("70", odd), ("72", 1.0 - odd)]);
         let mu = (self.lam_home + self.lam_away) * ((90.0 - self.minute) / 90.0).max(0.0);
         let none = (-mu).exp();
         let share = self.lam_home / (self.lam_home + self.lam_away);
@@ -414,18 +396,10 @@ impl SimMatch {
 
     fn settle_first_half(&self, now: i64) -> String {
         let (h, a) = self.ht.unwrap_or((self.home, self.away));
-        let mut markets = vec![(
-            60,
-            String::new(),
-            vec![("1", h > a), ("2", h == a), ("3", h < a)],
-        )];
+        let mut markets = vec![(60, String::new(), vec![("1", h > a), ("2", h == a), ("3", h < a)])];
         for line in [0.5, 1.5, 2.5] {
             let over = f64::from(h + a) > line;
-            markets.push((
-                68,
-                format!("total={line}"),
-                vec![("12", over), ("13", !over)],
-            ));
+            markets.push((68, format!("total={line}"), vec![("12", over), ("13", !over)]));
         }
         settlement(self.id, now, &markets)
     }
@@ -433,16 +407,8 @@ impl SimMatch {
     fn settle_full_time(&self, now: i64) -> String {
         let (h, a) = (self.home, self.away);
         let mut markets = vec![
-            (
-                1,
-                String::new(),
-                vec![("1", h > a), ("2", h == a), ("3", h < a)],
-            ),
-            (
-                10,
-                String::new(),
-                vec![("9", h >= a), ("10", h != a), ("11", h <= a)],
-            ),
+            (1, String::new(), vec![("1", h > a), ("2", h == a), ("3", h < a)]),
+            (10, String::new(), vec![("9", h >= a), ("10", h != a), ("11", h <= a)]),
             (
                 29,
                 String::new(),
@@ -461,19 +427,11 @@ impl SimMatch {
         ];
         for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
             let over = f64::from(h + a) > line;
-            markets.push((
-                18,
-                format!("total={line}"),
-                vec![("12", over), ("13", !over)],
-            ));
+            markets.push((18, format!("total={line}"), vec![("12", over), ("13", !over)]));
         }
         for hcp in [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5] {
             let home = f64::from(h) + hcp > f64::from(a);
-            markets.push((
-                16,
-                format!("hcp={hcp}"),
-                vec![("1714", home), ("1715", !home)],
-            ));
+            markets.push((16, format!("hcp={hcp}"), vec![("1714", home), ("1715", !home)]));
         }
         for line in [0.5, 1.5, 2.5] {
             markets.push((
@@ -489,11 +447,7 @@ impl SimMatch {
         }
         for line in [7.5, 8.5, 9.5, 10.5, 11.5, 12.5] {
             let over = f64::from(self.corners) > line;
-            markets.push((
-                166,
-                format!("total={line}"),
-                vec![("12", over), ("13", !over)],
-            ));
+            markets.push((166, format!("total={line}"), vec![("12", over), ("13", !over)]));
         }
         let mut x = settlement(self.id, now, &markets);
         // Draw no bet is void on a draw: refund via void_factor.
@@ -502,17 +456,23 @@ impl SimMatch {
         } else {
             x = x.replace(
                 "</outcomes>",
-                &format!(r#"<market id="11"><outcome id="4" result="{}"/><outcome id="5" result="{}"/></market></outcomes>"#, u8::from(h > a), u8::from(a > h)),
+                &format!(
+                    r#"<market id="11"><outcome id="4" result="{}"/><outcome id="5" result="{}"/></market></outcomes>"#,
+                    u8::from(h > a),
+                    u8::from(a > h)
+                ),
             );
         }
         x
     }
 }
 
-fn settlement(id: u64, now: i64, markets: &[(u32, String, Vec<(&str, bool)>)]) -> String {
-    let mut x = format!(
-        r#"<bet_settlement product="1" event_id="sr:match:{id}" timestamp="{now}" certainty="2"><outcomes>"#
-    );
+/// A market to settle: id, specifiers, (outcome id, won).
+type Settled<'a> = (u32, String, Vec<(&'a str, bool)>);
+
+fn settlement(id: u64, now: i64, markets: &[Settled<'_>]) -> String {
+    let mut x =
+        format!(r#"<bet_settlement product="1" event_id="sr:match:{id}" timestamp="{now}" certainty="2"><outcomes>"#);
     for (mid, spec, outcomes) in markets {
         if spec.is_empty() {
             let _ = write!(x, r#"<market id="{mid}">"#);
@@ -532,10 +492,7 @@ fn market(x: &mut String, id: u32, spec: &str, status: i32, outcomes: &[Priced])
     if spec.is_empty() {
         let _ = write!(x, r#"<market status="{status}" id="{id}">"#);
     } else {
-        let _ = write!(
-            x,
-            r#"<market status="{status}" id="{id}" specifiers="{spec}">"#
-        );
+        let _ = write!(x, r#"<market status="{status}" id="{id}" specifiers="{spec}">"#);
     }
     for (oid, p) in outcomes {
         let p = p.clamp(0.0, 1.0);
@@ -602,11 +559,7 @@ pub async fn serve(listener: TcpListener, cfg: SimConfig, shutdown: Cancellation
                 } else {
                     sent + 64
                 };
-                let due = if cfg.count > 0 {
-                    due.min(cfg.count)
-                } else {
-                    due
-                };
+                let due = if cfg.count > 0 { due.min(cfg.count) } else { due };
                 buf.clear();
                 while sent < due {
                     buf.push_str(&generator.next_message());
@@ -658,20 +611,11 @@ mod tests {
             let parsed = parse(m.as_bytes()).unwrap_or_else(|e| panic!("{e}: {m}"));
             *kinds.entry(parsed.kind()).or_insert(0) += 1;
             if let FeedMessage::Match(touchline_guest::event::MatchEvent::OddsChange(oc)) = parsed {
-                assert!(
-                    oc.markets.len() >= 30,
-                    "a live odds_change carries the full book"
-                );
+                assert!(oc.markets.len() >= 30, "a live odds_change carries the full book");
             }
         }
         assert!(differs, "another seed gives another stream");
-        for k in [
-            "odds_change",
-            "bet_stop",
-            "bet_settlement",
-            "fixture_change",
-            "alive",
-        ] {
+        for k in ["odds_change", "bet_stop", "bet_settlement", "fixture_change", "alive"] {
             assert!(kinds.contains_key(k), "no {k} in 5000 messages: {kinds:?}");
         }
     }

@@ -19,19 +19,14 @@ async fn sample_feed_reaches_websocket_client() {
     server.wait_metric("touchline_events_applied_total", 1.0);
 
     let mut ws = Ws::connect(server.http).await;
-    ws.send(json!({"op": "subscribe", "matches": [MATCH]}))
-        .await;
+    ws.send(json!({"op": "subscribe", "matches": [MATCH]})).await;
     let snap = ws.next().await;
     assert_eq!(snap["type"], "snapshot", "{snap}");
     assert_eq!(snap["match"], MATCH);
     let seq = snap["seq"].as_u64().expect("seq");
     assert_eq!(seq, 1);
     let state = &snap["state"];
-    assert_eq!(
-        odds_of(&state["markets"], 68, "total=2.5", "13"),
-        Some(1.5),
-        "{state}"
-    );
+    assert_eq!(odds_of(&state["markets"], 68, "total=2.5", "13"), Some(1.5), "{state}");
     assert_eq!(state["status"], 1);
     assert_eq!(state["score"], json!({"home": 0.0, "away": 2.0}));
     assert_eq!(state["markets"].as_array().map(Vec::len), Some(42));
@@ -94,9 +89,7 @@ async fn bad_feed_input_is_counted_and_the_rest_flows() {
     let first = snap["seq"].as_u64().expect("seq");
     let mut seen = first;
     while seen < 2 {
-        let u = ws
-            .next_matching(|v| v["type"] == "update" && v["match"] == MATCH)
-            .await;
+        let u = ws.next_matching(|v| v["type"] == "update" && v["match"] == MATCH).await;
         assert_eq!(u["seq"].as_u64(), Some(seen + 1));
         seen += 1;
     }
@@ -119,9 +112,7 @@ async fn bad_feed_input_is_counted_and_the_rest_flows() {
     // The connection survived all that: one more event still flows.
     feed.write_all(&sample("uof/messages/odds_change_single_market.xml"))
         .expect("feed still open");
-    let u = ws
-        .next_matching(|v| v["type"] == "update" && v["match"] == MATCH)
-        .await;
+    let u = ws.next_matching(|v| v["type"] == "update" && v["match"] == MATCH).await;
     assert_eq!(u["seq"].as_u64(), Some(3));
 }
 
@@ -132,18 +123,9 @@ async fn bad_client_frames_get_errors_and_the_session_continues() {
     ws.send_raw(Message::Text("not json".into())).await;
     let e = ws.next().await;
     assert_eq!(e["type"], "error");
-    assert!(
-        e["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("bad request")),
-        "{e}"
-    );
+    assert!(e["reason"].as_str().is_some_and(|r| r.contains("bad request")), "{e}");
     ws.send(json!({"op": "dance"})).await;
-    assert!(
-        ws.next().await["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("dance"))
-    );
+    assert!(ws.next().await["reason"].as_str().is_some_and(|r| r.contains("dance")));
     ws.send(json!({"op": "subscribe"})).await;
     assert!(
         ws.next().await["reason"]
@@ -151,15 +133,10 @@ async fn bad_client_frames_get_errors_and_the_session_continues() {
             .is_some_and(|r| r.contains("matches"))
     );
     ws.send_raw(Message::Binary(vec![1u8, 2, 3].into())).await;
-    assert!(
-        ws.next().await["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("binary"))
-    );
+    assert!(ws.next().await["reason"].as_str().is_some_and(|r| r.contains("binary")));
 
     // Still a working session: subscribe to a match that does not exist yet.
-    ws.send(json!({"op": "subscribe", "matches": [MATCH]}))
-        .await;
+    ws.send(json!({"op": "subscribe", "matches": [MATCH]})).await;
     server
         .feed()
         .write_all(&sample("uof/messages/odds_change.xml"))
@@ -173,19 +150,10 @@ async fn bad_client_frames_get_errors_and_the_session_continues() {
     if seq == 0 {
         // The subscription raced the first event: it follows as update 1.
         let u = ws.next().await;
-        assert_eq!(
-            (u["type"].as_str(), u["seq"].as_u64()),
-            (Some("update"), Some(1))
-        );
-        assert_eq!(
-            odds_of(&u["delta"]["markets"], 68, "total=2.5", "13"),
-            Some(1.5)
-        );
+        assert_eq!((u["type"].as_str(), u["seq"].as_u64()), (Some("update"), Some(1)));
+        assert_eq!(odds_of(&u["delta"]["markets"], 68, "total=2.5", "13"), Some(1.5));
     } else {
-        assert_eq!(
-            odds_of(&snap["state"]["markets"], 68, "total=2.5", "13"),
-            Some(1.5)
-        );
+        assert_eq!(odds_of(&snap["state"]["markets"], 68, "total=2.5", "13"), Some(1.5));
     }
     assert!(server.metric("touchline_ws_client_errors_total") >= 4.0);
 }
@@ -195,35 +163,26 @@ async fn unsubscribe_stops_updates_and_other_matches_are_unaffected() {
     let server = Server::start(&[]);
     let other = "sr:match:1";
     let mut feed = server.feed();
-    feed.write_all(&sample("uof/messages/odds_change.xml"))
-        .expect("write");
+    feed.write_all(&sample("uof/messages/odds_change.xml")).expect("write");
     feed.write_all(&sample_for("uof/messages/odds_change.xml", other))
         .expect("write");
     server.wait_metric("touchline_events_applied_total", 2.0);
     let mut ws = Ws::connect(server.http).await;
-    ws.send(json!({"op": "subscribe", "matches": [MATCH, other]}))
-        .await;
+    ws.send(json!({"op": "subscribe", "matches": [MATCH, other]})).await;
     let a = ws.next().await;
     let b = ws.next().await;
-    let mut got: Vec<&str> = vec![
-        a["match"].as_str().expect("id"),
-        b["match"].as_str().expect("id"),
-    ];
+    let mut got: Vec<&str> = vec![a["match"].as_str().expect("id"), b["match"].as_str().expect("id")];
     got.sort_unstable();
     assert_eq!(got, [other, MATCH]);
-    ws.send(json!({"op": "unsubscribe", "matches": [MATCH]}))
-        .await;
+    ws.send(json!({"op": "unsubscribe", "matches": [MATCH]})).await;
     // The unsubscribe is processed before the session sees later updates, but
     // make sure by round-tripping an error frame.
     ws.send(json!({"op": "ping"})).await;
     assert_eq!(ws.next().await["type"], "error");
     feed.write_all(&sample("uof/messages/odds_change_single_market.xml"))
         .expect("write");
-    feed.write_all(&sample_for(
-        "uof/messages/odds_change_single_market.xml",
-        other,
-    ))
-    .expect("write");
+    feed.write_all(&sample_for("uof/messages/odds_change_single_market.xml", other))
+        .expect("write");
     let u: Value = ws.next().await;
     assert_eq!(
         (u["type"].as_str(), u["match"].as_str(), u["seq"].as_u64()),

@@ -45,40 +45,22 @@ fn odds_change_sample_values() {
     let ses = oc.sport_event_status.expect("sport_event_status");
     assert_eq!((ses.status, ses.match_status), (1, Some(6)));
     assert_eq!((ses.home_score, ses.away_score), (Some(0.0), Some(2.0)));
-    assert_eq!(
-        ses.clock.and_then(|c| c.match_time).as_deref(),
-        Some("27:33")
-    );
+    assert_eq!(ses.clock.and_then(|c| c.match_time).as_deref(), Some("27:33"));
     assert_eq!(ses.period_scores.len(), 1);
     assert_eq!(ses.period_scores[0].away_score, 2.0);
     assert_eq!(oc.markets.len(), 42);
-    assert_eq!(
-        oc.markets.iter().map(|m| m.outcomes.len()).sum::<usize>(),
-        78
-    );
+    assert_eq!(oc.markets.iter().map(|m| m.outcomes.len()).sum::<usize>(), 78);
     let m68 = oc
         .markets
         .iter()
         .find(|m| m.id == 68 && m.specifiers == "total=2.5")
         .expect("market 68 total=2.5");
     assert_eq!((m68.status, m68.favourite), (1, true));
-    let o13 = m68
-        .outcomes
-        .iter()
-        .find(|o| o.id == "13")
-        .expect("outcome 13");
+    let o13 = m68.outcomes.iter().find(|o| o.id == "13").expect("outcome 13");
     assert_eq!((o13.odds, o13.active), (Some(1.5), true));
     let m10 = oc.markets.iter().find(|m| m.id == 10).expect("market 10");
-    let o11 = m10
-        .outcomes
-        .iter()
-        .find(|o| o.id == "11")
-        .expect("outcome 11");
-    assert_eq!(
-        (o11.odds, o11.active),
-        (None, false),
-        "no odds attribute, active=0"
-    );
+    let o11 = m10.outcomes.iter().find(|o| o.id == "11").expect("outcome 11");
+    assert_eq!((o11.odds, o11.active), (None, false), "no odds attribute, active=0");
     let settled = oc
         .markets
         .iter()
@@ -89,16 +71,10 @@ fn odds_change_sample_values() {
 
 #[test]
 fn odds_change_variants() {
-    let none = expect_variant!(
-        "uof/messages/odds_change_no_markets.xml",
-        MatchEvent::OddsChange
-    );
+    let none = expect_variant!("uof/messages/odds_change_no_markets.xml", MatchEvent::OddsChange);
     assert!(none.markets.is_empty());
     assert!(none.sport_event_status.is_some());
-    let no_outcomes = expect_variant!(
-        "uof/messages/odds_change_no_outcomes.xml",
-        MatchEvent::OddsChange
-    );
+    let no_outcomes = expect_variant!("uof/messages/odds_change_no_outcomes.xml", MatchEvent::OddsChange);
     assert_eq!(
         (
             no_outcomes.markets.len(),
@@ -107,42 +83,26 @@ fn odds_change_variants() {
         ),
         (1, 26, 0)
     );
-    let single = expect_variant!(
-        "uof/messages/odds_change_single_market.xml",
-        MatchEvent::OddsChange
-    );
+    let single = expect_variant!("uof/messages/odds_change_single_market.xml", MatchEvent::OddsChange);
     assert_eq!(single.markets.len(), 1);
     assert_eq!(single.markets[0].specifiers, "total=3.5");
     assert_eq!(single.markets[0].outcomes[1].odds, Some(6.5));
-    let full = expect_variant!(
-        "uof/messages/odds_change_prematch_full.xml",
-        MatchEvent::OddsChange
-    );
+    let full = expect_variant!("uof/messages/odds_change_prematch_full.xml", MatchEvent::OddsChange);
     assert_eq!(
         (full.header.product, full.header.event_id.as_str()),
         (Some(3), "sr:match:31604309")
     );
     assert_eq!(full.markets.len(), 170);
-    assert_eq!(
-        full.markets.iter().map(|m| m.outcomes.len()).sum::<usize>(),
-        805
-    );
+    assert_eq!(full.markets.iter().map(|m| m.outcomes.len()).sum::<usize>(), 805);
     assert_eq!(full.markets[0].outcomes[0].odds, Some(2.25));
     assert_eq!(full.sport_event_status.map(|s| s.status), Some(0));
 }
 
 #[test]
 fn minus5_odds_changes() {
-    let oc = expect_variant!(
-        "uof-minus5/messages/odds_change-0.xml",
-        MatchEvent::OddsChange
-    );
+    let oc = expect_variant!("uof-minus5/messages/odds_change-0.xml", MatchEvent::OddsChange);
     assert_eq!(
-        (
-            oc.header.event_id.as_str(),
-            oc.header.timestamp,
-            oc.header.product
-        ),
+        (oc.header.event_id.as_str(), oc.header.timestamp, oc.header.product),
         ("sr:match:123", 1234, Some(2))
     );
     let ses = oc.sport_event_status.expect("status");
@@ -160,16 +120,10 @@ fn minus5_odds_changes() {
     );
     let m188 = oc.markets.iter().find(|m| m.id == 188).expect("market 188");
     assert_eq!(m188.outcomes[0].id, "sr:player:1234");
-    let vhc = expect_variant!(
-        "uof-minus5/messages/odds_change-vhc.xml",
-        MatchEvent::OddsChange
-    );
+    let vhc = expect_variant!("uof-minus5/messages/odds_change-vhc.xml", MatchEvent::OddsChange);
     assert_eq!(vhc.header.event_id, "vhc:stage:18361597");
     assert_eq!(vhc.markets.len(), 6);
-    assert_eq!(
-        vhc.markets[0].outcomes[0].id,
-        "sr:competitor:94075,sr:competitor:94137"
-    );
+    assert_eq!(vhc.markets[0].outcomes[0].id, "sr:competitor:94075,sr:competitor:94137");
     assert_eq!(vhc.markets[0].outcomes[0].odds, Some(9.5));
 }
 
@@ -177,34 +131,21 @@ fn minus5_odds_changes() {
 fn bet_stop_and_fixture_change() {
     let bs = expect_variant!("uof/messages/bet_stop.xml", MatchEvent::BetStop);
     assert_eq!(
-        (
-            bs.header.event_id.as_str(),
-            bs.groups.clone(),
-            bs.market_status
-        ),
+        (bs.header.event_id.as_str(), bs.groups.clone(), bs.market_status),
         ("sr:match:9578495", vec!["all".to_owned()], -1)
     );
     let fc = expect_variant!("uof/messages/fixture_change.xml", MatchEvent::FixtureChange);
     assert_eq!(fc.header.event_id, "sr:match:8816128");
-    assert_eq!(
-        (fc.start_time, fc.change_type),
-        (Some(1_466_436_600_000), Some(2))
-    );
+    assert_eq!((fc.start_time, fc.change_type), (Some(1_466_436_600_000), Some(2)));
 }
 
 #[test]
 fn settlements() {
     let s = expect_variant!("uof/messages/bet_settlement.xml", MatchEvent::BetSettlement);
     assert_eq!(s.header.event_id, "sr:match:9583135");
-    assert_eq!(
-        s.certainty, None,
-        "this real message lacks the required certainty"
-    );
+    assert_eq!(s.certainty, None, "this real message lacks the required certainty");
     assert_eq!(s.markets.len(), 46);
-    assert_eq!(
-        s.markets.iter().map(|m| m.outcomes.len()).sum::<usize>(),
-        130
-    );
+    assert_eq!(s.markets.iter().map(|m| m.outcomes.len()).sum::<usize>(), 130);
     assert_eq!(
         (s.markets[0].id, s.markets[0].specifiers.as_str()),
         (213, "gamenr=3|setnr=3")
@@ -218,10 +159,7 @@ fn settlements() {
         [("70", 0), ("72", 1)]
     );
 
-    let m = expect_variant!(
-        "uof-minus5/messages/bet_settlement.xml",
-        MatchEvent::BetSettlement
-    );
+    let m = expect_variant!("uof-minus5/messages/bet_settlement.xml", MatchEvent::BetSettlement);
     assert_eq!((m.certainty, m.markets.len()), (Some(2), 5));
     let m201 = m.markets.iter().find(|x| x.id == 201).expect("market 201");
     let o864 = m201.outcomes.iter().find(|o| o.id == "864").expect("864");
@@ -241,26 +179,15 @@ fn cancels_and_rollbacks() {
     let c = expect_variant!("uof/messages/bet_cancel.xml", MatchEvent::BetCancel);
     assert_eq!(c.header.event_id, "sr:match:10237855");
     assert_eq!(c.header.request_id, Some(1));
-    let ids: Vec<_> = c
-        .markets
-        .iter()
-        .map(|m| (m.id, m.specifiers.as_str()))
-        .collect();
+    let ids: Vec<_> = c.markets.iter().map(|m| (m.id, m.specifiers.as_str())).collect();
     assert_eq!(
         ids,
-        [
-            (312, "pointnr=45|setnr=4"),
-            (313, "pointnr=1|setnr=2"),
-            (314, "")
-        ]
+        [(312, "pointnr=45|setnr=4"), (313, "pointnr=1|setnr=2"), (314, "")]
     );
     assert!(
-        expect_variant!(
-            "uof/messages/bet_cancel_no_markets.xml",
-            MatchEvent::BetCancel
-        )
-        .markets
-        .is_empty()
+        expect_variant!("uof/messages/bet_cancel_no_markets.xml", MatchEvent::BetCancel)
+            .markets
+            .is_empty()
     );
     let m5 = expect_variant!("uof-minus5/messages/bet_cancel.xml", MatchEvent::BetCancel);
     assert_eq!(
@@ -293,14 +220,8 @@ fn cancels_and_rollbacks() {
         "uof/messages/rollback_bet_settlement_no_specifiers.xml",
         MatchEvent::RollbackBetSettlement
     );
-    assert_eq!(
-        (ns.markets[0].id, ns.markets[0].specifiers.as_str()),
-        (312, "")
-    );
-    let rc = expect_variant!(
-        "uof/messages/rollback_bet_cancel.xml",
-        MatchEvent::RollbackBetCancel
-    );
+    assert_eq!((ns.markets[0].id, ns.markets[0].specifiers.as_str()), (312, ""));
+    let rc = expect_variant!("uof/messages/rollback_bet_cancel.xml", MatchEvent::RollbackBetCancel);
     assert_eq!(rc.markets[1].specifiers, "pointnr=1|setnr=2");
     assert!(
         expect_variant!(
@@ -341,11 +262,7 @@ fn producer_messages_and_unknown_types() {
         ("uof/messages/probabilities_no_odds.xml", "cashout"),
         ("uof/messages/product_down.xml", "product_down"),
     ] {
-        assert_eq!(
-            parse_sample(rel),
-            Err(ParseError::UnknownType(root.into())),
-            "{rel}"
-        );
+        assert_eq!(parse_sample(rel), Err(ParseError::UnknownType(root.into())), "{rel}");
     }
 }
 
@@ -382,18 +299,9 @@ fn concatenated_set_frames_identically_at_every_split_point() {
     );
     // Parsing is a pure function of a frame's bytes, so identical frames
     // parse identically; check the parse once, then the framing per split.
-    let parsed: Vec<_> = reference
-        .iter()
-        .map(|f| parse(f.as_ref().expect("frame")))
-        .collect();
-    let singles: Vec<_> = all_samples()
-        .iter()
-        .map(|(rel, _)| parse_sample(rel))
-        .collect();
-    assert_eq!(
-        parsed, singles,
-        "concatenated messages parse as they do alone"
-    );
+    let parsed: Vec<_> = reference.iter().map(|f| parse(f.as_ref().expect("frame"))).collect();
+    let singles: Vec<_> = all_samples().iter().map(|(rel, _)| parse_sample(rel)).collect();
+    assert_eq!(parsed, singles, "concatenated messages parse as they do alone");
     for cut in 1..stream.len() {
         let got = frame_all(&stream, &[cut]);
         assert!(got == reference, "split at byte {cut} frames differently");

@@ -52,14 +52,21 @@ fn launch(chromium: &str, url: &str) -> Browser {
     let stderr = child.stderr.take().expect("piped stderr");
     let mut lines = BufReader::new(stderr).lines();
     let devtools = loop {
-        let line = lines.next().expect("chromium exited before DevTools came up").expect("stderr");
+        let line = lines
+            .next()
+            .expect("chromium exited before DevTools came up")
+            .expect("stderr");
         if let Some(rest) = line.strip_prefix("DevTools listening on ws://") {
             let addr = rest.split('/').next().expect("host:port");
             break addr.parse().expect("DevTools address");
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Browser { child, _profile: profile, devtools }
+    Browser {
+        child,
+        _profile: profile,
+        devtools,
+    }
 }
 
 struct Page {
@@ -72,9 +79,16 @@ impl Page {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params});
-        self.ws.send(Message::Text(msg.to_string().into())).await.expect("cdp send");
+        self.ws
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .expect("cdp send");
         loop {
-            let m = tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("cdp reply").expect("open").expect("ok");
+            let m = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("cdp reply")
+                .expect("open")
+                .expect("ok");
             if let Message::Text(t) = m {
                 let v: Value = serde_json::from_str(&t).expect("cdp json");
                 if v["id"] == id {
@@ -85,7 +99,9 @@ impl Page {
     }
 
     async fn eval(&mut self, expr: &str) -> Value {
-        self.call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true})).await["result"]["value"].clone()
+        self.call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true}))
+            .await["result"]["value"]
+            .clone()
     }
 
     /// Evaluate `expr` until it returns `want`, within the deadline.
@@ -136,19 +152,26 @@ async fn live_page_shows_odds_and_updates_them() {
     page.wait_eval(SCORE, json!("0 : 2")).await;
     // A live update: market 68 total=3.5 outcome 12 goes to 6.5 again, and a
     // goal changes the score.
-    feed.write_all(&sample("uof/messages/odds_change_single_market.xml")).expect("feed");
+    feed.write_all(&sample("uof/messages/odds_change_single_market.xml"))
+        .expect("feed");
     let goal = String::from_utf8(sample("uof/messages/odds_change_no_markets.xml"))
         .expect("utf8")
         .replace(r#"home_score="0" away_score="2">"#, r#"home_score="1" away_score="2">"#);
     feed.write_all(goal.as_bytes()).expect("feed");
     page.wait_eval(SCORE, json!("1 : 2")).await;
     page.wait_eval(ODDS_35, json!("Over6.50")).await;
-    page.wait_eval(r#"document.getElementById("stats").textContent.includes("0 gaps")"#, json!(true)).await;
+    page.wait_eval(
+        r#"document.getElementById("stats").textContent.includes("0 gaps")"#,
+        json!(true),
+    )
+    .await;
 
     if let Ok(dir) = std::env::var("TOUCHLINE_SCREENSHOT_DIR") {
         let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
         let png = shot["data"].as_str().expect("png data");
         let bytes = base64::engine::general_purpose::STANDARD.decode(png).expect("base64");
-        std::fs::File::create(std::path::Path::new(&dir).join("page.png")).and_then(|mut f| f.write_all(&bytes)).expect("write png");
+        std::fs::File::create(std::path::Path::new(&dir).join("page.png"))
+            .and_then(|mut f| f.write_all(&bytes))
+            .expect("write png");
     }
 }

@@ -156,8 +156,7 @@ impl Framer {
                 Ok(Event::Text(t)) => {
                     if self.msg_start.is_some() {
                         if t.as_ref().windows(3).any(|w| w == BOM) {
-                            let pos =
-                                before + t.as_ref().windows(3).position(|w| w == BOM).unwrap_or(0);
+                            let pos = before + t.as_ref().windows(3).position(|w| w == BOM).unwrap_or(0);
                             return self.truncated_at(pos);
                         }
                         self.scan = after;
@@ -294,10 +293,7 @@ impl Framer {
         self.consume_to(to);
         if was_open && !was_discarding {
             return Some(FrameError::Malformed {
-                reason: format!(
-                    "broken markup inside <{}>",
-                    String::from_utf8_lossy(&self.root)
-                ),
+                reason: format!("broken markup inside <{}>", String::from_utf8_lossy(&self.root)),
             });
         }
         None

@@ -107,11 +107,7 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
             match frame {
                 Ok(msg) => handle_message(&msg, &intake).await,
                 Err(e) => {
-                    intake
-                        .metrics
-                        .feed_errors
-                        .get_or_create(&Kind { kind: e.kind() })
-                        .inc();
+                    intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
                     tracing::warn!(error = %e, "feed framing error; resynchronised");
                 }
             }
@@ -150,11 +146,7 @@ async fn handle_message(xml: &[u8], intake: &Intake) {
             }
         }
         Err(e) => {
-            intake
-                .metrics
-                .feed_errors
-                .get_or_create(&Kind { kind: e.kind() })
-                .inc();
+            intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
             tracing::warn!(error = %e, bytes = xml.len(), "feed message rejected");
         }
     }

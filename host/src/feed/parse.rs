@@ -13,9 +13,9 @@ use std::str::FromStr;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 use touchline_guest::event::{
-    Alive, BetCancel, BetSettlement, BetStop, CancelledMarket, Clock, FixtureChange, Header,
-    MarketOdds, MarketRef, MarketRollback, MatchEvent, OddsChange, OutcomeOdds, PeriodScore,
-    SettledMarket, SettledOutcome, SnapshotComplete, SportEventStatus, canonical_specifiers,
+    Alive, BetCancel, BetSettlement, BetStop, CancelledMarket, Clock, FixtureChange, Header, MarketOdds, MarketRef,
+    MarketRollback, MatchEvent, OddsChange, OutcomeOdds, PeriodScore, SettledMarket, SettledOutcome, SnapshotComplete,
+    SportEventStatus, canonical_specifiers,
 };
 
 /// A parsed feed message.
@@ -45,10 +45,7 @@ pub enum ParseError {
     #[error("malformed XML: {0}")]
     Malformed(String),
     #[error("<{element}> lacks required attribute `{attr}`")]
-    MissingAttribute {
-        element: &'static str,
-        attr: &'static str,
-    },
+    MissingAttribute { element: &'static str, attr: &'static str },
     #[error("<{element}> attribute `{attr}` has unreadable value {value:?}")]
     BadValue {
         element: &'static str,
@@ -98,23 +95,20 @@ fn parse_root(r: &mut Reader<&[u8]>, root: &BytesStart, empty: bool) -> Result<F
             let groups = opt_str(root, E, "groups")?.unwrap_or(Cow::Borrowed("all"));
             let msg = BetStop {
                 header: header(root, E)?,
-                groups: groups
-                    .split('|')
-                    .filter(|g| !g.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
+                groups: groups.split('|').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
                 market_status: opt(root, E, "market_status")?.unwrap_or(-1),
             };
             body.skip(r)?;
             FeedMessage::Match(MatchEvent::BetStop(msg))
         }
-        b"bet_settlement" => {
-            FeedMessage::Match(MatchEvent::BetSettlement(bet_settlement(r, root, body)?))
-        }
+        b"bet_settlement" => FeedMessage::Match(MatchEvent::BetSettlement(bet_settlement(r, root, body)?)),
         b"bet_cancel" => FeedMessage::Match(MatchEvent::BetCancel(bet_cancel(r, root, body)?)),
-        b"rollback_bet_settlement" => FeedMessage::Match(MatchEvent::RollbackBetSettlement(
-            rollback(r, root, body, "rollback_bet_settlement")?,
-        )),
+        b"rollback_bet_settlement" => FeedMessage::Match(MatchEvent::RollbackBetSettlement(rollback(
+            r,
+            root,
+            body,
+            "rollback_bet_settlement",
+        )?)),
         b"rollback_bet_cancel" => FeedMessage::Match(MatchEvent::RollbackBetCancel(rollback(
             r,
             root,
@@ -153,9 +147,7 @@ fn parse_root(r: &mut Reader<&[u8]>, root: &BytesStart, empty: bool) -> Result<F
             FeedMessage::SnapshotComplete(msg)
         }
         other => {
-            return Err(ParseError::UnknownType(
-                String::from_utf8_lossy(other).into_owned(),
-            ));
+            return Err(ParseError::UnknownType(String::from_utf8_lossy(other).into_owned()));
         }
     })
 }
@@ -344,12 +336,7 @@ fn bet_cancel(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<Be
     Ok(msg)
 }
 
-fn rollback(
-    r: &mut Reader<&[u8]>,
-    root: &BytesStart,
-    body: Body,
-    element: &'static str,
-) -> Result<MarketRollback> {
+fn rollback(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body, element: &'static str) -> Result<MarketRollback> {
     let mut msg = MarketRollback {
         header: header(root, element)?,
         markets: Vec::new(),
@@ -381,43 +368,29 @@ fn specifiers(e: &BytesStart, element: &'static str) -> Result<String> {
         .unwrap_or_default())
 }
 
-fn opt_str<'a>(
-    e: &'a BytesStart,
-    element: &'static str,
-    attr: &'static str,
-) -> Result<Option<Cow<'a, str>>> {
+fn opt_str<'a>(e: &'a BytesStart, element: &'static str, attr: &'static str) -> Result<Option<Cow<'a, str>>> {
     let Some(a) = e.try_get_attribute(attr).map_err(malformed)? else {
         return Ok(None);
     };
-    a.unescape_value()
-        .map(Some)
-        .map_err(|_| ParseError::BadValue {
-            element,
-            attr,
-            value: String::from_utf8_lossy(&a.value).into_owned(),
-        })
+    a.unescape_value().map(Some).map_err(|_| ParseError::BadValue {
+        element,
+        attr,
+        value: String::from_utf8_lossy(&a.value).into_owned(),
+    })
 }
 
-fn req_str<'a>(
-    e: &'a BytesStart,
-    element: &'static str,
-    attr: &'static str,
-) -> Result<Cow<'a, str>> {
+fn req_str<'a>(e: &'a BytesStart, element: &'static str, attr: &'static str) -> Result<Cow<'a, str>> {
     opt_str(e, element, attr)?.ok_or(ParseError::MissingAttribute { element, attr })
 }
 
 fn opt<T: FromStr>(e: &BytesStart, element: &'static str, attr: &'static str) -> Result<Option<T>> {
     match opt_str(e, element, attr)? {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ParseError::BadValue {
-                element,
-                attr,
-                value: v.into_owned(),
-            }),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| ParseError::BadValue {
+            element,
+            attr,
+            value: v.into_owned(),
+        }),
     }
 }
 
@@ -442,18 +415,12 @@ mod tests {
     fn rejects_with_precise_reasons() {
         check_err("<product_down product=\"1\"/>", "unknown_type");
         check_err("<bet_stop product=\"1\"/>", "missing_attribute");
-        check_err(
-            "<bet_stop event_id=\"sr:match:1\" timestamp=\"soon\"/>",
-            "bad_value",
-        );
+        check_err("<bet_stop event_id=\"sr:match:1\" timestamp=\"soon\"/>", "bad_value");
         check_err(
             "<odds_change event_id=\"m\"><odds><market id=\"x\"/></odds></odds_change>",
             "bad_value",
         );
-        check_err(
-            "<odds_change event_id=\"m\"><odds></market></odds_change>",
-            "malformed",
-        );
+        check_err("<odds_change event_id=\"m\"><odds></market></odds_change>", "malformed");
         check_err("<odds_change event_id=\"m\"><odds>", "malformed");
         check_err("   ", "empty");
     }

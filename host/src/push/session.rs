@@ -43,8 +43,7 @@ enum Request {
     Unsubscribe { matches: Vec<String> },
 }
 
-type SnapshotFuture =
-    Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Frame)>)> + Send>>;
+type SnapshotFuture = Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Frame)>)> + Send>>;
 
 struct Session {
     router: Arc<Router>,
@@ -63,12 +62,8 @@ struct Session {
 }
 
 /// Run a session until the client leaves or `shutdown` fires.
-pub async fn run<S>(
-    ws: WebSocketStream<S>,
-    router: Arc<Router>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) where
+pub async fn run<S>(ws: WebSocketStream<S>, router: Arc<Router>, metrics: Arc<Metrics>, shutdown: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     metrics.ws_sessions.inc();
@@ -141,10 +136,7 @@ impl Session {
         };
         let (Request::Subscribe { matches } | Request::Unsubscribe { matches }) = &req;
         if matches.len() > super::MAX_IDS_PER_REQUEST {
-            return Some(self.error(&format!(
-                "at most {} matches per request",
-                super::MAX_IDS_PER_REQUEST
-            )));
+            return Some(self.error(&format!("at most {} matches per request", super::MAX_IDS_PER_REQUEST)));
         }
         match req {
             Request::Subscribe { matches } => {
@@ -181,9 +173,7 @@ impl Session {
     fn error(&self, reason: &str) -> Utf8Bytes {
         self.metrics
             .ws_client_errors
-            .get_or_create(&Kind {
-                kind: "bad_request",
-            })
+            .get_or_create(&Kind { kind: "bad_request" })
             .inc();
         let frame = serde_json::json!({"type": "error", "reason": reason});
         Utf8Bytes::from(frame.to_string())
@@ -226,11 +216,7 @@ impl Session {
     }
 
     /// A snapshot arrived: send it and start forwarding updates after it.
-    fn attach(
-        &mut self,
-        id: Arc<str>,
-        ready: Option<(broadcast::Receiver<Frame>, Frame)>,
-    ) -> Option<Utf8Bytes> {
+    fn attach(&mut self, id: Arc<str>, ready: Option<(broadcast::Receiver<Frame>, Frame)>) -> Option<Utf8Bytes> {
         self.pending.remove(&id);
         let (rx, snapshot) = ready?;
         if !(self.all || self.wanted.contains(&id)) {
@@ -241,11 +227,7 @@ impl Session {
         Some(to_text(&snapshot))
     }
 
-    fn forward(
-        &mut self,
-        id: Arc<str>,
-        item: Result<Frame, BroadcastStreamRecvError>,
-    ) -> Option<Utf8Bytes> {
+    fn forward(&mut self, id: Arc<str>, item: Result<Frame, BroadcastStreamRecvError>) -> Option<Utf8Bytes> {
         match item {
             Ok(frame) => {
                 let after = self.snapshot_seq.get(&id).copied().unwrap_or(0);

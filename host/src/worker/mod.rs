@@ -153,10 +153,7 @@ impl Worker {
             return;
         };
         let bytes = touchline_guest::encode(event);
-        match instance
-            .apply(&bytes)
-            .and_then(|delta| validate_json(delta))
-        {
+        match instance.apply(&bytes).and_then(validate_json) {
             Ok(delta) => {
                 self.seq += 1;
                 let frame = self.frame(FrameKind::Update, Some(&delta), None, None);
@@ -186,11 +183,7 @@ impl Worker {
     }
 
     fn snapshot_frame(&mut self) -> Frame {
-        let state = match self
-            .instance
-            .as_mut()
-            .map(|i| i.snapshot().and_then(validate_json))
-        {
+        let state = match self.instance.as_mut().map(|i| i.snapshot().and_then(validate_json)) {
             Some(Ok(s)) => s,
             Some(Err(f)) => {
                 self.fail(f);
@@ -222,8 +215,7 @@ impl Worker {
             state,
             reason,
         };
-        let text = serde_json::to_string(&envelope)
-            .expect("envelope fields are strings, numbers and validated JSON");
+        let text = serde_json::to_string(&envelope).expect("envelope fields are strings, numbers and validated JSON");
         Frame {
             seq: self.seq,
             kind,
@@ -234,8 +226,7 @@ impl Worker {
 
 /// The guest's JSON goes to browsers verbatim: check it is JSON first.
 fn validate_json(text: String) -> Result<Box<RawValue>, Failure> {
-    RawValue::from_string(text)
-        .map_err(|e| Failure::Rejected(format!("guest returned invalid JSON: {e}")))
+    RawValue::from_string(text).map_err(|e| Failure::Rejected(format!("guest returned invalid JSON: {e}")))
 }
 
 fn null_json() -> Box<RawValue> {

@@ -15,8 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
 
 mod bindings {
@@ -147,23 +146,16 @@ impl Runtime {
             .memory_guard_size(64 * 1024)
             .memory_reservation_for_growth(0);
         let engine = wt(Engine::new(&config)).context("configuring the Wasm engine")?;
-        let component = wt(Component::new(&engine, component_bytes))
-            .context("compiling the guest component")?;
+        let component = wt(Component::new(&engine, component_bytes)).context("compiling the guest component")?;
         let mut linker = Linker::<HostState>::new(&engine);
         wt(MatchWorker::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut linker,
             |s| s,
         ))
         .context("linking host imports")?;
-        let pre = wt(linker.instantiate_pre(&component))
-            .context("guest does not fit the match-worker world")?;
-        let pre = wt(MatchWorkerPre::new(pre))
-            .context("guest does not export the match-worker interface")?;
-        let deadline_ticks = limits
-            .call_deadline
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis())
-            .max(1) as u64;
+        let pre = wt(linker.instantiate_pre(&component)).context("guest does not fit the match-worker world")?;
+        let pre = wt(MatchWorkerPre::new(pre)).context("guest does not export the match-worker interface")?;
+        let deadline_ticks = limits.call_deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
         let runtime = Runtime {
@@ -181,9 +173,7 @@ impl Runtime {
         let mut probe = runtime
             .instantiate(Arc::from("probe"))
             .context("instantiating the guest")?;
-        let format = probe
-            .event_format()
-            .context("asking the guest for its event format")?;
+        let format = probe.event_format().context("asking the guest for its event format")?;
         anyhow::ensure!(
             format == touchline_guest::EVENT_FORMAT,
             "guest speaks event format {format}, host speaks {}",
@@ -218,10 +208,7 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(inner.deadline_ticks);
-        let bindings = inner
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(e))?;
+        let bindings = inner.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
         let mut instance = GuestInstance {
             store,
             bindings,
@@ -238,11 +225,7 @@ impl Runtime {
                 _ => Failure::Trap(trap.to_string()),
             };
         }
-        let text = e
-            .chain()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(": ");
+        let text = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
         if text.contains("memory") && (text.contains("grow") || text.contains("limit")) {
             return Failure::Memory(self.inner.limits.memory_bytes);
         }
@@ -262,8 +245,7 @@ impl GuestInstance {
         &mut self,
         f: impl FnOnce(&MatchWorker, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        self.store
-            .set_epoch_deadline(self.runtime.inner.deadline_ticks);
+        self.store.set_epoch_deadline(self.runtime.inner.deadline_ticks);
         f(&self.bindings, &mut self.store).map_err(|e| self.runtime.classify(e))
     }
 
@@ -321,8 +303,5 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<(
 /// Hex sha-256 of the component bytes: identifies a guest version.
 fn content_hash(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -170,7 +170,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut r = BufReader::new(s);
     let mut status_line = String::new();
     r.read_line(&mut status_line).expect("status line");
-    let status = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
     let mut length = None;
     loop {
         let mut h = String::new();
@@ -198,8 +202,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A real WebSocket client.
 pub struct Ws {
