@@ -192,3 +192,25 @@ async fn unsubscribe_stops_updates_and_other_matches_are_unaffected() {
         Some(()).filter(|_| server.metric("touchline_events_applied_total") >= 4.0)
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_connect_redials_after_the_feed_drops() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = upstream.local_addr().expect("addr").to_string();
+    let server = Server::start(&["--feed-connect", &addr]);
+    let (mut first, _) = upstream.accept().expect("server dials the feed");
+    first.write_all(&sample("uof/messages/odds_change.xml")).expect("write");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [MATCH]})).await;
+    assert_eq!(ws.next().await["seq"].as_u64(), Some(1));
+    // A real dropped socket: the server must dial again and carry on.
+    first.shutdown(std::net::Shutdown::Both).expect("drop the feed");
+    drop(first);
+    let (mut second, _) = upstream.accept().expect("server redials");
+    second
+        .write_all(&sample("uof/messages/odds_change_single_market.xml"))
+        .expect("write");
+    let u = ws.next().await;
+    assert_eq!((u["type"].as_str(), u["seq"].as_u64()), (Some("update"), Some(2)));
+}

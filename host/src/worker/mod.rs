@@ -27,7 +27,9 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 
 /// Update frames buffered per match for subscribers. A subscriber that falls
 /// further behind gets `Lagged` and is resynchronised with a fresh snapshot.
-pub const UPDATE_BUFFER: usize = 1024;
+/// Small on purpose: the ring is allocated per match and keeps its last
+/// frames alive while anyone subscribes, so it bounds memory per match.
+pub const UPDATE_BUFFER: usize = 64;
 
 /// What a worker is asked to do.
 #[derive(Debug)]
