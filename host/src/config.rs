@@ -26,12 +26,31 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     /// Concurrent WebSocket sessions.
     pub max_sessions: usize,
+    /// Journal, snapshots and recovery on (off only to measure their cost).
+    pub durability: bool,
+    /// Longest a journaled event waits for its group commit.
+    pub commit_interval: Duration,
+    /// Snapshot a match's state every this many events...
+    pub snapshot_every: u64,
+    /// ...or this often, whichever comes first.
+    pub snapshot_interval: Duration,
+    /// Idle time after which a match is durably marked clean (its epoch
+    /// then survives a crash).
+    pub clean_after: Duration,
+    /// Restart intensity: more than this many failures...
+    pub max_failures: u32,
+    /// ...within this window quarantines the match.
+    pub failure_window: Duration,
+    /// Bearer token for `/admin/*`; without one the admin routes are 404.
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("give --feed-listen or --feed-connect (or both): without a feed nothing happens")]
     NoFeed,
+    #[error("the admin token must be at least 16 characters")]
+    WeakToken,
     #[error("{name} must be between {min} and {max}, got {got}")]
     OutOfRange {
         name: &'static str,
@@ -54,6 +73,14 @@ impl Default for ServeConfig {
             guest_call_deadline: Duration::from_millis(100),
             max_message_bytes: 4 << 20,
             max_sessions: 20_000,
+            durability: true,
+            commit_interval: Duration::from_millis(10),
+            snapshot_every: 100,
+            snapshot_interval: Duration::from_secs(1),
+            clean_after: Duration::from_millis(100),
+            max_failures: 3,
+            failure_window: Duration::from_secs(5),
+            admin_token: None,
         }
     }
 }
@@ -73,6 +100,30 @@ impl ServeConfig {
         )?;
         range("--max-message-bytes", self.max_message_bytes as u64, 1024, 1 << 30)?;
         range("--max-sessions", self.max_sessions as u64, 1, 1_000_000)?;
+        range(
+            "--commit-interval-ms",
+            self.commit_interval.as_millis() as u64,
+            1,
+            10_000,
+        )?;
+        range("--snapshot-every", self.snapshot_every, 1, 1_000_000)?;
+        range(
+            "--snapshot-interval-ms",
+            self.snapshot_interval.as_millis() as u64,
+            10,
+            3_600_000,
+        )?;
+        range("--clean-after-ms", self.clean_after.as_millis() as u64, 1, 3_600_000)?;
+        range("--max-failures", u64::from(self.max_failures), 1, 1000)?;
+        range(
+            "--failure-window-ms",
+            self.failure_window.as_millis() as u64,
+            1,
+            3_600_000,
+        )?;
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::WeakToken);
+        }
         Ok(())
     }
 }

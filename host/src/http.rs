@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,6 +37,8 @@ pub struct AppState {
     pub sessions: Arc<Semaphore>,
     pub session_tasks: TaskTracker,
     pub shutdown: CancellationToken,
+    /// `/admin/*` bearer token; `None` disables the admin routes (404).
+    pub admin_token: Option<String>,
 }
 
 pub fn routes(state: AppState) -> axum::Router {
@@ -45,6 +47,7 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
+        .route("/admin/matches/{id}/heal", axum::routing::post(heal))
         .with_state(state)
 }
 
@@ -110,6 +113,37 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
         HeaderValue::from_str(&key).expect("base64 is a valid header value"),
     );
     resp
+}
+
+/// Lift a match's quarantine and replay its dead letters and held events.
+async fn heal(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    match st.router.heal(&id).await {
+        Some(report) => (StatusCode::OK, report).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no live match {id}")).into_response(),
+    }
+}
+
+/// 404 without a configured token (the routes do not exist), 401 with a
+/// wrong or missing one. The comparison is constant-time.
+fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    use subtle::ConstantTimeEq as _;
+    let Some(token) = &st.admin_token else {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        st.metrics.admin_denied.inc();
+        Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token").into_response())
+    }
 }
 
 /// Check an RFC 6455 upgrade request; returns the Sec-WebSocket-Accept value.

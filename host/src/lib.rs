@@ -9,7 +9,8 @@
 //!   the Wasm engine, limits and traps).
 //! - [`push`]: WebSocket sessions, subscriptions, snapshots and updates.
 //! - [`http`]: page, health, metrics, WebSocket upgrade.
-//! - [`store`]: the only owner of sled.
+//! - [`store`]: the only owner of sled; its writer makes group commits.
+//! - [`supervisor`]: restart policy and intensity.
 //! - [`sim`]: the built-in feed simulator.
 //! - [`metrics`], [`config`].
 //!
@@ -25,6 +26,7 @@ pub mod push;
 pub mod router;
 pub mod sim;
 pub mod store;
+pub mod supervisor;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -49,6 +51,8 @@ pub struct Server {
     pub guest_version: String,
     router: Arc<router::Router>,
     store: store::Store,
+    writer_stop: CancellationToken,
+    writer_task: tokio::task::JoinHandle<()>,
     feed_stop: CancellationToken,
     feed_tasks: TaskTracker,
     session_stop: CancellationToken,
@@ -74,13 +78,39 @@ impl Server {
             .await
             .context("guest compilation task")??;
         let guest_version = runtime.version().to_owned();
-        tracing::info!(guest_version, starts = store.starts()?, "guest ready");
+        tracing::info!(guest_version, start_no = store.start_no(), "guest ready");
         let metrics = Arc::new(metrics::Metrics::new());
+        let (handle, rx) = store::queue(store.clone());
+        let writer_stop = CancellationToken::new();
+        let writer_task = tokio::spawn(store::run_writer(
+            store.clone(),
+            rx,
+            config.commit_interval,
+            metrics.clone(),
+            writer_stop.clone(),
+        ));
+        let worker_config = worker::WorkerConfig {
+            store: config.durability.then(|| handle.clone()),
+            policy: supervisor::Policy {
+                max_failures: config.max_failures,
+                window: config.failure_window,
+            },
+            snapshot_every: config.snapshot_every,
+            snapshot_interval: config.snapshot_interval,
+            clean_after: config.clean_after,
+        };
+        drop(handle);
         let router = Arc::new(router::Router::new(
             runtime,
             metrics.clone(),
+            worker_config,
             config.max_matches as usize,
         ));
+        if config.durability {
+            let recovered = store.recover_all()?;
+            tracing::info!(matches = recovered.len(), "restoring matches from the store");
+            router.restore(recovered);
+        }
 
         let feed_stop = CancellationToken::new();
         let feed_tasks = TaskTracker::new();
@@ -111,6 +141,7 @@ impl Server {
             sessions: Arc::new(tokio::sync::Semaphore::new(config.max_sessions)),
             session_tasks: session_tasks.clone(),
             shutdown: session_stop.clone(),
+            admin_token: config.admin_token.clone(),
         };
         let listener = TcpListener::bind(config.http)
             .await
@@ -129,6 +160,8 @@ impl Server {
             guest_version,
             router,
             store,
+            writer_stop,
+            writer_task,
             feed_stop,
             feed_tasks,
             session_stop,
@@ -150,6 +183,10 @@ impl Server {
         match self.http_task.await {
             Ok(r) => r.context("HTTP server")?,
             Err(e) => tracing::warn!(error = %e, "HTTP task ended abnormally"),
+        }
+        self.writer_stop.cancel();
+        if let Err(e) = self.writer_task.await {
+            tracing::warn!(error = %e, "store writer ended abnormally");
         }
         self.store.flush().await?;
         tracing::info!("shutdown complete");

@@ -79,6 +79,31 @@ struct ServeArgs {
     /// Concurrent WebSocket sessions.
     #[arg(long, default_value_t = 20_000)]
     max_sessions: usize,
+    /// Run without journal, snapshots or recovery (only to measure their cost).
+    #[arg(long)]
+    no_durability: bool,
+    /// Longest a journaled event waits for its group commit, ms.
+    #[arg(long, default_value_t = 10)]
+    commit_interval_ms: u64,
+    /// Snapshot a match every this many events...
+    #[arg(long, default_value_t = 100)]
+    snapshot_every: u64,
+    /// ...or this often (ms), whichever comes first.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_interval_ms: u64,
+    /// Idle time (ms) after which a match is durably marked clean, so its
+    /// stream epoch survives a crash.
+    #[arg(long, default_value_t = 100)]
+    clean_after_ms: u64,
+    /// Restart intensity: more than this many guest failures...
+    #[arg(long, default_value_t = 3)]
+    max_failures: u32,
+    /// ...within this window (ms) quarantines the match.
+    #[arg(long, default_value_t = 5000)]
+    failure_window_ms: u64,
+    /// Bearer token for /admin/* (at least 16 characters); unset disables them.
+    #[arg(long, env = "TOUCHLINE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -120,6 +145,14 @@ impl From<ServeArgs> for ServeConfig {
             guest_call_deadline: Duration::from_millis(a.guest_deadline_ms),
             max_message_bytes: a.max_message_bytes,
             max_sessions: a.max_sessions,
+            durability: !a.no_durability,
+            commit_interval: Duration::from_millis(a.commit_interval_ms),
+            snapshot_every: a.snapshot_every,
+            snapshot_interval: Duration::from_millis(a.snapshot_interval_ms),
+            clean_after: Duration::from_millis(a.clean_after_ms),
+            max_failures: a.max_failures,
+            failure_window: Duration::from_millis(a.failure_window_ms),
+            admin_token: a.admin_token,
         }
     }
 }

@@ -30,14 +30,26 @@ pub struct Metrics {
     pub live_matches: Gauge,
     pub events_applied: Counter,
     pub events_rejected: Counter,
-    pub events_not_applied: Counter,
+    pub events_held: Counter,
     pub worker_failures: Family<Labels, Counter>,
+    pub dead_letters: Counter,
+    pub quarantined_matches: Gauge,
+    pub unclean_matches: Gauge,
     pub instantiate_seconds: Histogram,
+    pub recovery_seconds: Histogram,
+    pub restore_seconds: Histogram,
+    pub dirty_barrier_seconds: Histogram,
+    pub snapshots_skipped: Counter,
+    pub store_queue_depth: Gauge,
+    pub store_ops: Counter,
+    pub store_errors: Counter,
+    pub store_commit_seconds: Histogram,
     pub ws_sessions: Gauge,
     pub ws_frames_sent: Counter,
     pub ws_client_errors: Family<Kind, Counter>,
     pub ws_resyncs: Counter,
     pub ws_slow_disconnects: Counter,
+    pub admin_denied: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,16 +96,67 @@ impl Metrics {
                 "Events a guest rejected without trapping",
                 Counter::default()
             ),
-            events_not_applied: reg!(
-                "events_not_applied",
-                "Events for matches whose worker has failed",
+            events_held: reg!(
+                "events_held",
+                "Events journaled but not applied (quarantined match)",
                 Counter::default()
             ),
-            worker_failures: reg!("worker_failures", "Guest failures, by cause", Family::default()),
+            worker_failures: reg!(
+                "worker_failures",
+                "Guest failures (each one a worker restart), by cause",
+                Family::default()
+            ),
+            dead_letters: reg!("dead_letters", "Poison events kept as dead letters", Counter::default()),
+            quarantined_matches: reg!(
+                "quarantined_matches",
+                "Matches quarantined past the restart intensity",
+                Gauge::default()
+            ),
+            unclean_matches: reg!(
+                "unclean_matches",
+                "Matches that pushed updates not yet marked durable-and-clean",
+                Gauge::default()
+            ),
             instantiate_seconds: reg!(
                 "instantiate_seconds",
                 "Time to create a match worker's store and instance",
                 Histogram::new(exponential_buckets(1e-6, 2.0, 20))
+            ),
+            recovery_seconds: reg!(
+                "recovery_seconds",
+                "From a guest failure to the worker serving again (restore + replay)",
+                Histogram::new(exponential_buckets(1e-6, 2.0, 24))
+            ),
+            restore_seconds: reg!(
+                "restore_seconds",
+                "Restoring one match from the store at start-up",
+                Histogram::new(exponential_buckets(1e-6, 2.0, 24))
+            ),
+            dirty_barrier_seconds: reg!(
+                "dirty_barrier_seconds",
+                "Wait for a durable dirty mark before the first push after a quiet period",
+                Histogram::new(exponential_buckets(1e-6, 2.0, 24))
+            ),
+            snapshots_skipped: reg!(
+                "snapshots_skipped",
+                "Snapshots skipped because the store queue was full",
+                Counter::default()
+            ),
+            store_queue_depth: reg!(
+                "store_queue_depth",
+                "Ops waiting for the store writer",
+                Gauge::default()
+            ),
+            store_ops: reg!("store_ops", "Ops written to the store", Counter::default()),
+            store_errors: reg!(
+                "store_errors",
+                "Store writes or flushes that failed",
+                Counter::default()
+            ),
+            store_commit_seconds: reg!(
+                "store_commit_seconds",
+                "Group commit latency: apply a batch and fsync",
+                Histogram::new(exponential_buckets(1e-6, 2.0, 24))
             ),
             ws_sessions: reg!("ws_sessions", "Open WebSocket sessions", Gauge::default()),
             ws_frames_sent: reg!("ws_frames_sent", "Frames sent to WebSocket clients", Counter::default()),
@@ -106,6 +169,11 @@ impl Metrics {
             ws_slow_disconnects: reg!(
                 "ws_slow_disconnects",
                 "Sessions closed for not reading",
+                Counter::default()
+            ),
+            admin_denied: reg!(
+                "admin_denied",
+                "Admin requests refused for a bad token",
                 Counter::default()
             ),
             registry: r,

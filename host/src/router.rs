@@ -11,7 +11,8 @@ use tokio::sync::broadcast;
 use touchline_guest::event::MatchEvent;
 
 use crate::metrics::Metrics;
-use crate::worker::{self, Command, WorkerHandle, runtime::Runtime};
+use crate::store::Recovered;
+use crate::worker::{self, Command, WorkerConfig, WorkerHandle, runtime::Runtime};
 
 /// Announcements of new matches buffered for sessions subscribed to `*`. A
 /// session that lags re-reads the full match list instead.
@@ -37,6 +38,7 @@ impl RouteError {
 pub struct Router {
     runtime: Runtime,
     metrics: Arc<Metrics>,
+    worker_config: Arc<WorkerConfig>,
     /// `None` once shut down: dropping the handles closes every mailbox.
     matches: Mutex<Option<HashMap<Arc<str>, WorkerHandle>>>,
     new_matches: broadcast::Sender<Arc<str>>,
@@ -45,10 +47,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, max_matches: usize) -> Router {
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, worker_config: WorkerConfig, max_matches: usize) -> Router {
         Router {
             runtime,
             metrics,
+            worker_config: Arc::new(worker_config),
             matches: Mutex::new(Some(HashMap::new())),
             new_matches: broadcast::channel(NEW_MATCH_BUFFER).0,
             max_matches,
@@ -76,12 +79,44 @@ impl Router {
             return Err(RouteError::Capacity(self.max_matches));
         }
         let id: Arc<str> = Arc::from(id);
-        let handle = worker::spawn(id.clone(), self.runtime.clone(), self.metrics.clone(), &self.tasks);
+        let handle = self.spawn(id.clone(), None);
         map.insert(id.clone(), handle.clone());
         drop(guard);
         tracing::info!(match_id = %id, "new match");
         let _ = self.new_matches.send(id);
         Ok(handle)
+    }
+
+    fn spawn(&self, id: Arc<str>, recovered: Option<Recovered>) -> WorkerHandle {
+        worker::spawn(
+            id,
+            self.runtime.clone(),
+            self.metrics.clone(),
+            self.worker_config.clone(),
+            recovered,
+            &self.tasks,
+        )
+    }
+
+    /// Start a worker for every match found in the store after a restart.
+    /// They restore concurrently; commands queue in their mailboxes meanwhile.
+    pub fn restore(&self, recovered: Vec<Recovered>) {
+        let mut guard = self.matches.lock().expect("router lock");
+        let Some(map) = guard.as_mut() else { return };
+        for r in recovered {
+            let id = r.match_id.clone();
+            let handle = self.spawn(id.clone(), Some(r));
+            map.insert(id, handle);
+        }
+    }
+
+    /// Ask a match's worker to heal it (lift quarantine, replay what was kept).
+    pub async fn heal(&self, id: &str) -> Option<String> {
+        let handle = self.get(id)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        handle.mailbox.send(Command::Heal { reply: tx }).await.ok()?;
+        drop(handle);
+        rx.await.ok()
     }
 
     pub fn get(&self, id: &str) -> Option<WorkerHandle> {

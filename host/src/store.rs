@@ -1,10 +1,38 @@
-//! The only owner of sled. Nothing else opens or touches the database.
+//! The only owner of sled: journals, snapshots, match records, dead letters.
 //!
-//! For now it opens the data directory at start-up (failing early on a bad
-//! path or a locked database), records each start, and flushes on shutdown.
-//! Journals, snapshots and bets will live here, behind typed methods.
+//! Reads are direct, typed methods on [`Store`]. Writes go through
+//! [`StoreHandle`] to one writer task ([`run_writer`]) that applies them in
+//! arrival order and makes them durable in group commits: it gathers ops
+//! for at most the commit interval, applies the batch, then `flush_async`es
+//! once for all of them. A [`Op::Barrier`] is acknowledged only after the
+//! flush that covers everything sent before it, which is how callers wait
+//! for durability without stalling everyone else.
+//!
+//! Layout (one tree each, keys sort by match then number):
+//! - `journal`   match \0 seq → [`JournalEntry`] (event bytes + the update frame sent)
+//! - `snapshots` match → [`SnapshotRecord`]
+//! - `matches`   match → [`MatchMeta`] (epoch, clean mark, quarantine)
+//! - `dead`      match \0 n → [`DeadLetter`]
+//! - `held`      match \0 n → event bytes received while quarantined
+//! - `meta`      "starts" → number of times this data dir was opened
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// Capacity of the write queue, in ops. Absorbs bursts and slow fsyncs;
+/// when full, senders wait (the feed reader ultimately), never drop: a
+/// write that was accepted is a promise. Depth is exported as a metric.
+pub const WRITE_QUEUE: usize = 65_536;
+/// Most ops applied in one group commit.
+const MAX_BATCH: usize = 8192;
+/// Journal entries kept below the latest snapshot so clients can resume.
+pub const JOURNAL_RETENTION: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -12,14 +40,141 @@ pub enum StoreError {
     Open { path: String, source: sled::Error },
     #[error("database: {0}")]
     Sled(#[from] sled::Error),
+    #[error("corrupt {what} record for {key}: {source}")]
+    Corrupt {
+        what: &'static str,
+        key: String,
+        source: bincode::error::DecodeError,
+    },
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+/// Per-match durable record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchMeta {
+    /// Stream epoch: same while the host can prove continuity.
+    pub epoch: u64,
+    /// `Some(seq)`: durably nothing beyond `seq` was ever pushed to clients.
+    /// Cleared (durably) before the first push after it.
+    pub clean_seq: Option<u64>,
+    /// Why the match is quarantined, if it is.
+    pub quarantined: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub seq: u64,
+    pub epoch: u64,
+    /// Guest state (`save-state` bytes).
+    pub state: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The applied event, encoded.
+    pub event: Vec<u8>,
+    /// The update frame sent for it, for clients resuming.
+    pub frame: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub event: Vec<u8>,
+    pub reason: String,
+    /// Seq of the last event applied before this one arrived.
+    pub after_seq: u64,
+}
+
+/// Everything stored for one match, for recovery.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub match_id: Arc<str>,
+    pub meta: MatchMeta,
+    pub snapshot: Option<SnapshotRecord>,
+    /// Journal entries after the snapshot, in seq order.
+    pub journal: Vec<(u64, JournalEntry)>,
+}
+
+/// A write.
+#[derive(Debug)]
+pub enum Op {
+    Append {
+        match_id: Arc<str>,
+        seq: u64,
+        entry: JournalEntry,
+    },
+    Snapshot {
+        match_id: Arc<str>,
+        record: SnapshotRecord,
+    },
+    Meta {
+        match_id: Arc<str>,
+        meta: MatchMeta,
+    },
+    DeadLetter {
+        match_id: Arc<str>,
+        letter: DeadLetter,
+    },
+    Hold {
+        match_id: Arc<str>,
+        event: Vec<u8>,
+    },
+    /// Remove dead letters and held events of a match (after healing).
+    ClearParked {
+        match_id: Arc<str>,
+    },
+    /// Acknowledged once everything sent before it is durable.
+    Barrier(oneshot::Sender<()>),
 }
 
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    journal: sled::Tree,
+    snapshots: sled::Tree,
+    matches: sled::Tree,
+    dead: sled::Tree,
+    held: sled::Tree,
+    /// Which start of this data dir this is (1 for the first).
+    start_no: u64,
+}
+
+fn key(match_id: &str, n: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(match_id.len() + 9);
+    k.extend_from_slice(match_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn prefix(match_id: &str) -> Vec<u8> {
+    let mut k = match_id.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn seq_of(k: &[u8]) -> u64 {
+    k.len()
+        .checked_sub(8)
+        .and_then(|at| <[u8; 8]>::try_from(&k[at..]).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    touchline_guest::encode(v)
+}
+
+fn dec<T: serde::de::DeserializeOwned>(what: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    touchline_guest::decode(bytes).map_err(|source| StoreError::Corrupt {
+        what,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
 }
 
 impl Store {
+    /// Open (or create) the database and count this start.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::open(dir).map_err(|source| StoreError::Open {
             path: dir.display().to_string(),
@@ -29,23 +184,237 @@ impl Store {
         let starts = meta
             .get("starts")?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes);
-        meta.insert("starts", &(starts + 1).to_be_bytes())?;
-        Ok(Store { db })
+            .map_or(0, u64::from_be_bytes)
+            + 1;
+        meta.insert("starts", &starts.to_be_bytes())?;
+        db.flush()?;
+        Ok(Store {
+            journal: db.open_tree("journal")?,
+            snapshots: db.open_tree("snapshots")?,
+            matches: db.open_tree("matches")?,
+            dead: db.open_tree("dead")?,
+            held: db.open_tree("held")?,
+            db,
+            start_no: starts,
+        })
     }
 
-    /// How many times this data directory has been opened, this one included.
-    pub fn starts(&self) -> Result<u64, StoreError> {
-        let meta = self.db.open_tree("meta")?;
-        Ok(meta
-            .get("starts")?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
+    /// Which start of this data dir this is; used as the epoch of streams
+    /// whose continuity cannot be proven, so an epoch is never reused.
+    pub fn start_no(&self) -> u64 {
+        self.start_no
+    }
+
+    /// Every match with a record, with what recovery needs.
+    pub fn recover_all(&self) -> Result<Vec<Recovered>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.matches.iter() {
+            let (k, v) = item?;
+            let meta: MatchMeta = dec("match", &k, &v)?;
+            let match_id: Arc<str> = Arc::from(String::from_utf8_lossy(&k).as_ref());
+            let snapshot = match self.snapshots.get(&k)? {
+                Some(v) => Some(dec::<SnapshotRecord>("snapshot", &k, &v)?),
+                None => None,
+            };
+            let after = snapshot.as_ref().map_or(0, |s| s.seq);
+            let mut journal = Vec::new();
+            for item in self.journal.range(key(&match_id, after + 1)..prefix_end(&match_id)) {
+                let (jk, jv) = item?;
+                journal.push((seq_of(&jk), dec::<JournalEntry>("journal", &jk, &jv)?));
+            }
+            out.push(Recovered {
+                match_id,
+                meta,
+                snapshot,
+                journal,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Update frames `from..=to` from the journal, if all are there.
+    pub fn frames(&self, match_id: &str, from: u64, to: u64) -> Result<Option<Vec<String>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.journal.range(key(match_id, from)..=key(match_id, to)) {
+            let (k, v) = item?;
+            if seq_of(&k) != from + out.len() as u64 {
+                return Ok(None);
+            }
+            out.push(dec::<JournalEntry>("journal", &k, &v)?.frame);
+        }
+        Ok((out.len() as u64 == to + 1 - from).then_some(out))
+    }
+
+    pub fn dead_letters(&self, match_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead
+            .scan_prefix(prefix(match_id))
+            .map(|r| {
+                r.map_err(StoreError::from)
+                    .and_then(|(k, v)| dec("dead letter", &k, &v))
+            })
+            .collect()
+    }
+
+    pub fn held(&self, match_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.held
+            .scan_prefix(prefix(match_id))
+            .map(|r| r.map(|(_, v)| v.to_vec()).map_err(StoreError::from))
+            .collect()
+    }
+
+    fn apply(&self, op: Op, acks: &mut Vec<oneshot::Sender<()>>) -> Result<(), StoreError> {
+        match op {
+            Op::Append { match_id, seq, entry } => {
+                self.journal.insert(key(&match_id, seq), enc(&entry))?;
+            }
+            Op::Snapshot { match_id, record } => {
+                let keep_from = record.seq.saturating_sub(JOURNAL_RETENTION);
+                self.snapshots.insert(match_id.as_bytes(), enc(&record))?;
+                for k in self.journal.range(prefix(&match_id)..key(&match_id, keep_from)).keys() {
+                    self.journal.remove(k?)?;
+                }
+            }
+            Op::Meta { match_id, meta } => {
+                self.matches.insert(match_id.as_bytes(), enc(&meta))?;
+            }
+            Op::DeadLetter { match_id, letter } => {
+                let n = self.db.generate_id()?;
+                self.dead.insert(key(&match_id, n), enc(&letter))?;
+            }
+            Op::Hold { match_id, event } => {
+                let n = self.db.generate_id()?;
+                self.held.insert(key(&match_id, n), event)?;
+            }
+            Op::ClearParked { match_id } => {
+                for tree in [&self.dead, &self.held] {
+                    for k in tree.scan_prefix(prefix(&match_id)).keys() {
+                        tree.remove(k?)?;
+                    }
+                }
+            }
+            Op::Barrier(ack) => acks.push(ack),
+        }
+        Ok(())
     }
 
     /// Make everything written so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+}
+
+/// Upper bound of a match's keys.
+fn prefix_end(match_id: &str) -> Vec<u8> {
+    let mut k = match_id.as_bytes().to_vec();
+    k.push(1);
+    k
+}
+
+/// The sending end of the write queue.
+#[derive(Debug, Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Op>,
+    pub store: Store,
+}
+
+impl StoreHandle {
+    /// Queue a write; waits only if the queue is full.
+    pub async fn send(&self, op: Op) -> Result<(), StoreError> {
+        self.tx.send(op).await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queue a write only if there is room right now.
+    pub fn try_send(&self, op: Op) -> Result<(), StoreError> {
+        self.tx.try_send(op).map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Wait until everything sent before this call is durable.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Barrier(tx)).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        WRITE_QUEUE - self.tx.capacity()
+    }
+}
+
+/// Create the queue; run [`run_writer`] with the receiver.
+pub fn queue(store: Store) -> (StoreHandle, mpsc::Receiver<Op>) {
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    (StoreHandle { tx, store }, rx)
+}
+
+/// The store writer: group commits until `stop`, then it drains the queue,
+/// commits what is left and flushes one last time.
+pub async fn run_writer(
+    store: Store,
+    mut rx: mpsc::Receiver<Op>,
+    commit_interval: Duration,
+    metrics: Arc<Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut acks = Vec::new();
+    let mut stopping = false;
+    while !stopping {
+        let first = tokio::select! {
+            op = rx.recv() => op,
+            _ = stop.cancelled() => None,
+        };
+        match first {
+            Some(op) => batch.push(op),
+            None => {
+                stopping = true;
+                rx.close();
+            }
+        }
+        let deadline = tokio::time::Instant::now() + commit_interval;
+        // A barrier means someone waits for durability: commit now rather
+        // than at the end of the interval.
+        while batch.len() < MAX_BATCH && !matches!(batch.last(), Some(Op::Barrier(_))) {
+            if stopping {
+                match rx.recv().await {
+                    Some(op) => batch.push(op),
+                    None => break,
+                }
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(op)) => batch.push(op),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if stopping && !rx.is_empty() {
+            // More than one batch left: keep going until it is empty.
+            stopping = false;
+        }
+        metrics.store_queue_depth.set(rx.len() as i64);
+        commit(&store, &mut batch, &mut acks, &metrics).await;
+    }
+}
+
+async fn commit(store: &Store, batch: &mut Vec<Op>, acks: &mut Vec<oneshot::Sender<()>>, metrics: &Metrics) {
+    let started = Instant::now();
+    let n = batch.len() as u64;
+    for op in batch.drain(..) {
+        if let Err(e) = store.apply(op, acks) {
+            metrics.store_errors.inc();
+            tracing::error!(error = %e, "store write failed");
+        }
+    }
+    if let Err(e) = store.flush().await {
+        metrics.store_errors.inc();
+        tracing::error!(error = %e, "store flush failed");
+        // Not durable: do not acknowledge; waiters see the writer as gone.
+        acks.clear();
+        return;
+    }
+    metrics.store_ops.inc_by(n);
+    metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+    for ack in acks.drain(..) {
+        let _ = ack.send(());
     }
 }

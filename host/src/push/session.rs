@@ -10,7 +10,7 @@
 //! [`WRITE_TIMEOUT`]. Sessions never hold a worker's mailbox beyond one
 //! snapshot request, so shutdown can drain workers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
-use crate::worker::{Command, Frame, FrameKind};
+use crate::worker::{Catchup, Command, Frame, FrameKind, Position};
 
 /// A client that has not accepted a frame for this long is disconnected.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,11 +39,18 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 enum Request {
-    Subscribe { matches: Vec<String> },
-    Unsubscribe { matches: Vec<String> },
+    Subscribe {
+        matches: Vec<String>,
+        /// Where the client left off, per match, to resume without a snapshot.
+        #[serde(default)]
+        since: HashMap<String, Position>,
+    },
+    Unsubscribe {
+        matches: Vec<String>,
+    },
 }
 
-type SnapshotFuture = Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Frame)>)> + Send>>;
+type CatchupFuture = Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Catchup)>)> + Send>>;
 
 struct Session {
     router: Arc<Router>,
@@ -52,13 +59,17 @@ struct Session {
     all: bool,
     /// Explicitly named matches, including ones not seen yet.
     wanted: HashSet<Arc<str>>,
-    /// Live update streams, one per subscribed match with a snapshot sent.
+    /// Live update streams, one per subscribed match that has caught up.
     streams: StreamMap<Arc<str>, BroadcastStream<Frame>>,
-    /// Seq of the snapshot sent for each match in `streams`.
-    snapshot_seq: HashMap<Arc<str>, u64>,
-    /// Matches whose snapshot is on its way.
+    /// Position of the last frame sent for each match in `streams`.
+    positions: HashMap<Arc<str>, Position>,
+    /// Resume points given by the client, until used.
+    since: HashMap<Arc<str>, Position>,
+    /// Matches whose catch-up is on its way.
     pending: HashSet<Arc<str>>,
-    snapshots: FuturesUnordered<SnapshotFuture>,
+    catchups: FuturesUnordered<CatchupFuture>,
+    /// Frames to send, in order.
+    outbox: VecDeque<Utf8Bytes>,
 }
 
 /// Run a session until the client leaves or `shutdown` fires.
@@ -75,18 +86,20 @@ where
         all: false,
         wanted: HashSet::new(),
         streams: StreamMap::new(),
-        snapshot_seq: HashMap::new(),
+        positions: HashMap::new(),
+        since: HashMap::new(),
         pending: HashSet::new(),
-        snapshots: FuturesUnordered::new(),
+        catchups: FuturesUnordered::new(),
+        outbox: VecDeque::new(),
     };
-    let close: Option<CloseFrame> = loop {
-        let out: Option<Utf8Bytes> = tokio::select! {
+    let close: Option<CloseFrame> = 'session: loop {
+        tokio::select! {
             _ = shutdown.cancelled() => break Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }),
             msg = incoming.next() => match msg {
                 Some(Ok(Message::Text(text))) => s.request(&text),
-                Some(Ok(Message::Binary(_))) => Some(s.error("binary frames are not supported; send JSON text")),
+                Some(Ok(Message::Binary(_))) => s.error("binary frames are not supported; send JSON text"),
                 Some(Ok(Message::Close(_))) | None => break None,
-                Some(Ok(_)) => None, // ping/pong are answered by tungstenite
+                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
                 Some(Err(e)) => {
                     s.metrics.ws_client_errors.get_or_create(&Kind { kind: "protocol" }).inc();
                     tracing::debug!(error = %e, "websocket protocol error");
@@ -94,25 +107,24 @@ where
                 }
             },
             Some((id, item)) = s.streams.next() => s.forward(id, item),
-            Some((id, ready)) = s.snapshots.next() => s.attach(id, ready),
+            Some((id, ready)) = s.catchups.next() => s.attach(id, ready),
             announced = new_matches.recv(), if s.all || !s.wanted.is_empty() => {
                 match announced {
                     Ok(id) => if s.all || s.wanted.contains(&id) { s.subscribe(id) },
                     Err(broadcast::error::RecvError::Lagged(_)) => s.resubscribe_known(),
                     Err(broadcast::error::RecvError::Closed) => {}
                 }
-                None
             }
-        };
-        if let Some(text) = out {
+        }
+        while let Some(text) = s.outbox.pop_front() {
             match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text))).await {
                 Ok(Ok(())) => {
                     metrics.ws_frames_sent.inc();
                 }
-                Ok(Err(_)) => break None,
+                Ok(Err(_)) => break 'session None,
                 Err(_) => {
                     metrics.ws_slow_disconnects.inc();
-                    break Some(CloseFrame {
+                    break 'session Some(CloseFrame {
                         code: CloseCode::Policy,
                         reason: "client too slow".into(),
                     });
@@ -128,18 +140,19 @@ where
 }
 
 impl Session {
-    /// Handle one client request; returns an error frame for a bad one.
-    fn request(&mut self, text: &str) -> Option<Utf8Bytes> {
+    /// Handle one client request; a bad one gets an error frame.
+    fn request(&mut self, text: &str) {
         let req: Request = match serde_json::from_str(text) {
             Ok(r) => r,
-            Err(e) => return Some(self.error(&format!("bad request: {e}"))),
+            Err(e) => return self.error(&format!("bad request: {e}")),
         };
-        let (Request::Subscribe { matches } | Request::Unsubscribe { matches }) = &req;
+        let (Request::Subscribe { matches, .. } | Request::Unsubscribe { matches }) = &req;
         if matches.len() > super::MAX_IDS_PER_REQUEST {
-            return Some(self.error(&format!("at most {} matches per request", super::MAX_IDS_PER_REQUEST)));
+            return self.error(&format!("at most {} matches per request", super::MAX_IDS_PER_REQUEST));
         }
         match req {
-            Request::Subscribe { matches } => {
+            Request::Subscribe { matches, since } => {
+                self.since.extend(since.into_iter().map(|(k, v)| (Arc::from(k), v)));
                 for id in matches {
                     if id == "*" {
                         self.all = true;
@@ -167,21 +180,20 @@ impl Session {
                 }
             }
         }
-        None
     }
 
-    fn error(&self, reason: &str) -> Utf8Bytes {
+    fn error(&mut self, reason: &str) {
         self.metrics
             .ws_client_errors
             .get_or_create(&Kind { kind: "bad_request" })
             .inc();
         let frame = serde_json::json!({"type": "error", "reason": reason});
-        Utf8Bytes::from(frame.to_string())
+        self.outbox.push_back(Utf8Bytes::from(frame.to_string()));
     }
 
     fn drop_stream(&mut self, id: &str) {
         self.streams.remove(id);
-        self.snapshot_seq.remove(id);
+        self.positions.remove(id);
     }
 
     fn resubscribe_known(&mut self) {
@@ -190,63 +202,113 @@ impl Session {
         }
     }
 
-    /// Start a subscription: attach to updates, then ask for a snapshot.
+    /// Start a subscription: attach to updates, then ask the worker how to
+    /// catch up (from the client's `since`, if it gave one).
     fn subscribe(&mut self, id: Arc<str>) {
+        let since = self.since.remove(&id);
+        self.subscribe_from(id, since);
+    }
+
+    fn subscribe_from(&mut self, id: Arc<str>, since: Option<Position>) {
         if self.streams.contains_key(&id) || self.pending.contains(&id) {
             return;
         }
         // Unknown yet: `wanted` remembers it and the announcement of the new
         // match completes the subscription.
         let Some(handle) = self.router.get(&id) else {
+            if let Some(p) = since {
+                self.since.insert(id, p);
+            }
             return;
         };
         self.pending.insert(id.clone());
         let rx = handle.updates.subscribe();
-        self.snapshots.push(Box::pin(async move {
+        self.catchups.push(Box::pin(async move {
             let (tx, reply) = oneshot::channel();
-            if handle.mailbox.send(Command::Snapshot(tx)).await.is_err() {
+            if handle
+                .mailbox
+                .send(Command::Subscribe { since, reply: tx })
+                .await
+                .is_err()
+            {
                 return (id, None);
             }
             drop(handle);
             match reply.await {
-                Ok(frame) => (id, Some((rx, frame))),
+                Ok(catchup) => (id, Some((rx, catchup))),
                 Err(_) => (id, None),
             }
         }));
     }
 
-    /// A snapshot arrived: send it and start forwarding updates after it.
-    fn attach(&mut self, id: Arc<str>, ready: Option<(broadcast::Receiver<Frame>, Frame)>) -> Option<Utf8Bytes> {
+    /// The worker answered: send the snapshot or the missed updates, then
+    /// forward live updates after them.
+    fn attach(&mut self, id: Arc<str>, ready: Option<(broadcast::Receiver<Frame>, Catchup)>) {
         self.pending.remove(&id);
-        let (rx, snapshot) = ready?;
+        let Some((rx, catchup)) = ready else { return };
         if !(self.all || self.wanted.contains(&id)) {
-            return None; // unsubscribed meanwhile
+            return; // unsubscribed meanwhile
         }
-        self.snapshot_seq.insert(id.clone(), snapshot.seq);
+        match catchup {
+            Catchup::Snapshot(frame) => {
+                self.positions.insert(
+                    id.clone(),
+                    Position {
+                        epoch: frame.epoch,
+                        seq: frame.seq,
+                    },
+                );
+                self.outbox.push_back(frame.bytes);
+            }
+            Catchup::Missed(frames) => {
+                for f in frames {
+                    self.positions.insert(
+                        id.clone(),
+                        Position {
+                            epoch: f.epoch,
+                            seq: f.seq,
+                        },
+                    );
+                    self.outbox.push_back(f.bytes);
+                }
+            }
+        }
         self.streams.insert(id, BroadcastStream::new(rx));
-        Some(to_text(&snapshot))
     }
 
-    fn forward(&mut self, id: Arc<str>, item: Result<Frame, BroadcastStreamRecvError>) -> Option<Utf8Bytes> {
+    fn forward(&mut self, id: Arc<str>, item: Result<Frame, BroadcastStreamRecvError>) {
         match item {
             Ok(frame) => {
-                let after = self.snapshot_seq.get(&id).copied().unwrap_or(0);
-                if frame.kind == FrameKind::Update && frame.seq <= after {
-                    return None; // already in the snapshot
+                if frame.kind == FrameKind::Update {
+                    match self.positions.get_mut(&id) {
+                        // Already sent (in the snapshot or the catch-up).
+                        Some(p) if p.epoch == frame.epoch && frame.seq <= p.seq => return,
+                        Some(p) => {
+                            *p = Position {
+                                epoch: frame.epoch,
+                                seq: frame.seq,
+                            }
+                        }
+                        None => {
+                            self.positions.insert(
+                                id.clone(),
+                                Position {
+                                    epoch: frame.epoch,
+                                    seq: frame.seq,
+                                },
+                            );
+                        }
+                    }
                 }
-                Some(to_text(&frame))
+                self.outbox.push_back(frame.bytes);
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                tracing::debug!(match_id = %id, missed, "subscriber lagged; resending snapshot");
+                tracing::debug!(match_id = %id, missed, "subscriber lagged; catching up");
                 self.metrics.ws_resyncs.inc();
+                let from = self.positions.get(&id).copied();
                 self.drop_stream(&id);
-                self.subscribe(id);
-                None
+                self.subscribe_from(id, from);
             }
         }
     }
-}
-
-fn to_text(frame: &Frame) -> Utf8Bytes {
-    frame.bytes.clone()
 }

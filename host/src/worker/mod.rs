@@ -1,15 +1,32 @@
-//! Match workers: one task, one store, one guest instance per match.
+//! Match workers: one task, one store, one guest instance per match, supervised.
 //!
 //! A worker owns its [`GuestInstance`] and drains a bounded mailbox of
-//! [`Command`]s in order, so feed events and snapshot requests for a match
-//! are serialised. Each applied event gets the next `seq` and one update
-//! frame, serialised here once and shared by every subscriber through the
-//! match's broadcast channel. Guest calls run inline on the tokio task
-//! (they are microseconds; a runaway is cut off by the epoch deadline).
+//! [`Command`]s in order, so feed events and subscriptions of a match are
+//! serialised. Each applied event gets the next `seq`, one update frame
+//! (serialised here once, shared by every subscriber through the match's
+//! broadcast), and one journal append. Guest calls run inline on the tokio
+//! task (they take microseconds; a runaway is cut off by the epoch deadline).
+//!
+//! Supervision ([`crate::supervisor`] holds the policy): on a guest failure
+//! the instance is dropped, a fresh one restores the last snapshot and
+//! replays the events after it, and the failed event is retried once. A
+//! second failure dead-letters the event (kept in the store, never applied,
+//! no seq taken). Past the restart intensity the match is quarantined: later
+//! events are held in the store, not applied, until an operator heals it.
+//!
+//! Durability protocol for epochs: a match is either durably *clean at seq
+//! S* (nothing beyond S was ever pushed) or *dirty*. Before the first push
+//! after a clean mark the worker durably clears the mark (a store barrier);
+//! after `clean_after` idle it writes a new clean mark. On restart a match
+//! whose clean mark equals its last journaled seq keeps its epoch; any
+//! other gets a new one, so a client never sees one (epoch, seq) twice with
+//! different content.
 
 pub mod runtime;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -18,6 +35,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use touchline_guest::event::MatchEvent;
 
 use crate::metrics::Metrics;
+use crate::store::{DeadLetter, JournalEntry, MatchMeta, Op, Recovered, SnapshotRecord, StoreHandle};
+use crate::supervisor::{Intensity, Policy, Verdict};
 use runtime::{Failure, GuestInstance, Runtime};
 
 /// Mailbox capacity per match. When full, the feed reader waits (TCP
@@ -26,26 +45,67 @@ use runtime::{Failure, GuestInstance, Runtime};
 pub const MAILBOX_CAPACITY: usize = 1024;
 
 /// Update frames buffered per match for subscribers. A subscriber that falls
-/// further behind gets `Lagged` and is resynchronised with a fresh snapshot.
-/// Small on purpose: the ring is allocated per match and keeps its last
-/// frames alive while anyone subscribes, so it bounds memory per match.
+/// further behind gets `Lagged` and catches up from the resume ring or a
+/// fresh snapshot. Small on purpose: the ring is allocated per match and
+/// keeps its last frames alive while anyone subscribes.
 pub const UPDATE_BUFFER: usize = 64;
+
+/// Recent update frames a worker keeps to serve resuming clients without
+/// reading the store; older ones come from the journal.
+pub const RESUME_RING: usize = 256;
+
+/// How a worker persists and recovers.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `None` runs without durability (benchmark baseline).
+    pub store: Option<StoreHandle>,
+    pub policy: Policy,
+    /// Snapshot the guest state every this many events...
+    pub snapshot_every: u64,
+    /// ...or this often, whichever comes first.
+    pub snapshot_interval: Duration,
+    /// Idle time after which a match is durably marked clean.
+    pub clean_after: Duration,
+}
+
+/// A client's position in a match stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct Position {
+    pub epoch: u64,
+    pub seq: u64,
+}
 
 /// What a worker is asked to do.
 #[derive(Debug)]
 pub enum Command {
     /// Apply a feed event.
     Event(MatchEvent),
-    /// Reply with a snapshot frame consistent with the update stream.
-    Snapshot(oneshot::Sender<Frame>),
+    /// A subscriber joins: reply with what it needs to be current, in order
+    /// with the update stream.
+    Subscribe {
+        since: Option<Position>,
+        reply: oneshot::Sender<Catchup>,
+    },
+    /// Operator: lift quarantine and replay dead letters and held events.
+    Heal { reply: oneshot::Sender<String> },
+}
+
+/// How a subscriber catches up.
+#[derive(Debug)]
+pub enum Catchup {
+    /// The whole state.
+    Snapshot(Frame),
+    /// The updates it missed (possibly none): its epoch is current.
+    Missed(Vec<Frame>),
 }
 
 /// A serialised frame for one match, shared by all its subscribers.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// For updates, this frame's seq; for snapshots and status frames, the
-    /// seq of the last update applied before it.
+    /// For updates, this frame's seq; otherwise the seq of the last update
+    /// applied before it.
     pub seq: u64,
+    pub epoch: u64,
     pub kind: FrameKind,
     /// The JSON text, serialised once; cloning shares the buffer.
     pub bytes: Utf8Bytes,
@@ -72,6 +132,7 @@ struct Envelope<'a> {
     kind: &'static str,
     #[serde(rename = "match")]
     match_id: &'a str,
+    epoch: u64,
     seq: u64,
     guest_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,14 +140,21 @@ struct Envelope<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    quarantined: Option<&'a str>,
+    /// Status frames: what happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
 }
 
-/// Start the worker for `match_id`; returns its handle.
+/// Start the worker for `match_id` (restoring `recovered` if given).
 pub fn spawn(
     match_id: Arc<str>,
     runtime: Runtime,
     metrics: Arc<Metrics>,
+    cfg: Arc<WorkerConfig>,
+    recovered: Option<Recovered>,
     tasks: &tokio_util::task::TaskTracker,
 ) -> WorkerHandle {
     let (mailbox, rx) = mpsc::channel(MAILBOX_CAPACITY);
@@ -96,18 +164,26 @@ pub fn spawn(
         mailbox,
         updates: updates.clone(),
     };
-    tasks.spawn(
-        Worker {
-            match_id,
-            runtime,
-            metrics,
-            updates,
-            seq: 0,
-            instance: None,
-            failed: None,
-        }
-        .run(rx),
-    );
+    let worker = Worker {
+        intensity: Intensity::new(cfg.policy),
+        match_id,
+        runtime,
+        metrics,
+        cfg,
+        updates,
+        seq: 0,
+        epoch: 0,
+        instance: None,
+        quarantined: None,
+        base_state: None,
+        since_base: Vec::new(),
+        last_snapshot: Instant::now(),
+        // Not counted as unclean until its first push.
+        clean: true,
+        recent: VecDeque::new(),
+        idle_since: None,
+    };
+    tasks.spawn(worker.run(rx, recovered));
     handle
 }
 
@@ -115,86 +191,453 @@ struct Worker {
     match_id: Arc<str>,
     runtime: Runtime,
     metrics: Arc<Metrics>,
+    cfg: Arc<WorkerConfig>,
     updates: broadcast::Sender<Frame>,
     /// Seq of the last applied event.
     seq: u64,
+    epoch: u64,
+    /// `None` between a failure and the restart.
     instance: Option<GuestInstance>,
-    /// Set when the guest failed fatally; events are no longer applied.
-    failed: Option<String>,
+    quarantined: Option<String>,
+    intensity: Intensity,
+    /// Last snapshot of the guest state (the recovery base)...
+    base_state: Option<Vec<u8>>,
+    /// ...and the encoded events applied since, in order.
+    since_base: Vec<Vec<u8>>,
+    last_snapshot: Instant,
+    /// Durably marked clean at `seq` (see the module doc).
+    clean: bool,
+    /// Last update frames, for resuming clients.
+    recent: VecDeque<Frame>,
+    /// When the mailbox last went quiet after an event.
+    idle_since: Option<tokio::time::Instant>,
+}
+
+/// Outcome of applying one event under supervision.
+enum Applied {
+    Ok(Box<RawValue>),
+    Rejected(Failure),
+    DeadLettered(String),
+    Quarantined,
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let started = std::time::Instant::now();
-        match self.runtime.instantiate(self.match_id.clone()) {
-            Ok(i) => {
-                self.instance = Some(i);
-                self.metrics
-                    .instantiate_seconds
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Err(f) => self.fail(f),
-        }
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, recovered: Option<Recovered>) {
         self.metrics.live_matches.inc();
-        while let Some(cmd) = rx.recv().await {
+        self.start(recovered).await;
+        loop {
+            let idle_deadline = self.idle_since.map(|t| t + self.cfg.clean_after);
+            let cmd = tokio::select! {
+                c = rx.recv() => c,
+                _ = sleep_until(idle_deadline) => {
+                    self.on_idle().await;
+                    continue;
+                }
+            };
+            let Some(cmd) = cmd else { break };
             match cmd {
-                Command::Event(event) => self.apply(&event),
-                Command::Snapshot(reply) => {
-                    let frame = self.snapshot_frame();
-                    let _ = reply.send(frame);
+                Command::Event(event) => self.on_event(touchline_guest::encode(&event)).await,
+                Command::Subscribe { since, reply } => {
+                    let catchup = self.catchup(since);
+                    let _ = reply.send(catchup);
+                }
+                Command::Heal { reply } => {
+                    let report = self.heal().await;
+                    let _ = reply.send(report);
                 }
             }
         }
+        // Mailbox closed: graceful shutdown. Leave a snapshot and a clean mark.
+        self.snapshot();
+        self.mark_clean().await;
         self.metrics.live_matches.dec();
+        if self.quarantined.is_some() {
+            self.metrics.quarantined_matches.dec();
+        }
         tracing::debug!(match_id = %self.match_id, seq = self.seq, "worker stopped");
     }
 
-    fn apply(&mut self, event: &MatchEvent) {
-        let Some(instance) = self.instance.as_mut().filter(|_| self.failed.is_none()) else {
-            self.metrics.events_not_applied.inc();
+    /// Become ready: fresh, or restored from the store after a restart.
+    async fn start(&mut self, recovered: Option<Recovered>) {
+        let started = Instant::now();
+        let start_no = self.cfg.store.as_ref().map_or(1, |s| s.store.start_no());
+        let Some(r) = recovered else {
+            self.epoch = start_no;
+            match self.runtime.instantiate(self.match_id.clone()) {
+                Ok(i) => self.instance = Some(i),
+                Err(f) => self.quarantine(format!("cannot instantiate the guest: {f}")),
+            }
+            self.metrics
+                .instantiate_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.write_meta().await;
             return;
         };
-        let bytes = touchline_guest::encode(event);
-        match instance.apply(&bytes).and_then(validate_json) {
-            Ok(delta) => {
-                self.seq += 1;
-                let frame = self.frame(FrameKind::Update, Some(&delta), None, None);
-                self.metrics.events_applied.inc();
-                // No receivers is fine: nobody is watching this match.
-                let _ = self.updates.send(frame);
+        if let Some(s) = r.snapshot {
+            self.seq = s.seq;
+            self.base_state = Some(s.state);
+        }
+        for (seq, entry) in r.journal {
+            if seq != self.seq + 1 {
+                tracing::error!(match_id = %self.match_id, expected = self.seq + 1, found = seq, "journal gap; stopping replay there");
+                break;
             }
-            Err(f) if !f.is_fatal() => {
+            self.seq = seq;
+            self.since_base.push(entry.event);
+        }
+        // Continuity is proven only by a clean mark at exactly this seq.
+        self.epoch = if r.meta.clean_seq == Some(self.seq) {
+            r.meta.epoch
+        } else {
+            start_no
+        };
+        if let Err(f) = self.recover() {
+            self.quarantine(format!("cannot restore state: {f}"));
+        }
+        if let Some(reason) = r.meta.quarantined {
+            self.quarantine(reason);
+        }
+        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::info!(match_id = %self.match_id, epoch = self.epoch, seq = self.seq, kept_epoch = self.epoch == r.meta.epoch, "match restored");
+        self.write_meta().await;
+    }
+
+    async fn on_event(&mut self, bytes: Vec<u8>) {
+        if self.quarantined.is_some() {
+            self.hold(bytes).await;
+            return;
+        }
+        match self.apply_supervised(&bytes) {
+            Applied::Ok(delta) => self.commit(bytes, &delta).await,
+            Applied::Rejected(f) => {
                 self.metrics.events_rejected.inc();
                 tracing::warn!(match_id = %self.match_id, seq = self.seq, error = %f, "guest rejected event");
             }
-            Err(f) => self.fail(f),
+            Applied::DeadLettered(reason) => {
+                if let Some(store) = &self.cfg.store {
+                    let letter = DeadLetter {
+                        event: bytes,
+                        reason: reason.clone(),
+                        after_seq: self.seq,
+                    };
+                    let _ = store
+                        .send(Op::DeadLetter {
+                            match_id: self.match_id.clone(),
+                            letter,
+                        })
+                        .await;
+                }
+                self.metrics.dead_letters.inc();
+                tracing::error!(match_id = %self.match_id, seq = self.seq, reason, "poison event dead-lettered");
+                self.status("dead_letter", &reason);
+                self.ensure_instance();
+            }
+            Applied::Quarantined => {
+                self.write_meta().await;
+                self.hold(bytes).await;
+            }
         }
     }
 
-    fn fail(&mut self, f: Failure) {
-        tracing::error!(match_id = %self.match_id, seq = self.seq, guest_version = self.runtime.version(), error = %f, "match worker failed");
+    /// Apply with restart-and-retry-once.
+    fn apply_supervised(&mut self, bytes: &[u8]) -> Applied {
+        let mut last = String::new();
+        for _attempt in 0..2 {
+            if self.instance.is_none()
+                && let Err(f) = self.restart()
+            {
+                return self.fail(f).unwrap_or_else(|| Applied::DeadLettered(last.clone()));
+            }
+            let Some(instance) = self.instance.as_mut() else {
+                continue;
+            };
+            match instance.apply(bytes).and_then(validate_json) {
+                Ok(delta) => return Applied::Ok(delta),
+                Err(f) if !f.is_fatal() => return Applied::Rejected(f),
+                Err(f) => {
+                    last = f.to_string();
+                    if let Some(q) = self.fail(f) {
+                        return q;
+                    }
+                }
+            }
+        }
+        Applied::DeadLettered(last)
+    }
+
+    /// Count a fatal failure; quarantine past the intensity.
+    fn fail(&mut self, f: Failure) -> Option<Applied> {
+        self.instance = None;
         self.metrics
             .worker_failures
             .get_or_create(&vec![("cause".to_owned(), f.kind().to_owned())])
             .inc();
-        let reason = f.to_string();
-        let frame = self.frame(FrameKind::Status, None, None, Some(&reason));
-        let _ = self.updates.send(frame);
+        tracing::warn!(match_id = %self.match_id, seq = self.seq, guest_version = self.runtime.version(), error = %f, "guest failed");
+        match self.intensity.record(Instant::now()) {
+            Verdict::Restart => None,
+            Verdict::Quarantine => {
+                let reason = format!("restart intensity exceeded; last failure: {f}");
+                self.quarantine(reason);
+                Some(Applied::Quarantined)
+            }
+        }
+    }
+
+    /// Restart after a failure, timing trap-to-serving.
+    fn restart(&mut self) -> Result<(), Failure> {
+        let started = Instant::now();
+        let r = self.recover();
+        self.metrics.recovery_seconds.observe(started.elapsed().as_secs_f64());
+        r
+    }
+
+    /// A fresh instance with the last snapshot and the events since.
+    fn recover(&mut self) -> Result<(), Failure> {
         self.instance = None;
-        self.failed = Some(reason);
+        let mut instance = self.runtime.instantiate(self.match_id.clone())?;
+        if let Some(state) = &self.base_state {
+            instance.restore_state(state)?;
+        }
+        for event in &self.since_base {
+            instance.apply(event)?;
+        }
+        self.instance = Some(instance);
+        Ok(())
+    }
+
+    async fn commit(&mut self, bytes: Vec<u8>, delta: &RawValue) {
+        if self.clean {
+            // The first push beyond a clean mark: clear it durably first.
+            self.clean = false;
+            self.metrics.unclean_matches.inc();
+            if let Some(store) = self.cfg.store.clone() {
+                let started = Instant::now();
+                self.write_meta().await;
+                if store.barrier().await.is_err() {
+                    tracing::error!(match_id = %self.match_id, "store writer gone; continuing without durability");
+                }
+                self.metrics
+                    .dirty_barrier_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+        self.seq += 1;
+        let frame = self.frame(FrameKind::Update, Some(delta), None, None, None);
+        if let Some(store) = &self.cfg.store {
+            let entry = JournalEntry {
+                event: bytes.clone(),
+                frame: frame.bytes.as_str().to_owned(),
+            };
+            let _ = store
+                .send(Op::Append {
+                    match_id: self.match_id.clone(),
+                    seq: self.seq,
+                    entry,
+                })
+                .await;
+        }
+        self.since_base.push(bytes);
+        if self.recent.len() == RESUME_RING {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(frame.clone());
+        self.metrics.events_applied.inc();
+        // No receivers is fine: nobody is watching this match.
+        let _ = self.updates.send(frame);
+        if self.since_base.len() as u64 >= self.cfg.snapshot_every
+            || self.last_snapshot.elapsed() >= self.cfg.snapshot_interval
+        {
+            self.snapshot();
+        }
+        self.idle_since = Some(tokio::time::Instant::now());
+    }
+
+    async fn on_idle(&mut self) {
+        self.idle_since = None;
+        if !self.since_base.is_empty() {
+            self.snapshot();
+        }
+        self.mark_clean().await;
+    }
+
+    async fn mark_clean(&mut self) {
+        if !self.clean {
+            self.clean = true;
+            self.metrics.unclean_matches.dec();
+            self.write_meta().await;
+        }
+    }
+
+    /// Make sure there is an instance to answer with (after a dead letter,
+    /// or to show a quarantined match's last good state).
+    fn ensure_instance(&mut self) {
+        if self.instance.is_none()
+            && let Err(f) = self.recover()
+        {
+            tracing::warn!(match_id = %self.match_id, error = %f, "cannot rebuild the last good state");
+        }
+    }
+
+    /// Save the guest state as the new recovery base (and persist it).
+    fn snapshot(&mut self) {
+        let Some(instance) = self.instance.as_mut() else { return };
+        match instance.save_state() {
+            Ok(state) => {
+                if let Some(store) = &self.cfg.store {
+                    let record = SnapshotRecord {
+                        seq: self.seq,
+                        epoch: self.epoch,
+                        state: state.clone(),
+                    };
+                    // Never blocks the worker: a full queue skips this snapshot
+                    // (the journal still has every event).
+                    if store
+                        .try_send(Op::Snapshot {
+                            match_id: self.match_id.clone(),
+                            record,
+                        })
+                        .is_err()
+                    {
+                        self.metrics.snapshots_skipped.inc();
+                        return;
+                    }
+                }
+                self.base_state = Some(state);
+                self.since_base.clear();
+                self.last_snapshot = Instant::now();
+            }
+            Err(f) => {
+                tracing::warn!(match_id = %self.match_id, error = %f, "snapshot failed; keeping the previous one")
+            }
+        }
+    }
+
+    /// Persist epoch, clean mark (as `self.clean` says) and quarantine.
+    async fn write_meta(&mut self) {
+        let Some(store) = &self.cfg.store else { return };
+        let clean_seq = self.clean.then_some(self.seq);
+        let meta = MatchMeta {
+            epoch: self.epoch,
+            clean_seq,
+            quarantined: self.quarantined.clone(),
+        };
+        let _ = store
+            .send(Op::Meta {
+                match_id: self.match_id.clone(),
+                meta,
+            })
+            .await;
+    }
+
+    fn quarantine(&mut self, reason: String) {
+        if self.quarantined.is_none() {
+            self.metrics.quarantined_matches.inc();
+        }
+        tracing::error!(match_id = %self.match_id, seq = self.seq, reason, "match quarantined");
+        self.instance = None;
+        self.quarantined = Some(reason.clone());
+        self.status("quarantined", &reason);
+    }
+
+    async fn hold(&mut self, bytes: Vec<u8>) {
+        self.metrics.events_held.inc();
+        if let Some(store) = &self.cfg.store {
+            let _ = store
+                .send(Op::Hold {
+                    match_id: self.match_id.clone(),
+                    event: bytes,
+                })
+                .await;
+        }
+    }
+
+    async fn heal(&mut self) -> String {
+        let Some(store) = self.cfg.store.clone() else {
+            return "no store: nothing was kept to replay".into();
+        };
+        if store.barrier().await.is_err() {
+            return "store writer gone".into();
+        }
+        let letters = store.store.dead_letters(&self.match_id).unwrap_or_default();
+        let held = store.store.held(&self.match_id).unwrap_or_default();
+        let _ = store
+            .send(Op::ClearParked {
+                match_id: self.match_id.clone(),
+            })
+            .await;
+        if self.quarantined.take().is_some() {
+            self.metrics.quarantined_matches.dec();
+        }
+        self.intensity.reset();
+        if self.instance.is_none()
+            && let Err(f) = self.restart()
+        {
+            self.quarantine(format!("cannot restore state: {f}"));
+            return format!("heal failed: {f}");
+        }
+        self.status("healed", "replaying dead letters and held events");
+        self.write_meta().await;
+        let (n_dead, n_held) = (letters.len(), held.len());
+        for event in letters.into_iter().map(|l| l.event).chain(held) {
+            self.on_event(event).await;
+        }
+        let report = format!(
+            "replayed {n_dead} dead letters and {n_held} held events; seq {}; {}",
+            self.seq,
+            self.quarantined
+                .as_deref()
+                .map_or("healthy".to_owned(), |r| format!("quarantined again: {r}"))
+        );
+        tracing::info!(match_id = %self.match_id, report, "match healed");
+        report
+    }
+
+    fn catchup(&mut self, since: Option<Position>) -> Catchup {
+        if let Some(p) = since
+            && p.epoch == self.epoch
+            && p.seq <= self.seq
+            && self.quarantined.is_none()
+            && let Some(frames) = self.missed(p.seq)
+        {
+            return Catchup::Missed(frames);
+        }
+        Catchup::Snapshot(self.snapshot_frame())
+    }
+
+    /// Update frames after `seq`, from the ring and the journal.
+    fn missed(&self, seq: u64) -> Option<Vec<Frame>> {
+        let ring_first = self.recent.front().map_or(self.seq + 1, |f| f.seq);
+        let mut out = Vec::new();
+        if seq + 1 < ring_first {
+            let store = self.cfg.store.as_ref()?;
+            let older = store.store.frames(&self.match_id, seq + 1, ring_first - 1).ok()??;
+            out.extend(older.into_iter().enumerate().map(|(i, text)| Frame {
+                seq: seq + 1 + i as u64,
+                epoch: self.epoch,
+                kind: FrameKind::Update,
+                bytes: Utf8Bytes::from(text),
+            }));
+        }
+        out.extend(self.recent.iter().filter(|f| f.seq > seq).cloned());
+        Some(out)
+    }
+
+    fn status(&mut self, status: &'static str, reason: &str) {
+        let frame = self.frame(FrameKind::Status, None, None, Some(status), Some(reason));
+        let _ = self.updates.send(frame);
     }
 
     fn snapshot_frame(&mut self) -> Frame {
+        self.ensure_instance();
         let state = match self.instance.as_mut().map(|i| i.snapshot().and_then(validate_json)) {
             Some(Ok(s)) => s,
             Some(Err(f)) => {
-                self.fail(f);
+                tracing::warn!(match_id = %self.match_id, error = %f, "snapshot for a subscriber failed");
                 null_json()
             }
             None => null_json(),
         };
-        let reason = self.failed.clone();
-        self.frame(FrameKind::Snapshot, None, Some(&state), reason.as_deref())
+        self.frame(FrameKind::Snapshot, None, Some(&state), None, None)
     }
 
     fn frame(
@@ -202,6 +645,7 @@ impl Worker {
         kind: FrameKind,
         delta: Option<&RawValue>,
         state: Option<&RawValue>,
+        status: Option<&'static str>,
         reason: Option<&str>,
     ) -> Frame {
         let envelope = Envelope {
@@ -211,18 +655,33 @@ impl Worker {
                 FrameKind::Status => "status",
             },
             match_id: &self.match_id,
+            epoch: self.epoch,
             seq: self.seq,
             guest_version: self.runtime.version(),
             delta,
             state,
+            quarantined: if kind == FrameKind::Snapshot {
+                self.quarantined.as_deref()
+            } else {
+                None
+            },
+            status,
             reason,
         };
         let text = serde_json::to_string(&envelope).expect("envelope fields are strings, numbers and validated JSON");
         Frame {
             seq: self.seq,
+            epoch: self.epoch,
             kind,
             bytes: Utf8Bytes::from(text),
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
