@@ -16,6 +16,7 @@ setup:
 # fault-injection guest used by the fault tests.
 guest: setup
 	$(CARGO_RELEASE) -p touchline-guest --target $(GUEST_TARGET)
+	$(CARGO_RELEASE) -p touchline-guest --target $(GUEST_TARGET) --features fault-injection --target-dir target/faulty
 
 build: guest
 	$(CARGO_RELEASE) -p touchline

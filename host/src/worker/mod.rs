@@ -182,6 +182,7 @@ pub fn spawn(
         clean: true,
         recent: VecDeque::new(),
         idle_since: None,
+        healing: false,
     };
     tasks.spawn(worker.run(rx, recovered));
     handle
@@ -211,6 +212,8 @@ struct Worker {
     recent: VecDeque<Frame>,
     /// When the mailbox last went quiet after an event.
     idle_since: Option<tokio::time::Instant>,
+    /// Replaying kept events for an operator: failures do not quarantine.
+    healing: bool,
 }
 
 /// Outcome of applying one event under supervision.
@@ -373,7 +376,14 @@ impl Worker {
             .get_or_create(&vec![("cause".to_owned(), f.kind().to_owned())])
             .inc();
         tracing::warn!(match_id = %self.match_id, seq = self.seq, guest_version = self.runtime.version(), error = %f, "guest failed");
-        match self.intensity.record(Instant::now()) {
+        // While healing, each kept event gets its one more chance: what still
+        // fails is dead-lettered again, but does not re-quarantine the match.
+        let verdict = if self.healing {
+            Verdict::Restart
+        } else {
+            self.intensity.record(Instant::now())
+        };
+        match verdict {
             Verdict::Restart => None,
             Verdict::Quarantine => {
                 let reason = format!("restart intensity exceeded; last failure: {f}");
@@ -578,9 +588,12 @@ impl Worker {
         self.status("healed", "replaying dead letters and held events");
         self.write_meta().await;
         let (n_dead, n_held) = (letters.len(), held.len());
+        self.healing = true;
         for event in letters.into_iter().map(|l| l.event).chain(held) {
             self.on_event(event).await;
         }
+        self.healing = false;
+        self.intensity.reset();
         let report = format!(
             "replayed {n_dead} dead letters and {n_held} held events; seq {}; {}",
             self.seq,

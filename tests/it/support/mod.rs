@@ -71,7 +71,8 @@ pub struct Server {
     pub child: Child,
     pub http: SocketAddr,
     pub feed: SocketAddr,
-    pub data: tempfile::TempDir,
+    /// `None` only after `kill9`/`terminate` handed it back.
+    pub data: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -79,7 +80,21 @@ impl Server {
         Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
     }
 
+    pub fn start_faulty(extra: &[&str]) -> Server {
+        let mut args = vec!["--guest", env!("TOUCHLINE_FAULTY_GUEST")];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
     pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        // The server's log goes to a file next to its data; a failing test
+        // prints its tail.
+        let log_path = data.path().join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("server log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
             .args([
                 "serve",
@@ -91,9 +106,9 @@ impl Server {
             ])
             .arg(data.path())
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("spawning touchline");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -120,8 +135,27 @@ impl Server {
             http: field("http="),
             feed: field("feed="),
             child,
-            data,
+            data: Some(data),
         }
+    }
+
+    /// `kill -9`: no chance to flush anything. Returns the data dir.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        self.data.take().expect("data dir")
+    }
+
+    /// SIGTERM and wait for a clean exit. Returns the data dir.
+    pub fn terminate(mut self) -> tempfile::TempDir {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = wait_for("touchline to exit", || self.child.try_wait().expect("try_wait"));
+        assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+        self.data.take().expect("data dir")
     }
 
     /// Open a feed connection.
@@ -147,6 +181,14 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking()
+            && let Some(d) = &self.data
+            && let Ok(log) = std::fs::read_to_string(d.path().join("server.log"))
+        {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- server log (last 40 lines) ---");
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
     }
 }
 
@@ -161,12 +203,33 @@ pub fn metric_in(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Minimal HTTP/1.1 POST with optional headers: (status, body).
+pub fn http_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    (&s).write_all(req.as_bytes()).expect("write");
+    (&s).write_all(body).expect("write body");
+    read_response(s)
+}
+
 /// Minimal HTTP/1.1 GET: (status, body). Reads by Content-Length when given
 /// (some servers keep the connection open regardless), else to EOF.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(DEADLINE)).expect("timeout");
     write!(&s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    read_response(s)
+}
+
+fn read_response(s: TcpStream) -> (u16, String) {
     let mut r = BufReader::new(s);
     let mut status_line = String::new();
     r.read_line(&mut status_line).expect("status line");
@@ -267,4 +330,80 @@ pub fn odds_of(markets: &Value, id: u64, specifiers: &str, outcome: &str) -> Opt
         .iter()
         .find(|o| o["id"] == outcome)?["odds"]
         .as_f64()
+}
+
+/// What a client knows about one match, built from the frames it received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientView {
+    pub epoch: u64,
+    pub seq: u64,
+    /// The snapshot `state` with every delta applied.
+    pub state: Value,
+}
+
+/// Client-side model of the protocol: snapshots replace, updates merge.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub matches: std::collections::BTreeMap<String, ClientView>,
+    /// Seq gaps seen (must stay 0).
+    pub gaps: u64,
+    pub statuses: Vec<Value>,
+}
+
+impl Tracker {
+    pub fn apply(&mut self, f: &Value) {
+        let id = f["match"].as_str().unwrap_or_default().to_owned();
+        let (epoch, seq) = (f["epoch"].as_u64().expect("epoch"), f["seq"].as_u64().expect("seq"));
+        match f["type"].as_str() {
+            Some("snapshot") => {
+                self.matches.insert(
+                    id,
+                    ClientView {
+                        epoch,
+                        seq,
+                        state: f["state"].clone(),
+                    },
+                );
+            }
+            Some("update") => {
+                let Some(v) = self.matches.get_mut(&id) else {
+                    panic!("update before snapshot: {f}")
+                };
+                if v.epoch != epoch || seq != v.seq + 1 {
+                    self.gaps += 1;
+                }
+                v.seq = seq;
+                v.epoch = epoch;
+                merge(&mut v.state, &f["delta"]);
+            }
+            Some("status") => self.statuses.push(f.clone()),
+            _ => {}
+        }
+    }
+}
+
+/// Apply an update's delta to a snapshot state, as a client would.
+pub fn merge(state: &mut Value, delta: &Value) {
+    if let Some(summary) = delta.get("summary").and_then(Value::as_object) {
+        for (k, v) in summary {
+            state[k] = v.clone();
+        }
+    }
+    state["updated_at"] = delta["timestamp"].clone();
+    let key = |m: &Value| {
+        (
+            m["id"].as_u64().unwrap_or(0),
+            m["specifiers"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let mut markets: std::collections::BTreeMap<(u64, String), Value> = state["markets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| (key(m), m.clone()))
+        .collect();
+    for m in delta["markets"].as_array().into_iter().flatten() {
+        markets.insert(key(m), m.clone());
+    }
+    state["markets"] = Value::Array(markets.into_values().collect());
 }

@@ -1,0 +1,196 @@
+//! Real guest faults (the fault-injection guest): a panic, an infinite
+//! loop, a memory bomb, and a stream of poison events. Each checks the
+//! faulting match's seq and state and that another match is untouched.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, Tracker, Ws, http_post, odds_of};
+
+const SICK: &str = "sr:match:666";
+const WELL: &str = "sr:match:777";
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// An odds_change with one market: normal (id 1) or poisonous (999001..3).
+fn odds(event_id: &str, market: u32, odds: f64) -> Vec<u8> {
+    format!(
+        r#"<odds_change product="1" event_id="{event_id}" timestamp="1"><odds><market id="{market}" status="1"><outcome id="1" odds="{odds}" active="1"/></market></odds></odds_change>"#
+    )
+    .into_bytes()
+}
+
+/// Subscribe to both matches and read frames until `n` updates arrived.
+async fn frames_until(ws: &mut Ws, tracker: &mut Tracker, updates: usize) {
+    let mut seen = 0;
+    while seen < updates {
+        let f: Value = ws.next().await;
+        if f["type"] == "update" {
+            seen += 1;
+        }
+        tracker.apply(&f);
+    }
+}
+
+async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) {
+    let server = Server::start_faulty(extra);
+    let mut feed = server.feed();
+    feed.write_all(&odds(SICK, 1, 2.0)).expect("feed");
+    feed.write_all(&odds(WELL, 1, 3.0)).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 2.0);
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [SICK, WELL]})).await;
+    let mut t = Tracker::default();
+    t.apply(&ws.next().await);
+    t.apply(&ws.next().await);
+
+    feed.write_all(&odds(SICK, market, 9.0)).expect("feed"); // the poison
+    feed.write_all(&odds(WELL, 1, 3.1)).expect("feed");
+    feed.write_all(&odds(SICK, 1, 2.5)).expect("feed");
+    feed.write_all(&odds(WELL, 1, 3.2)).expect("feed");
+    frames_until(&mut ws, &mut t, 3).await;
+
+    assert_eq!(t.gaps, 0, "no seq gaps");
+    let sick = &t.matches[SICK];
+    let well = &t.matches[WELL];
+    assert_eq!(sick.seq, 2, "the poison event took no seq");
+    assert_eq!(well.seq, 3);
+    assert_eq!(
+        odds_of(&sick.state["markets"], 1, "", "1"),
+        Some(2.5),
+        "the match carried on after the poison"
+    );
+    assert!(
+        odds_of(&sick.state["markets"], u64::from(market), "", "1").is_none(),
+        "the poison was not applied"
+    );
+    assert_eq!(odds_of(&well.state["markets"], 1, "", "1"), Some(3.2));
+    let status = t
+        .statuses
+        .iter()
+        .find(|s| s["match"] == SICK)
+        .expect("a status frame for the sick match");
+    assert_eq!(status["status"], "dead_letter", "{status}");
+    assert!(
+        t.statuses.iter().all(|s| s["match"] == SICK),
+        "the healthy match saw no status: {:?}",
+        t.statuses
+    );
+
+    let metrics = crate::support::http_get(server.http, "/metrics").1;
+    assert_eq!(crate::support::metric_in(&metrics, "touchline_dead_letters_total"), 1.0);
+    let failures = format!("touchline_worker_failures_total{{cause=\"{cause}\"}} 2");
+    assert!(
+        metrics.contains(&failures),
+        "first try and retry both fail as {cause}:\n{metrics}"
+    );
+    assert_eq!(
+        crate::support::metric_in(&metrics, "touchline_quarantined_matches"),
+        0.0
+    );
+
+    // A fresh subscriber sees exactly the state the first one built.
+    let mut ws2 = Ws::connect(server.http).await;
+    ws2.send(json!({"op": "subscribe", "matches": [SICK]})).await;
+    let snap = ws2.next().await;
+    assert_eq!((snap["seq"].as_u64(), &snap["state"]), (Some(2), &sick.state));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_is_dead_lettered_and_the_match_carries_on() {
+    single_poison_event(999_001, "trap", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_stopped_at_the_deadline() {
+    single_poison_event(999_002, "deadline", &["--guest-deadline-ms", "50"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_is_stopped_at_the_limit() {
+    single_poison_event(999_003, "memory", &["--guest-memory-mib", "16"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_stream_quarantines_one_match_and_heal_replays_what_was_held() {
+    let server = Server::start_faulty(&["--admin-token", TOKEN]);
+    let mut feed = server.feed();
+    feed.write_all(&odds(SICK, 1, 2.0)).expect("feed");
+    feed.write_all(&odds(WELL, 1, 3.0)).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 2.0);
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [SICK, WELL]})).await;
+    let mut t = Tracker::default();
+    t.apply(&ws.next().await);
+    t.apply(&ws.next().await);
+
+    // Two poison events = four failures > 3 in 5 s: quarantine.
+    for i in 0..3 {
+        feed.write_all(&odds(SICK, 999_001, 9.0)).expect("feed");
+        feed.write_all(&odds(WELL, 1, 3.0 + f64::from(i) / 10.0)).expect("feed");
+    }
+    feed.write_all(&odds(SICK, 1, 2.7)).expect("feed"); // held, not applied
+    frames_until(&mut ws, &mut t, 3).await;
+    server.wait_metric("touchline_quarantined_matches", 1.0);
+    server.wait_metric("touchline_events_held_total", 2.0);
+    while !t.statuses.iter().any(|s| s["status"] == "quarantined") {
+        t.apply(&ws.next().await);
+    }
+    assert_eq!(t.gaps, 0);
+    assert_eq!(t.matches[SICK].seq, 1, "nothing applied to the quarantined match");
+    assert_eq!(t.matches[WELL].seq, 4, "the healthy match kept updating");
+    assert!(t.statuses.iter().all(|s| s["match"] == SICK));
+
+    // Quarantined: a new subscriber is told so, with the last good state.
+    let mut ws2 = Ws::connect(server.http).await;
+    ws2.send(json!({"op": "subscribe", "matches": [SICK]})).await;
+    let snap = ws2.next().await;
+    assert!(
+        snap["quarantined"].as_str().is_some_and(|r| r.contains("intensity")),
+        "{snap}"
+    );
+    assert_eq!(odds_of(&snap["state"]["markets"], 1, "", "1"), Some(2.0));
+
+    // The admin route wants the token.
+    let path = format!("/admin/matches/{SICK}/heal");
+    assert_eq!(http_post(server.http, &path, &[], b"").0, 401);
+    assert_eq!(
+        http_post(
+            server.http,
+            &path,
+            &[("Authorization", "Bearer wrong-token-000000000")],
+            b""
+        )
+        .0,
+        401
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, report) = http_post(server.http, &path, &[("Authorization", &bearer)], b"");
+    assert_eq!(code, 200, "{report}");
+    // Heal gives every kept event one more chance: the three poison events
+    // fail again and stay dead letters, the held normal one applies as seq 2.
+    assert!(report.contains("replayed 1 dead letters and 3 held events"), "{report}");
+    assert!(report.contains("healthy"), "{report}");
+    let u = ws.next_matching(|f| f["type"] == "update" && f["match"] == SICK).await;
+    assert_eq!(u["seq"].as_u64(), Some(2));
+    assert_eq!(odds_of(&u["delta"]["markets"], 1, "", "1"), Some(2.7));
+    assert_eq!(server.metric("touchline_quarantined_matches"), 0.0);
+    assert_eq!(
+        server.metric("touchline_dead_letters_total"),
+        4.0,
+        "1 before the quarantine, 3 during the heal"
+    );
+    // Healthy again: new events apply.
+    feed.write_all(&odds(SICK, 1, 2.9)).expect("feed");
+    let u = ws.next_matching(|f| f["type"] == "update" && f["match"] == SICK).await;
+    assert_eq!(u["seq"].as_u64(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_are_absent_without_a_token() {
+    let server = Server::start(&[]);
+    assert_eq!(
+        http_post(server.http, "/admin/matches/sr:match:1/heal", &[], b"").0,
+        404
+    );
+}
