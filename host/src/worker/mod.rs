@@ -612,7 +612,16 @@ impl Worker {
             && self.quarantined.is_none()
             && let Some(frames) = self.missed(p.seq)
         {
-            return Catchup::Missed(frames);
+            // Tell the client its resume point was accepted, then what it missed.
+            let resumed = serde_json::json!({
+                "type": "resumed",
+                "match": &*self.match_id,
+                "epoch": self.epoch,
+                "seq": p.seq,
+                "guest_version": self.runtime.version(),
+            });
+            let head = Frame { seq: p.seq, epoch: self.epoch, kind: FrameKind::Status, bytes: Utf8Bytes::from(resumed.to_string()) };
+            return Catchup::Missed(std::iter::once(head).chain(frames).collect());
         }
         Catchup::Snapshot(self.snapshot_frame())
     }

@@ -270,6 +270,8 @@ type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsSt
 /// A real WebSocket client.
 pub struct Ws {
     pub ws: WsStream,
+    /// Close code the server sent, once it closed the session.
+    pub closed: Option<Option<u16>>,
 }
 
 impl Ws {
@@ -277,7 +279,7 @@ impl Ws {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
             .await
             .expect("websocket connect");
-        Ws { ws }
+        Ws { ws, closed: None }
     }
 
     pub async fn send(&mut self, v: Value) {
@@ -305,6 +307,23 @@ impl Ws {
                 }
                 Message::Close(c) => panic!("server closed the session: {c:?}"),
                 _ => {}
+            }
+        }
+    }
+
+    /// Next frame, or `None` once the server closed the session (by a close
+    /// frame, returned in `closed`, or by the connection dropping).
+    pub async fn next_or_close(&mut self) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("timed out waiting for a frame");
+            match msg {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("server frames are JSON")),
+                Some(Ok(Message::Close(c))) => {
+                    self.closed = Some(c.map(|c| u16::from(c.code)));
+                    return None;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
             }
         }
     }
