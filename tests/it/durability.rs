@@ -14,9 +14,17 @@ use crate::support::{ClientView, Server, Tracker, Ws, merge};
 
 /// `n` simulator messages for seed `seed` and how many are match events.
 fn traffic(seed: u64, matches: u32, n: usize) -> (Vec<Vec<u8>>, usize) {
-    let mut g = Generator::new(&SimConfig { matches, seed, rate: 100.0, count: 0 });
+    let mut g = Generator::new(&SimConfig {
+        matches,
+        seed,
+        rate: 100.0,
+        count: 0,
+    });
     let msgs: Vec<Vec<u8>> = (0..n).map(|_| g.next_message().into_bytes()).collect();
-    let events = msgs.iter().filter(|m| matches!(parse(m), Ok(FeedMessage::Match(_)))).count();
+    let events = msgs
+        .iter()
+        .filter(|m| matches!(parse(m), Ok(FeedMessage::Match(_))))
+        .count();
     (msgs, events)
 }
 
@@ -40,11 +48,16 @@ async fn snapshots<'a>(server: &Server, need: impl IntoIterator<Item = &'a Strin
 async fn resume(server: &Server, id: &str, view: &ClientView, fresh: &ClientView) -> bool {
     let mut ws = Ws::connect(server.http).await;
     let since = json!({ id: {"epoch": view.epoch, "seq": view.seq} });
-    ws.send(json!({"op": "subscribe", "matches": [id], "since": since})).await;
+    ws.send(json!({"op": "subscribe", "matches": [id], "since": since}))
+        .await;
     let first = ws.next().await;
     match first["type"].as_str() {
         Some("resumed") => {
-            assert_eq!(first["epoch"].as_u64(), Some(view.epoch), "{id}: resumed in the same epoch");
+            assert_eq!(
+                first["epoch"].as_u64(),
+                Some(view.epoch),
+                "{id}: resumed in the same epoch"
+            );
             assert_eq!(fresh.epoch, view.epoch, "{id}");
             let mut mine = view.clone();
             while mine.seq < fresh.seq {
@@ -79,7 +92,9 @@ async fn kill_9_mid_stream_loses_nothing_flushed_and_never_reuses_a_seq() {
     crate::support::wait_for("every match durably clean", || {
         Some(()).filter(|_| server.metric("touchline_unclean_matches") == 0.0)
     });
-    let ids: Vec<String> = (0..12).map(|i| format!("sr:match:{}", 40_000_000 + 11 * 100_000 + i)).collect();
+    let ids: Vec<String> = (0..12)
+        .map(|i| format!("sr:match:{}", 40_000_000 + 11 * 100_000 + i))
+        .collect();
     let before = snapshots(&server, &ids).await;
     assert_eq!(before.len(), 12);
 
@@ -119,14 +134,21 @@ async fn kill_9_mid_stream_loses_nothing_flushed_and_never_reuses_a_seq() {
     let after = snapshots(&server, before.keys().chain(t.matches.keys())).await;
     for (id, b) in &before {
         let a = &after[id];
-        assert_eq!((a.epoch, a.seq), (b.epoch, b.seq), "{id}: flushed before the kill, so same epoch and seq");
+        assert_eq!(
+            (a.epoch, a.seq),
+            (b.epoch, b.seq),
+            "{id}: flushed before the kill, so same epoch and seq"
+        );
         assert_eq!(a.state, b.state, "{id}: same state");
     }
     let mut kept = 0;
     for (id, view) in t.matches.iter().filter(|(id, _)| !before.contains_key(*id)) {
         kept += usize::from(resume(&server, id, view, &after[id]).await);
     }
-    eprintln!("after kill -9: {kept} of {} streaming matches kept their epoch", t.matches.len() - before.len());
+    eprintln!(
+        "after kill -9: {kept} of {} streaming matches kept their epoch",
+        t.matches.len() - before.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,8 +195,14 @@ async fn sigterm_mid_stream_loses_nothing_and_keeps_epochs() {
     for (id, view) in &t.matches {
         let fresh = &after[id];
         assert!(fresh.seq >= view.seq, "{id}: nothing applied is missing");
-        assert!(resume(&server, id, view, fresh).await, "{id}: a graceful restart keeps the epoch");
+        assert!(
+            resume(&server, id, view, fresh).await,
+            "{id}: a graceful restart keeps the epoch"
+        );
     }
     let v: Value = json!(t.matches.len());
-    assert!(v.as_u64().is_some_and(|n| n >= 5), "the client followed several matches");
+    assert!(
+        v.as_u64().is_some_and(|n| n >= 5),
+        "the client followed several matches"
+    );
 }

@@ -620,7 +620,12 @@ impl Worker {
                 "seq": p.seq,
                 "guest_version": self.runtime.version(),
             });
-            let head = Frame { seq: p.seq, epoch: self.epoch, kind: FrameKind::Status, bytes: Utf8Bytes::from(resumed.to_string()) };
+            let head = Frame {
+                seq: p.seq,
+                epoch: self.epoch,
+                kind: FrameKind::Status,
+                bytes: Utf8Bytes::from(resumed.to_string()),
+            };
             return Catchup::Missed(std::iter::once(head).chain(frames).collect());
         }
         Catchup::Snapshot(self.snapshot_frame())

@@ -315,7 +315,9 @@ impl Ws {
     /// frame, returned in `closed`, or by the connection dropping).
     pub async fn next_or_close(&mut self) -> Option<Value> {
         loop {
-            let msg = tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("timed out waiting for a frame");
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
             match msg {
                 Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("server frames are JSON")),
                 Some(Ok(Message::Close(c))) => {
