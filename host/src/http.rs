@@ -117,8 +117,8 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
 
 /// Lift a match's quarantine and replay its dead letters and held events.
 async fn heal(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
+    if let Err(denied) = authorize(&st, &headers) {
+        return denied.into_response();
     }
     match st.router.heal(&id).await {
         Some(report) => (StatusCode::OK, report).into_response(),
@@ -128,10 +128,10 @@ async fn heal(State(st): State<AppState>, Path(id): Path<String>, headers: Heade
 
 /// 404 without a configured token (the routes do not exist), 401 with a
 /// wrong or missing one. The comparison is constant-time.
-fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     use subtle::ConstantTimeEq as _;
     let Some(token) = &st.admin_token else {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Err((StatusCode::NOT_FOUND, "not found"));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -142,7 +142,7 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         Ok(())
     } else {
         st.metrics.admin_denied.inc();
-        Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token").into_response())
+        Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token"))
     }
 }
 
