@@ -5,7 +5,7 @@
 GUEST_TARGET := wasm32-unknown-unknown
 CARGO_RELEASE := cargo build --release
 
-.PHONY: all setup guest build run test lint fmt clean
+.PHONY: all setup guest build run test bench bench-quick lint fmt clean
 
 all: build
 
@@ -26,6 +26,12 @@ run: build
 
 test: build
 	cargo test --release --workspace
+
+bench: build
+	./target/release/touchline bench --out bench/results/latest.json
+
+bench-quick: build
+	./target/release/touchline bench --quick --out bench/results/latest.json
 
 lint: guest
 	cargo fmt --all --check

@@ -1,13 +1,13 @@
 //! The WebAssembly export layer: `match-worker` world → [`crate::model`].
 //!
-//! Thin by design: decode, call the model, encode. The only state is the one
-//! `MatchState` of this instance (one instance serves one match). With the
+//! Thin by design: canonical ABI in, [`crate::glue`] (decode, model, encode),
+//! canonical ABI out. The only state is the one `glue::Worker` of this
+//! instance (one instance serves one match). With the
 //! `fault-injection` feature it also misbehaves on purpose for fault tests.
 
 use std::cell::RefCell;
 
-use crate::event::MatchEvent;
-use crate::model::MatchState;
+use crate::glue::{self, GlueError};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -18,7 +18,14 @@ use exports::touchline::worker::match_::{Error, Guest};
 use touchline::worker::host::{Level, log};
 
 thread_local! {
-    static STATE: RefCell<MatchState> = RefCell::new(MatchState::default());
+    static WORKER: RefCell<glue::Worker> = RefCell::new(glue::Worker::default());
+}
+
+fn wit_error(e: GlueError) -> Error {
+    match e {
+        GlueError::BadEvent(m) => Error::BadEvent(m),
+        GlueError::BadState(m) => Error::BadState(m),
+    }
 }
 
 struct Worker;
@@ -31,41 +38,27 @@ impl Guest for Worker {
     fn init(match_id: String) {
         // A panic aborts the instance (a trap); say why first.
         std::panic::set_hook(Box::new(|info| log(Level::Error, &info.to_string())));
-        STATE.with(|s| *s.borrow_mut() = MatchState::new(match_id));
+        WORKER.with(|w| *w.borrow_mut() = glue::Worker::new(match_id));
     }
 
     fn apply(event: Vec<u8>) -> Result<String, Error> {
-        let event: MatchEvent = crate::decode(&event).map_err(|e| Error::BadEvent(e.to_string()))?;
         #[cfg(feature = "fault-injection")]
-        faults::inject(&event);
-        STATE.with(|s| {
-            let mut state = s.borrow_mut();
-            let change = state.apply(&event);
-            serde_json::to_string(&state.delta(event.kind(), &change)).map_err(|e| Error::BadEvent(e.to_string()))
-        })
+        if let Ok(e) = crate::decode::<crate::event::MatchEvent>(&event) {
+            faults::inject(&e);
+        }
+        WORKER.with(|w| w.borrow_mut().apply(&event)).map_err(wit_error)
     }
 
     fn snapshot() -> String {
-        STATE.with(|s| serde_json::to_string(&s.borrow().snapshot()).unwrap_or_else(|_| "{}".to_owned()))
+        WORKER.with(|w| w.borrow().snapshot())
     }
 
     fn save_state() -> Vec<u8> {
-        STATE.with(|s| crate::encode(&*s.borrow()))
+        WORKER.with(|w| w.borrow().save_state())
     }
 
     fn restore_state(state: Vec<u8>) -> Result<(), Error> {
-        let restored: MatchState = crate::decode(&state).map_err(|e| Error::BadState(e.to_string()))?;
-        STATE.with(|s| {
-            let mut s = s.borrow_mut();
-            if !s.match_id.is_empty() && s.match_id != restored.match_id {
-                return Err(Error::BadState(format!(
-                    "state of {} offered to {}",
-                    restored.match_id, s.match_id
-                )));
-            }
-            *s = restored;
-            Ok(())
-        })
+        WORKER.with(|w| w.borrow_mut().restore_state(&state)).map_err(wit_error)
     }
 }
 

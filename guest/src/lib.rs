@@ -4,10 +4,13 @@
 //! ([`event`]), the state they build and the deltas they produce
 //! ([`model`]). Everything here is plain, IO-free Rust so it is unit-tested
 //! natively and can run natively as the benchmark's baseline. When compiled
-//! for `wasm32`, [`component`] exports the model through the `match-worker`
-//! world in `wit/`; it must stay a thin layer with no logic of its own.
+//! for `wasm32`, `component` exports [`glue`] (the worker operations over
+//! encoded bytes) through the `match-worker` world in `wit/`; it must stay a
+//! thin layer with no logic of its own. The host runs [`glue`] natively as
+//! the benchmark's no-Wasm baseline.
 
 pub mod event;
+pub mod glue;
 pub mod model;
 
 // The generated canonical-ABI glue is `unsafe` by nature; nothing else is.

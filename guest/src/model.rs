@@ -358,7 +358,7 @@ impl Market {
 pub fn market_groups(market_id: u32) -> &'static [&'static str] {
     match market_id {
         // 1x2, double chance, draw no bet, handicaps, totals, both teams to score
-        1 | 10 | 11 | 14 | 16 | 18 | 19 | 20 | 26 | 29 => &["all", "score", "regular_play"],
+        1 | 10 | 11 | 14 | 15 | 16 | 18 | 19 | 20 | 21 | 26 | 29 => &["all", "score", "regular_play"],
         // next goal, correct score, goal ranges
         8 | 9 | 41 | 45 | 47 | 48 => &["all", "score", "goal"],
         // halftime markets

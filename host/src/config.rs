@@ -43,6 +43,9 @@ pub struct ServeConfig {
     pub failure_window: Duration,
     /// Bearer token for `/admin/*`; without one the admin routes are 404.
     pub admin_token: Option<String>,
+    /// Run the match model compiled into the host instead of the guest
+    /// (no Wasm, no limits): only to measure what Wasm costs.
+    pub native_model: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,7 @@ impl Default for ServeConfig {
             max_failures: 3,
             failure_window: Duration::from_secs(5),
             admin_token: None,
+            native_model: false,
         }
     }
 }

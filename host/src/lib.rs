@@ -12,12 +12,15 @@
 //! - [`store`]: the only owner of sled; its writer makes group commits.
 //! - [`supervisor`]: restart policy and intensity.
 //! - [`sim`]: the built-in feed simulator.
+//! - [`bench`]: `touchline bench`, the benchmark driver (a separate process
+//!   from the server it measures).
 //! - [`metrics`], [`config`].
 //!
 //! [`Server::start`] binds everything and returns the bound addresses, so
 //! tests can use port 0; [`Server::shutdown`] stops in order: feed, workers,
 //! WebSockets, store.
 
+pub mod bench;
 pub mod config;
 pub mod feed;
 pub mod http;
@@ -74,9 +77,14 @@ impl Server {
             memory_bytes: config.guest_memory_bytes,
             call_deadline: config.guest_call_deadline,
         };
-        let runtime = tokio::task::spawn_blocking(move || Runtime::new(&guest_bytes, limits))
-            .await
-            .context("guest compilation task")??;
+        let runtime = if config.native_model {
+            tracing::warn!("running the match model natively: no isolation, benchmark use only");
+            Runtime::native(limits)
+        } else {
+            tokio::task::spawn_blocking(move || Runtime::new(&guest_bytes, limits))
+                .await
+                .context("guest compilation task")??
+        };
         let guest_version = runtime.version().to_owned();
         tracing::info!(guest_version, start_no = store.start_no(), "guest ready");
         let metrics = Arc::new(metrics::Metrics::new());

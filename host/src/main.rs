@@ -36,6 +36,17 @@ enum Command {
         #[command(flatten)]
         sim: SimArgs,
     },
+    /// Measure the pipeline against its baselines (`make bench`).
+    Bench {
+        /// The under-a-minute version.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Where to write the JSON (the latency plot goes next to it as .svg).
+        #[arg(long, default_value = "bench/results/latest.json")]
+        out: PathBuf,
+    },
     /// Run the simulator and the server fed by it over loopback TCP.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -101,6 +112,10 @@ struct ServeArgs {
     /// ...within this window (ms) quarantines the match.
     #[arg(long, default_value_t = 5000)]
     failure_window_ms: u64,
+    /// Run the match model compiled into the host, without Wasm (benchmark
+    /// baseline only: no isolation, no limits).
+    #[arg(long, hide = true)]
+    native_model: bool,
     /// Bearer token for /admin/* (at least 16 characters); unset disables them.
     #[arg(long, env = "TOUCHLINE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -153,6 +168,7 @@ impl From<ServeArgs> for ServeConfig {
             max_failures: a.max_failures,
             failure_window: Duration::from_millis(a.failure_window_ms),
             admin_token: a.admin_token,
+            native_model: a.native_model,
         }
     }
 }
@@ -198,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = task.await;
             Ok(())
         }
+        Command::Bench { quick, seed, out } => touchline::bench::run(touchline::bench::Plan { quick, seed, out }).await,
         Command::Demo { http, data, sim } => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await

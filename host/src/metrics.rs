@@ -120,22 +120,22 @@ impl Metrics {
             instantiate_seconds: reg!(
                 "instantiate_seconds",
                 "Time to create a match worker's store and instance",
-                Histogram::new(exponential_buckets(1e-6, 2.0, 20))
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             recovery_seconds: reg!(
                 "recovery_seconds",
                 "From a guest failure to the worker serving again (restore + replay)",
-                Histogram::new(exponential_buckets(1e-6, 2.0, 24))
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             restore_seconds: reg!(
                 "restore_seconds",
                 "Restoring one match from the store at start-up",
-                Histogram::new(exponential_buckets(1e-6, 2.0, 24))
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             dirty_barrier_seconds: reg!(
                 "dirty_barrier_seconds",
                 "Wait for a durable dirty mark before the first push after a quiet period",
-                Histogram::new(exponential_buckets(1e-6, 2.0, 24))
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             snapshots_skipped: reg!(
                 "snapshots_skipped",
@@ -156,7 +156,7 @@ impl Metrics {
             store_commit_seconds: reg!(
                 "store_commit_seconds",
                 "Group commit latency: apply a batch and fsync",
-                Histogram::new(exponential_buckets(1e-6, 2.0, 24))
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             ws_sessions: reg!("ws_sessions", "Open WebSocket sessions", Gauge::default()),
             ws_frames_sent: reg!("ws_frames_sent", "Frames sent to WebSocket clients", Counter::default()),

@@ -1,7 +1,7 @@
 //! Built-in feed simulator: a TCP server speaking the feed's vocabulary.
 //!
 //! [`Generator`] is sans-IO and deterministic for a seed: it plays `matches`
-//! soccer matches at once (a Poisson goal model drives 31-35 markets per
+//! soccer matches at once (a Poisson goal model drives 33-37 markets per
 //! match; goals come with a bet_stop before and reopened odds after;
 //! half-time and full-time settle their markets; an ended match is replaced
 //! by a new one announced with a fixture_change), plus an `alive` per
@@ -29,6 +29,11 @@ const ALIVE_EVERY_MS: i64 = 10_000;
 const PACE_TICK: Duration = Duration::from_millis(5);
 /// Producers that send alive messages.
 const PRODUCERS: [u32; 2] = [1, 3];
+/// Share of messages that are a pre-match producer's full book (~80 KB,
+/// like the real `odds_change_prematch_full` sample).
+const PREMATCH_SHARE: f64 = 1.0 / 500.0;
+/// Markets in a pre-match full book.
+const PREMATCH_MARKETS: u32 = 170;
 /// Margin the simulated bookmaker puts on fair odds.
 const MARGIN: f64 = 1.06;
 
@@ -53,6 +58,9 @@ pub struct Generator {
     next_alive_ms: i64,
     /// Producers whose alive is due.
     alive_due: VecDeque<u32>,
+    /// Overrides the timestamp attribute of the next messages (the
+    /// benchmark stamps send times into it to measure latency).
+    stamp: Option<i64>,
 }
 
 struct SimMatch {
@@ -67,7 +75,17 @@ struct SimMatch {
     lam_corners: f64,
     started: bool,
     ended: bool,
-    queue: VecDeque<String>,
+    /// Messages due next for this match, rendered when sent (so their
+    /// timestamps are send times).
+    queue: VecDeque<Pending>,
+}
+
+/// A message a match owes the feed, rendered when it is sent.
+enum Pending {
+    FirstHalf,
+    FullTime,
+    NextGoal { goal_nr: u32, home: bool },
+    Reopen,
 }
 
 /// Fair probability and feed outcome id.
@@ -90,7 +108,16 @@ impl Generator {
             elapsed_ms: 0.0,
             next_alive_ms: EPOCH_MS,
             alive_due: VecDeque::new(),
+            stamp: None,
         }
+    }
+
+    /// The next message with `timestamp` set to `stamp` (any unit).
+    pub fn next_message_stamped(&mut self, stamp: i64) -> String {
+        self.stamp = Some(stamp);
+        let m = self.next_message();
+        self.stamp = None;
+        m
     }
 
     /// The next message, without BOM or declaration.
@@ -108,17 +135,19 @@ impl Generator {
             );
         }
         let i = self.rng.random_range(0..self.matches.len());
+        let now = self.stamp.unwrap_or(self.now_ms);
         if self.matches[i].ended {
             let id = self.next_match_id;
             self.next_match_id += 1;
             self.matches[i] = SimMatch::new(id, &mut self.rng);
             return format!(
-                r#"<fixture_change product="1" event_id="sr:match:{id}" timestamp="{}" change_type="1" start_time="{}"/>"#,
-                self.now_ms,
+                r#"<fixture_change product="1" event_id="sr:match:{id}" timestamp="{now}" change_type="1" start_time="{}"/>"#,
                 self.now_ms + 60_000
             );
         }
-        let now = self.now_ms;
+        if self.rng.random_bool(PREMATCH_SHARE) {
+            return self.matches[i].prematch_book(&mut self.rng, now);
+        }
         self.matches[i].step(&mut self.rng, now)
     }
 }
@@ -142,8 +171,21 @@ impl SimMatch {
     }
 
     fn step(&mut self, rng: &mut ChaCha8Rng, now: i64) -> String {
-        if let Some(m) = self.queue.pop_front() {
-            return m;
+        if let Some(p) = self.queue.pop_front() {
+            return match p {
+                Pending::FirstHalf => self.settle_first_half(now),
+                Pending::FullTime => self.settle_full_time(now),
+                Pending::NextGoal { goal_nr, home } => settlement(
+                    self.id,
+                    now,
+                    &[(
+                        8,
+                        format!("goalnr={goal_nr}"),
+                        vec![("6", home), ("7", false), ("8", !home)],
+                    )],
+                ),
+                Pending::Reopen => self.odds_change(now),
+            };
         }
         if !self.started {
             self.started = true;
@@ -159,11 +201,11 @@ impl SimMatch {
         }
         if before < 45.0 && self.minute >= 45.0 {
             self.ht = Some((self.home, self.away));
-            self.queue.push_back(self.settle_first_half(now));
+            self.queue.push_back(Pending::FirstHalf);
         }
         if self.minute >= 90.0 {
             self.ended = true;
-            self.queue.push_back(self.settle_full_time(now));
+            self.queue.push_back(Pending::FullTime);
             return self.odds_change(now);
         }
         let p_goal = (self.lam_home + self.lam_away) / MESSAGES_PER_MATCH;
@@ -175,24 +217,16 @@ impl SimMatch {
             } else {
                 self.away += 1;
             }
-            let winner = if home_scores { "6" } else { "8" };
             // The stop goes out now; the score and new odds follow.
             let stop = format!(
                 r#"<bet_stop product="1" event_id="sr:match:{}" timestamp="{now}" groups="all" market_status="-1"/>"#,
                 self.id
             );
-            let next_goal = settlement(
-                self.id,
-                now,
-                &[(
-                    8,
-                    format!("goalnr={goal_nr}"),
-                    vec![("6", winner == "6"), ("7", false), ("8", winner == "8")],
-                )],
-            );
-            let reopened = self.odds_change(now);
-            self.queue.push_back(next_goal);
-            self.queue.push_back(reopened);
+            self.queue.push_back(Pending::NextGoal {
+                goal_nr,
+                home: home_scores,
+            });
+            self.queue.push_back(Pending::Reopen);
             return stop;
         }
         self.odds_change(now)
@@ -318,6 +352,35 @@ impl SimMatch {
                 &[("12", away_over), ("13", 1.0 - away_over)],
             );
         }
+        let exact: Vec<(&'static str, f64)> = [
+            ("1336", 0),
+            ("1337", 1),
+            ("1338", 2),
+            ("1339", 3),
+            ("1340", 4),
+            ("1341", 5),
+        ]
+        .into_iter()
+        .map(|(oid, k)| (oid, sum(&|fh, fa| fh + fa == k)))
+        .chain(std::iter::once(("1342", sum(&|fh, fa| fh + fa >= 6))))
+        .collect();
+        market(&mut x, 21, "variant=sr:exact_goals:6+", live(true), &exact);
+        let margin = |lo: i64, hi: i64| sum(&|fh, fa| (lo..=hi).contains(&(fh as i64 - fa as i64)));
+        market(
+            &mut x,
+            15,
+            "variant=sr:winning_margin:3+",
+            live(true),
+            &[
+                ("1350", margin(3, 99)),
+                ("1351", margin(2, 2)),
+                ("1352", margin(1, 1)),
+                ("1353", margin(0, 0)),
+                ("1354", margin(-1, -1)),
+                ("1355", margin(-2, -2)),
+                ("1356", margin(-99, -3)),
+            ],
+        );
         let btts = sum(&|fh, fa| fh > 0 && fa > 0);
         market(
             &mut x,
@@ -389,6 +452,31 @@ impl SimMatch {
                 live(f64::from(self.corners) <= line),
                 &[("12", over), ("13", 1.0 - over)],
             );
+        }
+        x.push_str("</odds></odds_change>");
+        x
+    }
+
+    /// A pre-match producer's (product 3) full book: many markets, mostly
+    /// player and specials markets the live producer does not carry.
+    fn prematch_book(&self, rng: &mut ChaCha8Rng, now: i64) -> String {
+        let mut x = String::with_capacity(96 * 1024);
+        let _ = write!(
+            x,
+            r#"<odds_change product="3" event_id="sr:match:{}" timestamp="{now}"><sport_event_status status="0" match_status="0"/><odds>"#,
+            self.id
+        );
+        for k in 0..PREMATCH_MARKETS {
+            let id = 500 + k;
+            let n = 3 + (k % 4) as usize;
+            let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.2..1.0)).collect();
+            let total: f64 = weights.iter().sum();
+            let outcomes: Vec<(&'static str, f64)> = OUTCOME_IDS
+                .iter()
+                .zip(&weights)
+                .map(|(oid, w)| (*oid, w / total))
+                .collect();
+            market(&mut x, id, &format!("variant=sr:player_props:{}", k % 17), 1, &outcomes);
         }
         x.push_str("</odds></odds_change>");
         x
@@ -469,6 +557,9 @@ impl SimMatch {
 
 /// A market to settle: id, specifiers, (outcome id, won).
 type Settled<'a> = (u32, String, Vec<(&'a str, bool)>);
+
+/// Outcome ids for synthetic pre-match markets.
+const OUTCOME_IDS: [&str; 6] = ["pre:1", "pre:2", "pre:3", "pre:4", "pre:5", "pre:6"];
 
 fn settlement(id: u64, now: i64, markets: &[Settled<'_>]) -> String {
     let mut x =
@@ -615,6 +706,8 @@ mod tests {
             }
         }
         assert!(differs, "another seed gives another stream");
+        let sizes: Vec<usize> = (0..2000).map(|_| a.next_message().len()).collect();
+        assert!(sizes.iter().any(|&n| n > 60_000), "an occasional full pre-match book");
         for k in ["odds_change", "bet_stop", "bet_settlement", "fixture_change", "alive"] {
             assert!(kinds.contains_key(k), "no {k} in 5000 messages: {kinds:?}");
         }

@@ -37,6 +37,10 @@ const MAX_TAG_LEN: usize = 64 * 1024;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Consumed bytes are dropped from the buffer once there are this many and
+/// they are at least half of it.
+const COMPACT_AT: usize = 64 * 1024;
+
 /// Why bytes were dropped. Each variant is one counter label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -69,8 +73,12 @@ pub type Frame = Result<Vec<u8>, FrameError>;
 /// [`Framer::next_frame`] until it returns `None`.
 #[derive(Debug)]
 pub struct Framer {
-    /// Unconsumed bytes; everything before index 0 was handed out or dropped.
+    /// Received bytes; everything before `base` was handed out or dropped.
+    /// Positions below are absolute indices into `buf`.
     buf: Vec<u8>,
+    /// Start of the live bytes. Consumed bytes are dropped in bulk (see
+    /// [`COMPACT_AT`]) so framing a large buffer stays linear.
+    base: usize,
     /// Where scanning resumes (all events before it are accounted for).
     scan: usize,
     /// Start of the open message, if one is open.
@@ -88,6 +96,7 @@ impl Framer {
     pub fn new(max_message: usize) -> Self {
         Framer {
             buf: Vec::new(),
+            base: 0,
             scan: 0,
             msg_start: None,
             depth: 0,
@@ -103,7 +112,7 @@ impl Framer {
 
     /// Bytes held, for tests of boundedness.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.base
     }
 
     /// The next complete message or error, or `None` until more bytes arrive.
@@ -232,7 +241,7 @@ impl Framer {
             if self.discarding {
                 // Keep memory bounded while skipping an oversized message.
                 self.consume_to(self.scan);
-                self.msg_start = Some(0);
+                self.msg_start = Some(self.base);
             }
         }
     }
@@ -302,17 +311,18 @@ impl Framer {
     /// Waiting for more bytes: enforce the size limit on what is held.
     fn check_size_while_waiting(&mut self) -> Option<Frame> {
         let held = self.buf.len() - self.msg_start.unwrap_or(self.scan);
+        debug_assert!(self.scan >= self.base);
         if held > self.max_message && !self.discarding {
             if self.msg_start.is_none() {
                 // Garbage without a single '<': drop it.
-                let len = self.buf.len();
-                self.consume_to(len);
+                let (len, end) = (self.buf.len() - self.scan, self.buf.len());
+                self.consume_to(end);
                 return Some(Err(FrameError::Garbage { len }));
             }
             self.discarding = true;
             let scan = self.scan;
             self.consume_to(scan);
-            self.msg_start = Some(0);
+            self.msg_start = Some(self.base);
             return Some(Err(FrameError::Oversized {
                 limit: self.max_message,
             }));
@@ -320,18 +330,27 @@ impl Framer {
         if self.discarding {
             let scan = self.scan;
             self.consume_to(scan);
-            self.msg_start = Some(0);
+            self.msg_start = Some(self.base);
         }
         None
     }
 
-    /// Forget everything before `to`, shifting positions.
+    /// Forget everything before `to`.
     fn consume_to(&mut self, to: usize) {
         let to = to.min(self.buf.len());
-        self.buf.drain(..to);
-        self.scan = self.scan.saturating_sub(to);
+        self.base = self.base.max(to);
+        self.scan = self.scan.max(self.base);
         if let Some(s) = self.msg_start {
-            self.msg_start = Some(s.saturating_sub(to));
+            self.msg_start = Some(s.max(self.base));
+        }
+        if self.base >= COMPACT_AT && self.base * 2 >= self.buf.len() {
+            let n = self.base;
+            self.buf.drain(..n);
+            self.base = 0;
+            self.scan -= n;
+            if let Some(s) = self.msg_start {
+                self.msg_start = Some(s - n);
+            }
         }
     }
 }

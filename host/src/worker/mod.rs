@@ -45,14 +45,20 @@ use runtime::{Failure, GuestInstance, Runtime};
 pub const MAILBOX_CAPACITY: usize = 1024;
 
 /// Update frames buffered per match for subscribers. A subscriber that falls
-/// further behind gets `Lagged` and catches up from the resume ring or a
-/// fresh snapshot. Small on purpose: the ring is allocated per match and
-/// keeps its last frames alive while anyone subscribes.
-pub const UPDATE_BUFFER: usize = 64;
+/// further behind gets `Lagged` and catches up from the resume ring and the
+/// journal (or a fresh snapshot). Small on purpose: the ring is allocated
+/// per match and keeps its last frames (~8 KB each) alive while anyone
+/// subscribes.
+pub const UPDATE_BUFFER: usize = 16;
 
-/// Recent update frames a worker keeps to serve resuming clients without
-/// reading the store; older ones come from the journal.
-pub const RESUME_RING: usize = 256;
+/// Recent update frames a worker keeps for resuming clients: enough to
+/// cover what the store writer has not inserted yet (one commit interval);
+/// older frames come from the journal.
+pub const RESUME_RING: usize = 16;
+
+/// Encoded events kept in memory since the last snapshot (the recovery
+/// base) are capped at this many bytes: past it the worker snapshots.
+pub const RECOVERY_TAIL_BYTES: usize = 64 * 1024;
 
 /// How a worker persists and recovers.
 #[derive(Debug, Clone)]
@@ -177,6 +183,7 @@ pub fn spawn(
         quarantined: None,
         base_state: None,
         since_base: Vec::new(),
+        since_base_bytes: 0,
         last_snapshot: Instant::now(),
         // Not counted as unclean until its first push.
         clean: true,
@@ -203,8 +210,10 @@ struct Worker {
     intensity: Intensity,
     /// Last snapshot of the guest state (the recovery base)...
     base_state: Option<Vec<u8>>,
-    /// ...and the encoded events applied since, in order.
+    /// ...and the encoded events applied since, in order...
     since_base: Vec<Vec<u8>>,
+    /// ...and their total size.
+    since_base_bytes: usize,
     last_snapshot: Instant,
     /// Durably marked clean at `seq` (see the module doc).
     clean: bool,
@@ -286,6 +295,7 @@ impl Worker {
                 break;
             }
             self.seq = seq;
+            self.since_base_bytes += entry.event.len();
             self.since_base.push(entry.event);
         }
         // Continuity is proven only by a clean mark at exactly this seq.
@@ -446,6 +456,7 @@ impl Worker {
                 })
                 .await;
         }
+        self.since_base_bytes += bytes.len();
         self.since_base.push(bytes);
         if self.recent.len() == RESUME_RING {
             self.recent.pop_front();
@@ -455,6 +466,7 @@ impl Worker {
         // No receivers is fine: nobody is watching this match.
         let _ = self.updates.send(frame);
         if self.since_base.len() as u64 >= self.cfg.snapshot_every
+            || self.since_base_bytes >= RECOVERY_TAIL_BYTES
             || self.last_snapshot.elapsed() >= self.cfg.snapshot_interval
         {
             self.snapshot();
@@ -514,6 +526,7 @@ impl Worker {
                 }
                 self.base_state = Some(state);
                 self.since_base.clear();
+                self.since_base_bytes = 0;
                 self.last_snapshot = Instant::now();
             }
             Err(f) => {

@@ -50,13 +50,18 @@ pub struct Runtime {
 }
 
 struct Inner {
-    engine: Engine,
-    pre: MatchWorkerPre<HostState>,
+    /// `None` runs the model natively (benchmark baseline).
+    wasm: Option<Wasm>,
     limits: Limits,
-    deadline_ticks: u64,
-    /// Content hash of the guest component (hex sha-256).
+    /// Content hash of the guest component (hex sha-256), or "native".
     version: String,
     stop_ticker: Arc<AtomicBool>,
+}
+
+struct Wasm {
+    engine: Engine,
+    pre: MatchWorkerPre<HostState>,
+    deadline_ticks: u64,
 }
 
 impl Drop for Inner {
@@ -160,10 +165,12 @@ impl Runtime {
         spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
         let runtime = Runtime {
             inner: Arc::new(Inner {
-                engine,
-                pre,
+                wasm: Some(Wasm {
+                    engine,
+                    pre,
+                    deadline_ticks,
+                }),
                 limits,
-                deadline_ticks,
                 version: content_hash(component_bytes),
                 stop_ticker,
             }),
@@ -182,6 +189,19 @@ impl Runtime {
         Ok(runtime)
     }
 
+    /// The same match logic compiled into the host, behind the same
+    /// interface: no Wasm, no limits. Only for measuring what Wasm costs.
+    pub fn native(limits: Limits) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                wasm: None,
+                limits,
+                version: "native".to_owned(),
+                stop_ticker: Arc::new(AtomicBool::new(true)),
+            }),
+        }
+    }
+
     /// Content hash identifying this guest version.
     pub fn version(&self) -> &str {
         &self.inner.version
@@ -193,29 +213,36 @@ impl Runtime {
 
     /// A fresh store and instance for `match_id`, with an empty model.
     pub fn instantiate(&self, match_id: Arc<str>) -> Result<GuestInstance, Failure> {
-        let inner = &self.inner;
+        let Some(wasm) = &self.inner.wasm else {
+            return Ok(GuestInstance {
+                kind: Kind::Native(touchline_guest::glue::Worker::new(&*match_id)),
+            });
+        };
         let limits = StoreLimitsBuilder::new()
-            .memory_size(inner.limits.memory_bytes)
+            .memory_size(self.inner.limits.memory_bytes)
             .trap_on_grow_failure(true)
             .instances(4)
             .build();
         let mut store = Store::new(
-            &inner.engine,
+            &wasm.engine,
             HostState {
                 limits,
                 match_id: match_id.clone(),
             },
         );
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(inner.deadline_ticks);
-        let bindings = inner.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        let mut instance = GuestInstance {
-            store,
-            bindings,
-            runtime: self.clone(),
-        };
-        instance.call(|b, s| b.touchline_worker_match_().call_init(s, &match_id))?;
-        Ok(instance)
+        store.set_epoch_deadline(wasm.deadline_ticks);
+        let bindings = wasm.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
+        call(&mut store, &bindings, self, |b, s| {
+            b.touchline_worker_match_().call_init(s, &match_id)
+        })?;
+        Ok(GuestInstance {
+            kind: Kind::Wasm {
+                store,
+                bindings,
+                runtime: self.clone(),
+            },
+        })
     }
 
     fn classify(&self, e: wasmtime::Error) -> Failure {
@@ -233,46 +260,110 @@ impl Runtime {
     }
 }
 
-/// One match's guest: its own store, its own instance.
+/// One match's guest: its own store and instance (or the native model).
 pub struct GuestInstance {
-    store: Store<HostState>,
-    bindings: MatchWorker,
-    runtime: Runtime,
+    kind: Kind,
+}
+
+enum Kind {
+    Wasm {
+        store: Store<HostState>,
+        bindings: MatchWorker,
+        runtime: Runtime,
+    },
+    Native(touchline_guest::glue::Worker),
 }
 
 impl GuestInstance {
-    fn call<R>(
-        &mut self,
-        f: impl FnOnce(&MatchWorker, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, Failure> {
-        self.store.set_epoch_deadline(self.runtime.inner.deadline_ticks);
-        f(&self.bindings, &mut self.store).map_err(|e| self.runtime.classify(e))
-    }
-
     fn event_format(&mut self) -> Result<u32, Failure> {
-        self.call(|b, s| b.touchline_worker_match_().call_event_format(s))
+        match &mut self.kind {
+            Kind::Native(_) => Ok(touchline_guest::EVENT_FORMAT),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_().call_event_format(s)
+            }),
+        }
     }
 
     /// Apply one encoded event; returns the delta JSON.
     pub fn apply(&mut self, event: &[u8]) -> Result<String, Failure> {
-        self.call(|b, s| b.touchline_worker_match_().call_apply(s, event))?
-            .map_err(rejected)
+        match &mut self.kind {
+            Kind::Native(w) => w.apply(event).map_err(native_rejected),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_().call_apply(s, event)
+            })?
+            .map_err(rejected),
+        }
     }
 
     /// The whole state as JSON.
     pub fn snapshot(&mut self) -> Result<String, Failure> {
-        self.call(|b, s| b.touchline_worker_match_().call_snapshot(s))
+        match &mut self.kind {
+            Kind::Native(w) => Ok(w.snapshot()),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_().call_snapshot(s)
+            }),
+        }
     }
 
     /// The whole state, encoded for persistence.
     pub fn save_state(&mut self) -> Result<Vec<u8>, Failure> {
-        self.call(|b, s| b.touchline_worker_match_().call_save_state(s))
+        match &mut self.kind {
+            Kind::Native(w) => Ok(w.save_state()),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_().call_save_state(s)
+            }),
+        }
     }
 
     pub fn restore_state(&mut self, state: &[u8]) -> Result<(), Failure> {
-        self.call(|b, s| b.touchline_worker_match_().call_restore_state(s, state))?
-            .map_err(rejected)
+        match &mut self.kind {
+            Kind::Native(w) => w.restore_state(state).map_err(native_rejected),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_().call_restore_state(s, state)
+            })?
+            .map_err(rejected),
+        }
     }
+}
+
+/// One guest call under a fresh epoch deadline; failures classified.
+fn call<R>(
+    store: &mut Store<HostState>,
+    bindings: &MatchWorker,
+    runtime: &Runtime,
+    f: impl FnOnce(&MatchWorker, &mut Store<HostState>) -> wasmtime::Result<R>,
+) -> Result<R, Failure> {
+    let ticks = runtime.inner.wasm.as_ref().map_or(1, |w| w.deadline_ticks);
+    store.set_epoch_deadline(ticks);
+    f(bindings, store).map_err(|e| runtime.classify(e))
+}
+
+fn native_rejected(e: touchline_guest::glue::GlueError) -> Failure {
+    use touchline_guest::glue::GlueError;
+    Failure::Rejected(match e {
+        GlueError::BadEvent(m) => format!("bad event: {m}"),
+        GlueError::BadState(m) => format!("bad state: {m}"),
+    })
 }
 
 /// wasmtime's error type is its own; carry it into `anyhow` with its chain.

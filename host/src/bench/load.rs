@@ -1,0 +1,271 @@
+//! Load generation: feed traffic over TCP and WebSocket clients.
+//!
+//! The feeder stamps each message's `timestamp` with its send time in
+//! microseconds; the server carries it into the update's `delta.timestamp`,
+//! so a client's receive time minus that stamp is the feed-to-browser
+//! latency, on one machine clock. Clients parse only the few fields they
+//! need from each frame, so the load generator stays cheap.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::sim::{Generator, SimConfig};
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Write `bytes` to the feed port as fast as the server takes them.
+pub fn blast(feed: SocketAddr, bytes: Arc<Vec<u8>>) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(feed).context("connecting to the feed port")?;
+        s.set_nodelay(true)?;
+        for chunk in bytes.chunks(64 * 1024) {
+            s.write_all(chunk)?;
+        }
+        // Keep the socket open until the server has read everything.
+        s.flush()?;
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(())
+    })
+}
+
+/// Matches whose odds_change carry a poison market every `every`.
+#[derive(Clone)]
+pub struct Poison {
+    pub matches: Vec<String>,
+    pub every: Duration,
+}
+
+/// Feed `rate` messages/s from `cfg`'s generator until `stop`, stamping
+/// send times; with `poison`, also poison events for some matches.
+pub fn paced(
+    feed: SocketAddr,
+    cfg: SimConfig,
+    rate: f64,
+    poison: Option<Poison>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<anyhow::Result<u64>> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(feed).context("connecting to the feed port")?;
+        s.set_nodelay(true)?;
+        let mut generator = Generator::new(&cfg);
+        let started = Instant::now();
+        let mut sent = 0u64;
+        let mut next_poison = poison.as_ref().map(|p| started + p.every);
+        let mut buf = String::with_capacity(1 << 20);
+        while !stop.load(Ordering::Relaxed) {
+            let due = (started.elapsed().as_secs_f64() * rate) as u64;
+            buf.clear();
+            while sent < due {
+                buf.push_str(&generator.next_message_stamped(now_us()));
+                sent += 1;
+            }
+            if let (Some(p), Some(at)) = (&poison, next_poison.as_mut())
+                && Instant::now() >= *at
+            {
+                *at += p.every;
+                for id in &p.matches {
+                    buf.push_str(&format!(
+                        r#"<odds_change product="1" event_id="{id}" timestamp="{}"><odds><market id="999001" status="1"><outcome id="1" odds="2.0" active="1"/></market></odds></odds_change>"#,
+                        now_us()
+                    ));
+                }
+            }
+            if !buf.is_empty() {
+                s.write_all(buf.as_bytes())?;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(sent)
+    })
+}
+
+/// What the clients saw.
+pub struct FanoutStats {
+    pub clients: usize,
+    pub deliveries: u64,
+    pub gaps: u64,
+    pub resnapshots: u64,
+    /// Feed-to-client latency of updates, µs.
+    pub latency: Histogram<u64>,
+}
+
+/// A running set of WebSocket clients.
+pub struct Clients {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub ready: Arc<AtomicU64>,
+    deliveries: Arc<AtomicU64>,
+    gaps: Arc<AtomicU64>,
+    resnapshots: Arc<AtomicU64>,
+    latency: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Clients {
+    /// Open `n` clients, each subscribed to `k` of `matches`; latency is
+    /// recorded only for matches not in `exclude`.
+    pub async fn open(
+        http: SocketAddr,
+        n: usize,
+        k: usize,
+        matches: &[String],
+        exclude: &[String],
+    ) -> anyhow::Result<Clients> {
+        let c = Clients {
+            stop: Arc::new(AtomicBool::new(false)),
+            tasks: Vec::with_capacity(n),
+            ready: Arc::new(AtomicU64::new(0)),
+            deliveries: Arc::new(AtomicU64::new(0)),
+            gaps: Arc::new(AtomicU64::new(0)),
+            resnapshots: Arc::new(AtomicU64::new(0)),
+            latency: Arc::new(Mutex::new(histogram())),
+        };
+        let exclude: Arc<std::collections::HashSet<String>> = Arc::new(exclude.iter().cloned().collect());
+        let connecting = Arc::new(Semaphore::new(64));
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let subs: Vec<String> = (0..k)
+                .map(|j| matches[(i * 7 + j * 13) % matches.len()].clone())
+                .collect();
+            let permit = connecting.clone().acquire_owned().await?;
+            // Spread clients over 127.0.0.2..=127.0.0.51 so source ports never run short.
+            let source = Ipv4Addr::new(127, 0, 0, 2 + (i % 50) as u8);
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((source, 0)))?;
+            let stream = socket
+                .connect(http)
+                .await
+                .with_context(|| format!("client {i} connecting"))?;
+            stream.set_nodelay(true)?;
+            let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{http}/ws"), stream)
+                .await
+                .with_context(|| format!("client {i} handshake"))?;
+            drop(permit);
+            let sub = serde_json::json!({"op": "subscribe", "matches": subs});
+            ws.send(Message::Text(sub.to_string().into())).await?;
+            let (stop, ready, deliveries, gaps, resnapshots, latency, exclude) = (
+                c.stop.clone(),
+                c.ready.clone(),
+                c.deliveries.clone(),
+                c.gaps.clone(),
+                c.resnapshots.clone(),
+                c.latency.clone(),
+                exclude.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut local = histogram();
+                let mut last: HashMap<String, u64> = HashMap::with_capacity(k);
+                let (mut n_deliveries, mut n_gaps, mut n_resnap) = (0u64, 0u64, 0u64);
+                let mut snapshots = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                        Err(_) => continue,
+                        Ok(Some(Ok(Message::Text(t)))) => t,
+                        Ok(Some(Ok(_))) => continue,
+                        Ok(_) => break,
+                    };
+                    let received = now_us();
+                    let text = msg.as_str();
+                    let Some(id) = field_str(text, "\"match\":\"") else {
+                        continue;
+                    };
+                    let seq = field_u64(text, "\"seq\":").unwrap_or(0);
+                    if text.starts_with("{\"type\":\"snapshot\"") {
+                        snapshots += 1;
+                        if snapshots == k {
+                            ready.fetch_add(1, Ordering::Relaxed);
+                        } else if snapshots > k {
+                            n_resnap += 1;
+                        }
+                        last.insert(id.to_owned(), seq);
+                    } else if text.starts_with("{\"type\":\"update\"") {
+                        n_deliveries += 1;
+                        match last.get_mut(id) {
+                            Some(prev) => {
+                                if seq != *prev + 1 {
+                                    n_gaps += 1;
+                                }
+                                *prev = seq;
+                            }
+                            None => n_gaps += 1,
+                        }
+                        if let Some(ts) = field_u64(text, "\"timestamp\":")
+                            && !exclude.contains(id)
+                        {
+                            let lat = (received - ts as i64).max(1) as u64;
+                            let _ = local.record(lat);
+                        }
+                    }
+                }
+                deliveries.fetch_add(n_deliveries, Ordering::Relaxed);
+                gaps.fetch_add(n_gaps, Ordering::Relaxed);
+                resnapshots.fetch_add(n_resnap, Ordering::Relaxed);
+                if let Ok(mut h) = latency.lock() {
+                    let _ = h.add(&local);
+                }
+                let _ = ws.close(None).await;
+            }));
+        }
+        Ok(Clients { tasks, ..c })
+    }
+
+    /// Wait until every client has its snapshots.
+    pub async fn wait_ready(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while (self.ready.load(Ordering::Relaxed) as usize) < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} clients got their snapshots",
+                self.ready.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Stop every client and gather what they saw.
+    pub async fn finish(self) -> FanoutStats {
+        self.stop.store(true, Ordering::Relaxed);
+        let clients = self.tasks.len();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let latency = self.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
+        FanoutStats {
+            clients,
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            gaps: self.gaps.load(Ordering::Relaxed),
+            resnapshots: self.resnapshots.load(Ordering::Relaxed),
+            latency,
+        }
+    }
+}
+
+fn field_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let at = text.find(key)? + key.len();
+    let end = text[at..].find('"')?;
+    Some(&text[at..at + end])
+}
+
+fn field_u64(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
+    text[at..at + digits].parse().ok()
+}

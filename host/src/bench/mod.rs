@@ -1,0 +1,769 @@
+//! `touchline bench`: the pipeline measured against its baselines, side by
+//! side, in one run.
+//!
+//! This process is the load generator; the server under test is a separate
+//! `touchline serve` process ([`server`]) reached over loopback TCP and
+//! WebSocket ([`load`]). Every figure written comes from a measurement made
+//! in this run; ratios compare runs made here, minutes apart, on the same
+//! machine. Scenarios: parse limit, pipeline (Wasm vs native, durability on
+//! vs off), fan-out, density, faults. `bench/README.md` explains them.
+
+pub mod load;
+pub mod server;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::feed::frame::Framer;
+use crate::feed::parse::parse;
+use crate::sim::{Generator, SimConfig};
+use load::{Clients, FanoutStats, Poison};
+use server::ServerProc;
+
+/// Size of a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    pub seed: u64,
+    pub out: PathBuf,
+}
+
+struct Sizes {
+    pipeline_matches: Vec<u32>,
+    pipeline_messages: usize,
+    fanout_clients: Vec<usize>,
+    fanout_seconds: f64,
+    fanout_rate: f64,
+    fanout_matches: u32,
+    per_client: usize,
+    density_matches: u32,
+    fault_clients: usize,
+}
+
+impl Plan {
+    fn sizes(&self) -> Sizes {
+        if self.quick {
+            Sizes {
+                pipeline_matches: vec![100, 1000],
+                pipeline_messages: 8_000,
+                fanout_clients: vec![1000],
+                fanout_seconds: 4.0,
+                fanout_rate: 200.0,
+                fanout_matches: 100,
+                per_client: 5,
+                density_matches: 1000,
+                fault_clients: 500,
+            }
+        } else {
+            Sizes {
+                pipeline_matches: vec![100, 1000, 10_000],
+                pipeline_messages: 60_000,
+                fanout_clients: vec![1000, 10_000],
+                fanout_seconds: 20.0,
+                fanout_rate: 200.0,
+                fanout_matches: 100,
+                per_client: 5,
+                density_matches: 10_000,
+                fault_clients: 1000,
+            }
+        }
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench {}] {msg}", chrono_free_clock());
+}
+
+fn chrono_free_clock() -> String {
+    let s = load::now_us() / 1_000_000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+/// Run every scenario, print the table, write the JSON and the plot.
+pub async fn run(plan: Plan) -> anyhow::Result<()> {
+    let sizes = plan.sizes();
+    let scratch = tempfile::tempdir().context("bench scratch dir")?;
+    let mut report = json!({
+        "mode": if plan.quick { "quick" } else { "full" },
+        "seed": plan.seed,
+        "machine": machine(),
+        "git_revision": git_revision(),
+        "started_at_unix": load::now_us() / 1_000_000,
+    });
+    let started = Instant::now();
+
+    // 1. Parse limit, on the stream the 1000-match pipeline run uses.
+    progress("parse limit");
+    let (stream, events) = traffic(plan.seed, 1000, sizes.pipeline_messages);
+    let parse = parse_limit(&stream, if plan.quick { 1.0 } else { 3.0 });
+    report["parse"] = parse.clone();
+
+    // 2. Pipeline.
+    let mut pipeline = Vec::new();
+    for &m in &sizes.pipeline_matches {
+        let (stream, events) = if m == 1000 {
+            (stream.clone(), events)
+        } else {
+            traffic(plan.seed, m, sizes.pipeline_messages)
+        };
+        let stream = Arc::new(stream);
+        let mut variants = vec![("wasm", vec![]), ("native", vec!["--native-model".to_owned()])];
+        if m == 1000 {
+            variants.push(("wasm-no-durability", vec!["--no-durability".to_owned()]));
+        }
+        for (name, flags) in variants {
+            progress(&format!("pipeline: {m} matches, {name}"));
+            let dir = scratch.path().join(format!("pipeline-{m}-{name}"));
+            let r = pipeline_run(&dir, &flags, stream.clone(), events)?;
+            pipeline.push(json!({"matches": m, "variant": name, "events": events, "bytes": stream.len(), "result": r}));
+        }
+    }
+    let rate = |m: u64, v: &str| {
+        pipeline
+            .iter()
+            .find(|p| p["matches"] == m && p["variant"] == v)
+            .and_then(|p| p["result"]["events_per_s"].as_f64())
+    };
+    let mut ratios = serde_json::Map::new();
+    for &m in &sizes.pipeline_matches {
+        if let (Some(w), Some(n)) = (rate(m.into(), "wasm"), rate(m.into(), "native")) {
+            ratios.insert(format!("wasm_over_native_{m}"), json!(w / n));
+        }
+        if let (Some(w), Some(p)) = (rate(m.into(), "wasm"), parse["messages_per_s"].as_f64()) {
+            ratios.insert(format!("pipeline_over_parse_{m}"), json!(w / p));
+        }
+    }
+    if let (Some(on), Some(off)) = (rate(1000, "wasm"), rate(1000, "wasm-no-durability")) {
+        ratios.insert("durability_on_over_off_1000".into(), json!(on / off));
+    }
+    report["pipeline"] = json!(pipeline);
+    report["pipeline_ratios"] = Value::Object(ratios);
+
+    // 3. Fan-out.
+    let ids = match_ids(plan.seed, sizes.fanout_matches);
+    let mut fanout = Vec::new();
+    let mut curves = Vec::new();
+    for &c in &sizes.fanout_clients {
+        progress(&format!("fan-out: {c} clients x {} matches each", sizes.per_client));
+        let dir = scratch.path().join(format!("fanout-{c}"));
+        let (r, h) = fanout_run(&dir, &[], &sizes, c, &ids, None, plan.seed).await?;
+        curves.push((format!("{c} clients"), h));
+        fanout.push(json!({"clients": c, "per_client": sizes.per_client, "matches": sizes.fanout_matches, "feed_rate": sizes.fanout_rate, "result": r}));
+    }
+    report["fanout"] = json!(fanout);
+
+    // 4. Density.
+    progress(&format!("density: {} matches", sizes.density_matches));
+    report["density"] = density_run(&scratch.path().join("density"), sizes.density_matches, plan.seed)?;
+
+    // 5. Faults: 10% of matches crash repeatedly, against the same run without.
+    let faulty = faulty_guest().context("the fault-injection guest (make build builds it)")?;
+    let guest = vec![
+        "--guest".to_owned(),
+        faulty.display().to_string(),
+        "--max-failures".into(),
+        "1000".into(),
+        "--failure-window-ms".into(),
+        "1000".into(),
+    ];
+    let crashing: Vec<String> = ids.iter().step_by(10).cloned().collect();
+    progress(&format!("faults: baseline, {} clients", sizes.fault_clients));
+    let s = sizes;
+    let (calm, calm_h) = fanout_run(
+        &scratch.path().join("faults-calm"),
+        &guest,
+        &s,
+        s.fault_clients,
+        &ids,
+        Some(&crashing),
+        plan.seed,
+    )
+    .await?;
+    progress(&format!(
+        "faults: {} of {} matches crashing every 500 ms",
+        crashing.len(),
+        ids.len()
+    ));
+    let poison = Poison {
+        matches: crashing.clone(),
+        every: Duration::from_millis(500),
+    };
+    let (stormy, stormy_h) = fanout_run_poisoned(
+        &scratch.path().join("faults-storm"),
+        &guest,
+        &s,
+        &ids,
+        &crashing,
+        poison,
+        plan.seed,
+    )
+    .await?;
+    curves.push(("healthy, no crashes".into(), calm_h));
+    curves.push(("healthy, 10% crashing".into(), stormy_h));
+    let p99 = |r: &Value| r["latency_us"]["p99"].as_f64();
+    report["faults"] = json!({
+        "clients": s.fault_clients,
+        "crashing_matches": crashing.len(),
+        "matches": ids.len(),
+        "without_crashes": calm,
+        "with_crashes": stormy,
+        "healthy_p99_ratio_crash_over_calm": p99(&stormy).zip(p99(&calm)).map(|(a, b)| a / b),
+    });
+    report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
+
+    let table = table(&report);
+    println!("{table}");
+    if let Some(dir) = plan.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&plan.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", plan.out.display()))?;
+    let svg = plan.out.with_extension("svg");
+    std::fs::write(&svg, latency_svg(&curves)).with_context(|| format!("writing {}", svg.display()))?;
+    progress(&format!(
+        "wrote {} and {} in {:.0} s",
+        plan.out.display(),
+        svg.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Deterministic feed bytes for `matches` matches and how many match events
+/// they hold.
+fn traffic(seed: u64, matches: u32, n: usize) -> (Vec<u8>, u64) {
+    let mut g = Generator::new(&SimConfig {
+        matches,
+        seed,
+        rate: 50.0,
+        count: 0,
+    });
+    let mut out = Vec::with_capacity(n * 8 * 1024);
+    let mut events = 0;
+    for _ in 0..n {
+        let m = g.next_message();
+        if !m.starts_with("<alive") {
+            events += 1;
+        }
+        out.extend_from_slice(m.as_bytes());
+    }
+    (out, events)
+}
+
+fn match_ids(seed: u64, matches: u32) -> Vec<String> {
+    let first = 40_000_000 + (seed % 1000) * 100_000;
+    (0..u64::from(matches))
+        .map(|i| format!("sr:match:{}", first + i))
+        .collect()
+}
+
+fn parse_limit(stream: &[u8], seconds: f64) -> Value {
+    let started = Instant::now();
+    let (mut messages, mut bytes, mut rounds) = (0u64, 0u64, 0u64);
+    while started.elapsed().as_secs_f64() < seconds || rounds == 0 {
+        let mut framer = Framer::new(4 << 20);
+        for chunk in stream.chunks(64 * 1024) {
+            framer.push(chunk);
+            while let Some(frame) = framer.next_frame() {
+                if let Ok(f) = frame
+                    && let Ok(m) = parse(&f)
+                {
+                    std::hint::black_box(&m);
+                    messages += 1;
+                }
+            }
+        }
+        bytes += stream.len() as u64;
+        rounds += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let sizes = message_sizes(stream);
+    json!({
+        "messages_per_s": messages as f64 / secs,
+        "mb_per_s": bytes as f64 / secs / 1e6,
+        "seconds": secs,
+        "message_bytes": sizes,
+    })
+}
+
+/// Size distribution of the stream's messages (to show it is realistic).
+fn message_sizes(stream: &[u8]) -> Value {
+    let mut framer = Framer::new(4 << 20);
+    framer.push(stream);
+    let mut by_kind: std::collections::BTreeMap<&'static str, (u64, usize, usize)> = Default::default();
+    while let Some(Ok(f)) = framer.next_frame() {
+        if let Ok(m) = parse(&f) {
+            let e = by_kind.entry(m.kind()).or_insert((0, usize::MAX, 0));
+            e.0 += 1;
+            e.1 = e.1.min(f.len());
+            e.2 = e.2.max(f.len());
+        }
+    }
+    let total: u64 = by_kind.values().map(|v| v.0).sum();
+    json!({
+        "mean": stream.len() as f64 / total.max(1) as f64,
+        "by_kind": by_kind.iter().map(|(k, (n, lo, hi))| (k.to_string(), json!({"count": n, "min": lo, "max": hi}))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn pipeline_run(dir: &Path, flags: &[String], stream: Arc<Vec<u8>>, events: u64) -> anyhow::Result<Value> {
+    let server = ServerProc::start(dir, flags)?;
+    let cpu0 = server.cpu_seconds();
+    let started = Instant::now();
+    let writer = load::blast(server.feed, stream.clone());
+    let done = server.wait_metric(
+        "touchline_events_applied_total",
+        events as f64,
+        Duration::from_secs(600),
+    )?;
+    let secs = done.duration_since(started).as_secs_f64();
+    let cpu = server.cpu_seconds() - cpu0;
+    writer.join().map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
+    let m = server.metrics()?;
+    let result = json!({
+        "events_per_s": events as f64 / secs,
+        "mb_per_s": stream.len() as f64 / secs / 1e6,
+        "seconds": secs,
+        "server_cpu_s": cpu,
+        "store_ops_per_s": m.value("touchline_store_ops_total") / secs,
+        "store_commit_p99_s": m.quantile("touchline_store_commit_seconds", 0.99),
+        "rss_bytes": server.rss(),
+        "feed_errors": m.value("touchline_feed_errors_total"),
+    });
+    server.stop()?;
+    Ok(result)
+}
+
+fn latency_json(h: &Histogram<u64>) -> Value {
+    json!({
+        "count": h.len(),
+        "p50": h.value_at_quantile(0.50),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+    })
+}
+
+async fn fanout_run(
+    dir: &Path,
+    flags: &[String],
+    sizes: &Sizes,
+    clients: usize,
+    ids: &[String],
+    exclude: Option<&[String]>,
+    seed: u64,
+) -> anyhow::Result<(Value, Histogram<u64>)> {
+    fanout_inner(dir, flags, sizes, clients, ids, exclude.unwrap_or(&[]), None, seed).await
+}
+
+async fn fanout_run_poisoned(
+    dir: &Path,
+    flags: &[String],
+    sizes: &Sizes,
+    ids: &[String],
+    crashing: &[String],
+    poison: Poison,
+    seed: u64,
+) -> anyhow::Result<(Value, Histogram<u64>)> {
+    fanout_inner(
+        dir,
+        flags,
+        sizes,
+        sizes.fault_clients,
+        ids,
+        crashing,
+        Some(poison),
+        seed,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)] // one private helper behind two named entry points
+async fn fanout_inner(
+    dir: &Path,
+    flags: &[String],
+    sizes: &Sizes,
+    clients: usize,
+    ids: &[String],
+    exclude: &[String],
+    poison: Option<Poison>,
+    seed: u64,
+) -> anyhow::Result<(Value, Histogram<u64>)> {
+    let server = ServerProc::start(dir, flags)?;
+    // Create every match first so clients have something to subscribe to.
+    let warm: Vec<u8> = ids
+        .iter()
+        .flat_map(|id| {
+            format!(
+                r#"<odds_change product="1" event_id="{id}" timestamp="1"><odds><market id="1" status="1"><outcome id="1" odds="2.0" active="1"/><outcome id="2" odds="3.0" active="1"/><outcome id="3" odds="4.0" active="1"/></market></odds></odds_change>"#
+            )
+            .into_bytes()
+        })
+        .collect();
+    load::blast(server.feed, Arc::new(warm))
+        .join()
+        .map_err(|_| anyhow::anyhow!("warm-up writer panicked"))??;
+    server.wait_metric(
+        "touchline_events_applied_total",
+        ids.len() as f64,
+        Duration::from_secs(60),
+    )?;
+    let c = Clients::open(server.http, clients, sizes.per_client, ids, exclude).await?;
+    c.wait_ready(clients, Duration::from_secs(120)).await?;
+    let (cpu0, t0) = (server.cpu_seconds(), Instant::now());
+    let stop = Arc::new(AtomicBool::new(false));
+    let cfg = SimConfig {
+        matches: sizes.fanout_matches,
+        seed,
+        rate: sizes.fanout_rate,
+        count: 0,
+    };
+    let feeder = load::paced(server.feed, cfg, sizes.fanout_rate, poison, stop.clone());
+    let mut waited = 0.0;
+    while waited < sizes.fanout_seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await; // the measurement window, not synchronisation
+        waited += 1.0;
+        progress(&format!("  {waited:.0}/{:.0} s", sizes.fanout_seconds));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds() - cpu0;
+    let rss = server.rss();
+    let m = server.metrics()?;
+    // Let in-flight frames land before closing the clients.
+    tokio::time::sleep(Duration::from_millis(500)).await; // grace period for in-flight frames
+    let stats: FanoutStats = c.finish().await;
+    let result = json!({
+        "feed_messages": sent,
+        "deliveries": stats.deliveries,
+        "deliveries_per_s": stats.deliveries as f64 / secs,
+        "latency_us": latency_json(&stats.latency),
+        "seq_gaps": stats.gaps,
+        "resnapshots": stats.resnapshots,
+        "server_cpu_percent": 100.0 * cpu / secs,
+        "server_rss_bytes": rss,
+        "clients": stats.clients,
+        "trap_to_serving_s": {
+            "p50": m.quantile("touchline_recovery_seconds", 0.5),
+            "p99": m.quantile("touchline_recovery_seconds", 0.99),
+            "count": m.value("touchline_recovery_seconds_count"),
+        },
+        "dead_letters": m.value("touchline_dead_letters_total"),
+    });
+    server.stop()?;
+    Ok((result, stats.latency))
+}
+
+fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
+    let server = ServerProc::start(dir, &["--max-matches".into(), (matches + 16).to_string()])?;
+    let idle = server.rss();
+    // One realistic live odds_change (~40 markets) per match.
+    let mut g = Generator::new(&SimConfig {
+        matches: 1,
+        seed,
+        rate: 50.0,
+        count: 0,
+    });
+    let template = loop {
+        let m = g.next_message();
+        if m.starts_with("<odds_change product=\"1\"") {
+            break m;
+        }
+    };
+    let id_at = template.find("event_id=\"").context("template event id")? + "event_id=\"".len();
+    let id_end = id_at + template[id_at..].find('"').context("template id end")?;
+    let ids = match_ids(seed + 1, matches);
+    let mut stream = Vec::with_capacity(template.len() * matches as usize);
+    for id in &ids {
+        stream.extend_from_slice(template[..id_at].as_bytes());
+        stream.extend_from_slice(id.as_bytes());
+        stream.extend_from_slice(template[id_end..].as_bytes());
+    }
+    let t0 = Instant::now();
+    load::blast(server.feed, Arc::new(stream))
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    server.wait_metric(
+        "touchline_events_applied_total",
+        f64::from(matches),
+        Duration::from_secs(600),
+    )?;
+    let create_s = t0.elapsed().as_secs_f64();
+    server.wait_metric("touchline_live_matches", f64::from(matches), Duration::from_secs(60))?;
+    let full = server.rss();
+    let m = server.metrics()?;
+    let result_before = json!({
+        "matches": matches,
+        "rss_idle_bytes": idle,
+        "rss_bytes": full,
+        "rss_per_match_bytes": (full.saturating_sub(idle)) as f64 / f64::from(matches),
+        "create_all_s": create_s,
+        "instantiate_s": {"p50": m.quantile("touchline_instantiate_seconds", 0.5), "p99": m.quantile("touchline_instantiate_seconds", 0.99)},
+    });
+    server.stop()?;
+    // Restart on the same data: every match is instantiated and restored.
+    let t1 = Instant::now();
+    let server = ServerProc::start(dir, &["--max-matches".into(), (matches + 16).to_string()])?;
+    server.wait_metric(
+        "touchline_restore_seconds_count",
+        f64::from(matches),
+        Duration::from_secs(600),
+    )?;
+    let restore_all = t1.elapsed().as_secs_f64();
+    let m = server.metrics()?;
+    let mut result = result_before;
+    result["restore_all_s"] = json!(restore_all);
+    result["instantiate_restore_s"] = json!({
+        "p50": m.quantile("touchline_restore_seconds", 0.5),
+        "p99": m.quantile("touchline_restore_seconds", 0.99),
+    });
+    server.stop()?;
+    Ok(result)
+}
+
+fn faulty_guest() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/release/touchline → target/touchline_guest_faulty.wasm
+    let target = exe.parent().and_then(Path::parent).context("target dir")?;
+    let p = target.join("touchline_guest_faulty.wasm");
+    anyhow::ensure!(p.exists(), "{} not found", p.display());
+    Ok(p)
+}
+
+fn machine() -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned());
+    let mem_kib: Option<u64> = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok());
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "memory_bytes": mem_kib.map(|k| k * 1024),
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "touchline_version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn git_revision() -> Value {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or(Value::Null, |o| json!(String::from_utf8_lossy(&o.stdout).trim()))
+}
+
+fn table(r: &Value) -> String {
+    let mut t = String::new();
+    let f = |v: &Value| {
+        v.as_f64().map_or("-".to_owned(), |x| {
+            if x >= 100.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.3}")
+            }
+        })
+    };
+    let _ = writeln!(
+        t,
+        "\nTouchline bench ({} mode, seed {}, git {})",
+        r["mode"].as_str().unwrap_or("?"),
+        r["seed"],
+        r["git_revision"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        t,
+        "machine: {} cpus, {}",
+        r["machine"]["cpus"],
+        r["machine"]["cpu_model"].as_str().unwrap_or("?")
+    );
+    let p = &r["parse"];
+    let _ = writeln!(
+        t,
+        "\n1. parse limit (framer + parser, in memory): {} msg/s, {} MB/s (mean message {} B)",
+        f(&p["messages_per_s"]),
+        f(&p["mb_per_s"]),
+        f(&p["message_bytes"]["mean"])
+    );
+    let _ = writeln!(
+        t,
+        "\n2. pipeline (real server over TCP, no clients)\n{:>8} {:>20} {:>12} {:>10} {:>12} {:>14}",
+        "matches", "variant", "events/s", "MB/s", "cpu s", "store ops/s"
+    );
+    for row in r["pipeline"].as_array().into_iter().flatten() {
+        let x = &row["result"];
+        let _ = writeln!(
+            t,
+            "{:>8} {:>20} {:>12} {:>10} {:>12} {:>14}",
+            row["matches"],
+            row["variant"].as_str().unwrap_or(""),
+            f(&x["events_per_s"]),
+            f(&x["mb_per_s"]),
+            f(&x["server_cpu_s"]),
+            f(&x["store_ops_per_s"])
+        );
+    }
+    for (k, v) in r["pipeline_ratios"].as_object().into_iter().flatten() {
+        let _ = writeln!(t, "   {k}: {}", f(v));
+    }
+    let _ = writeln!(
+        t,
+        "\n3. fan-out (feed {} msg/s over {} matches)\n{:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}",
+        r["fanout"][0]["feed_rate"],
+        r["fanout"][0]["matches"],
+        "clients",
+        "deliveries/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "gaps",
+        "cpu %",
+        "rss MB"
+    );
+    for row in r["fanout"].as_array().into_iter().flatten() {
+        let x = &row["result"];
+        let l = &x["latency_us"];
+        let _ = writeln!(
+            t,
+            "{:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}",
+            row["clients"],
+            f(&x["deliveries_per_s"]),
+            l["p50"],
+            l["p99"],
+            l["p999"],
+            l["max"],
+            x["seq_gaps"],
+            f(&x["server_cpu_percent"]),
+            f(&json!(x["server_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6))
+        );
+    }
+    let d = &r["density"];
+    let _ = writeln!(
+        t,
+        "\n4. density: {} matches live, {} B RSS per match; instantiate p50/p99 {} / {} s; instantiate+restore p50/p99 {} / {} s; restart restoring all {} s",
+        d["matches"],
+        f(&d["rss_per_match_bytes"]),
+        f(&d["instantiate_s"]["p50"]),
+        f(&d["instantiate_s"]["p99"]),
+        f(&d["instantiate_restore_s"]["p50"]),
+        f(&d["instantiate_restore_s"]["p99"]),
+        f(&d["restore_all_s"])
+    );
+    let x = &r["faults"];
+    let _ = writeln!(
+        t,
+        "\n5. faults ({} of {} matches crashing every 500 ms, {} clients)",
+        x["crashing_matches"], x["matches"], x["clients"]
+    );
+    let _ = writeln!(
+        t,
+        "   trap to serving again p50/p99: {} / {} s ({} restarts)",
+        f(&x["with_crashes"]["trap_to_serving_s"]["p50"]),
+        f(&x["with_crashes"]["trap_to_serving_s"]["p99"]),
+        x["with_crashes"]["trap_to_serving_s"]["count"]
+    );
+    let _ = writeln!(
+        t,
+        "   healthy-match latency p50/p99 µs: without crashes {} / {}, with crashes {} / {} (p99 ratio {}); gaps {} / {}",
+        x["without_crashes"]["latency_us"]["p50"],
+        x["without_crashes"]["latency_us"]["p99"],
+        x["with_crashes"]["latency_us"]["p50"],
+        x["with_crashes"]["latency_us"]["p99"],
+        f(&x["healthy_p99_ratio_crash_over_calm"]),
+        x["without_crashes"]["seq_gaps"],
+        x["with_crashes"]["seq_gaps"]
+    );
+    let _ = writeln!(t, "\nelapsed: {} s", f(&r["elapsed_s"]));
+    t
+}
+
+/// Latency percentile curves as a small SVG (x: percentile on a log scale
+/// of 1/(1-q), y: latency on a log scale). Hand-drawn: a plotting crate
+/// would need a font backend for forty lines of markup.
+fn latency_svg(curves: &[(String, Histogram<u64>)]) -> String {
+    let (w, h, left, bottom) = (760.0, 420.0, 70.0, 40.0);
+    let qs: Vec<f64> = (0..=40).map(|i| 1.0 - 10f64.powf(-(i as f64) / 10.0)).collect(); // 0 .. 99.99%
+    let xmax = 4.0;
+    let (ymin, ymax) = (1.0f64.log10(), 1e7f64.log10());
+    let x = |q: f64| left + (-(1.0 - q).max(1e-4).log10()) / xmax * (w - left - 20.0);
+    let y = |us: f64| h - bottom - (us.max(1.0).log10() - ymin) / (ymax - ymin) * (h - bottom - 20.0);
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    for (label, q) in [
+        ("50%", 0.5),
+        ("90%", 0.9),
+        ("99%", 0.99),
+        ("99.9%", 0.999),
+        ("99.99%", 0.9999),
+    ] {
+        let _ = write!(
+            s,
+            r#"<line x1="{0}" x2="{0}" y1="20" y2="{1}" stroke="lightgray"/><text x="{0}" y="{2}" text-anchor="middle">{label}</text>"#,
+            x(q),
+            h - bottom,
+            h - bottom + 16.0
+        );
+    }
+    for (label, us) in [
+        ("1µs", 1.0),
+        ("10µs", 10.0),
+        ("100µs", 100.0),
+        ("1ms", 1e3),
+        ("10ms", 1e4),
+        ("100ms", 1e5),
+        ("1s", 1e6),
+        ("10s", 1e7),
+    ] {
+        let _ = write!(
+            s,
+            r#"<line x1="{left}" x2="{}" y1="{1}" y2="{1}" stroke="lightgray"/><text x="{2}" y="{3}" text-anchor="end">{label}</text>"#,
+            w - 20.0,
+            y(us),
+            left - 6.0,
+            y(us) + 4.0
+        );
+    }
+    for (i, (label, hist)) in curves.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let pts: Vec<String> = qs
+            .iter()
+            .map(|&q| format!("{:.1},{:.1}", x(q), y(hist.value_at_quantile(q) as f64)))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            pts.join(" ")
+        );
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{}" width="12" height="3" fill="{c}"/><text x="{}" y="{}">{label}</text>"#,
+            left + 10.0,
+            30.0 + 16.0 * i as f64,
+            left + 28.0,
+            34.0 + 16.0 * i as f64
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">percentile of updates (feed message sent → WebSocket client received)</text></svg>"#,
+        (w + left) / 2.0,
+        h - 4.0
+    );
+    s
+}
