@@ -158,12 +158,15 @@ impl MatchState {
         }
         for m in &e.markets {
             let key = (m.id, m.specifiers.clone());
-            let market = self
-                .markets
-                .entry(key.clone())
-                .or_insert_with(|| Market::new(m.id, &m.specifiers));
-            market.merge_odds(m);
-            change.touch(key);
+            let mut fresh = false;
+            let market = self.markets.entry(key.clone()).or_insert_with(|| {
+                fresh = true;
+                Market::new(m.id, &m.specifiers)
+            });
+            // Feeds resend whole books; only what actually moved is a change.
+            if market.merge_odds(m) || fresh {
+                change.touch(key);
+            }
         }
         change
     }
@@ -309,23 +312,30 @@ impl Market {
         }
     }
 
-    fn merge_odds(&mut self, m: &MarketOdds) {
+    /// Fold an odds_change market in; returns whether anything changed.
+    fn merge_odds(&mut self, m: &MarketOdds) -> bool {
+        let mut changed = self.status != m.status || self.favourite != m.favourite;
         self.status = m.status;
         self.favourite = m.favourite;
         for o in &m.outcomes {
             match self.outcomes.iter_mut().find(|x| x.id == o.id) {
                 Some(x) => {
+                    changed |= x.odds != o.odds || x.active != o.active;
                     x.odds = o.odds;
                     x.active = o.active;
                 }
-                None => self.outcomes.push(Outcome {
-                    id: o.id.clone(),
-                    odds: o.odds,
-                    active: o.active,
-                    result: None,
-                }),
+                None => {
+                    changed = true;
+                    self.outcomes.push(Outcome {
+                        id: o.id.clone(),
+                        odds: o.odds,
+                        active: o.active,
+                        result: None,
+                    });
+                }
             }
         }
+        changed
     }
 
     fn resolve(&mut self, to: i32, void_reason: Option<i32>) {
@@ -443,6 +453,26 @@ mod tests {
             Some(3.0),
             "outcomes not in the message keep their odds"
         );
+    }
+
+    #[test]
+    fn only_markets_that_moved_are_a_change() {
+        let mut s = MatchState::new("m");
+        let book = |o: f64| {
+            oc(
+                vec![
+                    odds(1, "", 1, &[("1", 2.0, true)]),
+                    odds(18, "total=2.5", 1, &[("12", o, true)]),
+                ],
+                None,
+            )
+        };
+        assert_eq!(s.apply(&book(1.9)).markets.len(), 2, "new markets are changes");
+        assert!(
+            s.apply(&book(1.9)).markets.is_empty(),
+            "a resent, unchanged book changes nothing"
+        );
+        assert_eq!(s.apply(&book(1.8)).markets, vec![(18, "total=2.5".to_owned())]);
     }
 
     #[test]

@@ -251,22 +251,26 @@ fn odds_change(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<O
             b"odds" => msg.betting_status = opt(e, "odds", "betting_status")?,
             b"market" => {
                 const M: &str = "market";
+                let [id, specs, status, favourite] = attrs(e, M, ["id", "specifiers", "status", "favourite"])?;
                 msg.markets.push(MarketOdds {
-                    id: req(e, M, "id")?,
-                    specifiers: specifiers(e, M)?,
-                    status: opt(e, M, "status")?.unwrap_or(1),
-                    favourite: opt::<u8>(e, M, "favourite")? == Some(1),
+                    id: num(id, M, "id")?.ok_or(ParseError::MissingAttribute { element: M, attr: "id" })?,
+                    specifiers: specs.map(|s| canonical_specifiers(&s)).unwrap_or_default(),
+                    status: num(status, M, "status")?.unwrap_or(1),
+                    favourite: num::<u8>(favourite, M, "favourite")? == Some(1),
                     outcomes: Vec::new(),
                 });
             }
             b"outcome" => {
                 const O: &str = "outcome";
                 if let Some(m) = msg.markets.last_mut() {
-                    let odds: Option<f64> = opt(e, O, "odds")?;
+                    let [id, odds, active] = attrs(e, O, ["id", "odds", "active"])?;
+                    let odds: Option<f64> = num(odds, O, "odds")?;
                     m.outcomes.push(OutcomeOdds {
-                        id: req_str(e, O, "id")?.into_owned(),
+                        id: id
+                            .ok_or(ParseError::MissingAttribute { element: O, attr: "id" })?
+                            .into_owned(),
                         odds,
-                        active: opt::<u8>(e, O, "active")?.map_or(odds.is_some(), |a| a == 1),
+                        active: num::<u8>(active, O, "active")?.map_or(odds.is_some(), |a| a == 1),
                     });
                 }
             }
@@ -396,6 +400,40 @@ fn opt<T: FromStr>(e: &BytesStart, element: &'static str, attr: &'static str) ->
 
 fn req<T: FromStr>(e: &BytesStart, element: &'static str, attr: &'static str) -> Result<T> {
     opt(e, element, attr)?.ok_or(ParseError::MissingAttribute { element, attr })
+}
+
+/// The values of `names` on `e`, found in one pass over its attributes
+/// (the hot path: every market and outcome of every odds_change).
+fn attrs<'a, const N: usize>(
+    e: &'a BytesStart,
+    element: &'static str,
+    names: [&'static str; N],
+) -> Result<[Option<Cow<'a, str>>; N]> {
+    let mut out: [Option<Cow<'a, str>>; N] = std::array::from_fn(|_| None);
+    for a in e.attributes().with_checks(false) {
+        let a = a.map_err(malformed)?;
+        if let Some(i) = names.iter().position(|n| a.key.as_ref() == n.as_bytes()) {
+            let value = a.unescape_value().map_err(|_| ParseError::BadValue {
+                element,
+                attr: names[i],
+                value: String::from_utf8_lossy(&a.value).into_owned(),
+            })?;
+            out[i] = Some(value);
+        }
+    }
+    Ok(out)
+}
+
+/// Parse an attribute value found by [`attrs`].
+fn num<T: FromStr>(v: Option<Cow<'_, str>>, element: &'static str, attr: &'static str) -> Result<Option<T>> {
+    match v {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| ParseError::BadValue {
+            element,
+            attr,
+            value: v.into_owned(),
+        }),
+    }
 }
 
 fn malformed(e: impl std::fmt::Display) -> ParseError {

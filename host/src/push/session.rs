@@ -92,7 +92,7 @@ where
         catchups: FuturesUnordered::new(),
         outbox: VecDeque::new(),
     };
-    let close: Option<CloseFrame> = 'session: loop {
+    let close: Option<CloseFrame> = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }),
             msg = incoming.next() => match msg {
@@ -116,21 +116,29 @@ where
                 }
             }
         }
-        while let Some(text) = s.outbox.pop_front() {
-            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text))).await {
-                Ok(Ok(())) => {
-                    metrics.ws_frames_sent.inc();
-                }
-                Ok(Err(_)) => break 'session None,
-                Err(_) => {
-                    metrics.ws_slow_disconnects.inc();
-                    break 'session Some(CloseFrame {
-                        code: CloseCode::Policy,
-                        reason: "client too slow".into(),
-                    });
-                }
-            }
+        if s.outbox.is_empty() {
+            continue;
         }
+        // Queue every pending frame, then flush once: one write for many
+        // frames when a session is behind or subscribed to busy matches.
+        let n = s.outbox.len() as u64;
+        let write = async {
+            for text in s.outbox.drain(..) {
+                sink.feed(Message::Text(text)).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => metrics.ws_frames_sent.inc_by(n),
+            Ok(Err(_)) => break None,
+            Err(_) => {
+                metrics.ws_slow_disconnects.inc();
+                break Some(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "client too slow".into(),
+                });
+            }
+        };
     };
     if let Some(frame) = close {
         let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
