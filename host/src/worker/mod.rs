@@ -58,7 +58,7 @@ pub const RESUME_RING: usize = 16;
 
 /// Encoded events kept in memory since the last snapshot (the recovery
 /// base) are capped at this many bytes: past it the worker snapshots.
-pub const RECOVERY_TAIL_BYTES: usize = 64 * 1024;
+pub const RECOVERY_TAIL_BYTES: usize = 256 * 1024;
 
 /// How a worker persists and recovers.
 #[derive(Debug, Clone)]
