@@ -569,6 +569,8 @@ fn git_revision() -> Value {
 fn table(r: &Value) -> String {
     let mut t = String::new();
     let f = |v: &Value| {
+        // Seconds shown in µs (histogram bucket upper bounds, 25% resolution).
+        let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
         v.as_f64().map_or("-".to_owned(), |x| {
             if x >= 100.0 {
                 format!("{x:.0}")
@@ -654,13 +656,13 @@ fn table(r: &Value) -> String {
     let d = &r["density"];
     let _ = writeln!(
         t,
-        "\n4. density: {} matches live, {} B RSS per match; instantiate p50/p99 {} / {} s; instantiate+restore p50/p99 {} / {} s; restart restoring all {} s",
+        "\n4. density: {} matches live, {} B RSS per match; instantiate p50/p99 {} / {}; instantiate+restore p50/p99 {} / {}; restart restoring all {} s",
         d["matches"],
         f(&d["rss_per_match_bytes"]),
-        f(&d["instantiate_s"]["p50"]),
-        f(&d["instantiate_s"]["p99"]),
-        f(&d["instantiate_restore_s"]["p50"]),
-        f(&d["instantiate_restore_s"]["p99"]),
+        us(&d["instantiate_s"]["p50"]),
+        us(&d["instantiate_s"]["p99"]),
+        us(&d["instantiate_restore_s"]["p50"]),
+        us(&d["instantiate_restore_s"]["p99"]),
         f(&d["restore_all_s"])
     );
     let x = &r["faults"];
@@ -671,9 +673,9 @@ fn table(r: &Value) -> String {
     );
     let _ = writeln!(
         t,
-        "   trap to serving again p50/p99: {} / {} s ({} restarts)",
-        f(&x["with_crashes"]["trap_to_serving_s"]["p50"]),
-        f(&x["with_crashes"]["trap_to_serving_s"]["p99"]),
+        "   trap to serving again p50/p99: {} / {} ({} restarts)",
+        us(&x["with_crashes"]["trap_to_serving_s"]["p50"]),
+        us(&x["with_crashes"]["trap_to_serving_s"]["p99"]),
         x["with_crashes"]["trap_to_serving_s"]["count"]
     );
     let _ = writeln!(
