@@ -568,9 +568,9 @@ fn git_revision() -> Value {
 
 fn table(r: &Value) -> String {
     let mut t = String::new();
+    // Seconds shown in µs (histogram bucket upper bounds, 25% resolution).
+    let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
     let f = |v: &Value| {
-        // Seconds shown in µs (histogram bucket upper bounds, 25% resolution).
-        let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
         v.as_f64().map_or("-".to_owned(), |x| {
             if x >= 100.0 {
                 format!("{x:.0}")
