@@ -483,9 +483,9 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
     let ids = match_ids(seed + 1, matches);
     let mut stream = Vec::with_capacity(template.len() * matches as usize);
     for id in &ids {
-        stream.extend_from_slice(template[..id_at].as_bytes());
+        stream.extend_from_slice(&template.as_bytes()[..id_at]);
         stream.extend_from_slice(id.as_bytes());
-        stream.extend_from_slice(template[id_end..].as_bytes());
+        stream.extend_from_slice(&template.as_bytes()[id_end..]);
     }
     let t0 = Instant::now();
     load::blast(server.feed, Arc::new(stream))
