@@ -28,6 +28,45 @@ fn traffic(seed: u64, matches: u32, n: usize) -> (Vec<Vec<u8>>, usize) {
     (msgs, events)
 }
 
+/// Feed `messages` in the background, 20 at a time, until stopped or the
+/// server goes away.
+struct Streaming {
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl Streaming {
+    fn start(server: &Server, messages: Vec<Vec<u8>>) -> Streaming {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut feed = server.feed();
+        let flag = stop.clone();
+        let writer = std::thread::spawn(move || {
+            for chunk in messages.chunks(20) {
+                if flag.load(Ordering::Relaxed) || feed.write_all(&chunk.concat()).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2)); // pacing, not synchronisation
+            }
+        });
+        Streaming { stop, writer }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.writer.join();
+    }
+}
+
+/// Apply frames to `t` until `updates` updates arrived.
+async fn follow(ws: &mut Ws, t: &mut Tracker, updates: usize) {
+    let mut seen = 0;
+    while seen < updates {
+        let f = ws.next().await;
+        seen += usize::from(f["type"] == "update");
+        t.apply(&f);
+    }
+}
+
 /// A fresh snapshot of every match, at least those in `need`.
 async fn snapshots<'a>(server: &Server, need: impl IntoIterator<Item = &'a String>) -> BTreeMap<String, ClientView> {
     let need: Vec<&String> = need.into_iter().collect();
@@ -102,29 +141,11 @@ async fn kill_9_mid_stream_loses_nothing_flushed_and_never_reuses_a_seq() {
     let mut ws = Ws::connect(server.http).await;
     ws.send(json!({"op": "subscribe", "matches": ["*"]})).await;
     let (busy, _) = traffic(12, 12, 20_000);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut feed = server.feed();
-        std::thread::spawn(move || {
-            for chunk in busy.chunks(20) {
-                if stop.load(Ordering::Relaxed) || feed.write_all(&chunk.concat()).is_err() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2)); // pacing, not synchronisation
-            }
-        })
-    };
+    let streaming = Streaming::start(&server, busy);
     let mut t = Tracker::default();
-    let mut updates = 0;
-    while updates < 300 {
-        let f = ws.next().await;
-        updates += usize::from(f["type"] == "update");
-        t.apply(&f);
-    }
+    follow(&mut ws, &mut t, 300).await;
     let data = server.kill9();
-    stop.store(true, Ordering::Relaxed);
-    let _ = writer.join();
+    streaming.stop();
     while let Some(f) = ws.next_or_close().await {
         t.apply(&f);
     }
@@ -157,26 +178,9 @@ async fn sigterm_mid_stream_loses_nothing_and_keeps_epochs() {
     let mut ws = Ws::connect(server.http).await;
     ws.send(json!({"op": "subscribe", "matches": ["*"]})).await;
     let (busy, _) = traffic(13, 10, 20_000);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut feed = server.feed();
-        std::thread::spawn(move || {
-            for chunk in busy.chunks(20) {
-                if stop.load(Ordering::Relaxed) || feed.write_all(&chunk.concat()).is_err() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2)); // pacing, not synchronisation
-            }
-        })
-    };
+    let streaming = Streaming::start(&server, busy);
     let mut t = Tracker::default();
-    let mut updates = 0;
-    while updates < 300 {
-        let f = ws.next().await;
-        updates += usize::from(f["type"] == "update");
-        t.apply(&f);
-    }
+    follow(&mut ws, &mut t, 300).await;
     let reader = tokio::spawn(async move {
         while let Some(f) = ws.next_or_close().await {
             t.apply(&f);
@@ -184,8 +188,7 @@ async fn sigterm_mid_stream_loses_nothing_and_keeps_epochs() {
         (ws.closed, t)
     });
     let data = server.terminate();
-    stop.store(true, Ordering::Relaxed);
-    let _ = writer.join();
+    streaming.stop();
     let (closed, t) = reader.await.expect("reader");
     assert_eq!(closed, Some(Some(1001)), "sessions get a close frame (going away)");
     assert_eq!(t.gaps, 0);

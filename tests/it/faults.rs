@@ -32,7 +32,9 @@ async fn frames_until(ws: &mut Ws, tracker: &mut Tracker, updates: usize) {
     }
 }
 
-async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) {
+/// The faulty guest serving two matches, each with one event applied, and
+/// a client holding both snapshots.
+async fn two_matches(extra: &[&str]) -> (Server, std::net::TcpStream, Ws, Tracker) {
     let server = Server::start_faulty(extra);
     let mut feed = server.feed();
     feed.write_all(&odds(SICK, 1, 2.0)).expect("feed");
@@ -43,6 +45,11 @@ async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) {
     let mut t = Tracker::default();
     t.apply(&ws.next().await);
     t.apply(&ws.next().await);
+    (server, feed, ws, t)
+}
+
+async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) {
+    let (server, mut feed, mut ws, mut t) = two_matches(extra).await;
 
     feed.write_all(&odds(SICK, market, 9.0)).expect("feed"); // the poison
     feed.write_all(&odds(WELL, 1, 3.1)).expect("feed");
@@ -113,16 +120,7 @@ async fn memory_bomb_is_stopped_at_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_stream_quarantines_one_match_and_heal_replays_what_was_held() {
-    let server = Server::start_faulty(&["--admin-token", TOKEN]);
-    let mut feed = server.feed();
-    feed.write_all(&odds(SICK, 1, 2.0)).expect("feed");
-    feed.write_all(&odds(WELL, 1, 3.0)).expect("feed");
-    server.wait_metric("touchline_events_applied_total", 2.0);
-    let mut ws = Ws::connect(server.http).await;
-    ws.send(json!({"op": "subscribe", "matches": [SICK, WELL]})).await;
-    let mut t = Tracker::default();
-    t.apply(&ws.next().await);
-    t.apply(&ws.next().await);
+    let (server, mut feed, mut ws, mut t) = two_matches(&["--admin-token", TOKEN]).await;
 
     // Two poison events = four failures > 3 in 5 s: quarantine.
     for i in 0..3 {
