@@ -37,6 +37,8 @@ pub struct ServeConfig {
     /// Idle time after which a match is durably marked clean (its epoch
     /// then survives a crash).
     pub clean_after: Duration,
+    /// Idle time after which a match gives its instance back; `None`: never.
+    pub hibernate_after: Option<Duration>,
     /// Restart intensity: more than this many failures...
     pub max_failures: u32,
     /// ...within this window quarantines the match.
@@ -81,6 +83,7 @@ impl Default for ServeConfig {
             snapshot_every: 100,
             snapshot_interval: Duration::from_secs(10),
             clean_after: Duration::from_secs(1),
+            hibernate_after: Some(Duration::from_secs(30)),
             max_failures: 3,
             failure_window: Duration::from_secs(5),
             admin_token: None,

@@ -106,6 +106,7 @@ impl Server {
             snapshot_every: config.snapshot_every,
             snapshot_interval: config.snapshot_interval,
             clean_after: config.clean_after,
+            hibernate_after: config.hibernate_after,
         };
         drop(handle);
         let router = Arc::new(router::Router::new(

@@ -108,6 +108,10 @@ struct ServeArgs {
     /// after each quiet period.
     #[arg(long, default_value_t = 1000)]
     clean_after_ms: u64,
+    /// Idle time (ms) after which a match gives its Wasm instance back and
+    /// keeps only its state (0 = never); the next event restores it.
+    #[arg(long, default_value_t = 30_000)]
+    hibernate_after_ms: u64,
     /// Restart intensity: more than this many guest failures...
     #[arg(long, default_value_t = 3)]
     max_failures: u32,
@@ -167,6 +171,7 @@ impl From<ServeArgs> for ServeConfig {
             snapshot_every: a.snapshot_every,
             snapshot_interval: Duration::from_millis(a.snapshot_interval_ms),
             clean_after: Duration::from_millis(a.clean_after_ms),
+            hibernate_after: (a.hibernate_after_ms > 0).then(|| Duration::from_millis(a.hibernate_after_ms)),
             max_failures: a.max_failures,
             failure_window: Duration::from_millis(a.failure_window_ms),
             admin_token: a.admin_token,

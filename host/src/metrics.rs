@@ -50,6 +50,8 @@ pub struct Metrics {
     pub ws_resyncs: Counter,
     pub ws_slow_disconnects: Counter,
     pub admin_denied: Counter,
+    pub hibernated_matches: Gauge,
+    pub wake_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -175,6 +177,16 @@ impl Metrics {
                 "admin_denied",
                 "Admin requests refused for a bad token",
                 Counter::default()
+            ),
+            hibernated_matches: reg!(
+                "hibernated_matches",
+                "Idle matches holding no instance",
+                Gauge::default()
+            ),
+            wake_seconds: reg!(
+                "wake_seconds",
+                "Restoring a hibernated match (instantiate + restore + replay)",
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             registry: r,
         }

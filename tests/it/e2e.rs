@@ -212,3 +212,25 @@ async fn feed_connect_redials_after_the_feed_drops() {
     let u = ws.next().await;
     assert_eq!((u["type"].as_str(), u["seq"].as_u64()), (Some("update"), Some(2)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_match_hibernates_and_wakes_with_its_state() {
+    let server = Server::start(&["--hibernate-after-ms", "50", "--clean-after-ms", "10"]);
+    let mut feed = server.feed();
+    feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
+    server.wait_metric("touchline_hibernated_matches", 1.0);
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [MATCH]})).await;
+    let snap = ws.next().await;
+    assert_eq!(snap["seq"].as_u64(), Some(1));
+    assert_eq!(
+        odds_of(&snap["state"]["markets"], 68, "total=2.5", "13"),
+        Some(1.5),
+        "state survives hibernation"
+    );
+    feed.write_all(&sample_for("uof/messages/bet_stop.xml", MATCH))
+        .expect("feed");
+    let u = ws.next().await;
+    assert_eq!((u["type"].as_str(), u["seq"].as_u64()), (Some("update"), Some(2)));
+    assert!(server.metric("touchline_wake_seconds_count") >= 1.0);
+}

@@ -463,7 +463,15 @@ async fn fanout_inner(
 }
 
 fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
-    let server = ServerProc::start(dir, &["--max-matches".into(), (matches + 16).to_string()])?;
+    // Hibernation after 3 s idle: long enough to measure every match live
+    // first, then again once all have given their instances back.
+    let flags = [
+        "--max-matches".into(),
+        (matches + 16).to_string(),
+        "--hibernate-after-ms".into(),
+        "3000".into(),
+    ];
+    let server = ServerProc::start(dir, &flags)?;
     let idle = server.rss();
     // One realistic live odds_change (~40 markets) per match.
     let mut g = Generator::new(&SimConfig {
@@ -500,11 +508,19 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
     server.wait_metric("touchline_live_matches", f64::from(matches), Duration::from_secs(60))?;
     let full = server.rss();
     let m = server.metrics()?;
+    server.wait_metric(
+        "touchline_hibernated_matches",
+        f64::from(matches),
+        Duration::from_secs(120),
+    )?;
+    let hibernated = server.rss();
     let result_before = json!({
         "matches": matches,
         "rss_idle_bytes": idle,
         "rss_bytes": full,
         "rss_per_match_bytes": (full.saturating_sub(idle)) as f64 / f64::from(matches),
+        "rss_hibernated_bytes": hibernated,
+        "rss_per_hibernated_match_bytes": (hibernated.saturating_sub(idle)) as f64 / f64::from(matches),
         "create_all_s": create_s,
         "instantiate_s": {"p50": m.quantile("touchline_instantiate_seconds", 0.5), "p99": m.quantile("touchline_instantiate_seconds", 0.99)},
     });
@@ -656,9 +672,10 @@ fn table(r: &Value) -> String {
     let d = &r["density"];
     let _ = writeln!(
         t,
-        "\n4. density: {} matches live, {} B RSS per match; instantiate p50/p99 {} / {}; instantiate+restore p50/p99 {} / {}; restart restoring all {} s",
+        "\n4. density: {} matches live, {} B RSS per match ({} B hibernated); instantiate p50/p99 {} / {}; instantiate+restore p50/p99 {} / {}; restart restoring all {} s",
         d["matches"],
         f(&d["rss_per_match_bytes"]),
+        f(&d["rss_per_hibernated_match_bytes"]),
         us(&d["instantiate_s"]["p50"]),
         us(&d["instantiate_s"]["p99"]),
         us(&d["instantiate_restore_s"]["p50"]),

@@ -72,6 +72,10 @@ pub struct WorkerConfig {
     pub snapshot_interval: Duration,
     /// Idle time after which a match is durably marked clean.
     pub clean_after: Duration,
+    /// Idle time after which a match gives its instance back (its pool
+    /// slot and memory), keeping only its state; the next command restores
+    /// it. `None`: never.
+    pub hibernate_after: Option<Duration>,
 }
 
 /// A client's position in a match stream.
@@ -190,6 +194,8 @@ pub fn spawn(
         recent: VecDeque::new(),
         idle_since: None,
         healing: false,
+        last_command: tokio::time::Instant::now(),
+        hibernated: false,
     };
     tasks.spawn(worker.run(rx, recovered));
     handle
@@ -223,6 +229,10 @@ struct Worker {
     idle_since: Option<tokio::time::Instant>,
     /// Replaying kept events for an operator: failures do not quarantine.
     healing: bool,
+    /// When the last command arrived (for hibernation).
+    last_command: tokio::time::Instant,
+    /// The instance was given back while idle.
+    hibernated: bool,
 }
 
 /// Outcome of applying one event under supervision.
@@ -239,14 +249,25 @@ impl Worker {
         self.start(recovered).await;
         loop {
             let idle_deadline = self.idle_since.map(|t| t + self.cfg.clean_after);
+            let hibernate_deadline = self
+                .cfg
+                .hibernate_after
+                .filter(|_| self.instance.is_some() && self.idle_since.is_none())
+                .map(|d| self.last_command + d);
             let cmd = tokio::select! {
                 c = rx.recv() => c,
                 _ = sleep_until(idle_deadline) => {
                     self.on_idle().await;
                     continue;
                 }
+                _ = sleep_until(hibernate_deadline) => {
+                    self.hibernate();
+                    continue;
+                }
             };
             let Some(cmd) = cmd else { break };
+            self.last_command = tokio::time::Instant::now();
+            self.wake();
             match cmd {
                 Command::Event(event) => self.on_event(touchline_guest::encode(&event)).await,
                 Command::Subscribe { since, reply } => {
@@ -260,9 +281,14 @@ impl Worker {
             }
         }
         // Mailbox closed: graceful shutdown. Leave a snapshot and a clean mark.
-        self.snapshot();
+        if !self.hibernated {
+            self.snapshot();
+        }
         self.mark_clean().await;
         self.metrics.live_matches.dec();
+        if self.hibernated {
+            self.metrics.hibernated_matches.dec();
+        }
         if self.quarantined.is_some() {
             self.metrics.quarantined_matches.dec();
         }
@@ -472,6 +498,33 @@ impl Worker {
             self.snapshot();
         }
         self.idle_since = Some(tokio::time::Instant::now());
+    }
+
+    /// Give the instance back; keep the state (snapshot + tail) to restore.
+    fn hibernate(&mut self) {
+        if self.instance.is_none() || self.quarantined.is_some() {
+            return;
+        }
+        if !self.since_base.is_empty() {
+            self.snapshot();
+        }
+        self.instance = None;
+        self.hibernated = true;
+        self.metrics.hibernated_matches.inc();
+    }
+
+    /// Restore a hibernated match before it does anything.
+    fn wake(&mut self) {
+        if !self.hibernated {
+            return;
+        }
+        self.hibernated = false;
+        self.metrics.hibernated_matches.dec();
+        let started = Instant::now();
+        if let Err(f) = self.recover() {
+            tracing::warn!(match_id = %self.match_id, error = %f, "waking from hibernation failed; restarting on the next event");
+        }
+        self.metrics.wake_seconds.observe(started.elapsed().as_secs_f64());
     }
 
     async fn on_idle(&mut self) {

@@ -136,9 +136,9 @@ impl Runtime {
             .max_memories_per_component(1)
             .max_tables_per_component(2)
             .max_memory_size(limits.memory_bytes)
-            // Keep a little of each freed memory resident: restarts of the
-            // same slot then fault in fewer pages.
-            .linear_memory_keep_resident(64 * 1024);
+            // Give freed memory back entirely: hibernated matches must not
+            // keep pages resident in their old slots.
+            .linear_memory_keep_resident(0);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
