@@ -49,6 +49,10 @@ impl Guest for Worker {
         WORKER.with(|w| w.borrow_mut().apply(&event)).map_err(wit_error)
     }
 
+    fn decide_bet(request: Vec<u8>) -> Result<Vec<u8>, Error> {
+        WORKER.with(|w| w.borrow().decide_bet(&request)).map_err(wit_error)
+    }
+
     fn snapshot() -> String {
         WORKER.with(|w| w.borrow().snapshot())
     }

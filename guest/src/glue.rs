@@ -39,6 +39,12 @@ impl Worker {
         serde_json::to_string(&self.state.delta(event.kind(), &change)).map_err(|e| GlueError::BadEvent(e.to_string()))
     }
 
+    /// Decide an encoded [`crate::bet::BetRequest`]; the encoded decision.
+    pub fn decide_bet(&self, request: &[u8]) -> Result<Vec<u8>, GlueError> {
+        let bet: crate::bet::BetRequest = crate::decode(request).map_err(|e| GlueError::BadEvent(e.to_string()))?;
+        Ok(crate::encode(&self.state.decide(&bet)))
+    }
+
     pub fn snapshot(&self) -> String {
         serde_json::to_string(&self.state.snapshot()).unwrap_or_else(|_| "{}".to_owned())
     }

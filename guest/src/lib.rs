@@ -9,6 +9,7 @@
 //! thin layer with no logic of its own. The host runs [`glue`] natively as
 //! the benchmark's no-Wasm baseline.
 
+pub mod bet;
 pub mod event;
 pub mod glue;
 pub mod model;

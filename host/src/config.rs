@@ -45,6 +45,11 @@ pub struct ServeConfig {
     pub failure_window: Duration,
     /// Bearer token for `/admin/*`; without one the admin routes are 404.
     pub admin_token: Option<String>,
+    /// Smallest and largest stake accepted.
+    pub min_stake: f64,
+    pub max_stake: f64,
+    /// Accept a bet when the current odds are better for the bettor.
+    pub accept_better_odds: bool,
     /// Run the match model compiled into the host instead of the guest
     /// (no Wasm, no limits): only to measure what Wasm costs.
     pub native_model: bool,
@@ -54,6 +59,8 @@ pub struct ServeConfig {
 pub enum ConfigError {
     #[error("give --feed-listen or --feed-connect (or both): without a feed nothing happens")]
     NoFeed,
+    #[error("stake limits must be positive, finite, and min <= max")]
+    StakeLimits,
     #[error("the admin token must be at least 16 characters")]
     WeakToken,
     #[error("{name} must be between {min} and {max}, got {got}")]
@@ -88,6 +95,9 @@ impl Default for ServeConfig {
             failure_window: Duration::from_secs(5),
             admin_token: None,
             native_model: false,
+            min_stake: 0.1,
+            max_stake: 10_000.0,
+            accept_better_odds: false,
         }
     }
 }
@@ -128,6 +138,13 @@ impl ServeConfig {
             1,
             3_600_000,
         )?;
+        if !(self.min_stake.is_finite()
+            && self.min_stake > 0.0
+            && self.max_stake.is_finite()
+            && self.max_stake >= self.min_stake)
+        {
+            return Err(ConfigError::StakeLimits);
+        }
         if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::WeakToken);
         }

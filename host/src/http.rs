@@ -39,6 +39,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// `/admin/*` bearer token; `None` disables the admin routes (404).
     pub admin_token: Option<String>,
+    pub desk: Arc<crate::bets::Desk>,
 }
 
 pub fn routes(state: AppState) -> axum::Router {
@@ -48,6 +49,7 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
         .route("/admin/matches/{id}/heal", axum::routing::post(heal))
+        .route("/api/bets/{id}", get(bet))
         .with_state(state)
 }
 
@@ -98,7 +100,7 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
                     .max_message_size(Some(push::MAX_CLIENT_MESSAGE))
                     .max_frame_size(Some(push::MAX_CLIENT_MESSAGE));
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                push::session::run(ws, st2.router, st2.metrics, st2.shutdown).await;
+                push::session::run(ws, st2.router, st2.desk, st2.metrics, st2.shutdown).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -113,6 +115,17 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
         HeaderValue::from_str(&key).expect("base64 is a valid header value"),
     );
     resp
+}
+
+async fn bet(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match st.desk.get(&id) {
+        Some(answer) => axum::Json(answer).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "no such bet", "id": id})),
+        )
+            .into_response(),
+    }
 }
 
 /// Lift a match's quarantine and replay its dead letters and held events.

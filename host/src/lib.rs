@@ -8,7 +8,8 @@
 //! - [`worker`]: one guest instance per match ([`worker::runtime`] owns
 //!   the Wasm engine, limits and traps).
 //! - [`push`]: WebSocket sessions, subscriptions, snapshots and updates.
-//! - [`http`]: page, health, metrics, WebSocket upgrade.
+//! - [`bets`]: bet intake, idempotency, durable confirmation.
+//! - [`http`]: page, health, metrics, bets API, WebSocket upgrade.
 //! - [`store`]: the only owner of sled; its writer makes group commits.
 //! - [`supervisor`]: restart policy and intensity.
 //! - [`sim`]: the built-in feed simulator.
@@ -21,6 +22,7 @@
 //! WebSockets, store.
 
 pub mod bench;
+pub mod bets;
 pub mod config;
 pub mod feed;
 pub mod http;
@@ -108,13 +110,23 @@ impl Server {
             clean_after: config.clean_after,
             hibernate_after: config.hibernate_after,
         };
-        drop(handle);
         let router = Arc::new(router::Router::new(
             runtime,
             metrics.clone(),
             worker_config,
             config.max_matches as usize,
         ));
+        let desk = Arc::new(bets::Desk::new(
+            router.clone(),
+            config.durability.then(|| handle.clone()),
+            bets::Policy {
+                min_stake: config.min_stake,
+                max_stake: config.max_stake,
+                accept_better_odds: config.accept_better_odds,
+            },
+            metrics.clone(),
+        ));
+        drop(handle);
         if config.durability {
             let recovered = store.recover_all()?;
             tracing::info!(matches = recovered.len(), "restoring matches from the store");
@@ -151,6 +163,7 @@ impl Server {
             session_tasks: session_tasks.clone(),
             shutdown: session_stop.clone(),
             admin_token: config.admin_token.clone(),
+            desk,
         };
         let listener = TcpListener::bind(config.http)
             .await

@@ -122,6 +122,15 @@ struct ServeArgs {
     /// baseline only: no isolation, no limits).
     #[arg(long, hide = true)]
     native_model: bool,
+    /// Smallest stake accepted.
+    #[arg(long, default_value_t = 0.1)]
+    min_stake: f64,
+    /// Largest stake accepted.
+    #[arg(long, default_value_t = 10_000.0)]
+    max_stake: f64,
+    /// Accept a bet when the current odds are better for the bettor than offered.
+    #[arg(long)]
+    accept_better_odds: bool,
     /// Bearer token for /admin/* (at least 16 characters); unset disables them.
     #[arg(long, env = "TOUCHLINE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -176,6 +185,9 @@ impl From<ServeArgs> for ServeConfig {
             failure_window: Duration::from_millis(a.failure_window_ms),
             admin_token: a.admin_token,
             native_model: a.native_model,
+            min_stake: a.min_stake,
+            max_stake: a.max_stake,
+            accept_better_odds: a.accept_better_odds,
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub ws_slow_disconnects: Counter,
     pub admin_denied: Counter,
     pub hibernated_matches: Gauge,
+    pub bets: Family<Labels, Counter>,
+    pub bet_decision_seconds: Histogram,
+    pub bet_confirm_seconds: Histogram,
     pub wake_seconds: Histogram,
 }
 
@@ -177,6 +180,17 @@ impl Metrics {
                 "admin_denied",
                 "Admin requests refused for a bad token",
                 Counter::default()
+            ),
+            bets: reg!("bets", "Bets by decision and reason", Family::default()),
+            bet_decision_seconds: reg!(
+                "bet_decision_seconds",
+                "Time for a worker to decide a bet (guest call)",
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+            ),
+            bet_confirm_seconds: reg!(
+                "bet_confirm_seconds",
+                "From a bet request to its durable answer",
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             hibernated_matches: reg!(
                 "hibernated_matches",

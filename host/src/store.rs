@@ -14,6 +14,7 @@
 //! - `matches`   match → [`MatchMeta`] (epoch, clean mark, quarantine)
 //! - `dead`      match \0 n → [`DeadLetter`]
 //! - `held`      match \0 n → event bytes received while quarantined
+//! - `bets`      bet id → [`BetRecord`]
 //! - `meta`      "starts" → number of times this data dir was opened
 
 use std::path::Path;
@@ -86,6 +87,20 @@ pub struct DeadLetter {
     pub after_seq: u64,
 }
 
+/// A bet and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BetRecord {
+    pub match_id: String,
+    pub request: touchline_guest::bet::BetRequest,
+    /// `Ok(accepted odds)` or `Err(reason code)`.
+    pub decision: Result<f64, String>,
+    /// Seq and epoch of the match state the decision saw.
+    pub seq: u64,
+    pub epoch: u64,
+    /// Unix ms of the decision.
+    pub decided_at: i64,
+}
+
 /// Everything stored for one match, for recovery.
 #[derive(Debug, Clone)]
 pub struct Recovered {
@@ -124,6 +139,7 @@ pub enum Op {
     ClearParked {
         match_id: Arc<str>,
     },
+    Bet(Box<BetRecord>),
     /// Acknowledged once everything sent before it is durable.
     Barrier(oneshot::Sender<()>),
 }
@@ -136,6 +152,7 @@ pub struct Store {
     matches: sled::Tree,
     dead: sled::Tree,
     held: sled::Tree,
+    bets: sled::Tree,
     /// Which start of this data dir this is (1 for the first).
     start_no: u64,
 }
@@ -194,6 +211,7 @@ impl Store {
             matches: db.open_tree("matches")?,
             dead: db.open_tree("dead")?,
             held: db.open_tree("held")?,
+            bets: db.open_tree("bets")?,
             db,
             start_no: starts,
         })
@@ -245,6 +263,13 @@ impl Store {
         Ok((out.len() as u64 == to + 1 - from).then_some(out))
     }
 
+    pub fn bet(&self, id: &str) -> Result<Option<BetRecord>, StoreError> {
+        match self.bets.get(id.as_bytes())? {
+            Some(v) => Ok(Some(dec("bet", id.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn dead_letters(&self, match_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
         self.dead
             .scan_prefix(prefix(match_id))
@@ -291,6 +316,9 @@ impl Store {
                         tree.remove(k?)?;
                     }
                 }
+            }
+            Op::Bet(record) => {
+                self.bets.insert(record.request.id.as_bytes(), enc(&*record))?;
             }
             Op::Barrier(ack) => acks.push(ack),
         }

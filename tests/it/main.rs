@@ -1,12 +1,14 @@
 //! Touchline's one integration-test binary.
 //!
 //! - `feed`: the framer and parser against the real sample messages.
+//! - `bets`: bet decisions, idempotency, durability of confirmed bets.
 //! - `e2e`: the real `touchline` binary over real sockets.
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
 //! - `page`: the live odds page in headless Chromium (when available).
 //! - `support`: starting servers, WebSocket and HTTP clients, waiting.
 
+mod bets;
 mod durability;
 mod e2e;
 mod faults;

@@ -48,7 +48,37 @@ enum Request {
     Unsubscribe {
         matches: Vec<String>,
     },
+    Bet {
+        id: Id,
+        #[serde(rename = "match")]
+        match_id: String,
+        market: Id,
+        #[serde(default)]
+        specifiers: String,
+        outcome: Id,
+        odds: f64,
+        stake: f64,
+    },
 }
+
+/// Feed ids come as JSON strings or numbers.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl Id {
+    fn into_string(self) -> String {
+        match self {
+            Id::Text(s) => s,
+            Id::Number(n) => n.to_string(),
+        }
+    }
+}
+
+type BetFuture = Pin<Box<dyn Future<Output = crate::bets::Answer> + Send>>;
 
 type CatchupFuture = Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Catchup)>)> + Send>>;
 
@@ -70,11 +100,19 @@ struct Session {
     catchups: FuturesUnordered<CatchupFuture>,
     /// Frames to send, in order.
     outbox: VecDeque<Utf8Bytes>,
+    desk: Arc<crate::bets::Desk>,
+    /// This session's bets waiting for their durable decision.
+    bets: FuturesUnordered<BetFuture>,
 }
 
 /// Run a session until the client leaves or `shutdown` fires.
-pub async fn run<S>(ws: WebSocketStream<S>, router: Arc<Router>, metrics: Arc<Metrics>, shutdown: CancellationToken)
-where
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    router: Arc<Router>,
+    desk: Arc<crate::bets::Desk>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     metrics.ws_sessions.inc();
@@ -91,6 +129,8 @@ where
         pending: HashSet::new(),
         catchups: FuturesUnordered::new(),
         outbox: VecDeque::new(),
+        desk,
+        bets: FuturesUnordered::new(),
     };
     let close: Option<CloseFrame> = loop {
         tokio::select! {
@@ -108,6 +148,10 @@ where
             },
             Some((id, item)) = s.streams.next() => s.forward(id, item),
             Some((id, ready)) = s.catchups.next() => s.attach(id, ready),
+            Some(answer) = s.bets.next() => {
+                let text = serde_json::to_string(&answer).expect("bet answers are plain data");
+                s.outbox.push_back(Utf8Bytes::from(text));
+            }
             announced = new_matches.recv(), if s.all || !s.wanted.is_empty() => {
                 match announced {
                     Ok(id) => if s.all || s.wanted.contains(&id) { s.subscribe(id) },
@@ -154,8 +198,9 @@ impl Session {
             Ok(r) => r,
             Err(e) => return self.error(&format!("bad request: {e}")),
         };
-        let (Request::Subscribe { matches, .. } | Request::Unsubscribe { matches }) = &req;
-        if matches.len() > super::MAX_IDS_PER_REQUEST {
+        if let Request::Subscribe { matches, .. } | Request::Unsubscribe { matches } = &req
+            && matches.len() > super::MAX_IDS_PER_REQUEST
+        {
             return self.error(&format!("at most {} matches per request", super::MAX_IDS_PER_REQUEST));
         }
         match req {
@@ -171,6 +216,27 @@ impl Session {
                         self.subscribe(id);
                     }
                 }
+            }
+            Request::Bet {
+                id,
+                match_id,
+                market,
+                specifiers,
+                outcome,
+                odds,
+                stake,
+            } => {
+                let bet = crate::bets::ClientBet {
+                    id: id.into_string(),
+                    match_id,
+                    market: market.into_string(),
+                    specifiers,
+                    outcome: outcome.into_string(),
+                    odds,
+                    stake,
+                };
+                let desk = self.desk.clone();
+                self.bets.push(Box::pin(async move { desk.place(bet).await }));
             }
             Request::Unsubscribe { matches } => {
                 for id in matches {

@@ -35,9 +35,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use touchline_guest::event::MatchEvent;
 
 use crate::metrics::Metrics;
-use crate::store::{DeadLetter, JournalEntry, MatchMeta, Op, Recovered, SnapshotRecord, StoreHandle};
+use crate::store::{BetRecord, DeadLetter, JournalEntry, MatchMeta, Op, Recovered, SnapshotRecord, StoreHandle};
 use crate::supervisor::{Intensity, Policy, Verdict};
 use runtime::{Failure, GuestInstance, Runtime};
+use touchline_guest::bet::{BetDecision, BetRequest};
 
 /// Mailbox capacity per match. When full, the feed reader waits (TCP
 /// backpressure to the feed): events are never dropped, and a stuck guest
@@ -98,6 +99,12 @@ pub enum Command {
     },
     /// Operator: lift quarantine and replay dead letters and held events.
     Heal { reply: oneshot::Sender<String> },
+    /// Decide a bet against the current state; the reply comes once the
+    /// decision is durable.
+    Bet {
+        request: BetRequest,
+        reply: oneshot::Sender<BetRecord>,
+    },
 }
 
 /// How a subscriber catches up.
@@ -278,6 +285,7 @@ impl Worker {
                     let report = self.heal().await;
                     let _ = reply.send(report);
                 }
+                Command::Bet { request, reply } => self.bet(request, reply).await,
             }
         }
         // Mailbox closed: graceful shutdown. Leave a snapshot and a clean mark.
@@ -498,6 +506,67 @@ impl Worker {
             self.snapshot();
         }
         self.idle_since = Some(tokio::time::Instant::now());
+    }
+
+    /// Decide a bet between two events, record it, and answer once the
+    /// record is durable (without holding up the next event: many bets share
+    /// one group commit).
+    async fn bet(&mut self, request: BetRequest, reply: oneshot::Sender<BetRecord>) {
+        let started = Instant::now();
+        let decision = self.decide(&request);
+        self.metrics
+            .bet_decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let record = BetRecord {
+            match_id: self.match_id.to_string(),
+            request,
+            decision,
+            seq: self.seq,
+            epoch: self.epoch,
+            decided_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
+        let Some(store) = self.cfg.store.clone() else {
+            let _ = reply.send(record);
+            return;
+        };
+        let (durable, done) = oneshot::channel();
+        if store.send(Op::Bet(Box::new(record.clone()))).await.is_err()
+            || store.send(Op::Barrier(durable)).await.is_err()
+        {
+            tracing::error!(match_id = %self.match_id, "store writer gone; bet not confirmed");
+            return; // dropping `reply` tells the desk the bet was not recorded
+        }
+        tokio::spawn(async move {
+            if done.await.is_ok() {
+                let _ = reply.send(record);
+            }
+        });
+    }
+
+    fn decide(&mut self, request: &BetRequest) -> Result<f64, String> {
+        if self.quarantined.is_some() {
+            return Err("match_quarantined".into());
+        }
+        self.ensure_instance();
+        let Some(instance) = self.instance.as_mut() else {
+            return Err("worker_unavailable".into());
+        };
+        match instance.decide_bet(&touchline_guest::encode(request)) {
+            Ok(bytes) => match touchline_guest::decode::<BetDecision>(&bytes) {
+                Ok(BetDecision::Accepted { odds }) => Ok(odds),
+                Ok(BetDecision::Rejected(r)) => Err(r.code().to_owned()),
+                Err(e) => Err(format!("worker_error: {e}")),
+            },
+            Err(f) => {
+                if f.is_fatal() {
+                    let _ = self.fail(f);
+                    self.ensure_instance();
+                }
+                Err("worker_failed".into())
+            }
+        }
     }
 
     /// Give the instance back; keep the state (snapshot + tail) to restore.

@@ -303,6 +303,21 @@ impl GuestInstance {
         }
     }
 
+    /// Decide an encoded bet request; the encoded decision.
+    pub fn decide_bet(&mut self, request: &[u8]) -> Result<Vec<u8>, Failure> {
+        match &mut self.kind {
+            Kind::Native(w) => w.decide_bet(request).map_err(native_rejected),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_().call_decide_bet(s, request)
+            })?
+            .map_err(rejected),
+        }
+    }
+
     /// The whole state as JSON.
     pub fn snapshot(&mut self) -> Result<String, Failure> {
         match &mut self.kind {

@@ -1,0 +1,204 @@
+//! Bet decisions: a bet request judged against the match model, pure.
+//!
+//! The worker calls this between feed events, so a decision sees exactly the
+//! odds of its turn. Stake limits and request shape are checked by the host
+//! before a bet reaches the worker; this module judges only what depends on
+//! the match state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{MatchState, status};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BetRequest {
+    pub id: String,
+    pub market: u32,
+    /// Canonical specifiers (see `event::canonical_specifiers`).
+    pub specifiers: String,
+    pub outcome: String,
+    /// The odds the bettor saw and accepts.
+    pub odds: f64,
+    pub stake: f64,
+    /// Accept when the current odds are better for the bettor than offered.
+    pub accept_better_odds: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BetDecision {
+    Accepted { odds: f64 },
+    Rejected(RejectReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RejectReason {
+    MatchEnded { status: i32 },
+    UnknownMarket,
+    MarketNotActive { status: i32 },
+    UnknownOutcome,
+    OutcomeInactive,
+    OddsChanged { current: f64 },
+}
+
+impl RejectReason {
+    /// Stable code for clients and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::MatchEnded { .. } => "match_ended",
+            RejectReason::UnknownMarket => "unknown_market",
+            RejectReason::MarketNotActive { .. } => "market_not_active",
+            RejectReason::UnknownOutcome => "unknown_outcome",
+            RejectReason::OutcomeInactive => "outcome_inactive",
+            RejectReason::OddsChanged { .. } => "odds_changed",
+        }
+    }
+}
+
+/// Sport event statuses after which no bet is taken: ended, closed,
+/// cancelled, abandoned.
+const ENDED: [i32; 4] = [3, 4, 5, 9];
+
+/// Odds are compared to the cent the feed quotes them in.
+const ODDS_EPSILON: f64 = 1e-9;
+
+impl MatchState {
+    pub fn decide(&self, bet: &BetRequest) -> BetDecision {
+        use RejectReason::*;
+        let reject = |r| BetDecision::Rejected(r);
+        if ENDED.contains(&self.summary.status) {
+            return reject(MatchEnded {
+                status: self.summary.status,
+            });
+        }
+        let Some(market) = self.market(bet.market, &bet.specifiers) else {
+            return reject(UnknownMarket);
+        };
+        if market.status != status::ACTIVE {
+            return reject(MarketNotActive { status: market.status });
+        }
+        let Some(outcome) = market.outcomes.iter().find(|o| o.id == bet.outcome) else {
+            return reject(UnknownOutcome);
+        };
+        let Some(current) = outcome.odds.filter(|_| outcome.active) else {
+            return reject(OutcomeInactive);
+        };
+        if (current - bet.odds).abs() < ODDS_EPSILON || (bet.accept_better_odds && current > bet.odds) {
+            BetDecision::Accepted { odds: current }
+        } else {
+            reject(OddsChanged { current })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::*;
+
+    fn state() -> MatchState {
+        let mut s = MatchState::new("m");
+        s.apply(&MatchEvent::OddsChange(OddsChange {
+            header: Header {
+                product: Some(1),
+                event_id: "m".into(),
+                timestamp: 1,
+                request_id: None,
+            },
+            sport_event_status: Some(SportEventStatus {
+                status: 1,
+                ..Default::default()
+            }),
+            betting_status: None,
+            markets: vec![
+                MarketOdds {
+                    id: 18,
+                    specifiers: "total=2.5".into(),
+                    status: 1,
+                    favourite: false,
+                    outcomes: vec![
+                        OutcomeOdds {
+                            id: "12".into(),
+                            odds: Some(1.9),
+                            active: true,
+                        },
+                        OutcomeOdds {
+                            id: "13".into(),
+                            odds: Some(1.9),
+                            active: false,
+                        },
+                    ],
+                },
+                MarketOdds {
+                    id: 1,
+                    specifiers: String::new(),
+                    status: -1,
+                    favourite: false,
+                    outcomes: vec![],
+                },
+            ],
+        }));
+        s
+    }
+
+    /// Decide `bet` tweaked by `f` against the standard state.
+    fn check(f: impl FnOnce(&mut BetRequest), expected: BetDecision) {
+        let mut bet = BetRequest {
+            id: "b".into(),
+            market: 18,
+            specifiers: "total=2.5".into(),
+            outcome: "12".into(),
+            odds: 1.9,
+            stake: 10.0,
+            accept_better_odds: false,
+        };
+        f(&mut bet);
+        assert_eq!(state().decide(&bet), expected);
+    }
+
+    #[test]
+    fn decisions() {
+        use RejectReason::*;
+        check(|_| {}, BetDecision::Accepted { odds: 1.9 });
+        check(|b| b.odds = 2.0, BetDecision::Rejected(OddsChanged { current: 1.9 }));
+        check(|b| b.odds = 1.8, BetDecision::Rejected(OddsChanged { current: 1.9 }));
+        check(
+            |b| {
+                b.odds = 1.8;
+                b.accept_better_odds = true
+            },
+            BetDecision::Accepted { odds: 1.9 },
+        );
+        check(|b| b.market = 99, BetDecision::Rejected(UnknownMarket));
+        check(
+            |b| b.specifiers = "total=3.5".into(),
+            BetDecision::Rejected(UnknownMarket),
+        );
+        check(|b| b.outcome = "99".into(), BetDecision::Rejected(UnknownOutcome));
+        check(|b| b.outcome = "13".into(), BetDecision::Rejected(OutcomeInactive));
+        check(
+            |b| {
+                b.market = 1;
+                b.specifiers = String::new()
+            },
+            BetDecision::Rejected(MarketNotActive { status: -1 }),
+        );
+    }
+
+    #[test]
+    fn ended_match_takes_no_bets() {
+        let mut s = state();
+        s.summary.status = 3;
+        let bet = BetRequest {
+            id: "b".into(),
+            market: 18,
+            specifiers: "total=2.5".into(),
+            outcome: "12".into(),
+            odds: 1.9,
+            stake: 1.0,
+            accept_better_odds: false,
+        };
+        assert_eq!(
+            s.decide(&bet),
+            BetDecision::Rejected(RejectReason::MatchEnded { status: 3 })
+        );
+    }
+}

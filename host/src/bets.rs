@@ -1,0 +1,295 @@
+//! Bet intake: validation, idempotency, routing to the match's worker,
+//! durable confirmation.
+//!
+//! A bet is checked for shape and stake here (a malformed one never reaches
+//! a worker), then its id is claimed so concurrent duplicates wait for the
+//! first decision. An id already decided returns that decision (also after a
+//! restart, from the store); the same id with other content is refused. The
+//! match's worker decides between two feed events and answers only once the
+//! decision is durable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::{Notify, oneshot};
+use touchline_guest::bet::BetRequest;
+use touchline_guest::event::canonical_specifiers;
+
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::store::{BetRecord, Op, StoreHandle};
+use crate::worker::Command;
+
+/// Stake and odds policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub min_stake: f64,
+    pub max_stake: f64,
+    /// Accept when current odds are better for the bettor than offered.
+    pub accept_better_odds: bool,
+}
+
+/// A bet as a client sends it (ids already normalised to strings).
+#[derive(Debug, Clone)]
+pub struct ClientBet {
+    pub id: String,
+    pub match_id: String,
+    pub market: String,
+    pub specifiers: String,
+    pub outcome: String,
+    pub odds: f64,
+    pub stake: f64,
+}
+
+/// The answer to a client, also the body of `GET /api/bets/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Accepted odds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub odds: Option<f64>,
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub market: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub specifiers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stake: Option<f64>,
+    /// Seq and epoch of the match state the decision saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+impl Answer {
+    fn rejected(id: &str, reason: impl Into<String>) -> Answer {
+        Answer {
+            kind: "bet",
+            id: id.to_owned(),
+            status: "rejected",
+            reason: Some(reason.into()),
+            odds: None,
+            match_id: None,
+            market: None,
+            specifiers: None,
+            outcome: None,
+            stake: None,
+            seq: None,
+            epoch: None,
+        }
+    }
+
+    pub fn from_record(r: &BetRecord) -> Answer {
+        let (status, odds, reason) = match &r.decision {
+            Ok(odds) => ("accepted", Some(*odds), None),
+            Err(reason) => ("rejected", None, Some(reason.clone())),
+        };
+        Answer {
+            kind: "bet",
+            id: r.request.id.clone(),
+            status,
+            reason,
+            odds,
+            match_id: Some(r.match_id.clone()),
+            market: Some(r.request.market),
+            specifiers: Some(r.request.specifiers.clone()),
+            outcome: Some(r.request.outcome.clone()),
+            stake: Some(r.request.stake),
+            seq: Some(r.seq),
+            epoch: Some(r.epoch),
+        }
+    }
+}
+
+pub struct Desk {
+    router: Arc<Router>,
+    store: Option<StoreHandle>,
+    policy: Policy,
+    metrics: Arc<Metrics>,
+    /// Ids being decided right now; duplicates wait on the notify.
+    inflight: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Desk {
+    pub fn new(router: Arc<Router>, store: Option<StoreHandle>, policy: Policy, metrics: Arc<Metrics>) -> Desk {
+        Desk {
+            router,
+            store,
+            policy,
+            metrics,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The stored bet, for `GET /api/bets/{id}`.
+    pub fn get(&self, id: &str) -> Option<Answer> {
+        let store = self.store.as_ref()?;
+        store.store.bet(id).ok().flatten().map(|r| Answer::from_record(&r))
+    }
+
+    pub async fn place(&self, bet: ClientBet) -> Answer {
+        let started = Instant::now();
+        let answer = self.place_inner(bet).await;
+        let reason = answer
+            .reason
+            .as_deref()
+            .map_or("none", |r| r.split(':').next().unwrap_or(r))
+            .to_owned();
+        self.metrics
+            .bets
+            .get_or_create(&vec![
+                ("decision".to_owned(), answer.status.to_owned()),
+                ("reason".to_owned(), reason),
+            ])
+            .inc();
+        self.metrics
+            .bet_confirm_seconds
+            .observe(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn place_inner(&self, bet: ClientBet) -> Answer {
+        let id = bet.id.clone();
+        if id.is_empty() || id.len() > 128 {
+            return Answer::rejected(&id, "invalid_id: 1 to 128 characters");
+        }
+        let Ok(market) = bet.market.parse::<u32>() else {
+            return Answer::rejected(&id, format!("invalid_market: {:?} is not a market id", bet.market));
+        };
+        if !(bet.stake.is_finite() && bet.stake > 0.0) {
+            return Answer::rejected(&id, "invalid_stake: must be a positive number");
+        }
+        if bet.stake < self.policy.min_stake || bet.stake > self.policy.max_stake {
+            return Answer::rejected(
+                &id,
+                format!(
+                    "invalid_stake: must be between {} and {}",
+                    self.policy.min_stake, self.policy.max_stake
+                ),
+            );
+        }
+        if !(bet.odds.is_finite() && bet.odds > 1.0) {
+            return Answer::rejected(&id, "invalid_odds: must be a number above 1");
+        }
+        let request = BetRequest {
+            id: id.clone(),
+            market,
+            specifiers: canonical_specifiers(&bet.specifiers),
+            outcome: bet.outcome,
+            odds: bet.odds,
+            stake: bet.stake,
+            accept_better_odds: self.policy.accept_better_odds,
+        };
+        let _claim = self.claim(&id).await;
+        if let Some(store) = &self.store {
+            match store.store.bet(&id) {
+                Ok(Some(prior)) if prior.request == request && prior.match_id == bet.match_id => {
+                    return Answer::from_record(&prior);
+                }
+                Ok(Some(_)) => return Answer::rejected(&id, "id_conflict: this id was used for another bet"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "reading bets");
+                    return Answer::rejected(&id, "unavailable: bet store unreadable");
+                }
+            }
+        }
+        let Some(handle) = self.router.get(&bet.match_id) else {
+            return self.record_unrouted(bet.match_id, request, "unknown_match").await;
+        };
+        let (tx, rx) = oneshot::channel();
+        if handle
+            .mailbox
+            .send(Command::Bet {
+                request: request.clone(),
+                reply: tx,
+            })
+            .await
+            .is_err()
+        {
+            return Answer::rejected(&id, "unavailable: match worker stopped");
+        }
+        drop(handle);
+        match rx.await {
+            Ok(record) => Answer::from_record(&record),
+            Err(_) => Answer::rejected(&id, "unavailable: the decision could not be made durable"),
+        }
+    }
+
+    /// A bet rejected before reaching a worker is recorded too, so its id
+    /// keeps its decision.
+    async fn record_unrouted(&self, match_id: String, request: BetRequest, reason: &str) -> Answer {
+        let record = BetRecord {
+            match_id,
+            request,
+            decision: Err(reason.to_owned()),
+            seq: 0,
+            epoch: 0,
+            decided_at: 0,
+        };
+        if let Some(store) = &self.store
+            && (store.send(Op::Bet(Box::new(record.clone()))).await.is_err() || store.barrier().await.is_err())
+        {
+            return Answer::rejected(&record.request.id, "unavailable: bet store");
+        }
+        Answer::from_record(&record)
+    }
+
+    /// Hold `id` until the returned guard drops; waits while another
+    /// request holds it.
+    async fn claim(&self, id: &str) -> Claim<'_> {
+        loop {
+            let notify = {
+                let mut map = self
+                    .inflight
+                    .lock()
+                    .expect("inflight lock is never held across a panic");
+                match map.get(id) {
+                    Some(n) => n.clone(),
+                    None => {
+                        map.insert(id.to_owned(), Arc::new(Notify::new()));
+                        return Claim {
+                            desk: self,
+                            id: id.to_owned(),
+                        };
+                    }
+                }
+            };
+            let released = notify.notified();
+            // Re-check: it may have been released before `notified` existed.
+            if self
+                .inflight
+                .lock()
+                .expect("inflight lock")
+                .get(id)
+                .is_some_and(|n| Arc::ptr_eq(n, &notify))
+            {
+                released.await;
+            }
+        }
+    }
+}
+
+struct Claim<'a> {
+    desk: &'a Desk,
+    id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.desk.inflight.lock().expect("inflight lock").remove(&self.id) {
+            n.notify_waiters();
+        }
+    }
+}
