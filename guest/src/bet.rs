@@ -53,6 +53,46 @@ impl RejectReason {
     }
 }
 
+/// An accepted bet, as settlement needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenBet {
+    pub market: u32,
+    pub specifiers: String,
+    pub outcome: String,
+    /// Accepted odds.
+    pub odds: f64,
+    pub stake: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettleStatus {
+    /// Not settled (or settled and rolled back).
+    Open,
+    Won,
+    Lost,
+    /// Refunded in full or in part (`void_factor`).
+    Void,
+}
+
+impl SettleStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            SettleStatus::Open => "accepted",
+            SettleStatus::Won => "won",
+            SettleStatus::Lost => "lost",
+            SettleStatus::Void => "void",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub status: SettleStatus,
+    pub payout: f64,
+    pub void_factor: f64,
+    pub dead_heat_factor: f64,
+}
+
 /// Sport event statuses after which no bet is taken: ended, closed,
 /// cancelled, abandoned.
 const ENDED: [i32; 4] = [3, 4, 5, 9];
@@ -85,6 +125,60 @@ impl MatchState {
             BetDecision::Accepted { odds: current }
         } else {
             reject(OddsChanged { current })
+        }
+    }
+}
+
+impl MatchState {
+    /// Where a bet stands given the market's current settlement or
+    /// cancellation (a rollback makes it open again).
+    /// payout = stake × void_factor + stake × (1 − void_factor) × (won ? odds × dead_heat_factor : 0)
+    pub fn settle(&self, bet: &OpenBet) -> Settlement {
+        let open = Settlement {
+            status: SettleStatus::Open,
+            payout: 0.0,
+            void_factor: 0.0,
+            dead_heat_factor: 1.0,
+        };
+        let Some(market) = self.market(bet.market, &bet.specifiers) else {
+            return open;
+        };
+        match market.status {
+            status::CANCELLED => Settlement {
+                status: SettleStatus::Void,
+                payout: bet.stake,
+                void_factor: 1.0,
+                dead_heat_factor: 1.0,
+            },
+            status::SETTLED => {
+                let result = market
+                    .outcomes
+                    .iter()
+                    .find(|o| o.id == bet.outcome)
+                    .and_then(|o| o.result.as_ref());
+                let (won, vf, dhf) = result.map_or((false, 0.0, 1.0), |r| {
+                    (
+                        r.result == 1,
+                        r.void_factor.unwrap_or(0.0),
+                        r.dead_heat_factor.unwrap_or(1.0),
+                    )
+                });
+                let payout = bet.stake * vf + bet.stake * (1.0 - vf) * if won { bet.odds * dhf } else { 0.0 };
+                let status = if won {
+                    SettleStatus::Won
+                } else if vf > 0.0 {
+                    SettleStatus::Void
+                } else {
+                    SettleStatus::Lost
+                };
+                Settlement {
+                    status,
+                    payout,
+                    void_factor: vf,
+                    dead_heat_factor: dhf,
+                }
+            }
+            _ => open,
         }
     }
 }

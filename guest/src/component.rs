@@ -53,6 +53,10 @@ impl Guest for Worker {
         WORKER.with(|w| w.borrow().decide_bet(&request)).map_err(wit_error)
     }
 
+    fn settle_bets(bets: Vec<u8>) -> Result<Vec<u8>, Error> {
+        WORKER.with(|w| w.borrow().settle_bets(&bets)).map_err(wit_error)
+    }
+
     fn snapshot() -> String {
         WORKER.with(|w| w.borrow().snapshot())
     }

@@ -45,6 +45,13 @@ impl Worker {
         Ok(crate::encode(&self.state.decide(&bet)))
     }
 
+    /// Settle encoded `Vec<OpenBet>`; the encoded `Vec<Settlement>`.
+    pub fn settle_bets(&self, bets: &[u8]) -> Result<Vec<u8>, GlueError> {
+        let bets: Vec<crate::bet::OpenBet> = crate::decode(bets).map_err(|e| GlueError::BadEvent(e.to_string()))?;
+        let settled: Vec<crate::bet::Settlement> = bets.iter().map(|b| self.state.settle(b)).collect();
+        Ok(crate::encode(&settled))
+    }
+
     pub fn snapshot(&self) -> String {
         serde_json::to_string(&self.state.snapshot()).unwrap_or_else(|_| "{}".to_owned())
     }

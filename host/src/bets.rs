@@ -70,6 +70,13 @@ pub struct Answer {
     pub seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// Once settled: what is paid out (stake included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub void_factor: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_heat_factor: Option<f64>,
 }
 
 impl Answer {
@@ -87,14 +94,25 @@ impl Answer {
             stake: None,
             seq: None,
             epoch: None,
+            payout: None,
+            void_factor: None,
+            dead_heat_factor: None,
         }
     }
 
     pub fn from_record(r: &BetRecord) -> Answer {
         let (status, odds, reason) = match &r.decision {
-            Ok(odds) => ("accepted", Some(*odds), None),
+            Ok(odds) => (
+                r.settlement.as_ref().map_or("accepted", |s| s.status.code()),
+                Some(*odds),
+                None,
+            ),
             Err(reason) => ("rejected", None, Some(reason.clone())),
         };
+        let settled = r
+            .settlement
+            .as_ref()
+            .filter(|s| s.status != touchline_guest::bet::SettleStatus::Open);
         Answer {
             kind: "bet",
             id: r.request.id.clone(),
@@ -108,11 +126,43 @@ impl Answer {
             stake: Some(r.request.stake),
             seq: Some(r.seq),
             epoch: Some(r.epoch),
+            payout: settled.map(|s| s.payout),
+            void_factor: settled.map(|s| s.void_factor),
+            dead_heat_factor: settled.map(|s| s.dead_heat_factor),
+        }
+    }
+}
+
+/// Owners of bets connected right now, to tell them about settlements.
+/// A full owner queue drops the message (the owner can still read
+/// `GET /api/bets/{id}`), so a slow client never holds up a worker.
+#[derive(Debug, Default)]
+pub struct Owners {
+    map: Mutex<HashMap<String, tokio::sync::mpsc::Sender<Answer>>>,
+}
+
+/// Messages queued per session for bet updates.
+pub const OWNER_QUEUE: usize = 256;
+
+impl Owners {
+    pub fn register(&self, bet_id: &str, tx: tokio::sync::mpsc::Sender<Answer>) {
+        self.map.lock().expect("owners lock").insert(bet_id.to_owned(), tx);
+    }
+
+    pub fn notify(&self, answer: Answer) {
+        let mut map = self.map.lock().expect("owners lock");
+        if let Some(tx) = map.get(&answer.id) {
+            if tx.is_closed() {
+                map.remove(&answer.id);
+            } else {
+                let _ = tx.try_send(answer);
+            }
         }
     }
 }
 
 pub struct Desk {
+    pub owners: Arc<Owners>,
     router: Arc<Router>,
     store: Option<StoreHandle>,
     policy: Policy,
@@ -122,8 +172,15 @@ pub struct Desk {
 }
 
 impl Desk {
-    pub fn new(router: Arc<Router>, store: Option<StoreHandle>, policy: Policy, metrics: Arc<Metrics>) -> Desk {
+    pub fn new(
+        router: Arc<Router>,
+        owners: Arc<Owners>,
+        store: Option<StoreHandle>,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+    ) -> Desk {
         Desk {
+            owners,
             router,
             store,
             policy,
@@ -237,6 +294,7 @@ impl Desk {
             seq: 0,
             epoch: 0,
             decided_at: 0,
+            settlement: None,
         };
         if let Some(store) = &self.store
             && (store.send(Op::Bet(Box::new(record.clone()))).await.is_err() || store.barrier().await.is_err())

@@ -99,6 +99,7 @@ impl Server {
             metrics.clone(),
             writer_stop.clone(),
         ));
+        let owners = Arc::new(bets::Owners::default());
         let worker_config = worker::WorkerConfig {
             store: config.durability.then(|| handle.clone()),
             policy: supervisor::Policy {
@@ -109,6 +110,7 @@ impl Server {
             snapshot_interval: config.snapshot_interval,
             clean_after: config.clean_after,
             hibernate_after: config.hibernate_after,
+            owners: owners.clone(),
         };
         let router = Arc::new(router::Router::new(
             runtime,
@@ -118,6 +120,7 @@ impl Server {
         ));
         let desk = Arc::new(bets::Desk::new(
             router.clone(),
+            owners,
             config.durability.then(|| handle.clone()),
             bets::Policy {
                 min_stake: config.min_stake,

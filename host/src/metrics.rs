@@ -52,6 +52,7 @@ pub struct Metrics {
     pub admin_denied: Counter,
     pub hibernated_matches: Gauge,
     pub bets: Family<Labels, Counter>,
+    pub bet_settlements: Family<Labels, Counter>,
     pub bet_decision_seconds: Histogram,
     pub bet_confirm_seconds: Histogram,
     pub wake_seconds: Histogram,
@@ -182,6 +183,11 @@ impl Metrics {
                 Counter::default()
             ),
             bets: reg!("bets", "Bets by decision and reason", Family::default()),
+            bet_settlements: reg!(
+                "bet_settlements",
+                "Accepted bets settled, voided or reopened, by new status",
+                Family::default()
+            ),
             bet_decision_seconds: reg!(
                 "bet_decision_seconds",
                 "Time for a worker to decide a bet (guest call)",

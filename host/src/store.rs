@@ -15,6 +15,7 @@
 //! - `dead`      match \0 n → [`DeadLetter`]
 //! - `held`      match \0 n → event bytes received while quarantined
 //! - `bets`      bet id → [`BetRecord`]
+//! - `match_bets` match \0 bet id → () for accepted bets (settlement, recovery)
 //! - `meta`      "starts" → number of times this data dir was opened
 
 use std::path::Path;
@@ -99,6 +100,9 @@ pub struct BetRecord {
     pub epoch: u64,
     /// Unix ms of the decision.
     pub decided_at: i64,
+    /// Settled, voided or (after a rollback) open again; `None` until the
+    /// market is first settled or cancelled.
+    pub settlement: Option<touchline_guest::bet::Settlement>,
 }
 
 /// Everything stored for one match, for recovery.
@@ -109,6 +113,8 @@ pub struct Recovered {
     pub snapshot: Option<SnapshotRecord>,
     /// Journal entries after the snapshot, in seq order.
     pub journal: Vec<(u64, JournalEntry)>,
+    /// Accepted bets on this match.
+    pub bets: Vec<BetRecord>,
 }
 
 /// A write.
@@ -153,6 +159,7 @@ pub struct Store {
     dead: sled::Tree,
     held: sled::Tree,
     bets: sled::Tree,
+    match_bets: sled::Tree,
     /// Which start of this data dir this is (1 for the first).
     start_no: u64,
 }
@@ -212,6 +219,7 @@ impl Store {
             dead: db.open_tree("dead")?,
             held: db.open_tree("held")?,
             bets: db.open_tree("bets")?,
+            match_bets: db.open_tree("match_bets")?,
             db,
             start_no: starts,
         })
@@ -240,11 +248,13 @@ impl Store {
                 let (jk, jv) = item?;
                 journal.push((seq_of(&jk), dec::<JournalEntry>("journal", &jk, &jv)?));
             }
+            let bets = self.accepted_bets(&match_id)?;
             out.push(Recovered {
                 match_id,
                 meta,
                 snapshot,
                 journal,
+                bets,
             });
         }
         Ok(out)
@@ -261,6 +271,20 @@ impl Store {
             out.push(dec::<JournalEntry>("journal", &k, &v)?.frame);
         }
         Ok((out.len() as u64 == to + 1 - from).then_some(out))
+    }
+
+    /// Accepted bets on a match.
+    pub fn accepted_bets(&self, match_id: &str) -> Result<Vec<BetRecord>, StoreError> {
+        let p = prefix(match_id);
+        let mut out = Vec::new();
+        for k in self.match_bets.scan_prefix(&p).keys() {
+            let k = k?;
+            let id = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+            if let Some(b) = self.bet(&id)? {
+                out.push(b);
+            }
+        }
+        Ok(out)
     }
 
     pub fn bet(&self, id: &str) -> Result<Option<BetRecord>, StoreError> {
@@ -319,6 +343,11 @@ impl Store {
             }
             Op::Bet(record) => {
                 self.bets.insert(record.request.id.as_bytes(), enc(&*record))?;
+                if record.decision.is_ok() {
+                    let mut k = prefix(&record.match_id);
+                    k.extend_from_slice(record.request.id.as_bytes());
+                    self.match_bets.insert(k, &[])?;
+                }
             }
             Op::Barrier(ack) => acks.push(ack),
         }

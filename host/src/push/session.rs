@@ -103,6 +103,8 @@ struct Session {
     desk: Arc<crate::bets::Desk>,
     /// This session's bets waiting for their durable decision.
     bets: FuturesUnordered<BetFuture>,
+    /// Settlements of this session's bets.
+    bet_updates: tokio::sync::mpsc::Sender<crate::bets::Answer>,
 }
 
 /// Run a session until the client leaves or `shutdown` fires.
@@ -118,6 +120,7 @@ pub async fn run<S>(
     metrics.ws_sessions.inc();
     let (mut sink, mut incoming) = ws.split();
     let mut new_matches = router.watch_new();
+    let (bet_updates, mut settled) = tokio::sync::mpsc::channel(crate::bets::OWNER_QUEUE);
     let mut s = Session {
         router,
         metrics: metrics.clone(),
@@ -131,6 +134,7 @@ pub async fn run<S>(
         outbox: VecDeque::new(),
         desk,
         bets: FuturesUnordered::new(),
+        bet_updates,
     };
     let close: Option<CloseFrame> = loop {
         tokio::select! {
@@ -148,6 +152,10 @@ pub async fn run<S>(
             },
             Some((id, item)) = s.streams.next() => s.forward(id, item),
             Some((id, ready)) = s.catchups.next() => s.attach(id, ready),
+            Some(answer) = settled.recv() => {
+                let text = serde_json::to_string(&answer).expect("bet answers are plain data");
+                s.outbox.push_back(Utf8Bytes::from(text));
+            }
             Some(answer) = s.bets.next() => {
                 let text = serde_json::to_string(&answer).expect("bet answers are plain data");
                 s.outbox.push_back(Utf8Bytes::from(text));
@@ -236,6 +244,7 @@ impl Session {
                     stake,
                 };
                 let desk = self.desk.clone();
+                self.desk.owners.register(&bet.id, self.bet_updates.clone());
                 self.bets.push(Box::pin(async move { desk.place(bet).await }));
             }
             Request::Unsubscribe { matches } => {

@@ -38,7 +38,7 @@ use crate::metrics::Metrics;
 use crate::store::{BetRecord, DeadLetter, JournalEntry, MatchMeta, Op, Recovered, SnapshotRecord, StoreHandle};
 use crate::supervisor::{Intensity, Policy, Verdict};
 use runtime::{Failure, GuestInstance, Runtime};
-use touchline_guest::bet::{BetDecision, BetRequest};
+use touchline_guest::bet::{BetDecision, BetRequest, OpenBet, Settlement};
 
 /// Mailbox capacity per match. When full, the feed reader waits (TCP
 /// backpressure to the feed): events are never dropped, and a stuck guest
@@ -77,6 +77,8 @@ pub struct WorkerConfig {
     /// slot and memory), keeping only its state; the next command restores
     /// it. `None`: never.
     pub hibernate_after: Option<Duration>,
+    /// Connected bet owners, told about settlements.
+    pub owners: Arc<crate::bets::Owners>,
 }
 
 /// A client's position in a match stream.
@@ -203,6 +205,7 @@ pub fn spawn(
         healing: false,
         last_command: tokio::time::Instant::now(),
         hibernated: false,
+        bets: Vec::new(),
     };
     tasks.spawn(worker.run(rx, recovered));
     handle
@@ -240,6 +243,8 @@ struct Worker {
     last_command: tokio::time::Instant,
     /// The instance was given back while idle.
     hibernated: bool,
+    /// Accepted bets on this match, with where they stand.
+    bets: Vec<BetRecord>,
 }
 
 /// Outcome of applying one event under supervision.
@@ -276,7 +281,19 @@ impl Worker {
             self.last_command = tokio::time::Instant::now();
             self.wake();
             match cmd {
-                Command::Event(event) => self.on_event(touchline_guest::encode(&event)).await,
+                Command::Event(event) => {
+                    let settles = matches!(
+                        event,
+                        MatchEvent::BetSettlement(_)
+                            | MatchEvent::BetCancel(_)
+                            | MatchEvent::RollbackBetSettlement(_)
+                            | MatchEvent::RollbackBetCancel(_)
+                    );
+                    self.on_event(touchline_guest::encode(&event)).await;
+                    if settles && !self.bets.is_empty() {
+                        self.settle_bets().await;
+                    }
+                }
                 Command::Subscribe { since, reply } => {
                     let catchup = self.catchup(since);
                     let _ = reply.send(catchup);
@@ -319,6 +336,7 @@ impl Worker {
             self.write_meta().await;
             return;
         };
+        self.bets = r.bets;
         if let Some(s) = r.snapshot {
             self.seq = s.seq;
             self.base_state = Some(s.state);
@@ -526,7 +544,11 @@ impl Worker {
             decided_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
+            settlement: None,
         };
+        if record.decision.is_ok() {
+            self.bets.push(record.clone());
+        }
         let Some(store) = self.cfg.store.clone() else {
             let _ = reply.send(record);
             return;
@@ -543,6 +565,56 @@ impl Worker {
                 let _ = reply.send(record);
             }
         });
+    }
+
+    /// After a settlement, cancellation or rollback: update every accepted
+    /// bet whose standing changed, durably, and tell its owner.
+    async fn settle_bets(&mut self) {
+        let open: Vec<OpenBet> = self
+            .bets
+            .iter()
+            .filter_map(|b| {
+                let odds = *b.decision.as_ref().ok()?;
+                let r = &b.request;
+                Some(OpenBet {
+                    market: r.market,
+                    specifiers: r.specifiers.clone(),
+                    outcome: r.outcome.clone(),
+                    odds,
+                    stake: r.stake,
+                })
+            })
+            .collect();
+        let Some(instance) = self.instance.as_mut() else { return };
+        let settled: Vec<Settlement> = match instance
+            .settle_bets(&touchline_guest::encode(&open))
+            .map(|b| touchline_guest::decode::<Vec<Settlement>>(&b))
+        {
+            Ok(Ok(s)) if s.len() == self.bets.len() => s,
+            other => {
+                let detail = format!("{:?}", other.map(|r| r.map(|s| s.len())));
+                tracing::error!(match_id = %self.match_id, detail, "settling bets failed");
+                return;
+            }
+        };
+        for (bet, now) in self.bets.iter_mut().zip(settled) {
+            let unchanged = match &bet.settlement {
+                Some(prev) => *prev == now,
+                None => now.status == touchline_guest::bet::SettleStatus::Open,
+            };
+            if unchanged {
+                continue;
+            }
+            self.metrics
+                .bet_settlements
+                .get_or_create(&vec![("status".to_owned(), now.status.code().to_owned())])
+                .inc();
+            bet.settlement = Some(now);
+            if let Some(store) = &self.cfg.store {
+                let _ = store.send(Op::Bet(Box::new(bet.clone()))).await;
+            }
+            self.cfg.owners.notify(crate::bets::Answer::from_record(bet));
+        }
     }
 
     fn decide(&mut self, request: &BetRequest) -> Result<f64, String> {

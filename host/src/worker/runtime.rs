@@ -318,6 +318,21 @@ impl GuestInstance {
         }
     }
 
+    /// Settle encoded open bets; the encoded settlements.
+    pub fn settle_bets(&mut self, bets: &[u8]) -> Result<Vec<u8>, Failure> {
+        match &mut self.kind {
+            Kind::Native(w) => w.settle_bets(bets).map_err(native_rejected),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_().call_settle_bets(s, bets)
+            })?
+            .map_err(rejected),
+        }
+    }
+
     /// The whole state as JSON.
     pub fn snapshot(&mut self) -> Result<String, Failure> {
         match &mut self.kind {
