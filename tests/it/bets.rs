@@ -296,3 +296,107 @@ async fn settlement_void_dead_heat_cancel_and_rollbacks_from_real_samples() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_bets_get_exactly_the_odds_of_their_turn_and_none_after_the_stop() {
+    let server = Server::start(&[]);
+    const M: &str = "sr:match:4242";
+    let m = M;
+    let odds_at = |j: usize| 1.5 + 0.01 * (j % 20) as f64;
+    let change = move |j: usize| {
+        format!(
+            r#"<odds_change product="1" event_id="{m}" timestamp="{j}"><odds><market id="1" status="1"><outcome id="1" odds="{:.2}" active="1"/><outcome id="2" odds="3.5" active="1"/></market></odds></odds_change>"#,
+            odds_at(j)
+        )
+    };
+    let mut feed = server.feed();
+    feed.write_all(change(0).as_bytes()).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+
+    // Every event applies, in feed order: the journal of this match is the
+    // initial book (seq 1), change j (seq j + 1), then the bet_stop (seq 152).
+    let odds_at_seq = |seq: u64| odds_at(seq as usize - 1);
+    let stop_seq = 152;
+
+    // The feed moves the odds 150 times, then stops betting, while 6 clients
+    // bet; each change waits for two more answers, so bets and changes
+    // interleave whatever the machine's speed.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = answered.clone();
+    let feeder = std::thread::spawn(move || {
+        for j in 1..=150 {
+            crate::support::wait_for("bets to interleave with odds changes", || {
+                Some(()).filter(|_| progress.load(std::sync::atomic::Ordering::Relaxed) >= 2 * j)
+            });
+            if feed.write_all(change(j).as_bytes()).is_err() {
+                return;
+            }
+        }
+        let stop = format!(r#"<bet_stop product="1" event_id="{m}" timestamp="999" groups="all"/>"#);
+        let _ = feed.write_all(stop.as_bytes());
+    });
+    let mut bettors = Vec::new();
+    for c in 0..6 {
+        let http = server.http;
+        let answered = answered.clone();
+        bettors.push(tokio::spawn(async move {
+            let mut ws = Ws::connect(http).await;
+            let mut answers = Vec::new();
+            for k in 0..60 {
+                let id = format!("race-{c}-{k}");
+                let offered = 1.5 + 0.01 * ((c * 7 + k * 3) % 20) as f64;
+                ws.send(json!({"op": "bet", "id": id, "match": m, "market": 1, "outcome": "1", "odds": (offered * 100.0_f64).round() / 100.0, "stake": 1.0})).await;
+                answers.push(ws.next_matching(|f| f["type"] == "bet").await);
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            answers
+        }));
+    }
+    let _ = feeder.join();
+    let mut answers = Vec::new();
+    for b in bettors {
+        answers.extend(b.await.expect("bettor"));
+    }
+    server.wait_metric("touchline_events_applied_total", stop_seq as f64);
+    let mut check = Ws::connect(server.http).await;
+    check.send(json!({"op": "subscribe", "matches": [m]})).await;
+    let snap = check.next().await;
+    assert_eq!(snap["seq"].as_u64(), Some(stop_seq), "the journal is as fed");
+    // Bets after the stop: all refused.
+    let mut late = Ws::connect(server.http).await;
+    for k in 0..5 {
+        let id = format!("late-{k}");
+        late.send(
+            json!({"op": "bet", "id": id, "match": m, "market": 1, "outcome": "1", "odds": odds_at(150), "stake": 1.0}),
+        )
+        .await;
+        answers.push(late.next_matching(|f| f["type"] == "bet").await);
+    }
+
+    let accepted: Vec<&Value> = answers.iter().filter(|a| a["status"] == "accepted").collect();
+    assert!(
+        accepted.len() >= 10,
+        "enough bets were accepted to mean something: {}",
+        accepted.len()
+    );
+    assert!(
+        answers.iter().any(|a| a["reason"] == "odds_changed"),
+        "and some raced a change"
+    );
+    for a in &accepted {
+        let seq = a["seq"].as_u64().expect("seq");
+        assert!(seq < stop_seq, "accepted after the bet_stop: {a}");
+        let current = (odds_at_seq(seq) * 100.0).round() / 100.0;
+        assert_eq!(
+            a["odds"].as_f64(),
+            Some(current),
+            "accepted at exactly the odds current at seq {seq}: {a}"
+        );
+    }
+    for a in answers
+        .iter()
+        .filter(|a| a["id"].as_str().is_some_and(|i| i.starts_with("late-")))
+    {
+        assert_eq!(a["reason"], "market_not_active", "{a}");
+    }
+}
