@@ -216,6 +216,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         "with_crashes": stormy,
         "healthy_p99_ratio_crash_over_calm": p99(&stormy).zip(p99(&calm)).map(|(a, b)| a / b),
     });
+    // 6. Bets: decided per second and latency, on one match and across many.
+    let mut bets = Vec::new();
+    for matches in [1u32, 100] {
+        progress(&format!("bets: 50 clients over {matches} match(es)"));
+        let dir = scratch.path().join(format!("bets-{matches}"));
+        bets.push(bets_run(&dir, matches, 50, if plan.quick { 3.0 } else { 10.0 }).await?);
+    }
+    report["bets"] = json!(bets);
     report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
 
     let table = table(&report);
@@ -545,6 +553,73 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
     Ok(result)
 }
 
+/// `clients` WebSocket clients each placing bets back to back (one in
+/// flight per client) on `matches` matches for `seconds`; every bet is at
+/// the current odds, so every one is decided, accepted and made durable.
+async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> anyhow::Result<Value> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = ServerProc::start(dir, &[])?;
+    let ids = match_ids(99, matches);
+    let book: Vec<u8> = ids
+        .iter()
+        .flat_map(|id| {
+            format!(
+                r#"<odds_change product="1" event_id="{id}" timestamp="1"><odds><market id="1" status="1"><outcome id="1" odds="2.0" active="1"/><outcome id="2" odds="3.0" active="1"/><outcome id="3" odds="4.0" active="1"/></market></odds></odds_change>"#
+            )
+            .into_bytes()
+        })
+        .collect();
+    load::blast(server.feed, Arc::new(book)).join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    server.wait_metric("touchline_events_applied_total", f64::from(matches), Duration::from_secs(60))?;
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, ids) = (server.http, ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = load::histogram();
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await?;
+            let mut k = 0usize;
+            while Instant::now() < deadline {
+                let m = &ids[(c + k) % ids.len()];
+                let bet = json!({"op": "bet", "id": format!("bench-{c}-{k}"), "match": m, "market": 1, "outcome": "1", "odds": 2.0, "stake": 1.0});
+                let sent = Instant::now();
+                ws.send(Message::Text(bet.to_string().into())).await?;
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) if t.as_str().contains("\"type\":\"bet\"") => break,
+                        Some(Ok(_)) => {}
+                        _ => anyhow::bail!("connection closed"),
+                    }
+                }
+                let _ = h.record(sent.elapsed().as_micros().max(1) as u64);
+                k += 1;
+            }
+            anyhow::Ok(h)
+        }));
+    }
+    let mut latency = load::histogram();
+    for t in tasks {
+        latency.add(&t.await??)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let m = server.metrics()?;
+    let accepted = m.value("touchline_bets_total") ;
+    let result = json!({
+        "matches": matches,
+        "clients": clients,
+        "bets": latency.len(),
+        "bets_per_s": latency.len() as f64 / secs,
+        "accepted": accepted,
+        "round_trip_us": latency_json(&latency),
+        "decision_s": {"p50": m.quantile("touchline_bet_decision_seconds", 0.5), "p99": m.quantile("touchline_bet_decision_seconds", 0.99)},
+        "confirm_s": {"p50": m.quantile("touchline_bet_confirm_seconds", 0.5), "p99": m.quantile("touchline_bet_confirm_seconds", 0.99)},
+    });
+    server.stop()?;
+    Ok(result)
+}
+
 fn faulty_guest() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/release/touchline → target/touchline_guest_faulty.wasm
@@ -706,6 +781,21 @@ fn table(r: &Value) -> String {
         x["without_crashes"]["seq_gaps"],
         x["with_crashes"]["seq_gaps"]
     );
+    let _ = writeln!(t, "\n6. bets (50 clients, one bet in flight each, durable before confirmed)");
+    for b in r["bets"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            t,
+            "   {:>4} match(es): {} bets/s; round trip p50/p99 {} / {} µs; decision p50/p99 {} / {}; durable answer p50/p99 {} / {}",
+            b["matches"],
+            f(&b["bets_per_s"]),
+            b["round_trip_us"]["p50"],
+            b["round_trip_us"]["p99"],
+            us(&b["decision_s"]["p50"]),
+            us(&b["decision_s"]["p99"]),
+            us(&b["confirm_s"]["p50"]),
+            us(&b["confirm_s"]["p99"])
+        );
+    }
     let _ = writeln!(t, "\nelapsed: {} s", f(&r["elapsed_s"]));
     t
 }
