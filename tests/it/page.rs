@@ -120,6 +120,7 @@ impl Page {
 
 const ODDS_13: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=2.5"][data-outcome="13"]')?.textContent"#;
 const ODDS_35: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=3.5"][data-outcome="12"]')?.textContent"#;
+const ODDS_35_EL: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=3.5"][data-outcome="12"]')"#;
 const SCORE: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-role="score"]')?.textContent"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,6 +164,21 @@ async fn live_page_shows_odds_and_updates_them() {
     page.wait_eval(
         r#"document.getElementById("stats").textContent.includes("0 gaps")"#,
         json!(true),
+    )
+    .await;
+
+    // A person places a bet: click the outcome, set the stake, place.
+    page.eval(&format!("{ODDS_35_EL}.click()")).await;
+    page.eval(r#"document.getElementById("slip-stake").value = "12.5"; document.getElementById("slip-place").click()"#)
+        .await;
+    page.wait_eval(
+        r#"document.getElementById("slip-result").dataset.status"#,
+        json!("accepted"),
+    )
+    .await;
+    page.wait_eval(
+        r#"document.getElementById("slip-result").textContent"#,
+        json!("accepted at 6.50"),
     )
     .await;
 

@@ -570,8 +570,14 @@ async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> any
             .into_bytes()
         })
         .collect();
-    load::blast(server.feed, Arc::new(book)).join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
-    server.wait_metric("touchline_events_applied_total", f64::from(matches), Duration::from_secs(60))?;
+    load::blast(server.feed, Arc::new(book))
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    server.wait_metric(
+        "touchline_events_applied_total",
+        f64::from(matches),
+        Duration::from_secs(60),
+    )?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -605,7 +611,7 @@ async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> any
     }
     let secs = started.elapsed().as_secs_f64();
     let m = server.metrics()?;
-    let accepted = m.value("touchline_bets_total") ;
+    let accepted = m.value("touchline_bets_total");
     let result = json!({
         "matches": matches,
         "clients": clients,
@@ -781,7 +787,10 @@ fn table(r: &Value) -> String {
         x["without_crashes"]["seq_gaps"],
         x["with_crashes"]["seq_gaps"]
     );
-    let _ = writeln!(t, "\n6. bets (50 clients, one bet in flight each, durable before confirmed)");
+    let _ = writeln!(
+        t,
+        "\n6. bets (50 clients, one bet in flight each, durable before confirmed)"
+    );
     for b in r["bets"].as_array().into_iter().flatten() {
         let _ = writeln!(
             t,
