@@ -157,6 +157,10 @@ pub async fn run<S>(
                 s.outbox.push_back(Utf8Bytes::from(text));
             }
             Some(answer) = s.bets.next() => {
+                // Accepted bets are settled later: this session hears about it.
+                if answer.status == "accepted" {
+                    s.desk.owners.register(&answer.id, s.bet_updates.clone());
+                }
                 let text = serde_json::to_string(&answer).expect("bet answers are plain data");
                 s.outbox.push_back(Utf8Bytes::from(text));
             }
@@ -244,7 +248,6 @@ impl Session {
                     stake,
                 };
                 let desk = self.desk.clone();
-                self.desk.owners.register(&bet.id, self.bet_updates.clone());
                 self.bets.push(Box::pin(async move { desk.place(bet).await }));
             }
             Request::Unsubscribe { matches } => {
