@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use touchline::ServeConfig;
 use touchline::sim::SimConfig;
@@ -60,6 +61,10 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// TOML file with any of these settings, named like the flags
+    /// (`max-matches = 5000`); flags and environment variables win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// HTTP + WebSocket address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
@@ -162,6 +167,83 @@ impl From<SimArgs> for SimConfig {
     }
 }
 
+/// Settings from `--config`, named like the flags.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    http: Option<SocketAddr>,
+    feed_listen: Option<SocketAddr>,
+    feed_connect: Option<String>,
+    data: Option<PathBuf>,
+    guest: Option<PathBuf>,
+    max_matches: Option<u32>,
+    guest_memory_mib: Option<usize>,
+    guest_deadline_ms: Option<u64>,
+    max_message_bytes: Option<usize>,
+    max_sessions: Option<usize>,
+    no_durability: Option<bool>,
+    commit_interval_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+    snapshot_interval_ms: Option<u64>,
+    clean_after_ms: Option<u64>,
+    hibernate_after_ms: Option<u64>,
+    max_failures: Option<u32>,
+    failure_window_ms: Option<u64>,
+    min_stake: Option<f64>,
+    max_stake: Option<f64>,
+    accept_better_odds: Option<bool>,
+    admin_token: Option<String>,
+}
+
+/// Fill settings not given as flags (or environment) from `--config`.
+fn apply_config_file(args: &mut ServeArgs, matches: &ArgMatches) -> anyhow::Result<()> {
+    let Some(path) = args.config.clone() else { return Ok(()) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading config {}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+    let from_file = |id: &str| {
+        !matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    macro_rules! take {
+        ($($field:ident),* $(,)?) => {$(
+            if from_file(stringify!($field)) && let Some(v) = file.$field {
+                args.$field = v;
+            }
+        )*};
+    }
+    macro_rules! take_some {
+        ($($field:ident),* $(,)?) => {$(
+            if from_file(stringify!($field)) && let Some(v) = file.$field {
+                args.$field = Some(v);
+            }
+        )*};
+    }
+    take!(
+        http,
+        data,
+        max_matches,
+        guest_memory_mib,
+        guest_deadline_ms,
+        max_message_bytes,
+        max_sessions,
+        no_durability,
+        commit_interval_ms,
+        snapshot_every,
+        snapshot_interval_ms,
+        clean_after_ms,
+        hibernate_after_ms,
+        max_failures,
+        failure_window_ms,
+        min_stake,
+        max_stake,
+        accept_better_odds,
+    );
+    take_some!(feed_listen, feed_connect, guest, admin_token);
+    Ok(())
+}
+
 impl From<ServeArgs> for ServeConfig {
     fn from(a: ServeArgs) -> ServeConfig {
         ServeConfig {
@@ -206,7 +288,24 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(Cli::parse())) {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut cli| {
+            if let Command::Serve(args) = &mut cli.command
+                && let Some(sub) = matches.subcommand_matches("serve")
+            {
+                apply_config_file(args, sub)?;
+            }
+            Ok(cli)
+        }) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -234,3 +234,35 @@ async fn idle_match_hibernates_and_wakes_with_its_state() {
     assert_eq!((u["type"].as_str(), u["seq"].as_u64()), (Some("update"), Some(2)));
     assert!(server.metric("touchline_wake_seconds_count") >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_sets_what_flags_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("touchline.toml");
+    std::fs::write(&good, "max-message-bytes = 65536\nmax-sessions = 1\n").expect("write config");
+    // The flag wins over the file for max-sessions; the file sets the message limit.
+    let server = Server::start(&["--config", good.to_str().expect("utf8 path"), "--max-sessions", "5"]);
+    let mut feed = server.feed();
+    feed.write_all(&sample("uof/messages/odds_change_prematch_full.xml"))
+        .expect("feed"); // 81 KB
+    feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+    assert_eq!(
+        server.metric("touchline_feed_errors_total"),
+        1.0,
+        "the 81 KB message exceeded the file's limit"
+    );
+    let _a = Ws::connect(server.http).await;
+    let _b = Ws::connect(server.http).await; // a second session: the flag's 5, not the file's 1
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "no-such-setting = 1\n").expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_touchline"))
+        .args(["serve", "--feed-listen", "127.0.0.1:0", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run touchline");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-setting"), "names the unknown setting: {err}");
+}
