@@ -406,23 +406,7 @@ async fn fanout_inner(
 ) -> anyhow::Result<(Value, Histogram<u64>)> {
     let server = ServerProc::start(dir, flags)?;
     // Create every match first so clients have something to subscribe to.
-    let warm: Vec<u8> = ids
-        .iter()
-        .flat_map(|id| {
-            format!(
-                r#"<odds_change product="1" event_id="{id}" timestamp="1"><odds><market id="1" status="1"><outcome id="1" odds="2.0" active="1"/><outcome id="2" odds="3.0" active="1"/><outcome id="3" odds="4.0" active="1"/></market></odds></odds_change>"#
-            )
-            .into_bytes()
-        })
-        .collect();
-    load::blast(server.feed, Arc::new(warm))
-        .join()
-        .map_err(|_| anyhow::anyhow!("warm-up writer panicked"))??;
-    server.wait_metric(
-        "touchline_events_applied_total",
-        ids.len() as f64,
-        Duration::from_secs(60),
-    )?;
+    open_matches(&server, ids)?;
     let c = Clients::open(server.http, clients, sizes.per_client, ids, exclude).await?;
     c.wait_ready(clients, Duration::from_secs(120)).await?;
     let (cpu0, t0) = (server.cpu_seconds(), Instant::now());
@@ -553,14 +537,9 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
     Ok(result)
 }
 
-/// `clients` WebSocket clients each placing bets back to back (one in
-/// flight per client) on `matches` matches for `seconds`; every bet is at
-/// the current odds, so every one is decided, accepted and made durable.
-async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> anyhow::Result<Value> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let server = ServerProc::start(dir, &[])?;
-    let ids = match_ids(99, matches);
+/// Create `ids` on `server` with a one-market book each (market 1, outcomes
+/// 1/2/3 at 2.0/3.0/4.0) and wait until all are applied.
+fn open_matches(server: &ServerProc, ids: &[String]) -> anyhow::Result<()> {
     let book: Vec<u8> = ids
         .iter()
         .flat_map(|id| {
@@ -572,12 +551,24 @@ async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> any
         .collect();
     load::blast(server.feed, Arc::new(book))
         .join()
-        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        .map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
     server.wait_metric(
         "touchline_events_applied_total",
-        f64::from(matches),
+        ids.len() as f64,
         Duration::from_secs(60),
     )?;
+    Ok(())
+}
+
+/// `clients` WebSocket clients each placing bets back to back (one in
+/// flight per client) on `matches` matches for `seconds`; every bet is at
+/// the current odds, so every one is decided, accepted and made durable.
+async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> anyhow::Result<Value> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = ServerProc::start(dir, &[])?;
+    let ids = match_ids(99, matches);
+    open_matches(&server, &ids)?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -611,7 +602,7 @@ async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> any
     }
     let secs = started.elapsed().as_secs_f64();
     let m = server.metrics()?;
-    let accepted = m.value("touchline_bets_total");
+    let accepted = m.value("touchline_bets_total{decision=\"accepted\"");
     let result = json!({
         "matches": matches,
         "clients": clients,

@@ -158,14 +158,15 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
 pub struct Metrics(pub String);
 
 impl Metrics {
-    /// Sum of a metric over its label sets.
+    /// Sum of a metric over its label sets; `name` may end inside the label
+    /// set (`touchline_bets_total{decision="accepted"`) to sum a subset.
     pub fn value(&self, name: &str) -> f64 {
         self.0
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| {
                 l.strip_prefix(name)
-                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{') || r.starts_with(','))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
