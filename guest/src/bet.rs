@@ -278,6 +278,60 @@ mod tests {
     }
 
     #[test]
+    fn settlement_payouts_with_void_and_dead_heat_and_rollback() {
+        let mut s = state();
+        let header = Header {
+            product: Some(1),
+            event_id: "m".into(),
+            timestamp: 2,
+            request_id: None,
+        };
+        let settle = |outcomes: Vec<SettledOutcome>| {
+            MatchEvent::BetSettlement(BetSettlement {
+                header: header.clone(),
+                certainty: Some(2),
+                markets: vec![SettledMarket {
+                    id: 18,
+                    specifiers: "total=2.5".into(),
+                    void_reason: None,
+                    outcomes,
+                }],
+            })
+        };
+        let bet = |outcome: &str| OpenBet {
+            market: 18,
+            specifiers: "total=2.5".into(),
+            outcome: outcome.into(),
+            odds: 2.0,
+            stake: 10.0,
+        };
+        let out = |id: &str, result, void_factor, dead_heat_factor| SettledOutcome {
+            id: id.into(),
+            result,
+            void_factor,
+            dead_heat_factor,
+        };
+        assert_eq!(s.settle(&bet("12")).status, SettleStatus::Open, "unsettled market");
+        s.apply(&settle(vec![
+            out("12", 1, Some(0.5), Some(0.5)),
+            out("13", 0, Some(0.5), None),
+        ]));
+        let won = s.settle(&bet("12"));
+        // 10 × 0.5 back + 10 × 0.5 × 2.0 × 0.5
+        assert_eq!((won.status, won.payout), (SettleStatus::Won, 10.0));
+        let half = s.settle(&bet("13"));
+        assert_eq!((half.status, half.payout), (SettleStatus::Void, 5.0));
+        s.apply(&MatchEvent::RollbackBetSettlement(MarketRollback {
+            header,
+            markets: vec![MarketRef {
+                id: 18,
+                specifiers: "total=2.5".into(),
+            }],
+        }));
+        assert_eq!(s.settle(&bet("12")).status, SettleStatus::Open, "rolled back");
+    }
+
+    #[test]
     fn ended_match_takes_no_bets() {
         let mut s = state();
         s.summary.status = 3;
