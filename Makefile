@@ -11,6 +11,7 @@ all: build
 
 setup:
 	rustup target add $(GUEST_TARGET)
+	rustup component add rustfmt clippy
 
 # The default guest (embedded in the binary by host/build.rs) and the
 # fault-injection guest used by the fault tests.
