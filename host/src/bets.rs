@@ -44,7 +44,7 @@ pub struct ClientBet {
 }
 
 /// The answer to a client, also the body of `GET /api/bets/{id}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Answer {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -86,17 +86,7 @@ impl Answer {
             id: id.to_owned(),
             status: "rejected",
             reason: Some(reason.into()),
-            odds: None,
-            match_id: None,
-            market: None,
-            specifiers: None,
-            outcome: None,
-            stake: None,
-            seq: None,
-            epoch: None,
-            payout: None,
-            void_factor: None,
-            dead_heat_factor: None,
+            ..Default::default()
         }
     }
 

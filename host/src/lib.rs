@@ -49,6 +49,43 @@ use worker::runtime::{Limits, Runtime};
 /// The default guest, built by `make guest` and wrapped by `build.rs`.
 pub const DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));
 
+/// What `touchline serve` prints on stdout once it listens, so a parent
+/// process (the tests, the bench) learns its ephemeral ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub http: SocketAddr,
+    pub feed: Option<SocketAddr>,
+}
+
+impl Ready {
+    pub fn line(&self, guest_version: &str) -> String {
+        let feed = self.feed.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        format!("READY http={} feed={feed} guest_version={guest_version}", self.http)
+    }
+
+    pub fn parse(line: &str) -> Option<Ready> {
+        let field = |k: &str| {
+            line.strip_prefix("READY ")?
+                .split(' ')
+                .find_map(|kv| kv.strip_prefix(k))
+        };
+        Some(Ready {
+            http: field("http=")?.parse().ok()?,
+            feed: field("feed=")?.parse().ok(),
+        })
+    }
+
+    /// Read a child's stdout up to its READY line (`None` if it exits
+    /// first), then keep draining it so the child never blocks on the pipe.
+    pub fn wait(stdout: std::process::ChildStdout) -> Option<Ready> {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let ready = lines.by_ref().map_while(Result::ok).find_map(|l| Ready::parse(&l));
+        std::thread::spawn(move || for _ in lines {});
+        ready
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub http_addr: SocketAddr,
@@ -216,5 +253,22 @@ impl Server {
         self.store.flush().await?;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ready;
+
+    #[test]
+    fn ready_line_round_trips() {
+        let r = Ready {
+            http: "127.0.0.1:8080".parse().expect("addr"),
+            feed: Some("127.0.0.1:9000".parse().expect("addr")),
+        };
+        assert_eq!(Ready::parse(&r.line("abc")), Some(r));
+        let no_feed = Ready { feed: None, ..r };
+        assert_eq!(Ready::parse(&no_feed.line("abc")), Some(no_feed));
+        assert_eq!(Ready::parse("Touchline is live"), None);
     }
 }

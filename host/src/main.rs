@@ -356,12 +356,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let server = touchline::Server::start(config).await?;
     // Tests and scripts read this line for the bound (maybe ephemeral) ports.
-    println!(
-        "READY http={} feed={} guest_version={}",
-        server.http_addr,
-        server.feed_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
-        server.guest_version
-    );
+    let ready = touchline::Ready {
+        http: server.http_addr,
+        feed: server.feed_addr,
+    };
+    println!("{}", ready.line(&server.guest_version));
     println!("Touchline is live: open http://{}/", server.http_addr);
     signal().await?;
     tracing::info!("shutting down");

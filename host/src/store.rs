@@ -50,6 +50,8 @@ pub enum StoreError {
     },
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error("the store write queue is full")]
+    QueueFull,
 }
 
 /// Per-match durable record.
@@ -78,6 +80,13 @@ pub struct JournalEntry {
     pub event: Vec<u8>,
     /// The update frame sent for it, for clients resuming.
     pub frame: String,
+}
+
+/// [`JournalEntry`] borrowing its fields: the same encoding, no copies.
+#[derive(Serialize)]
+struct JournalEntryRef<'a> {
+    event: &'a [u8],
+    frame: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,10 +129,13 @@ pub struct Recovered {
 /// A write.
 #[derive(Debug)]
 pub enum Op {
+    /// An applied event and the update frame sent for it, shared with the
+    /// worker and encoded here as a [`JournalEntry`].
     Append {
         match_id: Arc<str>,
         seq: u64,
-        entry: JournalEntry,
+        event: bytes::Bytes,
+        frame: tokio_tungstenite::tungstenite::Utf8Bytes,
     },
     Snapshot {
         match_id: Arc<str>,
@@ -313,7 +325,16 @@ impl Store {
 
     fn apply(&self, op: Op, acks: &mut Vec<oneshot::Sender<()>>) -> Result<(), StoreError> {
         match op {
-            Op::Append { match_id, seq, entry } => {
+            Op::Append {
+                match_id,
+                seq,
+                event,
+                frame,
+            } => {
+                let entry = JournalEntryRef {
+                    event: &event,
+                    frame: frame.as_str(),
+                };
                 self.journal.insert(key(&match_id, seq), enc(&entry))?;
             }
             Op::Snapshot { match_id, record } => {
@@ -383,7 +404,10 @@ impl StoreHandle {
 
     /// Queue a write only if there is room right now.
     pub fn try_send(&self, op: Op) -> Result<(), StoreError> {
-        self.tx.try_send(op).map_err(|_| StoreError::WriterGone)
+        self.tx.try_send(op).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => StoreError::WriterGone,
+        })
     }
 
     /// Wait until everything sent before this call is durable.
@@ -391,10 +415,6 @@ impl StoreHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Op::Barrier(tx)).await?;
         rx.await.map_err(|_| StoreError::WriterGone)
-    }
-
-    pub fn queue_depth(&self) -> usize {
-        WRITE_QUEUE - self.tx.capacity()
     }
 }
 
@@ -473,5 +493,25 @@ async fn commit(store: &Store, batch: &mut Vec<Op>, acks: &mut Vec<oneshot::Send
     metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
     for ack in acks.drain(..) {
         let _ = ack.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_journal_entry_encodes_as_the_owned_one() {
+        let owned = JournalEntry {
+            event: vec![1, 2, 3],
+            frame: "{\"type\":\"update\"}".to_owned(),
+        };
+        let borrowed = JournalEntryRef {
+            event: &owned.event,
+            frame: &owned.frame,
+        };
+        assert_eq!(enc(&borrowed), enc(&owned));
+        let back: JournalEntry = touchline_guest::decode(&enc(&borrowed)).expect("decode");
+        assert_eq!(back, owned);
     }
 }

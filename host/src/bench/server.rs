@@ -4,7 +4,7 @@
 //! a temporary data dir; read through its `/metrics` and `/proc`. Killed on
 //! drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,29 +47,16 @@ impl ServerProc {
             .spawn()
             .context("starting touchline serve")?;
         let stdout = child.stdout.take().context("server stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("READY ") => break l,
-                Some(Ok(_)) => {}
-                _ => bail!(
-                    "server exited before it was ready; see {}",
-                    data.with_extension("log").display()
-                ),
-            }
+        let Some(ready) = crate::Ready::wait(stdout) else {
+            bail!(
+                "server exited before it was ready; see {}",
+                data.with_extension("log").display()
+            )
         };
-        std::thread::spawn(move || for _ in lines {});
-        let field = |k: &str| -> anyhow::Result<SocketAddr> {
-            ready
-                .split(' ')
-                .find_map(|kv| kv.strip_prefix(k))
-                .with_context(|| format!("{k} in {ready}"))?
-                .parse()
-                .with_context(|| format!("{k} in {ready}"))
-        };
+        let feed = ready.feed.context("the server reported no feed port")?;
         Ok(ServerProc {
-            http: field("http=")?,
-            feed: field("feed=")?,
+            http: ready.http,
+            feed,
             child,
             data: data.to_owned(),
         })

@@ -239,11 +239,16 @@ impl Framer {
                 }));
             }
             if self.discarding {
-                // Keep memory bounded while skipping an oversized message.
-                self.consume_to(self.scan);
-                self.msg_start = Some(self.base);
+                self.drop_scanned();
             }
         }
+    }
+
+    /// Skipping an oversized message: drop what was scanned of it, so
+    /// memory stays bounded however long it is.
+    fn drop_scanned(&mut self) {
+        self.consume_to(self.scan);
+        self.msg_start = Some(self.base);
     }
 
     fn open(&mut self, at: usize) {
@@ -320,17 +325,13 @@ impl Framer {
                 return Some(Err(FrameError::Garbage { len }));
             }
             self.discarding = true;
-            let scan = self.scan;
-            self.consume_to(scan);
-            self.msg_start = Some(self.base);
+            self.drop_scanned();
             return Some(Err(FrameError::Oversized {
                 limit: self.max_message,
             }));
         }
         if self.discarding {
-            let scan = self.scan;
-            self.consume_to(scan);
-            self.msg_start = Some(self.base);
+            self.drop_scanned();
         }
         None
     }

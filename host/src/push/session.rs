@@ -335,58 +335,41 @@ impl Session {
         if !(self.all || self.wanted.contains(&id)) {
             return; // unsubscribed meanwhile
         }
-        match catchup {
-            Catchup::Snapshot(frame) => {
-                self.positions.insert(
-                    id.clone(),
-                    Position {
-                        epoch: frame.epoch,
-                        seq: frame.seq,
-                    },
-                );
-                self.outbox.push_back(frame.bytes);
-            }
-            Catchup::Missed(frames) => {
-                for f in frames {
-                    self.positions.insert(
-                        id.clone(),
-                        Position {
-                            epoch: f.epoch,
-                            seq: f.seq,
-                        },
-                    );
-                    self.outbox.push_back(f.bytes);
-                }
-            }
+        let frames = match catchup {
+            Catchup::Snapshot(frame) => vec![frame],
+            Catchup::Missed(frames) => frames,
+        };
+        for f in frames {
+            self.send(&id, f);
         }
         self.streams.insert(id, BroadcastStream::new(rx));
+    }
+
+    /// Queue `frame` and remember it as the client's position in the match.
+    fn send(&mut self, id: &Arc<str>, frame: Frame) {
+        if frame.kind != FrameKind::Status || !self.positions.contains_key(id) {
+            self.positions.insert(
+                id.clone(),
+                Position {
+                    epoch: frame.epoch,
+                    seq: frame.seq,
+                },
+            );
+        }
+        self.outbox.push_back(frame.bytes);
     }
 
     fn forward(&mut self, id: Arc<str>, item: Result<Frame, BroadcastStreamRecvError>) {
         match item {
             Ok(frame) => {
-                if frame.kind == FrameKind::Update {
-                    match self.positions.get_mut(&id) {
-                        // Already sent (in the snapshot or the catch-up).
-                        Some(p) if p.epoch == frame.epoch && frame.seq <= p.seq => return,
-                        Some(p) => {
-                            *p = Position {
-                                epoch: frame.epoch,
-                                seq: frame.seq,
-                            }
-                        }
-                        None => {
-                            self.positions.insert(
-                                id.clone(),
-                                Position {
-                                    epoch: frame.epoch,
-                                    seq: frame.seq,
-                                },
-                            );
-                        }
-                    }
+                let already_sent = self
+                    .positions
+                    .get(&id)
+                    .is_some_and(|p| frame.kind == FrameKind::Update && p.epoch == frame.epoch && frame.seq <= p.seq);
+                // Updates already in the snapshot or the catch-up are skipped.
+                if !already_sent {
+                    self.send(&id, frame);
                 }
-                self.outbox.push_back(frame.bytes);
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
                 tracing::debug!(match_id = %id, missed, "subscriber lagged; catching up");

@@ -28,6 +28,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -35,7 +36,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use touchline_guest::event::MatchEvent;
 
 use crate::metrics::Metrics;
-use crate::store::{BetRecord, DeadLetter, JournalEntry, MatchMeta, Op, Recovered, SnapshotRecord, StoreHandle};
+use crate::store::{BetRecord, DeadLetter, MatchMeta, Op, Recovered, SnapshotRecord, StoreHandle};
 use crate::supervisor::{Intensity, Policy, Verdict};
 use runtime::{Failure, GuestInstance, Runtime};
 use touchline_guest::bet::{BetDecision, BetRequest, OpenBet, Settlement};
@@ -227,7 +228,7 @@ struct Worker {
     /// Last snapshot of the guest state (the recovery base)...
     base_state: Option<Vec<u8>>,
     /// ...and the encoded events applied since, in order...
-    since_base: Vec<Vec<u8>>,
+    since_base: Vec<Bytes>,
     /// ...and their total size.
     since_base_bytes: usize,
     last_snapshot: Instant,
@@ -348,7 +349,7 @@ impl Worker {
             }
             self.seq = seq;
             self.since_base_bytes += entry.event.len();
-            self.since_base.push(entry.event);
+            self.since_base.push(Bytes::from(entry.event));
         }
         // Continuity is proven only by a clean mark at exactly this seq.
         self.epoch = if r.meta.clean_seq == Some(self.seq) {
@@ -495,21 +496,19 @@ impl Worker {
         }
         self.seq += 1;
         let frame = self.frame(FrameKind::Update, Some(delta), None, None, None);
+        let event = Bytes::from(bytes);
         if let Some(store) = &self.cfg.store {
-            let entry = JournalEntry {
-                event: bytes.clone(),
-                frame: frame.bytes.as_str().to_owned(),
+            // Shares the event and frame buffers; the writer encodes them.
+            let append = Op::Append {
+                match_id: self.match_id.clone(),
+                seq: self.seq,
+                event: event.clone(),
+                frame: frame.bytes.clone(),
             };
-            let _ = store
-                .send(Op::Append {
-                    match_id: self.match_id.clone(),
-                    seq: self.seq,
-                    entry,
-                })
-                .await;
+            let _ = store.send(append).await;
         }
-        self.since_base_bytes += bytes.len();
-        self.since_base.push(bytes);
+        self.since_base_bytes += event.len();
+        self.since_base.push(event);
         if self.recent.len() == RESUME_RING {
             self.recent.pop_front();
         }

@@ -207,10 +207,6 @@ impl Runtime {
         &self.inner.version
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
     /// A fresh store and instance for `match_id`, with an empty model.
     pub fn instantiate(&self, match_id: Arc<str>) -> Result<GuestInstance, Failure> {
         let Some(wasm) = &self.inner.wasm else {

@@ -112,28 +112,11 @@ impl Server {
             .spawn()
             .expect("spawning touchline");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = loop {
-            let line = lines
-                .next()
-                .expect("touchline exited before READY")
-                .expect("reading stdout");
-            if line.starts_with("READY ") {
-                break line;
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let field = |k: &str| -> SocketAddr {
-            let v = ready
-                .split(' ')
-                .find_map(|kv| kv.strip_prefix(k))
-                .unwrap_or_else(|| panic!("{k} in {ready}"));
-            v.parse().unwrap_or_else(|e| panic!("{k}{v}: {e}"))
-        };
+        let ready = touchline::Ready::wait(stdout).expect("touchline exited before READY");
+        let feed = ready.feed.expect("a feed port");
         Server {
-            http: field("http="),
-            feed: field("feed="),
+            http: ready.http,
+            feed,
             child,
             data: Some(data),
         }
