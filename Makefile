@@ -13,11 +13,13 @@ setup:
 	rustup target add $(GUEST_TARGET)
 	rustup component add rustfmt clippy
 
-# The default guest (embedded in the binary by host/build.rs) and the
-# fault-injection guest used by the fault tests.
+# The default guest (embedded in the binary by host/build.rs), the
+# fault-injection guest used by the fault tests, and match logic v2 that the
+# hot-swap tests and benchmark swap to.
 guest: setup
 	$(CARGO_RELEASE) -p touchline-guest --target $(GUEST_TARGET)
 	$(CARGO_RELEASE) -p touchline-guest --target $(GUEST_TARGET) --features fault-injection --target-dir target/faulty
+	$(CARGO_RELEASE) -p touchline-guest --target $(GUEST_TARGET) --features v2 --target-dir target/v2
 
 build: guest
 	$(CARGO_RELEASE) -p touchline

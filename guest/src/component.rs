@@ -3,7 +3,9 @@
 //! Thin by design: canonical ABI in, [`crate::glue`] (decode, model, encode),
 //! canonical ABI out. The only state is the one `glue::Worker` of this
 //! instance (one instance serves one match). With the
-//! `fault-injection` feature it also misbehaves on purpose for fault tests.
+//! `fault-injection` feature it also misbehaves on purpose for fault tests
+//! (odds_change markets 999001..999003 in `apply`, market 999004 in a state
+//! given to `migrate`).
 
 use std::cell::RefCell;
 
@@ -49,6 +51,19 @@ impl Guest for Worker {
         WORKER.with(|w| w.borrow_mut().apply(&event)).map_err(wit_error)
     }
 
+    fn state_version() -> u32 {
+        glue::STATE_VERSION
+    }
+
+    fn migrate(match_id: String, state: Vec<u8>, from_version: u32) -> Result<(), Error> {
+        WORKER
+            .with(|w| w.borrow_mut().migrate(&match_id, &state, from_version))
+            .map_err(wit_error)?;
+        #[cfg(feature = "fault-injection")]
+        WORKER.with(|w| faults::on_migrate(w.borrow().state()));
+        Ok(())
+    }
+
     fn decide_bet(request: Vec<u8>) -> Result<Vec<u8>, Error> {
         WORKER.with(|w| w.borrow().decide_bet(&request)).map_err(wit_error)
     }
@@ -78,6 +93,14 @@ mod faults {
     const PANIC: u32 = 999_001;
     const LOOP: u32 = 999_002;
     const MEMORY_BOMB: u32 = 999_003;
+    /// A state holding this market makes `migrate` panic (hot-swap tests).
+    const MIGRATE_TRAP: u32 = 999_004;
+
+    pub fn on_migrate(state: &crate::model::MatchState) {
+        if state.markets.keys().any(|(id, _)| *id == MIGRATE_TRAP) {
+            panic!("fault injection: migrating a state with market {MIGRATE_TRAP}");
+        }
+    }
 
     pub fn inject(event: &MatchEvent) {
         let MatchEvent::OddsChange(oc) = event else {

@@ -45,6 +45,11 @@ pub struct ServeConfig {
     pub failure_window: Duration,
     /// Bearer token for `/admin/*`; without one the admin routes are 404.
     pub admin_token: Option<String>,
+    /// A rollout aborts (every match back on the old guest) when more
+    /// matches than this fail to switch or fail their first event.
+    pub rollout_max_failed: usize,
+    /// Matches the canary replays through a new guest before a rollout.
+    pub canary_matches: usize,
     /// Smallest and largest stake accepted.
     pub min_stake: f64,
     pub max_stake: f64,
@@ -94,6 +99,8 @@ impl Default for ServeConfig {
             max_failures: 3,
             failure_window: Duration::from_secs(5),
             admin_token: None,
+            rollout_max_failed: 3,
+            canary_matches: 8,
             native_model: false,
             min_stake: 0.1,
             max_stake: 10_000.0,

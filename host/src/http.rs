@@ -1,4 +1,5 @@
-//! The HTTP port: live odds page, health, metrics and the WebSocket upgrade.
+//! The HTTP port: live odds page, health, metrics, the WebSocket upgrade and
+//! the admin API (heal a match; install, list and roll back guest versions).
 //!
 //! One listener serves everything a browser or an operator needs. The
 //! WebSocket handshake is answered here and the upgraded connection is handed
@@ -40,7 +41,11 @@ pub struct AppState {
     /// `/admin/*` bearer token; `None` disables the admin routes (404).
     pub admin_token: Option<String>,
     pub desk: Arc<crate::bets::Desk>,
+    pub guests: Arc<crate::guests::Guests>,
 }
+
+/// Largest guest component accepted by `POST /admin/guest`.
+pub const MAX_GUEST_BYTES: usize = 64 << 20;
 
 pub fn routes(state: AppState) -> axum::Router {
     axum::Router::new()
@@ -49,6 +54,13 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
         .route("/admin/matches/{id}/heal", axum::routing::post(heal))
+        .route(
+            "/admin/guest",
+            get(list_guests)
+                .post(install_guest)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_GUEST_BYTES)),
+        )
+        .route("/admin/guest/rollback", axum::routing::post(rollback_guest))
         .route("/api/bets/{id}", get(bet))
         .with_state(state)
 }
@@ -136,6 +148,58 @@ async fn heal(State(st): State<AppState>, Path(id): Path<String>, headers: Heade
     match st.router.heal(&id).await {
         Some(report) => (StatusCode::OK, report).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no live match {id}")).into_response(),
+    }
+}
+
+/// Installed guest versions, which matches run which, the last rollout.
+async fn list_guests(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&st, &headers) {
+        return denied.into_response();
+    }
+    axum::Json(st.guests.listing()).into_response()
+}
+
+/// Install the posted component and roll it out to every match.
+async fn install_guest(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(denied) = authorize(&st, &headers) {
+        return denied.into_response();
+    }
+    let result = st.guests.install(&st.router, body.to_vec()).await;
+    rollout_response(result)
+}
+
+/// Roll every match back to the previous guest version.
+async fn rollback_guest(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&st, &headers) {
+        return denied.into_response();
+    }
+    let result = st.guests.rollback(&st.router).await;
+    rollout_response(result)
+}
+
+/// 200 with the report when the rollout ran (even partly); 409 when it was
+/// aborted (nothing changed) or another one is running; 422 when the
+/// component or the canary was refused.
+fn rollout_response(result: Result<crate::guests::RolloutReport, crate::guests::InstallError>) -> Response {
+    use crate::guests::InstallError;
+    match result {
+        Ok(report) => {
+            let status = if report.outcome == "aborted" {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(report)).into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                InstallError::Load(_) | InstallError::Canary(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                InstallError::Busy | InstallError::NoPrevious => StatusCode::CONFLICT,
+                InstallError::Store(_) | InstallError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let body = serde_json::json!({"error": e.to_string(), "kind": e.kind()});
+            (status, axum::Json(body)).into_response()
+        }
     }
 }
 

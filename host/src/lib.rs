@@ -7,6 +7,8 @@
 //! - [`router`]: match id → worker, created on first sight.
 //! - [`worker`]: one guest instance per match ([`worker::runtime`] owns
 //!   the Wasm engine, limits and traps).
+//! - [`guests`]: installed guest versions, canary, hot-swap rollouts and
+//!   rollbacks.
 //! - [`push`]: WebSocket sessions, subscriptions, snapshots and updates.
 //! - [`bets`]: bet intake, idempotency, durable confirmation.
 //! - [`http`]: page, health, metrics, bets API, WebSocket upgrade.
@@ -25,6 +27,7 @@ pub mod bench;
 pub mod bets;
 pub mod config;
 pub mod feed;
+pub mod guests;
 pub mod http;
 pub mod metrics;
 pub mod push;
@@ -44,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::ServeConfig;
-use worker::runtime::{Limits, Runtime};
+use worker::runtime::{Limits, Platform};
 
 /// The default guest, built by `make guest` and wrapped by `build.rs`.
 pub const DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));
@@ -107,26 +110,37 @@ impl Server {
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
         let store = store::Store::open(&config.data_dir)?;
-        let guest_bytes = match &config.guest {
-            Some(path) => std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?,
-            None => DEFAULT_GUEST.to_vec(),
+        let explicit = match &config.guest {
+            Some(path) => Some(std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?),
+            None => None,
         };
         let limits = Limits {
             max_instances: config.max_matches,
             memory_bytes: config.guest_memory_bytes,
             call_deadline: config.guest_call_deadline,
         };
-        let runtime = if config.native_model {
+        let platform = if config.native_model {
             tracing::warn!("running the match model natively: no isolation, benchmark use only");
-            Runtime::native(limits)
+            None
         } else {
-            tokio::task::spawn_blocking(move || Runtime::new(&guest_bytes, limits))
-                .await
-                .context("guest compilation task")??
+            Some(Platform::new(limits)?)
         };
+        let metrics = Arc::new(metrics::Metrics::new());
+        let (guests, runtime) = guests::Guests::open(
+            platform,
+            store.clone(),
+            explicit,
+            DEFAULT_GUEST,
+            metrics.clone(),
+            guests::RolloutPolicy {
+                max_failed: config.rollout_max_failed,
+                canary_matches: config.canary_matches,
+            },
+        )
+        .await?;
+        let guests = Arc::new(guests);
         let guest_version = runtime.version().to_owned();
         tracing::info!(guest_version, start_no = store.start_no(), "guest ready");
-        let metrics = Arc::new(metrics::Metrics::new());
         let (handle, rx) = store::queue(store.clone());
         let writer_stop = CancellationToken::new();
         let writer_task = tokio::spawn(store::run_writer(
@@ -148,6 +162,7 @@ impl Server {
             clean_after: config.clean_after,
             hibernate_after: config.hibernate_after,
             owners: owners.clone(),
+            placement: guests.placement.clone(),
         };
         let router = Arc::new(router::Router::new(
             runtime,
@@ -204,6 +219,7 @@ impl Server {
             shutdown: session_stop.clone(),
             admin_token: config.admin_token.clone(),
             desk,
+            guests,
         };
         let listener = TcpListener::bind(config.http)
             .await

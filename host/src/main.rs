@@ -1,7 +1,9 @@
 //! The `touchline` binary: CLI, tracing, signals → ordered shutdown.
 //!
-//! Subcommands: `serve` (the server), `simulate` (a feed server), and `demo`
-//! (both, the simulator feeding the server over loopback TCP; `make run`).
+//! Subcommands: `serve` (the server), `simulate` (a feed server), `demo`
+//! (both, the simulator feeding the server over loopback TCP; `make run`),
+//! `swap` (the admin API's client for hot-swapping guest versions) and
+//! `bench`.
 //! Errors end here as `anyhow` with their whole chain printed.
 
 use std::net::SocketAddr;
@@ -47,6 +49,27 @@ enum Command {
         /// Where to write the JSON (the latency plot goes next to it as .svg).
         #[arg(long, default_value = "bench/results/latest.json")]
         out: PathBuf,
+    },
+    /// Hot-swap the match logic of a running server: install FILE (a guest
+    /// component) and roll it out to every match, roll back to the previous
+    /// version, or list the installed versions. Prints the server's JSON
+    /// report; fails unless the server did it.
+    Swap {
+        /// The server's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// The server's admin token.
+        #[arg(long, env = "TOUCHLINE_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Return every match to the previous version.
+        #[arg(long, conflicts_with_all = ["file", "list"])]
+        rollback: bool,
+        /// Show installed versions and which matches run which.
+        #[arg(long, conflicts_with = "file")]
+        list: bool,
+        /// Guest component to install.
+        #[arg(required_unless_present_any = ["rollback", "list"])]
+        file: Option<PathBuf>,
     },
     /// Run the simulator and the server fed by it over loopback TCP.
     Demo {
@@ -139,6 +162,14 @@ struct ServeArgs {
     /// Bearer token for /admin/* (at least 16 characters); unset disables them.
     #[arg(long, env = "TOUCHLINE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// A guest rollout aborts, returning every match to the old version,
+    /// when more matches than this fail to switch or fail their first event.
+    #[arg(long, default_value_t = 3)]
+    rollout_max_failed: usize,
+    /// Matches whose stored state and recent journal a new guest replays in
+    /// scratch instances before it touches live matches (0 = no canary).
+    #[arg(long, default_value_t = 8)]
+    canary_matches: usize,
 }
 
 #[derive(Args, Clone)]
@@ -193,6 +224,8 @@ struct FileConfig {
     max_stake: Option<f64>,
     accept_better_odds: Option<bool>,
     admin_token: Option<String>,
+    rollout_max_failed: Option<usize>,
+    canary_matches: Option<usize>,
 }
 
 /// Fill settings not given as flags (or environment) from `--config`.
@@ -239,6 +272,8 @@ fn apply_config_file(args: &mut ServeArgs, matches: &ArgMatches) -> anyhow::Resu
         min_stake,
         max_stake,
         accept_better_odds,
+        rollout_max_failed,
+        canary_matches,
     );
     take_some!(feed_listen, feed_connect, guest, admin_token);
     Ok(())
@@ -266,6 +301,8 @@ impl From<ServeArgs> for ServeConfig {
             max_failures: a.max_failures,
             failure_window: Duration::from_millis(a.failure_window_ms),
             admin_token: a.admin_token,
+            rollout_max_failed: a.rollout_max_failed,
+            canary_matches: a.canary_matches,
             native_model: a.native_model,
             min_stake: a.min_stake,
             max_stake: a.max_stake,
@@ -332,6 +369,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = task.await;
             Ok(())
         }
+        Command::Swap {
+            http,
+            token,
+            rollback,
+            list,
+            file,
+        } => {
+            let (method, path, body) = match (file, rollback, list) {
+                (Some(f), _, _) => {
+                    let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                    (hyper::Method::POST, "/admin/guest", bytes)
+                }
+                (None, true, _) => (hyper::Method::POST, "/admin/guest/rollback", Vec::new()),
+                (None, false, _) => (hyper::Method::GET, "/admin/guest", Vec::new()),
+            };
+            let (status, text) = admin_request(http, method, path, &token, body).await?;
+            println!("{text}");
+            anyhow::ensure!(status.is_success(), "{path}: HTTP {status}");
+            Ok(())
+        }
         Command::Bench { quick, seed, out } => touchline::bench::run(touchline::bench::Plan { quick, seed, out }).await,
         Command::Demo { http, data, sim } => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -365,6 +422,41 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     signal().await?;
     tracing::info!("shutting down");
     server.shutdown().await
+}
+
+/// One admin request over HTTP/1.1; the status and the body text.
+async fn admin_request(
+    addr: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(hyper::StatusCode, String)> {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/wasm")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .context("building the request")?;
+    let response = sender.send_request(request).await.with_context(|| format!("{path}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the response")?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Wait for Ctrl-C or SIGTERM.

@@ -56,6 +56,13 @@ pub struct Metrics {
     pub bet_decision_seconds: Histogram,
     pub bet_confirm_seconds: Histogram,
     pub wake_seconds: Histogram,
+    pub guest_installs: Family<Kind, Counter>,
+    pub guest_compile_seconds: Histogram,
+    pub guest_canary_seconds: Histogram,
+    pub rollouts: Family<Kind, Counter>,
+    pub match_switches: Family<Kind, Counter>,
+    pub match_switch_seconds: Histogram,
+    pub guest_versions_installed: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -207,6 +214,41 @@ impl Metrics {
                 "wake_seconds",
                 "Restoring a hibernated match (instantiate + restore + replay)",
                 Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+            ),
+            guest_installs: reg!(
+                "guest_installs",
+                "Guest versions offered for installation, by outcome or refusal reason",
+                Family::default()
+            ),
+            guest_compile_seconds: reg!(
+                "guest_compile_seconds",
+                "Compiling and checking a new guest component",
+                Histogram::new(exponential_buckets(1e-3, 1.25, 50))
+            ),
+            guest_canary_seconds: reg!(
+                "guest_canary_seconds",
+                "Replaying recent journal entries through a new guest in scratch stores",
+                Histogram::new(exponential_buckets(1e-4, 1.25, 60))
+            ),
+            rollouts: reg!(
+                "rollouts",
+                "Guest rollouts and rollbacks, by outcome",
+                Family::default()
+            ),
+            match_switches: reg!(
+                "match_switches",
+                "Per-match guest switches, by outcome",
+                Family::default()
+            ),
+            match_switch_seconds: reg!(
+                "match_switch_seconds",
+                "One match's switch: save state, instantiate the new version, migrate, snapshot",
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+            ),
+            guest_versions_installed: reg!(
+                "guest_versions_installed",
+                "Guest versions installed (kept in the store)",
+                Gauge::default()
             ),
             registry: r,
         }

@@ -12,7 +12,7 @@ use touchline_guest::event::MatchEvent;
 
 use crate::metrics::Metrics;
 use crate::store::Recovered;
-use crate::worker::{self, Command, WorkerConfig, WorkerHandle, runtime::Runtime};
+use crate::worker::{self, Command, SwitchOutcome, WorkerConfig, WorkerHandle, runtime::Runtime};
 
 /// Announcements of new matches buffered for sessions subscribed to `*`. A
 /// session that lags re-reads the full match list instead.
@@ -36,7 +36,9 @@ impl RouteError {
 }
 
 pub struct Router {
-    runtime: Runtime,
+    /// The guest version new and restored matches start on: the active one,
+    /// or the rollout's target while a rollout runs.
+    runtime: Mutex<Runtime>,
     metrics: Arc<Metrics>,
     worker_config: Arc<WorkerConfig>,
     /// `None` once shut down: dropping the handles closes every mailbox.
@@ -49,7 +51,7 @@ pub struct Router {
 impl Router {
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>, worker_config: WorkerConfig, max_matches: usize) -> Router {
         Router {
-            runtime,
+            runtime: Mutex::new(runtime),
             metrics,
             worker_config: Arc::new(worker_config),
             matches: Mutex::new(Some(HashMap::new())),
@@ -79,6 +81,8 @@ impl Router {
             return Err(RouteError::Capacity(self.max_matches));
         }
         let id: Arc<str> = Arc::from(id);
+        // Under the map lock: a rollout that lists the matches after
+        // changing the runtime sees every match created before the change.
         let handle = self.spawn(id.clone(), None);
         map.insert(id.clone(), handle.clone());
         drop(guard);
@@ -90,7 +94,7 @@ impl Router {
     fn spawn(&self, id: Arc<str>, recovered: Option<Recovered>) -> WorkerHandle {
         worker::spawn(
             id,
-            self.runtime.clone(),
+            self.runtime(),
             self.metrics.clone(),
             self.worker_config.clone(),
             recovered,
@@ -115,6 +119,37 @@ impl Router {
         let handle = self.get(id)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         handle.mailbox.send(Command::Heal { reply: tx }).await.ok()?;
+        drop(handle);
+        rx.await.ok()
+    }
+
+    /// The guest version new matches start on.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime.lock().expect("router runtime lock").clone()
+    }
+
+    /// Start new matches on `runtime` from now on. Taken under the map lock,
+    /// so [`Router::match_ids`] called afterwards lists every match that
+    /// started on the previous one.
+    pub fn set_runtime(&self, runtime: Runtime) {
+        let _map = self.matches.lock().expect("router lock");
+        *self.runtime.lock().expect("router runtime lock") = runtime;
+    }
+
+    /// Ask a match's worker to switch to `runtime`; `None` if the match is
+    /// gone.
+    pub async fn switch(&self, id: &str, runtime: Runtime, probation: bool) -> Option<SwitchOutcome> {
+        let handle = self.get(id)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        handle
+            .mailbox
+            .send(Command::Switch {
+                runtime,
+                probation,
+                reply,
+            })
+            .await
+            .ok()?;
         drop(handle);
         rx.await.ok()
     }

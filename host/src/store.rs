@@ -16,7 +16,9 @@
 //! - `held`      match \0 n → event bytes received while quarantined
 //! - `bets`      bet id → [`BetRecord`]
 //! - `match_bets` match \0 bet id → () for accepted bets (settlement, recovery)
-//! - `meta`      "starts" → number of times this data dir was opened
+//! - `guests`    content hash → [`GuestRecord`] (installed guest components)
+//! - `meta`      "starts" → number of times this data dir was opened;
+//!   "guest.active" / "guest.previous" → content hashes
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,12 +68,24 @@ pub struct MatchMeta {
     pub quarantined: Option<String>,
 }
 
+/// An installed guest component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestRecord {
+    pub component: Vec<u8>,
+    /// Unix ms.
+    pub installed_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     pub seq: u64,
     pub epoch: u64,
-    /// Guest state (`save-state` bytes).
+    /// Guest state (`save-state` bytes)...
     pub state: Vec<u8>,
+    /// ...saved by this guest version (content hash)...
+    pub guest: String,
+    /// ...whose `state-version` is this.
+    pub state_version: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +186,8 @@ pub struct Store {
     held: sled::Tree,
     bets: sled::Tree,
     match_bets: sled::Tree,
+    guests: sled::Tree,
+    meta: sled::Tree,
     /// Which start of this data dir this is (1 for the first).
     start_no: u64,
 }
@@ -232,6 +248,8 @@ impl Store {
             held: db.open_tree("held")?,
             bets: db.open_tree("bets")?,
             match_bets: db.open_tree("match_bets")?,
+            guests: db.open_tree("guests")?,
+            meta,
             db,
             start_no: starts,
         })
@@ -249,27 +267,95 @@ impl Store {
         for item in self.matches.iter() {
             let (k, v) = item?;
             let meta: MatchMeta = dec("match", &k, &v)?;
-            let match_id: Arc<str> = Arc::from(String::from_utf8_lossy(&k).as_ref());
-            let snapshot = match self.snapshots.get(&k)? {
-                Some(v) => Some(dec::<SnapshotRecord>("snapshot", &k, &v)?),
-                None => None,
-            };
-            let after = snapshot.as_ref().map_or(0, |s| s.seq);
-            let mut journal = Vec::new();
-            for item in self.journal.range(key(&match_id, after + 1)..prefix_end(&match_id)) {
-                let (jk, jv) = item?;
-                journal.push((seq_of(&jk), dec::<JournalEntry>("journal", &jk, &jv)?));
-            }
-            let bets = self.accepted_bets(&match_id)?;
-            out.push(Recovered {
-                match_id,
-                meta,
-                snapshot,
-                journal,
-                bets,
-            });
+            out.push(self.recovered(&String::from_utf8_lossy(&k), meta)?);
         }
         Ok(out)
+    }
+
+    /// What recovery needs for one match, if it has a record.
+    pub fn recover_one(&self, match_id: &str) -> Result<Option<Recovered>, StoreError> {
+        match self.matches.get(match_id.as_bytes())? {
+            Some(v) => Ok(Some(self.recovered(match_id, dec("match", match_id.as_bytes(), &v)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn recovered(&self, match_id: &str, meta: MatchMeta) -> Result<Recovered, StoreError> {
+        let snapshot = match self.snapshots.get(match_id.as_bytes())? {
+            Some(v) => Some(dec::<SnapshotRecord>("snapshot", match_id.as_bytes(), &v)?),
+            None => None,
+        };
+        let after = snapshot.as_ref().map_or(0, |s| s.seq);
+        let mut journal = Vec::new();
+        for item in self.journal.range(key(match_id, after + 1)..prefix_end(match_id)) {
+            let (jk, jv) = item?;
+            journal.push((seq_of(&jk), dec::<JournalEntry>("journal", &jk, &jv)?));
+        }
+        Ok(Recovered {
+            match_id: Arc::from(match_id),
+            meta,
+            snapshot,
+            journal,
+            bets: self.accepted_bets(match_id)?,
+        })
+    }
+
+    /// The last `n` journaled events of a match, oldest first.
+    pub fn recent_events(&self, match_id: &str, n: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::with_capacity(n);
+        for item in self.journal.scan_prefix(prefix(match_id)).rev().take(n) {
+            let (k, v) = item?;
+            out.push((seq_of(&k), dec::<JournalEntry>("journal", &k, &v)?.event));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// One installed guest component.
+    pub fn guest(&self, hash: &str) -> Result<Option<GuestRecord>, StoreError> {
+        match self.guests.get(hash.as_bytes())? {
+            Some(v) => Ok(Some(dec("guest", hash.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Installed guest components, by content hash.
+    pub fn guests(&self) -> Result<Vec<(String, GuestRecord)>, StoreError> {
+        self.guests
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), dec("guest", &k, &v)?))
+            })
+            .collect()
+    }
+
+    /// Keep a guest component, durably.
+    pub async fn put_guest(&self, hash: &str, record: &GuestRecord) -> Result<(), StoreError> {
+        self.guests.insert(hash.as_bytes(), enc(record))?;
+        self.flush().await
+    }
+
+    /// The active and previous guest versions (content hashes), if any
+    /// was ever installed.
+    pub fn active_guest(&self) -> Result<(Option<String>, Option<String>), StoreError> {
+        let get = |k: &str| -> Result<Option<String>, StoreError> {
+            Ok(self.meta.get(k)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        };
+        Ok((get("guest.active")?, get("guest.previous")?))
+    }
+
+    /// Record which version is active (and which one a rollback returns
+    /// to), durably.
+    pub async fn set_active_guest(&self, active: &str, previous: Option<&str>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert("guest.active", active.as_bytes());
+        match previous {
+            Some(p) => batch.insert("guest.previous", p.as_bytes()),
+            None => batch.remove("guest.previous"),
+        }
+        self.meta.apply_batch(batch)?;
+        self.flush().await
     }
 
     /// Update frames `from..=to` from the journal, if all are there.

@@ -14,6 +14,17 @@
 //! no seq taken). Past the restart intensity the match is quarantined: later
 //! events are held in the store, not applied, until an operator heals it.
 //!
+//! Hot swap ([`crate::guests`] runs rollouts): a [`Command::Switch`] is
+//! handled between two events like any command. The worker saves the state
+//! from its current instance, instantiates the new version and hands it the
+//! state through the guest's `migrate`; if that fails the match stays on the
+//! old version. The first event after a switch is on probation: if the new
+//! version fails on it, the match goes back to the old version with the
+//! state saved at the switch and the event is applied there. A quarantined
+//! match switches and then replays what was kept (snapshot, tail, dead
+//! letters, held events) under the new version. Seq, epoch and subscribers
+//! are untouched by a switch; frames carry the new `guest_version`.
+//!
 //! Durability protocol for epochs: a match is either durably *clean at seq
 //! S* (nothing beyond S was ever pushed) or *dirty*. Before the first push
 //! after a clean mark the worker durably clears the mark (a store barrier);
@@ -35,7 +46,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use touchline_guest::event::MatchEvent;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Kind, Metrics};
 use crate::store::{BetRecord, DeadLetter, MatchMeta, Op, Recovered, SnapshotRecord, StoreHandle};
 use crate::supervisor::{Intensity, Policy, Verdict};
 use runtime::{Failure, GuestInstance, Runtime};
@@ -80,6 +91,8 @@ pub struct WorkerConfig {
     pub hibernate_after: Option<Duration>,
     /// Connected bet owners, told about settlements.
     pub owners: Arc<crate::bets::Owners>,
+    /// Which match runs which guest version; probation failures.
+    pub placement: Arc<crate::guests::Placement>,
 }
 
 /// A client's position in a match stream.
@@ -108,6 +121,45 @@ pub enum Command {
         request: BetRequest,
         reply: oneshot::Sender<BetRecord>,
     },
+    /// Run another guest version from now on (see the module doc).
+    Switch {
+        runtime: Runtime,
+        /// Go back to the current version if the new one fails on the
+        /// first event (rollouts); `false` for rollbacks.
+        probation: bool,
+        reply: oneshot::Sender<SwitchOutcome>,
+    },
+}
+
+/// What a [`Command::Switch`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SwitchOutcome {
+    /// Running the new version; the switch took this long.
+    Switched { seconds: f64 },
+    /// Already running it.
+    Unchanged,
+    /// Was quarantined: switched and replayed what was kept; `healthy`
+    /// unless the replay quarantined it again.
+    Healed { report: String, healthy: bool },
+    /// Still on the old version, and why.
+    Failed(String),
+}
+
+/// The recovery base: a saved state and who saved it.
+#[derive(Debug, Clone)]
+struct Base {
+    state: Vec<u8>,
+    /// Content hash of the guest version that saved it...
+    guest: Arc<str>,
+    /// ...and its state layout version.
+    state_version: u32,
+}
+
+/// A switched match until its first event under the new version.
+struct Probation {
+    old: Runtime,
+    /// The state the old version saved at the switch.
+    state: Vec<u8>,
 }
 
 /// How a subscriber catches up.
@@ -195,7 +247,8 @@ pub fn spawn(
         epoch: 0,
         instance: None,
         quarantined: None,
-        base_state: None,
+        base: None,
+        probation: None,
         since_base: Vec::new(),
         since_base_bytes: 0,
         last_snapshot: Instant::now(),
@@ -226,7 +279,7 @@ struct Worker {
     quarantined: Option<String>,
     intensity: Intensity,
     /// Last snapshot of the guest state (the recovery base)...
-    base_state: Option<Vec<u8>>,
+    base: Option<Base>,
     /// ...and the encoded events applied since, in order...
     since_base: Vec<Bytes>,
     /// ...and their total size.
@@ -246,6 +299,8 @@ struct Worker {
     hibernated: bool,
     /// Accepted bets on this match, with where they stand.
     bets: Vec<BetRecord>,
+    /// Set between a switch and the first event after it.
+    probation: Option<Probation>,
 }
 
 /// Outcome of applying one event under supervision.
@@ -259,6 +314,7 @@ enum Applied {
 impl Worker {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, recovered: Option<Recovered>) {
         self.metrics.live_matches.inc();
+        self.cfg.placement.set(&self.match_id, self.runtime.version_arc());
         self.start(recovered).await;
         loop {
             let idle_deadline = self.idle_since.map(|t| t + self.cfg.clean_after);
@@ -304,6 +360,14 @@ impl Worker {
                     let _ = reply.send(report);
                 }
                 Command::Bet { request, reply } => self.bet(request, reply).await,
+                Command::Switch {
+                    runtime,
+                    probation,
+                    reply,
+                } => {
+                    let outcome = self.switch(runtime, probation).await;
+                    let _ = reply.send(outcome);
+                }
             }
         }
         // Mailbox closed: graceful shutdown. Leave a snapshot and a clean mark.
@@ -312,6 +376,7 @@ impl Worker {
         }
         self.mark_clean().await;
         self.metrics.live_matches.dec();
+        self.cfg.placement.remove(&self.match_id);
         if self.hibernated {
             self.metrics.hibernated_matches.dec();
         }
@@ -340,7 +405,11 @@ impl Worker {
         self.bets = r.bets;
         if let Some(s) = r.snapshot {
             self.seq = s.seq;
-            self.base_state = Some(s.state);
+            self.base = Some(Base {
+                state: s.state,
+                guest: Arc::from(s.guest),
+                state_version: s.state_version,
+            });
         }
         for (seq, entry) in r.journal {
             if seq != self.seq + 1 {
@@ -373,6 +442,26 @@ impl Worker {
             self.hold(bytes).await;
             return;
         }
+        if let Some(p) = self.probation.take() {
+            let first = match self.instance.as_mut() {
+                Some(i) => i.apply(&bytes).and_then(validate_json),
+                None => Err(Failure::Trap("no instance after the switch".into())),
+            };
+            match first {
+                Ok(delta) => {
+                    self.metrics
+                        .match_switches
+                        .get_or_create(&Kind {
+                            kind: "probation_passed",
+                        })
+                        .inc();
+                    self.commit(bytes, &delta).await;
+                    return;
+                }
+                // The event goes to the old version below.
+                Err(f) => self.revert(p, &f).await,
+            }
+        }
         match self.apply_supervised(&bytes) {
             Applied::Ok(delta) => self.commit(bytes, &delta).await,
             Applied::Rejected(f) => {
@@ -403,6 +492,99 @@ impl Worker {
                 self.hold(bytes).await;
             }
         }
+    }
+
+    /// Run `new` from now on: migrate the state into it, or stay and say why.
+    async fn switch(&mut self, new: Runtime, probation: bool) -> SwitchOutcome {
+        if new.version() == self.runtime.version() {
+            return SwitchOutcome::Unchanged;
+        }
+        let started = Instant::now();
+        let old = self.runtime.clone();
+        let (from, to) = (short(old.version()), short(new.version()));
+        if self.quarantined.is_some() {
+            // Nothing live to migrate: heal replays snapshot, tail, dead
+            // letters and held events under the new version.
+            self.runtime = new.clone();
+            self.instance = None;
+            self.probation = None;
+            self.cfg.placement.set(&self.match_id, new.version_arc());
+            self.status("upgraded", &format!("guest {from} → {to}; healing"));
+            let report = self.heal().await;
+            self.count_switch("healed");
+            tracing::info!(match_id = %self.match_id, from, to, report, "quarantined match switched and healed");
+            return SwitchOutcome::Healed {
+                report,
+                healthy: self.quarantined.is_none(),
+            };
+        }
+        self.wake();
+        self.ensure_instance();
+        let saved = match self.instance.as_mut().map(|i| i.save_state()) {
+            Some(Ok(s)) => s,
+            Some(Err(f)) => {
+                return self.switch_failed(&from, &to, format!("the old version failed saving its state: {f}"));
+            }
+            None => return self.switch_failed(&from, &to, "no instance to take the state from".into()),
+        };
+        match new.instantiate_with(self.match_id.clone(), &saved, old.version(), old.state_version()) {
+            Ok(instance) => {
+                self.instance = Some(instance);
+                self.runtime = new;
+                self.probation = probation.then(|| Probation {
+                    old: old.clone(),
+                    state: saved,
+                });
+                // The migrated state becomes the recovery base (and the
+                // stored snapshot), saved by the new version.
+                self.snapshot();
+                self.cfg.placement.set(&self.match_id, self.runtime.version_arc());
+                self.status("upgraded", &format!("guest {from} → {to}"));
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics.match_switch_seconds.observe(seconds);
+                self.count_switch("switched");
+                tracing::debug!(match_id = %self.match_id, from, to, seq = self.seq, micros = (seconds * 1e6) as u64, "match switched");
+                SwitchOutcome::Switched { seconds }
+            }
+            Err(f) => self.switch_failed(&from, &to, format!("migration failed: {f}")),
+        }
+    }
+
+    fn switch_failed(&mut self, from: &str, to: &str, reason: String) -> SwitchOutcome {
+        self.count_switch("failed");
+        tracing::warn!(match_id = %self.match_id, from, to, reason, "match stays on the old guest");
+        SwitchOutcome::Failed(reason)
+    }
+
+    fn count_switch(&self, outcome: &'static str) {
+        self.metrics.match_switches.get_or_create(&Kind { kind: outcome }).inc();
+    }
+
+    /// The new version failed on its first event: back to the old one, with
+    /// the state it saved at the switch.
+    async fn revert(&mut self, p: Probation, failure: &Failure) {
+        let to = std::mem::replace(&mut self.runtime, p.old);
+        let reason = format!(
+            "guest {} failed on its first event, back on {}: {failure}",
+            short(to.version()),
+            short(self.runtime.version())
+        );
+        self.base = Some(Base {
+            state: p.state,
+            guest: self.runtime.version_arc(),
+            state_version: self.runtime.state_version(),
+        });
+        self.since_base.clear();
+        self.since_base_bytes = 0;
+        if let Err(f) = self.recover() {
+            tracing::error!(match_id = %self.match_id, error = %f, "the old guest cannot take its own state back");
+        }
+        self.snapshot();
+        self.count_switch("probation_failed");
+        self.cfg.placement.set(&self.match_id, self.runtime.version_arc());
+        self.cfg.placement.probation_failed(&self.match_id, &reason);
+        tracing::warn!(match_id = %self.match_id, seq = self.seq, reason, "switch rolled back");
+        self.status("rolled_back", &reason);
     }
 
     /// Apply with restart-and-retry-once.
@@ -467,10 +649,12 @@ impl Worker {
     /// A fresh instance with the last snapshot and the events since.
     fn recover(&mut self) -> Result<(), Failure> {
         self.instance = None;
-        let mut instance = self.runtime.instantiate(self.match_id.clone())?;
-        if let Some(state) = &self.base_state {
-            instance.restore_state(state)?;
-        }
+        let mut instance = match &self.base {
+            Some(b) => self
+                .runtime
+                .instantiate_with(self.match_id.clone(), &b.state, &b.guest, b.state_version)?,
+            None => self.runtime.instantiate(self.match_id.clone())?,
+        };
         for event in &self.since_base {
             instance.apply(event)?;
         }
@@ -703,6 +887,8 @@ impl Worker {
                         seq: self.seq,
                         epoch: self.epoch,
                         state: state.clone(),
+                        guest: self.runtime.version().to_owned(),
+                        state_version: self.runtime.state_version(),
                     };
                     // Never blocks the worker: a full queue skips this snapshot
                     // (the journal still has every event).
@@ -717,7 +903,11 @@ impl Worker {
                         return;
                     }
                 }
-                self.base_state = Some(state);
+                self.base = Some(Base {
+                    state,
+                    guest: self.runtime.version_arc(),
+                    state_version: self.runtime.state_version(),
+                });
                 self.since_base.clear();
                 self.since_base_bytes = 0;
                 self.last_snapshot = Instant::now();
@@ -925,4 +1115,9 @@ fn validate_json(text: String) -> Result<Box<RawValue>, Failure> {
 
 fn null_json() -> Box<RawValue> {
     RawValue::from_string("null".to_owned()).expect("null is JSON")
+}
+
+/// A content hash short enough for logs and status frames.
+fn short(version: &str) -> String {
+    version.chars().take(12).collect()
 }

@@ -1,18 +1,25 @@
-//! The Wasm runtime: one engine, one pre-linked guest, one store per match.
+//! The Wasm runtime: one engine, one pre-linked component per guest version,
+//! one store per match.
 //!
-//! [`Runtime`] is built once: it configures the engine (pooling allocator
-//! sized for the configured number of matches, epoch interruption, memory
-//! cap), compiles the guest component, checks it implements the
-//! `match-worker` world with our event format, and pre-links it
-//! (`InstancePre`). [`GuestInstance`] is one match's store + instance; every
-//! call into it runs under an epoch deadline and a memory limit, and a trap
-//! comes back as a [`Failure`], never as a host panic.
+//! [`Platform`] is built once per host: it configures the engine (pooling
+//! allocator sized for the configured number of matches plus room for
+//! migrations and canaries, epoch interruption, memory cap) and the linker.
+//! [`Platform::load`] compiles a guest component (blocking: call it off the
+//! async workers), checks that it implements the `match-worker` world with
+//! our event format, saying precisely what is missing when it does not
+//! ([`LoadError`]), and pre-links it into a [`Runtime`]: one guest version,
+//! identified by the sha-256 of its bytes. Several versions share the
+//! engine and the pool during a hot swap. [`GuestInstance`] is one match's
+//! store + instance; every call into it runs under an epoch deadline and a
+//! memory limit, and a trap comes back as a [`Failure`], never as a host
+//! panic.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
@@ -32,10 +39,32 @@ use bindings::{MatchWorker, MatchWorkerPre};
 /// How often the epoch advances. Deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// The interface a guest must export, as named in `wit/`.
+pub const MATCH_EXPORT: &str = "touchline:worker/match@0.2.0";
+/// The only interface a guest may import.
+pub const HOST_IMPORT: &str = "touchline:worker/host@0.2.0";
+/// Functions of [`MATCH_EXPORT`].
+const MATCH_FUNCTIONS: &[&str] = &[
+    "event-format",
+    "init",
+    "state-version",
+    "migrate",
+    "apply",
+    "decide-bet",
+    "settle-bets",
+    "snapshot",
+    "save-state",
+    "restore-state",
+];
+
+/// Pool slots beyond one per match: a match being switched holds two
+/// instances for a moment, a canary holds scratch ones, loading probes one.
+pub const POOL_SLACK: u32 = 64;
+
 /// Limits applied to every guest.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Concurrent live instances the pooling allocator reserves slots for.
+    /// Concurrent live matches the pooling allocator reserves slots for.
     pub max_instances: u32,
     /// Linear memory cap per instance.
     pub memory_bytes: usize,
@@ -43,10 +72,82 @@ pub struct Limits {
     pub call_deadline: Duration,
 }
 
-/// A guest component ready to instantiate, plus its identity.
+/// Why a guest component was refused. Nothing is installed when loading fails.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not WebAssembly: the bytes do not start with the \\0asm header")]
+    NotWasm,
+    #[error(
+        "a core WebAssembly module, not a component: wrap it with wit-component \
+         (as `make guest` does) or build it with cargo-component"
+    )]
+    CoreModule,
+    #[error("not a valid component: {0}")]
+    Invalid(String),
+    #[error("the component does not export `{MATCH_EXPORT}` (it exports: {exports})")]
+    MissingExport { exports: String },
+    #[error("the component's `{MATCH_EXPORT}` lacks function `{0}`")]
+    MissingFunction(&'static str),
+    #[error("the component imports `{0}`, which the host does not provide (only `{HOST_IMPORT}`)")]
+    UnknownImport(String),
+    #[error("the component does not fit the match-worker world: {0}")]
+    Mismatch(String),
+    #[error("the guest speaks event format {guest}, the host speaks {host}")]
+    EventFormat { guest: u32, host: u32 },
+    #[error("the guest failed while being probed: {0}")]
+    Probe(Failure),
+}
+
+impl LoadError {
+    /// Metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::NotWasm => "not_wasm",
+            LoadError::CoreModule => "core_module",
+            LoadError::Invalid(_) => "invalid",
+            LoadError::MissingExport { .. } => "missing_export",
+            LoadError::MissingFunction(_) => "missing_function",
+            LoadError::UnknownImport(_) => "unknown_import",
+            LoadError::Mismatch(_) => "mismatch",
+            LoadError::EventFormat { .. } => "event_format",
+            LoadError::Probe(_) => "probe",
+        }
+    }
+}
+
+/// The engine and linker every guest version shares.
+#[derive(Clone)]
+pub struct Platform {
+    inner: Arc<PlatformInner>,
+}
+
+struct PlatformInner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    deadline_ticks: u64,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for PlatformInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One guest version ready to instantiate, plus its identity.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("version", &self.inner.version)
+            .field("state_version", &self.inner.state_version)
+            .finish()
+    }
 }
 
 struct Inner {
@@ -54,20 +155,14 @@ struct Inner {
     wasm: Option<Wasm>,
     limits: Limits,
     /// Content hash of the guest component (hex sha-256), or "native".
-    version: String,
-    stop_ticker: Arc<AtomicBool>,
+    version: Arc<str>,
+    /// The guest's `state-version`.
+    state_version: u32,
 }
 
 struct Wasm {
-    engine: Engine,
+    platform: Platform,
     pre: MatchWorkerPre<HostState>,
-    deadline_ticks: u64,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Per-store host state: what a guest's imports can reach.
@@ -121,18 +216,20 @@ impl Failure {
     }
 }
 
-impl Runtime {
-    /// Compile `component_bytes` and prepare it for instantiation.
-    pub fn new(component_bytes: &[u8], limits: Limits) -> anyhow::Result<Runtime> {
+impl Platform {
+    /// Configure the engine and the host imports; starts the epoch ticker.
+    pub fn new(limits: Limits) -> anyhow::Result<Platform> {
         let mut pool = PoolingAllocationConfig::default();
-        let n = limits.max_instances.max(1);
+        let n = limits.max_instances.max(1).saturating_add(POOL_SLACK);
         // Per guest component: 3 core instances (the module and the
         // adapter shims), 2 tables, 1 memory.
         pool.total_component_instances(n)
             .total_core_instances(n.saturating_mul(3))
             .total_memories(n)
             .total_tables(n.saturating_mul(2))
-            .max_core_instances_per_component(3)
+            // A component may hold more (shims of other toolchains): the check
+            // is per component, the pool is shared.
+            .max_core_instances_per_component(8)
             .max_memories_per_component(1)
             .max_tables_per_component(2)
             .max_memory_size(limits.memory_bytes)
@@ -151,42 +248,108 @@ impl Runtime {
             .memory_guard_size(64 * 1024)
             .memory_reservation_for_growth(0);
         let engine = wt(Engine::new(&config)).context("configuring the Wasm engine")?;
-        let component = wt(Component::new(&engine, component_bytes)).context("compiling the guest component")?;
         let mut linker = Linker::<HostState>::new(&engine);
         wt(MatchWorker::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut linker,
             |s| s,
         ))
         .context("linking host imports")?;
-        let pre = wt(linker.instantiate_pre(&component)).context("guest does not fit the match-worker world")?;
-        let pre = wt(MatchWorkerPre::new(pre)).context("guest does not export the match-worker interface")?;
         let deadline_ticks = limits.call_deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
-        let runtime = Runtime {
+        Ok(Platform {
+            inner: Arc::new(PlatformInner {
+                engine,
+                linker,
+                limits,
+                deadline_ticks,
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// Compile, check and pre-link a guest component. CPU-bound for tens to
+    /// hundreds of milliseconds: run it on a blocking thread.
+    pub fn load(&self, bytes: &[u8]) -> Result<Runtime, LoadError> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', _, _, 0, 0]) => return Err(LoadError::CoreModule),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(LoadError::NotWasm),
+        }
+        let p = &self.inner;
+        let component = Component::new(&p.engine, bytes).map_err(|e| LoadError::Invalid(chain(&e)))?;
+        check_world(&p.engine, &component)?;
+        let pre = p
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Mismatch(chain(&e)))?;
+        let pre = MatchWorkerPre::new(pre).map_err(|e| LoadError::Mismatch(chain(&e)))?;
+        let mut runtime = Runtime {
             inner: Arc::new(Inner {
                 wasm: Some(Wasm {
-                    engine,
+                    platform: self.clone(),
                     pre,
-                    deadline_ticks,
                 }),
-                limits,
-                version: content_hash(component_bytes),
-                stop_ticker,
+                limits: p.limits.clone(),
+                version: Arc::from(content_hash(bytes)),
+                state_version: 0,
             }),
         };
         // Refuse a guest that speaks another event encoding now, not on the
-        // first event.
-        let mut probe = runtime
-            .instantiate(Arc::from("probe"))
-            .context("instantiating the guest")?;
-        let format = probe.event_format().context("asking the guest for its event format")?;
-        anyhow::ensure!(
-            format == touchline_guest::EVENT_FORMAT,
-            "guest speaks event format {format}, host speaks {}",
-            touchline_guest::EVENT_FORMAT
-        );
+        // first event; learn its state layout version.
+        let mut probe = runtime.instantiate(Arc::from("probe")).map_err(LoadError::Probe)?;
+        let format = probe.event_format().map_err(LoadError::Probe)?;
+        if format != touchline_guest::EVENT_FORMAT {
+            return Err(LoadError::EventFormat {
+                guest: format,
+                host: touchline_guest::EVENT_FORMAT,
+            });
+        }
+        let state_version = probe.state_version().map_err(LoadError::Probe)?;
+        drop(probe);
+        Arc::get_mut(&mut runtime.inner)
+            .expect("the probe instance was dropped: no other reference")
+            .state_version = state_version;
         Ok(runtime)
+    }
+}
+
+/// Name what the component lacks (or has too much of) before wasmtime's
+/// own, less specific, type check.
+fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if name != HOST_IMPORT {
+            return Err(LoadError::UnknownImport(name.to_owned()));
+        }
+    }
+    let Some(export) = ty.get_export(engine, MATCH_EXPORT) else {
+        let names: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
+        let exports = if names.is_empty() {
+            "nothing".to_owned()
+        } else {
+            names.join(", ")
+        };
+        return Err(LoadError::MissingExport { exports });
+    };
+    let ComponentItem::ComponentInstance(instance) = export.ty else {
+        return Err(LoadError::Mismatch(format!("`{MATCH_EXPORT}` is not an instance")));
+    };
+    for f in MATCH_FUNCTIONS {
+        match instance.get_export(engine, f).map(|e| e.ty) {
+            Some(ComponentItem::ComponentFunc(_)) => {}
+            _ => return Err(LoadError::MissingFunction(f)),
+        }
+    }
+    Ok(())
+}
+
+impl Runtime {
+    /// Compile `component_bytes` on a platform of its own (one-version hosts
+    /// and tools).
+    pub fn new(component_bytes: &[u8], limits: Limits) -> anyhow::Result<Runtime> {
+        let platform = Platform::new(limits)?;
+        Ok(platform.load(component_bytes)?)
     }
 
     /// The same match logic compiled into the host, behind the same
@@ -196,8 +359,8 @@ impl Runtime {
             inner: Arc::new(Inner {
                 wasm: None,
                 limits,
-                version: "native".to_owned(),
-                stop_ticker: Arc::new(AtomicBool::new(true)),
+                version: Arc::from("native"),
+                state_version: touchline_guest::glue::STATE_VERSION,
             }),
         }
     }
@@ -207,27 +370,39 @@ impl Runtime {
         &self.inner.version
     }
 
+    /// [`Runtime::version`], shareable.
+    pub fn version_arc(&self) -> Arc<str> {
+        self.inner.version.clone()
+    }
+
+    /// Layout version of the states this guest saves.
+    pub fn state_version(&self) -> u32 {
+        self.inner.state_version
+    }
+
     /// A fresh store and instance for `match_id`, with an empty model.
     pub fn instantiate(&self, match_id: Arc<str>) -> Result<GuestInstance, Failure> {
         let Some(wasm) = &self.inner.wasm else {
             return Ok(GuestInstance {
                 kind: Kind::Native(touchline_guest::glue::Worker::new(&*match_id)),
+                match_id,
             });
         };
+        let p = &wasm.platform.inner;
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.inner.limits.memory_bytes)
             .trap_on_grow_failure(true)
             .instances(4)
             .build();
         let mut store = Store::new(
-            &wasm.engine,
+            &p.engine,
             HostState {
                 limits,
                 match_id: match_id.clone(),
             },
         );
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(wasm.deadline_ticks);
+        store.set_epoch_deadline(p.deadline_ticks);
         let bindings = wasm.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
         call(&mut store, &bindings, self, |b, s| {
             b.touchline_worker_match_().call_init(s, &match_id)
@@ -238,7 +413,31 @@ impl Runtime {
                 bindings,
                 runtime: self.clone(),
             },
+            match_id,
         })
+    }
+
+    /// A fresh instance holding `state`, saved by a guest whose layout is
+    /// `from_version` (`restore-state` when this version saved it,
+    /// `migrate` otherwise).
+    pub fn instantiate_with(
+        &self,
+        match_id: Arc<str>,
+        state: &[u8],
+        saved_by: &str,
+        from_version: u32,
+    ) -> Result<GuestInstance, Failure> {
+        let mut instance = self.instantiate(match_id)?;
+        if saved_by == self.version() {
+            instance.restore_state(state)?;
+        } else {
+            instance.migrate(state, from_version)?;
+        }
+        Ok(instance)
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        self.inner.wasm.as_ref().map_or(1, |w| w.platform.inner.deadline_ticks)
     }
 
     fn classify(&self, e: wasmtime::Error) -> Failure {
@@ -248,7 +447,7 @@ impl Runtime {
                 _ => Failure::Trap(trap.to_string()),
             };
         }
-        let text = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+        let text = chain(&e);
         if text.contains("memory") && (text.contains("grow") || text.contains("limit")) {
             return Failure::Memory(self.inner.limits.memory_bytes);
         }
@@ -256,9 +455,14 @@ impl Runtime {
     }
 }
 
+fn chain(e: &wasmtime::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
 /// One match's guest: its own store and instance (or the native model).
 pub struct GuestInstance {
     kind: Kind,
+    match_id: Arc<str>,
 }
 
 enum Kind {
@@ -281,6 +485,37 @@ impl GuestInstance {
             } => call(store, bindings, runtime, |b, s| {
                 b.touchline_worker_match_().call_event_format(s)
             }),
+        }
+    }
+
+    fn state_version(&mut self) -> Result<u32, Failure> {
+        match &mut self.kind {
+            Kind::Native(_) => Ok(touchline_guest::glue::STATE_VERSION),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_().call_state_version(s)
+            }),
+        }
+    }
+
+    /// Take over a state saved by another guest version (`from_version` is
+    /// its layout version).
+    pub fn migrate(&mut self, state: &[u8], from_version: u32) -> Result<(), Failure> {
+        let match_id = self.match_id.clone();
+        match &mut self.kind {
+            Kind::Native(w) => w.migrate(&match_id, state, from_version).map_err(native_rejected),
+            Kind::Wasm {
+                store,
+                bindings,
+                runtime,
+            } => call(store, bindings, runtime, |b, s| {
+                b.touchline_worker_match_()
+                    .call_migrate(s, &match_id, state, from_version)
+            })?
+            .map_err(rejected),
         }
     }
 
@@ -379,8 +614,7 @@ fn call<R>(
     runtime: &Runtime,
     f: impl FnOnce(&MatchWorker, &mut Store<HostState>) -> wasmtime::Result<R>,
 ) -> Result<R, Failure> {
-    let ticks = runtime.inner.wasm.as_ref().map_or(1, |w| w.deadline_ticks);
-    store.set_epoch_deadline(ticks);
+    store.set_epoch_deadline(runtime.deadline_ticks());
     f(bindings, store).map_err(|e| runtime.classify(e))
 }
 
@@ -418,7 +652,7 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<(
 }
 
 /// Hex sha-256 of the component bytes: identifies a guest version.
-fn content_hash(bytes: &[u8]) -> String {
+pub fn content_hash(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

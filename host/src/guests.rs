@@ -1,0 +1,716 @@
+//! Guest versions: install, canary, rollout, rollback, and who runs what.
+//!
+//! [`Guests`] owns the installed versions (compiled [`Runtime`]s over one
+//! shared [`Platform`], their components kept in the store) and which one
+//! is active. An install compiles the component on a blocking thread, checks
+//! its world, runs the canary, keeps it in the store, and rolls it out:
+//! every live match gets a [`crate::worker::Command::Switch`] in its mailbox
+//! (a bounded number in flight), so each switches between two of its own
+//! events while the others keep serving. Matches that fail to migrate stay
+//! on the old version; past `max_failed` failures (migration or first event)
+//! the rollout aborts and every match goes back. A rollback is a rollout to
+//! the previous version without canary or abort. One rollout at a time.
+//!
+//! [`Placement`] is shared with the workers: each records the version it
+//! runs and reports a failed first event, which counts against the rollout
+//! in progress.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt as _;
+use serde::Serialize;
+
+use crate::metrics::{Kind, Metrics};
+use crate::router::Router;
+use crate::store::{GuestRecord, Store};
+use crate::worker::SwitchOutcome;
+use crate::worker::runtime::{Failure, LoadError, Platform, Runtime};
+
+/// Switches in flight at once during a rollout: enough to keep both cores
+/// busy, few enough that each match's own events are not held up behind a
+/// wall of switches.
+pub const SWITCH_CONCURRENCY: usize = 16;
+
+/// Events replayed per canary match at most (the tail after its snapshot).
+pub const CANARY_EVENTS_PER_MATCH: usize = 256;
+
+/// Rollout policy.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutPolicy {
+    /// Abort and roll everything back when more matches than this fail.
+    pub max_failed: usize,
+    /// Matches whose stored state and recent journal the canary replays.
+    pub canary_matches: usize,
+}
+
+/// Why an install or rollback did not happen. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("refused: {0}")]
+    Load(#[from] LoadError),
+    #[error("canary failed: {0}")]
+    Canary(String),
+    #[error("another rollout is in progress")]
+    Busy,
+    #[error("no previous version to roll back to")]
+    NoPrevious,
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl InstallError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InstallError::Load(e) => e.kind(),
+            InstallError::Canary(_) => "canary",
+            InstallError::Busy => "busy",
+            InstallError::NoPrevious => "no_previous",
+            InstallError::Store(_) => "store",
+            InstallError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Which match runs which version, and first-event failures.
+#[derive(Debug, Default)]
+pub struct Placement {
+    running: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    /// First-event failures since the current (or last) rollout began.
+    probation_failures: Mutex<Vec<MatchFailure>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchFailure {
+    #[serde(rename = "match")]
+    pub match_id: String,
+    pub reason: String,
+}
+
+impl Placement {
+    pub fn set(&self, match_id: &Arc<str>, version: Arc<str>) {
+        self.running
+            .lock()
+            .expect("placement lock")
+            .insert(match_id.clone(), version);
+    }
+
+    pub fn remove(&self, match_id: &str) {
+        self.running.lock().expect("placement lock").remove(match_id);
+    }
+
+    pub fn probation_failed(&self, match_id: &str, reason: &str) {
+        self.probation_failures
+            .lock()
+            .expect("placement lock")
+            .push(MatchFailure {
+                match_id: match_id.to_owned(),
+                reason: reason.to_owned(),
+            });
+    }
+
+    fn probation_failures(&self) -> Vec<MatchFailure> {
+        self.probation_failures.lock().expect("placement lock").clone()
+    }
+
+    fn reset_probation(&self) {
+        self.probation_failures.lock().expect("placement lock").clear();
+    }
+
+    /// Version → matches running it (sorted).
+    pub fn by_version(&self) -> BTreeMap<Arc<str>, Vec<Arc<str>>> {
+        let mut out: BTreeMap<Arc<str>, Vec<Arc<str>>> = BTreeMap::new();
+        for (m, v) in self.running.lock().expect("placement lock").iter() {
+            out.entry(v.clone()).or_default().push(m.clone());
+        }
+        for ids in out.values_mut() {
+            ids.sort();
+        }
+        out
+    }
+}
+
+/// What a rollout (or rollback) did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutReport {
+    /// `complete` (every match switched), `partial` (some stayed on the old
+    /// version, fewer than the abort threshold), `aborted` (rolled back),
+    /// `unchanged` (the version was already active).
+    pub outcome: &'static str,
+    pub kind: &'static str,
+    pub from: String,
+    pub to: String,
+    pub compile_ms: Option<f64>,
+    pub canary: Option<CanaryReport>,
+    pub matches: usize,
+    pub switched: usize,
+    pub unchanged: usize,
+    /// Quarantined matches switched and healed (replayed under the new version).
+    pub healed: Vec<MatchFailure>,
+    pub failed: Vec<MatchFailure>,
+    /// Matches that failed their first event after switching (so far).
+    pub probation_failures: Vec<MatchFailure>,
+    /// Per-match switch time, microseconds.
+    pub switch_us_p50: Option<f64>,
+    pub switch_us_p99: Option<f64>,
+    pub switch_us_max: Option<f64>,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryReport {
+    pub matches: usize,
+    pub events: usize,
+    pub ms: f64,
+}
+
+/// One installed version, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    pub hash: String,
+    pub size: usize,
+    /// Unix ms.
+    pub installed_at: i64,
+    pub active: bool,
+    pub previous: bool,
+    pub matches: usize,
+    pub match_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub active: String,
+    pub previous: Option<String>,
+    pub rollout_in_progress: bool,
+    pub versions: Vec<VersionInfo>,
+    pub last_rollout: Option<RolloutReport>,
+}
+
+struct Installed {
+    /// Compiled on first use after a restart.
+    runtime: Option<Runtime>,
+    size: usize,
+    installed_at: i64,
+}
+
+struct Versions {
+    map: BTreeMap<String, Installed>,
+    active: String,
+    previous: Option<String>,
+}
+
+pub struct Guests {
+    platform: Option<Platform>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    policy: RolloutPolicy,
+    pub placement: Arc<Placement>,
+    versions: Mutex<Versions>,
+    last: Mutex<Option<RolloutReport>>,
+    rollout: tokio::sync::Mutex<()>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Guests {
+    /// The versions kept in `store` and the one to run now: `explicit` (the
+    /// `--guest` file) if given, else the stored active version, else
+    /// `default` (the embedded guest). Whatever runs is installed in the
+    /// store. `platform: None` runs the model natively (no versions).
+    pub async fn open(
+        platform: Option<Platform>,
+        store: Store,
+        explicit: Option<Vec<u8>>,
+        default: &[u8],
+        metrics: Arc<Metrics>,
+        policy: RolloutPolicy,
+    ) -> anyhow::Result<(Guests, Runtime)> {
+        let mut map = BTreeMap::new();
+        for (hash, rec) in store.guests()? {
+            map.insert(
+                hash,
+                Installed {
+                    runtime: None,
+                    size: rec.component.len(),
+                    installed_at: rec.installed_at,
+                },
+            );
+        }
+        let (stored_active, stored_previous) = store.active_guest()?;
+        let Some(platform) = platform else {
+            let runtime = Runtime::native(crate::worker::runtime::Limits {
+                max_instances: 0,
+                memory_bytes: 0,
+                call_deadline: std::time::Duration::ZERO,
+            });
+            let guests = Guests::assemble(None, store, metrics, policy, map, "native".into(), None);
+            return Ok((guests, runtime));
+        };
+        let (bytes, previous) = match (explicit, stored_active) {
+            (Some(b), active) => {
+                let prev = active.filter(|a| *a != crate::worker::runtime::content_hash(&b));
+                (b, prev.or(stored_previous))
+            }
+            (None, Some(active)) => match store.guest(&active)? {
+                Some(rec) => (rec.component, stored_previous),
+                None => anyhow::bail!("the store names {active} as the active guest but does not hold it"),
+            },
+            (None, None) => (default.to_vec(), None),
+        };
+        let p = platform.clone();
+        let started = Instant::now();
+        let runtime = tokio::task::spawn_blocking(move || p.load(&bytes).map(|r| (r, bytes)))
+            .await
+            .map_err(|e| anyhow::anyhow!("guest compilation task: {e}"))?;
+        let (runtime, bytes) = runtime.map_err(|e| anyhow::anyhow!("loading the guest: {e}"))?;
+        metrics.guest_compile_seconds.observe(started.elapsed().as_secs_f64());
+        let hash = runtime.version().to_owned();
+        if !map.contains_key(&hash) {
+            let rec = GuestRecord {
+                component: bytes,
+                installed_at: now_ms(),
+            };
+            store.put_guest(&hash, &rec).await?;
+            map.insert(
+                hash.clone(),
+                Installed {
+                    runtime: None,
+                    size: rec.component.len(),
+                    installed_at: rec.installed_at,
+                },
+            );
+        }
+        if let Some(i) = map.get_mut(&hash) {
+            i.runtime = Some(runtime.clone());
+        }
+        let previous = previous.filter(|p| map.contains_key(p));
+        store.set_active_guest(&hash, previous.as_deref()).await?;
+        let guests = Guests::assemble(Some(platform), store, metrics, policy, map, hash, previous);
+        Ok((guests, runtime))
+    }
+
+    fn assemble(
+        platform: Option<Platform>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        policy: RolloutPolicy,
+        map: BTreeMap<String, Installed>,
+        active: String,
+        previous: Option<String>,
+    ) -> Guests {
+        metrics.guest_versions_installed.set(map.len() as i64);
+        Guests {
+            platform,
+            store,
+            metrics,
+            policy,
+            placement: Arc::new(Placement::default()),
+            versions: Mutex::new(Versions { map, active, previous }),
+            last: Mutex::new(None),
+            rollout: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn listing(&self) -> Listing {
+        let placed = self.placement.by_version();
+        let v = self.versions.lock().expect("versions lock");
+        let versions = v
+            .map
+            .iter()
+            .map(|(hash, i)| {
+                let ids: Vec<String> = placed
+                    .get(hash.as_str())
+                    .map(|ids| ids.iter().map(|m| m.to_string()).collect())
+                    .unwrap_or_default();
+                VersionInfo {
+                    hash: hash.clone(),
+                    size: i.size,
+                    installed_at: i.installed_at,
+                    active: *hash == v.active,
+                    previous: v.previous.as_deref() == Some(hash),
+                    matches: ids.len(),
+                    match_ids: ids,
+                }
+            })
+            .collect();
+        Listing {
+            active: v.active.clone(),
+            previous: v.previous.clone(),
+            rollout_in_progress: self.rollout.try_lock().is_err(),
+            versions,
+            last_rollout: self.last.lock().expect("last rollout lock").clone(),
+        }
+    }
+
+    /// Compile, check, canary, keep and roll out a new version.
+    pub async fn install(&self, router: &Router, bytes: Vec<u8>) -> Result<RolloutReport, InstallError> {
+        let result = self.install_inner(router, bytes).await;
+        let label = match &result {
+            Ok(r) => r.outcome,
+            Err(e) => e.kind(),
+        };
+        self.metrics.guest_installs.get_or_create(&Kind { kind: label }).inc();
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "guest install refused");
+        }
+        result
+    }
+
+    async fn install_inner(&self, router: &Router, bytes: Vec<u8>) -> Result<RolloutReport, InstallError> {
+        let _rollout = self.rollout.try_lock().map_err(|_| InstallError::Busy)?;
+        let platform = self
+            .platform
+            .clone()
+            .ok_or_else(|| InstallError::Internal("running the native model: no guests to swap".into()))?;
+        let size = bytes.len();
+        let started = Instant::now();
+        let (runtime, bytes) = tokio::task::spawn_blocking(move || platform.load(&bytes).map(|r| (r, bytes)))
+            .await
+            .map_err(|e| InstallError::Internal(format!("compile task: {e}")))??;
+        let compile = started.elapsed();
+        self.metrics.guest_compile_seconds.observe(compile.as_secs_f64());
+        let hash = runtime.version().to_owned();
+        let from = router.runtime();
+        tracing::info!(
+            guest_version = hash,
+            size,
+            compile_ms = compile.as_secs_f64() * 1e3,
+            "guest compiled"
+        );
+        if hash == self.versions.lock().expect("versions lock").active {
+            return Ok(self.finish(RolloutReport::unchanged("install", &hash)));
+        }
+        let canary = self.canary(router, &runtime).await?;
+        let record = GuestRecord {
+            component: bytes,
+            installed_at: now_ms(),
+        };
+        let known = self.versions.lock().expect("versions lock").map.contains_key(&hash);
+        if !known {
+            self.store.put_guest(&hash, &record).await?;
+        }
+        {
+            let mut v = self.versions.lock().expect("versions lock");
+            let entry = v.map.entry(hash.clone()).or_insert(Installed {
+                runtime: None,
+                size,
+                installed_at: record.installed_at,
+            });
+            entry.runtime = Some(runtime.clone());
+            self.metrics.guest_versions_installed.set(v.map.len() as i64);
+        }
+        let mut report = self
+            .roll(router, "install", &from, &runtime, Some(self.policy.max_failed))
+            .await;
+        report.compile_ms = Some(compile.as_secs_f64() * 1e3);
+        report.canary = Some(canary);
+        if report.outcome != "aborted" {
+            self.activate(&hash, Some(from.version())).await?;
+        }
+        Ok(self.finish(report))
+    }
+
+    /// Return to the previous version.
+    pub async fn rollback(&self, router: &Router) -> Result<RolloutReport, InstallError> {
+        let result = self.rollback_inner(router).await;
+        if let Err(e) = &result {
+            self.metrics
+                .rollouts
+                .get_or_create(&Kind {
+                    kind: "rollback_refused",
+                })
+                .inc();
+            tracing::warn!(error = %e, "rollback refused");
+        }
+        result
+    }
+
+    async fn rollback_inner(&self, router: &Router) -> Result<RolloutReport, InstallError> {
+        let _rollout = self.rollout.try_lock().map_err(|_| InstallError::Busy)?;
+        let previous = self
+            .versions
+            .lock()
+            .expect("versions lock")
+            .previous
+            .clone()
+            .ok_or(InstallError::NoPrevious)?;
+        let target = self.runtime_of(&previous).await?;
+        let from = router.runtime();
+        let report = self.roll(router, "rollback", &from, &target, None).await;
+        self.activate(&previous, Some(from.version())).await?;
+        Ok(self.finish(report))
+    }
+
+    /// A compiled runtime for an installed version (compiling it from the
+    /// store on first use after a restart).
+    async fn runtime_of(&self, hash: &str) -> Result<Runtime, InstallError> {
+        if let Some(r) = self
+            .versions
+            .lock()
+            .expect("versions lock")
+            .map
+            .get(hash)
+            .and_then(|i| i.runtime.clone())
+        {
+            return Ok(r);
+        }
+        let platform = self
+            .platform
+            .clone()
+            .ok_or_else(|| InstallError::Internal("native model".into()))?;
+        let rec = self
+            .store
+            .guest(hash)?
+            .ok_or_else(|| InstallError::Internal(format!("version {hash} is not in the store")))?;
+        let runtime = tokio::task::spawn_blocking(move || platform.load(&rec.component))
+            .await
+            .map_err(|e| InstallError::Internal(format!("compile task: {e}")))??;
+        if let Some(i) = self.versions.lock().expect("versions lock").map.get_mut(hash) {
+            i.runtime = Some(runtime.clone());
+        }
+        Ok(runtime)
+    }
+
+    async fn activate(&self, active: &str, previous: Option<&str>) -> Result<(), InstallError> {
+        self.store.set_active_guest(active, previous).await?;
+        let mut v = self.versions.lock().expect("versions lock");
+        v.active = active.to_owned();
+        v.previous = previous.map(str::to_owned);
+        Ok(())
+    }
+
+    fn finish(&self, report: RolloutReport) -> RolloutReport {
+        self.metrics
+            .rollouts
+            .get_or_create(&Kind {
+                kind: match (report.kind, report.outcome) {
+                    ("rollback", _) => "rollback",
+                    (_, "complete") => "complete",
+                    (_, "partial") => "partial",
+                    (_, "aborted") => "aborted",
+                    _ => "unchanged",
+                },
+            })
+            .inc();
+        tracing::info!(
+            kind = report.kind,
+            outcome = report.outcome,
+            from = report.from,
+            to = report.to,
+            matches = report.matches,
+            switched = report.switched,
+            failed = report.failed.len(),
+            healed = report.healed.len(),
+            total_ms = report.total_ms,
+            "guest rollout finished"
+        );
+        *self.last.lock().expect("last rollout lock") = Some(report.clone());
+        report
+    }
+
+    /// Replay stored state and recent journal entries of a sample of
+    /// matches through `runtime`, in scratch instances, on a blocking thread.
+    async fn canary(&self, router: &Router, runtime: &Runtime) -> Result<CanaryReport, InstallError> {
+        let mut ids = router.match_ids();
+        ids.sort();
+        let n = self.policy.canary_matches.min(ids.len());
+        // Spread the sample over the sorted ids.
+        let sample: Vec<Arc<str>> = (0..n).map(|i| ids[i * ids.len() / n.max(1)].clone()).collect();
+        let store = self.store.clone();
+        let runtime = runtime.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || canary(&store, &runtime, &sample))
+            .await
+            .map_err(|e| InstallError::Internal(format!("canary task: {e}")))?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        self.metrics.guest_canary_seconds.observe(ms / 1e3);
+        let (matches, events) = result.map_err(InstallError::Canary)?;
+        tracing::info!(matches, events, ms, "canary passed");
+        Ok(CanaryReport { matches, events, ms })
+    }
+
+    /// Switch every live match from `from` to `to`.
+    async fn roll(
+        &self,
+        router: &Router,
+        kind: &'static str,
+        from: &Runtime,
+        to: &Runtime,
+        max_failed: Option<usize>,
+    ) -> RolloutReport {
+        let started = Instant::now();
+        self.placement.reset_probation();
+        router.set_runtime(to.clone());
+        let ids = router.match_ids();
+        tracing::info!(
+            kind,
+            from = from.version(),
+            to = to.version(),
+            matches = ids.len(),
+            "guest rollout started"
+        );
+        let mut report = RolloutReport::unchanged(kind, to.version());
+        report.from = from.version().to_owned();
+        report.outcome = "complete";
+        report.matches = ids.len();
+        let mut times = Vec::with_capacity(ids.len());
+        let probation = max_failed.is_some();
+        let mut switches = futures_util::stream::iter(ids)
+            .map(|id| {
+                let to = to.clone();
+                async move {
+                    let outcome = router.switch(&id, to, probation).await;
+                    (id, outcome)
+                }
+            })
+            .buffer_unordered(SWITCH_CONCURRENCY);
+        let mut aborted = false;
+        while let Some((id, outcome)) = switches.next().await {
+            match outcome {
+                Some(SwitchOutcome::Switched { seconds }) => {
+                    report.switched += 1;
+                    times.push(seconds * 1e6);
+                }
+                Some(SwitchOutcome::Unchanged) | None => report.unchanged += 1,
+                Some(SwitchOutcome::Healed { report: r, healthy }) => {
+                    report.switched += 1;
+                    let f = MatchFailure {
+                        match_id: id.to_string(),
+                        reason: r,
+                    };
+                    if healthy {
+                        report.healed.push(f);
+                    } else {
+                        report.failed.push(f);
+                    }
+                }
+                Some(SwitchOutcome::Failed(reason)) => report.failed.push(MatchFailure {
+                    match_id: id.to_string(),
+                    reason,
+                }),
+            }
+            let failures = report.failed.len() + self.placement.probation_failures().len();
+            if max_failed.is_some_and(|max| failures > max) {
+                aborted = true;
+                break;
+            }
+        }
+        drop(switches);
+        report.probation_failures = self.placement.probation_failures();
+        if aborted {
+            // Switches already sent may still run: the revert queues behind
+            // them in every mailbox, and already-reverted matches say
+            // `Unchanged`.
+            tracing::warn!(
+                failed = report.failed.len(),
+                probation_failures = report.probation_failures.len(),
+                "too many matches failed; rolling every match back"
+            );
+            router.set_runtime(from.clone());
+            let ids = router.match_ids();
+            futures_util::stream::iter(ids)
+                .map(|id| {
+                    let from = from.clone();
+                    async move { router.switch(&id, from, false).await }
+                })
+                .buffer_unordered(SWITCH_CONCURRENCY)
+                .for_each(|_| async {})
+                .await;
+            report.outcome = "aborted";
+        } else if !report.failed.is_empty() || !report.probation_failures.is_empty() {
+            report.outcome = "partial";
+        }
+        times.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            times
+                .get(((times.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+        };
+        report.switch_us_p50 = pct(0.5);
+        report.switch_us_p99 = pct(0.99);
+        report.switch_us_max = times.last().copied();
+        report.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        report
+    }
+}
+
+impl RolloutReport {
+    fn unchanged(kind: &'static str, to: &str) -> RolloutReport {
+        RolloutReport {
+            outcome: "unchanged",
+            kind,
+            from: to.to_owned(),
+            to: to.to_owned(),
+            compile_ms: None,
+            canary: None,
+            matches: 0,
+            switched: 0,
+            unchanged: 0,
+            healed: Vec::new(),
+            failed: Vec::new(),
+            probation_failures: Vec::new(),
+            switch_us_p50: None,
+            switch_us_p99: None,
+            switch_us_max: None,
+            total_ms: 0.0,
+        }
+    }
+}
+
+/// The canary proper. For each sampled match, two scratch instances of the
+/// new version: one takes the stored snapshot (as a migration from whoever
+/// saved it) and applies the journal entries after it; one starts empty and
+/// applies the match's most recent journal entries. Any trap, rejection or
+/// invalid JSON refuses the rollout. Returns (matches, events) replayed.
+fn canary(store: &Store, runtime: &Runtime, sample: &[Arc<str>]) -> Result<(usize, usize), String> {
+    let mut events = 0;
+    let mut matches = 0;
+    let check = |id: &str, seq: u64, r: Result<String, Failure>| -> Result<(), String> {
+        let delta = r.map_err(|f| format!("match {id}: event seq {seq}: {f}"))?;
+        serde_json::value::RawValue::from_string(delta)
+            .map_err(|e| format!("match {id}: event seq {seq}: invalid delta JSON: {e}"))?;
+        Ok(())
+    };
+    for id in sample {
+        let Some(rec) = store.recover_one(id).map_err(|e| format!("reading match {id}: {e}"))? else {
+            continue;
+        };
+        let mut migrated = match &rec.snapshot {
+            Some(s) => runtime
+                .instantiate_with(id.clone(), &s.state, &s.guest, s.state_version)
+                .map_err(|f| format!("match {id}: taking over its state at seq {}: {f}", s.seq))?,
+            None => runtime
+                .instantiate(id.clone())
+                .map_err(|f| format!("match {id}: instantiating: {f}"))?,
+        };
+        for (seq, entry) in rec.journal.iter().take(CANARY_EVENTS_PER_MATCH) {
+            check(id, *seq, migrated.apply(&entry.event))?;
+            events += 1;
+        }
+        let snapshot = migrated
+            .snapshot()
+            .map_err(|f| format!("match {id}: snapshot after migrating: {f}"))?;
+        serde_json::value::RawValue::from_string(snapshot)
+            .map_err(|e| format!("match {id}: invalid snapshot JSON: {e}"))?;
+        drop(migrated);
+        let recent = store
+            .recent_events(id, CANARY_EVENTS_PER_MATCH)
+            .map_err(|e| format!("reading match {id}: {e}"))?;
+        let mut fresh = runtime
+            .instantiate(id.clone())
+            .map_err(|f| format!("match {id}: instantiating: {f}"))?;
+        for (seq, event) in &recent {
+            check(id, *seq, fresh.apply(event))?;
+            events += 1;
+        }
+        matches += 1;
+    }
+    Ok((matches, events))
+}
