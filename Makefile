@@ -29,6 +29,7 @@ run: build
 
 test: build
 	cargo test --release --workspace
+	cargo test --release -p touchline-guest --features v2
 
 bench: build
 	./target/release/touchline bench --out bench/results/latest.json

@@ -345,7 +345,11 @@ impl Guests {
             previous: v.previous.clone(),
             rollout_in_progress: self.rollout.try_lock().is_err(),
             versions,
-            last_rollout: self.last.lock().expect("last rollout lock").clone(),
+            // First-event failures keep coming after a rollout returns.
+            last_rollout: self.last.lock().expect("last rollout lock").clone().map(|mut r| {
+                r.probation_failures = self.placement.probation_failures();
+                r
+            }),
         }
     }
 
@@ -387,7 +391,7 @@ impl Guests {
         if hash == self.versions.lock().expect("versions lock").active {
             return Ok(self.finish(RolloutReport::unchanged("install", &hash)));
         }
-        let canary = self.canary(router, &runtime).await?;
+        let canary = self.canary(router, &from, &runtime).await?;
         let record = GuestRecord {
             component: bytes,
             installed_at: now_ms(),
@@ -517,16 +521,16 @@ impl Guests {
 
     /// Replay stored state and recent journal entries of a sample of
     /// matches through `runtime`, in scratch instances, on a blocking thread.
-    async fn canary(&self, router: &Router, runtime: &Runtime) -> Result<CanaryReport, InstallError> {
+    async fn canary(&self, router: &Router, from: &Runtime, to: &Runtime) -> Result<CanaryReport, InstallError> {
         let mut ids = router.match_ids();
         ids.sort();
         let n = self.policy.canary_matches.min(ids.len());
         // Spread the sample over the sorted ids.
         let sample: Vec<Arc<str>> = (0..n).map(|i| ids[i * ids.len() / n.max(1)].clone()).collect();
         let store = self.store.clone();
-        let runtime = runtime.clone();
+        let (from, to) = (from.clone(), to.clone());
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || canary(&store, &runtime, &sample))
+        let result = tokio::task::spawn_blocking(move || canary(&store, &from, &to, &sample))
             .await
             .map_err(|e| InstallError::Internal(format!("canary task: {e}")))?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -664,12 +668,14 @@ impl RolloutReport {
     }
 }
 
-/// The canary proper. For each sampled match, two scratch instances of the
-/// new version: one takes the stored snapshot (as a migration from whoever
-/// saved it) and applies the journal entries after it; one starts empty and
-/// applies the match's most recent journal entries. Any trap, rejection or
-/// invalid JSON refuses the rollout. Returns (matches, events) replayed.
-fn canary(store: &Store, runtime: &Runtime, sample: &[Arc<str>]) -> Result<(usize, usize), String> {
+/// The canary proper. For each sampled match, in scratch instances:
+/// the old version rebuilds the match's state from the store (snapshot +
+/// journal after it) and saves it; the new version takes that state over
+/// through `migrate` (exactly what a live switch does) and renders a
+/// snapshot; and a fresh instance of the new version applies the match's
+/// most recent journal entries. Any trap, rejection or invalid JSON refuses
+/// the rollout. Returns (matches, events) replayed.
+fn canary(store: &Store, from: &Runtime, to: &Runtime, sample: &[Arc<str>]) -> Result<(usize, usize), String> {
     let mut events = 0;
     let mut matches = 0;
     let check = |id: &str, seq: u64, r: Result<String, Failure>| -> Result<(), String> {
@@ -682,28 +688,40 @@ fn canary(store: &Store, runtime: &Runtime, sample: &[Arc<str>]) -> Result<(usiz
         let Some(rec) = store.recover_one(id).map_err(|e| format!("reading match {id}: {e}"))? else {
             continue;
         };
-        let mut migrated = match &rec.snapshot {
-            Some(s) => runtime
-                .instantiate_with(id.clone(), &s.state, &s.guest, s.state_version)
-                .map_err(|f| format!("match {id}: taking over its state at seq {}: {f}", s.seq))?,
-            None => runtime
-                .instantiate(id.clone())
-                .map_err(|f| format!("match {id}: instantiating: {f}"))?,
-        };
-        for (seq, entry) in rec.journal.iter().take(CANARY_EVENTS_PER_MATCH) {
-            check(id, *seq, migrated.apply(&entry.event))?;
-            events += 1;
+        // The live state, as the old version holds it. A failure here is
+        // the old version's (the live worker has its own supervision): the
+        // canary then skips the migration step for this match.
+        let rebuilt = (|| -> Result<Vec<u8>, Failure> {
+            let mut old = match &rec.snapshot {
+                Some(s) => from.instantiate_with(id.clone(), &s.state, &s.guest, s.state_version)?,
+                None => from.instantiate(id.clone())?,
+            };
+            for (_, entry) in &rec.journal {
+                old.apply(&entry.event)?;
+            }
+            old.save_state()
+        })();
+        if let Ok(state) = rebuilt {
+            let mut migrated = to
+                .instantiate_with(id.clone(), &state, from.version(), from.state_version())
+                .map_err(|f| {
+                    format!(
+                        "match {id}: taking over its state at seq {}: {f}",
+                        rec.journal
+                            .last()
+                            .map_or(rec.snapshot.as_ref().map_or(0, |s| s.seq), |(seq, _)| *seq)
+                    )
+                })?;
+            let snapshot = migrated
+                .snapshot()
+                .map_err(|f| format!("match {id}: snapshot after migrating: {f}"))?;
+            serde_json::value::RawValue::from_string(snapshot)
+                .map_err(|e| format!("match {id}: invalid snapshot JSON after migrating: {e}"))?;
         }
-        let snapshot = migrated
-            .snapshot()
-            .map_err(|f| format!("match {id}: snapshot after migrating: {f}"))?;
-        serde_json::value::RawValue::from_string(snapshot)
-            .map_err(|e| format!("match {id}: invalid snapshot JSON: {e}"))?;
-        drop(migrated);
         let recent = store
             .recent_events(id, CANARY_EVENTS_PER_MATCH)
             .map_err(|e| format!("reading match {id}: {e}"))?;
-        let mut fresh = runtime
+        let mut fresh = to
             .instantiate(id.clone())
             .map_err(|f| format!("match {id}: instantiating: {f}"))?;
         for (seq, event) in &recent {

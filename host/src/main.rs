@@ -448,7 +448,7 @@ async fn admin_request(
         .header(hyper::header::CONTENT_TYPE, "application/wasm")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .context("building the request")?;
-    let response = sender.send_request(request).await.with_context(|| format!("{path}"))?;
+    let response = sender.send_request(request).await.with_context(|| format!("sending {path}"))?;
     let status = response.status();
     let body = response
         .into_body()

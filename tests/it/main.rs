@@ -6,6 +6,7 @@
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
 //! - `page`: the live odds page in headless Chromium (when available).
+//! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
 //! - `support`: starting servers, WebSocket and HTTP clients, waiting.
 
 mod bets;
@@ -15,3 +16,4 @@ mod faults;
 mod feed;
 mod page;
 mod support;
+mod swap;

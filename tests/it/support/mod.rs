@@ -188,10 +188,21 @@ pub fn metric_in(text: &str, name: &str) -> f64 {
 
 /// Minimal HTTP/1.1 POST with optional headers: (status, body).
 pub fn http_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    http_request(addr, "POST", path, headers, body)
+}
+
+/// Minimal HTTP/1.1 request: (status, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {

@@ -1,0 +1,581 @@
+//! Hot-swapping the match logic of the real binary: v1 → v2 → v1 under a
+//! continuous feed with WebSocket clients on every match; refusals of what
+//! is not a match worker; a guest trapping during migration (canary, per-
+//! match rollback, whole-rollout abort) or on its first event; a quarantined
+//! match healed by a fixed version; the active version surviving a restart.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Server, Tracker, Ws, http_request, odds_of, wait_for};
+
+const TOKEN: &str = "swap-admin-token-0123456789";
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+fn guest_file(var: &str) -> Vec<u8> {
+    std::fs::read(var).unwrap_or_else(|e| panic!("reading {var}: {e}"))
+}
+
+fn v2_guest() -> Vec<u8> {
+    guest_file(env!("TOUCHLINE_V2_GUEST"))
+}
+
+fn faulty_guest() -> Vec<u8> {
+    guest_file(env!("TOUCHLINE_FAULTY_GUEST"))
+}
+
+fn foreign(name: &str) -> Vec<u8> {
+    guest_file(&format!("{}/{name}.wasm", env!("TOUCHLINE_FOREIGN_GUESTS")))
+}
+
+/// An admin call with the right token: (status, JSON body).
+fn admin(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let auth = bearer();
+    let (code, text) = http_request(server.http, method, path, &[("Authorization", &auth)], body);
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {code} {text:?}: {e}"));
+    (code, v)
+}
+
+fn install(server: &Server, bytes: &[u8]) -> (u16, Value) {
+    admin(server, "POST", "/admin/guest", bytes)
+}
+
+fn listing(server: &Server) -> Value {
+    let (code, v) = admin(server, "GET", "/admin/guest", b"");
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+/// Version hash → matches running it.
+fn placement(server: &Server) -> BTreeMap<String, Vec<String>> {
+    listing(server)["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| {
+            let ids = v["match_ids"].as_array().expect("match_ids");
+            (
+                v["hash"].as_str().expect("hash").to_owned(),
+                ids.iter().map(|m| m.as_str().expect("id").to_owned()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn active(server: &Server) -> String {
+    listing(server)["active"].as_str().expect("active").to_owned()
+}
+
+fn odds(event_id: &str, market: u32, odds: f64) -> Vec<u8> {
+    format!(
+        r#"<odds_change product="1" event_id="{event_id}" timestamp="1"><odds><market id="{market}" status="1"><outcome id="1" odds="{odds:.2}" active="1"/></market></odds></odds_change>"#
+    )
+    .into_bytes()
+}
+
+fn match_id(i: usize) -> String {
+    format!("sr:match:{}", 4000 + i)
+}
+
+/// What one client saw.
+struct Client {
+    tracker: Tracker,
+    /// Whether the server closed the session.
+    closed: bool,
+    /// Per match, runs of updates by guest version: (version, updates,
+    /// `events_seen` values in order).
+    runs: BTreeMap<String, Vec<(String, u64, Vec<u64>)>>,
+}
+
+/// Subscribe to `ids` and track every frame until the tracker holds the
+/// final seqs (sent on `done` once the feed stopped) or the session closes.
+async fn run_client(
+    http: std::net::SocketAddr,
+    ids: Vec<String>,
+    mut done: tokio::sync::watch::Receiver<Option<BTreeMap<String, u64>>>,
+) -> Client {
+    let mut ws = Ws::connect(http).await;
+    ws.send(json!({"op": "subscribe", "matches": ids})).await;
+    let mut c = Client {
+        tracker: Tracker::default(),
+        closed: false,
+        runs: BTreeMap::new(),
+    };
+    let deadline = tokio::time::Instant::now() + 3 * crate::support::DEADLINE;
+    loop {
+        if let Some(expected) = &*done.borrow()
+            && expected
+                .iter()
+                .all(|(id, n)| c.tracker.matches.get(id).is_some_and(|v| v.seq >= *n))
+        {
+            return c;
+        }
+        let msg = tokio::select! {
+            m = ws.ws.next() => m,
+            _ = done.changed() => continue,
+            _ = tokio::time::sleep_until(deadline) => panic!("client timed out"),
+        };
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            _ => {
+                c.closed = true;
+                return c;
+            }
+        };
+        match msg {
+            Message::Text(t) => {
+                let f: Value = serde_json::from_str(&t).expect("JSON frame");
+                if f["type"] == "update" {
+                    let version = f["guest_version"].as_str().expect("guest_version").to_owned();
+                    let runs = c
+                        .runs
+                        .entry(f["match"].as_str().expect("match").to_owned())
+                        .or_default();
+                    if runs.last().is_none_or(|r| r.0 != version) {
+                        runs.push((version, 0, Vec::new()));
+                    }
+                    let run = runs.last_mut().expect("a run");
+                    run.1 += 1;
+                    run.2.extend(f["delta"]["events_seen"].as_u64());
+                }
+                c.tracker.apply(&f);
+            }
+            Message::Close(_) => {
+                c.closed = true;
+                return c;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_v1_to_v2_and_back_under_load_loses_nothing() {
+    const MATCHES: usize = 16;
+    const CLIENTS: usize = 3;
+    let server = Server::start(&["--admin-token", TOKEN]);
+    let ids: Vec<String> = (0..MATCHES).map(match_id).collect();
+    let mut feed = server.feed();
+    for id in &ids {
+        feed.write_all(&odds(id, 1, 1.5)).expect("feed");
+    }
+    server.wait_metric("touchline_events_applied_total", MATCHES as f64);
+    let v1 = active(&server);
+
+    // Clients subscribe to every match, then the feed runs continuously.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(None);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(run_client(server.http, ids.clone(), done_rx.clone())))
+        .collect();
+    wait_for("every client subscribed", || {
+        (server.metric("touchline_ws_sessions") >= CLIENTS as f64).then_some(())
+    });
+    let stop_feed = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let stop = stop_feed.clone();
+        let ids = ids.clone();
+        std::thread::spawn(move || {
+            let mut sent: BTreeMap<String, u64> = ids.iter().map(|id| (id.clone(), 1)).collect();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let id = &ids[(n as usize) % ids.len()];
+                feed.write_all(&odds(id, 1, 1.5 + (n % 200) as f64 / 100.0))
+                    .expect("feed");
+                *sent.get_mut(id).expect("known match") += 1;
+                n += 1;
+                // Pacing, not synchronisation: about 1,000 events/s.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            sent
+        })
+    };
+    let more = |n: usize| {
+        let applied = server.metric("touchline_events_applied_total");
+        server.wait_metric("touchline_events_applied_total", applied + n as f64);
+    };
+    more(8 * MATCHES);
+
+    // v1 → v2 while events flow.
+    let (code, report) = install(&server, &v2_guest());
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["outcome"], "complete", "{report}");
+    assert_eq!(report["switched"], MATCHES, "{report}");
+    assert!(report["canary"]["matches"].as_u64() >= Some(1), "{report}");
+    let v2 = report["to"].as_str().expect("to").to_owned();
+    assert_ne!(v1, v2);
+    assert_eq!(placement(&server).get(&v2).map(Vec::len), Some(MATCHES));
+    assert_eq!(active(&server), v2);
+    more(8 * MATCHES); // round robin: every match gets events under v2
+
+    // v2 → v1.
+    let (code, report) = admin(&server, "POST", "/admin/guest/rollback", b"");
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["outcome"], "complete", "{report}");
+    assert_eq!(
+        (report["from"].as_str(), report["to"].as_str()),
+        (Some(&*v2), Some(&*v1))
+    );
+    assert_eq!(placement(&server).get(&v1).map(Vec::len), Some(MATCHES));
+    assert_eq!(active(&server), v1);
+    more(8 * MATCHES);
+
+    // Stop the feed; every client must end with every event, in order.
+    stop_feed.store(true, Ordering::Release);
+    let sent = feeder.join().expect("feeder");
+    done_tx.send(Some(sent.clone())).expect("clients listening");
+    for (i, c) in clients.into_iter().enumerate() {
+        let c = c.await.expect("client task");
+        assert!(!c.closed, "client {i}: the server closed a session during the swaps");
+        assert_eq!(c.tracker.gaps, 0, "client {i}: seq gaps");
+        for (id, n) in &sent {
+            assert_eq!(
+                c.tracker.matches[id].seq, *n,
+                "client {i}, {id}: every event applied and delivered"
+            );
+            // Updates came from v1, then v2 (showing its extra state field,
+            // counting from the switch), then v1 again (without it).
+            let runs = &c.runs[id];
+            let versions: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+            assert_eq!(versions, [&*v1, &*v2, &*v1], "client {i}, {id}");
+            let (_, v2_updates, seen) = &runs[1];
+            assert_eq!(
+                seen.len() as u64,
+                *v2_updates,
+                "client {i}, {id}: every v2 update has events_seen"
+            );
+            assert!(
+                seen.windows(2).all(|w| w[1] == w[0] + 1) && seen.first() <= Some(&(v2_updates + 1)),
+                "client {i}, {id}: events_seen counts v2's events: {seen:?}"
+            );
+            assert!(runs[0].2.is_empty() && runs[2].2.is_empty(), "v1 has no events_seen");
+            let upgrades = c
+                .tracker
+                .statuses
+                .iter()
+                .filter(|s| s["match"] == *id && s["status"] == "upgraded")
+                .count();
+            assert_eq!(upgrades, 2, "client {i}, {id}: both switches announced");
+        }
+    }
+    // A fresh subscriber gets the same state the clients built.
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [match_id(0)]})).await;
+    let snap = ws.next().await;
+    assert_eq!(snap["guest_version"], v1);
+    assert_eq!(snap["seq"].as_u64(), Some(sent[&match_id(0)]));
+    assert!(snap["state"].get("events_seen").is_none(), "{snap}");
+}
+
+/// Serving two matches with one event each, admin token set.
+fn serving(extra: &[&str], poison_state_of: Option<&str>) -> (Server, std::net::TcpStream, Vec<String>) {
+    let mut args = vec!["--admin-token", TOKEN];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    let ids: Vec<String> = (0..3).map(match_id).collect();
+    let mut feed = server.feed();
+    for id in &ids {
+        feed.write_all(&odds(id, 1, 2.0)).expect("feed");
+    }
+    let mut events = ids.len();
+    if let Some(id) = poison_state_of {
+        // Market 999004 is harmless to apply, but the fault-injection guest
+        // panics when it finds it in a state handed to `migrate`.
+        feed.write_all(&odds(id, 999_004, 5.0)).expect("feed");
+        events += 1;
+    }
+    server.wait_metric("touchline_events_applied_total", events as f64);
+    (server, feed, ids)
+}
+
+/// An event reaches a subscriber as the next seq, produced by `version`.
+async fn still_serving(server: &Server, feed: &mut std::net::TcpStream, id: &str, version: &str) {
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [id]})).await;
+    let snap = ws.next().await;
+    assert_eq!(snap["type"], "snapshot");
+    feed.write_all(&odds(id, 1, 4.25)).expect("feed");
+    let u = ws.next_matching(|f| f["type"] == "update").await;
+    assert_eq!(u["seq"].as_u64(), snap["seq"].as_u64().map(|s| s + 1), "{u}");
+    assert_eq!(u["guest_version"], version, "{u}");
+    assert_eq!(odds_of(&u["delta"]["markets"], 1, "", "1"), Some(4.25));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_what_is_not_a_match_worker_and_keeps_serving() {
+    let (server, mut feed, ids) = serving(&[], None);
+    let v1 = active(&server);
+    let cases: [(&str, Vec<u8>, &str, &str); 6] = [
+        ("garbage", b"hello, world".to_vec(), "not_wasm", "\\0asm header"),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core_module",
+            "not a component",
+        ),
+        (
+            "other world",
+            foreign("other-world"),
+            "missing_export",
+            "does not export `touchline:worker/match@0.2.0` (it exports: forecast)",
+        ),
+        (
+            "no migrate",
+            foreign("no-migrate"),
+            "missing_function",
+            "lacks function `migrate`",
+        ),
+        (
+            "extra import",
+            foreign("extra-import"),
+            "unknown_import",
+            "imports `acme:spy/net`, which the host does not provide",
+        ),
+        (
+            "truncated",
+            v2_guest()[..4096].to_vec(),
+            "invalid",
+            "not a valid component",
+        ),
+    ];
+    for (what, bytes, kind, message) in cases {
+        let (code, body) = install(&server, &bytes);
+        assert_eq!(code, 422, "{what}: {body}");
+        assert_eq!(body["kind"], kind, "{what}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(message)),
+            "{what}: {body}"
+        );
+    }
+    // No effect: one version, still active, every match on it, serving.
+    let l = listing(&server);
+    assert_eq!(l["versions"].as_array().map(Vec::len), Some(1), "{l}");
+    assert_eq!(l["active"], v1);
+    assert_eq!(placement(&server)[&v1].len(), ids.len());
+    still_serving(&server, &mut feed, &ids[0], &v1).await;
+    let (code, body) = admin(&server, "POST", "/admin/guest/rollback", b"");
+    assert_eq!((code, body["kind"].as_str()), (409, Some("no_previous")), "{body}");
+    let metrics = crate::support::http_get(server.http, "/metrics").1;
+    assert!(
+        metrics.contains("touchline_guest_installs_total{kind=\"missing_export\"} 1"),
+        "{metrics}"
+    );
+
+    // The token: missing or wrong is 401 on every admin route, and nothing runs.
+    for (method, path) in [
+        ("GET", "/admin/guest"),
+        ("POST", "/admin/guest"),
+        ("POST", "/admin/guest/rollback"),
+    ] {
+        let body = if method == "POST" { v2_guest() } else { Vec::new() };
+        assert_eq!(http_request(server.http, method, path, &[], &body).0, 401, "{path}");
+        let wrong = [("Authorization", "Bearer swap-admin-token-0123456780")];
+        assert_eq!(http_request(server.http, method, path, &wrong, &body).0, 401, "{path}");
+    }
+    assert_eq!(active(&server), v1);
+    assert_eq!(server.metric("touchline_admin_denied_total"), 6.0);
+
+    // Without a configured token the routes do not exist.
+    let bare = Server::start(&[]);
+    for (method, path) in [
+        ("GET", "/admin/guest"),
+        ("POST", "/admin/guest"),
+        ("POST", "/admin/guest/rollback"),
+    ] {
+        assert_eq!(http_request(bare.http, method, path, &[], b"").0, 404, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_refuses_a_guest_that_traps_during_migration() {
+    let (server, mut feed, ids) = serving(&[], Some(&match_id(1)));
+    let v1 = active(&server);
+    let (code, body) = install(&server, &faulty_guest());
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["kind"], "canary", "{body}");
+    let error = body["error"].as_str().expect("error");
+    assert!(
+        error.contains(&match_id(1)) && error.contains("taking over its state") && error.contains("trapped"),
+        "{error}"
+    );
+    assert_eq!(active(&server), v1);
+    assert_eq!(placement(&server)[&v1].len(), ids.len());
+    for id in &ids {
+        still_serving(&server, &mut feed, id, &v1).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_whose_migration_traps_stays_on_the_old_version() {
+    // No canary: the live rollout meets the trap.
+    let poisoned = match_id(1);
+    let (server, mut feed, ids) = serving(&["--canary-matches", "0"], Some(&poisoned));
+    let v1 = active(&server);
+    let (code, report) = install(&server, &faulty_guest());
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["outcome"], "partial", "{report}");
+    assert_eq!(report["switched"], ids.len() - 1, "{report}");
+    let failed = report["failed"].as_array().expect("failed");
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["match"], *poisoned);
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("migration failed")),
+        "{report}"
+    );
+    let faulty = report["to"].as_str().expect("to").to_owned();
+    let placed = placement(&server);
+    assert_eq!(placed[&v1], std::slice::from_ref(&poisoned));
+    assert_eq!(placed[&faulty].len(), ids.len() - 1);
+    // The poisoned match serves on v1; the others on the new version.
+    still_serving(&server, &mut feed, &poisoned, &v1).await;
+    still_serving(&server, &mut feed, &ids[0], &faulty).await;
+
+    // A switched match whose first event traps under the new version goes
+    // back to the old one, and the event is applied there.
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [ids[2].clone()]})).await;
+    let snap = ws.next().await;
+    feed.write_all(&odds(&ids[2], 999_001, 7.0)).expect("feed"); // panics the faulty guest
+    let status = ws.next_matching(|f| f["type"] == "status").await;
+    assert_eq!(status["status"], "rolled_back", "{status}");
+    let u = ws.next_matching(|f| f["type"] == "update").await;
+    assert_eq!(u["seq"].as_u64(), snap["seq"].as_u64().map(|s| s + 1), "{u}");
+    assert_eq!(u["guest_version"], v1, "{u}");
+    assert_eq!(odds_of(&u["delta"]["markets"], 999_001, "", "1"), Some(7.0));
+    assert_eq!(placement(&server)[&v1].len(), 2);
+    let probation = &listing(&server)["last_rollout"]["probation_failures"];
+    assert_eq!(probation[0]["match"], *ids[2], "{probation}");
+    assert_eq!(
+        server.metric("touchline_worker_failures_total"),
+        0.0,
+        "no restarts, no dead letters"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_failed_matches_abort_the_whole_rollout() {
+    let (server, mut feed, ids) = serving(
+        &["--canary-matches", "0", "--rollout-max-failed", "0"],
+        Some(&match_id(1)),
+    );
+    let v1 = active(&server);
+    let (code, report) = install(&server, &faulty_guest());
+    assert_eq!(code, 409, "{report}");
+    assert_eq!(report["outcome"], "aborted", "{report}");
+    assert_eq!(active(&server), v1);
+    let placed = placement(&server);
+    assert_eq!(placed[&v1].len(), ids.len(), "every match back on v1: {placed:?}");
+    for id in &ids {
+        still_serving(&server, &mut feed, id, &v1).await;
+    }
+    let metrics = crate::support::http_get(server.http, "/metrics").1;
+    assert!(
+        metrics.contains("touchline_rollouts_total{kind=\"aborted\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_version_heals_a_quarantined_match_without_losing_an_event() {
+    // The faulty guest runs; its panic on market 999001 quarantines SICK.
+    let server = Server::start_faulty(&["--admin-token", TOKEN]);
+    const SICK: &str = "sr:match:666";
+    const WELL: &str = "sr:match:777";
+    let mut feed = server.feed();
+    feed.write_all(&odds(SICK, 1, 2.0)).expect("feed");
+    feed.write_all(&odds(WELL, 1, 3.0)).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 2.0);
+    let faulty = active(&server);
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [SICK, WELL]})).await;
+    let mut t = Tracker::default();
+    t.apply(&ws.next().await);
+    t.apply(&ws.next().await);
+    for i in 0..3 {
+        feed.write_all(&odds(SICK, 999_001, 9.0 + f64::from(i))).expect("feed");
+    }
+    feed.write_all(&odds(SICK, 1, 2.7)).expect("feed");
+    server.wait_metric("touchline_quarantined_matches", 1.0);
+    server.wait_metric("touchline_events_held_total", 3.0);
+
+    // The fixed version: the normal guest, to which market 999001 is a market.
+    let (code, report) = install(&server, touchline::DEFAULT_GUEST);
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["outcome"], "complete", "{report}");
+    let healed = report["healed"].as_array().expect("healed");
+    assert_eq!(healed.len(), 1, "{report}");
+    assert_eq!(healed[0]["match"], SICK);
+    assert!(
+        healed[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("replayed 1 dead letters and 3 held events") && r.contains("healthy")),
+        "{report}"
+    );
+    let v1 = report["to"].as_str().expect("to").to_owned();
+    assert_ne!(v1, faulty);
+    // SICK now has all five of its events, in order, from the fixed version.
+    while t.matches[SICK].seq < 5 {
+        t.apply(&ws.next().await);
+    }
+    assert_eq!(t.gaps, 0);
+    let state = &t.matches[SICK].state["markets"];
+    assert_eq!(odds_of(state, 1, "", "1"), Some(2.7));
+    assert_eq!(
+        odds_of(state, 999_001, "", "1"),
+        Some(11.0),
+        "the last poison event, applied"
+    );
+    assert_eq!(server.metric("touchline_quarantined_matches"), 0.0);
+    assert_eq!(placement(&server)[&v1].len(), 2);
+    still_serving(&server, &mut feed, SICK, &v1).await;
+    still_serving(&server, &mut feed, WELL, &v1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_runs_the_version_that_was_active() {
+    let (server, mut feed, ids) = serving(&[], None);
+    let v1 = active(&server);
+    let (code, report) = install(&server, &v2_guest());
+    assert_eq!(code, 200, "{report}");
+    let v2 = report["to"].as_str().expect("to").to_owned();
+    feed.write_all(&odds(&ids[0], 1, 2.5)).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 4.0);
+    drop(feed);
+    let data = server.terminate();
+
+    let server = Server::start_in(data, &["--admin-token", TOKEN]);
+    let l = listing(&server);
+    assert_eq!(
+        (l["active"].as_str(), l["previous"].as_str()),
+        (Some(&*v2), Some(&*v1)),
+        "{l}"
+    );
+    assert_eq!(placement(&server)[&v2].len(), ids.len());
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [ids[0].clone()]})).await;
+    let snap = ws.next().await;
+    assert_eq!(snap["guest_version"], v2);
+    assert_eq!(snap["seq"].as_u64(), Some(2));
+    assert_eq!(
+        snap["state"]["events_seen"].as_u64(),
+        Some(1),
+        "v2's field survived: {snap}"
+    );
+    assert_eq!(odds_of(&snap["state"]["markets"], 1, "", "1"), Some(2.5));
+    // The previous version is still there to roll back to.
+    let (code, report) = admin(&server, "POST", "/admin/guest/rollback", b"");
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["switched"], ids.len(), "{report}");
+    let mut feed = server.feed();
+    still_serving(&server, &mut feed, &ids[0], &v1).await;
+}
