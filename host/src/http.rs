@@ -6,9 +6,11 @@
 //! to `tokio-tungstenite` and [`crate::push::session`]. Sessions are capped
 //! by a semaphore; past the cap a client gets 503 instead of a session.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context as _;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -239,4 +241,43 @@ fn handshake_key(h: &HeaderMap) -> Result<String, &'static str> {
     }
     let key = h.get(header::SEC_WEBSOCKET_KEY).ok_or("missing Sec-WebSocket-Key")?;
     Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// The admin API's client side (`touchline swap`, the benchmark): one
+/// request over HTTP/1.1 with the bearer token; the status and the body.
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(hyper::StatusCode, String)> {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/wasm")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .context("building the request")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .with_context(|| format!("sending {path}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the response")?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -384,7 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, true, _) => (hyper::Method::POST, "/admin/guest/rollback", Vec::new()),
                 (None, false, _) => (hyper::Method::GET, "/admin/guest", Vec::new()),
             };
-            let (status, text) = admin_request(http, method, path, &token, body).await?;
+            let (status, text) = touchline::http::admin_request(http, method, path, &token, body).await?;
             println!("{text}");
             anyhow::ensure!(status.is_success(), "{path}: HTTP {status}");
             Ok(())
@@ -422,41 +422,6 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     signal().await?;
     tracing::info!("shutting down");
     server.shutdown().await
-}
-
-/// One admin request over HTTP/1.1; the status and the body text.
-async fn admin_request(
-    addr: SocketAddr,
-    method: hyper::Method,
-    path: &str,
-    token: &str,
-    body: Vec<u8>,
-) -> anyhow::Result<(hyper::StatusCode, String)> {
-    use http_body_util::BodyExt as _;
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .context("HTTP handshake")?;
-    tokio::spawn(conn);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::CONTENT_TYPE, "application/wasm")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .context("building the request")?;
-    let response = sender.send_request(request).await.with_context(|| format!("sending {path}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("reading the response")?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Wait for Ctrl-C or SIGTERM.

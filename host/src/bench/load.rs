@@ -97,14 +97,22 @@ pub fn paced(
     })
 }
 
+/// Latency is also kept per phase, a number the driver sets while the
+/// clients run (before / during / after a hot swap, say).
+pub const PHASES: usize = 4;
+
 /// What the clients saw.
 pub struct FanoutStats {
     pub clients: usize,
     pub deliveries: u64,
     pub gaps: u64,
     pub resnapshots: u64,
+    /// Sessions the server closed while the clients ran.
+    pub closed: u64,
     /// Feed-to-client latency of updates, µs.
     pub latency: Histogram<u64>,
+    /// The same, by phase.
+    pub by_phase: Vec<Histogram<u64>>,
 }
 
 /// A running set of WebSocket clients.
@@ -115,7 +123,10 @@ pub struct Clients {
     deliveries: Arc<AtomicU64>,
     gaps: Arc<AtomicU64>,
     resnapshots: Arc<AtomicU64>,
-    latency: Arc<Mutex<Histogram<u64>>>,
+    closed: Arc<AtomicU64>,
+    latency: Arc<Mutex<Vec<Histogram<u64>>>>,
+    /// Which phase latencies are recorded under (`< PHASES`).
+    pub phase: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Clients {
@@ -135,7 +146,9 @@ impl Clients {
             deliveries: Arc::new(AtomicU64::new(0)),
             gaps: Arc::new(AtomicU64::new(0)),
             resnapshots: Arc::new(AtomicU64::new(0)),
-            latency: Arc::new(Mutex::new(histogram())),
+            closed: Arc::new(AtomicU64::new(0)),
+            latency: Arc::new(Mutex::new(vec![histogram(); PHASES])),
+            phase: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         };
         let exclude: Arc<std::collections::HashSet<String>> = Arc::new(exclude.iter().cloned().collect());
         let connecting = Arc::new(Semaphore::new(64));
@@ -169,8 +182,9 @@ impl Clients {
                 c.latency.clone(),
                 exclude.clone(),
             );
+            let (phase, closed) = (c.phase.clone(), c.closed.clone());
             tasks.push(tokio::spawn(async move {
-                let mut local = histogram();
+                let mut local = vec![histogram(); PHASES];
                 let mut last: HashMap<String, u64> = HashMap::with_capacity(k);
                 let (mut n_deliveries, mut n_gaps, mut n_resnap) = (0u64, 0u64, 0u64);
                 let mut snapshots = 0usize;
@@ -179,7 +193,10 @@ impl Clients {
                         Err(_) => continue,
                         Ok(Some(Ok(Message::Text(t)))) => t,
                         Ok(Some(Ok(_))) => continue,
-                        Ok(_) => break,
+                        Ok(_) => {
+                            closed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
                     };
                     let received = now_us();
                     let text = msg.as_str();
@@ -210,7 +227,8 @@ impl Clients {
                             && !exclude.contains(id)
                         {
                             let lat = (received - ts as i64).max(1) as u64;
-                            let _ = local.record(lat);
+                            let p = phase.load(Ordering::Relaxed).min(PHASES - 1);
+                            let _ = local[p].record(lat);
                         }
                     }
                 }
@@ -218,7 +236,9 @@ impl Clients {
                 gaps.fetch_add(n_gaps, Ordering::Relaxed);
                 resnapshots.fetch_add(n_resnap, Ordering::Relaxed);
                 if let Ok(mut h) = latency.lock() {
-                    let _ = h.add(&local);
+                    for (total, mine) in h.iter_mut().zip(&local) {
+                        let _ = total.add(mine);
+                    }
                 }
                 let _ = ws.close(None).await;
             }));
@@ -247,13 +267,23 @@ impl Clients {
         for t in self.tasks {
             let _ = t.await;
         }
-        let latency = self.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
+        let by_phase = self
+            .latency
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| vec![histogram(); PHASES]);
+        let mut latency = histogram();
+        for h in &by_phase {
+            let _ = latency.add(h);
+        }
         FanoutStats {
             clients,
             deliveries: self.deliveries.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
             resnapshots: self.resnapshots.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
             latency,
+            by_phase,
         }
     }
 }

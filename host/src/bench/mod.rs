@@ -45,6 +45,11 @@ struct Sizes {
     per_client: usize,
     density_matches: u32,
     fault_clients: usize,
+    /// Hot swap: matches live (the fan-out ones fed, the rest idle)...
+    swap_matches: u32,
+    /// ...clients on the fed ones, and seconds measured before the swap.
+    swap_clients: usize,
+    swap_window: f64,
 }
 
 impl Plan {
@@ -60,6 +65,9 @@ impl Plan {
                 per_client: 5,
                 density_matches: 1000,
                 fault_clients: 500,
+                swap_matches: 1000,
+                swap_clients: 500,
+                swap_window: 3.0,
             }
         } else {
             Sizes {
@@ -72,6 +80,9 @@ impl Plan {
                 per_client: 5,
                 density_matches: 10_000,
                 fault_clients: 1000,
+                swap_matches: 10_000,
+                swap_clients: 1000,
+                swap_window: 8.0,
             }
         }
     }
@@ -224,6 +235,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         bets.push(bets_run(&dir, matches, 50, if plan.quick { 3.0 } else { 10.0 }).await?);
     }
     report["bets"] = json!(bets);
+
+    // 7. Hot swap under load: v1 → v2 → v1 while clients watch.
+    progress(&format!(
+        "hot swap: {} matches, {} clients",
+        s.swap_matches, s.swap_clients
+    ));
+    report["swap"] = swap_run(&scratch.path().join("swap"), &s, &ids, plan.seed).await?;
     report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
 
     let table = table(&report);
@@ -618,12 +636,122 @@ async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> any
 }
 
 fn faulty_guest() -> anyhow::Result<PathBuf> {
+    built_guest("touchline_guest_faulty.wasm")
+}
+
+/// A guest `make build` leaves next to the executable's target dir.
+fn built_guest(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/release/touchline → target/touchline_guest_faulty.wasm
+    // target/release/touchline → target/<name>
     let target = exe.parent().and_then(Path::parent).context("target dir")?;
-    let p = target.join("touchline_guest_faulty.wasm");
+    let p = target.join(name);
     anyhow::ensure!(p.exists(), "{} not found", p.display());
     Ok(p)
+}
+
+/// Update latency before, during and after a hot swap to v2 and a rollback
+/// to v1, with the fan-out load running; the server's rollout reports give
+/// compile, canary and per-match switch times.
+async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyhow::Result<Value> {
+    let v2 = std::fs::read(built_guest("touchline_guest_v2.wasm")?)?;
+    let token = "bench-admin-token-0123456789".to_owned();
+    let flags = vec![
+        "--admin-token".to_owned(),
+        token.clone(),
+        "--max-matches".into(),
+        (sizes.swap_matches + 500).to_string(),
+    ];
+    let server = ServerProc::start(dir, &flags)?;
+    open_matches(&server, fed)?;
+    let idle: Vec<String> = (0..sizes.swap_matches.saturating_sub(fed.len() as u32))
+        .map(|i| format!("sr:match:{}", 900_000 + i))
+        .collect();
+    for chunk in idle.chunks(2000) {
+        let before = server.metrics()?.value("touchline_events_applied_total");
+        let book: Vec<u8> = chunk
+            .iter()
+            .flat_map(|id| {
+                format!(
+                    r#"<odds_change product="1" event_id="{id}" timestamp="1"><odds><market id="1" status="1"><outcome id="1" odds="2.0" active="1"/></market></odds></odds_change>"#
+                )
+                .into_bytes()
+            })
+            .collect();
+        load::blast(server.feed, Arc::new(book))
+            .join()
+            .map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
+        server.wait_metric(
+            "touchline_events_applied_total",
+            before + chunk.len() as f64,
+            Duration::from_secs(60),
+        )?;
+    }
+    let c = Clients::open(server.http, sizes.swap_clients, sizes.per_client, fed, &[]).await?;
+    c.wait_ready(sizes.swap_clients, Duration::from_secs(120)).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cfg = SimConfig {
+        matches: sizes.fanout_matches,
+        seed,
+        rate: sizes.fanout_rate,
+        count: 0,
+    };
+    let feeder = load::paced(server.feed, cfg, sizes.fanout_rate, None, stop.clone());
+    let window = Duration::from_secs_f64(sizes.swap_window);
+    tokio::time::sleep(window).await; // phase 0: the measurement window before
+    let admin = |method: hyper::Method, path: &'static str, body: Vec<u8>| {
+        crate::http::admin_request(server.http, method, path, &token, body)
+    };
+    c.phase.store(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let (status, install) = admin(hyper::Method::POST, "/admin/guest", v2).await?;
+    let install_wall = started.elapsed().as_secs_f64();
+    anyhow::ensure!(status.is_success(), "install: {status} {install}");
+    c.phase.store(2, Ordering::Relaxed);
+    tokio::time::sleep(window).await; // phase 2: on v2
+    c.phase.store(3, Ordering::Relaxed);
+    let started = Instant::now();
+    let (status, rollback) = admin(hyper::Method::POST, "/admin/guest/rollback", Vec::new()).await?;
+    let rollback_wall = started.elapsed().as_secs_f64();
+    anyhow::ensure!(status.is_success(), "rollback: {status} {rollback}");
+    c.phase.store(2, Ordering::Relaxed);
+    tokio::time::sleep(window / 2).await; // more of phase 2, back on v1
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
+    let m = server.metrics()?;
+    tokio::time::sleep(Duration::from_millis(500)).await; // grace period for in-flight frames
+    let stats = c.finish().await;
+    server.stop()?;
+    let install: Value = serde_json::from_str(&install)?;
+    let rollback: Value = serde_json::from_str(&rollback)?;
+    let phase = |i: usize| latency_json(&stats.by_phase[i]);
+    let p99 = |i: usize| stats.by_phase[i].value_at_quantile(0.99) as f64;
+    Ok(json!({
+        "matches": sizes.swap_matches,
+        "fed_matches": fed.len(),
+        "clients": stats.clients,
+        "feed_rate": sizes.fanout_rate,
+        "install": install,
+        "install_wall_s": install_wall,
+        "rollback": rollback,
+        "rollback_wall_s": rollback_wall,
+        "switch_seconds": {
+            "p50": m.quantile("touchline_match_switch_seconds", 0.5),
+            "p99": m.quantile("touchline_match_switch_seconds", 0.99),
+            "count": m.value("touchline_match_switch_seconds_count"),
+        },
+        "latency_us": {
+            "before": phase(0),
+            "during_install": phase(1),
+            "steady_after": phase(2),
+            "during_rollback": phase(3),
+        },
+        "p99_ratio_during_install_over_before": p99(1) / p99(0).max(1.0),
+        "p99_ratio_during_rollback_over_before": p99(3) / p99(0).max(1.0),
+        "seq_gaps": stats.gaps,
+        "sessions_closed": stats.closed,
+        "resnapshots": stats.resnapshots,
+        "deliveries": stats.deliveries,
+    }))
 }
 
 fn machine() -> Value {
@@ -796,6 +924,53 @@ fn table(r: &Value) -> String {
             us(&b["confirm_s"]["p99"])
         );
     }
+    let w = &r["swap"];
+    let (i, b) = (&w["install"], &w["rollback"]);
+    let _ = writeln!(
+        t,
+        "\n7. hot swap v1 → v2 → v1 ({} matches, {} fed at {} msg/s, {} clients)",
+        w["matches"], w["fed_matches"], w["feed_rate"], w["clients"]
+    );
+    let _ = writeln!(
+        t,
+        "   install: compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
+        f(&i["compile_ms"]),
+        i["canary"]["matches"],
+        i["canary"]["events"],
+        f(&i["canary"]["ms"]),
+        i["switched"],
+        f(&i["total_ms"]),
+        f(&i["switch_us_p50"]),
+        f(&i["switch_us_p99"]),
+        f(&i["switch_us_max"]),
+        i["outcome"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        t,
+        "   rollback: {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
+        b["switched"],
+        f(&b["total_ms"]),
+        f(&b["switch_us_p50"]),
+        f(&b["switch_us_p99"]),
+        f(&b["switch_us_max"]),
+        b["outcome"].as_str().unwrap_or("?")
+    );
+    let l = &w["latency_us"];
+    let _ = writeln!(
+        t,
+        "   update latency p50/p99 µs: before {} / {}, during install {} / {}, during rollback {} / {}, steady {} / {} (p99 ratio install/before {}); gaps {}, sessions closed {}",
+        l["before"]["p50"],
+        l["before"]["p99"],
+        l["during_install"]["p50"],
+        l["during_install"]["p99"],
+        l["during_rollback"]["p50"],
+        l["during_rollback"]["p99"],
+        l["steady_after"]["p50"],
+        l["steady_after"]["p99"],
+        f(&w["p99_ratio_during_install_over_before"]),
+        w["seq_gaps"],
+        w["sessions_closed"]
+    );
     let _ = writeln!(t, "\nelapsed: {} s", f(&r["elapsed_s"]));
     t
 }
