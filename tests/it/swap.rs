@@ -375,7 +375,8 @@ async fn refuses_what_is_not_a_match_worker_and_keeps_serving() {
         ("POST", "/admin/guest"),
         ("POST", "/admin/guest/rollback"),
     ] {
-        let body = if method == "POST" { v2_guest() } else { Vec::new() };
+        // A small body: the server answers 401 without reading it.
+        let body = if method == "POST" { b"\0asm".to_vec() } else { Vec::new() };
         assert_eq!(http_request(server.http, method, path, &[], &body).0, 401, "{path}");
         let wrong = [("Authorization", "Bearer swap-admin-token-0123456780")];
         assert_eq!(http_request(server.http, method, path, &wrong, &body).0, 401, "{path}");
@@ -542,16 +543,22 @@ async fn a_fixed_version_heals_a_quarantined_match_without_losing_an_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_host_runs_the_version_that_was_active() {
-    let (server, mut feed, ids) = serving(&[], None);
+async fn hibernated_matches_switch_and_a_killed_host_restarts_on_the_active_version() {
+    let (server, mut feed, ids) = serving(&["--hibernate-after-ms", "100"], None);
     let v1 = active(&server);
+    server.wait_metric("touchline_hibernated_matches", ids.len() as f64);
     let (code, report) = install(&server, &v2_guest());
     assert_eq!(code, 200, "{report}");
+    assert_eq!(report["switched"], ids.len(), "hibernated matches switch too: {report}");
     let v2 = report["to"].as_str().expect("to").to_owned();
     feed.write_all(&odds(&ids[0], 1, 2.5)).expect("feed");
     server.wait_metric("touchline_events_applied_total", 4.0);
+    // Durably clean (nothing pushed beyond the journal), then kill -9.
+    wait_for("clean marks", || {
+        Some(()).filter(|_| server.metric("touchline_unclean_matches") == 0.0)
+    });
     drop(feed);
-    let data = server.terminate();
+    let data = server.kill9();
 
     let server = Server::start_in(data, &["--admin-token", TOKEN]);
     let l = listing(&server);
@@ -562,20 +569,30 @@ async fn a_restarted_host_runs_the_version_that_was_active() {
     );
     assert_eq!(placement(&server)[&v2].len(), ids.len());
     let mut ws = Ws::connect(server.http).await;
-    ws.send(json!({"op": "subscribe", "matches": [ids[0].clone()]})).await;
-    let snap = ws.next().await;
-    assert_eq!(snap["guest_version"], v2);
-    assert_eq!(snap["seq"].as_u64(), Some(2));
-    assert_eq!(
-        snap["state"]["events_seen"].as_u64(),
-        Some(1),
-        "v2's field survived: {snap}"
-    );
-    assert_eq!(odds_of(&snap["state"]["markets"], 1, "", "1"), Some(2.5));
-    // The previous version is still there to roll back to.
+    ws.send(json!({"op": "subscribe", "matches": [ids[0].clone(), ids[1].clone()]}))
+        .await;
+    for _ in 0..2 {
+        let snap = ws.next().await;
+        assert_eq!(snap["guest_version"], v2, "{snap}");
+        let (seq, seen) = if snap["match"] == *ids[0] { (2, 1) } else { (1, 0) };
+        assert_eq!(snap["seq"].as_u64(), Some(seq), "{snap}");
+        assert_eq!(
+            snap["state"]["events_seen"].as_u64(),
+            Some(seen),
+            "v2's field survived: {snap}"
+        );
+    }
+    // The previous version is kept in the store to roll back to.
     let (code, report) = admin(&server, "POST", "/admin/guest/rollback", b"");
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["switched"], ids.len(), "{report}");
     let mut feed = server.feed();
     still_serving(&server, &mut feed, &ids[0], &v1).await;
+    let snap = {
+        let mut ws = Ws::connect(server.http).await;
+        ws.send(json!({"op": "subscribe", "matches": [ids[0].clone()]})).await;
+        ws.next().await
+    };
+    assert_eq!(odds_of(&snap["state"]["markets"], 1, "", "1"), Some(4.25), "{snap}");
+    assert!(snap["state"].get("events_seen").is_none(), "{snap}");
 }

@@ -543,7 +543,7 @@ impl Worker {
                 let seconds = started.elapsed().as_secs_f64();
                 self.metrics.match_switch_seconds.observe(seconds);
                 self.count_switch("switched");
-                tracing::debug!(match_id = %self.match_id, from, to, seq = self.seq, micros = (seconds * 1e6) as u64, "match switched");
+                tracing::info!(match_id = %self.match_id, from, to, seq = self.seq, micros = (seconds * 1e6) as u64, "match switched");
                 SwitchOutcome::Switched { seconds }
             }
             Err(f) => self.switch_failed(&from, &to, format!("migration failed: {f}")),
