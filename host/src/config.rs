@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub rollout_max_failed: usize,
     /// Matches the canary replays through a new guest before a rollout.
     pub canary_matches: usize,
+    /// Matches switching at once during a rollout.
+    pub rollout_concurrency: usize,
     /// Smallest and largest stake accepted.
     pub min_stake: f64,
     pub max_stake: f64,
@@ -101,6 +103,7 @@ impl Default for ServeConfig {
             admin_token: None,
             rollout_max_failed: 3,
             canary_matches: 8,
+            rollout_concurrency: 1,
             native_model: false,
             min_stake: 0.1,
             max_stake: 10_000.0,
@@ -145,6 +148,8 @@ impl ServeConfig {
             1,
             3_600_000,
         )?;
+        range("--rollout-concurrency", self.rollout_concurrency as u64, 1, 1024)?;
+        range("--canary-matches", self.canary_matches as u64, 0, 10_000)?;
         if !(self.min_stake.is_finite()
             && self.min_stake > 0.0
             && self.max_stake.is_finite()

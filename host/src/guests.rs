@@ -5,7 +5,7 @@
 //! is active. An install compiles the component on a blocking thread, checks
 //! its world, runs the canary, keeps it in the store, and rolls it out:
 //! every live match gets a [`crate::worker::Command::Switch`] in its mailbox
-//! (a bounded number in flight), so each switches between two of its own
+//! (`concurrency` in flight, one by default), so each switches between two of its own
 //! events while the others keep serving. Matches that fail to migrate stay
 //! on the old version; past `max_failed` failures (migration or first event)
 //! the rollout aborts and every match goes back. A rollback is a rollout to
@@ -28,11 +28,6 @@ use crate::store::{GuestRecord, Store};
 use crate::worker::SwitchOutcome;
 use crate::worker::runtime::{Failure, LoadError, Platform, Runtime};
 
-/// Switches in flight at once during a rollout: enough to keep both cores
-/// busy, few enough that each match's own events are not held up behind a
-/// wall of switches.
-pub const SWITCH_CONCURRENCY: usize = 16;
-
 /// Events replayed per canary match at most (the tail after its snapshot).
 pub const CANARY_EVENTS_PER_MATCH: usize = 256;
 
@@ -43,6 +38,9 @@ pub struct RolloutPolicy {
     pub max_failed: usize,
     /// Matches whose stored state and recent journal the canary replays.
     pub canary_matches: usize,
+    /// Switches in flight at once: more finishes a rollout sooner, fewer
+    /// leaves more CPU to the matches' own events meanwhile.
+    pub concurrency: usize,
 }
 
 /// Why an install or rollback did not happen. Nothing changed.
@@ -574,7 +572,7 @@ impl Guests {
                     (id, outcome)
                 }
             })
-            .buffer_unordered(SWITCH_CONCURRENCY);
+            .buffer_unordered(self.policy.concurrency.max(1));
         let mut aborted = false;
         while let Some((id, outcome)) = switches.next().await {
             match outcome {
@@ -624,7 +622,7 @@ impl Guests {
                     let from = from.clone();
                     async move { router.switch(&id, from, false).await }
                 })
-                .buffer_unordered(SWITCH_CONCURRENCY)
+                .buffer_unordered(self.policy.concurrency.max(1))
                 .for_each(|_| async {})
                 .await;
             report.outcome = "aborted";

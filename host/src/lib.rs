@@ -135,6 +135,7 @@ impl Server {
             guests::RolloutPolicy {
                 max_failed: config.rollout_max_failed,
                 canary_matches: config.canary_matches,
+                concurrency: config.rollout_concurrency,
             },
         )
         .await?;

@@ -376,7 +376,11 @@ async fn refuses_what_is_not_a_match_worker_and_keeps_serving() {
         ("POST", "/admin/guest/rollback"),
     ] {
         // A small body: the server answers 401 without reading it.
-        let body = if method == "POST" { b"\0asm".to_vec() } else { Vec::new() };
+        let body = if method == "POST" {
+            b"\0asm".to_vec()
+        } else {
+            Vec::new()
+        };
         assert_eq!(http_request(server.http, method, path, &[], &body).0, 401, "{path}");
         let wrong = [("Authorization", "Bearer swap-admin-token-0123456780")];
         assert_eq!(http_request(server.http, method, path, &wrong, &body).0, 401, "{path}");

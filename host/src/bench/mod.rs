@@ -33,6 +33,8 @@ pub struct Plan {
     pub quick: bool,
     pub seed: u64,
     pub out: PathBuf,
+    /// Scenario names to run; empty runs all.
+    pub only: Vec<String>,
 }
 
 struct Sizes {
@@ -53,6 +55,10 @@ struct Sizes {
 }
 
 impl Plan {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+
     fn sizes(&self) -> Sizes {
         if self.quick {
             Sizes {
@@ -117,131 +123,144 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     report["parse"] = parse.clone();
 
     // 2. Pipeline.
-    let mut pipeline = Vec::new();
-    for &m in &sizes.pipeline_matches {
-        let (stream, events) = if m == 1000 {
-            (stream.clone(), events)
-        } else {
-            traffic(plan.seed, m, sizes.pipeline_messages)
+    if plan.wants("pipeline") {
+        let mut pipeline = Vec::new();
+        for &m in &sizes.pipeline_matches {
+            let (stream, events) = if m == 1000 {
+                (stream.clone(), events)
+            } else {
+                traffic(plan.seed, m, sizes.pipeline_messages)
+            };
+            let stream = Arc::new(stream);
+            let mut variants = vec![("wasm", vec![]), ("native", vec!["--native-model".to_owned()])];
+            if m == 1000 {
+                variants.push(("wasm-no-durability", vec!["--no-durability".to_owned()]));
+            }
+            for (name, flags) in variants {
+                progress(&format!("pipeline: {m} matches, {name}"));
+                let dir = scratch.path().join(format!("pipeline-{m}-{name}"));
+                let r = pipeline_run(&dir, &flags, stream.clone(), events)?;
+                pipeline
+                    .push(json!({"matches": m, "variant": name, "events": events, "bytes": stream.len(), "result": r}));
+            }
+        }
+        let rate = |m: u64, v: &str| {
+            pipeline
+                .iter()
+                .find(|p| p["matches"] == m && p["variant"] == v)
+                .and_then(|p| p["result"]["events_per_s"].as_f64())
         };
-        let stream = Arc::new(stream);
-        let mut variants = vec![("wasm", vec![]), ("native", vec!["--native-model".to_owned()])];
-        if m == 1000 {
-            variants.push(("wasm-no-durability", vec!["--no-durability".to_owned()]));
+        let mut ratios = serde_json::Map::new();
+        for &m in &sizes.pipeline_matches {
+            if let (Some(w), Some(n)) = (rate(m.into(), "wasm"), rate(m.into(), "native")) {
+                ratios.insert(format!("wasm_over_native_{m}"), json!(w / n));
+            }
+            if let (Some(w), Some(p)) = (rate(m.into(), "wasm"), parse["messages_per_s"].as_f64()) {
+                ratios.insert(format!("pipeline_over_parse_{m}"), json!(w / p));
+            }
         }
-        for (name, flags) in variants {
-            progress(&format!("pipeline: {m} matches, {name}"));
-            let dir = scratch.path().join(format!("pipeline-{m}-{name}"));
-            let r = pipeline_run(&dir, &flags, stream.clone(), events)?;
-            pipeline.push(json!({"matches": m, "variant": name, "events": events, "bytes": stream.len(), "result": r}));
+        if let (Some(on), Some(off)) = (rate(1000, "wasm"), rate(1000, "wasm-no-durability")) {
+            ratios.insert("durability_on_over_off_1000".into(), json!(on / off));
         }
+        report["pipeline"] = json!(pipeline);
+        report["pipeline_ratios"] = Value::Object(ratios);
     }
-    let rate = |m: u64, v: &str| {
-        pipeline
-            .iter()
-            .find(|p| p["matches"] == m && p["variant"] == v)
-            .and_then(|p| p["result"]["events_per_s"].as_f64())
-    };
-    let mut ratios = serde_json::Map::new();
-    for &m in &sizes.pipeline_matches {
-        if let (Some(w), Some(n)) = (rate(m.into(), "wasm"), rate(m.into(), "native")) {
-            ratios.insert(format!("wasm_over_native_{m}"), json!(w / n));
-        }
-        if let (Some(w), Some(p)) = (rate(m.into(), "wasm"), parse["messages_per_s"].as_f64()) {
-            ratios.insert(format!("pipeline_over_parse_{m}"), json!(w / p));
-        }
-    }
-    if let (Some(on), Some(off)) = (rate(1000, "wasm"), rate(1000, "wasm-no-durability")) {
-        ratios.insert("durability_on_over_off_1000".into(), json!(on / off));
-    }
-    report["pipeline"] = json!(pipeline);
-    report["pipeline_ratios"] = Value::Object(ratios);
 
     // 3. Fan-out.
     let ids = match_ids(plan.seed, sizes.fanout_matches);
-    let mut fanout = Vec::new();
     let mut curves = Vec::new();
-    for &c in &sizes.fanout_clients {
-        progress(&format!("fan-out: {c} clients x {} matches each", sizes.per_client));
-        let dir = scratch.path().join(format!("fanout-{c}"));
-        let (r, h) = fanout_run(&dir, &[], &sizes, c, &ids, None, plan.seed).await?;
-        curves.push((format!("{c} clients"), h));
-        fanout.push(json!({"clients": c, "per_client": sizes.per_client, "matches": sizes.fanout_matches, "feed_rate": sizes.fanout_rate, "result": r}));
+    if plan.wants("fanout") {
+        let mut fanout = Vec::new();
+        for &c in &sizes.fanout_clients {
+            progress(&format!("fan-out: {c} clients x {} matches each", sizes.per_client));
+            let dir = scratch.path().join(format!("fanout-{c}"));
+            let (r, h) = fanout_run(&dir, &[], &sizes, c, &ids, None, plan.seed).await?;
+            curves.push((format!("{c} clients"), h));
+            fanout.push(json!({"clients": c, "per_client": sizes.per_client, "matches": sizes.fanout_matches, "feed_rate": sizes.fanout_rate, "result": r}));
+        }
+        report["fanout"] = json!(fanout);
     }
-    report["fanout"] = json!(fanout);
 
     // 4. Density.
-    progress(&format!("density: {} matches", sizes.density_matches));
-    report["density"] = density_run(&scratch.path().join("density"), sizes.density_matches, plan.seed)?;
+    if plan.wants("density") {
+        progress(&format!("density: {} matches", sizes.density_matches));
+        report["density"] = density_run(&scratch.path().join("density"), sizes.density_matches, plan.seed)?;
+    }
 
     // 5. Faults: 10% of matches crash repeatedly, against the same run without.
-    let faulty = faulty_guest().context("the fault-injection guest (make build builds it)")?;
-    let guest = vec![
-        "--guest".to_owned(),
-        faulty.display().to_string(),
-        "--max-failures".into(),
-        "1000".into(),
-        "--failure-window-ms".into(),
-        "1000".into(),
-    ];
-    let crashing: Vec<String> = ids.iter().step_by(10).cloned().collect();
-    progress(&format!("faults: baseline, {} clients", sizes.fault_clients));
-    let s = sizes;
-    let (calm, calm_h) = fanout_run(
-        &scratch.path().join("faults-calm"),
-        &guest,
-        &s,
-        s.fault_clients,
-        &ids,
-        Some(&crashing),
-        plan.seed,
-    )
-    .await?;
-    progress(&format!(
-        "faults: {} of {} matches crashing every 500 ms",
-        crashing.len(),
-        ids.len()
-    ));
-    let poison = Poison {
-        matches: crashing.clone(),
-        every: Duration::from_millis(500),
-    };
-    let (stormy, stormy_h) = fanout_run_poisoned(
-        &scratch.path().join("faults-storm"),
-        &guest,
-        &s,
-        &ids,
-        &crashing,
-        poison,
-        plan.seed,
-    )
-    .await?;
-    curves.push(("healthy, no crashes".into(), calm_h));
-    curves.push(("healthy, 10% crashing".into(), stormy_h));
-    let p99 = |r: &Value| r["latency_us"]["p99"].as_f64();
-    report["faults"] = json!({
-        "clients": s.fault_clients,
-        "crashing_matches": crashing.len(),
-        "matches": ids.len(),
-        "without_crashes": calm,
-        "with_crashes": stormy,
-        "healthy_p99_ratio_crash_over_calm": p99(&stormy).zip(p99(&calm)).map(|(a, b)| a / b),
-    });
-    // 6. Bets: decided per second and latency, on one match and across many.
-    let mut bets = Vec::new();
-    for matches in [1u32, 100] {
-        progress(&format!("bets: 50 clients over {matches} match(es)"));
-        let dir = scratch.path().join(format!("bets-{matches}"));
-        bets.push(bets_run(&dir, matches, 50, if plan.quick { 3.0 } else { 10.0 }).await?);
+    let s = &sizes;
+    if plan.wants("faults") {
+        let faulty = faulty_guest().context("the fault-injection guest (make build builds it)")?;
+        let guest = vec![
+            "--guest".to_owned(),
+            faulty.display().to_string(),
+            "--max-failures".into(),
+            "1000".into(),
+            "--failure-window-ms".into(),
+            "1000".into(),
+        ];
+        let crashing: Vec<String> = ids.iter().step_by(10).cloned().collect();
+        progress(&format!("faults: baseline, {} clients", s.fault_clients));
+        let (calm, calm_h) = fanout_run(
+            &scratch.path().join("faults-calm"),
+            &guest,
+            s,
+            s.fault_clients,
+            &ids,
+            Some(&crashing),
+            plan.seed,
+        )
+        .await?;
+        progress(&format!(
+            "faults: {} of {} matches crashing every 500 ms",
+            crashing.len(),
+            ids.len()
+        ));
+        let poison = Poison {
+            matches: crashing.clone(),
+            every: Duration::from_millis(500),
+        };
+        let (stormy, stormy_h) = fanout_run_poisoned(
+            &scratch.path().join("faults-storm"),
+            &guest,
+            s,
+            &ids,
+            &crashing,
+            poison,
+            plan.seed,
+        )
+        .await?;
+        curves.push(("healthy, no crashes".into(), calm_h));
+        curves.push(("healthy, 10% crashing".into(), stormy_h));
+        let p99 = |r: &Value| r["latency_us"]["p99"].as_f64();
+        report["faults"] = json!({
+            "clients": s.fault_clients,
+            "crashing_matches": crashing.len(),
+            "matches": ids.len(),
+            "without_crashes": calm,
+            "with_crashes": stormy,
+            "healthy_p99_ratio_crash_over_calm": p99(&stormy).zip(p99(&calm)).map(|(a, b)| a / b),
+        });
     }
-    report["bets"] = json!(bets);
+    // 6. Bets: decided per second and latency, on one match and across many.
+    if plan.wants("bets") {
+        let mut bets = Vec::new();
+        for matches in [1u32, 100] {
+            progress(&format!("bets: 50 clients over {matches} match(es)"));
+            let dir = scratch.path().join(format!("bets-{matches}"));
+            bets.push(bets_run(&dir, matches, 50, if plan.quick { 3.0 } else { 10.0 }).await?);
+        }
+        report["bets"] = json!(bets);
+    }
 
     // 7. Hot swap under load: v1 → v2 → v1 while clients watch.
-    progress(&format!(
-        "hot swap: {} matches, {} clients",
-        s.swap_matches, s.swap_clients
-    ));
-    report["swap"] = swap_run(&scratch.path().join("swap"), &s, &ids, plan.seed).await?;
+    if plan.wants("swap") {
+        progress(&format!(
+            "hot swap: {} matches, {} clients",
+            s.swap_matches, s.swap_clients
+        ));
+        report["swap"] = swap_run(&scratch.path().join("swap"), s, &ids, plan.seed).await?;
+    }
     report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
 
     let table = table(&report);
