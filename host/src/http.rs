@@ -56,12 +56,7 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
         .route("/admin/matches/{id}/heal", axum::routing::post(heal))
-        .route(
-            "/admin/guest",
-            get(list_guests)
-                .post(install_guest)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_GUEST_BYTES)),
-        )
+        .route("/admin/guest", get(list_guests).post(install_guest))
         .route("/admin/guest/rollback", axum::routing::post(rollback_guest))
         .route("/api/bets/{id}", get(bet))
         .with_state(state)
@@ -161,11 +156,23 @@ async fn list_guests(State(st): State<AppState>, headers: HeaderMap) -> Response
     axum::Json(st.guests.listing()).into_response()
 }
 
-/// Install the posted component and roll it out to every match.
-async fn install_guest(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(denied) = authorize(&st, &headers) {
+/// Install the posted component and roll it out to every match. The token
+/// is checked before the body is read, so only an operator can make the
+/// server buffer a component.
+async fn install_guest(State(st): State<AppState>, req: Request) -> Response {
+    if let Err(denied) = authorize(&st, req.headers()) {
         return denied.into_response();
     }
+    let body = match axum::body::to_bytes(req.into_body(), MAX_GUEST_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            let body = serde_json::json!({
+                "error": format!("reading the component (at most {MAX_GUEST_BYTES} bytes): {e}"),
+                "kind": "too_large",
+            });
+            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+        }
+    };
     let result = st.guests.install(&st.router, body.to_vec()).await;
     rollout_response(result)
 }
