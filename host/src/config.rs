@@ -52,6 +52,9 @@ pub struct ServeConfig {
     pub canary_matches: usize,
     /// Matches switching at once during a rollout.
     pub rollout_concurrency: usize,
+    /// How long after the switches first-event failures still count
+    /// towards `rollout_max_failed`.
+    pub rollout_probation: Duration,
     /// Smallest and largest stake accepted.
     pub min_stake: f64,
     pub max_stake: f64,
@@ -104,6 +107,7 @@ impl Default for ServeConfig {
             rollout_max_failed: 3,
             canary_matches: 8,
             rollout_concurrency: 1,
+            rollout_probation: Duration::from_secs(1),
             native_model: false,
             min_stake: 0.1,
             max_stake: 10_000.0,
@@ -148,8 +152,25 @@ impl ServeConfig {
             1,
             3_600_000,
         )?;
-        range("--rollout-concurrency", self.rollout_concurrency as u64, 1, 1024)?;
-        range("--canary-matches", self.canary_matches as u64, 0, 10_000)?;
+        // Each switch in flight holds two instances: stay within the pool's slack.
+        range(
+            "--rollout-concurrency",
+            self.rollout_concurrency as u64,
+            1,
+            u64::from(crate::worker::runtime::POOL_SLACK / 4),
+        )?;
+        range(
+            "--rollout-probation-ms",
+            self.rollout_probation.as_millis() as u64,
+            0,
+            600_000,
+        )?;
+        range(
+            "--canary-matches",
+            self.canary_matches as u64,
+            0,
+            u64::from(crate::worker::runtime::POOL_SLACK / 4),
+        )?;
         if !(self.min_stake.is_finite()
             && self.min_stake > 0.0
             && self.max_stake.is_finite()

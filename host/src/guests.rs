@@ -7,9 +7,13 @@
 //! every live match gets a [`crate::worker::Command::Switch`] in its mailbox
 //! (`concurrency` in flight, one by default), so each switches between two of its own
 //! events while the others keep serving. Matches that fail to migrate stay
-//! on the old version; past `max_failed` failures (migration or first event)
-//! the rollout aborts and every match goes back. A rollback is a rollout to
-//! the previous version without canary or abort. One rollout at a time.
+//! on the old version; past `max_failed` failures (migration or first event,
+//! counted until every switched match has passed its first event or the
+//! probation window ends) the rollout aborts and every match goes back to the
+//! version it ran before. A rollback is a rollout to the previous version
+//! without canary or abort. One rollout at a time; it runs in its own task,
+//! so a client that goes away does not cut it short. Installing the active
+//! version again retries the matches that stayed behind.
 //!
 //! [`Placement`] is shared with the workers: each records the version it
 //! runs and reports a failed first event, which counts against the rollout
@@ -41,6 +45,10 @@ pub struct RolloutPolicy {
     /// Switches in flight at once: more finishes a rollout sooner, fewer
     /// leaves more CPU to the matches' own events meanwhile.
     pub concurrency: usize,
+    /// After the switches, how long first-event failures still count
+    /// towards `max_failed` (matches without an event by then stay on
+    /// probation individually).
+    pub probation_window: std::time::Duration,
 }
 
 /// Why an install or rollback did not happen. Nothing changed.
@@ -77,8 +85,17 @@ impl InstallError {
 #[derive(Debug, Default)]
 pub struct Placement {
     running: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    probation: Mutex<Probation>,
+    /// Signalled whenever a probation starts, ends or fails.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Probation {
+    /// Switched matches that have not had their first event yet.
+    pending: std::collections::HashSet<Arc<str>>,
     /// First-event failures since the current (or last) rollout began.
-    probation_failures: Mutex<Vec<MatchFailure>>,
+    failures: Vec<MatchFailure>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,24 +115,53 @@ impl Placement {
 
     pub fn remove(&self, match_id: &str) {
         self.running.lock().expect("placement lock").remove(match_id);
+        self.probation_ended(match_id);
+    }
+
+    pub fn probation_started(&self, match_id: &Arc<str>) {
+        self.probation
+            .lock()
+            .expect("placement lock")
+            .pending
+            .insert(match_id.clone());
+        self.changed.notify_waiters();
+    }
+
+    /// Passed its first event, or its probation was cut short.
+    pub fn probation_ended(&self, match_id: &str) {
+        if self.probation.lock().expect("placement lock").pending.remove(match_id) {
+            self.changed.notify_waiters();
+        }
     }
 
     pub fn probation_failed(&self, match_id: &str, reason: &str) {
-        self.probation_failures
-            .lock()
-            .expect("placement lock")
-            .push(MatchFailure {
-                match_id: match_id.to_owned(),
-                reason: reason.to_owned(),
-            });
+        let mut p = self.probation.lock().expect("placement lock");
+        p.pending.remove(match_id);
+        p.failures.push(MatchFailure {
+            match_id: match_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+        drop(p);
+        self.changed.notify_waiters();
     }
 
     fn probation_failures(&self) -> Vec<MatchFailure> {
-        self.probation_failures.lock().expect("placement lock").clone()
+        self.probation.lock().expect("placement lock").failures.clone()
+    }
+
+    /// (matches still on probation, first-event failures).
+    fn probation_counts(&self) -> (usize, usize) {
+        let p = self.probation.lock().expect("placement lock");
+        (p.pending.len(), p.failures.len())
     }
 
     fn reset_probation(&self) {
-        self.probation_failures.lock().expect("placement lock").clear();
+        self.probation.lock().expect("placement lock").failures.clear();
+    }
+
+    /// Match → the version it runs now.
+    fn running(&self) -> HashMap<Arc<str>, Arc<str>> {
+        self.running.lock().expect("placement lock").clone()
     }
 
     /// Version → matches running it (sorted).
@@ -149,8 +195,16 @@ pub struct RolloutReport {
     /// Quarantined matches switched and healed (replayed under the new version).
     pub healed: Vec<MatchFailure>,
     pub failed: Vec<MatchFailure>,
+    /// Matches the old version could not take the state from (its own
+    /// failure; they stay on it and do not count towards aborting).
+    pub skipped: Vec<MatchFailure>,
     /// Matches that failed their first event after switching (so far).
     pub probation_failures: Vec<MatchFailure>,
+    /// Switched matches still waiting for their first event when the
+    /// probation window closed (each still goes back on its own failure).
+    pub probation_pending: usize,
+    /// After an abort: matches that could not be switched back.
+    pub revert_failed: Vec<MatchFailure>,
     /// Per-match switch time, microseconds.
     pub switch_us_p50: Option<f64>,
     pub switch_us_p99: Option<f64>,
@@ -198,6 +252,8 @@ struct Versions {
     map: BTreeMap<String, Installed>,
     active: String,
     previous: Option<String>,
+    /// The active version as the store had it when this host started.
+    stored_active: Option<String>,
 }
 
 pub struct Guests {
@@ -248,9 +304,16 @@ impl Guests {
                 memory_bytes: 0,
                 call_deadline: std::time::Duration::ZERO,
             });
-            let guests = Guests::assemble(None, store, metrics, policy, map, "native".into(), None);
+            let versions = Versions {
+                map,
+                active: "native".into(),
+                previous: None,
+                stored_active: None,
+            };
+            let guests = Guests::assemble(None, store, metrics, policy, versions);
             return Ok((guests, runtime));
         };
+        let booted_from = stored_active.clone();
         let (bytes, previous) = match (explicit, stored_active) {
             (Some(b), active) => {
                 let prev = active.filter(|a| *a != crate::worker::runtime::content_hash(&b));
@@ -290,7 +353,13 @@ impl Guests {
         }
         let previous = previous.filter(|p| map.contains_key(p));
         store.set_active_guest(&hash, previous.as_deref()).await?;
-        let guests = Guests::assemble(Some(platform), store, metrics, policy, map, hash, previous);
+        let versions = Versions {
+            map,
+            active: hash,
+            previous,
+            stored_active: booted_from,
+        };
+        let guests = Guests::assemble(Some(platform), store, metrics, policy, versions);
         Ok((guests, runtime))
     }
 
@@ -299,18 +368,16 @@ impl Guests {
         store: Store,
         metrics: Arc<Metrics>,
         policy: RolloutPolicy,
-        map: BTreeMap<String, Installed>,
-        active: String,
-        previous: Option<String>,
+        versions: Versions,
     ) -> Guests {
-        metrics.guest_versions_installed.set(map.len() as i64);
+        metrics.guest_versions_installed.set(versions.map.len() as i64);
         Guests {
             platform,
             store,
             metrics,
             policy,
             placement: Arc::new(Placement::default()),
-            versions: Mutex::new(Versions { map, active, previous }),
+            versions: Mutex::new(versions),
             last: Mutex::new(None),
             rollout: tokio::sync::Mutex::new(()),
         }
@@ -351,9 +418,17 @@ impl Guests {
         }
     }
 
-    /// Compile, check, canary, keep and roll out a new version.
-    pub async fn install(&self, router: &Router, bytes: Vec<u8>) -> Result<RolloutReport, InstallError> {
-        let result = self.install_inner(router, bytes).await;
+    /// Compile, check, canary, keep and roll out a new version. Runs in its
+    /// own task: the caller going away does not stop it halfway.
+    pub async fn install(
+        self: &Arc<Self>,
+        router: &Arc<Router>,
+        bytes: Vec<u8>,
+    ) -> Result<RolloutReport, InstallError> {
+        let (me, router) = (self.clone(), router.clone());
+        let result = tokio::spawn(async move { me.install_inner(&router, bytes).await })
+            .await
+            .unwrap_or_else(|e| Err(InstallError::Internal(format!("rollout task: {e}"))));
         let label = match &result {
             Ok(r) => r.outcome,
             Err(e) => e.kind(),
@@ -386,42 +461,58 @@ impl Guests {
             compile_ms = compile.as_secs_f64() * 1e3,
             "guest compiled"
         );
-        if hash == self.versions.lock().expect("versions lock").active {
+        let reinstall = hash == from.version();
+        // Installing the active version again retries the matches that
+        // stayed behind on another one; with none, there is nothing to do.
+        let runtime = if reinstall { from.clone() } else { runtime };
+        if reinstall && self.placement.running().values().all(|v| **v == *hash) {
             return Ok(self.finish(RolloutReport::unchanged("install", &hash)));
         }
         let canary = self.canary(router, &from, &runtime).await?;
-        let record = GuestRecord {
-            component: bytes,
-            installed_at: now_ms(),
-        };
         let known = self.versions.lock().expect("versions lock").map.contains_key(&hash);
         if !known {
+            let record = GuestRecord {
+                component: bytes,
+                installed_at: now_ms(),
+            };
             self.store.put_guest(&hash, &record).await?;
-        }
-        {
             let mut v = self.versions.lock().expect("versions lock");
-            let entry = v.map.entry(hash.clone()).or_insert(Installed {
-                runtime: None,
-                size,
-                installed_at: record.installed_at,
-            });
-            entry.runtime = Some(runtime.clone());
+            v.map.insert(
+                hash.clone(),
+                Installed {
+                    runtime: None,
+                    size,
+                    installed_at: record.installed_at,
+                },
+            );
             self.metrics.guest_versions_installed.set(v.map.len() as i64);
+        }
+        if let Some(i) = self.versions.lock().expect("versions lock").map.get_mut(&hash)
+            && i.runtime.is_none()
+        {
+            i.runtime = Some(runtime.clone());
         }
         let mut report = self
             .roll(router, "install", &from, &runtime, Some(self.policy.max_failed))
             .await;
         report.compile_ms = Some(compile.as_secs_f64() * 1e3);
         report.canary = Some(canary);
-        if report.outcome != "aborted" {
-            self.activate(&hash, Some(from.version())).await?;
-        }
-        Ok(self.finish(report))
+        let activated = if report.outcome != "aborted" && !reinstall {
+            self.activate(&hash, Some(from.version())).await
+        } else {
+            Ok(())
+        };
+        let report = self.finish(report);
+        activated.map(|()| report)
     }
 
-    /// Return to the previous version.
-    pub async fn rollback(&self, router: &Router) -> Result<RolloutReport, InstallError> {
-        let result = self.rollback_inner(router).await;
+    /// Return to the previous version. Runs in its own task, like
+    /// [`Guests::install`].
+    pub async fn rollback(self: &Arc<Self>, router: &Arc<Router>) -> Result<RolloutReport, InstallError> {
+        let (me, router) = (self.clone(), router.clone());
+        let result = tokio::spawn(async move { me.rollback_inner(&router).await })
+            .await
+            .unwrap_or_else(|e| Err(InstallError::Internal(format!("rollback task: {e}"))));
         if let Err(e) = &result {
             self.metrics
                 .rollouts
@@ -446,21 +537,15 @@ impl Guests {
         let target = self.runtime_of(&previous).await?;
         let from = router.runtime();
         let report = self.roll(router, "rollback", &from, &target, None).await;
-        self.activate(&previous, Some(from.version())).await?;
-        Ok(self.finish(report))
+        let activated = self.activate(&previous, Some(from.version())).await;
+        let report = self.finish(report);
+        activated.map(|()| report)
     }
 
     /// A compiled runtime for an installed version (compiling it from the
     /// store on first use after a restart).
-    async fn runtime_of(&self, hash: &str) -> Result<Runtime, InstallError> {
-        if let Some(r) = self
-            .versions
-            .lock()
-            .expect("versions lock")
-            .map
-            .get(hash)
-            .and_then(|i| i.runtime.clone())
-        {
+    pub async fn runtime_of(&self, hash: &str) -> Result<Runtime, InstallError> {
+        if let Some(r) = self.loaded(hash) {
             return Ok(r);
         }
         let platform = self
@@ -480,11 +565,38 @@ impl Guests {
         Ok(runtime)
     }
 
+    /// An installed version's runtime, if it is compiled.
+    fn loaded(&self, hash: &str) -> Option<Runtime> {
+        self.versions
+            .lock()
+            .expect("versions lock")
+            .map
+            .get(hash)
+            .and_then(|i| i.runtime.clone())
+    }
+
+    /// Whether a match last seen running `hash` stays on it across a
+    /// restart: it does when it had stayed behind on a version other than
+    /// the one that was active (a failed switch or first event), unless
+    /// that version is gone.
+    pub fn keeps_own_version(&self, hash: &str) -> bool {
+        let v = self.versions.lock().expect("versions lock");
+        v.stored_active.as_deref().is_some_and(|a| a != hash) && hash != v.active && v.map.contains_key(hash)
+    }
+
+    /// The in-memory record first (it must match what the router runs),
+    /// then the store.
     async fn activate(&self, active: &str, previous: Option<&str>) -> Result<(), InstallError> {
-        self.store.set_active_guest(active, previous).await?;
-        let mut v = self.versions.lock().expect("versions lock");
-        v.active = active.to_owned();
-        v.previous = previous.map(str::to_owned);
+        {
+            let mut v = self.versions.lock().expect("versions lock");
+            v.active = active.to_owned();
+            v.previous = previous.map(str::to_owned);
+            v.stored_active = Some(active.to_owned());
+        }
+        if let Err(e) = self.store.set_active_guest(active, previous).await {
+            tracing::error!(error = %e, active, "recording the active guest failed; a restart would run the one before");
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -509,7 +621,9 @@ impl Guests {
             matches = report.matches,
             switched = report.switched,
             failed = report.failed.len(),
+            skipped = report.skipped.len(),
             healed = report.healed.len(),
+            probation_failures = report.probation_failures.len(),
             total_ms = report.total_ms,
             "guest rollout finished"
         );
@@ -538,7 +652,8 @@ impl Guests {
         Ok(CanaryReport { matches, events, ms })
     }
 
-    /// Switch every live match from `from` to `to`.
+    /// Switch every live match from `from` to `to`; with `max_failed`, on
+    /// probation, aborting past that many failures.
     async fn roll(
         &self,
         router: &Router,
@@ -550,6 +665,8 @@ impl Guests {
         let started = Instant::now();
         self.placement.reset_probation();
         router.set_runtime(to.clone());
+        // What each match ran before, to go back to on abort.
+        let before = self.placement.running();
         let ids = router.match_ids();
         tracing::info!(
             kind,
@@ -564,6 +681,10 @@ impl Guests {
         report.matches = ids.len();
         let mut times = Vec::with_capacity(ids.len());
         let probation = max_failed.is_some();
+        let over = |report: &RolloutReport| {
+            let (_, probation_failed) = self.placement.probation_counts();
+            max_failed.is_some_and(|max| report.failed.len() + probation_failed > max)
+        };
         let mut switches = futures_util::stream::iter(ids)
             .map(|id| {
                 let to = to.clone();
@@ -575,6 +696,10 @@ impl Guests {
             .buffer_unordered(self.policy.concurrency.max(1));
         let mut aborted = false;
         while let Some((id, outcome)) = switches.next().await {
+            let failure = |reason: String| MatchFailure {
+                match_id: id.to_string(),
+                reason,
+            };
             match outcome {
                 Some(SwitchOutcome::Switched { seconds }) => {
                     report.switched += 1;
@@ -583,48 +708,46 @@ impl Guests {
                 Some(SwitchOutcome::Unchanged) | None => report.unchanged += 1,
                 Some(SwitchOutcome::Healed { report: r, healthy }) => {
                     report.switched += 1;
-                    let f = MatchFailure {
-                        match_id: id.to_string(),
-                        reason: r,
-                    };
                     if healthy {
-                        report.healed.push(f);
+                        report.healed.push(failure(r));
                     } else {
-                        report.failed.push(f);
+                        report.failed.push(failure(r));
                     }
                 }
-                Some(SwitchOutcome::Failed(reason)) => report.failed.push(MatchFailure {
-                    match_id: id.to_string(),
-                    reason,
-                }),
+                Some(SwitchOutcome::Failed(reason)) => report.failed.push(failure(reason)),
+                Some(SwitchOutcome::Skipped(reason)) => report.skipped.push(failure(reason)),
             }
-            let failures = report.failed.len() + self.placement.probation_failures().len();
-            if max_failed.is_some_and(|max| failures > max) {
+            if over(&report) {
                 aborted = true;
                 break;
             }
         }
         drop(switches);
+        // First-event failures still count until every switched match has
+        // had its first event, or the window closes.
+        if probation && !aborted {
+            let deadline = tokio::time::Instant::now() + self.policy.probation_window;
+            loop {
+                let changed = self.placement.changed.notified();
+                if over(&report) {
+                    aborted = true;
+                    break;
+                }
+                if self.placement.probation_counts().0 == 0 || tokio::time::timeout_at(deadline, changed).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
         report.probation_failures = self.placement.probation_failures();
+        report.probation_pending = self.placement.probation_counts().0;
         if aborted {
-            // Switches already sent may still run: the revert queues behind
-            // them in every mailbox, and already-reverted matches say
-            // `Unchanged`.
             tracing::warn!(
                 failed = report.failed.len(),
                 probation_failures = report.probation_failures.len(),
-                "too many matches failed; rolling every match back"
+                "too many matches failed; switching every match back"
             );
-            router.set_runtime(from.clone());
-            let ids = router.match_ids();
-            futures_util::stream::iter(ids)
-                .map(|id| {
-                    let from = from.clone();
-                    async move { router.switch(&id, from, false).await }
-                })
-                .buffer_unordered(self.policy.concurrency.max(1))
-                .for_each(|_| async {})
-                .await;
+            report.revert_failed = self.revert(router, from, &before).await;
             report.outcome = "aborted";
         } else if !report.failed.is_empty() || !report.probation_failures.is_empty() {
             report.outcome = "partial";
@@ -640,6 +763,41 @@ impl Guests {
         report.switch_us_max = times.last().copied();
         report.total_ms = started.elapsed().as_secs_f64() * 1e3;
         report
+    }
+
+    /// After an abort: every match back on the version it ran before the
+    /// rollout (`from` for matches created since). Switches already sent
+    /// may still be running: a revert queues behind them in each mailbox.
+    async fn revert(&self, router: &Router, from: &Runtime, before: &HashMap<Arc<str>, Arc<str>>) -> Vec<MatchFailure> {
+        router.set_runtime(from.clone());
+        let ids = router.match_ids();
+        let targets: Vec<(Arc<str>, Runtime)> = ids
+            .into_iter()
+            .map(|id| {
+                let runtime = before
+                    .get(&id)
+                    .and_then(|v| self.loaded(v))
+                    .unwrap_or_else(|| from.clone());
+                (id, runtime)
+            })
+            .collect();
+        futures_util::stream::iter(targets)
+            .map(|(id, runtime)| async move {
+                let outcome = router.switch(&id, runtime, false).await;
+                (id, outcome)
+            })
+            .buffer_unordered(self.policy.concurrency.max(1))
+            .filter_map(|(id, outcome)| async move {
+                match outcome {
+                    Some(SwitchOutcome::Failed(reason) | SwitchOutcome::Skipped(reason)) => Some(MatchFailure {
+                        match_id: id.to_string(),
+                        reason,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+            .await
     }
 }
 
@@ -657,7 +815,10 @@ impl RolloutReport {
             unchanged: 0,
             healed: Vec::new(),
             failed: Vec::new(),
+            skipped: Vec::new(),
             probation_failures: Vec::new(),
+            probation_pending: 0,
+            revert_failed: Vec::new(),
             switch_us_p50: None,
             switch_us_p99: None,
             switch_us_max: None,

@@ -179,6 +179,11 @@ struct ServeArgs {
     /// (parallel switches contend in instance allocation).
     #[arg(long, default_value_t = 1)]
     rollout_concurrency: usize,
+    /// After a rollout's switches, how long (ms) first-event failures still
+    /// count towards --rollout-max-failed (a switched match that fails its
+    /// first event later still goes back on its own).
+    #[arg(long, default_value_t = 1000)]
+    rollout_probation_ms: u64,
 }
 
 #[derive(Args, Clone)]
@@ -236,6 +241,7 @@ struct FileConfig {
     rollout_max_failed: Option<usize>,
     canary_matches: Option<usize>,
     rollout_concurrency: Option<usize>,
+    rollout_probation_ms: Option<u64>,
 }
 
 /// Fill settings not given as flags (or environment) from `--config`.
@@ -285,6 +291,7 @@ fn apply_config_file(args: &mut ServeArgs, matches: &ArgMatches) -> anyhow::Resu
         rollout_max_failed,
         canary_matches,
         rollout_concurrency,
+        rollout_probation_ms,
     );
     take_some!(feed_listen, feed_connect, guest, admin_token);
     Ok(())
@@ -315,6 +322,7 @@ impl From<ServeArgs> for ServeConfig {
             rollout_max_failed: a.rollout_max_failed,
             canary_matches: a.canary_matches,
             rollout_concurrency: a.rollout_concurrency,
+            rollout_probation: Duration::from_millis(a.rollout_probation_ms),
             native_model: a.native_model,
             min_stake: a.min_stake,
             max_stake: a.max_stake,

@@ -83,7 +83,7 @@ impl Router {
         let id: Arc<str> = Arc::from(id);
         // Under the map lock: a rollout that lists the matches after
         // changing the runtime sees every match created before the change.
-        let handle = self.spawn(id.clone(), None);
+        let handle = self.spawn(id.clone(), None, self.runtime());
         map.insert(id.clone(), handle.clone());
         drop(guard);
         tracing::info!(match_id = %id, "new match");
@@ -91,10 +91,10 @@ impl Router {
         Ok(handle)
     }
 
-    fn spawn(&self, id: Arc<str>, recovered: Option<Recovered>) -> WorkerHandle {
+    fn spawn(&self, id: Arc<str>, recovered: Option<Recovered>, runtime: Runtime) -> WorkerHandle {
         worker::spawn(
             id,
-            self.runtime(),
+            runtime,
             self.metrics.clone(),
             self.worker_config.clone(),
             recovered,
@@ -102,14 +102,24 @@ impl Router {
         )
     }
 
-    /// Start a worker for every match found in the store after a restart.
-    /// They restore concurrently; commands queue in their mailboxes meanwhile.
-    pub fn restore(&self, recovered: Vec<Recovered>) {
+    /// Start a worker for every match found in the store after a restart,
+    /// on the current version unless `pinned` holds the one its record
+    /// names. They restore concurrently; commands queue in their mailboxes
+    /// meanwhile.
+    pub fn restore(&self, recovered: Vec<Recovered>, pinned: &std::collections::HashMap<String, Runtime>) {
+        let current = self.runtime();
         let mut guard = self.matches.lock().expect("router lock");
         let Some(map) = guard.as_mut() else { return };
         for r in recovered {
             let id = r.match_id.clone();
-            let handle = self.spawn(id.clone(), Some(r));
+            let runtime = r
+                .meta
+                .guest
+                .as_deref()
+                .and_then(|h| pinned.get(h))
+                .cloned()
+                .unwrap_or_else(|| current.clone());
+            let handle = self.spawn(id.clone(), Some(r), runtime);
             map.insert(id, handle);
         }
     }

@@ -66,6 +66,52 @@ pub struct MatchMeta {
     pub clean_seq: Option<u64>,
     /// Why the match is quarantined, if it is.
     pub quarantined: Option<String>,
+    /// Content hash of the guest version the match runs. A restart keeps a
+    /// match on it when it differs from the active version (its switch or
+    /// first event failed there); `None` in records from before hot swap.
+    pub guest: Option<String>,
+}
+
+/// [`MatchMeta`] and [`SnapshotRecord`] as written before hot swap, still
+/// read so an existing data directory opens.
+#[derive(Deserialize)]
+struct LegacyMatchMeta {
+    epoch: u64,
+    clean_seq: Option<u64>,
+    quarantined: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LegacySnapshotRecord {
+    seq: u64,
+    epoch: u64,
+    state: Vec<u8>,
+}
+
+fn dec_meta(key: &[u8], bytes: &[u8]) -> Result<MatchMeta, StoreError> {
+    dec("match", key, bytes).or_else(|e| {
+        let l: LegacyMatchMeta = dec("match", key, bytes).map_err(|_| e)?;
+        Ok(MatchMeta {
+            epoch: l.epoch,
+            clean_seq: l.clean_seq,
+            quarantined: l.quarantined,
+            guest: None,
+        })
+    })
+}
+
+fn dec_snapshot(key: &[u8], bytes: &[u8]) -> Result<SnapshotRecord, StoreError> {
+    dec("snapshot", key, bytes).or_else(|e| {
+        let l: LegacySnapshotRecord = dec("snapshot", key, bytes).map_err(|_| e)?;
+        // The only guest before hot swap saved layout 1.
+        Ok(SnapshotRecord {
+            seq: l.seq,
+            epoch: l.epoch,
+            state: l.state,
+            guest: String::new(),
+            state_version: 1,
+        })
+    })
 }
 
 /// An installed guest component.
@@ -266,7 +312,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.matches.iter() {
             let (k, v) = item?;
-            let meta: MatchMeta = dec("match", &k, &v)?;
+            let meta = dec_meta(&k, &v)?;
             out.push(self.recovered(&String::from_utf8_lossy(&k), meta)?);
         }
         Ok(out)
@@ -275,14 +321,14 @@ impl Store {
     /// What recovery needs for one match, if it has a record.
     pub fn recover_one(&self, match_id: &str) -> Result<Option<Recovered>, StoreError> {
         match self.matches.get(match_id.as_bytes())? {
-            Some(v) => Ok(Some(self.recovered(match_id, dec("match", match_id.as_bytes(), &v)?)?)),
+            Some(v) => Ok(Some(self.recovered(match_id, dec_meta(match_id.as_bytes(), &v)?)?)),
             None => Ok(None),
         }
     }
 
     fn recovered(&self, match_id: &str, meta: MatchMeta) -> Result<Recovered, StoreError> {
         let snapshot = match self.snapshots.get(match_id.as_bytes())? {
-            Some(v) => Some(dec::<SnapshotRecord>("snapshot", match_id.as_bytes(), &v)?),
+            Some(v) => Some(dec_snapshot(match_id.as_bytes(), &v)?),
             None => None,
         };
         let after = snapshot.as_ref().map_or(0, |s| s.seq);
@@ -585,6 +631,51 @@ async fn commit(store: &Store, batch: &mut Vec<Op>, acks: &mut Vec<oneshot::Send
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_from_before_hot_swap_still_decode() {
+        #[derive(Serialize)]
+        struct OldMeta {
+            epoch: u64,
+            clean_seq: Option<u64>,
+            quarantined: Option<String>,
+        }
+        #[derive(Serialize)]
+        struct OldSnapshot {
+            seq: u64,
+            epoch: u64,
+            state: Vec<u8>,
+        }
+        let old = OldMeta {
+            epoch: 3,
+            clean_seq: Some(7),
+            quarantined: None,
+        };
+        let meta = dec_meta(b"m", &enc(&old)).expect("old meta");
+        assert_eq!((meta.epoch, meta.clean_seq, meta.guest), (3, Some(7), None));
+        let old = OldSnapshot {
+            seq: 7,
+            epoch: 3,
+            state: vec![1, 2],
+        };
+        let snap = dec_snapshot(b"m", &enc(&old)).expect("old snapshot");
+        assert_eq!((snap.seq, snap.state_version, snap.guest.as_str()), (7, 1, ""));
+        let new = MatchMeta {
+            epoch: 1,
+            clean_seq: None,
+            quarantined: Some("q".into()),
+            guest: Some("abc".into()),
+        };
+        assert_eq!(dec_meta(b"m", &enc(&new)).expect("new meta"), new);
+        let new = SnapshotRecord {
+            seq: 9,
+            epoch: 2,
+            state: vec![3],
+            guest: "abc".into(),
+            state_version: 2,
+        };
+        assert_eq!(dec_snapshot(b"m", &enc(&new)).expect("new snapshot"), new);
+    }
 
     #[test]
     fn borrowed_journal_entry_encodes_as_the_owned_one() {

@@ -141,8 +141,11 @@ pub enum SwitchOutcome {
     /// Was quarantined: switched and replayed what was kept; `healthy`
     /// unless the replay quarantined it again.
     Healed { report: String, healthy: bool },
-    /// Still on the old version, and why.
+    /// Still on the old version: the new one failed to take the state.
     Failed(String),
+    /// Still on the old version, which could not hand its state over (its
+    /// own failure, not the new version's).
+    Skipped(String),
 }
 
 /// The recovery base: a saved state and who saved it.
@@ -336,7 +339,10 @@ impl Worker {
             };
             let Some(cmd) = cmd else { break };
             self.last_command = tokio::time::Instant::now();
-            self.wake();
+            // A switch wakes a hibernated match only if it really switches.
+            if !matches!(cmd, Command::Switch { .. }) {
+                self.wake();
+            }
             match cmd {
                 Command::Event(event) => {
                     let settles = matches!(
@@ -455,6 +461,7 @@ impl Worker {
                             kind: "probation_passed",
                         })
                         .inc();
+                    self.cfg.placement.probation_ended(&self.match_id);
                     self.commit(bytes, &delta).await;
                     return;
                 }
@@ -499,6 +506,11 @@ impl Worker {
         if new.version() == self.runtime.version() {
             return SwitchOutcome::Unchanged;
         }
+        // A probation left from an earlier rollout ends here, whatever this
+        // switch does: its "old version" is not the one to go back to now.
+        if self.probation.take().is_some() {
+            self.cfg.placement.probation_ended(&self.match_id);
+        }
         let started = Instant::now();
         let old = self.runtime.clone();
         let (from, to) = (short(old.version()), short(new.version()));
@@ -512,6 +524,7 @@ impl Worker {
             self.status("upgraded", &format!("guest {from} → {to}; healing"));
             let report = self.heal().await;
             self.count_switch("healed");
+            self.write_meta().await;
             tracing::info!(match_id = %self.match_id, from, to, report, "quarantined match switched and healed");
             return SwitchOutcome::Healed {
                 report,
@@ -523,9 +536,13 @@ impl Worker {
         let saved = match self.instance.as_mut().map(|i| i.save_state()) {
             Some(Ok(s)) => s,
             Some(Err(f)) => {
-                return self.switch_failed(&from, &to, format!("the old version failed saving its state: {f}"));
+                if f.is_fatal() {
+                    // The next command restarts it from the last state.
+                    self.instance = None;
+                }
+                return self.switch_skipped(&from, &to, format!("the old version failed saving its state: {f}"));
             }
-            None => return self.switch_failed(&from, &to, "no instance to take the state from".into()),
+            None => return self.switch_skipped(&from, &to, "the old version cannot rebuild its state".into()),
         };
         match new.instantiate_with(self.match_id.clone(), &saved, old.version(), old.state_version()) {
             Ok(instance) => {
@@ -535,10 +552,14 @@ impl Worker {
                     old: old.clone(),
                     state: saved,
                 });
+                if probation {
+                    self.cfg.placement.probation_started(&self.match_id);
+                }
                 // The migrated state becomes the recovery base (and the
                 // stored snapshot), saved by the new version.
                 self.snapshot();
                 self.cfg.placement.set(&self.match_id, self.runtime.version_arc());
+                self.write_meta().await;
                 self.status("upgraded", &format!("guest {from} → {to}"));
                 let seconds = started.elapsed().as_secs_f64();
                 self.metrics.match_switch_seconds.observe(seconds);
@@ -548,6 +569,12 @@ impl Worker {
             }
             Err(f) => self.switch_failed(&from, &to, format!("migration failed: {f}")),
         }
+    }
+
+    fn switch_skipped(&mut self, from: &str, to: &str, reason: String) -> SwitchOutcome {
+        self.count_switch("skipped");
+        tracing::warn!(match_id = %self.match_id, from, to, reason, "match not switched: the old version could not hand its state over");
+        SwitchOutcome::Skipped(reason)
     }
 
     fn switch_failed(&mut self, from: &str, to: &str, reason: String) -> SwitchOutcome {
@@ -583,6 +610,7 @@ impl Worker {
         self.count_switch("probation_failed");
         self.cfg.placement.set(&self.match_id, self.runtime.version_arc());
         self.cfg.placement.probation_failed(&self.match_id, &reason);
+        self.write_meta().await;
         tracing::warn!(match_id = %self.match_id, seq = self.seq, reason, "switch rolled back");
         self.status("rolled_back", &reason);
     }
@@ -926,6 +954,7 @@ impl Worker {
             epoch: self.epoch,
             clean_seq,
             quarantined: self.quarantined.clone(),
+            guest: Some(self.runtime.version().to_owned()),
         };
         let _ = store
             .send(Op::Meta {
