@@ -205,6 +205,9 @@ pub struct RolloutReport {
     pub probation_pending: usize,
     /// After an abort: matches that could not be switched back.
     pub revert_failed: Vec<MatchFailure>,
+    /// From the start to the last switch answered (all matches switched),
+    /// before any probation wait.
+    pub switch_ms: f64,
     /// Per-match switch time, microseconds.
     pub switch_us_p50: Option<f64>,
     pub switch_us_p99: Option<f64>,
@@ -723,6 +726,7 @@ impl Guests {
             }
         }
         drop(switches);
+        report.switch_ms = started.elapsed().as_secs_f64() * 1e3;
         // First-event failures still count until every switched match has
         // had its first event, or the window closes.
         if probation && !aborted {
@@ -819,6 +823,7 @@ impl RolloutReport {
             probation_failures: Vec::new(),
             probation_pending: 0,
             revert_failed: Vec::new(),
+            switch_ms: 0.0,
             switch_us_p50: None,
             switch_us_p99: None,
             switch_us_max: None,

@@ -952,12 +952,13 @@ fn table(r: &Value) -> String {
     );
     let _ = writeln!(
         t,
-        "   install: compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
+        "   install: compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms (then probation until {} ms; per match p50/p99/max {} / {} / {} µs), {}",
         f(&i["compile_ms"]),
         i["canary"]["matches"],
         i["canary"]["events"],
         f(&i["canary"]["ms"]),
         i["switched"],
+        f(&i["switch_ms"]),
         f(&i["total_ms"]),
         f(&i["switch_us_p50"]),
         f(&i["switch_us_p99"]),
@@ -968,7 +969,7 @@ fn table(r: &Value) -> String {
         t,
         "   rollback: {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
         b["switched"],
-        f(&b["total_ms"]),
+        f(&b["switch_ms"]),
         f(&b["switch_us_p50"]),
         f(&b["switch_us_p99"]),
         f(&b["switch_us_max"]),
