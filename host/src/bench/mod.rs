@@ -577,6 +577,7 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
 /// Create `ids` on `server` with a one-market book each (market 1, outcomes
 /// 1/2/3 at 2.0/3.0/4.0) and wait until all are applied.
 fn open_matches(server: &ServerProc, ids: &[String]) -> anyhow::Result<()> {
+    let before = server.metrics()?.value("touchline_events_applied_total");
     let book: Vec<u8> = ids
         .iter()
         .flat_map(|id| {
@@ -591,7 +592,7 @@ fn open_matches(server: &ServerProc, ids: &[String]) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
     server.wait_metric(
         "touchline_events_applied_total",
-        ids.len() as f64,
+        before + ids.len() as f64,
         Duration::from_secs(60),
     )?;
     Ok(())
@@ -686,24 +687,7 @@ async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyho
         .map(|i| format!("sr:match:{}", 900_000 + i))
         .collect();
     for chunk in idle.chunks(2000) {
-        let before = server.metrics()?.value("touchline_events_applied_total");
-        let book: Vec<u8> = chunk
-            .iter()
-            .flat_map(|id| {
-                format!(
-                    r#"<odds_change product="1" event_id="{id}" timestamp="1"><odds><market id="1" status="1"><outcome id="1" odds="2.0" active="1"/></market></odds></odds_change>"#
-                )
-                .into_bytes()
-            })
-            .collect();
-        load::blast(server.feed, Arc::new(book))
-            .join()
-            .map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
-        server.wait_metric(
-            "touchline_events_applied_total",
-            before + chunk.len() as f64,
-            Duration::from_secs(60),
-        )?;
+        open_matches(&server, chunk)?;
     }
     let c = Clients::open(server.http, sizes.swap_clients, sizes.per_client, fed, &[]).await?;
     c.wait_ready(sizes.swap_clients, Duration::from_secs(120)).await?;
