@@ -129,7 +129,7 @@ async fn live_page_shows_odds_and_updates_them() {
         eprintln!("page test skipped: set TOUCHLINE_CHROMIUM to a Chromium binary (.ci/run does)");
         return;
     };
-    let server = Server::start(&[]);
+    let server = Server::start(&["--admin-token", TOKEN]);
     let mut feed = server.feed();
     feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
@@ -182,6 +182,27 @@ async fn live_page_shows_odds_and_updates_them() {
     )
     .await;
 
+    // The match logic is swapped under the open page: the card names the
+    // new version, the connection stays, updates keep coming without a gap.
+    page.wait_eval(LOGIC, json!(format!("logic {}", &v1_prefix(&server))))
+        .await;
+    let auth = format!("Bearer {TOKEN}");
+    let v2 = std::fs::read(env!("TOUCHLINE_V2_GUEST")).expect("v2 guest");
+    let (code, report) = crate::support::http_post(server.http, "/admin/guest", &[("Authorization", &auth)], &v2);
+    assert_eq!(code, 200, "{report}");
+    let report: Value = serde_json::from_str(&report).expect("report");
+    let v2_prefix = &report["to"].as_str().expect("to")[..8];
+    page.wait_eval(LOGIC, json!(format!("logic {v2_prefix}"))).await;
+    let seq = page.eval(SEQ).await;
+    feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
+    page.wait_eval(SEQ, json!(seq.as_u64().expect("seq") + 1)).await;
+    page.wait_eval(ODDS_13, json!("Under1.50")).await;
+    page.wait_eval(
+        r#"document.getElementById("stats").textContent.includes("0 gaps") && document.getElementById("conn").textContent === "live""#,
+        json!(true),
+    )
+    .await;
+
     if let Ok(dir) = std::env::var("TOUCHLINE_SCREENSHOT_DIR") {
         let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
         let png = shot["data"].as_str().expect("png data");
@@ -190,4 +211,17 @@ async fn live_page_shows_odds_and_updates_them() {
             .and_then(|mut f| f.write_all(&bytes))
             .expect("write png");
     }
+}
+
+/// The logic version shown on the card of the sample's match.
+const LOGIC: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-role="logic"]')?.textContent"#;
+/// The page's own count of the match's last seq.
+const SEQ: &str = r#"matches.get("sr:match:10927088")?.seq"#;
+const TOKEN: &str = "page-admin-token-0123456789";
+
+fn v1_prefix(server: &Server) -> String {
+    let auth = format!("Bearer {TOKEN}");
+    let (_, text) = crate::support::http_request(server.http, "GET", "/admin/guest", &[("Authorization", &auth)], b"");
+    let listing: Value = serde_json::from_str(&text).expect("listing");
+    listing["active"].as_str().expect("active")[..8].to_owned()
 }
