@@ -669,3 +669,122 @@ async fn hibernated_matches_switch_and_a_killed_host_restarts_on_the_active_vers
     assert_eq!(odds_of(&snap["state"]["markets"], 1, "", "1"), Some(4.25), "{snap}");
     assert!(snap["state"].get("events_seen").is_none(), "{snap}");
 }
+
+/// `touchline swap`, the CLI front of the admin API.
+fn cli(server: &Server, token: &str, args: &[&str]) -> (bool, Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_touchline"))
+        .arg("swap")
+        .arg("--http")
+        .arg(server.http.to_string())
+        .args(args)
+        .env("TOUCHLINE_ADMIN_TOKEN", token)
+        .output()
+        .expect("running touchline swap");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+    (out.status.success(), v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_swap_cli_installs_lists_and_rolls_back() {
+    let (server, mut feed, ids) = serving(&[], None);
+    let v1 = active(&server);
+    let v2_path = env!("TOUCHLINE_V2_GUEST");
+    let (ok, report) = cli(&server, TOKEN, &[v2_path]);
+    assert!(ok, "{report}");
+    assert_eq!(report["outcome"], "complete");
+    let v2 = report["to"].as_str().expect("to").to_owned();
+    let (ok, l) = cli(&server, TOKEN, &["--list"]);
+    assert!(ok && l["active"] == *v2, "{l}");
+    still_serving(&server, &mut feed, &ids[0], &v2).await;
+    let (ok, report) = cli(&server, TOKEN, &["--rollback"]);
+    assert!(ok && report["to"] == *v1, "{report}");
+    // Refusals exit non-zero with the server's reason on stdout.
+    let (ok, body) = cli(&server, TOKEN, &["/etc/hostname"]);
+    assert!(!ok);
+    assert_eq!(body["kind"], "not_wasm", "{body}");
+    let (ok, _) = cli(&server, "wrong-token-0123456789", &["--list"]);
+    assert!(!ok, "a wrong token fails");
+    assert_eq!(active(&server), v1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_in_the_middle_of_a_rollout_the_host_loses_nothing() {
+    const MATCHES: usize = 40;
+    // A long probation window holds the rollout open after the switches:
+    // the kill lands before the new version is recorded as active.
+    let flags = [
+        "--admin-token",
+        TOKEN,
+        "--rollout-probation-ms",
+        "60000",
+        "--canary-matches",
+        "0",
+    ];
+    let server = Server::start(&flags);
+    let ids: Vec<String> = (0..MATCHES).map(match_id).collect();
+    let mut feed = server.feed();
+    for (i, id) in ids.iter().enumerate() {
+        feed.write_all(&odds(id, 1, 1.5)).expect("feed");
+        feed.write_all(&odds(id, 2, 2.0 + i as f64 / 100.0)).expect("feed");
+    }
+    server.wait_metric("touchline_events_applied_total", 2.0 * MATCHES as f64);
+    wait_for("clean marks", || {
+        Some(()).filter(|_| server.metric("touchline_unclean_matches") == 0.0)
+    });
+    let v1 = active(&server);
+    // The CLI installs; it fails once the server is killed under it.
+    let mut installing = std::process::Command::new(env!("CARGO_BIN_EXE_touchline"))
+        .args(["swap", "--http", &server.http.to_string(), env!("TOUCHLINE_V2_GUEST")])
+        .env("TOUCHLINE_ADMIN_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("touchline swap");
+    wait_for("every match switched", || {
+        let text = crate::support::http_get(server.http, "/metrics").1;
+        text.contains(&format!(
+            "touchline_match_switches_total{{kind=\"switched\"}} {MATCHES}"
+        ))
+        .then_some(())
+    });
+    let data = server.kill9();
+    let status = installing.wait().expect("touchline swap exits");
+    assert!(!status.success(), "the install never completed");
+
+    // Restarted with a short probation window: re-installing below waits
+    // for first events that never come.
+    let server = Server::start_in(data, &["--admin-token", TOKEN, "--rollout-probation-ms", "100"]);
+    let l = listing(&server);
+    assert_eq!(l["active"], *v1, "the rollout never finished: {l}");
+    let placed = placement(&server);
+    let v2 = placed.keys().find(|v| **v != v1).cloned();
+    let on = |v: &Option<String>| v.as_ref().and_then(|v| placed.get(v)).map_or(0, Vec::len);
+    assert_eq!(placed.get(&v1).map_or(0, Vec::len) + on(&v2), MATCHES, "{placed:?}");
+    // Every match has both its events, whichever version it came back on.
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": ids})).await;
+    for _ in 0..MATCHES {
+        let snap = ws.next_matching(|f| f["type"] == "snapshot").await;
+        let i: usize = snap["match"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("sr:match:"))
+            .and_then(|n| n.parse::<usize>().ok())
+            .expect("id")
+            - 4000;
+        assert_eq!(snap["seq"].as_u64(), Some(2), "{snap}");
+        assert_eq!(
+            odds_of(&snap["state"]["markets"], 2, "", "1"),
+            format!("{:.2}", 2.0 + i as f64 / 100.0).parse().ok(),
+            "{snap}"
+        );
+    }
+    // Installing v2 again completes the rollout.
+    let (code, report) = install(&server, &v2_guest());
+    assert_eq!(code, 200, "{report}");
+    let v2 = report["to"].as_str().expect("to").to_owned();
+    assert_eq!(placement(&server)[&v2].len(), MATCHES);
+    assert_eq!(active(&server), v2);
+    let mut feed = server.feed();
+    still_serving(&server, &mut feed, &ids[7], &v2).await;
+}

@@ -264,6 +264,9 @@ pub fn spawn(
         hibernated: false,
         bets: Vec::new(),
     };
+    // Placed before its task runs, so a listing right after a restart
+    // already shows every match.
+    worker.cfg.placement.set(&worker.match_id, worker.runtime.version_arc());
     tasks.spawn(worker.run(rx, recovered));
     handle
 }
@@ -317,7 +320,6 @@ enum Applied {
 impl Worker {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, recovered: Option<Recovered>) {
         self.metrics.live_matches.inc();
-        self.cfg.placement.set(&self.match_id, self.runtime.version_arc());
         self.start(recovered).await;
         loop {
             let idle_deadline = self.idle_since.map(|t| t + self.cfg.clean_after);
