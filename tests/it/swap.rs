@@ -546,6 +546,12 @@ async fn first_event_failures_during_the_probation_window_abort_the_rollout() {
         text.contains("touchline_match_switches_total{kind=\"switched\"} 3")
             .then_some(())
     });
+    // One rollout at a time.
+    assert_eq!(listing(&server)["rollout_in_progress"], true);
+    let (code, body) = install(&server, &v2_guest());
+    assert_eq!((code, body["kind"].as_str()), (409, Some("busy")), "{body}");
+    let (code, body) = admin(&server, "POST", "/admin/guest/rollback", b"");
+    assert_eq!((code, body["kind"].as_str()), (409, Some("busy")), "{body}");
     feed.write_all(&odds(&ids[0], 999_001, 7.0)).expect("feed");
     let (code, report) = installing.join().expect("install thread");
     assert_eq!(code, 409, "{report}");
