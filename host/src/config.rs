@@ -55,6 +55,8 @@ pub struct ServeConfig {
     /// How long after the switches first-event failures still count
     /// towards `rollout_max_failed`.
     pub rollout_probation: Duration,
+    /// Guest versions kept installed (at least 2: active and previous).
+    pub keep_guest_versions: usize,
     /// Smallest and largest stake accepted.
     pub min_stake: f64,
     pub max_stake: f64,
@@ -108,6 +110,7 @@ impl Default for ServeConfig {
             canary_matches: 8,
             rollout_concurrency: 1,
             rollout_probation: Duration::from_secs(1),
+            keep_guest_versions: 8,
             native_model: false,
             min_stake: 0.1,
             max_stake: 10_000.0,
@@ -159,6 +162,7 @@ impl ServeConfig {
             1,
             u64::from(crate::worker::runtime::POOL_SLACK / 4),
         )?;
+        range("--keep-guest-versions", self.keep_guest_versions as u64, 2, 1000)?;
         range(
             "--rollout-probation-ms",
             self.rollout_probation.as_millis() as u64,

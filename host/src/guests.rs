@@ -49,6 +49,9 @@ pub struct RolloutPolicy {
     /// towards `max_failed` (matches without an event by then stay on
     /// probation individually).
     pub probation_window: std::time::Duration,
+    /// Installed versions kept; older ones that no match runs and that are
+    /// neither active nor previous are removed after an install.
+    pub keep_versions: usize,
 }
 
 /// Why an install or rollback did not happen. Nothing changed.
@@ -505,8 +508,40 @@ impl Guests {
         } else {
             Ok(())
         };
+        self.prune().await;
         let report = self.finish(report);
         activated.map(|()| report)
+    }
+
+    /// Remove the oldest versions beyond `keep_versions` that are neither
+    /// active nor previous and that no match runs.
+    async fn prune(&self) {
+        let running = self.placement.by_version();
+        let doomed: Vec<String> = {
+            let v = self.versions.lock().expect("versions lock");
+            let mut spare: Vec<(&String, i64)> = v
+                .map
+                .iter()
+                .filter(|(h, _)| {
+                    **h != v.active && v.previous.as_ref() != Some(*h) && !running.contains_key(h.as_str())
+                })
+                .map(|(h, i)| (h, i.installed_at))
+                .collect();
+            let excess = v.map.len().saturating_sub(self.policy.keep_versions.max(2));
+            spare.sort_by_key(|(_, at)| *at);
+            spare.into_iter().take(excess).map(|(h, _)| h.clone()).collect()
+        };
+        for hash in doomed {
+            match self.store.remove_guest(&hash).await {
+                Ok(()) => {
+                    let mut v = self.versions.lock().expect("versions lock");
+                    v.map.remove(&hash);
+                    self.metrics.guest_versions_installed.set(v.map.len() as i64);
+                    tracing::info!(guest_version = hash, "old guest version removed");
+                }
+                Err(e) => tracing::warn!(guest_version = hash, error = %e, "removing an old guest version failed"),
+            }
+        }
     }
 
     /// Return to the previous version. Runs in its own task, like

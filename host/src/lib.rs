@@ -137,6 +137,7 @@ impl Server {
                 canary_matches: config.canary_matches,
                 concurrency: config.rollout_concurrency,
                 probation_window: config.rollout_probation,
+                keep_versions: config.keep_guest_versions,
             },
         )
         .await?;

@@ -184,6 +184,11 @@ struct ServeArgs {
     /// first event later still goes back on its own).
     #[arg(long, default_value_t = 1000)]
     rollout_probation_ms: u64,
+    /// Guest versions kept in the store (at least 2); after an install the
+    /// oldest that no match runs, and that are neither active nor previous,
+    /// are removed.
+    #[arg(long, default_value_t = 8)]
+    keep_guest_versions: usize,
 }
 
 #[derive(Args, Clone)]
@@ -242,6 +247,7 @@ struct FileConfig {
     canary_matches: Option<usize>,
     rollout_concurrency: Option<usize>,
     rollout_probation_ms: Option<u64>,
+    keep_guest_versions: Option<usize>,
 }
 
 /// Fill settings not given as flags (or environment) from `--config`.
@@ -292,6 +298,7 @@ fn apply_config_file(args: &mut ServeArgs, matches: &ArgMatches) -> anyhow::Resu
         canary_matches,
         rollout_concurrency,
         rollout_probation_ms,
+        keep_guest_versions,
     );
     take_some!(feed_listen, feed_connect, guest, admin_token);
     Ok(())
@@ -323,6 +330,7 @@ impl From<ServeArgs> for ServeConfig {
             canary_matches: a.canary_matches,
             rollout_concurrency: a.rollout_concurrency,
             rollout_probation: Duration::from_millis(a.rollout_probation_ms),
+            keep_guest_versions: a.keep_guest_versions,
             native_model: a.native_model,
             min_stake: a.min_stake,
             max_stake: a.max_stake,

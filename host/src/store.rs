@@ -382,6 +382,12 @@ impl Store {
         self.flush().await
     }
 
+    /// Forget a guest component, durably.
+    pub async fn remove_guest(&self, hash: &str) -> Result<(), StoreError> {
+        self.guests.remove(hash.as_bytes())?;
+        self.flush().await
+    }
+
     /// The active and previous guest versions (content hashes), if any
     /// was ever installed.
     pub fn active_guest(&self) -> Result<(Option<String>, Option<String>), StoreError> {

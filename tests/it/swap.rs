@@ -794,3 +794,31 @@ async fn killed_in_the_middle_of_a_rollout_the_host_loses_nothing() {
     let mut feed = server.feed();
     still_serving(&server, &mut feed, &ids[7], &v2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_versions_nothing_runs_are_pruned() {
+    let (server, mut feed, ids) = serving(&["--keep-guest-versions", "2"], None);
+    let v1 = active(&server);
+    let (code, report) = install(&server, &v2_guest());
+    assert_eq!(code, 200, "{report}");
+    let v2 = report["to"].as_str().expect("to").to_owned();
+    let (code, report) = install(&server, &faulty_guest());
+    assert_eq!(code, 200, "{report}");
+    let faulty = report["to"].as_str().expect("to").to_owned();
+    let l = listing(&server);
+    let kept: Vec<&str> = l["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["hash"].as_str())
+        .collect();
+    let mut want = vec![v2.as_str(), faulty.as_str()];
+    want.sort();
+    assert_eq!(kept, want, "v1 (not active, not previous, unused) is gone: {l}");
+    assert!(!kept.contains(&v1.as_str()));
+    assert_eq!(server.metric("touchline_guest_versions_installed"), 2.0);
+    // The previous version is still there to roll back to.
+    let (code, report) = admin(&server, "POST", "/admin/guest/rollback", b"");
+    assert_eq!(code, 200, "{report}");
+    still_serving(&server, &mut feed, &ids[0], &v2).await;
+}
