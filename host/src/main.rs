@@ -176,7 +176,7 @@ struct ServeArgs {
     canary_matches: usize,
     /// Matches switching to a new guest at once. One at a time measured
     /// both fastest overall and gentlest on update latency on 2 cores
-    /// (parallel switches contend in instance allocation).
+    /// (parallel switches were slower; not profiled, likely allocation contention).
     #[arg(long, default_value_t = 1)]
     rollout_concurrency: usize,
     /// After a rollout's switches, how long (ms) first-event failures still
