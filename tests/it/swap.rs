@@ -623,12 +623,14 @@ async fn a_fixed_version_heals_a_quarantined_match_without_losing_an_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hibernated_matches_switch_and_a_killed_host_restarts_on_the_active_version() {
-    let (server, mut feed, ids) = serving(&["--hibernate-after-ms", "100"], None);
+    let (server, mut feed, ids) = serving(&["--hibernate-after-ms", "1500", "--rollout-probation-ms", "0"], None);
     let v1 = active(&server);
     server.wait_metric("touchline_hibernated_matches", ids.len() as f64);
     let (code, report) = install(&server, &v2_guest());
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["switched"], ids.len(), "hibernated matches switch too: {report}");
+    // ...and sleep again straight away (their timer would take 1.5 s).
+    assert_eq!(server.metric("touchline_hibernated_matches"), ids.len() as f64);
     let v2 = report["to"].as_str().expect("to").to_owned();
     feed.write_all(&odds(&ids[0], 1, 2.5)).expect("feed");
     server.wait_metric("touchline_events_applied_total", 4.0);

@@ -533,6 +533,7 @@ impl Worker {
                 healthy: self.quarantined.is_none(),
             };
         }
+        let was_hibernated = self.hibernated;
         self.wake();
         self.ensure_instance();
         let saved = match self.instance.as_mut().map(|i| i.save_state()) {
@@ -563,6 +564,12 @@ impl Worker {
                 self.cfg.placement.set(&self.match_id, self.runtime.version_arc());
                 self.write_meta().await;
                 self.status("upgraded", &format!("guest {from} → {to}"));
+                // An idle match goes back to sleep at once (its migrated state
+                // is the base it wakes from), so a rollout does not bring
+                // every hibernated match's memory back.
+                if was_hibernated {
+                    self.hibernate();
+                }
                 let seconds = started.elapsed().as_secs_f64();
                 self.metrics.match_switch_seconds.observe(seconds);
                 self.count_switch("switched");
