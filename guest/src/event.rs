@@ -213,7 +213,10 @@ pub fn canonical_specifiers(raw: &str) -> String {
         return raw.to_owned();
     }
     let mut pairs: Vec<&str> = raw.split('|').filter(|p| !p.is_empty()).collect();
-    pairs.sort_unstable_by_key(|p| p.split('=').next().unwrap_or(p).to_owned());
+    fn name(pair: &str) -> &str {
+        pair.split('=').next().unwrap_or(pair)
+    }
+    pairs.sort_unstable_by(|a, b| name(a).cmp(name(b)));
     pairs.join("|")
 }
 

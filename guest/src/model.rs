@@ -5,7 +5,7 @@
 //! randomness, so the same journal always rebuilds the same state. The JSON
 //! views here are the wire format of `snapshot` and `update` frames.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -158,13 +158,17 @@ impl MatchState {
         }
         for m in &e.markets {
             let key = (m.id, m.specifiers.clone());
-            let mut fresh = false;
-            let market = self.markets.entry(key.clone()).or_insert_with(|| {
-                fresh = true;
-                Market::new(m.id, &m.specifiers)
-            });
             // Feeds resend whole books; only what actually moved is a change.
-            if market.merge_odds(m) || fresh {
+            let moved = match self.markets.get_mut(&key) {
+                Some(market) => market.merge_odds(m),
+                None => {
+                    let mut market = Market::new(m.id, &m.specifiers);
+                    market.merge_odds(m);
+                    self.markets.insert(key.clone(), market);
+                    true
+                }
+            };
+            if moved {
                 change.touch(key);
             }
         }
@@ -252,7 +256,7 @@ impl MatchState {
             self.summary.start_time = start;
             return Change {
                 summary: true,
-                markets: Vec::new(),
+                markets: BTreeSet::new(),
             };
         }
         Change::default()
@@ -263,38 +267,45 @@ impl MatchState {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Change {
     pub summary: bool,
-    pub markets: Vec<MarketKey>,
+    /// In key order, each once (a `bet_stop` for `all` touches hundreds).
+    pub markets: BTreeSet<MarketKey>,
 }
 
 impl Change {
     fn touch(&mut self, key: MarketKey) {
-        if !self.markets.contains(&key) {
-            self.markets.push(key);
-        }
+        self.markets.insert(key);
     }
 }
 
 impl Summary {
     /// Fold a sport_event_status in; returns whether anything changed.
     fn update(&mut self, ses: &SportEventStatus) -> bool {
-        let before = self.clone();
-        self.status = ses.status;
+        // Field by field, copying only what differs (no clone of the whole
+        // summary per event).
+        fn set<T: PartialEq + Clone>(slot: &mut T, value: &T) -> bool {
+            let differs = slot != value;
+            if differs {
+                *slot = value.clone();
+            }
+            differs
+        }
+        let mut changed = set(&mut self.status, &ses.status);
         if ses.match_status.is_some() {
-            self.match_status = ses.match_status;
+            changed |= set(&mut self.match_status, &ses.match_status);
         }
-        if let Some(h) = ses.home_score {
-            self.score.home = h;
+        if let Some(h) = &ses.home_score {
+            changed |= set(&mut self.score.home, h);
         }
-        if let Some(a) = ses.away_score {
-            self.score.away = a;
+        if let Some(a) = &ses.away_score {
+            changed |= set(&mut self.score.away, a);
         }
         if ses.clock.is_some() {
-            self.clock = ses.clock.clone();
+            changed |= set(&mut self.clock, &ses.clock);
         }
         if !ses.period_scores.is_empty() {
-            self.period_scores = ses.period_scores.clone();
+            changed |= set(&mut self.period_scores, &ses.period_scores);
         }
-        *self != before
+        changed
     }
 }
 
@@ -472,7 +483,10 @@ mod tests {
             s.apply(&book(1.9)).markets.is_empty(),
             "a resent, unchanged book changes nothing"
         );
-        assert_eq!(s.apply(&book(1.8)).markets, vec![(18, "total=2.5".to_owned())]);
+        assert_eq!(
+            s.apply(&book(1.8)).markets,
+            BTreeSet::from([(18, "total=2.5".to_owned())])
+        );
     }
 
     #[test]

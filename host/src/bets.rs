@@ -139,6 +139,17 @@ impl Owners {
         self.map.lock().expect("owners lock").insert(bet_id.to_owned(), tx);
     }
 
+    /// A session ends: forget the bets it owned (unless another session
+    /// placed the same id since and owns it now).
+    pub fn unregister(&self, bet_ids: &[String], tx: &tokio::sync::mpsc::Sender<Answer>) {
+        let mut map = self.map.lock().expect("owners lock");
+        for id in bet_ids {
+            if map.get(id).is_some_and(|owner| owner.same_channel(tx)) {
+                map.remove(id);
+            }
+        }
+    }
+
     pub fn notify(&self, answer: Answer) {
         let mut map = self.map.lock().expect("owners lock");
         if let Some(tx) = map.get(&answer.id) {
@@ -339,5 +350,35 @@ impl Drop for Claim<'_> {
         if let Some(n) = self.desk.inflight.lock().expect("inflight lock").remove(&self.id) {
             n.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(id: &str) -> Answer {
+        Answer::rejected(id, "test")
+    }
+
+    #[test]
+    fn owners_forget_a_finished_sessions_bets_but_not_anothers() {
+        let owners = Owners::default();
+        let (mine, mut my_rx) = tokio::sync::mpsc::channel(4);
+        let (theirs, mut their_rx) = tokio::sync::mpsc::channel(4);
+        owners.register("a", mine.clone());
+        owners.register("b", mine.clone());
+        owners.register("c", theirs.clone());
+        owners.notify(answer("a"));
+        assert_eq!(my_rx.try_recv().map(|a| a.id).ok(), Some("a".to_owned()));
+        // "b" was re-placed by the other session: it owns it now.
+        owners.register("b", theirs.clone());
+        owners.unregister(&["a".to_owned(), "b".to_owned()], &mine);
+        assert!(!owners.map.lock().expect("lock").contains_key("a"));
+        owners.notify(answer("b"));
+        owners.notify(answer("c"));
+        assert_eq!(their_rx.try_recv().map(|a| a.id).ok(), Some("b".to_owned()));
+        assert_eq!(their_rx.try_recv().map(|a| a.id).ok(), Some("c".to_owned()));
+        assert!(my_rx.try_recv().is_err());
     }
 }

@@ -20,6 +20,7 @@
 //! in progress.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +31,7 @@ use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
 use crate::store::{GuestRecord, Store};
 use crate::worker::SwitchOutcome;
-use crate::worker::runtime::{Failure, LoadError, Platform, Runtime};
+use crate::worker::runtime::{LoadError, Platform, Runtime, Saved};
 
 /// Events replayed per canary match at most (the tail after its snapshot).
 pub const CANARY_EVENTS_PER_MATCH: usize = 256;
@@ -254,6 +255,15 @@ struct Installed {
     installed_at: i64,
 }
 
+/// Clears the rollout flag when a rollout ends, however it ends.
+struct RollingGuard<'a>(&'a AtomicBool);
+
+impl Drop for RollingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 struct Versions {
     map: BTreeMap<String, Installed>,
     active: String,
@@ -270,7 +280,8 @@ pub struct Guests {
     pub placement: Arc<Placement>,
     versions: Mutex<Versions>,
     last: Mutex<Option<RolloutReport>>,
-    rollout: tokio::sync::Mutex<()>,
+    /// Set while a rollout or rollback runs (one at a time).
+    rolling: AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -304,22 +315,16 @@ impl Guests {
             );
         }
         let (stored_active, stored_previous) = store.active_guest()?;
-        let Some(platform) = platform else {
-            let runtime = Runtime::native(crate::worker::runtime::Limits {
-                max_instances: 0,
-                memory_bytes: 0,
-                call_deadline: std::time::Duration::ZERO,
-            });
-            let versions = Versions {
-                map,
-                active: "native".into(),
-                previous: None,
-                stored_active: None,
-            };
-            let guests = Guests::assemble(None, store, metrics, policy, versions);
-            return Ok((guests, runtime));
+        let versions = Versions {
+            map,
+            active: "native".into(),
+            previous: None,
+            stored_active: stored_active.clone(),
         };
-        let booted_from = stored_active.clone();
+        let guests = Guests::assemble(platform.clone(), store.clone(), metrics, policy, versions);
+        let Some(platform) = platform else {
+            return Ok((guests, Runtime::native()));
+        };
         let (bytes, previous) = match (explicit, stored_active) {
             (Some(b), active) => {
                 let prev = active.filter(|a| *a != crate::worker::runtime::content_hash(&b));
@@ -331,41 +336,13 @@ impl Guests {
             },
             (None, None) => (default.to_vec(), None),
         };
-        let p = platform.clone();
-        let started = Instant::now();
-        let runtime = tokio::task::spawn_blocking(move || p.load(&bytes).map(|r| (r, bytes)))
+        let (runtime, bytes, _) = guests
+            .compile(platform, bytes)
             .await
-            .map_err(|e| anyhow::anyhow!("guest compilation task: {e}"))?;
-        let (runtime, bytes) = runtime.map_err(|e| anyhow::anyhow!("loading the guest: {e}"))?;
-        metrics.guest_compile_seconds.observe(started.elapsed().as_secs_f64());
-        let hash = runtime.version().to_owned();
-        if !map.contains_key(&hash) {
-            let rec = GuestRecord {
-                component: bytes,
-                installed_at: now_ms(),
-            };
-            store.put_guest(&hash, &rec).await?;
-            map.insert(
-                hash.clone(),
-                Installed {
-                    runtime: None,
-                    size: rec.component.len(),
-                    installed_at: rec.installed_at,
-                },
-            );
-        }
-        if let Some(i) = map.get_mut(&hash) {
-            i.runtime = Some(runtime.clone());
-        }
-        let previous = previous.filter(|p| map.contains_key(p));
-        store.set_active_guest(&hash, previous.as_deref()).await?;
-        let versions = Versions {
-            map,
-            active: hash,
-            previous,
-            stored_active: booted_from,
-        };
-        let guests = Guests::assemble(Some(platform), store, metrics, policy, versions);
+            .map_err(|e| anyhow::anyhow!("loading the guest: {e}"))?;
+        guests.keep(&runtime, bytes).await?;
+        let previous = previous.filter(|p| guests.versions.lock().expect("versions lock").map.contains_key(p));
+        guests.activate(runtime.version(), previous.as_deref()).await?;
         Ok((guests, runtime))
     }
 
@@ -385,7 +362,7 @@ impl Guests {
             placement: Arc::new(Placement::default()),
             versions: Mutex::new(versions),
             last: Mutex::new(None),
-            rollout: tokio::sync::Mutex::new(()),
+            rolling: AtomicBool::new(false),
         }
     }
 
@@ -414,7 +391,7 @@ impl Guests {
         Listing {
             active: v.active.clone(),
             previous: v.previous.clone(),
-            rollout_in_progress: self.rollout.try_lock().is_err(),
+            rollout_in_progress: self.rolling.load(Ordering::Acquire),
             versions,
             // First-event failures keep coming after a rollout returns.
             last_rollout: self.last.lock().expect("last rollout lock").clone().map(|mut r| {
@@ -447,18 +424,13 @@ impl Guests {
     }
 
     async fn install_inner(&self, router: &Router, bytes: Vec<u8>) -> Result<RolloutReport, InstallError> {
-        let _rollout = self.rollout.try_lock().map_err(|_| InstallError::Busy)?;
+        let _rolling = self.start_rolling()?;
         let platform = self
             .platform
             .clone()
             .ok_or_else(|| InstallError::Internal("running the native model: no guests to swap".into()))?;
         let size = bytes.len();
-        let started = Instant::now();
-        let (runtime, bytes) = tokio::task::spawn_blocking(move || platform.load(&bytes).map(|r| (r, bytes)))
-            .await
-            .map_err(|e| InstallError::Internal(format!("compile task: {e}")))??;
-        let compile = started.elapsed();
-        self.metrics.guest_compile_seconds.observe(compile.as_secs_f64());
+        let (runtime, bytes, compile) = self.compile(platform, bytes).await?;
         let hash = runtime.version().to_owned();
         let from = router.runtime();
         tracing::info!(
@@ -475,29 +447,7 @@ impl Guests {
             return Ok(self.finish(RolloutReport::unchanged("install", &hash)));
         }
         let canary = self.canary(router, &from, &runtime).await?;
-        let known = self.versions.lock().expect("versions lock").map.contains_key(&hash);
-        if !known {
-            let record = GuestRecord {
-                component: bytes,
-                installed_at: now_ms(),
-            };
-            self.store.put_guest(&hash, &record).await?;
-            let mut v = self.versions.lock().expect("versions lock");
-            v.map.insert(
-                hash.clone(),
-                Installed {
-                    runtime: None,
-                    size,
-                    installed_at: record.installed_at,
-                },
-            );
-            self.metrics.guest_versions_installed.set(v.map.len() as i64);
-        }
-        if let Some(i) = self.versions.lock().expect("versions lock").map.get_mut(&hash)
-            && i.runtime.is_none()
-        {
-            i.runtime = Some(runtime.clone());
-        }
+        self.keep(&runtime, bytes).await?;
         let mut report = self
             .roll(router, "install", &from, &runtime, Some(self.policy.max_failed))
             .await;
@@ -537,6 +487,7 @@ impl Guests {
                     let mut v = self.versions.lock().expect("versions lock");
                     v.map.remove(&hash);
                     self.metrics.guest_versions_installed.set(v.map.len() as i64);
+                    drop(v);
                     tracing::info!(guest_version = hash, "old guest version removed");
                 }
                 Err(e) => tracing::warn!(guest_version = hash, error = %e, "removing an old guest version failed"),
@@ -564,7 +515,7 @@ impl Guests {
     }
 
     async fn rollback_inner(&self, router: &Router) -> Result<RolloutReport, InstallError> {
-        let _rollout = self.rollout.try_lock().map_err(|_| InstallError::Busy)?;
+        let _rolling = self.start_rolling()?;
         let previous = self
             .versions
             .lock()
@@ -594,13 +545,78 @@ impl Guests {
             .store
             .guest(hash)?
             .ok_or_else(|| InstallError::Internal(format!("version {hash} is not in the store")))?;
-        let runtime = tokio::task::spawn_blocking(move || platform.load(&rec.component))
-            .await
-            .map_err(|e| InstallError::Internal(format!("compile task: {e}")))??;
+        let (runtime, _, _) = self.compile(platform, rec.component).await?;
         if let Some(i) = self.versions.lock().expect("versions lock").map.get_mut(hash) {
             i.runtime = Some(runtime.clone());
         }
         Ok(runtime)
+    }
+
+    /// Compile a component on a blocking thread (never on the workers'
+    /// threads); the runtime, the bytes back, and how long it took.
+    async fn compile(
+        &self,
+        platform: Platform,
+        bytes: Vec<u8>,
+    ) -> Result<(Runtime, Vec<u8>, std::time::Duration), InstallError> {
+        let started = Instant::now();
+        let (runtime, bytes) = tokio::task::spawn_blocking(move || platform.load(&bytes).map(|r| (r, bytes)))
+            .await
+            .map_err(|e| InstallError::Internal(format!("compile task: {e}")))??;
+        let took = started.elapsed();
+        self.metrics.guest_compile_seconds.observe(took.as_secs_f64());
+        Ok((runtime, bytes, took))
+    }
+
+    /// Keep a compiled version: in the store (if new) and in memory.
+    async fn keep(&self, runtime: &Runtime, component: Vec<u8>) -> Result<(), InstallError> {
+        let hash = runtime.version();
+        let known = self.versions.lock().expect("versions lock").map.contains_key(hash);
+        let record = GuestRecord {
+            installed_at: now_ms(),
+            component,
+        };
+        if !known {
+            self.store.put_guest(hash, &record).await?;
+        }
+        let mut v = self.versions.lock().expect("versions lock");
+        let entry = v.map.entry(hash.to_owned()).or_insert(Installed {
+            runtime: None,
+            size: record.component.len(),
+            installed_at: record.installed_at,
+        });
+        entry.runtime.get_or_insert_with(|| runtime.clone());
+        self.metrics.guest_versions_installed.set(v.map.len() as i64);
+        Ok(())
+    }
+
+    /// Mark a rollout as running, or say one already is.
+    fn start_rolling(&self) -> Result<RollingGuard<'_>, InstallError> {
+        self.rolling
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| InstallError::Busy)?;
+        Ok(RollingGuard(&self.rolling))
+    }
+
+    /// For matches restored from the store: the versions those that had
+    /// stayed behind keep (each compiled once; one that cannot be loaded is
+    /// left out, so its matches run the active version).
+    pub async fn pinned(&self, recovered: &[crate::store::Recovered]) -> HashMap<String, Runtime> {
+        let mut tried: HashMap<String, Option<Runtime>> = HashMap::new();
+        for hash in recovered.iter().filter_map(|r| r.meta.guest.as_deref()) {
+            if tried.contains_key(hash) || !self.keeps_own_version(hash) {
+                continue;
+            }
+            let runtime = match self.runtime_of(hash).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(guest_version = hash, error = %e, "cannot load a version matches stayed on; they run the active one");
+                    None
+                }
+            };
+            tried.insert(hash.to_owned(), runtime);
+        }
+        tried.into_iter().filter_map(|(h, r)| Some((h, r?))).collect()
     }
 
     /// An installed version's runtime, if it is compiled.
@@ -629,7 +645,6 @@ impl Guests {
             let mut v = self.versions.lock().expect("versions lock");
             v.active = active.to_owned();
             v.previous = previous.map(str::to_owned);
-            v.stored_active = Some(active.to_owned());
         }
         if let Err(e) = self.store.set_active_guest(active, previous).await {
             tracing::error!(error = %e, active, "recording the active guest failed; a restart would run the one before");
@@ -877,12 +892,7 @@ impl RolloutReport {
 fn canary(store: &Store, from: &Runtime, to: &Runtime, sample: &[Arc<str>]) -> Result<(usize, usize), String> {
     let mut events = 0;
     let mut matches = 0;
-    let check = |id: &str, seq: u64, r: Result<String, Failure>| -> Result<(), String> {
-        let delta = r.map_err(|f| format!("match {id}: event seq {seq}: {f}"))?;
-        serde_json::value::RawValue::from_string(delta)
-            .map_err(|e| format!("match {id}: event seq {seq}: invalid delta JSON: {e}"))?;
-        Ok(())
-    };
+
     for id in sample {
         let Some(rec) = store.recover_one(id).map_err(|e| format!("reading match {id}: {e}"))? else {
             continue;
@@ -890,16 +900,15 @@ fn canary(store: &Store, from: &Runtime, to: &Runtime, sample: &[Arc<str>]) -> R
         // The live state, as the old version holds it. A failure here is
         // the old version's (the live worker has its own supervision): the
         // canary then skips the migration step for this match.
-        let rebuilt = (|| -> Result<Vec<u8>, Failure> {
-            let mut old = match &rec.snapshot {
-                Some(s) => from.instantiate_with(id.clone(), &s.state, &s.guest, s.state_version)?,
-                None => from.instantiate(id.clone())?,
-            };
-            for (_, entry) in &rec.journal {
-                old.apply(&entry.event)?;
-            }
-            old.save_state()
-        })();
+        let saved = rec.snapshot.as_ref().map(|s| Saved {
+            state: &s.state,
+            guest: &s.guest,
+            state_version: s.state_version,
+        });
+        let tail = rec.journal.iter().map(|(_, e)| &e.event[..]);
+        let rebuilt = from
+            .rebuild(id.clone(), saved, tail)
+            .and_then(|mut old| old.save_state());
         if let Ok(state) = rebuilt {
             let mut migrated = to
                 .instantiate_with(id.clone(), &state, from.version(), from.state_version())
@@ -911,11 +920,9 @@ fn canary(store: &Store, from: &Runtime, to: &Runtime, sample: &[Arc<str>]) -> R
                             .map_or(rec.snapshot.as_ref().map_or(0, |s| s.seq), |(seq, _)| *seq)
                     )
                 })?;
-            let snapshot = migrated
-                .snapshot()
+            migrated
+                .snapshot_json()
                 .map_err(|f| format!("match {id}: snapshot after migrating: {f}"))?;
-            serde_json::value::RawValue::from_string(snapshot)
-                .map_err(|e| format!("match {id}: invalid snapshot JSON after migrating: {e}"))?;
         }
         let recent = store
             .recent_events(id, CANARY_EVENTS_PER_MATCH)
@@ -924,7 +931,9 @@ fn canary(store: &Store, from: &Runtime, to: &Runtime, sample: &[Arc<str>]) -> R
             .instantiate(id.clone())
             .map_err(|f| format!("match {id}: instantiating: {f}"))?;
         for (seq, event) in &recent {
-            check(id, *seq, fresh.apply(event))?;
+            fresh
+                .apply_json(event)
+                .map_err(|f| format!("match {id}: event seq {seq}: {f}"))?;
             events += 1;
         }
         matches += 1;

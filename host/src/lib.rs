@@ -189,21 +189,7 @@ impl Server {
             let recovered = store.recover_all()?;
             tracing::info!(matches = recovered.len(), "restoring matches from the store");
             // Matches that had stayed behind on another version keep it.
-            let mut pinned = std::collections::HashMap::new();
-            for r in &recovered {
-                let Some(hash) = r.meta.guest.as_deref() else { continue };
-                if pinned.contains_key(hash) || !guests.keeps_own_version(hash) {
-                    continue;
-                }
-                match guests.runtime_of(hash).await {
-                    Ok(runtime) => {
-                        pinned.insert(hash.to_owned(), runtime);
-                    }
-                    Err(e) => {
-                        tracing::warn!(guest_version = hash, error = %e, "cannot load a version matches stayed on; they run the active one")
-                    }
-                }
-            }
+            let pinned = guests.pinned(&recovered).await;
             router.restore(recovered, &pinned);
         }
 

@@ -63,19 +63,19 @@ impl Router {
 
     /// Deliver `event` to its match's worker, waiting if the mailbox is full.
     pub async fn dispatch(&self, event: MatchEvent) -> Result<(), RouteError> {
-        let handle = self.get_or_create(event.event_id())?;
-        handle
-            .mailbox
+        let mailbox = self.mailbox_or_create(event.event_id())?;
+        mailbox
             .send(Command::Event(event))
             .await
             .map_err(|_| RouteError::Closed)
     }
 
-    fn get_or_create(&self, id: &str) -> Result<WorkerHandle, RouteError> {
+    /// The match's mailbox (only it: the per-event path clones one sender).
+    fn mailbox_or_create(&self, id: &str) -> Result<tokio::sync::mpsc::Sender<Command>, RouteError> {
         let mut guard = self.matches.lock().expect("router lock is never held across a panic");
         let map = guard.as_mut().ok_or(RouteError::Closed)?;
         if let Some(h) = map.get(id) {
-            return Ok(h.clone());
+            return Ok(h.mailbox.clone());
         }
         if map.len() >= self.max_matches {
             return Err(RouteError::Capacity(self.max_matches));
@@ -84,11 +84,12 @@ impl Router {
         // Under the map lock: a rollout that lists the matches after
         // changing the runtime sees every match created before the change.
         let handle = self.spawn(id.clone(), None, self.runtime());
-        map.insert(id.clone(), handle.clone());
+        let mailbox = handle.mailbox.clone();
+        map.insert(id.clone(), handle);
         drop(guard);
         tracing::info!(match_id = %id, "new match");
         let _ = self.new_matches.send(id);
-        Ok(handle)
+        Ok(mailbox)
     }
 
     fn spawn(&self, id: Arc<str>, recovered: Option<Recovered>, runtime: Runtime) -> WorkerHandle {

@@ -88,29 +88,33 @@ struct LegacySnapshotRecord {
     state: Vec<u8>,
 }
 
+/// Decode the current layout, else the legacy one `L` converted; the error
+/// reported is the current layout's.
+fn dec_or_legacy<T, L>(what: &'static str, key: &[u8], bytes: &[u8], convert: fn(L) -> T) -> Result<T, StoreError>
+where
+    T: serde::de::DeserializeOwned,
+    L: serde::de::DeserializeOwned,
+{
+    dec(what, key, bytes).or_else(|e| dec::<L>(what, key, bytes).map(convert).map_err(|_| e))
+}
+
 fn dec_meta(key: &[u8], bytes: &[u8]) -> Result<MatchMeta, StoreError> {
-    dec("match", key, bytes).or_else(|e| {
-        let l: LegacyMatchMeta = dec("match", key, bytes).map_err(|_| e)?;
-        Ok(MatchMeta {
-            epoch: l.epoch,
-            clean_seq: l.clean_seq,
-            quarantined: l.quarantined,
-            guest: None,
-        })
+    dec_or_legacy("match", key, bytes, |l: LegacyMatchMeta| MatchMeta {
+        epoch: l.epoch,
+        clean_seq: l.clean_seq,
+        quarantined: l.quarantined,
+        guest: None,
     })
 }
 
 fn dec_snapshot(key: &[u8], bytes: &[u8]) -> Result<SnapshotRecord, StoreError> {
-    dec("snapshot", key, bytes).or_else(|e| {
-        let l: LegacySnapshotRecord = dec("snapshot", key, bytes).map_err(|_| e)?;
-        // The only guest before hot swap saved layout 1.
-        Ok(SnapshotRecord {
-            seq: l.seq,
-            epoch: l.epoch,
-            state: l.state,
-            guest: String::new(),
-            state_version: 1,
-        })
+    // The only guest before hot swap saved layout 1.
+    dec_or_legacy("snapshot", key, bytes, |l: LegacySnapshotRecord| SnapshotRecord {
+        seq: l.seq,
+        epoch: l.epoch,
+        state: l.state,
+        guest: String::new(),
+        state_version: 1,
     })
 }
 

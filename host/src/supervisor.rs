@@ -17,15 +17,6 @@ pub struct Policy {
     pub window: Duration,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            max_failures: 3,
-            window: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Failure times of one match within the policy window.
 #[derive(Debug, Clone)]
 pub struct Intensity {

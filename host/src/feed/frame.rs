@@ -164,9 +164,8 @@ impl Framer {
                 }
                 Ok(Event::Text(t)) => {
                     if self.msg_start.is_some() {
-                        if t.as_ref().windows(3).any(|w| w == BOM) {
-                            let pos = before + t.as_ref().windows(3).position(|w| w == BOM).unwrap_or(0);
-                            return self.truncated_at(pos);
+                        if let Some(pos) = t.as_ref().windows(3).position(|w| w == BOM) {
+                            return self.truncated_at(before + pos);
                         }
                         self.scan = after;
                         continue;
@@ -177,10 +176,7 @@ impl Framer {
                     if after == self.buf.len() {
                         return self.check_size_while_waiting();
                     }
-                    let stray = strip_boms(t.as_ref())
-                        .iter()
-                        .filter(|b| !b.is_ascii_whitespace())
-                        .count();
+                    let stray = stray_bytes(t.as_ref());
                     self.scan = after;
                     self.consume_to(after);
                     if stray > 0 {
@@ -356,17 +352,18 @@ impl Framer {
     }
 }
 
-fn strip_boms(mut text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    while !text.is_empty() {
+/// Bytes between messages that are neither whitespace nor part of a BOM.
+fn stray_bytes(mut text: &[u8]) -> usize {
+    let mut stray = 0;
+    while let Some((&b, rest)) = text.split_first() {
         if text.starts_with(BOM) {
             text = &text[3..];
         } else {
-            out.push(text[0]);
-            text = &text[1..];
+            stray += usize::from(!b.is_ascii_whitespace());
+            text = rest;
         }
     }
-    out
+    stray
 }
 
 #[cfg(test)]

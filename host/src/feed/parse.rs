@@ -161,16 +161,12 @@ struct Body {
 impl Body {
     /// Read to the end of the root, checking well-formedness.
     fn skip(self, r: &mut Reader<&[u8]>) -> Result<()> {
-        self.for_each(r, |_, _, _| Ok(()))
+        self.for_each(r, |_, _| Ok(()))
     }
 
-    /// Call `f(element, is_start, depth)` for each child start/empty element
-    /// (depth 1 = direct child) until the root closes.
-    fn for_each(
-        self,
-        r: &mut Reader<&[u8]>,
-        mut f: impl FnMut(&BytesStart, Nesting, usize) -> Result<()>,
-    ) -> Result<()> {
+    /// Call `f(element, depth)` for each child start/empty element (depth 1
+    /// = direct child) until the root closes.
+    fn for_each(self, r: &mut Reader<&[u8]>, mut f: impl FnMut(&BytesStart, usize) -> Result<()>) -> Result<()> {
         if self.empty {
             return Ok(());
         }
@@ -178,10 +174,10 @@ impl Body {
         loop {
             match r.read_event().map_err(malformed)? {
                 Event::Start(e) => {
-                    f(&e, Nesting::Open, depth)?;
+                    f(&e, depth)?;
                     depth += 1;
                 }
-                Event::Empty(e) => f(&e, Nesting::Leaf, depth)?,
+                Event::Empty(e) => f(&e, depth)?,
                 Event::End(_) => {
                     depth -= 1;
                     if depth == 0 {
@@ -199,12 +195,6 @@ impl Body {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Nesting {
-    Open,
-    Leaf,
-}
-
 fn odds_change(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<OddsChange> {
     const E: &str = "odds_change";
     let mut msg = OddsChange {
@@ -213,7 +203,7 @@ fn odds_change(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<O
         betting_status: None,
         markets: Vec::new(),
     };
-    body.for_each(r, |e, _, _| {
+    body.for_each(r, |e, _| {
         match e.name().as_ref() {
             b"sport_event_status" => {
                 const S: &str = "sport_event_status";
@@ -288,7 +278,7 @@ fn bet_settlement(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Resul
         certainty: opt(root, E, "certainty")?,
         markets: Vec::new(),
     };
-    body.for_each(r, |e, _, _| {
+    body.for_each(r, |e, _| {
         match e.name().as_ref() {
             b"market" => {
                 const M: &str = "market";
@@ -326,7 +316,7 @@ fn bet_cancel(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<Be
         superceded_by: opt_str(root, E, "superceded_by")?.map(Cow::into_owned),
         markets: Vec::new(),
     };
-    body.for_each(r, |e, _, depth| {
+    body.for_each(r, |e, depth| {
         if depth == 1 && e.name().as_ref() == b"market" {
             const M: &str = "market";
             msg.markets.push(CancelledMarket {
@@ -345,7 +335,7 @@ fn rollback(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body, element: &'sta
         header: header(root, element)?,
         markets: Vec::new(),
     };
-    body.for_each(r, |e, _, depth| {
+    body.for_each(r, |e, depth| {
         if depth == 1 && e.name().as_ref() == b"market" {
             msg.markets.push(MarketRef {
                 id: req(e, "market", "id")?,
@@ -388,14 +378,7 @@ fn req_str<'a>(e: &'a BytesStart, element: &'static str, attr: &'static str) -> 
 }
 
 fn opt<T: FromStr>(e: &BytesStart, element: &'static str, attr: &'static str) -> Result<Option<T>> {
-    match opt_str(e, element, attr)? {
-        None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| ParseError::BadValue {
-            element,
-            attr,
-            value: v.into_owned(),
-        }),
-    }
+    num(opt_str(e, element, attr)?, element, attr)
 }
 
 fn req<T: FromStr>(e: &BytesStart, element: &'static str, attr: &'static str) -> Result<T> {

@@ -105,6 +105,8 @@ struct Session {
     bets: FuturesUnordered<BetFuture>,
     /// Settlements of this session's bets.
     bet_updates: tokio::sync::mpsc::Sender<crate::bets::Answer>,
+    /// Accepted bets this session registered as owner of.
+    owned: Vec<String>,
 }
 
 /// Run a session until the client leaves or `shutdown` fires.
@@ -135,6 +137,7 @@ pub async fn run<S>(
         desk,
         bets: FuturesUnordered::new(),
         bet_updates,
+        owned: Vec::new(),
     };
     let close: Option<CloseFrame> = loop {
         tokio::select! {
@@ -160,6 +163,7 @@ pub async fn run<S>(
                 // Accepted bets are settled later: this session hears about it.
                 if answer.status == "accepted" {
                     s.desk.owners.register(&answer.id, s.bet_updates.clone());
+                    s.owned.push(answer.id.clone());
                 }
                 let text = serde_json::to_string(&answer).expect("bet answers are plain data");
                 s.outbox.push_back(Utf8Bytes::from(text));
@@ -200,6 +204,7 @@ pub async fn run<S>(
         let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
+    s.desk.owners.unregister(&s.owned, &s.bet_updates);
     metrics.ws_sessions.dec();
 }
 

@@ -49,7 +49,7 @@ use touchline_guest::event::MatchEvent;
 use crate::metrics::{Kind, Metrics};
 use crate::store::{BetRecord, DeadLetter, MatchMeta, Op, Recovered, SnapshotRecord, StoreHandle};
 use crate::supervisor::{Intensity, Policy, Verdict};
-use runtime::{Failure, GuestInstance, Runtime};
+use runtime::{Failure, GuestInstance, Runtime, Saved};
 use touchline_guest::bet::{BetDecision, BetRequest, OpenBet, Settlement};
 
 /// Mailbox capacity per match. When full, the feed reader waits (TCP
@@ -158,11 +158,21 @@ struct Base {
     state_version: u32,
 }
 
+/// What a snapshot frame's content depends on: the cached one is reused
+/// while all of it is unchanged.
+#[derive(Debug, PartialEq)]
+struct SnapshotKey {
+    seq: u64,
+    epoch: u64,
+    guest: Arc<str>,
+    quarantined: Option<String>,
+}
+
 /// A switched match until its first event under the new version.
 struct Probation {
     old: Runtime,
-    /// The state the old version saved at the switch.
-    state: Vec<u8>,
+    /// The state at the switch, as the old side held it.
+    base: Base,
 }
 
 /// How a subscriber catches up.
@@ -196,7 +206,6 @@ pub enum FrameKind {
 /// The ends of a worker other tasks hold.
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
-    pub match_id: Arc<str>,
     pub mailbox: mpsc::Sender<Command>,
     pub updates: broadcast::Sender<Frame>,
 }
@@ -235,7 +244,6 @@ pub fn spawn(
     let (mailbox, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let (updates, _) = broadcast::channel(UPDATE_BUFFER);
     let handle = WorkerHandle {
-        match_id: match_id.clone(),
         mailbox,
         updates: updates.clone(),
     };
@@ -252,6 +260,7 @@ pub fn spawn(
         quarantined: None,
         base: None,
         probation: None,
+        snapshot_cache: None,
         since_base: Vec::new(),
         since_base_bytes: 0,
         last_snapshot: Instant::now(),
@@ -307,6 +316,8 @@ struct Worker {
     bets: Vec<BetRecord>,
     /// Set between a switch and the first event after it.
     probation: Option<Probation>,
+    /// The last snapshot frame served, and what it was made from.
+    snapshot_cache: Option<(SnapshotKey, Frame)>,
 }
 
 /// Outcome of applying one event under supervision.
@@ -452,7 +463,7 @@ impl Worker {
         }
         if let Some(p) = self.probation.take() {
             let first = match self.instance.as_mut() {
-                Some(i) => i.apply(&bytes).and_then(validate_json),
+                Some(i) => i.apply_json(&bytes),
                 None => Err(Failure::Trap("no instance after the switch".into())),
             };
             match first {
@@ -534,26 +545,46 @@ impl Worker {
             };
         }
         let was_hibernated = self.hibernated;
-        self.wake();
-        self.ensure_instance();
-        let saved = match self.instance.as_mut().map(|i| i.save_state()) {
-            Some(Ok(s)) => s,
-            Some(Err(f)) => {
-                if f.is_fatal() {
-                    // The next command restarts it from the last state.
-                    self.instance = None;
+        let saved = match &self.base {
+            // Asleep with nothing since its base: the base is its state, no
+            // need to wake the old version to save it again.
+            Some(b) if was_hibernated && self.since_base.is_empty() => b.clone(),
+            _ => {
+                self.wake();
+                self.ensure_instance();
+                match self.instance.as_mut().map(|i| i.save_state()) {
+                    Some(Ok(state)) => Base {
+                        state,
+                        guest: old.version_arc(),
+                        state_version: old.state_version(),
+                    },
+                    Some(Err(f)) => {
+                        if f.is_fatal() {
+                            // The next command restarts it from the last state.
+                            self.instance = None;
+                        }
+                        return self.switch_skipped(
+                            &from,
+                            &to,
+                            format!("the old version failed saving its state: {f}"),
+                        );
+                    }
+                    None => return self.switch_skipped(&from, &to, "the old version cannot rebuild its state".into()),
                 }
-                return self.switch_skipped(&from, &to, format!("the old version failed saving its state: {f}"));
             }
-            None => return self.switch_skipped(&from, &to, "the old version cannot rebuild its state".into()),
         };
-        match new.instantiate_with(self.match_id.clone(), &saved, old.version(), old.state_version()) {
+        match new.instantiate_with(self.match_id.clone(), &saved.state, &saved.guest, saved.state_version) {
             Ok(instance) => {
+                if self.hibernated {
+                    // Switched without waking: awake now on the new version.
+                    self.hibernated = false;
+                    self.metrics.hibernated_matches.dec();
+                }
                 self.instance = Some(instance);
                 self.runtime = new;
                 self.probation = probation.then(|| Probation {
                     old: old.clone(),
-                    state: saved,
+                    base: saved,
                 });
                 if probation {
                     self.cfg.placement.probation_started(&self.match_id);
@@ -605,11 +636,7 @@ impl Worker {
             short(to.version()),
             short(self.runtime.version())
         );
-        self.base = Some(Base {
-            state: p.state,
-            guest: self.runtime.version_arc(),
-            state_version: self.runtime.state_version(),
-        });
+        self.base = Some(p.base);
         self.since_base.clear();
         self.since_base_bytes = 0;
         if let Err(f) = self.recover() {
@@ -636,7 +663,7 @@ impl Worker {
             let Some(instance) = self.instance.as_mut() else {
                 continue;
             };
-            match instance.apply(bytes).and_then(validate_json) {
+            match instance.apply_json(bytes) {
                 Ok(delta) => return Applied::Ok(delta),
                 Err(f) if !f.is_fatal() => return Applied::Rejected(f),
                 Err(f) => {
@@ -686,16 +713,13 @@ impl Worker {
     /// A fresh instance with the last snapshot and the events since.
     fn recover(&mut self) -> Result<(), Failure> {
         self.instance = None;
-        let mut instance = match &self.base {
-            Some(b) => self
-                .runtime
-                .instantiate_with(self.match_id.clone(), &b.state, &b.guest, b.state_version)?,
-            None => self.runtime.instantiate(self.match_id.clone())?,
-        };
-        for event in &self.since_base {
-            instance.apply(event)?;
-        }
-        self.instance = Some(instance);
+        let saved = self.base.as_ref().map(|b| Saved {
+            state: &b.state,
+            guest: &b.guest,
+            state_version: b.state_version,
+        });
+        let events = self.since_base.iter().map(|e| &e[..]);
+        self.instance = Some(self.runtime.rebuild(self.match_id.clone(), saved, events)?);
         Ok(())
     }
 
@@ -927,8 +951,12 @@ impl Worker {
                         guest: self.runtime.version().to_owned(),
                         state_version: self.runtime.state_version(),
                     };
-                    // Never blocks the worker: a full queue skips this snapshot
-                    // (the journal still has every event).
+                    // Never blocks the worker: a full queue skips storing this
+                    // snapshot (the stored one is older, and the journal,
+                    // trimmed only by stored snapshots, still has every event
+                    // after it). In memory it is the new base all the same, so
+                    // an overloaded store does not make every later event
+                    // save the state again.
                     if store
                         .try_send(Op::Snapshot {
                             match_id: self.match_id.clone(),
@@ -937,7 +965,6 @@ impl Worker {
                         .is_err()
                     {
                         self.metrics.snapshots_skipped.inc();
-                        return;
                     }
                 }
                 self.base = Some(Base {
@@ -1088,17 +1115,32 @@ impl Worker {
         let _ = self.updates.send(frame);
     }
 
+    /// The snapshot frame for a subscriber: rendered by the guest once per
+    /// state, then shared by every subscriber until the state changes.
     fn snapshot_frame(&mut self) -> Frame {
+        let key = SnapshotKey {
+            seq: self.seq,
+            epoch: self.epoch,
+            guest: self.runtime.version_arc(),
+            quarantined: self.quarantined.clone(),
+        };
+        if let Some((k, frame)) = &self.snapshot_cache
+            && *k == key
+        {
+            return frame.clone();
+        }
         self.ensure_instance();
-        let state = match self.instance.as_mut().map(|i| i.snapshot().and_then(validate_json)) {
+        let state = match self.instance.as_mut().map(|i| i.snapshot_json()) {
             Some(Ok(s)) => s,
             Some(Err(f)) => {
                 tracing::warn!(match_id = %self.match_id, error = %f, "snapshot for a subscriber failed");
-                null_json()
+                return self.frame(FrameKind::Snapshot, None, Some(&null_json()), None, None);
             }
-            None => null_json(),
+            None => return self.frame(FrameKind::Snapshot, None, Some(&null_json()), None, None),
         };
-        self.frame(FrameKind::Snapshot, None, Some(&state), None, None)
+        let frame = self.frame(FrameKind::Snapshot, None, Some(&state), None, None);
+        self.snapshot_cache = Some((key, frame.clone()));
+        frame
     }
 
     fn frame(
@@ -1144,11 +1186,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// The guest's JSON goes to browsers verbatim: check it is JSON first.
-fn validate_json(text: String) -> Result<Box<RawValue>, Failure> {
-    RawValue::from_string(text).map_err(|e| Failure::Rejected(format!("guest returned invalid JSON: {e}")))
 }
 
 fn null_json() -> Box<RawValue> {

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
+
 use anyhow::Context as _;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -56,6 +58,11 @@ const MATCH_FUNCTIONS: &[&str] = &[
     "save-state",
     "restore-state",
 ];
+
+/// Core instances one component may hold: ours has 3 (the module and the
+/// adapter shims); other toolchains add shims. The pool's per-component
+/// check and each store's instance limit both use it.
+const MAX_CORE_INSTANCES: u32 = 8;
 
 /// Pool slots beyond one per match: a match being switched holds two
 /// instances for a moment, a canary holds scratch ones, loading probes one.
@@ -153,7 +160,6 @@ impl std::fmt::Debug for Runtime {
 struct Inner {
     /// `None` runs the model natively (benchmark baseline).
     wasm: Option<Wasm>,
-    limits: Limits,
     /// Content hash of the guest component (hex sha-256), or "native".
     version: Arc<str>,
     /// The guest's `state-version`.
@@ -227,9 +233,7 @@ impl Platform {
             .total_core_instances(n.saturating_mul(3))
             .total_memories(n)
             .total_tables(n.saturating_mul(2))
-            // A component may hold more (shims of other toolchains): the check
-            // is per component, the pool is shared.
-            .max_core_instances_per_component(8)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
             .max_memories_per_component(1)
             .max_tables_per_component(2)
             .max_memory_size(limits.memory_bytes)
@@ -290,7 +294,6 @@ impl Platform {
                     platform: self.clone(),
                     pre,
                 }),
-                limits: p.limits.clone(),
                 version: Arc::from(content_hash(bytes)),
                 state_version: 0,
             }),
@@ -345,20 +348,12 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> 
 }
 
 impl Runtime {
-    /// Compile `component_bytes` on a platform of its own (one-version hosts
-    /// and tools).
-    pub fn new(component_bytes: &[u8], limits: Limits) -> anyhow::Result<Runtime> {
-        let platform = Platform::new(limits)?;
-        Ok(platform.load(component_bytes)?)
-    }
-
     /// The same match logic compiled into the host, behind the same
     /// interface: no Wasm, no limits. Only for measuring what Wasm costs.
-    pub fn native(limits: Limits) -> Runtime {
+    pub fn native() -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 wasm: None,
-                limits,
                 version: Arc::from("native"),
                 state_version: touchline_guest::glue::STATE_VERSION,
             }),
@@ -390,9 +385,9 @@ impl Runtime {
         };
         let p = &wasm.platform.inner;
         let limits = StoreLimitsBuilder::new()
-            .memory_size(self.inner.limits.memory_bytes)
+            .memory_size(p.limits.memory_bytes)
             .trap_on_grow_failure(true)
-            .instances(4)
+            .instances(MAX_CORE_INSTANCES as usize)
             .build();
         let mut store = Store::new(
             &p.engine,
@@ -403,18 +398,39 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(p.deadline_ticks);
-        let bindings = wasm.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
-        call(&mut store, &bindings, self, |b, s| {
-            b.touchline_worker_match_().call_init(s, &match_id)
-        })?;
+        let bindings = wasm
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| wasm.platform.classify(e))?;
+        let mut guest = WasmInstance {
+            store,
+            bindings,
+            platform: wasm.platform.clone(),
+        };
+        guest.call(|m, s| m.call_init(s, &match_id))?;
         Ok(GuestInstance {
-            kind: Kind::Wasm {
-                store,
-                bindings,
-                runtime: self.clone(),
-            },
+            kind: Kind::Wasm(guest),
             match_id,
         })
+    }
+
+    /// A fresh instance holding `saved` (if any) with `events` applied
+    /// after it: how a match is rebuilt after a failure or a wake-up, and
+    /// how the canary rebuilds one.
+    pub fn rebuild<'e>(
+        &self,
+        match_id: Arc<str>,
+        saved: Option<Saved<'_>>,
+        events: impl IntoIterator<Item = &'e [u8]>,
+    ) -> Result<GuestInstance, Failure> {
+        let mut instance = match saved {
+            Some(s) => self.instantiate_with(match_id, s.state, s.guest, s.state_version)?,
+            None => self.instantiate(match_id)?,
+        };
+        for event in events {
+            instance.apply(event)?;
+        }
+        Ok(instance)
     }
 
     /// A fresh instance holding `state`, saved by a guest whose layout is
@@ -435,24 +451,32 @@ impl Runtime {
         }
         Ok(instance)
     }
+}
 
-    fn deadline_ticks(&self) -> u64 {
-        self.inner.wasm.as_ref().map_or(1, |w| w.platform.inner.deadline_ticks)
-    }
-
+impl Platform {
     fn classify(&self, e: wasmtime::Error) -> Failure {
+        let limits = &self.inner.limits;
         if let Some(trap) = e.downcast_ref::<Trap>() {
             return match trap {
-                Trap::Interrupt => Failure::Deadline(self.inner.limits.call_deadline),
+                Trap::Interrupt => Failure::Deadline(limits.call_deadline),
                 _ => Failure::Trap(trap.to_string()),
             };
         }
         let text = chain(&e);
         if text.contains("memory") && (text.contains("grow") || text.contains("limit")) {
-            return Failure::Memory(self.inner.limits.memory_bytes);
+            return Failure::Memory(limits.memory_bytes);
         }
         Failure::Trap(text)
     }
+}
+
+/// A saved guest state and who saved it (see [`Runtime::instantiate_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Saved<'a> {
+    pub state: &'a [u8],
+    /// Content hash of the version that saved it.
+    pub guest: &'a str,
+    pub state_version: u32,
 }
 
 fn chain(e: &wasmtime::Error) -> String {
@@ -466,176 +490,124 @@ pub struct GuestInstance {
 }
 
 enum Kind {
-    Wasm {
-        store: Store<HostState>,
-        bindings: MatchWorker,
-        runtime: Runtime,
-    },
+    Wasm(WasmInstance),
     Native(touchline_guest::glue::Worker),
+}
+
+struct WasmInstance {
+    store: Store<HostState>,
+    bindings: MatchWorker,
+    platform: Platform,
+}
+
+impl WasmInstance {
+    /// One guest call under a fresh epoch deadline; failures classified.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&MatchGuest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        self.store.set_epoch_deadline(self.platform.inner.deadline_ticks);
+        f(self.bindings.touchline_worker_match_(), &mut self.store).map_err(|e| self.platform.classify(e))
+    }
+}
+
+/// One operation, natively through `glue` or through the guest's export
+/// (a call that may trap). `infallible`: the operation itself cannot fail;
+/// `fallible`: the guest may reject the input (`Failure::Rejected`).
+macro_rules! dispatch {
+    (infallible $self:ident, |$w:ident| $native:expr, |$m:ident, $s:ident| $wasm:expr) => {
+        match &mut $self.kind {
+            Kind::Native($w) => Ok($native),
+            Kind::Wasm(g) => g.call(|$m, $s| $wasm),
+        }
+    };
+    (fallible $self:ident, |$w:ident| $native:expr, |$m:ident, $s:ident| $wasm:expr) => {
+        match &mut $self.kind {
+            Kind::Native($w) => $native.map_err(rejected),
+            Kind::Wasm(g) => g.call(|$m, $s| $wasm)?.map_err(rejected),
+        }
+    };
 }
 
 impl GuestInstance {
     fn event_format(&mut self) -> Result<u32, Failure> {
-        match &mut self.kind {
-            Kind::Native(_) => Ok(touchline_guest::EVENT_FORMAT),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_().call_event_format(s)
-            }),
-        }
+        dispatch!(infallible self, |_w| touchline_guest::EVENT_FORMAT, |m, s| m.call_event_format(s))
     }
 
     fn state_version(&mut self) -> Result<u32, Failure> {
-        match &mut self.kind {
-            Kind::Native(_) => Ok(touchline_guest::glue::STATE_VERSION),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_().call_state_version(s)
-            }),
-        }
+        dispatch!(infallible self, |_w| touchline_guest::glue::STATE_VERSION, |m, s| m.call_state_version(s))
     }
 
     /// Take over a state saved by another guest version (`from_version` is
     /// its layout version).
     pub fn migrate(&mut self, state: &[u8], from_version: u32) -> Result<(), Failure> {
-        let match_id = self.match_id.clone();
-        match &mut self.kind {
-            Kind::Native(w) => w.migrate(&match_id, state, from_version).map_err(native_rejected),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_()
-                    .call_migrate(s, &match_id, state, from_version)
-            })?
-            .map_err(rejected),
-        }
+        let id = self.match_id.clone();
+        dispatch!(fallible self, |w| w.migrate(&id, state, from_version), |m, s| m.call_migrate(s, &id, state, from_version))
     }
 
     /// Apply one encoded event; returns the delta JSON.
     pub fn apply(&mut self, event: &[u8]) -> Result<String, Failure> {
-        match &mut self.kind {
-            Kind::Native(w) => w.apply(event).map_err(native_rejected),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_().call_apply(s, event)
-            })?
-            .map_err(rejected),
-        }
+        dispatch!(fallible self, |w| w.apply(event), |m, s| m.call_apply(s, event))
+    }
+
+    /// [`GuestInstance::apply`], the delta checked to be JSON: it goes to
+    /// browsers verbatim, and a guest may be anything.
+    pub fn apply_json(&mut self, event: &[u8]) -> Result<Box<RawValue>, Failure> {
+        self.apply(event).and_then(validate_json)
     }
 
     /// Decide an encoded bet request; the encoded decision.
     pub fn decide_bet(&mut self, request: &[u8]) -> Result<Vec<u8>, Failure> {
-        match &mut self.kind {
-            Kind::Native(w) => w.decide_bet(request).map_err(native_rejected),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_().call_decide_bet(s, request)
-            })?
-            .map_err(rejected),
-        }
+        dispatch!(fallible self, |w| w.decide_bet(request), |m, s| m.call_decide_bet(s, request))
     }
 
     /// Settle encoded open bets; the encoded settlements.
     pub fn settle_bets(&mut self, bets: &[u8]) -> Result<Vec<u8>, Failure> {
-        match &mut self.kind {
-            Kind::Native(w) => w.settle_bets(bets).map_err(native_rejected),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_().call_settle_bets(s, bets)
-            })?
-            .map_err(rejected),
-        }
+        dispatch!(fallible self, |w| w.settle_bets(bets), |m, s| m.call_settle_bets(s, bets))
     }
 
-    /// The whole state as JSON.
-    pub fn snapshot(&mut self) -> Result<String, Failure> {
-        match &mut self.kind {
-            Kind::Native(w) => Ok(w.snapshot()),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_().call_snapshot(s)
-            }),
-        }
+    /// The whole state as JSON, checked like [`GuestInstance::apply_json`].
+    pub fn snapshot_json(&mut self) -> Result<Box<RawValue>, Failure> {
+        dispatch!(infallible self, |w| w.snapshot(), |m, s| m.call_snapshot(s)).and_then(validate_json)
     }
 
     /// The whole state, encoded for persistence.
     pub fn save_state(&mut self) -> Result<Vec<u8>, Failure> {
-        match &mut self.kind {
-            Kind::Native(w) => Ok(w.save_state()),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_().call_save_state(s)
-            }),
-        }
+        dispatch!(infallible self, |w| w.save_state(), |m, s| m.call_save_state(s))
     }
 
     pub fn restore_state(&mut self, state: &[u8]) -> Result<(), Failure> {
-        match &mut self.kind {
-            Kind::Native(w) => w.restore_state(state).map_err(native_rejected),
-            Kind::Wasm {
-                store,
-                bindings,
-                runtime,
-            } => call(store, bindings, runtime, |b, s| {
-                b.touchline_worker_match_().call_restore_state(s, state)
-            })?
-            .map_err(rejected),
-        }
+        dispatch!(fallible self, |w| w.restore_state(state), |m, s| m.call_restore_state(s, state))
     }
 }
 
-/// One guest call under a fresh epoch deadline; failures classified.
-fn call<R>(
-    store: &mut Store<HostState>,
-    bindings: &MatchWorker,
-    runtime: &Runtime,
-    f: impl FnOnce(&MatchWorker, &mut Store<HostState>) -> wasmtime::Result<R>,
-) -> Result<R, Failure> {
-    store.set_epoch_deadline(runtime.deadline_ticks());
-    f(bindings, store).map_err(|e| runtime.classify(e))
+type MatchGuest = bindings::exports::touchline::worker::match_::Guest;
+
+fn validate_json(text: String) -> Result<Box<RawValue>, Failure> {
+    RawValue::from_string(text).map_err(|e| Failure::Rejected(format!("guest returned invalid JSON: {e}")))
 }
 
-fn native_rejected(e: touchline_guest::glue::GlueError) -> Failure {
+/// The guest's own error (either side of the ABI) as a failure.
+fn rejected(e: impl Into<touchline_guest::glue::GlueError>) -> Failure {
     use touchline_guest::glue::GlueError;
-    Failure::Rejected(match e {
+    Failure::Rejected(match e.into() {
         GlueError::BadEvent(m) => format!("bad event: {m}"),
         GlueError::BadState(m) => format!("bad state: {m}"),
     })
 }
 
+impl From<GuestError> for touchline_guest::glue::GlueError {
+    fn from(e: GuestError) -> Self {
+        match e {
+            GuestError::BadEvent(m) => touchline_guest::glue::GlueError::BadEvent(m),
+            GuestError::BadState(m) => touchline_guest::glue::GlueError::BadState(m),
+        }
+    }
+}
+
 /// wasmtime's error type is its own; carry it into `anyhow` with its chain.
 fn wt<T>(r: wasmtime::Result<T>) -> anyhow::Result<T> {
     r.map_err(|e| anyhow::Error::from_boxed(e.into_boxed_dyn_error()))
-}
-
-fn rejected(e: GuestError) -> Failure {
-    Failure::Rejected(match e {
-        GuestError::BadEvent(m) => format!("bad event: {m}"),
-        GuestError::BadState(m) => format!("bad state: {m}"),
-    })
 }
 
 fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
