@@ -180,6 +180,18 @@ mod tests {
     #[test]
     fn save_then_restore_round_trips() {
         let mut w = Worker::new("m");
+        let event = crate::event::MatchEvent::BetStop(crate::event::BetStop {
+            header: crate::event::Header {
+                product: Some(1),
+                event_id: "m".into(),
+                timestamp: 42,
+                request_id: None,
+            },
+            groups: vec!["all".into()],
+            market_status: -1,
+        });
+        w.apply_event(&event).expect("apply");
+        assert_eq!(w.state().updated_at, 42, "the state to save is not the empty one");
         w.ext.events_seen = 3;
         let saved = w.save_state();
         let mut back = Worker::new("m");

@@ -702,7 +702,11 @@ mod tests {
             let parsed = parse(m.as_bytes()).unwrap_or_else(|e| panic!("{e}: {m}"));
             *kinds.entry(parsed.kind()).or_insert(0) += 1;
             if let FeedMessage::Match(touchline_guest::event::MatchEvent::OddsChange(oc)) = parsed {
-                assert!(oc.markets.len() >= 30, "a live odds_change carries the full book");
+                let n = oc.markets.len();
+                match oc.header.product {
+                    Some(3) => assert_eq!(n, 170, "the pre-match full book"),
+                    _ => assert!((33..=37).contains(&n), "a live odds_change carries the live book: {n}"),
+                }
             }
         }
         assert!(differs, "another seed gives another stream");

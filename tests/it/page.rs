@@ -151,16 +151,19 @@ async fn live_page_shows_odds_and_updates_them() {
 
     page.wait_eval(ODDS_13, json!("Under1.50")).await;
     page.wait_eval(SCORE, json!("0 : 2")).await;
-    // A live update: market 68 total=3.5 outcome 12 goes to 6.5 again, and a
-    // goal changes the score.
-    feed.write_all(&sample("uof/messages/odds_change_single_market.xml"))
-        .expect("feed");
+    // A live update: market 68 total=3.5 outcome 12 moves to 7.0 (the
+    // sample's 6.5 edited, so the page must change), and a goal changes the
+    // score.
+    let moved = String::from_utf8(sample("uof/messages/odds_change_single_market.xml"))
+        .expect("utf8")
+        .replace(r#"<outcome id="12" odds="6.5""#, r#"<outcome id="12" odds="7.0""#);
+    feed.write_all(moved.as_bytes()).expect("feed");
     let goal = String::from_utf8(sample("uof/messages/odds_change_no_markets.xml"))
         .expect("utf8")
         .replace(r#"home_score="0" away_score="2">"#, r#"home_score="1" away_score="2">"#);
     feed.write_all(goal.as_bytes()).expect("feed");
     page.wait_eval(SCORE, json!("1 : 2")).await;
-    page.wait_eval(ODDS_35, json!("Over6.50")).await;
+    page.wait_eval(ODDS_35, json!("Over7.00")).await;
     page.wait_eval(
         r#"document.getElementById("stats").textContent.includes("0 gaps")"#,
         json!(true),
@@ -178,7 +181,7 @@ async fn live_page_shows_odds_and_updates_them() {
     .await;
     page.wait_eval(
         r#"document.getElementById("slip-result").textContent"#,
-        json!("accepted at 6.50"),
+        json!("accepted at 7.00"),
     )
     .await;
 

@@ -107,6 +107,8 @@ pub struct FanoutStats {
     pub deliveries: u64,
     pub gaps: u64,
     pub resnapshots: u64,
+    /// Updates a re-snapshot stood in for (never delivered one by one).
+    pub skipped: u64,
     /// Sessions the server closed while the clients ran.
     pub closed: u64,
     /// Feed-to-client latency of updates, µs.
@@ -123,6 +125,7 @@ pub struct Clients {
     deliveries: Arc<AtomicU64>,
     gaps: Arc<AtomicU64>,
     resnapshots: Arc<AtomicU64>,
+    skipped: Arc<AtomicU64>,
     closed: Arc<AtomicU64>,
     latency: Arc<Mutex<Vec<Histogram<u64>>>>,
     /// Which phase latencies are recorded under (`< PHASES`).
@@ -146,6 +149,7 @@ impl Clients {
             deliveries: Arc::new(AtomicU64::new(0)),
             gaps: Arc::new(AtomicU64::new(0)),
             resnapshots: Arc::new(AtomicU64::new(0)),
+            skipped: Arc::new(AtomicU64::new(0)),
             closed: Arc::new(AtomicU64::new(0)),
             latency: Arc::new(Mutex::new(vec![histogram(); PHASES])),
             phase: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -182,11 +186,11 @@ impl Clients {
                 c.latency.clone(),
                 exclude.clone(),
             );
-            let (phase, closed) = (c.phase.clone(), c.closed.clone());
+            let (phase, closed, skipped) = (c.phase.clone(), c.closed.clone(), c.skipped.clone());
             tasks.push(tokio::spawn(async move {
                 let mut local = vec![histogram(); PHASES];
                 let mut last: HashMap<String, u64> = HashMap::with_capacity(k);
-                let (mut n_deliveries, mut n_gaps, mut n_resnap) = (0u64, 0u64, 0u64);
+                let (mut n_deliveries, mut n_gaps, mut n_resnap, mut n_skipped) = (0u64, 0u64, 0u64, 0u64);
                 let mut snapshots = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
@@ -211,7 +215,12 @@ impl Clients {
                         } else if snapshots > k {
                             n_resnap += 1;
                         }
-                        last.insert(id.to_owned(), seq);
+                        // A re-snapshot replaces the updates a lagging client
+                        // missed: no gap in its state, but those updates were
+                        // never delivered one by one.
+                        if let Some(prev) = last.insert(id.to_owned(), seq) {
+                            n_skipped += seq.saturating_sub(prev + 1);
+                        }
                     } else if text.starts_with("{\"type\":\"update\"") {
                         n_deliveries += 1;
                         match last.get_mut(id) {
@@ -235,6 +244,7 @@ impl Clients {
                 deliveries.fetch_add(n_deliveries, Ordering::Relaxed);
                 gaps.fetch_add(n_gaps, Ordering::Relaxed);
                 resnapshots.fetch_add(n_resnap, Ordering::Relaxed);
+                skipped.fetch_add(n_skipped, Ordering::Relaxed);
                 if let Ok(mut h) = latency.lock() {
                     for (total, mine) in h.iter_mut().zip(&local) {
                         let _ = total.add(mine);
@@ -281,6 +291,7 @@ impl Clients {
             deliveries: self.deliveries.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
             resnapshots: self.resnapshots.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
             closed: self.closed.load(Ordering::Relaxed),
             latency,
             by_phase,

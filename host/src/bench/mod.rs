@@ -444,17 +444,8 @@ async fn fanout_inner(
     let server = ServerProc::start(dir, flags)?;
     // Create every match first so clients have something to subscribe to.
     open_matches(&server, ids)?;
-    let c = Clients::open(server.http, clients, sizes.per_client, ids, exclude).await?;
-    c.wait_ready(clients, Duration::from_secs(120)).await?;
+    let (c, stop, feeder) = watch_and_feed(&server, sizes, clients, ids, exclude, poison, seed).await?;
     let (cpu0, t0) = (server.cpu_seconds(), Instant::now());
-    let stop = Arc::new(AtomicBool::new(false));
-    let cfg = SimConfig {
-        matches: sizes.fanout_matches,
-        seed,
-        rate: sizes.fanout_rate,
-        count: 0,
-    };
-    let feeder = load::paced(server.feed, cfg, sizes.fanout_rate, poison, stop.clone());
     let mut waited = 0.0;
     while waited < sizes.fanout_seconds {
         tokio::time::sleep(Duration::from_secs(1)).await; // the measurement window, not synchronisation
@@ -470,13 +461,16 @@ async fn fanout_inner(
     // Let in-flight frames land before closing the clients.
     tokio::time::sleep(Duration::from_millis(500)).await; // grace period for in-flight frames
     let stats: FanoutStats = c.finish().await;
+    // Deliveries were counted until now, grace period included.
+    let delivery_secs = t0.elapsed().as_secs_f64();
     let result = json!({
         "feed_messages": sent,
         "deliveries": stats.deliveries,
-        "deliveries_per_s": stats.deliveries as f64 / secs,
+        "deliveries_per_s": stats.deliveries as f64 / delivery_secs,
         "latency_us": latency_json(&stats.latency),
         "seq_gaps": stats.gaps,
         "resnapshots": stats.resnapshots,
+        "updates_skipped_by_resnapshot": stats.skipped,
         "server_cpu_percent": 100.0 * cpu / secs,
         "server_rss_bytes": rss,
         "clients": stats.clients,
@@ -489,6 +483,30 @@ async fn fanout_inner(
     });
     server.stop()?;
     Ok((result, stats.latency))
+}
+
+/// `clients` WebSocket clients on `ids` (snapshots received), then the
+/// paced feed at the fan-out rate until `stop`.
+async fn watch_and_feed(
+    server: &ServerProc,
+    sizes: &Sizes,
+    clients: usize,
+    ids: &[String],
+    exclude: &[String],
+    poison: Option<Poison>,
+    seed: u64,
+) -> anyhow::Result<(Clients, Arc<AtomicBool>, std::thread::JoinHandle<anyhow::Result<u64>>)> {
+    let c = Clients::open(server.http, clients, sizes.per_client, ids, exclude).await?;
+    c.wait_ready(clients, Duration::from_secs(120)).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cfg = SimConfig {
+        matches: sizes.fanout_matches,
+        seed,
+        rate: sizes.fanout_rate,
+        count: 0,
+    };
+    let feeder = load::paced(server.feed, cfg, sizes.fanout_rate, poison, stop.clone());
+    Ok((c, stop, feeder))
 }
 
 fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
@@ -689,16 +707,7 @@ async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyho
     for chunk in idle.chunks(2000) {
         open_matches(&server, chunk)?;
     }
-    let c = Clients::open(server.http, sizes.swap_clients, sizes.per_client, fed, &[]).await?;
-    c.wait_ready(sizes.swap_clients, Duration::from_secs(120)).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let cfg = SimConfig {
-        matches: sizes.fanout_matches,
-        seed,
-        rate: sizes.fanout_rate,
-        count: 0,
-    };
-    let feeder = load::paced(server.feed, cfg, sizes.fanout_rate, None, stop.clone());
+    let (c, stop, feeder) = watch_and_feed(&server, sizes, sizes.swap_clients, fed, &[], None, seed).await?;
     let window = Duration::from_secs_f64(sizes.swap_window);
     tokio::time::sleep(window).await; // phase 0: the measurement window before
     let admin = |method: hyper::Method, path: &'static str, body: Vec<u8>| {
@@ -753,6 +762,7 @@ async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyho
         "seq_gaps": stats.gaps,
         "sessions_closed": stats.closed,
         "resnapshots": stats.resnapshots,
+        "updates_skipped_by_resnapshot": stats.skipped,
         "deliveries": stats.deliveries,
     }))
 }
