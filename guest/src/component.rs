@@ -1,7 +1,7 @@
 //! The WebAssembly export layer: `match-worker` world → [`crate::model`].
 //!
 //! Thin by design: canonical ABI in, [`crate::glue`] (decode, model, encode),
-//! canonical ABI out. The only state is the one `glue::Worker` of this
+//! canonical ABI out. The only state is the one `glue::Model` of this
 //! instance (one instance serves one match). With the
 //! `fault-injection` feature it also misbehaves on purpose for fault tests
 //! (odds_change markets 999001..999003 in `apply`, market 999004 in a state
@@ -20,7 +20,7 @@ use exports::touchline::worker::match_::{Error, Guest};
 use touchline::worker::host::{Level, log};
 
 thread_local! {
-    static WORKER: RefCell<glue::Worker> = RefCell::new(glue::Worker::default());
+    static MODEL: RefCell<glue::Model> = RefCell::new(glue::Model::default());
 }
 
 fn wit_error(e: GlueError) -> Error {
@@ -30,9 +30,10 @@ fn wit_error(e: GlueError) -> Error {
     }
 }
 
-struct Worker;
+/// The export shim (no state of its own: the model lives in `MODEL`).
+struct Export;
 
-impl Guest for Worker {
+impl Guest for Export {
     fn event_format() -> u32 {
         crate::EVENT_FORMAT
     }
@@ -40,7 +41,7 @@ impl Guest for Worker {
     fn init(match_id: String) {
         // A panic aborts the instance (a trap); say why first.
         std::panic::set_hook(Box::new(|info| log(Level::Error, &info.to_string())));
-        WORKER.with(|w| *w.borrow_mut() = glue::Worker::new(match_id));
+        MODEL.with(|w| *w.borrow_mut() = glue::Model::new(match_id));
     }
 
     fn apply(event: Vec<u8>) -> Result<String, Error> {
@@ -48,7 +49,7 @@ impl Guest for Worker {
         if let Ok(e) = crate::decode::<crate::event::MatchEvent>(&event) {
             faults::inject(&e);
         }
-        WORKER.with(|w| w.borrow_mut().apply(&event)).map_err(wit_error)
+        MODEL.with(|w| w.borrow_mut().apply(&event)).map_err(wit_error)
     }
 
     fn state_version() -> u32 {
@@ -60,28 +61,28 @@ impl Guest for Worker {
             .with(|w| w.borrow_mut().migrate(&match_id, &state, from_version))
             .map_err(wit_error)?;
         #[cfg(feature = "fault-injection")]
-        WORKER.with(|w| faults::on_migrate(w.borrow().state()));
+        MODEL.with(|w| faults::on_migrate(w.borrow().state()));
         Ok(())
     }
 
     fn decide_bet(request: Vec<u8>) -> Result<Vec<u8>, Error> {
-        WORKER.with(|w| w.borrow().decide_bet(&request)).map_err(wit_error)
+        MODEL.with(|w| w.borrow().decide_bet(&request)).map_err(wit_error)
     }
 
     fn settle_bets(bets: Vec<u8>) -> Result<Vec<u8>, Error> {
-        WORKER.with(|w| w.borrow().settle_bets(&bets)).map_err(wit_error)
+        MODEL.with(|w| w.borrow().settle_bets(&bets)).map_err(wit_error)
     }
 
     fn snapshot() -> String {
-        WORKER.with(|w| w.borrow().snapshot())
+        MODEL.with(|w| w.borrow().snapshot())
     }
 
     fn save_state() -> Vec<u8> {
-        WORKER.with(|w| w.borrow().save_state())
+        MODEL.with(|w| w.borrow().save_state())
     }
 
     fn restore_state(state: Vec<u8>) -> Result<(), Error> {
-        WORKER.with(|w| w.borrow_mut().restore_state(&state)).map_err(wit_error)
+        MODEL.with(|w| w.borrow_mut().restore_state(&state)).map_err(wit_error)
     }
 }
 
@@ -129,4 +130,4 @@ mod faults {
     }
 }
 
-export!(Worker);
+export!(Export);

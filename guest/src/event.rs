@@ -47,6 +47,18 @@ impl MatchEvent {
         &self.header().event_id
     }
 
+    /// Whether applying it can change how accepted bets stand (settle,
+    /// void or reopen them).
+    pub fn settles_bets(&self) -> bool {
+        matches!(
+            self,
+            MatchEvent::BetSettlement(_)
+                | MatchEvent::BetCancel(_)
+                | MatchEvent::RollbackBetSettlement(_)
+                | MatchEvent::RollbackBetCancel(_)
+        )
+    }
+
     /// The feed's element name for this event (also the `event` of a delta).
     pub fn kind(&self) -> &'static str {
         match self {

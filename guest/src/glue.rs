@@ -6,7 +6,7 @@
 //! (decode the event, apply it, serialise the delta).
 //!
 //! It also owns the saved-state layout and its versions ([`STATE_VERSION`],
-//! [`Worker::migrate`]). With the `v2` feature the worker carries one more
+//! [`Model::migrate`]). With the `v2` feature the worker carries one more
 //! piece of state, [`Extension`] (how many events the match applied since it
 //! first ran v2 logic), shown as `events_seen` in every delta and snapshot:
 //! the behaviour change the hot-swap tests and benchmark look for.
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::MatchEvent;
 use crate::model::MatchState;
 
-/// Layout version of what [`Worker::save_state`] returns. Layouts only grow
+/// Layout version of what [`Model::save_state`] returns. Layouts only grow
 /// by appending: v1 is a `MatchState`; v2 is a `MatchState` followed by an
 /// [`Extension`]. So a guest reads an older state and fills in the rest, and
 /// reads the prefix it knows of a newer one (a rollback).
@@ -47,16 +47,16 @@ struct WithExtension<T: Serialize> {
 
 /// One match's model behind the worker interface.
 #[derive(Debug, Default)]
-pub struct Worker {
+pub struct Model {
     state: MatchState,
     /// Saved, shown and counted only with the `v2` feature (a v1 build
     /// keeps it at its default).
     ext: Extension,
 }
 
-impl Worker {
-    pub fn new(match_id: impl Into<String>) -> Worker {
-        Worker {
+impl Model {
+    pub fn new(match_id: impl Into<String>) -> Model {
+        Model {
             state: MatchState::new(match_id),
             ext: Extension::default(),
         }
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn migrates_from_older_and_newer_layouts() {
         let v1 = crate::encode(&MatchState::new("m"));
-        let mut w = Worker::new("m");
+        let mut w = Model::new("m");
         w.migrate("m", &v1, 1).expect("v1 state");
         assert_eq!(w.ext, Extension::default());
         // A v2 state: read in full by a v2 guest, by prefix by a v1 guest.
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn refuses_foreign_or_broken_states() {
-        let mut w = Worker::new("m");
+        let mut w = Model::new("m");
         let other = crate::encode(&MatchState::new("other"));
         assert!(matches!(w.migrate("m", &other, 1), Err(GlueError::BadState(m)) if m.contains("offered to m")));
         assert!(matches!(w.migrate("m", &[0xff, 0xff], 1), Err(GlueError::BadState(_))));
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn save_then_restore_round_trips() {
-        let mut w = Worker::new("m");
+        let mut w = Model::new("m");
         let event = crate::event::MatchEvent::BetStop(crate::event::BetStop {
             header: crate::event::Header {
                 product: Some(1),
@@ -194,7 +194,7 @@ mod tests {
         assert_eq!(w.state().updated_at, 42, "the state to save is not the empty one");
         w.ext.events_seen = 3;
         let saved = w.save_state();
-        let mut back = Worker::new("m");
+        let mut back = Model::new("m");
         back.restore_state(&saved).expect("restore");
         assert_eq!(back.state(), w.state());
         let expect = if STATE_VERSION >= 2 { 3 } else { 0 };

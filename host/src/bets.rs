@@ -17,9 +17,10 @@ use tokio::sync::{Notify, oneshot};
 use touchline_guest::bet::BetRequest;
 use touchline_guest::event::canonical_specifiers;
 
+use crate::journal::{BetRecord, Journal, Op, sync};
 use crate::metrics::Metrics;
 use crate::router::Router;
-use crate::store::{BetRecord, Op, StoreHandle};
+use crate::store::StoreHandle;
 use crate::worker::Command;
 
 /// Stake and odds policy.
@@ -43,13 +44,53 @@ pub struct ClientBet {
     pub stake: f64,
 }
 
+/// Where a bet stands, as its answer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BetStatus {
+    #[default]
+    Rejected,
+    /// Accepted; open (also after a settlement was rolled back).
+    Accepted,
+    Won,
+    Lost,
+    Void,
+}
+
+impl BetStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            BetStatus::Rejected => "rejected",
+            BetStatus::Accepted => "accepted",
+            BetStatus::Won => "won",
+            BetStatus::Lost => "lost",
+            BetStatus::Void => "void",
+        }
+    }
+
+    fn of(settlement: Option<&touchline_guest::bet::Settlement>) -> BetStatus {
+        use touchline_guest::bet::SettleStatus;
+        match settlement.map(|s| s.status) {
+            None | Some(SettleStatus::Open) => BetStatus::Accepted,
+            Some(SettleStatus::Won) => BetStatus::Won,
+            Some(SettleStatus::Lost) => BetStatus::Lost,
+            Some(SettleStatus::Void) => BetStatus::Void,
+        }
+    }
+}
+
+impl Serialize for BetStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
 /// The answer to a client, also the body of `GET /api/bets/{id}`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Answer {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub id: String,
-    pub status: &'static str,
+    pub status: BetStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Accepted odds.
@@ -84,7 +125,7 @@ impl Answer {
         Answer {
             kind: "bet",
             id: id.to_owned(),
-            status: "rejected",
+            status: BetStatus::Rejected,
             reason: Some(reason.into()),
             ..Default::default()
         }
@@ -92,12 +133,8 @@ impl Answer {
 
     pub fn from_record(r: &BetRecord) -> Answer {
         let (status, odds, reason) = match &r.decision {
-            Ok(odds) => (
-                r.settlement.as_ref().map_or("accepted", |s| s.status.code()),
-                Some(*odds),
-                None,
-            ),
-            Err(reason) => ("rejected", None, Some(reason.clone())),
+            Ok(odds) => (BetStatus::of(r.settlement.as_ref()), Some(*odds), None),
+            Err(reason) => (BetStatus::Rejected, None, Some(reason.clone())),
         };
         let settled = r
             .settlement
@@ -207,7 +244,7 @@ impl Desk {
         self.metrics
             .bets
             .get_or_create(&vec![
-                ("decision".to_owned(), answer.status.to_owned()),
+                ("decision".to_owned(), answer.status.code().to_owned()),
                 ("reason".to_owned(), reason),
             ])
             .inc();
@@ -280,8 +317,9 @@ impl Desk {
         }
         drop(handle);
         match rx.await {
-            Ok(record) => Answer::from_record(&record),
-            Err(_) => Answer::rejected(&id, "unavailable: the decision could not be made durable"),
+            Ok(Ok(record)) => Answer::from_record(&record),
+            Ok(Err(e)) => Answer::rejected(&id, format!("storage_unavailable: {e}")),
+            Err(_) => Answer::rejected(&id, "unavailable: match worker stopped"),
         }
     }
 
@@ -297,10 +335,15 @@ impl Desk {
             decided_at: 0,
             settlement: None,
         };
-        if let Some(store) = &self.store
-            && (store.send(Op::Bet(Box::new(record.clone()))).await.is_err() || store.barrier().await.is_err())
-        {
-            return Answer::rejected(&record.request.id, "unavailable: bet store");
+        if let Some(store) = &self.store {
+            let scope = Some(std::sync::Arc::from(record.match_id.as_str()));
+            let written = match store.write(Op::Bet(Box::new(record.clone()))).await {
+                Ok(()) => sync(store, scope).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                return Answer::rejected(&record.request.id, format!("storage_unavailable: {e}"));
+            }
         }
         Answer::from_record(&record)
     }

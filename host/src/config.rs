@@ -160,7 +160,7 @@ impl ServeConfig {
             "--rollout-concurrency",
             self.rollout_concurrency as u64,
             1,
-            u64::from(crate::worker::runtime::POOL_SLACK / 4),
+            u64::from(crate::sandbox::POOL_SLACK / 4),
         )?;
         range("--keep-guest-versions", self.keep_guest_versions as u64, 2, 1000)?;
         range(
@@ -173,7 +173,7 @@ impl ServeConfig {
             "--canary-matches",
             self.canary_matches as u64,
             0,
-            u64::from(crate::worker::runtime::POOL_SLACK / 4),
+            u64::from(crate::sandbox::POOL_SLACK / 4),
         )?;
         if !(self.min_stake.is_finite()
             && self.min_stake > 0.0

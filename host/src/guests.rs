@@ -1,6 +1,6 @@
 //! Guest versions: install, canary, rollout, rollback, and who runs what.
 //!
-//! [`Guests`] owns the installed versions (compiled [`Runtime`]s over one
+//! [`Guests`] owns the installed versions (compiled [`GuestVersion`]s over one
 //! shared [`Platform`], their components kept in the store) and which one
 //! is active. An install compiles the component on a blocking thread, checks
 //! its world, runs the canary, keeps it in the store, and rolls it out:
@@ -27,11 +27,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt as _;
 use serde::Serialize;
 
+use crate::journal::{GUESTS_SCOPE, GuestRecord, Journal, Op, sync};
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
-use crate::store::{GuestRecord, Store};
+use crate::sandbox::{GuestVersion, LoadError, Platform, Saved};
+use crate::store::{Store, StoreHandle};
 use crate::worker::SwitchOutcome;
-use crate::worker::runtime::{LoadError, Platform, Runtime, Saved};
 
 /// Events replayed per canary match at most (the tail after its snapshot).
 pub const CANARY_EVENTS_PER_MATCH: usize = 256;
@@ -68,6 +69,8 @@ pub enum InstallError {
     NoPrevious,
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("store: {0}")]
+    Journal(#[from] crate::journal::JournalError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -79,7 +82,7 @@ impl InstallError {
             InstallError::Canary(_) => "canary",
             InstallError::Busy => "busy",
             InstallError::NoPrevious => "no_previous",
-            InstallError::Store(_) => "store",
+            InstallError::Store(_) | InstallError::Journal(_) => "store",
             InstallError::Internal(_) => "internal",
         }
     }
@@ -181,14 +184,53 @@ impl Placement {
     }
 }
 
+/// How a rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutOutcome {
+    /// Every match switched.
+    Complete,
+    /// Some stayed on the old version, fewer than the abort threshold.
+    Partial,
+    /// Too many failed: every match went back.
+    Aborted,
+    /// The version was already active.
+    Unchanged,
+}
+
+impl RolloutOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutOutcome::Complete => "complete",
+            RolloutOutcome::Partial => "partial",
+            RolloutOutcome::Aborted => "aborted",
+            RolloutOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// An install (with canary and abort threshold) or a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutKind {
+    Install,
+    Rollback,
+}
+
+impl RolloutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutKind::Install => "install",
+            RolloutKind::Rollback => "rollback",
+        }
+    }
+}
+
 /// What a rollout (or rollback) did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutReport {
-    /// `complete` (every match switched), `partial` (some stayed on the old
-    /// version, fewer than the abort threshold), `aborted` (rolled back),
-    /// `unchanged` (the version was already active).
-    pub outcome: &'static str,
-    pub kind: &'static str,
+    pub outcome: RolloutOutcome,
+    pub kind: RolloutKind,
     pub from: String,
     pub to: String,
     pub compile_ms: Option<f64>,
@@ -250,7 +292,7 @@ pub struct Listing {
 
 struct Installed {
     /// Compiled on first use after a restart.
-    runtime: Option<Runtime>,
+    runtime: Option<GuestVersion>,
     size: usize,
     installed_at: i64,
 }
@@ -274,7 +316,8 @@ struct Versions {
 
 pub struct Guests {
     platform: Option<Platform>,
-    store: Store,
+    /// Reads directly; writes through the store's writer.
+    store: StoreHandle,
     metrics: Arc<Metrics>,
     policy: RolloutPolicy,
     pub placement: Arc<Placement>,
@@ -297,14 +340,14 @@ impl Guests {
     /// store. `platform: None` runs the model natively (no versions).
     pub async fn open(
         platform: Option<Platform>,
-        store: Store,
+        store: StoreHandle,
         explicit: Option<Vec<u8>>,
         default: &[u8],
         metrics: Arc<Metrics>,
         policy: RolloutPolicy,
-    ) -> anyhow::Result<(Guests, Runtime)> {
+    ) -> anyhow::Result<(Guests, GuestVersion)> {
         let mut map = BTreeMap::new();
-        for (hash, rec) in store.guests()? {
+        for (hash, rec) in store.store.guests()? {
             map.insert(
                 hash,
                 Installed {
@@ -314,7 +357,7 @@ impl Guests {
                 },
             );
         }
-        let (stored_active, stored_previous) = store.active_guest()?;
+        let (stored_active, stored_previous) = store.store.active_guest()?;
         let versions = Versions {
             map,
             active: "native".into(),
@@ -323,14 +366,14 @@ impl Guests {
         };
         let guests = Guests::assemble(platform.clone(), store.clone(), metrics, policy, versions);
         let Some(platform) = platform else {
-            return Ok((guests, Runtime::native()));
+            return Ok((guests, GuestVersion::native()));
         };
         let (bytes, previous) = match (explicit, stored_active) {
             (Some(b), active) => {
-                let prev = active.filter(|a| *a != crate::worker::runtime::content_hash(&b));
+                let prev = active.filter(|a| *a != crate::sandbox::content_hash(&b));
                 (b, prev.or(stored_previous))
             }
-            (None, Some(active)) => match store.guest(&active)? {
+            (None, Some(active)) => match store.store.guest(&active)? {
                 Some(rec) => (rec.component, stored_previous),
                 None => anyhow::bail!("the store names {active} as the active guest but does not hold it"),
             },
@@ -348,7 +391,7 @@ impl Guests {
 
     fn assemble(
         platform: Option<Platform>,
-        store: Store,
+        store: StoreHandle,
         metrics: Arc<Metrics>,
         policy: RolloutPolicy,
         versions: Versions,
@@ -413,7 +456,7 @@ impl Guests {
             .await
             .unwrap_or_else(|e| Err(InstallError::Internal(format!("rollout task: {e}"))));
         let label = match &result {
-            Ok(r) => r.outcome,
+            Ok(r) => r.outcome.as_str(),
             Err(e) => e.kind(),
         };
         self.metrics.guest_installs.get_or_create(&Kind { kind: label }).inc();
@@ -432,7 +475,7 @@ impl Guests {
         let size = bytes.len();
         let (runtime, bytes, compile) = self.compile(platform, bytes).await?;
         let hash = runtime.version().to_owned();
-        let from = router.runtime();
+        let from = router.version();
         tracing::info!(
             guest_version = hash,
             size,
@@ -444,16 +487,22 @@ impl Guests {
         // stayed behind on another one; with none, there is nothing to do.
         let runtime = if reinstall { from.clone() } else { runtime };
         if reinstall && self.placement.running().values().all(|v| **v == *hash) {
-            return Ok(self.finish(RolloutReport::unchanged("install", &hash)));
+            return Ok(self.finish(RolloutReport::unchanged(RolloutKind::Install, &hash)));
         }
         let canary = self.canary(router, &from, &runtime).await?;
         self.keep(&runtime, bytes).await?;
         let mut report = self
-            .roll(router, "install", &from, &runtime, Some(self.policy.max_failed))
+            .roll(
+                router,
+                RolloutKind::Install,
+                &from,
+                &runtime,
+                Some(self.policy.max_failed),
+            )
             .await;
         report.compile_ms = Some(compile.as_secs_f64() * 1e3);
         report.canary = Some(canary);
-        let activated = if report.outcome != "aborted" && !reinstall {
+        let activated = if report.outcome != RolloutOutcome::Aborted && !reinstall {
             self.activate(&hash, Some(from.version())).await
         } else {
             Ok(())
@@ -482,7 +531,7 @@ impl Guests {
             spare.into_iter().take(excess).map(|(h, _)| h.clone()).collect()
         };
         for hash in doomed {
-            match self.store.remove_guest(&hash).await {
+            match self.write(Op::RemoveGuest { hash: hash.clone() }).await {
                 Ok(()) => {
                     let mut v = self.versions.lock().expect("versions lock");
                     v.map.remove(&hash);
@@ -523,9 +572,9 @@ impl Guests {
             .previous
             .clone()
             .ok_or(InstallError::NoPrevious)?;
-        let target = self.runtime_of(&previous).await?;
-        let from = router.runtime();
-        let report = self.roll(router, "rollback", &from, &target, None).await;
+        let target = self.version_of(&previous).await?;
+        let from = router.version();
+        let report = self.roll(router, RolloutKind::Rollback, &from, &target, None).await;
         let activated = self.activate(&previous, Some(from.version())).await;
         let report = self.finish(report);
         activated.map(|()| report)
@@ -533,7 +582,7 @@ impl Guests {
 
     /// A compiled runtime for an installed version (compiling it from the
     /// store on first use after a restart).
-    pub async fn runtime_of(&self, hash: &str) -> Result<Runtime, InstallError> {
+    pub async fn version_of(&self, hash: &str) -> Result<GuestVersion, InstallError> {
         if let Some(r) = self.loaded(hash) {
             return Ok(r);
         }
@@ -542,6 +591,7 @@ impl Guests {
             .clone()
             .ok_or_else(|| InstallError::Internal("native model".into()))?;
         let rec = self
+            .store
             .store
             .guest(hash)?
             .ok_or_else(|| InstallError::Internal(format!("version {hash} is not in the store")))?;
@@ -558,7 +608,7 @@ impl Guests {
         &self,
         platform: Platform,
         bytes: Vec<u8>,
-    ) -> Result<(Runtime, Vec<u8>, std::time::Duration), InstallError> {
+    ) -> Result<(GuestVersion, Vec<u8>, std::time::Duration), InstallError> {
         let started = Instant::now();
         let (runtime, bytes) = tokio::task::spawn_blocking(move || platform.load(&bytes).map(|r| (r, bytes)))
             .await
@@ -569,7 +619,7 @@ impl Guests {
     }
 
     /// Keep a compiled version: in the store (if new) and in memory.
-    async fn keep(&self, runtime: &Runtime, component: Vec<u8>) -> Result<(), InstallError> {
+    async fn keep(&self, runtime: &GuestVersion, component: Vec<u8>) -> Result<(), InstallError> {
         let hash = runtime.version();
         let known = self.versions.lock().expect("versions lock").map.contains_key(hash);
         let record = GuestRecord {
@@ -577,7 +627,11 @@ impl Guests {
             component,
         };
         if !known {
-            self.store.put_guest(hash, &record).await?;
+            self.write(Op::PutGuest {
+                hash: hash.to_owned(),
+                record: record.clone(),
+            })
+            .await?;
         }
         let mut v = self.versions.lock().expect("versions lock");
         let entry = v.map.entry(hash.to_owned()).or_insert(Installed {
@@ -588,6 +642,12 @@ impl Guests {
         entry.runtime.get_or_insert_with(|| runtime.clone());
         self.metrics.guest_versions_installed.set(v.map.len() as i64);
         Ok(())
+    }
+
+    /// A registry write, made durable before it returns.
+    async fn write(&self, op: Op) -> Result<(), crate::journal::JournalError> {
+        self.store.write(op).await?;
+        sync(&self.store, Some(Arc::from(GUESTS_SCOPE))).await
     }
 
     /// Mark a rollout as running, or say one already is.
@@ -601,13 +661,13 @@ impl Guests {
     /// For matches restored from the store: the versions those that had
     /// stayed behind keep (each compiled once; one that cannot be loaded is
     /// left out, so its matches run the active version).
-    pub async fn pinned(&self, recovered: &[crate::store::Recovered]) -> HashMap<String, Runtime> {
-        let mut tried: HashMap<String, Option<Runtime>> = HashMap::new();
+    pub async fn pinned(&self, recovered: &[crate::store::Recovered]) -> HashMap<String, GuestVersion> {
+        let mut tried: HashMap<String, Option<GuestVersion>> = HashMap::new();
         for hash in recovered.iter().filter_map(|r| r.meta.guest.as_deref()) {
             if tried.contains_key(hash) || !self.keeps_own_version(hash) {
                 continue;
             }
-            let runtime = match self.runtime_of(hash).await {
+            let runtime = match self.version_of(hash).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!(guest_version = hash, error = %e, "cannot load a version matches stayed on; they run the active one");
@@ -620,7 +680,7 @@ impl Guests {
     }
 
     /// An installed version's runtime, if it is compiled.
-    fn loaded(&self, hash: &str) -> Option<Runtime> {
+    fn loaded(&self, hash: &str) -> Option<GuestVersion> {
         self.versions
             .lock()
             .expect("versions lock")
@@ -646,7 +706,11 @@ impl Guests {
             v.active = active.to_owned();
             v.previous = previous.map(str::to_owned);
         }
-        if let Err(e) = self.store.set_active_guest(active, previous).await {
+        let op = Op::ActiveGuest {
+            active: active.to_owned(),
+            previous: previous.map(str::to_owned),
+        };
+        if let Err(e) = self.write(op).await {
             tracing::error!(error = %e, active, "recording the active guest failed; a restart would run the one before");
             return Err(e.into());
         }
@@ -657,18 +721,15 @@ impl Guests {
         self.metrics
             .rollouts
             .get_or_create(&Kind {
-                kind: match (report.kind, report.outcome) {
-                    ("rollback", _) => "rollback",
-                    (_, "complete") => "complete",
-                    (_, "partial") => "partial",
-                    (_, "aborted") => "aborted",
-                    _ => "unchanged",
+                kind: match report.kind {
+                    RolloutKind::Rollback => "rollback",
+                    RolloutKind::Install => report.outcome.as_str(),
                 },
             })
             .inc();
         tracing::info!(
-            kind = report.kind,
-            outcome = report.outcome,
+            kind = report.kind.as_str(),
+            outcome = report.outcome.as_str(),
             from = report.from,
             to = report.to,
             matches = report.matches,
@@ -686,13 +747,18 @@ impl Guests {
 
     /// Replay stored state and recent journal entries of a sample of
     /// matches through `runtime`, in scratch instances, on a blocking thread.
-    async fn canary(&self, router: &Router, from: &Runtime, to: &Runtime) -> Result<CanaryReport, InstallError> {
+    async fn canary(
+        &self,
+        router: &Router,
+        from: &GuestVersion,
+        to: &GuestVersion,
+    ) -> Result<CanaryReport, InstallError> {
         let mut ids = router.match_ids();
         ids.sort();
         let n = self.policy.canary_matches.min(ids.len());
         // Spread the sample over the sorted ids.
         let sample: Vec<Arc<str>> = (0..n).map(|i| ids[i * ids.len() / n.max(1)].clone()).collect();
-        let store = self.store.clone();
+        let store = self.store.store.clone();
         let (from, to) = (from.clone(), to.clone());
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || canary(&store, &from, &to, &sample))
@@ -710,19 +776,19 @@ impl Guests {
     async fn roll(
         &self,
         router: &Router,
-        kind: &'static str,
-        from: &Runtime,
-        to: &Runtime,
+        kind: RolloutKind,
+        from: &GuestVersion,
+        to: &GuestVersion,
         max_failed: Option<usize>,
     ) -> RolloutReport {
         let started = Instant::now();
         self.placement.reset_probation();
-        router.set_runtime(to.clone());
+        router.set_version(to.clone());
         // What each match ran before, to go back to on abort.
         let before = self.placement.running();
         let ids = router.match_ids();
         tracing::info!(
-            kind,
+            kind = kind.as_str(),
             from = from.version(),
             to = to.version(),
             matches = ids.len(),
@@ -730,7 +796,7 @@ impl Guests {
         );
         let mut report = RolloutReport::unchanged(kind, to.version());
         report.from = from.version().to_owned();
-        report.outcome = "complete";
+        report.outcome = RolloutOutcome::Complete;
         report.matches = ids.len();
         let mut times = Vec::with_capacity(ids.len());
         let probation = max_failed.is_some();
@@ -802,9 +868,9 @@ impl Guests {
                 "too many matches failed; switching every match back"
             );
             report.revert_failed = self.revert(router, from, &before).await;
-            report.outcome = "aborted";
+            report.outcome = RolloutOutcome::Aborted;
         } else if !report.failed.is_empty() || !report.probation_failures.is_empty() {
-            report.outcome = "partial";
+            report.outcome = RolloutOutcome::Partial;
         }
         times.sort_by(f64::total_cmp);
         let pct = |q: f64| {
@@ -822,10 +888,15 @@ impl Guests {
     /// After an abort: every match back on the version it ran before the
     /// rollout (`from` for matches created since). Switches already sent
     /// may still be running: a revert queues behind them in each mailbox.
-    async fn revert(&self, router: &Router, from: &Runtime, before: &HashMap<Arc<str>, Arc<str>>) -> Vec<MatchFailure> {
-        router.set_runtime(from.clone());
+    async fn revert(
+        &self,
+        router: &Router,
+        from: &GuestVersion,
+        before: &HashMap<Arc<str>, Arc<str>>,
+    ) -> Vec<MatchFailure> {
+        router.set_version(from.clone());
         let ids = router.match_ids();
-        let targets: Vec<(Arc<str>, Runtime)> = ids
+        let targets: Vec<(Arc<str>, GuestVersion)> = ids
             .into_iter()
             .map(|id| {
                 let runtime = before
@@ -856,9 +927,9 @@ impl Guests {
 }
 
 impl RolloutReport {
-    fn unchanged(kind: &'static str, to: &str) -> RolloutReport {
+    fn unchanged(kind: RolloutKind, to: &str) -> RolloutReport {
         RolloutReport {
-            outcome: "unchanged",
+            outcome: RolloutOutcome::Unchanged,
             kind,
             from: to.to_owned(),
             to: to.to_owned(),
@@ -889,7 +960,12 @@ impl RolloutReport {
 /// snapshot; and a fresh instance of the new version applies the match's
 /// most recent journal entries. Any trap, rejection or invalid JSON refuses
 /// the rollout. Returns (matches, events) replayed.
-fn canary(store: &Store, from: &Runtime, to: &Runtime, sample: &[Arc<str>]) -> Result<(usize, usize), String> {
+fn canary(
+    store: &Store,
+    from: &GuestVersion,
+    to: &GuestVersion,
+    sample: &[Arc<str>],
+) -> Result<(usize, usize), String> {
     let mut events = 0;
     let mut matches = 0;
 

@@ -193,7 +193,7 @@ fn rollout_response(result: Result<crate::guests::RolloutReport, crate::guests::
     use crate::guests::InstallError;
     match result {
         Ok(report) => {
-            let status = if report.outcome == "aborted" {
+            let status = if report.outcome == crate::guests::RolloutOutcome::Aborted {
                 StatusCode::CONFLICT
             } else {
                 StatusCode::OK
@@ -204,7 +204,9 @@ fn rollout_response(result: Result<crate::guests::RolloutReport, crate::guests::
             let status = match &e {
                 InstallError::Load(_) | InstallError::Canary(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 InstallError::Busy | InstallError::NoPrevious => StatusCode::CONFLICT,
-                InstallError::Store(_) | InstallError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                InstallError::Store(_) | InstallError::Journal(_) | InstallError::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             };
             let body = serde_json::json!({"error": e.to_string(), "kind": e.kind()});
             (status, axum::Json(body)).into_response()

@@ -5,14 +5,17 @@
 //! - [`feed`]: TCP intake; [`feed::frame`] and [`feed::parse`] are the
 //!   sans-IO framer and parser.
 //! - [`router`]: match id → worker, created on first sight.
-//! - [`worker`]: one guest instance per match ([`worker::runtime`] owns
-//!   the Wasm engine, limits and traps).
+//! - [`worker`]: one guest instance per match, its lifecycle and
+//!   supervision; it reports upwards through [`worker::Observer`].
+//! - [`sandbox`]: the Wasm engine, guest versions, limits and traps.
+//! - [`journal`]: the seam for everything a worker makes durable.
 //! - [`guests`]: installed guest versions, canary, hot-swap rollouts and
 //!   rollbacks.
 //! - [`push`]: WebSocket sessions, subscriptions, snapshots and updates.
 //! - [`bets`]: bet intake, idempotency, durable confirmation.
 //! - [`http`]: page, health, metrics, bets API, WebSocket upgrade.
-//! - [`store`]: the only owner of sled; its writer makes group commits.
+//! - [`store`]: the only owner of sled (the production journal); its
+//!   writer makes group commits.
 //! - [`supervisor`]: restart policy and intensity.
 //! - [`sim`]: the built-in feed simulator.
 //! - [`bench`]: `touchline bench`, the benchmark driver (a separate process
@@ -29,9 +32,12 @@ pub mod config;
 pub mod feed;
 pub mod guests;
 pub mod http;
+pub mod journal;
+pub mod layers;
 pub mod metrics;
 pub mod push;
 pub mod router;
+pub mod sandbox;
 pub mod sim;
 pub mod store;
 pub mod supervisor;
@@ -47,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::ServeConfig;
-use worker::runtime::{Limits, Platform};
+use sandbox::{Limits, Platform};
 
 /// The default guest, built by `make guest` and wrapped by `build.rs`.
 pub const DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));
@@ -89,6 +95,35 @@ impl Ready {
     }
 }
 
+/// What the workers report, to the layers that care: versions and
+/// probations to the guest registry, settlements to bet owners.
+struct Observers {
+    placement: Arc<guests::Placement>,
+    owners: Arc<bets::Owners>,
+}
+
+impl worker::Observer for Observers {
+    fn runs(&self, match_id: &Arc<str>, version: Arc<str>) {
+        self.placement.set(match_id, version);
+    }
+
+    fn stopped(&self, match_id: &str) {
+        self.placement.remove(match_id);
+    }
+
+    fn probation(&self, match_id: &Arc<str>, news: worker::ProbationNews) {
+        match news {
+            worker::ProbationNews::Started => self.placement.probation_started(match_id),
+            worker::ProbationNews::Ended => self.placement.probation_ended(match_id),
+            worker::ProbationNews::Failed(reason) => self.placement.probation_failed(match_id, &reason),
+        }
+    }
+
+    fn bet_changed(&self, record: &journal::BetRecord) {
+        self.owners.notify(bets::Answer::from_record(record));
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub http_addr: SocketAddr,
@@ -126,9 +161,18 @@ impl Server {
             Some(Platform::new(limits)?)
         };
         let metrics = Arc::new(metrics::Metrics::new());
-        let (guests, runtime) = guests::Guests::open(
-            platform,
+        let (handle, rx) = store::queue(store.clone());
+        let writer_stop = CancellationToken::new();
+        let writer_task = tokio::spawn(store::run_writer(
             store.clone(),
+            rx,
+            config.commit_interval,
+            metrics.clone(),
+            writer_stop.clone(),
+        ));
+        let (guests, version) = guests::Guests::open(
+            platform,
+            handle.clone(),
             explicit,
             DEFAULT_GUEST,
             metrics.clone(),
@@ -142,20 +186,14 @@ impl Server {
         )
         .await?;
         let guests = Arc::new(guests);
-        let guest_version = runtime.version().to_owned();
+        let guest_version = version.version().to_owned();
         tracing::info!(guest_version, start_no = store.start_no(), "guest ready");
-        let (handle, rx) = store::queue(store.clone());
-        let writer_stop = CancellationToken::new();
-        let writer_task = tokio::spawn(store::run_writer(
-            store.clone(),
-            rx,
-            config.commit_interval,
-            metrics.clone(),
-            writer_stop.clone(),
-        ));
         let owners = Arc::new(bets::Owners::default());
+        let journal: Option<Arc<dyn journal::Journal>> = config
+            .durability
+            .then(|| Arc::new(handle.clone()) as Arc<dyn journal::Journal>);
         let worker_config = worker::WorkerConfig {
-            store: config.durability.then(|| handle.clone()),
+            journal,
             policy: supervisor::Policy {
                 max_failures: config.max_failures,
                 window: config.failure_window,
@@ -164,15 +202,13 @@ impl Server {
             snapshot_interval: config.snapshot_interval,
             clean_after: config.clean_after,
             hibernate_after: config.hibernate_after,
-            owners: owners.clone(),
-            placement: guests.placement.clone(),
+            observer: Arc::new(Observers {
+                placement: guests.placement.clone(),
+                owners: owners.clone(),
+            }),
+            metrics: metrics.clone(),
         };
-        let router = Arc::new(router::Router::new(
-            runtime,
-            metrics.clone(),
-            worker_config,
-            config.max_matches as usize,
-        ));
+        let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = Arc::new(bets::Desk::new(
             router.clone(),
             owners,

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use touchline_guest::event::MatchEvent;
 
-use crate::metrics::Metrics;
-use crate::store::Recovered;
-use crate::worker::{self, Command, SwitchOutcome, WorkerConfig, WorkerHandle, runtime::Runtime};
+use crate::journal::Recovered;
+use crate::sandbox::GuestVersion;
+use crate::worker::{self, Command, SwitchOutcome, WorkerConfig, WorkerHandle};
 
 /// Announcements of new matches buffered for sessions subscribed to `*`. A
 /// session that lags re-reads the full match list instead.
@@ -38,8 +38,7 @@ impl RouteError {
 pub struct Router {
     /// The guest version new and restored matches start on: the active one,
     /// or the rollout's target while a rollout runs.
-    runtime: Mutex<Runtime>,
-    metrics: Arc<Metrics>,
+    version: Mutex<GuestVersion>,
     worker_config: Arc<WorkerConfig>,
     /// `None` once shut down: dropping the handles closes every mailbox.
     matches: Mutex<Option<HashMap<Arc<str>, WorkerHandle>>>,
@@ -49,10 +48,9 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, worker_config: WorkerConfig, max_matches: usize) -> Router {
+    pub fn new(version: GuestVersion, worker_config: WorkerConfig, max_matches: usize) -> Router {
         Router {
-            runtime: Mutex::new(runtime),
-            metrics,
+            version: Mutex::new(version),
             worker_config: Arc::new(worker_config),
             matches: Mutex::new(Some(HashMap::new())),
             new_matches: broadcast::channel(NEW_MATCH_BUFFER).0,
@@ -82,8 +80,8 @@ impl Router {
         }
         let id: Arc<str> = Arc::from(id);
         // Under the map lock: a rollout that lists the matches after
-        // changing the runtime sees every match created before the change.
-        let handle = self.spawn(id.clone(), None, self.runtime());
+        // changing the version sees every match created before the change.
+        let handle = self.spawn(id.clone(), None, self.version());
         let mailbox = handle.mailbox.clone();
         map.insert(id.clone(), handle);
         drop(guard);
@@ -92,35 +90,28 @@ impl Router {
         Ok(mailbox)
     }
 
-    fn spawn(&self, id: Arc<str>, recovered: Option<Recovered>, runtime: Runtime) -> WorkerHandle {
-        worker::spawn(
-            id,
-            runtime,
-            self.metrics.clone(),
-            self.worker_config.clone(),
-            recovered,
-            &self.tasks,
-        )
+    fn spawn(&self, id: Arc<str>, recovered: Option<Recovered>, version: GuestVersion) -> WorkerHandle {
+        worker::spawn(id, version, self.worker_config.clone(), recovered, &self.tasks)
     }
 
     /// Start a worker for every match found in the store after a restart,
     /// on the current version unless `pinned` holds the one its record
     /// names. They restore concurrently; commands queue in their mailboxes
     /// meanwhile.
-    pub fn restore(&self, recovered: Vec<Recovered>, pinned: &std::collections::HashMap<String, Runtime>) {
-        let current = self.runtime();
+    pub fn restore(&self, recovered: Vec<Recovered>, pinned: &std::collections::HashMap<String, GuestVersion>) {
+        let current = self.version();
         let mut guard = self.matches.lock().expect("router lock");
         let Some(map) = guard.as_mut() else { return };
         for r in recovered {
             let id = r.match_id.clone();
-            let runtime = r
+            let version = r
                 .meta
                 .guest
                 .as_deref()
                 .and_then(|h| pinned.get(h))
                 .cloned()
                 .unwrap_or_else(|| current.clone());
-            let handle = self.spawn(id.clone(), Some(r), runtime);
+            let handle = self.spawn(id.clone(), Some(r), version);
             map.insert(id, handle);
         }
     }
@@ -135,27 +126,27 @@ impl Router {
     }
 
     /// The guest version new matches start on.
-    pub fn runtime(&self) -> Runtime {
-        self.runtime.lock().expect("router runtime lock").clone()
+    pub fn version(&self) -> GuestVersion {
+        self.version.lock().expect("router version lock").clone()
     }
 
-    /// Start new matches on `runtime` from now on. Taken under the map lock,
+    /// Start new matches on `version` from now on. Taken under the map lock,
     /// so [`Router::match_ids`] called afterwards lists every match that
     /// started on the previous one.
-    pub fn set_runtime(&self, runtime: Runtime) {
+    pub fn set_version(&self, version: GuestVersion) {
         let _map = self.matches.lock().expect("router lock");
-        *self.runtime.lock().expect("router runtime lock") = runtime;
+        *self.version.lock().expect("router version lock") = version;
     }
 
-    /// Ask a match's worker to switch to `runtime`; `None` if the match is
+    /// Ask a match's worker to switch to `version`; `None` if the match is
     /// gone.
-    pub async fn switch(&self, id: &str, runtime: Runtime, probation: bool) -> Option<SwitchOutcome> {
+    pub async fn switch(&self, id: &str, version: GuestVersion, probation: bool) -> Option<SwitchOutcome> {
         let handle = self.get(id)?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         handle
             .mailbox
             .send(Command::Switch {
-                runtime,
+                version,
                 probation,
                 reply,
             })

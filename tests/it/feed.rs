@@ -13,10 +13,10 @@ fn parse_sample(rel: &str) -> Result<FeedMessage, ParseError> {
     let mut f = Framer::new(LIMIT);
     f.push(&bytes);
     let frame = f
-        .next_frame()
+        .next_message()
         .unwrap_or_else(|| panic!("{rel}: no frame"))
         .unwrap_or_else(|e| panic!("{rel}: {e}"));
-    assert!(f.next_frame().is_none(), "{rel}: one message per file");
+    assert!(f.next_message().is_none(), "{rel}: one message per file");
     parse(&frame)
 }
 
@@ -274,7 +274,7 @@ fn frame_all(stream: &[u8], cuts: &[usize]) -> Vec<Result<Vec<u8>, FrameError>> 
     for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
         f.push(&stream[at..cut]);
         at = cut;
-        out.extend(std::iter::from_fn(|| f.next_frame()));
+        out.extend(std::iter::from_fn(|| f.next_message()));
     }
     out
 }
@@ -344,7 +344,7 @@ fn garbage_and_truncation_between_valid_messages_lose_none() {
         .map(|v| {
             let mut f = Framer::new(LIMIT);
             f.push(v);
-            parse(&f.next_frame().expect("frame").expect("ok")).expect("parse")
+            parse(&f.next_message().expect("frame").expect("ok")).expect("parse")
         })
         .collect();
     for cuts in [vec![], (1..stream.len()).step_by(97).collect::<Vec<_>>()] {

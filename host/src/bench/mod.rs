@@ -316,7 +316,7 @@ fn parse_limit(stream: &[u8], seconds: f64) -> Value {
         let mut framer = Framer::new(4 << 20);
         for chunk in stream.chunks(64 * 1024) {
             framer.push(chunk);
-            while let Some(frame) = framer.next_frame() {
+            while let Some(frame) = framer.next_message() {
                 if let Ok(f) = frame
                     && let Ok(m) = parse(&f)
                 {
@@ -343,7 +343,7 @@ fn message_sizes(stream: &[u8]) -> Value {
     let mut framer = Framer::new(4 << 20);
     framer.push(stream);
     let mut by_kind: std::collections::BTreeMap<&'static str, (u64, usize, usize)> = Default::default();
-    while let Some(Ok(f)) = framer.next_frame() {
+    while let Some(Ok(f)) = framer.next_message() {
         if let Ok(m) = parse(&f) {
             let e = by_kind.entry(m.kind()).or_insert((0, usize::MAX, 0));
             e.0 += 1;

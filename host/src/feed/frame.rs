@@ -67,10 +67,10 @@ impl FrameError {
 }
 
 /// What the framer hands out.
-pub type Frame = Result<Vec<u8>, FrameError>;
+pub type RawMessage = Result<Vec<u8>, FrameError>;
 
 /// Incremental framer. Push bytes with [`Framer::push`], then drain
-/// [`Framer::next_frame`] until it returns `None`.
+/// [`Framer::next_message`] until it returns `None`.
 #[derive(Debug)]
 pub struct Framer {
     /// Received bytes; everything before `base` was handed out or dropped.
@@ -116,7 +116,7 @@ impl Framer {
     }
 
     /// The next complete message or error, or `None` until more bytes arrive.
-    pub fn next_frame(&mut self) -> Option<Frame> {
+    pub fn next_message(&mut self) -> Option<RawMessage> {
         loop {
             let before = self.scan;
             // quick-xml skips a BOM at the start of its input without
@@ -258,7 +258,7 @@ impl Framer {
     }
 
     /// The open message ends at `end`: hand it out (or drop it if oversized).
-    fn close(&mut self, end: usize) -> Option<Frame> {
+    fn close(&mut self, end: usize) -> Option<RawMessage> {
         let start = self
             .msg_start
             .take()
@@ -267,7 +267,7 @@ impl Framer {
         if self.discarding {
             self.discarding = false;
             self.consume_to(end);
-            return self.next_frame();
+            return self.next_message();
         }
         if end - start > self.max_message {
             self.consume_to(end);
@@ -281,7 +281,7 @@ impl Framer {
     }
 
     /// The open message cannot be completed: a new message starts at `at`.
-    fn truncated_at(&mut self, at: usize) -> Option<Frame> {
+    fn truncated_at(&mut self, at: usize) -> Option<RawMessage> {
         let root = String::from_utf8_lossy(&self.root).into_owned();
         let was_discarding = self.discarding;
         self.msg_start = None;
@@ -290,7 +290,7 @@ impl Framer {
         self.consume_to(at);
         if was_discarding {
             // Already reported as oversized.
-            return self.next_frame();
+            return self.next_message();
         }
         Some(Err(FrameError::Truncated { root }))
     }
@@ -310,7 +310,7 @@ impl Framer {
     }
 
     /// Waiting for more bytes: enforce the size limit on what is held.
-    fn check_size_while_waiting(&mut self) -> Option<Frame> {
+    fn check_size_while_waiting(&mut self) -> Option<RawMessage> {
         let held = self.buf.len() - self.msg_start.unwrap_or(self.scan);
         debug_assert!(self.scan >= self.base);
         if held > self.max_message && !self.discarding {
@@ -374,7 +374,7 @@ mod tests {
     fn check(input: &[u8], expected: &[&str]) {
         let mut f = Framer::new(1024);
         f.push(input);
-        let got: Vec<String> = std::iter::from_fn(|| f.next_frame())
+        let got: Vec<String> = std::iter::from_fn(|| f.next_message())
             .map(|r| match r {
                 Ok(m) => String::from_utf8_lossy(&m).into_owned(),
                 Err(e) => format!("!{}", e.kind()),
@@ -395,12 +395,12 @@ mod tests {
     fn partial_input_waits() {
         let mut f = Framer::new(1024);
         f.push(b"<alive product=\"1\"");
-        assert_eq!(f.next_frame(), None);
+        assert_eq!(f.next_message(), None);
         f.push(b"/>\xEF\xBB");
-        assert_eq!(f.next_frame(), Some(Ok(b"<alive product=\"1\"/>".to_vec())));
-        assert_eq!(f.next_frame(), None, "half a BOM is not garbage yet");
+        assert_eq!(f.next_message(), Some(Ok(b"<alive product=\"1\"/>".to_vec())));
+        assert_eq!(f.next_message(), None, "half a BOM is not garbage yet");
         f.push(b"\xBF<bet_stop/>");
-        assert_eq!(f.next_frame(), Some(Ok(b"<bet_stop/>".to_vec())));
+        assert_eq!(f.next_message(), Some(Ok(b"<bet_stop/>".to_vec())));
     }
 
     #[test]
@@ -436,14 +436,14 @@ mod tests {
         let mut errors = 0;
         for _ in 0..1000 {
             f.push(b"<market id=\"1\"><outcome id=\"2\"/></market>");
-            while let Some(r) = f.next_frame() {
+            while let Some(r) = f.next_message() {
                 assert!(r.is_err());
                 errors += 1;
             }
             assert!(f.buffered() < 4096, "framer holds {} bytes", f.buffered());
         }
         f.push(b"</odds_change><alive/>");
-        assert_eq!(f.next_frame(), Some(Ok(b"<alive/>".to_vec())));
+        assert_eq!(f.next_message(), Some(Ok(b"<alive/>".to_vec())));
         assert_eq!(errors, 1, "one oversized message is one error");
     }
 

@@ -103,7 +103,7 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         };
         intake.metrics.feed_bytes.inc_by(n as u64);
         framer.push(&buf[..n]);
-        while let Some(frame) = framer.next_frame() {
+        while let Some(frame) = framer.next_message() {
             match frame {
                 Ok(msg) => handle_message(&msg, &intake).await,
                 Err(e) => {

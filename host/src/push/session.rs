@@ -161,7 +161,7 @@ pub async fn run<S>(
             }
             Some(answer) = s.bets.next() => {
                 // Accepted bets are settled later: this session hears about it.
-                if answer.status == "accepted" {
+                if answer.status == crate::bets::BetStatus::Accepted {
                     s.desk.owners.register(&answer.id, s.bet_updates.clone());
                     s.owned.push(answer.id.clone());
                 }

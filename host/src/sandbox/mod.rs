@@ -7,7 +7,7 @@
 //! [`Platform::load`] compiles a guest component (blocking: call it off the
 //! async workers), checks that it implements the `match-worker` world with
 //! our event format, saying precisely what is missing when it does not
-//! ([`LoadError`]), and pre-links it into a [`Runtime`]: one guest version,
+//! ([`LoadError`]), and pre-links it into a [`GuestVersion`]: one guest version,
 //! identified by the sha-256 of its bytes. Several versions share the
 //! engine and the pool during a hot swap. [`GuestInstance`] is one match's
 //! store + instance; every call into it runs under an epoch deadline and a
@@ -18,14 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::value::RawValue;
-
 use anyhow::Context as _;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -34,9 +30,10 @@ mod bindings {
     });
 }
 
-use bindings::exports::touchline::worker::match_::Error as GuestError;
-use bindings::touchline::worker::host::{Host, Level};
+mod instance;
+
 use bindings::{MatchWorker, MatchWorkerPre};
+pub use instance::{Failure, GuestInstance, HostState, Saved};
 
 /// How often the epoch advances. Deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -144,13 +141,13 @@ impl Drop for PlatformInner {
 
 /// One guest version ready to instantiate, plus its identity.
 #[derive(Clone)]
-pub struct Runtime {
+pub struct GuestVersion {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for Runtime {
+impl std::fmt::Debug for GuestVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
+        f.debug_struct("GuestVersion")
             .field("version", &self.inner.version)
             .field("state_version", &self.inner.state_version)
             .finish()
@@ -169,57 +166,6 @@ struct Inner {
 struct Wasm {
     platform: Platform,
     pre: MatchWorkerPre<HostState>,
-}
-
-/// Per-store host state: what a guest's imports can reach.
-pub struct HostState {
-    limits: StoreLimits,
-    match_id: Arc<str>,
-}
-
-impl Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
-        let match_id = &*self.match_id;
-        match level {
-            Level::Error => tracing::error!(match_id, guest = %message, "guest log"),
-            Level::Warn => tracing::warn!(match_id, guest = %message, "guest log"),
-            Level::Info => tracing::info!(match_id, guest = %message, "guest log"),
-            Level::Debug => tracing::debug!(match_id, guest = %message, "guest log"),
-        }
-    }
-}
-
-/// Why a guest call failed. Each variant is one metrics label.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Failure {
-    /// Panic, `unreachable`, out-of-bounds access or another Wasm trap.
-    #[error("guest trapped: {0}")]
-    Trap(String),
-    /// Ran past its epoch deadline (an infinite loop, say).
-    #[error("guest exceeded its {0:?} deadline")]
-    Deadline(Duration),
-    /// Tried to grow memory past the cap.
-    #[error("guest exceeded its memory limit of {0} bytes")]
-    Memory(usize),
-    /// The guest reported an error without trapping.
-    #[error("guest rejected the input: {0}")]
-    Rejected(String),
-}
-
-impl Failure {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Failure::Trap(_) => "trap",
-            Failure::Deadline(_) => "deadline",
-            Failure::Memory(_) => "memory",
-            Failure::Rejected(_) => "rejected",
-        }
-    }
-
-    /// Whether the instance is unusable afterwards.
-    pub fn is_fatal(&self) -> bool {
-        !matches!(self, Failure::Rejected(_))
-    }
 }
 
 impl Platform {
@@ -274,7 +220,7 @@ impl Platform {
 
     /// Compile, check and pre-link a guest component. CPU-bound for tens to
     /// hundreds of milliseconds: run it on a blocking thread.
-    pub fn load(&self, bytes: &[u8]) -> Result<Runtime, LoadError> {
+    pub fn load(&self, bytes: &[u8]) -> Result<GuestVersion, LoadError> {
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', _, _, 0, 0]) => return Err(LoadError::CoreModule),
             Some([0, b'a', b's', b'm', ..]) => {}
@@ -288,7 +234,7 @@ impl Platform {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Mismatch(chain(&e)))?;
         let pre = MatchWorkerPre::new(pre).map_err(|e| LoadError::Mismatch(chain(&e)))?;
-        let mut runtime = Runtime {
+        let mut runtime = GuestVersion {
             inner: Arc::new(Inner {
                 wasm: Some(Wasm {
                     platform: self.clone(),
@@ -347,11 +293,11 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> 
     Ok(())
 }
 
-impl Runtime {
+impl GuestVersion {
     /// The same match logic compiled into the host, behind the same
     /// interface: no Wasm, no limits. Only for measuring what Wasm costs.
-    pub fn native() -> Runtime {
-        Runtime {
+    pub fn native() -> GuestVersion {
+        GuestVersion {
             inner: Arc::new(Inner {
                 wasm: None,
                 version: Arc::from("native"),
@@ -365,7 +311,7 @@ impl Runtime {
         &self.inner.version
     }
 
-    /// [`Runtime::version`], shareable.
+    /// [`GuestVersion::version`], shareable.
     pub fn version_arc(&self) -> Arc<str> {
         self.inner.version.clone()
     }
@@ -377,41 +323,20 @@ impl Runtime {
 
     /// A fresh store and instance for `match_id`, with an empty model.
     pub fn instantiate(&self, match_id: Arc<str>) -> Result<GuestInstance, Failure> {
-        let Some(wasm) = &self.inner.wasm else {
-            return Ok(GuestInstance {
-                kind: Kind::Native(touchline_guest::glue::Worker::new(&*match_id)),
-                match_id,
-            });
-        };
-        let p = &wasm.platform.inner;
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(p.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .instances(MAX_CORE_INSTANCES as usize)
-            .build();
-        let mut store = Store::new(
-            &p.engine,
-            HostState {
-                limits,
-                match_id: match_id.clone(),
-            },
-        );
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(p.deadline_ticks);
-        let bindings = wasm
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| wasm.platform.classify(e))?;
-        let mut guest = WasmInstance {
-            store,
-            bindings,
-            platform: wasm.platform.clone(),
-        };
-        guest.call(|m, s| m.call_init(s, &match_id))?;
-        Ok(GuestInstance {
-            kind: Kind::Wasm(guest),
-            match_id,
-        })
+        match &self.inner.wasm {
+            None => Ok(GuestInstance::native(match_id)),
+            Some(wasm) => {
+                let p = &wasm.platform.inner;
+                let mut store = Store::new(&p.engine, HostState::new(match_id.clone(), p.limits.memory_bytes));
+                store.limiter(|s| s);
+                store.set_epoch_deadline(p.deadline_ticks);
+                let bindings = match wasm.pre.instantiate(&mut store) {
+                    Ok(b) => b,
+                    Err(e) => return Err(wasm.platform.classify(e, store.data_mut())),
+                };
+                GuestInstance::wasm(match_id, store, bindings, wasm.platform.clone())
+            }
+        }
     }
 
     /// A fresh instance holding `saved` (if any) with `events` applied
@@ -453,156 +378,8 @@ impl Runtime {
     }
 }
 
-impl Platform {
-    fn classify(&self, e: wasmtime::Error) -> Failure {
-        let limits = &self.inner.limits;
-        if let Some(trap) = e.downcast_ref::<Trap>() {
-            return match trap {
-                Trap::Interrupt => Failure::Deadline(limits.call_deadline),
-                _ => Failure::Trap(trap.to_string()),
-            };
-        }
-        let text = chain(&e);
-        if text.contains("memory") && (text.contains("grow") || text.contains("limit")) {
-            return Failure::Memory(limits.memory_bytes);
-        }
-        Failure::Trap(text)
-    }
-}
-
-/// A saved guest state and who saved it (see [`Runtime::instantiate_with`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Saved<'a> {
-    pub state: &'a [u8],
-    /// Content hash of the version that saved it.
-    pub guest: &'a str,
-    pub state_version: u32,
-}
-
 fn chain(e: &wasmtime::Error) -> String {
     e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
-}
-
-/// One match's guest: its own store and instance (or the native model).
-pub struct GuestInstance {
-    kind: Kind,
-    match_id: Arc<str>,
-}
-
-enum Kind {
-    Wasm(WasmInstance),
-    Native(touchline_guest::glue::Worker),
-}
-
-struct WasmInstance {
-    store: Store<HostState>,
-    bindings: MatchWorker,
-    platform: Platform,
-}
-
-impl WasmInstance {
-    /// One guest call under a fresh epoch deadline; failures classified.
-    fn call<R>(
-        &mut self,
-        f: impl FnOnce(&MatchGuest, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, Failure> {
-        self.store.set_epoch_deadline(self.platform.inner.deadline_ticks);
-        f(self.bindings.touchline_worker_match_(), &mut self.store).map_err(|e| self.platform.classify(e))
-    }
-}
-
-/// One operation, natively through `glue` or through the guest's export
-/// (a call that may trap). `infallible`: the operation itself cannot fail;
-/// `fallible`: the guest may reject the input (`Failure::Rejected`).
-macro_rules! dispatch {
-    (infallible $self:ident, |$w:ident| $native:expr, |$m:ident, $s:ident| $wasm:expr) => {
-        match &mut $self.kind {
-            Kind::Native($w) => Ok($native),
-            Kind::Wasm(g) => g.call(|$m, $s| $wasm),
-        }
-    };
-    (fallible $self:ident, |$w:ident| $native:expr, |$m:ident, $s:ident| $wasm:expr) => {
-        match &mut $self.kind {
-            Kind::Native($w) => $native.map_err(rejected),
-            Kind::Wasm(g) => g.call(|$m, $s| $wasm)?.map_err(rejected),
-        }
-    };
-}
-
-impl GuestInstance {
-    fn event_format(&mut self) -> Result<u32, Failure> {
-        dispatch!(infallible self, |_w| touchline_guest::EVENT_FORMAT, |m, s| m.call_event_format(s))
-    }
-
-    fn state_version(&mut self) -> Result<u32, Failure> {
-        dispatch!(infallible self, |_w| touchline_guest::glue::STATE_VERSION, |m, s| m.call_state_version(s))
-    }
-
-    /// Take over a state saved by another guest version (`from_version` is
-    /// its layout version).
-    pub fn migrate(&mut self, state: &[u8], from_version: u32) -> Result<(), Failure> {
-        let id = self.match_id.clone();
-        dispatch!(fallible self, |w| w.migrate(&id, state, from_version), |m, s| m.call_migrate(s, &id, state, from_version))
-    }
-
-    /// Apply one encoded event; returns the delta JSON.
-    pub fn apply(&mut self, event: &[u8]) -> Result<String, Failure> {
-        dispatch!(fallible self, |w| w.apply(event), |m, s| m.call_apply(s, event))
-    }
-
-    /// [`GuestInstance::apply`], the delta checked to be JSON: it goes to
-    /// browsers verbatim, and a guest may be anything.
-    pub fn apply_json(&mut self, event: &[u8]) -> Result<Box<RawValue>, Failure> {
-        self.apply(event).and_then(validate_json)
-    }
-
-    /// Decide an encoded bet request; the encoded decision.
-    pub fn decide_bet(&mut self, request: &[u8]) -> Result<Vec<u8>, Failure> {
-        dispatch!(fallible self, |w| w.decide_bet(request), |m, s| m.call_decide_bet(s, request))
-    }
-
-    /// Settle encoded open bets; the encoded settlements.
-    pub fn settle_bets(&mut self, bets: &[u8]) -> Result<Vec<u8>, Failure> {
-        dispatch!(fallible self, |w| w.settle_bets(bets), |m, s| m.call_settle_bets(s, bets))
-    }
-
-    /// The whole state as JSON, checked like [`GuestInstance::apply_json`].
-    pub fn snapshot_json(&mut self) -> Result<Box<RawValue>, Failure> {
-        dispatch!(infallible self, |w| w.snapshot(), |m, s| m.call_snapshot(s)).and_then(validate_json)
-    }
-
-    /// The whole state, encoded for persistence.
-    pub fn save_state(&mut self) -> Result<Vec<u8>, Failure> {
-        dispatch!(infallible self, |w| w.save_state(), |m, s| m.call_save_state(s))
-    }
-
-    pub fn restore_state(&mut self, state: &[u8]) -> Result<(), Failure> {
-        dispatch!(fallible self, |w| w.restore_state(state), |m, s| m.call_restore_state(s, state))
-    }
-}
-
-type MatchGuest = bindings::exports::touchline::worker::match_::Guest;
-
-fn validate_json(text: String) -> Result<Box<RawValue>, Failure> {
-    RawValue::from_string(text).map_err(|e| Failure::Rejected(format!("guest returned invalid JSON: {e}")))
-}
-
-/// The guest's own error (either side of the ABI) as a failure.
-fn rejected(e: impl Into<touchline_guest::glue::GlueError>) -> Failure {
-    use touchline_guest::glue::GlueError;
-    Failure::Rejected(match e.into() {
-        GlueError::BadEvent(m) => format!("bad event: {m}"),
-        GlueError::BadState(m) => format!("bad state: {m}"),
-    })
-}
-
-impl From<GuestError> for touchline_guest::glue::GlueError {
-    fn from(e: GuestError) -> Self {
-        match e {
-            GuestError::BadEvent(m) => touchline_guest::glue::GlueError::BadEvent(m),
-            GuestError::BadState(m) => touchline_guest::glue::GlueError::BadState(m),
-        }
-    }
 }
 
 /// wasmtime's error type is its own; carry it into `anyhow` with its chain.

@@ -1,12 +1,10 @@
-//! The only owner of sled: journals, snapshots, match records, dead letters.
+//! The only owner of sled: the production [`crate::journal::Journal`].
 //!
-//! Reads are direct, typed methods on [`Store`]. Writes go through
-//! [`StoreHandle`] to one writer task ([`run_writer`]) that applies them in
-//! arrival order and makes them durable in group commits: it gathers ops
-//! for at most the commit interval, applies the batch, then `flush_async`es
-//! once for all of them. A [`Op::Barrier`] is acknowledged only after the
-//! flush that covers everything sent before it, which is how callers wait
-//! for durability without stalling everyone else.
+//! Reads are direct, typed methods on [`Store`]. Every write, the workers'
+//! and the guest registry's alike, goes through [`writer::StoreHandle`] to
+//! one writer task ([`writer::run_writer`]) that applies them in arrival
+//! order and makes them durable in group commits. The one exception is the
+//! start counter, written by [`Store::open`] before any writer exists.
 //!
 //! Layout (one tree each, keys sort by match then number):
 //! - `journal`   match \0 seq → [`JournalEntry`] (event bytes + the update frame sent)
@@ -20,21 +18,15 @@
 //! - `meta`      "starts" → number of times this data dir was opened;
 //!   "guest.active" / "guest.previous" → content hashes
 
+pub mod writer;
+
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::Metrics;
-
-/// Capacity of the write queue, in ops. Absorbs bursts and slow fsyncs;
-/// when full, senders wait (the feed reader ultimately), never drop: a
-/// write that was accepted is a promise. Depth is exported as a metric.
-pub const WRITE_QUEUE: usize = 65_536;
-/// Most ops applied in one group commit.
-const MAX_BATCH: usize = 8192;
+pub use crate::journal::{BetRecord, DeadLetter, GuestRecord, JournalEntry, MatchMeta, Op, Recovered, SnapshotRecord};
+pub use writer::{StoreHandle, WRITE_QUEUE, queue, run_writer};
 /// Journal entries kept below the latest snapshot so clients can resume.
 pub const JOURNAL_RETENTION: u64 = 256;
 
@@ -50,26 +42,6 @@ pub enum StoreError {
         key: String,
         source: bincode::error::DecodeError,
     },
-    #[error("the store writer has stopped")]
-    WriterGone,
-    #[error("the store write queue is full")]
-    QueueFull,
-}
-
-/// Per-match durable record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MatchMeta {
-    /// Stream epoch: same while the host can prove continuity.
-    pub epoch: u64,
-    /// `Some(seq)`: durably nothing beyond `seq` was ever pushed to clients.
-    /// Cleared (durably) before the first push after it.
-    pub clean_seq: Option<u64>,
-    /// Why the match is quarantined, if it is.
-    pub quarantined: Option<String>,
-    /// Content hash of the guest version the match runs. A restart keeps a
-    /// match on it when it differs from the active version (its switch or
-    /// first event failed there); `None` in records from before hot swap.
-    pub guest: Option<String>,
 }
 
 /// [`MatchMeta`] and [`SnapshotRecord`] as written before hot swap, still
@@ -118,112 +90,11 @@ fn dec_snapshot(key: &[u8], bytes: &[u8]) -> Result<SnapshotRecord, StoreError> 
     })
 }
 
-/// An installed guest component.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GuestRecord {
-    pub component: Vec<u8>,
-    /// Unix ms.
-    pub installed_at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotRecord {
-    pub seq: u64,
-    pub epoch: u64,
-    /// Guest state (`save-state` bytes)...
-    pub state: Vec<u8>,
-    /// ...saved by this guest version (content hash)...
-    pub guest: String,
-    /// ...whose `state-version` is this.
-    pub state_version: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// The applied event, encoded.
-    pub event: Vec<u8>,
-    /// The update frame sent for it, for clients resuming.
-    pub frame: String,
-}
-
 /// [`JournalEntry`] borrowing its fields: the same encoding, no copies.
 #[derive(Serialize)]
 struct JournalEntryRef<'a> {
     event: &'a [u8],
     frame: &'a str,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub event: Vec<u8>,
-    pub reason: String,
-    /// Seq of the last event applied before this one arrived.
-    pub after_seq: u64,
-}
-
-/// A bet and what became of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BetRecord {
-    pub match_id: String,
-    pub request: touchline_guest::bet::BetRequest,
-    /// `Ok(accepted odds)` or `Err(reason code)`.
-    pub decision: Result<f64, String>,
-    /// Seq and epoch of the match state the decision saw.
-    pub seq: u64,
-    pub epoch: u64,
-    /// Unix ms of the decision.
-    pub decided_at: i64,
-    /// Settled, voided or (after a rollback) open again; `None` until the
-    /// market is first settled or cancelled.
-    pub settlement: Option<touchline_guest::bet::Settlement>,
-}
-
-/// Everything stored for one match, for recovery.
-#[derive(Debug, Clone)]
-pub struct Recovered {
-    pub match_id: Arc<str>,
-    pub meta: MatchMeta,
-    pub snapshot: Option<SnapshotRecord>,
-    /// Journal entries after the snapshot, in seq order.
-    pub journal: Vec<(u64, JournalEntry)>,
-    /// Accepted bets on this match.
-    pub bets: Vec<BetRecord>,
-}
-
-/// A write.
-#[derive(Debug)]
-pub enum Op {
-    /// An applied event and the update frame sent for it, shared with the
-    /// worker and encoded here as a [`JournalEntry`].
-    Append {
-        match_id: Arc<str>,
-        seq: u64,
-        event: bytes::Bytes,
-        frame: tokio_tungstenite::tungstenite::Utf8Bytes,
-    },
-    Snapshot {
-        match_id: Arc<str>,
-        record: SnapshotRecord,
-    },
-    Meta {
-        match_id: Arc<str>,
-        meta: MatchMeta,
-    },
-    DeadLetter {
-        match_id: Arc<str>,
-        letter: DeadLetter,
-    },
-    Hold {
-        match_id: Arc<str>,
-        event: Vec<u8>,
-    },
-    /// Remove dead letters and held events of a match (after healing).
-    ClearParked {
-        match_id: Arc<str>,
-    },
-    Bet(Box<BetRecord>),
-    /// Acknowledged once everything sent before it is durable.
-    Barrier(oneshot::Sender<()>),
 }
 
 #[derive(Debug, Clone)]
@@ -380,18 +251,6 @@ impl Store {
             .collect()
     }
 
-    /// Keep a guest component, durably.
-    pub async fn put_guest(&self, hash: &str, record: &GuestRecord) -> Result<(), StoreError> {
-        self.guests.insert(hash.as_bytes(), enc(record))?;
-        self.flush().await
-    }
-
-    /// Forget a guest component, durably.
-    pub async fn remove_guest(&self, hash: &str) -> Result<(), StoreError> {
-        self.guests.remove(hash.as_bytes())?;
-        self.flush().await
-    }
-
     /// The active and previous guest versions (content hashes), if any
     /// was ever installed.
     pub fn active_guest(&self) -> Result<(Option<String>, Option<String>), StoreError> {
@@ -399,19 +258,6 @@ impl Store {
             Ok(self.meta.get(k)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
         };
         Ok((get("guest.active")?, get("guest.previous")?))
-    }
-
-    /// Record which version is active (and which one a rollback returns
-    /// to), durably.
-    pub async fn set_active_guest(&self, active: &str, previous: Option<&str>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        batch.insert("guest.active", active.as_bytes());
-        match previous {
-            Some(p) => batch.insert("guest.previous", p.as_bytes()),
-            None => batch.remove("guest.previous"),
-        }
-        self.meta.apply_batch(batch)?;
-        self.flush().await
     }
 
     /// Update frames `from..=to` from the journal, if all are there.
@@ -465,7 +311,8 @@ impl Store {
             .collect()
     }
 
-    fn apply(&self, op: Op, acks: &mut Vec<oneshot::Sender<()>>) -> Result<(), StoreError> {
+    /// Apply one write (not yet durable). Barriers are the writer's.
+    fn apply(&self, op: Op) -> Result<(), StoreError> {
         match op {
             Op::Append {
                 match_id,
@@ -512,7 +359,22 @@ impl Store {
                     self.match_bets.insert(k, &[])?;
                 }
             }
-            Op::Barrier(ack) => acks.push(ack),
+            Op::PutGuest { hash, record } => {
+                self.guests.insert(hash.as_bytes(), enc(&record))?;
+            }
+            Op::RemoveGuest { hash } => {
+                self.guests.remove(hash.as_bytes())?;
+            }
+            Op::ActiveGuest { active, previous } => {
+                let mut batch = sled::Batch::default();
+                batch.insert("guest.active", active.as_bytes());
+                match previous {
+                    Some(p) => batch.insert("guest.previous", p.as_bytes()),
+                    None => batch.remove("guest.previous"),
+                }
+                self.meta.apply_batch(batch)?;
+            }
+            Op::Barrier { .. } => {}
         }
         Ok(())
     }
@@ -529,113 +391,6 @@ fn prefix_end(match_id: &str) -> Vec<u8> {
     let mut k = match_id.as_bytes().to_vec();
     k.push(1);
     k
-}
-
-/// The sending end of the write queue.
-#[derive(Debug, Clone)]
-pub struct StoreHandle {
-    tx: mpsc::Sender<Op>,
-    pub store: Store,
-}
-
-impl StoreHandle {
-    /// Queue a write; waits only if the queue is full.
-    pub async fn send(&self, op: Op) -> Result<(), StoreError> {
-        self.tx.send(op).await.map_err(|_| StoreError::WriterGone)
-    }
-
-    /// Queue a write only if there is room right now.
-    pub fn try_send(&self, op: Op) -> Result<(), StoreError> {
-        self.tx.try_send(op).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => StoreError::WriterGone,
-        })
-    }
-
-    /// Wait until everything sent before this call is durable.
-    pub async fn barrier(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Barrier(tx)).await?;
-        rx.await.map_err(|_| StoreError::WriterGone)
-    }
-}
-
-/// Create the queue; run [`run_writer`] with the receiver.
-pub fn queue(store: Store) -> (StoreHandle, mpsc::Receiver<Op>) {
-    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-    (StoreHandle { tx, store }, rx)
-}
-
-/// The store writer: group commits until `stop`, then it drains the queue,
-/// commits what is left and flushes one last time.
-pub async fn run_writer(
-    store: Store,
-    mut rx: mpsc::Receiver<Op>,
-    commit_interval: Duration,
-    metrics: Arc<Metrics>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut acks = Vec::new();
-    let mut stopping = false;
-    while !stopping {
-        let first = tokio::select! {
-            op = rx.recv() => op,
-            _ = stop.cancelled() => None,
-        };
-        match first {
-            Some(op) => batch.push(op),
-            None => {
-                stopping = true;
-                rx.close();
-            }
-        }
-        let deadline = tokio::time::Instant::now() + commit_interval;
-        // A barrier means someone waits for durability: commit now rather
-        // than at the end of the interval.
-        while batch.len() < MAX_BATCH && !matches!(batch.last(), Some(Op::Barrier(_))) {
-            if stopping {
-                match rx.recv().await {
-                    Some(op) => batch.push(op),
-                    None => break,
-                }
-                continue;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(op)) => batch.push(op),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if stopping && !rx.is_empty() {
-            // More than one batch left: keep going until it is empty.
-            stopping = false;
-        }
-        metrics.store_queue_depth.set(rx.len() as i64);
-        commit(&store, &mut batch, &mut acks, &metrics).await;
-    }
-}
-
-async fn commit(store: &Store, batch: &mut Vec<Op>, acks: &mut Vec<oneshot::Sender<()>>, metrics: &Metrics) {
-    let started = Instant::now();
-    let n = batch.len() as u64;
-    for op in batch.drain(..) {
-        if let Err(e) = store.apply(op, acks) {
-            metrics.store_errors.inc();
-            tracing::error!(error = %e, "store write failed");
-        }
-    }
-    if let Err(e) = store.flush().await {
-        metrics.store_errors.inc();
-        tracing::error!(error = %e, "store flush failed");
-        // Not durable: do not acknowledge; waiters see the writer as gone.
-        acks.clear();
-        return;
-    }
-    metrics.store_ops.inc_by(n);
-    metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
-    for ack in acks.drain(..) {
-        let _ = ack.send(());
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,214 @@
+//! A journal in memory, for unit tests of the worker: the same ordering and
+//! barrier promise as the sled store, no disk, and faults on demand.
+//!
+//! Writes are applied at once; "durable" means applied. A write for a match
+//! named by [`MemoryJournal::fail_writes_of`] is refused and taints that
+//! match, so its next barrier resolves `Err` (exactly what the sled writer
+//! does when sled refuses a write).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+
+use super::{BetRecord, DeadLetter, Journal, JournalError, MatchMeta, Op, Parked, SnapshotRecord};
+
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    start_no: u64,
+    /// (match, seq) → (event, frame).
+    journal: BTreeMap<(String, u64), (Vec<u8>, String)>,
+    snapshots: HashMap<String, SnapshotRecord>,
+    meta: HashMap<String, MatchMeta>,
+    dead: HashMap<String, Vec<DeadLetter>>,
+    held: HashMap<String, Vec<Vec<u8>>>,
+    bets: BTreeMap<String, BetRecord>,
+    /// Matches whose writes are refused.
+    failing: Vec<String>,
+    /// Matches with a refused write not yet reported to a barrier.
+    tainted: Vec<String>,
+    /// Writes applied, for tests counting them.
+    writes: usize,
+}
+
+impl MemoryJournal {
+    pub fn new(start_no: u64) -> MemoryJournal {
+        MemoryJournal {
+            inner: Mutex::new(Inner {
+                start_no,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .expect("memory journal lock is never held across a panic")
+    }
+
+    /// From now on refuse every write of `match_id` (`None`: stop refusing).
+    pub fn fail_writes_of(&self, match_id: Option<&str>) {
+        let mut i = self.lock();
+        i.failing.clear();
+        i.failing.extend(match_id.map(str::to_owned));
+    }
+
+    pub fn meta(&self, match_id: &str) -> Option<MatchMeta> {
+        self.lock().meta.get(match_id).cloned()
+    }
+
+    pub fn snapshot(&self, match_id: &str) -> Option<SnapshotRecord> {
+        self.lock().snapshots.get(match_id).cloned()
+    }
+
+    pub fn bet(&self, id: &str) -> Option<BetRecord> {
+        self.lock().bets.get(id).cloned()
+    }
+
+    /// Seqs journaled for a match, in order.
+    pub fn seqs(&self, match_id: &str) -> Vec<u64> {
+        self.lock()
+            .journal
+            .keys()
+            .filter(|(m, _)| m == match_id)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+
+    /// What a restarting worker would be handed for `match_id`.
+    pub fn recover(&self, match_id: &str) -> Option<super::Recovered> {
+        let i = self.lock();
+        let meta = i.meta.get(match_id)?.clone();
+        let snapshot = i.snapshots.get(match_id).cloned();
+        let after = snapshot.as_ref().map_or(0, |s| s.seq);
+        let journal = i
+            .journal
+            .iter()
+            .filter(|((m, s), _)| m == match_id && *s > after)
+            .map(|((_, s), (event, frame))| {
+                let entry = super::JournalEntry {
+                    event: event.clone(),
+                    frame: frame.clone(),
+                };
+                (*s, entry)
+            })
+            .collect();
+        let bets = i
+            .bets
+            .values()
+            .filter(|b| b.match_id == match_id && b.decision.is_ok())
+            .cloned()
+            .collect();
+        Some(super::Recovered {
+            match_id: Arc::from(match_id),
+            meta,
+            snapshot,
+            journal,
+            bets,
+        })
+    }
+
+    pub fn writes(&self) -> usize {
+        self.lock().writes
+    }
+
+    fn apply(&self, op: Op) -> Result<(), JournalError> {
+        let mut i = self.lock();
+        if let Op::Barrier { scope, ack } = op {
+            let tainted = match scope {
+                Some(m) => {
+                    let before = i.tainted.len();
+                    i.tainted.retain(|t| **t != *m);
+                    before != i.tainted.len()
+                }
+                None => !std::mem::take(&mut i.tainted).is_empty(),
+            };
+            let _ = ack.send(if tainted {
+                Err(JournalError::WriteFailed("injected failure".into()))
+            } else {
+                Ok(())
+            });
+            return Ok(());
+        }
+        if let Some(m) = op.scope().filter(|m| i.failing.iter().any(|f| f == m)) {
+            let m = m.to_owned();
+            if !i.tainted.contains(&m) {
+                i.tainted.push(m);
+            }
+            return Ok(());
+        }
+        i.writes += 1;
+        match op {
+            Op::Append {
+                match_id,
+                seq,
+                event,
+                frame,
+            } => {
+                i.journal
+                    .insert((match_id.to_string(), seq), (event.to_vec(), frame.as_str().to_owned()));
+            }
+            Op::Snapshot { match_id, record } => {
+                i.snapshots.insert(match_id.to_string(), record);
+            }
+            Op::Meta { match_id, meta } => {
+                i.meta.insert(match_id.to_string(), meta);
+            }
+            Op::DeadLetter { match_id, letter } => i.dead.entry(match_id.to_string()).or_default().push(letter),
+            Op::Hold { match_id, event } => i.held.entry(match_id.to_string()).or_default().push(event),
+            Op::ClearParked { match_id } => {
+                i.dead.remove(&*match_id);
+                i.held.remove(&*match_id);
+            }
+            Op::Bet(record) => {
+                i.bets.insert(record.request.id.clone(), *record);
+            }
+            Op::PutGuest { .. } | Op::RemoveGuest { .. } | Op::ActiveGuest { .. } | Op::Barrier { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn start_no(&self) -> u64 {
+        self.lock().start_no
+    }
+
+    fn write(&self, op: Op) -> BoxFuture<'_, Result<(), JournalError>> {
+        let r = self.apply(op);
+        Box::pin(async move { r })
+    }
+
+    fn try_write(&self, op: Op) -> Result<(), JournalError> {
+        self.apply(op)
+    }
+
+    fn frames(&self, match_id: &str, from: u64, to: u64) -> Result<Option<Vec<String>>, JournalError> {
+        let i = self.lock();
+        let out: Vec<String> = (from..=to)
+            .map_while(|s| i.journal.get(&(match_id.to_owned(), s)).map(|(_, f)| f.clone()))
+            .collect();
+        Ok((out.len() as u64 == to + 1 - from).then_some(out))
+    }
+
+    fn parked(&self, match_id: &str) -> Result<Parked, JournalError> {
+        let i = self.lock();
+        Ok(Parked {
+            dead_letters: i.dead.get(match_id).cloned().unwrap_or_default(),
+            held: i.held.get(match_id).cloned().unwrap_or_default(),
+        })
+    }
+}
+
+/// Shared, as workers hold it.
+impl MemoryJournal {
+    pub fn shared(start_no: u64) -> Arc<MemoryJournal> {
+        Arc::new(MemoryJournal::new(start_no))
+    }
+}

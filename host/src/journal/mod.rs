@@ -1,0 +1,175 @@
+//! The journal seam: every durable operation of a match worker, as a trait.
+//!
+//! A worker never touches a database. It appends events and frames,
+//! snapshots its state, writes its record (epoch, clean mark, quarantine,
+//! version), parks dead letters and held events, records bets and waits on
+//! barriers, all through [`Journal`]. The sled store
+//! ([`crate::store::StoreHandle`]) is the production implementation, with
+//! one writer task making group commits; [`memory::MemoryJournal`] keeps
+//! everything in memory for unit tests (and can be told to fail); the
+//! cluster's replicated log will be a third.
+//!
+//! The one promise every implementation keeps: a [`Durable`] resolves `Ok`
+//! only when everything written before its barrier is durable. A write that
+//! failed makes the next barrier of the same match (or the next global one)
+//! resolve `Err`, so nothing waiting on it is confirmed.
+
+pub mod memory;
+pub mod records;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+pub use records::{BetRecord, DeadLetter, GuestRecord, JournalEntry, MatchMeta, Recovered, SnapshotRecord};
+
+/// Why a journal operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("the journal writer has stopped")]
+    WriterGone,
+    #[error("the journal write queue is full")]
+    QueueFull,
+    /// A write (or the flush covering it) failed: what was written before
+    /// the barrier is not (all) durable.
+    #[error("a journal write failed: {0}")]
+    WriteFailed(String),
+    #[error("reading the journal: {0}")]
+    Read(String),
+}
+
+/// A write.
+#[derive(Debug)]
+pub enum Op {
+    /// An applied event and the update frame sent for it, shared with the
+    /// worker and encoded by the journal as a [`JournalEntry`].
+    Append {
+        match_id: Arc<str>,
+        seq: u64,
+        event: bytes::Bytes,
+        frame: tokio_tungstenite::tungstenite::Utf8Bytes,
+    },
+    Snapshot {
+        match_id: Arc<str>,
+        record: SnapshotRecord,
+    },
+    Meta {
+        match_id: Arc<str>,
+        meta: MatchMeta,
+    },
+    DeadLetter {
+        match_id: Arc<str>,
+        letter: DeadLetter,
+    },
+    Hold {
+        match_id: Arc<str>,
+        event: Vec<u8>,
+    },
+    /// Remove dead letters and held events of a match (after healing).
+    ClearParked {
+        match_id: Arc<str>,
+    },
+    Bet(Box<BetRecord>),
+    /// Keep an installed guest component.
+    PutGuest {
+        hash: String,
+        record: GuestRecord,
+    },
+    /// Forget an installed guest component.
+    RemoveGuest {
+        hash: String,
+    },
+    /// Which guest version is active, and which one a rollback returns to.
+    ActiveGuest {
+        active: String,
+        previous: Option<String>,
+    },
+    /// Acknowledged once everything sent before it is durable; `Err` if a
+    /// write of `scope` (a match, or any write for `None`) failed since the
+    /// last barrier that reported it.
+    Barrier {
+        scope: Option<Arc<str>>,
+        ack: oneshot::Sender<Result<(), JournalError>>,
+    },
+}
+
+/// The barrier scope of the guest registry's writes (no match id can
+/// start with a NUL).
+pub const GUESTS_SCOPE: &str = "\0guests";
+
+impl Op {
+    /// The barrier scope a write belongs to: its match, [`GUESTS_SCOPE`]
+    /// for the guest registry, `None` for a global barrier.
+    pub fn scope(&self) -> Option<&str> {
+        match self {
+            Op::Append { match_id, .. }
+            | Op::Snapshot { match_id, .. }
+            | Op::Meta { match_id, .. }
+            | Op::DeadLetter { match_id, .. }
+            | Op::Hold { match_id, .. }
+            | Op::ClearParked { match_id } => Some(match_id),
+            Op::Bet(record) => Some(&record.match_id),
+            Op::Barrier { scope, .. } => scope.as_deref(),
+            Op::PutGuest { .. } | Op::RemoveGuest { .. } | Op::ActiveGuest { .. } => Some(GUESTS_SCOPE),
+        }
+    }
+}
+
+/// A barrier in the queue: resolves when what was written before it is
+/// durable (or failed).
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<Result<(), JournalError>>);
+
+impl Durable {
+    /// A barrier and the sender its journal acknowledges.
+    pub fn pair() -> (oneshot::Sender<Result<(), JournalError>>, Durable) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Durable(rx))
+    }
+
+    pub async fn wait(self) -> Result<(), JournalError> {
+        self.0.await.unwrap_or(Err(JournalError::WriterGone))
+    }
+}
+
+/// What a match parked: dead letters and events held while quarantined.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parked {
+    pub dead_letters: Vec<DeadLetter>,
+    pub held: Vec<Vec<u8>>,
+}
+
+/// Where a worker's durable operations go. Implementations order writes as
+/// they are queued.
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// Which start of this journal this is (1 for the first): the epoch of
+    /// streams whose continuity cannot be proven, so no epoch is reused.
+    fn start_no(&self) -> u64;
+
+    /// Queue a write; waits only while the queue is full.
+    fn write(&self, op: Op) -> BoxFuture<'_, Result<(), JournalError>>;
+
+    /// Queue a write only if there is room right now.
+    fn try_write(&self, op: Op) -> Result<(), JournalError>;
+
+    /// Queue a barrier for `scope` (a match, or `None` for every write).
+    fn barrier(&self, scope: Option<Arc<str>>) -> BoxFuture<'_, Result<Durable, JournalError>> {
+        Box::pin(async move {
+            let (ack, durable) = Durable::pair();
+            self.write(Op::Barrier { scope, ack }).await?;
+            Ok(durable)
+        })
+    }
+
+    /// Update frames `from..=to` of a match, if all are there.
+    fn frames(&self, match_id: &str, from: u64, to: u64) -> Result<Option<Vec<String>>, JournalError>;
+
+    /// What a match parked (dead letters, held events), oldest first.
+    fn parked(&self, match_id: &str) -> Result<Parked, JournalError>;
+}
+
+/// Queue a barrier and wait for it.
+pub async fn sync(journal: &dyn Journal, scope: Option<Arc<str>>) -> Result<(), JournalError> {
+    journal.barrier(scope).await?.wait().await
+}

@@ -1,0 +1,87 @@
+//! What the journal keeps, as plain data: the records every implementation
+//! stores and hands back to a recovering worker.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Per-match durable record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchMeta {
+    /// Stream epoch: same while the host can prove continuity.
+    pub epoch: u64,
+    /// `Some(seq)`: durably nothing beyond `seq` was ever pushed to clients.
+    /// Cleared (durably) before the first push after it.
+    pub clean_seq: Option<u64>,
+    /// Why the match is quarantined, if it is.
+    pub quarantined: Option<String>,
+    /// Content hash of the guest version the match runs. A restart keeps a
+    /// match on it when it differs from the active version (its switch or
+    /// first event failed there); `None` in records from before hot swap.
+    pub guest: Option<String>,
+}
+
+/// An installed guest component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestRecord {
+    pub component: Vec<u8>,
+    /// Unix ms.
+    pub installed_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub seq: u64,
+    pub epoch: u64,
+    /// Guest state (`save-state` bytes)...
+    pub state: Vec<u8>,
+    /// ...saved by this guest version (content hash)...
+    pub guest: String,
+    /// ...whose `state-version` is this.
+    pub state_version: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The applied event, encoded.
+    pub event: Vec<u8>,
+    /// The update frame sent for it, for clients resuming.
+    pub frame: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub event: Vec<u8>,
+    pub reason: String,
+    /// Seq of the last event applied before this one arrived.
+    pub after_seq: u64,
+}
+
+/// A bet and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BetRecord {
+    pub match_id: String,
+    pub request: touchline_guest::bet::BetRequest,
+    /// `Ok(accepted odds)` or `Err(reason code)`.
+    pub decision: Result<f64, String>,
+    /// Seq and epoch of the match state the decision saw.
+    pub seq: u64,
+    pub epoch: u64,
+    /// Unix ms of the decision.
+    pub decided_at: i64,
+    /// Settled, voided or (after a rollback) open again; `None` until the
+    /// market is first settled or cancelled.
+    pub settlement: Option<touchline_guest::bet::Settlement>,
+}
+
+/// Everything kept for one match, for recovery.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub match_id: Arc<str>,
+    pub meta: MatchMeta,
+    pub snapshot: Option<SnapshotRecord>,
+    /// Journal entries after the snapshot, in seq order.
+    pub journal: Vec<(u64, JournalEntry)>,
+    /// Accepted bets on this match.
+    pub bets: Vec<BetRecord>,
+}

@@ -1,0 +1,160 @@
+//! Bets on this match: decided between two events (so against exactly the
+//! odds of that turn), recorded, answered once the record is durable; and
+//! settled when a settlement, cancellation or rollback changes how they
+//! stand.
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use touchline_guest::bet::{BetDecision, BetRequest, OpenBet, SettleStatus, Settlement};
+
+use super::lifecycle::Lifecycle;
+use super::{Command, Worker};
+use crate::journal::{BetRecord, JournalError, Op};
+
+impl Worker {
+    /// Decide a bet, record it, and answer once the record is durable
+    /// (without holding up the next event: many bets share one group
+    /// commit). A record that cannot be made durable is answered `Err` and
+    /// forgotten: the bet does not stand.
+    pub(super) async fn bet(&mut self, request: BetRequest, reply: oneshot::Sender<Result<BetRecord, JournalError>>) {
+        let started = Instant::now();
+        let decision = self.decide(&request).await;
+        self.env
+            .metrics
+            .bet_decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let record = BetRecord {
+            match_id: self.id.to_string(),
+            request,
+            decision,
+            seq: self.seq,
+            epoch: self.epoch,
+            decided_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            settlement: None,
+        };
+        let accepted = record.decision.is_ok();
+        if accepted {
+            self.bets.push(record.clone());
+        }
+        let Some(journal) = self.env.journal.clone() else {
+            let _ = reply.send(Ok(record));
+            return;
+        };
+        let queued = match journal.write(Op::Bet(Box::new(record.clone()))).await {
+            Ok(()) => journal.barrier(Some(self.id.clone())).await,
+            Err(e) => Err(e),
+        };
+        let durable = match queued {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(match_id = %self.id, error = %e, "bet record refused; not confirmed");
+                self.bets.retain(|b| b.request.id != record.request.id);
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let mailbox = self.mailbox.clone();
+        tokio::spawn(async move {
+            match durable.wait().await {
+                Ok(()) => {
+                    let _ = reply.send(Ok(record));
+                }
+                Err(e) => {
+                    tracing::error!(match_id = %record.match_id, bet = %record.request.id, error = %e, "bet record not durable; not confirmed");
+                    if accepted && let Some(mailbox) = mailbox.upgrade() {
+                        let _ = mailbox
+                            .send(Command::ForgetBet {
+                                id: record.request.id.clone(),
+                            })
+                            .await;
+                    }
+                    let _ = reply.send(Err(e));
+                }
+            }
+        });
+    }
+
+    async fn decide(&mut self, request: &BetRequest) -> Result<f64, String> {
+        if self.life.quarantine_reason().is_some() {
+            return Err("match_quarantined".into());
+        }
+        self.ensure_instance().await;
+        let Some(instance) = self.life.applier() else {
+            return Err("worker_unavailable".into());
+        };
+        match instance.decide_bet(&touchline_guest::encode(request)) {
+            Ok(bytes) => match touchline_guest::decode::<BetDecision>(&bytes) {
+                Ok(BetDecision::Accepted { odds }) => Ok(odds),
+                Ok(BetDecision::Rejected(r)) => Err(r.code().to_owned()),
+                Err(e) => Err(format!("worker_error: {e}")),
+            },
+            Err(f) => {
+                if f.is_fatal() {
+                    let _ = self.fail(f).await;
+                    self.ensure_instance().await;
+                }
+                Err("worker_failed".into())
+            }
+        }
+    }
+
+    /// After a settlement, cancellation or rollback: update every accepted
+    /// bet whose standing changed, durably, and tell its owner.
+    pub(super) async fn settle_bets(&mut self) {
+        let open: Vec<OpenBet> = self
+            .bets
+            .iter()
+            .filter_map(|b| {
+                let odds = *b.decision.as_ref().ok()?;
+                let r = &b.request;
+                Some(OpenBet {
+                    market: r.market,
+                    specifiers: r.specifiers.clone(),
+                    outcome: r.outcome.clone(),
+                    odds,
+                    stake: r.stake,
+                })
+            })
+            .collect();
+        if matches!(self.life, Lifecycle::Quarantined { .. }) {
+            return;
+        }
+        let Some(instance) = self.life.applier() else { return };
+        let settled: Vec<Settlement> = match instance
+            .settle_bets(&touchline_guest::encode(&open))
+            .map(|b| touchline_guest::decode::<Vec<Settlement>>(&b))
+        {
+            Ok(Ok(s)) if s.len() == self.bets.len() => s,
+            other => {
+                let detail = format!("{:?}", other.map(|r| r.map(|s| s.len())));
+                tracing::error!(match_id = %self.id, detail, "settling bets failed");
+                return;
+            }
+        };
+        for (i, now) in settled.into_iter().enumerate() {
+            let bet = &mut self.bets[i];
+            let unchanged = match &bet.settlement {
+                Some(prev) => *prev == now,
+                None => now.status == SettleStatus::Open,
+            };
+            if unchanged {
+                continue;
+            }
+            self.env
+                .metrics
+                .bet_settlements
+                .get_or_create(&vec![("status".to_owned(), now.status.code().to_owned())])
+                .inc();
+            bet.settlement = Some(now);
+            let record = bet.clone();
+            if let Some(journal) = self.journal()
+                && let Err(e) = journal.write(Op::Bet(Box::new(record.clone()))).await
+            {
+                tracing::error!(match_id = %self.id, bet = %record.request.id, error = %e, "settlement record refused");
+            }
+            self.env.observer.bet_changed(&record);
+        }
+    }
+}

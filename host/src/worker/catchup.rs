@@ -1,0 +1,110 @@
+//! Catching subscribers up: a snapshot (rendered once per state and shared)
+//! or, for a client resuming at `(epoch, seq)`, the updates it missed, from
+//! the resume ring and the journal. Also the frame envelope and status
+//! frames.
+
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::frame::{Envelope, FrameKind, Status, null_json};
+use super::{Catchup, Frame, Position, Worker};
+
+/// What a snapshot frame's content depends on: the cached one is reused
+/// while all of it is unchanged.
+#[derive(Debug, PartialEq)]
+pub(super) struct SnapshotKey {
+    seq: u64,
+    epoch: u64,
+    guest: Arc<str>,
+    quarantined: Option<String>,
+}
+
+impl Worker {
+    pub(super) async fn catchup(&mut self, since: Option<Position>) -> Catchup {
+        if let Some(p) = since
+            && p.epoch == self.epoch
+            && p.seq <= self.seq
+            && self.life.quarantine_reason().is_none()
+            && let Some(frames) = self.missed(p.seq)
+        {
+            // Tell the client its resume point was accepted, then what it missed.
+            let mut head = self.envelope(FrameKind::Resumed);
+            head.seq = p.seq;
+            let head = head.render();
+            return Catchup::Missed(std::iter::once(head).chain(frames).collect());
+        }
+        Catchup::Snapshot(self.snapshot_frame().await)
+    }
+
+    /// Update frames after `seq`, from the ring and the journal.
+    fn missed(&self, seq: u64) -> Option<Vec<Frame>> {
+        let ring_first = self.recent.front().map_or(self.seq + 1, |f| f.seq);
+        let mut out = Vec::new();
+        if seq + 1 < ring_first {
+            let older = self.journal()?.frames(&self.id, seq + 1, ring_first - 1).ok()??;
+            out.extend(older.into_iter().enumerate().map(|(i, text)| Frame {
+                seq: seq + 1 + i as u64,
+                epoch: self.epoch,
+                kind: FrameKind::Update,
+                bytes: Utf8Bytes::from(text),
+            }));
+        }
+        out.extend(self.recent.iter().filter(|f| f.seq > seq).cloned());
+        Some(out)
+    }
+
+    /// Tell every subscriber what happened (takes no seq).
+    pub(super) fn status(&mut self, status: Status, reason: &str) {
+        let frame = self.envelope(FrameKind::Status).with_status(status, reason).render();
+        let _ = self.updates.send(frame);
+    }
+
+    /// The snapshot frame for a subscriber: rendered by the guest once per
+    /// state, then shared by every subscriber until the state changes.
+    async fn snapshot_frame(&mut self) -> Frame {
+        let key = SnapshotKey {
+            seq: self.seq,
+            epoch: self.epoch,
+            guest: self.version.version_arc(),
+            quarantined: self.life.quarantine_reason().map(str::to_owned),
+        };
+        if let Some((k, frame)) = &self.snapshot_cache
+            && *k == key
+        {
+            return frame.clone();
+        }
+        self.ensure_instance().await;
+        let state = match self.life.reader().map(|i| i.snapshot_json()) {
+            Some(Ok(s)) => s,
+            Some(Err(f)) => {
+                tracing::warn!(match_id = %self.id, error = %f, "snapshot for a subscriber failed");
+                return self.envelope(FrameKind::Snapshot).with_state(&null_json()).render();
+            }
+            None => return self.envelope(FrameKind::Snapshot).with_state(&null_json()).render(),
+        };
+        let frame = self.envelope(FrameKind::Snapshot).with_state(&state).render();
+        self.snapshot_cache = Some((key, frame.clone()));
+        frame
+    }
+
+    /// A frame of `kind` at the current position.
+    pub(super) fn envelope(&self, kind: FrameKind) -> Envelope<'_> {
+        Envelope {
+            kind,
+            match_id: &self.id,
+            epoch: self.epoch,
+            seq: self.seq,
+            guest_version: self.version.version(),
+            delta: None,
+            state: None,
+            quarantined: if kind == FrameKind::Snapshot {
+                self.life.quarantine_reason()
+            } else {
+                None
+            },
+            status: None,
+            reason: None,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The frames a worker sends to WebSocket sessions: serialised once here,
+//! shared by every subscriber.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A serialised frame for one match, shared by all its subscribers.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// For updates, this frame's seq; otherwise the seq of the last update
+    /// applied before it.
+    pub seq: u64,
+    pub epoch: u64,
+    pub kind: FrameKind,
+    /// The JSON text, serialised once; cloning shares the buffer.
+    pub bytes: Utf8Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    Snapshot,
+    Update,
+    Status,
+    /// A resume point was accepted; the missed updates follow.
+    Resumed,
+}
+
+/// What a status frame announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Quarantined,
+    DeadLetter,
+    Healed,
+    Upgraded,
+    RolledBack,
+}
+
+/// Everything a frame can say; `None` fields are left out.
+#[derive(Debug, Serialize)]
+pub(super) struct Envelope<'a> {
+    #[serde(rename = "type")]
+    pub kind: FrameKind,
+    #[serde(rename = "match")]
+    pub match_id: &'a str,
+    pub epoch: u64,
+    pub seq: u64,
+    pub guest_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+impl<'a> Envelope<'a> {
+    pub fn with_delta(mut self, delta: &'a RawValue) -> Self {
+        self.delta = Some(delta);
+        self
+    }
+
+    pub fn with_state(mut self, state: &'a RawValue) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    pub fn with_status(mut self, status: Status, reason: &'a str) -> Self {
+        self.status = Some(status);
+        self.reason = Some(reason);
+        self
+    }
+
+    pub fn render(&self) -> Frame {
+        let text = serde_json::to_string(self).expect("envelope fields are strings, numbers and validated JSON");
+        Frame {
+            seq: self.seq,
+            epoch: self.epoch,
+            kind: self.kind,
+            bytes: Utf8Bytes::from(text),
+        }
+    }
+}
+
+pub(super) fn null_json() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).expect("null is JSON")
+}

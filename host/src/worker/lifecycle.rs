@@ -1,0 +1,184 @@
+//! A match's lifecycle: one enum whose variants hold their own data, and
+//! the one function every transition goes through.
+//!
+//! | state | holds | on event | leaves by |
+//! |---|---|---|---|
+//! | `Restarting` | nothing | rebuild from base + tail, apply | rebuilt → `Live`; failure past intensity → `Quarantined` |
+//! | `Live` | instance | apply (supervised) | failure → `Restarting`; idle → `Hibernated`; switch → `Live`/`Probation` |
+//! | `Probation` | new instance + fallback | apply on trial | success → `Live`; any failure → old version `Live` |
+//! | `Hibernated` | fallback if it slept on probation | wake first | any command → `Live`/`Probation` |
+//! | `Quarantined` | reason + a read-only view | hold it | heal → `Healing`; switch → `Healing` on the new version |
+//! | `Healing` | instance (if up) | replay kept events; failures dead-letter, never quarantine | done → `Live`/`Restarting` |
+//! | `Stopped` | nothing | — | terminal (mailbox closed) |
+//!
+//! Gauges (`hibernated_matches`, `quarantined_matches`) follow from the
+//! state, in [`Worker::enter`], so they cannot drift from it.
+
+use std::sync::Arc;
+
+use super::Worker;
+use crate::sandbox::{GuestInstance, GuestVersion};
+
+/// The recovery base: a saved state and who saved it.
+#[derive(Debug, Clone)]
+pub(super) struct Base {
+    pub state: Vec<u8>,
+    /// Content hash of the guest version that saved it...
+    pub guest: Arc<str>,
+    /// ...and its state layout version.
+    pub state_version: u32,
+}
+
+/// Where a match on probation goes back to if the new version fails.
+pub(super) struct Fallback {
+    pub version: GuestVersion,
+    /// The state at the switch, as the old version held it.
+    pub base: Base,
+}
+
+pub(super) enum Lifecycle {
+    /// No instance: the next command rebuilds one from base + tail.
+    Restarting,
+    Live(GuestInstance),
+    /// Switched; the first event decides whether the new version stays.
+    Probation {
+        instance: GuestInstance,
+        fallback: Fallback,
+    },
+    /// Idle: the instance (pool slot and memory) was given back.
+    Hibernated {
+        fallback: Option<Fallback>,
+    },
+    /// Past the restart intensity: events are held, not applied. `view`
+    /// is rebuilt only to render snapshots of the last good state.
+    Quarantined {
+        reason: String,
+        view: Option<GuestInstance>,
+    },
+    /// An operator heal (or a switch of a quarantined match) replays what
+    /// was kept; failures dead-letter but do not quarantine again.
+    Healing {
+        instance: Option<GuestInstance>,
+    },
+    Stopped,
+}
+
+/// A lifecycle state's name, for logs, metrics and listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Restarting,
+    Live,
+    Probation,
+    Hibernated,
+    Quarantined,
+    Healing,
+    Stopped,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Restarting => "restarting",
+            State::Live => "live",
+            State::Probation => "probation",
+            State::Hibernated => "hibernated",
+            State::Quarantined => "quarantined",
+            State::Healing => "healing",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+impl Lifecycle {
+    pub fn state(&self) -> State {
+        match self {
+            Lifecycle::Restarting => State::Restarting,
+            Lifecycle::Live(_) => State::Live,
+            Lifecycle::Probation { .. } => State::Probation,
+            Lifecycle::Hibernated { .. } => State::Hibernated,
+            Lifecycle::Quarantined { .. } => State::Quarantined,
+            Lifecycle::Healing { .. } => State::Healing,
+            Lifecycle::Stopped => State::Stopped,
+        }
+    }
+
+    /// The instance that applies events (live, on probation, healing).
+    pub fn applier(&mut self) -> Option<&mut GuestInstance> {
+        match self {
+            Lifecycle::Live(i) | Lifecycle::Probation { instance: i, .. } => Some(i),
+            Lifecycle::Healing { instance } => instance.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// The instance that answers reads (snapshots, saved state), also a
+    /// quarantined match's view.
+    pub fn reader(&mut self) -> Option<&mut GuestInstance> {
+        match self {
+            Lifecycle::Quarantined { view, .. } => view.as_mut(),
+            other => other.applier(),
+        }
+    }
+
+    pub fn quarantine_reason(&self) -> Option<&str> {
+        match self {
+            Lifecycle::Quarantined { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+impl Worker {
+    /// The one place the lifecycle changes: the gauges follow the state.
+    /// Returns the state left.
+    pub(super) fn enter(&mut self, next: Lifecycle) -> Lifecycle {
+        let (from, to) = (self.life.state(), next.state());
+        let left = std::mem::replace(&mut self.life, next);
+        if from != to {
+            let m = &self.env.metrics;
+            match from {
+                State::Hibernated => m.hibernated_matches.dec(),
+                State::Quarantined => m.quarantined_matches.dec(),
+                _ => 0,
+            };
+            match to {
+                State::Hibernated => m.hibernated_matches.inc(),
+                State::Quarantined => m.quarantined_matches.inc(),
+                _ => 0,
+            };
+            tracing::debug!(match_id = %self.id, from = from.as_str(), to = to.as_str(), seq = self.seq, "lifecycle");
+        }
+        left
+    }
+
+    /// Put a freshly built instance where the current state keeps one.
+    pub(super) fn install(&mut self, instance: GuestInstance) {
+        let next = match self.enter(Lifecycle::Restarting) {
+            Lifecycle::Healing { .. } => Lifecycle::Healing {
+                instance: Some(instance),
+            },
+            Lifecycle::Quarantined { reason, .. } => Lifecycle::Quarantined {
+                reason,
+                view: Some(instance),
+            },
+            Lifecycle::Probation { fallback, .. }
+            | Lifecycle::Hibernated {
+                fallback: Some(fallback),
+            } => Lifecycle::Probation { instance, fallback },
+            _ => Lifecycle::Live(instance),
+        };
+        self.enter(next);
+    }
+
+    /// Drop the instance after a fatal failure, keeping the state's data.
+    pub(super) fn lose_instance(&mut self) {
+        let next = match self.enter(Lifecycle::Restarting) {
+            Lifecycle::Healing { .. } => Lifecycle::Healing { instance: None },
+            Lifecycle::Quarantined { reason, .. } => Lifecycle::Quarantined { reason, view: None },
+            Lifecycle::Hibernated { fallback } => Lifecycle::Hibernated { fallback },
+            Lifecycle::Stopped => Lifecycle::Stopped,
+            _ => Lifecycle::Restarting,
+        };
+        self.enter(next);
+    }
+}

@@ -1,0 +1,44 @@
+//! What a worker tells the layers above it, without depending on them.
+//!
+//! The worker sits below the guest registry and the bet desk; it reports
+//! through this trait, which it defines and they implement (`lib.rs` joins
+//! `guests::Placement` and `bets::Owners` into one observer). Calls are
+//! cheap and never block: they run on the worker's task between commands.
+
+use std::sync::Arc;
+
+use crate::journal::BetRecord;
+
+/// How a probation (the first event after a switch) went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbationNews {
+    /// Switched with probation: the next event decides.
+    Started,
+    /// Passed its first event, or the probation was cut short (another
+    /// switch, the worker stopped).
+    Ended,
+    /// Failed: back on the old version, for this reason.
+    Failed(String),
+}
+
+pub trait Observer: Send + Sync {
+    /// `match_id` runs guest `version` from now on.
+    fn runs(&self, match_id: &Arc<str>, version: Arc<str>);
+    /// The worker stopped (its mailbox closed).
+    fn stopped(&self, match_id: &str);
+    fn probation(&self, match_id: &Arc<str>, news: ProbationNews);
+    /// An accepted bet's standing changed (settled, voided, reopened); the
+    /// record is already queued to the journal.
+    fn bet_changed(&self, record: &BetRecord);
+}
+
+/// Tells nobody: for tests and tools that run workers alone.
+#[derive(Debug, Default)]
+pub struct Nobody;
+
+impl Observer for Nobody {
+    fn runs(&self, _: &Arc<str>, _: Arc<str>) {}
+    fn stopped(&self, _: &str) {}
+    fn probation(&self, _: &Arc<str>, _: ProbationNews) {}
+    fn bet_changed(&self, _: &BetRecord) {}
+}

@@ -1,0 +1,265 @@
+//! Persistence: the journal append per event, snapshots (the recovery
+//! base), the match record, clean marks, and restoring at start.
+//!
+//! Durability protocol for epochs: a match is either durably *clean at seq
+//! S* (nothing beyond S was ever pushed) or *dirty*. Before the first push
+//! after a clean mark the worker durably clears the mark (a journal
+//! barrier); after `clean_after` idle it writes a new clean mark. On
+//! restart a match whose clean mark equals its last journaled seq keeps its
+//! epoch; any other gets a new one, so a client never sees one (epoch, seq)
+//! twice with different content.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::frame::FrameKind;
+use super::lifecycle::Base;
+use super::{RECOVERY_TAIL_BYTES, RESUME_RING, Worker};
+use crate::journal::{MatchMeta, Op, Recovered, SnapshotRecord};
+
+/// Whether a match is durably clean at its seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mark {
+    Clean,
+    /// Pushed beyond the last clean mark; the last push was at this time
+    /// (the idle timer that writes the next mark runs from it).
+    Dirty {
+        last_push: Instant,
+    },
+}
+
+impl Mark {
+    pub fn is_clean(self) -> bool {
+        self == Mark::Clean
+    }
+
+    pub fn dirty_since(self) -> Option<Instant> {
+        match self {
+            Mark::Clean => None,
+            Mark::Dirty { last_push } => Some(last_push),
+        }
+    }
+}
+
+/// Encoded events applied since the recovery base, in order.
+#[derive(Debug, Default)]
+pub(super) struct Tail {
+    pub events: Vec<Bytes>,
+    pub bytes: usize,
+}
+
+impl Tail {
+    pub fn push(&mut self, event: Bytes) {
+        self.bytes += event.len();
+        self.events.push(event);
+    }
+
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+}
+
+impl Worker {
+    /// Become ready: fresh, or restored from the journal after a restart.
+    pub(super) async fn start(&mut self, recovered: Option<Recovered>) {
+        let started = Instant::now();
+        let start_no = self.journal().map_or(1, |j| j.start_no());
+        let Some(r) = recovered else {
+            self.epoch = start_no;
+            match self.version.instantiate(self.id.clone()) {
+                Ok(i) => self.install(i),
+                Err(f) => self.quarantine(format!("cannot instantiate the guest: {f}")),
+            }
+            self.env
+                .metrics
+                .instantiate_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.write_meta().await;
+            return;
+        };
+        self.bets = r.bets;
+        if let Some(s) = r.snapshot {
+            self.seq = s.seq;
+            self.base = Some(Base {
+                state: s.state,
+                guest: Arc::from(s.guest),
+                state_version: s.state_version,
+            });
+        }
+        for (seq, entry) in r.journal {
+            if seq != self.seq + 1 {
+                tracing::error!(match_id = %self.id, expected = self.seq + 1, found = seq, "journal gap; stopping replay there");
+                break;
+            }
+            self.seq = seq;
+            self.tail.push(Bytes::from(entry.event));
+        }
+        // Continuity is proven only by a clean mark at exactly this seq.
+        self.epoch = if r.meta.clean_seq == Some(self.seq) {
+            r.meta.epoch
+        } else {
+            start_no
+        };
+        if let Err(f) = self.recover() {
+            self.quarantine(format!("cannot restore state: {f}"));
+        }
+        if let Some(reason) = r.meta.quarantined {
+            self.quarantine(reason);
+        }
+        self.env
+            .metrics
+            .restore_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(match_id = %self.id, epoch = self.epoch, seq = self.seq, kept_epoch = self.epoch == r.meta.epoch, "match restored");
+        self.write_meta().await;
+    }
+
+    /// An applied event: next seq, frame, journal, broadcast.
+    pub(super) async fn commit(&mut self, bytes: Vec<u8>, delta: &RawValue) {
+        if self.mark.is_clean() {
+            // The first push beyond a clean mark: clear it durably first.
+            self.mark = Mark::Dirty {
+                last_push: Instant::now(),
+            };
+            self.env.metrics.unclean_matches.inc();
+            if let Some(journal) = self.env.journal.clone() {
+                let started = Instant::now();
+                self.write_meta().await;
+                if let Err(e) = crate::journal::sync(&*journal, Some(self.id.clone())).await {
+                    tracing::error!(match_id = %self.id, error = %e, "clearing the clean mark was not made durable; continuing");
+                }
+                self.env
+                    .metrics
+                    .dirty_barrier_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+        self.seq += 1;
+        let frame = self.envelope(FrameKind::Update).with_delta(delta).render();
+        let event = Bytes::from(bytes);
+        if let Some(journal) = self.journal() {
+            // Shares the event and frame buffers; the journal encodes them.
+            let append = Op::Append {
+                match_id: self.id.clone(),
+                seq: self.seq,
+                event: event.clone(),
+                frame: frame.bytes.clone(),
+            };
+            if let Err(e) = journal.write(append).await {
+                tracing::error!(match_id = %self.id, seq = self.seq, error = %e, "journal append refused");
+            }
+        }
+        self.tail.push(event);
+        if self.recent.len() == RESUME_RING {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(frame.clone());
+        self.env.metrics.events_applied.inc();
+        // No receivers is fine: nobody is watching this match.
+        let _ = self.updates.send(frame);
+        if self.tail.events.len() as u64 >= self.env.snapshot_every
+            || self.tail.bytes >= RECOVERY_TAIL_BYTES
+            || self.last_snapshot.elapsed() >= self.env.snapshot_interval
+        {
+            self.snapshot();
+        }
+        self.mark = Mark::Dirty {
+            last_push: Instant::now(),
+        };
+    }
+
+    /// Quiet for `clean_after`: snapshot and mark clean.
+    pub(super) async fn on_idle(&mut self) {
+        if !self.tail.events.is_empty() {
+            self.snapshot();
+        }
+        self.mark_clean().await;
+    }
+
+    pub(super) async fn mark_clean(&mut self) {
+        if !self.mark.is_clean() {
+            self.mark = Mark::Clean;
+            self.env.metrics.unclean_matches.dec();
+            self.write_meta().await;
+        }
+    }
+
+    /// Save the guest state as the new recovery base (and persist it).
+    pub(super) fn snapshot(&mut self) {
+        let Some(instance) = self.life.reader() else { return };
+        match instance.save_state() {
+            Ok(state) => {
+                if let Some(journal) = self.journal() {
+                    let record = SnapshotRecord {
+                        seq: self.seq,
+                        epoch: self.epoch,
+                        state: state.clone(),
+                        guest: self.version.version().to_owned(),
+                        state_version: self.version.state_version(),
+                    };
+                    // Never blocks the worker: a full queue skips storing this
+                    // snapshot (the stored one is older, and the journal,
+                    // trimmed only by stored snapshots, still has every event
+                    // after it). In memory it is the new base all the same, so
+                    // an overloaded store does not make every later event
+                    // save the state again.
+                    if journal
+                        .try_write(Op::Snapshot {
+                            match_id: self.id.clone(),
+                            record,
+                        })
+                        .is_err()
+                    {
+                        self.env.metrics.snapshots_skipped.inc();
+                    }
+                }
+                self.base = Some(Base {
+                    state,
+                    guest: self.version.version_arc(),
+                    state_version: self.version.state_version(),
+                });
+                self.tail.clear();
+                self.last_snapshot = Instant::now();
+            }
+            Err(f) => {
+                tracing::warn!(match_id = %self.id, error = %f, "snapshot failed; keeping the previous one")
+            }
+        }
+    }
+
+    /// Persist epoch, clean mark, quarantine and version.
+    pub(super) async fn write_meta(&mut self) {
+        let Some(journal) = self.journal() else { return };
+        let meta = MatchMeta {
+            epoch: self.epoch,
+            clean_seq: self.mark.is_clean().then_some(self.seq),
+            quarantined: self.life.quarantine_reason().map(str::to_owned),
+            guest: Some(self.version.version().to_owned()),
+        };
+        let op = Op::Meta {
+            match_id: self.id.clone(),
+            meta,
+        };
+        if let Err(e) = journal.write(op).await {
+            tracing::error!(match_id = %self.id, error = %e, "match record refused");
+        }
+    }
+
+    /// Keep an event that arrived while quarantined.
+    pub(super) async fn hold(&mut self, bytes: Vec<u8>) {
+        self.env.metrics.events_held.inc();
+        if let Some(journal) = self.journal() {
+            let op = Op::Hold {
+                match_id: self.id.clone(),
+                event: bytes,
+            };
+            if let Err(e) = journal.write(op).await {
+                tracing::error!(match_id = %self.id, error = %e, "held event refused");
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Supervision, carried out: apply under supervision, restart from the last
+//! state, retry once, dead-letter a poison event, quarantine past the
+//! restart intensity, heal on an operator's word; hibernate and wake.
+//!
+//! [`crate::supervisor`] holds the policy (pure); this file is the only
+//! place that acts on its verdicts. On a guest failure the instance is
+//! dropped, a fresh one restores the last snapshot and replays the events
+//! after it, and the failed event is retried once. A second failure
+//! dead-letters the event (kept in the journal, never applied, no seq
+//! taken). Past the restart intensity the match is quarantined: later
+//! events are held in the journal, not applied, until an operator heals it.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::frame::Status;
+use super::lifecycle::Lifecycle;
+use super::{ProbationNews, Worker};
+use crate::journal::{DeadLetter, Op};
+use crate::metrics::Kind;
+use crate::sandbox::{Failure, Saved};
+use crate::supervisor::Verdict;
+
+/// Outcome of applying one event under supervision.
+pub(super) enum Applied {
+    Ok(Box<RawValue>),
+    Rejected(Failure),
+    DeadLettered(String),
+    Quarantined,
+}
+
+impl Worker {
+    pub(super) async fn on_event(&mut self, bytes: Vec<u8>) {
+        match &mut self.life {
+            Lifecycle::Quarantined { .. } => return self.hold(bytes).await,
+            Lifecycle::Probation { instance, .. } => match instance.apply_json(&bytes) {
+                Ok(delta) => {
+                    self.pass_probation();
+                    return self.commit(bytes, &delta).await;
+                }
+                // Back on the old version, which applies the event below.
+                Err(f) => self.fail_probation(&f).await,
+            },
+            _ => {}
+        }
+        match self.apply_supervised(&bytes).await {
+            Applied::Ok(delta) => self.commit(bytes, &delta).await,
+            Applied::Rejected(f) => {
+                self.env.metrics.events_rejected.inc();
+                tracing::warn!(match_id = %self.id, seq = self.seq, error = %f, "guest rejected event");
+            }
+            Applied::DeadLettered(reason) => self.dead_letter(bytes, reason).await,
+            Applied::Quarantined => {
+                self.write_meta().await;
+                self.hold(bytes).await;
+            }
+        }
+    }
+
+    /// Apply with restart-and-retry-once.
+    async fn apply_supervised(&mut self, bytes: &[u8]) -> Applied {
+        let mut last = String::new();
+        for _attempt in 0..2 {
+            if self.life.applier().is_none()
+                && let Err(f) = self.restart()
+            {
+                return self
+                    .fail(f)
+                    .await
+                    .unwrap_or_else(|| Applied::DeadLettered(last.clone()));
+            }
+            let Some(instance) = self.life.applier() else {
+                continue;
+            };
+            match instance.apply_json(bytes) {
+                Ok(delta) => return Applied::Ok(delta),
+                Err(f) if !f.is_fatal() => return Applied::Rejected(f),
+                Err(f) => {
+                    last = f.to_string();
+                    if let Some(q) = self.fail(f).await {
+                        return q;
+                    }
+                }
+            }
+        }
+        Applied::DeadLettered(last)
+    }
+
+    async fn dead_letter(&mut self, bytes: Vec<u8>, reason: String) {
+        if let Some(journal) = self.journal() {
+            let op = Op::DeadLetter {
+                match_id: self.id.clone(),
+                letter: DeadLetter {
+                    event: bytes,
+                    reason: reason.clone(),
+                    after_seq: self.seq,
+                },
+            };
+            if let Err(e) = journal.write(op).await {
+                tracing::error!(match_id = %self.id, error = %e, "dead letter refused");
+            }
+        }
+        self.env.metrics.dead_letters.inc();
+        tracing::error!(match_id = %self.id, seq = self.seq, reason, "poison event dead-lettered");
+        self.status(Status::DeadLetter, &reason);
+        self.ensure_instance().await;
+    }
+
+    /// Count a fatal failure and drop the instance; quarantine past the
+    /// intensity. On probation the new version is at fault: back to the old
+    /// one, not counted.
+    pub(super) async fn fail(&mut self, f: Failure) -> Option<Applied> {
+        self.env
+            .metrics
+            .worker_failures
+            .get_or_create(&vec![("cause".to_owned(), f.kind().to_owned())])
+            .inc();
+        tracing::warn!(match_id = %self.id, seq = self.seq, guest_version = self.version.version(), error = %f, "guest failed");
+        let verdict = match self.life {
+            Lifecycle::Probation { .. } | Lifecycle::Hibernated { fallback: Some(_) } => {
+                self.fail_probation(&f).await;
+                return None;
+            }
+            // While healing, each kept event gets its one more chance: what
+            // still fails is dead-lettered again, but does not re-quarantine.
+            Lifecycle::Healing { .. } | Lifecycle::Quarantined { .. } => Verdict::Restart,
+            _ => self.intensity.record(Instant::now().into_std()),
+        };
+        self.lose_instance();
+        match verdict {
+            Verdict::Restart => None,
+            Verdict::Quarantine => {
+                self.quarantine(format!("restart intensity exceeded; last failure: {f}"));
+                Some(Applied::Quarantined)
+            }
+        }
+    }
+
+    /// Restart after a failure, timing trap-to-serving.
+    fn restart(&mut self) -> Result<(), Failure> {
+        let started = Instant::now();
+        let r = self.recover();
+        self.env
+            .metrics
+            .recovery_seconds
+            .observe(started.elapsed().as_secs_f64());
+        r
+    }
+
+    /// A fresh instance with the last snapshot and the events since, put
+    /// where the current state keeps its instance.
+    pub(super) fn recover(&mut self) -> Result<(), Failure> {
+        self.lose_instance();
+        let saved = self.base.as_ref().map(|b| Saved {
+            state: &b.state,
+            guest: &b.guest,
+            state_version: b.state_version,
+        });
+        let events = self.tail.events.iter().map(Bytes::as_ref);
+        let instance = self.version.rebuild(self.id.clone(), saved, events)?;
+        self.install(instance);
+        Ok(())
+    }
+
+    /// Make sure there is an instance to answer with (after a dead letter,
+    /// or to show a quarantined match's last good state).
+    pub(super) async fn ensure_instance(&mut self) {
+        if matches!(self.life, Lifecycle::Hibernated { .. }) {
+            return self.wake().await;
+        }
+        if self.life.reader().is_none()
+            && !matches!(self.life, Lifecycle::Stopped)
+            && let Err(f) = self.recover()
+        {
+            tracing::warn!(match_id = %self.id, error = %f, "cannot rebuild the last good state");
+        }
+    }
+
+    pub(super) fn quarantine(&mut self, reason: String) {
+        tracing::error!(match_id = %self.id, seq = self.seq, reason, "match quarantined");
+        if let Lifecycle::Probation { .. } | Lifecycle::Hibernated { fallback: Some(_) } = self.life {
+            self.env.observer.probation(&self.id, ProbationNews::Ended);
+        }
+        self.enter(Lifecycle::Quarantined {
+            reason: reason.clone(),
+            view: None,
+        });
+        self.status(Status::Quarantined, &reason);
+    }
+
+    /// Lift a quarantine (if any) and replay dead letters and held events.
+    pub(super) async fn heal(&mut self) -> String {
+        let Some(journal) = self.env.journal.clone() else {
+            return "no journal: nothing was kept to replay".into();
+        };
+        if let Err(e) = crate::journal::sync(&*journal, Some(self.id.clone())).await {
+            return format!("heal failed: {e}");
+        }
+        let parked = match journal.parked(&self.id) {
+            Ok(p) => p,
+            Err(e) => return format!("heal failed: {e}"),
+        };
+        let clear = Op::ClearParked {
+            match_id: self.id.clone(),
+        };
+        if let Err(e) = journal.write(clear).await {
+            return format!("heal failed: {e}");
+        }
+        let instance = match self.enter(Lifecycle::Restarting) {
+            Lifecycle::Live(i) => Some(i),
+            Lifecycle::Probation { instance, .. } => {
+                self.env.observer.probation(&self.id, ProbationNews::Ended);
+                Some(instance)
+            }
+            Lifecycle::Quarantined { view, .. } => view,
+            Lifecycle::Healing { instance } => instance,
+            _ => None,
+        };
+        self.enter(Lifecycle::Healing { instance });
+        self.intensity.reset();
+        if self.life.applier().is_none()
+            && let Err(f) = self.restart()
+        {
+            self.quarantine(format!("cannot restore state: {f}"));
+            return format!("heal failed: {f}");
+        }
+        self.status(Status::Healed, "replaying dead letters and held events");
+        self.write_meta().await;
+        let (n_dead, n_held) = (parked.dead_letters.len(), parked.held.len());
+        let kept = parked.dead_letters.into_iter().map(|l| l.event).chain(parked.held);
+        for event in kept {
+            self.on_event(event).await;
+        }
+        let next = match self.enter(Lifecycle::Restarting) {
+            Lifecycle::Healing { instance: Some(i) } => Lifecycle::Live(i),
+            Lifecycle::Healing { instance: None } => Lifecycle::Restarting,
+            other => other,
+        };
+        self.enter(next);
+        self.intensity.reset();
+        let report = format!(
+            "replayed {n_dead} dead letters and {n_held} held events; seq {}; {}",
+            self.seq,
+            self.life
+                .quarantine_reason()
+                .map_or("healthy".to_owned(), |r| format!("quarantined again: {r}"))
+        );
+        tracing::info!(match_id = %self.id, report, "match healed");
+        report
+    }
+
+    /// Give the instance back; keep the state (snapshot + tail) to restore.
+    pub(super) fn hibernate(&mut self) {
+        if !matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. }) {
+            return;
+        }
+        if !self.tail.events.is_empty() {
+            self.snapshot();
+        }
+        let fallback = match self.enter(Lifecycle::Restarting) {
+            Lifecycle::Probation { fallback, .. } => Some(fallback),
+            _ => None,
+        };
+        self.enter(Lifecycle::Hibernated { fallback });
+    }
+
+    /// Restore a hibernated match before it does anything.
+    pub(super) async fn wake(&mut self) {
+        if !matches!(self.life, Lifecycle::Hibernated { .. }) {
+            return;
+        }
+        let started = Instant::now();
+        if let Err(f) = self.recover() {
+            tracing::warn!(match_id = %self.id, error = %f, "waking from hibernation failed");
+            if let Lifecycle::Hibernated { fallback: Some(_) } = self.life {
+                self.fail_probation(&f).await;
+            } else {
+                // The next command restarts it.
+                self.enter(Lifecycle::Restarting);
+            }
+        }
+        self.env.metrics.wake_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    pub(super) fn count_switch(&self, outcome: &'static str) {
+        self.env
+            .metrics
+            .match_switches
+            .get_or_create(&Kind { kind: outcome })
+            .inc();
+    }
+}

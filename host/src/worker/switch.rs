@@ -1,0 +1,187 @@
+//! Hot swap, per match: a [`super::Command::Switch`] is handled between two
+//! events like any command.
+//!
+//! The worker saves the state from its current instance, instantiates the
+//! new version and hands it the state through the guest's `migrate`; if
+//! that fails the match stays on the old version. The first event after a
+//! switch is on probation: if the new version fails on it (or on anything
+//! before it), the match goes back to the old version with the state saved
+//! at the switch and the event is applied there. A quarantined match
+//! switches and then replays what was kept (snapshot, tail, dead letters,
+//! held events) under the new version. Seq, epoch and subscribers are
+//! untouched by a switch; frames carry the new `guest_version`.
+
+use tokio::time::Instant;
+
+use super::frame::Status;
+use super::lifecycle::{Base, Fallback, Lifecycle};
+use super::{ProbationNews, SwitchOutcome, Worker, short};
+use crate::sandbox::{Failure, GuestVersion};
+
+impl Worker {
+    /// Run `new` from now on: migrate the state into it, or stay and say why.
+    pub(super) async fn switch(&mut self, new: GuestVersion, probation: bool) -> SwitchOutcome {
+        if new.version() == self.version.version() {
+            return SwitchOutcome::Unchanged;
+        }
+        // A probation left from an earlier rollout ends here, whatever this
+        // switch does: its "old version" is not the one to go back to now.
+        self.end_probation();
+        let started = Instant::now();
+        let (from, to) = (short(self.version.version()), short(new.version()));
+        if matches!(self.life, Lifecycle::Quarantined { .. }) {
+            // Nothing live to migrate: heal replays snapshot, tail, dead
+            // letters and held events under the new version.
+            self.lose_instance();
+            self.version = new;
+            self.env.observer.runs(&self.id, self.version.version_arc());
+            self.status(Status::Upgraded, &format!("guest {from} → {to}; healing"));
+            let report = self.heal().await;
+            self.count_switch("healed");
+            self.write_meta().await;
+            tracing::info!(match_id = %self.id, from, to, report, "quarantined match switched and healed");
+            return SwitchOutcome::Healed {
+                report,
+                healthy: self.life.quarantine_reason().is_none(),
+            };
+        }
+        let Some(saved) = self.state_to_hand_over().await else {
+            return self.switch_skipped(&from, &to, "the old version cannot rebuild its state".into());
+        };
+        let saved = match saved {
+            Ok(base) => base,
+            Err(f) => return self.switch_skipped(&from, &to, format!("the old version failed saving its state: {f}")),
+        };
+        match new.instantiate_with(self.id.clone(), &saved.state, &saved.guest, saved.state_version) {
+            Ok(instance) => {
+                let was_hibernated = matches!(self.life, Lifecycle::Hibernated { .. });
+                let old = std::mem::replace(&mut self.version, new);
+                if probation {
+                    let fallback = Fallback {
+                        version: old,
+                        base: saved,
+                    };
+                    self.enter(Lifecycle::Probation { instance, fallback });
+                    self.env.observer.probation(&self.id, ProbationNews::Started);
+                } else {
+                    self.enter(Lifecycle::Live(instance));
+                }
+                // The migrated state becomes the recovery base (and the
+                // stored snapshot), saved by the new version.
+                self.snapshot();
+                self.env.observer.runs(&self.id, self.version.version_arc());
+                self.write_meta().await;
+                self.status(Status::Upgraded, &format!("guest {from} → {to}"));
+                // An idle match goes back to sleep at once (its migrated state
+                // is the base it wakes from), so a rollout does not bring
+                // every hibernated match's memory back.
+                if was_hibernated {
+                    self.hibernate();
+                }
+                let seconds = started.elapsed().as_secs_f64();
+                self.env.metrics.match_switch_seconds.observe(seconds);
+                self.count_switch("switched");
+                tracing::info!(match_id = %self.id, from, to, seq = self.seq, micros = (seconds * 1e6) as u64, "match switched");
+                SwitchOutcome::Switched { seconds }
+            }
+            Err(f) => self.switch_failed(&from, &to, format!("migration failed: {f}")),
+        }
+    }
+
+    /// The state the old version hands over: its base if it sleeps with
+    /// nothing since (no need to wake it), else saved from its instance.
+    async fn state_to_hand_over(&mut self) -> Option<Result<Base, Failure>> {
+        if let (Lifecycle::Hibernated { .. }, Some(base)) = (&self.life, &self.base)
+            && self.tail.events.is_empty()
+        {
+            return Some(Ok(base.clone()));
+        }
+        self.wake().await;
+        self.ensure_instance().await;
+        let saved = self.life.reader()?.save_state();
+        Some(match saved {
+            Ok(state) => Ok(Base {
+                state,
+                guest: self.version.version_arc(),
+                state_version: self.version.state_version(),
+            }),
+            Err(f) => {
+                if f.is_fatal() {
+                    // The next command restarts it from the last state.
+                    self.lose_instance();
+                }
+                Err(f)
+            }
+        })
+    }
+
+    fn switch_skipped(&mut self, from: &str, to: &str, reason: String) -> SwitchOutcome {
+        self.count_switch("skipped");
+        tracing::warn!(match_id = %self.id, from, to, reason, "match not switched: the old version could not hand its state over");
+        SwitchOutcome::Skipped(reason)
+    }
+
+    fn switch_failed(&mut self, from: &str, to: &str, reason: String) -> SwitchOutcome {
+        self.count_switch("failed");
+        tracing::warn!(match_id = %self.id, from, to, reason, "match stays on the old guest");
+        SwitchOutcome::Failed(reason)
+    }
+
+    /// The first event went through on the new version.
+    pub(super) fn pass_probation(&mut self) {
+        if let Lifecycle::Probation { instance, .. } = self.enter(Lifecycle::Restarting) {
+            self.enter(Lifecycle::Live(instance));
+            self.count_switch("probation_passed");
+            self.env.observer.probation(&self.id, ProbationNews::Ended);
+        }
+    }
+
+    /// Cut a probation short (another switch): the new version stays.
+    fn end_probation(&mut self) {
+        let next = match self.enter(Lifecycle::Restarting) {
+            Lifecycle::Probation { instance, .. } => Lifecycle::Live(instance),
+            Lifecycle::Hibernated { fallback: Some(_) } => Lifecycle::Hibernated { fallback: None },
+            other => {
+                self.enter(other);
+                return;
+            }
+        };
+        self.enter(next);
+        self.env.observer.probation(&self.id, ProbationNews::Ended);
+    }
+
+    /// The new version failed before passing its first event: back to the
+    /// old one, with the state it saved at the switch.
+    pub(super) async fn fail_probation(&mut self, failure: &Failure) {
+        let fallback = match self.enter(Lifecycle::Restarting) {
+            Lifecycle::Probation { fallback, .. }
+            | Lifecycle::Hibernated {
+                fallback: Some(fallback),
+            } => fallback,
+            other => {
+                self.enter(other);
+                return;
+            }
+        };
+        let failed = std::mem::replace(&mut self.version, fallback.version);
+        let reason = format!(
+            "guest {} failed on its first event, back on {}: {failure}",
+            short(failed.version()),
+            short(self.version.version())
+        );
+        self.base = Some(fallback.base);
+        self.tail.clear();
+        if let Err(f) = self.recover() {
+            tracing::error!(match_id = %self.id, error = %f, "the old guest cannot take its own state back");
+        }
+        self.snapshot();
+        self.count_switch("probation_failed");
+        self.env.observer.runs(&self.id, self.version.version_arc());
+        self.env
+            .observer
+            .probation(&self.id, ProbationNews::Failed(reason.clone()));
+        self.write_meta().await;
+        tracing::warn!(match_id = %self.id, seq = self.seq, reason, "switch rolled back");
+        self.status(Status::RolledBack, &reason);
+    }
+}

@@ -1,0 +1,453 @@
+//! Unit tests of the worker, in process: the native model (and the real
+//! fault-injection guest where a guest must fail), the in-memory journal,
+//! and tokio's paused clock for every timer. Commands are answered in
+//! mailbox order, so a reply is the synchronisation point: nothing sleeps
+//! in real time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use touchline_guest::bet::BetRequest;
+use touchline_guest::event::MatchEvent;
+
+use super::*;
+use crate::feed::parse::{FeedMessage, parse};
+use crate::journal::memory::MemoryJournal;
+use crate::sandbox::{Limits, Platform};
+
+const MATCH: &str = "sr:match:1";
+
+/// Everything observed, in order.
+#[derive(Default)]
+struct Recording(Mutex<Vec<String>>);
+
+impl Recording {
+    fn seen(&self) -> Vec<String> {
+        self.0.lock().expect("recording lock").clone()
+    }
+    fn note(&self, s: String) {
+        self.0.lock().expect("recording lock").push(s);
+    }
+}
+
+impl Observer for Recording {
+    fn runs(&self, _: &Arc<str>, version: Arc<str>) {
+        self.note(format!("runs {}", short(&version)));
+    }
+    fn stopped(&self, _: &str) {
+        self.note("stopped".into());
+    }
+    fn probation(&self, _: &Arc<str>, news: ProbationNews) {
+        self.note(match news {
+            ProbationNews::Started => "probation started".into(),
+            ProbationNews::Ended => "probation ended".into(),
+            ProbationNews::Failed(_) => "probation failed".into(),
+        });
+    }
+    fn bet_changed(&self, record: &BetRecord) {
+        self.note(format!("bet {}", record.request.id));
+    }
+}
+
+struct Harness {
+    mailbox: mpsc::Sender<Command>,
+    updates: broadcast::Receiver<Frame>,
+    journal: Arc<MemoryJournal>,
+    metrics: Arc<Metrics>,
+    observer: Arc<Recording>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+fn config(journal: &Arc<MemoryJournal>, observer: &Arc<Recording>, metrics: &Arc<Metrics>) -> Arc<WorkerConfig> {
+    Arc::new(WorkerConfig {
+        journal: Some(journal.clone() as Arc<dyn Journal>),
+        policy: Policy {
+            max_failures: 2,
+            window: Duration::from_secs(60),
+        },
+        snapshot_every: 100,
+        snapshot_interval: Duration::from_secs(3600),
+        clean_after: Duration::from_secs(1),
+        hibernate_after: Some(Duration::from_secs(30)),
+        observer: observer.clone(),
+        metrics: metrics.clone(),
+    })
+}
+
+impl Harness {
+    fn start(version: GuestVersion, journal: Arc<MemoryJournal>, recovered: Option<Recovered>) -> Harness {
+        let (observer, metrics) = (Arc::new(Recording::default()), Arc::new(Metrics::new()));
+        let tasks = tokio_util::task::TaskTracker::new();
+        let handle = spawn(
+            Arc::from(MATCH),
+            version,
+            config(&journal, &observer, &metrics),
+            recovered,
+            &tasks,
+        );
+        Harness {
+            updates: handle.updates.subscribe(),
+            mailbox: handle.mailbox,
+            journal,
+            metrics,
+            observer,
+            tasks,
+        }
+    }
+
+    async fn event(&self, event: MatchEvent) {
+        self.mailbox.send(Command::Event(event)).await.expect("worker alive");
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {
+        let (tx, rx) = oneshot::channel();
+        self.mailbox.send(make(tx)).await.expect("worker alive");
+        rx.await.expect("worker answers")
+    }
+
+    /// A fresh snapshot's JSON (also: everything sent before is applied).
+    async fn snapshot(&self) -> serde_json::Value {
+        match self.ask(|reply| Command::Subscribe { since: None, reply }).await {
+            Catchup::Snapshot(f) => serde_json::from_str(f.bytes.as_str()).expect("JSON"),
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+
+    async fn bet(&self, id: &str, odds: f64) -> Result<BetRecord, JournalError> {
+        let request = BetRequest {
+            id: id.into(),
+            market: 1,
+            specifiers: String::new(),
+            outcome: "1".into(),
+            odds,
+            stake: 10.0,
+            accept_better_odds: false,
+        };
+        self.ask(|reply| Command::Bet { request, reply }).await
+    }
+
+    /// Frames broadcast so far: (type, seq, status).
+    fn frames(&mut self) -> Vec<(String, u64, String)> {
+        let mut out = Vec::new();
+        while let Ok(f) = self.updates.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(f.bytes.as_str()).expect("JSON");
+            out.push((
+                v["type"].as_str().unwrap_or_default().to_owned(),
+                v["seq"].as_u64().unwrap_or_default(),
+                v["status"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        out
+    }
+
+    /// Close the mailbox and wait for the worker to stop.
+    async fn stop(self) -> (Arc<MemoryJournal>, Arc<Recording>) {
+        drop(self.mailbox);
+        self.tasks.close();
+        self.tasks.wait().await;
+        (self.journal, self.observer)
+    }
+}
+
+/// An odds_change for market 1 with one outcome at `odds` (and market
+/// `extra` too, which the fault-injection guest reacts to).
+fn odds(odds: f64, extra: Option<u32>) -> MatchEvent {
+    let extra = extra.map_or(String::new(), |m| {
+        format!(r#"<market id="{m}" status="1"><outcome id="1" odds="1.5" active="1"/></market>"#)
+    });
+    let xml = format!(
+        r#"<odds_change product="1" event_id="{MATCH}" timestamp="1"><odds><market id="1" status="1"><outcome id="1" odds="{odds}" active="1"/></market>{extra}</odds></odds_change>"#
+    );
+    match parse(xml.as_bytes()) {
+        Ok(FeedMessage::Match(e)) => e,
+        other => panic!("not a match event: {other:?}"),
+    }
+}
+
+fn odds_in(snapshot: &serde_json::Value) -> Option<f64> {
+    let markets = snapshot["state"]["markets"].as_array()?;
+    let m = markets.iter().find(|m| m["id"] == 1)?;
+    m["outcomes"].as_array()?.iter().find(|o| o["id"] == "1")?["odds"].as_f64()
+}
+
+fn faulty() -> GuestVersion {
+    let platform = Platform::new(Limits {
+        max_instances: 8,
+        memory_bytes: 16 << 20,
+        call_deadline: Duration::from_millis(50),
+    })
+    .expect("platform");
+    let bytes = std::fs::read(env!("TOUCHLINE_FAULTY_GUEST")).expect("the fault-injection guest (make guest)");
+    platform.load(&bytes).expect("loads")
+}
+
+const PANIC: Option<u32> = Some(999_001);
+
+#[tokio::test(start_paused = true)]
+async fn events_get_contiguous_seqs_one_frame_and_one_journal_entry_each() {
+    let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    for o in [2.0, 2.5, 3.0] {
+        h.event(odds(o, None)).await;
+    }
+    let snap = h.snapshot().await;
+    assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(3), Some(3.0)));
+    let seqs: Vec<u64> = h.frames().iter().filter(|f| f.0 == "update").map(|f| f.1).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(h.journal.seqs(MATCH), [1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trap_restarts_from_the_last_state_retries_once_then_dead_letters() {
+    let mut h = Harness::start(faulty(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    h.event(odds(9.0, PANIC)).await;
+    h.event(odds(2.5, None)).await;
+    let snap = h.snapshot().await;
+    // The poison took no seq; the state before it was rebuilt and moved on.
+    assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(2), Some(2.5)));
+    let failures = h.metrics.render();
+    assert!(
+        failures.contains("worker_failures_total{cause=\"trap\"} 2"),
+        "{failures}"
+    );
+    assert_eq!(h.metrics.dead_letters.get(), 1);
+    let statuses: Vec<String> = h.frames().into_iter().map(|f| f.2).filter(|s| !s.is_empty()).collect();
+    assert_eq!(statuses, ["dead_letter"]);
+    assert_eq!(h.journal.parked(MATCH).expect("parked").dead_letters.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_intensity_it_is_quarantined_holds_events_and_heal_replays_them() {
+    let mut h = Harness::start(faulty(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    // Two failures per poison event (first try and retry): the third
+    // failure is past max_failures = 2.
+    h.event(odds(9.0, PANIC)).await;
+    h.event(odds(9.0, PANIC)).await;
+    h.event(odds(3.0, None)).await;
+    let snap = h.snapshot().await;
+    assert!(
+        snap["quarantined"].as_str().is_some_and(|r| r.contains("intensity")),
+        "{snap}"
+    );
+    assert_eq!(
+        (snap["seq"].as_u64(), odds_in(&snap)),
+        (Some(1), Some(2.0)),
+        "held, not applied"
+    );
+    assert_eq!(h.metrics.quarantined_matches.get(), 1);
+    assert!(h.journal.meta(MATCH).expect("meta").quarantined.is_some());
+    let rejected = h.bet("b1", 2.0).await.expect("recorded");
+    assert_eq!(rejected.decision, Err("match_quarantined".into()));
+
+    let report = h.ask(|reply| Command::Heal { reply }).await;
+    assert!(report.contains("healthy"), "{report}");
+    let snap = h.snapshot().await;
+    // The held event applied; the poison dead-lettered again.
+    assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(2), Some(3.0)));
+    assert!(snap.get("quarantined").is_none());
+    assert_eq!(h.metrics.quarantined_matches.get(), 0);
+    assert_eq!(h.journal.meta(MATCH).expect("meta").quarantined, None);
+    let statuses: Vec<String> = h.frames().into_iter().map(|f| f.2).filter(|s| !s.is_empty()).collect();
+    assert!(
+        statuses.starts_with(&["dead_letter".into(), "quarantined".into(), "healed".into()]),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_it_is_marked_clean_then_hibernates_and_wakes_with_its_state() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    h.snapshot().await;
+    assert_eq!(
+        h.journal.meta(MATCH).expect("meta").clean_seq,
+        None,
+        "dirty after a push"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.journal.meta(MATCH).expect("meta").clean_seq,
+        Some(1),
+        "clean after clean_after"
+    );
+    assert_eq!(h.metrics.hibernated_matches.get(), 0);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1, "asleep after hibernate_after");
+    h.event(odds(2.5, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 0, "awake");
+    assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(2), Some(2.5)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_keeps_the_epoch_only_when_clean_at_its_seq() {
+    let journal = MemoryJournal::shared(1);
+    let h = Harness::start(GuestVersion::native(), journal.clone(), None);
+    h.event(odds(2.0, None)).await;
+    let epoch = h.snapshot().await["epoch"].as_u64();
+    let (journal, _) = h.stop().await;
+    // A graceful stop leaves a clean mark at its seq: the epoch survives.
+    let recovered = journal.recover(MATCH).expect("kept");
+    let restarted = MemoryJournal::shared(2);
+    let h = Harness::start(GuestVersion::native(), restarted.clone(), Some(recovered.clone()));
+    let snap = h.snapshot().await;
+    assert_eq!(
+        (snap["epoch"].as_u64(), snap["seq"].as_u64(), odds_in(&snap)),
+        (epoch, Some(1), Some(2.0))
+    );
+    h.stop().await;
+    // A mark at another seq proves nothing: a new epoch (this start's).
+    let mut dirty = recovered;
+    dirty.meta.clean_seq = Some(0);
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(3), Some(dirty));
+    let snap = h.snapshot().await;
+    assert_eq!((snap["epoch"].as_u64(), snap["seq"].as_u64()), (Some(3), Some(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_event_after_a_switch_goes_back_and_applies_it_there() {
+    let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    let new = faulty();
+    let outcome = h
+        .ask(|reply| Command::Switch {
+            version: new.clone(),
+            probation: true,
+            reply,
+        })
+        .await;
+    assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
+    h.event(odds(4.0, PANIC)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(snap["guest_version"], "native", "back on the old version");
+    assert_eq!(
+        (snap["seq"].as_u64(), odds_in(&snap)),
+        (Some(2), Some(4.0)),
+        "applied there"
+    );
+    let seen = h.observer.seen();
+    let tail: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .skip_while(|s| *s != "probation started")
+        .collect();
+    let new_runs = format!("runs {}", short(new.version()));
+    assert_eq!(
+        tail,
+        [
+            "probation started",
+            new_runs.as_str(),
+            "runs native",
+            "probation failed"
+        ],
+        "{seen:?}"
+    );
+    let statuses: Vec<String> = h.frames().into_iter().map(|f| f.2).filter(|s| !s.is_empty()).collect();
+    assert_eq!(statuses, ["upgraded", "rolled_back"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_first_event_ends_the_probation_on_the_new_version() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    let new = faulty();
+    h.ask(|reply| Command::Switch {
+        version: new.clone(),
+        probation: true,
+        reply,
+    })
+    .await;
+    h.event(odds(3.0, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(snap["guest_version"], new.version());
+    assert_eq!(
+        (snap["seq"].as_u64(), odds_in(&snap)),
+        (Some(2), Some(3.0)),
+        "the state was migrated"
+    );
+    assert_eq!(h.observer.seen().last().map(String::as_str), Some("probation ended"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hibernated_match_switches_and_sleeps_again() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1);
+    let new = faulty();
+    let outcome = h
+        .ask(|reply| Command::Switch {
+            version: new,
+            probation: true,
+            reply,
+        })
+        .await;
+    assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
+    assert_eq!(h.metrics.hibernated_matches.get(), 1, "asleep again at once");
+    // Asleep on probation: the first event still decides.
+    h.event(odds(5.0, PANIC)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(
+        (snap["guest_version"].as_str(), odds_in(&snap)),
+        (Some("native"), Some(5.0))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bet_whose_record_is_not_durable_is_answered_with_an_error_and_does_not_stand() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    let ok = h.bet("ok", 2.0).await.expect("durable");
+    assert_eq!(ok.decision, Ok(2.0));
+    h.journal.fail_writes_of(Some(MATCH));
+    let err = h.bet("lost", 2.0).await.expect_err("not durable");
+    assert!(matches!(err, JournalError::WriteFailed(_)), "{err:?}");
+    h.journal.fail_writes_of(None);
+    assert!(h.journal.bet("lost").is_none());
+    // A settlement touches the bet that stands, not the one that failed.
+    let xml = format!(
+        r#"<bet_settlement product="1" event_id="{MATCH}" timestamp="2" certainty="2"><outcomes><market id="1"><outcome id="1" result="1"/></market></outcomes></bet_settlement>"#
+    );
+    let Ok(FeedMessage::Match(settlement)) = parse(xml.as_bytes()) else {
+        panic!("bet_settlement parses")
+    };
+    h.event(settlement).await;
+    h.snapshot().await;
+    let seen = h.observer.seen();
+    let bets: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|s| s.starts_with("bet "))
+        .collect();
+    assert_eq!(bets, ["bet ok"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resuming_subscriber_gets_resumed_then_exactly_what_it_missed() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    for i in 0..(RESUME_RING as u64 + 8) {
+        h.event(odds(2.0 + i as f64 / 100.0, None)).await;
+    }
+    let snap = h.snapshot().await;
+    let (epoch, seq) = (
+        snap["epoch"].as_u64().expect("epoch"),
+        snap["seq"].as_u64().expect("seq"),
+    );
+    // From seq 2: older frames come from the journal, recent ones from the ring.
+    let since = Some(Position { epoch, seq: 2 });
+    let Catchup::Missed(frames) = h.ask(|reply| Command::Subscribe { since, reply }).await else {
+        panic!("a current epoch resumes");
+    };
+    assert_eq!(frames[0].kind, FrameKind::Resumed);
+    let seqs: Vec<u64> = frames[1..].iter().map(|f| f.seq).collect();
+    assert_eq!(seqs, (3..=seq).collect::<Vec<_>>());
+    // Another epoch cannot resume: a snapshot.
+    let since = Some(Position {
+        epoch: epoch + 1,
+        seq: 2,
+    });
+    let catchup = h.ask(|reply| Command::Subscribe { since, reply }).await;
+    assert!(matches!(catchup, Catchup::Snapshot(_)));
+}
