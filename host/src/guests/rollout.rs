@@ -1,0 +1,358 @@
+//! Rolling a version out to every live match (and back): the switches,
+//! the probation window, the abort threshold, and the report.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt as _;
+use serde::Serialize;
+
+use super::{Guests, InstallError, MatchFailure};
+use crate::metrics::Kind;
+use crate::router::Router;
+use crate::sandbox::GuestVersion;
+use crate::worker::SwitchOutcome;
+
+/// How a rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutOutcome {
+    /// Every match switched.
+    Complete,
+    /// Some stayed on the old version, fewer than the abort threshold.
+    Partial,
+    /// Too many failed: every match went back.
+    Aborted,
+    /// The version was already active.
+    Unchanged,
+}
+
+impl RolloutOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutOutcome::Complete => "complete",
+            RolloutOutcome::Partial => "partial",
+            RolloutOutcome::Aborted => "aborted",
+            RolloutOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// An install (with canary and abort threshold) or a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutKind {
+    Install,
+    Rollback,
+}
+
+impl RolloutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutKind::Install => "install",
+            RolloutKind::Rollback => "rollback",
+        }
+    }
+}
+
+/// What a rollout (or rollback) did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutReport {
+    pub outcome: RolloutOutcome,
+    pub kind: RolloutKind,
+    pub from: String,
+    pub to: String,
+    pub compile_ms: Option<f64>,
+    pub canary: Option<CanaryReport>,
+    pub matches: usize,
+    pub switched: usize,
+    pub unchanged: usize,
+    /// Quarantined matches switched and healed (replayed under the new version).
+    pub healed: Vec<MatchFailure>,
+    pub failed: Vec<MatchFailure>,
+    /// Matches the old version could not take the state from (its own
+    /// failure; they stay on it and do not count towards aborting).
+    pub skipped: Vec<MatchFailure>,
+    /// Matches that failed their first event after switching (so far).
+    pub probation_failures: Vec<MatchFailure>,
+    /// Switched matches still waiting for their first event when the
+    /// probation window closed (each still goes back on its own failure).
+    pub probation_pending: usize,
+    /// After an abort: matches that could not be switched back.
+    pub revert_failed: Vec<MatchFailure>,
+    /// From the start to the last switch answered (all matches switched),
+    /// before any probation wait.
+    pub switch_ms: f64,
+    /// Per-match switch time, microseconds.
+    pub switch_us_p50: Option<f64>,
+    pub switch_us_p99: Option<f64>,
+    pub switch_us_max: Option<f64>,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryReport {
+    pub matches: usize,
+    pub events: usize,
+    pub ms: f64,
+}
+
+/// One installed version, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    pub hash: String,
+    pub size: usize,
+    /// Unix ms.
+    pub installed_at: i64,
+    pub active: bool,
+    pub previous: bool,
+    pub matches: usize,
+    pub match_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub active: String,
+    pub previous: Option<String>,
+    pub rollout_in_progress: bool,
+    pub versions: Vec<VersionInfo>,
+    pub last_rollout: Option<RolloutReport>,
+}
+
+impl Guests {
+    pub(super) fn finish(&self, report: RolloutReport) -> RolloutReport {
+        self.metrics
+            .rollouts
+            .get_or_create(&Kind {
+                kind: match report.kind {
+                    RolloutKind::Rollback => "rollback",
+                    RolloutKind::Install => report.outcome.as_str(),
+                },
+            })
+            .inc();
+        tracing::info!(
+            kind = report.kind.as_str(),
+            outcome = report.outcome.as_str(),
+            from = report.from,
+            to = report.to,
+            matches = report.matches,
+            switched = report.switched,
+            failed = report.failed.len(),
+            skipped = report.skipped.len(),
+            healed = report.healed.len(),
+            probation_failures = report.probation_failures.len(),
+            total_ms = report.total_ms,
+            "guest rollout finished"
+        );
+        *self.last.lock().expect("last rollout lock") = Some(report.clone());
+        report
+    }
+
+    /// Replay stored state and recent journal entries of a sample of
+    /// matches through `runtime`, in scratch instances, on a blocking thread.
+    pub(super) async fn canary(
+        &self,
+        router: &Router,
+        from: &GuestVersion,
+        to: &GuestVersion,
+    ) -> Result<CanaryReport, InstallError> {
+        let mut ids = router.match_ids();
+        ids.sort();
+        let n = self.policy.canary_matches.min(ids.len());
+        // Spread the sample over the sorted ids.
+        let sample: Vec<Arc<str>> = (0..n).map(|i| ids[i * ids.len() / n.max(1)].clone()).collect();
+        let store = self.store.store.clone();
+        let (from, to) = (from.clone(), to.clone());
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || super::canary::canary(&store, &from, &to, &sample))
+            .await
+            .map_err(|e| InstallError::Internal(format!("canary task: {e}")))?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        self.metrics.guest_canary_seconds.observe(ms / 1e3);
+        let (matches, events) = result.map_err(InstallError::Canary)?;
+        tracing::info!(matches, events, ms, "canary passed");
+        Ok(CanaryReport { matches, events, ms })
+    }
+
+    /// Switch every live match from `from` to `to`; with `max_failed`, on
+    /// probation, aborting past that many failures.
+    pub(super) async fn roll(
+        &self,
+        router: &Router,
+        kind: RolloutKind,
+        from: &GuestVersion,
+        to: &GuestVersion,
+        max_failed: Option<usize>,
+    ) -> RolloutReport {
+        let started = Instant::now();
+        self.placement.reset_probation();
+        router.set_version(to.clone());
+        // What each match ran before, to go back to on abort.
+        let before = self.placement.running();
+        let ids = router.match_ids();
+        tracing::info!(
+            kind = kind.as_str(),
+            from = from.version(),
+            to = to.version(),
+            matches = ids.len(),
+            "guest rollout started"
+        );
+        let mut report = RolloutReport::unchanged(kind, to.version());
+        report.from = from.version().to_owned();
+        report.outcome = RolloutOutcome::Complete;
+        report.matches = ids.len();
+        let mut times = Vec::with_capacity(ids.len());
+        let probation = max_failed.is_some();
+        let over = |report: &RolloutReport| {
+            let (_, probation_failed) = self.placement.probation_counts();
+            max_failed.is_some_and(|max| report.failed.len() + probation_failed > max)
+        };
+        let mut switches = futures_util::stream::iter(ids)
+            .map(|id| {
+                let to = to.clone();
+                async move {
+                    let outcome = router.switch(&id, to, probation).await;
+                    (id, outcome)
+                }
+            })
+            .buffer_unordered(self.policy.concurrency.max(1));
+        let mut aborted = false;
+        while let Some((id, outcome)) = switches.next().await {
+            let failure = |reason: String| MatchFailure {
+                match_id: id.to_string(),
+                reason,
+            };
+            match outcome {
+                Some(SwitchOutcome::Switched { seconds }) => {
+                    report.switched += 1;
+                    times.push(seconds * 1e6);
+                }
+                Some(SwitchOutcome::Unchanged) | None => report.unchanged += 1,
+                Some(SwitchOutcome::Healed { report: r, healthy }) => {
+                    report.switched += 1;
+                    if healthy {
+                        report.healed.push(failure(r));
+                    } else {
+                        report.failed.push(failure(r));
+                    }
+                }
+                Some(SwitchOutcome::Failed(reason)) => report.failed.push(failure(reason)),
+                Some(SwitchOutcome::Skipped(reason)) => report.skipped.push(failure(reason)),
+            }
+            if over(&report) {
+                aborted = true;
+                break;
+            }
+        }
+        drop(switches);
+        report.switch_ms = started.elapsed().as_secs_f64() * 1e3;
+        // First-event failures still count until every switched match has
+        // had its first event, or the window closes.
+        if probation && !aborted {
+            let deadline = tokio::time::Instant::now() + self.policy.probation_window;
+            loop {
+                let changed = self.placement.changed.notified();
+                if over(&report) {
+                    aborted = true;
+                    break;
+                }
+                if self.placement.probation_counts().0 == 0 || tokio::time::timeout_at(deadline, changed).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+        report.probation_failures = self.placement.probation_failures();
+        report.probation_pending = self.placement.probation_counts().0;
+        if aborted {
+            tracing::warn!(
+                failed = report.failed.len(),
+                probation_failures = report.probation_failures.len(),
+                "too many matches failed; switching every match back"
+            );
+            report.revert_failed = self.revert(router, from, &before).await;
+            report.outcome = RolloutOutcome::Aborted;
+        } else if !report.failed.is_empty() || !report.probation_failures.is_empty() {
+            report.outcome = RolloutOutcome::Partial;
+        }
+        times.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            times
+                .get(((times.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+        };
+        report.switch_us_p50 = pct(0.5);
+        report.switch_us_p99 = pct(0.99);
+        report.switch_us_max = times.last().copied();
+        report.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        report
+    }
+
+    /// After an abort: every match back on the version it ran before the
+    /// rollout (`from` for matches created since). Switches already sent
+    /// may still be running: a revert queues behind them in each mailbox.
+    async fn revert(
+        &self,
+        router: &Router,
+        from: &GuestVersion,
+        before: &HashMap<Arc<str>, Arc<str>>,
+    ) -> Vec<MatchFailure> {
+        router.set_version(from.clone());
+        let ids = router.match_ids();
+        let targets: Vec<(Arc<str>, GuestVersion)> = ids
+            .into_iter()
+            .map(|id| {
+                let runtime = before
+                    .get(&id)
+                    .and_then(|v| self.loaded(v))
+                    .unwrap_or_else(|| from.clone());
+                (id, runtime)
+            })
+            .collect();
+        futures_util::stream::iter(targets)
+            .map(|(id, runtime)| async move {
+                let outcome = router.switch(&id, runtime, false).await;
+                (id, outcome)
+            })
+            .buffer_unordered(self.policy.concurrency.max(1))
+            .filter_map(|(id, outcome)| async move {
+                match outcome {
+                    Some(SwitchOutcome::Failed(reason) | SwitchOutcome::Skipped(reason)) => Some(MatchFailure {
+                        match_id: id.to_string(),
+                        reason,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+            .await
+    }
+}
+
+impl RolloutReport {
+    pub(super) fn unchanged(kind: RolloutKind, to: &str) -> RolloutReport {
+        RolloutReport {
+            outcome: RolloutOutcome::Unchanged,
+            kind,
+            from: to.to_owned(),
+            to: to.to_owned(),
+            compile_ms: None,
+            canary: None,
+            matches: 0,
+            switched: 0,
+            unchanged: 0,
+            healed: Vec::new(),
+            failed: Vec::new(),
+            skipped: Vec::new(),
+            probation_failures: Vec::new(),
+            probation_pending: 0,
+            revert_failed: Vec::new(),
+            switch_ms: 0.0,
+            switch_us_p50: None,
+            switch_us_p99: None,
+            switch_us_max: None,
+            total_ms: 0.0,
+        }
+    }
+}
