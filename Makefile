@@ -31,11 +31,12 @@ test: build
 	cargo test --release --workspace
 	cargo test --release -p touchline-guest --features v2
 
+# The bench is its own binary (bench/), driving target/release/touchline.
 bench: build
-	./target/release/touchline bench --out bench/results/latest.json
+	cargo run --release -p touchline-bench -- --out bench/results/latest.json
 
 bench-quick: build
-	./target/release/touchline bench --quick --out bench/results/latest.json
+	cargo run --release -p touchline-bench -- --quick --out bench/results/latest.json
 
 lint: guest
 	cargo fmt --all --check

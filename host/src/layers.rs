@@ -7,7 +7,7 @@
 //! implements (e.g. [`crate::worker::Observer`]).
 
 /// Layers, lowest first. A module appears once. The last layer holds the
-/// edges (HTTP, the simulator, the benchmark driver, configuration).
+/// edges (HTTP, the simulator, configuration).
 pub const LAYERS: &[&[&str]] = &[
     &["metrics", "supervisor", "journal"],
     &["sandbox", "store"],
@@ -15,7 +15,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["router"],
     &["feed", "bets", "guests"],
     &["push"],
-    &["http", "sim", "bench", "config"],
+    &["http", "sim", "config"],
 ];
 
 #[cfg(test)]

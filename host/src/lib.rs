@@ -18,15 +18,12 @@
 //!   writer makes group commits.
 //! - [`supervisor`]: restart policy and intensity.
 //! - [`sim`]: the built-in feed simulator.
-//! - [`bench`]: `touchline bench`, the benchmark driver (a separate process
-//!   from the server it measures).
 //! - [`metrics`], [`config`].
 //!
 //! [`Server::start`] binds everything and returns the bound addresses, so
 //! tests can use port 0; [`Server::shutdown`] stops in order: feed, workers,
 //! WebSockets, store.
 
-pub mod bench;
 pub mod bets;
 pub mod config;
 pub mod feed;

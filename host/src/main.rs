@@ -2,8 +2,7 @@
 //!
 //! Subcommands: `serve` (the server), `simulate` (a feed server), `demo`
 //! (both, the simulator feeding the server over loopback TCP; `make run`),
-//! `swap` (the admin API's client for hot-swapping guest versions) and
-//! `bench`.
+//! `swap` (the admin API's client for hot-swapping guest versions).
 //! Errors end here as `anyhow` with their whole chain printed.
 
 use std::net::SocketAddr;
@@ -38,21 +37,6 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         sim: SimArgs,
-    },
-    /// Measure the pipeline against its baselines (`make bench`).
-    Bench {
-        /// The under-a-minute version.
-        #[arg(long)]
-        quick: bool,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Where to write the JSON (the latency plot goes next to it as .svg).
-        #[arg(long, default_value = "bench/results/latest.json")]
-        out: PathBuf,
-        /// Run only these scenarios (parse, pipeline, fanout, density,
-        /// faults, bets, swap), when iterating on one of them.
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
     },
     /// Hot-swap the match logic of a running server: install FILE (a guest
     /// component) and roll it out to every match, roll back to the previous
@@ -416,9 +400,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{text}");
             anyhow::ensure!(status.is_success(), "{path}: HTTP {status}");
             Ok(())
-        }
-        Command::Bench { quick, seed, out, only } => {
-            touchline::bench::run(touchline::bench::Plan { quick, seed, out, only }).await
         }
         Command::Demo { http, data, sim } => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -2,18 +2,20 @@
 //!
 //! Everything waits on a condition with a deadline; nothing sleeps to
 //! synchronise. Servers bind 127.0.0.1:0 and report their ports on stdout.
+//! Launching, `/metrics` reading and HTTP are `touchline-testkit`'s, shared
+//! with the bench; this module gives them the tests' shape (panics with the
+//! reason, the [`DEADLINE`]).
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
+use touchline_testkit::{Launch, ServerProcess};
 
 /// Generous bound for anything a test waits on.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -66,9 +68,11 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// The real `touchline serve`, killed on drop.
+/// The real `touchline serve` ([`touchline_testkit::ServerProcess`]),
+/// killed on drop; a test that panics prints the tail of its log.
 pub struct Server {
-    pub child: Child,
+    /// `None` only after `kill9`/`terminate` took it.
+    process: Option<ServerProcess>,
     pub http: SocketAddr,
     pub feed: SocketAddr,
     /// `None` only after `kill9`/`terminate` handed it back.
@@ -86,57 +90,36 @@ impl Server {
         Self::start(&args)
     }
 
+    /// Start on `data` (a fresh dir, or one a stopped server handed back).
+    /// The server's log goes to `server.log` there, appended across restarts.
     pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
-        // The server's log goes to a file next to its data; a failing test
-        // prints its tail.
-        let log_path = data.path().join("server.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--feed-listen",
-                "127.0.0.1:0",
-                "--data",
-            ])
-            .arg(data.path())
+        let process = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path())
             .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawning touchline");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let ready = touchline::Ready::wait(stdout).expect("touchline exited before READY");
-        let feed = ready.feed.expect("a feed port");
+            .start()
+            .unwrap_or_else(|e| panic!("starting touchline: {e}"));
         Server {
-            http: ready.http,
-            feed,
-            child,
+            http: process.http,
+            feed: process.feed,
+            process: Some(process),
             data: Some(data),
         }
     }
 
+    fn process(&self) -> &ServerProcess {
+        self.process.as_ref().expect("the server is running")
+    }
+
     /// `kill -9`: no chance to flush anything. Returns the data dir.
     pub fn kill9(mut self) -> tempfile::TempDir {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
+        let process = self.process.take().expect("the server is running");
+        process.kill9().expect("SIGKILL");
         self.data.take().expect("data dir")
     }
 
     /// SIGTERM and wait for a clean exit. Returns the data dir.
     pub fn terminate(mut self) -> tempfile::TempDir {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let exit = wait_for("touchline to exit", || self.child.try_wait().expect("try_wait"));
+        let process = self.process.take().expect("the server is running");
+        let exit = process.terminate(DEADLINE).expect("touchline to exit on SIGTERM");
         assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
         self.data.take().expect("data dir")
     }
@@ -150,23 +133,22 @@ impl Server {
 
     /// One metric's value (sum over its label sets), 0 if absent.
     pub fn metric(&self, name: &str) -> f64 {
-        metric_in(&http_get(self.http, "/metrics").1, name)
+        self.process().metrics().expect("GET /metrics").value(name)
     }
 
     pub fn wait_metric(&self, name: &str, at_least: f64) -> f64 {
-        wait_for(&format!("{name} >= {at_least}"), || {
-            Some(self.metric(name)).filter(|v| *v >= at_least)
-        })
+        self.process()
+            .wait_metric(name, at_least, DEADLINE)
+            .unwrap_or_else(|e| panic!("timed out waiting for {name} >= {at_least}: {e}"))
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let log = self.process.take().map(|p| p.log_path().to_owned());
         if std::thread::panicking()
-            && let Some(d) = &self.data
-            && let Ok(log) = std::fs::read_to_string(d.path().join("server.log"))
+            && let Some(log) = log
+            && let Ok(log) = std::fs::read_to_string(log)
         {
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!("--- server log (last 40 lines) ---");
@@ -175,15 +157,9 @@ impl Drop for Server {
     }
 }
 
+/// One metric's value in a `/metrics` text (sum over its label sets).
 pub fn metric_in(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    touchline_testkit::metrics::value(text, name)
 }
 
 /// Minimal HTTP/1.1 POST with optional headers: (status, body).
@@ -199,64 +175,13 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let s = TcpStream::connect(addr).expect("connect http");
-    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    (&s).write_all(req.as_bytes()).expect("write");
-    (&s).write_all(body).expect("write body");
-    read_response(s)
+    touchline_testkit::http::request(addr, method, path, headers, body, DEADLINE)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-/// Minimal HTTP/1.1 GET: (status, body). Reads by Content-Length when given
-/// (some servers keep the connection open regardless), else to EOF.
+/// Minimal HTTP/1.1 GET: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let s = TcpStream::connect(addr).expect("connect http");
-    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    write!(&s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
-    read_response(s)
-}
-
-fn read_response(s: TcpStream) -> (u16, String) {
-    let mut r = BufReader::new(s);
-    let mut status_line = String::new();
-    r.read_line(&mut status_line).expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let mut length = None;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).expect("header");
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse::<usize>().ok();
-        }
-    }
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            r.read_exact(&mut body).expect("body");
-        }
-        None => {
-            r.read_to_end(&mut body).expect("body");
-        }
-    }
-    (status, String::from_utf8_lossy(&body).into_owned())
+    touchline_testkit::http::get(addr, path, DEADLINE).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

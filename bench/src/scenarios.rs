@@ -1,17 +1,12 @@
-//! `touchline bench`: the pipeline measured against its baselines, side by
-//! side, in one run.
+//! The scenarios of a run: parse limit, pipeline (Wasm vs native,
+//! durability on vs off), fan-out, density, faults, bets, hot swap.
 //!
-//! This process is the load generator; the server under test is a separate
-//! `touchline serve` process ([`server`]) reached over loopback TCP and
-//! WebSocket ([`load`]). Every figure written comes from a measurement made
-//! in this run; ratios compare runs made here, minutes apart, on the same
-//! machine. Scenarios: parse limit, pipeline (Wasm vs native, durability on
-//! vs off), fan-out, density, faults. `bench/README.md` explains them.
+//! Every figure written comes from a measurement made in this run; ratios
+//! compare runs made here, minutes apart, on the same machine. Each
+//! scenario starts its own servers ([`Servers`]) on a fresh data dir and
+//! stops them before the next one.
 
-pub mod load;
-pub mod server;
-
-use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,11 +16,13 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::feed::frame::Framer;
-use crate::feed::parse::parse;
-use crate::sim::{Generator, SimConfig};
-use load::{Clients, FanoutStats, Poison};
-use server::ServerProc;
+use touchline::feed::frame::Framer;
+use touchline::feed::parse::parse;
+use touchline::sim::{Generator, SimConfig};
+use touchline_testkit::{Launch, ServerProcess};
+
+use crate::load::{self, Clients, FanoutStats, Poison};
+use crate::report::{git_revision, latency_svg, machine, table};
 
 /// Size of a run.
 #[derive(Debug, Clone)]
@@ -35,6 +32,55 @@ pub struct Plan {
     pub out: PathBuf,
     /// Scenario names to run; empty runs all.
     pub only: Vec<String>,
+    pub servers: Servers,
+}
+
+/// How every server of a run is started.
+#[derive(Debug, Clone)]
+pub struct Servers {
+    /// The `touchline` binary measured.
+    pub exe: PathBuf,
+    /// Flags given to every server (`TOUCHLINE_BENCH_SERVER_ARGS`).
+    pub common: Vec<String>,
+}
+
+/// A server given SIGTERM has this long to flush and exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Servers {
+    /// `touchline serve` on `dir` with `extra` flags, logging warnings to
+    /// `dir.log` (so logging costs the measurement nothing).
+    fn launch(&self, dir: &Path, extra: &[String]) -> Launch {
+        Launch::new(&self.exe, dir)
+            .log(dir.with_extension("log"))
+            .rust_log("warn")
+            .args(&self.common)
+            .args(extra)
+    }
+
+    fn start(&self, dir: &Path, extra: &[String]) -> anyhow::Result<ServerProcess> {
+        Ok(self.launch(dir, extra).start()?)
+    }
+
+    /// A guest `make build` leaves in the server binary's target dir
+    /// (`target/release/touchline` → `target/<name>`).
+    fn built_guest(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let target = self.exe.parent().and_then(Path::parent).context("target dir")?;
+        let p = target.join(name);
+        anyhow::ensure!(p.exists(), "{} not found", p.display());
+        Ok(p)
+    }
+}
+
+/// SIGTERM and wait: graceful, everything flushed. A server that exits
+/// unhappily is reported, not fatal: its figures are already taken.
+fn stop_server(server: ServerProcess) -> anyhow::Result<()> {
+    let log = server.log_path().to_owned();
+    let status = server.terminate(STOP_TIMEOUT)?;
+    if !status.success() {
+        progress(&format!("warning: server exited with {status}; see {}", log.display()));
+    }
+    Ok(())
 }
 
 struct Sizes {
@@ -110,7 +156,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let mut report = json!({
         "mode": if plan.quick { "quick" } else { "full" },
         "seed": plan.seed,
-        "machine": machine(),
+        "machine": machine(&plan.servers.exe),
         "git_revision": git_revision(),
         "started_at_unix": load::now_us() / 1_000_000,
     });
@@ -139,7 +185,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             for (name, flags) in variants {
                 progress(&format!("pipeline: {m} matches, {name}"));
                 let dir = scratch.path().join(format!("pipeline-{m}-{name}"));
-                let r = pipeline_run(&dir, &flags, stream.clone(), events)?;
+                let r = pipeline_run(plan.servers.launch(&dir, &flags), stream.clone(), events)?;
                 pipeline
                     .push(json!({"matches": m, "variant": name, "events": events, "bytes": stream.len(), "result": r}));
             }
@@ -174,7 +220,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         for &c in &sizes.fanout_clients {
             progress(&format!("fan-out: {c} clients x {} matches each", sizes.per_client));
             let dir = scratch.path().join(format!("fanout-{c}"));
-            let (r, h) = fanout_run(&dir, &[], &sizes, c, &ids, None, plan.seed).await?;
+            let (r, h) = fanout_run(plan.servers.launch(&dir, &[]), &sizes, c, &ids, None, plan.seed).await?;
             curves.push((format!("{c} clients"), h));
             fanout.push(json!({"clients": c, "per_client": sizes.per_client, "matches": sizes.fanout_matches, "feed_rate": sizes.fanout_rate, "result": r}));
         }
@@ -184,13 +230,20 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     // 4. Density.
     if plan.wants("density") {
         progress(&format!("density: {} matches", sizes.density_matches));
-        report["density"] = density_run(&scratch.path().join("density"), sizes.density_matches, plan.seed)?;
+        report["density"] = density_run(
+            &plan.servers,
+            &scratch.path().join("density"),
+            sizes.density_matches,
+            plan.seed,
+        )?;
     }
 
     // 5. Faults: 10% of matches crash repeatedly, against the same run without.
     let s = &sizes;
     if plan.wants("faults") {
-        let faulty = faulty_guest().context("the fault-injection guest (make build builds it)")?;
+        let faulty = (plan.servers)
+            .built_guest("touchline_guest_faulty.wasm")
+            .context("the fault-injection guest (make build builds it)")?;
         let guest = vec![
             "--guest".to_owned(),
             faulty.display().to_string(),
@@ -202,8 +255,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         let crashing: Vec<String> = ids.iter().step_by(10).cloned().collect();
         progress(&format!("faults: baseline, {} clients", s.fault_clients));
         let (calm, calm_h) = fanout_run(
-            &scratch.path().join("faults-calm"),
-            &guest,
+            plan.servers.launch(&scratch.path().join("faults-calm"), &guest),
             s,
             s.fault_clients,
             &ids,
@@ -221,8 +273,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             every: Duration::from_millis(500),
         };
         let (stormy, stormy_h) = fanout_run_poisoned(
-            &scratch.path().join("faults-storm"),
-            &guest,
+            plan.servers.launch(&scratch.path().join("faults-storm"), &guest),
             s,
             &ids,
             &crashing,
@@ -248,7 +299,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         for matches in [1u32, 100] {
             progress(&format!("bets: 50 clients over {matches} match(es)"));
             let dir = scratch.path().join(format!("bets-{matches}"));
-            bets.push(bets_run(&dir, matches, 50, if plan.quick { 3.0 } else { 10.0 }).await?);
+            let seconds = if plan.quick { 3.0 } else { 10.0 };
+            bets.push(bets_run(plan.servers.launch(&dir, &[]), matches, 50, seconds).await?);
         }
         report["bets"] = json!(bets);
     }
@@ -259,7 +311,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             "hot swap: {} matches, {} clients",
             s.swap_matches, s.swap_clients
         ));
-        report["swap"] = swap_run(&scratch.path().join("swap"), s, &ids, plan.seed).await?;
+        report["swap"] = swap_run(&plan.servers, &scratch.path().join("swap"), s, &ids, plan.seed).await?;
     }
     report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
 
@@ -358,17 +410,17 @@ fn message_sizes(stream: &[u8]) -> Value {
     })
 }
 
-fn pipeline_run(dir: &Path, flags: &[String], stream: Arc<Vec<u8>>, events: u64) -> anyhow::Result<Value> {
-    let server = ServerProc::start(dir, flags)?;
+fn pipeline_run(launch: Launch, stream: Arc<Vec<u8>>, events: u64) -> anyhow::Result<Value> {
+    let server = launch.start()?;
     let cpu0 = server.cpu_seconds();
     let started = Instant::now();
     let writer = load::blast(server.feed, stream.clone());
-    let done = server.wait_metric(
+    server.wait_metric(
         "touchline_events_applied_total",
         events as f64,
         Duration::from_secs(600),
     )?;
-    let secs = done.duration_since(started).as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu0;
     writer.join().map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
     let m = server.metrics()?;
@@ -379,10 +431,10 @@ fn pipeline_run(dir: &Path, flags: &[String], stream: Arc<Vec<u8>>, events: u64)
         "server_cpu_s": cpu,
         "store_ops_per_s": m.value("touchline_store_ops_total") / secs,
         "store_commit_p99_s": m.quantile("touchline_store_commit_seconds", 0.99),
-        "rss_bytes": server.rss(),
+        "rss_bytes": server.rss_bytes(),
         "feed_errors": m.value("touchline_feed_errors_total"),
     });
-    server.stop()?;
+    stop_server(server)?;
     Ok(result)
 }
 
@@ -397,43 +449,30 @@ fn latency_json(h: &Histogram<u64>) -> Value {
 }
 
 async fn fanout_run(
-    dir: &Path,
-    flags: &[String],
+    launch: Launch,
     sizes: &Sizes,
     clients: usize,
     ids: &[String],
     exclude: Option<&[String]>,
     seed: u64,
 ) -> anyhow::Result<(Value, Histogram<u64>)> {
-    fanout_inner(dir, flags, sizes, clients, ids, exclude.unwrap_or(&[]), None, seed).await
+    fanout_inner(launch, sizes, clients, ids, exclude.unwrap_or(&[]), None, seed).await
 }
 
 async fn fanout_run_poisoned(
-    dir: &Path,
-    flags: &[String],
+    launch: Launch,
     sizes: &Sizes,
     ids: &[String],
     crashing: &[String],
     poison: Poison,
     seed: u64,
 ) -> anyhow::Result<(Value, Histogram<u64>)> {
-    fanout_inner(
-        dir,
-        flags,
-        sizes,
-        sizes.fault_clients,
-        ids,
-        crashing,
-        Some(poison),
-        seed,
-    )
-    .await
+    fanout_inner(launch, sizes, sizes.fault_clients, ids, crashing, Some(poison), seed).await
 }
 
-#[allow(clippy::too_many_arguments)] // one private helper behind two named entry points
+/// The fan-out measurement behind `fanout_run` and `fanout_run_poisoned`.
 async fn fanout_inner(
-    dir: &Path,
-    flags: &[String],
+    launch: Launch,
     sizes: &Sizes,
     clients: usize,
     ids: &[String],
@@ -441,7 +480,7 @@ async fn fanout_inner(
     poison: Option<Poison>,
     seed: u64,
 ) -> anyhow::Result<(Value, Histogram<u64>)> {
-    let server = ServerProc::start(dir, flags)?;
+    let server = launch.start()?;
     // Create every match first so clients have something to subscribe to.
     open_matches(&server, ids)?;
     let (c, stop, feeder) = watch_and_feed(&server, sizes, clients, ids, exclude, poison, seed).await?;
@@ -456,7 +495,7 @@ async fn fanout_inner(
     let sent = feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
     let secs = t0.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu0;
-    let rss = server.rss();
+    let rss = server.rss_bytes();
     let m = server.metrics()?;
     // Let in-flight frames land before closing the clients.
     tokio::time::sleep(Duration::from_millis(500)).await; // grace period for in-flight frames
@@ -481,14 +520,14 @@ async fn fanout_inner(
         },
         "dead_letters": m.value("touchline_dead_letters_total"),
     });
-    server.stop()?;
+    stop_server(server)?;
     Ok((result, stats.latency))
 }
 
 /// `clients` WebSocket clients on `ids` (snapshots received), then the
 /// paced feed at the fan-out rate until `stop`.
 async fn watch_and_feed(
-    server: &ServerProc,
+    server: &ServerProcess,
     sizes: &Sizes,
     clients: usize,
     ids: &[String],
@@ -509,7 +548,7 @@ async fn watch_and_feed(
     Ok((c, stop, feeder))
 }
 
-fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
+fn density_run(servers: &Servers, dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
     // Hibernation after 3 s idle: long enough to measure every match live
     // first, then again once all have given their instances back.
     let flags = [
@@ -518,8 +557,8 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
         "--hibernate-after-ms".into(),
         "3000".into(),
     ];
-    let server = ServerProc::start(dir, &flags)?;
-    let idle = server.rss();
+    let server = servers.start(dir, &flags)?;
+    let idle = server.rss_bytes();
     // One realistic live odds_change (~40 markets) per match.
     let mut g = Generator::new(&SimConfig {
         matches: 1,
@@ -553,14 +592,14 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
     )?;
     let create_s = t0.elapsed().as_secs_f64();
     server.wait_metric("touchline_live_matches", f64::from(matches), Duration::from_secs(60))?;
-    let full = server.rss();
+    let full = server.rss_bytes();
     let m = server.metrics()?;
     server.wait_metric(
         "touchline_hibernated_matches",
         f64::from(matches),
         Duration::from_secs(120),
     )?;
-    let hibernated = server.rss();
+    let hibernated = server.rss_bytes();
     let result_before = json!({
         "matches": matches,
         "rss_idle_bytes": idle,
@@ -571,10 +610,10 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
         "create_all_s": create_s,
         "instantiate_s": {"p50": m.quantile("touchline_instantiate_seconds", 0.5), "p99": m.quantile("touchline_instantiate_seconds", 0.99)},
     });
-    server.stop()?;
+    stop_server(server)?;
     // Restart on the same data: every match is instantiated and restored.
     let t1 = Instant::now();
-    let server = ServerProc::start(dir, &["--max-matches".into(), (matches + 16).to_string()])?;
+    let server = servers.start(dir, &["--max-matches".into(), (matches + 16).to_string()])?;
     server.wait_metric(
         "touchline_restore_seconds_count",
         f64::from(matches),
@@ -588,13 +627,13 @@ fn density_run(dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
         "p50": m.quantile("touchline_restore_seconds", 0.5),
         "p99": m.quantile("touchline_restore_seconds", 0.99),
     });
-    server.stop()?;
+    stop_server(server)?;
     Ok(result)
 }
 
 /// Create `ids` on `server` with a one-market book each (market 1, outcomes
 /// 1/2/3 at 2.0/3.0/4.0) and wait until all are applied.
-fn open_matches(server: &ServerProc, ids: &[String]) -> anyhow::Result<()> {
+fn open_matches(server: &ServerProcess, ids: &[String]) -> anyhow::Result<()> {
     let before = server.metrics()?.value("touchline_events_applied_total");
     let book: Vec<u8> = ids
         .iter()
@@ -619,10 +658,10 @@ fn open_matches(server: &ServerProc, ids: &[String]) -> anyhow::Result<()> {
 /// `clients` WebSocket clients each placing bets back to back (one in
 /// flight per client) on `matches` matches for `seconds`; every bet is at
 /// the current odds, so every one is decided, accepted and made durable.
-async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> anyhow::Result<Value> {
+async fn bets_run(launch: Launch, matches: u32, clients: usize, seconds: f64) -> anyhow::Result<Value> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let server = ServerProc::start(dir, &[])?;
+    let server = launch.start()?;
     let ids = match_ids(99, matches);
     open_matches(&server, &ids)?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
@@ -669,29 +708,15 @@ async fn bets_run(dir: &Path, matches: u32, clients: usize, seconds: f64) -> any
         "decision_s": {"p50": m.quantile("touchline_bet_decision_seconds", 0.5), "p99": m.quantile("touchline_bet_decision_seconds", 0.99)},
         "confirm_s": {"p50": m.quantile("touchline_bet_confirm_seconds", 0.5), "p99": m.quantile("touchline_bet_confirm_seconds", 0.99)},
     });
-    server.stop()?;
+    stop_server(server)?;
     Ok(result)
-}
-
-fn faulty_guest() -> anyhow::Result<PathBuf> {
-    built_guest("touchline_guest_faulty.wasm")
-}
-
-/// A guest `make build` leaves next to the executable's target dir.
-fn built_guest(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/release/touchline → target/<name>
-    let target = exe.parent().and_then(Path::parent).context("target dir")?;
-    let p = target.join(name);
-    anyhow::ensure!(p.exists(), "{} not found", p.display());
-    Ok(p)
 }
 
 /// Update latency before, during and after a hot swap to v2 and a rollback
 /// to v1, with the fan-out load running; the server's rollout reports give
 /// compile, canary and per-match switch times.
-async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyhow::Result<Value> {
-    let v2 = std::fs::read(built_guest("touchline_guest_v2.wasm")?)?;
+async fn swap_run(servers: &Servers, dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyhow::Result<Value> {
+    let v2 = std::fs::read(servers.built_guest("touchline_guest_v2.wasm")?)?;
     let token = "bench-admin-token-0123456789".to_owned();
     let flags = vec![
         "--admin-token".to_owned(),
@@ -699,7 +724,7 @@ async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyho
         "--max-matches".into(),
         (sizes.swap_matches + 500).to_string(),
     ];
-    let server = ServerProc::start(dir, &flags)?;
+    let server = servers.start(dir, &flags)?;
     open_matches(&server, fed)?;
     let idle: Vec<String> = (0..sizes.swap_matches.saturating_sub(fed.len() as u32))
         .map(|i| format!("sr:match:{}", 900_000 + i))
@@ -710,21 +735,18 @@ async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyho
     let (c, stop, feeder) = watch_and_feed(&server, sizes, sizes.swap_clients, fed, &[], None, seed).await?;
     let window = Duration::from_secs_f64(sizes.swap_window);
     tokio::time::sleep(window).await; // phase 0: the measurement window before
-    let admin = |method: hyper::Method, path: &'static str, body: Vec<u8>| {
-        crate::http::admin_request(server.http, method, path, &token, body)
-    };
     c.phase.store(1, Ordering::Relaxed);
     let started = Instant::now();
-    let (status, install) = admin(hyper::Method::POST, "/admin/guest", v2).await?;
+    let (status, install) = admin_post(server.http, &token, "/admin/guest", v2).await?;
     let install_wall = started.elapsed().as_secs_f64();
-    anyhow::ensure!(status.is_success(), "install: {status} {install}");
+    anyhow::ensure!((200..300).contains(&status), "install: {status} {install}");
     c.phase.store(2, Ordering::Relaxed);
     tokio::time::sleep(window).await; // phase 2: on v2
     c.phase.store(3, Ordering::Relaxed);
     let started = Instant::now();
-    let (status, rollback) = admin(hyper::Method::POST, "/admin/guest/rollback", Vec::new()).await?;
+    let (status, rollback) = admin_post(server.http, &token, "/admin/guest/rollback", Vec::new()).await?;
     let rollback_wall = started.elapsed().as_secs_f64();
-    anyhow::ensure!(status.is_success(), "rollback: {status} {rollback}");
+    anyhow::ensure!((200..300).contains(&status), "rollback: {status} {rollback}");
     c.phase.store(2, Ordering::Relaxed);
     tokio::time::sleep(window / 2).await; // more of phase 2, back on v1
     stop.store(true, Ordering::Relaxed);
@@ -732,7 +754,7 @@ async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyho
     let m = server.metrics()?;
     tokio::time::sleep(Duration::from_millis(500)).await; // grace period for in-flight frames
     let stats = c.finish().await;
-    server.stop()?;
+    stop_server(server)?;
     let install: Value = serde_json::from_str(&install)?;
     let rollback: Value = serde_json::from_str(&rollback)?;
     let phase = |i: usize| latency_json(&stats.by_phase[i]);
@@ -767,301 +789,19 @@ async fn swap_run(dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyho
     }))
 }
 
-fn machine() -> Value {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned());
-    let mem_kib: Option<u64> = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok());
-    json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu_model": cpu,
-        "memory_bytes": mem_kib.map(|k| k * 1024),
-        "kernel": read("/proc/sys/kernel/osrelease").trim(),
-        "touchline_version": env!("CARGO_PKG_VERSION"),
+/// Bound on one admin request: an install compiles, canaries and rolls out
+/// to every match before it answers.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `POST path` to the admin API: (status, body). The blocking client runs
+/// off the runtime's threads, so the clients keep reading meanwhile.
+async fn admin_post(http: SocketAddr, token: &str, path: &'static str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
+    let auth = format!("Bearer {token}");
+    let answer = tokio::task::spawn_blocking(move || {
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/wasm")];
+        touchline_testkit::http::request(http, "POST", path, &headers, &body, ADMIN_TIMEOUT)
     })
-}
-
-fn git_revision() -> Value {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or(Value::Null, |o| json!(String::from_utf8_lossy(&o.stdout).trim()))
-}
-
-fn table(r: &Value) -> String {
-    let mut t = String::new();
-    // Seconds shown in µs (histogram bucket upper bounds, 25% resolution).
-    let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
-    let f = |v: &Value| {
-        v.as_f64().map_or("-".to_owned(), |x| {
-            if x >= 100.0 {
-                format!("{x:.0}")
-            } else {
-                format!("{x:.3}")
-            }
-        })
-    };
-    let _ = writeln!(
-        t,
-        "\nTouchline bench ({} mode, seed {}, git {})",
-        r["mode"].as_str().unwrap_or("?"),
-        r["seed"],
-        r["git_revision"].as_str().unwrap_or("?")
-    );
-    let _ = writeln!(
-        t,
-        "machine: {} cpus, {}",
-        r["machine"]["cpus"],
-        r["machine"]["cpu_model"].as_str().unwrap_or("?")
-    );
-    let p = &r["parse"];
-    let _ = writeln!(
-        t,
-        "\n1. parse limit (framer + parser, in memory): {} msg/s, {} MB/s (mean message {} B)",
-        f(&p["messages_per_s"]),
-        f(&p["mb_per_s"]),
-        f(&p["message_bytes"]["mean"])
-    );
-    let _ = writeln!(
-        t,
-        "\n2. pipeline (real server over TCP, no clients)\n{:>8} {:>20} {:>12} {:>10} {:>12} {:>14}",
-        "matches", "variant", "events/s", "MB/s", "cpu s", "store ops/s"
-    );
-    for row in r["pipeline"].as_array().into_iter().flatten() {
-        let x = &row["result"];
-        let _ = writeln!(
-            t,
-            "{:>8} {:>20} {:>12} {:>10} {:>12} {:>14}",
-            row["matches"],
-            row["variant"].as_str().unwrap_or(""),
-            f(&x["events_per_s"]),
-            f(&x["mb_per_s"]),
-            f(&x["server_cpu_s"]),
-            f(&x["store_ops_per_s"])
-        );
-    }
-    for (k, v) in r["pipeline_ratios"].as_object().into_iter().flatten() {
-        let _ = writeln!(t, "   {k}: {}", f(v));
-    }
-    let _ = writeln!(
-        t,
-        "\n3. fan-out (feed {} msg/s over {} matches)\n{:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}",
-        r["fanout"][0]["feed_rate"],
-        r["fanout"][0]["matches"],
-        "clients",
-        "deliveries/s",
-        "p50 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs",
-        "gaps",
-        "cpu %",
-        "rss MB"
-    );
-    for row in r["fanout"].as_array().into_iter().flatten() {
-        let x = &row["result"];
-        let l = &x["latency_us"];
-        let _ = writeln!(
-            t,
-            "{:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}",
-            row["clients"],
-            f(&x["deliveries_per_s"]),
-            l["p50"],
-            l["p99"],
-            l["p999"],
-            l["max"],
-            x["seq_gaps"],
-            f(&x["server_cpu_percent"]),
-            f(&json!(x["server_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6))
-        );
-    }
-    let d = &r["density"];
-    let _ = writeln!(
-        t,
-        "\n4. density: {} matches live, {} B RSS per match ({} B hibernated); instantiate p50/p99 {} / {}; instantiate+restore p50/p99 {} / {}; restart restoring all {} s",
-        d["matches"],
-        f(&d["rss_per_match_bytes"]),
-        f(&d["rss_per_hibernated_match_bytes"]),
-        us(&d["instantiate_s"]["p50"]),
-        us(&d["instantiate_s"]["p99"]),
-        us(&d["instantiate_restore_s"]["p50"]),
-        us(&d["instantiate_restore_s"]["p99"]),
-        f(&d["restore_all_s"])
-    );
-    let x = &r["faults"];
-    let _ = writeln!(
-        t,
-        "\n5. faults ({} of {} matches crashing every 500 ms, {} clients)",
-        x["crashing_matches"], x["matches"], x["clients"]
-    );
-    let _ = writeln!(
-        t,
-        "   trap to serving again p50/p99: {} / {} ({} restarts)",
-        us(&x["with_crashes"]["trap_to_serving_s"]["p50"]),
-        us(&x["with_crashes"]["trap_to_serving_s"]["p99"]),
-        x["with_crashes"]["trap_to_serving_s"]["count"]
-    );
-    let _ = writeln!(
-        t,
-        "   healthy-match latency p50/p99 µs: without crashes {} / {}, with crashes {} / {} (p99 ratio {}); gaps {} / {}",
-        x["without_crashes"]["latency_us"]["p50"],
-        x["without_crashes"]["latency_us"]["p99"],
-        x["with_crashes"]["latency_us"]["p50"],
-        x["with_crashes"]["latency_us"]["p99"],
-        f(&x["healthy_p99_ratio_crash_over_calm"]),
-        x["without_crashes"]["seq_gaps"],
-        x["with_crashes"]["seq_gaps"]
-    );
-    let _ = writeln!(
-        t,
-        "\n6. bets (50 clients, one bet in flight each, durable before confirmed)"
-    );
-    for b in r["bets"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            t,
-            "   {:>4} match(es): {} bets/s; round trip p50/p99 {} / {} µs; decision p50/p99 {} / {}; durable answer p50/p99 {} / {}",
-            b["matches"],
-            f(&b["bets_per_s"]),
-            b["round_trip_us"]["p50"],
-            b["round_trip_us"]["p99"],
-            us(&b["decision_s"]["p50"]),
-            us(&b["decision_s"]["p99"]),
-            us(&b["confirm_s"]["p50"]),
-            us(&b["confirm_s"]["p99"])
-        );
-    }
-    let w = &r["swap"];
-    let (i, b) = (&w["install"], &w["rollback"]);
-    let _ = writeln!(
-        t,
-        "\n7. hot swap v1 → v2 → v1 ({} matches, {} fed at {} msg/s, {} clients)",
-        w["matches"], w["fed_matches"], w["feed_rate"], w["clients"]
-    );
-    let _ = writeln!(
-        t,
-        "   install: compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms (then probation until {} ms; per match p50/p99/max {} / {} / {} µs), {}",
-        f(&i["compile_ms"]),
-        i["canary"]["matches"],
-        i["canary"]["events"],
-        f(&i["canary"]["ms"]),
-        i["switched"],
-        f(&i["switch_ms"]),
-        f(&i["total_ms"]),
-        f(&i["switch_us_p50"]),
-        f(&i["switch_us_p99"]),
-        f(&i["switch_us_max"]),
-        i["outcome"].as_str().unwrap_or("?")
-    );
-    let _ = writeln!(
-        t,
-        "   rollback: {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
-        b["switched"],
-        f(&b["switch_ms"]),
-        f(&b["switch_us_p50"]),
-        f(&b["switch_us_p99"]),
-        f(&b["switch_us_max"]),
-        b["outcome"].as_str().unwrap_or("?")
-    );
-    let l = &w["latency_us"];
-    let _ = writeln!(
-        t,
-        "   update latency p50/p99 µs: before {} / {}, during install {} / {}, during rollback {} / {}, steady {} / {} (p99 ratio install/before {}); gaps {}, sessions closed {}",
-        l["before"]["p50"],
-        l["before"]["p99"],
-        l["during_install"]["p50"],
-        l["during_install"]["p99"],
-        l["during_rollback"]["p50"],
-        l["during_rollback"]["p99"],
-        l["steady_after"]["p50"],
-        l["steady_after"]["p99"],
-        f(&w["p99_ratio_during_install_over_before"]),
-        w["seq_gaps"],
-        w["sessions_closed"]
-    );
-    let _ = writeln!(t, "\nelapsed: {} s", f(&r["elapsed_s"]));
-    t
-}
-
-/// Latency percentile curves as a small SVG (x: percentile on a log scale
-/// of 1/(1-q), y: latency on a log scale). Hand-drawn: a plotting crate
-/// would need a font backend for forty lines of markup.
-fn latency_svg(curves: &[(String, Histogram<u64>)]) -> String {
-    let (w, h, left, bottom) = (760.0, 420.0, 70.0, 40.0);
-    let qs: Vec<f64> = (0..=40).map(|i| 1.0 - 10f64.powf(-(i as f64) / 10.0)).collect(); // 0 .. 99.99%
-    let xmax = 4.0;
-    let (ymin, ymax) = (1.0f64.log10(), 1e7f64.log10());
-    let x = |q: f64| left + (-(1.0 - q).max(1e-4).log10()) / xmax * (w - left - 20.0);
-    let y = |us: f64| h - bottom - (us.max(1.0).log10() - ymin) / (ymax - ymin) * (h - bottom - 20.0);
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
-    );
-    for (label, q) in [
-        ("50%", 0.5),
-        ("90%", 0.9),
-        ("99%", 0.99),
-        ("99.9%", 0.999),
-        ("99.99%", 0.9999),
-    ] {
-        let _ = write!(
-            s,
-            r#"<line x1="{0}" x2="{0}" y1="20" y2="{1}" stroke="lightgray"/><text x="{0}" y="{2}" text-anchor="middle">{label}</text>"#,
-            x(q),
-            h - bottom,
-            h - bottom + 16.0
-        );
-    }
-    for (label, us) in [
-        ("1µs", 1.0),
-        ("10µs", 10.0),
-        ("100µs", 100.0),
-        ("1ms", 1e3),
-        ("10ms", 1e4),
-        ("100ms", 1e5),
-        ("1s", 1e6),
-        ("10s", 1e7),
-    ] {
-        let _ = write!(
-            s,
-            r#"<line x1="{left}" x2="{}" y1="{1}" y2="{1}" stroke="lightgray"/><text x="{2}" y="{3}" text-anchor="end">{label}</text>"#,
-            w - 20.0,
-            y(us),
-            left - 6.0,
-            y(us) + 4.0
-        );
-    }
-    for (i, (label, hist)) in curves.iter().enumerate() {
-        let c = colors[i % colors.len()];
-        let pts: Vec<String> = qs
-            .iter()
-            .map(|&q| format!("{:.1},{:.1}", x(q), y(hist.value_at_quantile(q) as f64)))
-            .collect();
-        let _ = write!(
-            s,
-            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
-            pts.join(" ")
-        );
-        let _ = write!(
-            s,
-            r#"<rect x="{}" y="{}" width="12" height="3" fill="{c}"/><text x="{}" y="{}">{label}</text>"#,
-            left + 10.0,
-            30.0 + 16.0 * i as f64,
-            left + 28.0,
-            34.0 + 16.0 * i as f64
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">percentile of updates (feed message sent → WebSocket client received)</text></svg>"#,
-        (w + left) / 2.0,
-        h - 4.0
-    );
-    s
+    .await
+    .context("admin request task")??;
+    Ok(answer)
 }

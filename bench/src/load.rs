@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::sim::{Generator, SimConfig};
+use touchline::sim::{Generator, SimConfig};
 
 pub fn now_us() -> i64 {
     SystemTime::now()

@@ -1,0 +1,323 @@
+//! What a run leaves behind: the table printed at the end, the machine and
+//! revision it ran on, and the latency plot. Pure formatting of the report
+//! JSON and the clients' histograms; no measuring here.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+/// The machine, and the version of the server binary measured.
+pub fn machine(server: &Path) -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned());
+    let mem_kib: Option<u64> = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok());
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "memory_bytes": mem_kib.map(|k| k * 1024),
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "touchline_version": server_version(server),
+    })
+}
+
+/// `touchline --version` is `touchline X.Y.Z`.
+fn server_version(server: &Path) -> Value {
+    std::process::Command::new(server)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.split_whitespace().nth(1).map(|v| json!(v))
+        })
+        .unwrap_or(Value::Null)
+}
+
+pub fn git_revision() -> Value {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or(Value::Null, |o| json!(String::from_utf8_lossy(&o.stdout).trim()))
+}
+
+pub fn table(r: &Value) -> String {
+    let mut t = String::new();
+    // Seconds shown in µs (histogram bucket upper bounds, 25% resolution).
+    let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
+    let f = |v: &Value| {
+        v.as_f64().map_or("-".to_owned(), |x| {
+            if x >= 100.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.3}")
+            }
+        })
+    };
+    let _ = writeln!(
+        t,
+        "\nTouchline bench ({} mode, seed {}, git {})",
+        r["mode"].as_str().unwrap_or("?"),
+        r["seed"],
+        r["git_revision"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        t,
+        "machine: {} cpus, {}",
+        r["machine"]["cpus"],
+        r["machine"]["cpu_model"].as_str().unwrap_or("?")
+    );
+    let p = &r["parse"];
+    let _ = writeln!(
+        t,
+        "\n1. parse limit (framer + parser, in memory): {} msg/s, {} MB/s (mean message {} B)",
+        f(&p["messages_per_s"]),
+        f(&p["mb_per_s"]),
+        f(&p["message_bytes"]["mean"])
+    );
+    let _ = writeln!(
+        t,
+        "\n2. pipeline (real server over TCP, no clients)\n{:>8} {:>20} {:>12} {:>10} {:>12} {:>14}",
+        "matches", "variant", "events/s", "MB/s", "cpu s", "store ops/s"
+    );
+    for row in r["pipeline"].as_array().into_iter().flatten() {
+        let x = &row["result"];
+        let _ = writeln!(
+            t,
+            "{:>8} {:>20} {:>12} {:>10} {:>12} {:>14}",
+            row["matches"],
+            row["variant"].as_str().unwrap_or(""),
+            f(&x["events_per_s"]),
+            f(&x["mb_per_s"]),
+            f(&x["server_cpu_s"]),
+            f(&x["store_ops_per_s"])
+        );
+    }
+    for (k, v) in r["pipeline_ratios"].as_object().into_iter().flatten() {
+        let _ = writeln!(t, "   {k}: {}", f(v));
+    }
+    let _ = writeln!(
+        t,
+        "\n3. fan-out (feed {} msg/s over {} matches)\n{:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}",
+        r["fanout"][0]["feed_rate"],
+        r["fanout"][0]["matches"],
+        "clients",
+        "deliveries/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "gaps",
+        "cpu %",
+        "rss MB"
+    );
+    for row in r["fanout"].as_array().into_iter().flatten() {
+        let x = &row["result"];
+        let l = &x["latency_us"];
+        let _ = writeln!(
+            t,
+            "{:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}",
+            row["clients"],
+            f(&x["deliveries_per_s"]),
+            l["p50"],
+            l["p99"],
+            l["p999"],
+            l["max"],
+            x["seq_gaps"],
+            f(&x["server_cpu_percent"]),
+            f(&json!(x["server_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6))
+        );
+    }
+    let d = &r["density"];
+    let _ = writeln!(
+        t,
+        "\n4. density: {} matches live, {} B RSS per match ({} B hibernated); instantiate p50/p99 {} / {}; instantiate+restore p50/p99 {} / {}; restart restoring all {} s",
+        d["matches"],
+        f(&d["rss_per_match_bytes"]),
+        f(&d["rss_per_hibernated_match_bytes"]),
+        us(&d["instantiate_s"]["p50"]),
+        us(&d["instantiate_s"]["p99"]),
+        us(&d["instantiate_restore_s"]["p50"]),
+        us(&d["instantiate_restore_s"]["p99"]),
+        f(&d["restore_all_s"])
+    );
+    let x = &r["faults"];
+    let _ = writeln!(
+        t,
+        "\n5. faults ({} of {} matches crashing every 500 ms, {} clients)",
+        x["crashing_matches"], x["matches"], x["clients"]
+    );
+    let _ = writeln!(
+        t,
+        "   trap to serving again p50/p99: {} / {} ({} restarts)",
+        us(&x["with_crashes"]["trap_to_serving_s"]["p50"]),
+        us(&x["with_crashes"]["trap_to_serving_s"]["p99"]),
+        x["with_crashes"]["trap_to_serving_s"]["count"]
+    );
+    let _ = writeln!(
+        t,
+        "   healthy-match latency p50/p99 µs: without crashes {} / {}, with crashes {} / {} (p99 ratio {}); gaps {} / {}",
+        x["without_crashes"]["latency_us"]["p50"],
+        x["without_crashes"]["latency_us"]["p99"],
+        x["with_crashes"]["latency_us"]["p50"],
+        x["with_crashes"]["latency_us"]["p99"],
+        f(&x["healthy_p99_ratio_crash_over_calm"]),
+        x["without_crashes"]["seq_gaps"],
+        x["with_crashes"]["seq_gaps"]
+    );
+    let _ = writeln!(
+        t,
+        "\n6. bets (50 clients, one bet in flight each, durable before confirmed)"
+    );
+    for b in r["bets"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            t,
+            "   {:>4} match(es): {} bets/s; round trip p50/p99 {} / {} µs; decision p50/p99 {} / {}; durable answer p50/p99 {} / {}",
+            b["matches"],
+            f(&b["bets_per_s"]),
+            b["round_trip_us"]["p50"],
+            b["round_trip_us"]["p99"],
+            us(&b["decision_s"]["p50"]),
+            us(&b["decision_s"]["p99"]),
+            us(&b["confirm_s"]["p50"]),
+            us(&b["confirm_s"]["p99"])
+        );
+    }
+    let w = &r["swap"];
+    let (i, b) = (&w["install"], &w["rollback"]);
+    let _ = writeln!(
+        t,
+        "\n7. hot swap v1 → v2 → v1 ({} matches, {} fed at {} msg/s, {} clients)",
+        w["matches"], w["fed_matches"], w["feed_rate"], w["clients"]
+    );
+    let _ = writeln!(
+        t,
+        "   install: compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms (then probation until {} ms; per match p50/p99/max {} / {} / {} µs), {}",
+        f(&i["compile_ms"]),
+        i["canary"]["matches"],
+        i["canary"]["events"],
+        f(&i["canary"]["ms"]),
+        i["switched"],
+        f(&i["switch_ms"]),
+        f(&i["total_ms"]),
+        f(&i["switch_us_p50"]),
+        f(&i["switch_us_p99"]),
+        f(&i["switch_us_max"]),
+        i["outcome"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        t,
+        "   rollback: {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
+        b["switched"],
+        f(&b["switch_ms"]),
+        f(&b["switch_us_p50"]),
+        f(&b["switch_us_p99"]),
+        f(&b["switch_us_max"]),
+        b["outcome"].as_str().unwrap_or("?")
+    );
+    let l = &w["latency_us"];
+    let _ = writeln!(
+        t,
+        "   update latency p50/p99 µs: before {} / {}, during install {} / {}, during rollback {} / {}, steady {} / {} (p99 ratio install/before {}); gaps {}, sessions closed {}",
+        l["before"]["p50"],
+        l["before"]["p99"],
+        l["during_install"]["p50"],
+        l["during_install"]["p99"],
+        l["during_rollback"]["p50"],
+        l["during_rollback"]["p99"],
+        l["steady_after"]["p50"],
+        l["steady_after"]["p99"],
+        f(&w["p99_ratio_during_install_over_before"]),
+        w["seq_gaps"],
+        w["sessions_closed"]
+    );
+    let _ = writeln!(t, "\nelapsed: {} s", f(&r["elapsed_s"]));
+    t
+}
+
+/// Latency percentile curves as a small SVG (x: percentile on a log scale
+/// of 1/(1-q), y: latency on a log scale). Hand-drawn: a plotting crate
+/// would need a font backend for forty lines of markup.
+pub fn latency_svg(curves: &[(String, Histogram<u64>)]) -> String {
+    let (w, h, left, bottom) = (760.0, 420.0, 70.0, 40.0);
+    let qs: Vec<f64> = (0..=40).map(|i| 1.0 - 10f64.powf(-(i as f64) / 10.0)).collect(); // 0 .. 99.99%
+    let xmax = 4.0;
+    let (ymin, ymax) = (1.0f64.log10(), 1e7f64.log10());
+    let x = |q: f64| left + (-(1.0 - q).max(1e-4).log10()) / xmax * (w - left - 20.0);
+    let y = |us: f64| h - bottom - (us.max(1.0).log10() - ymin) / (ymax - ymin) * (h - bottom - 20.0);
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    for (label, q) in [
+        ("50%", 0.5),
+        ("90%", 0.9),
+        ("99%", 0.99),
+        ("99.9%", 0.999),
+        ("99.99%", 0.9999),
+    ] {
+        let _ = write!(
+            s,
+            r#"<line x1="{0}" x2="{0}" y1="20" y2="{1}" stroke="lightgray"/><text x="{0}" y="{2}" text-anchor="middle">{label}</text>"#,
+            x(q),
+            h - bottom,
+            h - bottom + 16.0
+        );
+    }
+    for (label, us) in [
+        ("1µs", 1.0),
+        ("10µs", 10.0),
+        ("100µs", 100.0),
+        ("1ms", 1e3),
+        ("10ms", 1e4),
+        ("100ms", 1e5),
+        ("1s", 1e6),
+        ("10s", 1e7),
+    ] {
+        let _ = write!(
+            s,
+            r#"<line x1="{left}" x2="{}" y1="{1}" y2="{1}" stroke="lightgray"/><text x="{2}" y="{3}" text-anchor="end">{label}</text>"#,
+            w - 20.0,
+            y(us),
+            left - 6.0,
+            y(us) + 4.0
+        );
+    }
+    for (i, (label, hist)) in curves.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let pts: Vec<String> = qs
+            .iter()
+            .map(|&q| format!("{:.1},{:.1}", x(q), y(hist.value_at_quantile(q) as f64)))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            pts.join(" ")
+        );
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{}" width="12" height="3" fill="{c}"/><text x="{}" y="{}">{label}</text>"#,
+            left + 10.0,
+            30.0 + 16.0 * i as f64,
+            left + 28.0,
+            34.0 + 16.0 * i as f64
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">percentile of updates (feed message sent → WebSocket client received)</text></svg>"#,
+        (w + left) / 2.0,
+        h - 4.0
+    );
+    s
+}

@@ -1,0 +1,61 @@
+//! What the integration tests and the benchmark share to drive a real
+//! `touchline serve`: one launcher, one `/metrics` reader, one HTTP client.
+//!
+//! - [`server`]: [`ServerProcess`], the server as a child process on
+//!   ephemeral loopback ports, its READY line, SIGTERM / SIGKILL, and its
+//!   RSS and CPU time read from `/proc`.
+//! - [`metrics`]: the Prometheus text reader (a value by name and labels,
+//!   a histogram quantile).
+//! - [`http`]: a minimal blocking HTTP/1.1 client.
+//!
+//! Errors are typed ([`Error`]): the tests turn them into panics, the bench
+//! into `anyhow` errors. Nothing here knows which binary it runs: the caller
+//! passes its path (`CARGO_BIN_EXE_touchline` in the tests, a flag in the
+//! bench).
+
+pub mod http;
+pub mod metrics;
+pub mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use metrics::Metrics;
+pub use server::{Launch, ServerProcess};
+
+/// What can go wrong driving a server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("server binary {0} not found (build it first: `make build`)")]
+    MissingBinary(PathBuf),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server exited before it printed READY; its log is {log}")]
+    NotReady { log: PathBuf },
+    #[error("the server reported no feed port")]
+    NoFeedPort,
+    #[error("the server did not exit within {0:?} of SIGTERM")]
+    StopTimeout(Duration),
+    #[error("{name} reached only {reached} of {target} within {timeout:?}")]
+    MetricTimeout {
+        name: String,
+        reached: f64,
+        target: f64,
+        timeout: Duration,
+    },
+    #[error("malformed HTTP response: {0}")]
+    BadResponse(&'static str),
+}
+
+impl Error {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,258 @@
+//! The server under test: a separate `touchline serve` process.
+//!
+//! Started on ephemeral loopback ports (`127.0.0.1:0`) with a data dir the
+//! caller owns; its ports are learnt from the READY line it prints
+//! ([`touchline::Ready`]); read through `/metrics` and `/proc`; stopped by
+//! SIGTERM (graceful) or SIGKILL, and killed on drop so no test or bench
+//! run leaves one behind. Its stderr goes to a log file, never to ours.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Metrics, Result};
+
+/// How often [`ServerProcess::wait_metric`] scrapes `/metrics`: often enough
+/// for the bench's throughput timings (seconds long), rarely enough that
+/// the scraping costs the server nothing measurable.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Bound on one `/metrics` scrape (a server under full load answers late).
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The `touchline` binary.
+    pub exe: PathBuf,
+    /// `--data`: the caller owns it (and removes it, or restarts on it).
+    pub data: PathBuf,
+    /// Where the server's stderr (its tracing output) is appended.
+    pub log: PathBuf,
+    /// `RUST_LOG` for the server: the tests keep `info` to read a failing
+    /// test's log, the bench `warn` so logging costs nothing.
+    pub rust_log: String,
+    /// Flags after `serve --http 127.0.0.1:0 --feed-listen 127.0.0.1:0 --data DIR`.
+    pub args: Vec<OsString>,
+}
+
+impl Launch {
+    /// `exe serve` on `data`, logging at `info` to `data/server.log`.
+    pub fn new(exe: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Launch {
+        let data = data.into();
+        Launch {
+            exe: exe.into(),
+            log: data.join("server.log"),
+            data,
+            rust_log: "info".to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn log(mut self, log: impl Into<PathBuf>) -> Launch {
+        self.log = log.into();
+        self
+    }
+
+    pub fn rust_log(mut self, filter: &str) -> Launch {
+        filter.clone_into(&mut self.rust_log);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Start it and wait for its READY line.
+    pub fn start(self) -> Result<ServerProcess> {
+        ServerProcess::start(self)
+    }
+}
+
+/// A running `touchline serve`, killed on drop.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    pub http: SocketAddr,
+    pub feed: SocketAddr,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Spawn the server and wait until it has printed READY (its listeners
+    /// are bound); fails if it exits first.
+    pub fn start(launch: Launch) -> Result<ServerProcess> {
+        if !launch.exe.is_file() {
+            return Err(Error::MissingBinary(launch.exe));
+        }
+        if let Some(dir) = launch.log.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&launch.log)
+            .map_err(Error::io(format!("opening the server log {}", launch.log.display())))?;
+        let mut child = Command::new(&launch.exe)
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--feed-listen",
+                "127.0.0.1:0",
+                "--data",
+            ])
+            .arg(&launch.data)
+            .args(&launch.args)
+            .env("RUST_LOG", &launch.rust_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(Error::io(format!("starting {} serve", launch.exe.display())))?;
+        // The pipe is always there: stdout was asked for above.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let ready = touchline::Ready::wait(stdout);
+        let Some((http, Some(feed))) = ready.map(|r| (r.http, r.feed)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(match ready {
+                None => Error::NotReady { log: launch.log },
+                Some(_) => Error::NoFeedPort,
+            });
+        };
+        Ok(ServerProcess {
+            child,
+            http,
+            feed,
+            log: launch.log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Where its stderr goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// SIGTERM, then wait up to `timeout` for it to exit (graceful: feed
+    /// stopped, workers drained, store flushed).
+    pub fn terminate(mut self, timeout: Duration) -> Result<ExitStatus> {
+        // `kill(1)`: std has no SIGTERM and the workspace denies unsafe code.
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .map_err(Error::io("running kill -TERM"))?;
+        if !sent.success() {
+            return Err(Error::Io {
+                what: format!("kill -TERM {}", self.pid()),
+                source: std::io::Error::other(format!("kill exited with {sent}")),
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(Error::io("waiting for the server"))? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::StopTimeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) -> Result<ExitStatus> {
+        self.child.kill().map_err(Error::io("sending SIGKILL"))?;
+        self.child.wait().map_err(Error::io("reaping the server"))
+    }
+
+    /// One scrape of `/metrics`.
+    pub fn metrics(&self) -> Result<Metrics> {
+        let (_, text) = crate::http::get(self.http, "/metrics", SCRAPE_TIMEOUT)?;
+        Ok(Metrics(text))
+    }
+
+    /// Scrape `/metrics` every [`POLL`] until `name` (see
+    /// [`crate::metrics::value`]) is at least `target`; returns the value.
+    pub fn wait_metric(&self, name: &str, target: f64, timeout: Duration) -> Result<f64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metrics()?.value(name);
+            if v >= target {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::MetricTimeout {
+                    name: name.to_owned(),
+                    reached: v,
+                    target,
+                    timeout,
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Resident memory (VmRSS), bytes; 0 once it has exited.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1024
+    }
+
+    /// CPU time used so far (user + system), seconds; 0 once it has exited.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        cpu_seconds_in(&stat)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime from a `/proc/PID/stat` line: fields 14 and 15 (1-based),
+/// counted after the parenthesised command name (which may hold spaces), in
+/// clock ticks of 1/100 s (USER_HZ on Linux).
+fn cpu_seconds_in(stat: &str) -> f64 {
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_time_is_utime_plus_stime() {
+        let stat = "4242 (touch line) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        assert_eq!(super::cpu_seconds_in(stat), 3.0);
+        assert_eq!(super::cpu_seconds_in(""), 0.0);
+    }
+
+    #[test]
+    fn a_missing_binary_is_named() {
+        let err = super::Launch::new("/nonexistent/touchline", "/tmp/unused")
+            .start()
+            .expect_err("no such binary");
+        assert!(err.to_string().contains("/nonexistent/touchline not found"), "{err}");
+    }
+}
