@@ -1,9 +1,237 @@
-//! Server configuration: one validated struct, built by `main` from flags.
+//! Server configuration: every setting declared once, in [`Settings`] (its
+//! flag, help, environment variable, TOML key and default), and turned into
+//! the [`ServeConfig`] the server runs on by [`Settings::into_config`], which
+//! validates it ([`ServeConfig::validate`] is the one place of validation).
+//!
+//! Precedence: command-line flag > environment variable > `--config` file >
+//! default. `serve` and `demo` both take [`ServeArgs`], so they share every
+//! default. This module reads the config file and nothing else: it never
+//! binds, opens or starts anything.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches as _};
+
+/// What `serve` and `demo` take: the settings, and a file to fill in the
+/// ones not given as flags or environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings, named like the flags
+    /// (`max-matches = 5000`); flags and environment variables win over it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl ServeArgs {
+    /// The settings with the `--config` file, if any, laid under the flags
+    /// and environment. `matches` are the subcommand's that parsed `self`:
+    /// they tell which settings came from the command line or environment.
+    pub fn resolve(self, matches: &ArgMatches) -> Result<Settings, ConfigError> {
+        let Some(path) = self.config else {
+            return Ok(self.settings);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        self.settings
+            .under_file(matches, &text)
+            .map_err(|source| ConfigError::File { path, source })
+    }
+}
+
+/// Every setting, written once: the field is the flag (`max_matches` is
+/// `--max-matches` and the TOML key `max-matches`), its doc comment the help,
+/// its `#[arg]` the default (which [`Settings::default`], and so the TOML
+/// file's missing keys, take from clap). Units are the users' (MiB, ms);
+/// [`Settings::into_config`] converts them. A new setting is a field here,
+/// its line in `into_config` and, if it has bounds, one in `validate`.
+#[derive(Debug, Clone, PartialEq, Args, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// HTTP + WebSocket address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Accept feed connections on this address.
+    #[arg(long)]
+    pub feed_listen: Option<SocketAddr>,
+    /// Dial a feed server at HOST:PORT, reconnecting with backoff.
+    #[arg(long)]
+    pub feed_connect: Option<String>,
+    /// Data directory (sled).
+    #[arg(long, default_value = "./data")]
+    pub data: PathBuf,
+    /// Guest component to run instead of the built-in one.
+    #[arg(long)]
+    pub guest: Option<PathBuf>,
+    /// Matches live at once (pooling allocator slots).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_matches: u32,
+    /// Linear memory cap per match, MiB.
+    #[arg(long, default_value_t = 32)]
+    pub guest_memory_mib: usize,
+    /// Time budget of one guest call, ms.
+    #[arg(long, default_value_t = 100)]
+    pub guest_deadline_ms: u64,
+    /// Largest feed message accepted, bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_message_bytes: usize,
+    /// Concurrent WebSocket sessions.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_sessions: usize,
+    /// Run without journal, snapshots or recovery (only to measure their cost).
+    #[arg(long)]
+    pub no_durability: bool,
+    /// Longest a journaled event waits for its group commit, ms.
+    #[arg(long, default_value_t = 10)]
+    pub commit_interval_ms: u64,
+    /// Snapshot a match every this many events...
+    #[arg(long, default_value_t = 100)]
+    pub snapshot_every: u64,
+    /// ...or this often (ms), whichever comes first.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_interval_ms: u64,
+    /// Idle time (ms) after which a match is durably marked clean, so its
+    /// stream epoch survives a crash. Lower (down to the commit interval)
+    /// proves continuity sooner but costs an fsync before the first push
+    /// after each quiet period.
+    #[arg(long, default_value_t = 1000)]
+    pub clean_after_ms: u64,
+    /// Idle time (ms) after which a match gives its Wasm instance back and
+    /// keeps only its state (0 = never); the next event restores it.
+    #[arg(long, default_value_t = 30_000)]
+    pub hibernate_after_ms: u64,
+    /// Restart intensity: more than this many guest failures...
+    #[arg(long, default_value_t = 3)]
+    pub max_failures: u32,
+    /// ...within this window (ms) quarantines the match.
+    #[arg(long, default_value_t = 5000)]
+    pub failure_window_ms: u64,
+    /// Run the match model compiled into the host, without Wasm (benchmark
+    /// baseline only: no isolation, no limits).
+    #[arg(long, hide = true)]
+    pub native_model: bool,
+    /// Smallest stake accepted.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_stake: f64,
+    /// Largest stake accepted.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub max_stake: f64,
+    /// Accept a bet when the current odds are better for the bettor than offered.
+    #[arg(long)]
+    pub accept_better_odds: bool,
+    /// Bearer token for /admin/* (at least 16 characters); unset disables them.
+    #[arg(long, env = "TOUCHLINE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A guest rollout aborts, returning every match to the old version,
+    /// when more matches than this fail to switch or fail their first event.
+    #[arg(long, default_value_t = 3)]
+    pub rollout_max_failed: usize,
+    /// Matches whose stored state and recent journal a new guest replays in
+    /// scratch instances before it touches live matches (0 = no canary).
+    #[arg(long, default_value_t = 8)]
+    pub canary_matches: usize,
+    /// Matches switching to a new guest at once. One at a time measured
+    /// both fastest overall and gentlest on update latency on 2 cores
+    /// (parallel switches were slower; not profiled, likely allocation contention).
+    #[arg(long, default_value_t = 1)]
+    pub rollout_concurrency: usize,
+    /// After a rollout's switches, how long (ms) first-event failures still
+    /// count towards --rollout-max-failed (a switched match that fails its
+    /// first event later still goes back on its own).
+    #[arg(long, default_value_t = 1000)]
+    pub rollout_probation_ms: u64,
+    /// Guest versions kept in the store (at least 2); after an install the
+    /// oldest that no match runs, and that are neither active nor previous,
+    /// are removed.
+    #[arg(long, default_value_t = 8)]
+    pub keep_guest_versions: usize,
+}
+
+impl Default for Settings {
+    /// The defaults written in the `#[arg]` attributes above, read back from
+    /// clap (with no environment), so they are written nowhere else.
+    fn default() -> Self {
+        let command = Settings::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(["defaults"])
+            .expect("every setting has a default or is optional");
+        Settings::from_arg_matches(&matches).expect("the defaults parse as settings")
+    }
+}
+
+impl Settings {
+    /// Lay a TOML file (`toml_text`) under these settings: each key the file
+    /// has replaces the setting unless `matches` (the ones that parsed
+    /// `self`) say it came from the command line or the environment.
+    /// Generic over the settings: a setting's TOML key is its flag, its clap
+    /// id the same with underscores.
+    pub fn under_file(self, matches: &ArgMatches, toml_text: &str) -> Result<Settings, FileError> {
+        // Typed first, so an unknown key or a wrong type is refused by name
+        // and line.
+        toml::from_str::<Settings>(toml_text).map_err(FileError::Parse)?;
+        let file: toml::Table = toml_text.parse().map_err(FileError::Parse)?;
+        // Settings that are `None` are left out of the table and come back
+        // as their default, which is `None` too.
+        let mut merged = toml::Table::try_from(self).map_err(FileError::Merge)?;
+        for (key, value) in file {
+            let given = matches!(
+                matches.value_source(&key.replace('-', "_")),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !given {
+                merged.insert(key, value);
+            }
+        }
+        merged.try_into().map_err(FileError::Parse)
+    }
+
+    /// The server's configuration in its own units, validated.
+    pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
+        let ms = Duration::from_millis;
+        let config = ServeConfig {
+            http: self.http,
+            feed_listen: self.feed_listen,
+            feed_connect: self.feed_connect,
+            data_dir: self.data,
+            guest: self.guest,
+            max_matches: self.max_matches,
+            // Saturating, so a huge value is refused as out of range rather
+            // than wrapped into range.
+            guest_memory_bytes: self.guest_memory_mib.saturating_mul(1 << 20),
+            guest_call_deadline: ms(self.guest_deadline_ms),
+            max_message_bytes: self.max_message_bytes,
+            max_sessions: self.max_sessions,
+            durability: !self.no_durability,
+            commit_interval: ms(self.commit_interval_ms),
+            snapshot_every: self.snapshot_every,
+            snapshot_interval: ms(self.snapshot_interval_ms),
+            clean_after: ms(self.clean_after_ms),
+            hibernate_after: (self.hibernate_after_ms > 0).then(|| ms(self.hibernate_after_ms)),
+            max_failures: self.max_failures,
+            failure_window: ms(self.failure_window_ms),
+            admin_token: self.admin_token,
+            rollout_max_failed: self.rollout_max_failed,
+            canary_matches: self.canary_matches,
+            rollout_concurrency: self.rollout_concurrency,
+            rollout_probation: ms(self.rollout_probation_ms),
+            keep_guest_versions: self.keep_guest_versions,
+            min_stake: self.min_stake,
+            max_stake: self.max_stake,
+            accept_better_odds: self.accept_better_odds,
+            native_model: self.native_model,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// What the server runs on, in its own units; built by [`Settings::into_config`].
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// HTTP + WebSocket listen address.
@@ -82,44 +310,35 @@ pub enum ConfigError {
         max: u64,
         got: u64,
     },
+    #[error("reading config {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: FileError,
+    },
 }
 
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            feed_listen: None,
-            feed_connect: None,
-            data_dir: PathBuf::from("data"),
-            guest: None,
-            max_matches: 10_000,
-            guest_memory_bytes: 32 << 20,
-            guest_call_deadline: Duration::from_millis(100),
-            max_message_bytes: 4 << 20,
-            max_sessions: 20_000,
-            durability: true,
-            commit_interval: Duration::from_millis(10),
-            snapshot_every: 100,
-            snapshot_interval: Duration::from_secs(10),
-            clean_after: Duration::from_secs(1),
-            hibernate_after: Some(Duration::from_secs(30)),
-            max_failures: 3,
-            failure_window: Duration::from_secs(5),
-            admin_token: None,
-            rollout_max_failed: 3,
-            canary_matches: 8,
-            rollout_concurrency: 1,
-            rollout_probation: Duration::from_secs(1),
-            keep_guest_versions: 8,
-            native_model: false,
-            min_stake: 0.1,
-            max_stake: 10_000.0,
-            accept_better_odds: false,
-        }
-    }
+/// What is wrong with a `--config` file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Not TOML, an unknown key, or a value of the wrong type (toml's
+    /// message names the key and its line).
+    #[error(transparent)]
+    Parse(toml::de::Error),
+    /// A flag's value TOML cannot hold (a path that is not UTF-8, an
+    /// integer above `i64::MAX`), so the file cannot be laid under it.
+    #[error("merging the file with the flags: {0}")]
+    Merge(toml::ser::Error),
 }
 
 impl ServeConfig {
+    /// The one place settings are checked; error names are the flags.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.feed_listen.is_none() && self.feed_connect.is_none() {
             return Err(ConfigError::NoFeed);
