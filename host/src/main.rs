@@ -124,7 +124,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let matches = Cli::command().get_matches();
+    // demo dials its own simulator: its --feed-connect is refused, so not shown.
+    let matches = Cli::command()
+        .mut_subcommand("demo", |demo| demo.mut_arg("feed_connect", |arg| arg.hide(true)))
+        .get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => {
