@@ -1,9 +1,237 @@
-//! Server configuration: one validated struct, built by `main` from flags.
+//! Server configuration: every setting declared once, in [`Settings`] (its
+//! flag, help, environment variable, TOML key and default), and turned into
+//! the [`ServeConfig`] the server runs on by [`Settings::into_config`], which
+//! validates it ([`ServeConfig::validate`] is the one place of validation).
+//!
+//! Precedence: command-line flag > environment variable > `--config` file >
+//! default. `serve` and `demo` both take [`ServeArgs`], so they share every
+//! default. This module reads the config file and nothing else: it never
+//! binds, opens or starts anything.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches as _};
+
+/// What `serve` and `demo` take: the settings, and a file to fill in the
+/// ones not given as flags or environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings, named like the flags
+    /// (`max-matches = 5000`); flags and environment variables win over it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl ServeArgs {
+    /// The settings with the `--config` file, if any, laid under the flags
+    /// and environment. `matches` are the subcommand's that parsed `self`:
+    /// they tell which settings came from the command line or environment.
+    pub fn resolve(self, matches: &ArgMatches) -> Result<Settings, ConfigError> {
+        let Some(path) = self.config else {
+            return Ok(self.settings);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        self.settings
+            .under_file(matches, &text)
+            .map_err(|source| ConfigError::File { path, source })
+    }
+}
+
+/// Every setting, written once: the field is the flag (`max_matches` is
+/// `--max-matches` and the TOML key `max-matches`), its doc comment the help,
+/// its `#[arg]` the default (which [`Settings::default`], and so the TOML
+/// file's missing keys, take from clap). Units are the users' (MiB, ms);
+/// [`Settings::into_config`] converts them. A new setting is a field here,
+/// its line in `into_config` and, if it has bounds, one in `validate`.
+#[derive(Debug, Clone, PartialEq, Args, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// HTTP + WebSocket address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Accept feed connections on this address.
+    #[arg(long)]
+    pub feed_listen: Option<SocketAddr>,
+    /// Dial a feed server at HOST:PORT, reconnecting with backoff.
+    #[arg(long)]
+    pub feed_connect: Option<String>,
+    /// Data directory (sled).
+    #[arg(long, default_value = "./data")]
+    pub data: PathBuf,
+    /// Guest component to run instead of the built-in one.
+    #[arg(long)]
+    pub guest: Option<PathBuf>,
+    /// Matches live at once (pooling allocator slots).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_matches: u32,
+    /// Linear memory cap per match, MiB.
+    #[arg(long, default_value_t = 32)]
+    pub guest_memory_mib: usize,
+    /// Time budget of one guest call, ms.
+    #[arg(long, default_value_t = 100)]
+    pub guest_deadline_ms: u64,
+    /// Largest feed message accepted, bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_message_bytes: usize,
+    /// Concurrent WebSocket sessions.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_sessions: usize,
+    /// Run without journal, snapshots or recovery (only to measure their cost).
+    #[arg(long)]
+    pub no_durability: bool,
+    /// Longest a journaled event waits for its group commit, ms.
+    #[arg(long, default_value_t = 10)]
+    pub commit_interval_ms: u64,
+    /// Snapshot a match every this many events...
+    #[arg(long, default_value_t = 100)]
+    pub snapshot_every: u64,
+    /// ...or this often (ms), whichever comes first.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_interval_ms: u64,
+    /// Idle time (ms) after which a match is durably marked clean, so its
+    /// stream epoch survives a crash. Lower (down to the commit interval)
+    /// proves continuity sooner but costs an fsync before the first push
+    /// after each quiet period.
+    #[arg(long, default_value_t = 1000)]
+    pub clean_after_ms: u64,
+    /// Idle time (ms) after which a match gives its Wasm instance back and
+    /// keeps only its state (0 = never); the next event restores it.
+    #[arg(long, default_value_t = 30_000)]
+    pub hibernate_after_ms: u64,
+    /// Restart intensity: more than this many guest failures...
+    #[arg(long, default_value_t = 3)]
+    pub max_failures: u32,
+    /// ...within this window (ms) quarantines the match.
+    #[arg(long, default_value_t = 5000)]
+    pub failure_window_ms: u64,
+    /// Run the match model compiled into the host, without Wasm (benchmark
+    /// baseline only: no isolation, no limits).
+    #[arg(long, hide = true)]
+    pub native_model: bool,
+    /// Smallest stake accepted.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_stake: f64,
+    /// Largest stake accepted.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub max_stake: f64,
+    /// Accept a bet when the current odds are better for the bettor than offered.
+    #[arg(long)]
+    pub accept_better_odds: bool,
+    /// Bearer token for /admin/* (at least 16 characters); unset disables them.
+    #[arg(long, env = "TOUCHLINE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A guest rollout aborts, returning every match to the old version,
+    /// when more matches than this fail to switch or fail their first event.
+    #[arg(long, default_value_t = 3)]
+    pub rollout_max_failed: usize,
+    /// Matches whose stored state and recent journal a new guest replays in
+    /// scratch instances before it touches live matches (0 = no canary).
+    #[arg(long, default_value_t = 8)]
+    pub canary_matches: usize,
+    /// Matches switching to a new guest at once. One at a time measured
+    /// both fastest overall and gentlest on update latency on 2 cores
+    /// (parallel switches were slower; not profiled, likely allocation contention).
+    #[arg(long, default_value_t = 1)]
+    pub rollout_concurrency: usize,
+    /// After a rollout's switches, how long (ms) first-event failures still
+    /// count towards --rollout-max-failed (a switched match that fails its
+    /// first event later still goes back on its own).
+    #[arg(long, default_value_t = 1000)]
+    pub rollout_probation_ms: u64,
+    /// Guest versions kept in the store (at least 2); after an install the
+    /// oldest that no match runs, and that are neither active nor previous,
+    /// are removed.
+    #[arg(long, default_value_t = 8)]
+    pub keep_guest_versions: usize,
+}
+
+impl Default for Settings {
+    /// The defaults written in the `#[arg]` attributes above, read back from
+    /// clap (with no environment), so they are written nowhere else.
+    fn default() -> Self {
+        let command = Settings::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(["defaults"])
+            .expect("every setting has a default or is optional");
+        Settings::from_arg_matches(&matches).expect("the defaults parse as settings")
+    }
+}
+
+impl Settings {
+    /// Lay a TOML file (`toml_text`) under these settings: each key the file
+    /// has replaces the setting unless `matches` (the ones that parsed
+    /// `self`) say it came from the command line or the environment.
+    /// Generic over the settings: a setting's TOML key is its flag, its clap
+    /// id the same with underscores.
+    pub fn under_file(self, matches: &ArgMatches, toml_text: &str) -> Result<Settings, FileError> {
+        // Typed first, so an unknown key or a wrong type is refused by name
+        // and line.
+        toml::from_str::<Settings>(toml_text).map_err(FileError::Parse)?;
+        let file: toml::Table = toml_text.parse().map_err(FileError::Parse)?;
+        // Settings that are `None` are left out of the table and come back
+        // as their default, which is `None` too.
+        let mut merged = toml::Table::try_from(self).map_err(FileError::Merge)?;
+        for (key, value) in file {
+            let given = matches!(
+                matches.value_source(&key.replace('-', "_")),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !given {
+                merged.insert(key, value);
+            }
+        }
+        merged.try_into().map_err(FileError::Parse)
+    }
+
+    /// The server's configuration in its own units, validated.
+    pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
+        let ms = Duration::from_millis;
+        let config = ServeConfig {
+            http: self.http,
+            feed_listen: self.feed_listen,
+            feed_connect: self.feed_connect,
+            data_dir: self.data,
+            guest: self.guest,
+            max_matches: self.max_matches,
+            // Saturating, so a huge value is refused as out of range rather
+            // than wrapped into range.
+            guest_memory_bytes: self.guest_memory_mib.saturating_mul(1 << 20),
+            guest_call_deadline: ms(self.guest_deadline_ms),
+            max_message_bytes: self.max_message_bytes,
+            max_sessions: self.max_sessions,
+            durability: !self.no_durability,
+            commit_interval: ms(self.commit_interval_ms),
+            snapshot_every: self.snapshot_every,
+            snapshot_interval: ms(self.snapshot_interval_ms),
+            clean_after: ms(self.clean_after_ms),
+            hibernate_after: (self.hibernate_after_ms > 0).then(|| ms(self.hibernate_after_ms)),
+            max_failures: self.max_failures,
+            failure_window: ms(self.failure_window_ms),
+            admin_token: self.admin_token,
+            rollout_max_failed: self.rollout_max_failed,
+            canary_matches: self.canary_matches,
+            rollout_concurrency: self.rollout_concurrency,
+            rollout_probation: ms(self.rollout_probation_ms),
+            keep_guest_versions: self.keep_guest_versions,
+            min_stake: self.min_stake,
+            max_stake: self.max_stake,
+            accept_better_odds: self.accept_better_odds,
+            native_model: self.native_model,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// What the server runs on, in its own units; built by [`Settings::into_config`].
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// HTTP + WebSocket listen address.
@@ -82,44 +310,35 @@ pub enum ConfigError {
         max: u64,
         got: u64,
     },
+    #[error("reading config {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: FileError,
+    },
 }
 
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            feed_listen: None,
-            feed_connect: None,
-            data_dir: PathBuf::from("data"),
-            guest: None,
-            max_matches: 10_000,
-            guest_memory_bytes: 32 << 20,
-            guest_call_deadline: Duration::from_millis(100),
-            max_message_bytes: 4 << 20,
-            max_sessions: 20_000,
-            durability: true,
-            commit_interval: Duration::from_millis(10),
-            snapshot_every: 100,
-            snapshot_interval: Duration::from_secs(10),
-            clean_after: Duration::from_secs(1),
-            hibernate_after: Some(Duration::from_secs(30)),
-            max_failures: 3,
-            failure_window: Duration::from_secs(5),
-            admin_token: None,
-            rollout_max_failed: 3,
-            canary_matches: 8,
-            rollout_concurrency: 1,
-            rollout_probation: Duration::from_secs(1),
-            keep_guest_versions: 8,
-            native_model: false,
-            min_stake: 0.1,
-            max_stake: 10_000.0,
-            accept_better_odds: false,
-        }
-    }
+/// What is wrong with a `--config` file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Not TOML, an unknown key, or a value of the wrong type (toml's
+    /// message names the key and its line).
+    #[error(transparent)]
+    Parse(toml::de::Error),
+    /// A flag's value TOML cannot hold (a path that is not UTF-8, an
+    /// integer above `i64::MAX`), so the file cannot be laid under it.
+    #[error("merging the file with the flags: {0}")]
+    Merge(toml::ser::Error),
 }
 
 impl ServeConfig {
+    /// The one place settings are checked; error names are the flags.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.feed_listen.is_none() && self.feed_connect.is_none() {
             return Err(ConfigError::NoFeed);
@@ -194,5 +413,374 @@ fn range(name: &'static str, got: u64, min: u64, max: u64) -> Result<(), ConfigE
         Ok(())
     } else {
         Err(ConfigError::OutOfRange { name, min, max, got })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+
+    use super::*;
+
+    /// `serve` and `demo` shaped as `main` declares them: both flatten
+    /// [`ServeArgs`]; `demo` adds simulator flags (one stands in for them).
+    #[derive(Parser, Debug)]
+    enum Cli {
+        Serve(ServeArgs),
+        Demo {
+            #[command(flatten)]
+            server: ServeArgs,
+            #[arg(long, default_value_t = 12)]
+            matches: u32,
+        },
+    }
+
+    /// Stands in for TOUCHLINE_ADMIN_TOKEN: tests cannot set variables
+    /// (`set_var` is unsafe with threads), and cargo sets this one for test
+    /// runs.
+    const ENV: &str = "CARGO_MANIFEST_DIR";
+
+    fn env_token() -> String {
+        std::env::var(ENV).expect("cargo test sets CARGO_MANIFEST_DIR")
+    }
+
+    /// `touchline <argv>` parsed as `main` parses it, with `file` (if not
+    /// empty) as the `--config` file's text, and the admin token read from
+    /// [`ENV`] when `env` (otherwise from no variable, whatever the
+    /// environment of the test).
+    fn settings(argv: &str, file: &str, env: bool) -> Result<Settings, String> {
+        let command = Cli::command().mut_subcommands(|sub| {
+            sub.mut_args(|arg| {
+                let var = (env && arg.get_id() == "admin_token").then_some(ENV);
+                arg.env(var)
+            })
+        });
+        let argv = std::iter::once("touchline").chain(argv.split_whitespace());
+        let matches = command.try_get_matches_from(argv).map_err(|e| e.kind().to_string())?;
+        let (_, sub) = matches.subcommand().expect("a subcommand");
+        let (Cli::Serve(args) | Cli::Demo { server: args, .. }) =
+            Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        if file.is_empty() {
+            return Ok(args.settings);
+        }
+        args.settings.under_file(sub, file).map_err(|e| e.to_string())
+    }
+
+    /// What a row shows: the settings that differ from the defaults
+    /// (`key=value`, TOML-rendered, in key order) once they pass validation,
+    /// or `error: ` and what was refused.
+    fn outcome(argv: &str, file: &str, env: bool) -> String {
+        let settings =
+            settings(argv, file, env).and_then(|s| s.clone().into_config().map(|_| s).map_err(|e| e.to_string()));
+        match settings {
+            Ok(s) => {
+                let defaults = toml::Table::try_from(Settings::default()).expect("defaults as TOML");
+                let got = toml::Table::try_from(s).expect("settings as TOML");
+                let mut diff: Vec<String> = got
+                    .iter()
+                    .filter(|(k, v)| defaults.get(k.as_str()) != Some(v))
+                    .map(|(k, v)| format!("{k}={}", render(v)))
+                    .collect();
+                diff.sort();
+                diff.join(" ")
+            }
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// A TOML value as a row writes it (toml's own `Display` is a feature
+    /// we do not build).
+    fn render(v: &toml::Value) -> String {
+        match v {
+            toml::Value::String(s) => format!("{s:?}"),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => format!("{f:?}"),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// `expected` is the whole outcome, except that an expected
+    /// `error: ...` need only be contained in the error (TOML's messages
+    /// run over several lines).
+    fn check(argv: &str, file: &str, env: bool, expected: &str) {
+        let got = outcome(argv, file, env);
+        let ok = match expected.strip_prefix("error: ") {
+            Some(e) => got.starts_with("error: ") && got.contains(e),
+            None => got == expected,
+        };
+        assert!(
+            ok,
+            "touchline {argv}, file {file:?}, env {env}:\n  got      {got}\n  expected {expected}"
+        );
+    }
+
+    #[test]
+    fn serve_and_demo_share_every_default() {
+        let serve = settings("serve", "", false).expect("serve parses");
+        let demo = settings("demo", "", false).expect("demo parses");
+        let file = toml::from_str::<Settings>("").expect("an empty file parses");
+        assert_eq!(serve, demo);
+        assert_eq!(serve, Settings::default());
+        assert_eq!(serve, file, "a file's missing keys are the flags' defaults");
+        // The values `touchline serve --help` has always shown.
+        assert_eq!(serve.http, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(serve.data, PathBuf::from("./data"));
+        assert_eq!(
+            (serve.max_matches, serve.guest_memory_mib, serve.max_message_bytes),
+            (10_000, 32, 4 << 20)
+        );
+        assert_eq!((serve.min_stake, serve.max_stake), (0.1, 10_000.0));
+    }
+
+    #[test]
+    fn flags_environment_file_and_defaults_in_that_order() {
+        let token = env_token();
+        let env_row = format!("admin-token=\"{token}\" feed-connect=\"f:1\"");
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, bool, &str)] = &[
+            // The file sets what nothing else does, for serve and demo alike.
+            ("serve", "feed-connect = 'f:1'\nmax-matches = 5000", false, "feed-connect=\"f:1\" max-matches=5000"),
+            ("demo", "feed-connect = 'f:1'\nmax-matches = 5000", false, "feed-connect=\"f:1\" max-matches=5000"),
+            ("serve", "feed-connect = 'f:1'\nno-durability = true\nmin-stake = 1", false,
+             "feed-connect=\"f:1\" min-stake=1.0 no-durability=true"),
+            ("serve", "feed-connect = 'f:1'\ndata = '/srv/t'\nhttp = '0.0.0.0:80'", false,
+             "data=\"/srv/t\" feed-connect=\"f:1\" http=\"0.0.0.0:80\""),
+            // A flag beats the file, also when the flag gives the default.
+            ("serve --max-matches 7", "feed-connect = 'f:1'\nmax-matches = 5000", false,
+             "feed-connect=\"f:1\" max-matches=7"),
+            ("serve --max-matches 10000", "feed-connect = 'f:1'\nmax-matches = 5000", false, "feed-connect=\"f:1\""),
+            ("serve --feed-connect g:2", "feed-connect = 'f:1'", false, "feed-connect=\"g:2\""),
+            ("demo --data d", "feed-connect = 'f:1'\ndata = 'e'", false, "data=\"d\" feed-connect=\"f:1\""),
+            // A flag beats the environment.
+            ("serve --feed-connect f:1 --admin-token flag-token-0123456789", "", true,
+             "admin-token=\"flag-token-0123456789\" feed-connect=\"f:1\""),
+        ];
+        for &(argv, file, env, expected) in rows {
+            check(argv, file, env, expected);
+        }
+        // The environment beats the file, and gives the token without one.
+        check(
+            "serve --feed-connect f:1",
+            "admin-token = 'file-token-0123456789'",
+            true,
+            &env_row,
+        );
+        check("serve --feed-connect f:1", "", true, &env_row);
+        check(
+            "serve --feed-connect f:1",
+            "admin-token = 'file-token-0123456789'",
+            false,
+            "admin-token=\"file-token-0123456789\" feed-connect=\"f:1\"",
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_wrong_is_refused_by_name() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str)] = &[
+            ("no-such-setting = 1", "error: unknown field `no-such-setting`"),
+            ("max-matches = 1\nmax_matches = 2", "error: unknown field `max_matches`"),
+            ("config = 'other.toml'", "error: unknown field `config`"),
+            ("max-matches = 'many'", "error: invalid type: string \"many\", expected u32"),
+            ("feed-connect = 'f:1'\nmax-matches = -1", "error: at line 2"),
+            ("max-matches = ", "error: TOML parse error at line 1"),
+        ];
+        for &(file, expected) in rows {
+            check("serve --feed-connect f:1", file, false, expected);
+        }
+    }
+
+    #[test]
+    fn every_validation_error_and_the_bounds() {
+        // The switch and canary bound follows the instance pool's slack: read
+        // it from the error rather than name where the pool lives.
+        let slack = match (Settings {
+            feed_connect: Some("f:1".into()),
+            rollout_concurrency: usize::MAX,
+            ..Settings::default()
+        })
+        .into_config()
+        {
+            Err(ConfigError::OutOfRange { max, .. }) => max,
+            other => panic!("an unbounded rollout concurrency passed: {other:?}"),
+        };
+        let defaults = toml::Table::try_from(Settings::default()).expect("defaults as TOML");
+        let mut rows: Vec<(String, String)> = [
+            ("serve", "error: give --feed-listen or --feed-connect"),
+            ("demo", "error: give --feed-listen or --feed-connect"),
+            ("serve --feed-listen 127.0.0.1:9", "feed-listen=\"127.0.0.1:9\""),
+            (
+                "serve --feed-listen 127.0.0.1:9 --feed-connect f:1",
+                "feed-connect=\"f:1\" feed-listen=\"127.0.0.1:9\"",
+            ),
+            ("serve --feed-connect f:1 --min-stake 0", "error: stake limits"),
+            ("serve --feed-connect f:1 --min-stake=-1", "error: stake limits"),
+            ("serve --feed-connect f:1 --min-stake NaN", "error: stake limits"),
+            ("serve --feed-connect f:1 --max-stake inf", "error: stake limits"),
+            (
+                "serve --feed-connect f:1 --min-stake 5 --max-stake 4.99",
+                "error: stake limits",
+            ),
+            (
+                "serve --feed-connect f:1 --min-stake 5 --max-stake 5",
+                "feed-connect=\"f:1\" max-stake=5.0 min-stake=5.0",
+            ),
+            (
+                "serve --feed-connect f:1 --admin-token 0123456789abcde",
+                "error: the admin token must be at least 16 characters",
+            ),
+            (
+                "serve --feed-connect f:1 --admin-token 0123456789abcdef",
+                "admin-token=\"0123456789abcdef\" feed-connect=\"f:1\"",
+            ),
+        ]
+        .iter()
+        .map(|&(a, e)| (a.to_owned(), e.to_owned()))
+        .collect();
+        // (flag, min, max): min - 1 and max + 1 are refused, min and max accepted.
+        let bounds: &[(&str, u64, u64)] = &[
+            ("max-matches", 1, 1_000_000),
+            ("guest-memory-mib", 2, 4096),
+            ("guest-deadline-ms", 1, 60_000),
+            ("max-message-bytes", 1024, 1 << 30),
+            ("max-sessions", 1, 1_000_000),
+            ("commit-interval-ms", 1, 10_000),
+            ("snapshot-every", 1, 1_000_000),
+            ("snapshot-interval-ms", 10, 3_600_000),
+            ("clean-after-ms", 1, 3_600_000),
+            ("max-failures", 1, 1000),
+            ("failure-window-ms", 1, 3_600_000),
+            ("rollout-concurrency", 1, slack),
+            ("keep-guest-versions", 2, 1000),
+            ("rollout-probation-ms", 0, 600_000),
+            ("canary-matches", 0, slack),
+        ];
+        for &(flag, min, max) in bounds {
+            let refused = |got: u64| format!("error: --{flag} must be between {min} and {max}, got {got}");
+            let accepted = |got: u64| {
+                let mut diff = [format!("{flag}={got}"), "feed-connect=\"f:1\"".to_owned()];
+                diff.sort();
+                diff.join(" ")
+            };
+            let mut values = vec![(max, accepted(max)), (max + 1, refused(max + 1))];
+            match min.checked_sub(1) {
+                Some(below) => values.extend([(min, accepted(min)), (below, refused(below))]),
+                // 0 is the lowest a flag takes: -1 is not a number for it.
+                None => values.push((0, accepted(0))),
+            }
+            for (value, expected) in values {
+                let mut expected = expected;
+                // A setting at its default shows no difference.
+                if defaults.get(flag).and_then(toml::Value::as_integer) == i64::try_from(value).ok() {
+                    expected = "feed-connect=\"f:1\"".to_owned();
+                }
+                rows.push((format!("serve --feed-connect f:1 --{flag} {value}"), expected));
+            }
+        }
+        for (argv, expected) in &rows {
+            check(argv, "", false, expected);
+        }
+        // The file goes through the same validation.
+        check(
+            "serve --feed-connect f:1",
+            "max-matches = 0",
+            false,
+            "error: --max-matches must be between 1 and 1000000, got 0",
+        );
+    }
+
+    #[test]
+    fn into_config_converts_units() {
+        let config = settings(
+            "serve --feed-connect f:1 --guest-memory-mib 64 --no-durability --hibernate-after-ms 0",
+            "",
+            false,
+        )
+        .expect("parses")
+        .into_config()
+        .expect("valid");
+        assert_eq!(config.guest_memory_bytes, 64 << 20);
+        assert!(!config.durability);
+        assert_eq!(config.hibernate_after, None, "0 = never");
+        let config = Settings {
+            feed_connect: Some("f:1".into()),
+            ..Settings::default()
+        }
+        .into_config()
+        .expect("valid");
+        assert_eq!(config.hibernate_after, Some(Duration::from_secs(30)));
+        assert_eq!(config.guest_call_deadline, Duration::from_millis(100));
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(config.durability);
+        // A memory size that would wrap to 0 bytes is refused, not wrapped into range.
+        let huge = format!("serve --feed-connect f:1 --guest-memory-mib {}", 1_usize << 44);
+        assert!(outcome(&huge, "", false).starts_with("error: --guest-memory-mib must be between 2 and 4096"));
+    }
+
+    #[test]
+    fn resolve_reads_the_file_and_names_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("touchline.toml");
+        std::fs::write(&path, "feed-connect = 'f:1'\nmax-sessions = 1\n").expect("write");
+        let resolve = |argv: &[&str]| {
+            let matches = Cli::command()
+                .mut_subcommands(|s| s.mut_args(|a| a.env(None)))
+                .try_get_matches_from(argv)
+                .expect("parses");
+            let (_, sub) = matches.subcommand().expect("a subcommand");
+            let (Cli::Serve(args) | Cli::Demo { server: args, .. }) = Cli::from_arg_matches(&matches).expect("parses");
+            args.resolve(sub)
+        };
+        let path_str = path.to_str().expect("utf-8 temp path");
+        let s = resolve(&["t", "serve", "--config", path_str, "--max-matches", "9"]).expect("resolves");
+        assert_eq!(
+            (s.feed_connect.as_deref(), s.max_sessions, s.max_matches),
+            (Some("f:1"), 1, 9)
+        );
+        let s = resolve(&["t", "demo", "--config", path_str]).expect("resolves");
+        assert_eq!(s.max_sessions, 1);
+        let missing = dir.path().join("missing.toml");
+        let err = resolve(&["t", "serve", "--config", missing.to_str().expect("utf-8")]).expect_err("missing file");
+        assert!(
+            matches!(err, ConfigError::Read { ref path, .. } if *path == missing),
+            "{err:?}"
+        );
+        std::fs::write(&path, "no-such-setting = 1\n").expect("write");
+        let err = resolve(&["t", "serve", "--config", path_str]).expect_err("unknown key");
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert!(chain.contains(path_str) && chain.contains("no-such-setting"), "{chain}");
+    }
+
+    #[test]
+    fn the_flags_users_know() {
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let arg = |id: &str| command.get_arguments().find(|a| a.get_id() == id).expect(id).clone();
+        let token = arg("admin_token");
+        assert_eq!(token.get_env().and_then(|e| e.to_str()), Some("TOUCHLINE_ADMIN_TOKEN"));
+        assert!(token.is_hide_env_values_set());
+        assert!(arg("native_model").is_hide_set());
+        assert_eq!(arg("data").get_long(), Some("data"));
+        assert_eq!(arg("no_durability").get_long(), Some("no-durability"));
+        // Every flag is a TOML key, and every TOML key a flag.
+        let mut keys: Vec<String> = toml::Table::try_from(Settings {
+            feed_listen: Some(SocketAddr::from(([127, 0, 0, 1], 1))),
+            feed_connect: Some(String::new()),
+            guest: Some(PathBuf::new()),
+            admin_token: Some(String::new()),
+            ..Settings::default()
+        })
+        .expect("settings as TOML")
+        .keys()
+        .cloned()
+        .collect();
+        let mut flags: Vec<String> = command
+            .get_arguments()
+            .filter(|a| a.get_id() != "config")
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        keys.sort();
+        flags.sort();
+        assert_eq!(keys, flags);
     }
 }

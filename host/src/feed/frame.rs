@@ -164,7 +164,7 @@ impl Framer {
                 }
                 Ok(Event::Text(t)) => {
                     if self.msg_start.is_some() {
-                        if let Some(pos) = t.as_ref().windows(3).position(|w| w == BOM) {
+                        if let Some(pos) = t.windows(3).position(|w| w == BOM) {
                             return self.truncated_at(before + pos);
                         }
                         self.scan = after;
