@@ -6,6 +6,7 @@
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
 //! - `page`: the live odds page in headless Chromium (when available).
+//! - `slow`: a client that stops reading is cut off; one that lags catches up.
 //! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
 //! - `support`: starting servers, WebSocket and HTTP clients, waiting.
 
@@ -15,5 +16,6 @@ mod e2e;
 mod faults;
 mod feed;
 mod page;
+mod slow;
 mod support;
 mod swap;
