@@ -5,6 +5,8 @@
 //! - `e2e`: the real `touchline` binary over real sockets.
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
+//! - `limits`: max sessions, max matches, ids per request, message size,
+//!   `unsubscribe ["*"]`.
 //! - `page`: the live odds page in headless Chromium (when available).
 //! - `slow`: a client that stops reading is cut off; one that lags catches up.
 //! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
@@ -15,6 +17,7 @@ mod durability;
 mod e2e;
 mod faults;
 mod feed;
+mod limits;
 mod page;
 mod slow;
 mod support;
