@@ -7,6 +7,7 @@
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
 //! - `limits`: max sessions, max matches, ids per request, message size,
 //!   `unsubscribe ["*"]`.
+//! - `no_durability`: `--no-durability` serves, and keeps nothing.
 //! - `page`: the live odds page in headless Chromium (when available).
 //! - `slow`: a client that stops reading is cut off; one that lags catches up.
 //! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
@@ -18,6 +19,7 @@ mod e2e;
 mod faults;
 mod feed;
 mod limits;
+mod no_durability;
 mod page;
 mod slow;
 mod support;
