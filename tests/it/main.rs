@@ -5,6 +5,7 @@
 //! - `e2e`: the real `touchline` binary over real sockets.
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
+//! - `bet_ids`: one bet id sent by many sessions at once.
 //! - `limits`: max sessions, max matches, ids per request, message size,
 //!   `unsubscribe ["*"]`.
 //! - `no_durability`: `--no-durability` serves, and keeps nothing.
@@ -13,6 +14,7 @@
 //! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
 //! - `support`: starting servers, WebSocket and HTTP clients, waiting.
 
+mod bet_ids;
 mod bets;
 mod durability;
 mod e2e;
