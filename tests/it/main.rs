@@ -9,7 +9,7 @@
 //! - `limits`: max sessions, max matches, ids per request, message size,
 //!   `unsubscribe ["*"]`.
 //! - `no_durability`: `--no-durability` serves, and keeps nothing.
-//! - `page`: the live odds page in headless Chromium (when available).
+//! - `page`: the live odds page in headless Chromium.
 //! - `slow`: a client that stops reading is cut off; one that lags catches up.
 //! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
 //! - `support`: starting servers, WebSocket and HTTP clients, waiting.
