@@ -5,7 +5,7 @@
 GUEST_TARGET := wasm32-unknown-unknown
 CARGO_RELEASE := cargo build --release
 
-.PHONY: all setup guest build run test bench bench-quick lint fmt clean
+.PHONY: all setup guest build browser run test bench bench-quick lint fmt clean
 
 all: build
 
@@ -24,10 +24,14 @@ guest: setup
 build: guest
 	$(CARGO_RELEASE) -p touchline
 
+# Chromium for the page test (installed with apt-get if missing).
+browser:
+	./tests/install-chromium.sh
+
 run: build
 	./target/release/touchline demo --http 127.0.0.1:8080 --data ./data
 
-test: build
+test: build browser
 	cargo test --release --workspace
 	cargo test --release -p touchline-guest --features v2
 

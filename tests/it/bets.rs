@@ -297,6 +297,31 @@ async fn settlement_void_dead_heat_cancel_and_rollbacks_from_real_samples() {
     );
 }
 
+/// How far the racing bets have got; the feeder paces itself on it.
+#[derive(Default)]
+struct RaceProgress {
+    answered: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::atomic::AtomicUsize,
+    odds_changed: std::sync::atomic::AtomicUsize,
+}
+
+impl RaceProgress {
+    fn get(n: &std::sync::atomic::AtomicUsize) -> usize {
+        n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn count(&self, answer: &Value) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if answer["status"] == "accepted" {
+            self.accepted.fetch_add(1, SeqCst);
+        }
+        if answer["reason"] == "odds_changed" {
+            self.odds_changed.fetch_add(1, SeqCst);
+        }
+        self.answered.fetch_add(1, SeqCst);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_bets_get_exactly_the_odds_of_their_turn_and_none_after_the_stop() {
     let server = Server::start(&[]);
@@ -315,44 +340,85 @@ async fn racing_bets_get_exactly_the_odds_of_their_turn_and_none_after_the_stop(
 
     // Every event applies, in feed order: the journal of this match is the
     // initial book (seq 1), change j (seq j + 1), then the bet_stop (seq 152).
-    let odds_at_seq = |seq: u64| odds_at(seq as usize - 1);
+    let odds_at_seq = move |seq: u64| (odds_at(seq as usize - 1) * 100.0).round() / 100.0;
     let stop_seq = 152;
+    // Acceptances (and odds_changed refusals) seen before betting stops.
+    const ACCEPTED_BEFORE_STOP: usize = 10;
 
-    // The feed moves the odds 150 times, then stops betting, while 6 clients
-    // bet; each change waits for two more answers, so bets and changes
-    // interleave whatever the machine's speed.
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let progress = answered.clone();
+    // Six clients follow the match and bet at the odds of the last update
+    // they saw; every fourth bet offers the odds of the update before it (a
+    // stale offer). The feed moves the odds 150 times, each change only once
+    // two more bets were answered since the previous one, so bets and
+    // changes interleave whatever the machine's speed and some fresh offers
+    // race a change. After the last change the feeder stops betting only
+    // once ACCEPTED_BEFORE_STOP bets were accepted and one was refused for
+    // odds_changed: at the last odds every fresh offer is accepted and every
+    // stale one refused, so both counts are reached, on a fast machine or a
+    // busy one.
+    let progress = std::sync::Arc::new(RaceProgress::default());
+    let pace = progress.clone();
     let feeder = std::thread::spawn(move || {
+        let mut answered = 0;
         for j in 1..=150 {
-            crate::support::wait_for("bets to interleave with odds changes", || {
-                Some(()).filter(|_| progress.load(std::sync::atomic::Ordering::Relaxed) >= 2 * j)
+            answered = crate::support::wait_for("bets to interleave with odds changes", || {
+                Some(RaceProgress::get(&pace.answered)).filter(|n| *n >= answered + 2)
             });
             if feed.write_all(change(j).as_bytes()).is_err() {
                 return;
             }
         }
+        crate::support::wait_for("acceptances at the last odds", || {
+            Some(()).filter(|_| {
+                RaceProgress::get(&pace.accepted) >= ACCEPTED_BEFORE_STOP && RaceProgress::get(&pace.odds_changed) >= 1
+            })
+        });
         let stop = format!(r#"<bet_stop product="1" event_id="{m}" timestamp="999" groups="all"/>"#);
         let _ = feed.write_all(stop.as_bytes());
     });
     let mut bettors = Vec::new();
     for c in 0..6 {
         let http = server.http;
-        let answered = answered.clone();
+        let progress = progress.clone();
         bettors.push(tokio::spawn(async move {
             let mut ws = Ws::connect(http).await;
-            let mut answers = Vec::new();
-            for k in 0..60 {
+            ws.send(json!({"op": "subscribe", "matches": [m]})).await;
+            let snap = ws.next().await;
+            assert_eq!(snap["type"], "snapshot", "{snap}");
+            let mut latest = snap["seq"].as_u64().expect("seq");
+            // (seq of the last update seen when the bet was sent, answer)
+            let mut answers: Vec<(u64, Value)> = Vec::new();
+            for k in 0.. {
+                if latest >= stop_seq {
+                    break; // saw the bet_stop
+                }
+                let seen = latest;
+                let target = if k % 4 == 3 && seen >= 2 { seen - 1 } else { seen };
                 let id = format!("race-{c}-{k}");
-                let offered = 1.5 + 0.01 * ((c * 7 + k * 3) % 20) as f64;
-                ws.send(json!({"op": "bet", "id": id, "match": m, "market": 1, "outcome": "1", "odds": (offered * 100.0_f64).round() / 100.0, "stake": 1.0})).await;
-                answers.push(ws.next_matching(|f| f["type"] == "bet").await);
-                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ws.send(json!({"op": "bet", "id": id, "match": m, "market": 1, "outcome": "1", "odds": odds_at_seq(target), "stake": 1.0}))
+                    .await;
+                // Follow the updates while the answer is on its way.
+                let answer = loop {
+                    let f = ws.next().await;
+                    match f["type"].as_str() {
+                        // A snapshot too: a client that lags is resynchronised.
+                        Some("update" | "snapshot") => latest = f["seq"].as_u64().expect("seq"),
+                        Some("resumed") => {}
+                        Some("bet") => break f,
+                        _ => panic!("unexpected frame {f}"),
+                    }
+                };
+                assert_eq!(answer["id"], id.as_str());
+                progress.count(&answer);
+                let refused_by_stop = answer["reason"] == "market_not_active";
+                answers.push((seen, answer));
+                if refused_by_stop {
+                    break;
+                }
             }
             answers
         }));
     }
-    let _ = feeder.join();
+    feeder.join().expect("feeder");
     let mut answers = Vec::new();
     for b in bettors {
         answers.extend(b.await.expect("bettor"));
@@ -370,32 +436,35 @@ async fn racing_bets_get_exactly_the_odds_of_their_turn_and_none_after_the_stop(
             json!({"op": "bet", "id": id, "match": m, "market": 1, "outcome": "1", "odds": odds_at(150), "stake": 1.0}),
         )
         .await;
-        answers.push(late.next_matching(|f| f["type"] == "bet").await);
+        answers.push((stop_seq, late.next_matching(|f| f["type"] == "bet").await));
     }
 
-    let accepted: Vec<&Value> = answers.iter().filter(|a| a["status"] == "accepted").collect();
+    let accepted: Vec<&(u64, Value)> = answers.iter().filter(|(_, a)| a["status"] == "accepted").collect();
     assert!(
-        accepted.len() >= 10,
+        accepted.len() >= ACCEPTED_BEFORE_STOP,
         "enough bets were accepted to mean something: {}",
         accepted.len()
     );
     assert!(
-        answers.iter().any(|a| a["reason"] == "odds_changed"),
-        "and some raced a change"
+        answers.iter().any(|(_, a)| a["reason"] == "odds_changed"),
+        "and some were refused because the odds had moved"
     );
-    for a in &accepted {
+    for (seen, a) in &accepted {
         let seq = a["seq"].as_u64().expect("seq");
         assert!(seq < stop_seq, "accepted after the bet_stop: {a}");
-        let current = (odds_at_seq(seq) * 100.0).round() / 100.0;
+        assert!(
+            seq >= *seen,
+            "decided on a state older than the update the bettor saw ({seen}): {a}"
+        );
         assert_eq!(
             a["odds"].as_f64(),
-            Some(current),
+            Some(odds_at_seq(seq)),
             "accepted at exactly the odds current at seq {seq}: {a}"
         );
     }
-    for a in answers
+    for (_, a) in answers
         .iter()
-        .filter(|a| a["id"].as_str().is_some_and(|i| i.starts_with("late-")))
+        .filter(|(_, a)| a["id"].as_str().is_some_and(|i| i.starts_with("late-")))
     {
         assert_eq!(a["reason"], "market_not_active", "{a}");
     }

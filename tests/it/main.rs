@@ -5,15 +5,24 @@
 //! - `e2e`: the real `touchline` binary over real sockets.
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
-//! - `page`: the live odds page in headless Chromium (when available).
+//! - `bet_ids`: one bet id sent by many sessions at once.
+//! - `limits`: max sessions, max matches, ids per request, message size,
+//!   `unsubscribe ["*"]`.
+//! - `no_durability`: `--no-durability` serves, and keeps nothing.
+//! - `page`: the live odds page in headless Chromium.
+//! - `slow`: a client that stops reading is cut off; one that lags catches up.
 //! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
 //! - `support`: starting servers, WebSocket and HTTP clients, waiting.
 
+mod bet_ids;
 mod bets;
 mod durability;
 mod e2e;
 mod faults;
 mod feed;
+mod limits;
+mod no_durability;
 mod page;
+mod slow;
 mod support;
 mod swap;

@@ -1,8 +1,10 @@
 //! The live odds page in a real headless Chromium, driven over the DevTools
 //! protocol with the same WebSocket client the other tests use.
 //!
-//! Gated by `TOUCHLINE_CHROMIUM` (the browser's path; `.ci/run` installs
-//! Debian's chromium and sets it): without it the test says so and passes.
+//! The browser is `TOUCHLINE_CHROMIUM` if set, else `chromium`,
+//! `chromium-browser` or `google-chrome` on `PATH`. Without one the test
+//! fails, saying how to install it (`make browser`), unless
+//! `TOUCHLINE_SKIP_BROWSER=1` says to skip it on purpose.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +15,35 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{DEADLINE, Server, http_get, sample};
+
+/// Browser names looked up on `PATH` when `TOUCHLINE_CHROMIUM` is not set.
+const BROWSERS: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
+
+/// The Chromium to drive; `None` only when `TOUCHLINE_SKIP_BROWSER=1`.
+/// Panics when there is none, so the page is never left untested by accident.
+fn find_chromium() -> Option<String> {
+    if let Ok(path) = std::env::var("TOUCHLINE_CHROMIUM") {
+        return Some(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .flat_map(|dir| BROWSERS.iter().map(move |b| dir.join(b)))
+            .find(|p| p.is_file())
+    });
+    if let Some(p) = on_path {
+        return Some(p.to_string_lossy().into_owned());
+    }
+    if std::env::var("TOUCHLINE_SKIP_BROWSER").as_deref() == Ok("1") {
+        eprintln!("page test skipped: TOUCHLINE_SKIP_BROWSER=1");
+        return None;
+    }
+    panic!(
+        "the page test needs Chromium and found none (TOUCHLINE_CHROMIUM is unset; no {} on PATH).\n\
+         Install it with `make browser` (or `apt-get install chromium`), or point TOUCHLINE_CHROMIUM at one.\n\
+         To skip this test on purpose, set TOUCHLINE_SKIP_BROWSER=1.",
+        BROWSERS.join(", ")
+    );
+}
 
 struct Browser {
     child: Child,
@@ -125,8 +156,7 @@ const SCORE: &str = r#"document.querySelector('[data-match="sr:match:10927088"] 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_page_shows_odds_and_updates_them() {
-    let Ok(chromium) = std::env::var("TOUCHLINE_CHROMIUM") else {
-        eprintln!("page test skipped: set TOUCHLINE_CHROMIUM to a Chromium binary (.ci/run does)");
+    let Some(chromium) = find_chromium() else {
         return;
     };
     let server = Server::start(&["--admin-token", TOKEN]);

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Kind, Metrics};
@@ -150,6 +150,11 @@ pub async fn run<S>(
                 Some(Err(e)) => {
                     s.metrics.ws_client_errors.get_or_create(&Kind { kind: "protocol" }).inc();
                     tracing::debug!(error = %e, "websocket protocol error");
+                    // A message over MAX_CLIENT_MESSAGE: the client is told
+                    // why (1009), as the protocol promises.
+                    if let tungstenite::Error::Capacity(_) = e {
+                        break Some(CloseFrame { code: CloseCode::Size, reason: "message too big".into() });
+                    }
                     break None;
                 }
             },

@@ -347,3 +347,49 @@ pub fn merge(state: &mut Value, delta: &Value) {
     }
     state["markets"] = Value::Array(markets.into_values().collect());
 }
+
+impl Ws {
+    /// A client whose socket receive buffer is set to `bytes` before it
+    /// connects (which turns off the kernel's autotuning for it), so a test
+    /// that stops reading fills the path to it with little data. Returns the
+    /// client and the receive buffer the kernel actually granted.
+    pub async fn connect_with_recv_buffer(http: SocketAddr, bytes: u32) -> (Ws, u32) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let granted = socket.recv_buffer_size().expect("SO_RCVBUF");
+        let tcp = socket.connect(http).await.expect("connect");
+        let (ws, _) =
+            tokio_tungstenite::client_async(format!("ws://{http}/ws"), tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+                .await
+                .expect("websocket handshake");
+        (Ws { ws, closed: None }, granted)
+    }
+}
+
+/// The most a Linux TCP send buffer can grow to by autotuning
+/// (`net.ipv4.tcp_wmem`'s maximum): with the receiver's buffer, a bound on
+/// how much a server can write to a client that does not read.
+pub fn tcp_send_buffer_max() -> u64 {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").expect("reading /proc/sys/net/ipv4/tcp_wmem");
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .expect("tcp_wmem has three numbers")
+}
+
+/// An odds_change for `event_id` with `markets` markets of three active
+/// outcomes each, every odd moved by `step`: each such event changes every
+/// market, so its update carries them all (a large frame).
+pub fn big_odds_change(event_id: &str, markets: u32, step: u32) -> Vec<u8> {
+    let mut x = format!(r#"<odds_change product="1" event_id="{event_id}" timestamp="{step}"><odds>"#);
+    for m in 1..=markets {
+        x.push_str(&format!(r#"<market id="{m}" status="1">"#));
+        for o in 1..=3u32 {
+            let odds = 1.5 + 0.01 * f64::from((step + m + o) % 50);
+            x.push_str(&format!(r#"<outcome id="{o}" odds="{odds:.2}" active="1"/>"#));
+        }
+        x.push_str("</market>");
+    }
+    x.push_str("</odds></odds_change>");
+    x.into_bytes()
+}
