@@ -435,23 +435,25 @@ mod tests {
         },
     }
 
-    /// Stands in for TOUCHLINE_ADMIN_TOKEN: tests cannot set variables
-    /// (`set_var` is unsafe with threads), and cargo sets this one for test
-    /// runs.
+    /// An environment variable for `--data` (which has none of its own):
+    /// tests cannot set variables (`set_var` is unsafe with threads), and
+    /// cargo sets this one for test runs. `--data` takes any value, so the
+    /// row does not depend on where the checkout lives (a token would have
+    /// to pass the 16-character minimum).
     const ENV: &str = "CARGO_MANIFEST_DIR";
 
-    fn env_token() -> String {
+    fn env_dir() -> String {
         std::env::var(ENV).expect("cargo test sets CARGO_MANIFEST_DIR")
     }
 
     /// `touchline <argv>` parsed as `main` parses it, with `file` (if not
-    /// empty) as the `--config` file's text, and the admin token read from
-    /// [`ENV`] when `env` (otherwise from no variable, whatever the
+    /// empty) as the `--config` file's text, and `--data` read from [`ENV`]
+    /// when `env` (no other setting from any variable, whatever the
     /// environment of the test).
     fn settings(argv: &str, file: &str, env: bool) -> Result<Settings, String> {
         let command = Cli::command().mut_subcommands(|sub| {
             sub.mut_args(|arg| {
-                let var = (env && arg.get_id() == "admin_token").then_some(ENV);
+                let var = (env && arg.get_id() == "data").then_some(ENV);
                 arg.env(var)
             })
         });
@@ -535,8 +537,8 @@ mod tests {
 
     #[test]
     fn flags_environment_file_and_defaults_in_that_order() {
-        let token = env_token();
-        let env_row = format!("admin-token=\"{token}\" feed-connect=\"f:1\"");
+        let dir = env_dir();
+        let env_row = format!("data=\"{dir}\" feed-connect=\"f:1\"");
         #[rustfmt::skip]
         let rows: &[(&str, &str, bool, &str)] = &[
             // The file sets what nothing else does, for serve and demo alike.
@@ -553,25 +555,20 @@ mod tests {
             ("serve --feed-connect g:2", "feed-connect = 'f:1'", false, "feed-connect=\"g:2\""),
             ("demo --data d", "feed-connect = 'f:1'\ndata = 'e'", false, "data=\"d\" feed-connect=\"f:1\""),
             // A flag beats the environment.
-            ("serve --feed-connect f:1 --admin-token flag-token-0123456789", "", true,
-             "admin-token=\"flag-token-0123456789\" feed-connect=\"f:1\""),
+            ("serve --feed-connect f:1 --data flag-dir", "", true,
+             "data=\"flag-dir\" feed-connect=\"f:1\""),
         ];
         for &(argv, file, env, expected) in rows {
             check(argv, file, env, expected);
         }
         // The environment beats the file, and gives the token without one.
-        check(
-            "serve --feed-connect f:1",
-            "admin-token = 'file-token-0123456789'",
-            true,
-            &env_row,
-        );
+        check("serve --feed-connect f:1", "data = 'file-dir'", true, &env_row);
         check("serve --feed-connect f:1", "", true, &env_row);
         check(
             "serve --feed-connect f:1",
-            "admin-token = 'file-token-0123456789'",
+            "data = 'file-dir'",
             false,
-            "admin-token=\"file-token-0123456789\" feed-connect=\"f:1\"",
+            "data=\"file-dir\" feed-connect=\"f:1\"",
         );
     }
 
