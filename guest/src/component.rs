@@ -57,7 +57,7 @@ impl Guest for Export {
     }
 
     fn migrate(match_id: String, state: Vec<u8>, from_version: u32) -> Result<(), Error> {
-        WORKER
+        MODEL
             .with(|w| w.borrow_mut().migrate(&match_id, &state, from_version))
             .map_err(wit_error)?;
         #[cfg(feature = "fault-injection")]
