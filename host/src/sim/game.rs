@@ -1,0 +1,474 @@
+//! One simulated match: a Poisson goal model that moves minute by minute,
+//! goals with a bet_stop before and reopened odds after, half-time and
+//! full-time settlements, and the occasional pre-match full book.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::pricing::{Goals, market, poisson};
+
+/// Messages a match lasts, kick-off to final whistle.
+const MESSAGES_PER_MATCH: f64 = 900.0;
+/// Markets in a pre-match full book.
+const PREMATCH_MARKETS: u32 = 170;
+
+pub(super) struct SimMatch {
+    id: u64,
+    minute: f64,
+    home: u32,
+    away: u32,
+    ht: Option<(u32, u32)>,
+    corners: u32,
+    lam_home: f64,
+    lam_away: f64,
+    lam_corners: f64,
+    started: bool,
+    pub(super) ended: bool,
+    /// Messages due next for this match, rendered when sent (so their
+    /// timestamps are send times).
+    queue: VecDeque<Pending>,
+}
+
+/// A message a match owes the feed, rendered when it is sent.
+enum Pending {
+    FirstHalf,
+    FullTime,
+    NextGoal { goal_nr: u32, home: bool },
+    Reopen,
+}
+
+impl SimMatch {
+    pub(super) fn new(id: u64, rng: &mut ChaCha8Rng) -> SimMatch {
+        SimMatch {
+            id,
+            minute: 0.0,
+            home: 0,
+            away: 0,
+            ht: None,
+            corners: 0,
+            lam_home: rng.random_range(0.8..2.0),
+            lam_away: rng.random_range(0.6..1.7),
+            lam_corners: rng.random_range(8.0..12.0),
+            started: false,
+            ended: false,
+            queue: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn step(&mut self, rng: &mut ChaCha8Rng, now: i64) -> String {
+        if let Some(p) = self.queue.pop_front() {
+            return match p {
+                Pending::FirstHalf => self.settle_first_half(now),
+                Pending::FullTime => self.settle_full_time(now),
+                Pending::NextGoal { goal_nr, home } => settlement(
+                    self.id,
+                    now,
+                    &[(
+                        8,
+                        format!("goalnr={goal_nr}"),
+                        vec![("6", home), ("7", false), ("8", !home)],
+                    )],
+                ),
+                Pending::Reopen => self.odds_change(now),
+            };
+        }
+        if !self.started {
+            self.started = true;
+            return self.odds_change(now);
+        }
+        let before = self.minute;
+        self.minute += 90.0 / MESSAGES_PER_MATCH;
+        // Odds drift: the model's view of the teams moves a little.
+        self.lam_home = (self.lam_home * rng.random_range(0.97..1.03)).clamp(0.3, 3.5);
+        self.lam_away = (self.lam_away * rng.random_range(0.97..1.03)).clamp(0.3, 3.5);
+        if rng.random_bool((self.lam_corners / MESSAGES_PER_MATCH).min(1.0)) {
+            self.corners += 1;
+        }
+        if before < 45.0 && self.minute >= 45.0 {
+            self.ht = Some((self.home, self.away));
+            self.queue.push_back(Pending::FirstHalf);
+        }
+        if self.minute >= 90.0 {
+            self.ended = true;
+            self.queue.push_back(Pending::FullTime);
+            return self.odds_change(now);
+        }
+        let p_goal = (self.lam_home + self.lam_away) / MESSAGES_PER_MATCH;
+        if rng.random_bool(p_goal.min(1.0)) {
+            let goal_nr = self.home + self.away + 1;
+            let home_scores = rng.random_bool(self.lam_home / (self.lam_home + self.lam_away));
+            if home_scores {
+                self.home += 1;
+            } else {
+                self.away += 1;
+            }
+            // The stop goes out now; the score and new odds follow.
+            let stop = format!(
+                r#"<bet_stop product="1" event_id="sr:match:{}" timestamp="{now}" groups="all" market_status="-1"/>"#,
+                self.id
+            );
+            self.queue.push_back(Pending::NextGoal {
+                goal_nr,
+                home: home_scores,
+            });
+            self.queue.push_back(Pending::Reopen);
+            return stop;
+        }
+        self.odds_change(now)
+    }
+
+    /// The goals still to come in `minutes_left`, from the current score.
+    fn goals(&self, minutes_left: f64) -> Goals {
+        Goals::new(
+            self.lam_home,
+            self.lam_away,
+            minutes_left,
+            (self.home as usize, self.away as usize),
+        )
+    }
+
+    /// A market's status: open unless the match ended or it was decided.
+    fn status(&self, open: bool) -> i32 {
+        if self.ended || !open { 0 } else { 1 }
+    }
+
+    fn odds_change(&self, now: i64) -> String {
+        let mut x = String::with_capacity(8 * 1024);
+        self.sport_event_status(&mut x, now);
+        x.push_str("<odds>");
+        self.full_time_markets(&mut x);
+        if self.ht.is_none() {
+            self.first_half_markets(&mut x);
+        }
+        self.corner_markets(&mut x);
+        x.push_str("</odds></odds_change>");
+        x
+    }
+
+    /// The message's opening tag, score, clock and period scores.
+    fn sport_event_status(&self, x: &mut String, now: i64) {
+        let (status, match_status) = if self.ended {
+            (3, 100)
+        } else if self.minute < 45.0 {
+            (1, 6)
+        } else {
+            (1, 7)
+        };
+        let _ = write!(
+            x,
+            r#"<odds_change product="1" event_id="sr:match:{}" timestamp="{now}"><sport_event_status status="{status}" reporting="1" match_status="{match_status}" home_score="{}" away_score="{}">"#,
+            self.id, self.home, self.away
+        );
+        let _ = write!(
+            x,
+            r#"<clock match_time="{}:{:02}"/>"#,
+            self.minute as u32,
+            ((self.minute.fract()) * 60.0) as u32
+        );
+        x.push_str("<period_scores>");
+        if let Some((h, a)) = self.ht {
+            let _ = write!(
+                x,
+                r#"<period_score match_status_code="6" number="1" home_score="{h}" away_score="{a}"/>"#
+            );
+            let _ = write!(
+                x,
+                r#"<period_score match_status_code="7" number="2" home_score="{}" away_score="{}"/>"#,
+                self.home - h,
+                self.away - a
+            );
+        } else {
+            let _ = write!(
+                x,
+                r#"<period_score match_status_code="6" number="1" home_score="{}" away_score="{}"/>"#,
+                self.home, self.away
+            );
+        }
+        x.push_str("</period_scores></sport_event_status>");
+    }
+
+    /// Result, totals, handicaps and specials on the final score.
+    fn full_time_markets(&self, x: &mut String) {
+        let g = self.goals(90.0 - self.minute);
+        let (h, a) = (self.home as usize, self.away as usize);
+        let p1 = g.p(|fh, fa| fh > fa);
+        let px = g.p(|fh, fa| fh == fa);
+        let p2 = 1.0 - p1 - px;
+        market(x, 1, "", self.status(true), &[("1", p1), ("2", px), ("3", p2)]);
+        market(
+            x,
+            10,
+            "",
+            self.status(true),
+            &[("9", p1 + px), ("10", p1 + p2), ("11", px + p2)],
+        );
+        let dnb = (p1 + p2).max(1e-9);
+        market(x, 11, "", self.status(true), &[("4", p1 / dnb), ("5", p2 / dnb)]);
+        for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
+            let over = g.p(|fh, fa| (fh + fa) as f64 > line);
+            let open = self.status((h + a) as f64 <= line);
+            market(
+                x,
+                18,
+                &format!("total={line}"),
+                open,
+                &[("12", over), ("13", 1.0 - over)],
+            );
+        }
+        for hcp in [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5] {
+            let p_home = g.p(|fh, fa| fh as f64 + hcp > fa as f64);
+            market(
+                x,
+                16,
+                &format!("hcp={hcp}"),
+                self.status(true),
+                &[("1714", p_home), ("1715", 1.0 - p_home)],
+            );
+        }
+        for line in [0.5, 1.5, 2.5] {
+            let home_over = g.p(|fh, _| fh as f64 > line);
+            market(
+                x,
+                19,
+                &format!("total={line}"),
+                self.status(h as f64 <= line),
+                &[("12", home_over), ("13", 1.0 - home_over)],
+            );
+            let away_over = g.p(|_, fa| fa as f64 > line);
+            market(
+                x,
+                20,
+                &format!("total={line}"),
+                self.status(a as f64 <= line),
+                &[("12", away_over), ("13", 1.0 - away_over)],
+            );
+        }
+        self.special_markets(x, &g);
+    }
+
+    /// Exact goals, winning margin, both teams to score, odd/even, next goal.
+    fn special_markets(&self, x: &mut String, g: &Goals) {
+        let (h, a) = (self.home as usize, self.away as usize);
+        let exact: Vec<(&'static str, f64)> = [
+            ("1336", 0),
+            ("1337", 1),
+            ("1338", 2),
+            ("1339", 3),
+            ("1340", 4),
+            ("1341", 5),
+        ]
+        .into_iter()
+        .map(|(oid, k)| (oid, g.p(|fh, fa| fh + fa == k)))
+        .chain(std::iter::once(("1342", g.p(|fh, fa| fh + fa >= 6))))
+        .collect();
+        market(x, 21, "variant=sr:exact_goals:6+", self.status(true), &exact);
+        let margin = |lo: i64, hi: i64| g.p(|fh, fa| (lo..=hi).contains(&(fh as i64 - fa as i64)));
+        market(
+            x,
+            15,
+            "variant=sr:winning_margin:3+",
+            self.status(true),
+            &[
+                ("1350", margin(3, 99)),
+                ("1351", margin(2, 2)),
+                ("1352", margin(1, 1)),
+                ("1353", margin(0, 0)),
+                ("1354", margin(-1, -1)),
+                ("1355", margin(-2, -2)),
+                ("1356", margin(-99, -3)),
+            ],
+        );
+        let btts = g.p(|fh, fa| fh > 0 && fa > 0);
+        market(
+            x,
+            29,
+            "",
+            self.status(!(h > 0 && a > 0)),
+            &[("74", btts), ("76", 1.0 - btts)],
+        );
+        let odd = g.p(|fh, fa| (fh + fa) % 2 == 1);
+        market(x, 26, "", self.status(true), &[("70", odd), ("72", 1.0 - odd)]);
+        let mu = (self.lam_home + self.lam_away) * ((90.0 - self.minute) / 90.0).max(0.0);
+        let none = (-mu).exp();
+        let share = self.lam_home / (self.lam_home + self.lam_away);
+        market(
+            x,
+            8,
+            &format!("goalnr={}", h + a + 1),
+            self.status(true),
+            &[
+                ("6", (1.0 - none) * share),
+                ("7", none),
+                ("8", (1.0 - none) * (1.0 - share)),
+            ],
+        );
+    }
+
+    /// First-half result and totals, until half-time.
+    fn first_half_markets(&self, x: &mut String) {
+        let g = self.goals(45.0 - self.minute);
+        let (h, a) = (self.home as usize, self.away as usize);
+        let (q1, qx) = (g.p(|fh, fa| fh > fa), g.p(|fh, fa| fh == fa));
+        market(
+            x,
+            60,
+            "",
+            self.status(true),
+            &[("1", q1), ("2", qx), ("3", 1.0 - q1 - qx)],
+        );
+        for line in [0.5, 1.5, 2.5] {
+            let over = g.p(|fh, fa| (fh + fa) as f64 > line);
+            market(
+                x,
+                68,
+                &format!("total={line}"),
+                self.status((h + a) as f64 <= line),
+                &[("12", over), ("13", 1.0 - over)],
+            );
+        }
+    }
+
+    /// Total corners.
+    fn corner_markets(&self, x: &mut String) {
+        let corners_left = poisson(self.lam_corners * ((90.0 - self.minute) / 90.0).max(0.0));
+        for line in [7.5, 8.5, 9.5, 10.5, 11.5, 12.5] {
+            let over: f64 = corners_left
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| (self.corners as usize + k) as f64 > line)
+                .map(|(_, p)| p)
+                .sum();
+            market(
+                x,
+                166,
+                &format!("total={line}"),
+                self.status(f64::from(self.corners) <= line),
+                &[("12", over), ("13", 1.0 - over)],
+            );
+        }
+    }
+
+    /// A pre-match producer's (product 3) full book: many markets, mostly
+    /// player and specials markets the live producer does not carry.
+    pub(super) fn prematch_book(&self, rng: &mut ChaCha8Rng, now: i64) -> String {
+        let mut x = String::with_capacity(96 * 1024);
+        let _ = write!(
+            x,
+            r#"<odds_change product="3" event_id="sr:match:{}" timestamp="{now}"><sport_event_status status="0" match_status="0"/><odds>"#,
+            self.id
+        );
+        for k in 0..PREMATCH_MARKETS {
+            let id = 500 + k;
+            let n = 3 + (k % 4) as usize;
+            let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.2..1.0)).collect();
+            let total: f64 = weights.iter().sum();
+            let outcomes: Vec<(&'static str, f64)> = OUTCOME_IDS
+                .iter()
+                .zip(&weights)
+                .map(|(oid, w)| (*oid, w / total))
+                .collect();
+            market(&mut x, id, &format!("variant=sr:player_props:{}", k % 17), 1, &outcomes);
+        }
+        x.push_str("</odds></odds_change>");
+        x
+    }
+
+    fn settle_first_half(&self, now: i64) -> String {
+        let (h, a) = self.ht.unwrap_or((self.home, self.away));
+        let mut markets = vec![(60, String::new(), vec![("1", h > a), ("2", h == a), ("3", h < a)])];
+        for line in [0.5, 1.5, 2.5] {
+            let over = f64::from(h + a) > line;
+            markets.push((68, format!("total={line}"), vec![("12", over), ("13", !over)]));
+        }
+        settlement(self.id, now, &markets)
+    }
+
+    fn settle_full_time(&self, now: i64) -> String {
+        let (h, a) = (self.home, self.away);
+        let mut markets = vec![
+            (1, String::new(), vec![("1", h > a), ("2", h == a), ("3", h < a)]),
+            (10, String::new(), vec![("9", h >= a), ("10", h != a), ("11", h <= a)]),
+            (
+                29,
+                String::new(),
+                vec![("74", h > 0 && a > 0), ("76", !(h > 0 && a > 0))],
+            ),
+            (
+                26,
+                String::new(),
+                vec![("70", (h + a) % 2 == 1), ("72", (h + a) % 2 == 0)],
+            ),
+            (
+                8,
+                format!("goalnr={}", h + a + 1),
+                vec![("6", false), ("7", true), ("8", false)],
+            ),
+        ];
+        for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
+            let over = f64::from(h + a) > line;
+            markets.push((18, format!("total={line}"), vec![("12", over), ("13", !over)]));
+        }
+        for hcp in [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5] {
+            let home = f64::from(h) + hcp > f64::from(a);
+            markets.push((16, format!("hcp={hcp}"), vec![("1714", home), ("1715", !home)]));
+        }
+        for line in [0.5, 1.5, 2.5] {
+            markets.push((
+                19,
+                format!("total={line}"),
+                vec![("12", f64::from(h) > line), ("13", f64::from(h) <= line)],
+            ));
+            markets.push((
+                20,
+                format!("total={line}"),
+                vec![("12", f64::from(a) > line), ("13", f64::from(a) <= line)],
+            ));
+        }
+        for line in [7.5, 8.5, 9.5, 10.5, 11.5, 12.5] {
+            let over = f64::from(self.corners) > line;
+            markets.push((166, format!("total={line}"), vec![("12", over), ("13", !over)]));
+        }
+        let mut x = settlement(self.id, now, &markets);
+        // Draw no bet is void on a draw: refund via void_factor.
+        if h == a {
+            x = x.replace("</outcomes>", r#"<market id="11"><outcome id="4" result="0" void_factor="1"/><outcome id="5" result="0" void_factor="1"/></market></outcomes>"#);
+        } else {
+            x = x.replace(
+                "</outcomes>",
+                &format!(
+                    r#"<market id="11"><outcome id="4" result="{}"/><outcome id="5" result="{}"/></market></outcomes>"#,
+                    u8::from(h > a),
+                    u8::from(a > h)
+                ),
+            );
+        }
+        x
+    }
+}
+
+/// A market to settle: id, specifiers, (outcome id, won).
+type Settled<'a> = (u32, String, Vec<(&'a str, bool)>);
+
+/// Outcome ids for synthetic pre-match markets.
+const OUTCOME_IDS: [&str; 6] = ["pre:1", "pre:2", "pre:3", "pre:4", "pre:5", "pre:6"];
+
+fn settlement(id: u64, now: i64, markets: &[Settled<'_>]) -> String {
+    let mut x =
+        format!(r#"<bet_settlement product="1" event_id="sr:match:{id}" timestamp="{now}" certainty="2"><outcomes>"#);
+    for (mid, spec, outcomes) in markets {
+        if spec.is_empty() {
+            let _ = write!(x, r#"<market id="{mid}">"#);
+        } else {
+            let _ = write!(x, r#"<market id="{mid}" specifiers="{spec}">"#);
+        }
+        for (oid, won) in outcomes {
+            let _ = write!(x, r#"<outcome id="{oid}" result="{}"/>"#, u8::from(*won));
+        }
+        x.push_str("</market>");
+    }
+    x.push_str("</outcomes></bet_settlement>");
+    x
+}
