@@ -12,6 +12,7 @@
 pub mod bet;
 pub mod event;
 pub mod glue;
+pub mod market;
 pub mod model;
 
 // The generated canonical-ABI glue is `unsafe` by nature; nothing else is.

@@ -10,22 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{
-    BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketOdds, MarketRollback, MatchEvent, OddsChange,
-    PeriodScore, SportEventStatus,
+    BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketRollback, MatchEvent, OddsChange, PeriodScore,
+    SportEventStatus,
 };
-
-/// Market status codes of the feed.
-pub mod status {
-    pub const ACTIVE: i32 = 1;
-    pub const DEACTIVATED: i32 = 0;
-    pub const SUSPENDED: i32 = -1;
-    pub const HANDED_OVER: i32 = -2;
-    pub const SETTLED: i32 = -3;
-    pub const CANCELLED: i32 = -4;
-}
-
-/// Market key: id + canonical specifiers.
-pub type MarketKey = (u32, String);
+pub use crate::market::{Market, MarketKey, Outcome, OutcomeResult, market_groups, status};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MatchState {
@@ -53,34 +41,6 @@ pub struct Summary {
 pub struct Score {
     pub home: f64,
     pub away: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Market {
-    pub id: u32,
-    pub specifiers: String,
-    pub status: i32,
-    pub favourite: bool,
-    pub outcomes: Vec<Outcome>,
-    /// Status before a settlement or cancellation, restored by a rollback.
-    pub status_before_resolution: Option<i32>,
-    pub void_reason: Option<i32>,
-    pub certainty: Option<u8>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub id: String,
-    pub odds: Option<f64>,
-    pub active: bool,
-    pub result: Option<OutcomeResult>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutcomeResult {
-    pub result: u8,
-    pub void_factor: Option<f64>,
-    pub dead_heat_factor: Option<f64>,
 }
 
 /// What one event changed. Serialised as the body of an `update` frame.
@@ -306,89 +266,6 @@ impl Summary {
             changed |= set(&mut self.period_scores, &ses.period_scores);
         }
         changed
-    }
-}
-
-impl Market {
-    fn new(id: u32, specifiers: &str) -> Self {
-        Market {
-            id,
-            specifiers: specifiers.to_owned(),
-            status: status::DEACTIVATED,
-            favourite: false,
-            outcomes: Vec::new(),
-            status_before_resolution: None,
-            void_reason: None,
-            certainty: None,
-        }
-    }
-
-    /// Fold an odds_change market in; returns whether anything changed.
-    fn merge_odds(&mut self, m: &MarketOdds) -> bool {
-        let mut changed = self.status != m.status || self.favourite != m.favourite;
-        self.status = m.status;
-        self.favourite = m.favourite;
-        for o in &m.outcomes {
-            match self.outcomes.iter_mut().find(|x| x.id == o.id) {
-                Some(x) => {
-                    changed |= x.odds != o.odds || x.active != o.active;
-                    x.odds = o.odds;
-                    x.active = o.active;
-                }
-                None => {
-                    changed = true;
-                    self.outcomes.push(Outcome {
-                        id: o.id.clone(),
-                        odds: o.odds,
-                        active: o.active,
-                        result: None,
-                    });
-                }
-            }
-        }
-        changed
-    }
-
-    fn resolve(&mut self, to: i32, void_reason: Option<i32>) {
-        if self.status != status::SETTLED && self.status != status::CANCELLED {
-            self.status_before_resolution = Some(self.status);
-        }
-        self.status = to;
-        self.void_reason = void_reason;
-    }
-
-    fn unresolve(&mut self) {
-        // A rolled-back market is open again, but its old odds are stale:
-        // it stays suspended until the producer sends fresh odds.
-        self.status = match self.status_before_resolution.take() {
-            Some(status::ACTIVE) | None => status::SUSPENDED,
-            Some(s) => s,
-        };
-        self.void_reason = None;
-        self.certainty = None;
-        for o in &mut self.outcomes {
-            o.result = None;
-        }
-    }
-}
-
-/// Betting groups of a market, as the producer's market descriptions define
-/// them. Market descriptions are not on the feed; this table covers the
-/// markets Touchline's simulator and the samples use, and every market is in
-/// `all`. Unknown markets are stopped only by `groups="all"`.
-pub fn market_groups(market_id: u32) -> &'static [&'static str] {
-    match market_id {
-        // 1x2, double chance, draw no bet, handicaps, totals, both teams to score
-        1 | 10 | 11 | 14 | 15 | 16 | 18 | 19 | 20 | 21 | 26 | 29 => &["all", "score", "regular_play"],
-        // next goal, correct score, goal ranges
-        8 | 9 | 41 | 45 | 47 | 48 => &["all", "score", "goal"],
-        // halftime markets
-        60 | 61 | 62 | 63 | 65 | 66 | 68 | 69 => &["all", "score", "1st_half"],
-        // corners
-        162..=170 => &["all", "corner"],
-        // bookings
-        136..=146 => &["all", "booking"],
-        _ => &["all"],
     }
 }
 

@@ -7,7 +7,7 @@
 //! implements (e.g. [`crate::worker::Observer`]).
 
 /// Layers, lowest first. A module appears once. The last layer holds the
-/// edges (HTTP, the simulator, configuration).
+/// edges (HTTP, the simulator, configuration, assembling the server).
 pub const LAYERS: &[&[&str]] = &[
     &["metrics", "supervisor", "journal"],
     &["sandbox", "store"],
@@ -15,7 +15,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["router"],
     &["feed", "bets", "guests"],
     &["push"],
-    &["http", "sim", "config"],
+    &["http", "sim", "config", "server"],
 ];
 
 #[cfg(test)]

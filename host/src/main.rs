@@ -122,16 +122,7 @@ fn main() -> std::process::ExitCode {
     // `serve` and `demo` read which settings the command line or the
     // environment gave from their subcommand's matches.
     let (_, sub) = matches.subcommand().expect("clap requires a subcommand");
-    match runtime.block_on(run(cli, sub)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    touchline::exit_report(runtime.block_on(run(cli, sub)))
 }
 
 async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {

@@ -421,22 +421,23 @@ impl Guests {
     async fn keep(&self, runtime: &GuestVersion, component: Vec<u8>) -> Result<(), InstallError> {
         let hash = runtime.version();
         let known = self.versions.lock().expect("versions lock").map.contains_key(hash);
-        let record = GuestRecord {
-            installed_at: now_ms(),
-            component,
-        };
+        let (size, installed_at) = (component.len(), now_ms());
         if !known {
+            let record = GuestRecord {
+                installed_at,
+                component,
+            };
             self.write(Op::PutGuest {
                 hash: hash.to_owned(),
-                record: record.clone(),
+                record,
             })
             .await?;
         }
         let mut v = self.versions.lock().expect("versions lock");
         let entry = v.map.entry(hash.to_owned()).or_insert(Installed {
             runtime: None,
-            size: record.component.len(),
-            installed_at: record.installed_at,
+            size,
+            installed_at,
         });
         entry.runtime.get_or_insert_with(|| runtime.clone());
         self.metrics.guest_versions_installed.set(v.map.len() as i64);

@@ -204,10 +204,6 @@ impl Guests {
         report.matches = ids.len();
         let mut times = Vec::with_capacity(ids.len());
         let probation = max_failed.is_some();
-        let over = |report: &RolloutReport| {
-            let (_, probation_failed) = self.placement.probation_counts();
-            max_failed.is_some_and(|max| report.failed.len() + probation_failed > max)
-        };
         let mut switches = futures_util::stream::iter(ids)
             .map(|id| {
                 let to = to.clone();
@@ -219,49 +215,16 @@ impl Guests {
             .buffer_unordered(self.policy.concurrency.max(1));
         let mut aborted = false;
         while let Some((id, outcome)) = switches.next().await {
-            let failure = |reason: String| MatchFailure {
-                match_id: id.to_string(),
-                reason,
-            };
-            match outcome {
-                Some(SwitchOutcome::Switched { seconds }) => {
-                    report.switched += 1;
-                    times.push(seconds * 1e6);
-                }
-                Some(SwitchOutcome::Unchanged) | None => report.unchanged += 1,
-                Some(SwitchOutcome::Healed { report: r, healthy }) => {
-                    report.switched += 1;
-                    if healthy {
-                        report.healed.push(failure(r));
-                    } else {
-                        report.failed.push(failure(r));
-                    }
-                }
-                Some(SwitchOutcome::Failed(reason)) => report.failed.push(failure(reason)),
-                Some(SwitchOutcome::Skipped(reason)) => report.skipped.push(failure(reason)),
-            }
-            if over(&report) {
+            report.record(&id, outcome, &mut times);
+            if self.over(&report, max_failed) {
                 aborted = true;
                 break;
             }
         }
         drop(switches);
         report.switch_ms = started.elapsed().as_secs_f64() * 1e3;
-        // First-event failures still count until every switched match has
-        // had its first event, or the window closes.
         if probation && !aborted {
-            let deadline = tokio::time::Instant::now() + self.policy.probation_window;
-            loop {
-                let changed = self.placement.changed.notified();
-                if over(&report) {
-                    aborted = true;
-                    break;
-                }
-                if self.placement.probation_counts().0 == 0 || tokio::time::timeout_at(deadline, changed).await.is_err()
-                {
-                    break;
-                }
-            }
+            aborted = self.probation_aborts(&report, max_failed).await;
         }
         report.probation_failures = self.placement.probation_failures();
         report.probation_pending = self.placement.probation_counts().0;
@@ -276,17 +239,32 @@ impl Guests {
         } else if !report.failed.is_empty() || !report.probation_failures.is_empty() {
             report.outcome = RolloutOutcome::Partial;
         }
-        times.sort_by(f64::total_cmp);
-        let pct = |q: f64| {
-            times
-                .get(((times.len() as f64 * q).ceil() as usize).saturating_sub(1))
-                .copied()
-        };
-        report.switch_us_p50 = pct(0.5);
-        report.switch_us_p99 = pct(0.99);
-        report.switch_us_max = times.last().copied();
+        report.set_switch_times(times);
         report.total_ms = started.elapsed().as_secs_f64() * 1e3;
         report
+    }
+
+    /// Past the abort threshold: migration failures plus first-event
+    /// failures so far (rollouts with a threshold only).
+    fn over(&self, report: &RolloutReport, max_failed: Option<usize>) -> bool {
+        let (_, probation_failed) = self.placement.probation_counts();
+        max_failed.is_some_and(|max| report.failed.len() + probation_failed > max)
+    }
+
+    /// First-event failures still count until every switched match has had
+    /// its first event, or the probation window closes: whether they pass
+    /// the threshold meanwhile.
+    async fn probation_aborts(&self, report: &RolloutReport, max_failed: Option<usize>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.policy.probation_window;
+        loop {
+            let changed = self.placement.changed.notified();
+            if self.over(report, max_failed) {
+                return true;
+            }
+            if self.placement.probation_counts().0 == 0 || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// After an abort: every match back on the version it ran before the
@@ -331,6 +309,44 @@ impl Guests {
 }
 
 impl RolloutReport {
+    /// Count one match's switch (its time, if it switched).
+    fn record(&mut self, id: &str, outcome: Option<SwitchOutcome>, times: &mut Vec<f64>) {
+        let failure = |reason: String| MatchFailure {
+            match_id: id.to_owned(),
+            reason,
+        };
+        match outcome {
+            Some(SwitchOutcome::Switched { seconds }) => {
+                self.switched += 1;
+                times.push(seconds * 1e6);
+            }
+            Some(SwitchOutcome::Unchanged) | None => self.unchanged += 1,
+            Some(SwitchOutcome::Healed { report, healthy }) => {
+                self.switched += 1;
+                if healthy {
+                    self.healed.push(failure(report));
+                } else {
+                    self.failed.push(failure(report));
+                }
+            }
+            Some(SwitchOutcome::Failed(reason)) => self.failed.push(failure(reason)),
+            Some(SwitchOutcome::Skipped(reason)) => self.skipped.push(failure(reason)),
+        }
+    }
+
+    /// Per-match switch time percentiles, microseconds.
+    fn set_switch_times(&mut self, mut times: Vec<f64>) {
+        times.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            times
+                .get(((times.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+        };
+        self.switch_us_p50 = pct(0.5);
+        self.switch_us_p99 = pct(0.99);
+        self.switch_us_max = times.last().copied();
+    }
+
     pub(super) fn unchanged(kind: RolloutKind, to: &str) -> RolloutReport {
         RolloutReport {
             outcome: RolloutOutcome::Unchanged,

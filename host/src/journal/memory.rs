@@ -46,6 +46,11 @@ impl MemoryJournal {
         }
     }
 
+    /// Shared, as workers hold it.
+    pub fn shared(start_no: u64) -> Arc<MemoryJournal> {
+        Arc::new(MemoryJournal::new(start_no))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()
@@ -203,12 +208,5 @@ impl Journal for MemoryJournal {
             dead_letters: i.dead.get(match_id).cloned().unwrap_or_default(),
             held: i.held.get(match_id).cloned().unwrap_or_default(),
         })
-    }
-}
-
-/// Shared, as workers hold it.
-impl MemoryJournal {
-    pub fn shared(start_no: u64) -> Arc<MemoryJournal> {
-        Arc::new(MemoryJournal::new(start_no))
     }
 }

@@ -142,37 +142,13 @@ pub async fn run<S>(
     let close: Option<CloseFrame> = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }),
-            msg = incoming.next() => match msg {
-                Some(Ok(Message::Text(text))) => s.request(&text),
-                Some(Ok(Message::Binary(_))) => s.error("binary frames are not supported; send JSON text"),
-                Some(Ok(Message::Close(_))) | None => break None,
-                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
-                Some(Err(e)) => {
-                    s.metrics.ws_client_errors.get_or_create(&Kind { kind: "protocol" }).inc();
-                    tracing::debug!(error = %e, "websocket protocol error");
-                    // A message over MAX_CLIENT_MESSAGE: the client is told
-                    // why (1009), as the protocol promises.
-                    if let tungstenite::Error::Capacity(_) = e {
-                        break Some(CloseFrame { code: CloseCode::Size, reason: "message too big".into() });
-                    }
-                    break None;
-                }
+            msg = incoming.next() => if let Err(close) = s.incoming(msg) {
+                break close;
             },
             Some((id, item)) = s.streams.next() => s.forward(id, item),
             Some((id, ready)) = s.catchups.next() => s.attach(id, ready),
-            Some(answer) = settled.recv() => {
-                let text = serde_json::to_string(&answer).expect("bet answers are plain data");
-                s.outbox.push_back(Utf8Bytes::from(text));
-            }
-            Some(answer) = s.bets.next() => {
-                // Accepted bets are settled later: this session hears about it.
-                if answer.status == crate::bets::BetStatus::Accepted {
-                    s.desk.owners.register(&answer.id, s.bet_updates.clone());
-                    s.owned.push(answer.id.clone());
-                }
-                let text = serde_json::to_string(&answer).expect("bet answers are plain data");
-                s.outbox.push_back(Utf8Bytes::from(text));
-            }
+            Some(answer) = settled.recv() => s.push_answer(&answer),
+            Some(answer) = s.bets.next() => s.answered(answer),
             announced = new_matches.recv(), if s.all || !s.wanted.is_empty() => {
                 match announced {
                     Ok(id) => if s.all || s.wanted.contains(&id) { s.subscribe(id) },
@@ -215,6 +191,49 @@ pub async fn run<S>(
 
 impl Session {
     /// Handle one client request; a bad one gets an error frame.
+    /// A message from the client; `Err` ends the session (with a close
+    /// frame to send, if any).
+    fn incoming(&mut self, msg: Option<Result<Message, tungstenite::Error>>) -> Result<(), Option<CloseFrame>> {
+        match msg {
+            Some(Ok(Message::Text(text))) => self.request(&text),
+            Some(Ok(Message::Binary(_))) => self.error("binary frames are not supported; send JSON text"),
+            Some(Ok(Message::Close(_))) | None => return Err(None),
+            Some(Ok(_)) => {} // ping/pong are answered by tungstenite
+            Some(Err(e)) => {
+                self.metrics
+                    .ws_client_errors
+                    .get_or_create(&Kind { kind: "protocol" })
+                    .inc();
+                tracing::debug!(error = %e, "websocket protocol error");
+                // A message over MAX_CLIENT_MESSAGE: the client is told
+                // why (1009), as the protocol promises.
+                if let tungstenite::Error::Capacity(_) = e {
+                    return Err(Some(CloseFrame {
+                        code: CloseCode::Size,
+                        reason: "message too big".into(),
+                    }));
+                }
+                return Err(None);
+            }
+        }
+        Ok(())
+    }
+
+    /// A bet of this session was decided. Accepted bets are settled later:
+    /// this session hears about it.
+    fn answered(&mut self, answer: crate::bets::Answer) {
+        if answer.status == crate::bets::BetStatus::Accepted {
+            self.desk.owners.register(&answer.id, self.bet_updates.clone());
+            self.owned.push(answer.id.clone());
+        }
+        self.push_answer(&answer);
+    }
+
+    fn push_answer(&mut self, answer: &crate::bets::Answer) {
+        let text = serde_json::to_string(answer).expect("bet answers are plain data");
+        self.outbox.push_back(Utf8Bytes::from(text));
+    }
+
     fn request(&mut self, text: &str) {
         let req: Request = match serde_json::from_str(text) {
             Ok(r) => r,

@@ -133,8 +133,7 @@ impl Worker {
                 return;
             }
         };
-        for (i, now) in settled.into_iter().enumerate() {
-            let bet = &mut self.bets[i];
+        for (bet, now) in self.bets.iter_mut().zip(settled) {
             let unchanged = match &bet.settlement {
                 Some(prev) => *prev == now,
                 None => now.status == SettleStatus::Open,
@@ -148,13 +147,12 @@ impl Worker {
                 .get_or_create(&vec![("status".to_owned(), now.status.code().to_owned())])
                 .inc();
             bet.settlement = Some(now);
-            let record = bet.clone();
-            if let Some(journal) = self.journal()
-                && let Err(e) = journal.write(Op::Bet(Box::new(record.clone()))).await
+            if let Some(journal) = self.env.journal.as_deref()
+                && let Err(e) = journal.write(Op::Bet(Box::new(bet.clone()))).await
             {
-                tracing::error!(match_id = %self.id, bet = %record.request.id, error = %e, "settlement record refused");
+                tracing::error!(match_id = %self.id, bet = %bet.request.id, error = %e, "settlement record refused");
             }
-            self.env.observer.bet_changed(&record);
+            self.env.observer.bet_changed(bet);
         }
     }
 }

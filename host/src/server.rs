@@ -1,0 +1,262 @@
+//! Assembling a server: store and writer, guest registry, router and
+//! workers, bet desk, feed intake, HTTP; and stopping it in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::sandbox::{self, Limits, Platform};
+use crate::{
+    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, metrics, router, store, supervisor, worker,
+};
+
+/// What the workers report, to the layers that care: versions and
+/// probations to the guest registry, settlements to bet owners.
+struct Observers {
+    placement: Arc<guests::Placement>,
+    owners: Arc<bets::Owners>,
+}
+
+impl worker::Observer for Observers {
+    fn runs(&self, match_id: &Arc<str>, version: Arc<str>) {
+        self.placement.set(match_id, version);
+    }
+
+    fn stopped(&self, match_id: &str) {
+        self.placement.remove(match_id);
+    }
+
+    fn probation(&self, match_id: &Arc<str>, news: worker::ProbationNews) {
+        match news {
+            worker::ProbationNews::Started => self.placement.probation_started(match_id),
+            worker::ProbationNews::Ended => self.placement.probation_ended(match_id),
+            worker::ProbationNews::Failed(reason) => self.placement.probation_failed(match_id, &reason),
+        }
+    }
+
+    fn bet_changed(&self, record: &journal::BetRecord) {
+        self.owners.notify(bets::Answer::from_record(record));
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub feed_addr: Option<SocketAddr>,
+    pub guest_version: String,
+    router: Arc<router::Router>,
+    store: store::Store,
+    writer_stop: CancellationToken,
+    writer_task: tokio::task::JoinHandle<()>,
+    feed_stop: CancellationToken,
+    feed_tasks: TaskTracker,
+    session_stop: CancellationToken,
+    session_tasks: TaskTracker,
+    http_task: HttpTask,
+}
+
+impl Server {
+    /// Open the store, compile the guest, bind the listeners and start.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+        config.validate()?;
+        let store = store::Store::open(&config.data_dir)?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let (handle, rx) = store::queue(store.clone());
+        let writer_stop = CancellationToken::new();
+        let writer_task = tokio::spawn(store::run_writer(
+            store.clone(),
+            rx,
+            config.commit_interval,
+            metrics.clone(),
+            writer_stop.clone(),
+        ));
+        let (guests, version) = open_guests(&config, handle.clone(), metrics.clone()).await?;
+        let guest_version = version.version().to_owned();
+        tracing::info!(guest_version, start_no = store.start_no(), "guest ready");
+        let owners = Arc::new(bets::Owners::default());
+        let observer = Arc::new(Observers {
+            placement: guests.placement.clone(),
+            owners: owners.clone(),
+        });
+        let journal = config
+            .durability
+            .then(|| Arc::new(handle.clone()) as Arc<dyn journal::Journal>);
+        let worker_config = worker_config(&config, journal, observer, metrics.clone());
+        let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
+        let desk = Arc::new(bets::Desk::new(
+            router.clone(),
+            owners,
+            config.durability.then_some(handle),
+            bets::Policy {
+                min_stake: config.min_stake,
+                max_stake: config.max_stake,
+                accept_better_odds: config.accept_better_odds,
+            },
+            metrics.clone(),
+        ));
+        if config.durability {
+            let recovered = store.recover_all()?;
+            tracing::info!(matches = recovered.len(), "restoring matches from the store");
+            // Matches that had stayed behind on another version keep it.
+            let pinned = guests.pinned(&recovered).await;
+            router.restore(recovered, &pinned);
+        }
+        let (feed_stop, feed_tasks) = (CancellationToken::new(), TaskTracker::new());
+        let intake = feed::Intake {
+            router: router.clone(),
+            metrics: metrics.clone(),
+            max_message_bytes: config.max_message_bytes,
+        };
+        let feed_addr = start_feed(&config, intake, &feed_stop, &feed_tasks).await?;
+        let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = http::AppState {
+            router: router.clone(),
+            metrics,
+            ready: ready.clone(),
+            sessions: Arc::new(tokio::sync::Semaphore::new(config.max_sessions)),
+            session_tasks: session_tasks.clone(),
+            shutdown: session_stop.clone(),
+            admin_token: config.admin_token.clone(),
+            desk,
+            guests: Arc::new(guests),
+        };
+        let (http_addr, http_task) = serve_http(config.http, state, session_stop.clone()).await?;
+        ready.store(true, Ordering::Release);
+        Ok(Server {
+            http_addr,
+            feed_addr,
+            guest_version,
+            router,
+            store,
+            writer_stop,
+            writer_task,
+            feed_stop,
+            feed_tasks,
+            session_stop,
+            session_tasks,
+            http_task,
+        })
+    }
+
+    /// Stop in order: feed intake, workers (mailboxes drained), WebSocket
+    /// sessions (close frames sent), then flush the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.feed_stop.cancel();
+        self.feed_tasks.close();
+        self.feed_tasks.wait().await;
+        self.router.shutdown().await;
+        self.session_stop.cancel();
+        self.session_tasks.close();
+        self.session_tasks.wait().await;
+        match self.http_task.await {
+            Ok(r) => r.context("HTTP server")?,
+            Err(e) => tracing::warn!(error = %e, "HTTP task ended abnormally"),
+        }
+        self.writer_stop.cancel();
+        if let Err(e) = self.writer_task.await {
+            tracing::warn!(error = %e, "store writer ended abnormally");
+        }
+        self.store.flush().await?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// The guest registry and the version to run: `--guest` if given, else the
+/// stored active one, else the embedded default (or the native model).
+async fn open_guests(
+    config: &ServeConfig,
+    store: store::StoreHandle,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<(guests::Guests, sandbox::GuestVersion)> {
+    let explicit = match &config.guest {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?),
+        None => None,
+    };
+    let platform = if config.native_model {
+        tracing::warn!("running the match model natively: no isolation, benchmark use only");
+        None
+    } else {
+        Some(Platform::new(Limits {
+            max_instances: config.max_matches,
+            memory_bytes: config.guest_memory_bytes,
+            call_deadline: config.guest_call_deadline,
+        })?)
+    };
+    let policy = guests::RolloutPolicy {
+        max_failed: config.rollout_max_failed,
+        canary_matches: config.canary_matches,
+        concurrency: config.rollout_concurrency,
+        probation_window: config.rollout_probation,
+        keep_versions: config.keep_guest_versions,
+    };
+    guests::Guests::open(platform, store, explicit, DEFAULT_GUEST, metrics, policy).await
+}
+
+fn worker_config(
+    config: &ServeConfig,
+    journal: Option<Arc<dyn journal::Journal>>,
+    observer: Arc<dyn worker::Observer>,
+    metrics: Arc<metrics::Metrics>,
+) -> worker::WorkerConfig {
+    worker::WorkerConfig {
+        journal,
+        policy: supervisor::Policy {
+            max_failures: config.max_failures,
+            window: config.failure_window,
+        },
+        snapshot_every: config.snapshot_every,
+        snapshot_interval: config.snapshot_interval,
+        clean_after: config.clean_after,
+        hibernate_after: config.hibernate_after,
+        observer,
+        metrics,
+    }
+}
+
+/// Listen for and/or dial the feed; the bound listen address, if any.
+async fn start_feed(
+    config: &ServeConfig,
+    intake: feed::Intake,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let mut feed_addr = None;
+    if let Some(addr) = config.feed_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding feed listener {addr}"))?;
+        feed_addr = Some(listener.local_addr()?);
+        tasks.spawn(feed::listen(listener, intake.clone(), stop.clone()));
+    }
+    if let Some(addr) = config.feed_connect.clone() {
+        tasks.spawn(feed::connect(addr, intake, stop.clone()));
+    }
+    Ok(feed_addr)
+}
+
+type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Bind the HTTP port and serve until `stop`.
+async fn serve_http(
+    addr: SocketAddr,
+    state: http::AppState,
+    stop: CancellationToken,
+) -> anyhow::Result<(SocketAddr, HttpTask)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding HTTP {addr}"))?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, http::routes(state))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    Ok((bound, task))
+}
