@@ -45,6 +45,9 @@ impl Worker {
                 healthy: self.life.quarantine_reason().is_none(),
             };
         }
+        // Asleep before the switch: asleep after it, even if handing the
+        // state over had to wake it.
+        let was_hibernated = matches!(self.life, Lifecycle::Hibernated { .. });
         let Some(saved) = self.state_to_hand_over().await else {
             return self.switch_skipped(&from, &to, "the old version cannot rebuild its state".into());
         };
@@ -54,7 +57,6 @@ impl Worker {
         };
         match new.instantiate_with(self.id.clone(), &saved.state, &saved.guest, saved.state_version) {
             Ok(instance) => {
-                let was_hibernated = matches!(self.life, Lifecycle::Hibernated { .. });
                 let old = std::mem::replace(&mut self.version, new);
                 if probation {
                     let fallback = Fallback {
