@@ -66,6 +66,16 @@ impl FrameError {
     }
 }
 
+/// What one step of the framer decided.
+enum Step {
+    /// Hand this out (`None`: wait for more bytes).
+    Return(Option<RawMessage>),
+    /// Scan on at once.
+    Again,
+    /// Scanned a piece of a message: check its size, then scan on.
+    Scanned,
+}
+
 /// What the framer hands out.
 pub type RawMessage = Result<Vec<u8>, FrameError>;
 
@@ -118,112 +128,10 @@ impl Framer {
     /// The next complete message or error, or `None` until more bytes arrive.
     pub fn next_message(&mut self) -> Option<RawMessage> {
         loop {
-            let before = self.scan;
-            // quick-xml skips a BOM at the start of its input without
-            // counting it in `buffer_position`; handle BOMs here instead.
-            let rest = &self.buf[before..];
-            if rest.starts_with(BOM) {
-                if self.msg_start.is_some() {
-                    return self.truncated_at(before);
-                }
-                self.consume_to(before + BOM.len());
-                continue;
-            }
-            if !rest.is_empty() && rest.len() < BOM.len() && BOM.starts_with(rest) {
-                return self.check_size_while_waiting();
-            }
-            let mut reader = Reader::from_reader(&self.buf[before..]);
-            let cfg = reader.config_mut();
-            // The reader is recreated mid-message; it cannot know the open
-            // tags. Depth is tracked here; the parser checks names later.
-            cfg.check_end_names = false;
-            cfg.allow_unmatched_ends = true;
-            let result = reader.read_event();
-            let after = before + reader.buffer_position() as usize;
-            match result {
-                Ok(Event::Eof) => return self.check_size_while_waiting(),
-                Err(XmlError::Syntax(
-                    SyntaxError::UnclosedTag
-                    | SyntaxError::UnclosedComment
-                    | SyntaxError::UnclosedCData
-                    | SyntaxError::UnclosedPIOrXmlDecl
-                    | SyntaxError::UnclosedDoctype
-                    | SyntaxError::InvalidBangMarkup,
-                )) if self.buf.len() - before <= MAX_TAG_LEN => {
-                    return self.check_size_while_waiting();
-                }
-                Err(e) => {
-                    // Skip the offending markup up to the next '<' after it.
-                    let skip_to = self.buf[before + 1..]
-                        .iter()
-                        .position(|&b| b == b'<')
-                        .map_or(self.buf.len(), |p| before + 1 + p);
-                    let reason = e.to_string();
-                    let err = self.abandon(skip_to);
-                    return Some(Err(err.unwrap_or(FrameError::Malformed { reason })));
-                }
-                Ok(Event::Text(t)) => {
-                    if self.msg_start.is_some() {
-                        if let Some(pos) = t.windows(3).position(|w| w == BOM) {
-                            return self.truncated_at(before + pos);
-                        }
-                        self.scan = after;
-                        continue;
-                    }
-                    // Between messages: only whitespace and BOMs belong here.
-                    // Text running to the end of the buffer may be a split
-                    // BOM or the start of garbage: wait for the next '<'.
-                    if after == self.buf.len() {
-                        return self.check_size_while_waiting();
-                    }
-                    let stray = stray_bytes(t.as_ref());
-                    self.scan = after;
-                    self.consume_to(after);
-                    if stray > 0 {
-                        return Some(Err(FrameError::Garbage { len: stray }));
-                    }
-                }
-                Ok(Event::Decl(_)) if self.msg_start.is_some() => return self.truncated_at(before),
-                Ok(Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_))
-                    if self.msg_start.is_none() =>
-                {
-                    self.scan = after;
-                    self.consume_to(after);
-                }
-                Ok(Event::Start(s)) => {
-                    if self.msg_start.is_some() && MESSAGE_ROOTS.contains(&s.name().as_ref()) {
-                        return self.truncated_at(before);
-                    }
-                    if self.msg_start.is_none() {
-                        self.open(before);
-                    }
-                    self.depth += 1;
-                    self.scan = after;
-                }
-                Ok(Event::Empty(s)) => {
-                    if self.msg_start.is_some() && MESSAGE_ROOTS.contains(&s.name().as_ref()) {
-                        return self.truncated_at(before);
-                    }
-                    self.scan = after;
-                    if self.msg_start.is_none() {
-                        self.open(before);
-                        return self.close(after);
-                    }
-                }
-                Ok(Event::End(_)) => {
-                    self.scan = after;
-                    if self.msg_start.is_none() {
-                        self.consume_to(after);
-                        return Some(Err(FrameError::Malformed {
-                            reason: "closing tag outside any message".into(),
-                        }));
-                    }
-                    self.depth -= 1;
-                    if self.depth == 0 {
-                        return self.close(after);
-                    }
-                }
-                Ok(_) => self.scan = after,
+            match self.step() {
+                Step::Return(out) => return out,
+                Step::Again => continue,
+                Step::Scanned => {}
             }
             if let Some(start) = self.msg_start
                 && self.scan - start > self.max_message
@@ -238,6 +146,147 @@ impl Framer {
                 self.drop_scanned();
             }
         }
+    }
+
+    /// Read one piece of markup at `scan` and act on it.
+    fn step(&mut self) -> Step {
+        let before = self.scan;
+        if let Some(step) = self.bom(before) {
+            return step;
+        }
+        let mut reader = Reader::from_reader(&self.buf[before..]);
+        let cfg = reader.config_mut();
+        // The reader is recreated mid-message; it cannot know the open
+        // tags. Depth is tracked here; the parser checks names later.
+        cfg.check_end_names = false;
+        cfg.allow_unmatched_ends = true;
+        let result = reader.read_event();
+        let after = before + reader.buffer_position() as usize;
+        let in_message = self.msg_start.is_some();
+        match result {
+            Ok(Event::Eof) => Step::Return(self.check_size_while_waiting()),
+            Err(XmlError::Syntax(
+                SyntaxError::UnclosedTag
+                | SyntaxError::UnclosedComment
+                | SyntaxError::UnclosedCData
+                | SyntaxError::UnclosedPIOrXmlDecl
+                | SyntaxError::UnclosedDoctype
+                | SyntaxError::InvalidBangMarkup,
+            )) if self.buf.len() - before <= MAX_TAG_LEN => Step::Return(self.check_size_while_waiting()),
+            Err(e) => Step::Return(self.skip_broken(before, e.to_string())),
+            Ok(Event::Text(t)) if in_message => match t.windows(3).position(|w| w == BOM) {
+                Some(pos) => Step::Return(self.truncated_at(before + pos)),
+                None => {
+                    self.scan = after;
+                    Step::Again
+                }
+            },
+            Ok(Event::Text(t)) => {
+                // Text running to the end of the buffer may be a split BOM
+                // or the start of garbage: wait for the next '<'.
+                let stray = (after != self.buf.len()).then(|| stray_bytes(t.as_ref()));
+                self.between_messages(after, stray)
+            }
+            Ok(Event::Decl(_)) if in_message => Step::Return(self.truncated_at(before)),
+            Ok(Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_)) if !in_message => {
+                self.scan = after;
+                self.consume_to(after);
+                Step::Scanned
+            }
+            Ok(Event::Start(s)) => {
+                let root = MESSAGE_ROOTS.contains(&s.name().as_ref());
+                self.start_tag(before, after, root)
+            }
+            Ok(Event::Empty(s)) => {
+                let root = MESSAGE_ROOTS.contains(&s.name().as_ref());
+                self.empty_tag(before, after, root)
+            }
+            Ok(Event::End(_)) => self.end_tag(after),
+            Ok(_) => {
+                self.scan = after;
+                Step::Scanned
+            }
+        }
+    }
+
+    /// A BOM (or what may be the start of one) at `at`.
+    fn bom(&mut self, at: usize) -> Option<Step> {
+        let rest = &self.buf[at..];
+        // quick-xml skips a BOM at the start of its input without counting
+        // it in `buffer_position`; BOMs are handled here instead.
+        if rest.starts_with(BOM) {
+            if self.msg_start.is_some() {
+                return Some(Step::Return(self.truncated_at(at)));
+            }
+            self.consume_to(at + BOM.len());
+            return Some(Step::Again);
+        }
+        let partial = !rest.is_empty() && rest.len() < BOM.len() && BOM.starts_with(rest);
+        partial.then(|| Step::Return(self.check_size_while_waiting()))
+    }
+
+    /// Broken markup at `at`: skip it up to the next '<' after it.
+    fn skip_broken(&mut self, at: usize, reason: String) -> Option<RawMessage> {
+        let skip_to = self.buf[at + 1..]
+            .iter()
+            .position(|&b| b == b'<')
+            .map_or(self.buf.len(), |p| at + 1 + p);
+        let err = self.abandon(skip_to);
+        Some(Err(err.unwrap_or(FrameError::Malformed { reason })))
+    }
+
+    /// Text between messages, up to `after`: only whitespace and BOMs belong
+    /// here. `stray`: the other bytes in it, or `None` if it runs to the end
+    /// of what has arrived.
+    fn between_messages(&mut self, after: usize, stray: Option<usize>) -> Step {
+        let Some(stray) = stray else {
+            return Step::Return(self.check_size_while_waiting());
+        };
+        self.scan = after;
+        self.consume_to(after);
+        if stray > 0 {
+            return Step::Return(Some(Err(FrameError::Garbage { len: stray })));
+        }
+        Step::Scanned
+    }
+
+    fn start_tag(&mut self, before: usize, after: usize, root: bool) -> Step {
+        if self.msg_start.is_some() && root {
+            return Step::Return(self.truncated_at(before));
+        }
+        if self.msg_start.is_none() {
+            self.open(before);
+        }
+        self.depth += 1;
+        self.scan = after;
+        Step::Scanned
+    }
+
+    fn empty_tag(&mut self, before: usize, after: usize, root: bool) -> Step {
+        if self.msg_start.is_some() && root {
+            return Step::Return(self.truncated_at(before));
+        }
+        self.scan = after;
+        if self.msg_start.is_none() {
+            self.open(before);
+            return Step::Return(self.close(after));
+        }
+        Step::Scanned
+    }
+
+    fn end_tag(&mut self, after: usize) -> Step {
+        self.scan = after;
+        if self.msg_start.is_none() {
+            self.consume_to(after);
+            return Step::Return(Some(Err(FrameError::Malformed {
+                reason: "closing tag outside any message".into(),
+            })));
+        }
+        self.depth -= 1;
+        if self.depth == 0 {
+            return Step::Return(self.close(after));
+        }
+        Step::Scanned
     }
 
     /// Skipping an oversized message: drop what was scanned of it, so
