@@ -10,7 +10,7 @@
 /// edges (HTTP, the simulator, configuration, assembling the server).
 pub const LAYERS: &[&[&str]] = &[
     &["metrics", "supervisor", "journal"],
-    &["sandbox", "store"],
+    &["sandbox", "store", "producers"],
     &["worker"],
     &["router"],
     &["feed", "bets", "guests"],

@@ -16,6 +16,8 @@
 //! - [`http`]: page, health, metrics, bets API, WebSocket upgrade.
 //! - [`store`]: the only owner of sled (the production journal); its
 //!   writer makes group commits.
+//! - [`producers`]: the feed's producers, their state (up, down,
+//!   recovering) and recoveries through the provider's API.
 //! - [`supervisor`]: restart policy and intensity.
 //! - [`sim`]: the built-in feed simulator.
 //! - [`metrics`], [`config`].
@@ -32,6 +34,7 @@ pub mod http;
 pub mod journal;
 pub mod layers;
 pub mod metrics;
+pub mod producers;
 pub mod push;
 pub mod router;
 pub mod sandbox;

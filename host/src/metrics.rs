@@ -63,6 +63,11 @@ pub struct Metrics {
     pub match_switches: Family<Kind, Counter>,
     pub match_switch_seconds: Histogram,
     pub guest_versions_installed: Gauge,
+    pub producer_up: Family<Labels, Gauge>,
+    pub producer_down: Family<Labels, Counter>,
+    pub recovery_requests: Family<Labels, Counter>,
+    pub producer_recovery_seconds: Histogram,
+    pub feed_ignored: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -249,6 +254,31 @@ impl Metrics {
                 "guest_versions_installed",
                 "Guest versions installed (kept in the store)",
                 Gauge::default()
+            ),
+            producer_up: reg!(
+                "producer_up",
+                "1 while a producer is up (its odds may be bet on), by product",
+                Family::default()
+            ),
+            producer_down: reg!(
+                "producer_down",
+                "Times a producer went down, by product and reason",
+                Family::default()
+            ),
+            recovery_requests: reg!(
+                "recovery_requests",
+                "Recovery requests sent to the provider, by product",
+                Family::default()
+            ),
+            producer_recovery_seconds: reg!(
+                "producer_recovery_seconds",
+                "From a producer's recovery request to its snapshot_complete",
+                Histogram::new(exponential_buckets(1e-3, 1.5, 40))
+            ),
+            feed_ignored: reg!(
+                "feed_ignored",
+                "Feed messages of producers this deployment does not use, by product",
+                Family::default()
             ),
             registry: r,
         }

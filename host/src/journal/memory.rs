@@ -174,7 +174,11 @@ impl MemoryJournal {
             Op::Bet(record) => {
                 i.bets.insert(record.request.id.clone(), *record);
             }
-            Op::PutGuest { .. } | Op::RemoveGuest { .. } | Op::ActiveGuest { .. } | Op::Barrier { .. } => {}
+            Op::PutGuest { .. }
+            | Op::RemoveGuest { .. }
+            | Op::ActiveGuest { .. }
+            | Op::Producer(_)
+            | Op::Barrier { .. } => {}
         }
         Ok(())
     }

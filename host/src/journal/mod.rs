@@ -22,7 +22,9 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-pub use records::{BetRecord, DeadLetter, GuestRecord, JournalEntry, MatchMeta, Recovered, SnapshotRecord};
+pub use records::{
+    BetRecord, DeadLetter, GuestRecord, JournalEntry, MatchMeta, ProducerRecord, Recovered, SnapshotRecord,
+};
 
 /// Why a journal operation did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +87,8 @@ pub enum Op {
         active: String,
         previous: Option<String>,
     },
+    /// What a restart needs to recover a producer (never blocks a match).
+    Producer(ProducerRecord),
     /// Acknowledged once everything sent before it is durable; `Err` if a
     /// write of `scope` (a match, or any write for `None`) failed since the
     /// last barrier that reported it.
@@ -97,6 +101,9 @@ pub enum Op {
 /// The barrier scope of the guest registry's writes (no match id can
 /// start with a NUL).
 pub const GUESTS_SCOPE: &str = "\0guests";
+
+/// The barrier scope of the producer records.
+pub const PRODUCERS_SCOPE: &str = "\0producers";
 
 impl Op {
     /// The barrier scope a write belongs to: its match, [`GUESTS_SCOPE`]
@@ -112,6 +119,7 @@ impl Op {
             Op::Bet(record) => Some(&record.match_id),
             Op::Barrier { scope, .. } => scope.as_deref(),
             Op::PutGuest { .. } | Op::RemoveGuest { .. } | Op::ActiveGuest { .. } => Some(GUESTS_SCOPE),
+            Op::Producer(_) => Some(PRODUCERS_SCOPE),
         }
     }
 }

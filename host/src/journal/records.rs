@@ -74,6 +74,17 @@ pub struct BetRecord {
     pub settlement: Option<touchline_guest::bet::Settlement>,
 }
 
+/// What a restart needs to ask a producer for the right recovery window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerRecord {
+    pub product: u32,
+    /// Feed timestamp (Unix ms) of the last `alive` received while the
+    /// producer was up: the next recovery's `after`.
+    pub last_alive: Option<i64>,
+    /// The last recovery request id used (ids never repeat).
+    pub last_request_id: u64,
+}
+
 /// Everything kept for one match, for recovery.
 #[derive(Debug, Clone)]
 pub struct Recovered {

@@ -15,6 +15,7 @@
 //! - `bets`      bet id → [`BetRecord`]
 //! - `match_bets` match \0 bet id → () for accepted bets (settlement, recovery)
 //! - `guests`    content hash → [`GuestRecord`] (installed guest components)
+//! - `producers` product (u32 BE) → [`ProducerRecord`] (last alive while up, last request id)
 //! - `meta`      "starts" → number of times this data dir was opened;
 //!   "guest.active" / "guest.previous" → content hashes
 
@@ -25,7 +26,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::journal::{BetRecord, DeadLetter, GuestRecord, JournalEntry, MatchMeta, Op, Recovered, SnapshotRecord};
+pub use crate::journal::{
+    BetRecord, DeadLetter, GuestRecord, JournalEntry, MatchMeta, Op, ProducerRecord, Recovered, SnapshotRecord,
+};
 pub use writer::{StoreHandle, WRITE_QUEUE, queue, run_writer};
 /// Journal entries kept below the latest snapshot so clients can resume.
 pub const JOURNAL_RETENTION: u64 = 256;
@@ -108,6 +111,7 @@ pub struct Store {
     bets: sled::Tree,
     match_bets: sled::Tree,
     guests: sled::Tree,
+    producers: sled::Tree,
     meta: sled::Tree,
     /// Which start of this data dir this is (1 for the first).
     start_no: u64,
@@ -170,6 +174,7 @@ impl Store {
             bets: db.open_tree("bets")?,
             match_bets: db.open_tree("match_bets")?,
             guests: db.open_tree("guests")?,
+            producers: db.open_tree("producers")?,
             meta,
             db,
             start_no: starts,
@@ -247,6 +252,17 @@ impl Store {
             .map(|r| {
                 let (k, v) = r?;
                 Ok((String::from_utf8_lossy(&k).into_owned(), dec("guest", &k, &v)?))
+            })
+            .collect()
+    }
+
+    /// What earlier runs kept about each producer.
+    pub fn producers(&self) -> Result<Vec<ProducerRecord>, StoreError> {
+        self.producers
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                dec("producer", &k, &v)
             })
             .collect()
     }
@@ -373,6 +389,9 @@ impl Store {
                     None => batch.remove("guest.previous"),
                 }
                 self.meta.apply_batch(batch)?;
+            }
+            Op::Producer(record) => {
+                self.producers.insert(record.product.to_be_bytes(), enc(&record))?;
             }
             Op::Barrier { .. } => {}
         }
