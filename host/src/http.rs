@@ -44,6 +44,7 @@ pub struct AppState {
     pub admin_token: Option<String>,
     pub desk: Arc<crate::bets::Desk>,
     pub guests: Arc<crate::guests::Guests>,
+    pub producers: crate::producers::Producers,
 }
 
 /// Largest guest component accepted by `POST /admin/guest`.
@@ -59,11 +60,19 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/admin/guest", get(list_guests).post(install_guest))
         .route("/admin/guest/rollback", axum::routing::post(rollback_guest))
         .route("/api/bets/{id}", get(bet))
+        .route("/api/producers", get(producers))
         .with_state(state)
 }
 
 async fn index() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
+}
+
+/// Every selected producer: state, reason, since, last alive, the recovery
+/// in flight and how long the last one took.
+async fn producers(State(st): State<AppState>) -> impl IntoResponse {
+    let board = st.producers.board().borrow().clone();
+    axum::Json(board.views.to_vec())
 }
 
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {

@@ -12,7 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::sandbox::{self, Limits, Platform};
 use crate::{
-    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, metrics, router, store, supervisor, worker,
+    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, metrics, producers, router, store, supervisor,
+    worker,
 };
 
 /// What the workers report, to the layers that care: versions and
@@ -58,6 +59,8 @@ pub struct Server {
     session_stop: CancellationToken,
     session_tasks: TaskTracker,
     http_task: HttpTask,
+    producers_stop: CancellationToken,
+    producer_tasks: TaskTracker,
 }
 
 impl Server {
@@ -86,7 +89,10 @@ impl Server {
         let journal = config
             .durability
             .then(|| Arc::new(handle.clone()) as Arc<dyn journal::Journal>);
-        let worker_config = worker_config(&config, journal, observer, metrics.clone());
+        let producers_stop = CancellationToken::new();
+        let producer_tasks = TaskTracker::new();
+        let producers = start_producers(&config, &store, journal.clone(), &metrics, &producers_stop, &producer_tasks)?;
+        let worker_config = worker_config(&config, journal, observer, metrics.clone(), producers.board());
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = Arc::new(bets::Desk::new(
             router.clone(),
@@ -111,6 +117,7 @@ impl Server {
             router: router.clone(),
             metrics: metrics.clone(),
             max_message_bytes: config.max_message_bytes,
+            producers: producers.clone(),
         };
         let feed_addr = start_feed(&config, intake, &feed_stop, &feed_tasks).await?;
         let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
@@ -125,6 +132,7 @@ impl Server {
             admin_token: config.admin_token.clone(),
             desk,
             guests: Arc::new(guests),
+            producers,
         };
         let (http_addr, http_task) = serve_http(config.http, state, session_stop.clone()).await?;
         ready.store(true, Ordering::Release);
@@ -141,6 +149,8 @@ impl Server {
             session_stop,
             session_tasks,
             http_task,
+            producers_stop,
+            producer_tasks,
         })
     }
 
@@ -150,6 +160,9 @@ impl Server {
         self.feed_stop.cancel();
         self.feed_tasks.close();
         self.feed_tasks.wait().await;
+        self.producers_stop.cancel();
+        self.producer_tasks.close();
+        self.producer_tasks.wait().await;
         self.router.shutdown().await;
         self.session_stop.cancel();
         self.session_tasks.close();
@@ -204,6 +217,7 @@ fn worker_config(
     journal: Option<Arc<dyn journal::Journal>>,
     observer: Arc<dyn worker::Observer>,
     metrics: Arc<metrics::Metrics>,
+    producers: tokio::sync::watch::Receiver<producers::Board>,
 ) -> worker::WorkerConfig {
     worker::WorkerConfig {
         journal,
@@ -217,8 +231,58 @@ fn worker_config(
         hibernate_after: config.hibernate_after,
         observer,
         metrics,
+        producers,
     }
 }
+
+/// The producer service: the selected producers of the table (built in or
+/// `--producers-file`), with what earlier runs kept; every one starts down.
+fn start_producers(
+    config: &ServeConfig,
+    store: &store::Store,
+    journal: Option<Arc<dyn journal::Journal>>,
+    metrics: &Arc<metrics::Metrics>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<producers::Producers> {
+    let table = match &config.producers_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading producers file {}", path.display()))?;
+            producers::Table::parse(&text).with_context(|| format!("producers file {}", path.display()))?
+        }
+        None => producers::Table::default(),
+    };
+    let selected = table.select(&config.producers).context("--producers")?;
+    let recovery = config
+        .recovery_url
+        .as_deref()
+        .map(|url| producers::Endpoint::parse(url, config.recovery_token.clone()))
+        .transpose()
+        .context("--recovery-url")?;
+    let saved = if config.durability {
+        store.producers()?
+    } else {
+        Vec::new()
+    };
+    tracing::info!(producers = ?config.producers, kept = saved.len(), recovery = config.recovery_url.as_deref(), "producers: every one down until recovered");
+    Ok(producers::start(
+        producers::Config {
+            producers: selected,
+            timing: config.producer_timing,
+            recovery,
+            request_timeout: RECOVERY_REQUEST_TIMEOUT,
+        },
+        &saved,
+        journal,
+        metrics.clone(),
+        stop.clone(),
+        tasks,
+    ))
+}
+
+/// Longest wait for the provider to accept a recovery request.
+const RECOVERY_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Listen for and/or dial the feed; the bound listen address, if any.
 async fn start_feed(

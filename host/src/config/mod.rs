@@ -151,6 +151,37 @@ pub struct Settings {
     /// are removed.
     #[arg(long, default_value_t = 8)]
     pub keep_guest_versions: usize,
+    /// Producers this deployment uses (ids of the producer table); messages
+    /// of others are counted and ignored.
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    pub producers: Vec<u32>,
+    /// Producer table in the shape of the provider's `producers.xml`
+    /// (default: the built-in copy of it).
+    #[arg(long)]
+    pub producers_file: Option<PathBuf>,
+    /// A producer without an `alive` for this long (s) is down.
+    #[arg(long, default_value_t = 20)]
+    pub alive_timeout: u64,
+    /// A producer whose messages were generated more than this long (s)
+    /// before they arrive is down (`delayed`) until the lag is gone; 0 =
+    /// not checked (replaying recorded feeds).
+    #[arg(long, default_value_t = 20)]
+    pub max_feed_delay: u64,
+    /// The provider's API (`http://host:port[/prefix]`), asked for
+    /// recoveries (`/v1/{producer}/recovery/initiate_request`). Without it
+    /// producers cannot recover and no bet is accepted.
+    #[arg(long)]
+    pub recovery_url: Option<String>,
+    /// Access token sent to the provider's API (`x-access-token`).
+    #[arg(long, env = "TOUCHLINE_RECOVERY_TOKEN", hide_env_values = true)]
+    pub recovery_token: Option<String>,
+    /// At most one recovery request per producer this often (s).
+    #[arg(long, default_value_t = 30)]
+    pub recovery_min_interval: u64,
+    /// Ask again when a recovery's `snapshot_complete` has not arrived
+    /// after this long (s).
+    #[arg(long, default_value_t = 300)]
+    pub recovery_timeout: u64,
 }
 
 impl Default for Settings {
@@ -225,6 +256,16 @@ impl Settings {
             max_stake: self.max_stake,
             accept_better_odds: self.accept_better_odds,
             native_model: self.native_model,
+            producers: self.producers,
+            producers_file: self.producers_file,
+            producer_timing: crate::producers::Timing {
+                alive_timeout: Duration::from_secs(self.alive_timeout),
+                max_feed_delay: (self.max_feed_delay > 0).then(|| Duration::from_secs(self.max_feed_delay)),
+                recovery_min_interval: Duration::from_secs(self.recovery_min_interval),
+                recovery_timeout: Duration::from_secs(self.recovery_timeout),
+            },
+            recovery_url: self.recovery_url,
+            recovery_token: self.recovery_token,
         };
         config.validate()?;
         Ok(config)
@@ -293,6 +334,15 @@ pub struct ServeConfig {
     /// Run the match model compiled into the host instead of the guest
     /// (no Wasm, no limits): only to measure what Wasm costs.
     pub native_model: bool,
+    /// Producer ids this deployment uses.
+    pub producers: Vec<u32>,
+    /// The producer table, if not the built-in one.
+    pub producers_file: Option<PathBuf>,
+    /// Alive timeout, lag limit and recovery timers.
+    pub producer_timing: crate::producers::Timing,
+    /// The provider's recovery API.
+    pub recovery_url: Option<String>,
+    pub recovery_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -310,6 +360,10 @@ pub enum ConfigError {
         max: u64,
         got: u64,
     },
+    #[error("--producers: {0}")]
+    Producers(#[from] crate::producers::TableError),
+    #[error("--recovery-url: {0}")]
+    RecoveryUrl(#[from] crate::producers::recovery::RecoveryError),
     #[error("reading config {}", path.display())]
     Read {
         path: PathBuf,
@@ -403,6 +457,19 @@ impl ServeConfig {
         }
         if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::WeakToken);
+        }
+        let t = &self.producer_timing;
+        range("--alive-timeout", t.alive_timeout.as_secs(), 10, 180)?;
+        if let Some(d) = t.max_feed_delay {
+            range("--max-feed-delay", d.as_secs(), 1, 3600)?;
+        }
+        range("--recovery-min-interval", t.recovery_min_interval.as_secs(), 1, 3600)?;
+        range("--recovery-timeout", t.recovery_timeout.as_secs(), 1, 86_400)?;
+        if self.producers_file.is_none() {
+            crate::producers::Table::default().select(&self.producers)?;
+        }
+        if let Some(url) = &self.recovery_url {
+            crate::producers::Endpoint::parse(url, None)?;
         }
         Ok(())
     }

@@ -81,6 +81,7 @@ fn render(v: &toml::Value) -> String {
         toml::Value::Integer(i) => i.to_string(),
         toml::Value::Float(f) => format!("{f:?}"),
         toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => format!("[{}]", items.iter().map(render).collect::<Vec<_>>().join(",")),
         other => format!("{other:?}"),
     }
 }
@@ -214,6 +215,23 @@ fn every_validation_error_and_the_bounds() {
             "serve --feed-connect f:1 --admin-token 0123456789abcdef",
             "admin-token=\"0123456789abcdef\" feed-connect=\"f:1\"",
         ),
+        ("serve --feed-connect f:1 --max-feed-delay 0", "feed-connect=\"f:1\" max-feed-delay=0"),
+        ("serve --feed-connect f:1 --max-feed-delay 3600", "feed-connect=\"f:1\" max-feed-delay=3600"),
+        (
+            "serve --feed-connect f:1 --max-feed-delay 3601",
+            "error: --max-feed-delay must be between 1 and 3600, got 3601",
+        ),
+        ("serve --feed-connect f:1 --producers 1", "feed-connect=\"f:1\" producers=[1]"),
+        ("serve --feed-connect f:1 --producers 1,2", "error: --producers: no producer 2 in the producer table"),
+        ("serve --feed-connect f:1 --producers 3,3", "error: --producers: producer 3 is listed twice"),
+        (
+            "serve --feed-connect f:1 --recovery-url http://127.0.0.1:9",
+            "feed-connect=\"f:1\" recovery-url=\"http://127.0.0.1:9\"",
+        ),
+        (
+            "serve --feed-connect f:1 --recovery-url https://api.betradar.com",
+            "error: --recovery-url: recovery URL \"https://api.betradar.com\" is not http://host[:port][/path]",
+        ),
     ]
     .iter()
     .map(|&(a, e)| (a.to_owned(), e.to_owned()))
@@ -235,6 +253,9 @@ fn every_validation_error_and_the_bounds() {
         ("keep-guest-versions", 2, 1000),
         ("rollout-probation-ms", 0, 600_000),
         ("canary-matches", 0, slack),
+        ("alive-timeout", 10, 180),
+        ("recovery-min-interval", 1, 3600),
+        ("recovery-timeout", 1, 86_400),
     ];
     for &(flag, min, max) in bounds {
         let refused = |got: u64| format!("error: --{flag} must be between {min} and {max}, got {got}");
@@ -336,6 +357,12 @@ fn resolve_reads_the_file_and_names_it() {
 fn the_flags_users_know() {
     let command = ServeArgs::augment_args(clap::Command::new("serve"));
     let arg = |id: &str| command.get_arguments().find(|a| a.get_id() == id).expect(id).clone();
+    let recovery_token = arg("recovery_token");
+    assert_eq!(
+        recovery_token.get_env().and_then(|e| e.to_str()),
+        Some("TOUCHLINE_RECOVERY_TOKEN")
+    );
+    assert!(recovery_token.is_hide_env_values_set());
     let token = arg("admin_token");
     assert_eq!(token.get_env().and_then(|e| e.to_str()), Some("TOUCHLINE_ADMIN_TOKEN"));
     assert!(token.is_hide_env_values_set());
@@ -348,6 +375,9 @@ fn the_flags_users_know() {
         feed_connect: Some(String::new()),
         guest: Some(PathBuf::new()),
         admin_token: Some(String::new()),
+        producers_file: Some(PathBuf::new()),
+        recovery_url: Some(String::new()),
+        recovery_token: Some(String::new()),
         ..Settings::default()
     })
     .expect("settings as TOML")

@@ -5,6 +5,12 @@
 //! backoff) feed connections, pushes every read into a [`frame::Framer`],
 //! parses each message and dispatches it through the [`Router`]. A bad
 //! message is counted and logged, never fatal to the connection.
+//!
+//! It is also where the producers learn what the feed says about them:
+//! `alive`s, `snapshot_complete`s, lag crossings (a [`LagWatch`] per
+//! connection) and connections opening and closing go to the producer
+//! service; messages of producers this deployment does not use are counted
+//! (`feed_ignored_total{product}`) and dropped here.
 
 pub mod frame;
 pub mod parse;
@@ -17,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Kind, Metrics};
+use crate::producers::{Input, LagWatch, Producers, wall_ms};
 use crate::router::Router;
 use frame::Framer;
 use parse::FeedMessage;
@@ -35,6 +42,7 @@ pub struct Intake {
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
+    pub producers: Producers,
 }
 
 /// Accept feed connections until `shutdown`.
@@ -87,6 +95,8 @@ pub async fn connect(addr: String, intake: Intake, shutdown: CancellationToken) 
 async fn connection(mut stream: TcpStream, intake: Intake, shutdown: CancellationToken) {
     let _ = stream.set_nodelay(true);
     intake.metrics.feed_connections.inc();
+    intake.producers.send(Input::Connected).await;
+    let mut lag = LagWatch::default();
     let mut framer = Framer::new(intake.max_message_bytes);
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -105,7 +115,7 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         framer.push(&buf[..n]);
         while let Some(frame) = framer.next_message() {
             match frame {
-                Ok(msg) => handle_message(&msg, &intake).await,
+                Ok(msg) => handle_message(&msg, &intake, &mut lag).await,
                 Err(e) => {
                     intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
                     tracing::warn!(error = %e, "feed framing error; resynchronised");
@@ -114,40 +124,83 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         }
     }
     intake.metrics.feed_connections.dec();
+    intake.producers.send(Input::ConnectionLost).await;
     tracing::info!("feed connection closed");
 }
 
-async fn handle_message(xml: &[u8], intake: &Intake) {
-    match parse::parse(xml) {
-        Ok(msg) => {
-            intake
-                .metrics
-                .feed_messages
-                .get_or_create(&Kind { kind: msg.kind() })
-                .inc();
-            match msg {
-                FeedMessage::Match(event) => {
-                    if let Err(e) = intake.router.dispatch(event).await {
-                        intake
-                            .metrics
-                            .route_errors
-                            .get_or_create(&Kind { kind: e.kind() })
-                            .inc();
-                        tracing::warn!(error = %e, "event not routed");
-                    }
-                }
-                FeedMessage::Alive(a) => {
-                    intake.metrics.feed_alive.inc();
-                    tracing::debug!(product = ?a.product, subscribed = a.subscribed, "alive");
-                }
-                FeedMessage::SnapshotComplete(s) => {
-                    tracing::info!(product = ?s.product, request_id = ?s.request_id, "snapshot complete");
-                }
-            }
-        }
+async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
+    let msg = match parse::parse(xml) {
+        Ok(msg) => msg,
         Err(e) => {
             intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
             tracing::warn!(error = %e, bytes = xml.len(), "feed message rejected");
+            return;
+        }
+    };
+    intake
+        .metrics
+        .feed_messages
+        .get_or_create(&Kind { kind: msg.kind() })
+        .inc();
+    let (product, timestamp) = match &msg {
+        FeedMessage::Match(e) => (e.header().product, e.header().timestamp),
+        FeedMessage::Alive(a) => (a.product, a.timestamp),
+        FeedMessage::SnapshotComplete(s) => (s.product, s.timestamp),
+    };
+    let producers = &intake.producers;
+    if let Some(p) = product {
+        if !producers.is_selected(p) {
+            let label = vec![("product".to_owned(), p.to_string())];
+            intake.metrics.feed_ignored.get_or_create(&label).inc();
+            return;
+        }
+        if let Some(limit) = producers.max_feed_delay()
+            && let Some(over) = lag.observe(p, timestamp, wall_ms(), limit)
+        {
+            tracing::info!(product = p, over, lag_ms = wall_ms() - timestamp, "feed lag crossed the limit");
+            producers.send(Input::Lag { product: p, over }).await;
+        }
+    }
+    match msg {
+        FeedMessage::Match(event) => {
+            if let Err(e) = intake.router.dispatch(event).await {
+                intake
+                    .metrics
+                    .route_errors
+                    .get_or_create(&Kind { kind: e.kind() })
+                    .inc();
+                tracing::warn!(error = %e, "event not routed");
+            }
+        }
+        FeedMessage::Alive(a) => {
+            intake.metrics.feed_alive.inc();
+            tracing::debug!(product = ?a.product, subscribed = a.subscribed, "alive");
+            match a.product {
+                Some(product) => {
+                    producers
+                        .send(Input::Alive {
+                            product,
+                            timestamp: a.timestamp,
+                            subscribed: a.subscribed,
+                        })
+                        .await
+                }
+                None => tracing::warn!("alive without a product: ignored"),
+            }
+        }
+        FeedMessage::SnapshotComplete(s) => {
+            tracing::info!(product = ?s.product, request_id = ?s.request_id, "snapshot complete");
+            match s.product {
+                Some(product) => {
+                    producers
+                        .send(Input::SnapshotComplete {
+                            product,
+                            request_id: s.request_id,
+                        })
+                        .await
+                }
+                None => tracing::warn!("snapshot_complete without a product: ignored"),
+            }
         }
     }
 }

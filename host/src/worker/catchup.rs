@@ -18,6 +18,7 @@ pub(super) struct SnapshotKey {
     epoch: u64,
     guest: Arc<str>,
     quarantined: Option<String>,
+    producers_down: Vec<u32>,
 }
 
 impl Worker {
@@ -63,11 +64,13 @@ impl Worker {
     /// The snapshot frame for a subscriber: rendered by the guest once per
     /// state, then shared by every subscriber until the state changes.
     async fn snapshot_frame(&mut self) -> Frame {
+        let producers_down = self.producers_down(&self.board.borrow());
         let key = SnapshotKey {
             seq: self.seq,
             epoch: self.epoch,
             guest: self.version.version_arc(),
             quarantined: self.life.quarantine_reason().map(str::to_owned),
+            producers_down,
         };
         if let Some((k, frame)) = &self.snapshot_cache
             && *k == key
@@ -79,13 +82,19 @@ impl Worker {
             Some(Ok(s)) => s,
             Some(Err(f)) => {
                 tracing::warn!(match_id = %self.id, error = %f, "snapshot for a subscriber failed");
-                return self.envelope(FrameKind::Snapshot).with_state(&null_json()).render();
+                return self.snapshot_envelope(&null_json(), &key.producers_down);
             }
-            None => return self.envelope(FrameKind::Snapshot).with_state(&null_json()).render(),
+            None => return self.snapshot_envelope(&null_json(), &key.producers_down),
         };
-        let frame = self.envelope(FrameKind::Snapshot).with_state(&state).render();
+        let frame = self.snapshot_envelope(&state, &key.producers_down);
         self.snapshot_cache = Some((key, frame.clone()));
         frame
+    }
+
+    fn snapshot_envelope(&self, state: &serde_json::value::RawValue, producers_down: &[u32]) -> Frame {
+        let mut envelope = self.envelope(FrameKind::Snapshot).with_state(state);
+        envelope.producers_down = Some(producers_down);
+        envelope.render()
     }
 
     /// A frame of `kind` at the current position.
@@ -105,6 +114,8 @@ impl Worker {
             },
             status: None,
             reason: None,
+            product: None,
+            producers_down: None,
         }
     }
 }

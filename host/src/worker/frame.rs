@@ -36,6 +36,10 @@ pub enum Status {
     Healed,
     Upgraded,
     RolledBack,
+    /// A producer of this match is down: its markets take no bets.
+    ProducerDown,
+    /// ...and has recovered.
+    ProducerUp,
 }
 
 /// Everything a frame can say; `None` fields are left out.
@@ -58,6 +62,12 @@ pub(super) struct Envelope<'a> {
     pub status: Option<Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// The producer a `producer_down`/`producer_up` status is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<u32>,
+    /// Snapshots: the match's producers that are down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producers_down: Option<&'a [u32]>,
 }
 
 impl<'a> Envelope<'a> {

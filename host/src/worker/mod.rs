@@ -12,9 +12,11 @@
 //! restart, dead letter, quarantine, heal), [`persist`] (journal, snapshots,
 //! clean marks, restore at start), [`switch`] (hot swap with first-event
 //! probation), [`catchup`] (snapshots and missed updates for subscribers),
-//! [`bets`] (decisions and settlements). It depends only on what lies below
-//! it: the guest sandbox, the journal, the supervisor policy; it tells the
-//! layers above through [`Observer`]. One clock: tokio's.
+//! [`bets`] (decisions and settlements), [`producers`] (which producers
+//! the match hears from, telling subscribers when one is down). It depends
+//! only on what lies below it: the guest sandbox, the journal, the
+//! supervisor policy, the producer board; it tells the layers above through
+//! [`Observer`]. One clock: tokio's.
 
 mod bets;
 mod catchup;
@@ -22,6 +24,7 @@ mod frame;
 mod lifecycle;
 mod observer;
 mod persist;
+mod producers;
 mod supervise;
 mod switch;
 #[cfg(test)]
@@ -31,13 +34,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use touchline_guest::bet::BetRequest;
 use touchline_guest::event::MatchEvent;
 
 use crate::journal::{BetRecord, Journal, JournalError, Recovered};
 use crate::metrics::Metrics;
+use crate::producers::Board;
 use crate::sandbox::GuestVersion;
 use crate::supervisor::{Intensity, Policy};
 pub use frame::{Frame, FrameKind, Status};
@@ -86,6 +90,9 @@ pub struct WorkerConfig {
     /// Who hears about versions, probations and settlements.
     pub observer: Arc<dyn Observer>,
     pub metrics: Arc<Metrics>,
+    /// Which producers are down: bets on their markets are refused, their
+    /// matches' subscribers told.
+    pub producers: watch::Receiver<Board>,
 }
 
 /// A client's position in a match stream.
@@ -213,6 +220,19 @@ pub(crate) struct Worker {
     bets: Vec<BetRecord>,
     /// The last snapshot frame served, and what it was made from.
     snapshot_cache: Option<(catchup::SnapshotKey, Frame)>,
+    /// The producer board, watched.
+    board: watch::Receiver<Board>,
+    /// Its producers, and what its subscribers were told of them.
+    producers: producers::Producers,
+}
+
+/// What woke the command loop.
+enum Wake {
+    Command(Option<Command>),
+    Clean,
+    Hibernate,
+    /// The producer board changed (`false`: its sender is gone).
+    Board(bool),
 }
 
 impl Worker {
@@ -228,7 +248,6 @@ impl Worker {
             id,
             version,
             life: Lifecycle::Restarting,
-            env,
             updates,
             mailbox,
             seq: 0,
@@ -242,12 +261,16 @@ impl Worker {
             last_command: Instant::now(),
             bets: Vec::new(),
             snapshot_cache: None,
+            board: env.producers.clone(),
+            producers: producers::Producers::default(),
+            env,
         }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, recovered: Option<Recovered>) {
         self.env.metrics.live_matches.inc();
         self.start(recovered).await;
+        let mut board_open = true;
         loop {
             let clean_deadline = self.mark.dirty_since().map(|t| t + self.env.clean_after);
             let hibernate_deadline = self
@@ -257,20 +280,26 @@ impl Worker {
                     self.mark.is_clean() && matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. })
                 })
                 .map(|d| self.last_command + d);
-            let cmd = tokio::select! {
-                c = rx.recv() => c,
-                _ = sleep_until(clean_deadline) => {
-                    self.on_idle().await;
-                    continue;
-                }
-                _ = sleep_until(hibernate_deadline) => {
-                    self.hibernate();
-                    continue;
-                }
+            let wake = tokio::select! {
+                c = rx.recv() => Wake::Command(c),
+                _ = sleep_until(clean_deadline) => Wake::Clean,
+                _ = sleep_until(hibernate_deadline) => Wake::Hibernate,
+                r = self.board.changed(), if board_open => Wake::Board(r.is_ok()),
             };
-            let Some(cmd) = cmd else { break };
-            self.last_command = Instant::now();
-            self.handle(cmd).await;
+            match wake {
+                Wake::Command(None) => break,
+                Wake::Command(Some(cmd)) => {
+                    self.last_command = Instant::now();
+                    self.handle(cmd).await;
+                }
+                Wake::Clean => self.on_idle().await,
+                Wake::Hibernate => self.hibernate(),
+                Wake::Board(open) => {
+                    board_open = open;
+                    let board = self.board.borrow_and_update().clone();
+                    self.on_board(&board);
+                }
+            }
         }
         self.stop().await;
     }
@@ -282,6 +311,7 @@ impl Worker {
         }
         match cmd {
             Command::Event(event) => {
+                self.heard_from(event.header().product);
                 let settles = event.settles_bets();
                 self.on_event(touchline_guest::encode(&event)).await;
                 if settles && !self.bets.is_empty() {

@@ -82,6 +82,7 @@ impl Worker {
             return;
         };
         self.bets = r.bets;
+        self.assume_every_producer();
         if let Some(s) = r.snapshot {
             self.seq = s.seq;
             self.base = Some(Base {

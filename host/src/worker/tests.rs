@@ -72,6 +72,8 @@ fn config(journal: &Arc<MemoryJournal>, observer: &Arc<Recording>, metrics: &Arc
         hibernate_after: Some(Duration::from_secs(30)),
         observer: observer.clone(),
         metrics: metrics.clone(),
+        // Nothing down; the sender is dropped, so the board never changes.
+        producers: tokio::sync::watch::channel(crate::producers::Board::default()).1,
     })
 }
 
