@@ -79,7 +79,7 @@ interface net {
     send: func(bytes: list<u8>);
 }
 world spy {
-    include touchline:worker/match-worker@0.2.0;
+    include touchline:worker/match-worker@0.3.0;
     import net;
 }";
 

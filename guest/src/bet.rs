@@ -3,7 +3,7 @@
 //! The worker calls this between feed events, so a decision sees exactly the
 //! odds of its turn. Stake limits and request shape are checked by the host
 //! before a bet reaches the worker; this module judges only what depends on
-//! the match state.
+//! the match state, and on which producers the host knows to be down.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,12 +31,23 @@ pub enum BetDecision {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RejectReason {
-    MatchEnded { status: i32 },
+    MatchEnded {
+        status: i32,
+    },
     UnknownMarket,
-    MarketNotActive { status: i32 },
+    MarketNotActive {
+        status: i32,
+    },
     UnknownOutcome,
     OutcomeInactive,
-    OddsChanged { current: f64 },
+    OddsChanged {
+        current: f64,
+    },
+    /// The market shows odds of a producer that is down, or of an unknown
+    /// one while some producer is down (they cannot be proved current).
+    ProducerDown {
+        product: Option<u32>,
+    },
 }
 
 impl RejectReason {
@@ -49,6 +60,7 @@ impl RejectReason {
             RejectReason::UnknownOutcome => "unknown_outcome",
             RejectReason::OutcomeInactive => "outcome_inactive",
             RejectReason::OddsChanged { .. } => "odds_changed",
+            RejectReason::ProducerDown { .. } => "producer_down",
         }
     }
 }
@@ -100,8 +112,17 @@ const ENDED: [i32; 4] = [3, 4, 5, 9];
 /// Odds are compared to the cent the feed quotes them in.
 const ODDS_EPSILON: f64 = 1e-9;
 
+/// Whether odds shown by `product` cannot be trusted while `down` are down.
+fn producer_down(product: Option<u32>, down: &[u32]) -> bool {
+    match product {
+        Some(p) => down.contains(&p),
+        None => !down.is_empty(),
+    }
+}
+
 impl MatchState {
-    pub fn decide(&self, bet: &BetRequest) -> BetDecision {
+    /// `producers_down`: the producers the host knows to be down now.
+    pub fn decide(&self, bet: &BetRequest, producers_down: &[u32]) -> BetDecision {
         use RejectReason::*;
         let reject = |r| BetDecision::Rejected(r);
         if ENDED.contains(&self.summary.status) {
@@ -112,6 +133,13 @@ impl MatchState {
         let Some(market) = self.market(bet.market, &bet.specifiers) else {
             return reject(UnknownMarket);
         };
+        // Before the status: a down producer's markets are often suspended
+        // too, and the reason to give is the producer.
+        if producer_down(market.product, producers_down) {
+            return reject(ProducerDown {
+                product: market.product,
+            });
+        }
         if market.status != status::ACTIVE {
             return reject(MarketNotActive { status: market.status });
         }
@@ -233,8 +261,14 @@ mod tests {
         s
     }
 
-    /// Decide `bet` tweaked by `f` against the standard state.
+    /// Decide `bet` tweaked by `f` against the standard state, no producer
+    /// down.
     fn check(f: impl FnOnce(&mut BetRequest), expected: BetDecision) {
+        check_down(f, &[], expected);
+    }
+
+    /// [`check`] with `down` producers down.
+    fn check_down(f: impl FnOnce(&mut BetRequest), down: &[u32], expected: BetDecision) {
         let mut bet = BetRequest {
             id: "b".into(),
             market: 18,
@@ -245,7 +279,7 @@ mod tests {
             accept_better_odds: false,
         };
         f(&mut bet);
-        assert_eq!(state().decide(&bet), expected);
+        assert_eq!(state().decide(&bet, down), expected);
     }
 
     #[test]
@@ -275,6 +309,45 @@ mod tests {
             },
             BetDecision::Rejected(MarketNotActive { status: -1 }),
         );
+    }
+
+    #[test]
+    fn a_down_producer_s_markets_take_no_bets() {
+        use RejectReason::*;
+        let live = BetDecision::Rejected(ProducerDown { product: Some(1) });
+        check_down(|_| {}, &[1], live.clone());
+        check_down(|_| {}, &[3, 1], live.clone());
+        check_down(|_| {}, &[3], BetDecision::Accepted { odds: 1.9 });
+        // Market 1 is suspended: the producer is the reason given.
+        check_down(
+            |b| {
+                b.market = 1;
+                b.specifiers = String::new()
+            },
+            &[1],
+            live,
+        );
+        // Unknown market first, then the producer.
+        check_down(|b| b.market = 99, &[1], BetDecision::Rejected(UnknownMarket));
+        // Odds of unknown origin (e.g. a state saved before producers were
+        // recorded): bettable only while no producer is down.
+        let mut s = state();
+        s.markets.values_mut().for_each(|m| m.product = None);
+        let bet = BetRequest {
+            id: "b".into(),
+            market: 18,
+            specifiers: "total=2.5".into(),
+            outcome: "12".into(),
+            odds: 1.9,
+            stake: 1.0,
+            accept_better_odds: false,
+        };
+        assert_eq!(s.decide(&bet, &[]), BetDecision::Accepted { odds: 1.9 });
+        assert_eq!(
+            s.decide(&bet, &[3]),
+            BetDecision::Rejected(ProducerDown { product: None })
+        );
+        assert_eq!(ProducerDown { product: None }.code(), "producer_down");
     }
 
     #[test]
@@ -345,7 +418,7 @@ mod tests {
             accept_better_odds: false,
         };
         assert_eq!(
-            s.decide(&bet),
+            s.decide(&bet, &[1]),
             BetDecision::Rejected(RejectReason::MatchEnded { status: 3 })
         );
     }

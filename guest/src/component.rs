@@ -65,8 +65,10 @@ impl Guest for Export {
         Ok(())
     }
 
-    fn decide_bet(request: Vec<u8>) -> Result<Vec<u8>, Error> {
-        MODEL.with(|w| w.borrow().decide_bet(&request)).map_err(wit_error)
+    fn decide_bet(request: Vec<u8>, producers_down: Vec<u32>) -> Result<Vec<u8>, Error> {
+        MODEL
+            .with(|w| w.borrow().decide_bet(&request, &producers_down))
+            .map_err(wit_error)
     }
 
     fn settle_bets(bets: Vec<u8>) -> Result<Vec<u8>, Error> {

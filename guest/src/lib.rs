@@ -2,7 +2,8 @@
 //!
 //! Owns the match model: the typed feed events a match receives
 //! ([`event`]), the state they build and the deltas they produce
-//! ([`model`]). Everything here is plain, IO-free Rust so it is unit-tested
+//! ([`model`], [`market`]), which producer's odds count ([`producer`]) and
+//! bets against them ([`bet`]). Everything here is plain, IO-free Rust so it is unit-tested
 //! natively and can run natively as the benchmark's baseline. When compiled
 //! for `wasm32`, `component` exports [`glue`] (the worker operations over
 //! encoded bytes) through the `match-worker` world in `wit/`; it must stay a
@@ -14,6 +15,7 @@ pub mod event;
 pub mod glue;
 pub mod market;
 pub mod model;
+pub mod producer;
 
 // The generated canonical-ABI glue is `unsafe` by nature; nothing else is.
 #[cfg(target_arch = "wasm32")]

@@ -1,6 +1,6 @@
 //! A market as the match model keeps it: its outcomes, status codes, how
-//! an odds_change, a settlement or a rollback changes it, and its betting
-//! groups. Pure.
+//! an odds_change, a settlement or a rollback changes it, whose odds it
+//! shows, its JSON view and its betting groups. Pure.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,24 @@ pub struct Market {
     pub status_before_resolution: Option<i32>,
     pub void_reason: Option<i32>,
     pub certainty: Option<u8>,
+    /// The producer whose odds the market shows (the `product` of the
+    /// odds_change that last set them); `None` until odds arrive, or when
+    /// they came without one. Not part of the `Market` encoding, which is
+    /// layout v1's and must stay readable by older guests: saved in the
+    /// producer part appended after it (see `glue`, `producer`), shown in
+    /// JSON through [`MarketView`].
+    #[serde(skip)]
+    pub product: Option<u32>,
+}
+
+/// A market as the snapshot and delta JSON show it: its fields and, when
+/// known, whose odds they are (`"product": P`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MarketView<'a> {
+    #[serde(flatten)]
+    pub market: &'a Market,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +76,23 @@ impl Market {
             status_before_resolution: None,
             void_reason: None,
             certainty: None,
+            product: None,
         }
+    }
+
+    pub fn view(&self) -> MarketView<'_> {
+        MarketView {
+            market: self,
+            product: self.product,
+        }
+    }
+
+    /// Odds from producer `from`: merged, and the market now shows that
+    /// producer's odds. Returns whether anything changed.
+    pub(crate) fn take_odds(&mut self, m: &MarketOdds, from: Option<u32>) -> bool {
+        let taken = self.product != from;
+        self.product = from;
+        self.merge_odds(m) | taken
     }
 
     /// Fold an odds_change market in; returns whether anything changed.

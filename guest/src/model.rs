@@ -3,7 +3,8 @@
 //! Pure and deterministic: `MatchState::apply` turns an event into a new
 //! state plus a [`Delta`] naming exactly what changed. No IO, no clock, no
 //! randomness, so the same journal always rebuilds the same state. The JSON
-//! views here are the wire format of `snapshot` and `update` frames.
+//! views here are the wire format of `snapshot` and `update` frames. Which
+//! producer's odds count is [`crate::producer`]'s rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,7 +14,9 @@ use crate::event::{
     BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketRollback, MatchEvent, OddsChange, PeriodScore,
     SportEventStatus,
 };
-pub use crate::market::{Market, MarketKey, Outcome, OutcomeResult, market_groups, status};
+pub use crate::market::{Market, MarketKey, MarketView, Outcome, OutcomeResult, market_groups, status};
+pub use crate::producer::Producers;
+use crate::producer::hand_over_applies;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MatchState {
@@ -22,6 +25,11 @@ pub struct MatchState {
     pub markets: BTreeMap<MarketKey, Market>,
     /// Producer timestamp of the last applied event.
     pub updated_at: i64,
+    /// Owner and hand-overs. Not part of the `MatchState` encoding (layout
+    /// v1, which older guests read as a prefix): saved in the producer part
+    /// appended after it (see `glue`).
+    #[serde(skip)]
+    pub producers: Producers,
 }
 
 /// Score, clock and status: what a scoreboard shows.
@@ -48,11 +56,23 @@ pub struct Score {
 pub struct Delta<'a> {
     pub event: &'static str,
     pub timestamp: i64,
-    /// Present when the scoreboard changed.
+    /// Present when the scoreboard (or its owner) changed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<&'a Summary>,
+    pub summary: Option<SummaryView<'a>>,
     /// Every market this event touched, in full, in key order.
-    pub markets: Vec<&'a Market>,
+    pub markets: Vec<MarketView<'a>>,
+}
+
+/// The scoreboard as the JSON views show it: the summary's fields and the
+/// producer that owns the match (`"producer": P`, absent while unknown).
+/// A snapshot flattens it into the state, and a client merges a delta's
+/// `summary` into that state, so an owner change travels in `summary`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryView<'a> {
+    #[serde(flatten)]
+    pub summary: &'a Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer: Option<u32>,
 }
 
 /// The `state` of a snapshot frame.
@@ -61,9 +81,9 @@ pub struct SnapshotView<'a> {
     #[serde(rename = "match")]
     pub match_id: &'a str,
     #[serde(flatten)]
-    pub summary: &'a Summary,
+    pub summary: SummaryView<'a>,
     pub updated_at: i64,
-    pub markets: Vec<&'a Market>,
+    pub markets: Vec<MarketView<'a>>,
 }
 
 impl MatchState {
@@ -81,6 +101,12 @@ impl MatchState {
     /// Apply one event; returns the keys of the touched markets and whether
     /// the summary changed. Use [`MatchState::delta`] to render them.
     pub fn apply(&mut self, event: &MatchEvent) -> Change {
+        if let MatchEvent::OddsChange(e) = event
+            && self.producers.ignores(e.header.product)
+        {
+            // Its producer handed the match over: stale, not even a timestamp.
+            return Change::default();
+        }
         self.updated_at = self.updated_at.max(event.header().timestamp);
         match event {
             MatchEvent::OddsChange(e) => self.odds_change(e),
@@ -97,33 +123,51 @@ impl MatchState {
         Delta {
             event,
             timestamp: self.updated_at,
-            summary: change.summary.then_some(&self.summary),
-            markets: change.markets.iter().filter_map(|k| self.markets.get(k)).collect(),
+            summary: change.summary.then(|| self.summary_view()),
+            markets: change
+                .markets
+                .iter()
+                .filter_map(|k| self.markets.get(k).map(Market::view))
+                .collect(),
+        }
+    }
+
+    fn summary_view(&self) -> SummaryView<'_> {
+        SummaryView {
+            summary: &self.summary,
+            producer: self.producers.owner,
         }
     }
 
     pub fn snapshot(&self) -> SnapshotView<'_> {
         SnapshotView {
             match_id: &self.match_id,
-            summary: &self.summary,
+            summary: self.summary_view(),
             updated_at: self.updated_at,
-            markets: self.markets.values().collect(),
+            markets: self.markets.values().map(Market::view).collect(),
         }
     }
 
     fn odds_change(&mut self, e: &OddsChange) -> Change {
+        let from = e.header.product;
+        let hands_over = e.markets.iter().any(|m| m.status == status::HANDED_OVER);
         let mut change = Change::default();
-        if let Some(ses) = &e.sport_event_status {
-            change.summary = self.summary.update(ses);
+        if self.producers.taken_by(from, hands_over) {
+            change.summary = self.producers.own(from);
+            if let Some(ses) = &e.sport_event_status {
+                change.summary |= self.summary.update(ses);
+            }
         }
         for m in &e.markets {
             let key = (m.id, m.specifiers.clone());
             // Feeds resend whole books; only what actually moved is a change.
             let moved = match self.markets.get_mut(&key) {
-                Some(market) => market.merge_odds(m),
+                // Another producer's odds arrived: the market stays theirs.
+                Some(market) if m.status == status::HANDED_OVER && !hand_over_applies(market.product, from) => false,
+                Some(market) => market.take_odds(m, from),
                 None => {
                     let mut market = Market::new(m.id, &m.specifiers);
-                    market.merge_odds(m);
+                    market.take_odds(m, from);
                     self.markets.insert(key.clone(), market);
                     true
                 }
@@ -131,6 +175,9 @@ impl MatchState {
             if moved {
                 change.touch(key);
             }
+        }
+        if hands_over {
+            self.producers.hand_over(from);
         }
         change
     }
@@ -480,7 +527,13 @@ mod tests {
     #[test]
     fn delta_and_snapshot_json_shape() {
         let mut s = MatchState::new("sr:match:1");
-        let ch = s.apply(&oc(vec![odds(68, "total=2.5", 1, &[("13", 1.5, true)])], None));
+        let book = |o: f64| oc(vec![odds(68, "total=2.5", 1, &[("13", o, true)])], None);
+        let first = s.apply(&book(1.4));
+        assert!(
+            first.summary,
+            "the first producer to own the match changes the scoreboard"
+        );
+        let ch = s.apply(&book(1.5));
         let delta = serde_json::to_value(s.delta("odds_change", &ch)).expect("json");
         assert_eq!(delta["markets"][0]["outcomes"][0]["odds"], 1.5);
         assert!(delta.get("summary").is_none());
@@ -496,6 +549,10 @@ mod tests {
         let mut s = MatchState::new("sr:match:1");
         s.apply(&oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None));
         let back: MatchState = crate::decode(&crate::encode(&s)).expect("decode");
-        assert_eq!(back, s);
+        // Producers are not in this encoding (glue saves them after it).
+        let mut expected = s.clone();
+        expected.producers = Producers::default();
+        expected.markets.values_mut().for_each(|m| m.product = None);
+        assert_eq!(back, expected);
     }
 }

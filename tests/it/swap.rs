@@ -325,7 +325,7 @@ async fn refuses_what_is_not_a_match_worker_and_keeps_serving() {
             "other world",
             foreign("other-world"),
             "missing_export",
-            "does not export `touchline:worker/match@0.2.0` (it exports: forecast)",
+            "does not export `touchline:worker/match@0.3.0` (it exports: forecast)",
         ),
         (
             "no migrate",

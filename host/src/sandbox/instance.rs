@@ -232,9 +232,10 @@ impl GuestInstance {
         self.apply(event).and_then(validate_json)
     }
 
-    /// Decide an encoded bet request; the encoded decision.
-    pub fn decide_bet(&mut self, request: &[u8]) -> Result<Vec<u8>, Failure> {
-        dispatch!(fallible self, |w| w.decide_bet(request), |m, s| m.call_decide_bet(s, request))
+    /// Decide an encoded bet request while `producers_down` (`product`
+    /// ids) are down; the encoded decision.
+    pub fn decide_bet(&mut self, request: &[u8], producers_down: &[u32]) -> Result<Vec<u8>, Failure> {
+        dispatch!(fallible self, |w| w.decide_bet(request, producers_down), |m, s| m.call_decide_bet(s, request, producers_down))
     }
 
     /// Settle encoded open bets; the encoded settlements.

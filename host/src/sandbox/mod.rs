@@ -39,9 +39,9 @@ pub use instance::{Failure, GuestInstance, HostState, Saved};
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The interface a guest must export, as named in `wit/`.
-pub const MATCH_EXPORT: &str = "touchline:worker/match@0.2.0";
+pub const MATCH_EXPORT: &str = "touchline:worker/match@0.3.0";
 /// The only interface a guest may import.
-pub const HOST_IMPORT: &str = "touchline:worker/host@0.2.0";
+pub const HOST_IMPORT: &str = "touchline:worker/host@0.3.0";
 /// Functions of [`MATCH_EXPORT`].
 const MATCH_FUNCTIONS: &[&str] = &[
     "event-format",

@@ -84,7 +84,8 @@ impl Worker {
         let Some(instance) = self.life.applier() else {
             return Err("worker_unavailable".into());
         };
-        match instance.decide_bet(&touchline_guest::encode(request)) {
+        // producers: the board's down set
+        match instance.decide_bet(&touchline_guest::encode(request), &[]) {
             Ok(bytes) => match touchline_guest::decode::<BetDecision>(&bytes) {
                 Ok(BetDecision::Accepted { odds }) => Ok(odds),
                 Ok(BetDecision::Rejected(r)) => Err(r.code().to_owned()),
