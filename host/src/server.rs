@@ -91,7 +91,14 @@ impl Server {
             .then(|| Arc::new(handle.clone()) as Arc<dyn journal::Journal>);
         let producers_stop = CancellationToken::new();
         let producer_tasks = TaskTracker::new();
-        let producers = start_producers(&config, &store, journal.clone(), &metrics, &producers_stop, &producer_tasks)?;
+        let producers = start_producers(
+            &config,
+            &store,
+            journal.clone(),
+            &metrics,
+            &producers_stop,
+            &producer_tasks,
+        )?;
         let worker_config = worker_config(&config, journal, observer, metrics.clone(), producers.board());
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = Arc::new(bets::Desk::new(

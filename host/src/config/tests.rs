@@ -215,15 +215,30 @@ fn every_validation_error_and_the_bounds() {
             "serve --feed-connect f:1 --admin-token 0123456789abcdef",
             "admin-token=\"0123456789abcdef\" feed-connect=\"f:1\"",
         ),
-        ("serve --feed-connect f:1 --max-feed-delay 0", "feed-connect=\"f:1\" max-feed-delay=0"),
-        ("serve --feed-connect f:1 --max-feed-delay 3600", "feed-connect=\"f:1\" max-feed-delay=3600"),
+        (
+            "serve --feed-connect f:1 --max-feed-delay 0",
+            "feed-connect=\"f:1\" max-feed-delay=0",
+        ),
+        (
+            "serve --feed-connect f:1 --max-feed-delay 3600",
+            "feed-connect=\"f:1\" max-feed-delay=3600",
+        ),
         (
             "serve --feed-connect f:1 --max-feed-delay 3601",
             "error: --max-feed-delay must be between 1 and 3600, got 3601",
         ),
-        ("serve --feed-connect f:1 --producers 1", "feed-connect=\"f:1\" producers=[1]"),
-        ("serve --feed-connect f:1 --producers 1,2", "error: --producers: no producer 2 in the producer table"),
-        ("serve --feed-connect f:1 --producers 3,3", "error: --producers: producer 3 is listed twice"),
+        (
+            "serve --feed-connect f:1 --producers 1",
+            "feed-connect=\"f:1\" producers=[1]",
+        ),
+        (
+            "serve --feed-connect f:1 --producers 1,2",
+            "error: --producers: no producer 2 in the producer table",
+        ),
+        (
+            "serve --feed-connect f:1 --producers 3,3",
+            "error: --producers: producer 3 is listed twice",
+        ),
         (
             "serve --feed-connect f:1 --recovery-url http://127.0.0.1:9",
             "feed-connect=\"f:1\" recovery-url=\"http://127.0.0.1:9\"",

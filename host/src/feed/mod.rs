@@ -157,7 +157,12 @@ async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
         if let Some(limit) = producers.max_feed_delay()
             && let Some(over) = lag.observe(p, timestamp, wall_ms(), limit)
         {
-            tracing::info!(product = p, over, lag_ms = wall_ms() - timestamp, "feed lag crossed the limit");
+            tracing::info!(
+                product = p,
+                over,
+                lag_ms = wall_ms() - timestamp,
+                "feed lag crossed the limit"
+            );
             producers.send(Input::Lag { product: p, over }).await;
         }
     }

@@ -167,6 +167,7 @@ impl Guests {
         let Some(platform) = platform else {
             return Ok((guests, GuestVersion::native()));
         };
+        let from_store = explicit.is_none() && stored_active.is_some();
         let (bytes, previous) = match (explicit, stored_active) {
             (Some(b), active) => {
                 let prev = active.filter(|a| *a != crate::sandbox::content_hash(&b));
@@ -178,10 +179,21 @@ impl Guests {
             },
             (None, None) => (default.to_vec(), None),
         };
-        let (runtime, bytes, _) = guests
-            .compile(platform, bytes)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading the guest: {e}"))?;
+        let (runtime, bytes, previous) = match guests.compile(platform.clone(), bytes).await {
+            Ok((runtime, bytes, _)) => (runtime, bytes, previous),
+            // A stored guest built for an older contract (this host was
+            // upgraded): run the built-in one, which migrates the states
+            // the old one saved.
+            Err(InstallError::Load(e)) if from_store && e.is_contract() => {
+                tracing::warn!(error = %e, "the stored active guest does not fit this host; running the built-in one");
+                let (runtime, bytes, _) = guests
+                    .compile(platform, default.to_vec())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("loading the built-in guest: {e}"))?;
+                (runtime, bytes, None)
+            }
+            Err(e) => anyhow::bail!("loading the guest: {e}"),
+        };
         guests.keep(&runtime, bytes).await?;
         let previous = previous.filter(|p| guests.versions.lock().expect("versions lock").map.contains_key(p));
         guests.activate(runtime.version(), previous.as_deref()).await?;

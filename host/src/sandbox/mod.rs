@@ -103,6 +103,19 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The component was built for another version of the host's contract
+    /// (world or event format), not broken.
+    pub fn is_contract(&self) -> bool {
+        matches!(
+            self,
+            LoadError::MissingExport { .. }
+                | LoadError::MissingFunction(_)
+                | LoadError::UnknownImport(_)
+                | LoadError::Mismatch(_)
+                | LoadError::EventFormat { .. }
+        )
+    }
+
     /// Metrics label.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -81,11 +81,13 @@ impl Worker {
             return Err("match_quarantined".into());
         }
         self.ensure_instance().await;
+        // Every producer not up, as the board says at this turn: the guest
+        // refuses a bet on a market of any of them (or of no known one).
+        let down: Vec<u32> = crate::producers::ids(self.board.borrow().down).collect();
         let Some(instance) = self.life.applier() else {
             return Err("worker_unavailable".into());
         };
-        // producers: the board's down set
-        match instance.decide_bet(&touchline_guest::encode(request), &[]) {
+        match instance.decide_bet(&touchline_guest::encode(request), &down) {
             Ok(bytes) => match touchline_guest::decode::<BetDecision>(&bytes) {
                 Ok(BetDecision::Accepted { odds }) => Ok(odds),
                 Ok(BetDecision::Rejected(r)) => Err(r.code().to_owned()),

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use touchline_guest::bet::BetRequest;
 use touchline_guest::event::MatchEvent;
 
@@ -57,9 +57,16 @@ struct Harness {
     metrics: Arc<Metrics>,
     observer: Arc<Recording>,
     tasks: tokio_util::task::TaskTracker,
+    /// The producer board the worker watches (nothing down at first).
+    board: watch::Sender<Board>,
 }
 
-fn config(journal: &Arc<MemoryJournal>, observer: &Arc<Recording>, metrics: &Arc<Metrics>) -> Arc<WorkerConfig> {
+fn config(
+    journal: &Arc<MemoryJournal>,
+    observer: &Arc<Recording>,
+    metrics: &Arc<Metrics>,
+    board: watch::Receiver<Board>,
+) -> Arc<WorkerConfig> {
     Arc::new(WorkerConfig {
         journal: Some(journal.clone() as Arc<dyn Journal>),
         policy: Policy {
@@ -72,8 +79,7 @@ fn config(journal: &Arc<MemoryJournal>, observer: &Arc<Recording>, metrics: &Arc
         hibernate_after: Some(Duration::from_secs(30)),
         observer: observer.clone(),
         metrics: metrics.clone(),
-        // Nothing down; the sender is dropped, so the board never changes.
-        producers: tokio::sync::watch::channel(crate::producers::Board::default()).1,
+        producers: board,
     })
 }
 
@@ -81,10 +87,11 @@ impl Harness {
     fn start(version: GuestVersion, journal: Arc<MemoryJournal>, recovered: Option<Recovered>) -> Harness {
         let (observer, metrics) = (Arc::new(Recording::default()), Arc::new(Metrics::new()));
         let tasks = tokio_util::task::TaskTracker::new();
+        let (board, board_rx) = watch::channel(Board::default());
         let handle = spawn(
             Arc::from(MATCH),
             version,
-            config(&journal, &observer, &metrics),
+            config(&journal, &observer, &metrics, board_rx),
             recovered,
             &tasks,
         );
@@ -95,6 +102,42 @@ impl Harness {
             metrics,
             observer,
             tasks,
+            board,
+        }
+    }
+
+    /// Producers 1 and 3 selected; `down` of them down for `reason`.
+    fn producers_down(&self, down: &[u32], reason: crate::producers::Reason) {
+        let views: Vec<crate::producers::View> = [1, 3]
+            .into_iter()
+            .map(|id| crate::producers::View {
+                id,
+                name: format!("p{id}"),
+                state: if down.contains(&id) { "down" } else { "up" },
+                reason: down.contains(&id).then_some(reason),
+                since: 0,
+                last_alive: None,
+                recovery_after: None,
+                request_id: None,
+                last_recovery_seconds: None,
+            })
+            .collect();
+        self.board.send_replace(Board {
+            down: down.iter().map(|&p| crate::producers::bit(p)).sum(),
+            selected: crate::producers::bit(1) | crate::producers::bit(3),
+            views: views.into(),
+        });
+    }
+
+    /// The next status frame: (status, product, reason).
+    async fn next_status(&mut self) -> (String, u64, String) {
+        loop {
+            let f = self.updates.recv().await.expect("worker alive");
+            let v: serde_json::Value = serde_json::from_str(f.bytes.as_str()).expect("JSON");
+            if v["type"] == "status" {
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                return (s("status"), v["product"].as_u64().unwrap_or_default(), s("reason"));
+            }
         }
     }
 
@@ -452,4 +495,61 @@ async fn a_resuming_subscriber_gets_resumed_then_exactly_what_it_missed() {
     });
     let catchup = h.ask(|reply| Command::Subscribe { since, reply }).await;
     assert!(matches!(catchup, Catchup::Snapshot(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_down_producer_refuses_bets_on_its_markets_and_its_subscribers_are_told() {
+    use crate::producers::Reason;
+    let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    assert_eq!(h.bet("before", 2.0).await.expect("durable").decision, Ok(2.0));
+    // Producer 3 going down is none of this match's business (it only
+    // heard from 1): its subscribers hear nothing, its bets stand.
+    h.producers_down(&[3], Reason::AliveTimeout);
+    assert_eq!(h.bet("other", 2.0).await.expect("durable").decision, Ok(2.0));
+    h.producers_down(&[1, 3], Reason::AliveTimeout);
+    assert_eq!(
+        h.next_status().await,
+        ("producer_down".into(), 1, "alive_timeout".into())
+    );
+    assert_eq!(
+        h.bet("during", 2.0).await.expect("durable").decision,
+        Err("producer_down".into())
+    );
+    let snap = h.snapshot().await;
+    assert_eq!(snap["producers_down"], serde_json::json!([1]));
+    // Status frames take no seq: the update stream stays contiguous.
+    let before = snap["seq"].as_u64();
+    h.producers_down(&[3], Reason::AliveTimeout);
+    assert_eq!(h.next_status().await, ("producer_up".into(), 1, "recovered".into()));
+    h.event(odds(2.5, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(snap["producers_down"], serde_json::json!([]));
+    assert_eq!(snap["seq"].as_u64(), before.map(|s| s + 1));
+    assert_eq!(h.bet("after", 2.5).await.expect("durable").decision, Ok(2.5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_match_refuses_bets_until_its_producers_are_up() {
+    use crate::producers::Reason;
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    let (journal, _) = h.stop().await;
+    let recovered = journal.recover(MATCH).expect("kept");
+    let h = Harness::start(GuestVersion::native(), journal, Some(recovered));
+    // Every producer down, as after a restart.
+    h.producers_down(&[1, 3], Reason::Startup);
+    let snap = h.snapshot().await;
+    assert_eq!(odds_in(&snap), Some(2.0), "the odds were restored");
+    assert_eq!(
+        snap["producers_down"],
+        serde_json::json!([1, 3]),
+        "restored: any selected producer's"
+    );
+    assert_eq!(
+        h.bet("restored", 2.0).await.expect("durable").decision,
+        Err("producer_down".into())
+    );
+    h.producers_down(&[], Reason::Startup);
+    assert_eq!(h.bet("recovered", 2.0).await.expect("durable").decision, Ok(2.0));
 }
