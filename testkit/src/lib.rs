@@ -7,6 +7,8 @@
 //! - [`metrics`]: the Prometheus text reader (a value by name and labels,
 //!   a histogram quantile).
 //! - [`http`]: a minimal blocking HTTP/1.1 client.
+//! - [`provider`]: the feed provider's recovery API (records requests),
+//!   and bringing a server's producers up from a test's feed connection.
 //!
 //! Errors are typed ([`Error`]): the tests turn them into panics, the bench
 //! into `anyhow` errors. Nothing here knows which binary it runs: the caller
@@ -15,6 +17,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod provider;
 pub mod server;
 
 use std::path::PathBuf;
@@ -47,6 +50,8 @@ pub enum Error {
         target: f64,
         timeout: Duration,
     },
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
     #[error("malformed HTTP response: {0}")]
     BadResponse(&'static str),
 }

@@ -50,10 +50,8 @@ fn decisions(server: &Server) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_bet_sent_by_many_clients_at_once_is_decided_once_and_all_get_that_answer() {
     let server = Server::start(&[]);
-    server
-        .feed()
-        .write_all(&sample("uof/messages/odds_change.xml"))
-        .expect("feed");
+    let mut feed = server.feed_up();
+    feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
 
     let answers = at_once(&server, "dup-1", &[10.0; CLIENTS]).await;

@@ -33,7 +33,7 @@ fn reason(answer: &Value) -> &str {
 /// A server holding the sample odds_change for MATCH, and a client.
 async fn ready(extra: &[&str]) -> (Server, std::net::TcpStream, Ws) {
     let server = Server::start(extra);
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
     let ws = Ws::connect(server.http).await;
@@ -218,7 +218,7 @@ fn book(event_id: &str, markets: &[(u32, &str, &[&str])], odds: f64) -> Vec<u8> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlement_void_dead_heat_cancel_and_rollbacks_from_real_samples() {
     let server = Server::start(&[]);
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     // The markets the minus5 bet_settlement sample settles, open for betting.
     let m5 = "sr:match:16807109";
     let variant = "variant=pre:markettext:52751";
@@ -334,7 +334,7 @@ async fn racing_bets_get_exactly_the_odds_of_their_turn_and_none_after_the_stop(
             odds_at(j)
         )
     };
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     feed.write_all(change(0).as_bytes()).expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
 
@@ -364,7 +364,7 @@ async fn racing_bets_get_exactly_the_odds_of_their_turn_and_none_after_the_stop(
                 Some(RaceProgress::get(&pace.answered)).filter(|n| *n >= answered + 2)
             });
             if feed.write_all(change(j).as_bytes()).is_err() {
-                return;
+                return feed;
             }
         }
         crate::support::wait_for("acceptances at the last odds", || {
@@ -374,6 +374,8 @@ async fn racing_bets_get_exactly_the_odds_of_their_turn_and_none_after_the_stop(
         });
         let stop = format!(r#"<bet_stop product="1" event_id="{m}" timestamp="999" groups="all"/>"#);
         let _ = feed.write_all(stop.as_bytes());
+        // Kept open: a closed feed connection takes every producer down.
+        feed
     });
     let mut bettors = Vec::new();
     for c in 0..6 {
@@ -418,7 +420,7 @@ async fn racing_bets_get_exactly_the_odds_of_their_turn_and_none_after_the_stop(
             answers
         }));
     }
-    feeder.join().expect("feeder");
+    let _feed = feeder.join().expect("feeder");
     let mut answers = Vec::new();
     for b in bettors {
         answers.extend(b.await.expect("bettor"));

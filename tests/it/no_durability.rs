@@ -27,7 +27,7 @@ async fn without_durability_the_server_serves_and_a_restart_restores_nothing() {
     // The guest registry is kept even without durability: its writes are
     // done (and counted) before READY. Nothing of a match may follow.
     let registry_ops = server.metric("touchline_store_ops_total");
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
 

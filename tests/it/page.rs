@@ -160,7 +160,7 @@ async fn live_page_shows_odds_and_updates_them() {
         return;
     };
     let server = Server::start(&["--admin-token", TOKEN]);
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
     let (status, html) = http_get(server.http, "/");

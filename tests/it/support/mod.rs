@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
+use touchline_testkit::provider::Provider;
 use touchline_testkit::{Launch, ServerProcess};
 
 /// Generous bound for anything a test waits on.
@@ -77,6 +78,8 @@ pub struct Server {
     pub feed: SocketAddr,
     /// `None` only after `kill9`/`terminate` handed it back.
     pub data: Option<tempfile::TempDir>,
+    /// The provider's recovery API this server asks (`--recovery-url`).
+    pub provider: Provider,
 }
 
 impl Server {
@@ -92,9 +95,28 @@ impl Server {
 
     /// Start on `data` (a fresh dir, or one a stopped server handed back).
     /// The server's log goes to `server.log` there, appended across restarts.
+    ///
+    /// These servers are fed recorded samples from a test's own connection:
+    /// unless `extra` says otherwise, they use the samples' producers (1, 3
+    /// and BetPal, 4), the feed's lag is not checked (the samples are from
+    /// 2016) and a producer is declared silent only after 180 s. Producers
+    /// start down: [`Server::feed_up`] brings them up.
     pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        let provider = Provider::start().expect("the provider's API");
+        let url = provider.url();
+        let mut args: Vec<&str> = vec!["--recovery-url", &url];
+        for (flag, value) in [
+            ("--producers", "1,3,4"),
+            ("--max-feed-delay", "0"),
+            ("--alive-timeout", "180"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
+        args.extend_from_slice(extra);
         let process = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path())
-            .args(extra)
+            .args(&args)
             .start()
             .unwrap_or_else(|e| panic!("starting touchline: {e}"));
         Server {
@@ -102,7 +124,17 @@ impl Server {
             feed: process.feed,
             process: Some(process),
             data: Some(data),
+            provider,
         }
+    }
+
+    /// Open a feed connection and bring every producer up through it
+    /// (answering the server's recovery requests): bets can be accepted.
+    pub fn feed_up(&self) -> TcpStream {
+        let mut feed = self.feed();
+        touchline_testkit::provider::bring_up(&self.provider, &mut feed, self.http, DEADLINE)
+            .unwrap_or_else(|e| panic!("bringing the producers up: {e}"));
+        feed
     }
 
     fn process(&self) -> &ServerProcess {
