@@ -92,7 +92,10 @@ fn answer(stream: TcpStream) -> Option<RecoveryRequest> {
     }
     let request = parse_request_line(&line);
     let (status, body) = match request {
-        Some(_) => ("202 Accepted", r#"<response response_code="ACCEPTED"><action>Request for recovery accepted</action></response>"#),
+        Some(_) => (
+            "202 Accepted",
+            r#"<response response_code="ACCEPTED"><action>Request for recovery accepted</action></response>"#,
+        ),
         None => ("404 Not Found", r#"<response response_code="NOT_FOUND"/>"#),
     };
     let reply = format!(
@@ -207,7 +210,13 @@ mod tests {
                 request_id: 3
             })
         );
-        assert_eq!(parse_request_line("GET /v1/LO/recovery/initiate_request?request_id=3 HTTP/1.1"), None);
-        assert_eq!(parse_request_line("POST /v1/LO/recovery/initiate_request?after=5 HTTP/1.1"), None);
+        assert_eq!(
+            parse_request_line("GET /v1/LO/recovery/initiate_request?request_id=3 HTTP/1.1"),
+            None
+        );
+        assert_eq!(
+            parse_request_line("POST /v1/LO/recovery/initiate_request?after=5 HTTP/1.1"),
+            None
+        );
     }
 }

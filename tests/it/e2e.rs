@@ -13,7 +13,7 @@ const MATCH: &str = "sr:match:10927088";
 async fn sample_feed_reaches_websocket_client() {
     let server = Server::start(&[]);
     assert_eq!(http_get(server.http, "/healthz").0, 200);
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     feed.write_all(&sample("uof/messages/odds_change.xml"))
         .expect("feed write");
     server.wait_metric("touchline_events_applied_total", 1.0);
@@ -224,7 +224,7 @@ async fn feed_connect_redials_after_the_feed_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_match_hibernates_and_wakes_with_its_state() {
     let server = Server::start(&["--hibernate-after-ms", "50", "--clean-after-ms", "10"]);
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
     server.wait_metric("touchline_hibernated_matches", 1.0);
     let mut ws = Ws::connect(server.http).await;

@@ -67,7 +67,7 @@ async fn past_max_matches_events_of_a_new_match_are_dropped_and_counted() {
     let server = Server::start(&["--max-matches", "2"]);
     let (a, b, c) = ("sr:match:1", "sr:match:2", "sr:match:3");
     let capacity = r#"touchline_route_errors_total{kind="capacity"}"#;
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     feed.write_all(&sample_for("uof/messages/odds_change.xml", a))
         .expect("feed");
     feed.write_all(&sample_for("uof/messages/odds_change.xml", b))
@@ -127,7 +127,7 @@ async fn past_max_matches_events_of_a_new_match_are_dropped_and_counted() {
 async fn unsubscribe_star_stops_every_update_also_of_new_matches() {
     let server = Server::start(&[]);
     let (a, b, new) = ("sr:match:1", "sr:match:2", "sr:match:3");
-    let mut feed = server.feed();
+    let mut feed = server.feed_up();
     feed.write_all(&sample_for("uof/messages/odds_change.xml", a))
         .expect("feed");
     feed.write_all(&sample_for("uof/messages/odds_change.xml", b))
