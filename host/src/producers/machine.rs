@@ -285,6 +285,8 @@ impl Machine {
         }
         let took = now.saturating_duration_since(current.sent);
         self.producers[i].last_recovery = Some(took);
+        // The completion is a sign of life: the alive timeout runs from it.
+        self.producers[i].alive_at = now;
         out.push(Effect::Recovered { product, took });
         if self.producers[i].lagging {
             // Recovered, but what follows is still late.
@@ -356,10 +358,14 @@ impl Machine {
                     reason,
                     request: Some(r),
                 } => {
+                    // Quiet for the whole timeout since the request went out.
+                    let quiet_since = t.alive_at.max(r.sent);
                     if now.saturating_duration_since(r.sent) >= self.timing.recovery_timeout {
                         // No snapshot_complete in time: ask again.
                         self.set(i, Status::Down { reason, request: None }, wall_ms, &mut out);
-                    } else if silent && self.connections > 0 {
+                    } else if now.saturating_duration_since(quiet_since) >= self.timing.alive_timeout
+                        && self.connections > 0
+                    {
                         // The producer went quiet during its recovery.
                         self.down(i, Reason::AliveTimeout, now, wall_ms, &mut out);
                     }
@@ -377,7 +383,9 @@ impl Machine {
             .iter()
             .filter_map(|t| match t.status {
                 Status::Up => Some(t.alive_at + self.timing.alive_timeout),
-                Status::Down { request: Some(r), .. } => Some(r.sent + self.timing.recovery_timeout),
+                Status::Down { request: Some(r), .. } => Some(
+                    (r.sent + self.timing.recovery_timeout).min(t.alive_at.max(r.sent) + self.timing.alive_timeout),
+                ),
                 Status::Down {
                     reason: Reason::Delayed,
                     ..

@@ -358,3 +358,28 @@ fn the_board_and_the_lag_watch() {
         "ahead of our clock is not late"
     );
 }
+
+#[test]
+fn silence_during_a_recovery_asks_again_once_per_alive_timeout() {
+    let mut r = Rig::new(&[]);
+    r.up();
+    // Alives stop at 0 s: down at 20 s, a request at 30 s (minimum
+    // interval from the startup request at 0 s).
+    r.tick_at(20.0);
+    let (first, _) = request_of(&r.tick_at(30.0), 1);
+    // Still quiet: the request is given up 20 s after it was sent, not at
+    // once, and asked again once the minimum interval allows (60 s).
+    assert!(requests(&r.tick_at(49.0)).iter().all(|q| q.0 != 1));
+    assert_eq!(r.status(1).name(), "recovering");
+    r.tick_at(50.0);
+    assert_eq!(r.status(1).name(), "down");
+    let (second, _) = request_of(&r.tick_at(60.0), 1);
+    assert!(second > first);
+    // Completed while alives are still missing: up, and the timeout runs
+    // from the completion.
+    r.complete(1, second);
+    assert!(r.is_up(1));
+    assert!(r.tick_at(79.0).iter().all(|e| !matches!(e, Effect::Changed { product: 1, .. })));
+    r.tick_at(80.0);
+    assert_eq!(reason(r.status(1)), Some(Reason::AliveTimeout));
+}
