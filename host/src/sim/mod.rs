@@ -1,4 +1,6 @@
-//! Built-in feed simulator: a TCP server speaking the feed's vocabulary.
+//! Built-in feed simulator: the provider's side of the feed. A TCP feed
+//! server speaking the feed's vocabulary, and the provider's HTTP API
+//! (recovery requests, fault injection).
 //!
 //! **The stream.** [`Generator`] is sans-IO and deterministic for a seed:
 //! it plays `matches` soccer matches at once, plus an `alive` per producer
@@ -25,26 +27,50 @@
 //! connection's generator at the wall clock ([`Generator::starting_at`])
 //! and paces it, so timestamps are wall-clock ms (within a pace tick).
 //!
-//! **Controls.** [`Generator::control`] applies what a provider asks of a
-//! feed connection: a recovery (one odds_change with `request_id` per
-//! match of the producer, then snapshot_complete), a bare
-//! snapshot_complete, and fault windows (no alives, an unsubscribed alive,
-//! lagging timestamps).
+//! **Recovery.** Asked through the API, every open feed connection sends,
+//! between two of its batches, one `<odds_change product="P" ...
+//! request_id="ID">` per match producer P owns (its whole current book),
+//! then `<snapshot_complete request_id="ID" product="P" timestamp="..."/>`.
+//! `after` is logged but not used: every recovery is a full snapshot.
+//!
+//! **The HTTP API** (`api`, bound at `--api-listen`; `touchline simulate`
+//! prints `SIMULATOR feed=ADDR api=http://ADDR`, see [`Listening`]):
+//! - `POST /v1/{LO|Ctrl}/recovery/initiate_request?after=MS&request_id=ID`
+//!   → 202 `<response response_code="ACCEPTED">...`; an unknown producer
+//!   404, a bad query (`request_id` missing or not a number) 400, both XML.
+//! - `GET /control/requests` → every recovery request so far (JSON).
+//! - `POST /control/fault?kind=K&product=P&seconds=N` → 200 JSON echo;
+//!   kinds `stop_alive` (no alive from P for N s), `unsubscribed` (one
+//!   `subscribed="0"` alive from P now), `drop` (close every feed
+//!   connection), `delay` (P's timestamps N s old for N s).
+//! - `POST /control/snapshot_complete?product=P&request_id=ID` → that
+//!   message on every connection.
+//!
+//! The same faults play from the command line (`--fault`, `--fault-every`;
+//! [`FaultScript`]). [`Provider`] is what the API, the script and the feed
+//! connections share. Its queues are bounded: see `provider`.
+//! `docs/simulator.md` is the user's guide.
 
-use std::time::Duration;
+use std::net::SocketAddr;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod api;
+mod fault;
 mod game;
 mod generator;
 mod pricing;
+mod provider;
+mod serve;
+#[cfg(test)]
+mod tests;
 
+pub use api::{routes, serve_api};
+pub use fault::{Fault, FaultAt, FaultError, FaultScript};
 pub use generator::{Control, EPOCH_MS, Generator};
-
-/// How often the pacer wakes to write what is due.
-const PACE_TICK: Duration = Duration::from_millis(5);
+pub use provider::{CONTROL_QUEUE, Connection, HELD_CONTROLS, Provider, REQUEST_LOG, RecoveryRequest};
+pub use serve::serve;
 
 /// Producer id of live odds.
 pub const LO: u32 = 1;
@@ -84,63 +110,89 @@ pub struct SimConfig {
     pub count: u64,
 }
 
-/// Serve the simulated feed to every connection until `shutdown`.
-pub async fn serve(listener: TcpListener, cfg: SimConfig, shutdown: CancellationToken) {
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "simulator accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        tracing::info!(%peer, matches = cfg.matches, seed = cfg.seed, rate = cfg.rate, "simulator: feed client connected");
-        let cfg = cfg.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let mut generator = Generator::starting_at(&cfg, wall_ms());
-            let started = tokio::time::Instant::now();
-            let mut sent: u64 = 0;
-            let mut buf = String::with_capacity(64 * 1024);
-            let mut tick = tokio::time::interval(PACE_TICK);
-            loop {
-                if cfg.rate > 0.0 {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                } else if shutdown.is_cancelled() {
-                    return;
-                }
-                let due = if cfg.rate > 0.0 {
-                    (started.elapsed().as_secs_f64() * cfg.rate) as u64
-                } else {
-                    sent + 64
-                };
-                let due = if cfg.count > 0 { due.min(cfg.count) } else { due };
-                buf.clear();
-                while sent < due {
-                    buf.push_str(&generator.next_message());
-                    buf.push('\n');
-                    sent += 1;
-                }
-                if !buf.is_empty() && stream.write_all(buf.as_bytes()).await.is_err() {
-                    tracing::info!(%peer, sent, "simulator: feed client left");
-                    return;
-                }
-                if cfg.count > 0 && sent >= cfg.count {
-                    tracing::info!(%peer, sent, "simulator: all messages sent");
-                    // Keep the connection open; the client decides when to go.
-                    shutdown.cancelled().await;
-                    return;
-                }
-            }
-        });
+/// Where a running simulator listens: what `touchline simulate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub feed: SocketAddr,
+    pub api: SocketAddr,
+}
+
+impl Listening {
+    /// `SIMULATOR feed=127.0.0.1:9000 api=http://127.0.0.1:41234`
+    pub fn line(&self) -> String {
+        format!("SIMULATOR feed={} api={}", self.feed, self.api_url())
+    }
+
+    /// The API's base URL, as the server's `--recovery-url` takes it.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    /// Read [`Self::line`] back (tests and scripts).
+    pub fn parse(line: &str) -> Option<Listening> {
+        let rest = line.trim().strip_prefix("SIMULATOR ")?;
+        let field = |name: &str| rest.split(' ').find_map(|f| f.strip_prefix(name));
+        Some(Listening {
+            feed: field("feed=")?.parse().ok()?,
+            api: field("api=")?.strip_prefix("http://")?.parse().ok()?,
+        })
+    }
+}
+
+/// A simulator with its listeners bound, not yet serving: the addresses
+/// are known (port 0 works) before anything runs.
+pub struct Simulator {
+    feed: TcpListener,
+    api: TcpListener,
+    cfg: SimConfig,
+    script: FaultScript,
+    provider: Provider,
+}
+
+impl Simulator {
+    pub async fn bind(
+        feed: SocketAddr,
+        api: SocketAddr,
+        cfg: SimConfig,
+        script: FaultScript,
+    ) -> std::io::Result<Simulator> {
+        Ok(Simulator {
+            feed: TcpListener::bind(feed).await?,
+            api: TcpListener::bind(api).await?,
+            cfg,
+            script,
+            provider: Provider::default(),
+        })
+    }
+
+    pub fn listening(&self) -> std::io::Result<Listening> {
+        Ok(Listening {
+            feed: self.feed.local_addr()?,
+            api: self.api.local_addr()?,
+        })
+    }
+
+    /// The handle the API uses (tests call it directly).
+    pub fn provider(&self) -> Provider {
+        self.provider.clone()
+    }
+
+    /// Serve the feed, the API and the fault script until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Simulator {
+            feed,
+            api,
+            cfg,
+            script,
+            provider,
+        } = self;
+        let api_task = tokio::spawn(serve_api(api, provider.clone(), shutdown.clone()));
+        let script_task = tokio::spawn(script.play(provider.clone(), shutdown.clone()));
+        serve(feed, cfg, provider, shutdown).await;
+        if let Ok(Err(e)) = api_task.await {
+            tracing::warn!(error = %e, "simulator API stopped");
+        }
+        let _ = script_task.await;
     }
 }
 
