@@ -7,13 +7,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr as _;
 
 use anyhow::Context as _;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use touchline::ServeConfig;
 use touchline::config::ServeArgs;
-use touchline::sim::SimConfig;
+use touchline::sim::{FaultAt, FaultScript, SimConfig, Simulator};
 
 #[derive(Parser)]
 #[command(
@@ -30,7 +31,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
-    /// Run the feed simulator (a TCP feed server).
+    /// Run the feed simulator (a TCP feed server and the provider's HTTP
+    /// API); prints `SIMULATOR feed=ADDR api=http://ADDR`.
     Simulate {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
@@ -81,6 +83,28 @@ struct SimArgs {
     /// Stop after this many messages per connection (0 = never).
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// The provider's HTTP API (recovery requests, fault injection).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    api_listen: SocketAddr,
+    /// Inject a fault AT seconds after the first feed connection
+    /// (repeatable): stop_alive:PRODUCT:SECONDS@AT, delay:PRODUCT:SECONDS@AT,
+    /// unsubscribed:PRODUCT@AT or drop@AT. Producers: 1 (LO), 3 (Ctrl).
+    #[arg(long = "fault", value_name = "KIND[:PRODUCT][:SECONDS]@AT", value_parser = FaultAt::from_str)]
+    faults: Vec<FaultAt>,
+    /// Play the --fault script again every SECS seconds.
+    #[arg(long, value_name = "SECS", requires = "faults")]
+    fault_every: Option<u64>,
+}
+
+impl SimArgs {
+    /// Bind the simulator's feed port (`feed`) and API port.
+    async fn bind(self, feed: SocketAddr) -> anyhow::Result<Simulator> {
+        let script = FaultScript::new(self.faults.clone(), self.fault_every)?;
+        let api = self.api_listen;
+        Simulator::bind(feed, api, self.into(), script)
+            .await
+            .with_context(|| format!("binding the simulator (feed {feed}, API {api})"))
+    }
 }
 
 impl From<SimArgs> for SimConfig {
@@ -129,12 +153,11 @@ async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args.resolve(sub)?.into_config()?).await,
         Command::Simulate { listen, sim } => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
-            println!("SIMULATOR feed={}", listener.local_addr()?);
+            let simulator = sim.bind(listen).await?;
+            // Tests and scripts read this line for the bound (maybe ephemeral) ports.
+            println!("{}", simulator.listening()?.line());
             let stop = CancellationToken::new();
-            let task = tokio::spawn(touchline::sim::serve(listener, sim.into(), stop.clone()));
+            let task = tokio::spawn(simulator.run(stop.clone()));
             signal().await?;
             stop.cancel();
             let _ = task.await;
@@ -166,13 +189,16 @@ async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {
                 settings.feed_connect.is_none(),
                 "demo feeds the server from its own simulator: --feed-connect (flag or config file) is for serve"
             );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .context("binding the simulator")?;
-            settings.feed_connect = Some(listener.local_addr()?.to_string());
+            let simulator = sim.bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let listening = simulator.listening()?;
+            settings.feed_connect = Some(listening.feed.to_string());
+            let api_url = listening.api_url();
+            // producers: settings.recovery_url = Some(api_url);
             let config = settings.into_config()?;
+            println!("{}", listening.line());
+            println!("Simulator API: {api_url}");
             let stop = CancellationToken::new();
-            tokio::spawn(touchline::sim::serve(listener, sim.into(), stop.clone()));
+            tokio::spawn(simulator.run(stop.clone()));
             let result = serve(config).await;
             stop.cancel();
             result

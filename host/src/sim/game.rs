@@ -1,22 +1,38 @@
-//! One simulated match: a Poisson goal model that moves minute by minute,
-//! goals with a bet_stop before and reopened odds after, half-time and
-//! full-time settlements, and the occasional pre-match full book.
+//! One simulated match, from its fixture to its settlements.
+//!
+//! A match lives in three phases ([`Phase`]): before kick-off the
+//! pre-match producer (Ctrl, product 3) prices it (a main book of the same
+//! markets the live producer carries, and now and then a ~80 KB full book
+//! of player markets); at kick-off Ctrl hands it over (one odds_change
+//! with every market it ever priced at status -2) and the live producer
+//! (LO, product 1) takes over: a Poisson goal model that moves minute by
+//! minute, goals with a bet_stop before and reopened odds after, half-time
+//! and full-time settlements. Any phase can also render the owning
+//! producer's current book for a recovery ([`SimMatch::recovery_book`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::pricing::{Goals, market, poisson};
+use super::pricing::{Book, Goals, poisson};
+use super::{CTRL, LO};
 
 /// Messages a match lasts, kick-off to final whistle.
 const MESSAGES_PER_MATCH: f64 = 900.0;
 /// Markets in a pre-match full book.
 const PREMATCH_MARKETS: u32 = 170;
+/// Share of Ctrl's pre-match messages that are its full book (~80 KB, like
+/// the real `odds_change_prematch_full` sample). About a fifth of the
+/// messages are Ctrl's, so this keeps roughly one message in 500 a full
+/// book, the mix the simulator had before it had a pre-match phase (30,000
+/// messages of 1000 matches: 8.1 KB a message on average either way).
+const FULL_BOOK_SHARE: f64 = 1.0 / 120.0;
 
 pub(super) struct SimMatch {
     id: u64,
+    phase: Phase,
     minute: f64,
     home: u32,
     away: u32,
@@ -25,25 +41,63 @@ pub(super) struct SimMatch {
     lam_home: f64,
     lam_away: f64,
     lam_corners: f64,
-    started: bool,
-    pub(super) ended: bool,
+    /// A bet_stop went out and the odds reopening the markets have not: a
+    /// recovery shows the open markets suspended (-1).
+    stopped: bool,
     /// Messages due next for this match, rendered when sent (so their
     /// timestamps are send times).
     queue: VecDeque<Pending>,
+}
+
+/// Who prices the match, and what that producer still has to do.
+enum Phase {
+    /// Ctrl prices it; it kicks off after `left` more of its messages (or
+    /// later: the generator keeps one match before kick-off).
+    PreMatch {
+        left: u32,
+        /// Seed of the player markets of Ctrl's last full book, once it
+        /// sent one: a recovery repeats exactly those prices, and the
+        /// hand-over names those markets.
+        props: Option<u64>,
+    },
+    /// LO prices it, minute by minute.
+    Live,
+    /// Full time: LO's last odds went out; the match is replaced once its
+    /// settlements (`queue`) are sent.
+    Ended,
 }
 
 /// A message a match owes the feed, rendered when it is sent.
 enum Pending {
     FirstHalf,
     FullTime,
-    NextGoal { goal_nr: u32, home: bool },
-    Reopen,
+    NextGoal {
+        goal_nr: u32,
+        home: bool,
+    },
+    /// LO's odds: its first book after the hand-over, or the markets
+    /// reopened after a goal.
+    Odds,
 }
 
 impl SimMatch {
-    pub(super) fn new(id: u64, rng: &mut ChaCha8Rng) -> SimMatch {
+    /// A new fixture, before kick-off: Ctrl prices it for `left` messages.
+    pub(super) fn pre_match(id: u64, rng: &mut ChaCha8Rng, left: u32) -> SimMatch {
+        SimMatch::new(id, rng, Phase::PreMatch { left, props: None })
+    }
+
+    /// A match at kick-off that Ctrl handed over before the feed started:
+    /// its first message is LO's book.
+    pub(super) fn kicked_off(id: u64, rng: &mut ChaCha8Rng) -> SimMatch {
+        let mut m = SimMatch::new(id, rng, Phase::Live);
+        m.queue.push_back(Pending::Odds);
+        m
+    }
+
+    fn new(id: u64, rng: &mut ChaCha8Rng, phase: Phase) -> SimMatch {
         SimMatch {
             id,
+            phase,
             minute: 0.0,
             home: 0,
             away: 0,
@@ -52,13 +106,58 @@ impl SimMatch {
             lam_home: rng.random_range(0.8..2.0),
             lam_away: rng.random_range(0.6..1.7),
             lam_corners: rng.random_range(8.0..12.0),
-            started: false,
-            ended: false,
+            stopped: false,
             queue: VecDeque::new(),
         }
     }
 
-    pub(super) fn step(&mut self, rng: &mut ChaCha8Rng, now: i64) -> String {
+    pub(super) fn event_id(&self) -> String {
+        format!("sr:match:{}", self.id)
+    }
+
+    /// The producer whose messages this match sends now (the hand-over
+    /// itself is still Ctrl's).
+    pub(super) fn producer(&self) -> u32 {
+        match self.phase {
+            Phase::PreMatch { .. } => CTRL,
+            Phase::Live | Phase::Ended => LO,
+        }
+    }
+
+    pub(super) fn is_pre_match(&self) -> bool {
+        matches!(self.phase, Phase::PreMatch { .. })
+    }
+
+    /// Ended and every settlement sent: time for a new fixture.
+    pub(super) fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Ended) && self.queue.is_empty()
+    }
+
+    /// The match's next message. `may_kick_off` is false while this is the
+    /// last match before kick-off (the generator keeps one for Ctrl).
+    pub(super) fn step(&mut self, rng: &mut ChaCha8Rng, now: i64, may_kick_off: bool) -> String {
+        if let Phase::PreMatch { left, props } = &mut self.phase {
+            if *left == 0 && may_kick_off {
+                let handover = self.handover(now);
+                self.phase = Phase::Live;
+                self.queue.push_back(Pending::Odds);
+                return handover;
+            }
+            *left = left.saturating_sub(1);
+            // Team news: the model's view of the teams moves a little.
+            self.lam_home = (self.lam_home * rng.random_range(0.99..1.01)).clamp(0.3, 3.5);
+            self.lam_away = (self.lam_away * rng.random_range(0.99..1.01)).clamp(0.3, 3.5);
+            if rng.random_bool(FULL_BOOK_SHARE) {
+                let seed = rng.random();
+                *props = Some(seed);
+                let mut x = String::with_capacity(96 * 1024);
+                self.open_pre_match(&mut x, now, None);
+                player_markets(&mut Book::priced(&mut x), seed);
+                x.push_str("</odds></odds_change>");
+                return x;
+            }
+            return self.odds(now);
+        }
         if let Some(p) = self.queue.pop_front() {
             return match p {
                 Pending::FirstHalf => self.settle_first_half(now),
@@ -72,12 +171,14 @@ impl SimMatch {
                         vec![("6", home), ("7", false), ("8", !home)],
                     )],
                 ),
-                Pending::Reopen => self.odds_change(now),
+                Pending::Odds => {
+                    self.stopped = false;
+                    self.odds(now)
+                }
             };
         }
-        if !self.started {
-            self.started = true;
-            return self.odds_change(now);
+        if matches!(self.phase, Phase::Ended) {
+            return self.odds(now);
         }
         let before = self.minute;
         self.minute += 90.0 / MESSAGES_PER_MATCH;
@@ -92,9 +193,9 @@ impl SimMatch {
             self.queue.push_back(Pending::FirstHalf);
         }
         if self.minute >= 90.0 {
-            self.ended = true;
+            self.phase = Phase::Ended;
             self.queue.push_back(Pending::FullTime);
-            return self.odds_change(now);
+            return self.odds(now);
         }
         let p_goal = (self.lam_home + self.lam_away) / MESSAGES_PER_MATCH;
         if rng.random_bool(p_goal.min(1.0)) {
@@ -110,14 +211,71 @@ impl SimMatch {
                 r#"<bet_stop product="1" event_id="sr:match:{}" timestamp="{now}" groups="all" market_status="-1"/>"#,
                 self.id
             );
+            self.stopped = true;
             self.queue.push_back(Pending::NextGoal {
                 goal_nr,
                 home: home_scores,
             });
-            self.queue.push_back(Pending::Reopen);
+            self.queue.push_back(Pending::Odds);
             return stop;
         }
-        self.odds_change(now)
+        self.odds(now)
+    }
+
+    /// The match's ordinary odds message: Ctrl's main markets before
+    /// kick-off, LO's live markets after.
+    fn odds(&self, now: i64) -> String {
+        let mut x = String::with_capacity(8 * 1024);
+        self.write_odds(&mut x, now, None);
+        x
+    }
+
+    /// The owning producer's whole current book as one odds_change with
+    /// the recovery's `request_id`, appended to `x`: before kick-off Ctrl's
+    /// main markets and the player markets of its last full book, after it
+    /// LO's live markets (suspended between a bet_stop and its reopening).
+    pub(super) fn recovery_book(&self, x: &mut String, now: i64, request_id: u64) {
+        self.write_odds(x, now, Some(request_id));
+    }
+
+    /// An odds_change of the owning producer; with a `request_id` (a
+    /// recovery) Ctrl's also repeats its last full book's player markets,
+    /// which its ordinary messages leave unchanged.
+    fn write_odds(&self, x: &mut String, now: i64, request_id: Option<u64>) {
+        if let Phase::PreMatch { props, .. } = self.phase {
+            self.open_pre_match(x, now, request_id);
+            self.main_markets(&mut Book::priced(x));
+            if let (Some(seed), Some(_)) = (props, request_id) {
+                player_markets(&mut Book::priced(x), seed);
+            }
+        } else {
+            self.open_live(x, now, request_id);
+            self.main_markets(&mut Book::priced(x));
+        }
+        x.push_str("</odds></odds_change>");
+    }
+
+    /// Ctrl's last word on the match: every market it priced, handed over.
+    fn handover(&self, now: i64) -> String {
+        let mut x = String::with_capacity(4 * 1024);
+        self.open_pre_match(&mut x, now, None);
+        let mut book = Book::handed_over(&mut x);
+        self.main_markets(&mut book);
+        if let Phase::PreMatch { props: Some(seed), .. } = self.phase {
+            player_markets(&mut book, seed);
+        }
+        x.push_str("</odds></odds_change>");
+        x
+    }
+
+    /// The markets both producers carry: full time, first half (until
+    /// half-time) and corners.
+    fn main_markets(&self, book: &mut Book<'_>) {
+        self.full_time_markets(book);
+        if self.ht.is_none() {
+            self.first_half_markets(book);
+        }
+        self.corner_markets(book);
     }
 
     /// The goals still to come in `minutes_left`, from the current score.
@@ -130,37 +288,52 @@ impl SimMatch {
         )
     }
 
-    /// A market's status: open unless the match ended or it was decided.
+    /// A market's status: deactivated once the match ended or the market
+    /// is decided, suspended between a bet_stop and its reopening, else
+    /// open.
     fn status(&self, open: bool) -> i32 {
-        if self.ended || !open { 0 } else { 1 }
-    }
-
-    fn odds_change(&self, now: i64) -> String {
-        let mut x = String::with_capacity(8 * 1024);
-        self.sport_event_status(&mut x, now);
-        x.push_str("<odds>");
-        self.full_time_markets(&mut x);
-        if self.ht.is_none() {
-            self.first_half_markets(&mut x);
+        if matches!(self.phase, Phase::Ended) || !open {
+            0
+        } else if self.stopped {
+            -1
+        } else {
+            1
         }
-        self.corner_markets(&mut x);
-        x.push_str("</odds></odds_change>");
-        x
     }
 
-    /// The message's opening tag, score, clock and period scores.
-    fn sport_event_status(&self, x: &mut String, now: i64) {
-        let (status, match_status) = if self.ended {
+    /// `<odds_change ...>`, with the request id of a recovery.
+    fn open_tag(&self, x: &mut String, product: u32, now: i64, request_id: Option<u64>) {
+        let _ = write!(
+            x,
+            r#"<odds_change product="{product}" event_id="sr:match:{}" timestamp="{now}""#,
+            self.id
+        );
+        if let Some(r) = request_id {
+            let _ = write!(x, r#" request_id="{r}""#);
+        }
+        x.push('>');
+    }
+
+    /// Ctrl's opening: not started.
+    fn open_pre_match(&self, x: &mut String, now: i64, request_id: Option<u64>) {
+        self.open_tag(x, CTRL, now, request_id);
+        x.push_str(r#"<sport_event_status status="0" match_status="0"/><odds>"#);
+    }
+
+    /// LO's opening: score, clock and period scores.
+    fn open_live(&self, x: &mut String, now: i64, request_id: Option<u64>) {
+        let (status, match_status) = if matches!(self.phase, Phase::Ended) {
             (3, 100)
         } else if self.minute < 45.0 {
             (1, 6)
         } else {
             (1, 7)
         };
+        self.open_tag(x, LO, now, request_id);
         let _ = write!(
             x,
-            r#"<odds_change product="1" event_id="sr:match:{}" timestamp="{now}"><sport_event_status status="{status}" reporting="1" match_status="{match_status}" home_score="{}" away_score="{}">"#,
-            self.id, self.home, self.away
+            r#"<sport_event_status status="{status}" reporting="1" match_status="{match_status}" home_score="{}" away_score="{}">"#,
+            self.home, self.away
         );
         let _ = write!(
             x,
@@ -187,41 +360,33 @@ impl SimMatch {
                 self.home, self.away
             );
         }
-        x.push_str("</period_scores></sport_event_status>");
+        x.push_str("</period_scores></sport_event_status><odds>");
     }
 
     /// Result, totals, handicaps and specials on the final score.
-    fn full_time_markets(&self, x: &mut String) {
+    fn full_time_markets(&self, book: &mut Book<'_>) {
         let g = self.goals(90.0 - self.minute);
         let (h, a) = (self.home as usize, self.away as usize);
         let p1 = g.p(|fh, fa| fh > fa);
         let px = g.p(|fh, fa| fh == fa);
         let p2 = 1.0 - p1 - px;
-        market(x, 1, "", self.status(true), &[("1", p1), ("2", px), ("3", p2)]);
-        market(
-            x,
+        book.market(1, "", self.status(true), &[("1", p1), ("2", px), ("3", p2)]);
+        book.market(
             10,
             "",
             self.status(true),
             &[("9", p1 + px), ("10", p1 + p2), ("11", px + p2)],
         );
         let dnb = (p1 + p2).max(1e-9);
-        market(x, 11, "", self.status(true), &[("4", p1 / dnb), ("5", p2 / dnb)]);
+        book.market(11, "", self.status(true), &[("4", p1 / dnb), ("5", p2 / dnb)]);
         for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
             let over = g.p(|fh, fa| (fh + fa) as f64 > line);
             let open = self.status((h + a) as f64 <= line);
-            market(
-                x,
-                18,
-                &format!("total={line}"),
-                open,
-                &[("12", over), ("13", 1.0 - over)],
-            );
+            book.market(18, &format!("total={line}"), open, &[("12", over), ("13", 1.0 - over)]);
         }
         for hcp in [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5] {
             let p_home = g.p(|fh, fa| fh as f64 + hcp > fa as f64);
-            market(
-                x,
+            book.market(
                 16,
                 &format!("hcp={hcp}"),
                 self.status(true),
@@ -230,27 +395,25 @@ impl SimMatch {
         }
         for line in [0.5, 1.5, 2.5] {
             let home_over = g.p(|fh, _| fh as f64 > line);
-            market(
-                x,
+            book.market(
                 19,
                 &format!("total={line}"),
                 self.status(h as f64 <= line),
                 &[("12", home_over), ("13", 1.0 - home_over)],
             );
             let away_over = g.p(|_, fa| fa as f64 > line);
-            market(
-                x,
+            book.market(
                 20,
                 &format!("total={line}"),
                 self.status(a as f64 <= line),
                 &[("12", away_over), ("13", 1.0 - away_over)],
             );
         }
-        self.special_markets(x, &g);
+        self.special_markets(book, &g);
     }
 
     /// Exact goals, winning margin, both teams to score, odd/even, next goal.
-    fn special_markets(&self, x: &mut String, g: &Goals) {
+    fn special_markets(&self, book: &mut Book<'_>, g: &Goals) {
         let (h, a) = (self.home as usize, self.away as usize);
         let exact: Vec<(&'static str, f64)> = [
             ("1336", 0),
@@ -264,10 +427,9 @@ impl SimMatch {
         .map(|(oid, k)| (oid, g.p(|fh, fa| fh + fa == k)))
         .chain(std::iter::once(("1342", g.p(|fh, fa| fh + fa >= 6))))
         .collect();
-        market(x, 21, "variant=sr:exact_goals:6+", self.status(true), &exact);
+        book.market(21, "variant=sr:exact_goals:6+", self.status(true), &exact);
         let margin = |lo: i64, hi: i64| g.p(|fh, fa| (lo..=hi).contains(&(fh as i64 - fa as i64)));
-        market(
-            x,
+        book.market(
             15,
             "variant=sr:winning_margin:3+",
             self.status(true),
@@ -282,20 +444,18 @@ impl SimMatch {
             ],
         );
         let btts = g.p(|fh, fa| fh > 0 && fa > 0);
-        market(
-            x,
+        book.market(
             29,
             "",
             self.status(!(h > 0 && a > 0)),
             &[("74", btts), ("76", 1.0 - btts)],
         );
         let odd = g.p(|fh, fa| (fh + fa) % 2 == 1);
-        market(x, 26, "", self.status(true), &[("70", odd), ("72", 1.0 - odd)]);
+        book.market(26, "", self.status(true), &[("70", odd), ("72", 1.0 - odd)]);
         let mu = (self.lam_home + self.lam_away) * ((90.0 - self.minute) / 90.0).max(0.0);
         let none = (-mu).exp();
         let share = self.lam_home / (self.lam_home + self.lam_away);
-        market(
-            x,
+        book.market(
             8,
             &format!("goalnr={}", h + a + 1),
             self.status(true),
@@ -308,21 +468,14 @@ impl SimMatch {
     }
 
     /// First-half result and totals, until half-time.
-    fn first_half_markets(&self, x: &mut String) {
+    fn first_half_markets(&self, book: &mut Book<'_>) {
         let g = self.goals(45.0 - self.minute);
         let (h, a) = (self.home as usize, self.away as usize);
         let (q1, qx) = (g.p(|fh, fa| fh > fa), g.p(|fh, fa| fh == fa));
-        market(
-            x,
-            60,
-            "",
-            self.status(true),
-            &[("1", q1), ("2", qx), ("3", 1.0 - q1 - qx)],
-        );
+        book.market(60, "", self.status(true), &[("1", q1), ("2", qx), ("3", 1.0 - q1 - qx)]);
         for line in [0.5, 1.5, 2.5] {
             let over = g.p(|fh, fa| (fh + fa) as f64 > line);
-            market(
-                x,
+            book.market(
                 68,
                 &format!("total={line}"),
                 self.status((h + a) as f64 <= line),
@@ -332,7 +485,7 @@ impl SimMatch {
     }
 
     /// Total corners.
-    fn corner_markets(&self, x: &mut String) {
+    fn corner_markets(&self, book: &mut Book<'_>) {
         let corners_left = poisson(self.lam_corners * ((90.0 - self.minute) / 90.0).max(0.0));
         for line in [7.5, 8.5, 9.5, 10.5, 11.5, 12.5] {
             let over: f64 = corners_left
@@ -341,39 +494,13 @@ impl SimMatch {
                 .filter(|(k, _)| (self.corners as usize + k) as f64 > line)
                 .map(|(_, p)| p)
                 .sum();
-            market(
-                x,
+            book.market(
                 166,
                 &format!("total={line}"),
                 self.status(f64::from(self.corners) <= line),
                 &[("12", over), ("13", 1.0 - over)],
             );
         }
-    }
-
-    /// A pre-match producer's (product 3) full book: many markets, mostly
-    /// player and specials markets the live producer does not carry.
-    pub(super) fn prematch_book(&self, rng: &mut ChaCha8Rng, now: i64) -> String {
-        let mut x = String::with_capacity(96 * 1024);
-        let _ = write!(
-            x,
-            r#"<odds_change product="3" event_id="sr:match:{}" timestamp="{now}"><sport_event_status status="0" match_status="0"/><odds>"#,
-            self.id
-        );
-        for k in 0..PREMATCH_MARKETS {
-            let id = 500 + k;
-            let n = 3 + (k % 4) as usize;
-            let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.2..1.0)).collect();
-            let total: f64 = weights.iter().sum();
-            let outcomes: Vec<(&'static str, f64)> = OUTCOME_IDS
-                .iter()
-                .zip(&weights)
-                .map(|(oid, w)| (*oid, w / total))
-                .collect();
-            market(&mut x, id, &format!("variant=sr:player_props:{}", k % 17), 1, &outcomes);
-        }
-        x.push_str("</odds></odds_change>");
-        x
     }
 
     fn settle_first_half(&self, now: i64) -> String {
@@ -451,6 +578,24 @@ impl SimMatch {
 
 /// A market to settle: id, specifiers, (outcome id, won).
 type Settled<'a> = (u32, String, Vec<(&'a str, bool)>);
+
+/// Ctrl's player markets: mostly markets LO does not carry, priced from
+/// `seed` (so a recovery repeats the prices of the last full book).
+fn player_markets(book: &mut Book<'_>, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for k in 0..PREMATCH_MARKETS {
+        let id = 500 + k;
+        let n = 3 + (k % 4) as usize;
+        let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.2..1.0)).collect();
+        let total: f64 = weights.iter().sum();
+        let outcomes: Vec<(&'static str, f64)> = OUTCOME_IDS
+            .iter()
+            .zip(&weights)
+            .map(|(oid, w)| (*oid, w / total))
+            .collect();
+        book.market(id, &format!("variant=sr:player_props:{}", k % 17), 1, &outcomes);
+    }
+}
 
 /// Outcome ids for synthetic pre-match markets.
 const OUTCOME_IDS: [&str; 6] = ["pre:1", "pre:2", "pre:3", "pre:4", "pre:5", "pre:6"];

@@ -1,40 +1,104 @@
-//! Built-in feed simulator: a TCP server speaking the feed's vocabulary.
+//! Built-in feed simulator: the provider's side of the feed. A TCP feed
+//! server speaking the feed's vocabulary, and the provider's HTTP API
+//! (recovery requests, fault injection).
 //!
-//! [`Generator`] is sans-IO and deterministic for a seed: it plays `matches`
-//! soccer matches at once (a Poisson goal model drives 33-37 markets per
-//! match; goals come with a bet_stop before and reopened odds after;
-//! half-time and full-time settle their markets; an ended match is replaced
-//! by a new one announced with a fixture_change), plus an `alive` per
-//! producer every 10 s of feed time. Timestamps are virtual, so the byte
-//! stream for a seed is the same whatever the rate. [`serve`] paces it over
-//! each accepted connection. `game` plays one match; `pricing` turns the
-//! goal model into fair prices and market XML.
+//! **The stream.** [`Generator`] is sans-IO and deterministic for a seed:
+//! it plays `matches` soccer matches at once, plus an `alive` per producer
+//! (1 "LO" live odds, 3 "Ctrl" pre-match) every 10 s of feed time. Each
+//! new match is announced by Ctrl with a fixture_change and priced by Ctrl
+//! before kick-off (`sport_event_status status="0"`; a main book, now and
+//! then a ~80 KB full book of player markets) for a couple of hundred of
+//! its messages; at kick-off Ctrl sends one odds_change with every market
+//! it priced at `status="-2"` (handed over) and LO takes over with live
+//! odds (a Poisson goal model driving 33-37 markets; goals come with a
+//! bet_stop before and reopened odds after; half-time and full-time settle
+//! their markets). An ended match, once settled, is replaced by a new
+//! fixture. At the start about a quarter of the matches (at least one when
+//! there are two or more) are before kick-off, the others just kicked off,
+//! and the generator keeps at least one match before kick-off at all times
+//! (the last one waits for the next fixture), so producer 3 always owns a
+//! match. About one message in 500 is a full book, as before this phase
+//! model. `game` plays one match; `pricing` turns the goal model into
+//! prices and market XML.
+//!
+//! **Time.** Feed time advances by 1/rate s per message (1/50 s unpaced).
+//! [`Generator::new`] starts it at a fixed epoch (2027), so the byte stream
+//! for a seed is the same whatever the rate; [`serve`] starts each
+//! connection's generator at the wall clock ([`Generator::starting_at`])
+//! and paces it, so timestamps are wall-clock ms (within a pace tick).
+//!
+//! **Recovery.** Asked through the API, every open feed connection sends,
+//! between two of its batches, one `<odds_change product="P" ...
+//! request_id="ID">` per match producer P owns (its whole current book),
+//! then `<snapshot_complete request_id="ID" product="P" timestamp="..."/>`.
+//! `after` is logged but not used: every recovery is a full snapshot.
+//!
+//! **The HTTP API** (`api`, bound at `--api-listen`; `touchline simulate`
+//! prints `SIMULATOR feed=ADDR api=http://ADDR`, see [`Listening`]):
+//! - `POST /v1/{LO|Ctrl}/recovery/initiate_request?after=MS&request_id=ID`
+//!   → 202 `<response response_code="ACCEPTED">...`; an unknown producer
+//!   404, a bad query (`request_id` missing or not a number) 400, both XML.
+//! - `GET /control/requests` → every recovery request so far (JSON).
+//! - `POST /control/fault?kind=K&product=P&seconds=N` → 200 JSON echo;
+//!   kinds `stop_alive` (no alive from P for N s), `unsubscribed` (one
+//!   `subscribed="0"` alive from P now), `drop` (close every feed
+//!   connection), `delay` (P's timestamps N s old for N s).
+//! - `POST /control/snapshot_complete?product=P&request_id=ID` → that
+//!   message on every connection.
+//!
+//! The same faults play from the command line (`--fault`, `--fault-every`;
+//! [`FaultScript`]). [`Provider`] is what the API, the script and the feed
+//! connections share. Its queues are bounded: see `provider`.
+//! `docs/simulator.md` is the user's guide.
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use std::net::SocketAddr;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod api;
+mod fault;
 mod game;
+mod generator;
 mod pricing;
+mod provider;
+mod serve;
+#[cfg(test)]
+mod tests;
 
-use game::SimMatch;
+pub use api::{routes, serve_api};
+pub use fault::{Fault, FaultAt, FaultError, FaultScript};
+pub use generator::{Control, EPOCH_MS, Generator};
+pub use provider::{CONTROL_QUEUE, Connection, HELD_CONTROLS, Provider, REQUEST_LOG, RecoveryRequest};
+pub use serve::serve;
 
-/// Feed time at the start of every run (2027-01-15T08:00:00Z).
-const EPOCH_MS: i64 = 1_800_000_000_000;
-/// Feed time between alive messages.
-const ALIVE_EVERY_MS: i64 = 10_000;
-/// How often the pacer wakes to write what is due.
-const PACE_TICK: Duration = Duration::from_millis(5);
-/// Producers that send alive messages.
-const PRODUCERS: [u32; 2] = [1, 3];
-/// Share of messages that are a pre-match producer's full book (~80 KB,
-/// like the real `odds_change_prematch_full` sample).
-const PREMATCH_SHARE: f64 = 1.0 / 500.0;
+/// Producer id of live odds.
+pub const LO: u32 = 1;
+/// Producer id of the pre-match producer.
+pub const CTRL: u32 = 3;
+
+/// One producer the simulator emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Producer {
+    /// The `product` attribute of its messages.
+    pub id: u32,
+    /// Its name in the recovery API's paths.
+    pub name: &'static str,
+}
+
+/// The producers the simulator emits, as the provider's producer table
+/// names them.
+pub const PRODUCERS: [Producer; 2] = [Producer { id: LO, name: "LO" }, Producer { id: CTRL, name: "Ctrl" }];
+
+impl Producer {
+    pub fn by_name(name: &str) -> Option<Producer> {
+        PRODUCERS.into_iter().find(|p| p.name == name)
+    }
+
+    pub fn by_id(id: u32) -> Option<Producer> {
+        PRODUCERS.into_iter().find(|p| p.id == id)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -46,184 +110,95 @@ pub struct SimConfig {
     pub count: u64,
 }
 
-/// Deterministic message source.
-pub struct Generator {
-    rng: ChaCha8Rng,
-    matches: Vec<SimMatch>,
-    next_match_id: u64,
-    now_ms: i64,
-    step_ms: f64,
-    elapsed_ms: f64,
-    next_alive_ms: i64,
-    /// Producers whose alive is due.
-    alive_due: VecDeque<u32>,
-    /// Overrides the timestamp attribute of the next messages (the
-    /// benchmark stamps send times into it to measure latency).
-    stamp: Option<i64>,
+/// Where a running simulator listens: what `touchline simulate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub feed: SocketAddr,
+    pub api: SocketAddr,
 }
 
-impl Generator {
-    pub fn new(cfg: &SimConfig) -> Generator {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let first = 40_000_000 + (cfg.seed % 1000) * 100_000;
-        let n = cfg.matches.max(1) as u64;
-        let matches = (0..n).map(|i| SimMatch::new(first + i, &mut rng)).collect();
-        // Feed time advances as if the rate were 50 msg/s when unpaced.
-        let rate = if cfg.rate > 0.0 { cfg.rate } else { 50.0 };
-        Generator {
-            rng,
-            matches,
-            next_match_id: first + n,
-            now_ms: EPOCH_MS,
-            step_ms: 1000.0 / rate,
-            elapsed_ms: 0.0,
-            next_alive_ms: EPOCH_MS,
-            alive_due: VecDeque::new(),
-            stamp: None,
-        }
+impl Listening {
+    /// `SIMULATOR feed=127.0.0.1:9000 api=http://127.0.0.1:41234`
+    pub fn line(&self) -> String {
+        format!("SIMULATOR feed={} api={}", self.feed, self.api_url())
     }
 
-    /// The next message with `timestamp` set to `stamp` (any unit).
-    pub fn next_message_stamped(&mut self, stamp: i64) -> String {
-        self.stamp = Some(stamp);
-        let m = self.next_message();
-        self.stamp = None;
-        m
+    /// The API's base URL, as the server's `--recovery-url` takes it.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
     }
 
-    /// The next message, without BOM or declaration.
-    pub fn next_message(&mut self) -> String {
-        self.elapsed_ms += self.step_ms;
-        self.now_ms = EPOCH_MS + self.elapsed_ms as i64;
-        if self.now_ms >= self.next_alive_ms {
-            self.next_alive_ms += ALIVE_EVERY_MS;
-            self.alive_due.extend(PRODUCERS);
-        }
-        if let Some(product) = self.alive_due.pop_front() {
-            return format!(
-                r#"<alive product="{product}" timestamp="{}" subscribed="1"/>"#,
-                self.now_ms
-            );
-        }
-        let i = self.rng.random_range(0..self.matches.len());
-        let now = self.stamp.unwrap_or(self.now_ms);
-        if self.matches[i].ended {
-            let id = self.next_match_id;
-            self.next_match_id += 1;
-            self.matches[i] = SimMatch::new(id, &mut self.rng);
-            return format!(
-                r#"<fixture_change product="1" event_id="sr:match:{id}" timestamp="{now}" change_type="1" start_time="{}"/>"#,
-                self.now_ms + 60_000
-            );
-        }
-        if self.rng.random_bool(PREMATCH_SHARE) {
-            return self.matches[i].prematch_book(&mut self.rng, now);
-        }
-        self.matches[i].step(&mut self.rng, now)
-    }
-}
-/// Serve the simulated feed to every connection until `shutdown`.
-pub async fn serve(listener: TcpListener, cfg: SimConfig, shutdown: CancellationToken) {
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "simulator accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        tracing::info!(%peer, matches = cfg.matches, seed = cfg.seed, rate = cfg.rate, "simulator: feed client connected");
-        let cfg = cfg.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let mut generator = Generator::new(&cfg);
-            let started = tokio::time::Instant::now();
-            let mut sent: u64 = 0;
-            let mut buf = String::with_capacity(64 * 1024);
-            let mut tick = tokio::time::interval(PACE_TICK);
-            loop {
-                if cfg.rate > 0.0 {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                } else if shutdown.is_cancelled() {
-                    return;
-                }
-                let due = if cfg.rate > 0.0 {
-                    (started.elapsed().as_secs_f64() * cfg.rate) as u64
-                } else {
-                    sent + 64
-                };
-                let due = if cfg.count > 0 { due.min(cfg.count) } else { due };
-                buf.clear();
-                while sent < due {
-                    buf.push_str(&generator.next_message());
-                    buf.push('\n');
-                    sent += 1;
-                }
-                if !buf.is_empty() && stream.write_all(buf.as_bytes()).await.is_err() {
-                    tracing::info!(%peer, sent, "simulator: feed client left");
-                    return;
-                }
-                if cfg.count > 0 && sent >= cfg.count {
-                    tracing::info!(%peer, sent, "simulator: all messages sent");
-                    // Keep the connection open; the client decides when to go.
-                    shutdown.cancelled().await;
-                    return;
-                }
-            }
-        });
+    /// Read [`Self::line`] back (tests and scripts).
+    pub fn parse(line: &str) -> Option<Listening> {
+        let rest = line.trim().strip_prefix("SIMULATOR ")?;
+        let field = |name: &str| rest.split(' ').find_map(|f| f.strip_prefix(name));
+        Some(Listening {
+            feed: field("feed=")?.parse().ok()?,
+            api: field("api=")?.strip_prefix("http://")?.parse().ok()?,
+        })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::feed::parse::{FeedMessage, parse};
+/// A simulator with its listeners bound, not yet serving: the addresses
+/// are known (port 0 works) before anything runs.
+pub struct Simulator {
+    feed: TcpListener,
+    api: TcpListener,
+    cfg: SimConfig,
+    script: FaultScript,
+    provider: Provider,
+}
 
-    fn cfg(seed: u64) -> SimConfig {
-        SimConfig {
-            matches: 3,
-            seed,
-            rate: 100.0,
-            count: 0,
-        }
+impl Simulator {
+    pub async fn bind(
+        feed: SocketAddr,
+        api: SocketAddr,
+        cfg: SimConfig,
+        script: FaultScript,
+    ) -> std::io::Result<Simulator> {
+        Ok(Simulator {
+            feed: TcpListener::bind(feed).await?,
+            api: TcpListener::bind(api).await?,
+            cfg,
+            script,
+            provider: Provider::default(),
+        })
     }
 
-    #[test]
-    fn same_seed_same_stream_and_every_message_parses() {
-        let (mut a, mut b, mut c) = (
-            Generator::new(&cfg(7)),
-            Generator::new(&cfg(7)),
-            Generator::new(&cfg(8)),
-        );
-        let mut kinds = std::collections::BTreeMap::new();
-        let mut differs = false;
-        for _ in 0..5000 {
-            let m = a.next_message();
-            assert_eq!(m, b.next_message());
-            differs |= m != c.next_message();
-            let parsed = parse(m.as_bytes()).unwrap_or_else(|e| panic!("{e}: {m}"));
-            *kinds.entry(parsed.kind()).or_insert(0) += 1;
-            if let FeedMessage::Match(touchline_guest::event::MatchEvent::OddsChange(oc)) = parsed {
-                let n = oc.markets.len();
-                match oc.header.product {
-                    Some(3) => assert_eq!(n, 170, "the pre-match full book"),
-                    _ => assert!((33..=37).contains(&n), "a live odds_change carries the live book: {n}"),
-                }
-            }
-        }
-        assert!(differs, "another seed gives another stream");
-        let sizes: Vec<usize> = (0..2000).map(|_| a.next_message().len()).collect();
-        assert!(sizes.iter().any(|&n| n > 60_000), "an occasional full pre-match book");
-        for k in ["odds_change", "bet_stop", "bet_settlement", "fixture_change", "alive"] {
-            assert!(kinds.contains_key(k), "no {k} in 5000 messages: {kinds:?}");
-        }
+    pub fn listening(&self) -> std::io::Result<Listening> {
+        Ok(Listening {
+            feed: self.feed.local_addr()?,
+            api: self.api.local_addr()?,
+        })
     }
+
+    /// The handle the API uses (tests call it directly).
+    pub fn provider(&self) -> Provider {
+        self.provider.clone()
+    }
+
+    /// Serve the feed, the API and the fault script until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Simulator {
+            feed,
+            api,
+            cfg,
+            script,
+            provider,
+        } = self;
+        let api_task = tokio::spawn(serve_api(api, provider.clone(), shutdown.clone()));
+        let script_task = tokio::spawn(script.play(provider.clone(), shutdown.clone()));
+        serve(feed, cfg, provider, shutdown).await;
+        if let Ok(Err(e)) = api_task.await {
+            tracing::warn!(error = %e, "simulator API stopped");
+        }
+        let _ = script_task.await;
+    }
+}
+
+/// Wall-clock ms since the Unix epoch (0 if the clock is before it).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,5 +1,5 @@
-//! Fair prices from a Poisson goal model, and a priced market in the
-//! feed's XML.
+//! Fair prices from a Poisson goal model, and markets in the feed's XML
+//! (priced, or handed over). Pure: no randomness, no IO.
 
 use std::fmt::Write as _;
 
@@ -44,7 +44,37 @@ impl Goals {
     }
 }
 
-pub(super) fn market(x: &mut String, id: u32, spec: &str, status: i32, outcomes: &[Priced]) {
+/// Where a message's markets go: priced, or, in a hand-over, as bare
+/// `status="-2"` tags naming the same markets (so the list of markets a
+/// producer offers is written once, in `game`).
+pub(super) struct Book<'a> {
+    x: &'a mut String,
+    handed_over: bool,
+}
+
+impl<'a> Book<'a> {
+    pub fn priced(x: &'a mut String) -> Book<'a> {
+        Book { x, handed_over: false }
+    }
+
+    pub fn handed_over(x: &'a mut String) -> Book<'a> {
+        Book { x, handed_over: true }
+    }
+
+    pub fn market(&mut self, id: u32, spec: &str, status: i32, outcomes: &[Priced]) {
+        if self.handed_over {
+            if spec.is_empty() {
+                let _ = write!(self.x, r#"<market status="-2" id="{id}"/>"#);
+            } else {
+                let _ = write!(self.x, r#"<market status="-2" id="{id}" specifiers="{spec}"/>"#);
+            }
+        } else {
+            market(self.x, id, spec, status, outcomes);
+        }
+    }
+}
+
+fn market(x: &mut String, id: u32, spec: &str, status: i32, outcomes: &[Priced]) {
     if spec.is_empty() {
         let _ = write!(x, r#"<market status="{status}" id="{id}">"#);
     } else {
