@@ -193,7 +193,10 @@ async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {
             let listening = simulator.listening()?;
             settings.feed_connect = Some(listening.feed.to_string());
             let api_url = listening.api_url();
-            // producers: settings.recovery_url = Some(api_url);
+            // The simulator is the provider: recoveries are asked of its API.
+            if settings.recovery_url.is_none() {
+                settings.recovery_url = Some(api_url.clone());
+            }
             let config = settings.into_config()?;
             println!("{}", listening.line());
             println!("Simulator API: {api_url}");

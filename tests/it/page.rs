@@ -106,6 +106,20 @@ struct Page {
 }
 
 impl Page {
+    /// The DevTools session of the browser's page.
+    async fn open(browser: &Browser) -> Page {
+        let (_, list) = http_get(browser.devtools, "/json/list");
+        let targets: Value = serde_json::from_str(&list).expect("target list");
+        let url = targets
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["type"] == "page"))
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_owned();
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("cdp connect");
+        Page { ws, next_id: 0 }
+    }
+
     async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
@@ -152,6 +166,7 @@ impl Page {
 const ODDS_13: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=2.5"][data-outcome="13"]')?.textContent"#;
 const ODDS_35: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=3.5"][data-outcome="12"]')?.textContent"#;
 const ODDS_35_EL: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=3.5"][data-outcome="12"]')"#;
+const ODDS_13_EL: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=2.5"][data-outcome="13"]')"#;
 const SCORE: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-role="score"]')?.textContent"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,16 +183,7 @@ async fn live_page_shows_odds_and_updates_them() {
     assert!(html.contains("<title>Touchline"));
 
     let browser = launch(&chromium, &format!("http://{}/", server.http));
-    let (_, list) = http_get(browser.devtools, "/json/list");
-    let targets: Value = serde_json::from_str(&list).expect("target list");
-    let url = targets
-        .as_array()
-        .and_then(|t| t.iter().find(|t| t["type"] == "page"))
-        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-        .expect("a page target")
-        .to_owned();
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("cdp connect");
-    let mut page = Page { ws, next_id: 0 };
+    let mut page = Page::open(&browser).await;
 
     page.wait_eval(ODDS_13, json!("Under1.50")).await;
     page.wait_eval(SCORE, json!("0 : 2")).await;
@@ -257,4 +263,41 @@ fn v1_prefix(server: &Server) -> String {
     let (_, text) = crate::support::http_request(server.http, "GET", "/admin/guest", &[("Authorization", &auth)], b"");
     let listing: Value = serde_json::from_str(&text).expect("listing");
     listing["active"].as_str().expect("active")[..8].to_owned()
+}
+
+/// The producer banner on the sample match's card (`None`: no banner).
+const BANNER: &str =
+    r#"document.querySelector('[data-match="sr:match:10927088"] [data-role="producers"]')?.textContent ?? null"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_down_shows_a_banner_and_greys_its_markets_until_it_recovers() {
+    let Some(chromium) = find_chromium() else {
+        return;
+    };
+    let server = Server::start(&["--recovery-min-interval", "1"]);
+    let mut feed = server.feed_up();
+    feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+    let browser = launch(&chromium, &format!("http://{}/", server.http));
+    let mut page = Page::open(&browser).await;
+    page.wait_eval(ODDS_13, json!("Under1.50")).await;
+    page.wait_eval(BANNER, Value::Null).await;
+    let greyed = format!("{ODDS_13_EL}.classList.contains('off')");
+    page.wait_eval(&greyed, json!(false)).await;
+
+    // The sample's producer (BetPal, 4) drops the subscription.
+    let now = touchline_testkit::provider::now_ms();
+    feed.write_all(format!(r#"<alive product="4" timestamp="{now}" subscribed="0"/>"#).as_bytes())
+        .expect("feed");
+    page.wait_eval(
+        BANNER,
+        json!("producer 4 unavailable (feed unsubscribed): betting suspended"),
+    )
+    .await;
+    page.wait_eval(&greyed, json!(true)).await;
+
+    // Its recovery completes: the banner goes, the markets are bettable.
+    touchline_testkit::provider::bring_up(&server.provider, &mut feed, server.http, DEADLINE).expect("recovered");
+    page.wait_eval(BANNER, Value::Null).await;
+    page.wait_eval(&greyed, json!(false)).await;
 }

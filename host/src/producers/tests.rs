@@ -379,7 +379,11 @@ fn silence_during_a_recovery_asks_again_once_per_alive_timeout() {
     // from the completion.
     r.complete(1, second);
     assert!(r.is_up(1));
-    assert!(r.tick_at(79.0).iter().all(|e| !matches!(e, Effect::Changed { product: 1, .. })));
+    assert!(
+        r.tick_at(79.0)
+            .iter()
+            .all(|e| !matches!(e, Effect::Changed { product: 1, .. }))
+    );
     r.tick_at(80.0);
     assert_eq!(reason(r.status(1)), Some(Reason::AliveTimeout));
 }
