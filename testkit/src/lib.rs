@@ -7,6 +7,7 @@
 //! - [`metrics`]: the Prometheus text reader (a value by name and labels,
 //!   a histogram quantile).
 //! - [`http`]: a minimal blocking HTTP/1.1 client.
+//! - [`sim`]: `touchline simulate` as a child process (feed + provider API).
 //! - [`provider`]: the feed provider's recovery API (records requests),
 //!   and bringing a server's producers up from a test's feed connection.
 //!
@@ -19,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod provider;
 pub mod server;
+pub mod sim;
 
 use std::path::PathBuf;
 use std::time::Duration;

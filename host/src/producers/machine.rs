@@ -140,6 +140,8 @@ pub struct Tracked {
     pub last_alive: Option<i64>,
     /// When the last alive arrived (local clock).
     alive_at: Instant,
+    /// When the producer last went down, or its reason changed.
+    down_at: Instant,
     /// When the last request was sent (for the minimum interval).
     last_request: Option<Instant>,
     /// Whether messages currently lag beyond the limit.
@@ -181,6 +183,7 @@ impl Machine {
                     last_alive_up: kept.and_then(|s| s.last_alive),
                     last_alive: None,
                     alive_at: now,
+                    down_at: now,
                     last_request: None,
                     lagging: false,
                     last_recovery: None,
@@ -239,7 +242,7 @@ impl Machine {
             Status::Down {
                 reason: Reason::Delayed,
                 ..
-            } if !over => self.set(i, Status::Up, wall_ms, &mut out),
+            } if !over => self.set(i, Status::Up, now, wall_ms, &mut out),
             _ => {}
         }
         out
@@ -285,8 +288,6 @@ impl Machine {
         }
         let took = now.saturating_duration_since(current.sent);
         self.producers[i].last_recovery = Some(took);
-        // The completion is a sign of life: the alive timeout runs from it.
-        self.producers[i].alive_at = now;
         out.push(Effect::Recovered { product, took });
         if self.producers[i].lagging {
             // Recovered, but what follows is still late.
@@ -296,11 +297,12 @@ impl Machine {
                     reason: Reason::Delayed,
                     request: None,
                 },
+                now,
                 wall_ms,
                 &mut out,
             );
         } else {
-            self.set(i, Status::Up, wall_ms, &mut out);
+            self.set(i, Status::Up, now, wall_ms, &mut out);
         }
         out
     }
@@ -328,7 +330,7 @@ impl Machine {
 
     /// The provider refused or did not answer a request: ask again once
     /// the minimum interval has passed.
-    pub fn request_failed(&mut self, product: u32, request_id: u64, wall_ms: i64) -> Vec<Effect> {
+    pub fn request_failed(&mut self, product: u32, request_id: u64, now: Instant, wall_ms: i64) -> Vec<Effect> {
         let mut out = Vec::new();
         if let Some(i) = self.index(product)
             && let Status::Down {
@@ -337,7 +339,7 @@ impl Machine {
             } = self.producers[i].status
             && r.id == request_id
         {
-            self.set(i, Status::Down { reason, request: None }, wall_ms, &mut out);
+            self.set(i, Status::Down { reason, request: None }, now, wall_ms, &mut out);
         }
         out
     }
@@ -362,7 +364,7 @@ impl Machine {
                     let quiet_since = t.alive_at.max(r.sent);
                     if now.saturating_duration_since(r.sent) >= self.timing.recovery_timeout {
                         // No snapshot_complete in time: ask again.
-                        self.set(i, Status::Down { reason, request: None }, wall_ms, &mut out);
+                        self.set(i, Status::Down { reason, request: None }, now, wall_ms, &mut out);
                     } else if now.saturating_duration_since(quiet_since) >= self.timing.alive_timeout
                         && self.connections > 0
                     {
@@ -397,19 +399,24 @@ impl Machine {
 
     /// Mark producer `i` down for `reason` (a new trigger while down
     /// replaces the reason and abandons the request in flight).
-    fn down(&mut self, i: usize, reason: Reason, _now: Instant, wall_ms: i64, out: &mut Vec<Effect>) {
+    fn down(&mut self, i: usize, reason: Reason, now: Instant, wall_ms: i64, out: &mut Vec<Effect>) {
         let to = Status::Down { reason, request: None };
         if self.producers[i].status != to {
-            self.set(i, to, wall_ms, out);
+            self.set(i, to, now, wall_ms, out);
         }
     }
 
-    fn set(&mut self, i: usize, to: Status, wall_ms: i64, out: &mut Vec<Effect>) {
+    fn set(&mut self, i: usize, to: Status, now: Instant, wall_ms: i64, out: &mut Vec<Effect>) {
         let t = &mut self.producers[i];
         let from = t.status;
         t.status = to;
         if from.is_up() != to.is_up() || from.name() != to.name() {
             t.since = wall_ms;
+        }
+        if let Status::Down { reason, .. } = to
+            && (from.is_up() || !matches!(from, Status::Down { reason: r, .. } if r == reason))
+        {
+            t.down_at = now;
         }
         out.push(Effect::Changed {
             product: t.producer.id,
@@ -418,9 +425,9 @@ impl Machine {
         });
     }
 
-    /// Send the requests that are due: producers down (not `delayed`)
-    /// with none in flight, whose last request is at least the minimum
-    /// interval old, while a feed connection is up.
+    /// Send the requests that are due: producers down (not `delayed`; if
+    /// silent, heard from again) with none in flight, whose last request is
+    /// at least the minimum interval old, while a feed connection is up.
     fn request_due(&mut self, now: Instant, wall_ms: i64, out: &mut Vec<Effect>) {
         if self.connections == 0 {
             return;
@@ -431,6 +438,11 @@ impl Machine {
                 continue;
             };
             if reason == Reason::Delayed {
+                continue;
+            }
+            // A producer that went silent is asked once it speaks again
+            // (an alive after it went down): asking a silent one is futile.
+            if reason == Reason::AliveTimeout && t.alive_at <= t.down_at {
                 continue;
             }
             if t.last_request
@@ -453,6 +465,7 @@ impl Machine {
                     reason,
                     request: Some(request),
                 },
+                now,
                 wall_ms,
                 out,
             );

@@ -168,7 +168,7 @@ impl Owner {
             Input::SnapshotComplete { product, request_id } => m.snapshot_complete(product, request_id, now, wall),
             Input::Connected => m.connected(now, wall),
             Input::ConnectionLost => m.connection_lost(now, wall),
-            Input::RequestFailed { product, request_id } => m.request_failed(product, request_id, wall),
+            Input::RequestFailed { product, request_id } => m.request_failed(product, request_id, now, wall),
         }
     }
 

@@ -159,10 +159,14 @@ fn missed_alives_take_it_down_and_a_recovery_brings_it_back() {
     let effects = r.tick_at(25.0);
     assert_eq!(reason(r.status(1)), Some(Reason::AliveTimeout));
     assert!(r.is_up(3), "3 kept sending alives");
-    // The first requests were at 0 s: 25 s later the minimum interval
-    // (30 s) holds the next one back until 30 s.
     assert!(requests(&effects).is_empty(), "{effects:?}");
-    let effects = r.tick_at(30.0);
+    // Silent: no request, even past the minimum interval (30 s from the
+    // startup requests at 0 s)...
+    assert!(requests(&r.tick_at(40.0)).iter().all(|q| q.0 != 1));
+    // ...until it speaks again (an alive alone does not bring it up).
+    r.at = 41.0;
+    let effects = r.alive(1, true);
+    assert!(!r.is_up(1));
     let (id, after) = request_of(&effects, 1);
     assert_eq!(after, Some(alive_wall), "after = the last alive while up");
     r.complete(1, id);
@@ -232,9 +236,10 @@ fn a_lagging_feed_is_delayed_and_comes_back_by_itself() {
     let (now, wall) = (r.now(), r.wall());
     r.m.lag(1, true, now, wall);
     r.alive(1, true);
-    let effects = r.tick_at(76.0);
+    r.tick_at(76.0);
     assert_eq!(reason(r.status(1)), Some(Reason::AliveTimeout));
-    let (id, _) = request_of(&effects, 1);
+    r.at = 77.0;
+    let (id, _) = request_of(&r.alive(1, true), 1);
     // Recovered while still lagging: delayed, not up.
     r.complete(1, id);
     assert_eq!(r.status(1).name(), "delayed");
@@ -277,7 +282,8 @@ fn no_snapshot_complete_in_time_asks_again_and_never_more_often_than_the_interva
 fn a_failed_request_is_retried_after_the_minimum_interval() {
     let mut r = Rig::new(&[]);
     let (id, _) = request_of(&r.connected(), 1);
-    r.m.request_failed(1, id, r.wall());
+    let (now, wall) = (r.now(), r.wall());
+    r.m.request_failed(1, id, now, wall);
     assert_eq!(r.status(1).name(), "down");
     assert!(requests(&r.tick_at(29.0)).iter().all(|q| q.0 != 1));
     let (again, _) = request_of(&r.tick_at(30.0), 1);
@@ -360,30 +366,23 @@ fn the_board_and_the_lag_watch() {
 }
 
 #[test]
-fn silence_during_a_recovery_asks_again_once_per_alive_timeout() {
+fn silence_during_a_recovery_gives_it_up_and_waits_for_the_producer() {
     let mut r = Rig::new(&[]);
-    r.up();
-    // Alives stop at 0 s: down at 20 s, a request at 30 s (minimum
-    // interval from the startup request at 0 s).
-    r.tick_at(20.0);
-    let (first, _) = request_of(&r.tick_at(30.0), 1);
-    // Still quiet: the request is given up 20 s after it was sent, not at
-    // once, and asked again once the minimum interval allows (60 s).
-    assert!(requests(&r.tick_at(49.0)).iter().all(|q| q.0 != 1));
-    assert_eq!(r.status(1).name(), "recovering");
-    r.tick_at(50.0);
-    assert_eq!(r.status(1).name(), "down");
-    let (second, _) = request_of(&r.tick_at(60.0), 1);
-    assert!(second > first);
-    // Completed while alives are still missing: up, and the timeout runs
-    // from the completion.
-    r.complete(1, second);
-    assert!(r.is_up(1));
+    // Requests at 0 s; alives stop before the recovery completes.
+    let (first, _) = request_of(&r.connected(), 1);
+    // Given up only after a whole alive timeout since the request...
     assert!(
-        r.tick_at(79.0)
+        r.tick_at(19.0)
             .iter()
             .all(|e| !matches!(e, Effect::Changed { product: 1, .. }))
     );
-    r.tick_at(80.0);
+    r.tick_at(20.0);
     assert_eq!(reason(r.status(1)), Some(Reason::AliveTimeout));
+    // ...and not asked again while silent.
+    assert!(requests(&r.tick_at(60.0)).iter().all(|q| q.0 != 1));
+    r.at = 61.0;
+    let (second, _) = request_of(&r.alive(1, true), 1);
+    assert!(second > first);
+    r.complete(1, second);
+    assert!(r.is_up(1));
 }
