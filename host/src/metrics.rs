@@ -68,6 +68,7 @@ pub struct Metrics {
     pub recovery_requests: Family<Labels, Counter>,
     pub producer_recovery_seconds: Histogram,
     pub feed_ignored: Family<Labels, Counter>,
+    pub snapshot_complete_ignored: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -278,6 +279,11 @@ impl Metrics {
             feed_ignored: reg!(
                 "feed_ignored",
                 "Feed messages of producers this deployment does not use, by product",
+                Family::default()
+            ),
+            snapshot_complete_ignored: reg!(
+                "snapshot_complete_ignored",
+                "snapshot_complete messages that changed nothing (another request, no recovery in flight), by product",
                 Family::default()
             ),
             registry: r,

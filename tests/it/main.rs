@@ -10,6 +10,9 @@
 //!   `unsubscribe ["*"]`.
 //! - `no_durability`: `--no-durability` serves, and keeps nothing.
 //! - `page`: the live odds page in headless Chromium.
+//! - `producers`: producers down and back (silence, unsubscribed, a dropped
+//!   feed, kill -9, a lagging feed) with the simulator as the provider;
+//!   hand-over.
 //! - `slow`: a client that stops reading is cut off; one that lags catches up.
 //! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
 //! - `support`: starting servers, WebSocket and HTTP clients, waiting.
@@ -23,6 +26,7 @@ mod feed;
 mod limits;
 mod no_durability;
 mod page;
+mod producers;
 mod slow;
 mod support;
 mod swap;

@@ -203,6 +203,10 @@ impl Owner {
                     request_id,
                     why,
                 } => {
+                    self.metrics
+                        .snapshot_complete_ignored
+                        .get_or_create(&product_label(product))
+                        .inc();
                     tracing::info!(product, request_id, why, "snapshot_complete ignored");
                 }
             }

@@ -29,9 +29,13 @@ impl Worker {
             && self.life.quarantine_reason().is_none()
             && let Some(frames) = self.missed(p.seq)
         {
-            // Tell the client its resume point was accepted, then what it missed.
+            // Tell the client its resume point was accepted, then what it
+            // missed. Status frames are not kept, so the head says which of
+            // the match's producers are down now.
+            let down = self.producers_down(&self.board.borrow());
             let mut head = self.envelope(FrameKind::Resumed);
             head.seq = p.seq;
+            head.producers_down = Some(&down);
             let head = head.render();
             return Catchup::Missed(std::iter::once(head).chain(frames).collect());
         }

@@ -518,6 +518,27 @@ async fn a_down_producer_refuses_bets_on_its_markets_and_its_subscribers_are_tol
     );
     let snap = h.snapshot().await;
     assert_eq!(snap["producers_down"], serde_json::json!([1]));
+    // A client resuming (or catching up) learns it from the `resumed` head.
+    let since = Position {
+        epoch: snap["epoch"].as_u64().expect("epoch"),
+        seq: 0,
+    };
+    match h
+        .ask(|reply| Command::Subscribe {
+            since: Some(since),
+            reply,
+        })
+        .await
+    {
+        Catchup::Missed(frames) => {
+            let head: serde_json::Value = serde_json::from_str(frames[0].bytes.as_str()).expect("JSON");
+            assert_eq!(
+                (head["type"].as_str(), &head["producers_down"]),
+                (Some("resumed"), &serde_json::json!([1]))
+            );
+        }
+        other => panic!("expected the missed updates, got {other:?}"),
+    }
     // Status frames take no seq: the update stream stays contiguous.
     let before = snap["seq"].as_u64();
     h.producers_down(&[3], Reason::AliveTimeout);

@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use touchline_testkit::provider::Provider;
+use touchline_testkit::sim::SimProcess;
 use touchline_testkit::{Launch, ServerProcess};
 
 /// Generous bound for anything a test waits on.
@@ -104,19 +105,36 @@ impl Server {
     pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
         let provider = Provider::start().expect("the provider's API");
         let url = provider.url();
-        let mut args: Vec<&str> = vec!["--recovery-url", &url];
-        for (flag, value) in [
+        let defaults = [
+            ("--recovery-url", url.as_str()),
             ("--producers", "1,3,4"),
             ("--max-feed-delay", "0"),
             ("--alive-timeout", "180"),
-        ] {
-            if !extra.contains(&flag) {
-                args.extend([flag, value]);
-            }
-        }
-        args.extend_from_slice(extra);
+        ];
+        Self::launch(data, &with_defaults(&defaults, extra), provider)
+    }
+
+    /// A server fed by `sim` (`--feed-connect`), which is also the
+    /// provider it asks for recoveries: producers 1 and 3 at the real
+    /// defaults but for a 10 s alive timeout and a 1 s minimum interval
+    /// between requests, unless `extra` says otherwise.
+    pub fn start_sim(data: tempfile::TempDir, sim: &SimProcess, extra: &[&str]) -> Server {
+        let (feed, api) = (sim.feed.to_string(), sim.api_url());
+        let defaults = [
+            ("--feed-connect", feed.as_str()),
+            ("--recovery-url", api.as_str()),
+            ("--producers", "1,3"),
+            ("--alive-timeout", "10"),
+            ("--recovery-min-interval", "1"),
+        ];
+        // Unused here: the recording provider of raw-feed servers.
+        let provider = Provider::start().expect("the provider's API");
+        Self::launch(data, &with_defaults(&defaults, extra), provider)
+    }
+
+    fn launch(data: tempfile::TempDir, args: &[&str], provider: Provider) -> Server {
         let process = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path())
-            .args(&args)
+            .args(args)
             .start()
             .unwrap_or_else(|e| panic!("starting touchline: {e}"));
         Server {
@@ -173,6 +191,24 @@ impl Server {
             .wait_metric(name, at_least, DEADLINE)
             .unwrap_or_else(|e| panic!("timed out waiting for {name} >= {at_least}: {e}"))
     }
+}
+
+/// `extra`, after each default flag it does not give itself.
+fn with_defaults<'a>(defaults: &[(&'a str, &'a str)], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args: Vec<&str> = Vec::new();
+    for &(flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The simulator (`touchline simulate`), logging to `dir/sim.log`.
+pub fn simulator(dir: &Path, args: &[&str]) -> SimProcess {
+    SimProcess::start(Path::new(env!("CARGO_BIN_EXE_touchline")), args, &dir.join("sim.log"))
+        .unwrap_or_else(|e| panic!("starting the simulator: {e}"))
 }
 
 impl Drop for Server {
