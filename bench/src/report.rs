@@ -193,11 +193,36 @@ pub fn table(r: &Value) -> String {
             us(&b["confirm_s"]["p99"])
         );
     }
+    let p = &r["producers"];
+    let (st, un) = (&p["startup"], &p["unsubscribed"]);
+    let lo_startup = st["request_to_complete_s"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["producer"] == "LO"))
+        .map_or(Value::Null, |x| x["s"].clone());
+    let _ = writeln!(
+        t,
+        "\n7. producers ({} matches from the simulator, the provider)\n   \
+         start-up: full recovery of LO request → snapshot_complete {} s; server start → every producer up {} s\n   \
+         LO unsubscribed: trigger → every affected subscriber told p50/p99/max {} / {} / {} µs ({} of {} told); \
+         recovery request → complete {} s; trigger → told it is back p50/p99 {} / {} µs ({} told)",
+        p["matches"],
+        f(&lo_startup),
+        f(&st["server_start_to_all_up_s"]),
+        un["trigger_to_told_down_us"]["p50"],
+        un["trigger_to_told_down_us"]["p99"],
+        un["trigger_to_told_down_us"]["max"],
+        un["told_down"],
+        un["subscribers_expected"],
+        f(&un["recovery_request_to_complete_s"]),
+        un["trigger_to_told_up_us"]["p50"],
+        un["trigger_to_told_up_us"]["p99"],
+        un["told_up"]
+    );
     let w = &r["swap"];
     let (i, b) = (&w["install"], &w["rollback"]);
     let _ = writeln!(
         t,
-        "\n7. hot swap v1 → v2 → v1 ({} matches, {} fed at {} msg/s, {} clients)",
+        "\n8. hot swap v1 → v2 → v1 ({} matches, {} fed at {} msg/s, {} clients)",
         w["matches"], w["fed_matches"], w["feed_rate"], w["clients"]
     );
     let _ = writeln!(

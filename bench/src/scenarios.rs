@@ -50,7 +50,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 impl Servers {
     /// `touchline serve` on `dir` with `extra` flags, logging warnings to
     /// `dir.log` (so logging costs the measurement nothing).
-    fn launch(&self, dir: &Path, extra: &[String]) -> Launch {
+    pub(crate) fn launch(&self, dir: &Path, extra: &[String]) -> Launch {
         Launch::new(&self.exe, dir)
             .log(dir.with_extension("log"))
             .rust_log("warn")
@@ -74,7 +74,7 @@ impl Servers {
 
 /// SIGTERM and wait: graceful, everything flushed. A server that exits
 /// unhappily is reported, not fatal: its figures are already taken.
-fn stop_server(server: ServerProcess) -> anyhow::Result<()> {
+pub(crate) fn stop_server(server: ServerProcess) -> anyhow::Result<()> {
     let log = server.log_path().to_owned();
     let status = server.terminate(STOP_TIMEOUT)?;
     if !status.success() {
@@ -140,7 +140,7 @@ impl Plan {
     }
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("[bench {}] {msg}", chrono_free_clock());
 }
 
@@ -305,7 +305,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         report["bets"] = json!(bets);
     }
 
-    // 7. Hot swap under load: v1 → v2 → v1 while clients watch.
+    // 7. Producers: recovery of every match, and how soon subscribers learn
+    // a producer is down and back.
+    if plan.wants("producers") {
+        progress("producers: the simulator as the provider");
+        report["producers"] =
+            crate::producers::producers_run(&plan.servers, &scratch.path().join("producers"), plan.quick).await?;
+    }
+
+    // 8. Hot swap under load: v1 → v2 → v1 while clients watch.
     if plan.wants("swap") {
         progress(&format!(
             "hot swap: {} matches, {} clients",
@@ -438,7 +446,7 @@ fn pipeline_run(launch: Launch, stream: Arc<Vec<u8>>, events: u64) -> anyhow::Re
     Ok(result)
 }
 
-fn latency_json(h: &Histogram<u64>) -> Value {
+pub(crate) fn latency_json(h: &Histogram<u64>) -> Value {
     json!({
         "count": h.len(),
         "p50": h.value_at_quantile(0.50),
@@ -661,9 +669,28 @@ fn open_matches(server: &ServerProcess, ids: &[String]) -> anyhow::Result<()> {
 async fn bets_run(launch: Launch, matches: u32, clients: usize, seconds: f64) -> anyhow::Result<Value> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let server = launch.start()?;
+    // Bets are taken only while their producer is up: the feed connection
+    // stays open and a recording provider's recoveries are completed on it.
+    let provider = touchline_testkit::provider::Provider::start()?;
+    let server = launch.args(["--recovery-url", &provider.url()]).start()?;
+    let mut feed = std::net::TcpStream::connect(server.feed)?;
+    touchline_testkit::provider::bring_up(&provider, &mut feed, server.http, Duration::from_secs(30))?;
     let ids = match_ids(99, matches);
-    open_matches(&server, &ids)?;
+    let book: String = ids
+        .iter()
+        .map(|id| {
+            format!(
+                r#"<odds_change product="1" event_id="{id}" timestamp="{}"><odds><market id="1" status="1"><outcome id="1" odds="2.0" active="1"/><outcome id="2" odds="3.0" active="1"/><outcome id="3" odds="4.0" active="1"/></market></odds></odds_change>"#,
+                touchline_testkit::provider::now_ms()
+            )
+        })
+        .collect();
+    std::io::Write::write_all(&mut feed, book.as_bytes())?;
+    server.wait_metric(
+        "touchline_events_applied_total",
+        ids.len() as f64,
+        Duration::from_secs(60),
+    )?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -3,8 +3,8 @@
 //! command, with real WebSocket clients betting and watching. (Hand-over is
 //! driven from a raw feed, message by message.)
 //!
-//! Timers are shortened where the scenario allows (alive timeout 10 s, the
-//! shortest allowed; 1 s between recovery requests; a 3 s lag limit) so
+//! Timers are shortened where the scenario allows (alive timeout 15 s for
+//! alives every 10 s; 1 s between recovery requests; a 3 s lag limit) so
 //! each test runs in seconds; the triggers and the ways back are the real
 //! ones.
 
@@ -146,7 +146,7 @@ async fn silent_producer_refuses_bets_and_tells_subscribers_until_it_recovers_wh
     let mut watch = watcher(&server).await;
 
     let (code, body) = sim
-        .control("/control/fault?kind=stop_alive&product=1&seconds=15")
+        .control("/control/fault?kind=stop_alive&product=1&seconds=20")
         .expect("fault");
     assert_eq!(code, 200, "{body}");
     let down = wait_state(&server, 1, "down");
@@ -160,7 +160,7 @@ async fn silent_producer_refuses_bets_and_tells_subscribers_until_it_recovers_wh
     assert_eq!(producer(&server, 3)["state"], "up");
     assert_eq!(bet_on(&server, 3, "ctrl").await["status"], "accepted");
 
-    // Alives resume after 15 s: a recovery is asked for and completes.
+    // Alives resume after 20 s: a recovery is asked for and completes.
     let up = wait_state(&server, 1, "up");
     assert!(up["last_recovery_seconds"].as_f64().is_some(), "{up}");
     status_about(&mut watch, "producer_up", 1).await;
@@ -285,7 +285,7 @@ async fn after_kill_9_restored_markets_refuse_bets_until_a_recovery_from_the_las
             "--max-feed-delay",
             "20",
             "--alive-timeout",
-            "10",
+            "15",
             "--accept-better-odds",
         ],
     );

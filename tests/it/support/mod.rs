@@ -116,15 +116,16 @@ impl Server {
 
     /// A server fed by `sim` (`--feed-connect`), which is also the
     /// provider it asks for recoveries: producers 1 and 3 at the real
-    /// defaults but for a 10 s alive timeout and a 1 s minimum interval
-    /// between requests, unless `extra` says otherwise.
+    /// defaults but for a 15 s alive timeout (the simulator's alives come
+    /// every 10 s) and a 1 s minimum interval between requests, unless
+    /// `extra` says otherwise.
     pub fn start_sim(data: tempfile::TempDir, sim: &SimProcess, extra: &[&str]) -> Server {
         let (feed, api) = (sim.feed.to_string(), sim.api_url());
         let defaults = [
             ("--feed-connect", feed.as_str()),
             ("--recovery-url", api.as_str()),
             ("--producers", "1,3"),
-            ("--alive-timeout", "10"),
+            ("--alive-timeout", "15"),
             ("--recovery-min-interval", "1"),
         ];
         // Unused here: the recording provider of raw-feed servers.
