@@ -71,8 +71,7 @@ async fn index() -> impl IntoResponse {
 /// Every selected producer: state, reason, since, last alive, the recovery
 /// in flight and how long the last one took.
 async fn producers(State(st): State<AppState>) -> impl IntoResponse {
-    let board = st.producers.board().borrow().clone();
-    axum::Json(board.views.to_vec())
+    axum::Json(st.producers.views().to_vec())
 }
 
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {

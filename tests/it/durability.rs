@@ -205,3 +205,70 @@ async fn sigterm_mid_stream_loses_nothing_and_keeps_epochs() {
         );
     }
 }
+
+/// A data dir whose active guest was built for an older contract (a host
+/// upgrade): the server runs its built-in guest instead, which takes over
+/// every match's saved state; nothing is quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_guest_of_an_older_contract_gives_way_to_the_built_in_one() {
+    use touchline::journal::{GuestRecord, Journal as _, Op, sync};
+    let server = Server::start(&[]);
+    let mut feed = server.feed();
+    feed.write_all(&crate::support::sample("uof/messages/odds_change.xml"))
+        .expect("feed");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+    drop(feed);
+    let data = server.terminate();
+
+    // What an older build leaves: a guest of the previous interface (no
+    // `migrate`) as the active version.
+    let old = std::fs::read(format!("{}/no-migrate.wasm", env!("TOUCHLINE_FOREIGN_GUESTS"))).expect("foreign guest");
+    {
+        let store = touchline::store::Store::open(data.path()).expect("store");
+        let (handle, rx) = touchline::store::queue(store.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writer = tokio::spawn(touchline::store::run_writer(
+            store.clone(),
+            rx,
+            std::time::Duration::from_millis(1),
+            Arc::new(touchline::metrics::Metrics::new()),
+            stop.clone(),
+        ));
+        let hash = "0ld".repeat(21) + "0";
+        handle
+            .write(Op::PutGuest {
+                hash: hash.clone(),
+                record: GuestRecord {
+                    component: old,
+                    installed_at: 0,
+                },
+            })
+            .await
+            .expect("queued");
+        handle
+            .write(Op::ActiveGuest {
+                active: hash,
+                previous: None,
+            })
+            .await
+            .expect("queued");
+        sync(&handle, None).await.expect("durable");
+        stop.cancel();
+        drop(handle);
+        writer.await.expect("writer");
+        store.flush().await.expect("flush");
+    }
+
+    let server = Server::start_in(data, &[]);
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": ["sr:match:10927088"]}))
+        .await;
+    let snap = ws.next_matching(|f| f["type"] == "snapshot").await;
+    assert_eq!(snap["seq"], 1, "the match was restored: {snap}");
+    assert!(snap.get("quarantined").is_none(), "{snap}");
+    assert!(
+        snap["state"]["markets"].as_array().is_some_and(|m| !m.is_empty()),
+        "its state was taken over: {snap}"
+    );
+    assert_eq!(server.metric("touchline_quarantined_matches"), 0.0);
+}

@@ -65,6 +65,9 @@ pub enum Input {
 pub struct Producers {
     tx: mpsc::Sender<Input>,
     board: watch::Receiver<Board>,
+    /// The latest views, refreshed after every input (the board changes
+    /// only with a producer's state, so workers wake only then).
+    views: watch::Receiver<Arc<[super::View]>>,
     selected: u64,
     max_feed_delay: Option<Duration>,
 }
@@ -83,9 +86,14 @@ impl Producers {
         self.max_feed_delay
     }
 
-    /// The board, to watch (workers) or read (the API).
+    /// The board, to watch (workers).
     pub fn board(&self) -> watch::Receiver<Board> {
         self.board.clone()
+    }
+
+    /// Every producer as it stands now, last alive included (the API).
+    pub fn views(&self) -> Arc<[super::View]> {
+        self.views.borrow().clone()
     }
 }
 
@@ -110,9 +118,11 @@ pub fn start(
     }
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let (board_tx, board_rx) = watch::channel(board.clone());
+    let (views_tx, views_rx) = watch::channel(board.views.clone());
     let handle = Producers {
         tx: tx.clone(),
         board: board_rx,
+        views: views_rx,
         selected: board.selected,
         max_feed_delay: cfg.timing.max_feed_delay,
     };
@@ -120,6 +130,7 @@ pub fn start(
         machine,
         cfg,
         board: board_tx,
+        views: views_tx,
         journal,
         metrics,
         tx,
@@ -132,6 +143,7 @@ struct Owner {
     machine: Machine,
     cfg: Config,
     board: watch::Sender<Board>,
+    views: watch::Sender<Arc<[super::View]>>,
     journal: Option<Arc<dyn Journal>>,
     metrics: Arc<Metrics>,
     /// For request tasks to report failures.
@@ -211,8 +223,12 @@ impl Owner {
                 }
             }
         }
+        let now = Board::from_machine(&self.machine);
+        if *self.views.borrow() != now.views {
+            self.views.send_replace(now.views.clone());
+        }
         if changed {
-            self.board.send_replace(Board::from_machine(&self.machine));
+            self.board.send_replace(now);
         }
     }
 
