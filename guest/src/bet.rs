@@ -267,9 +267,9 @@ mod tests {
         check_down(f, &[], expected);
     }
 
-    /// [`check`] with `down` producers down.
-    fn check_down(f: impl FnOnce(&mut BetRequest), down: &[u32], expected: BetDecision) {
-        let mut bet = BetRequest {
+    /// A bet on Over 2.5 at its odds.
+    fn request() -> BetRequest {
+        BetRequest {
             id: "b".into(),
             market: 18,
             specifiers: "total=2.5".into(),
@@ -277,7 +277,12 @@ mod tests {
             odds: 1.9,
             stake: 10.0,
             accept_better_odds: false,
-        };
+        }
+    }
+
+    /// [`check`] with `down` producers down.
+    fn check_down(f: impl FnOnce(&mut BetRequest), down: &[u32], expected: BetDecision) {
+        let mut bet = request();
         f(&mut bet);
         assert_eq!(state().decide(&bet, down), expected);
     }
@@ -333,15 +338,7 @@ mod tests {
         // recorded): bettable only while no producer is down.
         let mut s = state();
         s.markets.values_mut().for_each(|m| m.product = None);
-        let bet = BetRequest {
-            id: "b".into(),
-            market: 18,
-            specifiers: "total=2.5".into(),
-            outcome: "12".into(),
-            odds: 1.9,
-            stake: 1.0,
-            accept_better_odds: false,
-        };
+        let bet = request();
         assert_eq!(s.decide(&bet, &[]), BetDecision::Accepted { odds: 1.9 });
         assert_eq!(
             s.decide(&bet, &[3]),
@@ -408,15 +405,7 @@ mod tests {
     fn ended_match_takes_no_bets() {
         let mut s = state();
         s.summary.status = 3;
-        let bet = BetRequest {
-            id: "b".into(),
-            market: 18,
-            specifiers: "total=2.5".into(),
-            outcome: "12".into(),
-            odds: 1.9,
-            stake: 1.0,
-            accept_better_odds: false,
-        };
+        let bet = request();
         assert_eq!(
             s.decide(&bet, &[1]),
             BetDecision::Rejected(RejectReason::MatchEnded { status: 3 })
