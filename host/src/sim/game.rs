@@ -13,16 +13,18 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::pricing::{Book, Goals, poisson};
+use super::markets::player_markets;
+use super::pricing::{Book, Goals};
+use super::settle::settlement;
 use super::{CTRL, LO};
 
 /// Messages a match lasts, kick-off to final whistle.
 const MESSAGES_PER_MATCH: f64 = 900.0;
 /// Markets in a pre-match full book.
-const PREMATCH_MARKETS: u32 = 170;
+pub(super) const PREMATCH_MARKETS: u32 = 170;
 /// Share of Ctrl's pre-match messages that are its full book (~80 KB, like
 /// the real `odds_change_prematch_full` sample). About a fifth of the
 /// messages are Ctrl's, so this keeps roughly one message in 500 a full
@@ -31,16 +33,16 @@ const PREMATCH_MARKETS: u32 = 170;
 const FULL_BOOK_SHARE: f64 = 1.0 / 120.0;
 
 pub(super) struct SimMatch {
-    id: u64,
+    pub(super) id: u64,
     phase: Phase,
-    minute: f64,
-    home: u32,
-    away: u32,
-    ht: Option<(u32, u32)>,
-    corners: u32,
-    lam_home: f64,
-    lam_away: f64,
-    lam_corners: f64,
+    pub(super) minute: f64,
+    pub(super) home: u32,
+    pub(super) away: u32,
+    pub(super) ht: Option<(u32, u32)>,
+    pub(super) corners: u32,
+    pub(super) lam_home: f64,
+    pub(super) lam_away: f64,
+    pub(super) lam_corners: f64,
     /// A bet_stop went out and the odds reopening the markets have not: a
     /// recovery shows the open markets suspended (-1).
     stopped: bool,
@@ -279,7 +281,7 @@ impl SimMatch {
     }
 
     /// The goals still to come in `minutes_left`, from the current score.
-    fn goals(&self, minutes_left: f64) -> Goals {
+    pub(super) fn goals(&self, minutes_left: f64) -> Goals {
         Goals::new(
             self.lam_home,
             self.lam_away,
@@ -291,7 +293,7 @@ impl SimMatch {
     /// A market's status: deactivated once the match ended or the market
     /// is decided, suspended between a bet_stop and its reopening, else
     /// open.
-    fn status(&self, open: bool) -> i32 {
+    pub(super) fn status(&self, open: bool) -> i32 {
         if matches!(self.phase, Phase::Ended) || !open {
             0
         } else if self.stopped {
@@ -362,258 +364,4 @@ impl SimMatch {
         }
         x.push_str("</period_scores></sport_event_status><odds>");
     }
-
-    /// Result, totals, handicaps and specials on the final score.
-    fn full_time_markets(&self, book: &mut Book<'_>) {
-        let g = self.goals(90.0 - self.minute);
-        let (h, a) = (self.home as usize, self.away as usize);
-        let p1 = g.p(|fh, fa| fh > fa);
-        let px = g.p(|fh, fa| fh == fa);
-        let p2 = 1.0 - p1 - px;
-        book.market(1, "", self.status(true), &[("1", p1), ("2", px), ("3", p2)]);
-        book.market(
-            10,
-            "",
-            self.status(true),
-            &[("9", p1 + px), ("10", p1 + p2), ("11", px + p2)],
-        );
-        let dnb = (p1 + p2).max(1e-9);
-        book.market(11, "", self.status(true), &[("4", p1 / dnb), ("5", p2 / dnb)]);
-        for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
-            let over = g.p(|fh, fa| (fh + fa) as f64 > line);
-            let open = self.status((h + a) as f64 <= line);
-            book.market(18, &format!("total={line}"), open, &[("12", over), ("13", 1.0 - over)]);
-        }
-        for hcp in [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5] {
-            let p_home = g.p(|fh, fa| fh as f64 + hcp > fa as f64);
-            book.market(
-                16,
-                &format!("hcp={hcp}"),
-                self.status(true),
-                &[("1714", p_home), ("1715", 1.0 - p_home)],
-            );
-        }
-        for line in [0.5, 1.5, 2.5] {
-            let home_over = g.p(|fh, _| fh as f64 > line);
-            book.market(
-                19,
-                &format!("total={line}"),
-                self.status(h as f64 <= line),
-                &[("12", home_over), ("13", 1.0 - home_over)],
-            );
-            let away_over = g.p(|_, fa| fa as f64 > line);
-            book.market(
-                20,
-                &format!("total={line}"),
-                self.status(a as f64 <= line),
-                &[("12", away_over), ("13", 1.0 - away_over)],
-            );
-        }
-        self.special_markets(book, &g);
-    }
-
-    /// Exact goals, winning margin, both teams to score, odd/even, next goal.
-    fn special_markets(&self, book: &mut Book<'_>, g: &Goals) {
-        let (h, a) = (self.home as usize, self.away as usize);
-        let exact: Vec<(&'static str, f64)> = [
-            ("1336", 0),
-            ("1337", 1),
-            ("1338", 2),
-            ("1339", 3),
-            ("1340", 4),
-            ("1341", 5),
-        ]
-        .into_iter()
-        .map(|(oid, k)| (oid, g.p(|fh, fa| fh + fa == k)))
-        .chain(std::iter::once(("1342", g.p(|fh, fa| fh + fa >= 6))))
-        .collect();
-        book.market(21, "variant=sr:exact_goals:6+", self.status(true), &exact);
-        let margin = |lo: i64, hi: i64| g.p(|fh, fa| (lo..=hi).contains(&(fh as i64 - fa as i64)));
-        book.market(
-            15,
-            "variant=sr:winning_margin:3+",
-            self.status(true),
-            &[
-                ("1350", margin(3, 99)),
-                ("1351", margin(2, 2)),
-                ("1352", margin(1, 1)),
-                ("1353", margin(0, 0)),
-                ("1354", margin(-1, -1)),
-                ("1355", margin(-2, -2)),
-                ("1356", margin(-99, -3)),
-            ],
-        );
-        let btts = g.p(|fh, fa| fh > 0 && fa > 0);
-        book.market(
-            29,
-            "",
-            self.status(!(h > 0 && a > 0)),
-            &[("74", btts), ("76", 1.0 - btts)],
-        );
-        let odd = g.p(|fh, fa| (fh + fa) % 2 == 1);
-        book.market(26, "", self.status(true), &[("70", odd), ("72", 1.0 - odd)]);
-        let mu = (self.lam_home + self.lam_away) * ((90.0 - self.minute) / 90.0).max(0.0);
-        let none = (-mu).exp();
-        let share = self.lam_home / (self.lam_home + self.lam_away);
-        book.market(
-            8,
-            &format!("goalnr={}", h + a + 1),
-            self.status(true),
-            &[
-                ("6", (1.0 - none) * share),
-                ("7", none),
-                ("8", (1.0 - none) * (1.0 - share)),
-            ],
-        );
-    }
-
-    /// First-half result and totals, until half-time.
-    fn first_half_markets(&self, book: &mut Book<'_>) {
-        let g = self.goals(45.0 - self.minute);
-        let (h, a) = (self.home as usize, self.away as usize);
-        let (q1, qx) = (g.p(|fh, fa| fh > fa), g.p(|fh, fa| fh == fa));
-        book.market(60, "", self.status(true), &[("1", q1), ("2", qx), ("3", 1.0 - q1 - qx)]);
-        for line in [0.5, 1.5, 2.5] {
-            let over = g.p(|fh, fa| (fh + fa) as f64 > line);
-            book.market(
-                68,
-                &format!("total={line}"),
-                self.status((h + a) as f64 <= line),
-                &[("12", over), ("13", 1.0 - over)],
-            );
-        }
-    }
-
-    /// Total corners.
-    fn corner_markets(&self, book: &mut Book<'_>) {
-        let corners_left = poisson(self.lam_corners * ((90.0 - self.minute) / 90.0).max(0.0));
-        for line in [7.5, 8.5, 9.5, 10.5, 11.5, 12.5] {
-            let over: f64 = corners_left
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| (self.corners as usize + k) as f64 > line)
-                .map(|(_, p)| p)
-                .sum();
-            book.market(
-                166,
-                &format!("total={line}"),
-                self.status(f64::from(self.corners) <= line),
-                &[("12", over), ("13", 1.0 - over)],
-            );
-        }
-    }
-
-    fn settle_first_half(&self, now: i64) -> String {
-        let (h, a) = self.ht.unwrap_or((self.home, self.away));
-        let mut markets = vec![(60, String::new(), vec![("1", h > a), ("2", h == a), ("3", h < a)])];
-        for line in [0.5, 1.5, 2.5] {
-            let over = f64::from(h + a) > line;
-            markets.push((68, format!("total={line}"), vec![("12", over), ("13", !over)]));
-        }
-        settlement(self.id, now, &markets)
-    }
-
-    fn settle_full_time(&self, now: i64) -> String {
-        let (h, a) = (self.home, self.away);
-        let mut markets = vec![
-            (1, String::new(), vec![("1", h > a), ("2", h == a), ("3", h < a)]),
-            (10, String::new(), vec![("9", h >= a), ("10", h != a), ("11", h <= a)]),
-            (
-                29,
-                String::new(),
-                vec![("74", h > 0 && a > 0), ("76", !(h > 0 && a > 0))],
-            ),
-            (
-                26,
-                String::new(),
-                vec![("70", (h + a) % 2 == 1), ("72", (h + a) % 2 == 0)],
-            ),
-            (
-                8,
-                format!("goalnr={}", h + a + 1),
-                vec![("6", false), ("7", true), ("8", false)],
-            ),
-        ];
-        for line in [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] {
-            let over = f64::from(h + a) > line;
-            markets.push((18, format!("total={line}"), vec![("12", over), ("13", !over)]));
-        }
-        for hcp in [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5] {
-            let home = f64::from(h) + hcp > f64::from(a);
-            markets.push((16, format!("hcp={hcp}"), vec![("1714", home), ("1715", !home)]));
-        }
-        for line in [0.5, 1.5, 2.5] {
-            markets.push((
-                19,
-                format!("total={line}"),
-                vec![("12", f64::from(h) > line), ("13", f64::from(h) <= line)],
-            ));
-            markets.push((
-                20,
-                format!("total={line}"),
-                vec![("12", f64::from(a) > line), ("13", f64::from(a) <= line)],
-            ));
-        }
-        for line in [7.5, 8.5, 9.5, 10.5, 11.5, 12.5] {
-            let over = f64::from(self.corners) > line;
-            markets.push((166, format!("total={line}"), vec![("12", over), ("13", !over)]));
-        }
-        let mut x = settlement(self.id, now, &markets);
-        // Draw no bet is void on a draw: refund via void_factor.
-        if h == a {
-            x = x.replace("</outcomes>", r#"<market id="11"><outcome id="4" result="0" void_factor="1"/><outcome id="5" result="0" void_factor="1"/></market></outcomes>"#);
-        } else {
-            x = x.replace(
-                "</outcomes>",
-                &format!(
-                    r#"<market id="11"><outcome id="4" result="{}"/><outcome id="5" result="{}"/></market></outcomes>"#,
-                    u8::from(h > a),
-                    u8::from(a > h)
-                ),
-            );
-        }
-        x
-    }
-}
-
-/// A market to settle: id, specifiers, (outcome id, won).
-type Settled<'a> = (u32, String, Vec<(&'a str, bool)>);
-
-/// Ctrl's player markets: mostly markets LO does not carry, priced from
-/// `seed` (so a recovery repeats the prices of the last full book).
-fn player_markets(book: &mut Book<'_>, seed: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for k in 0..PREMATCH_MARKETS {
-        let id = 500 + k;
-        let n = 3 + (k % 4) as usize;
-        let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.2..1.0)).collect();
-        let total: f64 = weights.iter().sum();
-        let outcomes: Vec<(&'static str, f64)> = OUTCOME_IDS
-            .iter()
-            .zip(&weights)
-            .map(|(oid, w)| (*oid, w / total))
-            .collect();
-        book.market(id, &format!("variant=sr:player_props:{}", k % 17), 1, &outcomes);
-    }
-}
-
-/// Outcome ids for synthetic pre-match markets.
-const OUTCOME_IDS: [&str; 6] = ["pre:1", "pre:2", "pre:3", "pre:4", "pre:5", "pre:6"];
-
-fn settlement(id: u64, now: i64, markets: &[Settled<'_>]) -> String {
-    let mut x =
-        format!(r#"<bet_settlement product="1" event_id="sr:match:{id}" timestamp="{now}" certainty="2"><outcomes>"#);
-    for (mid, spec, outcomes) in markets {
-        if spec.is_empty() {
-            let _ = write!(x, r#"<market id="{mid}">"#);
-        } else {
-            let _ = write!(x, r#"<market id="{mid}" specifiers="{spec}">"#);
-        }
-        for (oid, won) in outcomes {
-            let _ = write!(x, r#"<outcome id="{oid}" result="{}"/>"#, u8::from(*won));
-        }
-        x.push_str("</market>");
-    }
-    x.push_str("</outcomes></bet_settlement>");
-    x
 }

@@ -60,9 +60,11 @@ mod api;
 mod fault;
 mod game;
 mod generator;
+mod markets;
 mod pricing;
 mod provider;
 mod serve;
+mod settle;
 #[cfg(test)]
 mod tests;
 
