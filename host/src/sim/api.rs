@@ -1,6 +1,7 @@
 //! The simulated provider's HTTP API (axum): the Unified Odds Feed's
-//! recovery endpoint, and the control routes that tests and demos use to
-//! inject faults. Handlers only translate HTTP into [`Provider`] calls;
+//! recovery endpoint, its market descriptions and fixtures
+//! ([`super::reference`]), and the control routes that tests and demos use
+//! to inject faults. Handlers only translate HTTP into [`Provider`] calls;
 //! the routes are listed in the module header of `sim`.
 
 use axum::Json;
@@ -21,6 +22,10 @@ pub fn routes(provider: Provider) -> axum::Router {
         .route("/control/requests", get(requests))
         .route("/control/fault", post(fault))
         .route("/control/snapshot_complete", post(snapshot_complete))
+        .route("/v1/descriptions/en/markets.xml", get(markets))
+        .route("/v1/descriptions/en/variants.xml", get(variants))
+        .route("/v1/sports/en/sport_events/{id}/fixture.xml", get(fixture))
+        .route("/control/fixtures", post(fixture_mode))
         .with_state(provider)
 }
 
@@ -119,6 +124,70 @@ async fn snapshot_complete(
     );
     Json(serde_json::json!({"product": q.product, "request_id": q.request_id, "connections": connections}))
         .into_response()
+}
+
+async fn markets() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/xml")],
+        super::reference::markets_xml(),
+    )
+        .into_response()
+}
+
+async fn variants() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/xml")],
+        super::reference::variants_xml(),
+    )
+        .into_response()
+}
+
+async fn fixture(State(provider): State<Provider>, Path(id): Path<String>) -> Response {
+    use super::reference::FixtureMode;
+    match provider.fixture_mode() {
+        FixtureMode::Up => {}
+        FixtureMode::Down => {
+            return xml(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "fixtures are down",
+            );
+        }
+        FixtureMode::Slow(d) => tokio::time::sleep(d).await,
+    }
+    match super::reference::fixture_xml(&id) {
+        Some(body) => ([(header::CONTENT_TYPE, "application/xml")], body).into_response(),
+        None => xml(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("No fixture for {id}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct FixtureModeQuery {
+    /// `up`, `down` or `slow`.
+    mode: String,
+    /// For `slow`: the delay, ms.
+    ms: Option<u64>,
+}
+
+/// `POST /control/fixtures?mode=up|down|slow&ms=N`.
+async fn fixture_mode(
+    State(provider): State<Provider>,
+    query: Result<Query<FixtureModeQuery>, QueryRejection>,
+) -> Response {
+    use super::reference::FixtureMode;
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return refused(&e.body_text()),
+    };
+    let mode = match (q.mode.as_str(), q.ms) {
+        ("up", None) => FixtureMode::Up,
+        ("down", None) => FixtureMode::Down,
+        ("slow", Some(ms)) if ms <= 600_000 => FixtureMode::Slow(std::time::Duration::from_millis(ms)),
+        _ => return refused("mode is up, down, or slow with ms (at most 600000)"),
+    };
+    provider.set_fixture_mode(mode);
+    tracing::info!(?mode, "simulator: fixture endpoint");
+    Json(mode).into_response()
 }
 
 fn refused(reason: &str) -> Response {

@@ -45,6 +45,12 @@
 //!   connection), `delay` (P's timestamps N s old for N s).
 //! - `POST /control/snapshot_complete?product=P&request_id=ID` → that
 //!   message on every connection.
+//! - `GET /v1/descriptions/en/markets.xml`, `.../variants.xml`: the market
+//!   descriptions of every market the simulator emits (name templates,
+//!   specifiers, groups); `GET /v1/sports/en/sport_events/{id}/fixture.xml`:
+//!   a match's teams, tournament and kick-off ([`reference`]);
+//!   `POST /control/fixtures?mode=up|down|slow&ms=N` makes that endpoint
+//!   answer 503 or late.
 //!
 //! The same faults play from the command line (`--fault`, `--fault-every`;
 //! [`FaultScript`]). [`Provider`] is what the API, the script and the feed
@@ -63,6 +69,7 @@ mod generator;
 mod markets;
 mod pricing;
 mod provider;
+pub mod reference;
 mod serve;
 mod settle;
 #[cfg(test)]

@@ -66,6 +66,8 @@ struct State {
     held: VecDeque<Control>,
     /// Timed faults not over yet (at most one per kind and producer).
     running: Vec<(Fault, Instant)>,
+    /// How the fixture endpoint answers.
+    fixtures: super::reference::FixtureMode,
 }
 
 /// The provider's end of one feed connection.
@@ -109,6 +111,15 @@ impl Drop for Connection {
 }
 
 impl Provider {
+    /// How the fixture endpoint answers from now on.
+    pub fn set_fixture_mode(&self, mode: super::reference::FixtureMode) {
+        self.lock().fixtures = mode;
+    }
+
+    pub fn fixture_mode(&self) -> super::reference::FixtureMode {
+        self.lock().fixtures
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding it; if something did, the state is
         // still consistent (every change is a single push or remove).

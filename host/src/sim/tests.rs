@@ -381,3 +381,48 @@ fn rendering_a_full_recovery_of_a_thousand_matches() {
     assert_eq!(out.lines().count(), 1002);
     assert!(took < Duration::from_millis(500), "rendering took {took:?}");
 }
+
+#[tokio::test]
+async fn descriptions_and_fixtures_are_served_and_the_fixture_endpoint_can_fail() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let sim = start(cfg(3, 100.0)).await;
+        let api = sim.at.api;
+        let (status, body) = http(api, "GET", "/v1/descriptions/en/markets.xml").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains(r#"<market id="166" name="Total corners" groups="all|regular_play|corners">"#),
+            "{body}"
+        );
+        let (status, body) = http(api, "GET", "/v1/descriptions/en/variants.xml").await;
+        assert_eq!(status, 200);
+        assert!(body.contains(r#"<variant id="sr:winning_margin:3+">"#), "{body}");
+        let path = "/v1/sports/en/sport_events/sr:match:40100001/fixture.xml";
+        let (status, body) = http(api, "GET", path).await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains(r#"qualifier="home""#) && body.contains("Soccer"),
+            "{body}"
+        );
+        let (status, _) = http(api, "GET", "/v1/sports/en/sport_events/sr:stage:1/fixture.xml").await;
+        assert_eq!(status, 404);
+        let (status, _) = http(api, "POST", "/control/fixtures?mode=down").await;
+        assert_eq!(status, 200);
+        assert_eq!(http(api, "GET", path).await.0, 503);
+        let (status, body) = http(api, "POST", "/control/fixtures?mode=slow&ms=200").await;
+        assert_eq!((status, body.as_str()), (200, r#"{"slow":200}"#));
+        let started = std::time::Instant::now();
+        assert_eq!(http(api, "GET", path).await.0, 200);
+        assert!(started.elapsed() >= Duration::from_millis(200), "answered late");
+        for bad in ["mode=slow", "mode=sideways", "mode=down&ms=5"] {
+            assert_eq!(
+                http(api, "POST", &format!("/control/fixtures?{bad}")).await.0,
+                400,
+                "{bad}"
+            );
+        }
+        assert_eq!(http(api, "POST", "/control/fixtures?mode=up").await.0, 200);
+        assert_eq!(http(api, "GET", path).await.0, 200);
+    })
+    .await
+    .expect("in time");
+}
