@@ -16,9 +16,18 @@ use super::game::PREMATCH_MARKETS;
 /// A market's outcomes: (id, name template).
 type Outcomes = &'static [(&'static str, &'static str)];
 
-/// The invariant markets the simulator prices: id, name template,
-/// groups, specifier (name, type), outcomes (none: a variant market).
-const MARKETS: &[(u32, &str, &str, Option<(&str, &str)>, Outcomes)] = &[
+/// One invariant market: id, name template, groups, specifier (name,
+/// type), outcomes (none: a variant market).
+type Description = (
+    u32,
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    Outcomes,
+);
+
+/// The invariant markets the simulator prices.
+const MARKETS: &[Description] = &[
     (
         1,
         "1x2",
