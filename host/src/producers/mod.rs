@@ -16,6 +16,7 @@
 pub mod machine;
 pub mod recovery;
 mod service;
+pub mod status;
 pub mod table;
 #[cfg(test)]
 mod tests;
@@ -23,7 +24,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use machine::{Reason, Status, Timing};
+pub use status::{Reason, Status, Timing};
 pub use recovery::Endpoint;
 pub use service::{Config, Input, Producers, start};
 pub use table::{Producer, Table, TableError};
