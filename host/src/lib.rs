@@ -20,6 +20,8 @@
 //!   recovering) and recoveries through the provider's API.
 //! - [`supervisor`]: restart policy and intensity.
 //! - [`sim`]: the built-in feed simulator.
+//! - [`names`]: market descriptions, fixtures and the names rendered from
+//!   them (pure; not wired in yet).
 //! - [`metrics`], [`config`].
 //!
 //! [`Server::start`] binds everything and returns the bound addresses, so
@@ -34,6 +36,7 @@ pub mod http;
 pub mod journal;
 pub mod layers;
 pub mod metrics;
+pub mod names;
 pub mod producers;
 pub mod push;
 pub mod router;
