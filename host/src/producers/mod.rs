@@ -24,9 +24,9 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use status::{Reason, Status, Timing};
 pub use recovery::Endpoint;
 pub use service::{Config, Input, Producers, start};
+pub use status::{Reason, Status, Timing};
 pub use table::{Producer, Table, TableError};
 
 /// The bit of `product` in a producer set (`0` for ids beyond the table's

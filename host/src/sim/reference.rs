@@ -381,3 +381,59 @@ mod tests {
         assert_eq!(fixture_xml("sr:season:1"), None);
     }
 }
+
+#[cfg(test)]
+mod names_tests {
+    //! The simulator's descriptions name every market and outcome it emits
+    //! (no fallback), read by the server's own parser and renderer.
+
+    use super::*;
+    use crate::feed::parse::{FeedMessage, parse};
+    use crate::names::{Descriptions, Fixture, NoProfiles, Renderer};
+    use crate::sim::{Generator, SimConfig};
+    use touchline_guest::event::MatchEvent;
+
+    #[test]
+    fn every_market_and_outcome_emitted_has_a_name() {
+        let d = Descriptions::parse_all([markets_xml().as_str(), variants_xml().as_str()]).expect("descriptions parse");
+        let mut g = Generator::new(&SimConfig {
+            matches: 20,
+            seed: 3,
+            rate: 100.0,
+            count: 0,
+        });
+        let mut named = std::collections::BTreeSet::new();
+        for _ in 0..20_000 {
+            let Ok(FeedMessage::Match(MatchEvent::OddsChange(oc))) = parse(g.next_message().as_bytes()) else {
+                continue;
+            };
+            let fixture = Fixture::parse(&fixture_xml(&oc.header.event_id).expect("a match")).expect("fixture parses");
+            let competitors = fixture.competitors();
+            let r = Renderer::new(&d, &competitors, &NoProfiles);
+            for m in &oc.markets {
+                let name = r.market_name(m.id, &m.specifiers);
+                assert!(!name.starts_with("Market "), "market {} {}: {name}", m.id, m.specifiers);
+                for o in &m.outcomes {
+                    let outcome = r.outcome_name(m.id, &m.specifiers, &o.id);
+                    assert_ne!(outcome, o.id, "market {} {} outcome {}", m.id, m.specifiers, o.id);
+                }
+                named.insert(m.id);
+            }
+        }
+        assert!(named.len() > 30, "markets named: {named:?}");
+        let competitors = Fixture::parse(&fixture_xml("sr:match:40100010").expect("a match"))
+            .expect("fixture")
+            .competitors();
+        let r = Renderer::new(&d, &competitors, &NoProfiles);
+        assert_eq!(r.market_name(15, "variant=sr:winning_margin:3+"), "Winning margin");
+        assert_eq!(
+            r.outcome_name(15, "variant=sr:winning_margin:3+", "1350"),
+            format!("{} by 3+", competitors.home)
+        );
+        assert_eq!(
+            r.outcome_name(16, "hcp=-1.5", "1715"),
+            format!("{} (+1.5)", competitors.away)
+        );
+        assert_eq!(r.market_name(8, "goalnr=2"), "2nd goal");
+    }
+}
