@@ -29,11 +29,13 @@ browser:
 	./tests/install-chromium.sh
 
 # The simulator also plays the provider's API, and every 3 minutes takes a
-# producer down: live odds (LO) stop their alives for 25 s at 1:00, the
-# pre-match producer (Ctrl) is unsubscribed at 2:00; each recovers.
+# producer down: live odds (LO) stop their alives for 40 s at 1:00 (down
+# 20 s later, until they resume and a recovery completes), the pre-match
+# producer's (Ctrl) messages lag 25 s from 2:00 for 25 s (delayed); each
+# comes back.
 run: build
 	./target/release/touchline demo --http 127.0.0.1:8080 --data ./data \
-		--fault stop_alive:1:25@60 --fault unsubscribed:3@120 --fault-every 180
+		--fault stop_alive:1:40@60 --fault delay:3:25@120 --fault-every 180
 
 test: build browser
 	cargo test --release --workspace
