@@ -13,9 +13,9 @@ use std::str::FromStr;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 use touchline_guest::event::{
-    Alive, BetCancel, BetSettlement, BetStop, CancelledMarket, Clock, FixtureChange, Header, MarketOdds, MarketRef,
-    MarketRollback, MatchEvent, OddsChange, OutcomeOdds, PeriodScore, SettledMarket, SettledOutcome, SnapshotComplete,
-    SportEventStatus, canonical_specifiers,
+    Alive, BetCancel, BetSettlement, BetStop, CancelRollback, CancelledMarket, Clock, FixtureChange, Header,
+    MarketOdds, MarketRef, MatchEvent, OddsChange, OutcomeOdds, OutcomeRollback, PeriodScore, SettledMarket,
+    SettledOutcome, SettlementRollback, SnapshotComplete, SportEventStatus, canonical_specifiers,
 };
 
 /// A parsed feed message.
@@ -103,18 +103,10 @@ fn parse_root(r: &mut Reader<&[u8]>, root: &BytesStart, empty: bool) -> Result<F
         }
         b"bet_settlement" => FeedMessage::Match(MatchEvent::BetSettlement(bet_settlement(r, root, body)?)),
         b"bet_cancel" => FeedMessage::Match(MatchEvent::BetCancel(bet_cancel(r, root, body)?)),
-        b"rollback_bet_settlement" => FeedMessage::Match(MatchEvent::RollbackBetSettlement(rollback(
-            r,
-            root,
-            body,
-            "rollback_bet_settlement",
-        )?)),
-        b"rollback_bet_cancel" => FeedMessage::Match(MatchEvent::RollbackBetCancel(rollback(
-            r,
-            root,
-            body,
-            "rollback_bet_cancel",
-        )?)),
+        b"rollback_bet_settlement" => {
+            FeedMessage::Match(MatchEvent::RollbackBetSettlement(rollback_settlement(r, root, body)?))
+        }
+        b"rollback_bet_cancel" => FeedMessage::Match(MatchEvent::RollbackBetCancel(rollback_cancel(r, root, body)?)),
         b"fixture_change" => {
             const E: &str = "fixture_change";
             let msg = FixtureChange {
@@ -330,10 +322,47 @@ fn bet_cancel(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<Be
     Ok(msg)
 }
 
-fn rollback(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body, element: &'static str) -> Result<MarketRollback> {
-    let mut msg = MarketRollback {
-        header: header(root, element)?,
+fn rollback_settlement(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<SettlementRollback> {
+    const E: &str = "rollback_bet_settlement";
+    let mut markets: Vec<OutcomeRollback> = Vec::new();
+    body.for_each(r, |e, depth| {
+        match (depth, e.name().as_ref()) {
+            (1, b"market") => markets.push(OutcomeRollback {
+                id: req(e, "market", "id")?,
+                specifiers: specifiers(e, "market")?,
+                outcomes: Vec::new(),
+            }),
+            (2, b"outcome") => {
+                if let Some(m) = markets.last_mut() {
+                    m.outcomes.push(req_str(e, "outcome", "id")?.into_owned());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    // A market without `<outcome>` children is rolled back whole.
+    let (whole, some): (Vec<_>, Vec<_>) = markets.into_iter().partition(|m| m.outcomes.is_empty());
+    Ok(SettlementRollback {
+        header: header(root, E)?,
+        markets: whole
+            .into_iter()
+            .map(|m| MarketRef {
+                id: m.id,
+                specifiers: m.specifiers,
+            })
+            .collect(),
+        outcomes: some,
+    })
+}
+
+fn rollback_cancel(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<CancelRollback> {
+    const E: &str = "rollback_bet_cancel";
+    let mut msg = CancelRollback {
+        header: header(root, E)?,
         markets: Vec::new(),
+        start_time: opt(root, E, "start_time")?,
+        end_time: opt(root, E, "end_time")?,
     };
     body.for_each(r, |e, depth| {
         if depth == 1 && e.name().as_ref() == b"market" {
