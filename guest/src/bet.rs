@@ -1,4 +1,6 @@
-//! Bet decisions: a bet request judged against the match model, pure.
+//! Bet decisions: a bet request judged against the match model, pure; and
+//! the types of bets and their settlements (the rules that settle them are
+//! [`crate::settlement`]'s).
 //!
 //! The worker calls this between feed events, so a decision sees exactly the
 //! odds of its turn. Stake limits and request shape are checked by the host
@@ -74,6 +76,9 @@ pub struct OpenBet {
     /// Accepted odds.
     pub odds: f64,
     pub stake: f64,
+    /// When it was placed (Unix ms, the host's decision time): a bet_cancel
+    /// voids only the bets placed in its window.
+    pub placed_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +102,8 @@ impl SettleStatus {
     }
 }
 
+/// Where a bet stands. The host keeps it in its bet records (this encoding)
+/// and tells the bettor each time it changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settlement {
     pub status: SettleStatus,
@@ -153,60 +160,6 @@ impl MatchState {
             BetDecision::Accepted { odds: current }
         } else {
             reject(OddsChanged { current })
-        }
-    }
-}
-
-impl MatchState {
-    /// Where a bet stands given the market's current settlement or
-    /// cancellation (a rollback makes it open again).
-    /// payout = stake × void_factor + stake × (1 − void_factor) × (won ? odds × dead_heat_factor : 0)
-    pub fn settle(&self, bet: &OpenBet) -> Settlement {
-        let open = Settlement {
-            status: SettleStatus::Open,
-            payout: 0.0,
-            void_factor: 0.0,
-            dead_heat_factor: 1.0,
-        };
-        let Some(market) = self.market(bet.market, &bet.specifiers) else {
-            return open;
-        };
-        match market.status {
-            status::CANCELLED => Settlement {
-                status: SettleStatus::Void,
-                payout: bet.stake,
-                void_factor: 1.0,
-                dead_heat_factor: 1.0,
-            },
-            status::SETTLED => {
-                let result = market
-                    .outcomes
-                    .iter()
-                    .find(|o| o.id == bet.outcome)
-                    .and_then(|o| o.result.as_ref());
-                let (won, vf, dhf) = result.map_or((false, 0.0, 1.0), |r| {
-                    (
-                        r.result == 1,
-                        r.void_factor.unwrap_or(0.0),
-                        r.dead_heat_factor.unwrap_or(1.0),
-                    )
-                });
-                let payout = bet.stake * vf + bet.stake * (1.0 - vf) * if won { bet.odds * dhf } else { 0.0 };
-                let status = if won {
-                    SettleStatus::Won
-                } else if vf > 0.0 {
-                    SettleStatus::Void
-                } else {
-                    SettleStatus::Lost
-                };
-                Settlement {
-                    status,
-                    payout,
-                    void_factor: vf,
-                    dead_heat_factor: dhf,
-                }
-            }
-            _ => open,
         }
     }
 }
@@ -345,60 +298,6 @@ mod tests {
             BetDecision::Rejected(ProducerDown { product: None })
         );
         assert_eq!(ProducerDown { product: None }.code(), "producer_down");
-    }
-
-    #[test]
-    fn settlement_payouts_with_void_and_dead_heat_and_rollback() {
-        let mut s = state();
-        let header = Header {
-            product: Some(1),
-            event_id: "m".into(),
-            timestamp: 2,
-            request_id: None,
-        };
-        let settle = |outcomes: Vec<SettledOutcome>| {
-            MatchEvent::BetSettlement(BetSettlement {
-                header: header.clone(),
-                certainty: Some(2),
-                markets: vec![SettledMarket {
-                    id: 18,
-                    specifiers: "total=2.5".into(),
-                    void_reason: None,
-                    outcomes,
-                }],
-            })
-        };
-        let bet = |outcome: &str| OpenBet {
-            market: 18,
-            specifiers: "total=2.5".into(),
-            outcome: outcome.into(),
-            odds: 2.0,
-            stake: 10.0,
-        };
-        let out = |id: &str, result, void_factor, dead_heat_factor| SettledOutcome {
-            id: id.into(),
-            result,
-            void_factor,
-            dead_heat_factor,
-        };
-        assert_eq!(s.settle(&bet("12")).status, SettleStatus::Open, "unsettled market");
-        s.apply(&settle(vec![
-            out("12", 1, Some(0.5), Some(0.5)),
-            out("13", 0, Some(0.5), None),
-        ]));
-        let won = s.settle(&bet("12"));
-        // 10 × 0.5 back + 10 × 0.5 × 2.0 × 0.5
-        assert_eq!((won.status, won.payout), (SettleStatus::Won, 10.0));
-        let half = s.settle(&bet("13"));
-        assert_eq!((half.status, half.payout), (SettleStatus::Void, 5.0));
-        s.apply(&MatchEvent::RollbackBetSettlement(MarketRollback {
-            header,
-            markets: vec![MarketRef {
-                id: 18,
-                specifiers: "total=2.5".into(),
-            }],
-        }));
-        assert_eq!(s.settle(&bet("12")).status, SettleStatus::Open, "rolled back");
     }
 
     #[test]

@@ -3,8 +3,15 @@
 //! These are the values the host's parser produces and a match worker
 //! consumes. They carry only what the match model and routing use; the
 //! parser drops unknown attributes and elements. No parsing lives here.
+//!
+//! Their bincode encoding is the `EVENT_FORMAT`, and journals keep it: a
+//! new format only appends fields at the end of a changed kind's struct,
+//! so an entry of the previous format always ends too early for the new
+//! one and is read by [`decode`] through [`format1`] instead.
 
 use serde::{Deserialize, Serialize};
+
+mod format1;
 
 /// Fields every match-scoped message carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,9 +33,15 @@ pub enum MatchEvent {
     BetStop(BetStop),
     BetSettlement(BetSettlement),
     BetCancel(BetCancel),
-    RollbackBetSettlement(MarketRollback),
-    RollbackBetCancel(MarketRollback),
+    RollbackBetSettlement(SettlementRollback),
+    RollbackBetCancel(CancelRollback),
     FixtureChange(FixtureChange),
+}
+
+/// Decode an event of the current `EVENT_FORMAT` or of format 1 (journal
+/// entries written before format 2); the error is the current format's.
+pub fn decode(bytes: &[u8]) -> Result<MatchEvent, bincode::error::DecodeError> {
+    crate::decode::<MatchEvent>(bytes).or_else(|current| format1::decode(bytes).ok_or(current))
 }
 
 impl MatchEvent {
@@ -38,7 +51,8 @@ impl MatchEvent {
             MatchEvent::BetStop(e) => &e.header,
             MatchEvent::BetSettlement(e) => &e.header,
             MatchEvent::BetCancel(e) => &e.header,
-            MatchEvent::RollbackBetSettlement(e) | MatchEvent::RollbackBetCancel(e) => &e.header,
+            MatchEvent::RollbackBetSettlement(e) => &e.header,
+            MatchEvent::RollbackBetCancel(e) => &e.header,
             MatchEvent::FixtureChange(e) => &e.header,
         }
     }
@@ -158,17 +172,23 @@ pub struct SettledMarket {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SettledOutcome {
     pub id: String,
-    /// 1 won, 0 lost (a void share comes from `void_factor`).
-    pub result: u8,
+    /// 1 won, 0 lost (a void share comes from `void_factor`), -1 undecided
+    /// (the outcome's bets stay open). Format 1 had `u8`: 0 and 1 encode
+    /// the same single byte.
+    pub result: i8,
     pub void_factor: Option<f64>,
     pub dead_heat_factor: Option<f64>,
 }
 
+/// Void the bets placed on these markets within `[start_time, end_time)`
+/// (Unix ms; a missing bound is open). The markets' status is not touched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BetCancel {
     pub header: Header,
     pub start_time: Option<i64>,
     pub end_time: Option<i64>,
+    /// The event this cancellation's event was superseded by (kept, not
+    /// acted on).
     pub superceded_by: Option<String>,
     pub markets: Vec<CancelledMarket>,
 }
@@ -180,11 +200,33 @@ pub struct CancelledMarket {
     pub void_reason: Option<i32>,
 }
 
-/// rollback_bet_settlement / rollback_bet_cancel: undo for these markets.
+/// rollback_bet_settlement: these markets' settlements are undone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MarketRollback {
+pub struct SettlementRollback {
+    pub header: Header,
+    /// Markets reopened whole.
+    pub markets: Vec<MarketRef>,
+    /// Markets named with `<outcome>` children: only those outcomes
+    /// reopen. (Appended in format 2, see the module header.)
+    pub outcomes: Vec<OutcomeRollback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRollback {
+    pub id: u32,
+    pub specifiers: String,
+    pub outcomes: Vec<String>,
+}
+
+/// rollback_bet_cancel: the cancellation of these markets with the same
+/// window is undone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelRollback {
     pub header: Header,
     pub markets: Vec<MarketRef>,
+    /// The window of the bet_cancel rolled back. (Appended in format 2.)
+    pub start_time: Option<i64>,
+    pub end_time: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,9 +238,20 @@ pub struct MarketRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FixtureChange {
     pub header: Header,
+    /// What changed ([`change_type`]).
     pub change_type: Option<i32>,
     pub start_time: Option<i64>,
     pub next_live_time: Option<i64>,
+}
+
+/// `fixture_change/@change_type` values.
+pub mod change_type {
+    pub const NEW: i32 = 1;
+    pub const DATETIME: i32 = 2;
+    pub const CANCELLED: i32 = 3;
+    pub const FORMAT: i32 = 4;
+    pub const COVERAGE: i32 = 5;
+    pub const PITCHER: i32 = 6;
 }
 
 /// Producer heartbeat, sent every 10 s per producer.

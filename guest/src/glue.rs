@@ -19,27 +19,38 @@
 //! |---|---|---|
 //! | 1 | `MatchState` | default guest before producers (WIT 0.2.0) |
 //! | 2 | `MatchState`, [`Extension`] | `v2` guest before producers (WIT 0.2.0) |
-//! | 3 | `MatchState`, [`Extension`], [`ProducerPart`] | default and `v2` guests now |
+//! | 3 | `MatchState`, [`Extension`], [`ProducerPart`] | default and `v2` guests of event format 1 |
+//! | 4 | `MatchState`, [`Extension`], [`ProducerPart`], [`SettlementPart`] | default and `v2` guests now (event format 2) |
 //!
 //! `MatchState` and `Market` keep layout 1's encoding: their producer
 //! fields are `serde(skip)` there and travel in [`ProducerPart`] (owner,
-//! hand-overs, each market's producer keyed like the markets). Both builds
-//! save layout 3; the default one writes a zero [`Extension`] and drops the
-//! one it reads (as before, v2's count restarts after a round trip through
-//! the default logic). A state from layout 1 or 2 comes back with no owner,
-//! no hand-over and markets of unknown producer: bettable until the host
-//! reports a producer down, and taken over by the next odds.
+//! hand-overs, each market's producer keyed like the markets), their
+//! cancels and fixture state in [`SettlementPart`]. Both builds save layout
+//! 4; the default one writes a zero [`Extension`] and drops the one it
+//! reads (as before, v2's count restarts after a round trip through the
+//! default logic). A state from layout 1 or 2 comes back with no owner, no
+//! hand-over and markets of unknown producer: bettable until the host
+//! reports a producer down, and taken over by the next odds. A state from
+//! before layout 4 comes back with the fixture not cancelled and, for each
+//! market an old bet_cancel had put at -4, a cancel without window (what
+//! that cancel meant then: see [`SettlementPart::restore_older`]).
+//! (`OutcomeResult::result` became `i8` in layout 4, to hold -1 undecided:
+//! 0 and 1 are the same byte as layout 1's `u8`.)
+//!
+//! Events are decoded by [`crate::event::decode`], which also reads the
+//! entries of journals written in event format 1.
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::MatchEvent;
 use crate::model::MatchState;
 use crate::producer::ProducerPart;
+use crate::settlement::SettlementPart;
 
 /// Layout version of what [`Model::save_state`] returns (see the table
 /// above). The same for both builds: the `v2` guest reads every part the
 /// default one saves in full, never by a shorter prefix.
-pub const STATE_VERSION: u32 = 3;
+pub const STATE_VERSION: u32 = 4;
 
 /// Errors the guest reports without trapping (the WIT `error` variant).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +99,7 @@ impl Model {
 
     /// Decode and apply one event; the delta as JSON.
     pub fn apply(&mut self, event: &[u8]) -> Result<String, GlueError> {
-        let event: MatchEvent = crate::decode(event).map_err(|e| GlueError::BadEvent(e.to_string()))?;
+        let event: MatchEvent = crate::event::decode(event).map_err(|e| GlueError::BadEvent(e.to_string()))?;
         self.apply_event(&event)
     }
 
@@ -132,7 +143,12 @@ impl Model {
 
     /// The state in layout [`STATE_VERSION`].
     pub fn save_state(&self) -> Vec<u8> {
-        crate::encode(&(&self.state, &self.ext, ProducerPart::of(&self.state)))
+        crate::encode(&(
+            &self.state,
+            &self.ext,
+            ProducerPart::of(&self.state),
+            SettlementPart::of(&self.state),
+        ))
     }
 
     /// Replace the model with a state this same version saved.
@@ -145,18 +161,27 @@ impl Model {
     pub fn migrate(&mut self, match_id: &str, state: &[u8], from_version: u32) -> Result<(), GlueError> {
         let bad = |e: bincode::error::DecodeError| GlueError::BadState(format!("layout v{from_version}: {e}"));
         // A newer layout is read by the prefix this guest knows.
-        let (mut restored, ext, producers) = match from_version.min(STATE_VERSION) {
+        let (mut restored, ext, producers, settlement) = match from_version.min(STATE_VERSION) {
             0 => return Err(GlueError::BadState("state layout version 0 does not exist".into())),
             1 => (
                 crate::decode::<MatchState>(state).map_err(bad)?,
                 Extension::default(),
                 ProducerPart::default(),
+                None,
             ),
             2 => {
                 let (s, ext) = crate::decode::<(MatchState, Extension)>(state).map_err(bad)?;
-                (s, ext, ProducerPart::default())
+                (s, ext, ProducerPart::default(), None)
             }
-            _ => crate::decode::<(MatchState, Extension, ProducerPart)>(state).map_err(bad)?,
+            3 => {
+                let (s, ext, p) = crate::decode::<(MatchState, Extension, ProducerPart)>(state).map_err(bad)?;
+                (s, ext, p, None)
+            }
+            _ => {
+                let (s, ext, p, part) =
+                    crate::decode::<(MatchState, Extension, ProducerPart, SettlementPart)>(state).map_err(bad)?;
+                (s, ext, p, Some(part))
+            }
         };
         if !match_id.is_empty() && restored.match_id != match_id {
             return Err(GlueError::BadState(format!(
@@ -165,6 +190,10 @@ impl Model {
             )));
         }
         producers.restore_into(&mut restored);
+        match settlement {
+            Some(part) => part.restore_into(&mut restored),
+            None => SettlementPart::restore_older(&mut restored),
+        }
         self.state = restored;
         self.ext = if cfg!(feature = "v2") {
             ext
@@ -176,153 +205,4 @@ impl Model {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::event::{Header, MarketOdds, OddsChange, OutcomeOdds};
-    use crate::market::{MarketKey, Outcome};
-    use crate::model::Summary;
-
-    /// `Market` and `MatchState` as guests before producers encode them
-    /// (layouts 1 and 2): what such a guest reads of any state.
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    struct OldMarket {
-        id: u32,
-        specifiers: String,
-        status: i32,
-        favourite: bool,
-        outcomes: Vec<Outcome>,
-        status_before_resolution: Option<i32>,
-        void_reason: Option<i32>,
-        certainty: Option<u8>,
-    }
-
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    struct OldMatchState {
-        match_id: String,
-        summary: Summary,
-        markets: BTreeMap<MarketKey, OldMarket>,
-        updated_at: i64,
-    }
-
-    impl OldMatchState {
-        /// What an older guest holds for `s`.
-        fn of(s: &MatchState) -> OldMatchState {
-            let markets = s.markets.iter().map(|(k, m)| {
-                let old = OldMarket {
-                    id: m.id,
-                    specifiers: m.specifiers.clone(),
-                    status: m.status,
-                    favourite: m.favourite,
-                    outcomes: m.outcomes.clone(),
-                    status_before_resolution: m.status_before_resolution,
-                    void_reason: m.void_reason,
-                    certainty: m.certainty,
-                };
-                (k.clone(), old)
-            });
-            OldMatchState {
-                match_id: s.match_id.clone(),
-                summary: s.summary.clone(),
-                markets: markets.collect(),
-                updated_at: s.updated_at,
-            }
-        }
-    }
-
-    /// A model of match "m" with a live book from `product` (one market) and
-    /// 3 events seen.
-    fn model(product: u32) -> Model {
-        let mut w = Model::new("m");
-        let odds = crate::event::MatchEvent::OddsChange(OddsChange {
-            header: Header {
-                product: Some(product),
-                event_id: "m".into(),
-                timestamp: 42,
-                request_id: None,
-            },
-            sport_event_status: None,
-            betting_status: None,
-            markets: vec![MarketOdds {
-                id: 18,
-                specifiers: "total=2.5".into(),
-                status: 1,
-                favourite: false,
-                outcomes: vec![OutcomeOdds {
-                    id: "12".into(),
-                    odds: Some(1.9),
-                    active: true,
-                }],
-            }],
-        });
-        w.apply_event(&odds).expect("apply");
-        w.ext.events_seen = 3;
-        w
-    }
-
-    /// What a build keeps of v2's count when it reads `seen`.
-    fn kept(seen: u64) -> u64 {
-        if cfg!(feature = "v2") { seen } else { 0 }
-    }
-
-    #[test]
-    fn older_layouts_restore_with_producers_unknown() {
-        let saved = model(1);
-        let old = OldMatchState::of(saved.state());
-        let mut w = Model::new("m");
-        w.migrate("m", &crate::encode(&old), 1).expect("layout 1");
-        assert_eq!(OldMatchState::of(w.state()), old, "everything layout 1 holds");
-        let m = w.state().market(18, "total=2.5").expect("market");
-        assert_eq!((m.product, &w.state().producers), (None, &Default::default()));
-        assert_eq!(w.ext, Extension::default());
-        let layout2 = crate::encode(&(&old, Extension { events_seen: 7 }));
-        w.migrate("m", &layout2, 2).expect("layout 2");
-        assert_eq!(OldMatchState::of(w.state()), old);
-        assert_eq!(w.ext.events_seen, kept(7));
-    }
-
-    #[test]
-    fn older_guests_read_the_prefix_of_the_current_layout() {
-        let w = model(1);
-        let bytes = w.save_state();
-        let expected = OldMatchState::of(w.state());
-        assert_eq!(crate::decode::<OldMatchState>(&bytes).expect("as layout 1"), expected);
-        let (state, ext) = crate::decode::<(OldMatchState, Extension)>(&bytes).expect("as layout 2");
-        assert_eq!((state, ext), (expected, w.ext));
-    }
-
-    #[test]
-    fn a_newer_layout_is_read_by_its_known_prefix() {
-        let mut bytes = model(1).save_state();
-        bytes.extend_from_slice(&[9, 9, 9]); // a part this guest does not know
-        let mut w = Model::new("m");
-        w.migrate("m", &bytes, STATE_VERSION + 1).expect("newer layout");
-        assert_eq!(w.state(), model(1).state());
-    }
-
-    #[test]
-    fn refuses_foreign_or_broken_states() {
-        let mut w = Model::new("m");
-        let other = crate::encode(&MatchState::new("other"));
-        assert!(matches!(w.migrate("m", &other, 1), Err(GlueError::BadState(m)) if m.contains("offered to m")));
-        assert!(matches!(w.migrate("m", &[0xff, 0xff], 1), Err(GlueError::BadState(_))));
-        assert!(matches!(w.migrate("m", &other, 0), Err(GlueError::BadState(_))));
-        let layout1 = crate::encode(&MatchState::new("m"));
-        assert!(
-            matches!(w.migrate("m", &layout1, 3), Err(GlueError::BadState(_))),
-            "layout 1 offered as 3 lacks its parts"
-        );
-    }
-
-    #[test]
-    fn save_then_restore_round_trips() {
-        let w = model(3);
-        assert_eq!(w.state().updated_at, 42, "the state to save is not the empty one");
-        assert_eq!(w.state().producers.owner, Some(3));
-        let mut back = Model::new("m");
-        back.restore_state(&w.save_state()).expect("restore");
-        assert_eq!(back.state(), w.state(), "producers included");
-        assert_eq!(back.ext.events_seen, kept(3));
-    }
-}
+mod tests;

@@ -2,9 +2,11 @@
 //!
 //! Owns the match model: the typed feed events a match receives
 //! ([`event`]), the state they build and the deltas they produce
-//! ([`model`], [`market`]), which producer's odds count ([`producer`]) and
-//! bets against them ([`bet`]). Everything here is plain, IO-free Rust so it is unit-tested
-//! natively and can run natively as the benchmark's baseline. When compiled
+//! ([`model`], [`market`]), which producer's odds count ([`producer`]),
+//! bets against them ([`bet`]), how settlements and cancellations stand
+//! ([`settlement`]) and fixture changes ([`fixture`]). Everything here is
+//! plain, IO-free Rust so it is unit-tested natively and can run natively
+//! as the benchmark's baseline. When compiled
 //! for `wasm32`, `component` exports [`glue`] (the worker operations over
 //! encoded bytes) through the `match-worker` world in `wit/`; it must stay a
 //! thin layer with no logic of its own. The host runs [`glue`] natively as
@@ -12,19 +14,24 @@
 
 pub mod bet;
 pub mod event;
+pub mod fixture;
 pub mod glue;
 pub mod market;
 pub mod model;
 pub mod producer;
+pub mod settlement;
 
 // The generated canonical-ABI glue is `unsafe` by nature; nothing else is.
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod component;
 
-/// Version of the bincode encoding of [`event::MatchEvent`] and
-/// [`model::MatchState`]; the host refuses a guest reporting another one.
-pub const EVENT_FORMAT: u32 = 1;
+/// Version of the bincode encoding of [`event::MatchEvent`],
+/// [`model::MatchState`] and the bet types; the host refuses a guest
+/// reporting another one. 2: rollbacks carry a window or outcomes,
+/// settlement results may be -1, `OpenBet` has `placed_at` (format-1
+/// journal entries still decode: [`event::decode`]).
+pub const EVENT_FORMAT: u32 = 2;
 
 /// bincode configuration shared by host and guest for events and states.
 pub fn codec() -> bincode::config::Configuration {

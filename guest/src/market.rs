@@ -1,10 +1,12 @@
 //! A market as the match model keeps it: its outcomes, status codes, how
-//! an odds_change, a settlement or a rollback changes it, whose odds it
-//! shows, its JSON view and its betting groups. Pure.
+//! an odds_change changes it, whose odds it shows, its JSON view and its
+//! betting groups. Settlements, cancellations and their rollbacks are
+//! [`crate::settlement`]'s. Pure.
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::MarketOdds;
+use crate::settlement::Cancel;
 
 /// Market status codes of the feed.
 pub mod status {
@@ -26,9 +28,13 @@ pub struct Market {
     pub status: i32,
     pub favourite: bool,
     pub outcomes: Vec<Outcome>,
-    /// Status before a settlement or cancellation, restored by a rollback.
+    /// Status before the market was settled, restored by the rollback of
+    /// its settlement.
     pub status_before_resolution: Option<i32>,
+    /// Of the settlement.
     pub void_reason: Option<i32>,
+    /// Of the settlement: 1 live scouted, 2 confirmed (the highest any
+    /// settlement carried since the market was last reopened).
     pub certainty: Option<u8>,
     /// The producer whose odds the market shows (the `product` of the
     /// odds_change that last set them); `None` until odds arrive, or when
@@ -38,16 +44,24 @@ pub struct Market {
     /// JSON through [`MarketView`].
     #[serde(skip)]
     pub product: Option<u32>,
+    /// The bet_cancels in force (not rolled back), each voiding the bets
+    /// placed in its window. Not in the layout-1 encoding either: saved in
+    /// the settlement part (layout 4, see `glue`, `settlement`).
+    #[serde(skip)]
+    pub cancels: Vec<Cancel>,
 }
 
 /// A market as the snapshot and delta JSON show it: its fields and, when
-/// known, whose odds they are (`"product": P`).
+/// known, whose odds they are (`"product": P`) and the cancellations in
+/// force (`"cancels": [...]`, absent when none).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MarketView<'a> {
     #[serde(flatten)]
     pub market: &'a Market,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub product: Option<u32>,
+    #[serde(skip_serializing_if = "<[Cancel]>::is_empty")]
+    pub cancels: &'a [Cancel],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,11 +72,26 @@ pub struct Outcome {
     pub result: Option<OutcomeResult>,
 }
 
+/// An outcome's settlement, as the feed gave it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutcomeResult {
-    pub result: u8,
+    /// [`OutcomeResult::WON`], [`OutcomeResult::LOST`] or
+    /// [`OutcomeResult::UNDECIDED`]. Layouts 1-3 had `u8` (0 and 1 only):
+    /// the same bytes.
+    pub result: i8,
     pub void_factor: Option<f64>,
     pub dead_heat_factor: Option<f64>,
+}
+
+impl OutcomeResult {
+    pub const WON: i8 = 1;
+    pub const LOST: i8 = 0;
+    /// Settled later: the outcome's bets stay open.
+    pub const UNDECIDED: i8 = -1;
+
+    pub fn is_decided(&self) -> bool {
+        self.result != Self::UNDECIDED
+    }
 }
 
 impl Market {
@@ -77,6 +106,7 @@ impl Market {
             void_reason: None,
             certainty: None,
             product: None,
+            cancels: Vec::new(),
         }
     }
 
@@ -84,7 +114,15 @@ impl Market {
         MarketView {
             market: self,
             product: self.product,
+            cancels: &self.cancels,
         }
+    }
+
+    /// Whether a bet_settlement settled it (some outcome holds a result,
+    /// decided or not) and no rollback reopened it since: odds_change
+    /// leaves such a market alone.
+    pub fn is_settled(&self) -> bool {
+        self.outcomes.iter().any(|o| o.result.is_some())
     }
 
     /// Odds from producer `from`: merged, and the market now shows that
@@ -119,28 +157,6 @@ impl Market {
             }
         }
         changed
-    }
-
-    pub(crate) fn resolve(&mut self, to: i32, void_reason: Option<i32>) {
-        if self.status != status::SETTLED && self.status != status::CANCELLED {
-            self.status_before_resolution = Some(self.status);
-        }
-        self.status = to;
-        self.void_reason = void_reason;
-    }
-
-    pub(crate) fn unresolve(&mut self) {
-        // A rolled-back market is open again, but its old odds are stale:
-        // it stays suspended until the producer sends fresh odds.
-        self.status = match self.status_before_resolution.take() {
-            Some(status::ACTIVE) | None => status::SUSPENDED,
-            Some(s) => s,
-        };
-        self.void_reason = None;
-        self.certainty = None;
-        for o in &mut self.outcomes {
-            o.result = None;
-        }
     }
 }
 

@@ -4,16 +4,16 @@
 //! state plus a [`Delta`] naming exactly what changed. No IO, no clock, no
 //! randomness, so the same journal always rebuilds the same state. The JSON
 //! views here are the wire format of `snapshot` and `update` frames. Which
-//! producer's odds count is [`crate::producer`]'s rule.
+//! producer's odds count is [`crate::producer`]'s rule; settlements,
+//! cancellations and their rollbacks are [`crate::settlement`]'s, fixture
+//! changes [`crate::fixture`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{
-    BetCancel, BetSettlement, BetStop, Clock, FixtureChange, MarketRollback, MatchEvent, OddsChange, PeriodScore,
-    SportEventStatus,
-};
+use crate::event::{BetStop, Clock, MatchEvent, OddsChange, PeriodScore, SportEventStatus};
+pub use crate::fixture::Fixture;
 pub use crate::market::{Market, MarketKey, MarketView, Outcome, OutcomeResult, market_groups, status};
 pub use crate::producer::Producers;
 use crate::producer::hand_over_applies;
@@ -30,6 +30,10 @@ pub struct MatchState {
     /// appended after it (see `glue`).
     #[serde(skip)]
     pub producers: Producers,
+    /// What the fixture_changes said (cancelled or not). Not in this
+    /// encoding either: saved in the settlement part (layout 4).
+    #[serde(skip)]
+    pub fixture: Fixture,
 }
 
 /// Score, clock and status: what a scoreboard shows.
@@ -63,16 +67,22 @@ pub struct Delta<'a> {
     pub markets: Vec<MarketView<'a>>,
 }
 
-/// The scoreboard as the JSON views show it: the summary's fields and the
-/// producer that owns the match (`"producer": P`, absent while unknown).
-/// A snapshot flattens it into the state, and a client merges a delta's
-/// `summary` into that state, so an owner change travels in `summary`.
+/// The scoreboard as the JSON views show it: the summary's fields, the
+/// producer that owns the match (`"producer": P`, absent while unknown),
+/// the last fixture change type (`"fixture_change": T`, absent while none)
+/// and whether the event is cancelled (`"cancelled"`, always there, so a
+/// client merging summaries sees it lifted). A snapshot flattens it into
+/// the state, and a client merges a delta's `summary` into that state, so
+/// an owner or fixture change travels in `summary`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SummaryView<'a> {
     #[serde(flatten)]
     pub summary: &'a Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub producer: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixture_change: Option<i32>,
+    pub cancelled: bool,
 }
 
 /// The `state` of a snapshot frame.
@@ -113,7 +123,8 @@ impl MatchState {
             MatchEvent::BetStop(e) => self.bet_stop(e),
             MatchEvent::BetSettlement(e) => self.bet_settlement(e),
             MatchEvent::BetCancel(e) => self.bet_cancel(e),
-            MatchEvent::RollbackBetSettlement(e) | MatchEvent::RollbackBetCancel(e) => self.rollback(e),
+            MatchEvent::RollbackBetSettlement(e) => self.rollback_settlement(e),
+            MatchEvent::RollbackBetCancel(e) => self.rollback_cancel(e),
             MatchEvent::FixtureChange(e) => self.fixture_change(e),
         }
     }
@@ -136,6 +147,8 @@ impl MatchState {
         SummaryView {
             summary: &self.summary,
             producer: self.producers.owner,
+            fixture_change: self.fixture.change_type,
+            cancelled: self.fixture.cancelled(),
         }
     }
 
@@ -162,6 +175,8 @@ impl MatchState {
             let key = (m.id, m.specifiers.clone());
             // Feeds resend whole books; only what actually moved is a change.
             let moved = match self.markets.get_mut(&key) {
+                // Settled: only a rollback reopens it.
+                Some(market) if market.is_settled() => false,
                 // Another producer's odds arrived: the market stays theirs.
                 Some(market) if m.status == status::HANDED_OVER && !hand_over_applies(market.product, from) => false,
                 Some(market) => market.take_odds(m, from),
@@ -196,78 +211,6 @@ impl MatchState {
         }
         change
     }
-
-    fn bet_settlement(&mut self, e: &BetSettlement) -> Change {
-        let mut change = Change::default();
-        for s in &e.markets {
-            let key = (s.id, s.specifiers.clone());
-            let market = self
-                .markets
-                .entry(key.clone())
-                .or_insert_with(|| Market::new(s.id, &s.specifiers));
-            market.resolve(status::SETTLED, s.void_reason);
-            market.certainty = e.certainty;
-            for so in &s.outcomes {
-                let result = OutcomeResult {
-                    result: so.result,
-                    void_factor: so.void_factor,
-                    dead_heat_factor: so.dead_heat_factor,
-                };
-                match market.outcomes.iter_mut().find(|o| o.id == so.id) {
-                    Some(o) => {
-                        o.result = Some(result);
-                        o.active = false;
-                    }
-                    None => market.outcomes.push(Outcome {
-                        id: so.id.clone(),
-                        odds: None,
-                        active: false,
-                        result: Some(result),
-                    }),
-                }
-            }
-            change.touch(key);
-        }
-        change
-    }
-
-    fn bet_cancel(&mut self, e: &BetCancel) -> Change {
-        let mut change = Change::default();
-        for c in &e.markets {
-            let key = (c.id, c.specifiers.clone());
-            let market = self
-                .markets
-                .entry(key.clone())
-                .or_insert_with(|| Market::new(c.id, &c.specifiers));
-            market.resolve(status::CANCELLED, c.void_reason);
-            change.touch(key);
-        }
-        change
-    }
-
-    fn rollback(&mut self, e: &MarketRollback) -> Change {
-        let mut change = Change::default();
-        for r in &e.markets {
-            let key = (r.id, r.specifiers.clone());
-            if let Some(market) = self.markets.get_mut(&key) {
-                market.unresolve();
-                change.touch(key);
-            }
-        }
-        change
-    }
-
-    fn fixture_change(&mut self, e: &FixtureChange) -> Change {
-        let start = e.start_time.or(e.next_live_time);
-        if start.is_some() && start != self.summary.start_time {
-            self.summary.start_time = start;
-            return Change {
-                summary: true,
-                markets: BTreeSet::new(),
-            };
-        }
-        Change::default()
-    }
 }
 
 /// What an applied event touched, before rendering.
@@ -279,7 +222,7 @@ pub struct Change {
 }
 
 impl Change {
-    fn touch(&mut self, key: MarketKey) {
+    pub(crate) fn touch(&mut self, key: MarketKey) {
         self.markets.insert(key);
     }
 }
@@ -483,12 +426,13 @@ mod tests {
         );
         let r = &s.market(1, "").expect("market").outcomes[0].result;
         assert_eq!(r.as_ref().and_then(|r| r.dead_heat_factor), Some(0.5));
-        let rollback = MatchEvent::RollbackBetSettlement(MarketRollback {
+        let rollback = MatchEvent::RollbackBetSettlement(SettlementRollback {
             header: header(),
             markets: vec![MarketRef {
                 id: 1,
                 specifiers: String::new(),
             }],
+            outcomes: vec![],
         });
         let s = check(
             &[oc(vec![odds(1, "", 1, &[("1", 2.0, true)])], None), settle, rollback],
@@ -500,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn cancel_and_rollback_restore_previous_status() {
+    fn a_cancel_and_its_rollback_leave_the_status_to_odds_change() {
         let cancel = MatchEvent::BetCancel(BetCancel {
             header: header(),
             start_time: None,
@@ -512,16 +456,20 @@ mod tests {
                 void_reason: Some(12),
             }],
         });
-        let base = oc(vec![odds(18, "total=2.5", 0, &[])], None);
-        check(&[base.clone(), cancel.clone()], 18, "total=2.5", status::CANCELLED);
-        let rollback = MatchEvent::RollbackBetCancel(MarketRollback {
+        let base = oc(vec![odds(18, "total=2.5", 1, &[])], None);
+        let s = check(&[base.clone(), cancel.clone()], 18, "total=2.5", status::ACTIVE);
+        assert_eq!(s.market(18, "total=2.5").expect("market").cancels.len(), 1);
+        let rollback = MatchEvent::RollbackBetCancel(CancelRollback {
             header: header(),
             markets: vec![MarketRef {
                 id: 18,
                 specifiers: "total=2.5".into(),
             }],
+            start_time: None,
+            end_time: None,
         });
-        check(&[base, cancel, rollback], 18, "total=2.5", status::DEACTIVATED);
+        let s = check(&[base, cancel, rollback], 18, "total=2.5", status::ACTIVE);
+        assert!(s.market(18, "total=2.5").expect("market").cancels.is_empty());
     }
 
     #[test]

@@ -19,12 +19,21 @@ pub struct Kind {
     pub kind: &'static str,
 }
 
+/// A feed message field dropped or read the safe way
+/// (`feed::parse::Problem`): the message kind and the attribute's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedProblem {
+    pub kind: &'static str,
+    pub field: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub feed_connections: Gauge,
     pub feed_bytes: Counter,
     pub feed_messages: Family<Kind, Counter>,
     pub feed_errors: Family<Kind, Counter>,
+    pub feed_problems: Family<FeedProblem, Counter>,
     pub route_errors: Family<Kind, Counter>,
     pub feed_alive: Counter,
     pub live_matches: Gauge,
@@ -100,6 +109,11 @@ impl Metrics {
             feed_errors: reg!(
                 "feed_errors",
                 "Feed bytes or messages rejected, by reason",
+                Family::default()
+            ),
+            feed_problems: reg!(
+                "feed_problems",
+                "Unreadable optional attributes of feed messages that still applied, by message kind and attribute",
                 Family::default()
             ),
             route_errors: reg!(

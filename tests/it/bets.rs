@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, Ws, http_get, sample, sample_for};
 
-const MATCH: &str = "sr:match:10927088";
+pub(crate) const MATCH: &str = "sr:match:10927088";
 
 /// Send a bet (fields merged over a valid one) and wait for its answer.
-async fn bet(ws: &mut Ws, id: &str, tweak: Value) -> Value {
+pub(crate) async fn bet(ws: &mut Ws, id: &str, tweak: Value) -> Value {
     let mut req = json!({
         "op": "bet", "id": id, "match": MATCH, "market": 68, "specifiers": "total=2.5",
         "outcome": 13, "odds": 1.5, "stake": 10.0
@@ -31,7 +31,7 @@ fn reason(answer: &Value) -> &str {
 }
 
 /// A server holding the sample odds_change for MATCH, and a client.
-async fn ready(extra: &[&str]) -> (Server, std::net::TcpStream, Ws) {
+pub(crate) async fn ready(extra: &[&str]) -> (Server, std::net::TcpStream, Ws) {
     let server = Server::start(extra);
     let mut feed = server.feed_up();
     feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
@@ -199,102 +199,6 @@ async fn confirmed_bets_survive_kill_9_and_keep_their_decision() {
             (&before["status"], &before["odds"], &before["seq"])
         );
     }
-}
-
-/// An odds_change making `markets` (id, specifiers, outcome ids) active at `odds`.
-fn book(event_id: &str, markets: &[(u32, &str, &[&str])], odds: f64) -> Vec<u8> {
-    let mut x = format!(r#"<odds_change product="3" event_id="{event_id}" timestamp="1"><odds>"#);
-    for (id, spec, outcomes) in markets {
-        x.push_str(&format!(r#"<market id="{id}" specifiers="{spec}" status="1">"#));
-        for o in *outcomes {
-            x.push_str(&format!(r#"<outcome id="{o}" odds="{odds}" active="1"/>"#));
-        }
-        x.push_str("</market>");
-    }
-    x.push_str("</odds></odds_change>");
-    x.into_bytes()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settlement_void_dead_heat_cancel_and_rollbacks_from_real_samples() {
-    let server = Server::start(&[]);
-    let mut feed = server.feed_up();
-    // The markets the minus5 bet_settlement sample settles, open for betting.
-    let m5 = "sr:match:16807109";
-    let variant = "variant=pre:markettext:52751";
-    feed.write_all(&book(m5, &[(201, "", &["861", "862", "863", "864"])], 2.0))
-        .expect("feed");
-    feed.write_all(&book(m5, &[(535, variant, &["pre:outcometext:6388892"])], 3.0))
-        .expect("feed");
-    // And the market the uof bet_cancel / rollback samples name.
-    let uof = "sr:match:10237855";
-    feed.write_all(&book(uof, &[(312, "setnr=4|pointnr=45", &["1"])], 2.5))
-        .expect("feed");
-    server.wait_metric("touchline_events_applied_total", 3.0);
-
-    let mut ws = Ws::connect(server.http).await;
-    let place = |id: &str, m: &str, market: u32, spec: &str, outcome: &str, odds: f64| json!({"op": "bet", "id": id, "match": m, "market": market, "specifiers": spec, "outcome": outcome, "odds": odds, "stake": 10.0});
-    for (id, req) in [
-        (
-            "dead-heat",
-            place("dead-heat", m5, 535, variant, "pre:outcometext:6388892", 3.0),
-        ),
-        ("half-void-won", place("half-void-won", m5, 201, "", "861", 2.0)),
-        ("half-void-lost", place("half-void-lost", m5, 201, "", "864", 2.0)),
-        ("void", place("void", m5, 201, "", "863", 2.0)),
-        ("lost", place("lost", m5, 201, "", "862", 2.0)),
-        (
-            "cancelled",
-            place("cancelled", uof, 312, "setnr=4|pointnr=45", "1", 2.5),
-        ),
-    ] {
-        ws.send(req).await;
-        let a = ws.next_matching(|f| f["type"] == "bet" && f["id"] == id).await;
-        assert_eq!(a["status"], "accepted", "{a}");
-    }
-
-    feed.write_all(&sample("uof-minus5/messages/bet_settlement.xml"))
-        .expect("feed");
-    let mut got = std::collections::BTreeMap::new();
-    while got.len() < 5 {
-        let f = ws.next_matching(|f| f["type"] == "bet").await;
-        got.insert(f["id"].as_str().unwrap_or_default().to_owned(), f);
-    }
-    let check = |id: &str, status: &str, payout: f64| {
-        let f = &got[id];
-        assert_eq!(f["status"], status, "{id}: {f}");
-        assert!(
-            (f["payout"].as_f64().unwrap_or(-1.0) - payout).abs() < 1e-9,
-            "{id}: payout {f}"
-        );
-    };
-    check("dead-heat", "won", 15.0); // 10 × 3.0 × dead_heat_factor 0.5
-    check("half-void-won", "won", 15.0); // 10 × 0.5 refunded + 10 × 0.5 × 2.0
-    check("half-void-lost", "void", 5.0); // half refunded, half lost
-    check("void", "void", 10.0); // void_factor 1
-    check("lost", "lost", 0.0);
-    let (_, body) = http_get(server.http, "/api/bets/dead-heat");
-    let stored: Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(
-        (stored["status"].as_str(), stored["payout"].as_f64()),
-        (Some("won"), Some(15.0)),
-        "settlement is stored"
-    );
-
-    // Cancel voids the bet; its rollback reopens it.
-    feed.write_all(&sample("uof/messages/bet_cancel.xml")).expect("feed");
-    let v = ws.next_matching(|f| f["type"] == "bet" && f["id"] == "cancelled").await;
-    assert_eq!((v["status"].as_str(), v["payout"].as_f64()), (Some("void"), Some(10.0)));
-    feed.write_all(&sample("uof/messages/rollback_bet_cancel.xml"))
-        .expect("feed");
-    let r = ws.next_matching(|f| f["type"] == "bet" && f["id"] == "cancelled").await;
-    assert_eq!(r["status"], "accepted", "reopened: {r}");
-    assert!(r.get("payout").is_none(), "{r}");
-    let metrics = http_get(server.http, "/metrics").1;
-    assert!(
-        metrics.contains(r#"touchline_bet_settlements_total{status="won"} 2"#),
-        "{metrics}"
-    );
 }
 
 /// How far the racing bets have got; the feeder paces itself on it.

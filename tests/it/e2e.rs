@@ -76,14 +76,19 @@ async fn bad_feed_input_is_counted_and_the_rest_flows() {
     stream.extend(b"\x00\x01garbage before anything");
     stream.extend(sample("uof/messages/odds_change.xml"));
     stream.extend(b"<odds_change event_id=\"sr:match:1\"><odds><market id=\"1\">"); // truncated
-    stream.extend(sample("uof/messages/product_down.xml")); // unknown type
-    stream.extend(b"<bet_stop event_id=\"sr:match:2\" timestamp=\"later\"/>"); // bad value
+    stream.extend(sample("uof/messages/product_down.xml")); // known, not used: counted
+    stream.extend(b"<product_up product=\"1\"/>"); // unknown type
+    stream.extend(b"<odds_change event_id=\"sr:match:2\"><odds><market id=\"x\"/></odds></odds_change>"); // bad value
+    stream.extend(b"<bet_stop timestamp=\"later\"/>"); // no event_id: missing attribute
+    stream.extend(b"<bet_stop event_id=\"sr:match:3\" timestamp=\"later\"/>"); // applies, problem counted
     stream.extend(sample("uof/messages/odds_change_prematch_full.xml")); // 81 KB > limit
     stream.extend(sample_for("uof/messages/bet_stop.xml", MATCH));
     feed.write_all(&stream).expect("feed write");
 
-    let snap = ws.next_matching(|v| v["type"] == "snapshot").await;
-    assert_eq!(snap["match"], MATCH);
+    // sr:match:3 (its bet_stop applied) is announced too.
+    let snap = ws
+        .next_matching(|v| v["type"] == "snapshot" && v["match"] == MATCH)
+        .await;
     let first = snap["seq"].as_u64().expect("seq");
     let mut seen = first;
     while seen < 2 {
@@ -92,9 +97,9 @@ async fn bad_feed_input_is_counted_and_the_rest_flows() {
         seen += 1;
     }
     assert_eq!(
-        server.wait_metric("touchline_events_applied_total", 2.0),
-        2.0,
-        "only the two valid events applied"
+        server.wait_metric("touchline_events_applied_total", 3.0),
+        3.0,
+        "only the three valid events applied (one with an unreadable timestamp)"
     );
     let text = http_get(server.http, "/metrics").1;
     for (kind, n) in [
@@ -102,10 +107,17 @@ async fn bad_feed_input_is_counted_and_the_rest_flows() {
         ("truncated", 1),
         ("unknown_type", 1),
         ("bad_value", 1),
+        ("missing_attribute", 1),
         ("oversized", 1),
     ] {
         let line = format!("touchline_feed_errors_total{{kind=\"{kind}\"}} {n}");
         assert!(text.contains(&line), "missing `{line}` in\n{text}");
+    }
+    for line in [
+        r#"touchline_feed_messages_total{kind="product_down"} 1"#,
+        r#"touchline_feed_problems_total{kind="bet_stop",field="timestamp"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
     // The connection survived all that: one more event still flows.
     feed.write_all(&sample("uof/messages/odds_change_single_market.xml"))

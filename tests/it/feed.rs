@@ -8,7 +8,7 @@ use crate::support::{all_samples, sample};
 
 const LIMIT: usize = 4 << 20;
 
-fn parse_sample(rel: &str) -> Result<FeedMessage, ParseError> {
+pub(crate) fn parse_sample(rel: &str) -> Result<FeedMessage, ParseError> {
     let bytes = sample(rel);
     let mut f = Framer::new(LIMIT);
     f.push(&bytes);
@@ -240,10 +240,12 @@ fn cancels_and_rollbacks() {
         (None, "sr:match:4444"),
         "lacks the required product"
     );
+    assert_eq!((m5.start_time, m5.end_time), (None, None), "names no window");
+    assert!(rs.outcomes.is_empty() && ns.outcomes.is_empty(), "whole markets");
 }
 
 #[test]
-fn producer_messages_and_unknown_types() {
+fn producer_messages_and_unused_types() {
     match parse_sample("uof/messages/alive.xml") {
         Ok(FeedMessage::Alive(a)) => assert_eq!(
             (a.product, a.timestamp, a.subscribed),
@@ -257,13 +259,17 @@ fn producer_messages_and_unknown_types() {
         }
         other => panic!("snapshot_complete: {other:?}"),
     }
-    for (rel, root) in [
+    for (rel, kind) in [
         ("uof/messages/probabilities.xml", "cashout"),
         ("uof/messages/probabilities_no_odds.xml", "cashout"),
         ("uof/messages/product_down.xml", "product_down"),
     ] {
-        assert_eq!(parse_sample(rel), Err(ParseError::UnknownType(root.into())), "{rel}");
+        assert_eq!(parse_sample(rel), Ok(FeedMessage::Unused { kind }), "{rel}");
     }
+    assert_eq!(
+        parse(b"<product_up product=\"1\"/>"),
+        Err(ParseError::UnknownType("product_up".into()))
+    );
 }
 
 /// Frame a stream delivered in the given read sizes; render each frame.

@@ -1,7 +1,9 @@
 //! Touchline's one integration-test binary.
 //!
 //! - `feed`: the framer and parser against the real sample messages.
+//! - `feed_problems`: lenient parsing of altered samples.
 //! - `bets`: bet decisions, idempotency, durability of confirmed bets.
+//! - `settle_bets`: settlements, cancels and rollbacks of accepted bets.
 //! - `e2e`: the real `touchline` binary over real sockets.
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
@@ -23,10 +25,12 @@ mod durability;
 mod e2e;
 mod faults;
 mod feed;
+mod feed_problems;
 mod limits;
 mod no_durability;
 mod page;
 mod producers;
+mod settle_bets;
 mod slow;
 mod support;
 mod swap;

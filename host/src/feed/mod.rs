@@ -10,7 +10,9 @@
 //! `alive`s, `snapshot_complete`s, lag crossings (a [`LagWatch`] per
 //! connection) and connections opening and closing go to the producer
 //! service; messages of producers this deployment does not use are counted
-//! (`feed_ignored_total{product}`) and dropped here.
+//! (`feed_ignored_total{product}`) and dropped here. So are the fields the
+//! parser could not read in messages that still apply
+//! (`feed_problems_total{kind,field}`).
 
 pub mod frame;
 pub mod parse;
@@ -22,7 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Kind, Metrics};
+use crate::metrics::{FeedProblem, Kind, Metrics};
 use crate::producers::{Input, LagWatch, Producers, wall_ms};
 use crate::router::Router;
 use frame::Framer;
@@ -129,7 +131,8 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
 }
 
 async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
-    let msg = match parse::parse(xml) {
+    let mut problems = Vec::new();
+    let msg = match parse::parse_reporting(xml, &mut problems) {
         Ok(msg) => msg,
         Err(e) => {
             intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
@@ -142,10 +145,19 @@ async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
         .feed_messages
         .get_or_create(&Kind { kind: msg.kind() })
         .inc();
+    for &parse::Problem { kind, field } in &problems {
+        intake
+            .metrics
+            .feed_problems
+            .get_or_create(&FeedProblem { kind, field })
+            .inc();
+        tracing::debug!(kind, field, "feed message applied without an unreadable field");
+    }
     let (product, timestamp) = match &msg {
         FeedMessage::Match(e) => (e.header().product, e.header().timestamp),
         FeedMessage::Alive(a) => (a.product, a.timestamp),
         FeedMessage::SnapshotComplete(s) => (s.product, s.timestamp),
+        FeedMessage::Unused { .. } => (None, 0),
     };
     let producers = &intake.producers;
     if let Some(p) = product {
@@ -154,7 +166,9 @@ async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
             intake.metrics.feed_ignored.get_or_create(&label).inc();
             return;
         }
+        // Without a readable timestamp (0) there is no lag to tell.
         if let Some(limit) = producers.max_feed_delay()
+            && timestamp > 0
             && let Some(over) = lag.observe(p, timestamp, wall_ms(), limit)
         {
             tracing::info!(
@@ -207,5 +221,7 @@ async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
                 None => tracing::warn!("snapshot_complete without a product: ignored"),
             }
         }
+        // Recognised, counted above, used by nothing.
+        FeedMessage::Unused { .. } => {}
     }
 }

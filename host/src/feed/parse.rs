@@ -1,22 +1,33 @@
 //! Sans-IO parser: one framed XML message → one typed [`FeedMessage`].
 //!
-//! Lenient where real feeds deviate from the XSD (BOMs, missing
-//! declarations, undeclared or misspelt attributes, missing optional
-//! attributes), strict where a wrong value would mislead a bettor: a
-//! missing `event_id` or an unreadable id, odds or timestamp rejects the
-//! whole message with a precise [`ParseError`]. Unknown attributes and
-//! elements are ignored. No IO, no allocation beyond the result.
+//! Lenient per field, as the provider's SDKs are. BOMs, missing
+//! declarations, unknown attributes and elements are fine. An optional
+//! attribute whose value cannot be read (or means nothing, like `NaN` odds)
+//! is dropped and reported as a [`Problem`], and the message still applies;
+//! where reading it as absent could mislead a bettor it is read the safe
+//! way instead (a market `status` as suspended, an outcome `active` as
+//! inactive, a settled outcome as undecided, an alive's `subscribed` as
+//! unsubscribed, a `sport_event_status` without a readable `status` left
+//! out: see [`odds`] and [`settlement`]). Only a message without its
+//! required structure is rejected with a precise [`ParseError`]: not
+//! well-formed XML, no `event_id`, a market or outcome without a readable
+//! id. `product_down` and `cashout` (probabilities) are recognised and
+//! not used ([`FeedMessage::Unused`]). No IO, no allocation beyond the
+//! result.
+
+mod fields;
+mod odds;
+mod settlement;
 
 use std::borrow::Cow;
-use std::str::FromStr;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 use touchline_guest::event::{
-    Alive, BetCancel, BetSettlement, BetStop, CancelledMarket, Clock, FixtureChange, Header, MarketOdds, MarketRef,
-    MarketRollback, MatchEvent, OddsChange, OutcomeOdds, PeriodScore, SettledMarket, SettledOutcome, SnapshotComplete,
-    SportEventStatus, canonical_specifiers,
+    Alive, BetStop, FixtureChange, Header, MatchEvent, SnapshotComplete, canonical_specifiers,
 };
+
+use fields::{Attr, Fields, malformed, opt_str, req_str};
 
 /// A parsed feed message.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +36,11 @@ pub enum FeedMessage {
     Match(MatchEvent),
     Alive(Alive),
     SnapshotComplete(SnapshotComplete),
+    /// A message Touchline recognises and does not use (`product_down`,
+    /// `cashout`): counted by kind, not reported as unknown.
+    Unused {
+        kind: &'static str,
+    },
 }
 
 impl FeedMessage {
@@ -34,6 +50,7 @@ impl FeedMessage {
             FeedMessage::Match(e) => e.kind(),
             FeedMessage::Alive(_) => "alive",
             FeedMessage::SnapshotComplete(_) => "snapshot_complete",
+            FeedMessage::Unused { kind } => kind,
         }
     }
 }
@@ -69,16 +86,44 @@ impl ParseError {
     }
 }
 
+/// An optional attribute of a message that could not be read: dropped (or
+/// read the safe way) and reported; the message still applies. Both fields
+/// come from closed sets (message kinds, attribute names), so they can be
+/// metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Problem {
+    /// The message's kind (`FeedMessage::kind`).
+    pub kind: &'static str,
+    /// The attribute's name.
+    pub field: &'static str,
+}
+
 type Result<T> = std::result::Result<T, ParseError>;
 
-/// Parse one message as framed by [`super::frame::Framer`].
+/// Parse one message as framed by [`super::frame::Framer`]; the problems
+/// of a message that applies are dropped (see [`parse_reporting`]).
 pub fn parse(xml: &[u8]) -> Result<FeedMessage> {
+    parse_reporting(xml, &mut Vec::new())
+}
+
+/// [`parse`], appending the message's [`Problem`]s to `problems` (none when
+/// it is rejected).
+pub fn parse_reporting(xml: &[u8], problems: &mut Vec<Problem>) -> Result<FeedMessage> {
+    let before = problems.len();
+    let parsed = parse_message(xml, problems);
+    if parsed.is_err() {
+        problems.truncate(before);
+    }
+    parsed
+}
+
+fn parse_message(xml: &[u8], problems: &mut Vec<Problem>) -> Result<FeedMessage> {
     let mut r = Reader::from_reader(xml);
     r.config_mut().trim_text(true);
     loop {
         match r.read_event().map_err(malformed)? {
-            Event::Start(root) => return parse_root(&mut r, &root, false),
-            Event::Empty(root) => return parse_root(&mut r, &root, true),
+            Event::Start(root) => return parse_root(&mut r, &root, false, problems),
+            Event::Empty(root) => return parse_root(&mut r, &root, true, problems),
             Event::Eof => return Err(ParseError::Empty),
             // BOM, declaration, whitespace, comments before the root.
             _ => {}
@@ -86,68 +131,95 @@ pub fn parse(xml: &[u8]) -> Result<FeedMessage> {
     }
 }
 
-fn parse_root(r: &mut Reader<&[u8]>, root: &BytesStart, empty: bool) -> Result<FeedMessage> {
+/// Message kinds, as static names (metric labels).
+const KINDS: &[&str] = &[
+    "odds_change",
+    "bet_stop",
+    "bet_settlement",
+    "bet_cancel",
+    "rollback_bet_settlement",
+    "rollback_bet_cancel",
+    "fixture_change",
+    "alive",
+    "snapshot_complete",
+    "product_down",
+    "cashout",
+];
+
+fn parse_root(
+    r: &mut Reader<&[u8]>,
+    root: &BytesStart,
+    empty: bool,
+    problems: &mut Vec<Problem>,
+) -> Result<FeedMessage> {
     let body = Body { empty };
-    Ok(match root.name().as_ref() {
-        b"odds_change" => FeedMessage::Match(MatchEvent::OddsChange(odds_change(r, root, body)?)),
-        b"bet_stop" => {
-            const E: &str = "bet_stop";
-            let groups = opt_str(root, E, "groups")?.unwrap_or(Cow::Borrowed("all"));
+    let name = root.name();
+    let Some(&kind) = KINDS.iter().find(|k| k.as_bytes() == name.as_ref()) else {
+        return Err(ParseError::UnknownType(
+            String::from_utf8_lossy(name.as_ref()).into_owned(),
+        ));
+    };
+    let f = &mut Fields::new(kind, problems);
+    let e = kind;
+    Ok(match kind {
+        "odds_change" => FeedMessage::Match(MatchEvent::OddsChange(odds::odds_change(r, root, body, f)?)),
+        "bet_stop" => {
+            let groups = opt_str(root, e, "groups")?.unwrap_or(Cow::Borrowed("all"));
             let msg = BetStop {
-                header: header(root, E)?,
+                header: header(root, e, f)?,
                 groups: groups.split('|').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
-                market_status: opt(root, E, "market_status")?.unwrap_or(-1),
+                market_status: f.attr(root, e, "market_status")?.ok().unwrap_or(-1),
             };
             body.skip(r)?;
             FeedMessage::Match(MatchEvent::BetStop(msg))
         }
-        b"bet_settlement" => FeedMessage::Match(MatchEvent::BetSettlement(bet_settlement(r, root, body)?)),
-        b"bet_cancel" => FeedMessage::Match(MatchEvent::BetCancel(bet_cancel(r, root, body)?)),
-        b"rollback_bet_settlement" => FeedMessage::Match(MatchEvent::RollbackBetSettlement(rollback(
-            r,
-            root,
-            body,
-            "rollback_bet_settlement",
+        "bet_settlement" => {
+            FeedMessage::Match(MatchEvent::BetSettlement(settlement::bet_settlement(r, root, body, f)?))
+        }
+        "bet_cancel" => FeedMessage::Match(MatchEvent::BetCancel(settlement::bet_cancel(r, root, body, f)?)),
+        "rollback_bet_settlement" => FeedMessage::Match(MatchEvent::RollbackBetSettlement(
+            settlement::rollback_settlement(r, root, body, f)?,
+        )),
+        "rollback_bet_cancel" => FeedMessage::Match(MatchEvent::RollbackBetCancel(settlement::rollback_cancel(
+            r, root, body, f,
         )?)),
-        b"rollback_bet_cancel" => FeedMessage::Match(MatchEvent::RollbackBetCancel(rollback(
-            r,
-            root,
-            body,
-            "rollback_bet_cancel",
-        )?)),
-        b"fixture_change" => {
-            const E: &str = "fixture_change";
+        "fixture_change" => {
             let msg = FixtureChange {
-                header: header(root, E)?,
-                change_type: opt(root, E, "change_type")?,
-                start_time: opt(root, E, "start_time")?,
-                next_live_time: opt(root, E, "next_live_time")?,
+                header: header(root, e, f)?,
+                change_type: f.attr(root, e, "change_type")?.ok(),
+                start_time: f.attr(root, e, "start_time")?.ok(),
+                next_live_time: f.attr(root, e, "next_live_time")?.ok(),
             };
             body.skip(r)?;
             FeedMessage::Match(MatchEvent::FixtureChange(msg))
         }
-        b"alive" => {
-            const E: &str = "alive";
+        "alive" => {
             let msg = Alive {
-                product: opt(root, E, "product")?,
-                timestamp: opt(root, E, "timestamp")?.unwrap_or(0),
-                subscribed: opt::<u8>(root, E, "subscribed")?.is_none_or(|s| s == 1),
+                product: f.attr(root, e, "product")?.ok(),
+                timestamp: f.attr(root, e, "timestamp")?.ok().unwrap_or(0),
+                // Unreadable: not subscribed, so the producer recovers
+                // rather than its odds be trusted.
+                subscribed: match f.attr::<u8>(root, e, "subscribed")? {
+                    Attr::Read(s) => s == 1,
+                    Attr::Absent => true,
+                    Attr::Unreadable => false,
+                },
             };
             body.skip(r)?;
             FeedMessage::Alive(msg)
         }
-        b"snapshot_complete" => {
-            const E: &str = "snapshot_complete";
+        "snapshot_complete" => {
             let msg = SnapshotComplete {
-                product: opt(root, E, "product")?,
-                timestamp: opt(root, E, "timestamp")?.unwrap_or(0),
-                request_id: opt(root, E, "request_id")?,
+                product: f.attr(root, e, "product")?.ok(),
+                timestamp: f.attr(root, e, "timestamp")?.ok().unwrap_or(0),
+                request_id: f.attr(root, e, "request_id")?.ok(),
             };
             body.skip(r)?;
             FeedMessage::SnapshotComplete(msg)
         }
-        other => {
-            return Err(ParseError::UnknownType(String::from_utf8_lossy(other).into_owned()));
+        _ => {
+            body.skip(r)?;
+            FeedMessage::Unused { kind }
         }
     })
 }
@@ -195,265 +267,23 @@ impl Body {
     }
 }
 
-fn odds_change(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<OddsChange> {
-    const E: &str = "odds_change";
-    let mut msg = OddsChange {
-        header: header(root, E)?,
-        sport_event_status: None,
-        betting_status: None,
-        markets: Vec::new(),
-    };
-    body.for_each(r, |e, _| {
-        match e.name().as_ref() {
-            b"sport_event_status" => {
-                const S: &str = "sport_event_status";
-                msg.sport_event_status = Some(SportEventStatus {
-                    status: opt(e, S, "status")?.unwrap_or(0),
-                    match_status: opt(e, S, "match_status")?,
-                    home_score: opt(e, S, "home_score")?,
-                    away_score: opt(e, S, "away_score")?,
-                    clock: None,
-                    period_scores: Vec::new(),
-                });
-            }
-            b"clock" => {
-                const C: &str = "clock";
-                if let Some(ses) = msg.sport_event_status.as_mut() {
-                    ses.clock = Some(Clock {
-                        match_time: opt_str(e, C, "match_time")?.map(Cow::into_owned),
-                        stoppage_time: opt_str(e, C, "stoppage_time")?.map(Cow::into_owned),
-                        remaining_time: opt_str(e, C, "remaining_time")?.map(Cow::into_owned),
-                        stopped: opt_str(e, C, "stopped")?.map(|s| s == "true" || s == "1"),
-                    });
-                }
-            }
-            b"period_score" => {
-                const P: &str = "period_score";
-                if let Some(ses) = msg.sport_event_status.as_mut() {
-                    ses.period_scores.push(PeriodScore {
-                        number: opt(e, P, "number")?,
-                        match_status_code: opt(e, P, "match_status_code")?,
-                        home_score: opt(e, P, "home_score")?.unwrap_or(0.0),
-                        away_score: opt(e, P, "away_score")?.unwrap_or(0.0),
-                    });
-                }
-            }
-            b"odds" => msg.betting_status = opt(e, "odds", "betting_status")?,
-            b"market" => {
-                const M: &str = "market";
-                let [id, specs, status, favourite] = attrs(e, M, ["id", "specifiers", "status", "favourite"])?;
-                msg.markets.push(MarketOdds {
-                    id: num(id, M, "id")?.ok_or(ParseError::MissingAttribute { element: M, attr: "id" })?,
-                    specifiers: specs.map(|s| canonical_specifiers(&s)).unwrap_or_default(),
-                    status: num(status, M, "status")?.unwrap_or(1),
-                    favourite: num::<u8>(favourite, M, "favourite")? == Some(1),
-                    outcomes: Vec::new(),
-                });
-            }
-            b"outcome" => {
-                const O: &str = "outcome";
-                if let Some(m) = msg.markets.last_mut() {
-                    let [id, odds, active] = attrs(e, O, ["id", "odds", "active"])?;
-                    let odds: Option<f64> = num(odds, O, "odds")?;
-                    m.outcomes.push(OutcomeOdds {
-                        id: id
-                            .ok_or(ParseError::MissingAttribute { element: O, attr: "id" })?
-                            .into_owned(),
-                        odds,
-                        active: num::<u8>(active, O, "active")?.map_or(odds.is_some(), |a| a == 1),
-                    });
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    })?;
-    Ok(msg)
-}
-
-fn bet_settlement(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<BetSettlement> {
-    const E: &str = "bet_settlement";
-    let mut msg = BetSettlement {
-        header: header(root, E)?,
-        certainty: opt(root, E, "certainty")?,
-        markets: Vec::new(),
-    };
-    body.for_each(r, |e, _| {
-        match e.name().as_ref() {
-            b"market" => {
-                const M: &str = "market";
-                msg.markets.push(SettledMarket {
-                    id: req(e, M, "id")?,
-                    specifiers: specifiers(e, M)?,
-                    void_reason: opt(e, M, "void_reason")?,
-                    outcomes: Vec::new(),
-                });
-            }
-            b"outcome" => {
-                const O: &str = "outcome";
-                if let Some(m) = msg.markets.last_mut() {
-                    m.outcomes.push(SettledOutcome {
-                        id: req_str(e, O, "id")?.into_owned(),
-                        result: req(e, O, "result")?,
-                        void_factor: opt(e, O, "void_factor")?,
-                        dead_heat_factor: opt(e, O, "dead_heat_factor")?,
-                    });
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    })?;
-    Ok(msg)
-}
-
-fn bet_cancel(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body) -> Result<BetCancel> {
-    const E: &str = "bet_cancel";
-    let mut msg = BetCancel {
-        header: header(root, E)?,
-        start_time: opt(root, E, "start_time")?,
-        end_time: opt(root, E, "end_time")?,
-        superceded_by: opt_str(root, E, "superceded_by")?.map(Cow::into_owned),
-        markets: Vec::new(),
-    };
-    body.for_each(r, |e, depth| {
-        if depth == 1 && e.name().as_ref() == b"market" {
-            const M: &str = "market";
-            msg.markets.push(CancelledMarket {
-                id: req(e, M, "id")?,
-                specifiers: specifiers(e, M)?,
-                void_reason: opt(e, M, "void_reason")?,
-            });
-        }
-        Ok(())
-    })?;
-    Ok(msg)
-}
-
-fn rollback(r: &mut Reader<&[u8]>, root: &BytesStart, body: Body, element: &'static str) -> Result<MarketRollback> {
-    let mut msg = MarketRollback {
-        header: header(root, element)?,
-        markets: Vec::new(),
-    };
-    body.for_each(r, |e, depth| {
-        if depth == 1 && e.name().as_ref() == b"market" {
-            msg.markets.push(MarketRef {
-                id: req(e, "market", "id")?,
-                specifiers: specifiers(e, "market")?,
-            });
-        }
-        Ok(())
-    })?;
-    Ok(msg)
-}
-
-fn header(e: &BytesStart, element: &'static str) -> Result<Header> {
+/// The attributes every match message has: `event_id` is required (the
+/// routing key), the rest optional.
+fn header(e: &BytesStart, element: &'static str, f: &mut Fields<'_>) -> Result<Header> {
     Ok(Header {
-        product: opt(e, element, "product")?,
+        product: f.attr(e, element, "product")?.ok(),
         event_id: req_str(e, element, "event_id")?.into_owned(),
-        timestamp: opt(e, element, "timestamp")?.unwrap_or(0),
-        request_id: opt(e, element, "request_id")?,
+        timestamp: f.attr(e, element, "timestamp")?.ok().unwrap_or(0),
+        request_id: f.attr(e, element, "request_id")?.ok(),
     })
 }
 
+/// A market's specifiers, canonical; part of its identity, so never dropped.
 fn specifiers(e: &BytesStart, element: &'static str) -> Result<String> {
     Ok(opt_str(e, element, "specifiers")?
         .map(|s| canonical_specifiers(&s))
         .unwrap_or_default())
 }
 
-fn opt_str<'a>(e: &'a BytesStart, element: &'static str, attr: &'static str) -> Result<Option<Cow<'a, str>>> {
-    let Some(a) = e.try_get_attribute(attr).map_err(malformed)? else {
-        return Ok(None);
-    };
-    a.unescape_value().map(Some).map_err(|_| ParseError::BadValue {
-        element,
-        attr,
-        value: String::from_utf8_lossy(&a.value).into_owned(),
-    })
-}
-
-fn req_str<'a>(e: &'a BytesStart, element: &'static str, attr: &'static str) -> Result<Cow<'a, str>> {
-    opt_str(e, element, attr)?.ok_or(ParseError::MissingAttribute { element, attr })
-}
-
-fn opt<T: FromStr>(e: &BytesStart, element: &'static str, attr: &'static str) -> Result<Option<T>> {
-    num(opt_str(e, element, attr)?, element, attr)
-}
-
-fn req<T: FromStr>(e: &BytesStart, element: &'static str, attr: &'static str) -> Result<T> {
-    opt(e, element, attr)?.ok_or(ParseError::MissingAttribute { element, attr })
-}
-
-/// The values of `names` on `e`, found in one pass over its attributes
-/// (the hot path: every market and outcome of every odds_change).
-fn attrs<'a, const N: usize>(
-    e: &'a BytesStart,
-    element: &'static str,
-    names: [&'static str; N],
-) -> Result<[Option<Cow<'a, str>>; N]> {
-    let mut out: [Option<Cow<'a, str>>; N] = std::array::from_fn(|_| None);
-    for a in e.attributes().with_checks(false) {
-        let a = a.map_err(malformed)?;
-        if let Some(i) = names.iter().position(|n| a.key.as_ref() == n.as_bytes()) {
-            let value = a.unescape_value().map_err(|_| ParseError::BadValue {
-                element,
-                attr: names[i],
-                value: String::from_utf8_lossy(&a.value).into_owned(),
-            })?;
-            out[i] = Some(value);
-        }
-    }
-    Ok(out)
-}
-
-/// Parse an attribute value found by [`attrs`].
-fn num<T: FromStr>(v: Option<Cow<'_, str>>, element: &'static str, attr: &'static str) -> Result<Option<T>> {
-    match v {
-        None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| ParseError::BadValue {
-            element,
-            attr,
-            value: v.into_owned(),
-        }),
-    }
-}
-
-fn malformed(e: impl std::fmt::Display) -> ParseError {
-    ParseError::Malformed(e.to_string())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check_err(xml: &str, kind: &str) {
-        let err = parse(xml.as_bytes()).expect_err("must be rejected");
-        assert_eq!(err.kind(), kind, "{err}");
-    }
-
-    #[test]
-    fn rejects_with_precise_reasons() {
-        check_err("<product_down product=\"1\"/>", "unknown_type");
-        check_err("<bet_stop product=\"1\"/>", "missing_attribute");
-        check_err("<bet_stop event_id=\"sr:match:1\" timestamp=\"soon\"/>", "bad_value");
-        check_err(
-            "<odds_change event_id=\"m\"><odds><market id=\"x\"/></odds></odds_change>",
-            "bad_value",
-        );
-        check_err("<odds_change event_id=\"m\"><odds></market></odds_change>", "malformed");
-        check_err("<odds_change event_id=\"m\"><odds>", "malformed");
-        check_err("   ", "empty");
-    }
-
-    #[test]
-    fn bet_stop_defaults() {
-        let FeedMessage::Match(MatchEvent::BetStop(b)) =
-            parse(b"<bet_stop event_id=\"sr:match:1\" groups=\"goal|corner\"/>").expect("parse")
-        else {
-            panic!("not a bet_stop")
-        };
-        assert_eq!(b.groups, ["goal", "corner"]);
-        assert_eq!(b.market_status, -1);
-    }
-}
+mod tests;

@@ -493,6 +493,7 @@ mod tests {
                 FeedMessage::Alive(a) => (a.product, a.timestamp),
                 FeedMessage::Match(e) => (e.header().product, e.header().timestamp),
                 FeedMessage::SnapshotComplete(s) => (s.product, s.timestamp),
+                FeedMessage::Unused { .. } => (None, g.now_ms()),
             };
             (product, g.now_ms() - ts)
         };

@@ -111,7 +111,7 @@ fn request_id(m: &FeedMessage) -> Option<u64> {
     match m {
         FeedMessage::Match(e) => e.header().request_id,
         FeedMessage::SnapshotComplete(s) => s.request_id,
-        FeedMessage::Alive(_) => None,
+        FeedMessage::Alive(_) | FeedMessage::Unused { .. } => None,
     }
 }
 
@@ -120,6 +120,7 @@ fn product_and_time(m: &FeedMessage) -> (Option<u32>, i64) {
         FeedMessage::Alive(a) => (a.product, a.timestamp),
         FeedMessage::Match(e) => (e.header().product, e.header().timestamp),
         FeedMessage::SnapshotComplete(s) => (s.product, s.timestamp),
+        FeedMessage::Unused { .. } => (None, 0),
     }
 }
 

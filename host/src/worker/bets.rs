@@ -118,6 +118,7 @@ impl Worker {
                     outcome: r.outcome.clone(),
                     odds,
                     stake: r.stake,
+                    placed_at: b.decided_at,
                 })
             })
             .collect();
