@@ -38,6 +38,7 @@ pub mod layers;
 pub mod metrics;
 pub mod names;
 pub mod producers;
+pub mod provider_api;
 pub mod push;
 pub mod router;
 pub mod sandbox;

@@ -264,7 +264,7 @@ fn start_producers(
     let recovery = config
         .recovery_url
         .as_deref()
-        .map(|url| producers::Endpoint::parse(url, config.recovery_token.clone()))
+        .map(|url| crate::provider_api::Endpoint::parse(url, config.recovery_token.clone()))
         .transpose()
         .context("--recovery-url")?;
     let saved = if config.durability {

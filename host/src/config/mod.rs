@@ -363,7 +363,7 @@ pub enum ConfigError {
     #[error("--producers: {0}")]
     Producers(#[from] crate::producers::TableError),
     #[error("--recovery-url: {0}")]
-    RecoveryUrl(#[from] crate::producers::recovery::RecoveryError),
+    RecoveryUrl(#[from] crate::provider_api::ApiError),
     #[error("reading config {}", path.display())]
     Read {
         path: PathBuf,
@@ -469,7 +469,7 @@ impl ServeConfig {
             crate::producers::Table::default().select(&self.producers)?;
         }
         if let Some(url) = &self.recovery_url {
-            crate::producers::Endpoint::parse(url, None)?;
+            crate::provider_api::Endpoint::parse(url, None)?;
         }
         Ok(())
     }

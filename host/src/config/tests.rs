@@ -245,7 +245,7 @@ fn every_validation_error_and_the_bounds() {
         ),
         (
             "serve --feed-connect f:1 --recovery-url https://api.betradar.com",
-            "error: --recovery-url: recovery URL \"https://api.betradar.com\" is not http://host[:port][/path]",
+            "error: --recovery-url: provider API URL \"https://api.betradar.com\" is not http://host:port[/path]",
         ),
     ]
     .iter()

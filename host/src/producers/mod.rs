@@ -6,7 +6,7 @@
 //! may have gone quiet, so every producer has a state ([`machine`]): it
 //! starts down, goes down on a missed `alive`, `subscribed="0"`, a lost feed
 //! connection or a lagging feed, and comes back only through a recovery it
-//! asked the provider for ([`recovery`]) and saw completed. One task owns
+//! asked the provider for ([`crate::provider_api`]) and saw completed. One task owns
 //! the machine ([`service`]); it publishes a [`Board`] that every match
 //! worker watches (bets on a down producer's markets are refused, its
 //! matches' subscribers told) and `GET /api/producers` shows. [`table`] is
@@ -14,7 +14,6 @@
 //! check: it reports only when a producer crosses the limit.
 
 pub mod machine;
-pub mod recovery;
 mod service;
 pub mod status;
 pub mod table;
@@ -24,7 +23,6 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use recovery::Endpoint;
 pub use service::{Config, Input, Producers, start};
 pub use status::{Reason, Status, Timing};
 pub use table::{Producer, Table, TableError};

@@ -11,10 +11,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::machine::{Effect, Machine, Status, Timing};
-use super::recovery::Endpoint;
 use super::{Board, Producer, bit, wall_ms};
 use crate::journal::{Journal, Op, ProducerRecord};
 use crate::metrics::Metrics;
+use crate::provider_api::Endpoint;
 
 /// Inputs queued for the owner. When full, the feed reader waits (they
 /// are few: alives, snapshot completions, lag crossings, connections).

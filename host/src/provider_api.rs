@@ -1,18 +1,19 @@
-//! The provider's recovery API, client side: one `POST
-//! {base}/v1/{producer}/recovery/initiate_request?after=..&request_id=..`
-//! per request, in the Unified Odds Feed's shape. Plain HTTP/1.1 over TCP
-//! (the simulator's API, or a TLS-terminating proxy in front of the real
-//! one); the access token, if any, goes in `x-access-token` as the real API
-//! expects.
+//! The feed provider's HTTP API, client side: recoveries (`POST
+//! {base}/v1/{producer}/recovery/initiate_request?after=..&request_id=..`,
+//! in the Unified Odds Feed's shape) and reference data (`GET` market
+//! descriptions, fixtures). Plain HTTP/1.1 over TCP (the simulator's API,
+//! or a TLS-terminating proxy in front of the real one); the access token,
+//! if any, goes in `x-access-token` as the real API expects. One request
+//! per connection.
 
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
 
-/// Why a recovery request did not get the provider's acceptance.
+/// Why a request to the provider's API did not get a 2xx answer.
 #[derive(Debug, thiserror::Error)]
-pub enum RecoveryError {
-    #[error("recovery URL {0:?} is not http://host[:port][/path]")]
+pub enum ApiError {
+    #[error("provider API URL {0:?} is not http://host:port[/path]")]
     Url(String),
     #[error("connecting to {addr}: {source}")]
     Connect { addr: String, source: std::io::Error },
@@ -24,7 +25,7 @@ pub enum RecoveryError {
     Timeout(Duration),
 }
 
-/// Where recoveries are asked for.
+/// The provider's API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// `host:port`.
@@ -36,8 +37,8 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// `http://host:port[/prefix]`.
-    pub fn parse(url: &str, token: Option<String>) -> Result<Endpoint, RecoveryError> {
-        let bad = || RecoveryError::Url(url.to_owned());
+    pub fn parse(url: &str, token: Option<String>) -> Result<Endpoint, ApiError> {
+        let bad = || ApiError::Url(url.to_owned());
         let rest = url.strip_prefix("http://").ok_or_else(bad)?;
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -69,35 +70,49 @@ impl Endpoint {
         after: Option<i64>,
         request_id: u64,
         timeout: Duration,
-    ) -> Result<(), RecoveryError> {
-        tokio::time::timeout(timeout, self.post(&self.path(producer, after, request_id)))
+    ) -> Result<(), ApiError> {
+        let path = self.path(producer, after, request_id);
+        tokio::time::timeout(timeout, self.send(hyper::Method::POST, &path))
             .await
-            .map_err(|_| RecoveryError::Timeout(timeout))?
+            .map_err(|_| ApiError::Timeout(timeout))?
+            .map(drop)
     }
 
-    async fn post(&self, path: &str) -> Result<(), RecoveryError> {
+    /// `GET {base}{path}` (a path from the API root, `/v1/...`): the body
+    /// of a 2xx answer.
+    pub async fn get(&self, path: &str, timeout: Duration) -> Result<String, ApiError> {
+        let path = format!("{}{path}", self.prefix);
+        tokio::time::timeout(timeout, self.send(hyper::Method::GET, &path))
+            .await
+            .map_err(|_| ApiError::Timeout(timeout))?
+    }
+
+    async fn send(&self, method: hyper::Method, path: &str) -> Result<String, ApiError> {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
-            .map_err(|source| RecoveryError::Connect {
+            .map_err(|source| ApiError::Connect {
                 addr: self.authority.clone(),
                 source,
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let mut request = hyper::Request::post(path).header(hyper::header::HOST, &self.authority);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.authority);
         if let Some(token) = &self.token {
             request = request.header("x-access-token", token);
         }
         let request = request
             .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|_| RecoveryError::Url(path.to_owned()))?;
+            .map_err(|_| ApiError::Url(path.to_owned()))?;
         let response = sender.send_request(request).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         if status.is_success() {
-            Ok(())
+            Ok(String::from_utf8_lossy(&body).into_owned())
         } else {
-            Err(RecoveryError::Refused {
+            Err(ApiError::Refused {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body).chars().take(200).collect(),
             })
@@ -151,7 +166,7 @@ mod tests {
             .await
             .expect_err("403");
         assert!(
-            matches!(err, RecoveryError::Refused { status: 403, ref body } if body.contains("FORBIDDEN")),
+            matches!(err, ApiError::Refused { status: 403, ref body } if body.contains("FORBIDDEN")),
             "{err}"
         );
         let head = server.await.expect("server");
