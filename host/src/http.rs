@@ -45,6 +45,7 @@ pub struct AppState {
     pub desk: Arc<crate::bets::Desk>,
     pub guests: Arc<crate::guests::Guests>,
     pub producers: crate::producers::Producers,
+    pub catalog: crate::reference::Catalog,
 }
 
 /// Largest guest component accepted by `POST /admin/guest`.
@@ -61,6 +62,8 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/admin/guest/rollback", axum::routing::post(rollback_guest))
         .route("/api/bets/{id}", get(bet))
         .route("/api/producers", get(producers))
+        .route("/api/reference", get(reference))
+        .route("/admin/reference/refresh", axum::routing::post(refresh_reference))
         .with_state(state)
 }
 
@@ -72,6 +75,23 @@ async fn index() -> impl IntoResponse {
 /// in flight and how long the last one took.
 async fn producers(State(st): State<AppState>) -> impl IntoResponse {
     axum::Json(st.producers.views().to_vec())
+}
+
+/// What the market descriptions hold now.
+async fn reference(State(st): State<AppState>) -> impl IntoResponse {
+    let d = st.catalog.descriptions();
+    axum::Json(serde_json::json!({"markets": d.len(), "variants": d.variant_count()}))
+}
+
+/// Admin: fetch the market descriptions again now.
+async fn refresh_reference(State(st): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    if let Err(denied) = authorize(&st, &headers) {
+        return denied.into_response();
+    }
+    match st.catalog.refresh().await {
+        Ok(markets) => axum::Json(serde_json::json!({"markets": markets})).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, axum::Json(serde_json::json!({"error": e}))).into_response(),
+    }
 }
 
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {

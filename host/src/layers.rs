@@ -10,7 +10,7 @@
 /// edges (HTTP, the simulator, configuration, assembling the server).
 pub const LAYERS: &[&[&str]] = &[
     &["metrics", "supervisor", "journal", "provider_api", "names"],
-    &["sandbox", "store", "producers"],
+    &["sandbox", "store", "producers", "reference"],
     &["worker"],
     &["router"],
     &["feed", "bets", "guests"],

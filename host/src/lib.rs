@@ -18,6 +18,7 @@
 //!   writer makes group commits.
 //! - [`producers`]: the feed's producers, their state (up, down,
 //!   recovering) and recoveries through the provider's API.
+//! - [`reference`]: the provider's market descriptions, fetched and kept.
 //! - [`supervisor`]: restart policy and intensity.
 //! - [`sim`]: the built-in feed simulator.
 //! - [`names`]: market descriptions, fixtures and the names rendered from
@@ -40,6 +41,7 @@ pub mod names;
 pub mod producers;
 pub mod provider_api;
 pub mod push;
+pub mod reference;
 pub mod router;
 pub mod sandbox;
 pub mod sim;

@@ -193,9 +193,10 @@ async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {
             let listening = simulator.listening()?;
             settings.feed_connect = Some(listening.feed.to_string());
             let api_url = listening.api_url();
-            // The simulator is the provider: recoveries are asked of its API.
-            if settings.recovery_url.is_none() {
-                settings.recovery_url = Some(api_url.clone());
+            // The simulator is the provider: recoveries and market
+            // descriptions are asked of its API.
+            if settings.api_url.is_none() && settings.recovery_url.is_none() {
+                settings.api_url = Some(api_url.clone());
             }
             let config = settings.into_config()?;
             println!("{}", listening.line());

@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::sandbox::{self, Limits, Platform};
 use crate::{
-    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, metrics, producers, router, store, supervisor,
-    worker,
+    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, metrics, producers, reference, router, store,
+    supervisor, worker,
 };
 
 /// What the workers report, to the layers that care: versions and
@@ -99,6 +99,7 @@ impl Server {
             &producers_stop,
             &producer_tasks,
         )?;
+        let catalog = start_catalog(&config, &store, journal.clone(), &producers_stop, &producer_tasks)?;
         let worker_config = worker_config(&config, journal, observer, metrics.clone(), producers.board());
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = Arc::new(bets::Desk::new(
@@ -140,6 +141,7 @@ impl Server {
             desk,
             guests: Arc::new(guests),
             producers,
+            catalog,
         };
         let (http_addr, http_task) = serve_http(config.http, state, session_stop.clone()).await?;
         ready.store(true, Ordering::Release);
@@ -286,6 +288,38 @@ fn start_producers(
         stop.clone(),
         tasks,
     ))
+}
+
+/// Market descriptions: from `--descriptions-file`, else the store's copy
+/// and `--api-url`.
+fn start_catalog(
+    config: &ServeConfig,
+    store: &store::Store,
+    journal: Option<Arc<dyn journal::Journal>>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<reference::Catalog> {
+    let source = if !config.descriptions_files.is_empty() {
+        let texts = config
+            .descriptions_files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading descriptions {}", p.display())))
+            .collect::<anyhow::Result<Vec<String>>>()?;
+        reference::Source::Files(texts)
+    } else if let Some(url) = &config.api_url {
+        reference::Source::Api {
+            endpoint: crate::provider_api::Endpoint::parse(url, config.recovery_token.clone()).context("--api-url")?,
+            timeout: RECOVERY_REQUEST_TIMEOUT,
+        }
+    } else {
+        reference::Source::None
+    };
+    let cached = if config.durability {
+        store.reference()?
+    } else {
+        Vec::new()
+    };
+    reference::start(source, &cached, journal, stop.clone(), tasks).context("market descriptions")
 }
 
 /// Longest wait for the provider to accept a recovery request.

@@ -286,3 +286,41 @@ async fn config_file_sets_what_flags_do_not() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-setting"), "names the unknown setting: {err}");
 }
+
+/// Market descriptions come from the provider's API (the simulator's),
+/// are fetched again on demand, and are kept: a restart while the API is
+/// away still has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn market_descriptions_come_from_the_provider_and_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = crate::support::simulator(dir.path(), &["--matches", "2"]);
+    const TOKEN: &str = "reference-admin-token-0123";
+    let api = sim.api_url();
+    let server = Server::start_sim(
+        tempfile::tempdir().expect("tempdir"),
+        &sim,
+        &["--api-url", &api, "--admin-token", TOKEN],
+    );
+    let markets = |server: &Server| -> u64 {
+        let (code, body) = http_get(server.http, "/api/reference");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Value>(&body).expect("JSON")["markets"]
+            .as_u64()
+            .expect("a count")
+    };
+    let n = crate::support::wait_for("descriptions fetched", || Some(markets(&server)).filter(|n| *n > 100));
+    let auth = format!("Bearer {TOKEN}");
+    let (code, body) = crate::support::http_post(
+        server.http,
+        "/admin/reference/refresh",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!((code, body), (200, format!(r#"{{"markets":{n}}}"#)));
+    let (code, _) = crate::support::http_post(server.http, "/admin/reference/refresh", &[], b"");
+    assert_eq!(code, 401);
+    let data = server.terminate();
+    drop(sim);
+    let server = Server::start_in(data, &["--api-url", "http://127.0.0.1:1"]);
+    assert_eq!(markets(&server), n, "the kept copy, with the API away");
+}

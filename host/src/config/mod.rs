@@ -167,9 +167,17 @@ pub struct Settings {
     /// not checked (replaying recorded feeds).
     #[arg(long, default_value_t = 20)]
     pub max_feed_delay: u64,
-    /// The provider's API (`http://host:port[/prefix]`), asked for
-    /// recoveries (`/v1/{producer}/recovery/initiate_request`). Without it
-    /// producers cannot recover and no bet is accepted.
+    /// The provider's API (`http://host:port[/prefix]`): market
+    /// descriptions, and recoveries unless --recovery-url says otherwise.
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// Market descriptions from these files (the shape of the provider's
+    /// `markets.xml` / `variants.xml`) instead of --api-url.
+    #[arg(long, value_delimiter = ',')]
+    pub descriptions_file: Vec<PathBuf>,
+    /// Where recoveries are asked for (`/v1/{producer}/recovery/
+    /// initiate_request`); default --api-url. Without either, producers
+    /// cannot recover and no bet is accepted.
     #[arg(long)]
     pub recovery_url: Option<String>,
     /// Access token sent to the provider's API (`x-access-token`).
@@ -264,8 +272,10 @@ impl Settings {
                 recovery_min_interval: Duration::from_secs(self.recovery_min_interval),
                 recovery_timeout: Duration::from_secs(self.recovery_timeout),
             },
-            recovery_url: self.recovery_url,
+            recovery_url: self.recovery_url.or_else(|| self.api_url.clone()),
             recovery_token: self.recovery_token,
+            api_url: self.api_url,
+            descriptions_files: self.descriptions_file,
         };
         config.validate()?;
         Ok(config)
@@ -340,9 +350,14 @@ pub struct ServeConfig {
     pub producers_file: Option<PathBuf>,
     /// Alive timeout, lag limit and recovery timers.
     pub producer_timing: crate::producers::Timing,
-    /// The provider's recovery API.
+    /// The provider's recovery API (`--recovery-url`, else `--api-url`).
     pub recovery_url: Option<String>,
+    /// Its access token (recoveries and reference data).
     pub recovery_token: Option<String>,
+    /// The provider's API, for market descriptions.
+    pub api_url: Option<String>,
+    /// Market descriptions from files instead.
+    pub descriptions_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -364,6 +379,8 @@ pub enum ConfigError {
     Producers(#[from] crate::producers::TableError),
     #[error("--recovery-url: {0}")]
     RecoveryUrl(#[from] crate::provider_api::ApiError),
+    #[error("--api-url: {0}")]
+    ApiUrl(crate::provider_api::ApiError),
     #[error("reading config {}", path.display())]
     Read {
         path: PathBuf,
@@ -470,6 +487,9 @@ impl ServeConfig {
         }
         if let Some(url) = &self.recovery_url {
             crate::provider_api::Endpoint::parse(url, None)?;
+        }
+        if let Some(url) = &self.api_url {
+            crate::provider_api::Endpoint::parse(url, None).map_err(ConfigError::ApiUrl)?;
         }
         Ok(())
     }

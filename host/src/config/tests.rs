@@ -392,6 +392,8 @@ fn the_flags_users_know() {
         admin_token: Some(String::new()),
         producers_file: Some(PathBuf::new()),
         recovery_url: Some(String::new()),
+        api_url: Some(String::new()),
+        descriptions_file: vec![PathBuf::new()],
         recovery_token: Some(String::new()),
         ..Settings::default()
     })

@@ -178,6 +178,7 @@ impl MemoryJournal {
             | Op::RemoveGuest { .. }
             | Op::ActiveGuest { .. }
             | Op::Producer(_)
+            | Op::Reference { .. }
             | Op::Barrier { .. } => {}
         }
         Ok(())

@@ -89,6 +89,11 @@ pub enum Op {
     },
     /// What a restart needs to recover a producer (never blocks a match).
     Producer(ProducerRecord),
+    /// A reference-data response kept for the next start (`markets.xml`...).
+    Reference {
+        key: String,
+        text: String,
+    },
     /// Acknowledged once everything sent before it is durable; `Err` if a
     /// write of `scope` (a match, or any write for `None`) failed since the
     /// last barrier that reported it.
@@ -102,7 +107,7 @@ pub enum Op {
 /// start with a NUL).
 pub const GUESTS_SCOPE: &str = "\0guests";
 
-/// The barrier scope of the producer records.
+/// The barrier scope of the producer records and reference data.
 pub const PRODUCERS_SCOPE: &str = "\0producers";
 
 impl Op {
@@ -119,7 +124,7 @@ impl Op {
             Op::Bet(record) => Some(&record.match_id),
             Op::Barrier { scope, .. } => scope.as_deref(),
             Op::PutGuest { .. } | Op::RemoveGuest { .. } | Op::ActiveGuest { .. } => Some(GUESTS_SCOPE),
-            Op::Producer(_) => Some(PRODUCERS_SCOPE),
+            Op::Producer(_) | Op::Reference { .. } => Some(PRODUCERS_SCOPE),
         }
     }
 }

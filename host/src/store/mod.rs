@@ -16,6 +16,7 @@
 //! - `match_bets` match \0 bet id → () for accepted bets (settlement, recovery)
 //! - `guests`    content hash → [`GuestRecord`] (installed guest components)
 //! - `producers` product (u32 BE) → [`ProducerRecord`] (last alive while up, last request id)
+//! - `reference` name (`markets.xml`, `variants.xml`) → the provider's last answer (UTF-8)
 //! - `meta`      "starts" → number of times this data dir was opened;
 //!   "guest.active" / "guest.previous" → content hashes
 
@@ -112,6 +113,7 @@ pub struct Store {
     match_bets: sled::Tree,
     guests: sled::Tree,
     producers: sled::Tree,
+    reference: sled::Tree,
     meta: sled::Tree,
     /// Which start of this data dir this is (1 for the first).
     start_no: u64,
@@ -175,6 +177,7 @@ impl Store {
             match_bets: db.open_tree("match_bets")?,
             guests: db.open_tree("guests")?,
             producers: db.open_tree("producers")?,
+            reference: db.open_tree("reference")?,
             meta,
             db,
             start_no: starts,
@@ -252,6 +255,20 @@ impl Store {
             .map(|r| {
                 let (k, v) = r?;
                 Ok((String::from_utf8_lossy(&k).into_owned(), dec("guest", &k, &v)?))
+            })
+            .collect()
+    }
+
+    /// The reference data an earlier run kept: (name, text).
+    pub fn reference(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.reference
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
             })
             .collect()
     }
@@ -389,6 +406,9 @@ impl Store {
                     None => batch.remove("guest.previous"),
                 }
                 self.meta.apply_batch(batch)?;
+            }
+            Op::Reference { key, text } => {
+                self.reference.insert(key.as_bytes(), text.as_bytes())?;
             }
             Op::Producer(record) => {
                 self.producers.insert(record.product.to_be_bytes(), enc(&record))?;
