@@ -186,7 +186,11 @@ impl Machine {
         }
         let took = now.saturating_duration_since(current.sent);
         self.producers[i].last_recovery = Some(took);
-        out.push(Effect::Recovered { product, took });
+        out.push(Effect::Recovered {
+            product,
+            request_id: current.id,
+            took,
+        });
         if self.producers[i].lagging {
             // Recovered, but what follows is still late.
             self.set(

@@ -161,7 +161,14 @@ impl Owner {
                     Some(input) => self.input(input),
                     None => break,
                 },
-                _ = tick.tick() => self.machine.tick(now(), wall_ms()),
+                _ = tick.tick() => {
+                    let effects = self.machine.tick(now(), wall_ms());
+                    // A quiet tick changes nothing shown: no views to rebuild.
+                    if effects.is_empty() {
+                        continue;
+                    }
+                    effects
+                }
             };
             self.carry_out(effects);
         }
@@ -198,9 +205,18 @@ impl Owner {
                     request_id,
                     after,
                 } => self.request(product, name, request_id, after),
-                Effect::Recovered { product, took } => {
+                Effect::Recovered {
+                    product,
+                    request_id,
+                    took,
+                } => {
                     self.metrics.producer_recovery_seconds.observe(took.as_secs_f64());
-                    tracing::info!(product, request_id = ?self.current_request(product), seconds = took.as_secs_f64(), "producer recovery complete");
+                    tracing::info!(
+                        product,
+                        request_id,
+                        seconds = took.as_secs_f64(),
+                        "producer recovery complete"
+                    );
                 }
                 Effect::Persist(record) => {
                     if let Some(j) = &self.journal
@@ -230,15 +246,6 @@ impl Owner {
         if changed {
             self.board.send_replace(now);
         }
-    }
-
-    fn current_request(&self, product: u32) -> Option<u64> {
-        self.board
-            .borrow()
-            .views
-            .iter()
-            .find(|v| v.id == product)
-            .and_then(|v| v.request_id)
     }
 
     fn changed(&self, product: u32, from: Status, to: Status) {

@@ -99,7 +99,11 @@ pub enum Effect {
         after: Option<i64>,
     },
     /// A recovery completed after this long (request to snapshot_complete).
-    Recovered { product: u32, took: Duration },
+    Recovered {
+        product: u32,
+        request_id: u64,
+        took: Duration,
+    },
     /// Keep what a restart needs to ask for the right window.
     Persist(ProducerRecord),
     /// A `snapshot_complete` that changed nothing, and why.
