@@ -6,12 +6,12 @@
 //!
 //! Their bincode encoding is the `EVENT_FORMAT`, and journals keep it: a
 //! new format only appends fields at the end of a changed kind's struct,
-//! so an entry of the previous format always ends too early for the new
-//! one and is read by [`decode`] through [`format1`] instead.
+//! so an entry of an earlier format always ends too early for the new
+//! one and is read by [`decode`] through [`older`] instead.
 
 use serde::{Deserialize, Serialize};
 
-mod format1;
+mod older;
 
 /// Fields every match-scoped message carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,10 +38,11 @@ pub enum MatchEvent {
     FixtureChange(FixtureChange),
 }
 
-/// Decode an event of the current `EVENT_FORMAT` or of format 1 (journal
-/// entries written before format 2); the error is the current format's.
+/// Decode an event of the current `EVENT_FORMAT` or of formats 1 and 2
+/// (journal entries written before format 3); the error is the current
+/// format's.
 pub fn decode(bytes: &[u8]) -> Result<MatchEvent, bincode::error::DecodeError> {
-    crate::decode::<MatchEvent>(bytes).or_else(|current| format1::decode(bytes).ok_or(current))
+    crate::decode::<MatchEvent>(bytes).or_else(|current| older::decode(bytes).ok_or(current))
 }
 
 impl MatchEvent {
@@ -151,6 +152,10 @@ pub struct BetStop {
     pub groups: Vec<String>,
     /// Status to put the stopped markets in; the feed's default is -1.
     pub market_status: i32,
+    /// The markets `groups` stand for, resolved by the host from the market
+    /// descriptions when it had them (format 3); `None`: the guest's own
+    /// table decides (older journal entries, no descriptions).
+    pub markets: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

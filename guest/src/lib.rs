@@ -30,8 +30,9 @@ mod component;
 /// [`model::MatchState`] and the bet types; the host refuses a guest
 /// reporting another one. 2: rollbacks carry a window or outcomes,
 /// settlement results may be -1, `OpenBet` has `placed_at` (format-1
-/// journal entries still decode: [`event::decode`]).
-pub const EVENT_FORMAT: u32 = 2;
+/// journal entries still decode: [`event::decode`]). 3: a bet_stop carries
+/// the market ids its groups stand for.
+pub const EVENT_FORMAT: u32 = 3;
 
 /// bincode configuration shared by host and guest for events and states.
 pub fn codec() -> bincode::config::Configuration {

@@ -160,22 +160,22 @@ impl Market {
     }
 }
 
-/// Betting groups of a market, as the producer's market descriptions define
-/// them. Market descriptions are not on the feed; this table covers the
-/// markets Touchline's simulator and the samples use, and every market is in
-/// `all`. Unknown markets are stopped only by `groups="all"`.
+/// Betting groups of a market when the host resolved none (no market
+/// descriptions, or a journal entry older than event format 3): the
+/// groups of the provider's descriptions for the markets the simulator
+/// and the samples use; every market is in `all`. Unknown markets are
+/// stopped only by `groups="all"`.
 pub fn market_groups(market_id: u32) -> &'static [&'static str] {
     match market_id {
-        // 1x2, double chance, draw no bet, handicaps, totals, both teams to score
-        1 | 10 | 11 | 14 | 15 | 16 | 18 | 19 | 20 | 21 | 26 | 29 => &["all", "score", "regular_play"],
-        // next goal, correct score, goal ranges
-        8 | 9 | 41 | 45 | 47 | 48 => &["all", "score", "goal"],
-        // halftime markets
+        // 1x2, next goal, double chance, draw no bet, handicaps, totals,
+        // exact goals, winning margin, both teams to score
+        1 | 8 | 10 | 11 | 14 | 15 | 16 | 18 | 19 | 20 | 21 | 26 | 29 => &["all", "score", "regular_play"],
+        // first-half markets
         60 | 61 | 62 | 63 | 65 | 66 | 68 | 69 => &["all", "score", "1st_half"],
         // corners
-        162..=170 => &["all", "corner"],
+        162..=170 => &["all", "regular_play", "corners"],
         // bookings
-        136..=146 => &["all", "booking"],
+        136..=146 => &["all", "regular_play", "bookings"],
         _ => &["all"],
     }
 }

@@ -197,14 +197,21 @@ impl MatchState {
         change
     }
 
+    /// Stop the active markets of the named groups: those the host
+    /// resolved from the market descriptions, else those of the built-in
+    /// table (`all`: every active market).
     fn bet_stop(&mut self, e: &BetStop) -> Change {
         let all = e.groups.iter().any(|g| g == "all");
+        let stops = |id: u32| match &e.markets {
+            Some(ids) => ids.contains(&id),
+            None => market_groups(id).iter().any(|g| e.groups.iter().any(|s| s == g)),
+        };
         let mut change = Change::default();
         for (key, market) in self.markets.iter_mut() {
             if market.status != status::ACTIVE {
                 continue;
             }
-            if all || market_groups(market.id).iter().any(|g| e.groups.iter().any(|s| s == g)) {
+            if all || stops(market.id) {
                 market.status = e.market_status;
                 change.touch(key.clone());
             }
@@ -379,6 +386,7 @@ mod tests {
             header: header(),
             groups: vec!["all".into()],
             market_status: -1,
+            markets: None,
         });
         let events = [oc(vec![odds(1, "", 1, &[]), odds(18, "total=2.5", 0, &[])], None), stop];
         let s = check(&events, 1, "", status::SUSPENDED);
@@ -389,8 +397,9 @@ mod tests {
     fn bet_stop_by_group_spares_other_groups() {
         let stop = MatchEvent::BetStop(BetStop {
             header: header(),
-            groups: vec!["corner".into()],
+            groups: vec!["corners".into()],
             market_status: -1,
+            markets: None,
         });
         let s = check(
             &[oc(vec![odds(1, "", 1, &[]), odds(166, "", 1, &[])], None), stop],
@@ -399,6 +408,32 @@ mod tests {
             status::SUSPENDED,
         );
         assert_eq!(s.market(1, "").map(|m| m.status), Some(status::ACTIVE));
+    }
+
+    #[test]
+    fn bet_stop_resolved_by_the_host_stops_exactly_those_markets() {
+        // The host says "corners" means market 1 here: its word, not the table's.
+        let stop = MatchEvent::BetStop(BetStop {
+            header: header(),
+            groups: vec!["corners".into()],
+            market_status: -1,
+            markets: Some(vec![1, 18]),
+        });
+        let events = [
+            oc(
+                vec![
+                    odds(1, "", 1, &[]),
+                    odds(166, "", 1, &[]),
+                    odds(18, "total=2.5", 0, &[]),
+                ],
+                None,
+            ),
+            stop,
+        ];
+        let s = check(&events, 1, "", status::SUSPENDED);
+        assert_eq!(s.market(166, "").map(|m| m.status), Some(status::ACTIVE));
+        // Inactive markets of the group keep their status.
+        assert_eq!(s.market(18, "total=2.5").map(|m| m.status), Some(status::DEACTIVATED));
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub struct FeedProblem {
     pub field: &'static str,
 }
 
+/// What became of a fixture ask (`reference::fixtures`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub feed_connections: Gauge,
@@ -78,6 +84,7 @@ pub struct Metrics {
     pub producer_recovery_seconds: Histogram,
     pub feed_ignored: Family<Labels, Counter>,
     pub snapshot_complete_ignored: Family<Labels, Counter>,
+    pub fixtures: Family<Outcome, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -293,6 +300,11 @@ impl Metrics {
             feed_ignored: reg!(
                 "feed_ignored",
                 "Feed messages of producers this deployment does not use, by product",
+                Family::default()
+            ),
+            fixtures: reg!(
+                "fixtures",
+                "Fixture asks by outcome: fetched, stored (read from the store), failed (a fetch, retried), refused (queue or waiting set full)",
                 Family::default()
             ),
             snapshot_complete_ignored: reg!(

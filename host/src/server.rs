@@ -100,7 +100,11 @@ impl Server {
             &producer_tasks,
         )?;
         let catalog = start_catalog(&config, &store, journal.clone(), &producers_stop, &producer_tasks)?;
-        let worker_config = worker_config(&config, journal, observer, metrics.clone(), producers.board());
+        let names = config.names.then(|| worker::NameSource {
+            descriptions: catalog.watch(),
+            fixtures: start_fixtures(&config, journal.clone(), &metrics, &producers_stop, &producer_tasks),
+        });
+        let worker_config = worker_config(&config, journal, observer, metrics.clone(), producers.board(), names);
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = Arc::new(bets::Desk::new(
             router.clone(),
@@ -126,6 +130,7 @@ impl Server {
             metrics: metrics.clone(),
             max_message_bytes: config.max_message_bytes,
             producers: producers.clone(),
+            descriptions: catalog.watch(),
         };
         let feed_addr = start_feed(&config, intake, &feed_stop, &feed_tasks).await?;
         let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
@@ -227,6 +232,7 @@ fn worker_config(
     observer: Arc<dyn worker::Observer>,
     metrics: Arc<metrics::Metrics>,
     producers: tokio::sync::watch::Receiver<producers::Board>,
+    names: Option<worker::NameSource>,
 ) -> worker::WorkerConfig {
     worker::WorkerConfig {
         journal,
@@ -241,6 +247,7 @@ fn worker_config(
         observer,
         metrics,
         producers,
+        names,
     }
 }
 
@@ -321,6 +328,34 @@ fn start_catalog(
     };
     reference::start(source, &cached, journal, stop.clone(), tasks).context("market descriptions")
 }
+
+/// Fixtures from `--api-url`'s `sport_events/{id}/fixture.xml`, else none.
+fn start_fixtures(
+    config: &ServeConfig,
+    journal: Option<Arc<dyn journal::Journal>>,
+    metrics: &Arc<metrics::Metrics>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> reference::Fixtures {
+    let endpoint = config
+        .api_url
+        .as_deref()
+        .and_then(|url| crate::provider_api::Endpoint::parse(url, config.recovery_token.clone()).ok());
+    match endpoint {
+        Some(endpoint) => reference::fixtures::start(
+            endpoint,
+            FIXTURE_REQUEST_TIMEOUT,
+            journal,
+            metrics.clone(),
+            stop.clone(),
+            tasks,
+        ),
+        None => reference::Fixtures::none(metrics.clone()),
+    }
+}
+
+/// Longest wait for one fixture (a slow API is retried with backoff).
+const FIXTURE_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Longest wait for the provider to accept a recovery request.
 const RECOVERY_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

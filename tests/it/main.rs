@@ -10,6 +10,8 @@
 //! - `bet_ids`: one bet id sent by many sessions at once.
 //! - `limits`: max sessions, max matches, ids per request, message size,
 //!   `unsubscribe ["*"]`.
+//! - `names`: event, market and outcome names from the simulator's API;
+//!   a down or slow fixture endpoint holds no update back.
 //! - `no_durability`: `--no-durability` serves, and keeps nothing.
 //! - `page`: the live odds page in headless Chromium.
 //! - `producers`: producers down and back (silence, unsubscribed, a dropped
@@ -27,6 +29,7 @@ mod faults;
 mod feed;
 mod feed_problems;
 mod limits;
+mod names;
 mod no_durability;
 mod page;
 mod producers;

@@ -175,6 +175,10 @@ pub struct Settings {
     /// `markets.xml` / `variants.xml`) instead of --api-url.
     #[arg(long, value_delimiter = ',')]
     pub descriptions_file: Vec<PathBuf>,
+    /// Frames carry ids only: no market, outcome or event names, no
+    /// fixtures fetched (only to measure what names cost).
+    #[arg(long)]
+    pub no_names: bool,
     /// Where recoveries are asked for (`/v1/{producer}/recovery/
     /// initiate_request`); default --api-url. Without either, producers
     /// cannot recover and no bet is accepted.
@@ -276,6 +280,7 @@ impl Settings {
             recovery_token: self.recovery_token,
             api_url: self.api_url,
             descriptions_files: self.descriptions_file,
+            names: !self.no_names,
         };
         config.validate()?;
         Ok(config)
@@ -358,6 +363,8 @@ pub struct ServeConfig {
     pub api_url: Option<String>,
     /// Market descriptions from files instead.
     pub descriptions_files: Vec<PathBuf>,
+    /// Names in frames (and fixtures fetched for them).
+    pub names: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,9 +12,11 @@
 //! service; messages of producers this deployment does not use are counted
 //! (`feed_ignored_total{product}`) and dropped here. So are the fields the
 //! parser could not read in messages that still apply
-//! (`feed_problems_total{kind,field}`).
+//! (`feed_problems_total{kind,field}`). A `bet_stop`'s groups are
+//! resolved into market ids here ([`groups`]).
 
 pub mod frame;
+pub mod groups;
 pub mod parse;
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct Intake {
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub producers: Producers,
+    /// The market descriptions in force: what a `bet_stop`'s groups mean.
+    pub descriptions: tokio::sync::watch::Receiver<Arc<crate::names::Descriptions>>,
 }
 
 /// Accept feed connections until `shutdown`.
@@ -181,7 +185,10 @@ async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
         }
     }
     match msg {
-        FeedMessage::Match(event) => {
+        FeedMessage::Match(mut event) => {
+            if let touchline_guest::event::MatchEvent::BetStop(stop) = &mut event {
+                groups::resolve(stop, &intake.descriptions.borrow());
+            }
             if let Err(e) = intake.router.dispatch(event).await {
                 intake
                     .metrics

@@ -169,6 +169,8 @@ fn parse_root(
                 header: header(root, e, f)?,
                 groups: groups.split('|').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
                 market_status: f.attr(root, e, "market_status")?.ok().unwrap_or(-1),
+                // Resolved from the market descriptions on intake.
+                markets: None,
             };
             body.skip(r)?;
             FeedMessage::Match(MatchEvent::BetStop(msg))

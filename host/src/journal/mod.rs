@@ -89,7 +89,8 @@ pub enum Op {
     },
     /// What a restart needs to recover a producer (never blocks a match).
     Producer(ProducerRecord),
-    /// A reference-data response kept for the next start (`markets.xml`...).
+    /// A reference-data response kept for the next start (`markets.xml`...,
+    /// a match's fixture under [`FIXTURE_PREFIX`]`{match id}`).
     Reference {
         key: String,
         text: String,
@@ -153,6 +154,10 @@ pub struct Parked {
     pub held: Vec<Vec<u8>>,
 }
 
+/// Prefix of the `Op::Reference` keys holding one match's fixture each
+/// (read one at a time, never all at start).
+pub const FIXTURE_PREFIX: &str = "fixture/";
+
 /// Where a worker's durable operations go. Implementations order writes as
 /// they are queued.
 pub trait Journal: Send + Sync + std::fmt::Debug {
@@ -180,6 +185,11 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
 
     /// What a match parked (dead letters, held events), oldest first.
     fn parked(&self, match_id: &str) -> Result<Parked, JournalError>;
+
+    /// A reference-data text kept under `key` (`Op::Reference`), if any.
+    fn reference(&self, _key: &str) -> Result<Option<String>, JournalError> {
+        Ok(None)
+    }
 }
 
 /// Queue a barrier and wait for it.

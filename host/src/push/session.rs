@@ -376,7 +376,8 @@ impl Session {
 
     /// Queue `frame` and remember it as the client's position in the match.
     fn send(&mut self, id: &Arc<str>, frame: Frame) {
-        if frame.kind != FrameKind::Status || !self.positions.contains_key(id) {
+        let positional = !matches!(frame.kind, FrameKind::Status | FrameKind::Names);
+        if positional || !self.positions.contains_key(id) {
             self.positions.insert(
                 id.clone(),
                 Position {

@@ -9,7 +9,10 @@
 //! A failed fetch is retried with backoff (1 s doubling to 60 s); a fetch
 //! can be asked for at any time ([`Catalog::refresh`], `POST
 //! /admin/reference/refresh`). Until any arrives the table is empty and
-//! names fall back to ids. Fixtures will join here (issue 12).
+//! names fall back to ids.
+//!
+//! Fixtures, one per match, are [`fixtures`]'s: asked for by each match's
+//! worker, fetched by their own task, kept in the store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::journal::{Journal, Op};
 use crate::names::Descriptions;
 use crate::provider_api::Endpoint;
+
+pub mod fixtures;
+pub use fixtures::Fixtures;
 
 /// The provider's answers the catalog keeps, by the name the store uses.
 const FILES: [(&str, &str); 2] = [

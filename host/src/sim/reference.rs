@@ -137,6 +137,15 @@ const MARKETS: &[Description] = &[
         Some(("total", "decimal")),
         &[("12", "over {total}"), ("13", "under {total}")],
     ),
+    // Described (as the provider describes more than a match offers), not
+    // priced: the `bookings` group has a member.
+    (
+        139,
+        "Total bookings",
+        "all|regular_play|bookings",
+        Some(("total", "decimal")),
+        &[("12", "over {total}"), ("13", "under {total}")],
+    ),
 ];
 
 /// The variants of the variant markets: variant value, outcomes.

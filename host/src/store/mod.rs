@@ -259,10 +259,15 @@ impl Store {
             .collect()
     }
 
-    /// The reference data an earlier run kept: (name, text).
+    /// The reference data an earlier run kept: (name, text), fixtures
+    /// aside (one per match: read one at a time, [`Store::reference_text`]).
     pub fn reference(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.reference
             .iter()
+            .filter(|r| {
+                r.as_ref()
+                    .map_or(true, |(k, _)| !k.starts_with(crate::journal::FIXTURE_PREFIX.as_bytes()))
+            })
             .map(|r| {
                 let (k, v) = r?;
                 Ok((
@@ -271,6 +276,14 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// One reference-data text kept under `key`.
+    pub fn reference_text(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .reference
+            .get(key.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// What earlier runs kept about each producer.

@@ -66,6 +66,10 @@ impl Journal for StoreHandle {
             held: self.store.held(match_id).map_err(read_error)?,
         })
     }
+
+    fn reference(&self, key: &str) -> Result<Option<String>, JournalError> {
+        self.store.reference_text(key).map_err(read_error)
+    }
 }
 
 fn read_error(e: StoreError) -> JournalError {

@@ -19,6 +19,7 @@ pub(super) struct SnapshotKey {
     guest: Arc<str>,
     quarantined: Option<String>,
     producers_down: Vec<u32>,
+    names: (usize, bool),
 }
 
 impl Worker {
@@ -75,6 +76,7 @@ impl Worker {
             guest: self.version.version_arc(),
             quarantined: self.life.quarantine_reason().map(str::to_owned),
             producers_down,
+            names: self.names_generation(),
         };
         if let Some((k, frame)) = &self.snapshot_cache
             && *k == key
@@ -86,18 +88,25 @@ impl Worker {
             Some(Ok(s)) => s,
             Some(Err(f)) => {
                 tracing::warn!(match_id = %self.id, error = %f, "snapshot for a subscriber failed");
-                return self.snapshot_envelope(&null_json(), &key.producers_down);
+                return self.snapshot_envelope(&null_json(), &key.producers_down, None);
             }
-            None => return self.snapshot_envelope(&null_json(), &key.producers_down),
+            None => return self.snapshot_envelope(&null_json(), &key.producers_down, None),
         };
-        let frame = self.snapshot_envelope(&state, &key.producers_down);
+        let names = self.state_names(Some(&state));
+        let frame = self.snapshot_envelope(&state, &key.producers_down, names.as_deref());
         self.snapshot_cache = Some((key, frame.clone()));
         frame
     }
 
-    fn snapshot_envelope(&self, state: &serde_json::value::RawValue, producers_down: &[u32]) -> Frame {
+    fn snapshot_envelope(
+        &self,
+        state: &serde_json::value::RawValue,
+        producers_down: &[u32],
+        names: Option<&serde_json::value::RawValue>,
+    ) -> Frame {
         let mut envelope = self.envelope(FrameKind::Snapshot).with_state(state);
         envelope.producers_down = Some(producers_down);
+        envelope.names = names;
         envelope.render()
     }
 
@@ -120,6 +129,7 @@ impl Worker {
             reason: None,
             product: None,
             producers_down: None,
+            names: None,
         }
     }
 }

@@ -25,6 +25,9 @@ pub enum FrameKind {
     Status,
     /// A resume point was accepted; the missed updates follow.
     Resumed,
+    /// The match's names became known (its fixture arrived): the whole
+    /// set, as a snapshot carries it. Takes no seq.
+    Names,
 }
 
 /// What a status frame announces.
@@ -68,6 +71,10 @@ pub(super) struct Envelope<'a> {
     /// Snapshots: the match's producers that are down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub producers_down: Option<&'a [u32]>,
+    /// Names beside the ids (`worker::names`): snapshots, names frames,
+    /// and updates that bring markets not named before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<&'a RawValue>,
 }
 
 impl<'a> Envelope<'a> {

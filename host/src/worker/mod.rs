@@ -22,6 +22,7 @@ mod bets;
 mod catchup;
 mod frame;
 mod lifecycle;
+mod names;
 mod observer;
 mod persist;
 mod producers;
@@ -47,6 +48,7 @@ use crate::supervisor::{Intensity, Policy};
 pub use frame::{Frame, FrameKind, Status};
 pub use lifecycle::State;
 use lifecycle::{Base, Lifecycle};
+pub use names::NameSource;
 pub use observer::{Nobody, Observer, ProbationNews};
 use persist::{Mark, Tail};
 
@@ -93,6 +95,9 @@ pub struct WorkerConfig {
     /// Which producers are down: bets on their markets are refused, their
     /// matches' subscribers told.
     pub producers: watch::Receiver<Board>,
+    /// Descriptions and fixtures for names in frames; `None`: frames carry
+    /// ids only.
+    pub names: Option<NameSource>,
 }
 
 /// A client's position in a match stream.
@@ -224,6 +229,8 @@ pub(crate) struct Worker {
     board: watch::Receiver<Board>,
     /// Its producers, and what its subscribers were told of them.
     producers: producers::Producers,
+    /// Its fixture and the names it has sent.
+    naming: names::Naming,
 }
 
 /// What woke the command loop.
@@ -233,6 +240,8 @@ enum Wake {
     Hibernate,
     /// The producer board changed (`false`: its sender is gone).
     Board(bool),
+    /// The fixture arrived (`None`: it never will).
+    Fixture(Option<Arc<crate::names::Fixture>>),
 }
 
 impl Worker {
@@ -263,6 +272,7 @@ impl Worker {
             snapshot_cache: None,
             board: env.producers.clone(),
             producers: producers::Producers::default(),
+            naming: names::Naming::default(),
             env,
         }
     }
@@ -285,6 +295,7 @@ impl Worker {
                 _ = sleep_until(clean_deadline) => Wake::Clean,
                 _ = sleep_until(hibernate_deadline) => Wake::Hibernate,
                 r = self.board.changed(), if board_open => Wake::Board(r.is_ok()),
+                f = names::arrival(&mut self.naming.waiting) => Wake::Fixture(f),
             };
             match wake {
                 Wake::Command(None) => break,
@@ -299,6 +310,7 @@ impl Worker {
                     let board = self.board.borrow_and_update().clone();
                     self.on_board(&board);
                 }
+                Wake::Fixture(f) => self.on_fixture(f),
             }
         }
         self.stop().await;
@@ -312,8 +324,11 @@ impl Worker {
         match cmd {
             Command::Event(event) => {
                 self.heard_from(event.header().product);
+                self.ask_fixture();
+                self.prepare_names(&event);
                 let settles = event.settles_bets();
                 self.on_event(touchline_guest::encode(&event)).await;
+                self.naming.forget_pending();
                 if settles && !self.bets.is_empty() {
                     self.settle_bets().await;
                 }

@@ -140,7 +140,10 @@ impl Worker {
             }
         }
         self.seq += 1;
-        let frame = self.envelope(FrameKind::Update).with_delta(delta).render();
+        let names = self.naming.take_pending();
+        let mut envelope = self.envelope(FrameKind::Update).with_delta(delta);
+        envelope.names = names.as_deref();
+        let frame = envelope.render();
         let event = Bytes::from(bytes);
         if let Some(journal) = self.journal() {
             // Shares the event and frame buffers; the journal encodes them.

@@ -258,6 +258,7 @@ impl Worker {
         if !self.tail.events.is_empty() {
             self.snapshot();
         }
+        self.naming.forget_named();
         let fallback = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Probation { fallback, .. } => Some(fallback),
             _ => None,

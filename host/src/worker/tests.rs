@@ -80,6 +80,7 @@ fn config(
         observer: observer.clone(),
         metrics: metrics.clone(),
         producers: board,
+        names: None,
     })
 }
 

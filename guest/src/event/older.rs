@@ -1,11 +1,14 @@
-//! Events as `EVENT_FORMAT` 1 encoded them, read from journals written
-//! before format 2.
+//! Events as `EVENT_FORMAT`s 1 and 2 encoded them, read from journals
+//! written before format 3.
 //!
-//! Format 2 changed only the rollbacks, by appending fields (the window of
-//! a rollback_bet_cancel, the outcomes of a rollback_bet_settlement): a
-//! format-1 rollback always ends before them, so it never decodes as the
-//! current format and lands here. Every other kind decodes the same in
-//! both formats. Nothing here is ever encoded by the host.
+//! Each format changed some kinds only by appending fields: format 2 the
+//! rollbacks (the window of a rollback_bet_cancel, the outcomes of a
+//! rollback_bet_settlement), format 3 the bet_stop (the market ids its
+//! groups stood for, resolved by the host from the market descriptions).
+//! An older entry of a changed kind always ends before the new fields, so
+//! it never decodes as a newer format and lands here: tried as format 2,
+//! then as format 1. Every other kind decodes the same in all three.
+//! Nothing here is ever encoded by the host.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,11 +17,57 @@ use super::{
     SettlementRollback,
 };
 
+/// A bet_stop of formats 1 and 2: its groups, unresolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Stop2 {
+    pub header: Header,
+    pub groups: Vec<String>,
+    pub market_status: i32,
+}
+
+impl From<Stop2> for BetStop {
+    /// Resolved by the guest's own table, as those formats meant.
+    fn from(s: Stop2) -> BetStop {
+        BetStop {
+            header: s.header,
+            groups: s.groups,
+            market_status: s.market_status,
+            markets: None,
+        }
+    }
+}
+
+/// `MatchEvent` of format 2: same variants, same order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) enum Format2 {
+    OddsChange(OddsChange),
+    BetStop(Stop2),
+    BetSettlement(BetSettlement),
+    BetCancel(BetCancel),
+    RollbackBetSettlement(SettlementRollback),
+    RollbackBetCancel(CancelRollback),
+    FixtureChange(FixtureChange),
+}
+
+impl From<Format2> for MatchEvent {
+    fn from(e: Format2) -> MatchEvent {
+        match e {
+            Format2::OddsChange(e) => MatchEvent::OddsChange(e),
+            Format2::BetStop(e) => MatchEvent::BetStop(e.into()),
+            Format2::BetSettlement(e) => MatchEvent::BetSettlement(e),
+            Format2::BetCancel(e) => MatchEvent::BetCancel(e),
+            Format2::RollbackBetSettlement(e) => MatchEvent::RollbackBetSettlement(e),
+            Format2::RollbackBetCancel(e) => MatchEvent::RollbackBetCancel(e),
+            Format2::FixtureChange(e) => MatchEvent::FixtureChange(e),
+        }
+    }
+}
+
 /// `MatchEvent` of format 1: same variants, same order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) enum Format1 {
     OddsChange(OddsChange),
-    BetStop(BetStop),
+    BetStop(Stop2),
     BetSettlement(BetSettlement),
     BetCancel(BetCancel),
     RollbackBetSettlement(MarketRollback),
@@ -33,17 +82,23 @@ pub(super) struct MarketRollback {
     pub markets: Vec<MarketRef>,
 }
 
-/// A format-1 event, if `bytes` are one (all of them).
+/// A format-2 or format-1 event, if `bytes` are one (all of them).
 pub(super) fn decode(bytes: &[u8]) -> Option<MatchEvent> {
-    let (event, read) = bincode::serde::decode_from_slice::<Format1, _>(bytes, crate::codec()).ok()?;
-    (read == bytes.len()).then(|| event.into())
+    whole::<Format2>(bytes)
+        .map(MatchEvent::from)
+        .or_else(|| whole::<Format1>(bytes).map(MatchEvent::from))
+}
+
+fn whole<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    let (event, read) = bincode::serde::decode_from_slice::<T, _>(bytes, crate::codec()).ok()?;
+    (read == bytes.len()).then_some(event)
 }
 
 impl From<Format1> for MatchEvent {
     fn from(e: Format1) -> MatchEvent {
         match e {
             Format1::OddsChange(e) => MatchEvent::OddsChange(e),
-            Format1::BetStop(e) => MatchEvent::BetStop(e),
+            Format1::BetStop(e) => MatchEvent::BetStop(e.into()),
             Format1::BetSettlement(e) => MatchEvent::BetSettlement(e),
             Format1::BetCancel(e) => MatchEvent::BetCancel(e),
             // A whole-market rollback, as format 1 meant.
@@ -147,6 +202,31 @@ mod tests {
     }
 
     #[test]
+    fn format_2_bet_stops_decode_unresolved_and_current_ones_keep_their_markets() {
+        let old = Stop2 {
+            header: header(),
+            groups: vec!["corners".into()],
+            market_status: -1,
+        };
+        for bytes in [
+            crate::encode(&Format2::BetStop(old.clone())),
+            crate::encode(&Format1::BetStop(old.clone())),
+        ] {
+            assert_eq!(
+                crate::event::decode(&bytes).expect("decodes"),
+                MatchEvent::BetStop(old.clone().into())
+            );
+        }
+        let new = MatchEvent::BetStop(BetStop {
+            markets: Some(vec![166, 167]),
+            ..old.into()
+        });
+        let bytes = crate::encode(&new);
+        assert_eq!(crate::event::decode(&bytes).expect("decodes"), new);
+        assert_eq!(decode(&bytes), None, "formats 1 and 2 do not take the trailing markets");
+    }
+
+    #[test]
     fn current_rollbacks_are_not_read_as_format_1() {
         let new = MatchEvent::RollbackBetCancel(CancelRollback {
             header: header(),
@@ -156,7 +236,11 @@ mod tests {
         });
         let bytes = crate::encode(&new);
         assert_eq!(crate::event::decode(&bytes).expect("decodes"), new);
-        assert_eq!(decode(&bytes), None, "format 1 does not take the trailing window");
+        assert_eq!(
+            whole::<Format1>(&bytes),
+            None,
+            "format 1 does not take the trailing window"
+        );
         assert!(crate::event::decode(&bytes[..bytes.len() - 1]).is_err(), "cut short");
     }
 }
