@@ -14,7 +14,7 @@ use crate::names::Descriptions;
 
 /// Fill `stop.markets` from `descriptions`.
 pub fn resolve(stop: &mut BetStop, descriptions: &Descriptions) {
-    if descriptions.len() == 0 || stop.groups.iter().any(|g| g == "all") {
+    if descriptions.is_empty() || stop.groups.iter().any(|g| g == "all") {
         return;
     }
     let groups: Vec<&str> = stop.groups.iter().map(String::as_str).collect();
@@ -65,7 +65,7 @@ mod tests {
             }
         }
         let ids: Vec<u32> = d.market_ids().collect();
-        let inactive = |id: u32| id % 3 == 0;
+        let inactive = |id: u32| id.is_multiple_of(3);
         let book = MatchEvent::OddsChange(OddsChange {
             header: header(),
             sport_event_status: None,

@@ -128,6 +128,10 @@ struct Waiting {
     failures: u32,
 }
 
+/// What one fetch comes back with: the fixture and the text it was read
+/// from (to keep), or why not.
+type Fetched = (Arc<str>, Result<(Fixture, String), String>);
+
 struct Task {
     endpoint: Endpoint,
     timeout: Duration,
@@ -136,7 +140,7 @@ struct Task {
     waiting: HashMap<Arc<str>, Waiting>,
     /// Matches backing off, with when to try again.
     retries: Vec<(Instant, Arc<str>)>,
-    fetching: JoinSet<(Arc<str>, Result<(Fixture, String), String>)>,
+    fetching: JoinSet<Fetched>,
 }
 
 impl Task {

@@ -170,7 +170,7 @@ impl Worker {
             return;
         };
         let descriptions = source.descriptions.borrow().clone();
-        if descriptions.len() == 0 {
+        if descriptions.is_empty() {
             return;
         }
         let competitors = self.competitors();
@@ -227,7 +227,7 @@ impl Worker {
         let source = self.source()?;
         let descriptions = source.descriptions.borrow().clone();
         let fixture = self.naming.fixture.clone();
-        if descriptions.len() == 0 && fixture.is_none() {
+        if descriptions.is_empty() && fixture.is_none() {
             return None;
         }
         let rendered;
@@ -254,7 +254,7 @@ impl Worker {
             view.sport = f.sport.as_deref();
             view.scheduled = f.scheduled_ms;
         }
-        if descriptions.len() > 0 {
+        if !descriptions.is_empty() {
             for m in ids.markets {
                 let outcomes = m
                     .outcomes
@@ -293,3 +293,6 @@ pub(super) async fn arrival(waiting: &mut Option<oneshot::Receiver<Arc<Fixture>>
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;
