@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{DEADLINE, Server, http_get, sample};
+use crate::support::{DEADLINE, Server, http_get, sample, simulator};
 
 /// Browser names looked up on `PATH` when `TOUCHLINE_CHROMIUM` is not set.
 const BROWSERS: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
@@ -147,6 +147,20 @@ impl Page {
         self.call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true}))
             .await["result"]["value"]
             .clone()
+    }
+
+    /// Evaluate `expr` until it returns something other than null, within
+    /// the deadline, and return that.
+    async fn wait_some(&mut self, expr: &str) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let got = self.eval(expr).await;
+            if !got.is_null() {
+                return got;
+            }
+            assert!(start.elapsed() < DEADLINE, "page: `{expr}` stays null");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Evaluate `expr` until it returns `want`, within the deadline.
@@ -300,4 +314,77 @@ async fn a_producer_down_shows_a_banner_and_greys_its_markets_until_it_recovers(
     touchline_testkit::provider::bring_up(&server.provider, &mut feed, server.http, DEADLINE).expect("recovered");
     page.wait_eval(BANNER, Value::Null).await;
     page.wait_eval(&greyed, json!(false)).await;
+}
+
+/// With the simulator's API the server names matches, markets and
+/// outcomes (from its fixtures and market descriptions); the page shows
+/// the names and keeps the raw ids in the tooltips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_event_market_and_outcome_names_with_raw_ids_in_tooltips() {
+    let Some(chromium) = find_chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = simulator(dir.path(), &["--matches", "2"]);
+    let api = sim.api_url();
+    let server = Server::start_sim(tempfile::tempdir().expect("tempdir"), &sim, &["--api-url", &api]);
+    let browser = launch(&chromium, &format!("http://{}/", server.http));
+    let mut page = Page::open(&browser).await;
+
+    // A match on the page with its 1x2 market (every simulated match
+    // prices it), and that match's fixture as the simulator serves it.
+    let id = page
+        .wait_some(r#"document.querySelector('[data-role="market"][data-market="1"][data-specifiers=""]')?.closest("[data-match]").dataset.match ?? null"#)
+        .await;
+    let id = id.as_str().expect("a match id");
+    let (code, xml) = http_get(sim.api, &format!("/v1/sports/en/sport_events/{id}/fixture.xml"));
+    assert_eq!(code, 200, "{xml}");
+    let fixture = touchline::names::Fixture::parse(&xml).expect("the simulator's fixture parses");
+    let home = &fixture.home().expect("a home team").name;
+    let tournament = fixture.tournament.as_deref().expect("a tournament");
+
+    // [text, title] of the element `selector` finds in the match's card.
+    let shown = |selector: &str| {
+        format!(r#"(e => e && [e.textContent, e.title])(document.querySelector('[data-match="{id}"] {selector}'))"#)
+    };
+    let event = page.wait_some(&shown(r#"[data-role="event"]"#)).await;
+    assert_eq!(event[1], json!(id), "the event name's tooltip is the match id");
+    page.wait_eval(
+        &format!("{}?.[0].includes({})", shown(r#"[data-role="event"]"#), json!(home)),
+        json!(true),
+    )
+    .await;
+    page.wait_eval(
+        &format!(
+            "{}?.[0].includes({})",
+            shown(r#"[data-role="meta"]"#),
+            json!(tournament)
+        ),
+        json!(true),
+    )
+    .await;
+    // Names from the simulator's descriptions (`sim/reference.rs`): 1x2's
+    // outcome 1 is `{$competitor1}`, winning margin's 1350 is
+    // `{$competitor1} by 3+`.
+    page.wait_eval(
+        &shown(r#"[data-role="market"][data-market="1"][data-specifiers=""]"#),
+        json!(["1x2", "market 1"]),
+    )
+    .await;
+    page.wait_eval(
+        &shown(r#".odds[data-market="1"][data-specifiers=""][data-outcome="1"] .oid"#),
+        json!([home, "outcome 1"]),
+    )
+    .await;
+    let margin = r#"[data-market="15"][data-specifiers="variant=sr:winning_margin:3+"]"#;
+    page.wait_eval(
+        &shown(&format!(r#"[data-role="market"]{margin}"#)),
+        json!(["Winning margin", "market 15 · variant=sr:winning_margin:3+"]),
+    )
+    .await;
+    page.wait_eval(
+        &shown(&format!(r#".odds{margin}[data-outcome="1350"] .oid"#)),
+        json!([format!("{home} by 3+"), "outcome 1350"]),
+    )
+    .await;
 }
