@@ -9,6 +9,7 @@
 //! `anyhow` with their whole chain printed.
 
 mod load;
+mod names;
 mod producers;
 mod report;
 mod scenarios;
@@ -36,7 +37,7 @@ struct Cli {
     #[arg(long, default_value = "bench/results/latest.json")]
     out: PathBuf,
     /// Run only these scenarios (parse, pipeline, fanout, density,
-    /// faults, bets, producers, swap), when iterating on one of them.
+    /// faults, bets, producers, names, swap), when iterating on one of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The `touchline` binary to measure. The fault-injection and v2 guests

@@ -124,7 +124,7 @@ fn producers(http: std::net::SocketAddr) -> anyhow::Result<Value> {
 }
 
 /// Wait until every producer satisfies `pred`.
-async fn wait_producers(http: std::net::SocketAddr, pred: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+pub(crate) async fn wait_producers(http: std::net::SocketAddr, pred: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         let list = producers(http)?;
@@ -137,7 +137,7 @@ async fn wait_producers(http: std::net::SocketAddr, pred: impl Fn(&Value) -> boo
 }
 
 /// The ids of the first `n` matches the server announces.
-async fn match_ids(http: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn match_ids(http: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<String>> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await?;
     ws.send(Message::Text(
         json!({"op": "subscribe", "matches": ["*"]}).to_string().into(),

@@ -218,6 +218,30 @@ pub fn table(r: &Value) -> String {
         un["trigger_to_told_up_us"]["p99"],
         un["told_up"]
     );
+    let n = &r["names"];
+    if n.is_object() {
+        let _ = writeln!(
+            t,
+            "\n7b. names (200 simulated matches at 200 msg/s; frame bytes mean; update latency feed stamp → client, ms)"
+        );
+        for v in ["names", "no_names", "fixtures_down", "fixtures_slow"] {
+            let x = &n[v];
+            let _ = writeln!(
+                t,
+                "   {v:<14} snapshot {} B ({} of {} with event names), update {} B ({} of {} with names), names frames {}, latency p50/p99/max {} / {} / {} ms",
+                f(&x["snapshot_bytes_mean"]),
+                x["snapshots_with_event_names"],
+                x["snapshots"],
+                f(&x["update_bytes_mean"]),
+                x["updates_with_names"],
+                x["updates"],
+                x["names_frames"],
+                x["update_latency_ms"]["p50"],
+                x["update_latency_ms"]["p99"],
+                x["update_latency_ms"]["max"],
+            );
+        }
+    }
     let w = &r["swap"];
     let (i, b) = (&w["install"], &w["rollback"]);
     let _ = writeln!(

@@ -313,6 +313,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             crate::producers::producers_run(&plan.servers, &scratch.path().join("producers"), plan.quick).await?;
     }
 
+    // 7b. Names: their cost in frame bytes and update latency; a fixture
+    // endpoint down or slow.
+    if plan.wants("names") {
+        report["names"] = crate::names::names_run(&plan.servers, &scratch.path().join("names"), plan.quick).await?;
+    }
+
     // 8. Hot swap under load: v1 → v2 → v1 while clients watch.
     if plan.wants("swap") {
         progress(&format!(

@@ -10,7 +10,10 @@
 //! [`FETCHES_IN_FLIGHT`] at a time, each bounded by the request timeout.
 //! A failed fetch (API down, slow, 5xx, unparsable answer) is retried
 //! with backoff from 1 s doubling to 5 min, for as long as the match's
-//! worker still waits; a match never waits for its fixture. Bounds: the
+//! worker still waits; a match never waits for its fixture. A failure also
+//! pauses every fetch (1 s doubling to 60 s, reset by a success), so an
+//! API that is down is probed by a few requests per pause, not hammered
+//! by one per match. Bounds: the
 //! request queue holds [`WANT_QUEUE`] asks, and at most [`MAX_WAITING`]
 //! matches wait (fetching or backing off) at once; asks beyond either are
 //! refused and counted (`fixtures_total{outcome="refused"}`).
@@ -34,7 +37,9 @@ pub const WANT_QUEUE: usize = 1024;
 /// Matches waiting for their fixture at once.
 pub const MAX_WAITING: usize = 100_000;
 /// Fetches in flight at once.
-pub const FETCHES_IN_FLIGHT: usize = 4;
+pub const FETCHES_IN_FLIGHT: usize = 16;
+const PAUSE_MIN: Duration = Duration::from_secs(1);
+const PAUSE_MAX: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -114,6 +119,8 @@ pub fn start(
         waiting: HashMap::new(),
         retries: Vec::new(),
         fetching: JoinSet::new(),
+        paused_until: None,
+        pause: PAUSE_MIN,
     };
     tasks.spawn(task.run(rx, shutdown));
     Fixtures {
@@ -141,6 +148,10 @@ struct Task {
     /// Matches backing off, with when to try again.
     retries: Vec<(Instant, Arc<str>)>,
     fetching: JoinSet<Fetched>,
+    /// No fetch starts before this (the last one failed)...
+    paused_until: Option<Instant>,
+    /// ...and the next failure pauses this long.
+    pause: Duration,
 }
 
 impl Task {
@@ -148,12 +159,17 @@ impl Task {
         // Matches due for a fetch, waiting for a slot.
         let mut due: std::collections::VecDeque<Arc<str>> = Default::default();
         loop {
-            while self.fetching.len() < FETCHES_IN_FLIGHT
+            if self.paused_until.is_some_and(|t| t <= Instant::now()) {
+                self.paused_until = None;
+            }
+            while self.paused_until.is_none()
+                && self.fetching.len() < FETCHES_IN_FLIGHT
                 && let Some(id) = due.pop_front()
             {
                 self.fetch(id);
             }
             let next_retry = self.retries.iter().map(|(t, _)| *t).min();
+            let resume = self.paused_until.filter(|_| !due.is_empty());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 want = asks.recv() => match want {
@@ -169,6 +185,7 @@ impl Task {
                         self.fetched(id, outcome);
                     }
                 }
+                _ = sleep_until(resume) => {}
                 _ = sleep_until(next_retry) => {
                     let now = Instant::now();
                     let (ready, later): (Vec<_>, Vec<_>) = self.retries.drain(..).partition(|(t, _)| *t <= now);
@@ -239,6 +256,7 @@ impl Task {
         match outcome {
             Ok((fixture, text)) => {
                 count(&self.metrics, "fetched");
+                self.pause = PAUSE_MIN;
                 if let Some(j) = &self.journal
                     && let Err(e) = j.try_write(Op::Reference {
                         key: store_key(&id),
@@ -254,6 +272,10 @@ impl Task {
             }
             Err(e) => {
                 count(&self.metrics, "failed");
+                if self.paused_until.is_none() {
+                    self.paused_until = Some(Instant::now() + self.pause);
+                    self.pause = (self.pause * 2).min(PAUSE_MAX);
+                }
                 let Some(w) = self.waiting.get_mut(&id) else { return };
                 w.failures += 1;
                 let backoff = BACKOFF_MIN
