@@ -145,10 +145,14 @@ impl Worker {
         self.naming.waiting = waiting;
     }
 
-    /// The fixture arrived (`None`: it never will, the fetcher stopped).
+    /// The fixture arrived (`None`: the ask was refused or the fetcher
+    /// stopped; asked again on a later event).
     pub(super) fn on_fixture(&mut self, fixture: Option<Arc<Fixture>>) {
         self.naming.waiting = None;
-        let Some(fixture) = fixture else { return };
+        let Some(fixture) = fixture else {
+            self.naming.asked = false;
+            return;
+        };
         self.naming.fixture = Some(fixture);
         self.snapshot_cache = None;
         if self.updates.receiver_count() > 0 {
