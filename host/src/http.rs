@@ -46,6 +46,10 @@ pub struct AppState {
     pub guests: Arc<crate::guests::Guests>,
     pub producers: crate::producers::Producers,
     pub catalog: crate::reference::Catalog,
+    /// Its health is part of readiness.
+    pub store: crate::store::Store,
+    /// A feed connection is part of readiness when one is configured.
+    pub feed_expected: bool,
 }
 
 /// Largest guest component accepted by `POST /admin/guest`.
@@ -54,7 +58,9 @@ pub const MAX_GUEST_BYTES: usize = 64 << 20;
 pub fn routes(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/", get(index))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(readyz))
+        .route("/readyz", get(readyz))
+        .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
         .route("/admin/matches/{id}/heal", axum::routing::post(heal))
@@ -94,12 +100,38 @@ async fn refresh_reference(State(st): State<AppState>, headers: axum::http::Head
     }
 }
 
-async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
-    if st.ready.load(Ordering::Acquire) && !st.shutdown.is_cancelled() {
-        (StatusCode::OK, "ok\n")
+/// Liveness: the process serves HTTP (restart it only if this fails).
+async fn livez() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+/// Readiness (also `/healthz`): 200 only while the server can do its job:
+/// started and not stopping, the store writing (`store`: `ok` or why not:
+/// disk under the reserve, writes failing, a flush stuck) and, when a feed
+/// is configured, at least one feed connection (`feed`). 503 otherwise;
+/// the JSON body says which.
+async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    let running = st.ready.load(Ordering::Acquire) && !st.shutdown.is_cancelled();
+    let store = st.store.health().check();
+    let feed = if !st.feed_expected || st.metrics.feed_connections.get() > 0 {
+        Ok(())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting or stopping\n")
-    }
+        Err("no feed connection".to_owned())
+    };
+    let ready = running && store.is_ok() && feed.is_ok();
+    let say = |r: &Result<(), String>| r.as_ref().map_or_else(|e| e.clone(), |_| "ok".to_owned());
+    let body = serde_json::json!({
+        "ready": ready,
+        "server": if running { "ok" } else { "starting or stopping" },
+        "store": say(&store),
+        "feed": say(&feed),
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body))
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {

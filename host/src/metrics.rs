@@ -58,6 +58,7 @@ pub struct Metrics {
     pub store_queue_depth: Gauge,
     pub store_ops: Counter,
     pub store_errors: Counter,
+    pub store_held_ops: Gauge,
     pub store_commit_seconds: Histogram,
     pub ws_sessions: Gauge,
     pub ws_frames_sent: Counter,
@@ -181,6 +182,11 @@ impl Metrics {
                 "snapshots_skipped",
                 "Snapshots skipped because the store queue was full",
                 Counter::default()
+            ),
+            store_held_ops: reg!(
+                "store_held_ops",
+                "Writes the store writer holds while the disk is under its reserve",
+                Gauge::default()
             ),
             store_queue_depth: reg!(
                 "store_queue_depth",

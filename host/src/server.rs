@@ -67,7 +67,7 @@ impl Server {
     /// Open the store, compile the guest, bind the listeners and start.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
-        let store = store::Store::open(&config.data_dir)?;
+        let store = store::Store::open_reserving(&config.data_dir, config.store_reserve)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let (handle, rx) = store::queue(store.clone());
         let writer_stop = CancellationToken::new();
@@ -147,6 +147,8 @@ impl Server {
             guests: Arc::new(guests),
             producers,
             catalog,
+            store: store.clone(),
+            feed_expected: config.feed_listen.is_some() || config.feed_connect.is_some(),
         };
         let (http_addr, http_task) = serve_http(config.http, state, session_stop.clone()).await?;
         ready.store(true, Ordering::Release);

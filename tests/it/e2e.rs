@@ -12,8 +12,15 @@ const MATCH: &str = "sr:match:10927088";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_feed_reaches_websocket_client() {
     let server = Server::start(&[]);
-    assert_eq!(http_get(server.http, "/healthz").0, 200);
+    // Alive, but not ready before its feed is connected.
+    assert_eq!(http_get(server.http, "/livez").0, 200);
+    let (code, body) = http_get(server.http, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(r#""feed":"no feed connection""#), "{body}");
     let mut feed = server.feed_up();
+    let (code, body) = http_get(server.http, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""store":"ok""#), "{body}");
     feed.write_all(&sample("uof/messages/odds_change.xml"))
         .expect("feed write");
     server.wait_metric("touchline_events_applied_total", 1.0);

@@ -6,6 +6,8 @@
 //! - `settle_bets`: settlements, cancels and rollbacks of accepted bets.
 //! - `e2e`: the real `touchline` binary over real sockets.
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
+//! - `disk`: a full disk (a tmpfs the test fills): not ready, bets refused,
+//!   writes held, recovery by itself with no hole.
 //! - `durability`: kill -9 and SIGTERM mid-stream, restart, resume.
 //! - `bet_ids`: one bet id sent by many sessions at once.
 //! - `limits`: max sessions, max matches, ids per request, message size,
@@ -23,6 +25,7 @@
 
 mod bet_ids;
 mod bets;
+mod disk;
 mod durability;
 mod e2e;
 mod faults;

@@ -90,6 +90,11 @@ pub struct Settings {
     /// Longest a journaled event waits for its group commit, ms.
     #[arg(long, default_value_t = 10)]
     pub commit_interval_ms: u64,
+    /// Free space kept on the data dir's disk, MiB: under it the store
+    /// holds writes (and is not ready) until there is room again; 0 = not
+    /// checked.
+    #[arg(long, default_value_t = 64)]
+    pub store_reserve_mib: u64,
     /// Snapshot a match every this many events...
     #[arg(long, default_value_t = 100)]
     pub snapshot_every: u64,
@@ -252,6 +257,7 @@ impl Settings {
             max_sessions: self.max_sessions,
             durability: !self.no_durability,
             commit_interval: ms(self.commit_interval_ms),
+            store_reserve: self.store_reserve_mib << 20,
             snapshot_every: self.snapshot_every,
             snapshot_interval: ms(self.snapshot_interval_ms),
             clean_after: ms(self.clean_after_ms),
@@ -314,6 +320,8 @@ pub struct ServeConfig {
     pub durability: bool,
     /// Longest a journaled event waits for its group commit.
     pub commit_interval: Duration,
+    /// Free bytes kept on the data dir's disk (0: not checked).
+    pub store_reserve: u64,
     /// Snapshot a match's state every this many events...
     pub snapshot_every: u64,
     /// ...or this often, whichever comes first.

@@ -20,10 +20,13 @@
 //! - `meta`      "starts" → number of times this data dir was opened;
 //!   "guest.active" / "guest.previous" → content hashes
 
+pub mod health;
 pub mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
+
+use health::StoreHealth;
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +120,8 @@ pub struct Store {
     meta: sled::Tree,
     /// Which start of this data dir this is (1 for the first).
     start_no: u64,
+    /// Whether it can write (the writer keeps it current).
+    health: Arc<StoreHealth>,
 }
 
 fn key(match_id: &str, n: u64) -> Vec<u8> {
@@ -153,8 +158,14 @@ fn dec<T: serde::de::DeserializeOwned>(what: &'static str, key: &[u8], bytes: &[
 }
 
 impl Store {
-    /// Open (or create) the database and count this start.
+    /// Open (or create) the database and count this start; no reserve.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_reserving(dir, 0)
+    }
+
+    /// Open, keeping `reserve` bytes of the disk free: under it the writer
+    /// holds writes ([`health`]).
+    pub fn open_reserving(dir: &Path, reserve: u64) -> Result<Store, StoreError> {
         let db = sled::open(dir).map_err(|source| StoreError::Open {
             path: dir.display().to_string(),
             source,
@@ -181,7 +192,13 @@ impl Store {
             meta,
             db,
             start_no: starts,
+            health: Arc::new(StoreHealth::new(dir, reserve)),
         })
+    }
+
+    /// Whether the store can write now.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     /// Which start of this data dir this is; used as the epoch of streams

@@ -8,6 +8,22 @@
 //! match: the next barrier of that match (or the next global barrier) is
 //! answered `Err`, so a bet whose record was not written is never
 //! confirmed. A failed flush answers every barrier of its batch `Err`.
+//! Failures are logged at most once a second, with a count.
+//!
+//! **Disk full.** Before each batch the writer reads the data dir's free
+//! space; under the reserve ([`super::health`]) it does not give sled the
+//! batch but *holds* it, in order, and answers barriers `Err` (nothing is
+//! durable now). New bet decisions are refused outright (dropped, their
+//! match tainted): a bet answered `storage_unavailable` must never turn up
+//! accepted later. Snapshots are dropped (the journal keeps every event).
+//! Everything else — events and frames, marks, settlements of accepted
+//! bets, parked events, producer records — waits, up to [`HELD_BYTES`];
+//! past that the writer takes nothing more from the queue, so senders wait
+//! (the feed reader in the end: backpressure, no loss). Every second it
+//! looks again; once space is back it writes what it held, in order, and
+//! carries on: the journal has no hole. Stopped while full, what was held
+//! is not written: a restart then recovers what was durable and, the
+//! matches not being durably clean, gives them a new epoch.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,6 +32,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
+use super::health::{Problem, StoreHealth, Throttle};
 use super::{Store, StoreError};
 use crate::journal::{Journal, JournalError, Op, Parked};
 use crate::metrics::Metrics;
@@ -26,6 +43,11 @@ use crate::metrics::Metrics;
 pub const WRITE_QUEUE: usize = 65_536;
 /// Most ops applied in one group commit.
 const MAX_BATCH: usize = 8192;
+/// Ops held while the disk is full, in (approximate) bytes; past it the
+/// writer stops taking ops from the queue.
+pub const HELD_BYTES: usize = 64 << 20;
+/// How often a full disk is looked at again.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// The sending end of the write queue; the journal the workers use.
 #[derive(Debug, Clone)]
@@ -81,6 +103,7 @@ fn read_error(e: StoreError) -> JournalError {
 pub trait Sink: Send + Sync + 'static {
     fn apply(&self, op: Op) -> Result<(), StoreError>;
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn health(&self) -> &StoreHealth;
 }
 
 impl Sink for Store {
@@ -90,6 +113,53 @@ impl Sink for Store {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(Store::flush(self))
+    }
+
+    fn health(&self) -> &StoreHealth {
+        Store::health(self)
+    }
+}
+
+/// What the writer holds while the disk is full.
+#[derive(Debug, Default)]
+struct Held {
+    ops: Vec<Op>,
+    bytes: usize,
+    /// Bet decisions refused and snapshots dropped meanwhile.
+    refused: u64,
+    dropped: u64,
+}
+
+/// An op's size, roughly: what it costs to hold.
+fn weight(op: &Op) -> usize {
+    match op {
+        Op::Append { event, frame, .. } => event.len() + frame.len() + 64,
+        Op::Hold { event, .. } => event.len() + 64,
+        Op::Reference { text, .. } => text.len() + 64,
+        Op::PutGuest { record, .. } => record.component.len() + 64,
+        _ => 512,
+    }
+}
+
+impl Held {
+    /// Take `op` while the disk is full (see the module header).
+    fn hold(&mut self, op: Op, taint: &mut Taint, full: &Problem) {
+        match op {
+            Op::Barrier { scope, ack } => {
+                // Reports (and so clears) what its scope had failed too.
+                let _ = taint.take(scope.as_deref());
+                let _ = ack.send(Err(JournalError::WriteFailed(full.to_string())));
+            }
+            Op::Bet(record) if record.settlement.is_none() => {
+                taint.record_text(Some(&record.match_id), &full.to_string());
+                self.refused += 1;
+            }
+            Op::Snapshot { .. } => self.dropped += 1,
+            op => {
+                self.bytes += weight(&op);
+                self.ops.push(op);
+            }
+        }
     }
 }
 
@@ -104,10 +174,14 @@ struct Taint {
 
 impl Taint {
     fn record(&mut self, op_match: Option<&str>, error: &StoreError) {
+        self.record_text(op_match, &error.to_string());
+    }
+
+    fn record_text(&mut self, op_match: Option<&str>, error: &str) {
         if let Some(m) = op_match {
             self.matches.insert(Arc::from(m));
         }
-        self.any = Some(error.to_string());
+        self.any = Some(error.to_owned());
     }
 
     /// Whether a barrier of `scope` covers a failed write; reports it.
@@ -133,18 +207,26 @@ pub async fn run_writer<S: Sink>(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut taint = Taint::default();
+    let mut held = Held::default();
+    let mut log = Throttle::new(Duration::from_secs(1));
     let mut stopping = false;
     while !stopping {
+        // Holding: look at the disk again every second; past the budget,
+        // take nothing more (senders wait).
+        let recheck = (!held.ops.is_empty()).then(|| tokio::time::Instant::now() + RECHECK);
+        let room = held.bytes < HELD_BYTES;
         let first = tokio::select! {
-            op = rx.recv() => op,
-            _ = stop.cancelled() => None,
+            op = rx.recv(), if room => Some(op),
+            _ = stop.cancelled() => Some(None),
+            _ = sleep_until(recheck) => None,
         };
         match first {
-            Some(op) => batch.push(op),
-            None => {
+            Some(Some(op)) => batch.push(op),
+            Some(None) => {
                 stopping = true;
                 rx.close();
             }
+            None => {}
         }
         let deadline = tokio::time::Instant::now() + commit_interval;
         // A barrier means someone waits for durability: commit now rather
@@ -167,17 +249,64 @@ pub async fn run_writer<S: Sink>(
             stopping = false;
         }
         metrics.store_queue_depth.set(rx.len() as i64);
-        commit(&store, &mut batch, &mut taint, &metrics).await;
+        if let Some(full) = full(&store) {
+            if store.health().set(Some(full.clone())) {
+                tracing::error!(problem = %full, "store: disk full; holding writes until there is room");
+            }
+            for op in batch.drain(..) {
+                held.hold(op, &mut taint, &full);
+            }
+            metrics.store_held_ops.set(held.ops.len() as i64);
+            if stopping && !held.ops.is_empty() {
+                tracing::error!(
+                    held = held.ops.len(),
+                    "store: stopping with the disk still full; held writes are not made durable"
+                );
+            }
+            continue;
+        }
+        if !held.ops.is_empty() || held.refused > 0 || held.dropped > 0 {
+            tracing::warn!(
+                held = held.ops.len(),
+                refused_bets = held.refused,
+                dropped_snapshots = held.dropped,
+                "store: room again; writing what was held"
+            );
+            let mut ops = std::mem::take(&mut held).ops;
+            ops.append(&mut batch);
+            batch = ops;
+            metrics.store_held_ops.set(0);
+        }
+        commit(&store, &mut batch, &mut taint, &metrics, &mut log).await;
+    }
+}
+
+/// The disk's problem if free space is under the reserve.
+fn full<S: Sink>(store: &S) -> Option<Problem> {
+    let health = store.health();
+    let reserve = health.reserve();
+    if reserve == 0 {
+        return None;
+    }
+    let available = health.available()?;
+    (available < reserve).then_some(Problem::Full { available, reserve })
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
 type Ack = oneshot::Sender<Result<(), JournalError>>;
 
-async fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metrics: &Metrics) {
+async fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metrics: &Metrics, log: &mut Throttle) {
     let started = Instant::now();
     let n = batch.len() as u64;
     // Barriers of this batch with what they report unless the flush fails.
     let mut acks: Vec<(Ack, Result<(), JournalError>)> = Vec::new();
+    let mut failed = false;
     for op in batch.drain(..) {
         if let Op::Barrier { scope, ack } = op {
             let verdict = match taint.take(scope.as_deref()) {
@@ -190,18 +319,31 @@ async fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metr
         let op_match: Option<String> = op.scope().map(str::to_owned);
         if let Err(e) = store.apply(op) {
             metrics.store_errors.inc();
-            tracing::error!(error = %e, match_id = op_match.as_deref().unwrap_or("-"), "store write failed");
+            if let Some(suppressed) = log.allow(Instant::now()) {
+                tracing::error!(error = %e, match_id = op_match.as_deref().unwrap_or("-"), suppressed, "store write failed");
+            }
+            store.health().set(Some(Problem::Failed(e.to_string())));
+            failed = true;
             taint.record(op_match.as_deref(), &e);
         }
     }
-    if let Err(e) = store.flush().await {
+    store.health().flush_started();
+    let flushed = store.flush().await;
+    store.health().flush_done();
+    if let Err(e) = flushed {
         metrics.store_errors.inc();
-        tracing::error!(error = %e, "store flush failed");
+        if let Some(suppressed) = log.allow(Instant::now()) {
+            tracing::error!(error = %e, suppressed, "store flush failed");
+        }
+        store.health().set(Some(Problem::Failed(format!("flush: {e}"))));
         // Not durable: nothing in this batch may be acknowledged.
         for (ack, _) in acks {
             let _ = ack.send(Err(JournalError::WriteFailed(format!("flush: {e}"))));
         }
         return;
+    }
+    if !failed && store.health().set(None) {
+        tracing::warn!("store: writing again");
     }
     metrics.store_ops.inc_by(n);
     metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -233,6 +375,10 @@ mod tests {
 
         fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
             Box::pin(self.store.flush())
+        }
+
+        fn health(&self) -> &StoreHealth {
+            self.store.health()
         }
     }
 

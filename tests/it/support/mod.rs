@@ -103,6 +103,11 @@ impl Server {
     /// 2016) and a producer is declared silent only after 180 s. Producers
     /// start down: [`Server::feed_up`] brings them up.
     pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::start_logging(data, None, extra)
+    }
+
+    /// [`Server::start_in`] with the log at `log` (off a disk a test fills).
+    pub fn start_logging(data: tempfile::TempDir, log: Option<&Path>, extra: &[&str]) -> Server {
         let provider = Provider::start().expect("the provider's API");
         let url = provider.url();
         let defaults = [
@@ -111,7 +116,12 @@ impl Server {
             ("--max-feed-delay", "0"),
             ("--alive-timeout", "180"),
         ];
-        Self::launch(data, &with_defaults(&defaults, extra), provider)
+        let args = with_defaults(&defaults, extra);
+        let mut launch = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path()).args(&args);
+        if let Some(log) = log {
+            launch = launch.log(log);
+        }
+        Self::launched(data, launch, provider)
     }
 
     /// A server fed by `sim` (`--feed-connect`), which is also the
@@ -134,10 +144,12 @@ impl Server {
     }
 
     fn launch(data: tempfile::TempDir, args: &[&str], provider: Provider) -> Server {
-        let process = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path())
-            .args(args)
-            .start()
-            .unwrap_or_else(|e| panic!("starting touchline: {e}"));
+        let launch = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path()).args(args);
+        Self::launched(data, launch, provider)
+    }
+
+    fn launched(data: tempfile::TempDir, launch: Launch, provider: Provider) -> Server {
+        let process = launch.start().unwrap_or_else(|e| panic!("starting touchline: {e}"));
         Server {
             http: process.http,
             feed: process.feed,
