@@ -235,7 +235,12 @@ impl Desk {
 
     pub async fn place(&self, bet: ClientBet) -> Answer {
         let started = Instant::now();
-        let answer = self.place_inner(bet).await;
+        let (answer, fresh) = self.place_inner(bet).await;
+        if !fresh {
+            // The decision of an earlier request with this id: not a new one.
+            self.metrics.bet_replays.inc();
+            return answer;
+        }
         let reason = answer
             .reason
             .as_deref()
@@ -254,34 +259,21 @@ impl Desk {
         answer
     }
 
-    async fn place_inner(&self, bet: ClientBet) -> Answer {
+    /// The answer, and whether it is a new decision (`false`: an earlier
+    /// request's, returned again).
+    async fn place_inner(&self, bet: ClientBet) -> (Answer, bool) {
         let id = bet.id.clone();
         if id.is_empty() || id.len() > 128 {
-            return Answer::rejected(&id, "invalid_id: 1 to 128 characters");
+            // Not an id the answer could be kept under.
+            return (Answer::rejected(&id, "invalid_id: 1 to 128 characters"), true);
         }
-        let Ok(market) = bet.market.parse::<u32>() else {
-            return Answer::rejected(&id, format!("invalid_market: {:?} is not a market id", bet.market));
-        };
-        if !(bet.stake.is_finite() && bet.stake > 0.0) {
-            return Answer::rejected(&id, "invalid_stake: must be a positive number");
-        }
-        if bet.stake < self.policy.min_stake || bet.stake > self.policy.max_stake {
-            return Answer::rejected(
-                &id,
-                format!(
-                    "invalid_stake: must be between {} and {}",
-                    self.policy.min_stake, self.policy.max_stake
-                ),
-            );
-        }
-        if !(bet.odds.is_finite() && bet.odds > 1.0) {
-            return Answer::rejected(&id, "invalid_odds: must be a number above 1");
-        }
+        // An unreadable market id is kept as market 0 (the reason quotes it).
+        let market = bet.market.parse::<u32>().ok();
         let request = BetRequest {
             id: id.clone(),
-            market,
+            market: market.unwrap_or(0),
             specifiers: canonical_specifiers(&bet.specifiers),
-            outcome: bet.outcome,
+            outcome: bet.outcome.clone(),
             odds: bet.odds,
             stake: bet.stake,
             accept_better_odds: self.policy.accept_better_odds,
@@ -289,19 +281,56 @@ impl Desk {
         let _claim = self.claim(&id).await;
         if let Some(store) = &self.store {
             match store.store.bet(&id) {
-                Ok(Some(prior)) if prior.request == request && prior.match_id == bet.match_id => {
-                    return Answer::from_record(&prior);
+                Ok(Some(prior)) if same_bet(&prior.request, &request) && prior.match_id == bet.match_id => {
+                    return (Answer::from_record(&prior), false);
                 }
-                Ok(Some(_)) => return Answer::rejected(&id, "id_conflict: this id was used for another bet"),
+                Ok(Some(_)) => {
+                    return (
+                        Answer::rejected(&id, "id_conflict: this id was used for another bet"),
+                        true,
+                    );
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "reading bets");
-                    return Answer::rejected(&id, "unavailable: bet store unreadable");
+                    return (Answer::rejected(&id, "unavailable: bet store unreadable"), true);
                 }
             }
         }
-        let Some(handle) = self.router.get(&bet.match_id) else {
-            return self.record_unrouted(bet.match_id, request, "unknown_match").await;
+        // Rejected on its face: kept like any decision, so the id answers
+        // the same at any time (`GET /api/bets/{id}` too).
+        if let Some(reason) = self.invalid(&bet, market) {
+            return (self.record_unrouted(bet.match_id, request, &reason).await, true);
+        }
+        (self.decide(bet.match_id, request).await, true)
+    }
+
+    /// Why a bet is rejected before any worker sees it, if it is.
+    fn invalid(&self, bet: &ClientBet, market: Option<u32>) -> Option<String> {
+        if market.is_none() {
+            return Some(format!("invalid_market: {:?} is not a market id", bet.market));
+        }
+        if !(bet.stake.is_finite() && bet.stake > 0.0) {
+            return Some("invalid_stake: must be a positive number".to_owned());
+        }
+        if bet.stake < self.policy.min_stake || bet.stake > self.policy.max_stake {
+            return Some(format!(
+                "invalid_stake: must be between {} and {}",
+                self.policy.min_stake, self.policy.max_stake
+            ));
+        }
+        if !(bet.odds.is_finite() && bet.odds > 1.0) {
+            return Some("invalid_odds: must be a number above 1".to_owned());
+        }
+        None
+    }
+
+    /// Route a valid bet to its match's worker and wait for the durable
+    /// decision.
+    async fn decide(&self, match_id: String, request: BetRequest) -> Answer {
+        let id = request.id.clone();
+        let Some(handle) = self.router.get(&match_id) else {
+            return self.record_unrouted(match_id, request, "unknown_match").await;
         };
         let (tx, rx) = oneshot::channel();
         if handle
@@ -381,6 +410,18 @@ impl Desk {
             }
         }
     }
+}
+
+/// The same bet as one already kept (NaN stakes or odds, kept as sent by a
+/// rejected request, compare by their bits).
+fn same_bet(a: &BetRequest, b: &BetRequest) -> bool {
+    a.id == b.id
+        && a.market == b.market
+        && a.specifiers == b.specifiers
+        && a.outcome == b.outcome
+        && a.odds.to_bits() == b.odds.to_bits()
+        && a.stake.to_bits() == b.stake.to_bits()
+        && a.accept_better_odds == b.accept_better_odds
 }
 
 struct Claim<'a> {

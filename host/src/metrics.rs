@@ -58,6 +58,7 @@ pub struct Metrics {
     pub store_queue_depth: Gauge,
     pub store_ops: Counter,
     pub store_errors: Counter,
+    pub bet_replays: Counter,
     pub store_held_ops: Gauge,
     pub store_commit_seconds: Histogram,
     pub ws_sessions: Gauge,
@@ -181,6 +182,11 @@ impl Metrics {
             snapshots_skipped: reg!(
                 "snapshots_skipped",
                 "Snapshots skipped because the store queue was full",
+                Counter::default()
+            ),
+            bet_replays: reg!(
+                "bet_replays",
+                "Bet requests answered with an earlier request's decision (same id, same bet)",
                 Counter::default()
             ),
             store_held_ops: reg!(

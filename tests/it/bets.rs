@@ -123,11 +123,26 @@ async fn every_rejection_reason_and_acceptance() {
         (Some("accepted"), Some(1.5), Some(10.0))
     );
     assert_eq!(http_get(server.http, "/api/bets/never-placed").0, 404);
+    // Rejected on their face, kept all the same: the id answers the same later.
+    for (id, expected) in [
+        ("r-stake0", "invalid_stake"),
+        ("r-market-bad", "invalid_market"),
+        ("r-odds-bad", "invalid_odds"),
+    ] {
+        let (code, body) = http_get(server.http, &format!("/api/bets/{id}"));
+        assert_eq!(code, 200, "{id}: {body}");
+        let stored: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(reason(&stored), expected, "{id}");
+    }
+    // A request answered with an earlier decision is a replay, not a new decision.
     let metrics = http_get(server.http, "/metrics").1;
-    assert!(
-        metrics.contains(r#"touchline_bets_total{decision="rejected",reason="odds_changed"} 2"#),
-        "{metrics}"
-    );
+    for line in [
+        r#"touchline_bets_total{decision="rejected",reason="odds_changed"} 1"#,
+        r#"touchline_bets_total{decision="accepted",reason="none"} 2"#,
+        "touchline_bet_replays_total 2",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
