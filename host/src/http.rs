@@ -221,6 +221,9 @@ async fn list_guests(State(st): State<AppState>, headers: HeaderMap) -> Response
 /// server buffer a component.
 async fn install_guest(State(st): State<AppState>, req: Request) -> Response {
     if let Err(denied) = authorize(&st, req.headers()) {
+        // Read (and drop) what the client is sending, up to a bound, so it
+        // sees the 401 rather than a reset mid-upload.
+        drain(req.into_body()).await;
         return denied.into_response();
     }
     let body = match axum::body::to_bytes(req.into_body(), MAX_GUEST_BYTES).await {
@@ -235,6 +238,26 @@ async fn install_guest(State(st): State<AppState>, req: Request) -> Response {
     };
     let result = st.guests.install(&st.router, body.to_vec()).await;
     rollout_response(result)
+}
+
+/// A refused upload is read and dropped up to this many bytes...
+const DRAIN_BYTES: usize = 8 << 20;
+/// ...for at most this long.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while read < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Roll every match back to the previous guest version.
@@ -284,7 +307,7 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'st
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
@@ -292,6 +315,13 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'st
         st.metrics.admin_denied.inc();
         Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token"))
     }
+}
+
+/// The credentials of a `Bearer` authorization (the scheme in any case,
+/// RFC 7235 §2.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Check an RFC 6455 upgrade request; returns the Sec-WebSocket-Accept value.

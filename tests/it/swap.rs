@@ -385,8 +385,19 @@ async fn refuses_what_is_not_a_match_worker_and_keeps_serving() {
         let wrong = [("Authorization", "Bearer swap-admin-token-0123456780")];
         assert_eq!(http_request(server.http, method, path, &wrong, &body).0, 401, "{path}");
     }
+    // A 2 MB upload with a wrong token: the client sees the 401, not a
+    // reset (the server reads what it is sent, up to a bound, first).
+    let big = vec![0u8; 2 << 20];
+    let wrong = [("Authorization", "Bearer swap-admin-token-0123456780")];
+    assert_eq!(http_request(server.http, "POST", "/admin/guest", &wrong, &big).0, 401);
     assert_eq!(active(&server), v1);
-    assert_eq!(server.metric("touchline_admin_denied_total"), 6.0);
+    assert_eq!(server.metric("touchline_admin_denied_total"), 7.0);
+    // The scheme is case-insensitive (RFC 7235).
+    let lower = format!("bearer {TOKEN}");
+    assert_eq!(
+        http_request(server.http, "GET", "/admin/guest", &[("Authorization", &lower)], b"").0,
+        200
+    );
 
     // Without a configured token the routes do not exist.
     let bare = Server::start(&[]);
