@@ -103,6 +103,16 @@ impl Server {
     /// 2016) and a producer is declared silent only after 180 s. Producers
     /// start down: [`Server::feed_up`] brings them up.
     pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::start_raw(data, extra, None)
+    }
+
+    /// [`Server::start`] with the server's open-file limit (soft and hard)
+    /// lowered to `open_files`.
+    pub fn start_with_open_files(open_files: u64, extra: &[&str]) -> Server {
+        Self::start_raw(tempfile::tempdir().expect("tempdir"), extra, Some(open_files))
+    }
+
+    fn start_raw(data: tempfile::TempDir, extra: &[&str], open_files: Option<u64>) -> Server {
         let provider = Provider::start().expect("the provider's API");
         let url = provider.url();
         let defaults = [
@@ -111,7 +121,7 @@ impl Server {
             ("--max-feed-delay", "0"),
             ("--alive-timeout", "180"),
         ];
-        Self::launch(data, &with_defaults(&defaults, extra), provider)
+        Self::launch_limited(data, &with_defaults(&defaults, extra), provider, open_files)
     }
 
     /// A server fed by `sim` (`--feed-connect`), which is also the
@@ -134,10 +144,13 @@ impl Server {
     }
 
     fn launch(data: tempfile::TempDir, args: &[&str], provider: Provider) -> Server {
-        let process = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path())
-            .args(args)
-            .start()
-            .unwrap_or_else(|e| panic!("starting touchline: {e}"));
+        Self::launch_limited(data, args, provider, None)
+    }
+
+    fn launch_limited(data: tempfile::TempDir, args: &[&str], provider: Provider, open_files: Option<u64>) -> Server {
+        let mut launch = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path()).args(args);
+        launch.open_files = open_files;
+        let process = launch.start().unwrap_or_else(|e| panic!("starting touchline: {e}"));
         Server {
             http: process.http,
             feed: process.feed,
@@ -185,6 +198,11 @@ impl Server {
     /// One metric's value (sum over its label sets), 0 if absent.
     pub fn metric(&self, name: &str) -> f64 {
         self.process().metrics().expect("GET /metrics").value(name)
+    }
+
+    /// Its resident memory (VmRSS), bytes.
+    pub fn rss(&self) -> u64 {
+        self.process().rss_bytes()
     }
 
     pub fn wait_metric(&self, name: &str, at_least: f64) -> f64 {
