@@ -27,8 +27,10 @@ use super::session::WRITE_TIMEOUT;
 /// client to close its side.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-/// Most bytes of a closed session's input read (and discarded) meanwhile.
-pub const LINGER_BYTES: u64 = 1 << 20;
+/// Most bytes of a closed session's input read (and discarded) meanwhile:
+/// enough for a client to finish sending a message many times over the
+/// size limit and still read why it was closed.
+pub const LINGER_BYTES: u64 = 16 << 20;
 
 /// Close the session: with `frame` when the server ends it (then linger),
 /// or by finishing the closing handshake the client started (`None`).
