@@ -9,6 +9,7 @@
 
 pub mod budget;
 mod close;
+mod named;
 mod request;
 pub mod session;
 

@@ -34,7 +34,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use super::budget::{Budget, ControlBudget, Held, MAX_BETS_IN_FLIGHT, MAX_ID_BYTES, Refusal};
+use super::budget::{Budget, ControlBudget, MAX_BETS_IN_FLIGHT, Refusal};
+use super::named::Named;
 use super::request::Request;
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
@@ -52,19 +53,13 @@ struct Session {
     metrics: Arc<Metrics>,
     /// Subscribed to every match, present and future.
     all: bool,
-    /// Explicitly named matches, including ones not seen yet
-    /// (`budget.max_subscriptions`).
-    wanted: HashSet<Arc<str>>,
-    /// The named matches not seen yet (`budget.max_pending`), until their
-    /// first event announces them.
-    unseen: HashSet<Arc<str>>,
+    /// Explicitly named matches, including ones not seen yet, and their
+    /// resume points.
+    named: Named,
     /// Live update streams, one per subscribed match that has caught up.
     streams: StreamMap<Arc<str>, BroadcastStream<Frame>>,
     /// Position of the last frame sent for each match in `streams`.
     positions: HashMap<Arc<str>, Position>,
-    /// Resume points given by the client for matches it named, until used
-    /// (so never more than it names).
-    since: HashMap<Arc<str>, Position>,
     /// Matches whose catch-up is on its way.
     pending: HashSet<Arc<str>>,
     catchups: FuturesUnordered<CatchupFuture>,
@@ -102,11 +97,9 @@ pub async fn run<S>(
         router,
         metrics: metrics.clone(),
         all: false,
-        wanted: HashSet::new(),
-        unseen: HashSet::new(),
+        named: Named::default(),
         streams: StreamMap::new(),
         positions: HashMap::new(),
-        since: HashMap::new(),
         pending: HashSet::new(),
         catchups: FuturesUnordered::new(),
         outbox: VecDeque::new(),
@@ -128,11 +121,11 @@ pub async fn run<S>(
             Some((id, ready)) = s.catchups.next() => s.attach(id, ready),
             Some(answer) = settled.recv() => s.push_answer(&answer),
             Some(answer) = s.bets.next() => s.answered(answer),
-            announced = new_matches.recv(), if s.all || !s.wanted.is_empty() => {
+            announced = new_matches.recv(), if s.all || !s.named.is_empty() => {
                 match announced {
                     Ok(id) => {
-                        s.unseen.remove(&id);
-                        if s.all || s.wanted.contains(&id) { s.subscribe(id) }
+                        s.named.seen(&id);
+                        if s.all || s.named.contains(&id) { s.subscribe(id) }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => s.resubscribe_known(),
                     Err(broadcast::error::RecvError::Closed) => {}
@@ -244,7 +237,8 @@ impl Session {
         }
         match req {
             Request::Subscribe { matches, mut since } => {
-                if let Err(refusal) = self.admit(&matches) {
+                let router = &self.router;
+                if let Err(refusal) = self.named.admit(&matches, &self.budget, |id| router.get(id).is_some()) {
                     return self.refuse(&refusal);
                 }
                 for id in matches {
@@ -253,10 +247,10 @@ impl Session {
                         self.resubscribe_known();
                     } else {
                         // Resume points count only for matches named here.
-                        if let Some(p) = since.remove(&id) {
-                            self.since.insert(Arc::from(id.as_str()), p);
-                        }
-                        self.subscribe_named(Arc::from(id));
+                        let resume = since.remove(&id);
+                        let id: Arc<str> = Arc::from(id);
+                        self.named.name(id.clone(), self.router.get(&id).is_some(), resume);
+                        self.subscribe(id);
                     }
                 }
             }
@@ -288,15 +282,11 @@ impl Session {
                 for id in matches {
                     if id == "*" {
                         self.all = false;
-                        self.wanted.clear();
-                        self.unseen.clear();
-                        self.since.clear();
+                        self.named.clear();
                         let ids: Vec<Arc<str>> = self.streams.keys().cloned().collect();
                         ids.iter().for_each(|id| self.drop_stream(id));
                     } else {
-                        self.wanted.remove(id.as_str());
-                        self.unseen.remove(id.as_str());
-                        self.since.remove(id.as_str());
+                        self.named.forget(&id);
                         if !self.all {
                             self.drop_stream(id.as_str());
                         }
@@ -326,38 +316,6 @@ impl Session {
         self.metrics.ws_client_errors.get_or_create(&Kind { kind }).inc();
     }
 
-    /// May this subscribe be taken on? Counted before anything is applied:
-    /// the ids it names for the first time, and of those the ones not seen
-    /// yet.
-    fn admit(&self, matches: &[String]) -> Result<(), Refusal> {
-        if matches.iter().any(|id| id.len() > MAX_ID_BYTES) {
-            return Err(Refusal::IdTooLong);
-        }
-        let new: HashSet<&str> = matches
-            .iter()
-            .map(String::as_str)
-            .filter(|id| *id != "*" && !self.wanted.contains(*id))
-            .collect();
-        let adding = Held {
-            subscriptions: new.len(),
-            pending: new.iter().filter(|id| self.router.get(id).is_none()).count(),
-        };
-        let held = Held {
-            subscriptions: self.wanted.len(),
-            pending: self.unseen.len(),
-        };
-        self.budget.admit(held, adding)
-    }
-
-    /// A match the client named: subscribed now, or when it is first seen.
-    fn subscribe_named(&mut self, id: Arc<str>) {
-        if self.router.get(&id).is_none() {
-            self.unseen.insert(id.clone());
-        }
-        self.wanted.insert(id.clone());
-        self.subscribe(id);
-    }
-
     fn drop_stream(&mut self, id: &str) {
         self.streams.remove(id);
         self.positions.remove(id);
@@ -367,8 +325,8 @@ impl Session {
     /// missing announcements of new matches).
     fn resubscribe_known(&mut self) {
         for id in self.router.match_ids() {
-            self.unseen.remove(&id);
-            if self.all || self.wanted.contains(&id) {
+            self.named.seen(&id);
+            if self.all || self.named.contains(&id) {
                 self.subscribe(id);
             }
         }
@@ -377,7 +335,7 @@ impl Session {
     /// Start a subscription: attach to updates, then ask the worker how to
     /// catch up (from the client's `since`, if it gave one).
     fn subscribe(&mut self, id: Arc<str>) {
-        let since = self.since.remove(&id);
+        let since = self.named.take_since(&id);
         self.subscribe_from(id, since);
     }
 
@@ -385,13 +343,11 @@ impl Session {
         if self.streams.contains_key(&id) || self.pending.contains(&id) {
             return;
         }
-        // Unknown yet: `wanted` remembers it and the announcement of the new
+        // Unknown yet: `named` remembers it and the announcement of the new
         // match completes the subscription.
         let Some(handle) = self.router.get(&id) else {
-            if let Some(p) = since
-                && self.wanted.contains(&id)
-            {
-                self.since.insert(id, p);
+            if let Some(p) = since {
+                self.named.keep_since(id, p);
             }
             return;
         };
@@ -420,7 +376,7 @@ impl Session {
     fn attach(&mut self, id: Arc<str>, ready: Option<(broadcast::Receiver<Frame>, Catchup)>) {
         self.pending.remove(&id);
         let Some((rx, catchup)) = ready else { return };
-        if !(self.all || self.wanted.contains(&id)) {
+        if !(self.all || self.named.contains(&id)) {
             return; // unsubscribed meanwhile
         }
         let frames = match catchup {
