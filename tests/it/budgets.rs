@@ -134,18 +134,24 @@ async fn pongs_never_pile_up_behind_a_flooding_client_that_does_not_read() {
     drop(ws);
 }
 
+/// The next frame that is not a status frame (a match tells its
+/// subscribers about its producers whenever it first hears from one).
+async fn next_not_status(ws: &mut Ws) -> Value {
+    ws.next_matching(|f| f["type"] != "status").await
+}
+
 /// A session is alive: a request sent now is answered (a bad one, with an
 /// error) before anything else it sent later.
 async fn answers(ws: &mut Ws) {
     ws.send(json!({"op": "ping"})).await;
-    let e = ws.next().await;
+    let e = next_not_status(ws).await;
     assert_eq!(e["type"], "error", "{e}");
     assert!(e["reason"].as_str().is_some_and(|r| r.contains("ping")), "{e}");
 }
 
 async fn refused(ws: &mut Ws, request: Value, reason_starts: &str) {
     ws.send(request).await;
-    let e = ws.next().await;
+    let e = next_not_status(ws).await;
     assert_eq!(e["type"], "error", "{e}");
     let reason = e["reason"].as_str().expect("a reason");
     assert!(reason.starts_with(reason_starts), "{reason}");
@@ -186,7 +192,7 @@ async fn subscriptions_past_either_cap_are_refused_whole_and_the_session_continu
     ws.send(json!({"op": "subscribe", "matches": [known[0], known[1], known[2], "sr:match:101"]}))
         .await;
     for _ in 0..3 {
-        assert_eq!(ws.next().await["type"], "snapshot");
+        assert_eq!(next_not_status(&mut ws).await["type"], "snapshot");
     }
     feed.write_all(&sample_for("uof/messages/odds_change.xml", known[3]))
         .expect("feed");
@@ -200,7 +206,7 @@ async fn subscriptions_past_either_cap_are_refused_whole_and_the_session_continu
     // An unsubscribe makes room.
     ws.send(json!({"op": "unsubscribe", "matches": ["sr:match:101"]})).await;
     ws.send(json!({"op": "subscribe", "matches": [known[3]]})).await;
-    let snap = ws.next().await;
+    let snap = next_not_status(&mut ws).await;
     assert_eq!(
         (snap["type"].as_str(), snap["match"].as_str()),
         (Some("snapshot"), Some(known[3]))
@@ -208,7 +214,7 @@ async fn subscriptions_past_either_cap_are_refused_whole_and_the_session_continu
     // A pending match that appears is subscribed, and no longer pending.
     feed.write_all(&sample_for("uof/messages/odds_change.xml", "sr:match:102"))
         .expect("feed");
-    let snap = ws.next().await;
+    let snap = next_not_status(&mut ws).await;
     assert_eq!(
         (snap["type"].as_str(), snap["match"].as_str()),
         (Some("snapshot"), Some("sr:match:102"))
@@ -247,7 +253,7 @@ async fn millions_of_unknown_match_ids_are_refused_and_memory_stays_flat() {
     for round in 0..200 {
         ws.send(json!({"op": "subscribe", "matches": ids(1000 + round * 5000, 5000)}))
             .await;
-        let e = ws.next().await;
+        let e = next_not_status(&mut ws).await;
         assert_eq!(e["type"], "error", "{e}");
     }
     eprintln!("1,000,000 unknown ids refused in {:?}", start.elapsed());
@@ -258,7 +264,7 @@ async fn millions_of_unknown_match_ids_are_refused_and_memory_stays_flat() {
         .expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
     ws.send(json!({"op": "subscribe", "matches": ["sr:match:1"]})).await;
-    let snap = ws.next().await;
+    let snap = next_not_status(&mut ws).await;
     assert_eq!(
         (snap["type"].as_str(), snap["match"].as_str()),
         (Some("snapshot"), Some("sr:match:1"))
