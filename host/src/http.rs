@@ -5,6 +5,7 @@
 //! WebSocket handshake is answered here and the upgraded connection is handed
 //! to `tokio-tungstenite` and [`crate::push::session`]. Sessions are capped
 //! by a semaphore; past the cap a client gets 503 instead of a session.
+//! Connections are taken in, limited and timed by [`crate::listen`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// One permit per WebSocket session.
     pub sessions: Arc<Semaphore>,
+    /// What each session's client may make it hold or do.
+    pub budget: push::Budget,
+    /// Longest the upgrade may take once the 101 is answered.
+    pub handshake_timeout: std::time::Duration,
     pub session_tasks: TaskTracker,
     pub shutdown: CancellationToken,
     /// `/admin/*` bearer token; `None` disables the admin routes (404).
@@ -163,15 +168,22 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
     let st2 = st.clone();
     st.session_tasks.spawn(async move {
         let _permit = permit;
-        match on_upgrade.await {
-            Ok(upgraded) => {
+        match tokio::time::timeout(st2.handshake_timeout, on_upgrade).await {
+            Ok(Ok(upgraded)) => {
+                // tungstenite's write buffer keeps its unbounded default
+                // (a cap would refuse any frame larger than it, and
+                // snapshots have no size bound): the session bounds it by
+                // flushing after every batch and every ping, under its
+                // write timeout, reading nothing meanwhile.
+                let max = st2.budget.max_message_bytes;
                 let config = WebSocketConfig::default()
-                    .max_message_size(Some(push::MAX_CLIENT_MESSAGE))
-                    .max_frame_size(Some(push::MAX_CLIENT_MESSAGE));
+                    .max_message_size(Some(max))
+                    .max_frame_size(Some(max));
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                push::session::run(ws, st2.router, st2.desk, st2.metrics, st2.shutdown).await;
+                push::session::run(ws, st2.router, st2.desk, st2.metrics, st2.budget, st2.shutdown).await;
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            Err(_) => tracing::debug!("websocket upgrade did not complete in time"),
         }
     });
     let mut resp = Response::new(Body::empty());

@@ -15,7 +15,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["router"],
     &["feed", "bets", "guests"],
     &["push"],
-    &["http", "sim", "config", "server"],
+    &["http", "listen", "sim", "config", "server"],
 ];
 
 #[cfg(test)]

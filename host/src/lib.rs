@@ -14,6 +14,9 @@
 //! - [`push`]: WebSocket sessions, subscriptions, snapshots and updates.
 //! - [`bets`]: bet intake, idempotency, durable confirmation.
 //! - [`http`]: page, health, metrics, bets API, WebSocket upgrade.
+//! - [`listen`]: the HTTP port's accept loop: connection limits (per
+//!   address, in all), the request-head timeout, running out of
+//!   descriptors.
 //! - [`store`]: the only owner of sled (the production journal); its
 //!   writer makes group commits.
 //! - [`producers`]: the feed's producers, their state (up, down,
@@ -36,6 +39,7 @@ pub mod guests;
 pub mod http;
 pub mod journal;
 pub mod layers;
+pub mod listen;
 pub mod metrics;
 pub mod names;
 pub mod producers;

@@ -66,6 +66,11 @@ pub struct Metrics {
     pub ws_client_errors: Family<Kind, Counter>,
     pub ws_resyncs: Counter,
     pub ws_slow_disconnects: Counter,
+    pub http_connections: Gauge,
+    pub http_refused: Family<Kind, Counter>,
+    pub http_evicted: Counter,
+    pub http_header_timeouts: Counter,
+    pub http_accept_errors: Family<Kind, Counter>,
     pub admin_denied: Counter,
     pub hibernated_matches: Gauge,
     pub bets: Family<Labels, Counter>,
@@ -212,7 +217,11 @@ impl Metrics {
             ),
             ws_sessions: reg!("ws_sessions", "Open WebSocket sessions", Gauge::default()),
             ws_frames_sent: reg!("ws_frames_sent", "Frames sent to WebSocket clients", Counter::default()),
-            ws_client_errors: reg!("ws_client_errors", "Bad client frames, by reason", Family::default()),
+            ws_client_errors: reg!(
+                "ws_client_errors",
+                "Bad client frames and requests over a session budget, by reason",
+                Family::default()
+            ),
             ws_resyncs: reg!(
                 "ws_resyncs",
                 "Subscriptions resent a snapshot after the client lagged",
@@ -222,6 +231,31 @@ impl Metrics {
                 "ws_slow_disconnects",
                 "Sessions closed for not reading",
                 Counter::default()
+            ),
+            http_connections: reg!(
+                "http_connections",
+                "Open HTTP connections, WebSocket sessions included",
+                Gauge::default()
+            ),
+            http_refused: reg!(
+                "http_refused",
+                "HTTP connections closed as they were accepted, by reason (per_ip, full)",
+                Family::default()
+            ),
+            http_evicted: reg!(
+                "http_evicted",
+                "HTTP connections waiting for a request closed to make room for a new one",
+                Counter::default()
+            ),
+            http_header_timeouts: reg!(
+                "http_header_timeouts",
+                "HTTP connections closed for not sending a whole request head in time",
+                Counter::default()
+            ),
+            http_accept_errors: reg!(
+                "http_accept_errors",
+                "Failed accepts on the HTTP port, by kind (descriptors, other)",
+                Family::default()
             ),
             admin_denied: reg!(
                 "admin_denied",

@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::sandbox::{self, Limits, Platform};
 use crate::{
-    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, metrics, producers, reference, router, store,
-    supervisor, worker,
+    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, listen, metrics, producers, reference, router,
+    store, supervisor, worker,
 };
 
 /// What the workers report, to the layers that care: versions and
@@ -135,11 +135,14 @@ impl Server {
         let feed_addr = start_feed(&config, intake, &feed_stop, &feed_tasks).await?;
         let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
         let ready = Arc::new(AtomicBool::new(false));
+        let metrics_for_http = metrics.clone();
         let state = http::AppState {
             router: router.clone(),
             metrics,
             ready: ready.clone(),
             sessions: Arc::new(tokio::sync::Semaphore::new(config.max_sessions)),
+            budget: config.session_budget,
+            handshake_timeout: config.header_timeout,
             session_tasks: session_tasks.clone(),
             shutdown: session_stop.clone(),
             admin_token: config.admin_token.clone(),
@@ -150,7 +153,7 @@ impl Server {
             store: store.clone(),
             feed_expected: config.feed_listen.is_some() || config.feed_connect.is_some(),
         };
-        let (http_addr, http_task) = serve_http(config.http, state, session_stop.clone()).await?;
+        let (http_addr, http_task) = serve_http(&config, state, metrics_for_http, session_stop.clone()).await?;
         ready.store(true, Ordering::Release);
         Ok(Server {
             http_addr,
@@ -385,20 +388,25 @@ async fn start_feed(
 
 type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
-/// Bind the HTTP port and serve until `stop`.
+/// Bind the HTTP port and serve until `stop`, within the connection limits.
 async fn serve_http(
-    addr: SocketAddr,
+    config: &ServeConfig,
     state: http::AppState,
+    metrics: Arc<metrics::Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, HttpTask)> {
+    let addr = config.http;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding HTTP {addr}"))?;
     let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, http::routes(state))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let limits = listen::Limits {
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(|| listen::descriptors::default_max_connections(listen::descriptors::open_file_limit())),
+        per_ip: config.max_connections_per_ip,
+        header_timeout: config.header_timeout,
+    };
+    let task = tokio::spawn(listen::serve(listener, http::routes(state), limits, metrics, stop));
     Ok((bound, task))
 }

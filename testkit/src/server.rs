@@ -36,6 +36,10 @@ pub struct Launch {
     pub rust_log: String,
     /// Flags after `serve --http 127.0.0.1:0 --feed-listen 127.0.0.1:0 --data DIR`.
     pub args: Vec<OsString>,
+    /// The server's open-file limit (`RLIMIT_NOFILE`, soft and hard), if
+    /// not ours: set by `sh -c 'ulimit -n N; exec touchline ...'` (the
+    /// workspace has no unsafe code for a `pre_exec`).
+    pub open_files: Option<u64>,
 }
 
 impl Launch {
@@ -48,6 +52,7 @@ impl Launch {
             data,
             rust_log: "info".to_owned(),
             args: Vec::new(),
+            open_files: None,
         }
     }
 
@@ -67,6 +72,11 @@ impl Launch {
         S: Into<OsString>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn open_files(mut self, limit: u64) -> Launch {
+        self.open_files = Some(limit);
         self
     }
 
@@ -100,7 +110,16 @@ impl ServerProcess {
             .append(true)
             .open(&launch.log)
             .map_err(Error::io(format!("opening the server log {}", launch.log.display())))?;
-        let mut child = Command::new(&launch.exe)
+        let mut command = match launch.open_files {
+            None => Command::new(&launch.exe),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", r#"ulimit -n "$0" && exec "$@""#, &limit.to_string()])
+                    .arg(&launch.exe);
+                sh
+            }
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--http",

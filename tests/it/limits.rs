@@ -201,11 +201,12 @@ async fn a_request_naming_more_than_10000_ids_is_refused_and_the_session_continu
     assert_eq!(snap["match"], "sr:match:10927088");
 }
 
-/// A valid subscribe request of exactly `len` bytes.
+/// A valid subscribe request of exactly `len` bytes (padded with JSON
+/// whitespace: a match id that long would be refused for its length).
 fn request_of(len: usize) -> String {
-    let head = r#"{"op":"subscribe","matches":[""#;
-    let tail = r#""]}"#;
-    let text = format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()));
+    let head = r#"{"op":"subscribe","matches":["x"]"#;
+    let tail = "}";
+    let text = format!("{head}{}{tail}", " ".repeat(len - head.len() - tail.len()));
     assert_eq!(text.len(), len);
     text
 }

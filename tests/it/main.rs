@@ -2,6 +2,9 @@
 //!
 //! - `feed`: the framer and parser against the real sample messages.
 //! - `feed_problems`: lenient parsing of altered samples.
+//! - `budgets`: what one client may make the server hold or do (ping
+//!   floods, pending subscriptions, slow request heads, oversized messages,
+//!   connections per address, running out of descriptors), with RSS bounds.
 //! - `bets`: bet decisions, idempotency, durability of confirmed bets.
 //! - `settle_bets`: settlements, cancels and rollbacks of accepted bets.
 //! - `e2e`: the real `touchline` binary over real sockets.
@@ -25,6 +28,7 @@
 
 mod bet_ids;
 mod bets;
+mod budgets;
 mod disk;
 mod durability;
 mod e2e;

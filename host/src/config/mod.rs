@@ -84,6 +84,39 @@ pub struct Settings {
     /// Concurrent WebSocket sessions.
     #[arg(long, default_value_t = 20_000)]
     pub max_sessions: usize,
+    /// Open HTTP connections (WebSocket sessions included) from one source
+    /// address; more are closed as they are accepted.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// Open HTTP connections in all (WebSocket sessions included); past it a
+    /// new connection closes the one idle longest before a request, or is
+    /// closed itself (default: the open-file limit less 128 descriptors kept
+    /// for the store, the feed and the provider's API).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Time (ms) a connection has to send a whole request head (the
+    /// WebSocket upgrade request too), counted from its accept or from the
+    /// end of its previous response; also bounds the upgrade itself.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Largest client WebSocket message, bytes; a larger one closes the
+    /// session (1009).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub ws_max_message_bytes: usize,
+    /// Control frames (pings, unsolicited pongs) a WebSocket client may send
+    /// per second on average...
+    #[arg(long, default_value_t = 4)]
+    pub ws_pings_per_sec: u32,
+    /// ...and at once; one beyond the budget closes the session (1008).
+    #[arg(long, default_value_t = 16)]
+    pub ws_ping_burst: u32,
+    /// Matches one WebSocket session may name in its subscriptions
+    /// (`["*"]` is not counted: it is bounded by --max-matches).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_subscriptions: usize,
+    /// Of those, matches not seen yet (kept until their first event).
+    #[arg(long, default_value_t = 1_000)]
+    pub max_pending_subscriptions: usize,
     /// Run without journal, snapshots or recovery (only to measure their cost).
     #[arg(long)]
     pub no_durability: bool,
@@ -255,6 +288,16 @@ impl Settings {
             guest_call_deadline: ms(self.guest_deadline_ms),
             max_message_bytes: self.max_message_bytes,
             max_sessions: self.max_sessions,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_connections: self.max_connections,
+            header_timeout: ms(self.header_timeout_ms),
+            session_budget: crate::push::Budget {
+                max_message_bytes: self.ws_max_message_bytes,
+                pings_per_sec: self.ws_pings_per_sec,
+                ping_burst: self.ws_ping_burst,
+                max_subscriptions: self.max_subscriptions,
+                max_pending: self.max_pending_subscriptions,
+            },
             durability: !self.no_durability,
             commit_interval: ms(self.commit_interval_ms),
             store_reserve: self.store_reserve_mib << 20,
@@ -316,6 +359,14 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     /// Concurrent WebSocket sessions.
     pub max_sessions: usize,
+    /// Open HTTP connections per source address.
+    pub max_connections_per_ip: usize,
+    /// Open HTTP connections in all; `None`: from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Time a connection has to send a request head (and to upgrade).
+    pub header_timeout: Duration,
+    /// What one WebSocket session may make the server hold or do.
+    pub session_budget: crate::push::Budget,
     /// Journal, snapshots and recovery on (off only to measure their cost).
     pub durability: bool,
     /// Longest a journaled event waits for its group commit.
@@ -439,6 +490,27 @@ impl ServeConfig {
         )?;
         range("--max-message-bytes", self.max_message_bytes as u64, 1024, 1 << 30)?;
         range("--max-sessions", self.max_sessions as u64, 1, 1_000_000)?;
+        range(
+            "--max-connections-per-ip",
+            self.max_connections_per_ip as u64,
+            1,
+            1_000_000,
+        )?;
+        if let Some(max) = self.max_connections {
+            range("--max-connections", max as u64, 1, 1_000_000)?;
+        }
+        range(
+            "--header-timeout-ms",
+            self.header_timeout.as_millis() as u64,
+            100,
+            600_000,
+        )?;
+        let b = &self.session_budget;
+        range("--ws-max-message-bytes", b.max_message_bytes as u64, 1024, 16 << 20)?;
+        range("--ws-pings-per-sec", u64::from(b.pings_per_sec), 1, 1_000_000)?;
+        range("--ws-ping-burst", u64::from(b.ping_burst), 1, 1_000_000)?;
+        range("--max-subscriptions", b.max_subscriptions as u64, 1, 1_000_000)?;
+        range("--max-pending-subscriptions", b.max_pending as u64, 0, 1_000_000)?;
         range(
             "--commit-interval-ms",
             self.commit_interval.as_millis() as u64,

@@ -258,6 +258,14 @@ fn every_validation_error_and_the_bounds() {
         ("guest-deadline-ms", 1, 60_000),
         ("max-message-bytes", 1024, 1 << 30),
         ("max-sessions", 1, 1_000_000),
+        ("max-connections-per-ip", 1, 1_000_000),
+        ("max-connections", 1, 1_000_000),
+        ("header-timeout-ms", 100, 600_000),
+        ("ws-max-message-bytes", 1024, 16 << 20),
+        ("ws-pings-per-sec", 1, 1_000_000),
+        ("ws-ping-burst", 1, 1_000_000),
+        ("max-subscriptions", 1, 1_000_000),
+        ("max-pending-subscriptions", 0, 1_000_000),
         ("commit-interval-ms", 1, 10_000),
         ("snapshot-every", 1, 1_000_000),
         ("snapshot-interval-ms", 10, 3_600_000),
@@ -395,6 +403,7 @@ fn the_flags_users_know() {
         api_url: Some(String::new()),
         descriptions_file: vec![PathBuf::new()],
         recovery_token: Some(String::new()),
+        max_connections: Some(1),
         ..Settings::default()
     })
     .expect("settings as TOML")

@@ -4,12 +4,16 @@
 //! subscribes to matches (each match's broadcast of pre-serialised frames),
 //! sends a snapshot first and then updates with contiguous `seq`, and
 //! resynchronises a subscriber that lagged with a fresh snapshot. Frames
-//! are never re-serialised per client. The wire protocol is in
-//! `docs/protocol.md`.
+//! are never re-serialised per client. [`budget`] is what one client may
+//! make the server hold or do. The wire protocol is in `docs/protocol.md`.
 
+pub mod budget;
+mod close;
+mod named;
+mod request;
 pub mod session;
 
-/// Largest client message accepted; a larger one closes the session (1009).
-pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+pub use budget::Budget;
+
 /// Most match ids one subscribe/unsubscribe request may name.
 pub const MAX_IDS_PER_REQUEST: usize = 10_000;

@@ -9,15 +9,20 @@
 //! snapshot. A client that stops reading altogether is disconnected after
 //! [`WRITE_TIMEOUT`]. Sessions never hold a worker's mailbox beyond one
 //! snapshot request, so shutdown can drain workers.
+//!
+//! What a client may make the session hold is budgeted ([`super::budget`]):
+//! control frames, named and pending subscriptions, bets in flight. The
+//! outbox is drained (under [`WRITE_TIMEOUT`]) before the next event is
+//! handled, and so is the pong tungstenite queues for each ping: nothing
+//! queues for a client that does not read.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, oneshot};
 use tokio_stream::StreamMap;
@@ -29,54 +34,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{Budget, ControlBudget, MAX_BETS_IN_FLIGHT, Refusal};
+use super::named::Named;
+use super::request::Request;
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
 use crate::worker::{Catchup, Command, Frame, FrameKind, Position};
 
 /// A client that has not accepted a frame for this long is disconnected.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum Request {
-    Subscribe {
-        matches: Vec<String>,
-        /// Where the client left off, per match, to resume without a snapshot.
-        #[serde(default)]
-        since: HashMap<String, Position>,
-    },
-    Unsubscribe {
-        matches: Vec<String>,
-    },
-    Bet {
-        id: Id,
-        #[serde(rename = "match")]
-        match_id: String,
-        market: Id,
-        #[serde(default)]
-        specifiers: String,
-        outcome: Id,
-        odds: f64,
-        stake: f64,
-    },
-}
-
-/// Feed ids come as JSON strings or numbers.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Id {
-    Text(String),
-    Number(serde_json::Number),
-}
-
-impl Id {
-    fn into_string(self) -> String {
-        match self {
-            Id::Text(s) => s,
-            Id::Number(n) => n.to_string(),
-        }
-    }
-}
 
 type BetFuture = Pin<Box<dyn Future<Output = crate::bets::Answer> + Send>>;
 
@@ -87,19 +53,22 @@ struct Session {
     metrics: Arc<Metrics>,
     /// Subscribed to every match, present and future.
     all: bool,
-    /// Explicitly named matches, including ones not seen yet.
-    wanted: HashSet<Arc<str>>,
+    /// Explicitly named matches, including ones not seen yet, and their
+    /// resume points.
+    named: Named,
     /// Live update streams, one per subscribed match that has caught up.
     streams: StreamMap<Arc<str>, BroadcastStream<Frame>>,
     /// Position of the last frame sent for each match in `streams`.
     positions: HashMap<Arc<str>, Position>,
-    /// Resume points given by the client, until used.
-    since: HashMap<Arc<str>, Position>,
     /// Matches whose catch-up is on its way.
     pending: HashSet<Arc<str>>,
     catchups: FuturesUnordered<CatchupFuture>,
-    /// Frames to send, in order.
+    /// Frames to send, in order; drained before the next event.
     outbox: VecDeque<Utf8Bytes>,
+    /// A ping was read: tungstenite queued its pong, to flush now.
+    flush_due: bool,
+    budget: Budget,
+    control: ControlBudget,
     desk: Arc<crate::bets::Desk>,
     /// This session's bets waiting for their durable decision.
     bets: FuturesUnordered<BetFuture>,
@@ -115,6 +84,7 @@ pub async fn run<S>(
     router: Arc<Router>,
     desk: Arc<crate::bets::Desk>,
     metrics: Arc<Metrics>,
+    budget: Budget,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -127,13 +97,15 @@ pub async fn run<S>(
         router,
         metrics: metrics.clone(),
         all: false,
-        wanted: HashSet::new(),
+        named: Named::default(),
         streams: StreamMap::new(),
         positions: HashMap::new(),
-        since: HashMap::new(),
         pending: HashSet::new(),
         catchups: FuturesUnordered::new(),
         outbox: VecDeque::new(),
+        flush_due: false,
+        budget,
+        control: ControlBudget::new(&budget, Instant::now()),
         desk,
         bets: FuturesUnordered::new(),
         bet_updates,
@@ -149,17 +121,21 @@ pub async fn run<S>(
             Some((id, ready)) = s.catchups.next() => s.attach(id, ready),
             Some(answer) = settled.recv() => s.push_answer(&answer),
             Some(answer) = s.bets.next() => s.answered(answer),
-            announced = new_matches.recv(), if s.all || !s.wanted.is_empty() => {
+            announced = new_matches.recv(), if s.all || !s.named.is_empty() => {
                 match announced {
-                    Ok(id) => if s.all || s.wanted.contains(&id) { s.subscribe(id) },
+                    Ok(id) => {
+                        s.named.seen(&id);
+                        if s.all || s.named.contains(&id) { s.subscribe(id) }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => s.resubscribe_known(),
                     Err(broadcast::error::RecvError::Closed) => {}
                 }
             }
         }
-        if s.outbox.is_empty() {
+        if s.outbox.is_empty() && !s.flush_due {
             continue;
         }
+        s.flush_due = false;
         // Queue every pending frame, then flush once: one write for many
         // frames when a session is behind or subscribed to busy matches.
         let n = s.outbox.len() as u64;
@@ -181,10 +157,7 @@ pub async fn run<S>(
             }
         };
     };
-    if let Some(frame) = close {
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-    }
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
+    super::close::close(sink, incoming, close).await;
     s.desk.owners.unregister(&s.owned, &s.bet_updates);
     metrics.ws_sessions.dec();
 }
@@ -198,21 +171,39 @@ impl Session {
             Some(Ok(Message::Text(text))) => self.request(&text),
             Some(Ok(Message::Binary(_))) => self.error("binary frames are not supported; send JSON text"),
             Some(Ok(Message::Close(_))) | None => return Err(None),
-            Some(Ok(_)) => {} // ping/pong are answered by tungstenite
-            Some(Err(e)) => {
-                self.metrics
-                    .ws_client_errors
-                    .get_or_create(&Kind { kind: "protocol" })
-                    .inc();
-                tracing::debug!(error = %e, "websocket protocol error");
-                // A message over MAX_CLIENT_MESSAGE: the client is told
-                // why (1009), as the protocol promises.
-                if let tungstenite::Error::Capacity(_) = e {
+            // tungstenite has queued the pong: flushed before the next
+            // read, so pongs never pile up behind a client that does not
+            // read (the write timeout ends it instead).
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                if !self.control.take(Instant::now()) {
+                    self.count("control_budget");
+                    tracing::info!(
+                        per_sec = self.budget.pings_per_sec,
+                        burst = self.budget.ping_burst,
+                        "websocket client over its control frame budget; closing"
+                    );
                     return Err(Some(CloseFrame {
-                        code: CloseCode::Size,
-                        reason: "message too big".into(),
+                        code: CloseCode::Policy,
+                        reason: "too many pings".into(),
                     }));
                 }
+                self.flush_due = true;
+            }
+            Some(Ok(Message::Frame(_))) => {} // only ever written, never read
+            Some(Err(e)) => {
+                // A message over the size budget: the client is told why
+                // (1009), as the protocol promises.
+                if let tungstenite::Error::Capacity(e) = e {
+                    self.count("too_big");
+                    tracing::debug!(error = %e, "websocket client message too big; closing");
+                    let reason = format!("message too big: at most {} bytes", self.budget.max_message_bytes);
+                    return Err(Some(CloseFrame {
+                        code: CloseCode::Size,
+                        reason: reason.into(),
+                    }));
+                }
+                self.count("protocol");
+                tracing::debug!(error = %e, "websocket protocol error");
                 return Err(None);
             }
         }
@@ -245,15 +236,20 @@ impl Session {
             return self.error(&format!("at most {} matches per request", super::MAX_IDS_PER_REQUEST));
         }
         match req {
-            Request::Subscribe { matches, since } => {
-                self.since.extend(since.into_iter().map(|(k, v)| (Arc::from(k), v)));
+            Request::Subscribe { matches, mut since } => {
+                let router = &self.router;
+                if let Err(refusal) = self.named.admit(&matches, &self.budget, |id| router.get(id).is_some()) {
+                    return self.refuse(&refusal);
+                }
                 for id in matches {
                     if id == "*" {
                         self.all = true;
                         self.resubscribe_known();
                     } else {
+                        // Resume points count only for matches named here.
+                        let resume = since.remove(&id);
                         let id: Arc<str> = Arc::from(id);
-                        self.wanted.insert(id.clone());
+                        self.named.name(id.clone(), self.router.get(&id).is_some(), resume);
                         self.subscribe(id);
                     }
                 }
@@ -267,6 +263,9 @@ impl Session {
                 odds,
                 stake,
             } => {
+                if self.bets.len() >= MAX_BETS_IN_FLIGHT {
+                    return self.refuse(&Refusal::BetsInFlight { id: id.into_string() });
+                }
                 let bet = crate::bets::ClientBet {
                     id: id.into_string(),
                     match_id,
@@ -283,11 +282,11 @@ impl Session {
                 for id in matches {
                     if id == "*" {
                         self.all = false;
-                        self.wanted.clear();
+                        self.named.clear();
                         let ids: Vec<Arc<str>> = self.streams.keys().cloned().collect();
                         ids.iter().for_each(|id| self.drop_stream(id));
                     } else {
-                        self.wanted.remove(id.as_str());
+                        self.named.forget(&id);
                         if !self.all {
                             self.drop_stream(id.as_str());
                         }
@@ -298,12 +297,23 @@ impl Session {
     }
 
     fn error(&mut self, reason: &str) {
-        self.metrics
-            .ws_client_errors
-            .get_or_create(&Kind { kind: "bad_request" })
-            .inc();
+        self.count("bad_request");
+        self.push_error(reason);
+    }
+
+    /// A request over a budget: an error frame, and the session continues.
+    fn refuse(&mut self, refusal: &Refusal) {
+        self.count(refusal.kind());
+        self.push_error(&refusal.to_string());
+    }
+
+    fn push_error(&mut self, reason: &str) {
         let frame = serde_json::json!({"type": "error", "reason": reason});
         self.outbox.push_back(Utf8Bytes::from(frame.to_string()));
+    }
+
+    fn count(&self, kind: &'static str) {
+        self.metrics.ws_client_errors.get_or_create(&Kind { kind }).inc();
     }
 
     fn drop_stream(&mut self, id: &str) {
@@ -311,16 +321,21 @@ impl Session {
         self.positions.remove(id);
     }
 
+    /// Every known match this session wants (after `["*"]`, or after
+    /// missing announcements of new matches).
     fn resubscribe_known(&mut self) {
         for id in self.router.match_ids() {
-            self.subscribe(id);
+            self.named.seen(&id);
+            if self.all || self.named.contains(&id) {
+                self.subscribe(id);
+            }
         }
     }
 
     /// Start a subscription: attach to updates, then ask the worker how to
     /// catch up (from the client's `since`, if it gave one).
     fn subscribe(&mut self, id: Arc<str>) {
-        let since = self.since.remove(&id);
+        let since = self.named.take_since(&id);
         self.subscribe_from(id, since);
     }
 
@@ -328,11 +343,11 @@ impl Session {
         if self.streams.contains_key(&id) || self.pending.contains(&id) {
             return;
         }
-        // Unknown yet: `wanted` remembers it and the announcement of the new
+        // Unknown yet: `named` remembers it and the announcement of the new
         // match completes the subscription.
         let Some(handle) = self.router.get(&id) else {
             if let Some(p) = since {
-                self.since.insert(id, p);
+                self.named.keep_since(id, p);
             }
             return;
         };
@@ -361,7 +376,7 @@ impl Session {
     fn attach(&mut self, id: Arc<str>, ready: Option<(broadcast::Receiver<Frame>, Catchup)>) {
         self.pending.remove(&id);
         let Some((rx, catchup)) = ready else { return };
-        if !(self.all || self.wanted.contains(&id)) {
+        if !(self.all || self.named.contains(&id)) {
             return; // unsubscribed meanwhile
         }
         let frames = match catchup {

@@ -103,11 +103,21 @@ impl Server {
     /// 2016) and a producer is declared silent only after 180 s. Producers
     /// start down: [`Server::feed_up`] brings them up.
     pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
-        Self::start_logging(data, None, extra)
+        Self::start_raw(data, extra, None, None)
     }
 
     /// [`Server::start_in`] with the log at `log` (off a disk a test fills).
     pub fn start_logging(data: tempfile::TempDir, log: Option<&Path>, extra: &[&str]) -> Server {
+        Self::start_raw(data, extra, None, log)
+    }
+
+    /// [`Server::start`] with the server's open-file limit (soft and hard)
+    /// lowered to `open_files`.
+    pub fn start_with_open_files(open_files: u64, extra: &[&str]) -> Server {
+        Self::start_raw(tempfile::tempdir().expect("tempdir"), extra, Some(open_files), None)
+    }
+
+    fn start_raw(data: tempfile::TempDir, extra: &[&str], open_files: Option<u64>, log: Option<&Path>) -> Server {
         let provider = Provider::start().expect("the provider's API");
         let url = provider.url();
         let defaults = [
@@ -118,6 +128,7 @@ impl Server {
         ];
         let args = with_defaults(&defaults, extra);
         let mut launch = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path()).args(&args);
+        launch.open_files = open_files;
         if let Some(log) = log {
             launch = launch.log(log);
         }
@@ -197,6 +208,11 @@ impl Server {
     /// One metric's value (sum over its label sets), 0 if absent.
     pub fn metric(&self, name: &str) -> f64 {
         self.process().metrics().expect("GET /metrics").value(name)
+    }
+
+    /// Its resident memory (VmRSS), bytes.
+    pub fn rss(&self) -> u64 {
+        self.process().rss_bytes()
     }
 
     pub fn wait_metric(&self, name: &str, at_least: f64) -> f64 {
