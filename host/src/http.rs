@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Verdict;
 use crate::metrics::{Kind, Metrics};
 use crate::push;
 use crate::router::Router;
@@ -45,8 +46,9 @@ pub struct AppState {
     pub handshake_timeout: std::time::Duration,
     pub session_tasks: TaskTracker,
     pub shutdown: CancellationToken,
-    /// `/admin/*` bearer token; `None` disables the admin routes (404).
-    pub admin_token: Option<String>,
+    /// `/admin/*` bearer token (`None` disables the admin routes: 404) and
+    /// the limit on wrong ones.
+    pub auth: Arc<crate::auth::Guard>,
     pub desk: Arc<crate::bets::Desk>,
     pub guests: Arc<crate::guests::Guests>,
     pub producers: crate::producers::Producers,
@@ -95,9 +97,9 @@ async fn reference(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 /// Admin: fetch the market descriptions again now.
-async fn refresh_reference(State(st): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    if let Err(denied) = authorize(&st, &headers) {
-        return denied.into_response();
+async fn refresh_reference(State(st): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&st, &peer, &headers) {
+        return denied;
     }
     match st.catalog.refresh().await {
         Ok(markets) => axum::Json(serde_json::json!({"markets": markets})).into_response(),
@@ -210,9 +212,9 @@ async fn bet(State(st): State<AppState>, Path(id): Path<String>) -> Response {
 }
 
 /// Lift a match's quarantine and replay its dead letters and held events.
-async fn heal(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&st, &headers) {
-        return denied.into_response();
+async fn heal(State(st): State<AppState>, Path(id): Path<String>, peer: Peer, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&st, &peer, &headers) {
+        return denied;
     }
     match st.router.heal(&id).await {
         Some(report) => (StatusCode::OK, report).into_response(),
@@ -221,9 +223,9 @@ async fn heal(State(st): State<AppState>, Path(id): Path<String>, headers: Heade
 }
 
 /// Installed guest versions, which matches run which, the last rollout.
-async fn list_guests(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&st, &headers) {
-        return denied.into_response();
+async fn list_guests(State(st): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&st, &peer, &headers) {
+        return denied;
     }
     axum::Json(st.guests.listing()).into_response()
 }
@@ -232,11 +234,11 @@ async fn list_guests(State(st): State<AppState>, headers: HeaderMap) -> Response
 /// is checked before the body is read, so only an operator can make the
 /// server buffer a component.
 async fn install_guest(State(st): State<AppState>, req: Request) -> Response {
-    if let Err(denied) = authorize(&st, req.headers()) {
+    if let Err(denied) = authorize(&st, &peer_of(req.extensions()), req.headers()) {
         // Read (and drop) what the client is sending, up to a bound, so it
         // sees the 401 rather than a reset mid-upload.
         drain(req.into_body()).await;
-        return denied.into_response();
+        return denied;
     }
     let body = match axum::body::to_bytes(req.into_body(), MAX_GUEST_BYTES).await {
         Ok(b) => b,
@@ -273,9 +275,9 @@ async fn drain(body: axum::body::Body) {
 }
 
 /// Roll every match back to the previous guest version.
-async fn rollback_guest(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&st, &headers) {
-        return denied.into_response();
+async fn rollback_guest(State(st): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&st, &peer, &headers) {
+        return denied;
     }
     let result = st.guests.rollback(&st.router).await;
     rollout_response(result)
@@ -310,30 +312,48 @@ fn rollout_response(result: Result<crate::guests::RolloutReport, crate::guests::
 }
 
 /// 404 without a configured token (the routes do not exist), 401 with a
-/// wrong or missing one. The comparison is constant-time.
-fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
-    use subtle::ConstantTimeEq as _;
-    let Some(token) = &st.admin_token else {
-        return Err((StatusCode::NOT_FOUND, "not found"));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        Ok(())
-    } else {
-        st.metrics.admin_denied.inc();
-        Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token"))
+/// wrong or missing one, 429 once an address sent too many wrong ones
+/// (`auth`).
+fn authorize(st: &AppState, peer: &Peer, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match st.auth.check(peer.0, given, std::time::Instant::now()) {
+        Verdict::Allowed => Ok(()),
+        Verdict::NotFound => Err((StatusCode::NOT_FOUND, "not found").into_response()),
+        Verdict::Denied => {
+            st.metrics.admin_denied.inc();
+            Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token").into_response())
+        }
+        Verdict::Limited(retry) => {
+            st.metrics.admin_denied.inc();
+            let secs = retry.as_secs().max(1).to_string();
+            Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs)],
+                "too many wrong tokens from this address",
+            )
+                .into_response())
+        }
     }
 }
 
-/// The credentials of a `Bearer` authorization (the scheme in any case,
-/// RFC 7235 §2.1).
-fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim_start().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// The client's address, as the accept loop saw it (`None` if the request
+/// did not come through it).
+struct Peer(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(peer_of(&parts.extensions))
+    }
+}
+
+fn peer_of(extensions: &axum::http::Extensions) -> Peer {
+    Peer(
+        extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+    )
 }
 
 /// Check an RFC 6455 upgrade request; returns the Sec-WebSocket-Accept value.

@@ -9,7 +9,7 @@
 /// Layers, lowest first. A module appears once. The last layer holds the
 /// edges (HTTP, the simulator, configuration, assembling the server).
 pub const LAYERS: &[&[&str]] = &[
-    &["metrics", "supervisor", "journal", "provider_api", "names"],
+    &["metrics", "supervisor", "journal", "provider_api", "names", "auth"],
     &["sandbox", "store", "producers", "reference"],
     &["worker"],
     &["router"],

@@ -32,6 +32,7 @@
 //! tests can use port 0; [`Server::shutdown`] stops in order: feed, workers,
 //! WebSockets, store.
 
+pub mod auth;
 pub mod bets;
 pub mod config;
 pub mod feed;

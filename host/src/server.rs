@@ -145,7 +145,7 @@ impl Server {
             handshake_timeout: config.header_timeout,
             session_tasks: session_tasks.clone(),
             shutdown: session_stop.clone(),
-            admin_token: config.admin_token.clone(),
+            auth: Arc::new(crate::auth::Guard::new(config.admin_token.clone())),
             desk,
             guests: Arc::new(guests),
             producers,

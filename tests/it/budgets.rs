@@ -465,3 +465,25 @@ async fn when_descriptors_run_out_the_listener_lives_and_healthz_answers() {
     let mut ws = Ws::connect(server.http).await;
     answers(&mut ws).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_admin_tokens_are_limited_per_address() {
+    const TOKEN: &str = "budget-admin-token-0123456789";
+    let server = Server::start(&["--admin-token", TOKEN]);
+    let wrong = [("Authorization", "Bearer guess-guess-guess-guess")];
+    for _ in 0..touchline::auth::MAX_FAILURES {
+        assert_eq!(
+            crate::support::http_request(server.http, "GET", "/admin/guest", &wrong, b"").0,
+            401
+        );
+    }
+    // Limited now, even with the right token, for the rest of the window.
+    let right = format!("Bearer {TOKEN}");
+    let (code, body) =
+        crate::support::http_request(server.http, "GET", "/admin/guest", &[("Authorization", &right)], b"");
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(
+        server.metric("touchline_admin_denied_total"),
+        f64::from(touchline::auth::MAX_FAILURES) + 1.0
+    );
+}

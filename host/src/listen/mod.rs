@@ -86,6 +86,7 @@ pub async fn serve(
                     Ok((slot, evicted)) => {
                         let conn = Connection {
                             tcp,
+                            peer,
                             slot,
                             app: app.clone(),
                             header_timeout: limits.header_timeout,
@@ -144,6 +145,7 @@ fn shed(tcp: TcpStream, refused: Refused, metrics: &Metrics, peer: std::net::Soc
 /// One accepted connection, served by hyper.
 struct Connection {
     tcp: TcpStream,
+    peer: std::net::SocketAddr,
     slot: Arc<Slot>,
     app: axum::Router,
     header_timeout: Duration,
@@ -156,11 +158,15 @@ impl Connection {
     /// come in time, it is evicted, or `stop` (the request in flight, if
     /// any, is finished first).
     async fn run(self, stop: CancellationToken) {
+        let peer = self.peer;
         let evicted = self.slot.evicted();
         let slot = self.slot.clone();
         let app = TowerToHyperService::new(self.app);
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let (slot, app) = (slot.clone(), app.clone());
+            // The client's address, for handlers that limit per address.
+            let mut req = req;
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             async move {
                 slot.busy();
                 let response: Result<_, Infallible> = hyper::service::Service::call(&app, req).await;
