@@ -98,7 +98,7 @@ async fn reference(State(st): State<AppState>) -> impl IntoResponse {
 
 /// Admin: fetch the market descriptions again now.
 async fn refresh_reference(State(st): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&st, &peer, &headers) {
+    if let Some(denied) = refusal(&st, &peer, &headers) {
         return denied;
     }
     match st.catalog.refresh().await {
@@ -213,7 +213,7 @@ async fn bet(State(st): State<AppState>, Path(id): Path<String>) -> Response {
 
 /// Lift a match's quarantine and replay its dead letters and held events.
 async fn heal(State(st): State<AppState>, Path(id): Path<String>, peer: Peer, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&st, &peer, &headers) {
+    if let Some(denied) = refusal(&st, &peer, &headers) {
         return denied;
     }
     match st.router.heal(&id).await {
@@ -224,7 +224,7 @@ async fn heal(State(st): State<AppState>, Path(id): Path<String>, peer: Peer, he
 
 /// Installed guest versions, which matches run which, the last rollout.
 async fn list_guests(State(st): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&st, &peer, &headers) {
+    if let Some(denied) = refusal(&st, &peer, &headers) {
         return denied;
     }
     axum::Json(st.guests.listing()).into_response()
@@ -234,7 +234,7 @@ async fn list_guests(State(st): State<AppState>, peer: Peer, headers: HeaderMap)
 /// is checked before the body is read, so only an operator can make the
 /// server buffer a component.
 async fn install_guest(State(st): State<AppState>, req: Request) -> Response {
-    if let Err(denied) = authorize(&st, &peer_of(req.extensions()), req.headers()) {
+    if let Some(denied) = refusal(&st, &peer_of(req.extensions()), req.headers()) {
         // Read (and drop) what the client is sending, up to a bound, so it
         // sees the 401 rather than a reset mid-upload.
         drain(req.into_body()).await;
@@ -276,7 +276,7 @@ async fn drain(body: axum::body::Body) {
 
 /// Roll every match back to the previous guest version.
 async fn rollback_guest(State(st): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&st, &peer, &headers) {
+    if let Some(denied) = refusal(&st, &peer, &headers) {
         return denied;
     }
     let result = st.guests.rollback(&st.router).await;
@@ -314,24 +314,27 @@ fn rollout_response(result: Result<crate::guests::RolloutReport, crate::guests::
 /// 404 without a configured token (the routes do not exist), 401 with a
 /// wrong or missing one, 429 once an address sent too many wrong ones
 /// (`auth`).
-fn authorize(st: &AppState, peer: &Peer, headers: &HeaderMap) -> Result<(), Response> {
+/// `None`: allowed.
+fn refusal(st: &AppState, peer: &Peer, headers: &HeaderMap) -> Option<Response> {
     let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match st.auth.check(peer.0, given, std::time::Instant::now()) {
-        Verdict::Allowed => Ok(()),
-        Verdict::NotFound => Err((StatusCode::NOT_FOUND, "not found").into_response()),
+        Verdict::Allowed => None,
+        Verdict::NotFound => Some((StatusCode::NOT_FOUND, "not found").into_response()),
         Verdict::Denied => {
             st.metrics.admin_denied.inc();
-            Err((StatusCode::UNAUTHORIZED, "bad or missing bearer token").into_response())
+            Some((StatusCode::UNAUTHORIZED, "bad or missing bearer token").into_response())
         }
         Verdict::Limited(retry) => {
             st.metrics.admin_denied.inc();
             let secs = retry.as_secs().max(1).to_string();
-            Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, secs)],
-                "too many wrong tokens from this address",
+            Some(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, secs)],
+                    "too many wrong tokens from this address",
+                )
+                    .into_response(),
             )
-                .into_response())
         }
     }
 }
