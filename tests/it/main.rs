@@ -1,6 +1,8 @@
 //! Touchline's one integration-test binary.
 //!
 //! - `feed`: the framer and parser against the real sample messages.
+//! - `feed_props`: property test: no corruption between valid messages
+//!   costs a valid message (the framer's resynchronisation).
 //! - `feed_problems`: lenient parsing of altered samples.
 //! - `bets`: bet decisions, idempotency, durability of confirmed bets.
 //! - `settle_bets`: settlements, cancels and rollbacks of accepted bets.
@@ -28,6 +30,7 @@ mod e2e;
 mod faults;
 mod feed;
 mod feed_problems;
+mod feed_props;
 mod limits;
 mod names;
 mod no_durability;
