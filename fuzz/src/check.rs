@@ -12,7 +12,8 @@
 use touchline::feed::frame::{Framer, RawMessage};
 use touchline::feed::parse::{FeedMessage, ParseError, parse};
 
-/// Large enough for every sample, small enough that junk is oversized.
+/// The largest message size bound tried (each execution draws one between
+/// the valid message's size and this, so junk is often oversized).
 pub const LIMIT: usize = 96 * 1024;
 
 /// A valid message to append: its file, its framed bytes, its parse.
@@ -41,13 +42,14 @@ impl Valid {
     }
 }
 
-/// Check `input` + `valid`, read in pieces cut at `cuts` (sorted). Returns
-/// the reasons of the drops (to show what the inputs exercised).
-pub fn check(input: &[u8], valid: &Valid, cuts: &[usize]) -> Result<Vec<&'static str>, String> {
+/// Check `input` + `valid`, read in pieces cut at `cuts` (sorted), with
+/// messages bounded to `limit` bytes (at least the valid one's size).
+/// Returns the reasons of the drops (to show what the inputs exercised).
+pub fn check(input: &[u8], valid: &Valid, cuts: &[usize], limit: usize) -> Result<Vec<&'static str>, String> {
     let mut stream = input.to_vec();
     stream.extend_from_slice(&valid.file);
-    let whole = frame(&stream, &[])?;
-    let pieces = frame(&stream, cuts)?;
+    let whole = frame(&stream, &[], limit)?;
+    let pieces = frame(&stream, cuts, limit)?;
     if whole != pieces {
         return Err(format!("reads cut at {cuts:?} frame differently from one read"));
     }
@@ -82,8 +84,8 @@ pub fn check(input: &[u8], valid: &Valid, cuts: &[usize]) -> Result<Vec<&'static
 }
 
 /// Everything the framer hands out for `stream` read in pieces, then closed.
-fn frame(stream: &[u8], cuts: &[usize]) -> Result<Vec<RawMessage>, String> {
-    let mut f = Framer::new(LIMIT);
+fn frame(stream: &[u8], cuts: &[usize], limit: usize) -> Result<Vec<RawMessage>, String> {
+    let mut f = Framer::new(limit);
     let mut out = Vec::new();
     let mut at = 0;
     for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {

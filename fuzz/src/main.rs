@@ -3,10 +3,12 @@
 //!
 //! The seed corpus is the real samples (`tests/data/*/messages`). Each
 //! execution mutates a corpus entry ([`mutate`]), appends one valid sample
-//! and checks the result ([`check`]), read whole and in random pieces. It
-//! runs for `FUZZ_SECONDS` (default 600) on one core from `FUZZ_SEED`
-//! (default: the clock; printed, so a run can be repeated), then prints the
-//! executions and findings. A finding (a panic or a broken property) is
+//! and checks the result ([`check`]), read whole and in random pieces,
+//! under a message size bound drawn between the valid message's size and
+//! [`check::LIMIT`] (so junk is often oversized). It runs for
+//! `FUZZ_SECONDS` (default 600) on one core from `FUZZ_SEED` (default: the
+//! clock; printed, so a run can be repeated), then prints the executions,
+//! the findings and the drop reasons the inputs exercised. A finding (a panic or a broken property) is
 //! saved under `FUZZ_OUT` (default `target/fuzz-findings`) as the stream
 //! (`.bin`) and what went wrong (`.txt`), and the exit code is 1.
 
@@ -52,7 +54,8 @@ fn main() -> std::process::ExitCode {
         let len = input.len() + valid.file.len();
         let mut cuts: Vec<usize> = (0..rng.random_range(0..8)).map(|_| rng.random_range(0..=len)).collect();
         cuts.sort_unstable();
-        let outcome = std::panic::catch_unwind(|| check(&input, valid, &cuts))
+        let limit = rng.random_range(valid.element.len()..=check::LIMIT);
+        let outcome = std::panic::catch_unwind(|| check(&input, valid, &cuts, limit))
             .unwrap_or_else(|panic| Err(format!("panic: {}", panic_message(&*panic))));
         executions += 1;
         match outcome {
@@ -61,7 +64,7 @@ fn main() -> std::process::ExitCode {
                 findings += 1;
                 eprintln!("finding {findings}: {what}");
                 if findings <= MAX_SAVED {
-                    save(&out, seed, findings, &input, valid, &cuts, &what);
+                    save(&out, seed, findings, (&input, valid, &cuts, limit), &what);
                 }
             }
         }
@@ -120,12 +123,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Save a finding: the stream as read, and how to replay it.
-fn save(out: &Path, seed: u64, n: usize, input: &[u8], valid: &Valid, cuts: &[usize], what: &str) {
+fn save(out: &Path, seed: u64, n: usize, case: (&[u8], &Valid, &[usize], usize), what: &str) {
+    let (input, valid, cuts, limit) = case;
     let base = out.join(format!("finding-{seed}-{n}"));
     let mut stream = input.to_vec();
     stream.extend_from_slice(&valid.file);
     let note = format!(
-        "{what}\n\nstream: {} bytes = {} mutated + {} ({})\nreads cut at: {cuts:?}\n",
+        "{what}\n\nstream: {} bytes = {} mutated + {} ({})\nreads cut at: {cuts:?}\nmax message: {limit}\n",
         stream.len(),
         input.len(),
         valid.file.len(),
