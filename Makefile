@@ -5,7 +5,7 @@
 GUEST_TARGET := wasm32-unknown-unknown
 CARGO_RELEASE := cargo build --release
 
-.PHONY: all setup guest build browser run test bench bench-quick lint fmt clean
+.PHONY: all setup guest build browser run test fuzz bench bench-quick lint fmt clean
 
 all: build
 
@@ -40,6 +40,13 @@ run: build
 test: build browser
 	cargo test --release --workspace
 	cargo test --release -p touchline-guest --features v2
+
+# Bounded-time fuzzing of the feed framer and parser (stable Rust, one
+# core): mutated samples, each followed by a valid message that must frame
+# and parse. FUZZ_SECONDS (default 600), FUZZ_SEED (default: the clock);
+# findings are saved in target/fuzz-findings and fail the run.
+fuzz: guest
+	cargo run --release -p touchline-fuzz
 
 # The bench is its own binary (bench/), driving target/release/touchline.
 bench: build

@@ -27,6 +27,13 @@ pub struct FeedProblem {
     pub field: &'static str,
 }
 
+/// Why feed bytes were dropped: a framer reason (`feed::frame::FrameError::kind`)
+/// or a parser one (`feed::parse::ParseError::kind`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
 /// What became of a fixture ask (`reference::fixtures`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -40,6 +47,8 @@ pub struct Metrics {
     pub feed_messages: Family<Kind, Counter>,
     pub feed_errors: Family<Kind, Counter>,
     pub feed_problems: Family<FeedProblem, Counter>,
+    pub feed_dropped_messages: Family<Reason, Counter>,
+    pub feed_dropped_bytes: Family<Reason, Counter>,
     pub route_errors: Family<Kind, Counter>,
     pub feed_alive: Counter,
     pub live_matches: Gauge,
@@ -128,6 +137,16 @@ impl Metrics {
             feed_problems: reg!(
                 "feed_problems",
                 "Unreadable optional attributes of feed messages that still applied, by message kind and attribute",
+                Family::default()
+            ),
+            feed_dropped_messages: reg!(
+                "feed_dropped_messages",
+                "Feed messages dropped (framing or parsing), by reason; for garbage, runs of bytes between messages",
+                Family::default()
+            ),
+            feed_dropped_bytes: reg!(
+                "feed_dropped_bytes",
+                "Feed bytes dropped (framing or parsing), by reason",
                 Family::default()
             ),
             route_errors: reg!(

@@ -129,6 +129,7 @@ impl Server {
             router: router.clone(),
             metrics: metrics.clone(),
             max_message_bytes: config.max_message_bytes,
+            stall_after: config.feed_stall,
             producers: producers.clone(),
             descriptions: catalog.watch(),
         };

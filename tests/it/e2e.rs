@@ -331,3 +331,112 @@ async fn market_descriptions_come_from_the_provider_and_are_kept() {
     let server = Server::start_in(data, &["--api-url", "http://127.0.0.1:1"]);
     assert_eq!(markets(&server), n, "the kept copy, with the API away");
 }
+
+/// Bytes of a sample file before its root element (BOM, declaration).
+fn prolog_len(file: &[u8]) -> usize {
+    file.windows(2)
+        .position(|w| w[0] == b'<' && w[1].is_ascii_alphabetic())
+        .expect("a root element")
+}
+
+/// Issue 15's corruptions over a real feed connection, each followed by a
+/// valid message: every valid one applies, the drops are counted by reason
+/// in messages and bytes, and a partial message at a clean close is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_feed_input_never_costs_the_next_valid_message() {
+    let server = Server::start(&[]);
+    let valid = [
+        sample("uof/messages/odds_change.xml"),
+        sample("uof/messages/odds_change_single_market.xml"),
+        sample_for("uof/messages/bet_stop.xml", MATCH),
+        sample("uof/messages/odds_change_no_markets.xml"),
+        sample("uof/messages/odds_change_single_market.xml"),
+    ];
+    // (bytes, reason): each is followed by the next valid message.
+    let broken: [(&[u8], &str); 4] = [
+        // Cut off inside a start tag.
+        (
+            b"<odds_change product=\"4\" event_id=\"sr:match:1\" timest",
+            "truncated",
+        ),
+        // `<` followed by garbage.
+        (b"<\x00\x01garbage<<&\xFF", "garbage"),
+        // A stray quote in a start tag: the next quote is in the next message.
+        (
+            b"<odds_change product=\"4\" event_id=\"sr:match:2 timestamp=\"1\"><odds/></odds_change>",
+            "truncated",
+        ),
+        // An unterminated quote.
+        (b"<alive product=\"1 subscribed=\"1\"/>", "truncated"),
+    ];
+    let partial: &[u8] = b"<odds_change product=\"4\" event_id=\"sr:match:3\"><odds><market id=\"1\"";
+    let mut stream = valid[0].clone();
+    let mut bytes = std::collections::BTreeMap::<&str, usize>::new();
+    for ((junk, reason), next) in broken.iter().zip(&valid[1..]) {
+        stream.extend_from_slice(junk);
+        stream.extend_from_slice(next);
+        // A drop runs up to the next message's root: its BOM and
+        // declaration go with it.
+        *bytes.entry(*reason).or_default() += junk.len() + prolog_len(next);
+    }
+    stream.extend_from_slice(partial);
+    bytes.insert("incomplete_at_close", partial.len());
+    let mut feed = server.feed();
+    feed.write_all(&stream).expect("feed write");
+    feed.shutdown(std::net::Shutdown::Write).expect("clean close");
+
+    server.wait_metric(
+        r#"touchline_feed_dropped_messages_total{reason="incomplete_at_close""#,
+        1.0,
+    );
+    assert_eq!(server.wait_metric("touchline_events_applied_total", 5.0), 5.0);
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": [MATCH]})).await;
+    let snap = ws.next().await;
+    assert_eq!(
+        (snap["type"].as_str(), snap["seq"].as_u64()),
+        (Some("snapshot"), Some(5)),
+        "every valid message applied: {snap}"
+    );
+    let text = http_get(server.http, "/metrics").1;
+    for (reason, messages) in [("truncated", 3), ("garbage", 1), ("incomplete_at_close", 1)] {
+        for line in [
+            format!("touchline_feed_dropped_messages_total{{reason=\"{reason}\"}} {messages}"),
+            format!(
+                "touchline_feed_dropped_bytes_total{{reason=\"{reason}\"}} {}",
+                bytes[reason]
+            ),
+        ] {
+            assert!(text.contains(&line), "missing `{line}` in\n{text}");
+        }
+    }
+    assert_eq!(
+        crate::support::metric_in(&text, "touchline_feed_dropped_messages_total"),
+        5.0,
+        "nothing else dropped"
+    );
+}
+
+/// A message still incomplete when the feed goes quiet for `--feed-stall-ms`
+/// is dropped and counted (`stalled`); what comes later frames afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stalled_mid_way_is_dropped_and_counted() {
+    let server = Server::start(&["--feed-stall-ms", "200"]);
+    let mut feed = server.feed();
+    let first: &[u8] = b"<odds_change product=\"4\" event_id=\"sr:match:7\"><odds>";
+    feed.write_all(first).expect("feed write");
+    server.wait_metric(r#"touchline_feed_dropped_messages_total{reason="stalled""#, 1.0);
+    assert_eq!(
+        server.metric(r#"touchline_feed_dropped_bytes_total{reason="stalled""#),
+        first.len() as f64
+    );
+    // The rest of it, late, is garbage; the next message applies.
+    feed.write_all(b"</odds></odds_change>").expect("feed write");
+    feed.write_all(&sample("uof/messages/odds_change.xml"))
+        .expect("feed write");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+    assert_eq!(
+        server.metric(r#"touchline_feed_dropped_messages_total{reason="garbage""#),
+        1.0
+    );
+}

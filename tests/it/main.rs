@@ -1,6 +1,8 @@
 //! Touchline's one integration-test binary.
 //!
 //! - `feed`: the framer and parser against the real sample messages.
+//! - `feed_props`: property test: no corruption between valid messages
+//!   costs a valid message (the framer's resynchronisation).
 //! - `feed_problems`: lenient parsing of altered samples.
 //! - `budgets`: what one client may make the server hold or do (ping
 //!   floods, pending subscriptions, slow request heads, oversized messages,
@@ -35,6 +37,7 @@ mod e2e;
 mod faults;
 mod feed;
 mod feed_problems;
+mod feed_props;
 mod limits;
 mod names;
 mod no_durability;

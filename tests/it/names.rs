@@ -40,14 +40,26 @@ async fn snapshots_name_the_event_its_markets_and_outcomes() {
     let server = Server::start_sim(tempfile::tempdir().expect("tempdir"), &sim, &["--api-url", &api]);
     wait_for("descriptions fetched", || Some(described(&server)).filter(|n| *n > 10));
     // Both matches' fixtures fetched (the matches exist once their first event came).
-    server.wait_metric("touchline_fixtures_total", 2.0);
+    wait_for("fixtures fetched", || {
+        let text = http_get(server.http, "/metrics").1;
+        Some(()).filter(|_| crate::support::metric_in(&text, r#"touchline_fixtures_total{outcome="fetched"}"#) >= 2.0)
+    });
     let mut ws = Ws::connect(server.http).await;
     ws.send(serde_json::json!({"op": "subscribe", "matches": ["*"]})).await;
     let snap = ws
         .next_matching(|f| f["type"] == "snapshot" && f["state"]["markets"].as_array().is_some_and(|m| !m.is_empty()))
         .await;
     let id = snap["match"].as_str().expect("match id").to_owned();
-    let names = &snap["names"];
+    // The fixture was fetched, but its worker may take it after the
+    // snapshot: then the names frame brings the whole set.
+    let names = if snap["names"]["event"].is_string() {
+        snap["names"].clone()
+    } else {
+        ws.next_matching(|f| f["type"] == "names" && f["match"] == id.as_str())
+            .await["names"]
+            .clone()
+    };
+    let names = &names;
     let want = fixture(&id);
     let (home, away) = (want.home().expect("home"), want.away().expect("away"));
     assert_eq!(names["home"], home.name.as_str(), "{names}");
@@ -63,7 +75,7 @@ async fn snapshots_name_the_event_its_markets_and_outcomes() {
     // Every market of the state is named, with every outcome.
     let markets = snap["state"]["markets"].as_array().expect("markets");
     let named = names["markets"].as_array().expect("market names");
-    assert_eq!(named.len(), markets.len(), "{names}");
+    assert!(named.len() >= markets.len(), "{names}");
     for m in markets {
         let n = named
             .iter()

@@ -81,6 +81,10 @@ pub struct Settings {
     /// Largest feed message accepted, bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_message_bytes: usize,
+    /// A feed message still incomplete after the connection was quiet this
+    /// long (ms) is dropped and counted (`stalled`).
+    #[arg(long, default_value_t = 30_000)]
+    pub feed_stall_ms: u64,
     /// Concurrent WebSocket sessions.
     #[arg(long, default_value_t = 20_000)]
     pub max_sessions: usize,
@@ -287,6 +291,7 @@ impl Settings {
             guest_memory_bytes: self.guest_memory_mib.saturating_mul(1 << 20),
             guest_call_deadline: ms(self.guest_deadline_ms),
             max_message_bytes: self.max_message_bytes,
+            feed_stall: ms(self.feed_stall_ms),
             max_sessions: self.max_sessions,
             max_connections_per_ip: self.max_connections_per_ip,
             max_connections: self.max_connections,
@@ -357,6 +362,8 @@ pub struct ServeConfig {
     pub guest_call_deadline: Duration,
     /// Largest feed message accepted.
     pub max_message_bytes: usize,
+    /// Quiet time after which a partial feed message is dropped.
+    pub feed_stall: Duration,
     /// Concurrent WebSocket sessions.
     pub max_sessions: usize,
     /// Open HTTP connections per source address.
@@ -489,6 +496,7 @@ impl ServeConfig {
             60_000,
         )?;
         range("--max-message-bytes", self.max_message_bytes as u64, 1024, 1 << 30)?;
+        range("--feed-stall-ms", self.feed_stall.as_millis() as u64, 100, 3_600_000)?;
         range("--max-sessions", self.max_sessions as u64, 1, 1_000_000)?;
         range(
             "--max-connections-per-ip",

@@ -257,6 +257,7 @@ fn every_validation_error_and_the_bounds() {
         ("guest-memory-mib", 2, 4096),
         ("guest-deadline-ms", 1, 60_000),
         ("max-message-bytes", 1024, 1 << 30),
+        ("feed-stall-ms", 100, 3_600_000),
         ("max-sessions", 1, 1_000_000),
         ("max-connections-per-ip", 1, 1_000_000),
         ("max-connections", 1, 1_000_000),

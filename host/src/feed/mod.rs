@@ -4,7 +4,13 @@
 //! it accepts (`--feed-listen`) or dials (`--feed-connect`, reconnecting with
 //! backoff) feed connections, pushes every read into a [`frame::Framer`],
 //! parses each message and dispatches it through the [`Router`]. A bad
-//! message is counted and logged, never fatal to the connection.
+//! message is counted and logged, never fatal to the connection: what the
+//! framer or the parser drops is counted by reason in messages and bytes
+//! (`feed_dropped_messages_total{reason}`, `feed_dropped_bytes_total{reason}`;
+//! `feed_errors_total{kind}` counts the same drops, in messages). The loop
+//! tells the framer when the connection closed and when it has been quiet
+//! for `--feed-stall-ms`, so a partial message is dropped and counted rather
+//! than held.
 //!
 //! It is also where the producers learn what the feed says about them:
 //! `alive`s, `snapshot_complete`s, lag crossings (a [`LagWatch`] per
@@ -26,7 +32,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{FeedProblem, Kind, Metrics};
+use crate::metrics::{FeedProblem, Kind, Metrics, Reason};
 use crate::producers::{Input, LagWatch, Producers, wall_ms};
 use crate::router::Router;
 use frame::Framer;
@@ -46,6 +52,9 @@ pub struct Intake {
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
+    /// A partial message still held after the connection was quiet this
+    /// long is dropped (`stalled`).
+    pub stall_after: Duration,
     pub producers: Producers,
     /// The market descriptions in force: what a `bet_stop`'s groups mean.
     pub descriptions: tokio::sync::watch::Receiver<Arc<crate::names::Descriptions>>,
@@ -106,27 +115,41 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
     let mut framer = Framer::new(intake.max_message_bytes);
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let n = tokio::select! {
+        let read = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = stream.read(&mut buf) => match r {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "feed read failed");
-                    break;
-                }
-            },
+            r = tokio::time::timeout(intake.stall_after, stream.read(&mut buf)) => r,
         };
-        intake.metrics.feed_bytes.inc_by(n as u64);
-        framer.push(&buf[..n]);
+        let closed = match read {
+            Err(_quiet) => {
+                framer.stalled();
+                false
+            }
+            Ok(Ok(0)) => true,
+            Ok(Ok(n)) => {
+                intake.metrics.feed_bytes.inc_by(n as u64);
+                framer.push(&buf[..n]);
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "feed read failed");
+                true
+            }
+        };
+        if closed {
+            framer.close();
+        }
         while let Some(frame) = framer.next_message() {
             match frame {
                 Ok(msg) => handle_message(&msg, &intake, &mut lag).await,
                 Err(e) => {
-                    intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
-                    tracing::warn!(error = %e, "feed framing error; resynchronised");
+                    let reason = e.kind();
+                    count_dropped(&intake.metrics, reason, e.bytes());
+                    tracing::warn!(reason, bytes = e.bytes(), error = %e, "feed bytes dropped; framing resumed");
                 }
             }
+        }
+        if closed {
+            break;
         }
     }
     intake.metrics.feed_connections.dec();
@@ -134,13 +157,23 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
     tracing::info!("feed connection closed");
 }
 
+/// One message (or run of garbage) dropped by the framer or the parser.
+fn count_dropped(metrics: &Metrics, reason: &'static str, bytes: usize) {
+    metrics.feed_errors.get_or_create(&Kind { kind: reason }).inc();
+    metrics.feed_dropped_messages.get_or_create(&Reason { reason }).inc();
+    metrics
+        .feed_dropped_bytes
+        .get_or_create(&Reason { reason })
+        .inc_by(bytes as u64);
+}
+
 async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
     let mut problems = Vec::new();
     let msg = match parse::parse_reporting(xml, &mut problems) {
         Ok(msg) => msg,
         Err(e) => {
-            intake.metrics.feed_errors.get_or_create(&Kind { kind: e.kind() }).inc();
-            tracing::warn!(error = %e, bytes = xml.len(), "feed message rejected");
+            count_dropped(&intake.metrics, e.kind(), xml.len());
+            tracing::warn!(reason = e.kind(), bytes = xml.len(), error = %e, "feed message rejected");
             return;
         }
     };
