@@ -59,6 +59,9 @@ pub struct AppState {
     pub feed_expected: bool,
 }
 
+/// Read buffer per WebSocket session, bytes.
+pub const READ_BUFFER: usize = 4096;
+
 /// Largest guest component accepted by `POST /admin/guest`.
 pub const MAX_GUEST_BYTES: usize = 64 << 20;
 
@@ -178,7 +181,12 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
                 // flushing after every batch and every ping, under its
                 // write timeout, reading nothing meanwhile.
                 let max = st2.budget.max_message_bytes;
+                // A 4 KiB read buffer, not tungstenite's 128 KiB: clients
+                // send little, and the buffer is zero-filled on every read
+                // poll and resident per session (issue 14's first profile
+                // cost).
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(READ_BUFFER)
                     .max_message_size(Some(max))
                     .max_frame_size(Some(max));
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
