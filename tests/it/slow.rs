@@ -1,6 +1,6 @@
 //! Clients that read too slowly, against the real binary: one that stops
 //! reading is closed (1008) while the others miss nothing; one that falls
-//! further behind than a match's update buffer is caught up with no gap
+//! further behind than its session's outbox is caught up with no gap
 //! and no duplicate.
 //!
 //! Both make the server's writes block for real: the client stops polling
@@ -21,9 +21,9 @@ const MARKETS: u32 = 200;
 /// Bytes a WebSocket library may hold in its own write buffer (tungstenite's
 /// default is 128 KiB), counted twice for slack.
 const LIBRARY_BUFFERS: u64 = 256 * 1024;
-/// `UPDATE_BUFFER` in host/src/worker/mod.rs: updates a match buffers per
-/// subscriber before the subscriber lags.
-const UPDATE_BUFFER: u64 = 16;
+/// Frames a session's outbox holds before a subscription lags
+/// (`touchline::push::OUTBOX_CAPACITY`).
+const OUTBOX: u64 = touchline::push::OUTBOX_CAPACITY as u64;
 
 /// Frames a server can push to a client that reads nothing before its
 /// writes block: everything the kernel and libraries can buffer, in frames
@@ -117,7 +117,7 @@ async fn a_client_that_stops_reading_is_closed_with_1008_and_the_others_miss_not
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_that_falls_behind_the_update_buffer_catches_up_without_gap_or_duplicate() {
+async fn a_subscriber_that_falls_behind_its_outbox_catches_up_without_gap_or_duplicate() {
     let server = Server::start(&[]);
     let mut feed = server.feed();
     feed.write_all(&big_odds_change(MATCH, MARKETS, 0)).expect("feed");
@@ -137,7 +137,7 @@ async fn a_subscriber_that_falls_behind_the_update_buffer_catches_up_without_gap
 
     // A burst: enough to block the session's writes, then more than the
     // update buffer while it is blocked.
-    let burst = frames_until_blocked(frame_bytes, recv_buffer) + UPDATE_BUFFER + 16;
+    let burst = frames_until_blocked(frame_bytes, recv_buffer) + OUTBOX + 16;
     let mut bytes = Vec::new();
     for step in 2..2 + burst {
         bytes.extend(big_odds_change(MATCH, MARKETS, step as u32));

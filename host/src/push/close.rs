@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use futures_util::SinkExt as _;
-use futures_util::stream::{SplitSink, SplitStream};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -34,27 +33,21 @@ pub const LINGER_BYTES: u64 = 16 << 20;
 
 /// Close the session: with `frame` when the server ends it (then linger),
 /// or by finishing the closing handshake the client started (`None`).
-pub(super) async fn close<S>(
-    mut sink: SplitSink<WebSocketStream<S>, Message>,
-    incoming: SplitStream<WebSocketStream<S>>,
-    frame: Option<CloseFrame>,
-) where
+pub(super) async fn close<S>(mut ws: WebSocketStream<S>, frame: Option<CloseFrame>)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let Some(frame) = frame else {
-        let _ = timeout(WRITE_TIMEOUT, sink.close()).await;
+        let _ = timeout(WRITE_TIMEOUT, ws.close(None)).await;
         return;
     };
     let code = u16::from(frame.code);
     if !matches!(
-        timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await,
+        timeout(WRITE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await,
         Ok(Ok(()))
     ) {
         return; // the client reads nothing: there is nothing to wait for
     }
-    let Ok(mut ws) = incoming.reunite(sink) else {
-        return; // halves of one stream, split in `session::run`
-    };
     let raw = ws.get_mut();
     let lingered = timeout(CLOSE_LINGER, async {
         let _ = raw.shutdown().await;

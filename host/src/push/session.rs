@@ -1,14 +1,18 @@
 //! One WebSocket session: requests in, snapshot and update frames out.
 //!
-//! Per subscribed match the session holds a broadcast receiver of the
-//! worker's frames. Subscribing first attaches the receiver, then asks the
-//! worker for a snapshot through its mailbox; updates with `seq` at or below
-//! the snapshot's are dropped, so the client sees snapshot(N), N+1, N+2, ...
-//! with no gap and no duplicate. A receiver that lags (the client reads too
-//! slowly for the match's buffer) is replaced and the client gets a fresh
-//! snapshot. A client that stops reading altogether is disconnected after
+//! The session has one bounded queue, its [`Outbox`], that every match it
+//! subscribes to pushes its shared frames into ([`crate::worker::Fanout`]);
+//! one wake-up drains everything queued and writes it with one flush.
+//! Subscribing picks a new generation for the match and asks the worker
+//! (through its mailbox) to attach the outbox: the worker queues the
+//! snapshot, or the updates missed since the client's `since`, and then
+//! every later frame, so the client sees snapshot(N), N+1, N+2, ... with no
+//! gap and no duplicate. A subscription whose frames did not fit in the
+//! outbox (the client reads too slowly) lags: it is detached and caught up
+//! again from the last frame sent (missed updates or a fresh snapshot). A
+//! client that stops reading altogether is disconnected after
 //! [`WRITE_TIMEOUT`]. Sessions never hold a worker's mailbox beyond one
-//! snapshot request, so shutdown can drain workers.
+//! attach request, so shutdown can drain workers.
 //!
 //! What a client may make the session hold is budgeted ([`super::budget`]):
 //! control frames, named and pending subscriptions, bets in flight. The
@@ -16,7 +20,7 @@
 //! handled, and so is the pong tungstenite queues for each ping: nothing
 //! queues for a client that does not read.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,10 +28,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, oneshot};
-use tokio_stream::StreamMap;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio::sync::broadcast;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -37,16 +38,32 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{Budget, ControlBudget, MAX_BETS_IN_FLIGHT, Refusal};
 use super::named::Named;
 use super::request::Request;
+use super::writer::Writer;
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
-use crate::worker::{Catchup, Command, Frame, FrameKind, Position};
+use crate::worker::{Batch, Command, Frame, FrameKind, Lagged, Outbox, Position};
 
 /// A client that has not accepted a frame for this long is disconnected.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Frames a session's outbox holds (from all its matches) while its socket
+/// is busy. A frame that does not fit lags its match's subscription, which
+/// then catches up from the resume ring or a snapshot. The frames are
+/// shared, so a full outbox costs ~80 bytes per entry, not the frames.
+pub const OUTBOX_CAPACITY: usize = 256;
+
 type BetFuture = Pin<Box<dyn Future<Output = crate::bets::Answer> + Send>>;
 
-type CatchupFuture = Pin<Box<dyn Future<Output = (Arc<str>, Option<(broadcast::Receiver<Frame>, Catchup)>)> + Send>>;
+/// An attach request on its way into a worker's mailbox: `false` if the
+/// worker is gone.
+type AttachFuture = Pin<Box<dyn Future<Output = (Arc<str>, u64, bool)> + Send>>;
+
+/// A match this session subscribes to.
+struct Sub {
+    generation: u64,
+    /// The last frame sent (`None` until the catch-up arrives).
+    position: Option<Position>,
+}
 
 struct Session {
     router: Arc<Router>,
@@ -56,15 +73,16 @@ struct Session {
     /// Explicitly named matches, including ones not seen yet, and their
     /// resume points.
     named: Named,
-    /// Live update streams, one per subscribed match that has caught up.
-    streams: StreamMap<Arc<str>, BroadcastStream<Frame>>,
-    /// Position of the last frame sent for each match in `streams`.
-    positions: HashMap<Arc<str>, Position>,
-    /// Matches whose catch-up is on its way.
-    pending: HashSet<Arc<str>>,
-    catchups: FuturesUnordered<CatchupFuture>,
-    /// Frames to send, in order; drained before the next event.
-    outbox: VecDeque<Utf8Bytes>,
+    /// Where every match's frames for this session are queued.
+    inbox: Arc<Outbox>,
+    /// What was taken out of it last (kept for its buffers).
+    batch: Batch,
+    /// The subscribed matches (attached, or with the attach on its way).
+    subs: HashMap<Arc<str>, Sub>,
+    generations: u64,
+    attaching: FuturesUnordered<AttachFuture>,
+    /// Frames to send, in order; written out before the next event.
+    out: Writer,
     /// A ping was read: tungstenite queued its pong, to flush now.
     flush_due: bool,
     budget: Budget,
@@ -90,7 +108,7 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     metrics.ws_sessions.inc();
-    let (mut sink, mut incoming) = ws.split();
+    let mut ws = ws;
     let mut new_matches = router.watch_new();
     let (bet_updates, mut settled) = tokio::sync::mpsc::channel(crate::bets::OWNER_QUEUE);
     let mut s = Session {
@@ -98,11 +116,12 @@ pub async fn run<S>(
         metrics: metrics.clone(),
         all: false,
         named: Named::default(),
-        streams: StreamMap::new(),
-        positions: HashMap::new(),
-        pending: HashSet::new(),
-        catchups: FuturesUnordered::new(),
-        outbox: VecDeque::new(),
+        inbox: Arc::new(Outbox::new(OUTBOX_CAPACITY)),
+        batch: Batch::default(),
+        subs: HashMap::new(),
+        generations: 0,
+        attaching: FuturesUnordered::new(),
+        out: Writer::default(),
         flush_due: false,
         budget,
         control: ControlBudget::new(&budget, Instant::now()),
@@ -114,11 +133,11 @@ pub async fn run<S>(
     let close: Option<CloseFrame> = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }),
-            msg = incoming.next() => if let Err(close) = s.incoming(msg) {
+            msg = ws.next() => if let Err(close) = s.incoming(msg) {
                 break close;
             },
-            Some((id, item)) = s.streams.next() => s.forward(id, item),
-            Some((id, ready)) = s.catchups.next() => s.attach(id, ready),
+            _ = s.inbox.ready() => s.forward(),
+            Some((id, generation, sent)) = s.attaching.next() => if !sent { s.worker_gone(&id, generation) },
             Some(answer) = settled.recv() => s.push_answer(&answer),
             Some(answer) = s.bets.next() => s.answered(answer),
             announced = new_matches.recv(), if s.all || !s.named.is_empty() => {
@@ -132,22 +151,21 @@ pub async fn run<S>(
                 }
             }
         }
-        if s.outbox.is_empty() && !s.flush_due {
+        if s.out.is_empty() && !s.flush_due {
             continue;
         }
-        s.flush_due = false;
-        // Queue every pending frame, then flush once: one write for many
-        // frames when a session is behind or subscribed to busy matches.
-        let n = s.outbox.len() as u64;
+        // tungstenite's own queued bytes (a pong) go first, whole; then
+        // every queued frame, gathered into few vectored writes.
+        let flush_pong = std::mem::take(&mut s.flush_due);
         let write = async {
-            for text in s.outbox.drain(..) {
-                sink.feed(Message::Text(text)).await?;
+            if flush_pong {
+                ws.flush().await.map_err(|_| ())?;
             }
-            sink.flush().await
+            s.out.write_all(ws.get_mut()).await.map_err(|_| ())
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => metrics.ws_frames_sent.inc_by(n),
-            Ok(Err(_)) => break None,
+            Ok(Ok(n)) => metrics.ws_frames_sent.inc_by(n),
+            Ok(Err(())) => break None,
             Err(_) => {
                 metrics.ws_slow_disconnects.inc();
                 break Some(CloseFrame {
@@ -157,7 +175,19 @@ pub async fn run<S>(
             }
         };
     };
-    super::close::close(sink, incoming, close).await;
+    s.inbox.close();
+    // A write cut off by the timeout may have left a frame half sent: its
+    // rest goes first, or the client would read the close frame inside it.
+    // If even that does not go out, the connection is dropped.
+    s.out.keep_partial();
+    let whole = s.out.is_empty()
+        || matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, s.out.write_all(ws.get_mut())).await,
+            Ok(Ok(_))
+        );
+    if whole {
+        super::close::close(ws, close).await;
+    }
     s.desk.owners.unregister(&s.owned, &s.bet_updates);
     metrics.ws_sessions.dec();
 }
@@ -222,7 +252,7 @@ impl Session {
 
     fn push_answer(&mut self, answer: &crate::bets::Answer) {
         let text = serde_json::to_string(answer).expect("bet answers are plain data");
-        self.outbox.push_back(Utf8Bytes::from(text));
+        self.out.push(Utf8Bytes::from(text));
     }
 
     fn request(&mut self, text: &str) {
@@ -283,12 +313,12 @@ impl Session {
                     if id == "*" {
                         self.all = false;
                         self.named.clear();
-                        let ids: Vec<Arc<str>> = self.streams.keys().cloned().collect();
-                        ids.iter().for_each(|id| self.drop_stream(id));
+                        let ids: Vec<Arc<str>> = self.subs.keys().cloned().collect();
+                        ids.iter().for_each(|id| self.drop_sub(id));
                     } else {
                         self.named.forget(&id);
                         if !self.all {
-                            self.drop_stream(id.as_str());
+                            self.drop_sub(id.as_str());
                         }
                     }
                 }
@@ -309,16 +339,16 @@ impl Session {
 
     fn push_error(&mut self, reason: &str) {
         let frame = serde_json::json!({"type": "error", "reason": reason});
-        self.outbox.push_back(Utf8Bytes::from(frame.to_string()));
+        self.out.push(Utf8Bytes::from(frame.to_string()));
     }
 
     fn count(&self, kind: &'static str) {
         self.metrics.ws_client_errors.get_or_create(&Kind { kind }).inc();
     }
 
-    fn drop_stream(&mut self, id: &str) {
-        self.streams.remove(id);
-        self.positions.remove(id);
+    fn drop_sub(&mut self, id: &str) {
+        self.subs.remove(id);
+        self.inbox.unwant(id);
     }
 
     /// Every known match this session wants (after `["*"]`, or after
@@ -340,7 +370,7 @@ impl Session {
     }
 
     fn subscribe_from(&mut self, id: Arc<str>, since: Option<Position>) {
-        if self.streams.contains_key(&id) || self.pending.contains(&id) {
+        if self.subs.contains_key(&id) {
             return;
         }
         // Unknown yet: `named` remembers it and the announcement of the new
@@ -351,78 +381,73 @@ impl Session {
             }
             return;
         };
-        self.pending.insert(id.clone());
-        let rx = handle.updates.subscribe();
-        self.catchups.push(Box::pin(async move {
-            let (tx, reply) = oneshot::channel();
-            if handle
-                .mailbox
-                .send(Command::Subscribe { since, reply: tx })
-                .await
-                .is_err()
-            {
-                return (id, None);
-            }
-            drop(handle);
-            match reply.await {
-                Ok(catchup) => (id, Some((rx, catchup))),
-                Err(_) => (id, None),
-            }
+        self.generations += 1;
+        let generation = self.generations;
+        self.subs.insert(
+            id.clone(),
+            Sub {
+                generation,
+                position: None,
+            },
+        );
+        self.inbox.want(&id, generation);
+        let outbox = self.inbox.clone();
+        self.attaching.push(Box::pin(async move {
+            let attach = Command::Attach {
+                since,
+                outbox,
+                generation,
+            };
+            let sent = handle.mailbox.send(attach).await.is_ok();
+            (id, generation, sent)
         }));
     }
 
-    /// The worker answered: send the snapshot or the missed updates, then
-    /// forward live updates after them.
-    fn attach(&mut self, id: Arc<str>, ready: Option<(broadcast::Receiver<Frame>, Catchup)>) {
-        self.pending.remove(&id);
-        let Some((rx, catchup)) = ready else { return };
-        if !(self.all || self.named.contains(&id)) {
-            return; // unsubscribed meanwhile
+    /// The match's worker is gone: the subscription is forgotten, so a
+    /// later request (or announcement) can make it again.
+    fn worker_gone(&mut self, id: &Arc<str>, generation: u64) {
+        if self.subs.get(id).is_some_and(|s| s.generation == generation) {
+            self.drop_sub(id);
         }
-        let frames = match catchup {
-            Catchup::Snapshot(frame) => vec![frame],
-            Catchup::Missed(frames) => frames,
-        };
-        for f in frames {
-            self.send(&id, f);
-        }
-        self.streams.insert(id, BroadcastStream::new(rx));
     }
 
-    /// Queue `frame` and remember it as the client's position in the match.
-    fn send(&mut self, id: &Arc<str>, frame: Frame) {
-        let positional = !matches!(frame.kind, FrameKind::Status | FrameKind::Names);
-        if positional || !self.positions.contains_key(id) {
-            self.positions.insert(
-                id.clone(),
-                Position {
-                    epoch: frame.epoch,
-                    seq: frame.seq,
-                },
-            );
+    /// Frames queued by the matches: keep those of the current
+    /// subscriptions, in order, and catch up the ones that lagged.
+    fn forward(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.inbox.take(&mut batch);
+        for d in batch.deliveries.drain(..) {
+            let Some(sub) = self.subs.get_mut(&d.match_id) else {
+                continue;
+            };
+            if sub.generation != d.generation {
+                continue;
+            }
+            send(&mut self.out, sub, d.frame);
         }
-        self.outbox.push_back(frame.bytes);
+        for Lagged { match_id, generation } in batch.lagged.drain(..) {
+            let Some(sub) = self.subs.get(&match_id) else { continue };
+            if sub.generation != generation {
+                continue;
+            }
+            tracing::debug!(match_id = %match_id, "subscriber lagged; catching up");
+            self.metrics.ws_resyncs.inc();
+            let from = sub.position;
+            self.subs.remove(&match_id);
+            self.subscribe_from(match_id, from);
+        }
+        self.batch = batch;
     }
+}
 
-    fn forward(&mut self, id: Arc<str>, item: Result<Frame, BroadcastStreamRecvError>) {
-        match item {
-            Ok(frame) => {
-                let already_sent = self
-                    .positions
-                    .get(&id)
-                    .is_some_and(|p| frame.kind == FrameKind::Update && p.epoch == frame.epoch && frame.seq <= p.seq);
-                // Updates already in the snapshot or the catch-up are skipped.
-                if !already_sent {
-                    self.send(&id, frame);
-                }
-            }
-            Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                tracing::debug!(match_id = %id, missed, "subscriber lagged; catching up");
-                self.metrics.ws_resyncs.inc();
-                let from = self.positions.get(&id).copied();
-                self.drop_stream(&id);
-                self.subscribe_from(id, from);
-            }
-        }
+/// Queue `frame` and remember it as the client's position in the match.
+fn send(out: &mut Writer, sub: &mut Sub, frame: Frame) {
+    let positional = !matches!(frame.kind, FrameKind::Status | FrameKind::Names);
+    if positional || sub.position.is_none() {
+        sub.position = Some(Position {
+            epoch: frame.epoch,
+            seq: frame.seq,
+        });
     }
+    out.push(frame.bytes);
 }

@@ -3,7 +3,8 @@
 //! A worker drains a bounded mailbox of [`Command`]s in order, so feed
 //! events, subscriptions, bets and switches of a match are serialised. Each
 //! applied event gets the next `seq`, one update frame (serialised once,
-//! shared by every subscriber through the match's broadcast) and one
+//! pushed to every subscribed session's queue by the match's [`Fanout`])
+//! and one
 //! journal append. Guest calls run inline on the tokio task (microseconds;
 //! a runaway is cut off by the epoch deadline).
 //!
@@ -20,6 +21,7 @@
 
 mod bets;
 mod catchup;
+mod fanout;
 mod frame;
 mod lifecycle;
 mod names;
@@ -35,7 +37,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use touchline_guest::bet::BetRequest;
 use touchline_guest::event::MatchEvent;
@@ -45,6 +47,7 @@ use crate::metrics::Metrics;
 use crate::producers::Board;
 use crate::sandbox::GuestVersion;
 use crate::supervisor::{Intensity, Policy};
+pub use fanout::{Batch, Delivery, Fanout, Lagged, Outbox, Watch};
 pub use frame::{Frame, FrameKind, Status};
 pub use lifecycle::State;
 use lifecycle::{Base, Lifecycle};
@@ -56,13 +59,6 @@ use persist::{Mark, Tail};
 /// backpressure to the feed): events are never dropped, and a stuck guest
 /// cannot hold the mailbox longer than its epoch deadline per event.
 pub const MAILBOX_CAPACITY: usize = 1024;
-
-/// Update frames buffered per match for subscribers. A subscriber that falls
-/// further behind gets `Lagged` and catches up from the resume ring and the
-/// journal (or a fresh snapshot). Small on purpose: the ring is allocated
-/// per match and keeps its last frames (~8 KB each) alive while anyone
-/// subscribes.
-pub const UPDATE_BUFFER: usize = 16;
 
 /// Recent update frames a worker keeps for resuming clients: enough to
 /// cover what the store writer has not inserted yet (one commit interval);
@@ -112,8 +108,16 @@ pub struct Position {
 pub enum Command {
     /// Apply a feed event.
     Event(MatchEvent),
-    /// A subscriber joins: reply with what it needs to be current, in order
-    /// with the update stream.
+    /// A session subscribes as `generation` of its `outbox`: what it needs
+    /// to be current goes into the outbox, then every later frame
+    /// ([`Fanout::attach`]).
+    Attach {
+        since: Option<Position>,
+        outbox: Arc<Outbox>,
+        generation: u64,
+    },
+    /// Reply with what a subscriber would need to be current (tests and
+    /// tools; sessions [`Command::Attach`]).
     Subscribe {
         since: Option<Position>,
         reply: oneshot::Sender<Catchup>,
@@ -171,7 +175,7 @@ pub enum Catchup {
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
     pub mailbox: mpsc::Sender<Command>,
-    pub updates: broadcast::Sender<Frame>,
+    pub updates: Arc<Fanout>,
 }
 
 /// Start the worker for `match_id` (restoring `recovered` if given).
@@ -183,7 +187,7 @@ pub fn spawn(
     tasks: &tokio_util::task::TaskTracker,
 ) -> WorkerHandle {
     let (mailbox, rx) = mpsc::channel(MAILBOX_CAPACITY);
-    let (updates, _) = broadcast::channel(UPDATE_BUFFER);
+    let updates = Arc::new(Fanout::new(match_id.clone()));
     let handle = WorkerHandle {
         mailbox: mailbox.clone(),
         updates: updates.clone(),
@@ -202,7 +206,7 @@ pub(crate) struct Worker {
     version: GuestVersion,
     life: Lifecycle,
     env: Arc<WorkerConfig>,
-    updates: broadcast::Sender<Frame>,
+    updates: Arc<Fanout>,
     /// To tell itself about bets whose record failed (weak: it must not
     /// keep its own mailbox open).
     mailbox: mpsc::WeakSender<Command>,
@@ -249,7 +253,7 @@ impl Worker {
         id: Arc<str>,
         version: GuestVersion,
         env: Arc<WorkerConfig>,
-        updates: broadcast::Sender<Frame>,
+        updates: Arc<Fanout>,
         mailbox: mpsc::WeakSender<Command>,
     ) -> Worker {
         Worker {
@@ -332,6 +336,17 @@ impl Worker {
                 if settles && !self.bets.is_empty() {
                     self.settle_bets().await;
                 }
+            }
+            Command::Attach {
+                since,
+                outbox,
+                generation,
+            } => {
+                let frames = match self.catchup(since).await {
+                    Catchup::Snapshot(frame) => vec![frame],
+                    Catchup::Missed(frames) => frames,
+                };
+                self.updates.attach(outbox, generation, frames);
             }
             Command::Subscribe { since, reply } => {
                 let catchup = self.catchup(since).await;

@@ -155,7 +155,7 @@ impl Worker {
         };
         self.naming.fixture = Some(fixture);
         self.snapshot_cache = None;
-        if self.updates.receiver_count() > 0 {
+        if self.updates.subscribers() > 0 {
             let names = self.state_names(None);
             if let Some(names) = names {
                 let mut envelope = self.envelope(FrameKind::Names);

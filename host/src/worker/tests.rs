@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use touchline_guest::bet::BetRequest;
 use touchline_guest::event::MatchEvent;
 
@@ -52,7 +52,7 @@ impl Observer for Recording {
 
 struct Harness {
     mailbox: mpsc::Sender<Command>,
-    updates: broadcast::Receiver<Frame>,
+    updates: Watch,
     journal: Arc<MemoryJournal>,
     metrics: Arc<Metrics>,
     observer: Arc<Recording>,
@@ -97,7 +97,7 @@ impl Harness {
             &tasks,
         );
         Harness {
-            updates: handle.updates.subscribe(),
+            updates: handle.updates.watch(1024),
             mailbox: handle.mailbox,
             journal,
             metrics,
@@ -173,10 +173,10 @@ impl Harness {
         self.ask(|reply| Command::Bet { request, reply }).await
     }
 
-    /// Frames broadcast so far: (type, seq, status).
+    /// Frames pushed so far: (type, seq, status).
     fn frames(&mut self) -> Vec<(String, u64, String)> {
         let mut out = Vec::new();
-        while let Ok(f) = self.updates.try_recv() {
+        while let Some(f) = self.updates.try_recv() {
             let v: serde_json::Value = serde_json::from_str(f.bytes.as_str()).expect("JSON");
             out.push((
                 v["type"].as_str().unwrap_or_default().to_owned(),

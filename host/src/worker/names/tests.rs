@@ -59,7 +59,7 @@ async fn updates_name_only_what_is_new_and_snapshots_name_everything() {
     });
     let tasks = tokio_util::task::TaskTracker::new();
     let handle = spawn(Arc::from(MATCH), GuestVersion::native(), cfg, None, &tasks);
-    let mut updates = handle.updates.subscribe();
+    let mut updates = handle.updates.watch(1024);
     let one_x_two = r#"<market id="1" status="1"><outcome id="1" odds="2" active="1"/><outcome id="2" odds="3" active="1"/></market>"#;
     let total =
         r#"<market id="18" specifiers="total=2.5" status="1"><outcome id="12" odds="1.9" active="1"/></market>"#;
