@@ -48,11 +48,14 @@ test: build browser
 fuzz: guest
 	cargo run --release -p touchline-fuzz
 
-# The bench is its own binary (bench/), driving target/release/touchline.
+# The bench is its own binary (bench/), driving target/release/touchline
+# and, beside it, the Node.js peer (bench/peers/node-ws, from its lockfile).
 bench: build
+	npm ci --prefix bench/peers/node-ws
 	cargo run --release -p touchline-bench -- --out bench/results/latest.json
 
 bench-quick: build
+	npm ci --prefix bench/peers/node-ws
 	cargo run --release -p touchline-bench -- --quick --out bench/results/latest.json
 
 lint: guest

@@ -4,12 +4,16 @@
 //! This process is the load generator; every server it measures is a
 //! separate release `touchline serve` ([`touchline_testkit::ServerProcess`])
 //! reached over loopback TCP and WebSocket ([`load`]). The scenarios are in
-//! [`scenarios`], the table and the latency plot in [`report`];
+//! [`scenarios`] (the fan-out measurement in [`fanout`], the Node.js peer
+//! it is compared with in [`peer`]), the table and the latency plot in
+//! [`report`];
 //! `bench/README.md` explains what each figure means. Errors end here as
 //! `anyhow` with their whole chain printed.
 
+mod fanout;
 mod load;
 mod names;
+mod peer;
 mod producers;
 mod report;
 mod scenarios;

@@ -8,6 +8,8 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use crate::peer::NAME;
+
 /// The machine, and the version of the server binary measured.
 pub fn machine(server: &Path) -> Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
@@ -106,38 +108,7 @@ pub fn table(r: &Value) -> String {
     for (k, v) in r["pipeline_ratios"].as_object().into_iter().flatten() {
         let _ = writeln!(t, "   {k}: {}", f(v));
     }
-    let _ = writeln!(
-        t,
-        "\n3. fan-out (feed {} msg/s over {} matches)\n{:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}",
-        r["fanout"][0]["feed_rate"],
-        r["fanout"][0]["matches"],
-        "clients",
-        "deliveries/s",
-        "p50 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs",
-        "gaps",
-        "cpu %",
-        "rss MB"
-    );
-    for row in r["fanout"].as_array().into_iter().flatten() {
-        let x = &row["result"];
-        let l = &x["latency_us"];
-        let _ = writeln!(
-            t,
-            "{:>8} {:>14} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}",
-            row["clients"],
-            f(&x["deliveries_per_s"]),
-            l["p50"],
-            l["p99"],
-            l["p999"],
-            l["max"],
-            x["seq_gaps"],
-            f(&x["server_cpu_percent"]),
-            f(&json!(x["server_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6))
-        );
-    }
+    fanout_table(&mut t, r);
     let d = &r["density"];
     let _ = writeln!(
         t,
@@ -297,6 +268,94 @@ pub fn table(r: &Value) -> String {
 /// Latency percentile curves as a small SVG (x: percentile on a log scale
 /// of 1/(1-q), y: latency on a log scale). Hand-drawn: a plotting crate
 /// would need a font backend for forty lines of markup.
+/// Section 3: each client count, Touchline and the Node peer on one row
+/// each, then the ratios and each target with its measured value.
+fn fanout_table(t: &mut String, r: &Value) {
+    let f1 = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.1}"));
+    let f2 = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+    let n0 = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.0}"));
+    let mb = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0}", x / 1e6));
+    let kb = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.1}", x / 1024.0));
+    let met = |v: &Value| match v.as_bool() {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "-",
+    };
+    let _ = writeln!(
+        t,
+        "\n3. fan-out (feed {} msg/s over {} matches; Touchline beside the Node `ws` peer, same feed and clients)\n{:>7} {:>10} {:>12} {:>8} {:>9} {:>9} {:>5} {:>7} {:>9} {:>11} {:>6} {:>6} {:>7} {:>8}",
+        r["fanout"][0]["feed_rate"],
+        r["fanout"][0]["matches"],
+        "clients",
+        "server",
+        "deliveries/s",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "gaps",
+        "resnap",
+        "cpu %",
+        "cpu s/100k",
+        "rss MB",
+        "peak",
+        "KB/cli",
+        "gen cpu%"
+    );
+    for row in r["fanout"].as_array().into_iter().flatten() {
+        for (name, x) in [("touchline", &row["result"]), (NAME, &row[NAME])] {
+            if x.is_null() {
+                continue;
+            }
+            let l = &x["latency_us"];
+            // Value's Display ignores widths: pad its text.
+            let v = |v: &Value| v.to_string();
+            let _ = writeln!(
+                t,
+                "{:>7} {:>10} {:>12} {:>8} {:>9} {:>9} {:>5} {:>7} {:>9} {:>11} {:>6} {:>6} {:>7} {:>8}",
+                v(&row["clients"]),
+                name,
+                n0(&x["deliveries_per_s"]),
+                v(&l["p50"]),
+                v(&l["p99"]),
+                v(&l["max"]),
+                v(&x["seq_gaps"]),
+                v(&x["resnapshots"]),
+                f1(&x["server_cpu_percent"]),
+                f2(&x["server_cpu_s_per_100k_deliveries"]),
+                mb(&x["server_rss_bytes"]),
+                mb(&x["server_rss_peak_bytes"]),
+                kb(&x["rss_per_client_bytes"]),
+                f1(&x["generator_cpu_percent"])
+            );
+        }
+        let v = &row["versus"];
+        if v.is_null() {
+            continue;
+        }
+        let (d, m, idle) = (
+            &v["deliveries_per_server_cpu_s"],
+            &v["rss_per_client_bytes"],
+            &v["rss_per_idle_client_bytes"],
+        );
+        let _ = writeln!(
+            t,
+            "{:>7}   deliveries per server CPU-s: Touchline {} / {NAME} {} = {}x (target {}: {})\n{:>7}   RSS per client: Touchline {} KB (target <= 16 KB: {}; {} KB idle), {NAME} {} KB ({} KB idle)",
+            "",
+            n0(&d["touchline"]),
+            n0(&d[NAME]),
+            f2(&d["touchline_over_peer"]),
+            d["target"].as_str().unwrap_or("?"),
+            met(&d["met"]),
+            "",
+            kb(&m["touchline"]),
+            met(&m["met"]),
+            kb(&idle["touchline"]),
+            kb(&m[NAME]),
+            kb(&idle[NAME])
+        );
+    }
+}
+
 pub fn latency_svg(curves: &[(String, Histogram<u64>)]) -> String {
     let (w, h, left, bottom) = (760.0, 420.0, 70.0, 40.0);
     let qs: Vec<f64> = (0..=40).map(|i| 1.0 - 10f64.powf(-(i as f64) / 10.0)).collect(); // 0 .. 99.99%
@@ -304,7 +363,9 @@ pub fn latency_svg(curves: &[(String, Histogram<u64>)]) -> String {
     let (ymin, ymax) = (1.0f64.log10(), 1e7f64.log10());
     let x = |q: f64| left + (-(1.0 - q).max(1e-4).log10()) / xmax * (w - left - 20.0);
     let y = |us: f64| h - bottom - (us.max(1.0).log10() - ymin) / (ymax - ymin) * (h - bottom - 20.0);
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
+    let colors = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    ];
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
     );
@@ -348,9 +409,15 @@ pub fn latency_svg(curves: &[(String, Histogram<u64>)]) -> String {
             .iter()
             .map(|&q| format!("{:.1},{:.1}", x(q), y(hist.value_at_quantile(q) as f64)))
             .collect();
+        // The Node peer's curves dashed, beside Touchline's.
+        let dash = if label.contains(NAME) {
+            r#" stroke-dasharray="6 3""#
+        } else {
+            ""
+        };
         let _ = write!(
             s,
-            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2"{dash} points="{}"/>"#,
             pts.join(" ")
         );
         let _ = write!(

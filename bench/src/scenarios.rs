@@ -1,5 +1,6 @@
 //! The scenarios of a run: parse limit, pipeline (Wasm vs native,
-//! durability on vs off), fan-out, density, faults, bets, hot swap.
+//! durability on vs off), fan-out (beside the Node.js peer), density,
+//! faults, bets, hot swap.
 //!
 //! Every figure written comes from a measurement made in this run; ratios
 //! compare runs made here, minutes apart, on the same machine. Each
@@ -9,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -21,7 +22,9 @@ use touchline::feed::parse::parse;
 use touchline::sim::{Generator, SimConfig};
 use touchline_testkit::{Launch, ServerProcess};
 
-use crate::load::{self, Clients, FanoutStats, Poison};
+use crate::fanout::{self, open_matches, watch_and_feed};
+use crate::load::{self, Poison};
+use crate::peer;
 use crate::report::{git_revision, latency_svg, machine, table};
 
 /// Size of a run.
@@ -83,14 +86,14 @@ pub(crate) fn stop_server(server: ServerProcess) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Sizes {
+pub(crate) struct Sizes {
     pipeline_matches: Vec<u32>,
     pipeline_messages: usize,
     fanout_clients: Vec<usize>,
-    fanout_seconds: f64,
-    fanout_rate: f64,
-    fanout_matches: u32,
-    per_client: usize,
+    pub(crate) fanout_seconds: f64,
+    pub(crate) fanout_rate: f64,
+    pub(crate) fanout_matches: u32,
+    pub(crate) per_client: usize,
     density_matches: u32,
     fault_clients: usize,
     /// Hot swap: matches live (the fan-out ones fed, the rest idle)...
@@ -125,7 +128,7 @@ impl Plan {
             Sizes {
                 pipeline_matches: vec![100, 1000, 10_000],
                 pipeline_messages: 60_000,
-                fanout_clients: vec![1000, 10_000],
+                fanout_clients: vec![1000, 5000, 10_000],
                 fanout_seconds: 20.0,
                 fanout_rate: 200.0,
                 fanout_matches: 100,
@@ -152,6 +155,9 @@ fn chrono_free_clock() -> String {
 /// Run every scenario, print the table, write the JSON and the plot.
 pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let sizes = plan.sizes();
+    if plan.wants("fanout") {
+        peer::check()?;
+    }
     let scratch = tempfile::tempdir().context("bench scratch dir")?;
     let mut report = json!({
         "mode": if plan.quick { "quick" } else { "full" },
@@ -220,9 +226,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         for &c in &sizes.fanout_clients {
             progress(&format!("fan-out: {c} clients x {} matches each", sizes.per_client));
             let dir = scratch.path().join(format!("fanout-{c}"));
-            let (r, h) = fanout_run(plan.servers.launch(&dir, &[]), &sizes, c, &ids, None, plan.seed).await?;
+            let launch = plan.servers.launch(&dir, &[]);
+            let (r, h) = fanout::touchline(launch, &sizes, c, &ids, &[], None, plan.seed).await?;
             curves.push((format!("{c} clients"), h));
-            fanout.push(json!({"clients": c, "per_client": sizes.per_client, "matches": sizes.fanout_matches, "feed_rate": sizes.fanout_rate, "result": r}));
+            // The Node peer right after, on the same feed and clients.
+            let (node, node_h) = peer::fanout(scratch.path(), &sizes, c, &ids, plan.seed).await?;
+            curves.push((format!("{c} clients, {}", peer::NAME), node_h));
+            let vs = peer::versus(&r, &node);
+            fanout.push(json!({"clients": c, "per_client": sizes.per_client, "matches": sizes.fanout_matches, "feed_rate": sizes.fanout_rate, "result": r, peer::NAME: node, "versus": vs}));
         }
         report["fanout"] = json!(fanout);
     }
@@ -254,12 +265,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         ];
         let crashing: Vec<String> = ids.iter().step_by(10).cloned().collect();
         progress(&format!("faults: baseline, {} clients", s.fault_clients));
-        let (calm, calm_h) = fanout_run(
+        let (calm, calm_h) = fanout::touchline(
             plan.servers.launch(&scratch.path().join("faults-calm"), &guest),
             s,
             s.fault_clients,
             &ids,
-            Some(&crashing),
+            &crashing,
+            None,
             plan.seed,
         )
         .await?;
@@ -272,12 +284,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             matches: crashing.clone(),
             every: Duration::from_millis(500),
         };
-        let (stormy, stormy_h) = fanout_run_poisoned(
+        let (stormy, stormy_h) = fanout::touchline(
             plan.servers.launch(&scratch.path().join("faults-storm"), &guest),
             s,
+            s.fault_clients,
             &ids,
             &crashing,
-            poison,
+            Some(poison),
             plan.seed,
         )
         .await?;
@@ -462,106 +475,6 @@ pub(crate) fn latency_json(h: &Histogram<u64>) -> Value {
     })
 }
 
-async fn fanout_run(
-    launch: Launch,
-    sizes: &Sizes,
-    clients: usize,
-    ids: &[String],
-    exclude: Option<&[String]>,
-    seed: u64,
-) -> anyhow::Result<(Value, Histogram<u64>)> {
-    fanout_inner(launch, sizes, clients, ids, exclude.unwrap_or(&[]), None, seed).await
-}
-
-async fn fanout_run_poisoned(
-    launch: Launch,
-    sizes: &Sizes,
-    ids: &[String],
-    crashing: &[String],
-    poison: Poison,
-    seed: u64,
-) -> anyhow::Result<(Value, Histogram<u64>)> {
-    fanout_inner(launch, sizes, sizes.fault_clients, ids, crashing, Some(poison), seed).await
-}
-
-/// The fan-out measurement behind `fanout_run` and `fanout_run_poisoned`.
-async fn fanout_inner(
-    launch: Launch,
-    sizes: &Sizes,
-    clients: usize,
-    ids: &[String],
-    exclude: &[String],
-    poison: Option<Poison>,
-    seed: u64,
-) -> anyhow::Result<(Value, Histogram<u64>)> {
-    let server = launch.start()?;
-    // Create every match first so clients have something to subscribe to.
-    open_matches(&server, ids)?;
-    let (c, stop, feeder) = watch_and_feed(&server, sizes, clients, ids, exclude, poison, seed).await?;
-    let (cpu0, t0) = (server.cpu_seconds(), Instant::now());
-    let mut waited = 0.0;
-    while waited < sizes.fanout_seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await; // the measurement window, not synchronisation
-        waited += 1.0;
-        progress(&format!("  {waited:.0}/{:.0} s", sizes.fanout_seconds));
-    }
-    stop.store(true, Ordering::Relaxed);
-    let sent = feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = server.cpu_seconds() - cpu0;
-    let rss = server.rss_bytes();
-    let m = server.metrics()?;
-    // Let in-flight frames land before closing the clients.
-    tokio::time::sleep(Duration::from_millis(500)).await; // grace period for in-flight frames
-    let stats: FanoutStats = c.finish().await;
-    // Deliveries were counted until now, grace period included.
-    let delivery_secs = t0.elapsed().as_secs_f64();
-    let result = json!({
-        "feed_messages": sent,
-        "deliveries": stats.deliveries,
-        "deliveries_per_s": stats.deliveries as f64 / delivery_secs,
-        "latency_us": latency_json(&stats.latency),
-        "seq_gaps": stats.gaps,
-        "resnapshots": stats.resnapshots,
-        "updates_skipped_by_resnapshot": stats.skipped,
-        "server_cpu_percent": 100.0 * cpu / secs,
-        "server_rss_bytes": rss,
-        "clients": stats.clients,
-        "trap_to_serving_s": {
-            "p50": m.quantile("touchline_recovery_seconds", 0.5),
-            "p99": m.quantile("touchline_recovery_seconds", 0.99),
-            "count": m.value("touchline_recovery_seconds_count"),
-        },
-        "dead_letters": m.value("touchline_dead_letters_total"),
-    });
-    stop_server(server)?;
-    Ok((result, stats.latency))
-}
-
-/// `clients` WebSocket clients on `ids` (snapshots received), then the
-/// paced feed at the fan-out rate until `stop`.
-async fn watch_and_feed(
-    server: &ServerProcess,
-    sizes: &Sizes,
-    clients: usize,
-    ids: &[String],
-    exclude: &[String],
-    poison: Option<Poison>,
-    seed: u64,
-) -> anyhow::Result<(Clients, Arc<AtomicBool>, std::thread::JoinHandle<anyhow::Result<u64>>)> {
-    let c = Clients::open(server.http, clients, sizes.per_client, ids, exclude).await?;
-    c.wait_ready(clients, Duration::from_secs(120)).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let cfg = SimConfig {
-        matches: sizes.fanout_matches,
-        seed,
-        rate: sizes.fanout_rate,
-        count: 0,
-    };
-    let feeder = load::paced(server.feed, cfg, sizes.fanout_rate, poison, stop.clone());
-    Ok((c, stop, feeder))
-}
-
 fn density_run(servers: &Servers, dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
     // Hibernation after 3 s idle: long enough to measure every match live
     // first, then again once all have given their instances back.
@@ -643,30 +556,6 @@ fn density_run(servers: &Servers, dir: &Path, matches: u32, seed: u64) -> anyhow
     });
     stop_server(server)?;
     Ok(result)
-}
-
-/// Create `ids` on `server` with a one-market book each (market 1, outcomes
-/// 1/2/3 at 2.0/3.0/4.0) and wait until all are applied.
-fn open_matches(server: &ServerProcess, ids: &[String]) -> anyhow::Result<()> {
-    let before = server.metrics()?.value("touchline_events_applied_total");
-    let book: Vec<u8> = ids
-        .iter()
-        .flat_map(|id| {
-            format!(
-                r#"<odds_change product="1" event_id="{id}" timestamp="1"><odds><market id="1" status="1"><outcome id="1" odds="2.0" active="1"/><outcome id="2" odds="3.0" active="1"/><outcome id="3" odds="4.0" active="1"/></market></odds></odds_change>"#
-            )
-            .into_bytes()
-        })
-        .collect();
-    load::blast(server.feed, Arc::new(book))
-        .join()
-        .map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
-    server.wait_metric(
-        "touchline_events_applied_total",
-        before + ids.len() as f64,
-        Duration::from_secs(60),
-    )?;
-    Ok(())
 }
 
 /// `clients` WebSocket clients each placing bets back to back (one in

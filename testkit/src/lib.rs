@@ -4,6 +4,8 @@
 //! - [`server`]: [`ServerProcess`], the server as a child process on
 //!   ephemeral loopback ports, its READY line, SIGTERM / SIGKILL, and its
 //!   RSS and CPU time read from `/proc`.
+//! - [`procfs`]: CPU time, RSS and peak RSS of any process (or `self`)
+//!   from `/proc`.
 //! - [`metrics`]: the Prometheus text reader (a value by name and labels,
 //!   a histogram quantile).
 //! - [`http`]: a minimal blocking HTTP/1.1 client.
@@ -18,6 +20,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod procfs;
 pub mod provider;
 pub mod server;
 pub mod sim;

@@ -224,21 +224,17 @@ impl ServerProcess {
 
     /// Resident memory (VmRSS), bytes; 0 once it has exited.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-            * 1024
+        crate::procfs::rss_bytes(self.pid())
+    }
+
+    /// Its peak resident memory so far (VmHWM), bytes; 0 once it has exited.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        crate::procfs::peak_rss_bytes(self.pid())
     }
 
     /// CPU time used so far (user + system), seconds; 0 once it has exited.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        cpu_seconds_in(&stat)
+        crate::procfs::cpu_seconds(self.pid())
     }
 }
 
@@ -249,24 +245,8 @@ impl Drop for ServerProcess {
     }
 }
 
-/// utime + stime from a `/proc/PID/stat` line: fields 14 and 15 (1-based),
-/// counted after the parenthesised command name (which may hold spaces), in
-/// clock ticks of 1/100 s (USER_HZ on Linux).
-fn cpu_seconds_in(stat: &str) -> f64 {
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn cpu_time_is_utime_plus_stime() {
-        let stat = "4242 (touch line) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
-        assert_eq!(super::cpu_seconds_in(stat), 3.0);
-        assert_eq!(super::cpu_seconds_in(""), 0.0);
-    }
-
     #[test]
     fn a_missing_binary_is_named() {
         let err = super::Launch::new("/nonexistent/touchline", "/tmp/unused")

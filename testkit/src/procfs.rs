@@ -1,0 +1,58 @@
+//! A process's CPU time and memory from `/proc`, by pid or `"self"`: the
+//! one place the tests and the bench read them (the server, a peer server,
+//! the load generator itself). Each reader gives 0 once the process is gone.
+
+use std::fmt::Display;
+
+/// CPU time used so far (user + system), seconds.
+pub fn cpu_seconds(pid: impl Display) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_seconds_in(&stat)
+}
+
+/// Resident memory now (`VmRSS`), bytes.
+pub fn rss_bytes(pid: impl Display) -> u64 {
+    status_kib(pid, "VmRSS:") * 1024
+}
+
+/// The most resident memory it has had (`VmHWM`, the high-water mark), bytes.
+pub fn peak_rss_bytes(pid: impl Display) -> u64 {
+    status_kib(pid, "VmHWM:") * 1024
+}
+
+fn status_kib(pid: impl Display, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime from a `/proc/PID/stat` line: fields 14 and 15 (1-based),
+/// counted after the parenthesised command name (which may hold spaces), in
+/// clock ticks of 1/100 s (USER_HZ on Linux).
+fn cpu_seconds_in(stat: &str) -> f64 {
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_time_is_utime_plus_stime() {
+        let stat = "4242 (touch line) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        assert_eq!(super::cpu_seconds_in(stat), 3.0);
+        assert_eq!(super::cpu_seconds_in(""), 0.0);
+    }
+
+    #[test]
+    fn this_process_has_memory_and_a_peak_at_least_as_high() {
+        let (now, peak) = (super::rss_bytes("self"), super::peak_rss_bytes("self"));
+        assert!(now > 0 && peak >= now, "rss {now}, peak {peak}");
+        assert_eq!(super::rss_bytes(u32::MAX), 0);
+    }
+}
