@@ -136,6 +136,10 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(tcp: TcpStream, slot: Arc<Slot>) -> Conn {
+        // Frames are written whole, gathered; Nagle would only hold a
+        // frame's last segment back until the client acknowledges the
+        // previous one (up to its delayed-ACK time).
+        let _ = tcp.set_nodelay(true);
         Conn { tcp, _slot: slot }
     }
 }
