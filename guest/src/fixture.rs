@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::delta::Head;
 use crate::event::{FixtureChange, change_type};
 use crate::market::status;
 use crate::model::{Change, MatchState};
@@ -44,8 +45,9 @@ impl MatchState {
         if self.fixture.cancelled() {
             for (key, market) in &mut self.markets {
                 if market.status == status::ACTIVE {
+                    let before = Head::of(market);
                     market.status = status::SUSPENDED;
-                    change.touch(key.clone());
+                    change.edited(key, &before, market, Vec::new());
                 }
             }
         }

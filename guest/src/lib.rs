@@ -1,10 +1,11 @@
 //! Touchline's default match logic.
 //!
 //! Owns the match model: the typed feed events a match receives
-//! ([`event`]), the state they build and the deltas they produce
-//! ([`model`], [`market`]), which producer's odds count ([`producer`]),
-//! bets against them ([`bet`]), how settlements and cancellations stand
-//! ([`settlement`]) and fixture changes ([`fixture`]). Everything here is
+//! ([`event`]), the state they build ([`model`], [`market`]) and the
+//! deltas that say what each event changed ([`delta`]), which producer's
+//! odds count ([`producer`]), bets against them ([`bet`]), how settlements
+//! and cancellations stand ([`settlement`]) and fixture changes
+//! ([`fixture`]). Everything here is
 //! plain, IO-free Rust so it is unit-tested natively and can run natively
 //! as the benchmark's baseline. When compiled
 //! for `wasm32`, `component` exports [`glue`] (the worker operations over
@@ -13,6 +14,7 @@
 //! the benchmark's no-Wasm baseline.
 
 pub mod bet;
+pub mod delta;
 pub mod event;
 pub mod fixture;
 pub mod glue;

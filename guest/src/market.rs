@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::delta::{OutcomeFields, outcome_changed};
 use crate::event::MarketOdds;
 use crate::settlement::Cancel;
 
@@ -126,27 +127,26 @@ impl Market {
     }
 
     /// Odds from producer `from`: merged, and the market now shows that
-    /// producer's odds. Returns whether anything changed.
-    pub(crate) fn take_odds(&mut self, m: &MarketOdds, from: Option<u32>) -> bool {
-        let taken = self.product != from;
+    /// producer's odds. The indices of the outcomes that changed or are
+    /// new go to `changed` (the market's own fields are compared by the
+    /// caller: `delta`).
+    pub(crate) fn take_odds(&mut self, m: &MarketOdds, from: Option<u32>, changed: &mut Vec<(usize, OutcomeFields)>) {
         self.product = from;
-        self.merge_odds(m) | taken
-    }
-
-    /// Fold an odds_change market in; returns whether anything changed.
-    pub(crate) fn merge_odds(&mut self, m: &MarketOdds) -> bool {
-        let mut changed = self.status != m.status || self.favourite != m.favourite;
         self.status = m.status;
         self.favourite = m.favourite;
         for o in &m.outcomes {
-            match self.outcomes.iter_mut().find(|x| x.id == o.id) {
-                Some(x) => {
-                    changed |= x.odds != o.odds || x.active != o.active;
+            match self.outcomes.iter().position(|x| x.id == o.id) {
+                Some(i) => {
+                    let x = &mut self.outcomes[i];
+                    let fields = OutcomeFields::default()
+                        .with(OutcomeFields::ODDS, x.odds != o.odds)
+                        .with(OutcomeFields::ACTIVE, x.active != o.active);
                     x.odds = o.odds;
                     x.active = o.active;
+                    outcome_changed(changed, i, fields);
                 }
                 None => {
-                    changed = true;
+                    changed.push((self.outcomes.len(), OutcomeFields::NEW));
                     self.outcomes.push(Outcome {
                         id: o.id.clone(),
                         odds: o.odds,
@@ -156,7 +156,6 @@ impl Market {
                 }
             }
         }
-        changed
     }
 }
 

@@ -1,17 +1,20 @@
 //! The match model: state of one match and how each feed event changes it.
 //!
 //! Pure and deterministic: `MatchState::apply` turns an event into a new
-//! state plus a [`Delta`] naming exactly what changed. No IO, no clock, no
+//! state plus a [`Change`] naming exactly what changed, which
+//! [`crate::delta`] renders as the update's [`Delta`]. No IO, no clock, no
 //! randomness, so the same journal always rebuilds the same state. The JSON
 //! views here are the wire format of `snapshot` and `update` frames. Which
 //! producer's odds count is [`crate::producer`]'s rule; settlements,
 //! cancellations and their rollbacks are [`crate::settlement`]'s, fixture
 //! changes [`crate::fixture`]'s.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::delta::Head;
+pub use crate::delta::{Change, Delta, Fields, MarketChange, MarketDelta, MarketPart, OutcomeDelta, OutcomeFields};
 use crate::event::{BetStop, Clock, MatchEvent, OddsChange, PeriodScore, SportEventStatus};
 pub use crate::fixture::Fixture;
 pub use crate::market::{Market, MarketKey, MarketView, Outcome, OutcomeResult, market_groups, status};
@@ -55,18 +58,6 @@ pub struct Score {
     pub away: f64,
 }
 
-/// What one event changed. Serialised as the body of an `update` frame.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Delta<'a> {
-    pub event: &'static str,
-    pub timestamp: i64,
-    /// Present when the scoreboard (or its owner) changed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<SummaryView<'a>>,
-    /// Every market this event touched, in full, in key order.
-    pub markets: Vec<MarketView<'a>>,
-}
-
 /// The scoreboard as the JSON views show it: the summary's fields, the
 /// producer that owns the match (`"producer": P`, absent while unknown),
 /// the last fixture change type (`"fixture_change": T`, absent while none)
@@ -108,8 +99,9 @@ impl MatchState {
         self.markets.get(&(id, specifiers.to_owned()))
     }
 
-    /// Apply one event; returns the keys of the touched markets and whether
-    /// the summary changed. Use [`MatchState::delta`] to render them.
+    /// Apply one event; returns what it changed: markets (and in them which
+    /// fields and outcomes) and whether the summary changed. Use
+    /// [`MatchState::delta`] to render it.
     pub fn apply(&mut self, event: &MatchEvent) -> Change {
         if let MatchEvent::OddsChange(e) = event
             && self.producers.ignores(e.header.product)
@@ -129,21 +121,7 @@ impl MatchState {
         }
     }
 
-    /// Render a [`Change`] against the current state.
-    pub fn delta(&self, event: &'static str, change: &Change) -> Delta<'_> {
-        Delta {
-            event,
-            timestamp: self.updated_at,
-            summary: change.summary.then(|| self.summary_view()),
-            markets: change
-                .markets
-                .iter()
-                .filter_map(|k| self.markets.get(k).map(Market::view))
-                .collect(),
-        }
-    }
-
-    fn summary_view(&self) -> SummaryView<'_> {
+    pub(crate) fn summary_view(&self) -> SummaryView<'_> {
         SummaryView {
             summary: &self.summary,
             producer: self.producers.owner,
@@ -174,21 +152,23 @@ impl MatchState {
         for m in &e.markets {
             let key = (m.id, m.specifiers.clone());
             // Feeds resend whole books; only what actually moved is a change.
-            let moved = match self.markets.get_mut(&key) {
+            match self.markets.get_mut(&key) {
                 // Settled: only a rollback reopens it.
-                Some(market) if market.is_settled() => false,
+                Some(market) if market.is_settled() => {}
                 // Another producer's odds arrived: the market stays theirs.
-                Some(market) if m.status == status::HANDED_OVER && !hand_over_applies(market.product, from) => false,
-                Some(market) => market.take_odds(m, from),
+                Some(market) if m.status == status::HANDED_OVER && !hand_over_applies(market.product, from) => {}
+                Some(market) => {
+                    let before = Head::of(market);
+                    let mut outcomes = Vec::new();
+                    market.take_odds(m, from, &mut outcomes);
+                    change.edited(&key, &before, market, outcomes);
+                }
                 None => {
                     let mut market = Market::new(m.id, &m.specifiers);
-                    market.take_odds(m, from);
+                    market.take_odds(m, from, &mut Vec::new());
                     self.markets.insert(key.clone(), market);
-                    true
+                    change.created(key);
                 }
-            };
-            if moved {
-                change.touch(key);
             }
         }
         if hands_over {
@@ -212,25 +192,12 @@ impl MatchState {
                 continue;
             }
             if all || stops(market.id) {
+                let before = Head::of(market);
                 market.status = e.market_status;
-                change.touch(key.clone());
+                change.edited(key, &before, market, Vec::new());
             }
         }
         change
-    }
-}
-
-/// What an applied event touched, before rendering.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Change {
-    pub summary: bool,
-    /// In key order, each once (a `bet_stop` for `all` touches hundreds).
-    pub markets: BTreeSet<MarketKey>,
-}
-
-impl Change {
-    pub(crate) fn touch(&mut self, key: MarketKey) {
-        self.markets.insert(key);
     }
 }
 
@@ -358,8 +325,8 @@ mod tests {
             "a resent, unchanged book changes nothing"
         );
         assert_eq!(
-            s.apply(&book(1.8)).markets,
-            BTreeSet::from([(18, "total=2.5".to_owned())])
+            s.apply(&book(1.8)).markets.into_keys().collect::<Vec<_>>(),
+            [(18, "total=2.5".to_owned())]
         );
     }
 

@@ -29,6 +29,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bet::{OpenBet, SettleStatus, Settlement};
+use crate::delta::{Head, OutcomeFields, outcome_changed};
 use crate::event::{BetCancel, BetSettlement, CancelRollback, SettledMarket, SettlementRollback};
 use crate::fixture::Fixture;
 use crate::market::{Market, MarketKey, Outcome, OutcomeResult, status};
@@ -59,14 +60,9 @@ impl MatchState {
     pub(crate) fn bet_settlement(&mut self, e: &BetSettlement) -> Change {
         let mut change = Change::default();
         for s in &e.markets {
-            let key = (s.id, s.specifiers.clone());
-            let market = self
-                .markets
-                .entry(key.clone())
-                .or_insert_with(|| Market::new(s.id, &s.specifiers));
-            if market.take_settlement(s, e.certainty) {
-                change.touch(key);
-            }
+            self.edit_market(&mut change, (s.id, s.specifiers.clone()), true, |market, outcomes| {
+                market.take_settlement(s, e.certainty, outcomes);
+            });
         }
         change
     }
@@ -76,12 +72,9 @@ impl MatchState {
         let whole = e.markets.iter().map(|r| (r.id, &r.specifiers, None));
         let some = e.outcomes.iter().map(|r| (r.id, &r.specifiers, Some(&r.outcomes[..])));
         for (id, specifiers, only) in whole.chain(some) {
-            let key = (id, specifiers.clone());
-            if let Some(market) = self.markets.get_mut(&key)
-                && market.reopen(only)
-            {
-                change.touch(key);
-            }
+            self.edit_market(&mut change, (id, specifiers.clone()), false, |market, outcomes| {
+                market.reopen(only, outcomes);
+            });
         }
         change
     }
@@ -89,22 +82,20 @@ impl MatchState {
     pub(crate) fn bet_cancel(&mut self, e: &BetCancel) -> Change {
         let mut change = Change::default();
         for c in &e.markets {
-            let key = (c.id, c.specifiers.clone());
-            let market = self
-                .markets
-                .entry(key.clone())
-                .or_insert_with(|| Market::new(c.id, &c.specifiers));
             let cancel = Cancel {
                 start_time: e.start_time,
                 end_time: e.end_time,
                 void_reason: c.void_reason,
             };
-            match market.cancels.iter_mut().find(|x| x.window() == cancel.window()) {
-                Some(same) if *same == cancel => continue,
-                Some(same) => *same = cancel,
-                None => market.cancels.push(cancel),
-            }
-            change.touch(key);
+            self.edit_market(
+                &mut change,
+                (c.id, c.specifiers.clone()),
+                true,
+                |market, _| match market.cancels.iter_mut().find(|x| x.window() == cancel.window()) {
+                    Some(same) => *same = cancel,
+                    None => market.cancels.push(cancel),
+                },
+            );
         }
         change
     }
@@ -113,22 +104,40 @@ impl MatchState {
         let window = (e.start_time, e.end_time);
         let mut change = Change::default();
         for r in &e.markets {
-            let key = (r.id, r.specifiers.clone());
-            let Some(market) = self.markets.get_mut(&key) else {
-                continue;
-            };
-            let before = market.cancels.len();
-            market.cancels.retain(|c| c.window() != window);
-            if market.cancels.len() == before && window == (None, None) {
-                // A rollback naming no window undoes the market's
-                // cancellation as a whole.
-                market.cancels.clear();
-            }
-            if market.cancels.len() != before {
-                change.touch(key);
-            }
+            self.edit_market(&mut change, (r.id, r.specifiers.clone()), false, |market, _| {
+                let before = market.cancels.len();
+                market.cancels.retain(|c| c.window() != window);
+                if market.cancels.len() == before && window == (None, None) {
+                    // A rollback naming no window undoes the market's
+                    // cancellation as a whole.
+                    market.cancels.clear();
+                }
+            });
         }
         change
+    }
+
+    /// Edit the market at `key` with `edit` (which reports the indices of
+    /// the outcomes it changed), creating it first if it is missing and
+    /// `create`; what changed goes into `change`.
+    fn edit_market(
+        &mut self,
+        change: &mut Change,
+        key: MarketKey,
+        create: bool,
+        edit: impl FnOnce(&mut Market, &mut Vec<(usize, OutcomeFields)>),
+    ) {
+        let mut outcomes = Vec::new();
+        if let Some(market) = self.markets.get_mut(&key) {
+            let before = Head::of(market);
+            edit(market, &mut outcomes);
+            change.edited(&key, &before, market, outcomes);
+        } else if create {
+            let mut market = Market::new(key.0, &key.1);
+            edit(&mut market, &mut outcomes);
+            self.markets.insert(key.clone(), market);
+            change.created(key);
+        }
     }
 
     /// Where a bet stands now: void if a cancel in force covers its
@@ -180,33 +189,37 @@ impl MatchState {
 }
 
 impl Market {
-    /// Fold a settlement in; returns whether anything changed (a repeat
-    /// changes nothing).
-    fn take_settlement(&mut self, s: &SettledMarket, certainty: Option<u8>) -> bool {
-        let before = (self.status, self.void_reason, self.certainty);
+    /// Fold a settlement in; the indices of the outcomes it changed go to
+    /// `changed` (a repeat changes nothing).
+    fn take_settlement(&mut self, s: &SettledMarket, certainty: Option<u8>, changed: &mut Vec<(usize, OutcomeFields)>) {
         if !self.is_settled() && self.status != status::SETTLED {
             self.status_before_resolution = Some(self.status);
         }
         self.status = status::SETTLED;
         self.void_reason = s.void_reason;
         self.certainty = self.certainty.max(certainty);
-        let mut changed = before != (self.status, self.void_reason, self.certainty);
         for so in &s.outcomes {
             let result = OutcomeResult {
                 result: so.result,
                 void_factor: so.void_factor,
                 dead_heat_factor: so.dead_heat_factor,
             };
-            match self.outcomes.iter_mut().find(|o| o.id == so.id) {
-                // Only a rollback reopens a decided outcome.
-                Some(o) if !result.is_decided() && o.result.as_ref().is_some_and(OutcomeResult::is_decided) => {}
-                Some(o) => {
-                    changed |= o.result.as_ref() != Some(&result) || o.active;
-                    o.result = Some(result);
-                    o.active = false;
+            match self.outcomes.iter().position(|o| o.id == so.id) {
+                Some(i) => {
+                    let o = &mut self.outcomes[i];
+                    // Only a rollback reopens a decided outcome.
+                    let reopens = !result.is_decided() && o.result.as_ref().is_some_and(OutcomeResult::is_decided);
+                    if !reopens {
+                        let fields = OutcomeFields::default()
+                            .with(OutcomeFields::RESULT, o.result.as_ref() != Some(&result))
+                            .with(OutcomeFields::ACTIVE, o.active);
+                        o.result = Some(result);
+                        o.active = false;
+                        outcome_changed(changed, i, fields);
+                    }
                 }
                 None => {
-                    changed = true;
+                    changed.push((self.outcomes.len(), OutcomeFields::NEW));
                     self.outcomes.push(Outcome {
                         id: so.id.clone(),
                         odds: None,
@@ -216,21 +229,21 @@ impl Market {
                 }
             }
         }
-        changed
     }
 
     /// Undo the settlement of `only` these outcomes (`None`: all); once no
-    /// outcome holds a result the market is open again. Returns whether
-    /// anything changed.
-    fn reopen(&mut self, only: Option<&[String]>) -> bool {
-        let mut changed = false;
-        for o in &mut self.outcomes {
-            if only.is_none_or(|ids| ids.contains(&o.id)) {
-                changed |= o.result.take().is_some();
+    /// outcome holds a result the market is open again. The indices of the
+    /// outcomes it reopened go to `changed`.
+    fn reopen(&mut self, only: Option<&[String]>, changed: &mut Vec<(usize, OutcomeFields)>) {
+        let mut any = false;
+        for (i, o) in self.outcomes.iter_mut().enumerate() {
+            if only.is_none_or(|ids| ids.contains(&o.id)) && o.result.take().is_some() {
+                changed.push((i, OutcomeFields::RESULT));
+                any = true;
             }
         }
-        if self.is_settled() || !(changed || self.status == status::SETTLED) {
-            return changed;
+        if self.is_settled() || !(any || self.status == status::SETTLED) {
+            return;
         }
         // Open again, but its old odds are stale: it stays suspended until
         // the producer sends fresh odds.
@@ -240,7 +253,6 @@ impl Market {
         };
         self.void_reason = None;
         self.certainty = None;
-        true
     }
 }
 

@@ -9,6 +9,9 @@
 //!   connections per address, running out of descriptors), with RSS bounds.
 //! - `bets`: bet decisions, idempotency, durability of confirmed bets.
 //! - `settle_bets`: settlements, cancels and rollbacks of accepted bets.
+//! - `delta`: update deltas applied to the previous state give the next
+//!   snapshot (simulator and samples, through the Wasm guest); rebuilt
+//!   guests regenerate them; what an update frame weighs.
 //! - `e2e`: the real `touchline` binary over real sockets.
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `disk`: a full disk (a tmpfs the test fills): not ready, bets refused,
@@ -31,6 +34,7 @@
 mod bet_ids;
 mod bets;
 mod budgets;
+mod delta;
 mod disk;
 mod durability;
 mod e2e;

@@ -202,10 +202,12 @@ async fn live_page_shows_odds_and_updates_them() {
     page.wait_eval(ODDS_13, json!("Under1.50")).await;
     page.wait_eval(SCORE, json!("0 : 2")).await;
     // A live update: market 68 total=3.5 outcome 12 moves to 7.0 (the
-    // sample's 6.5 edited, so the page must change), and a goal changes the
-    // score.
+    // sample's 6.5 edited, so the page must change; outcome 13 left out of
+    // the message, so the update's delta carries outcome 12 alone and the
+    // page must keep 13), and a goal changes the score.
     let moved = String::from_utf8(sample("uof/messages/odds_change_single_market.xml"))
         .expect("utf8")
+        .replace(r#"<outcome id="13" probabilities="0.91985" active="0"/>"#, "")
         .replace(r#"<outcome id="12" odds="6.5""#, r#"<outcome id="12" odds="7.0""#);
     feed.write_all(moved.as_bytes()).expect("feed");
     let goal = String::from_utf8(sample("uof/messages/odds_change_no_markets.xml"))
@@ -214,6 +216,11 @@ async fn live_page_shows_odds_and_updates_them() {
     feed.write_all(goal.as_bytes()).expect("feed");
     page.wait_eval(SCORE, json!("1 : 2")).await;
     page.wait_eval(ODDS_35, json!("Over7.00")).await;
+    page.wait_eval(
+        &ODDS_35.replace(r#"data-outcome="12""#, r#"data-outcome="13""#),
+        json!("Under–"),
+    )
+    .await;
     page.wait_eval(
         r#"document.getElementById("stats").textContent.includes("0 gaps")"#,
         json!(true),

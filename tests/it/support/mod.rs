@@ -419,7 +419,14 @@ impl Tracker {
     }
 }
 
-/// Apply an update's delta to a snapshot state, as a client would.
+/// Apply an update's delta to a snapshot state, as a client would: the
+/// rule of `docs/protocol.md` ("Applying an update"). The summary's fields
+/// replace the state's, `timestamp` is its `updated_at`, a field a guest
+/// version adds (`events_seen`) replaces the state's; each market is merged
+/// by key (id, specifiers): one not known is added as sent (whole), a known
+/// one takes every field sent, and its outcomes are merged the same way by
+/// id (one not known is appended as sent, a known one takes every field
+/// sent). Nothing is ever removed.
 pub fn merge(state: &mut Value, delta: &Value) {
     if let Some(summary) = delta.get("summary").and_then(Value::as_object) {
         for (k, v) in summary {
@@ -427,6 +434,11 @@ pub fn merge(state: &mut Value, delta: &Value) {
         }
     }
     state["updated_at"] = delta["timestamp"].clone();
+    for (k, v) in delta.as_object().into_iter().flatten() {
+        if !["event", "timestamp", "summary", "markets"].contains(&k.as_str()) {
+            state[k] = v.clone();
+        }
+    }
     let key = |m: &Value| {
         (
             m["id"].as_u64().unwrap_or(0),
@@ -440,9 +452,61 @@ pub fn merge(state: &mut Value, delta: &Value) {
         .map(|m| (key(m), m.clone()))
         .collect();
     for m in delta["markets"].as_array().into_iter().flatten() {
-        markets.insert(key(m), m.clone());
+        let Some(known) = markets.get_mut(&key(m)) else {
+            markets.insert(key(m), m.clone());
+            continue;
+        };
+        for (k, v) in m.as_object().into_iter().flatten() {
+            if k != "outcomes" {
+                known[k] = v.clone();
+                continue;
+            }
+            if !known["outcomes"].is_array() {
+                known["outcomes"] = Value::Array(Vec::new());
+            }
+            let outcomes = known["outcomes"].as_array_mut().expect("an array");
+            for o in v.as_array().into_iter().flatten() {
+                match outcomes.iter_mut().find(|x| x["id"] == o["id"]) {
+                    Some(x) => {
+                        for (field, value) in o.as_object().into_iter().flatten() {
+                            x[field] = value.clone();
+                        }
+                    }
+                    None => outcomes.push(o.clone()),
+                }
+            }
+        }
     }
     state["markets"] = Value::Array(markets.into_values().collect());
+}
+
+/// A state as compared: what a snapshot leaves out equals `null` (and
+/// `cancels` `[]`, none in force), so those fields are dropped; markets in
+/// key order, outcomes in id order.
+pub fn normalise(state: &Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                let none =
+                    |k: &String, x: &Value| x.is_null() || (k == "cancels" && x.as_array().is_some_and(Vec::is_empty));
+                map.retain(|k, x| !none(k, x));
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut s = state.clone();
+    strip(&mut s);
+    if let Some(markets) = s.get_mut("markets").and_then(Value::as_array_mut) {
+        markets.sort_by_key(|m| (m["id"].as_u64(), m["specifiers"].as_str().map(str::to_owned)));
+        for m in markets {
+            if let Some(outcomes) = m.get_mut("outcomes").and_then(Value::as_array_mut) {
+                outcomes.sort_by_key(|o| o["id"].as_str().map(str::to_owned));
+            }
+        }
+    }
+    s
 }
 
 impl Ws {
