@@ -39,6 +39,7 @@ use super::budget::{Budget, ControlBudget, MAX_BETS_IN_FLIGHT, Refusal};
 use super::named::Named;
 use super::request::Request;
 use super::writer::Writer;
+use crate::bets::Answer;
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
 use crate::worker::{Batch, Command, Frame, FrameKind, Lagged, Outbox, Position};
@@ -52,7 +53,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// shared, so a full outbox costs ~80 bytes per entry, not the frames.
 pub const OUTBOX_CAPACITY: usize = 256;
 
-type BetFuture = Pin<Box<dyn Future<Output = crate::bets::Answer> + Send>>;
+type BetFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 /// An attach request on its way into a worker's mailbox: `false` if the
 /// worker is gone.
@@ -91,7 +92,9 @@ struct Session {
     /// This session's bets waiting for their durable decision.
     bets: FuturesUnordered<BetFuture>,
     /// Settlements of this session's bets.
-    bet_updates: tokio::sync::mpsc::Sender<crate::bets::Answer>,
+    /// Made at the session's first accepted bet: a channel costs a block
+    /// of 32 answers (~8 KB) from the start, most sessions never bet.
+    bet_updates: Option<(tokio::sync::mpsc::Sender<Answer>, tokio::sync::mpsc::Receiver<Answer>)>,
     /// Accepted bets this session registered as owner of.
     owned: Vec<String>,
 }
@@ -110,7 +113,6 @@ pub async fn run<S>(
     metrics.ws_sessions.inc();
     let mut ws = ws;
     let mut new_matches = router.watch_new();
-    let (bet_updates, mut settled) = tokio::sync::mpsc::channel(crate::bets::OWNER_QUEUE);
     let mut s = Session {
         router,
         metrics: metrics.clone(),
@@ -127,7 +129,7 @@ pub async fn run<S>(
         control: ControlBudget::new(&budget, Instant::now()),
         desk,
         bets: FuturesUnordered::new(),
-        bet_updates,
+        bet_updates: None,
         owned: Vec::new(),
     };
     let close: Option<CloseFrame> = loop {
@@ -138,7 +140,7 @@ pub async fn run<S>(
             },
             _ = s.inbox.ready() => s.forward(),
             Some((id, generation, sent)) = s.attaching.next() => if !sent { s.worker_gone(&id, generation) },
-            Some(answer) = settled.recv() => s.push_answer(&answer),
+            Some(answer) = settled(&mut s.bet_updates) => s.push_answer(&answer),
             Some(answer) = s.bets.next() => s.answered(answer),
             announced = new_matches.recv(), if s.all || !s.named.is_empty() => {
                 match announced {
@@ -188,7 +190,9 @@ pub async fn run<S>(
     if whole {
         super::close::close(ws, close).await;
     }
-    s.desk.owners.unregister(&s.owned, &s.bet_updates);
+    if let Some((tx, _)) = &s.bet_updates {
+        s.desk.owners.unregister(&s.owned, tx);
+    }
     metrics.ws_sessions.dec();
 }
 
@@ -242,15 +246,18 @@ impl Session {
 
     /// A bet of this session was decided. Accepted bets are settled later:
     /// this session hears about it.
-    fn answered(&mut self, answer: crate::bets::Answer) {
+    fn answered(&mut self, answer: Answer) {
         if answer.status == crate::bets::BetStatus::Accepted {
-            self.desk.owners.register(&answer.id, self.bet_updates.clone());
+            let (tx, _) = self
+                .bet_updates
+                .get_or_insert_with(|| tokio::sync::mpsc::channel(crate::bets::OWNER_QUEUE));
+            self.desk.owners.register(&answer.id, tx.clone());
             self.owned.push(answer.id.clone());
         }
         self.push_answer(&answer);
     }
 
-    fn push_answer(&mut self, answer: &crate::bets::Answer) {
+    fn push_answer(&mut self, answer: &Answer) {
         let text = serde_json::to_string(answer).expect("bet answers are plain data");
         self.out.push(Utf8Bytes::from(text));
     }
@@ -437,6 +444,17 @@ impl Session {
             self.subscribe_from(match_id, from);
         }
         self.batch = batch;
+    }
+}
+
+/// The next settlement of this session's bets (never, before its first
+/// accepted bet).
+async fn settled(
+    updates: &mut Option<(tokio::sync::mpsc::Sender<Answer>, tokio::sync::mpsc::Receiver<Answer>)>,
+) -> Option<Answer> {
+    match updates {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
