@@ -137,6 +137,7 @@ impl Worker {
                 return;
             }
         };
+        let mut changed = Vec::new();
         for (bet, now) in self.bets.iter_mut().zip(settled) {
             let unchanged = match &bet.settlement {
                 Some(prev) => *prev == now,
@@ -156,7 +157,34 @@ impl Worker {
             {
                 tracing::error!(match_id = %self.id, bet = %bet.request.id, error = %e, "settlement record refused");
             }
-            self.env.observer.bet_changed(bet);
+            changed.push(bet.clone());
         }
+        if changed.is_empty() {
+            return;
+        }
+        // Owners hear of a settlement once its record is durable (as a bet
+        // is confirmed only once durable), without holding up the match.
+        let durable = match self.env.journal.as_deref() {
+            Some(journal) => Some(journal.barrier(Some(self.id.clone())).await),
+            None => None,
+        };
+        let observer = self.env.observer.clone();
+        let id = self.id.clone();
+        // In order: after the owners were told of earlier settlements.
+        let earlier = self.telling.take();
+        self.telling = Some(tokio::spawn(async move {
+            if let Some(earlier) = earlier {
+                let _ = earlier.await;
+            }
+            if let Some(durable) = durable {
+                if let Err(e) = async { durable?.wait().await }.await {
+                    tracing::error!(match_id = %id, error = %e, "settlement records not durable; owners not told");
+                    return;
+                }
+            }
+            for bet in &changed {
+                observer.bet_changed(bet);
+            }
+        }));
     }
 }

@@ -227,6 +227,8 @@ pub(crate) struct Worker {
     last_command: Instant,
     /// Accepted bets on this match, with where they stand.
     bets: Vec<BetRecord>,
+    /// Telling owners of the last settlements (once durable).
+    telling: Option<tokio::task::JoinHandle<()>>,
     /// The last snapshot frame served, and what it was made from.
     snapshot_cache: Option<(catchup::SnapshotKey, Frame)>,
     /// The producer board, watched.
@@ -273,6 +275,7 @@ impl Worker {
             recent: VecDeque::new(),
             last_command: Instant::now(),
             bets: Vec::new(),
+            telling: None,
             snapshot_cache: None,
             board: env.producers.clone(),
             producers: producers::Producers::default(),
