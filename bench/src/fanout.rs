@@ -89,7 +89,8 @@ pub(crate) async fn touchline(
 /// growth from the matches open without clients to the end of the window
 /// (everything a served client costs, in-flight frames included); RSS per
 /// idle client the growth to the moment every client has its snapshots,
-/// before the feed starts.
+/// before the feed starts. Bytes per delivery is the mean payload of the
+/// update frames the clients received (JSON text, no WebSocket header).
 pub(crate) async fn measure(
     target: &impl Target,
     sizes: &Sizes,
@@ -125,10 +126,14 @@ pub(crate) async fn measure(
     // Deliveries were counted until now, grace period included.
     let delivery_secs = t0.elapsed().as_secs_f64();
     let deliveries = stats.deliveries as f64;
+    let bytes = stats.delivered_bytes as f64;
     let result = json!({
         "feed_messages": sent,
         "deliveries": stats.deliveries,
         "deliveries_per_s": deliveries / delivery_secs,
+        "delivered_bytes": stats.delivered_bytes,
+        "bytes_per_delivery": (deliveries > 0.0).then(|| bytes / deliveries),
+        "delivered_bytes_per_s": bytes / delivery_secs,
         "latency_us": latency_json(&stats.latency),
         "seq_gaps": stats.gaps,
         "resnapshots": stats.resnapshots,

@@ -105,6 +105,9 @@ pub const PHASES: usize = 4;
 pub struct FanoutStats {
     pub clients: usize,
     pub deliveries: u64,
+    /// Payload bytes of the updates delivered (the JSON text of each frame,
+    /// without the WebSocket header).
+    pub delivered_bytes: u64,
     pub gaps: u64,
     pub resnapshots: u64,
     /// Updates a re-snapshot stood in for (never delivered one by one).
@@ -123,6 +126,7 @@ pub struct Clients {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub ready: Arc<AtomicU64>,
     deliveries: Arc<AtomicU64>,
+    delivered_bytes: Arc<AtomicU64>,
     gaps: Arc<AtomicU64>,
     resnapshots: Arc<AtomicU64>,
     skipped: Arc<AtomicU64>,
@@ -147,6 +151,7 @@ impl Clients {
             tasks: Vec::with_capacity(n),
             ready: Arc::new(AtomicU64::new(0)),
             deliveries: Arc::new(AtomicU64::new(0)),
+            delivered_bytes: Arc::new(AtomicU64::new(0)),
             gaps: Arc::new(AtomicU64::new(0)),
             resnapshots: Arc::new(AtomicU64::new(0)),
             skipped: Arc::new(AtomicU64::new(0)),
@@ -186,11 +191,17 @@ impl Clients {
                 c.latency.clone(),
                 exclude.clone(),
             );
-            let (phase, closed, skipped) = (c.phase.clone(), c.closed.clone(), c.skipped.clone());
+            let (phase, closed, skipped, delivered_bytes) = (
+                c.phase.clone(),
+                c.closed.clone(),
+                c.skipped.clone(),
+                c.delivered_bytes.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut local = vec![histogram(); PHASES];
                 let mut last: HashMap<String, u64> = HashMap::with_capacity(k);
                 let (mut n_deliveries, mut n_gaps, mut n_resnap, mut n_skipped) = (0u64, 0u64, 0u64, 0u64);
+                let mut n_bytes = 0u64;
                 let mut snapshots = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
@@ -223,6 +234,7 @@ impl Clients {
                         }
                     } else if text.starts_with("{\"type\":\"update\"") {
                         n_deliveries += 1;
+                        n_bytes += text.len() as u64;
                         match last.get_mut(id) {
                             Some(prev) => {
                                 if seq != *prev + 1 {
@@ -242,6 +254,7 @@ impl Clients {
                     }
                 }
                 deliveries.fetch_add(n_deliveries, Ordering::Relaxed);
+                delivered_bytes.fetch_add(n_bytes, Ordering::Relaxed);
                 gaps.fetch_add(n_gaps, Ordering::Relaxed);
                 resnapshots.fetch_add(n_resnap, Ordering::Relaxed);
                 skipped.fetch_add(n_skipped, Ordering::Relaxed);
@@ -289,6 +302,7 @@ impl Clients {
         FanoutStats {
             clients,
             deliveries: self.deliveries.load(Ordering::Relaxed),
+            delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
             resnapshots: self.resnapshots.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),

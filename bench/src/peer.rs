@@ -155,6 +155,7 @@ pub(crate) fn versus(touchline: &Value, peer: &Value) -> Value {
     let per_cpu = |r: &Value| r["deliveries_per_server_cpu_s"].as_f64();
     let ratio = per_cpu(touchline).zip(per_cpu(peer)).map(|(t, p)| t / p);
     let rss_per_client = touchline["rss_per_client_bytes"].as_f64();
+    let bytes = |r: &Value| r["bytes_per_delivery"].as_f64();
     json!({
         "deliveries_per_server_cpu_s": {
             "touchline": touchline["deliveries_per_server_cpu_s"],
@@ -169,6 +170,14 @@ pub(crate) fn versus(touchline: &Value, peer: &Value) -> Value {
             "target": format!("<= {RSS_PER_CLIENT_TARGET} (Touchline)"),
             "met": rss_per_client.map(|b| b <= RSS_PER_CLIENT_TARGET),
         },
+        // The same frames, so this is the same number give or take how
+        // each language writes a float (`2.0` against `2`).
+        "bytes_per_delivery": {
+            "touchline": touchline["bytes_per_delivery"],
+            NAME: peer["bytes_per_delivery"],
+            "touchline_over_peer": bytes(touchline).zip(bytes(peer)).map(|(t, p)| t / p),
+        },
+        "delivered_bytes_per_s": both("delivered_bytes_per_s"),
         "rss_per_idle_client_bytes": both("rss_per_idle_client_bytes"),
         "server_cpu_s_per_100k_deliveries": both("server_cpu_s_per_100k_deliveries"),
         "feed_messages": both("feed_messages"),

@@ -25,7 +25,7 @@ use touchline_testkit::{Launch, ServerProcess};
 use crate::fanout::{self, open_matches, watch_and_feed};
 use crate::load::{self, Poison};
 use crate::peer;
-use crate::report::{git_revision, latency_svg, machine, table};
+use crate::report::{git_revision, latency_svg, machine, table, targets};
 
 /// Size of a run.
 #[derive(Debug, Clone)]
@@ -340,6 +340,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         ));
         report["swap"] = swap_run(&plan.servers, &scratch.path().join("swap"), s, &ids, plan.seed).await?;
     }
+    report["targets"] = targets(&report);
     report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
 
     let table = table(&report);
