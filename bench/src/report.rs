@@ -458,10 +458,10 @@ fn targets_table(t: &mut String, r: &Value) {
     );
     for row in r["fanout"].as_array().into_iter().flatten() {
         let v = &row["versus"];
-        let (d, m) = (&v["deliveries_per_server_cpu_s"], &v["rss_per_client_bytes"]);
+        let (d, m) = (&v["deliveries_per_server_cpu_s"], &v["rss_per_connected_client_bytes"]);
         let _ = writeln!(
             t,
-            "   fan-out {} clients: deliveries per server CPU-s Touchline / {NAME} {} (target >= 2): {}; RSS per client {} KB (target <= 16 KB): {}",
+            "   fan-out {} clients: deliveries per server CPU-s Touchline / {NAME} {} (target >= 2): {}; RSS per connected client {} KB (target <= 16 KB): {}",
             row["clients"],
             n(&d["touchline_over_peer"], 1.0, 2),
             met(&d["met"]),
@@ -537,13 +537,13 @@ fn fanout_table(t: &mut String, r: &Value) {
         }
         let (d, m, idle, b) = (
             &v["deliveries_per_server_cpu_s"],
+            &v["rss_per_connected_client_bytes"],
             &v["rss_per_client_bytes"],
-            &v["rss_per_idle_client_bytes"],
             &v["bytes_per_delivery"],
         );
         let _ = writeln!(
             t,
-            "{:>7}   bytes per delivery: Touchline {} / {NAME} {} = {}x\n{:>7}   deliveries per server CPU-s: Touchline {} / {NAME} {} = {}x (target {}: {})\n{:>7}   RSS per client: Touchline {} KB (target <= 16 KB: {}; {} KB idle), {NAME} {} KB ({} KB idle)",
+            "{:>7}   bytes per delivery: Touchline {} / {NAME} {} = {}x\n{:>7}   deliveries per server CPU-s: Touchline {} / {NAME} {} = {}x (target {}: {})\n{:>7}   RSS per connected client: Touchline {} KB (target <= 16 KB: {}; {} KB under load), {NAME} {} KB ({} KB under load)",
             "",
             f1(&b["touchline"]),
             f1(&b[NAME]),

@@ -176,11 +176,11 @@ impl Worker {
             if let Some(earlier) = earlier {
                 let _ = earlier.await;
             }
-            if let Some(durable) = durable {
-                if let Err(e) = async { durable?.wait().await }.await {
-                    tracing::error!(match_id = %id, error = %e, "settlement records not durable; owners not told");
-                    return;
-                }
+            if let Some(durable) = durable
+                && let Err(e) = async { durable?.wait().await }.await
+            {
+                tracing::error!(match_id = %id, error = %e, "settlement records not durable; owners not told");
+                return;
             }
             for bet in &changed {
                 observer.bet_changed(bet);
