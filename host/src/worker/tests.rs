@@ -441,6 +441,39 @@ async fn a_hibernated_match_switches_and_sleeps_again() {
     );
 }
 
+/// A rollout switches a sleeping match without waking it: the new version
+/// migrates its state when it wakes, on probation, and a migration that
+/// traps then sends it back to the old version, the event applied there.
+#[tokio::test(start_paused = true)]
+async fn a_sleeping_match_migrates_when_it_wakes_and_goes_back_if_that_fails() {
+    const MIGRATE_TRAP: Option<u32> = Some(999_004); // in the state: the faulty guest's migrate traps
+    let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, MIGRATE_TRAP)).await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1);
+    let outcome = h
+        .ask(|reply| Command::Switch {
+            version: faulty(),
+            probation: true,
+            reply,
+        })
+        .await;
+    assert!(
+        matches!(outcome, SwitchOutcome::Switched { .. }),
+        "switched without waking (the migration waits for the wake): {outcome:?}"
+    );
+    assert_eq!(h.metrics.hibernated_matches.get(), 1, "still asleep");
+    h.event(odds(5.0, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(
+        (snap["guest_version"].as_str(), snap["seq"].as_u64(), odds_in(&snap)),
+        (Some("native"), Some(2), Some(5.0)),
+        "back on the old version, the event applied there"
+    );
+    let statuses: Vec<String> = h.frames().into_iter().map(|f| f.2).filter(|s| !s.is_empty()).collect();
+    assert_eq!(statuses, ["upgraded", "rolled_back"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_bet_whose_record_is_not_durable_is_answered_with_an_error_and_does_not_stand() {
     let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
