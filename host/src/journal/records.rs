@@ -24,6 +24,7 @@ pub struct MatchMeta {
 /// An installed guest component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestRecord {
+    #[serde(with = "serde_bytes")]
     pub component: Vec<u8>,
     /// Unix ms.
     pub installed_at: i64,
@@ -34,6 +35,7 @@ pub struct SnapshotRecord {
     pub seq: u64,
     pub epoch: u64,
     /// Guest state (`save-state` bytes)...
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
     /// ...saved by this guest version (content hash)...
     pub guest: String,
@@ -44,6 +46,7 @@ pub struct SnapshotRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalEntry {
     /// The applied event, encoded.
+    #[serde(with = "serde_bytes")]
     pub event: Vec<u8>,
     /// The update frame sent for it, for clients resuming.
     pub frame: String,
@@ -51,6 +54,7 @@ pub struct JournalEntry {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
+    #[serde(with = "serde_bytes")]
     pub event: Vec<u8>,
     pub reason: String,
     /// Seq of the last event applied before this one arrived.

@@ -64,6 +64,7 @@ struct LegacyMatchMeta {
 struct LegacySnapshotRecord {
     seq: u64,
     epoch: u64,
+    #[serde(with = "serde_bytes")]
     state: Vec<u8>,
 }
 
@@ -100,6 +101,9 @@ fn dec_snapshot(key: &[u8], bytes: &[u8]) -> Result<SnapshotRecord, StoreError> 
 /// [`JournalEntry`] borrowing its fields: the same encoding, no copies.
 #[derive(Serialize)]
 struct JournalEntryRef<'a> {
+    /// Bytes, not a sequence of `u8`s: the same wire format (a length,
+    /// then the bytes) written in one copy, not one call per byte.
+    #[serde(with = "serde_bytes")]
     event: &'a [u8],
     frame: &'a str,
 }
@@ -465,6 +469,29 @@ fn prefix_end(match_id: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Byte fields written as bytes (`serde_bytes`) are what they were as
+    /// sequences of `u8`: stores written before read the same.
+    #[test]
+    fn byte_fields_keep_their_wire_format() {
+        #[derive(Serialize)]
+        struct AsSeq<'a> {
+            event: &'a [u8],
+            frame: &'a str,
+        }
+        let event: Vec<u8> = (0..=255).chain(0..300u16).map(|b| b as u8).collect();
+        let before = enc(&AsSeq {
+            event: &event,
+            frame: "{}",
+        });
+        let now = enc(&JournalEntryRef {
+            event: &event,
+            frame: "{}",
+        });
+        assert_eq!(before, now);
+        let read: JournalEntry = touchline_guest::decode(&before).expect("decodes");
+        assert_eq!(read.event, event);
+    }
 
     #[test]
     fn records_from_before_hot_swap_still_decode() {
