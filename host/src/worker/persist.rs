@@ -9,6 +9,7 @@
 //! epoch; any other gets a new one, so a client never sees one (epoch, seq)
 //! twice with different content.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 
 use super::frame::FrameKind;
 use super::lifecycle::Base;
-use super::{RECOVERY_TAIL_BYTES, RESUME_RING, Worker};
+use super::{Frame, RECOVERY_TAIL_BYTES, RESUME_RING, RESUME_RING_BYTES, Worker};
 use crate::journal::{MatchMeta, Op, Recovered, SnapshotRecord};
 
 /// Whether a match is durably clean at its seq.
@@ -60,6 +61,31 @@ impl Tail {
     pub fn clear(&mut self) {
         self.events.clear();
         self.bytes = 0;
+    }
+}
+
+/// The last update frames, bounded by [`RESUME_RING`] frames and
+/// [`RESUME_RING_BYTES`].
+#[derive(Debug, Default)]
+pub(super) struct Ring {
+    pub frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+impl Ring {
+    pub fn push(&mut self, frame: Frame) {
+        self.bytes += frame.bytes.len();
+        self.frames.push_back(frame);
+        while self.frames.len() > RESUME_RING || (self.bytes > RESUME_RING_BYTES && self.frames.len() > 1) {
+            if let Some(old) = self.frames.pop_front() {
+                self.bytes -= old.bytes.len();
+            }
+        }
+    }
+
+    /// Forget every frame and give the buffer back (hibernation).
+    pub fn release(&mut self) {
+        *self = Ring::default();
     }
 }
 
@@ -158,10 +184,9 @@ impl Worker {
             }
         }
         self.tail.push(event);
-        if self.recent.len() == RESUME_RING {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(frame.clone());
+        self.recent.push(frame.clone());
+        // A snapshot frame is of one seq: this one made it stale.
+        self.snapshot_cache = None;
         self.env.metrics.events_applied.inc();
         // No receivers is fine: nobody is watching this match.
         let _ = self.updates.send(frame);

@@ -258,12 +258,29 @@ impl Worker {
         if !self.tail.events.is_empty() {
             self.snapshot();
         }
-        self.naming.forget_named();
+        self.release_buffers();
         let fallback = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Probation { fallback, .. } => Some(fallback),
             _ => None,
         };
         self.enter(Lifecycle::Hibernated { fallback });
+    }
+
+    /// What an idle match keeps only to be quick, given back: the resume
+    /// ring (a resume reads the store), the snapshot frame (rendered again
+    /// on the next subscription), the names sent (named again), and the
+    /// spare capacity of the rest.
+    fn release_buffers(&mut self) {
+        self.recent.release();
+        self.snapshot_cache = None;
+        self.naming.forget_named();
+        if self.tail.events.is_empty() {
+            self.tail = super::persist::Tail::default();
+        }
+        self.bets.shrink_to_fit();
+        if let Some(base) = &mut self.base {
+            base.state.shrink_to_fit();
+        }
     }
 
     /// Restore a hibernated match before it does anything.

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use touchline_guest::bet::BetRequest;
 use touchline_guest::event::MatchEvent;
 
@@ -51,7 +51,7 @@ impl Observer for Recording {
 }
 
 struct Harness {
-    mailbox: mpsc::Sender<Command>,
+    mailbox: Mailbox,
     updates: Watch,
     journal: Arc<MemoryJournal>,
     metrics: Arc<Metrics>,
