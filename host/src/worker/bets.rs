@@ -137,6 +137,7 @@ impl Worker {
                 return;
             }
         };
+        let mut changed = Vec::new();
         for (bet, now) in self.bets.iter_mut().zip(settled) {
             let unchanged = match &bet.settlement {
                 Some(prev) => *prev == now,
@@ -156,6 +157,17 @@ impl Worker {
             {
                 tracing::error!(match_id = %self.id, bet = %bet.request.id, error = %e, "settlement record refused");
             }
+            changed.push(bet.clone());
+        }
+        // Told once durable, like a decision: an owner who then asks for
+        // the bet (`GET /api/bets/{id}`) reads what it was told.
+        if !changed.is_empty()
+            && let Some(journal) = self.env.journal.clone()
+            && let Err(e) = crate::journal::sync(&*journal, Some(self.id.clone())).await
+        {
+            tracing::error!(match_id = %self.id, error = %e, "settlement records not made durable");
+        }
+        for bet in &changed {
             self.env.observer.bet_changed(bet);
         }
     }
