@@ -234,11 +234,16 @@ impl Store {
         }
     }
 
+    /// A match's stored snapshot, if any.
+    pub fn snapshot(&self, match_id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        match self.snapshots.get(match_id.as_bytes())? {
+            Some(v) => Ok(Some(dec_snapshot(match_id.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
     fn recovered(&self, match_id: &str, meta: MatchMeta) -> Result<Recovered, StoreError> {
-        let snapshot = match self.snapshots.get(match_id.as_bytes())? {
-            Some(v) => Some(dec_snapshot(match_id.as_bytes(), &v)?),
-            None => None,
-        };
+        let snapshot = self.snapshot(match_id)?;
         let after = snapshot.as_ref().map_or(0, |s| s.seq);
         let mut journal = Vec::new();
         for item in self.journal.range(key(match_id, after + 1)..prefix_end(match_id)) {

@@ -29,6 +29,7 @@ mod names;
 mod observer;
 mod persist;
 mod producers;
+mod release;
 mod supervise;
 mod switch;
 #[cfg(test)]
@@ -74,7 +75,7 @@ pub const RESUME_RING_BYTES: usize = 16 * 1024;
 
 /// Encoded events kept in memory since the last snapshot (the recovery
 /// base) are capped at this many bytes: past it the worker snapshots.
-pub const RECOVERY_TAIL_BYTES: usize = 256 * 1024;
+pub const RECOVERY_TAIL_BYTES: usize = 16 * 1024;
 
 /// How a worker persists, recovers and reports.
 #[derive(Clone)]
@@ -223,8 +224,11 @@ pub(crate) struct Worker {
     intensity: Intensity,
     /// Last snapshot of the guest state (the recovery base)...
     base: Option<Base>,
-    /// ...and the encoded events applied since, in order.
+    /// ...and the encoded events applied since, in order. Whether the
+    /// store has the base too (a hibernated match then gives its copy
+    /// back: `base` is `None`, see [`release`]).
     tail: Tail,
+    stored: release::Stored,
     last_snapshot: Instant,
     /// Durably clean at `seq`, or dirty since a push (see [`persist`]).
     mark: Mark,
@@ -254,6 +258,9 @@ enum Wake {
     Board(bool),
     /// The fixture arrived (`None`: it never will).
     Fixture(Option<Arc<crate::names::Fixture>>),
+    /// The barrier asked for before giving the base back resolved
+    /// (`true`: the store has it durably).
+    Stored(bool),
 }
 
 impl Worker {
@@ -275,6 +282,7 @@ impl Worker {
             epoch: 0,
             base: None,
             tail: Tail::default(),
+            stored: release::Stored::No,
             last_snapshot: Instant::now(),
             // Not counted as unclean until its first push.
             mark: Mark::Clean,
@@ -319,6 +327,7 @@ impl Worker {
                 _ = sleep_until(deadline) => on_timer,
                 r = self.board.changed(), if board_open => Wake::Board(r.is_ok()),
                 f = names::arrival(&mut self.naming.waiting) => Wake::Fixture(f),
+                ok = release::syncing(&mut self.stored) => Wake::Stored(ok),
             };
             match wake {
                 Wake::Command(None) => break,
@@ -334,6 +343,7 @@ impl Worker {
                     self.on_board(&board);
                 }
                 Wake::Fixture(f) => self.on_fixture(f),
+                Wake::Stored(ok) => self.on_base_stored(ok),
             }
         }
         Box::pin(self.stop()).await;

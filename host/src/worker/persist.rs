@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::frame::FrameKind;
 use super::lifecycle::Base;
+use super::release::Stored;
 use super::{Frame, RECOVERY_TAIL_BYTES, RESUME_RING, RESUME_RING_BYTES, Worker};
 use crate::journal::{MatchMeta, Op, Recovered, SnapshotRecord};
 
@@ -116,6 +117,7 @@ impl Worker {
                 guest: Arc::from(s.guest),
                 state_version: s.state_version,
             });
+            self.stored = Stored::Queued;
         }
         for (seq, entry) in r.journal {
             if seq != self.seq + 1 {
@@ -222,6 +224,7 @@ impl Worker {
         let Some(instance) = self.life.reader() else { return };
         match instance.save_state() {
             Ok(state) => {
+                let mut stored = Stored::No;
                 if let Some(journal) = self.journal() {
                     let record = SnapshotRecord {
                         seq: self.seq,
@@ -236,16 +239,16 @@ impl Worker {
                     // after it). In memory it is the new base all the same, so
                     // an overloaded store does not make every later event
                     // save the state again.
-                    if journal
-                        .try_write(Op::Snapshot {
-                            match_id: self.id.clone(),
-                            record,
-                        })
-                        .is_err()
-                    {
+                    let queued = journal.try_write(Op::Snapshot {
+                        match_id: self.id.clone(),
+                        record,
+                    });
+                    if queued.is_err() {
                         self.env.metrics.snapshots_skipped.inc();
                     }
+                    stored = if queued.is_ok() { Stored::Queued } else { Stored::No };
                 }
+                self.stored = stored;
                 self.base = Some(Base {
                     state,
                     guest: self.version.version_arc(),

@@ -152,6 +152,7 @@ impl Worker {
     /// where the current state keeps its instance.
     pub(super) fn recover(&mut self) -> Result<(), Failure> {
         self.lose_instance();
+        self.take_base_back()?;
         let saved = self.base.as_ref().map(|b| Saved {
             state: &b.state,
             guest: &b.guest,
@@ -259,28 +260,12 @@ impl Worker {
             self.snapshot();
         }
         self.release_buffers();
+        self.give_base_back();
         let fallback = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Probation { fallback, .. } => Some(fallback),
             _ => None,
         };
         self.enter(Lifecycle::Hibernated { fallback });
-    }
-
-    /// What an idle match keeps only to be quick, given back: the resume
-    /// ring (a resume reads the store), the snapshot frame (rendered again
-    /// on the next subscription), the names sent (named again), and the
-    /// spare capacity of the rest.
-    fn release_buffers(&mut self) {
-        self.recent.release();
-        self.snapshot_cache = None;
-        self.naming.forget_named();
-        if self.tail.events.is_empty() {
-            self.tail = super::persist::Tail::default();
-        }
-        self.bets.shrink_to_fit();
-        if let Some(base) = &mut self.base {
-            base.state.shrink_to_fit();
-        }
     }
 
     /// Restore a hibernated match before it does anything.

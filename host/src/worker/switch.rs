@@ -93,6 +93,11 @@ impl Worker {
     /// The state the old version hands over: its base if it sleeps with
     /// nothing since (no need to wake it), else saved from its instance.
     async fn state_to_hand_over(&mut self) -> Option<Result<Base, Failure>> {
+        if matches!(self.life, Lifecycle::Hibernated { .. })
+            && let Err(f) = self.take_base_back()
+        {
+            return Some(Err(f));
+        }
         if let (Lifecycle::Hibernated { .. }, Some(base)) = (&self.life, &self.base)
             && self.tail.events.is_empty()
         {
@@ -172,6 +177,7 @@ impl Worker {
             short(self.version.version())
         );
         self.base = Some(fallback.base);
+        self.stored = super::release::Stored::No;
         self.tail.clear();
         if let Err(f) = self.recover() {
             tracing::error!(match_id = %self.id, error = %f, "the old guest cannot take its own state back");
