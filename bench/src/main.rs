@@ -6,10 +6,11 @@
 //! reached over loopback TCP and WebSocket ([`load`]). The scenarios are in
 //! [`scenarios`] (the fan-out measurement in [`fanout`], the Node.js peer
 //! it is compared with in [`peer`]), the table and the latency plot in
-//! [`report`];
+//! [`report`]; the density scenario in [`density`];
 //! `bench/README.md` explains what each figure means. Errors end here as
 //! `anyhow` with their whole chain printed.
 
+mod density;
 mod fanout;
 mod load;
 mod names;

@@ -210,15 +210,21 @@ pub fn table(r: &Value) -> String {
     let d = &r["density"];
     let _ = writeln!(
         t,
-        "\n4. density: {} matches live, {} B RSS per match ({} B hibernated); instantiate p50/p99 {} / {}; instantiate+restore p50/p99 {} / {}; restart restoring all {} s",
+        "\n4. density: {} matches tracked, all hibernated: {} MB of RSS; with {} of them live and fed: {} MB; per hibernated match {} B (target {} B), per live match {} B (target {} B); wake p50/p99 {} / {} (target p99 {}) over {} wakes; instantiate p50/p99 {} / {}",
         d["matches"],
-        f(&d["rss_per_match_bytes"]),
+        f(&(d["rss_hibernated_bytes"].as_f64().map(|b| b / 1e6).into())),
+        d["live_matches"],
+        f(&(d["rss_with_live_bytes"].as_f64().map(|b| b / 1e6).into())),
         f(&d["rss_per_hibernated_match_bytes"]),
+        f(&d["rss_per_hibernated_match_target_bytes"]),
+        f(&d["rss_per_live_match_bytes"]),
+        f(&d["rss_per_live_match_target_bytes"]),
+        us(&d["wake_s"]["p50"]),
+        us(&d["wake_s"]["p99"]),
+        us(&d["wake_p99_target_s"]),
+        d["wake_s"]["count"],
         us(&d["instantiate_s"]["p50"]),
         us(&d["instantiate_s"]["p99"]),
-        us(&d["instantiate_restore_s"]["p50"]),
-        us(&d["instantiate_restore_s"]["p99"]),
-        f(&d["restore_all_s"])
     );
     let x = &r["faults"];
     let _ = writeln!(

@@ -61,7 +61,7 @@ impl Servers {
             .args(extra)
     }
 
-    fn start(&self, dir: &Path, extra: &[String]) -> anyhow::Result<ServerProcess> {
+    pub(crate) fn start(&self, dir: &Path, extra: &[String]) -> anyhow::Result<ServerProcess> {
         Ok(self.launch(dir, extra).start()?)
     }
 
@@ -94,7 +94,9 @@ pub(crate) struct Sizes {
     pub(crate) fanout_rate: f64,
     pub(crate) fanout_matches: u32,
     pub(crate) per_client: usize,
+    /// Density: matches tracked (hibernated), and of them live and fed.
     density_matches: u32,
+    density_live: u32,
     fault_clients: usize,
     /// Hot swap: matches live (the fan-out ones fed, the rest idle)...
     swap_matches: u32,
@@ -118,7 +120,8 @@ impl Plan {
                 fanout_rate: 200.0,
                 fanout_matches: 100,
                 per_client: 5,
-                density_matches: 1000,
+                density_matches: 20_000,
+                density_live: 200,
                 fault_clients: 500,
                 swap_matches: 1000,
                 swap_clients: 500,
@@ -133,7 +136,8 @@ impl Plan {
                 fanout_rate: 200.0,
                 fanout_matches: 100,
                 per_client: 5,
-                density_matches: 10_000,
+                density_matches: 100_000,
+                density_live: 1000,
                 fault_clients: 1000,
                 swap_matches: 10_000,
                 swap_clients: 1000,
@@ -240,11 +244,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 
     // 4. Density.
     if plan.wants("density") {
-        progress(&format!("density: {} matches", sizes.density_matches));
-        report["density"] = density_run(
+        progress(&format!(
+            "density: {} matches, {} of them live",
+            sizes.density_matches, sizes.density_live
+        ));
+        report["density"] = crate::density::density_run(
             &plan.servers,
             &scratch.path().join("density"),
             sizes.density_matches,
+            sizes.density_live,
             plan.seed,
         )?;
     }
@@ -474,89 +482,6 @@ pub(crate) fn latency_json(h: &Histogram<u64>) -> Value {
         "p999": h.value_at_quantile(0.999),
         "max": h.max(),
     })
-}
-
-fn density_run(servers: &Servers, dir: &Path, matches: u32, seed: u64) -> anyhow::Result<Value> {
-    // Hibernation after 3 s idle: long enough to measure every match live
-    // first, then again once all have given their instances back.
-    let flags = [
-        "--max-matches".into(),
-        (matches + 16).to_string(),
-        "--hibernate-after-ms".into(),
-        "3000".into(),
-    ];
-    let server = servers.start(dir, &flags)?;
-    let idle = server.rss_bytes();
-    // One realistic live odds_change (~40 markets) per match.
-    let mut g = Generator::new(&SimConfig {
-        matches: 1,
-        seed,
-        rate: 50.0,
-        count: 0,
-    });
-    let template = loop {
-        let m = g.next_message();
-        if m.starts_with("<odds_change product=\"1\"") {
-            break m;
-        }
-    };
-    let id_at = template.find("event_id=\"").context("template event id")? + "event_id=\"".len();
-    let id_end = id_at + template[id_at..].find('"').context("template id end")?;
-    let ids = match_ids(seed + 1, matches);
-    let mut stream = Vec::with_capacity(template.len() * matches as usize);
-    for id in &ids {
-        stream.extend_from_slice(&template.as_bytes()[..id_at]);
-        stream.extend_from_slice(id.as_bytes());
-        stream.extend_from_slice(&template.as_bytes()[id_end..]);
-    }
-    let t0 = Instant::now();
-    load::blast(server.feed, Arc::new(stream))
-        .join()
-        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
-    server.wait_metric(
-        "touchline_events_applied_total",
-        f64::from(matches),
-        Duration::from_secs(600),
-    )?;
-    let create_s = t0.elapsed().as_secs_f64();
-    server.wait_metric("touchline_live_matches", f64::from(matches), Duration::from_secs(60))?;
-    let full = server.rss_bytes();
-    let m = server.metrics()?;
-    server.wait_metric(
-        "touchline_hibernated_matches",
-        f64::from(matches),
-        Duration::from_secs(120),
-    )?;
-    let hibernated = server.rss_bytes();
-    let result_before = json!({
-        "matches": matches,
-        "rss_idle_bytes": idle,
-        "rss_bytes": full,
-        "rss_per_match_bytes": (full.saturating_sub(idle)) as f64 / f64::from(matches),
-        "rss_hibernated_bytes": hibernated,
-        "rss_per_hibernated_match_bytes": (hibernated.saturating_sub(idle)) as f64 / f64::from(matches),
-        "create_all_s": create_s,
-        "instantiate_s": {"p50": m.quantile("touchline_instantiate_seconds", 0.5), "p99": m.quantile("touchline_instantiate_seconds", 0.99)},
-    });
-    stop_server(server)?;
-    // Restart on the same data: every match is instantiated and restored.
-    let t1 = Instant::now();
-    let server = servers.start(dir, &["--max-matches".into(), (matches + 16).to_string()])?;
-    server.wait_metric(
-        "touchline_restore_seconds_count",
-        f64::from(matches),
-        Duration::from_secs(600),
-    )?;
-    let restore_all = t1.elapsed().as_secs_f64();
-    let m = server.metrics()?;
-    let mut result = result_before;
-    result["restore_all_s"] = json!(restore_all);
-    result["instantiate_restore_s"] = json!({
-        "p50": m.quantile("touchline_restore_seconds", 0.5),
-        "p99": m.quantile("touchline_restore_seconds", 0.99),
-    });
-    stop_server(server)?;
-    Ok(result)
 }
 
 /// `clients` WebSocket clients each placing bets back to back (one in

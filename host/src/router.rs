@@ -69,7 +69,7 @@ impl Router {
     }
 
     /// The match's mailbox (only it: the per-event path clones one sender).
-    fn mailbox_or_create(&self, id: &str) -> Result<tokio::sync::mpsc::Sender<Command>, RouteError> {
+    fn mailbox_or_create(&self, id: &str) -> Result<worker::Mailbox, RouteError> {
         let mut guard = self.matches.lock().expect("router lock is never held across a panic");
         let map = guard.as_mut().ok_or(RouteError::Closed)?;
         if let Some(h) = map.get(id) {

@@ -67,7 +67,7 @@ impl Server {
     /// Open the store, compile the guest, bind the listeners and start.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
-        let store = store::Store::open_reserving(&config.data_dir, config.store_reserve)?;
+        let store = store::Store::open_reserving(&config.data_dir, config.store_reserve, config.store_cache)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let (handle, rx) = store::queue(store.clone());
         let writer_stop = CancellationToken::new();

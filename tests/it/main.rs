@@ -12,6 +12,8 @@
 //! - `delta`: update deltas applied to the previous state give the next
 //!   snapshot (simulator and samples, through the Wasm guest); rebuilt
 //!   guests regenerate them; what an update frame weighs.
+//! - `density`: 100,000 matches tracked (hibernated) in one server within
+//!   a stated memory bound per match.
 //! - `e2e`: the real `touchline` binary over real sockets.
 //! - `faults`: guest panics, infinite loops, memory bombs, quarantine, heal.
 //! - `disk`: a full disk (a tmpfs the test fills): not ready, bets refused,
@@ -35,6 +37,7 @@ mod bet_ids;
 mod bets;
 mod budgets;
 mod delta;
+mod density;
 mod disk;
 mod durability;
 mod e2e;

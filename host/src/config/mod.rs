@@ -135,6 +135,11 @@ pub struct Settings {
     /// checked.
     #[arg(long, default_value_t = 64)]
     pub store_reserve_mib: u64,
+    /// Memory the store may use to cache what it read and wrote, MiB. Every
+    /// match's journal entries and snapshots pass through it, so it is most
+    /// of what 100,000 tracked matches cost beyond their own records.
+    #[arg(long, default_value_t = 64)]
+    pub store_cache_mib: u64,
     /// Snapshot a match every this many events...
     #[arg(long, default_value_t = 100)]
     pub snapshot_every: u64,
@@ -309,6 +314,7 @@ impl Settings {
             durability: !self.no_durability,
             commit_interval: ms(self.commit_interval_ms),
             store_reserve: self.store_reserve_mib << 20,
+            store_cache: self.store_cache_mib << 20,
             snapshot_every: self.snapshot_every,
             snapshot_interval: ms(self.snapshot_interval_ms),
             clean_after: ms(self.clean_after_ms),

@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub commit_interval: Duration,
     /// Free bytes kept on the data dir's disk (0: not checked).
     pub store_reserve: u64,
+    /// Bytes the store may cache (sled's cache capacity).
+    pub store_cache: u64,
     /// Snapshot a match's state every this many events...
     pub snapshot_every: u64,
     /// ...or this often, whichever comes first.
@@ -108,6 +110,7 @@ impl ServeConfig {
         }
         range("--max-matches", u64::from(self.max_matches), 1, 1_000_000)?;
         range("--guest-memory-mib", (self.guest_memory_bytes >> 20) as u64, 2, 4096)?;
+        range("--store-cache-mib", self.store_cache >> 20, 1, 1 << 20)?;
         range(
             "--guest-deadline-ms",
             self.guest_call_deadline.as_millis() as u64,

@@ -207,6 +207,10 @@ impl Journal for MemoryJournal {
         Ok((out.len() as u64 == to + 1 - from).then_some(out))
     }
 
+    fn stored_snapshot(&self, match_id: &str) -> Result<Option<SnapshotRecord>, JournalError> {
+        Ok(self.lock().snapshots.get(match_id).cloned())
+    }
+
     fn parked(&self, match_id: &str) -> Result<Parked, JournalError> {
         let i = self.lock();
         Ok(Parked {

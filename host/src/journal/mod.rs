@@ -145,6 +145,12 @@ impl Durable {
     pub async fn wait(self) -> Result<(), JournalError> {
         self.0.await.unwrap_or(Err(JournalError::WriterGone))
     }
+
+    /// [`Durable::wait`] without giving the barrier up: a `select!`
+    /// branch that may be polled again.
+    pub async fn done(&mut self) -> Result<(), JournalError> {
+        (&mut self.0).await.unwrap_or(Err(JournalError::WriterGone))
+    }
 }
 
 /// What a match parked: dead letters and events held while quarantined.
@@ -185,6 +191,10 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
 
     /// What a match parked (dead letters, held events), oldest first.
     fn parked(&self, match_id: &str) -> Result<Parked, JournalError>;
+
+    /// The match's stored snapshot (a hibernated match that gave its copy
+    /// back reads it when it wakes).
+    fn stored_snapshot(&self, match_id: &str) -> Result<Option<SnapshotRecord>, JournalError>;
 
     /// A reference-data text kept under `key` (`Op::Reference`), if any.
     fn reference(&self, _key: &str) -> Result<Option<String>, JournalError> {

@@ -136,9 +136,11 @@ pub struct GuestInstance {
     match_id: Arc<str>,
 }
 
+/// Boxed: a worker holds its instance inline in its lifecycle, which is
+/// part of every match's task whether the match is live or asleep.
 enum Kind {
-    Wasm(WasmInstance),
-    Native(touchline_guest::glue::Model),
+    Wasm(Box<WasmInstance>),
+    Native(Box<touchline_guest::glue::Model>),
 }
 
 struct WasmInstance {
@@ -162,7 +164,7 @@ impl WasmInstance {
 impl GuestInstance {
     pub(super) fn native(match_id: Arc<str>) -> GuestInstance {
         GuestInstance {
-            kind: Kind::Native(touchline_guest::glue::Model::new(&*match_id)),
+            kind: Kind::Native(Box::new(touchline_guest::glue::Model::new(&*match_id))),
             match_id,
         }
     }
@@ -181,7 +183,7 @@ impl GuestInstance {
         };
         guest.call(|m, s| m.call_init(s, &match_id))?;
         Ok(GuestInstance {
-            kind: Kind::Wasm(guest),
+            kind: Kind::Wasm(Box::new(guest)),
             match_id,
         })
     }

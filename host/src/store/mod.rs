@@ -161,19 +161,27 @@ fn dec<T: serde::de::DeserializeOwned>(what: &'static str, key: &[u8], bytes: &[
     })
 }
 
+/// sled's own default is 1 GiB, which a process tracking many matches
+/// fills with their journal entries and snapshots.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 impl Store {
     /// Open (or create) the database and count this start; no reserve.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_reserving(dir, 0)
+        Store::open_reserving(dir, 0, DEFAULT_CACHE_BYTES)
     }
 
-    /// Open, keeping `reserve` bytes of the disk free: under it the writer
-    /// holds writes ([`health`]).
-    pub fn open_reserving(dir: &Path, reserve: u64) -> Result<Store, StoreError> {
-        let db = sled::open(dir).map_err(|source| StoreError::Open {
-            path: dir.display().to_string(),
-            source,
-        })?;
+    /// Open, keeping `reserve` bytes of the disk free (under it the writer
+    /// holds writes, [`health`]) and caching at most `cache` bytes.
+    pub fn open_reserving(dir: &Path, reserve: u64, cache: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
         let meta = db.open_tree("meta")?;
         let starts = meta
             .get("starts")?
@@ -230,11 +238,16 @@ impl Store {
         }
     }
 
+    /// A match's stored snapshot, if any.
+    pub fn snapshot(&self, match_id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        match self.snapshots.get(match_id.as_bytes())? {
+            Some(v) => Ok(Some(dec_snapshot(match_id.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
     fn recovered(&self, match_id: &str, meta: MatchMeta) -> Result<Recovered, StoreError> {
-        let snapshot = match self.snapshots.get(match_id.as_bytes())? {
-            Some(v) => Some(dec_snapshot(match_id.as_bytes(), &v)?),
-            None => None,
-        };
+        let snapshot = self.snapshot(match_id)?;
         let after = snapshot.as_ref().map_or(0, |s| s.seq);
         let mut journal = Vec::new();
         for item in self.journal.range(key(match_id, after + 1)..prefix_end(match_id)) {

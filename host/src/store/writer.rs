@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::health::{Problem, StoreHealth, Throttle};
 use super::{Store, StoreError};
-use crate::journal::{Journal, JournalError, Op, Parked};
+use crate::journal::{Journal, JournalError, Op, Parked, SnapshotRecord};
 use crate::metrics::Metrics;
 
 /// Capacity of the write queue, in ops. Absorbs bursts and slow fsyncs;
@@ -80,6 +80,10 @@ impl Journal for StoreHandle {
 
     fn frames(&self, match_id: &str, from: u64, to: u64) -> Result<Option<Vec<String>>, JournalError> {
         self.store.frames(match_id, from, to).map_err(read_error)
+    }
+
+    fn stored_snapshot(&self, match_id: &str) -> Result<Option<SnapshotRecord>, JournalError> {
+        self.store.snapshot(match_id).map_err(read_error)
     }
 
     fn parked(&self, match_id: &str) -> Result<Parked, JournalError> {

@@ -28,7 +28,7 @@ impl Worker {
             && p.epoch == self.epoch
             && p.seq <= self.seq
             && self.life.quarantine_reason().is_none()
-            && let Some(frames) = self.missed(p.seq)
+            && let Some(frames) = self.missed_or_wait(p.seq).await
         {
             // Tell the client its resume point was accepted, then what it
             // missed. Status frames are not kept, so the head says which of
@@ -43,9 +43,21 @@ impl Worker {
         Catchup::Snapshot(self.snapshot_frame().await)
     }
 
+    /// [`Worker::missed`]; if the ring and the store lack some, they may
+    /// still be queued for the store writer (the ring is short, and a
+    /// hibernated match keeps none): wait for it once and look again.
+    async fn missed_or_wait(&self, seq: u64) -> Option<Vec<Frame>> {
+        if let Some(frames) = self.missed(seq) {
+            return Some(frames);
+        }
+        let journal = self.env.journal.clone()?;
+        crate::journal::sync(&*journal, Some(self.id.clone())).await.ok()?;
+        self.missed(seq)
+    }
+
     /// Update frames after `seq`, from the ring and the journal.
     fn missed(&self, seq: u64) -> Option<Vec<Frame>> {
-        let ring_first = self.recent.front().map_or(self.seq + 1, |f| f.seq);
+        let ring_first = self.recent.frames.front().map_or(self.seq + 1, |f| f.seq);
         let mut out = Vec::new();
         if seq + 1 < ring_first {
             let older = self.journal()?.frames(&self.id, seq + 1, ring_first - 1).ok()??;
@@ -56,7 +68,7 @@ impl Worker {
                 bytes: Utf8Bytes::from(text),
             }));
         }
-        out.extend(self.recent.iter().filter(|f| f.seq > seq).cloned());
+        out.extend(self.recent.frames.iter().filter(|f| f.seq > seq).cloned());
         Some(out)
     }
 
@@ -78,10 +90,10 @@ impl Worker {
             producers_down,
             names: self.names_generation(),
         };
-        if let Some((k, frame)) = &self.snapshot_cache
-            && *k == key
+        if let Some(cached) = &self.snapshot_cache
+            && cached.0 == key
         {
-            return frame.clone();
+            return cached.1.clone();
         }
         self.ensure_instance().await;
         let state = match self.life.reader().map(|i| i.snapshot_json()) {
@@ -94,7 +106,7 @@ impl Worker {
         };
         let names = self.state_names(Some(&state));
         let frame = self.snapshot_envelope(&state, &key.producers_down, names.as_deref());
-        self.snapshot_cache = Some((key, frame.clone()));
+        self.snapshot_cache = Some(Box::new((key, frame.clone())));
         frame
     }
 

@@ -24,20 +24,21 @@ mod catchup;
 mod fanout;
 mod frame;
 mod lifecycle;
+mod mailbox;
 mod names;
 mod observer;
 mod persist;
 mod producers;
+mod release;
 mod supervise;
 mod switch;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use touchline_guest::bet::BetRequest;
 use touchline_guest::event::MatchEvent;
@@ -51,23 +52,30 @@ pub use fanout::{Batch, Delivery, Fanout, Lagged, Outbox, Watch};
 pub use frame::{Frame, FrameKind, Status};
 pub use lifecycle::State;
 use lifecycle::{Base, Lifecycle};
+use mailbox::WeakMailbox;
+pub use mailbox::{Closed, Mailbox};
 pub use names::NameSource;
 pub use observer::{Nobody, Observer, ProbationNews};
-use persist::{Mark, Tail};
+use persist::{Mark, Ring, Tail};
 
-/// Mailbox capacity per match. When full, the feed reader waits (TCP
+/// Mailbox capacity per match ([`mailbox`]). When full, the feed reader waits (TCP
 /// backpressure to the feed): events are never dropped, and a stuck guest
 /// cannot hold the mailbox longer than its epoch deadline per event.
 pub const MAILBOX_CAPACITY: usize = 1024;
 
 /// Recent update frames a worker keeps for resuming clients: enough to
 /// cover what the store writer has not inserted yet (one commit interval);
-/// older frames come from the journal.
+/// older frames come from the journal. At most this many frames...
 pub const RESUME_RING: usize = 16;
+/// ...and at most this many bytes of them (the last frame is kept
+/// whatever its size). A resume reaching further back than ring and store
+/// waits for the store writer once (see [`catchup`]). A hibernated match
+/// keeps no ring.
+pub const RESUME_RING_BYTES: usize = 16 * 1024;
 
 /// Encoded events kept in memory since the last snapshot (the recovery
 /// base) are capped at this many bytes: past it the worker snapshots.
-pub const RECOVERY_TAIL_BYTES: usize = 256 * 1024;
+pub const RECOVERY_TAIL_BYTES: usize = 16 * 1024;
 
 /// How a worker persists, recovers and reports.
 #[derive(Clone)]
@@ -174,7 +182,7 @@ pub enum Catchup {
 /// The ends of a worker other tasks hold.
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
-    pub mailbox: mpsc::Sender<Command>,
+    pub mailbox: Mailbox,
     pub updates: Arc<Fanout>,
 }
 
@@ -186,17 +194,17 @@ pub fn spawn(
     recovered: Option<Recovered>,
     tasks: &tokio_util::task::TaskTracker,
 ) -> WorkerHandle {
-    let (mailbox, rx) = mpsc::channel(MAILBOX_CAPACITY);
+    let (mailbox, rx) = mailbox::channel(MAILBOX_CAPACITY);
     let updates = Arc::new(Fanout::new(match_id.clone()));
     let handle = WorkerHandle {
         mailbox: mailbox.clone(),
         updates: updates.clone(),
     };
-    let worker = Worker::new(match_id, version, cfg, updates, mailbox.downgrade());
+    let worker = Box::new(Worker::new(match_id, version, cfg, updates, mailbox.downgrade()));
     // Placed before its task runs, so a listing right after a restart
     // already shows every match.
     worker.env.observer.runs(&worker.id, worker.version.version_arc());
-    tasks.spawn(worker.run(rx, recovered));
+    tasks.spawn(worker.run(rx, recovered.map(Box::new)));
     handle
 }
 
@@ -209,20 +217,23 @@ pub(crate) struct Worker {
     updates: Arc<Fanout>,
     /// To tell itself about bets whose record failed (weak: it must not
     /// keep its own mailbox open).
-    mailbox: mpsc::WeakSender<Command>,
+    mailbox: WeakMailbox,
     /// Seq of the last applied event.
     seq: u64,
     epoch: u64,
     intensity: Intensity,
     /// Last snapshot of the guest state (the recovery base)...
     base: Option<Base>,
-    /// ...and the encoded events applied since, in order.
+    /// ...and the encoded events applied since, in order. Whether the
+    /// store has the base too (a hibernated match then gives its copy
+    /// back: `base` is `None`, see [`release`]).
     tail: Tail,
+    stored: release::Stored,
     last_snapshot: Instant,
     /// Durably clean at `seq`, or dirty since a push (see [`persist`]).
     mark: Mark,
-    /// Last update frames, for resuming clients.
-    recent: VecDeque<Frame>,
+    /// Last update frames, for resuming clients (see [`RESUME_RING`]).
+    recent: Ring,
     /// When the last command arrived (for hibernation).
     last_command: Instant,
     /// Accepted bets on this match, with where they stand.
@@ -230,7 +241,8 @@ pub(crate) struct Worker {
     /// Telling owners of the last settlements (once durable).
     telling: Option<tokio::task::JoinHandle<()>>,
     /// The last snapshot frame served, and what it was made from.
-    snapshot_cache: Option<(catchup::SnapshotKey, Frame)>,
+    /// (Boxed: most matches have none most of the time.)
+    snapshot_cache: Option<Box<(catchup::SnapshotKey, Frame)>>,
     /// The producer board, watched.
     board: watch::Receiver<Board>,
     /// Its producers, and what its subscribers were told of them.
@@ -241,13 +253,16 @@ pub(crate) struct Worker {
 
 /// What woke the command loop.
 enum Wake {
-    Command(Option<Command>),
+    Command(Option<Box<Command>>),
     Clean,
     Hibernate,
     /// The producer board changed (`false`: its sender is gone).
     Board(bool),
     /// The fixture arrived (`None`: it never will).
     Fixture(Option<Arc<crate::names::Fixture>>),
+    /// The barrier asked for before giving the base back resolved
+    /// (`true`: the store has it durably).
+    Stored(bool),
 }
 
 impl Worker {
@@ -256,7 +271,7 @@ impl Worker {
         version: GuestVersion,
         env: Arc<WorkerConfig>,
         updates: Arc<Fanout>,
-        mailbox: mpsc::WeakSender<Command>,
+        mailbox: WeakMailbox,
     ) -> Worker {
         Worker {
             intensity: Intensity::new(env.policy),
@@ -269,10 +284,11 @@ impl Worker {
             epoch: 0,
             base: None,
             tail: Tail::default(),
+            stored: release::Stored::No,
             last_snapshot: Instant::now(),
             // Not counted as unclean until its first push.
             mark: Mark::Clean,
-            recent: VecDeque::new(),
+            recent: Ring::default(),
             last_command: Instant::now(),
             bets: Vec::new(),
             telling: None,
@@ -284,9 +300,13 @@ impl Worker {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, recovered: Option<Recovered>) {
+    /// The command loop. A task is as large as its future, the largest
+    /// state it can be in, and a hibernated match waits in the select below
+    /// for hours: so the worker is boxed (an async fn's arguments are held
+    /// twice) and every longer await is boxed too.
+    async fn run(mut self: Box<Self>, mut rx: mailbox::Receiver, recovered: Option<Box<Recovered>>) {
         self.env.metrics.live_matches.inc();
-        self.start(recovered).await;
+        Box::pin(self.start(recovered.map(|r| *r))).await;
         let mut board_open = true;
         loop {
             let clean_deadline = self.mark.dirty_since().map(|t| t + self.env.clean_after);
@@ -297,20 +317,28 @@ impl Worker {
                     self.mark.is_clean() && matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. })
                 })
                 .map(|d| self.last_command + d);
+            // One timer for both (a match is never due for both at once:
+            // only a clean one hibernates, only a dirty one is marked clean).
+            let timer = match (clean_deadline, hibernate_deadline) {
+                (Some(c), _) => Some((c, Wake::Clean)),
+                (None, Some(h)) => Some((h, Wake::Hibernate)),
+                (None, None) => None,
+            };
+            let (deadline, on_timer) = timer.map_or((None, Wake::Clean), |(d, w)| (Some(d), w));
             let wake = tokio::select! {
                 c = rx.recv() => Wake::Command(c),
-                _ = sleep_until(clean_deadline) => Wake::Clean,
-                _ = sleep_until(hibernate_deadline) => Wake::Hibernate,
+                _ = sleep_until(deadline) => on_timer,
                 r = self.board.changed(), if board_open => Wake::Board(r.is_ok()),
                 f = names::arrival(&mut self.naming.waiting) => Wake::Fixture(f),
+                ok = release::syncing(&mut self.stored) => Wake::Stored(ok),
             };
             match wake {
                 Wake::Command(None) => break,
                 Wake::Command(Some(cmd)) => {
                     self.last_command = Instant::now();
-                    self.handle(cmd).await;
+                    Box::pin(self.handle(*cmd)).await;
                 }
-                Wake::Clean => self.on_idle().await,
+                Wake::Clean => Box::pin(self.on_idle()).await,
                 Wake::Hibernate => self.hibernate(),
                 Wake::Board(open) => {
                     board_open = open;
@@ -318,9 +346,10 @@ impl Worker {
                     self.on_board(&board);
                 }
                 Wake::Fixture(f) => self.on_fixture(f),
+                Wake::Stored(ok) => self.on_base_stored(ok),
             }
         }
-        self.stop().await;
+        Box::pin(self.stop()).await;
     }
 
     async fn handle(&mut self, cmd: Command) {

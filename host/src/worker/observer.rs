@@ -28,7 +28,7 @@ pub trait Observer: Send + Sync {
     fn stopped(&self, match_id: &str);
     fn probation(&self, match_id: &Arc<str>, news: ProbationNews);
     /// An accepted bet's standing changed (settled, voided, reopened); the
-    /// record is already queued to the journal.
+    /// record is already durable (or its write failed and was logged).
     fn bet_changed(&self, record: &BetRecord);
 }
 

@@ -9,6 +9,7 @@
 //! epoch; any other gets a new one, so a client never sees one (epoch, seq)
 //! twice with different content.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,7 +18,8 @@ use tokio::time::Instant;
 
 use super::frame::FrameKind;
 use super::lifecycle::Base;
-use super::{RECOVERY_TAIL_BYTES, RESUME_RING, Worker};
+use super::release::Stored;
+use super::{Frame, RECOVERY_TAIL_BYTES, RESUME_RING, RESUME_RING_BYTES, Worker};
 use crate::journal::{MatchMeta, Op, Recovered, SnapshotRecord};
 
 /// Whether a match is durably clean at its seq.
@@ -63,6 +65,31 @@ impl Tail {
     }
 }
 
+/// The last update frames, bounded by [`RESUME_RING`] frames and
+/// [`RESUME_RING_BYTES`].
+#[derive(Debug, Default)]
+pub(super) struct Ring {
+    pub frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+impl Ring {
+    pub fn push(&mut self, frame: Frame) {
+        self.bytes += frame.bytes.len();
+        self.frames.push_back(frame);
+        while self.frames.len() > RESUME_RING || (self.bytes > RESUME_RING_BYTES && self.frames.len() > 1) {
+            if let Some(old) = self.frames.pop_front() {
+                self.bytes -= old.bytes.len();
+            }
+        }
+    }
+
+    /// Forget every frame and give the buffer back (hibernation).
+    pub fn release(&mut self) {
+        *self = Ring::default();
+    }
+}
+
 impl Worker {
     /// Become ready: fresh, or restored from the journal after a restart.
     pub(super) async fn start(&mut self, recovered: Option<Recovered>) {
@@ -90,6 +117,7 @@ impl Worker {
                 guest: Arc::from(s.guest),
                 state_version: s.state_version,
             });
+            self.stored = Stored::Queued;
         }
         for (seq, entry) in r.journal {
             if seq != self.seq + 1 {
@@ -119,7 +147,7 @@ impl Worker {
         self.write_meta().await;
     }
 
-    /// An applied event: next seq, frame, journal, broadcast.
+    /// An applied event: next seq, frame, journal, fan-out.
     pub(super) async fn commit(&mut self, bytes: Vec<u8>, delta: &RawValue) {
         if self.mark.is_clean() {
             // The first push beyond a clean mark: clear it durably first.
@@ -158,10 +186,9 @@ impl Worker {
             }
         }
         self.tail.push(event);
-        if self.recent.len() == RESUME_RING {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(frame.clone());
+        self.recent.push(frame.clone());
+        // A snapshot frame is of one seq: this one made it stale.
+        self.snapshot_cache = None;
         self.env.metrics.events_applied.inc();
         // No receivers is fine: nobody is watching this match.
         let _ = self.updates.send(frame);
@@ -197,6 +224,7 @@ impl Worker {
         let Some(instance) = self.life.reader() else { return };
         match instance.save_state() {
             Ok(state) => {
+                let mut stored = Stored::No;
                 if let Some(journal) = self.journal() {
                     let record = SnapshotRecord {
                         seq: self.seq,
@@ -211,16 +239,16 @@ impl Worker {
                     // after it). In memory it is the new base all the same, so
                     // an overloaded store does not make every later event
                     // save the state again.
-                    if journal
-                        .try_write(Op::Snapshot {
-                            match_id: self.id.clone(),
-                            record,
-                        })
-                        .is_err()
-                    {
+                    let queued = journal.try_write(Op::Snapshot {
+                        match_id: self.id.clone(),
+                        record,
+                    });
+                    if queued.is_err() {
                         self.env.metrics.snapshots_skipped.inc();
                     }
+                    stored = if queued.is_ok() { Stored::Queued } else { Stored::No };
                 }
+                self.stored = stored;
                 self.base = Some(Base {
                     state,
                     guest: self.version.version_arc(),

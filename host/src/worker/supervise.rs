@@ -152,6 +152,7 @@ impl Worker {
     /// where the current state keeps its instance.
     pub(super) fn recover(&mut self) -> Result<(), Failure> {
         self.lose_instance();
+        self.take_base_back()?;
         let saved = self.base.as_ref().map(|b| Saved {
             state: &b.state,
             guest: &b.guest,
@@ -258,7 +259,8 @@ impl Worker {
         if !self.tail.events.is_empty() {
             self.snapshot();
         }
-        self.naming.forget_named();
+        self.release_buffers();
+        self.give_base_back();
         let fallback = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Probation { fallback, .. } => Some(fallback),
             _ => None,

@@ -48,7 +48,12 @@ impl Worker {
                 healthy: self.life.quarantine_reason().is_none(),
             };
         }
-        if probation && self.sleeps_with_nothing_since() {
+        if probation
+            && matches!(self.life, Lifecycle::Hibernated { fallback: None })
+            && self.tail.events.is_empty()
+            && self.take_base_back().is_ok()
+            && self.sleeps_with_nothing_since()
+        {
             return self.switch_asleep(new, started, &from, &to).await;
         }
         // Asleep before the switch: asleep after it, even if handing the
@@ -103,7 +108,9 @@ impl Worker {
             && self.tail.events.is_empty()
     }
 
-    /// A rollout reaching a sleeping match switches it without waking it:
+    /// A rollout reaching a sleeping match switches it without waking it
+    /// (its base read back from the store if it was given back; the
+    /// fallback keeps it until the match wakes):
     /// it wakes under the new version, which migrates the base then
     /// (`recover`: `migrate` when another version saved the base), on
     /// probation as any switched match: if the migration or its first
@@ -133,6 +140,11 @@ impl Worker {
     /// The state the old version hands over: its base if it sleeps with
     /// nothing since (no need to wake it), else saved from its instance.
     async fn state_to_hand_over(&mut self) -> Option<Result<Base, Failure>> {
+        if matches!(self.life, Lifecycle::Hibernated { .. })
+            && let Err(f) = self.take_base_back()
+        {
+            return Some(Err(f));
+        }
         if let (Lifecycle::Hibernated { .. }, Some(base)) = (&self.life, &self.base)
             && self.tail.events.is_empty()
         {
@@ -212,6 +224,7 @@ impl Worker {
             short(self.version.version())
         );
         self.base = Some(fallback.base);
+        self.stored = super::release::Stored::No;
         self.tail.clear();
         if let Err(f) = self.recover() {
             tracing::error!(match_id = %self.id, error = %f, "the old guest cannot take its own state back");

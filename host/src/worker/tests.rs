@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use touchline_guest::bet::BetRequest;
 use touchline_guest::event::MatchEvent;
 
@@ -16,7 +16,7 @@ use crate::feed::parse::{FeedMessage, parse};
 use crate::journal::memory::MemoryJournal;
 use crate::sandbox::{Limits, Platform};
 
-const MATCH: &str = "sr:match:1";
+pub(super) const MATCH: &str = "sr:match:1";
 
 /// Everything observed, in order.
 #[derive(Default)]
@@ -50,11 +50,11 @@ impl Observer for Recording {
     }
 }
 
-struct Harness {
-    mailbox: mpsc::Sender<Command>,
+pub(super) struct Harness {
+    mailbox: Mailbox,
     updates: Watch,
-    journal: Arc<MemoryJournal>,
-    metrics: Arc<Metrics>,
+    pub(super) journal: Arc<MemoryJournal>,
+    pub(super) metrics: Arc<Metrics>,
     observer: Arc<Recording>,
     tasks: tokio_util::task::TaskTracker,
     /// The producer board the worker watches (nothing down at first).
@@ -85,7 +85,7 @@ fn config(
 }
 
 impl Harness {
-    fn start(version: GuestVersion, journal: Arc<MemoryJournal>, recovered: Option<Recovered>) -> Harness {
+    pub(super) fn start(version: GuestVersion, journal: Arc<MemoryJournal>, recovered: Option<Recovered>) -> Harness {
         let (observer, metrics) = (Arc::new(Recording::default()), Arc::new(Metrics::new()));
         let tasks = tokio_util::task::TaskTracker::new();
         let (board, board_rx) = watch::channel(Board::default());
@@ -142,18 +142,18 @@ impl Harness {
         }
     }
 
-    async fn event(&self, event: MatchEvent) {
+    pub(super) async fn event(&self, event: MatchEvent) {
         self.mailbox.send(Command::Event(event)).await.expect("worker alive");
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {
+    pub(super) async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {
         let (tx, rx) = oneshot::channel();
         self.mailbox.send(make(tx)).await.expect("worker alive");
         rx.await.expect("worker answers")
     }
 
     /// A fresh snapshot's JSON (also: everything sent before is applied).
-    async fn snapshot(&self) -> serde_json::Value {
+    pub(super) async fn snapshot(&self) -> serde_json::Value {
         match self.ask(|reply| Command::Subscribe { since: None, reply }).await {
             Catchup::Snapshot(f) => serde_json::from_str(f.bytes.as_str()).expect("JSON"),
             other => panic!("expected a snapshot, got {other:?}"),
@@ -198,7 +198,7 @@ impl Harness {
 
 /// An odds_change for market 1 with one outcome at `odds` (and market
 /// `extra` too, which the fault-injection guest reacts to).
-fn odds(odds: f64, extra: Option<u32>) -> MatchEvent {
+pub(super) fn odds(odds: f64, extra: Option<u32>) -> MatchEvent {
     let extra = extra.map_or(String::new(), |m| {
         format!(r#"<market id="{m}" status="1"><outcome id="1" odds="1.5" active="1"/></market>"#)
     });
@@ -211,7 +211,7 @@ fn odds(odds: f64, extra: Option<u32>) -> MatchEvent {
     }
 }
 
-fn odds_in(snapshot: &serde_json::Value) -> Option<f64> {
+pub(super) fn odds_in(snapshot: &serde_json::Value) -> Option<f64> {
     let markets = snapshot["state"]["markets"].as_array()?;
     let m = markets.iter().find(|m| m["id"] == 1)?;
     m["outcomes"].as_array()?.iter().find(|o| o["id"] == "1")?["odds"].as_f64()

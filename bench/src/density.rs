@@ -1,0 +1,262 @@
+//! The density scenario (issue 14): what a hibernated and a live match
+//! cost in RSS, many matches tracked by one server (most hibernated, some
+//! live and fed), and how long waking a hibernated match takes.
+//!
+//! 1. `matches` matches get one realistic live odds_change each (~40
+//!    markets, from the simulator), fed in batches paced by the server's
+//!    gauges: a batch goes out only once all but [`AWAKE`] of the matches
+//!    fed so far have hibernated, so the live working set stays small
+//!    while the tracked count grows. Per hibernated match: the RSS growth
+//!    over the idle server, divided by `matches` (fixed costs such as the
+//!    store's 64 MiB cache and the allocator's share of the live working
+//!    set included: at 20,000 matches, `--quick`, they weigh five times
+//!    what they do at 100,000). The growth from half of them to all of
+//!    them per match added is reported beside it (the marginal cost; noisy,
+//!    as the allocator gives pages back lazily).
+//! 2. Waking: [`WAKES`] hibernated matches get one event each; the
+//!    server's `touchline_wake_seconds` over exactly those wakes (bucket
+//!    counts before and after).
+//! 3. `live` of them are then fed a simulated match's stream of odds
+//!    changes (deltas, as in production) round after round, fast enough
+//!    to keep them awake: waking each is timed by the server
+//!    (`touchline_wake_seconds`). Per live match: the hibernated cost plus
+//!    the RSS growth while they are live, divided by `live`.
+//!
+//! Each target is written beside its measured value.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use touchline::sim::{Generator, SimConfig};
+use touchline_testkit::ServerProcess;
+
+use crate::scenarios::{Servers, progress, stop_server};
+
+/// Targets of issue 14.
+const HIBERNATED_TARGET_BYTES: f64 = 4096.0;
+const LIVE_TARGET_BYTES: f64 = 40960.0;
+const WAKE_P99_TARGET_S: f64 = 0.001;
+
+/// Matches fed and not yet hibernated, at most, before the next batch.
+const AWAKE: f64 = 4000.0;
+const BATCH: usize = 2000;
+/// Rounds of updates for the live matches before their RSS is taken
+/// (enough to fill the resume ring and a recovery tail).
+const LIVE_ROUNDS: usize = 30;
+/// Hibernated matches woken for the wake figure (at most a tenth).
+const WAKES: usize = 2000;
+const WAIT: Duration = Duration::from_secs(600);
+
+pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32, seed: u64) -> anyhow::Result<Value> {
+    let flags = [
+        "--max-matches".into(),
+        (matches + 16).to_string(),
+        "--clean-after-ms".into(),
+        "20".into(),
+        // Short enough to pace the feeding, long enough for the live
+        // matches to stay awake between their rounds.
+        "--hibernate-after-ms".into(),
+        "1000".into(),
+    ];
+    let server = servers.start(dir, &flags)?;
+    let idle = settled_rss(&server)?;
+    let mut g = Generator::new(&SimConfig {
+        matches: 1,
+        seed,
+        rate: 50.0,
+        count: 0,
+    });
+    // One simulated match's live odds changes: the first is the template
+    // every match gets, the rest are the live matches' rounds.
+    let mut stream = Vec::new();
+    while stream.len() < LIVE_ROUNDS + 1 {
+        let m = g.next_message();
+        if m.starts_with("<odds_change product=\"1\"") {
+            stream.push(m);
+        }
+    }
+    let ids: Vec<String> = (0..matches).map(|i| format!("sr:match:{}", 60_000_000 + i)).collect();
+    let mut feed = TcpStream::connect(server.feed).context("connecting to the feed port")?;
+    feed.set_nodelay(true)?;
+
+    let t0 = Instant::now();
+    let mut fed = 0usize;
+    let half = ids.len() / 2;
+    let mut rss_half = None;
+    for batch in ids.chunks(BATCH) {
+        if fed >= half && rss_half.is_none() {
+            wait_until(&server, |m| m.value("touchline_hibernated_matches") >= fed as f64)?;
+            rss_half = Some((fed, settled_rss(&server)?));
+        }
+        wait_until(&server, |m| {
+            m.value("touchline_hibernated_matches") + AWAKE >= fed as f64
+        })?;
+        let bytes: String = batch.iter().map(|id| with_id(&stream[0], id)).collect();
+        feed.write_all(bytes.as_bytes())?;
+        fed += batch.len();
+    }
+    server.wait_metric("touchline_hibernated_matches", f64::from(matches), WAIT)?;
+    let create_s = t0.elapsed().as_secs_f64();
+    let hibernated = settled_rss(&server)?;
+    let per_hibernated = hibernated.saturating_sub(idle) as f64 / f64::from(matches);
+    let (at_half, rss_half) = rss_half.context("fewer than two batches")?;
+    let marginal = hibernated as f64 - rss_half as f64;
+    let marginal = marginal / (matches as usize - at_half) as f64;
+    progress(&format!(
+        "density: {matches} hibernated in {create_s:.1} s, {per_hibernated:.0} B each ({marginal:.0} B at the margin)"
+    ));
+
+    // Waking: the last matches fed (not the live ones), one event each.
+    let wakes = WAKES.min(ids.len() / 10).max(1);
+    let before = server.metrics()?;
+    let bytes: String = ids[ids.len() - wakes..]
+        .iter()
+        .map(|id| with_id(&stream[1], id))
+        .collect();
+    feed.write_all(bytes.as_bytes())?;
+    server.wait_metric("touchline_events_applied_total", (ids.len() + wakes) as f64, WAIT)?;
+    let after = server.metrics()?;
+    let wake = |q| quantile_between(&before.0, &after.0, "touchline_wake_seconds", q);
+    let (wake_p50, wake_p99) = (wake(0.5), wake(0.99));
+
+    // The live ones: a feeder keeps them awake until their RSS is taken.
+    let live_ids: Vec<String> = ids[..live as usize].to_vec();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let feeder = {
+        let (stop, rounds_done, stream) = (stop.clone(), rounds_done.clone(), stream.clone());
+        let addr = server.feed;
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut feed = TcpStream::connect(addr)?;
+            feed.set_nodelay(true)?;
+            let mut round = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let msg = &stream[1 + round % LIVE_ROUNDS];
+                let bytes: String = live_ids.iter().map(|id| with_id(msg, id)).collect();
+                feed.write_all(bytes.as_bytes())?;
+                round += 1;
+                rounds_done.store(round, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+    let applied_before = (ids.len() + wakes) as f64;
+    let want = applied_before + f64::from(live) * LIVE_ROUNDS as f64;
+    let ready = server.wait_metric("touchline_events_applied_total", want, WAIT);
+    let awake = server
+        .metrics()
+        .map(|m| m.value("touchline_live_matches") - m.value("touchline_hibernated_matches"));
+    let all_live = server.rss_bytes();
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
+    ready?;
+    let awake = awake?;
+    let m = server.metrics()?;
+    let extra_live = all_live.saturating_sub(hibernated) as f64 / awake.max(1.0);
+    let per_live = per_hibernated + extra_live;
+    let result = json!({
+        "matches": matches,
+        "live_matches": live,
+        "awake_when_measured": awake,
+        "rss_idle_bytes": idle,
+        "rss_hibernated_bytes": hibernated,
+        "rss_with_live_bytes": all_live,
+        "rss_half_bytes": rss_half,
+        "rss_per_hibernated_match_bytes": per_hibernated,
+        "rss_marginal_per_hibernated_match_bytes": marginal,
+        "rss_per_hibernated_match_target_bytes": HIBERNATED_TARGET_BYTES,
+        "rss_per_live_match_bytes": per_live,
+        "rss_per_live_match_beyond_hibernated_bytes": extra_live,
+        "rss_per_live_match_target_bytes": LIVE_TARGET_BYTES,
+        "create_all_s": create_s,
+        "instantiate_s": {"p50": m.quantile("touchline_instantiate_seconds", 0.5), "p99": m.quantile("touchline_instantiate_seconds", 0.99)},
+        "wake_s": {"p50": wake_p50, "p99": wake_p99, "count": wakes},
+        "wake_p99_target_s": WAKE_P99_TARGET_S,
+        "met": {
+            "hibernated": per_hibernated <= HIBERNATED_TARGET_BYTES,
+            "live": per_live <= LIVE_TARGET_BYTES,
+            "wake_p99": wake_p99.is_some_and(|p| p < WAKE_P99_TARGET_S),
+        },
+    });
+    stop_server(server)?;
+    Ok(result)
+}
+
+/// `template` with its event id replaced by `id`.
+fn with_id(template: &str, id: &str) -> String {
+    const KEY: &str = "event_id=\"";
+    let Some(at) = template.find(KEY).map(|i| i + KEY.len()) else {
+        return template.to_owned();
+    };
+    let end = at + template[at..].find('"').unwrap_or(0);
+    format!("{}{id}{}", &template[..at], &template[end..])
+}
+
+/// RSS once it stops falling: the allocator gives emptied pages back a
+/// little after they empty, when a thread next allocates (each metrics
+/// scrape makes the server allocate). At most 10 s.
+fn settled_rss(server: &ServerProcess) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = server.rss_bytes();
+    loop {
+        for _ in 0..5 {
+            server.metrics()?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let now = server.rss_bytes();
+        if now as f64 >= last as f64 * 0.995 || Instant::now() > deadline {
+            return Ok(now.min(last));
+        }
+        last = now;
+    }
+}
+
+/// Poll the server's metrics until `ok` holds (bounded by [`WAIT`]).
+fn wait_until(server: &ServerProcess, ok: impl Fn(&touchline_testkit::metrics::Metrics) -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if ok(&server.metrics()?) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "density: the server did not catch up in {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Quantile `q` of histogram `name` over the observations made between two
+/// scrapes (bucket counts subtracted); the bucket's upper bound.
+fn quantile_between(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let mut v: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|r| {
+                let (le, count) = r.split_once("\"} ")?;
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((le, count.trim().parse().ok()?))
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    };
+    let (b, a) = (buckets(before), buckets(after));
+    let diff: Vec<(f64, f64)> = a
+        .iter()
+        .map(|&(le, n)| (le, n - b.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1)))
+        .collect();
+    let total = diff.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    diff.iter().find(|(_, n)| *n >= q * total).map(|(le, _)| *le)
+}
