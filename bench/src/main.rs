@@ -18,6 +18,7 @@ mod peer;
 mod producers;
 mod report;
 mod scenarios;
+mod targets;
 
 use std::path::PathBuf;
 

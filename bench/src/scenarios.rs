@@ -25,7 +25,8 @@ use touchline_testkit::{Launch, ServerProcess};
 use crate::fanout::{self, open_matches, watch_and_feed};
 use crate::load::{self, Poison};
 use crate::peer;
-use crate::report::{git_revision, latency_svg, machine, table, targets};
+use crate::report::{git_revision, latency_svg, machine, table};
+use crate::targets::targets;
 
 /// Size of a run.
 #[derive(Debug, Clone)]

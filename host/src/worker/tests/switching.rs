@@ -1,0 +1,126 @@
+//! Hot swap in process: first-event probation, going back, and sleeping
+//! matches switched without waking.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_event_after_a_switch_goes_back_and_applies_it_there() {
+    let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    let new = faulty();
+    let outcome = h
+        .ask(|reply| Command::Switch {
+            version: new.clone(),
+            probation: true,
+            reply,
+        })
+        .await;
+    assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
+    h.event(odds(4.0, PANIC)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(snap["guest_version"], "native", "back on the old version");
+    assert_eq!(
+        (snap["seq"].as_u64(), odds_in(&snap)),
+        (Some(2), Some(4.0)),
+        "applied there"
+    );
+    let seen = h.observer.seen();
+    let tail: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .skip_while(|s| *s != "probation started")
+        .collect();
+    let new_runs = format!("runs {}", short(new.version()));
+    assert_eq!(
+        tail,
+        [
+            "probation started",
+            new_runs.as_str(),
+            "runs native",
+            "probation failed"
+        ],
+        "{seen:?}"
+    );
+    let statuses: Vec<String> = h.frames().into_iter().map(|f| f.2).filter(|s| !s.is_empty()).collect();
+    assert_eq!(statuses, ["upgraded", "rolled_back"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_first_event_ends_the_probation_on_the_new_version() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    let new = faulty();
+    h.ask(|reply| Command::Switch {
+        version: new.clone(),
+        probation: true,
+        reply,
+    })
+    .await;
+    h.event(odds(3.0, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(snap["guest_version"], new.version());
+    assert_eq!(
+        (snap["seq"].as_u64(), odds_in(&snap)),
+        (Some(2), Some(3.0)),
+        "the state was migrated"
+    );
+    assert_eq!(h.observer.seen().last().map(String::as_str), Some("probation ended"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hibernated_match_switches_and_sleeps_again() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1);
+    let new = faulty();
+    let outcome = h
+        .ask(|reply| Command::Switch {
+            version: new,
+            probation: true,
+            reply,
+        })
+        .await;
+    assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
+    assert_eq!(h.metrics.hibernated_matches.get(), 1, "asleep again at once");
+    // Asleep on probation: the first event still decides.
+    h.event(odds(5.0, PANIC)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(
+        (snap["guest_version"].as_str(), odds_in(&snap)),
+        (Some("native"), Some(5.0))
+    );
+}
+
+/// A rollout switches a sleeping match without waking it: the new version
+/// migrates its state when it wakes, on probation, and a migration that
+/// traps then sends it back to the old version, the event applied there.
+#[tokio::test(start_paused = true)]
+async fn a_sleeping_match_migrates_when_it_wakes_and_goes_back_if_that_fails() {
+    const MIGRATE_TRAP: Option<u32> = Some(999_004); // in the state: the faulty guest's migrate traps
+    let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, MIGRATE_TRAP)).await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1);
+    let outcome = h
+        .ask(|reply| Command::Switch {
+            version: faulty(),
+            probation: true,
+            reply,
+        })
+        .await;
+    assert!(
+        matches!(outcome, SwitchOutcome::Switched { .. }),
+        "switched without waking (the migration waits for the wake): {outcome:?}"
+    );
+    assert_eq!(h.metrics.hibernated_matches.get(), 1, "still asleep");
+    h.event(odds(5.0, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(
+        (snap["guest_version"].as_str(), snap["seq"].as_u64(), odds_in(&snap)),
+        (Some("native"), Some(2), Some(5.0)),
+        "back on the old version, the event applied there"
+    );
+    let statuses: Vec<String> = h.frames().into_iter().map(|f| f.2).filter(|s| !s.is_empty()).collect();
+    assert_eq!(statuses, ["upgraded", "rolled_back"]);
+}
