@@ -10,17 +10,19 @@
 //!    over the idle server, divided by `matches` (fixed costs such as the
 //!    store's 64 MiB cache and the allocator's share of the live working
 //!    set included: at 20,000 matches, `--quick`, they weigh five times
-//!    what they do at 100,000). The growth from half of them to all of
-//!    them per match added is reported beside it (the marginal cost; noisy,
-//!    as the allocator gives pages back lazily).
-//! 2. Waking: [`WAKES`] hibernated matches get one event each; the
+//!    what they do at 100,000). RSS is read once it has settled: the
+//!    allocator gives emptied pages back gradually.
+//! 2. Waking: [`WAKES`] hibernated matches get one event each, 20 at a
+//!    time; the
 //!    server's `touchline_wake_seconds` over exactly those wakes (bucket
 //!    counts before and after).
 //! 3. `live` of them are then fed a simulated match's stream of odds
 //!    changes (deltas, as in production) round after round, fast enough
 //!    to keep them awake: waking each is timed by the server
 //!    (`touchline_wake_seconds`). Per live match: the hibernated cost plus
-//!    the RSS growth while they are live, divided by `live`.
+//!    the RSS growth while they are live (the lowest reading over a few
+//!    seconds of feeding, as pages freed by the churn come back lazily),
+//!    divided by the matches awake.
 //!
 //! Each target is written beside its measured value.
 
@@ -51,6 +53,7 @@ const BATCH: usize = 2000;
 const LIVE_ROUNDS: usize = 30;
 /// Hibernated matches woken for the wake figure (at most a tenth).
 const WAKES: usize = 2000;
+const WAKE_GROUP: usize = 20;
 const WAIT: Duration = Duration::from_secs(600);
 
 pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32, seed: u64) -> anyhow::Result<Value> {
@@ -87,13 +90,7 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
 
     let t0 = Instant::now();
     let mut fed = 0usize;
-    let half = ids.len() / 2;
-    let mut rss_half = None;
     for batch in ids.chunks(BATCH) {
-        if fed >= half && rss_half.is_none() {
-            wait_until(&server, |m| m.value("touchline_hibernated_matches") >= fed as f64)?;
-            rss_half = Some((fed, settled_rss(&server)?));
-        }
         wait_until(&server, |m| {
             m.value("touchline_hibernated_matches") + AWAKE >= fed as f64
         })?;
@@ -105,22 +102,22 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     let create_s = t0.elapsed().as_secs_f64();
     let hibernated = settled_rss(&server)?;
     let per_hibernated = hibernated.saturating_sub(idle) as f64 / f64::from(matches);
-    let (at_half, rss_half) = rss_half.context("fewer than two batches")?;
-    let marginal = hibernated as f64 - rss_half as f64;
-    let marginal = marginal / (matches as usize - at_half) as f64;
     progress(&format!(
-        "density: {matches} hibernated in {create_s:.1} s, {per_hibernated:.0} B each ({marginal:.0} B at the margin)"
+        "density: {matches} hibernated in {create_s:.1} s, {per_hibernated:.0} B each"
     ));
 
     // Waking: the last matches fed (not the live ones), one event each.
     let wakes = WAKES.min(ids.len() / 10).max(1);
     let before = server.metrics()?;
-    let bytes: String = ids[ids.len() - wakes..]
-        .iter()
-        .map(|id| with_id(&stream[1], id))
-        .collect();
-    feed.write_all(bytes.as_bytes())?;
-    server.wait_metric("touchline_events_applied_total", (ids.len() + wakes) as f64, WAIT)?;
+    // A few at a time, as events for sleeping matches come in production
+    // (a burst of thousands would time the CPU queue, not a wake).
+    let mut applied = ids.len();
+    for group in ids[ids.len() - wakes..].chunks(WAKE_GROUP) {
+        let bytes: String = group.iter().map(|id| with_id(&stream[1], id)).collect();
+        feed.write_all(bytes.as_bytes())?;
+        applied += group.len();
+        server.wait_metric("touchline_events_applied_total", applied as f64, WAIT)?;
+    }
     let after = server.metrics()?;
     let wake = |q| quantile_between(&before.0, &after.0, "touchline_wake_seconds", q);
     let (wake_p50, wake_p99) = (wake(0.5), wake(0.99));
@@ -152,7 +149,11 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     let awake = server
         .metrics()
         .map(|m| m.value("touchline_live_matches") - m.value("touchline_hibernated_matches"));
-    let all_live = server.rss_bytes();
+    let mut all_live = server.rss_bytes();
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(50));
+        all_live = all_live.min(server.rss_bytes());
+    }
     stop.store(true, Ordering::Relaxed);
     feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
     ready?;
@@ -167,9 +168,7 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
         "rss_idle_bytes": idle,
         "rss_hibernated_bytes": hibernated,
         "rss_with_live_bytes": all_live,
-        "rss_half_bytes": rss_half,
         "rss_per_hibernated_match_bytes": per_hibernated,
-        "rss_marginal_per_hibernated_match_bytes": marginal,
         "rss_per_hibernated_match_target_bytes": HIBERNATED_TARGET_BYTES,
         "rss_per_live_match_bytes": per_live,
         "rss_per_live_match_beyond_hibernated_bytes": extra_live,
@@ -198,14 +197,15 @@ fn with_id(template: &str, id: &str) -> String {
     format!("{}{id}{}", &template[..at], &template[end..])
 }
 
-/// RSS once it stops falling: the allocator gives emptied pages back a
-/// little after they empty, when a thread next allocates (each metrics
-/// scrape makes the server allocate). At most 10 s.
+/// RSS once it stops falling: the allocator gives emptied pages back
+/// gradually, when a thread next allocates (each metrics scrape makes the
+/// server allocate). Settled: less than 0.5% lower after a further second
+/// of scrapes; at most 20 s.
 fn settled_rss(server: &ServerProcess) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = server.rss_bytes();
     loop {
-        for _ in 0..5 {
+        for _ in 0..20 {
             server.metrics()?;
             std::thread::sleep(Duration::from_millis(50));
         }

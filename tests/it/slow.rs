@@ -137,7 +137,7 @@ async fn a_subscriber_that_falls_behind_its_outbox_catches_up_without_gap_or_dup
 
     // A burst: enough to block the session's writes, then more than the
     // update buffer while it is blocked.
-    let burst = frames_until_blocked(frame_bytes, recv_buffer) + OUTBOX + 16;
+    let burst = frames_until_blocked(frame_bytes, recv_buffer) + 2 * OUTBOX + 16;
     let mut bytes = Vec::new();
     for step in 2..2 + burst {
         bytes.extend(big_odds_change(MATCH, MARKETS, step as u32));
