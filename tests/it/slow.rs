@@ -136,7 +136,9 @@ async fn a_subscriber_that_falls_behind_its_outbox_catches_up_without_gap_or_dup
     let frame_bytes = u.to_string().len() as u64 * 9 / 10;
 
     // A burst: enough to block the session's writes, then more than the
-    // update buffer while it is blocked.
+    // outbox holds while it is blocked. The session may have taken up to
+    // a whole outbox into its writer (references to the shared frames)
+    // when the write blocks, so two outboxes' worth on top.
     let burst = frames_until_blocked(frame_bytes, recv_buffer) + 2 * OUTBOX + 16;
     let mut bytes = Vec::new();
     for step in 2..2 + burst {
