@@ -59,7 +59,7 @@ mod server;
 use std::net::SocketAddr;
 
 pub use config::ServeConfig;
-pub use server::Server;
+pub use server::{Server, bind_http};
 
 /// The default guest, built by `make guest` and wrapped by `build.rs`.
 pub const DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/touchline_guest.component.wasm"));

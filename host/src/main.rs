@@ -14,6 +14,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr as _;
@@ -32,8 +33,32 @@ use touchline::sim::{FaultAt, FaultScript, SimConfig, Simulator};
     about = "Live odds from a feed to browsers, one WebAssembly instance per match"
 )]
 struct Cli {
+    /// Log lines on stderr: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for a log shipper).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOUCHLINE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Log to stderr in `format`, filtered by `RUST_LOG` (default `info`).
+/// Text carries colour codes only when stderr is a terminal, so a log file
+/// has none.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,touchline=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -128,12 +153,6 @@ impl From<SimArgs> for SimConfig {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,touchline=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -152,6 +171,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    init_logging(cli.log_format);
     // `serve` and `demo` read which settings the command line or the
     // environment gave from their subcommand's matches.
     let (_, sub) = matches.subcommand().expect("clap requires a subcommand");
@@ -160,7 +180,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args.resolve(sub)?.into_config()?).await,
+        Command::Serve(args) => serve(args.resolve(sub)?.into_config()?, None).await,
         Command::Simulate { listen, sim } => {
             let simulator = sim.bind(listen).await?;
             // Tests and scripts read this line for the bound (maybe ephemeral) ports.
@@ -198,6 +218,8 @@ async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {
                 settings.feed_connect.is_none(),
                 "demo feeds the server from its own simulator: --feed-connect (flag or config file) is for serve"
             );
+            // The HTTP port first: a taken one fails before anything starts.
+            let http = touchline::bind_http(settings.http).await?;
             let simulator = sim.bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
             let listening = simulator.listening()?;
             settings.feed_connect = Some(listening.feed.to_string());
@@ -212,15 +234,15 @@ async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {
             println!("Simulator API: {api_url}");
             let stop = CancellationToken::new();
             tokio::spawn(simulator.run(stop.clone()));
-            let result = serve(config).await;
+            let result = serve(config, Some(http)).await;
             stop.cancel();
             result
         }
     }
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let server = touchline::Server::start(config).await?;
+async fn serve(config: ServeConfig, http: Option<tokio::net::TcpListener>) -> anyhow::Result<()> {
+    let server = touchline::Server::start_on(config, http).await?;
     // Tests and scripts read this line for the bound (maybe ephemeral) ports.
     let ready = touchline::Ready {
         http: server.http_addr,

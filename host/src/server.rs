@@ -66,6 +66,13 @@ pub struct Server {
 impl Server {
     /// Open the store, compile the guest, bind the listeners and start.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+        Server::start_on(config, None).await
+    }
+
+    /// [`Server::start`] serving HTTP on `http`, a listener bound already
+    /// (`demo` binds it before its simulator, so a taken port fails first);
+    /// `None` binds `config.http`.
+    pub async fn start_on(config: ServeConfig, http: Option<TcpListener>) -> anyhow::Result<Server> {
         config.validate()?;
         let store = store::Store::open_reserving(&config.data_dir, config.store_reserve, config.store_cache)?;
         let metrics = Arc::new(metrics::Metrics::new());
@@ -154,7 +161,7 @@ impl Server {
             store: store.clone(),
             feed_expected: config.feed_listen.is_some() || config.feed_connect.is_some(),
         };
-        let (http_addr, http_task) = serve_http(&config, state, metrics_for_http, session_stop.clone()).await?;
+        let (http_addr, http_task) = serve_http(&config, http, state, metrics_for_http, session_stop.clone()).await?;
         ready.store(true, Ordering::Release);
         Ok(Server {
             http_addr,
@@ -389,17 +396,19 @@ async fn start_feed(
 
 type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
-/// Bind the HTTP port and serve until `stop`, within the connection limits.
+/// Bind the HTTP port (unless bound already) and serve until `stop`,
+/// within the connection limits.
 async fn serve_http(
     config: &ServeConfig,
+    bound: Option<TcpListener>,
     state: http::AppState,
     metrics: Arc<metrics::Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, HttpTask)> {
-    let addr = config.http;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding HTTP {addr}"))?;
+    let listener = match bound {
+        Some(listener) => listener,
+        None => bind_http(config.http).await?,
+    };
     let bound = listener.local_addr()?;
     let limits = listen::Limits {
         max_connections: config
@@ -410,4 +419,11 @@ async fn serve_http(
     };
     let task = tokio::spawn(listen::serve(listener, http::routes(state), limits, metrics, stop));
     Ok((bound, task))
+}
+
+/// Bind the HTTP + WebSocket port; a taken one is named in the error.
+pub async fn bind_http(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding HTTP {addr} (is another server using it? choose another with --http)"))
 }

@@ -22,6 +22,8 @@
 //! - `bet_ids`: one bet id sent by many sessions at once.
 //! - `limits`: max sessions, max matches, ids per request, message size,
 //!   `unsubscribe ["*"]`.
+//! - `logs`: log lines in a file (no colour codes), JSON logs, `demo` on
+//!   a taken HTTP port.
 //! - `names`: event, market and outcome names from the simulator's API;
 //!   a down or slow fixture endpoint holds no update back.
 //! - `no_durability`: `--no-durability` serves, and keeps nothing.
@@ -46,6 +48,7 @@ mod feed;
 mod feed_problems;
 mod feed_props;
 mod limits;
+mod logs;
 mod names;
 mod no_durability;
 mod page;
