@@ -60,6 +60,7 @@ pub struct Metrics {
     pub quarantined_matches: Gauge,
     pub unclean_matches: Gauge,
     pub instantiate_seconds: Histogram,
+    pub event_to_fanout_seconds: Histogram,
     pub recovery_seconds: Histogram,
     pub restore_seconds: Histogram,
     pub dirty_barrier_seconds: Histogram,
@@ -125,7 +126,7 @@ impl Metrics {
                 m
             }};
         }
-        Metrics {
+        let m = Metrics {
             feed_connections: reg!("feed_connections", "Open feed connections", Gauge::default()),
             feed_bytes: reg!("feed_bytes", "Bytes read from feed connections", Counter::default()),
             feed_messages: reg!("feed_messages", "Feed messages parsed, by type", Family::default()),
@@ -182,6 +183,11 @@ impl Metrics {
                 "unclean_matches",
                 "Matches that pushed updates not yet marked durable-and-clean",
                 Gauge::default()
+            ),
+            event_to_fanout_seconds: reg!(
+                "event_to_fanout_seconds",
+                "From a feed event routed to its match until its update is queued for every subscriber (mailbox wait, guest, serialisation, fan-out)",
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             instantiate_seconds: reg!(
                 "instantiate_seconds",
@@ -378,7 +384,24 @@ impl Metrics {
                 Family::default()
             ),
             registry: r,
+        };
+        m.zero_known_labels();
+        m
+    }
+
+    /// Families whose labels are known in advance start at 0, so they are
+    /// exported before their first event and a `rate()` over them (the
+    /// alert rules, the dashboard) has a series from the start.
+    fn zero_known_labels(&self) {
+        for cause in ["trap", "deadline", "memory"] {
+            let _ = self
+                .worker_failures
+                .get_or_create(&vec![("cause".to_owned(), cause.to_owned())]);
         }
+        let _ = self.bets.get_or_create(&vec![
+            ("decision".to_owned(), "accepted".to_owned()),
+            ("reason".to_owned(), "none".to_owned()),
+        ]);
     }
 
     /// Prometheus text exposition.

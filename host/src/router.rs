@@ -63,7 +63,7 @@ impl Router {
     pub async fn dispatch(&self, event: MatchEvent) -> Result<(), RouteError> {
         let mailbox = self.mailbox_or_create(event.event_id())?;
         mailbox
-            .send(Command::Event(event))
+            .send(Command::Event(event, std::time::Instant::now()))
             .await
             .map_err(|_| RouteError::Closed)
     }

@@ -12,6 +12,8 @@
 //! - `delta`: update deltas applied to the previous state give the next
 //!   snapshot (simulator and samples, through the Wasm guest); rebuilt
 //!   guests regenerate them; what an update frame weighs.
+//! - `deploy`: the Prometheus alert rules and the Grafana dashboard name
+//!   only metrics the server exports.
 //! - `density`: 100,000 matches tracked (hibernated) in one server within
 //!   a stated memory bound per match.
 //! - `e2e`: the real `touchline` binary over real sockets.
@@ -40,6 +42,7 @@ mod bets;
 mod budgets;
 mod delta;
 mod density;
+mod deploy;
 mod disk;
 mod durability;
 mod e2e;

@@ -114,8 +114,9 @@ pub struct Position {
 /// What a worker is asked to do.
 #[derive(Debug)]
 pub enum Command {
-    /// Apply a feed event.
-    Event(MatchEvent),
+    /// Apply a feed event, routed at that instant (for
+    /// `event_to_fanout_seconds`).
+    Event(MatchEvent, std::time::Instant),
     /// A session subscribes as `generation` of its `outbox`: what it needs
     /// to be current goes into the outbox, then every later frame
     /// ([`Fanout::attach`]).
@@ -358,12 +359,16 @@ impl Worker {
             self.wake().await;
         }
         match cmd {
-            Command::Event(event) => {
+            Command::Event(event, routed) => {
                 self.heard_from(event.header().product);
                 self.ask_fixture();
                 self.prepare_names(&event);
                 let settles = event.settles_bets();
                 self.on_event(touchline_guest::encode(&event)).await;
+                self.env
+                    .metrics
+                    .event_to_fanout_seconds
+                    .observe(routed.elapsed().as_secs_f64());
                 self.naming.forget_pending();
                 if settles && !self.bets.is_empty() {
                     self.settle_bets().await;

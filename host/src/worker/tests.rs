@@ -143,7 +143,10 @@ impl Harness {
     }
 
     pub(super) async fn event(&self, event: MatchEvent) {
-        self.mailbox.send(Command::Event(event)).await.expect("worker alive");
+        self.mailbox
+            .send(Command::Event(event, std::time::Instant::now()))
+            .await
+            .expect("worker alive");
     }
 
     pub(super) async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {

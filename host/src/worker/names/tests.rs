@@ -23,7 +23,7 @@ fn odds_change(markets: &str) -> Command {
     let xml =
         format!(r#"<odds_change product="1" event_id="{MATCH}" timestamp="1"><odds>{markets}</odds></odds_change>"#);
     match parse(xml.as_bytes()).expect("parses") {
-        FeedMessage::Match(e) => Command::Event(e),
+        FeedMessage::Match(e) => Command::Event(e, std::time::Instant::now()),
         other => panic!("not a match event: {other:?}"),
     }
 }
