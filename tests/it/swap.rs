@@ -297,16 +297,20 @@ fn serving(extra: &[&str], poison_state_of: Option<&str>) -> (Server, std::net::
 }
 
 /// An event reaches a subscriber as the next seq, produced by `version`.
-async fn still_serving(server: &Server, feed: &mut std::net::TcpStream, id: &str, version: &str) {
+/// Returns the odds it fed.
+async fn still_serving(server: &Server, feed: &mut std::net::TcpStream, id: &str, version: &str) -> f64 {
     let mut ws = Ws::connect(server.http).await;
     ws.send(json!({"op": "subscribe", "matches": [id]})).await;
     let snap = ws.next().await;
     assert_eq!(snap["type"], "snapshot");
-    feed.write_all(&odds(id, 1, 4.25)).expect("feed");
+    // Odds that differ from the current ones, so the update carries them.
+    let new = odds_of(&snap["state"]["markets"], 1, "", "1").map_or(4.25, |o| o + 0.5);
+    feed.write_all(&odds(id, 1, new)).expect("feed");
     let u = ws.next_matching(|f| f["type"] == "update").await;
     assert_eq!(u["seq"].as_u64(), snap["seq"].as_u64().map(|s| s + 1), "{u}");
     assert_eq!(u["guest_version"], version, "{u}");
-    assert_eq!(odds_of(&u["delta"]["markets"], 1, "", "1"), Some(4.25));
+    assert_eq!(odds_of(&u["delta"]["markets"], 1, "", "1"), Some(new));
+    new
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,12 +488,16 @@ async fn a_match_whose_migration_traps_stays_on_the_old_version() {
     let placed = placement(&server);
     assert_eq!(placed[&v1], [ids[1].clone(), ids[2].clone()], "{placed:?}");
     assert_eq!(placed[&faulty], [ids[0].clone()], "{placed:?}");
-    // Installing the active version again retries them: the poisoned one
-    // still cannot migrate, the other switches.
+    // Installing the active version again retries them. Both are idle
+    // (clean), so both switch asleep and migrate at their next command:
+    // the poisoned one still cannot, and goes back to v1 there, its event
+    // applied on v1; the other runs the new version.
     let (code, report) = install(&server, &faulty_guest());
     assert_eq!(code, 200, "{report}");
-    assert_eq!(report["switched"], 1, "{report}");
-    assert_eq!(report["failed"][0]["match"], *poisoned, "{report}");
+    assert_eq!(report["switched"], 2, "{report}");
+    let mut feed = server.feed();
+    still_serving(&server, &mut feed, &poisoned, &v1).await;
+    still_serving(&server, &mut feed, &ids[2], &faulty).await;
     let placed = placement(&server);
     assert_eq!(placed[&v1], std::slice::from_ref(&poisoned), "{placed:?}");
     let l = listing(&server);
@@ -679,13 +687,13 @@ async fn hibernated_matches_switch_and_a_killed_host_restarts_on_the_active_vers
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["switched"], ids.len(), "{report}");
     let mut feed = server.feed();
-    still_serving(&server, &mut feed, &ids[0], &v1).await;
+    let fed = still_serving(&server, &mut feed, &ids[0], &v1).await;
     let snap = {
         let mut ws = Ws::connect(server.http).await;
         ws.send(json!({"op": "subscribe", "matches": [ids[0].clone()]})).await;
         ws.next().await
     };
-    assert_eq!(odds_of(&snap["state"]["markets"], 1, "", "1"), Some(4.25), "{snap}");
+    assert_eq!(odds_of(&snap["state"]["markets"], 1, "", "1"), Some(fed), "{snap}");
     assert!(snap["state"].get("events_seen").is_none(), "{snap}");
 }
 

@@ -124,3 +124,43 @@ async fn a_sleeping_match_migrates_when_it_wakes_and_goes_back_if_that_fails() {
     let statuses: Vec<String> = h.frames().into_iter().map(|f| f.2).filter(|s| !s.is_empty()).collect();
     assert_eq!(statuses, ["upgraded", "rolled_back"]);
 }
+
+/// A rollout puts an idle live match (clean) to sleep rather than migrate
+/// it at once: the new version takes its state at its next command, on
+/// probation. A busy (dirty) one switches at once.
+#[tokio::test(start_paused = true)]
+async fn an_idle_live_match_is_switched_asleep_and_a_busy_one_at_once() {
+    let idle = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    idle.event(odds(2.0, None)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // clean, not yet asleep
+    assert_eq!(idle.metrics.hibernated_matches.get(), 0);
+    let new = faulty();
+    let switch = |reply| Command::Switch {
+        version: new.clone(),
+        probation: true,
+        reply,
+    };
+    let outcome = idle.ask(switch).await;
+    assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
+    assert_eq!(
+        idle.metrics.hibernated_matches.get(),
+        1,
+        "asleep: the new version migrates at its next command"
+    );
+    idle.event(odds(3.0, None)).await;
+    let snap = idle.snapshot().await;
+    assert_eq!(snap["guest_version"], new.version());
+    assert_eq!(
+        (snap["seq"].as_u64(), odds_in(&snap)),
+        (Some(2), Some(3.0)),
+        "the state was migrated"
+    );
+    assert_eq!(idle.observer.seen().last().map(String::as_str), Some("probation ended"));
+
+    let busy = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    busy.event(odds(2.0, None)).await; // dirty until clean_after
+    let outcome = busy.ask(switch).await;
+    assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
+    assert_eq!(busy.metrics.hibernated_matches.get(), 0, "switched awake");
+    assert_eq!(busy.snapshot().await["guest_version"], new.version());
+}
