@@ -435,9 +435,11 @@ async fn canary_refuses_a_guest_that_traps_during_migration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_match_whose_migration_traps_stays_on_the_old_version() {
-    // No canary: the live rollout meets the trap.
+    // No canary: the live rollout meets the trap. No hibernation: every
+    // match switches at once (an idle one would switch asleep and meet the
+    // trap at its next command; that case is further down).
     let poisoned = match_id(1);
-    let (server, mut feed, ids) = serving(&["--canary-matches", "0"], Some(&poisoned));
+    let (server, mut feed, ids) = serving(&["--canary-matches", "0", "--hibernate-after-ms", "0"], Some(&poisoned));
     let v1 = active(&server);
     let (code, report) = install(&server, &faulty_guest());
     assert_eq!(code, 200, "{report}");
@@ -510,8 +512,17 @@ async fn a_match_whose_migration_traps_stays_on_the_old_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_failed_matches_abort_the_whole_rollout() {
+    // No hibernation: every match switches at once, so the migration that
+    // traps fails the rollout itself.
     let (server, mut feed, ids) = serving(
-        &["--canary-matches", "0", "--rollout-max-failed", "0"],
+        &[
+            "--canary-matches",
+            "0",
+            "--rollout-max-failed",
+            "0",
+            "--hibernate-after-ms",
+            "0",
+        ],
         Some(&match_id(1)),
     );
     let v1 = active(&server);

@@ -125,7 +125,7 @@ impl MemoryJournal {
 
     fn apply(&self, op: Op) -> Result<(), JournalError> {
         let mut i = self.lock();
-        if let Op::Barrier { scope, ack } = op {
+        if let Op::Barrier { scope, ack, .. } = op {
             let tainted = match scope {
                 Some(m) => {
                     let before = i.tainted.len();

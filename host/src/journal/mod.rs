@@ -101,6 +101,9 @@ pub enum Op {
     Barrier {
         scope: Option<Arc<str>>,
         ack: oneshot::Sender<Result<(), JournalError>>,
+        /// Someone waits on it: commit at once. `false`: answered with the
+        /// next group commit (no fsync of its own).
+        urgent: bool,
     },
 }
 
@@ -181,7 +184,12 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn barrier(&self, scope: Option<Arc<str>>) -> BoxFuture<'_, Result<Durable, JournalError>> {
         Box::pin(async move {
             let (ack, durable) = Durable::pair();
-            self.write(Op::Barrier { scope, ack }).await?;
+            self.write(Op::Barrier {
+                scope,
+                ack,
+                urgent: true,
+            })
+            .await?;
             Ok(durable)
         })
     }

@@ -149,7 +149,7 @@ impl Held {
     /// Take `op` while the disk is full (see the module header).
     fn hold(&mut self, op: Op, taint: &mut Taint, full: &Problem) {
         match op {
-            Op::Barrier { scope, ack } => {
+            Op::Barrier { scope, ack, .. } => {
                 // Reports (and so clears) what its scope had failed too.
                 let _ = taint.take(scope.as_deref());
                 let _ = ack.send(Err(JournalError::WriteFailed(full.to_string())));
@@ -233,9 +233,9 @@ pub async fn run_writer<S: Sink>(
             None => {}
         }
         let deadline = tokio::time::Instant::now() + commit_interval;
-        // A barrier means someone waits for durability: commit now rather
-        // than at the end of the interval.
-        while batch.len() < MAX_BATCH && !matches!(batch.last(), Some(Op::Barrier { .. })) {
+        // An urgent barrier means someone waits for durability: commit now
+        // rather than at the end of the interval.
+        while batch.len() < MAX_BATCH && !matches!(batch.last(), Some(Op::Barrier { urgent: true, .. })) {
             if stopping {
                 match rx.recv().await {
                     Some(op) => batch.push(op),
@@ -312,7 +312,7 @@ async fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metr
     let mut acks: Vec<(Ack, Result<(), JournalError>)> = Vec::new();
     let mut failed = false;
     for op in batch.drain(..) {
-        if let Op::Barrier { scope, ack } = op {
+        if let Op::Barrier { scope, ack, .. } = op {
             let verdict = match taint.take(scope.as_deref()) {
                 Some(e) => Err(JournalError::WriteFailed(e)),
                 None => Ok(()),

@@ -256,11 +256,20 @@ impl Worker {
         if !matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. }) {
             return;
         }
+        self.give_instance_back();
+        self.give_base_back();
+    }
+
+    /// Sleep, keeping the base in memory: the state saved (if events came
+    /// since the last snapshot), the instance and buffers given back.
+    pub(super) fn give_instance_back(&mut self) {
+        if !matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. }) {
+            return;
+        }
         if !self.tail.events.is_empty() {
             self.snapshot();
         }
         self.release_buffers();
-        self.give_base_back();
         let fallback = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Probation { fallback, .. } => Some(fallback),
             _ => None,
