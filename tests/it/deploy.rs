@@ -1,6 +1,6 @@
-//! The operator's pieces in `deploy/`: the Prometheus alerting rules and the
-//! Grafana dashboard parse, are well formed, and name only metrics a real
-//! server exports on `GET /metrics`.
+//! The operator's pieces in `deploy/`: `promtool` accepts the Prometheus
+//! alerting rules; they and the Grafana dashboard parse, are well formed,
+//! and name only metrics a real server exports on `GET /metrics`.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -70,6 +70,20 @@ fn exported(metrics: &str) -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// `promtool check rules` (Debian's prometheus package; `make promtool`
+/// installs it) accepts the alerting rules: YAML, PromQL and templates.
+#[test]
+fn promtool_accepts_the_alert_rules() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/alerts.yml");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .unwrap_or_else(|e| panic!("promtool: {e} (install it with `make promtool`)"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool refused the rules: {text}");
+    assert!(text.contains("SUCCESS: 8 rules found"), "{text}");
 }
 
 #[test]
