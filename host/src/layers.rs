@@ -10,7 +10,7 @@
 /// edges (HTTP, the simulator, configuration, assembling the server).
 pub const LAYERS: &[&[&str]] = &[
     &["metrics", "supervisor", "journal", "provider_api", "names", "auth"],
-    &["sandbox", "store", "producers", "reference"],
+    &["sandbox", "store", "producers", "reference", "cluster"],
     &["worker"],
     &["router"],
     &["feed", "bets", "guests"],

@@ -17,6 +17,9 @@
 //! - [`listen`]: the HTTP port's accept loop: connection limits (per
 //!   address, in all), the request-head timeout, running out of
 //!   descriptors.
+//! - [`cluster`]: Touchline as a cluster on NATS JetStream (issue 13, in
+//!   progress): partitions, subjects, leases and their balancing, the
+//!   streams; not wired into the server yet.
 //! - [`store`]: the only owner of sled (the production journal); its
 //!   writer makes group commits.
 //! - [`producers`]: the feed's producers, their state (up, down,
@@ -34,6 +37,7 @@
 
 pub mod auth;
 pub mod bets;
+pub mod cluster;
 pub mod config;
 pub mod feed;
 pub mod guests;

@@ -12,6 +12,8 @@
 //! - [`sim`]: `touchline simulate` as a child process (feed + provider API).
 //! - [`provider`]: the feed provider's recovery API (records requests),
 //!   and bringing a server's producers up from a test's feed connection.
+//! - [`nats`]: real `nats-server` processes (one JetStream server, or a
+//!   3-server cluster) for the cluster tests: kill -9, restart.
 //!
 //! Errors are typed ([`Error`]): the tests turn them into panics, the bench
 //! into `anyhow` errors. Nothing here knows which binary it runs: the caller
@@ -20,6 +22,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod nats;
 pub mod procfs;
 pub mod provider;
 pub mod server;
@@ -29,6 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use metrics::Metrics;
+pub use nats::{NatsCluster, NatsServer};
 pub use server::{Launch, ServerProcess};
 
 /// What can go wrong driving a server.
@@ -42,6 +46,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("nats-server not found at {0} (install it with `make nats`, or set TOUCHLINE_NATS_SERVER)")]
+    MissingNatsServer(PathBuf),
+    #[error("nats-server exited; its log is {log}")]
+    NatsExited { log: PathBuf },
     #[error("the server exited before it printed READY; its log is {log}")]
     NotReady { log: PathBuf },
     #[error("the server reported no feed port")]

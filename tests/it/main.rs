@@ -9,6 +9,9 @@
 //!   connections per address, running out of descriptors), with RSS bounds.
 //! - `bets`: bet decisions, idempotency, durability of confirmed bets.
 //! - `settle_bets`: settlements, cancels and rollbacks of accepted bets.
+//! - `cluster_lease`: partition leases on real nats-server processes
+//!   (issue 13): balance, crash and graceful hand-over, the fencing rule,
+//!   a NATS server killed under a 3-server cluster.
 //! - `delta`: update deltas applied to the previous state give the next
 //!   snapshot (simulator and samples, through the Wasm guest); rebuilt
 //!   guests regenerate them; what an update frame weighs.
@@ -40,6 +43,7 @@
 mod bet_ids;
 mod bets;
 mod budgets;
+mod cluster_lease;
 mod delta;
 mod density;
 mod deploy;
