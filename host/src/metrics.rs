@@ -186,7 +186,7 @@ impl Metrics {
             ),
             event_to_fanout_seconds: reg!(
                 "event_to_fanout_seconds",
-                "From a feed event routed to its match until its update is queued for every subscriber (mailbox wait, guest, serialisation, fan-out)",
+                "From a feed event routed to its match until its update is queued for every subscriber (mailbox wait, guest, serialisation, fan-out); held, rejected or dead-lettered events are not counted",
                 Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             instantiate_seconds: reg!(

@@ -96,6 +96,8 @@ fn alert_rules_and_dashboard_are_well_formed_and_name_exported_metrics() {
     feed.write_all(b"<no_such_message/>").expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
     server.wait_metric("touchline_feed_errors_total", 1.0);
+    // The fan-out latency the alert watches is observed per applied event.
+    server.wait_metric("touchline_event_to_fanout_seconds_count", 1.0);
     let (code, metrics) = http_get(server.http, "/metrics");
     assert_eq!(code, 200);
     let exported = exported(&metrics);

@@ -192,6 +192,12 @@ impl Worker {
         self.env.metrics.events_applied.inc();
         // No receivers is fine: nobody is watching this match.
         let _ = self.updates.send(frame);
+        if let Some(routed) = self.routed.take() {
+            self.env
+                .metrics
+                .event_to_fanout_seconds
+                .observe(routed.elapsed().as_secs_f64());
+        }
         if self.tail.events.len() as u64 >= self.env.snapshot_every
             || self.tail.bytes >= RECOVERY_TAIL_BYTES
             || self.last_snapshot.elapsed() >= self.env.snapshot_interval

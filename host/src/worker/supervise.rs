@@ -256,16 +256,6 @@ impl Worker {
         if !matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. }) {
             return;
         }
-        self.give_instance_back();
-        self.give_base_back();
-    }
-
-    /// Sleep, keeping the base in memory: the state saved (if events came
-    /// since the last snapshot), the instance and buffers given back.
-    pub(super) fn give_instance_back(&mut self) {
-        if !matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. }) {
-            return;
-        }
         if !self.tail.events.is_empty() {
             self.snapshot();
         }
@@ -275,6 +265,7 @@ impl Worker {
             _ => None,
         };
         self.enter(Lifecycle::Hibernated { fallback });
+        self.give_base_back();
     }
 
     /// Restore a hibernated match before it does anything.

@@ -146,6 +146,9 @@ impl Worker {
         self.env.observer.probation(&self.id, ProbationNews::Started);
         self.env.observer.runs(&self.id, self.version.version_arc());
         self.write_meta().await;
+        // The fallback holds the state now: the base goes back to the store
+        // once it is durable (read back when the match wakes).
+        self.give_base_back();
         self.status(Status::Upgraded, &format!("guest {from} → {to}"));
         let seconds = started.elapsed().as_secs_f64();
         self.env.metrics.match_switch_seconds.observe(seconds);
