@@ -9,6 +9,8 @@
 //!   connections per address, running out of descriptors), with RSS bounds.
 //! - `bets`: bet decisions, idempotency, durability of confirmed bets.
 //! - `settle_bets`: settlements, cancels and rollbacks of accepted bets.
+//! - `cluster_ingest`: match events published to `TL_EVENTS` by partition,
+//!   the same feed from two ingest nodes stored once.
 //! - `cluster_lease`: partition leases on real nats-server processes
 //!   (issue 13): balance, crash and graceful hand-over, the fencing rule,
 //!   a NATS server killed under a 3-server cluster.
@@ -43,6 +45,7 @@
 mod bet_ids;
 mod bets;
 mod budgets;
+mod cluster_ingest;
 mod cluster_lease;
 mod delta;
 mod density;

@@ -21,6 +21,7 @@
 //! node: it only talks to NATS.
 
 pub mod balance;
+pub mod ingest;
 pub mod lease;
 pub mod leases;
 pub mod nodes;
@@ -58,6 +59,12 @@ pub enum ClusterError {
         op: &'static str,
         bucket: &'static str,
         key: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("publishing to {subject}")]
+    Publish {
+        subject: String,
         #[source]
         source: async_nats::Error,
     },
