@@ -11,8 +11,6 @@
 //! it once. The payload is the event encoded once
 //! (`touchline_guest::encode`), the bytes the journal keeps.
 
-use std::fmt::Write as _;
-
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -83,11 +81,7 @@ pub fn message_id(match_id: &str, message: &[u8]) -> String {
     h.update(match_id.as_bytes());
     h.update([0]);
     h.update(message);
-    let mut hex = String::with_capacity(64);
-    for b in h.finalize() {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
+    format!("{:x}", h.finalize())
 }
 
 #[cfg(test)]

@@ -50,8 +50,9 @@ impl Worker {
         if let Some(frames) = self.missed(seq) {
             return Some(frames);
         }
-        let journal = self.env.journal.clone()?;
-        crate::journal::sync(&*journal, Some(self.id.clone())).await.ok()?;
+        crate::journal::sync(self.journal()?, Some(self.id.clone()))
+            .await
+            .ok()?;
         self.missed(seq)
     }
 

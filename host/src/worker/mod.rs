@@ -244,9 +244,6 @@ pub(crate) struct Worker {
     /// The last snapshot frame served, and what it was made from.
     /// (Boxed: most matches have none most of the time.)
     snapshot_cache: Option<Box<(catchup::SnapshotKey, Frame)>>,
-    /// When the feed event being applied was routed here (for
-    /// `event_to_fanout_seconds`, observed once its update is fanned out).
-    routed: Option<std::time::Instant>,
     /// The producer board, watched.
     board: watch::Receiver<Board>,
     /// Its producers, and what its subscribers were told of them.
@@ -297,7 +294,6 @@ impl Worker {
             bets: Vec::new(),
             telling: None,
             snapshot_cache: None,
-            routed: None,
             board: env.producers.clone(),
             producers: producers::Producers::default(),
             naming: names::Naming::default(),
@@ -368,10 +364,7 @@ impl Worker {
                 self.ask_fixture();
                 self.prepare_names(&event);
                 let settles = event.settles_bets();
-                self.routed = Some(routed);
-                self.on_event(touchline_guest::encode(&event)).await;
-                // Held, rejected or dead-lettered: no update went out.
-                self.routed = None;
+                self.on_event(touchline_guest::encode(&event), Some(routed)).await;
                 self.naming.forget_pending();
                 if settles && !self.bets.is_empty() {
                     self.settle_bets().await;

@@ -148,7 +148,7 @@ impl Worker {
     }
 
     /// An applied event: next seq, frame, journal, fan-out.
-    pub(super) async fn commit(&mut self, bytes: Vec<u8>, delta: &RawValue) {
+    pub(super) async fn commit(&mut self, bytes: Vec<u8>, delta: &RawValue, routed: Option<std::time::Instant>) {
         if self.mark.is_clean() {
             // The first push beyond a clean mark: clear it durably first.
             self.mark = Mark::Dirty {
@@ -192,7 +192,7 @@ impl Worker {
         self.env.metrics.events_applied.inc();
         // No receivers is fine: nobody is watching this match.
         let _ = self.updates.send(frame);
-        if let Some(routed) = self.routed.take() {
+        if let Some(routed) = routed {
             self.env
                 .metrics
                 .event_to_fanout_seconds
@@ -249,10 +249,13 @@ impl Worker {
                         match_id: self.id.clone(),
                         record,
                     });
-                    if queued.is_err() {
-                        self.env.metrics.snapshots_skipped.inc();
-                    }
-                    stored = if queued.is_ok() { Stored::Queued } else { Stored::No };
+                    stored = match queued {
+                        Ok(()) => Stored::Queued,
+                        Err(_) => {
+                            self.env.metrics.snapshots_skipped.inc();
+                            Stored::No
+                        }
+                    };
                 }
                 self.stored = stored;
                 self.base = Some(Base {

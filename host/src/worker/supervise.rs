@@ -31,13 +31,15 @@ pub(super) enum Applied {
 }
 
 impl Worker {
-    pub(super) async fn on_event(&mut self, bytes: Vec<u8>) {
+    /// Apply a feed event (`routed`: when it was routed here, for
+    /// `event_to_fanout_seconds`; `None` for replays).
+    pub(super) async fn on_event(&mut self, bytes: Vec<u8>, routed: Option<std::time::Instant>) {
         match &mut self.life {
             Lifecycle::Quarantined { .. } => return self.hold(bytes).await,
             Lifecycle::Probation { instance, .. } => match instance.apply_json(&bytes) {
                 Ok(delta) => {
                     self.pass_probation();
-                    return self.commit(bytes, &delta).await;
+                    return self.commit(bytes, &delta, routed).await;
                 }
                 // Back on the old version, which applies the event below.
                 Err(f) => self.fail_probation(&f).await,
@@ -45,7 +47,7 @@ impl Worker {
             _ => {}
         }
         match self.apply_supervised(&bytes).await {
-            Applied::Ok(delta) => self.commit(bytes, &delta).await,
+            Applied::Ok(delta) => self.commit(bytes, &delta, routed).await,
             Applied::Rejected(f) => {
                 self.env.metrics.events_rejected.inc();
                 tracing::warn!(match_id = %self.id, seq = self.seq, error = %f, "guest rejected event");
@@ -231,7 +233,7 @@ impl Worker {
         let (n_dead, n_held) = (parked.dead_letters.len(), parked.held.len());
         let kept = parked.dead_letters.into_iter().map(|l| l.event).chain(parked.held);
         for event in kept {
-            self.on_event(event).await;
+            self.on_event(event, None).await;
         }
         let next = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Healing { instance: Some(i) } => Lifecycle::Live(i),
