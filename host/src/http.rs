@@ -57,6 +57,8 @@ pub struct AppState {
     pub store: crate::store::Store,
     /// A feed connection is part of readiness when one is configured.
     pub feed_expected: bool,
+    /// The operator console's state (`crate::ops`).
+    pub console: Arc<crate::ops::Console>,
 }
 
 /// Read buffer per WebSocket session, bytes.
@@ -73,13 +75,13 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket))
-        .route("/admin/matches/{id}/heal", axum::routing::post(heal))
         .route("/admin/guest", get(list_guests).post(install_guest))
         .route("/admin/guest/rollback", axum::routing::post(rollback_guest))
         .route("/api/bets/{id}", get(bet))
         .route("/api/producers", get(producers))
         .route("/api/reference", get(reference))
         .route("/admin/reference/refresh", axum::routing::post(refresh_reference))
+        .merge(crate::ops::routes())
         .with_state(state)
 }
 
@@ -219,17 +221,6 @@ async fn bet(State(st): State<AppState>, Path(id): Path<String>) -> Response {
     }
 }
 
-/// Lift a match's quarantine and replay its dead letters and held events.
-async fn heal(State(st): State<AppState>, Path(id): Path<String>, peer: Peer, headers: HeaderMap) -> Response {
-    if let Some(denied) = refusal(&st, &peer, &headers) {
-        return denied;
-    }
-    match st.router.heal(&id).await {
-        Some(report) => (StatusCode::OK, report).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("no live match {id}")).into_response(),
-    }
-}
-
 /// Installed guest versions, which matches run which, the last rollout.
 async fn list_guests(State(st): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
     if let Some(denied) = refusal(&st, &peer, &headers) {
@@ -242,7 +233,8 @@ async fn list_guests(State(st): State<AppState>, peer: Peer, headers: HeaderMap)
 /// is checked before the body is read, so only an operator can make the
 /// server buffer a component.
 async fn install_guest(State(st): State<AppState>, req: Request) -> Response {
-    if let Some(denied) = refusal(&st, &peer_of(req.extensions()), req.headers()) {
+    let (peer, headers) = (peer_of(req.extensions()), req.headers().clone());
+    if let Some(denied) = refusal(&st, &peer, &headers) {
         // Read (and drop) what the client is sending, up to a bound, so it
         // sees the 401 rather than a reset mid-upload.
         drain(req.into_body()).await;
@@ -259,6 +251,7 @@ async fn install_guest(State(st): State<AppState>, req: Request) -> Response {
         }
     };
     let result = st.guests.install(&st.router, body.to_vec()).await;
+    record_rollout(&st, &peer, &headers, "install_guest", &result);
     rollout_response(result)
 }
 
@@ -288,7 +281,31 @@ async fn rollback_guest(State(st): State<AppState>, peer: Peer, headers: HeaderM
         return denied;
     }
     let result = st.guests.rollback(&st.router).await;
+    record_rollout(&st, &peer, &headers, "rollback_guest", &result);
     rollout_response(result)
+}
+
+/// Log a guest install or rollback in the console's activity.
+fn record_rollout(
+    st: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    action: &'static str,
+    result: &Result<crate::guests::RolloutReport, crate::guests::InstallError>,
+) {
+    use crate::ops::Outcome;
+    let (outcome, target, detail) = match result {
+        Ok(r) if r.outcome == crate::guests::RolloutOutcome::Aborted => {
+            (Outcome::Failed, r.to.clone(), format!("{:?}", r.outcome))
+        }
+        Ok(r) => (
+            Outcome::Ok,
+            r.to.clone(),
+            format!("{:?}: {} switched", r.outcome, r.switched),
+        ),
+        Err(e) => (Outcome::Refused, String::new(), e.to_string()),
+    };
+    st.console.record(peer, headers, action, &target, outcome, &detail);
 }
 
 /// 200 with the report when the rollout ran (even partly); 409 when it was
@@ -323,7 +340,7 @@ fn rollout_response(result: Result<crate::guests::RolloutReport, crate::guests::
 /// wrong or missing one, 429 once an address sent too many wrong ones
 /// (`auth`).
 /// `None`: allowed.
-fn refusal(st: &AppState, peer: &Peer, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(st: &AppState, peer: &Peer, headers: &HeaderMap) -> Option<Response> {
     let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match st.auth.check(peer.0, given, std::time::Instant::now()) {
         Verdict::Allowed => None,
@@ -349,7 +366,7 @@ fn refusal(st: &AppState, peer: &Peer, headers: &HeaderMap) -> Option<Response> 
 
 /// The client's address, as the accept loop saw it (`None` if the request
 /// did not come through it).
-struct Peer(Option<std::net::IpAddr>);
+pub(crate) struct Peer(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
@@ -368,7 +385,7 @@ fn peer_of(extensions: &axum::http::Extensions) -> Peer {
 }
 
 /// Check an RFC 6455 upgrade request; returns the Sec-WebSocket-Accept value.
-fn handshake_key(h: &HeaderMap) -> Result<String, &'static str> {
+pub(crate) fn handshake_key(h: &HeaderMap) -> Result<String, &'static str> {
     let has = |name: header::HeaderName, token: &str| {
         h.get_all(name).iter().any(|v| {
             v.to_str()

@@ -7,7 +7,8 @@
 //! implements (e.g. [`crate::worker::Observer`]).
 
 /// Layers, lowest first. A module appears once. The last layer holds the
-/// edges (HTTP, the simulator, configuration, assembling the server).
+/// edges (HTTP, the operator console, the simulator, configuration,
+/// assembling the server).
 pub const LAYERS: &[&[&str]] = &[
     &["metrics", "supervisor", "journal", "provider_api", "names", "auth"],
     &["sandbox", "store", "producers", "reference", "cluster"],
@@ -15,7 +16,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["router"],
     &["feed", "bets", "guests"],
     &["push"],
-    &["http", "listen", "sim", "config", "server"],
+    &["http", "ops", "listen", "sim", "config", "server"],
 ];
 
 #[cfg(test)]

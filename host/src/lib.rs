@@ -47,6 +47,7 @@ pub mod layers;
 pub mod listen;
 pub mod metrics;
 pub mod names;
+pub mod ops;
 pub mod producers;
 pub mod provider_api;
 pub mod push;

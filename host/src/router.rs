@@ -59,11 +59,16 @@ impl Router {
         }
     }
 
-    /// Deliver `event` to its match's worker, waiting if the mailbox is full.
-    pub async fn dispatch(&self, event: MatchEvent) -> Result<(), RouteError> {
+    /// Deliver `event` (and the feed message it came from) to its match's
+    /// worker, waiting if the mailbox is full.
+    pub async fn dispatch(&self, event: MatchEvent, raw: Option<bytes::Bytes>) -> Result<(), RouteError> {
         let mailbox = self.mailbox_or_create(event.event_id())?;
         mailbox
-            .send(Command::Event(event, std::time::Instant::now()))
+            .send(Command::Event {
+                event,
+                routed: std::time::Instant::now(),
+                raw,
+            })
             .await
             .map_err(|_| RouteError::Closed)
     }
@@ -158,6 +163,49 @@ impl Router {
 
     pub fn get(&self, id: &str) -> Option<WorkerHandle> {
         self.matches.lock().expect("router lock").as_ref()?.get(id).cloned()
+    }
+
+    /// Ask a match's worker for its card (and detail); `None` if the match
+    /// is gone or did not answer within `within` (a long mailbox).
+    pub async fn inspect(&self, id: &str, detail: bool, within: std::time::Duration) -> Option<worker::Detail> {
+        let handle = self.get(id)?;
+        Self::ask_inspect(handle, detail, within).await
+    }
+
+    /// [`Router::inspect`] of a handle already in hand.
+    pub async fn ask_inspect(
+        handle: WorkerHandle,
+        detail: bool,
+        within: std::time::Duration,
+    ) -> Option<worker::Detail> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tokio::time::timeout(within, async move {
+            handle.mailbox.send(Command::Inspect { detail, reply }).await.ok()?;
+            drop(handle);
+            rx.await.ok()
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Carry out an operator's action on a match; `None` if it is gone.
+    pub async fn operate(&self, id: &str, action: worker::Action) -> Option<Result<String, worker::Refusal>> {
+        let handle = self.get(id)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        handle.mailbox.send(Command::Operate { action, reply }).await.ok()?;
+        drop(handle);
+        rx.await.ok()
+    }
+
+    /// Every match with its handle (for the operator console).
+    pub fn handles(&self) -> Vec<(Arc<str>, WorkerHandle)> {
+        self.matches
+            .lock()
+            .expect("router lock")
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Every live match id.

@@ -132,7 +132,9 @@ impl Server {
             router.restore(recovered, &pinned);
         }
         let (feed_stop, feed_tasks) = (CancellationToken::new(), TaskTracker::new());
+        let rejects = Arc::new(feed::Rejects::default());
         let intake = feed::Intake {
+            rejects: rejects.clone(),
             router: router.clone(),
             metrics: metrics.clone(),
             max_message_bytes: config.max_message_bytes,
@@ -160,6 +162,7 @@ impl Server {
             catalog,
             store: store.clone(),
             feed_expected: config.feed_listen.is_some() || config.feed_connect.is_some(),
+            console: Arc::new(crate::ops::Console::new(rejects, config.data_dir.clone())),
         };
         let (http_addr, http_task) = serve_http(&config, http, state, metrics_for_http, session_stop.clone()).await?;
         ready.store(true, Ordering::Release);

@@ -56,6 +56,14 @@ impl Intensity {
         }
     }
 
+    /// Failures still inside the window at `now`.
+    pub fn in_window(&self, now: Instant) -> usize {
+        self.failures
+            .iter()
+            .filter(|t| now.duration_since(**t) <= self.policy.window)
+            .count()
+    }
+
     /// Forget past failures (after an operator heals the match).
     pub fn reset(&mut self) {
         self.failures.clear();

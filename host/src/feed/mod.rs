@@ -24,6 +24,7 @@
 pub mod frame;
 pub mod groups;
 pub mod parse;
+mod rejects;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use crate::producers::{Input, LagWatch, Producers, wall_ms};
 use crate::router::Router;
 use frame::Framer;
 use parse::FeedMessage;
+pub use rejects::{Rejected, Rejects};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -58,6 +60,8 @@ pub struct Intake {
     pub producers: Producers,
     /// The market descriptions in force: what a `bet_stop`'s groups mean.
     pub descriptions: tokio::sync::watch::Receiver<Arc<crate::names::Descriptions>>,
+    /// The last messages dropped, for the operator console.
+    pub rejects: Arc<Rejects>,
 }
 
 /// Accept feed connections until `shutdown`.
@@ -140,10 +144,11 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         }
         while let Some(frame) = framer.next_message() {
             match frame {
-                Ok(msg) => handle_message(&msg, &intake, &mut lag).await,
+                Ok(msg) => handle_message(msg, &intake, &mut lag).await,
                 Err(e) => {
                     let reason = e.kind();
                     count_dropped(&intake.metrics, reason, e.bytes());
+                    intake.rejects.record(reason, e.bytes(), None);
                     tracing::warn!(reason, bytes = e.bytes(), error = %e, "feed bytes dropped; framing resumed");
                 }
             }
@@ -167,12 +172,13 @@ fn count_dropped(metrics: &Metrics, reason: &'static str, bytes: usize) {
         .inc_by(bytes as u64);
 }
 
-async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
+async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch) {
     let mut problems = Vec::new();
-    let msg = match parse::parse_reporting(xml, &mut problems) {
+    let msg = match parse::parse_reporting(&xml, &mut problems) {
         Ok(msg) => msg,
         Err(e) => {
             count_dropped(&intake.metrics, e.kind(), xml.len());
+            intake.rejects.record(e.kind(), xml.len(), Some(&xml));
             tracing::warn!(reason = e.kind(), bytes = xml.len(), error = %e, "feed message rejected");
             return;
         }
@@ -222,7 +228,9 @@ async fn handle_message(xml: &[u8], intake: &Intake, lag: &mut LagWatch) {
             if let touchline_guest::event::MatchEvent::BetStop(stop) = &mut event {
                 groups::resolve(stop, &intake.descriptions.borrow());
             }
-            if let Err(e) = intake.router.dispatch(event).await {
+            // The message's own buffer, moved (kept only if the event is
+            // dead-lettered or held: what the operator console shows).
+            if let Err(e) = intake.router.dispatch(event, Some(bytes::Bytes::from(xml))).await {
                 intake
                     .metrics
                     .route_errors

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 
-use super::{BetRecord, DeadLetter, Journal, JournalError, MatchMeta, Op, Parked, SnapshotRecord};
+use super::{BetRecord, DeadLetter, Journal, JournalError, Kept, MatchMeta, Op, Parked, SnapshotRecord};
 
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
@@ -25,8 +25,10 @@ struct Inner {
     journal: BTreeMap<(String, u64), (Vec<u8>, String)>,
     snapshots: HashMap<String, SnapshotRecord>,
     meta: HashMap<String, MatchMeta>,
-    dead: HashMap<String, Vec<DeadLetter>>,
-    held: HashMap<String, Vec<Vec<u8>>>,
+    dead: HashMap<String, Vec<Kept<DeadLetter>>>,
+    held: HashMap<String, Vec<Kept<Vec<u8>>>>,
+    /// The last id given to a parked item.
+    next_id: u64,
     bets: BTreeMap<String, BetRecord>,
     /// Matches whose writes are refused.
     failing: Vec<String>,
@@ -165,11 +167,32 @@ impl MemoryJournal {
             Op::Meta { match_id, meta } => {
                 i.meta.insert(match_id.to_string(), meta);
             }
-            Op::DeadLetter { match_id, letter } => i.dead.entry(match_id.to_string()).or_default().push(letter),
-            Op::Hold { match_id, event } => i.held.entry(match_id.to_string()).or_default().push(event),
+            Op::DeadLetter { match_id, letter, raw } => {
+                i.next_id += 1;
+                let item = Kept {
+                    id: i.next_id,
+                    item: letter,
+                    raw: raw.map(|r| r.to_vec()),
+                };
+                i.dead.entry(match_id.to_string()).or_default().push(item);
+            }
+            Op::Hold { match_id, event, raw } => {
+                i.next_id += 1;
+                let item = Kept {
+                    id: i.next_id,
+                    item: event,
+                    raw: raw.map(|r| r.to_vec()),
+                };
+                i.held.entry(match_id.to_string()).or_default().push(item);
+            }
             Op::ClearParked { match_id } => {
                 i.dead.remove(&*match_id);
                 i.held.remove(&*match_id);
+            }
+            Op::RemoveDeadLetter { match_id, id } => {
+                if let Some(d) = i.dead.get_mut(&*match_id) {
+                    d.retain(|k| k.id != id);
+                }
             }
             Op::Bet(record) => {
                 i.bets.insert(record.request.id.clone(), *record);

@@ -60,17 +60,28 @@ pub enum Op {
         match_id: Arc<str>,
         meta: MatchMeta,
     },
+    /// A poison event and, when the feed delivered it, its message as it
+    /// arrived (`raw`: what the operator console shows).
     DeadLetter {
         match_id: Arc<str>,
         letter: DeadLetter,
+        raw: Option<bytes::Bytes>,
     },
+    /// An event that arrived while the match was quarantined, with its raw
+    /// message as for a dead letter.
     Hold {
         match_id: Arc<str>,
         event: Vec<u8>,
+        raw: Option<bytes::Bytes>,
     },
     /// Remove dead letters and held events of a match (after healing).
     ClearParked {
         match_id: Arc<str>,
+    },
+    /// Remove one dead letter (replayed by an operator), by its [`Kept::id`].
+    RemoveDeadLetter {
+        match_id: Arc<str>,
+        id: u64,
     },
     Bet(Box<BetRecord>),
     /// Keep an installed guest component.
@@ -124,7 +135,8 @@ impl Op {
             | Op::Meta { match_id, .. }
             | Op::DeadLetter { match_id, .. }
             | Op::Hold { match_id, .. }
-            | Op::ClearParked { match_id } => Some(match_id),
+            | Op::ClearParked { match_id }
+            | Op::RemoveDeadLetter { match_id, .. } => Some(match_id),
             Op::Bet(record) => Some(&record.match_id),
             Op::Barrier { scope, .. } => scope.as_deref(),
             Op::PutGuest { .. } | Op::RemoveGuest { .. } | Op::ActiveGuest { .. } => Some(GUESTS_SCOPE),
@@ -156,11 +168,24 @@ impl Durable {
     }
 }
 
-/// What a match parked: dead letters and events held while quarantined.
+/// What a match parked: dead letters and events held while quarantined,
+/// in the order they were parked.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Parked {
-    pub dead_letters: Vec<DeadLetter>,
-    pub held: Vec<Vec<u8>>,
+    pub dead_letters: Vec<Kept<DeadLetter>>,
+    /// Encoded events.
+    pub held: Vec<Kept<Vec<u8>>>,
+}
+
+/// One parked item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept<T> {
+    /// The store's name for it, stable while it is kept (a replay names it).
+    pub id: u64,
+    pub item: T,
+    /// The feed message it came from, as it arrived (`None`: kept before
+    /// raw messages were, or not from the feed).
+    pub raw: Option<Vec<u8>>,
 }
 
 /// Prefix of the `Op::Reference` keys holding one match's fixture each

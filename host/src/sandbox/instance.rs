@@ -25,6 +25,8 @@ pub struct HostState {
     /// ...and whether the guest tried to grow past it (the call that did
     /// trapped: a [`Failure::Memory`]).
     memory_exceeded: bool,
+    /// Linear memory the guest holds now, bytes (what the console shows).
+    memory_bytes: usize,
 }
 
 impl HostState {
@@ -33,6 +35,7 @@ impl HostState {
             match_id,
             memory_cap,
             memory_exceeded: false,
+            memory_bytes: 0,
         }
     }
 }
@@ -47,6 +50,7 @@ impl wasmtime::ResourceLimiter for HostState {
                 self.memory_cap
             )));
         }
+        self.memory_bytes = self.memory_bytes.max(desired);
         Ok(true)
     }
 
@@ -208,6 +212,14 @@ macro_rules! dispatch {
 }
 
 impl GuestInstance {
+    /// Linear memory this instance holds, bytes (0 for the native model).
+    pub fn memory_bytes(&self) -> usize {
+        match &self.kind {
+            Kind::Native(_) => 0,
+            Kind::Wasm(g) => g.store.data().memory_bytes,
+        }
+    }
+
     pub(super) fn event_format(&mut self) -> Result<u32, Failure> {
         dispatch!(infallible self, |_w| touchline_guest::EVENT_FORMAT, |m, s| m.call_event_format(s))
     }

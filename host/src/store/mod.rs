@@ -12,6 +12,7 @@
 //! - `matches`   match → [`MatchMeta`] (epoch, clean mark, quarantine)
 //! - `dead`      match \0 n → [`DeadLetter`]
 //! - `held`      match \0 n → event bytes received while quarantined
+//! - `dead_raw`, `held_raw`  the same keys → the feed message as it arrived
 //! - `bets`      bet id → [`BetRecord`]
 //! - `match_bets` match \0 bet id → () for accepted bets (settlement, recovery)
 //! - `guests`    content hash → [`GuestRecord`] (installed guest components)
@@ -31,7 +32,7 @@ use health::StoreHealth;
 use serde::{Deserialize, Serialize};
 
 pub use crate::journal::{
-    BetRecord, DeadLetter, GuestRecord, JournalEntry, MatchMeta, Op, ProducerRecord, Recovered, SnapshotRecord,
+    BetRecord, DeadLetter, GuestRecord, JournalEntry, Kept, MatchMeta, Op, ProducerRecord, Recovered, SnapshotRecord,
 };
 pub use writer::{StoreHandle, WRITE_QUEUE, queue, run_writer};
 /// Journal entries kept below the latest snapshot so clients can resume.
@@ -116,6 +117,10 @@ pub struct Store {
     matches: sled::Tree,
     dead: sled::Tree,
     held: sled::Tree,
+    /// The raw feed messages of dead letters and held events, under the
+    /// same keys (kept apart: older records stay readable as they are).
+    dead_raw: sled::Tree,
+    held_raw: sled::Tree,
     bets: sled::Tree,
     match_bets: sled::Tree,
     guests: sled::Tree,
@@ -196,6 +201,8 @@ impl Store {
             matches: db.open_tree("matches")?,
             dead: db.open_tree("dead")?,
             held: db.open_tree("held")?,
+            dead_raw: db.open_tree("dead_raw")?,
+            held_raw: db.open_tree("held_raw")?,
             bets: db.open_tree("bets")?,
             match_bets: db.open_tree("match_bets")?,
             guests: db.open_tree("guests")?,
@@ -374,21 +381,53 @@ impl Store {
         }
     }
 
-    pub fn dead_letters(&self, match_id: &str) -> Result<Vec<DeadLetter>, StoreError> {
+    /// A match's dead letters, oldest first, with their raw messages.
+    pub fn dead_letters(&self, match_id: &str) -> Result<Vec<Kept<DeadLetter>>, StoreError> {
         self.dead
             .scan_prefix(prefix(match_id))
             .map(|r| {
-                r.map_err(StoreError::from)
-                    .and_then(|(k, v)| dec("dead letter", &k, &v))
+                let (k, v) = r?;
+                Ok(Kept {
+                    id: seq_of(&k),
+                    item: dec("dead letter", &k, &v)?,
+                    raw: self.dead_raw.get(&k)?.map(|r| r.to_vec()),
+                })
             })
             .collect()
     }
 
-    pub fn held(&self, match_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// A match's held events, oldest first, with their raw messages.
+    pub fn held(&self, match_id: &str) -> Result<Vec<Kept<Vec<u8>>>, StoreError> {
         self.held
             .scan_prefix(prefix(match_id))
-            .map(|r| r.map(|(_, v)| v.to_vec()).map_err(StoreError::from))
+            .map(|r| {
+                let (k, v) = r?;
+                Ok(Kept {
+                    id: seq_of(&k),
+                    item: v.to_vec(),
+                    raw: self.held_raw.get(&k)?.map(|r| r.to_vec()),
+                })
+            })
             .collect()
+    }
+
+    /// How many dead letters and held events each match has parked (one
+    /// scan of what is parked, however many matches there are).
+    pub fn parked_counts(&self) -> Result<std::collections::HashMap<String, (usize, usize)>, StoreError> {
+        let mut counts = std::collections::HashMap::<String, (usize, usize)>::new();
+        for (tree, dead) in [(&self.dead, true), (&self.held, false)] {
+            for k in tree.iter().keys() {
+                let k = k?;
+                let id = k.len().checked_sub(9).map_or(&k[..0], |end| &k[..end]);
+                let entry = counts.entry(String::from_utf8_lossy(id).into_owned()).or_default();
+                if dead {
+                    entry.0 += 1;
+                } else {
+                    entry.1 += 1;
+                }
+            }
+        }
+        Ok(counts)
     }
 
     /// Apply one write (not yet durable). Barriers are the writer's.
@@ -416,16 +455,27 @@ impl Store {
             Op::Meta { match_id, meta } => {
                 self.matches.insert(match_id.as_bytes(), enc(&meta))?;
             }
-            Op::DeadLetter { match_id, letter } => {
-                let n = self.db.generate_id()?;
-                self.dead.insert(key(&match_id, n), enc(&letter))?;
+            Op::DeadLetter { match_id, letter, raw } => {
+                let k = key(&match_id, self.db.generate_id()?);
+                if let Some(raw) = raw {
+                    self.dead_raw.insert(&k, raw.as_ref())?;
+                }
+                self.dead.insert(k, enc(&letter))?;
             }
-            Op::Hold { match_id, event } => {
-                let n = self.db.generate_id()?;
-                self.held.insert(key(&match_id, n), event)?;
+            Op::Hold { match_id, event, raw } => {
+                let k = key(&match_id, self.db.generate_id()?);
+                if let Some(raw) = raw {
+                    self.held_raw.insert(&k, raw.as_ref())?;
+                }
+                self.held.insert(k, event)?;
+            }
+            Op::RemoveDeadLetter { match_id, id } => {
+                let k = key(&match_id, id);
+                self.dead.remove(&k)?;
+                self.dead_raw.remove(&k)?;
             }
             Op::ClearParked { match_id } => {
-                for tree in [&self.dead, &self.held] {
+                for tree in [&self.dead, &self.held, &self.dead_raw, &self.held_raw] {
                     for k in tree.scan_prefix(prefix(&match_id)).keys() {
                         tree.remove(k?)?;
                     }

@@ -138,7 +138,8 @@ struct Held {
 fn weight(op: &Op) -> usize {
     match op {
         Op::Append { event, frame, .. } => event.len() + frame.len() + 64,
-        Op::Hold { event, .. } => event.len() + 64,
+        Op::Hold { event, raw, .. } => event.len() + raw.as_ref().map_or(0, |r| r.len()) + 64,
+        Op::DeadLetter { letter, raw, .. } => letter.event.len() + raw.as_ref().map_or(0, |r| r.len()) + 64,
         Op::Reference { text, .. } => text.len() + 64,
         Op::PutGuest { record, .. } => record.component.len() + 64,
         _ => 512,

@@ -76,6 +76,17 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in declaration order (`State as u8` indexes it).
+    pub const ALL: [State; 7] = [
+        State::Restarting,
+        State::Live,
+        State::Probation,
+        State::Hibernated,
+        State::Quarantined,
+        State::Healing,
+        State::Stopped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Restarting => "restarting",
@@ -135,6 +146,7 @@ impl Worker {
         let (from, to) = (self.life.state(), next.state());
         let left = std::mem::replace(&mut self.life, next);
         if from != to {
+            self.shown.set(to);
             let m = &self.env.metrics;
             match from {
                 State::Hibernated => m.hibernated_matches.dec(),

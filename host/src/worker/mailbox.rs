@@ -101,6 +101,15 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Commands queued now (not counting senders waiting for a place).
+    pub fn len(&self) -> usize {
+        self.inner.lock().commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub(super) fn downgrade(&self) -> WeakMailbox {
         WeakMailbox {
             inner: Arc::downgrade(&self.inner),

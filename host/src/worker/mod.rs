@@ -23,10 +23,12 @@ mod bets;
 mod catchup;
 mod fanout;
 mod frame;
+mod inspect;
 mod lifecycle;
 mod mailbox;
 mod names;
 mod observer;
+mod operate;
 mod persist;
 mod producers;
 mod release;
@@ -50,12 +52,14 @@ use crate::sandbox::GuestVersion;
 use crate::supervisor::{Intensity, Policy};
 pub use fanout::{Batch, Delivery, Fanout, Lagged, Outbox, Watch};
 pub use frame::{Frame, FrameKind, Status};
+pub use inspect::{Card, Detail, LastError, StateCell};
 pub use lifecycle::State;
 use lifecycle::{Base, Lifecycle};
 use mailbox::WeakMailbox;
 pub use mailbox::{Closed, Mailbox};
 pub use names::NameSource;
 pub use observer::{Nobody, Observer, ProbationNews};
+pub use operate::{Action, Refusal};
 use persist::{Mark, Ring, Tail};
 
 /// Mailbox capacity per match ([`mailbox`]). When full, the feed reader waits (TCP
@@ -114,9 +118,15 @@ pub struct Position {
 /// What a worker is asked to do.
 #[derive(Debug)]
 pub enum Command {
-    /// Apply a feed event, routed at that instant (for
-    /// `event_to_fanout_seconds`).
-    Event(MatchEvent, std::time::Instant),
+    /// Apply a feed event, routed at `routed` (for
+    /// `event_to_fanout_seconds`); `raw` is its feed message as it arrived,
+    /// kept only if the event is dead-lettered or held (a shared buffer,
+    /// not a copy).
+    Event {
+        event: MatchEvent,
+        routed: std::time::Instant,
+        raw: Option<bytes::Bytes>,
+    },
     /// A session subscribes as `generation` of its `outbox`: what it needs
     /// to be current goes into the outbox, then every later frame
     /// ([`Fanout::attach`]).
@@ -151,6 +161,18 @@ pub enum Command {
     /// A bet's record could not be made durable: forget it (it was
     /// answered as not accepted).
     ForgetBet { id: String },
+    /// The operator console asks for the match's card (and, with
+    /// `detail`, its recent frames and bets); a sleeping match answers
+    /// without waking.
+    Inspect {
+        detail: bool,
+        reply: oneshot::Sender<Detail>,
+    },
+    /// An operator acts on the match ([`operate`]).
+    Operate {
+        action: Action,
+        reply: oneshot::Sender<Result<String, Refusal>>,
+    },
 }
 
 /// What a [`Command::Switch`] did.
@@ -185,6 +207,8 @@ pub enum Catchup {
 pub struct WorkerHandle {
     pub mailbox: Mailbox,
     pub updates: Arc<Fanout>,
+    /// Its lifecycle state, as of its last transition.
+    pub state: Arc<StateCell>,
 }
 
 /// Start the worker for `match_id` (restoring `recovered` if given).
@@ -197,11 +221,13 @@ pub fn spawn(
 ) -> WorkerHandle {
     let (mailbox, rx) = mailbox::channel(MAILBOX_CAPACITY);
     let updates = Arc::new(Fanout::new(match_id.clone()));
+    let state = Arc::new(StateCell::new(State::Restarting));
     let handle = WorkerHandle {
         mailbox: mailbox.clone(),
         updates: updates.clone(),
+        state: state.clone(),
     };
-    let worker = Box::new(Worker::new(match_id, version, cfg, updates, mailbox.downgrade()));
+    let worker = Box::new(Worker::new(match_id, version, cfg, updates, mailbox.downgrade(), state));
     // Placed before its task runs, so a listing right after a restart
     // already shows every match.
     worker.env.observer.runs(&worker.id, worker.version.version_arc());
@@ -250,6 +276,10 @@ pub(crate) struct Worker {
     producers: producers::Producers,
     /// Its fixture and the names it has sent.
     naming: names::Naming,
+    /// Its lifecycle state, published (see [`inspect`]).
+    shown: Arc<StateCell>,
+    /// Restarts and the last failure, once there was one.
+    troubles: Option<Box<inspect::Troubles>>,
 }
 
 /// What woke the command loop.
@@ -273,6 +303,7 @@ impl Worker {
         env: Arc<WorkerConfig>,
         updates: Arc<Fanout>,
         mailbox: WeakMailbox,
+        shown: Arc<StateCell>,
     ) -> Worker {
         Worker {
             intensity: Intensity::new(env.policy),
@@ -297,6 +328,8 @@ impl Worker {
             board: env.producers.clone(),
             producers: producers::Producers::default(),
             naming: names::Naming::default(),
+            shown,
+            troubles: None,
             env,
         }
     }
@@ -354,17 +387,21 @@ impl Worker {
     }
 
     async fn handle(&mut self, cmd: Command) {
-        // A switch wakes a hibernated match only if it really switches.
-        if !matches!(cmd, Command::Switch { .. } | Command::ForgetBet { .. }) {
+        // A switch wakes a hibernated match only if it really switches; an
+        // inspection or an operator's action never wakes it by itself.
+        if !matches!(
+            cmd,
+            Command::Switch { .. } | Command::ForgetBet { .. } | Command::Inspect { .. } | Command::Operate { .. }
+        ) {
             self.wake().await;
         }
         match cmd {
-            Command::Event(event, routed) => {
+            Command::Event { event, routed, raw } => {
                 self.heard_from(event.header().product);
                 self.ask_fixture();
                 self.prepare_names(&event);
                 let settles = event.settles_bets();
-                self.on_event(touchline_guest::encode(&event), Some(routed)).await;
+                self.on_event(touchline_guest::encode(&event), Some(routed), raw).await;
                 self.naming.forget_pending();
                 if settles && !self.bets.is_empty() {
                     self.settle_bets().await;
@@ -399,6 +436,22 @@ impl Worker {
                 let _ = reply.send(outcome);
             }
             Command::ForgetBet { id } => self.bets.retain(|b| b.request.id != id),
+            Command::Inspect { detail, reply } => {
+                let answer = if detail {
+                    self.detail()
+                } else {
+                    Detail {
+                        card: self.card(),
+                        frames: Vec::new(),
+                        bets: Vec::new(),
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Operate { action, reply } => {
+                let outcome = self.operate(action).await;
+                let _ = reply.send(outcome);
+            }
         }
     }
 

@@ -74,6 +74,11 @@ pub(super) struct Ring {
 }
 
 impl Ring {
+    /// Bytes of the frames kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn push(&mut self, frame: Frame) {
         self.bytes += frame.bytes.len();
         self.frames.push_back(frame);
@@ -291,12 +296,13 @@ impl Worker {
     }
 
     /// Keep an event that arrived while quarantined.
-    pub(super) async fn hold(&mut self, bytes: Vec<u8>) {
+    pub(super) async fn hold(&mut self, bytes: Vec<u8>, raw: Option<bytes::Bytes>) {
         self.env.metrics.events_held.inc();
         if let Some(journal) = self.journal() {
             let op = Op::Hold {
                 match_id: self.id.clone(),
                 event: bytes,
+                raw,
             };
             if let Err(e) = journal.write(op).await {
                 tracing::error!(match_id = %self.id, error = %e, "held event refused");

@@ -32,10 +32,11 @@ pub(super) enum Applied {
 
 impl Worker {
     /// Apply a feed event (`routed`: when it was routed here, for
-    /// `event_to_fanout_seconds`; `None` for replays).
-    pub(super) async fn on_event(&mut self, bytes: Vec<u8>, routed: Option<std::time::Instant>) {
+    /// `event_to_fanout_seconds`; `None` for replays; `raw`: its feed
+    /// message, kept with it if it is dead-lettered or held).
+    pub(super) async fn on_event(&mut self, bytes: Vec<u8>, routed: Option<std::time::Instant>, raw: Option<Bytes>) {
         match &mut self.life {
-            Lifecycle::Quarantined { .. } => return self.hold(bytes).await,
+            Lifecycle::Quarantined { .. } => return self.hold(bytes, raw).await,
             Lifecycle::Probation { instance, .. } => match instance.apply_json(&bytes) {
                 Ok(delta) => {
                     self.pass_probation();
@@ -52,10 +53,10 @@ impl Worker {
                 self.env.metrics.events_rejected.inc();
                 tracing::warn!(match_id = %self.id, seq = self.seq, error = %f, "guest rejected event");
             }
-            Applied::DeadLettered(reason) => self.dead_letter(bytes, reason).await,
+            Applied::DeadLettered(reason) => self.dead_letter(bytes, reason, raw).await,
             Applied::Quarantined => {
                 self.write_meta().await;
-                self.hold(bytes).await;
+                self.hold(bytes, raw).await;
             }
         }
     }
@@ -89,7 +90,7 @@ impl Worker {
         Applied::DeadLettered(last)
     }
 
-    async fn dead_letter(&mut self, bytes: Vec<u8>, reason: String) {
+    async fn dead_letter(&mut self, bytes: Vec<u8>, reason: String, raw: Option<Bytes>) {
         if let Some(journal) = self.journal() {
             let op = Op::DeadLetter {
                 match_id: self.id.clone(),
@@ -98,6 +99,7 @@ impl Worker {
                     reason: reason.clone(),
                     after_seq: self.seq,
                 },
+                raw,
             };
             if let Err(e) = journal.write(op).await {
                 tracing::error!(match_id = %self.id, error = %e, "dead letter refused");
@@ -119,6 +121,7 @@ impl Worker {
             .get_or_create(&vec![("cause".to_owned(), f.kind().to_owned())])
             .inc();
         tracing::warn!(match_id = %self.id, seq = self.seq, guest_version = self.version.version(), error = %f, "guest failed");
+        self.note_failure(f.to_string());
         let verdict = match self.life {
             Lifecycle::Probation { .. } | Lifecycle::Hibernated { fallback: Some(_) } => {
                 self.fail_probation(&f).await;
@@ -231,9 +234,11 @@ impl Worker {
         self.status(Status::Healed, "replaying dead letters and held events");
         self.write_meta().await;
         let (n_dead, n_held) = (parked.dead_letters.len(), parked.held.len());
-        let kept = parked.dead_letters.into_iter().map(|l| l.event).chain(parked.held);
-        for event in kept {
-            self.on_event(event, None).await;
+        let kept = (parked.dead_letters.into_iter())
+            .map(|l| (l.item.event, l.raw))
+            .chain(parked.held.into_iter().map(|h| (h.item, h.raw)));
+        for (event, raw) in kept {
+            self.on_event(event, None, raw.map(Bytes::from)).await;
         }
         let next = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Healing { instance: Some(i) } => Lifecycle::Live(i),

@@ -144,7 +144,11 @@ impl Harness {
 
     pub(super) async fn event(&self, event: MatchEvent) {
         self.mailbox
-            .send(Command::Event(event, std::time::Instant::now()))
+            .send(Command::Event {
+                event,
+                routed: std::time::Instant::now(),
+                raw: None,
+            })
             .await
             .expect("worker alive");
     }

@@ -23,7 +23,11 @@ fn odds_change(markets: &str) -> Command {
     let xml =
         format!(r#"<odds_change product="1" event_id="{MATCH}" timestamp="1"><odds>{markets}</odds></odds_change>"#);
     match parse(xml.as_bytes()).expect("parses") {
-        FeedMessage::Match(e) => Command::Event(e, std::time::Instant::now()),
+        FeedMessage::Match(event) => Command::Event {
+            event,
+            routed: std::time::Instant::now(),
+            raw: None,
+        },
         other => panic!("not a match event: {other:?}"),
     }
 }
