@@ -495,3 +495,4 @@ async fn a_restored_match_refuses_bets_until_its_producers_are_up() {
 }
 
 mod switching;
+mod operating;
