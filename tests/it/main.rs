@@ -34,6 +34,10 @@
 //! - `names`: event, market and outcome names from the simulator's API;
 //!   a down or slow fixture endpoint holds no update back.
 //! - `no_durability`: `--no-durability` serves, and keeps nothing.
+//! - `ops`: the operator console (`/ops`) in headless Chromium.
+//! - `ops_api`: the console's admin API without a browser: cards, detail
+//!   with raw dead letters, actions and their activity log, the admin
+//!   socket's login and ticks.
 //! - `page`: the live odds page in headless Chromium.
 //! - `producers`: producers down and back (silence, unsubscribed, a dropped
 //!   feed, kill -9, a lagging feed) with the simulator as the provider;
@@ -61,6 +65,8 @@ mod limits;
 mod logs;
 mod names;
 mod no_durability;
+mod ops;
+mod ops_api;
 mod page;
 mod producers;
 mod settle_bets;

@@ -1,181 +1,13 @@
 //! The live odds page in a real headless Chromium, driven over the DevTools
-//! protocol with the same WebSocket client the other tests use.
-//!
-//! The browser is `TOUCHLINE_CHROMIUM` if set, else `chromium`,
-//! `chromium-browser` or `google-chrome` on `PATH`. Without one the test
-//! fails, saying how to install it (`make browser`), unless
-//! `TOUCHLINE_SKIP_BROWSER=1` says to skip it on purpose.
+//! protocol (`support::browser`: which browser, and how a missing one fails
+//! or is skipped with `TOUCHLINE_SKIP_BROWSER=1`).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 
-use base64::Engine as _;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::browser::{Page, find_chromium, launch};
 use crate::support::{DEADLINE, Server, http_get, sample, simulator};
-
-/// Browser names looked up on `PATH` when `TOUCHLINE_CHROMIUM` is not set.
-const BROWSERS: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
-
-/// The Chromium to drive; `None` only when `TOUCHLINE_SKIP_BROWSER=1`.
-/// Panics when there is none, so the page is never left untested by accident.
-fn find_chromium() -> Option<String> {
-    if let Ok(path) = std::env::var("TOUCHLINE_CHROMIUM") {
-        return Some(path);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .flat_map(|dir| BROWSERS.iter().map(move |b| dir.join(b)))
-            .find(|p| p.is_file())
-    });
-    if let Some(p) = on_path {
-        return Some(p.to_string_lossy().into_owned());
-    }
-    if std::env::var("TOUCHLINE_SKIP_BROWSER").as_deref() == Ok("1") {
-        eprintln!("page test skipped: TOUCHLINE_SKIP_BROWSER=1");
-        return None;
-    }
-    panic!(
-        "the page test needs Chromium and found none (TOUCHLINE_CHROMIUM is unset; no {} on PATH).\n\
-         Install it with `make browser` (or `apt-get install chromium`), or point TOUCHLINE_CHROMIUM at one.\n\
-         To skip this test on purpose, set TOUCHLINE_SKIP_BROWSER=1.",
-        BROWSERS.join(", ")
-    );
-}
-
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-    devtools: std::net::SocketAddr,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn launch(chromium: &str, url: &str) -> Browser {
-    let profile = tempfile::tempdir().expect("profile dir");
-    let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--remote-debugging-port=0",
-            "--remote-allow-origins=*",
-            "--window-size=1280,900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting chromium");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let devtools = loop {
-        let line = lines
-            .next()
-            .expect("chromium exited before DevTools came up")
-            .expect("stderr");
-        if let Some(rest) = line.strip_prefix("DevTools listening on ws://") {
-            let addr = rest.split('/').next().expect("host:port");
-            break addr.parse().expect("DevTools address");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Browser {
-        child,
-        _profile: profile,
-        devtools,
-    }
-}
-
-struct Page {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    next_id: u64,
-}
-
-impl Page {
-    /// The DevTools session of the browser's page.
-    async fn open(browser: &Browser) -> Page {
-        let (_, list) = http_get(browser.devtools, "/json/list");
-        let targets: Value = serde_json::from_str(&list).expect("target list");
-        let url = targets
-            .as_array()
-            .and_then(|t| t.iter().find(|t| t["type"] == "page"))
-            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            .expect("a page target")
-            .to_owned();
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("cdp connect");
-        Page { ws, next_id: 0 }
-    }
-
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let msg = json!({"id": id, "method": method, "params": params});
-        self.ws
-            .send(Message::Text(msg.to_string().into()))
-            .await
-            .expect("cdp send");
-        loop {
-            let m = tokio::time::timeout(DEADLINE, self.ws.next())
-                .await
-                .expect("cdp reply")
-                .expect("open")
-                .expect("ok");
-            if let Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).expect("cdp json");
-                if v["id"] == id {
-                    return v["result"].clone();
-                }
-            }
-        }
-    }
-
-    async fn eval(&mut self, expr: &str) -> Value {
-        self.call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true}))
-            .await["result"]["value"]
-            .clone()
-    }
-
-    /// Evaluate `expr` until it returns something other than null, within
-    /// the deadline, and return that.
-    async fn wait_some(&mut self, expr: &str) -> Value {
-        let start = std::time::Instant::now();
-        loop {
-            let got = self.eval(expr).await;
-            if !got.is_null() {
-                return got;
-            }
-            assert!(start.elapsed() < DEADLINE, "page: `{expr}` stays null");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Evaluate `expr` until it returns `want`, within the deadline.
-    async fn wait_eval(&mut self, expr: &str, want: Value) {
-        let start = std::time::Instant::now();
-        loop {
-            let got = self.eval(expr).await;
-            if got == want {
-                return;
-            }
-            assert!(start.elapsed() < DEADLINE, "page: `{expr}` is {got}, want {want}");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
-}
 
 const ODDS_13: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=2.5"][data-outcome="13"]')?.textContent"#;
 const ODDS_35: &str = r#"document.querySelector('[data-match="sr:match:10927088"] [data-market="68"][data-specifiers="total=3.5"][data-outcome="12"]')?.textContent"#;
@@ -263,14 +95,7 @@ async fn live_page_shows_odds_and_updates_them() {
     )
     .await;
 
-    if let Ok(dir) = std::env::var("TOUCHLINE_SCREENSHOT_DIR") {
-        let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
-        let png = shot["data"].as_str().expect("png data");
-        let bytes = base64::engine::general_purpose::STANDARD.decode(png).expect("base64");
-        std::fs::File::create(std::path::Path::new(&dir).join("page.png"))
-            .and_then(|mut f| f.write_all(&bytes))
-            .expect("write png");
-    }
+    page.screenshot_if_asked("page").await;
 }
 
 /// The logic version shown on the card of the sample's match.

@@ -86,6 +86,7 @@ impl Console {
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/ops", get(page))
+        .route("/ops/status", get(status))
         .route("/admin/ops", get(overview_route))
         .route("/admin/ops/matches", get(matches_route))
         .route("/admin/ops/matches/{id}", get(detail_route))
@@ -100,6 +101,13 @@ pub fn routes() -> axum::Router<AppState> {
 
 async fn page() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], OPS_HTML)
+}
+
+/// Public: whether the admin API exists (the page says how to enable it
+/// if not). The admin routes' 404 says as much to anyone; asking them
+/// without a token would count as a wrong one.
+async fn status(State(st): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({"admin_enabled": st.auth.enabled()}))
 }
 
 async fn overview_route(State(st): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {

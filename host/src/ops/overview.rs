@@ -26,6 +26,11 @@ impl Rates {
     }
 }
 
+/// A counter or gauge as the integer it is.
+fn count(v: f64) -> Value {
+    json!(v.max(0.0).round() as u64)
+}
+
 pub fn overview(st: &AppState) -> Value {
     let console = &st.console;
     let now = Instant::now();
@@ -63,7 +68,7 @@ pub fn overview(st: &AppState) -> Value {
         .iter()
         .map(|(k, v)| {
             let per_s = rate("touchline_feed_messages_total", Some(("kind", k)));
-            (k.clone(), json!({"total": v, "per_s": per_s}))
+            (k.clone(), json!({"total": count(*v), "per_s": per_s}))
         })
         .collect();
     let dropped_bytes = m.by_label("touchline_feed_dropped_bytes_total", "reason");
@@ -72,7 +77,7 @@ pub fn overview(st: &AppState) -> Value {
         .into_iter()
         .map(|(r, n)| {
             let bytes = dropped_bytes.get(&r).copied().unwrap_or(0.0);
-            (r, json!({"messages": n, "bytes": bytes}))
+            (r, json!({"messages": count(n), "bytes": count(bytes)}))
         })
         .collect();
     let messages_total: f64 = kinds.values().sum();
@@ -107,10 +112,10 @@ pub fn overview(st: &AppState) -> Value {
         "counts": counts,
         "feed": {
             "expected": st.feed_expected,
-            "connections": m.get("touchline_feed_connections"),
-            "bytes_total": m.get("touchline_feed_bytes_total"),
+            "connections": count(m.get("touchline_feed_connections")),
+            "bytes_total": count(m.get("touchline_feed_bytes_total")),
             "bytes_per_s": rate("touchline_feed_bytes_total", None),
-            "messages_total": messages_total,
+            "messages_total": count(messages_total),
             "messages_per_s": messages_per_s,
             "by_kind": by_kind,
             "dropped": dropped,
@@ -119,19 +124,19 @@ pub fn overview(st: &AppState) -> Value {
         },
         "store": {
             "status": st.store.health().check().err().unwrap_or_else(|| "ok".to_owned()),
-            "queue_depth": m.get("touchline_store_queue_depth"),
-            "held_ops": m.get("touchline_store_held_ops"),
-            "commits": commits,
+            "queue_depth": count(m.get("touchline_store_queue_depth")),
+            "held_ops": count(m.get("touchline_store_held_ops")),
+            "commits": count(commits),
             "commit_mean_ms": commit_mean_ms,
-            "errors": m.get("touchline_store_errors_total"),
+            "errors": count(m.get("touchline_store_errors_total")),
             "data_dir": console.data_dir.display().to_string(),
             "disk_bytes": disk_usage(&console.data_dir),
         },
         "sessions": {
-            "open": m.get("touchline_ws_sessions"),
-            "slow_cutoffs": m.get("touchline_ws_slow_disconnects_total"),
-            "resyncs": m.get("touchline_ws_resyncs_total"),
-            "frames_sent": m.get("touchline_ws_frames_sent_total"),
+            "open": count(m.get("touchline_ws_sessions")),
+            "slow_cutoffs": count(m.get("touchline_ws_slow_disconnects_total")),
+            "resyncs": count(m.get("touchline_ws_resyncs_total")),
+            "frames_sent": count(m.get("touchline_ws_frames_sent_total")),
         },
         "guests": guests,
     })

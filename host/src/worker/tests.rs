@@ -494,5 +494,5 @@ async fn a_restored_match_refuses_bets_until_its_producers_are_up() {
     assert_eq!(h.bet("recovered", 2.0).await.expect("durable").decision, Ok(2.0));
 }
 
-mod switching;
 mod operating;
+mod switching;

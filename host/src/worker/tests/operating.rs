@@ -38,8 +38,15 @@ async fn a_card_is_answered_without_waking_a_sleeping_match() {
     assert_eq!(h.metrics.hibernated_matches.get(), 1);
     let card = h.card().await;
     assert_eq!((card.state, card.seq), ("hibernated", 1));
-    assert_eq!(h.metrics.hibernated_matches.get(), 1, "still asleep after the inspection");
-    assert!(h.metrics.render().contains("touchline_wake_seconds_count 0"), "never woken");
+    assert_eq!(
+        h.metrics.hibernated_matches.get(),
+        1,
+        "still asleep after the inspection"
+    );
+    assert!(
+        h.metrics.render().contains("touchline_wake_seconds_count 0"),
+        "never woken"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -85,8 +92,14 @@ async fn quarantined_by_hand_it_holds_events_with_their_raw_message_until_healed
     h.snapshot().await;
     let parked = h.journal.parked(MATCH).expect("parked");
     assert_eq!(parked.held.len(), 1);
-    assert_eq!(parked.held[0].raw.as_deref(), Some(&b"<odds_change raw=\"as sent\"/>"[..]));
-    assert_eq!(h.journal.meta(MATCH).expect("meta").quarantined.as_deref(), card.quarantine_reason.as_deref());
+    assert_eq!(
+        parked.held[0].raw.as_deref(),
+        Some(&b"<odds_change raw=\"as sent\"/>"[..])
+    );
+    assert_eq!(
+        h.journal.meta(MATCH).expect("meta").quarantined.as_deref(),
+        card.quarantine_reason.as_deref()
+    );
 
     let report = h.ask(|reply| Command::Heal { reply }).await;
     assert!(report.contains("1 held events; seq 2; healthy"), "{report}");
@@ -117,7 +130,10 @@ async fn a_dead_letter_replayed_applies_or_is_dead_lettered_anew() {
     assert_ne!(parked.dead_letters[0].id, first.id);
     assert_eq!(parked.dead_letters[0].raw.as_deref(), Some(poison.as_bytes()));
     assert_eq!(h.card().await.state, "live");
-    assert!(matches!(h.operate(Action::Replay(first.id)).await, Err(Refusal::NotFound(_))));
+    assert!(matches!(
+        h.operate(Action::Replay(first.id)).await,
+        Err(Refusal::NotFound(_))
+    ));
 
     // A dead letter that applies now (as after a fixed guest): the next seq.
     let letter = crate::journal::DeadLetter {
