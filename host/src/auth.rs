@@ -59,13 +59,13 @@ impl Guard {
         }
     }
 
-    /// Judge a request from `peer` carrying `authorization` (the header's
-    /// value) at `now`.
     /// Whether a token is configured (the admin routes exist).
     pub fn enabled(&self) -> bool {
         self.token.is_some()
     }
 
+    /// Judge a request from `peer` carrying `authorization` (the header's
+    /// value) at `now`.
     pub fn check(&self, peer: Option<IpAddr>, authorization: Option<&str>, now: Instant) -> Verdict {
         use subtle::ConstantTimeEq as _;
         let Some(token) = &self.token else {

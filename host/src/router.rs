@@ -165,14 +165,8 @@ impl Router {
         self.matches.lock().expect("router lock").as_ref()?.get(id).cloned()
     }
 
-    /// Ask a match's worker for its card (and detail); `None` if the match
-    /// is gone or did not answer within `within` (a long mailbox).
-    pub async fn inspect(&self, id: &str, detail: bool, within: std::time::Duration) -> Option<worker::Detail> {
-        let handle = self.get(id)?;
-        Self::ask_inspect(handle, detail, within).await
-    }
-
-    /// [`Router::inspect`] of a handle already in hand.
+    /// Ask a match's worker for its card (and detail); `None` if it is
+    /// gone or did not answer within `within` (a long mailbox).
     pub async fn ask_inspect(
         handle: WorkerHandle,
         detail: bool,

@@ -171,21 +171,23 @@ async fn cards_detail_and_actions_each_logged_with_who_did_it() {
     assert_eq!(entries, want);
     assert_eq!(log["entries"][0]["from"], "127.0.0.1");
 
-    // Reads and actions want the token.
-    for (method, path) in [
-        ("GET", "/admin/ops"),
-        ("GET", "/admin/ops/matches"),
-        ("POST", "/admin/matches/sr:match:41/wake"),
-    ] {
-        let wrong = http_request(
-            server.http,
-            method,
-            path,
-            &[("Authorization", "Bearer wrong-token-00000000")],
-            b"",
-        );
-        assert_eq!(wrong.0, 401, "{method} {path}");
+    // Every read and action wants the token.
+    let routes = [
+        ("GET", "/admin/ops".to_owned()),
+        ("GET", "/admin/ops/matches".to_owned()),
+        ("GET", format!("/admin/ops/matches/{A}")),
+        ("GET", "/admin/activity".to_owned()),
+        ("POST", format!("/admin/matches/{A}/heal")),
+        ("POST", format!("/admin/matches/{A}/quarantine")),
+        ("POST", format!("/admin/matches/{A}/hibernate")),
+        ("POST", format!("/admin/matches/{A}/wake")),
+        ("POST", format!("/admin/matches/{A}/dead-letters/1/replay")),
+    ];
+    for (method, path) in &routes {
+        let none = http_request(server.http, method, path, &[], b"");
+        assert_eq!(none.0, 401, "{method} {path} without a token");
     }
+    assert_eq!(card(&server, A)["state"], "live", "nothing was done");
     assert_eq!(http_get(server.http, "/ops").0, 200, "the page itself is public");
 }
 
@@ -254,7 +256,12 @@ async fn the_admin_socket_wants_the_token_first_then_ticks_with_everything() {
     feed.write_all(br#"<odds_change product="1"><odds/></odds_change>"#)
         .expect("feed");
     feed.write_all(odds(A, 1, 2.2).as_bytes()).expect("feed");
+    let start = std::time::Instant::now();
     loop {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no tick showed the rejected message and seq 2"
+        );
         let tick = next(&mut ws).await.expect("a tick");
         let rejected = &tick["overview"]["feed"]["rejected"];
         if tick["matches"][0]["seq"] == 2 && rejected.as_array().is_some_and(|r| !r.is_empty()) {
@@ -273,10 +280,68 @@ async fn the_admin_socket_wants_the_token_first_then_ticks_with_everything() {
         admin(&server, "POST", &format!("/admin/matches/{A}/hibernate"), "gina", b"").0,
         200
     );
+    let start = std::time::Instant::now();
     loop {
+        assert!(start.elapsed() < DEADLINE, "no tick showed gina's action");
         let tick = next(&mut ws).await.expect("a tick");
         if tick["activity"][0]["who"] == "gina" {
             assert_eq!(tick["matches"][0]["state"], "hibernated");
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_replayed_by_its_index_and_the_socket_lists_what_its_filter_asks() {
+    let server = Server::start_faulty(&["--admin-token", TOKEN]);
+    let mut feed = server.feed();
+    feed.write_all(odds(A, 1, 2.0).as_bytes()).expect("feed");
+    feed.write_all(odds(B, 1, 3.0).as_bytes()).expect("feed");
+    let poison = odds(A, 999_001, 9.0);
+    feed.write_all(poison.as_bytes()).expect("feed");
+    server.wait_metric("touchline_dead_letters_total", 1.0);
+    let detail = wait_for("the dead letter in the detail", || {
+        let d = json_of(&server, &format!("/admin/ops/matches/{A}"));
+        (d["dead_letters"].as_array().map(Vec::len) == Some(1)).then_some(d)
+    });
+    let letter = &detail["dead_letters"][0];
+    assert_eq!(letter["xml"].as_str(), Some(poison.as_str()));
+    assert!(
+        letter["reason"].as_str().is_some_and(|r| r.contains("trap")),
+        "{letter}"
+    );
+    assert_eq!(detail["totals"]["dead_letters"], 1);
+    let index = letter["index"].as_u64().expect("index");
+
+    // Still poison: dead-lettered anew (a new index), the match stays live.
+    let path = format!("/admin/matches/{A}/dead-letters/{index}/replay");
+    let (code, text) = admin(&server, "POST", &path, "hana", b"");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("failed again"), "{text}");
+    let detail = json_of(&server, &format!("/admin/ops/matches/{A}"));
+    assert_eq!(detail["dead_letters"].as_array().map(Vec::len), Some(1));
+    assert_ne!(detail["dead_letters"][0]["index"].as_u64(), Some(index));
+    assert_eq!(detail["dead_letters"][0]["xml"].as_str(), Some(poison.as_str()));
+    assert_eq!(card(&server, A)["state"], "live");
+    assert_eq!(admin(&server, "POST", &path, "hana", b"").0, 404, "that index is gone");
+
+    // The socket lists what its filter asks for.
+    let mut ws = admin_socket(&server, TOKEN).await;
+    let tick = next(&mut ws).await.expect("a tick");
+    assert_eq!(
+        (tick["matches_total"].as_u64(), tick["matches_shown"].as_u64()),
+        (Some(2), Some(2))
+    );
+    ws.send(Message::Text(json!({"filter": "42"}).to_string().into()))
+        .await
+        .expect("view");
+    let start = std::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "no tick with the filter applied");
+        let tick = next(&mut ws).await.expect("a tick");
+        if tick["matches_shown"] == 1 {
+            assert_eq!(tick["matches"][0]["id"], B);
+            assert_eq!(tick["matches"].as_array().map(Vec::len), Some(1));
             break;
         }
     }

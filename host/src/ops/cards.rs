@@ -1,13 +1,15 @@
 //! The supervision view: every match's card, asked of its worker only
 //! when it may have changed.
 //!
-//! A listing asks each match that is not asleep for its card (a
+//! A listing asks each match that is awake for its card (a
 //! [`Command::Inspect`](crate::worker::Command) between two of its
 //! commands, at most [`ASK_CONCURRENCY`] at once, each within
-//! [`ASK_WITHIN`]); a hibernated match whose cached card already says so
-//! is not asked (nothing changes while it sleeps). A match that did not
-//! answer in time shows its last card marked `stale`. Rates are the seq's
-//! growth between two listings.
+//! [`ASK_WITHIN`]); a sleeping match is asked again only when its
+//! [`StateCell`](crate::worker::StateCell)'s generation moved (it woke, was
+//! switched asleep, gave its base back). A match that did not answer in
+//! time shows its last card marked `stale`. Rates are the seq's growth over
+//! at least [`RATE_WINDOW`], so listings close together (two watchers) do
+//! not make them jump.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,8 @@ use crate::worker::{Card, State};
 pub const ASK_WITHIN: Duration = Duration::from_secs(1);
 /// Workers asked at once.
 pub const ASK_CONCURRENCY: usize = 64;
+/// Shortest time a rate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_millis(900);
 
 /// One match as the console lists it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -38,11 +42,14 @@ pub struct Listed {
     pub stale: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Known {
     card: Card,
-    /// Seq and when it was read, for the rate.
-    seq_at: (u64, Instant),
+    /// The state cell's generation the card was answered at (`None`: never
+    /// answered, a placeholder).
+    generation: Option<u64>,
+    /// Seq and when, at the start of the current rate window.
+    base: (u64, Instant),
     events_per_s: f64,
 }
 
@@ -60,54 +67,62 @@ impl Cards {
             handles
                 .iter()
                 .filter(|(id, h)| {
-                    let asleep = h.state.get() == State::Hibernated;
-                    !(asleep
-                        && known
-                            .get(id)
-                            .is_some_and(|k| k.card.state == State::Hibernated.as_str()))
+                    let (state, generation) = h.state.load();
+                    let unchanged = known.get(id).is_some_and(|k| k.generation == Some(generation));
+                    !(state == State::Hibernated && unchanged)
                 })
                 .map(|(id, h)| (id.clone(), h.clone()))
                 .collect()
         };
-        let answers: HashMap<Arc<str>, Card> = futures_util::stream::iter(to_ask)
-            .map(|(id, h)| async move { (id, Router::ask_inspect(h, false, ASK_WITHIN).await) })
+        let answers: HashMap<Arc<str>, (Card, u64, Instant)> = futures_util::stream::iter(to_ask)
+            .map(|(id, h)| async move {
+                // The generation before asking: a change while the answer
+                // is on its way is seen at the next listing.
+                let generation = h.state.load().1;
+                let detail = Router::ask_inspect(h, false, ASK_WITHIN).await;
+                (id, detail.map(|d| (d.card, generation, Instant::now())))
+            })
             .buffer_unordered(ASK_CONCURRENCY)
-            .filter_map(|(id, d)| async move { d.map(|d| (id, d.card)) })
+            .filter_map(|(id, d)| async move { d.map(|d| (id, d)) })
             .collect()
             .await;
-        let now = Instant::now();
         let mut known = self.lock();
-        known.retain(|id, _| handles.iter().any(|(h, _)| h == id));
+        let mut next = HashMap::with_capacity(handles.len());
         let mut listed: Vec<Listed> = handles
             .into_iter()
             .map(|(id, h)| {
-                let fresh = answers.get(&id).cloned();
-                let stale = fresh.is_none() && h.state.get() != State::Hibernated;
-                let k = match (fresh, known.remove(&id)) {
-                    (Some(card), Some(old)) => {
-                        let dt = now.duration_since(old.seq_at.1).as_secs_f64();
-                        let rate = if dt > 0.0 {
-                            card.seq.saturating_sub(old.seq_at.0) as f64 / dt
+                let old = known.remove(&id);
+                let asleep = h.state.get() == State::Hibernated;
+                let stale = !answers.contains_key(&id) && !asleep;
+                let k = match (answers.get(&id).cloned(), old) {
+                    (Some((card, generation, at)), Some(old)) => {
+                        let dt = at.saturating_duration_since(old.base.1);
+                        let (base, rate) = if dt >= RATE_WINDOW {
+                            let grew = card.seq.saturating_sub(old.base.0) as f64;
+                            ((card.seq, at), grew / dt.as_secs_f64())
                         } else {
-                            old.events_per_s
+                            (old.base, old.events_per_s)
                         };
                         Known {
-                            seq_at: (card.seq, now),
                             card,
-                            events_per_s: rate,
+                            generation: Some(generation),
+                            base,
+                            events_per_s: if asleep { 0.0 } else { rate },
                         }
                     }
-                    (Some(card), None) => Known {
-                        seq_at: (card.seq, now),
+                    (Some((card, generation, at)), None) => Known {
+                        base: (card.seq, at),
                         card,
+                        generation: Some(generation),
                         events_per_s: 0.0,
                     },
-                    (None, Some(old)) if !stale => Known {
+                    (None, Some(old)) if asleep => Known {
                         events_per_s: 0.0,
                         ..old
                     },
                     (None, Some(old)) => old,
-                    // Never answered yet: what its state cell says.
+                    // Never answered yet: what its state cell says, asked
+                    // again next time.
                     (None, None) => Known {
                         card: Card {
                             state: h.state.get().as_str(),
@@ -115,30 +130,35 @@ impl Cards {
                             epoch: 0,
                             seq: 0,
                             memory_bytes: 0,
-                            subscribers: h.updates.subscribers(),
+                            subscribers: 0,
                             restarts: 0,
                             failures_in_window: 0,
                             last_error: None,
                             quarantine_reason: None,
                         },
-                        seq_at: (0, now),
+                        generation: None,
+                        base: (0, Instant::now()),
                         events_per_s: 0.0,
                     },
                 };
                 let (dead_letters, held) = parked.get(&*id).copied().unwrap_or_default();
+                let mut card = k.card.clone();
+                card.subscribers = h.updates.subscribers();
                 let item = Listed {
                     id: id.to_string(),
-                    card: k.card.clone(),
+                    card,
                     events_per_s: k.events_per_s,
                     mailbox: h.mailbox.len(),
                     dead_letters,
                     held,
                     stale,
                 };
-                known.insert(id, k);
+                next.insert(id, k);
                 item
             })
             .collect();
+        *known = next;
+        drop(known);
         listed.sort_by(|a, b| a.id.cmp(&b.id));
         listed
     }

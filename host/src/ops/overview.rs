@@ -13,16 +13,30 @@ use super::scrape::Scrape;
 use crate::http::AppState;
 use crate::worker::State;
 
-/// The counters of the previous overview, for rates.
+/// The counters rates are measured against: two baselines, the newer
+/// replaced once it is [`RATE_WINDOW`](super::cards::RATE_WINDOW) old, so
+/// a rate always spans at least that long however often it is asked.
 #[derive(Debug, Default)]
-pub struct Rates(Mutex<Option<(Instant, Scrape)>>);
+pub struct Rates(Mutex<(Option<Baseline>, Option<Baseline>)>);
+
+/// Counters and when they were read.
+type Baseline = (Instant, Scrape);
 
 impl Rates {
-    /// Keep `scrape`; the previous one and the seconds since it.
+    /// The baseline to measure `scrape` against, and the seconds since it.
     fn advance(&self, now: Instant, scrape: &Scrape) -> Option<(f64, Scrape)> {
-        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        last.replace((now, scrape.clone()))
-            .map(|(t, s)| (now.duration_since(t).as_secs_f64(), s))
+        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (older, newer) = &mut *b;
+        match newer {
+            None => *newer = Some((now, scrape.clone())),
+            Some((t, _)) if now.duration_since(*t) >= super::cards::RATE_WINDOW => {
+                *older = newer.replace((now, scrape.clone()));
+            }
+            Some(_) => {}
+        }
+        older
+            .as_ref()
+            .map(|(t, s)| (now.duration_since(*t).as_secs_f64(), s.clone()))
     }
 }
 
@@ -31,7 +45,30 @@ fn count(v: f64) -> Value {
     json!(v.max(0.0).round() as u64)
 }
 
-pub fn overview(st: &AppState) -> Value {
+/// `--data`'s size, measured at most every [`DISK_EVERY`] on a blocking
+/// thread.
+#[derive(Debug, Default)]
+pub struct DiskUsage(tokio::sync::Mutex<Option<(Instant, u64)>>);
+
+/// How often `--data` is measured again.
+pub const DISK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl DiskUsage {
+    pub async fn get(&self, dir: &Path) -> u64 {
+        let mut last = self.0.lock().await;
+        if let Some((at, bytes)) = *last
+            && at.elapsed() < DISK_EVERY
+        {
+            return bytes;
+        }
+        let dir = dir.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || disk_usage(&dir)).await.unwrap_or(0);
+        *last = Some((Instant::now(), bytes));
+        bytes
+    }
+}
+
+pub fn overview(st: &AppState, disk_bytes: u64) -> Value {
     let console = &st.console;
     let now = Instant::now();
     let m = Scrape::parse(&st.metrics.render());
@@ -87,10 +124,15 @@ pub fn overview(st: &AppState) -> Value {
         .sum();
 
     let commits = m.get("touchline_store_commit_seconds_count");
-    let commit_mean_ms = if commits > 0.0 {
-        m.get("touchline_store_commit_seconds_sum") / commits * 1000.0
-    } else {
-        0.0
+    // Over the time since the previous overview, like the rates (0 when
+    // nothing was committed meanwhile).
+    let commit_mean_ms = match &before {
+        Some((_, old)) => {
+            let n = commits - old.get("touchline_store_commit_seconds_count");
+            let s = m.get("touchline_store_commit_seconds_sum") - old.get("touchline_store_commit_seconds_sum");
+            if n > 0.0 { s / n * 1000.0 } else { 0.0 }
+        }
+        None => 0.0,
     };
     let mut guests = serde_json::to_value(st.guests.listing()).unwrap_or(Value::Null);
     // Which match runs which version is on every card; the overview
@@ -130,7 +172,7 @@ pub fn overview(st: &AppState) -> Value {
             "commit_mean_ms": commit_mean_ms,
             "errors": count(m.get("touchline_store_errors_total")),
             "data_dir": console.data_dir.display().to_string(),
-            "disk_bytes": disk_usage(&console.data_dir),
+            "disk_bytes": disk_bytes,
         },
         "sessions": {
             "open": count(m.get("touchline_ws_sessions")),

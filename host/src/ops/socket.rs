@@ -72,6 +72,47 @@ pub(super) async fn upgrade(State(st): State<AppState>, peer: Peer, mut req: Req
     resp
 }
 
+/// Cards one tick carries at most (the page shows fewer).
+pub const TICK_CARDS: usize = 1000;
+
+/// What the client wants listed: `{"filter": "id substring", "state":
+/// "quarantined"}` (either may be empty), sent any time after the login.
+#[derive(Debug, Default, serde::Deserialize)]
+struct View {
+    #[serde(default)]
+    filter: String,
+    #[serde(default)]
+    state: String,
+}
+
+impl View {
+    /// The cards matching, troubled ones first (quarantined, restarting,
+    /// healing, probation), then live, then hibernated, by id within each;
+    /// at most [`TICK_CARDS`]. Also how many matched.
+    fn select<'a>(&self, all: &'a [super::cards::Listed]) -> (Vec<&'a super::cards::Listed>, usize) {
+        let rank = |s: &str| match s {
+            "quarantined" => 0,
+            "restarting" | "healing" | "probation" => 1,
+            "live" => 2,
+            _ => 3,
+        };
+        let filter = self.filter.to_lowercase();
+        let mut chosen: Vec<&super::cards::Listed> = all
+            .iter()
+            .filter(|c| filter.is_empty() || c.id.to_lowercase().contains(&filter))
+            .filter(|c| self.state.is_empty() || c.card.state == self.state)
+            .collect();
+        let matched = chosen.len();
+        chosen.sort_by(|a, b| {
+            rank(a.card.state)
+                .cmp(&rank(b.card.state))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        chosen.truncate(TICK_CARDS);
+        (chosen, matched)
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct Login {
     token: String,
@@ -111,15 +152,20 @@ where
     tracing::info!(target: "touchline::ops", who, from = ?peer.0, "console attached");
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut view = View::default();
     loop {
         tokio::select! {
             _ = st.shutdown.cancelled() => break,
             _ = ticks.tick() => {
+                let all = super::listing(&st, super::Fresh::Shared).await;
+                let (matches, shown) = view.select(&all);
                 let tick = json!({
                     "type": "tick",
                     "at": crate::producers::wall_ms(),
-                    "overview": super::overview::overview(&st),
-                    "matches": super::listing(&st).await,
+                    "overview": &*super::overview(&st, super::Fresh::Shared).await,
+                    "matches": matches,
+                    "matches_total": all.len(),
+                    "matches_shown": shown,
                     "activity": st.console.activity.recent(),
                 });
                 match tokio::time::timeout(WRITE_WITHIN, ws.send(Message::text(tick.to_string()))).await {
@@ -129,6 +175,13 @@ where
             }
             m = ws.next() => match m {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(v) = serde_json::from_str::<View>(&t) {
+                        view = v;
+                        // Answer the new filter at once.
+                        ticks.reset_immediately();
+                    }
+                }
                 Some(Ok(_)) => {}
             },
         }

@@ -4,11 +4,12 @@
 //! asks the worker between two commands (a sleeping match answers without
 //! waking), and the rare facts a card shows beside the current ones
 //! (restarts, the last failure) are written when they happen. The
-//! lifecycle state is also published in a [`StateCell`] on every
-//! transition, so the console can tell which matches changed without
-//! asking each one.
+//! lifecycle state is also published in a [`StateCell`] with a generation
+//! bumped on every transition (and on what changes a sleeping match's
+//! card), so the console need not ask a sleeping match again until it
+//! changed.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Frame, State, Worker};
 use crate::journal::BetRecord;
@@ -58,29 +59,47 @@ pub(super) struct Troubles {
     last_error: Option<LastError>,
 }
 
-/// The lifecycle state, published on every transition for readers that
-/// must not ask the worker (one byte, written in `Worker::enter`).
+/// The lifecycle state, published for readers that must not ask the
+/// worker, with a generation bumped on every transition and on every change
+/// a card shows while the match sleeps (a switch while asleep, its base
+/// given back): one atomic word, the state in the low byte.
 #[derive(Debug)]
-pub struct StateCell(AtomicU8);
+pub struct StateCell(AtomicU64);
 
 impl StateCell {
     pub(super) fn new(state: State) -> StateCell {
-        StateCell(AtomicU8::new(state as u8))
+        StateCell(AtomicU64::new(state as u64))
     }
 
+    /// Enter `state` (or stay in it): a new generation either way.
     pub(super) fn set(&self, state: State) {
-        self.0.store(state as u8, Ordering::Relaxed);
+        let generation = (self.0.load(Ordering::Relaxed) >> 8).wrapping_add(1);
+        self.0.store(generation << 8 | state as u64, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> State {
-        State::ALL
-            .get(usize::from(self.0.load(Ordering::Relaxed)))
+        self.load().0
+    }
+
+    /// The state and its generation.
+    pub fn load(&self) -> (State, u64) {
+        let word = self.0.load(Ordering::Relaxed);
+        let state = State::ALL
+            .get((word & 0xff) as usize)
             .copied()
-            .unwrap_or(State::Stopped)
+            .unwrap_or(State::Stopped);
+        (state, word >> 8)
     }
 }
 
 impl Worker {
+    /// The match runs another version from now on: tell the observer, and
+    /// the console (a sleeping match's card changed).
+    pub(super) fn version_changed(&self) {
+        self.env.observer.runs(&self.id, self.version.version_arc());
+        self.shown.set(self.life.state());
+    }
+
     /// A guest failure happened (`reason`), and the instance was dropped.
     pub(super) fn note_failure(&mut self, reason: String) {
         let t = self.troubles.get_or_insert_with(Box::default);
@@ -102,7 +121,7 @@ impl Worker {
             memory_bytes: instance + kept,
             subscribers: self.updates.subscribers(),
             restarts: self.troubles.as_ref().map_or(0, |t| t.restarts),
-            failures_in_window: self.intensity.in_window(std::time::Instant::now()),
+            failures_in_window: self.intensity.in_window(tokio::time::Instant::now().into_std()),
             last_error: self.troubles.as_ref().and_then(|t| t.last_error.clone()),
             quarantine_reason: self.life.quarantine_reason().map(str::to_owned),
         }

@@ -145,8 +145,8 @@ impl Worker {
     pub(super) fn enter(&mut self, next: Lifecycle) -> Lifecycle {
         let (from, to) = (self.life.state(), next.state());
         let left = std::mem::replace(&mut self.life, next);
+        self.shown.set(to);
         if from != to {
-            self.shown.set(to);
             let m = &self.env.metrics;
             match from {
                 State::Hibernated => m.hibernated_matches.dec(),

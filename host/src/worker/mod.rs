@@ -353,12 +353,11 @@ impl Worker {
                 .map(|d| self.last_command + d);
             // One timer for both (a match is never due for both at once:
             // only a clean one hibernates, only a dirty one is marked clean).
-            let timer = match (clean_deadline, hibernate_deadline) {
-                (Some(c), _) => Some((c, Wake::Clean)),
-                (None, Some(h)) => Some((h, Wake::Hibernate)),
-                (None, None) => None,
+            let (deadline, on_timer) = match (clean_deadline, hibernate_deadline) {
+                (Some(c), _) => (Some(c), Wake::Clean),
+                (None, Some(h)) => (Some(h), Wake::Hibernate),
+                (None, None) => (None, Wake::Clean),
             };
-            let (deadline, on_timer) = timer.map_or((None, Wake::Clean), |(d, w)| (Some(d), w));
             let wake = tokio::select! {
                 c = rx.recv() => Wake::Command(c),
                 _ = sleep_until(deadline) => on_timer,
@@ -369,7 +368,11 @@ impl Worker {
             match wake {
                 Wake::Command(None) => break,
                 Wake::Command(Some(cmd)) => {
-                    self.last_command = Instant::now();
+                    // Being looked at is not activity: a console watching
+                    // must not keep a match from hibernating.
+                    if !matches!(*cmd, Command::Inspect { .. }) {
+                        self.last_command = Instant::now();
+                    }
                     Box::pin(self.handle(*cmd)).await;
                 }
                 Wake::Clean => Box::pin(self.on_idle()).await,

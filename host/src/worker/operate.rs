@@ -10,7 +10,18 @@ use bytes::Bytes;
 
 use super::Worker;
 use super::lifecycle::Lifecycle;
+use super::supervise::Fate;
 use crate::journal::Op;
+
+/// How a quarantine by hand's reason starts (kept in the match record, so
+/// a restart knows it too): a rollout switches such a match without
+/// healing it, only an operator's heal lifts it.
+pub(super) const BY_HAND: &str = "quarantined by an operator";
+
+/// Whether a quarantine `reason` was an operator's.
+pub(super) fn by_hand(reason: &str) -> bool {
+    reason.starts_with(BY_HAND)
+}
 
 /// What an operator asks of a match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +62,9 @@ impl Worker {
                     return Err(Refusal::Conflict(format!("the match is {state}")));
                 }
                 let reason = if reason.trim().is_empty() {
-                    "quarantined by an operator".to_owned()
+                    BY_HAND.to_owned()
                 } else {
-                    format!("quarantined by an operator: {}", reason.trim())
+                    format!("{BY_HAND}: {}", reason.trim())
                 };
                 self.quarantine(reason);
                 self.write_meta().await;
@@ -78,7 +89,6 @@ impl Worker {
             }
             Action::Replay(id) => return self.replay_dead_letter(id).await,
         };
-        tracing::info!(match_id = %self.id, report, "operator action");
         Ok(report)
     }
 
@@ -94,6 +104,15 @@ impl Worker {
                 self.life.state().as_str()
             )));
         }
+        if matches!(
+            self.life,
+            Lifecycle::Probation { .. } | Lifecycle::Hibernated { fallback: Some(_) }
+        ) {
+            // A replay now would end the probation untried (as a heal does).
+            return Err(Refusal::Conflict(
+                "on probation after a switch: replay once its first event has passed".into(),
+            ));
+        }
         let Some(journal) = self.env.journal.clone() else {
             return Err(Refusal::NotFound("no journal: nothing was kept".into()));
         };
@@ -105,23 +124,14 @@ impl Worker {
         let Some(letter) = parked.dead_letters.into_iter().find(|l| l.id == id) else {
             return Err(Refusal::NotFound(format!("no dead letter {id} for {}", self.id)));
         };
-        let remove = Op::RemoveDeadLetter {
-            match_id: self.id.clone(),
-            id,
-        };
-        journal.write(remove).await.map_err(failed)?;
         self.wake().await;
         let instance = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Live(i) => Some(i),
-            Lifecycle::Probation { instance, .. } => {
-                self.env.observer.probation(&self.id, super::ProbationNews::Ended);
-                Some(instance)
-            }
             _ => None,
         };
         self.enter(Lifecycle::Healing { instance });
-        let before = self.seq;
-        self.on_event(letter.item.event, None, letter.raw.map(Bytes::from))
+        let fate = self
+            .on_event(letter.item.event, None, letter.raw.map(Bytes::from))
             .await;
         let next = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Healing { instance: Some(i) } => Lifecycle::Live(i),
@@ -129,12 +139,21 @@ impl Worker {
             other => other,
         };
         self.enter(next);
-        let report = if self.seq > before {
-            format!("dead letter {id} applied as seq {}", self.seq)
-        } else {
-            format!("dead letter {id} failed again and was dead-lettered anew")
+        // Removed only now, behind what the replay wrote (the applied
+        // event, or the letter parked anew): a crash in between keeps it.
+        let remove = Op::RemoveDeadLetter {
+            match_id: self.id.clone(),
+            id,
         };
-        tracing::info!(match_id = %self.id, report, "operator replay");
-        Ok(report)
+        journal.write(remove).await.map_err(failed)?;
+        // Answered once durable, so what the operator reads next is so.
+        crate::journal::sync(&*journal, Some(self.id.clone()))
+            .await
+            .map_err(failed)?;
+        Ok(match fate {
+            Fate::Applied => format!("dead letter {id} applied as seq {}", self.seq),
+            Fate::DeadLettered | Fate::Held => format!("dead letter {id} failed again and was dead-lettered anew"),
+            Fate::Rejected => format!("dead letter {id} was refused by the guest (not a failure): dropped"),
+        })
     }
 }

@@ -92,6 +92,8 @@ impl Worker {
             Stored::No
         } else if asleep && self.tail.events.is_empty() {
             self.base = None;
+            // Its card's memory changed while it sleeps.
+            self.shown.set(self.life.state());
             Stored::GivenBack
         } else {
             Stored::Queued

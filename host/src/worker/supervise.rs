@@ -22,6 +22,18 @@ use crate::metrics::Kind;
 use crate::sandbox::{Failure, Saved};
 use crate::supervisor::Verdict;
 
+/// What became of an event ([`Worker::on_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Applied: it took the next seq.
+    Applied,
+    /// The guest refused it (not a failure): nothing kept.
+    Rejected,
+    DeadLettered,
+    /// Kept for the heal (the match is quarantined).
+    Held,
+}
+
 /// Outcome of applying one event under supervision.
 pub(super) enum Applied {
     Ok(Box<RawValue>),
@@ -34,13 +46,22 @@ impl Worker {
     /// Apply a feed event (`routed`: when it was routed here, for
     /// `event_to_fanout_seconds`; `None` for replays; `raw`: its feed
     /// message, kept with it if it is dead-lettered or held).
-    pub(super) async fn on_event(&mut self, bytes: Vec<u8>, routed: Option<std::time::Instant>, raw: Option<Bytes>) {
+    pub(super) async fn on_event(
+        &mut self,
+        bytes: Vec<u8>,
+        routed: Option<std::time::Instant>,
+        raw: Option<Bytes>,
+    ) -> Fate {
         match &mut self.life {
-            Lifecycle::Quarantined { .. } => return self.hold(bytes, raw).await,
+            Lifecycle::Quarantined { .. } => {
+                self.hold(bytes, raw).await;
+                return Fate::Held;
+            }
             Lifecycle::Probation { instance, .. } => match instance.apply_json(&bytes) {
                 Ok(delta) => {
                     self.pass_probation();
-                    return self.commit(bytes, &delta, routed).await;
+                    self.commit(bytes, &delta, routed).await;
+                    return Fate::Applied;
                 }
                 // Back on the old version, which applies the event below.
                 Err(f) => self.fail_probation(&f).await,
@@ -48,15 +69,23 @@ impl Worker {
             _ => {}
         }
         match self.apply_supervised(&bytes).await {
-            Applied::Ok(delta) => self.commit(bytes, &delta, routed).await,
+            Applied::Ok(delta) => {
+                self.commit(bytes, &delta, routed).await;
+                Fate::Applied
+            }
             Applied::Rejected(f) => {
                 self.env.metrics.events_rejected.inc();
                 tracing::warn!(match_id = %self.id, seq = self.seq, error = %f, "guest rejected event");
+                Fate::Rejected
             }
-            Applied::DeadLettered(reason) => self.dead_letter(bytes, reason, raw).await,
+            Applied::DeadLettered(reason) => {
+                self.dead_letter(bytes, reason, raw).await;
+                Fate::DeadLettered
+            }
             Applied::Quarantined => {
                 self.write_meta().await;
                 self.hold(bytes, raw).await;
+                Fate::Held
             }
         }
     }
@@ -207,12 +236,6 @@ impl Worker {
             Ok(p) => p,
             Err(e) => return format!("heal failed: {e}"),
         };
-        let clear = Op::ClearParked {
-            match_id: self.id.clone(),
-        };
-        if let Err(e) = journal.write(clear).await {
-            return format!("heal failed: {e}");
-        }
         let instance = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Live(i) => Some(i),
             Lifecycle::Probation { instance, .. } => {
@@ -228,8 +251,16 @@ impl Worker {
         if self.life.applier().is_none()
             && let Err(f) = self.restart()
         {
+            // What was kept stays kept: cleared only once it is replayed.
             self.quarantine(format!("cannot restore state: {f}"));
             return format!("heal failed: {f}");
+        }
+        // Cleared before the replays, which park again what fails again.
+        let clear = Op::ClearParked {
+            match_id: self.id.clone(),
+        };
+        if let Err(e) = journal.write(clear).await {
+            return format!("heal failed: {e}");
         }
         self.status(Status::Healed, "replaying dead letters and held events");
         self.write_meta().await;

@@ -33,12 +33,28 @@ impl Worker {
         self.end_probation();
         let started = Instant::now();
         let (from, to) = (short(self.version.version()), short(new.version()));
+        if self.life.quarantine_reason().is_some_and(super::operate::by_hand) {
+            // An operator's quarantine stays until an operator heals it:
+            // the new version takes the state over at that heal.
+            self.lose_instance();
+            self.version = new;
+            self.version_changed();
+            self.status(
+                Status::Upgraded,
+                &format!("guest {from} → {to}; stays quarantined by an operator"),
+            );
+            self.write_meta().await;
+            self.count_switch("switched");
+            return SwitchOutcome::Switched {
+                seconds: started.elapsed().as_secs_f64(),
+            };
+        }
         if matches!(self.life, Lifecycle::Quarantined { .. }) {
             // Nothing live to migrate: heal replays snapshot, tail, dead
             // letters and held events under the new version.
             self.lose_instance();
             self.version = new;
-            self.env.observer.runs(&self.id, self.version.version_arc());
+            self.version_changed();
             self.status(Status::Upgraded, &format!("guest {from} → {to}; healing"));
             let report = self.heal().await;
             self.count_switch("healed");
@@ -99,7 +115,7 @@ impl Worker {
                 // The migrated state becomes the recovery base (and the
                 // stored snapshot), saved by the new version.
                 self.snapshot();
-                self.env.observer.runs(&self.id, self.version.version_arc());
+                self.version_changed();
                 self.write_meta().await;
                 self.status(Status::Upgraded, &format!("guest {from} → {to}"));
                 // An idle match goes back to sleep at once (its migrated state
@@ -144,7 +160,7 @@ impl Worker {
             fallback: Some(Fallback { version: old, base }),
         });
         self.env.observer.probation(&self.id, ProbationNews::Started);
-        self.env.observer.runs(&self.id, self.version.version_arc());
+        self.version_changed();
         self.write_meta().await;
         // The fallback holds the state now: the base goes back to the store
         // once it is durable (read back when the match wakes).
@@ -251,7 +267,7 @@ impl Worker {
         }
         self.snapshot();
         self.count_switch("probation_failed");
-        self.env.observer.runs(&self.id, self.version.version_arc());
+        self.version_changed();
         self.env
             .observer
             .probation(&self.id, ProbationNews::Failed(reason.clone()));

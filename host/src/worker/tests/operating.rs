@@ -156,3 +156,46 @@ async fn a_dead_letter_replayed_applies_or_is_dead_lettered_anew() {
     assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(2), Some(2.2)));
     assert_eq!(h.journal.parked(MATCH).expect("parked").dead_letters.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn being_watched_does_not_keep_a_match_awake() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    // A console asking every second, for longer than hibernate_after.
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        h.card().await;
+    }
+    assert_eq!(h.card().await.state, "hibernated");
+    assert_eq!(h.metrics.hibernated_matches.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_switches_a_match_quarantined_by_hand_without_healing_it() {
+    let h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    h.operate(Action::Quarantine("checking".into()))
+        .await
+        .expect("quarantined");
+    h.event(odds(2.5, None)).await;
+    let new = faulty();
+    let outcome = h
+        .ask(|reply| Command::Switch {
+            version: new.clone(),
+            probation: true,
+            reply,
+        })
+        .await;
+    assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
+    let card = h.card().await;
+    assert_eq!(card.state, "quarantined", "only an operator's heal lifts it");
+    assert_eq!(card.version, new.version());
+    assert_eq!(h.journal.parked(MATCH).expect("parked").held.len(), 1, "still held");
+    // The operator's heal: the new version takes the state over and
+    // applies what was held.
+    let report = h.ask(|reply| Command::Heal { reply }).await;
+    assert!(report.contains("seq 2; healthy"), "{report}");
+    let snap = h.snapshot().await;
+    assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(2), Some(2.5)));
+    assert_eq!(snap["guest_version"].as_str(), Some(new.version()));
+}
