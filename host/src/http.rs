@@ -198,6 +198,12 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
             Err(_) => tracing::debug!("websocket upgrade did not complete in time"),
         }
     });
+    switching_protocols(&key)
+}
+
+/// The 101 answering a WebSocket upgrade whose `Sec-WebSocket-Accept` is
+/// `key` ([`handshake_key`]).
+pub(crate) fn switching_protocols(key: &str) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -205,7 +211,7 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&key).expect("base64 is a valid header value"),
+        HeaderValue::from_str(key).expect("base64 is a valid header value"),
     );
     resp
 }

@@ -11,9 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
@@ -25,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::auth::Verdict;
-use crate::http::{AppState, Peer, handshake_key};
+use crate::http::{AppState, Peer, handshake_key, switching_protocols};
 
 /// The first message must arrive within this long.
 pub const AUTH_WITHIN: Duration = Duration::from_secs(10);
@@ -60,16 +59,7 @@ pub(super) async fn upgrade(State(st): State<AppState>, peer: Peer, mut req: Req
             serve(ws, st2, peer).await;
         }
     });
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&key).expect("base64 is a valid header value"),
-    );
-    resp
+    switching_protocols(&key)
 }
 
 /// Cards one tick carries at most (the page shows fewer).
