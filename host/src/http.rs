@@ -59,6 +59,8 @@ pub struct AppState {
     pub feed_expected: bool,
     /// The operator console's state (`crate::ops`).
     pub console: Arc<crate::ops::Console>,
+    /// The cluster this node is in (`--cluster`); `None`: a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Read buffer per WebSocket session, bytes.
@@ -79,6 +81,7 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/admin/guest/rollback", axum::routing::post(rollback_guest))
         .route("/api/bets/{id}", get(bet))
         .route("/api/producers", get(producers))
+        .route("/api/nodes", get(nodes))
         .route("/api/reference", get(reference))
         .route("/admin/reference/refresh", axum::routing::post(refresh_reference))
         .merge(crate::ops::routes())
@@ -93,6 +96,18 @@ async fn index() -> impl IntoResponse {
 /// in flight and how long the last one took.
 async fn producers(State(st): State<AppState>) -> impl IntoResponse {
     axum::Json(st.producers.views().to_vec())
+}
+
+/// The cluster's live nodes and the partitions each holds; 404 on a
+/// single node.
+async fn nodes(State(st): State<AppState>) -> Response {
+    let Some(cluster) = &st.cluster else {
+        return (StatusCode::NOT_FOUND, "not in a cluster (start with --cluster)").into_response();
+    };
+    match crate::cluster::view::view(cluster).await {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("reading the cluster: {e}")).into_response(),
+    }
 }
 
 /// What the market descriptions hold now.

@@ -61,6 +61,8 @@ pub struct Server {
     http_task: HttpTask,
     producers_stop: CancellationToken,
     producer_tasks: TaskTracker,
+    /// This node's partition leases, in a cluster.
+    leases: Option<crate::cluster::Leases>,
 }
 
 impl Server {
@@ -146,7 +148,19 @@ impl Server {
         let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_for_http = metrics.clone();
+        let (cluster, leases) = match &config.cluster {
+            Some(c) => {
+                let cluster = crate::cluster::Cluster::connect(c.clone())
+                    .await
+                    .with_context(|| format!("joining the cluster at {}", c.urls.join(",")))?;
+                let leases = crate::cluster::Leases::start(&cluster);
+                tracing::info!(node = %c.node_id, partitions = c.partitions.count(), "joined the cluster");
+                (Some(Arc::new(cluster)), Some(leases))
+            }
+            None => (None, None),
+        };
         let state = http::AppState {
+            cluster,
             router: router.clone(),
             metrics,
             ready: ready.clone(),
@@ -181,12 +195,19 @@ impl Server {
             http_task,
             producers_stop,
             producer_tasks,
+            leases,
         })
     }
 
     /// Stop in order: feed intake, workers (mailboxes drained), WebSocket
     /// sessions (close frames sent), then flush the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Partitions are handed over first, so other nodes take them at once.
+        if let Some(leases) = self.leases
+            && let Err(e) = leases.shutdown().await
+        {
+            tracing::warn!(error = %e, "handing the partitions over");
+        }
         self.feed_stop.cancel();
         self.feed_tasks.close();
         self.feed_tasks.wait().await;

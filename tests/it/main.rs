@@ -14,6 +14,9 @@
 //! - `cluster_lease`: partition leases on real nats-server processes
 //!   (issue 13): balance, crash and graceful hand-over, the fencing rule,
 //!   a NATS server killed under a 3-server cluster.
+//! - `cluster_serve`: `touchline serve --cluster` processes on a real
+//!   nats-server: partitions shared, `/api/nodes`, takeover after kill -9,
+//!   hand-over on SIGTERM.
 //! - `delta`: update deltas applied to the previous state give the next
 //!   snapshot (simulator and samples, through the Wasm guest); rebuilt
 //!   guests regenerate them; what an update frame weighs.
@@ -51,6 +54,7 @@ mod bets;
 mod budgets;
 mod cluster_ingest;
 mod cluster_lease;
+mod cluster_serve;
 mod delta;
 mod density;
 mod deploy;

@@ -27,6 +27,7 @@ pub mod leases;
 pub mod nodes;
 pub mod partition;
 pub mod streams;
+pub mod view;
 
 pub use leases::{Leases, Owned};
 pub use partition::Partitions;

@@ -244,6 +244,27 @@ pub struct Settings {
     /// after this long (s).
     #[arg(long, default_value_t = 300)]
     pub recovery_timeout: u64,
+    /// Join a cluster on NATS JetStream at these servers (comma-separated
+    /// `nats://` URLs; give all of a NATS cluster's). In progress (issue 13,
+    /// docs/cluster.md): nodes keep partition leases and `/api/nodes` shows
+    /// them; each node still applies the events of its own feed.
+    #[arg(long, value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's name in the cluster (letters, digits, `-`, `_`); needed
+    /// with --cluster.
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Partitions the matches are split into (the same on every node).
+    #[arg(long, default_value_t = 64)]
+    pub partitions: u32,
+    /// A partition's lease lasts this long (ms) without a renewal: a
+    /// crashed node's partitions are taken over after it.
+    #[arg(long, default_value_t = 3000)]
+    pub lease_ttl_ms: u64,
+    /// Replicas of the cluster's streams and buckets (3 on a 3-server
+    /// NATS cluster, so it survives the loss of one).
+    #[arg(long, default_value_t = 1)]
+    pub cluster_replicas: usize,
 }
 
 impl Default for Settings {
@@ -344,14 +365,46 @@ impl Settings {
             api_url: self.api_url,
             descriptions_files: self.descriptions_file,
             names: !self.no_names,
+            cluster: cluster_config(
+                self.cluster,
+                self.node_id,
+                self.partitions,
+                ms(self.lease_ttl_ms),
+                self.cluster_replicas,
+            )?,
         };
         config.validate()?;
         Ok(config)
     }
 }
 
+/// The cluster's configuration, if `--cluster` names servers.
+fn cluster_config(
+    urls: Vec<String>,
+    node_id: Option<String>,
+    partitions: u32,
+    lease_ttl: Duration,
+    replicas: usize,
+) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let node = node_id.ok_or(ConfigError::NoNodeId)?;
+    let node = crate::cluster::NodeId::new(node).map_err(ConfigError::Cluster)?;
+    let mut config = crate::cluster::ClusterConfig::new(urls, node);
+    config.partitions = crate::cluster::Partitions::new(partitions).map_err(ConfigError::Cluster)?;
+    config.lease_ttl = lease_ttl;
+    config.replicas = replicas;
+    config.validate().map_err(ConfigError::Cluster)?;
+    Ok(Some(config))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("--cluster needs --node-id")]
+    NoNodeId,
+    #[error("--cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
     #[error("give --feed-listen or --feed-connect (or both): without a feed nothing happens")]
     NoFeed,
     #[error("stake limits must be positive, finite, and min <= max")]

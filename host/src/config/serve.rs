@@ -100,6 +100,8 @@ pub struct ServeConfig {
     pub descriptions_files: Vec<PathBuf>,
     /// Names in frames (and fixtures fetched for them).
     pub names: bool,
+    /// The cluster this node joins (`--cluster`); `None`: a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl ServeConfig {
