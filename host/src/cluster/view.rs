@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use super::ClusterError;
 use super::lease::LeaseKv;
 use super::nodes::Nodes;
 use super::streams::Cluster;
-use super::ClusterError;
 
 /// One node and the partitions it holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

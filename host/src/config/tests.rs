@@ -405,6 +405,8 @@ fn the_flags_users_know() {
         descriptions_file: vec![PathBuf::new()],
         recovery_token: Some(String::new()),
         max_connections: Some(1),
+        cluster: vec![String::new()],
+        node_id: Some(String::new()),
         ..Settings::default()
     })
     .expect("settings as TOML")
@@ -419,4 +421,58 @@ fn the_flags_users_know() {
     keys.sort();
     flags.sort();
     assert_eq!(keys, flags);
+}
+
+#[test]
+fn cluster_flags_make_a_cluster_config_and_need_a_node_id() {
+    let parse = |args: &[&str]| {
+        let mut all = vec!["serve", "--feed-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let matches = command.try_get_matches_from(all).expect("flags parse");
+        ServeArgs::from_arg_matches(&matches)
+            .expect("args")
+            .settings
+            .into_config()
+    };
+    assert!(parse(&[]).expect("single node").cluster.is_none());
+    let config = parse(&[
+        "--cluster",
+        "nats://a:4222,nats://b:4222",
+        "--node-id",
+        "n1",
+        "--partitions",
+        "16",
+        "--lease-ttl-ms",
+        "12000",
+        "--cluster-replicas",
+        "3",
+    ])
+    .expect("a cluster")
+    .cluster
+    .expect("cluster config");
+    assert_eq!(config.urls, ["nats://a:4222", "nats://b:4222"]);
+    assert_eq!(config.node_id.as_str(), "n1");
+    assert_eq!(config.partitions.count(), 16);
+    assert_eq!(config.lease_ttl, Duration::from_secs(12));
+    assert_eq!(config.replicas, 3);
+    assert!(matches!(
+        parse(&["--cluster", "nats://a:4222"]),
+        Err(ConfigError::NoNodeId)
+    ));
+    assert!(matches!(
+        parse(&[
+            "--cluster",
+            "nats://a:4222",
+            "--node-id",
+            "n1",
+            "--cluster-replicas",
+            "9"
+        ]),
+        Err(ConfigError::Cluster(_))
+    ));
+    assert!(matches!(
+        parse(&["--cluster", "nats://a:4222", "--node-id", "bad id!"]),
+        Err(ConfigError::Cluster(_))
+    ));
 }
