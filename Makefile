@@ -47,8 +47,11 @@ $(NATS_SERVER):
 # producer down: live odds (LO) stop their alives for 40 s at 1:00 (down
 # 20 s later, until they resume and a recovery completes), the pre-match
 # producer's (Ctrl) messages lag 25 s from 2:00 for 25 s (delayed); each
-# comes back.
+# comes back. The operator console (/ops) wants an admin token: the demo's
+# is touchline-demo-admin-token unless TOUCHLINE_ADMIN_TOKEN is set (it
+# listens on loopback only).
 run: build
+	TOUCHLINE_ADMIN_TOKEN=$${TOUCHLINE_ADMIN_TOKEN:-touchline-demo-admin-token} \
 	./target/release/touchline demo --http 127.0.0.1:8080 --data ./data \
 		--fault stop_alive:1:40@60 --fault delay:3:25@120 --fault-every 180
 

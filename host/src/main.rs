@@ -242,6 +242,7 @@ async fn run(cli: Cli, sub: &ArgMatches) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig, http: Option<tokio::net::TcpListener>) -> anyhow::Result<()> {
+    let console = config.admin_token.is_some();
     let server = touchline::Server::start_on(config, http).await?;
     // Tests and scripts read this line for the bound (maybe ephemeral) ports.
     let ready = touchline::Ready {
@@ -250,6 +251,12 @@ async fn serve(config: ServeConfig, http: Option<tokio::net::TcpListener>) -> an
     };
     println!("{}", ready.line(&server.guest_version));
     println!("Touchline is live: open http://{}/", server.http_addr);
+    if console {
+        println!(
+            "Operator console: http://{}/ops (log in with the admin token)",
+            server.http_addr
+        );
+    }
     signal().await?;
     tracing::info!("shutting down");
     server.shutdown().await
