@@ -172,8 +172,9 @@ proptest! {
     /// mismatched end tags, partial roots, unterminated attribute values;
     /// `<` + garbage; a sample cut off before its last byte, possibly with a
     /// stray quote or `<` inserted; a sample with one byte changed), none of
-    /// which contains a sample's message whole, read in pieces cut at
-    /// arbitrary points and then closed:
+    /// which — alone or run together with its neighbours — contains a
+    /// sample's message whole, read in pieces cut at arbitrary points and
+    /// then closed:
     ///
     /// - the frames byte-equal to some sample's message are exactly the
     ///   messages of `v₁ … vₙ`, in order: none lost, altered, duplicated or
@@ -186,6 +187,14 @@ proptest! {
         tail in prop::collection::vec(corruption(), 0..3),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
     ) {
+        // Corruptions side by side may add up to a whole message again (a
+        // sample cut before its last `>`, then a `>`): the framer rightly
+        // frames it, so such a case says nothing about the property.
+        let whole_in = |junk: &[Vec<u8>]| {
+            let bytes = junk.concat();
+            SAMPLES.iter().any(|s| bytes.windows(s.element().len()).any(|w| w == s.element()))
+        };
+        prop_assume!(!stretches.iter().any(|(junk, _)| whole_in(junk)) && !whole_in(&tail));
         let mut stream = Vec::new();
         let mut expected: Vec<&[u8]> = Vec::new();
         for (junk, valid) in &stretches {

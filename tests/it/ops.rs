@@ -309,10 +309,16 @@ async fn a_quarantined_match_is_shown_with_its_dead_letter_and_healed_from_the_p
         letter[0][0].as_str().is_some_and(|r| r.contains("trap")),
         "the reason names the failure: {letter}"
     );
+    // Quarantined: a single replay would be refused; the page says to heal.
     assert_eq!(
         page.eval(r#"document.querySelectorAll('#detail-dead-letters button[data-action="replay"]').length"#)
             .await,
-        json!(1)
+        json!(0)
+    );
+    assert_eq!(
+        page.eval(r#"document.querySelector('#detail-dead-letters [data-dead-letter]').textContent.includes("heal the match to replay it")"#)
+            .await,
+        json!(true)
     );
     let held_shown =
         r#"[...document.querySelectorAll('#detail-held [data-held] pre[data-role="xml"]')].map(p => p.textContent)"#;
@@ -331,6 +337,10 @@ async fn a_quarantined_match_is_shown_with_its_dead_letter_and_healed_from_the_p
         "the last good state: {state}"
     );
     page.screenshot_if_asked("ops-quarantined").await;
+
+    let shown_letters =
+        r##"[...document.querySelectorAll("#detail-dead-letters [data-dead-letter]")].map(d => d.dataset.deadLetter)"##;
+    let before_heal = page.eval(shown_letters).await;
 
     // Heal from the page: live again, the held event applied as the next
     // seq of the same epoch, no gap for the subscriber.
@@ -359,6 +369,28 @@ async fn a_quarantined_match_is_shown_with_its_dead_letter_and_healed_from_the_p
     page.wait_eval(&activity_shown("alice", "heal", Some(SICK), "ok"), json!(true))
         .await;
     assert!(logged(&server, "alice", "heal", SICK));
+
+    // Live again, the poison events (still poison) are dead letters that
+    // can each be replayed from the page, after a confirmation.
+    let replay = r#"#detail-dead-letters button[data-action="replay"]"#;
+    // The detail shows the letters parked anew by the heal (new indexes).
+    page.wait_eval(
+        &format!(
+            "(ids => ids.length > 0 && !ids.some(i => {before_heal}.includes(i)))({shown_letters}) && document.querySelectorAll('{replay}').length > 0"
+        ),
+        json!(true),
+    )
+    .await;
+    assert_eq!(page.eval(&click(replay)).await, json!(true));
+    page.wait_eval(&visible(r#"button[data-confirm="replay"]"#), json!(true))
+        .await;
+    assert_eq!(page.eval(&click(r#"button[data-confirm="replay"]"#)).await, json!(true));
+    let (status, said) = action_result(&mut page).await;
+    assert_eq!(status, "ok", "{said}");
+    assert!(said.contains("failed again"), "{said}");
+    page.wait_eval(&activity_shown("alice", "replay", Some(SICK), "ok"), json!(true))
+        .await;
+    assert_eq!(page.eval(&text(&cell(SICK, "state"))).await, json!("live"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,6 +278,11 @@ impl Worker {
         };
         self.enter(next);
         self.intensity.reset();
+        // Answered once what the replays wrote (events applied, letters
+        // parked anew) is durable, so what is read next is so.
+        if let Err(e) = crate::journal::sync(&*journal, Some(self.id.clone())).await {
+            return format!("heal failed: replayed, but not durable: {e}");
+        }
         let report = format!(
             "replayed {n_dead} dead letters and {n_held} held events; seq {}; {}",
             self.seq,
