@@ -61,7 +61,12 @@ pub struct AppState {
     pub console: Arc<crate::ops::Console>,
     /// The cluster this node is in (`--cluster`); `None`: a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The last `/api/nodes` answer and when it was read.
+    pub nodes_view: Arc<tokio::sync::Mutex<Option<(std::time::Instant, crate::cluster::view::ClusterView)>>>,
 }
+
+/// How long an `/api/nodes` answer is reused.
+pub const NODES_VIEW_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Read buffer per WebSocket session, bytes.
 pub const READ_BUFFER: usize = 4096;
@@ -104,8 +109,19 @@ async fn nodes(State(st): State<AppState>) -> Response {
     let Some(cluster) = &st.cluster else {
         return (StatusCode::NOT_FOUND, "not in a cluster (start with --cluster)").into_response();
     };
+    // Read from the buckets at most once a second, however often asked
+    // (each read is a request per partition).
+    let mut last = st.nodes_view.lock().await;
+    if let Some((at, view)) = &*last
+        && at.elapsed() < NODES_VIEW_FOR
+    {
+        return axum::Json(view.clone()).into_response();
+    }
     match crate::cluster::view::view(cluster).await {
-        Ok(view) => axum::Json(view).into_response(),
+        Ok(view) => {
+            *last = Some((std::time::Instant::now(), view.clone()));
+            axum::Json(view).into_response()
+        }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("reading the cluster: {e}")).into_response(),
     }
 }

@@ -19,7 +19,8 @@
 //!   descriptors.
 //! - [`cluster`]: Touchline as a cluster on NATS JetStream (issue 13, in
 //!   progress): partitions, subjects, leases and their balancing, the
-//!   streams; not wired into the server yet.
+//!   streams; `serve --cluster` joins and keeps leases, events are not
+//!   partitioned yet.
 //! - [`store`]: the only owner of sled (the production journal); its
 //!   writer makes group commits.
 //! - [`producers`]: the feed's producers, their state (up, down,

@@ -45,6 +45,9 @@ impl worker::Observer for Observers {
     }
 }
 
+/// Longest a stopping node spends handing its partitions over.
+const HAND_OVER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A running server.
 pub struct Server {
     pub http_addr: SocketAddr,
@@ -76,6 +79,17 @@ impl Server {
     /// `None` binds `config.http`.
     pub async fn start_on(config: ServeConfig, http: Option<TcpListener>) -> anyhow::Result<Server> {
         config.validate()?;
+        // Joined first: a cluster that cannot be reached fails the start
+        // before anything opens or listens. Its leases are kept only once
+        // the node serves (below).
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(
+                crate::cluster::Cluster::connect(c.clone())
+                    .await
+                    .with_context(|| format!("joining the cluster as node {}", c.node_id))?,
+            )),
+            None => None,
+        };
         let store = store::Store::open_reserving(&config.data_dir, config.store_reserve, config.store_cache)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let (handle, rx) = store::queue(store.clone());
@@ -148,19 +162,9 @@ impl Server {
         let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_for_http = metrics.clone();
-        let (cluster, leases) = match &config.cluster {
-            Some(c) => {
-                let cluster = crate::cluster::Cluster::connect(c.clone())
-                    .await
-                    .with_context(|| format!("joining the cluster at {}", c.urls.join(",")))?;
-                let leases = crate::cluster::Leases::start(&cluster);
-                tracing::info!(node = %c.node_id, partitions = c.partitions.count(), "joined the cluster");
-                (Some(Arc::new(cluster)), Some(leases))
-            }
-            None => (None, None),
-        };
         let state = http::AppState {
-            cluster,
+            cluster: cluster.clone(),
+            nodes_view: Arc::default(),
             router: router.clone(),
             metrics,
             ready: ready.clone(),
@@ -179,6 +183,10 @@ impl Server {
             console: Arc::new(crate::ops::Console::new(rejects, config.data_dir.clone())),
         };
         let (http_addr, http_task) = serve_http(&config, http, state, metrics_for_http, session_stop.clone()).await?;
+        let leases = cluster.as_ref().map(|c| {
+            tracing::info!(node = %c.config.node_id, partitions = c.config.partitions.count(), "joined the cluster");
+            crate::cluster::Leases::start(c)
+        });
         ready.store(true, Ordering::Release);
         Ok(Server {
             http_addr,
@@ -199,14 +207,20 @@ impl Server {
         })
     }
 
-    /// Stop in order: feed intake, workers (mailboxes drained), WebSocket
-    /// sessions (close frames sent), then flush the store.
+    /// Stop in order: in a cluster the partitions handed over, then feed
+    /// intake, workers (mailboxes drained), WebSocket sessions (close
+    /// frames sent), then flush the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        // Partitions are handed over first, so other nodes take them at once.
-        if let Some(leases) = self.leases
-            && let Err(e) = leases.shutdown().await
-        {
-            tracing::warn!(error = %e, "handing the partitions over");
+        // Partitions are handed over first, so other nodes take them at
+        // once (events are not partitioned yet; once they are, this node
+        // must stop applying a partition before it hands it over). Bounded:
+        // with NATS gone, the leases expire by themselves.
+        if let Some(leases) = self.leases {
+            match tokio::time::timeout(HAND_OVER_WITHIN, leases.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "handing the partitions over"),
+                Err(_) => tracing::warn!("handing the partitions over took too long; they expire by themselves"),
+            }
         }
         self.feed_stop.cancel();
         self.feed_tasks.close();

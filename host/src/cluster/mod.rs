@@ -1,6 +1,7 @@
 //! Touchline as a cluster on NATS JetStream (issue 13): the foundations.
-//! Nothing here is wired into the server yet; single-node mode with sled
-//! is untouched.
+//! `serve --cluster` joins, keeps its share of the leases ([`leases`]) and
+//! answers `/api/nodes` ([`view`]); the events are not partitioned yet.
+//! Single-node mode with sled is untouched.
 //!
 //! - [`partition`]: match id → partition (a stable hash: part of the wire
 //!   contract) and the NATS subjects (`tl.ev.<p>.<match>`, `tl.fr.<match>`,

@@ -23,7 +23,7 @@ pub const EVENTS_STREAM: &str = "TL_EVENTS";
 pub const FRAMES_STREAM: &str = "TL_FRAMES";
 pub const BETS_STREAM: &str = "TL_BETS";
 
-/// Lease TTL when `--lease-ttl` is not given: renewed every second.
+/// Lease TTL when `--lease-ttl-ms` is not given: renewed every second.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// Shortest TTL accepted: renewals every `ttl/3` must fit a round trip
@@ -198,6 +198,23 @@ pub async fn setup(js: &jetstream::Context, config: &ClusterConfig) -> Result<(k
     }
     let mut buckets = Vec::with_capacity(2);
     for name in [lease::BUCKET, nodes::BUCKET] {
+        // The bucket's TTL is every node's lease: a node configured
+        // otherwise would rewrite it for all (and believe it holds keys the
+        // server lets expire sooner). Refused, naming both.
+        if let Ok(mut stream) = js.get_stream(format!("KV_{name}")).await
+            && let Ok(info) = stream.info().await
+        {
+            let (ttl, replicas) = (info.config.max_age, info.config.num_replicas);
+            if ttl != config.lease_ttl || replicas != config.replicas {
+                return Err(ClusterError::Config(format!(
+                    "bucket {name} has a lease TTL of {} ms and {replicas} replicas; this node has {} ms and {}: \
+                     every node of a cluster must run the same --lease-ttl-ms and --cluster-replicas",
+                    ttl.as_millis(),
+                    config.lease_ttl.as_millis(),
+                    config.replicas
+                )));
+            }
+        }
         let store = js
             .create_or_update_key_value(ttl_bucket(name, config))
             .await

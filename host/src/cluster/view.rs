@@ -14,6 +14,9 @@ use super::streams::Cluster;
 pub struct NodeView {
     pub id: String,
     pub partitions: Vec<u32>,
+    /// Its heartbeat is current. `false`: a holder whose leases have not
+    /// expired yet although it stopped heartbeating (crashed, cut off).
+    pub live: bool,
 }
 
 /// What a node sees of the cluster.
@@ -22,7 +25,7 @@ pub struct ClusterView {
     /// The node answering.
     pub node: String,
     pub partitions: u32,
-    /// Live nodes, by id, with what they hold.
+    /// Live nodes and lease holders, by id, with what they hold.
     pub nodes: Vec<NodeView>,
     /// Partitions nobody holds now (between a holder's loss and a takeover).
     pub free: Vec<u32>,
@@ -35,7 +38,7 @@ pub async fn view(cluster: &Cluster) -> Result<ClusterView, ClusterError> {
     let leases = LeaseKv::new(cluster.leases.clone(), config.node_id.clone(), 0, config.lease_ttl);
     let live = nodes.live().await?;
     let owners = leases.owners(config.partitions).await?;
-    let mut held: BTreeMap<String, Vec<u32>> = live.into_iter().map(|n| (n, Vec::new())).collect();
+    let mut held: BTreeMap<String, Vec<u32>> = live.iter().map(|n| (n.clone(), Vec::new())).collect();
     let mut free = Vec::new();
     for p in config.partitions.all() {
         match owners.get(&p) {
@@ -48,7 +51,11 @@ pub async fn view(cluster: &Cluster) -> Result<ClusterView, ClusterError> {
         partitions: config.partitions.count(),
         nodes: held
             .into_iter()
-            .map(|(id, partitions)| NodeView { id, partitions })
+            .map(|(id, partitions)| NodeView {
+                live: live.contains(&id),
+                id,
+                partitions,
+            })
             .collect(),
         free,
     })

@@ -245,7 +245,9 @@ pub struct Settings {
     #[arg(long, default_value_t = 300)]
     pub recovery_timeout: u64,
     /// Join a cluster on NATS JetStream at these servers (comma-separated
-    /// `nats://` URLs; give all of a NATS cluster's). In progress (issue 13,
+    /// `nats://` URLs, a TOML array in --config; give all of a NATS
+    /// cluster's). Every node must run the same --partitions,
+    /// --lease-ttl-ms and --cluster-replicas. In progress (issue 13,
     /// docs/cluster.md): nodes keep partition leases and `/api/nodes` shows
     /// them; each node still applies the events of its own feed.
     #[arg(long, value_delimiter = ',')]
@@ -387,15 +389,19 @@ fn cluster_config(
     replicas: usize,
 ) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
     if urls.is_empty() {
-        return Ok(None);
+        // A forgotten `--cluster` must not quietly give a single node.
+        return match node_id {
+            Some(_) => Err(ConfigError::NodeIdWithoutCluster),
+            None => Ok(None),
+        };
     }
+    let flag = |flag| move |source| ConfigError::Cluster { flag, source };
     let node = node_id.ok_or(ConfigError::NoNodeId)?;
-    let node = crate::cluster::NodeId::new(node).map_err(ConfigError::Cluster)?;
+    let node = crate::cluster::NodeId::new(node).map_err(flag("--node-id"))?;
     let mut config = crate::cluster::ClusterConfig::new(urls, node);
-    config.partitions = crate::cluster::Partitions::new(partitions).map_err(ConfigError::Cluster)?;
+    config.partitions = crate::cluster::Partitions::new(partitions).map_err(flag("--partitions"))?;
     config.lease_ttl = lease_ttl;
     config.replicas = replicas;
-    config.validate().map_err(ConfigError::Cluster)?;
     Ok(Some(config))
 }
 
@@ -403,8 +409,15 @@ fn cluster_config(
 pub enum ConfigError {
     #[error("--cluster needs --node-id")]
     NoNodeId,
-    #[error("--cluster: {0}")]
-    Cluster(crate::cluster::ClusterError),
+    #[error("--node-id is for a cluster: give --cluster too")]
+    NodeIdWithoutCluster,
+    #[error("{flag}: {source}")]
+    Cluster {
+        flag: &'static str,
+        source: crate::cluster::ClusterError,
+    },
+    #[error("--cluster: {url:?} is not a NATS server address: {reason}")]
+    ClusterUrl { url: String, reason: String },
     #[error("give --feed-listen or --feed-connect (or both): without a feed nothing happens")]
     NoFeed,
     #[error("stake limits must be positive, finite, and min <= max")]

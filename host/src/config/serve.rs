@@ -207,6 +207,18 @@ impl ServeConfig {
         if let Some(url) = &self.recovery_url {
             crate::provider_api::Endpoint::parse(url, None)?;
         }
+        if let Some(c) = &self.cluster {
+            for url in &c.urls {
+                url.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| ConfigError::ClusterUrl {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            range("--lease-ttl-ms", c.lease_ttl.as_millis() as u64, 300, 60_000)?;
+            range("--cluster-replicas", c.replicas as u64, 1, 5)?;
+            range("--partitions", u64::from(c.partitions.count()), 1, 4096)?;
+        }
         if let Some(url) = &self.api_url {
             crate::provider_api::Endpoint::parse(url, None).map_err(ConfigError::ApiUrl)?;
         }

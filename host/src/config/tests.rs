@@ -460,19 +460,35 @@ fn cluster_flags_make_a_cluster_config_and_need_a_node_id() {
         parse(&["--cluster", "nats://a:4222"]),
         Err(ConfigError::NoNodeId)
     ));
+    let cluster = |extra: &[&'static str]| {
+        let mut args = vec!["--cluster", "nats://a:4222", "--node-id", "n1"];
+        args.extend_from_slice(extra);
+        parse(&args)
+    };
     assert!(matches!(
-        parse(&[
-            "--cluster",
-            "nats://a:4222",
-            "--node-id",
-            "n1",
-            "--cluster-replicas",
-            "9"
-        ]),
-        Err(ConfigError::Cluster(_))
+        cluster(&["--cluster-replicas", "9"]),
+        Err(ConfigError::OutOfRange {
+            name: "--cluster-replicas",
+            ..
+        })
+    ));
+    assert!(matches!(
+        cluster(&["--lease-ttl-ms", "100"]),
+        Err(ConfigError::OutOfRange {
+            name: "--lease-ttl-ms",
+            ..
+        })
     ));
     assert!(matches!(
         parse(&["--cluster", "nats://a:4222", "--node-id", "bad id!"]),
-        Err(ConfigError::Cluster(_))
+        Err(ConfigError::Cluster { flag: "--node-id", .. })
+    ));
+    assert!(matches!(
+        parse(&["--cluster", "nats://a:4222,nats://bad host:1", "--node-id", "n1"]),
+        Err(ConfigError::ClusterUrl { .. })
+    ));
+    assert!(matches!(
+        parse(&["--node-id", "n1"]),
+        Err(ConfigError::NodeIdWithoutCluster)
     ));
 }
