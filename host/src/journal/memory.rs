@@ -38,6 +38,18 @@ struct Inner {
     writes: usize,
 }
 
+impl Inner {
+    /// `item` parked under the next id, with its raw message.
+    fn keep<T>(&mut self, item: T, raw: Option<bytes::Bytes>) -> Kept<T> {
+        self.next_id += 1;
+        Kept {
+            id: self.next_id,
+            item,
+            raw: raw.map(|r| r.to_vec()),
+        }
+    }
+}
+
 impl MemoryJournal {
     pub fn new(start_no: u64) -> MemoryJournal {
         MemoryJournal {
@@ -168,21 +180,11 @@ impl MemoryJournal {
                 i.meta.insert(match_id.to_string(), meta);
             }
             Op::DeadLetter { match_id, letter, raw } => {
-                i.next_id += 1;
-                let item = Kept {
-                    id: i.next_id,
-                    item: letter,
-                    raw: raw.map(|r| r.to_vec()),
-                };
+                let item = i.keep(letter, raw);
                 i.dead.entry(match_id.to_string()).or_default().push(item);
             }
             Op::Hold { match_id, event, raw } => {
-                i.next_id += 1;
-                let item = Kept {
-                    id: i.next_id,
-                    item: event,
-                    raw: raw.map(|r| r.to_vec()),
-                };
+                let item = i.keep(event, raw);
                 i.held.entry(match_id.to_string()).or_default().push(item);
             }
             Op::ClearParked { match_id } => {

@@ -22,6 +22,7 @@
 //!   "guest.active" / "guest.previous" → content hashes
 
 pub mod health;
+mod parked;
 pub mod writer;
 
 use std::path::Path;
@@ -381,55 +382,6 @@ impl Store {
         }
     }
 
-    /// A match's dead letters, oldest first, with their raw messages.
-    pub fn dead_letters(&self, match_id: &str) -> Result<Vec<Kept<DeadLetter>>, StoreError> {
-        self.dead
-            .scan_prefix(prefix(match_id))
-            .map(|r| {
-                let (k, v) = r?;
-                Ok(Kept {
-                    id: seq_of(&k),
-                    item: dec("dead letter", &k, &v)?,
-                    raw: self.dead_raw.get(&k)?.map(|r| r.to_vec()),
-                })
-            })
-            .collect()
-    }
-
-    /// A match's held events, oldest first, with their raw messages.
-    pub fn held(&self, match_id: &str) -> Result<Vec<Kept<Vec<u8>>>, StoreError> {
-        self.held
-            .scan_prefix(prefix(match_id))
-            .map(|r| {
-                let (k, v) = r?;
-                Ok(Kept {
-                    id: seq_of(&k),
-                    item: v.to_vec(),
-                    raw: self.held_raw.get(&k)?.map(|r| r.to_vec()),
-                })
-            })
-            .collect()
-    }
-
-    /// How many dead letters and held events each match has parked (one
-    /// scan of what is parked, however many matches there are).
-    pub fn parked_counts(&self) -> Result<std::collections::HashMap<String, (usize, usize)>, StoreError> {
-        let mut counts = std::collections::HashMap::<String, (usize, usize)>::new();
-        for (tree, dead) in [(&self.dead, true), (&self.held, false)] {
-            for k in tree.iter().keys() {
-                let k = k?;
-                let id = k.len().checked_sub(9).map_or(&k[..0], |end| &k[..end]);
-                let entry = counts.entry(String::from_utf8_lossy(id).into_owned()).or_default();
-                if dead {
-                    entry.0 += 1;
-                } else {
-                    entry.1 += 1;
-                }
-            }
-        }
-        Ok(counts)
-    }
-
     /// Apply one write (not yet durable). Barriers are the writer's.
     fn apply(&self, op: Op) -> Result<(), StoreError> {
         match op {
@@ -530,89 +482,4 @@ fn prefix_end(match_id: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Byte fields written as bytes (`serde_bytes`) are what they were as
-    /// sequences of `u8`: stores written before read the same.
-    #[test]
-    fn byte_fields_keep_their_wire_format() {
-        #[derive(Serialize)]
-        struct AsSeq<'a> {
-            event: &'a [u8],
-            frame: &'a str,
-        }
-        let event: Vec<u8> = (0..=255).chain(0..300u16).map(|b| b as u8).collect();
-        let before = enc(&AsSeq {
-            event: &event,
-            frame: "{}",
-        });
-        let now = enc(&JournalEntryRef {
-            event: &event,
-            frame: "{}",
-        });
-        assert_eq!(before, now);
-        let read: JournalEntry = touchline_guest::decode(&before).expect("decodes");
-        assert_eq!(read.event, event);
-    }
-
-    #[test]
-    fn records_from_before_hot_swap_still_decode() {
-        #[derive(Serialize)]
-        struct OldMeta {
-            epoch: u64,
-            clean_seq: Option<u64>,
-            quarantined: Option<String>,
-        }
-        #[derive(Serialize)]
-        struct OldSnapshot {
-            seq: u64,
-            epoch: u64,
-            state: Vec<u8>,
-        }
-        let old = OldMeta {
-            epoch: 3,
-            clean_seq: Some(7),
-            quarantined: None,
-        };
-        let meta = dec_meta(b"m", &enc(&old)).expect("old meta");
-        assert_eq!((meta.epoch, meta.clean_seq, meta.guest), (3, Some(7), None));
-        let old = OldSnapshot {
-            seq: 7,
-            epoch: 3,
-            state: vec![1, 2],
-        };
-        let snap = dec_snapshot(b"m", &enc(&old)).expect("old snapshot");
-        assert_eq!((snap.seq, snap.state_version, snap.guest.as_str()), (7, 1, ""));
-        let new = MatchMeta {
-            epoch: 1,
-            clean_seq: None,
-            quarantined: Some("q".into()),
-            guest: Some("abc".into()),
-        };
-        assert_eq!(dec_meta(b"m", &enc(&new)).expect("new meta"), new);
-        let new = SnapshotRecord {
-            seq: 9,
-            epoch: 2,
-            state: vec![3],
-            guest: "abc".into(),
-            state_version: 2,
-        };
-        assert_eq!(dec_snapshot(b"m", &enc(&new)).expect("new snapshot"), new);
-    }
-
-    #[test]
-    fn borrowed_journal_entry_encodes_as_the_owned_one() {
-        let owned = JournalEntry {
-            event: vec![1, 2, 3],
-            frame: "{\"type\":\"update\"}".to_owned(),
-        };
-        let borrowed = JournalEntryRef {
-            event: &owned.event,
-            frame: &owned.frame,
-        };
-        assert_eq!(enc(&borrowed), enc(&owned));
-        let back: JournalEntry = touchline_guest::decode(&enc(&borrowed)).expect("decode");
-        assert_eq!(back, owned);
-    }
-}
+mod tests;
