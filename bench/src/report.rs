@@ -92,20 +92,21 @@ pub fn table(r: &Value) -> String {
     );
     let _ = writeln!(
         t,
-        "\n2. pipeline (real server over TCP, no clients)\n{:>8} {:>20} {:>12} {:>10} {:>12} {:>14}",
-        "matches", "variant", "events/s", "MB/s", "cpu s", "store ops/s"
+        "\n2. pipeline (real server over TCP, no clients)\n{:>8} {:>20} {:>12} {:>10} {:>12} {:>14} {:>14}",
+        "matches", "variant", "events/s", "MB/s", "cpu s", "store ops/s", "written B/ev"
     );
     for row in r["pipeline"].as_array().into_iter().flatten() {
         let x = &row["result"];
         let _ = writeln!(
             t,
-            "{:>8} {:>20} {:>12} {:>10} {:>12} {:>14}",
+            "{:>8} {:>20} {:>12} {:>10} {:>12} {:>14} {:>14}",
             row["matches"],
             row["variant"].as_str().unwrap_or(""),
             f(&x["events_per_s"]),
             f(&x["mb_per_s"]),
             f(&x["server_cpu_s"]),
-            f(&x["store_ops_per_s"])
+            f(&x["store_ops_per_s"]),
+            f(&x["written_bytes_per_event"])
         );
     }
     for (k, v) in r["pipeline_ratios"].as_object().into_iter().flatten() {

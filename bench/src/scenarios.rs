@@ -450,6 +450,7 @@ fn message_sizes(stream: &[u8]) -> Value {
 fn pipeline_run(launch: Launch, stream: Arc<Vec<u8>>, events: u64) -> anyhow::Result<Value> {
     let server = launch.start()?;
     let cpu0 = server.cpu_seconds();
+    let written0 = server.written_bytes();
     let started = Instant::now();
     let writer = load::blast(server.feed, stream.clone());
     server.wait_metric(
@@ -459,6 +460,7 @@ fn pipeline_run(launch: Launch, stream: Arc<Vec<u8>>, events: u64) -> anyhow::Re
     )?;
     let secs = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu0;
+    let written = server.written_bytes().saturating_sub(written0);
     writer.join().map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
     let m = server.metrics()?;
     let result = json!({
@@ -466,6 +468,7 @@ fn pipeline_run(launch: Launch, stream: Arc<Vec<u8>>, events: u64) -> anyhow::Re
         "mb_per_s": stream.len() as f64 / secs / 1e6,
         "seconds": secs,
         "server_cpu_s": cpu,
+        "written_bytes_per_event": written as f64 / events as f64,
         "store_ops_per_s": m.value("touchline_store_ops_total") / secs,
         "store_commit_p99_s": m.quantile("touchline_store_commit_seconds", 0.99),
         "rss_bytes": server.rss_bytes(),

@@ -20,6 +20,19 @@ pub fn peak_rss_bytes(pid: impl Display) -> u64 {
     status_kib(pid, "VmHWM:") * 1024
 }
 
+/// Bytes it has written through system calls so far (`wchar` in
+/// `/proc/PID/io`: files and sockets alike, cached or not).
+pub fn written_bytes(pid: impl Display) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io_field(&io, "wchar:")
+}
+
+fn io_field(io: &str, field: &str) -> u64 {
+    io.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().parse::<u64>().ok()))
+        .unwrap_or(0)
+}
+
 fn status_kib(pid: impl Display, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -47,6 +60,13 @@ mod tests {
         let stat = "4242 (touch line) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
         assert_eq!(super::cpu_seconds_in(stat), 3.0);
         assert_eq!(super::cpu_seconds_in(""), 0.0);
+    }
+
+    #[test]
+    fn written_bytes_are_wchar() {
+        let io = "rchar: 100\nwchar: 4242\nsyscr: 3\nsyscw: 2\n";
+        assert_eq!(super::io_field(io, "wchar:"), 4242);
+        assert_eq!(super::io_field("", "wchar:"), 0);
     }
 
     #[test]

@@ -232,6 +232,12 @@ impl ServerProcess {
         crate::procfs::peak_rss_bytes(self.pid())
     }
 
+    /// Bytes written through system calls so far (files and sockets); 0
+    /// once it has exited.
+    pub fn written_bytes(&self) -> u64 {
+        crate::procfs::written_bytes(self.pid())
+    }
+
     /// CPU time used so far (user + system), seconds; 0 once it has exited.
     pub fn cpu_seconds(&self) -> f64 {
         crate::procfs::cpu_seconds(self.pid())

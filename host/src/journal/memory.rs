@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 
-use super::{BetRecord, DeadLetter, Journal, JournalError, Kept, MatchMeta, Op, Parked, SnapshotRecord};
+use super::{BetRecord, DeadLetter, History, Journal, JournalError, Kept, MatchMeta, Op, Parked, SnapshotRecord};
 
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
@@ -21,9 +21,10 @@ pub struct MemoryJournal {
 #[derive(Debug, Default)]
 struct Inner {
     start_no: u64,
-    /// (match, seq) → (event, frame).
-    journal: BTreeMap<(String, u64), (Vec<u8>, String)>,
-    snapshots: HashMap<String, SnapshotRecord>,
+    /// (match, seq) → event.
+    journal: BTreeMap<(String, u64), Vec<u8>>,
+    /// (match, seq) → snapshot: every one is kept (nothing is pruned).
+    snapshots: BTreeMap<(String, u64), SnapshotRecord>,
     meta: HashMap<String, MatchMeta>,
     dead: HashMap<String, Vec<Kept<DeadLetter>>>,
     held: HashMap<String, Vec<Kept<Vec<u8>>>>,
@@ -39,6 +40,12 @@ struct Inner {
 }
 
 impl Inner {
+    /// A match's newest snapshot at or before `seq`.
+    fn snapshot_at(&self, match_id: &str, seq: u64) -> Option<SnapshotRecord> {
+        let range = (match_id.to_owned(), 0)..=(match_id.to_owned(), seq);
+        self.snapshots.range(range).next_back().map(|(_, s)| s.clone())
+    }
+
     /// `item` parked under the next id, with its raw message.
     fn keep<T>(&mut self, item: T, raw: Option<bytes::Bytes>) -> Kept<T> {
         self.next_id += 1;
@@ -83,7 +90,7 @@ impl MemoryJournal {
     }
 
     pub fn snapshot(&self, match_id: &str) -> Option<SnapshotRecord> {
-        self.lock().snapshots.get(match_id).cloned()
+        self.lock().snapshot_at(match_id, u64::MAX)
     }
 
     pub fn bet(&self, id: &str) -> Option<BetRecord> {
@@ -104,16 +111,16 @@ impl MemoryJournal {
     pub fn recover(&self, match_id: &str) -> Option<super::Recovered> {
         let i = self.lock();
         let meta = i.meta.get(match_id)?.clone();
-        let snapshot = i.snapshots.get(match_id).cloned();
+        let snapshot = i.snapshot_at(match_id, u64::MAX);
         let after = snapshot.as_ref().map_or(0, |s| s.seq);
         let journal = i
             .journal
             .iter()
             .filter(|((m, s), _)| m == match_id && *s > after)
-            .map(|((_, s), (event, frame))| {
+            .map(|((_, s), event)| {
                 let entry = super::JournalEntry {
                     event: event.clone(),
-                    frame: frame.clone(),
+                    frame: String::new(),
                 };
                 (*s, entry)
             })
@@ -164,17 +171,11 @@ impl MemoryJournal {
         }
         i.writes += 1;
         match op {
-            Op::Append {
-                match_id,
-                seq,
-                event,
-                frame,
-            } => {
-                i.journal
-                    .insert((match_id.to_string(), seq), (event.to_vec(), frame.as_str().to_owned()));
+            Op::Append { match_id, seq, event } => {
+                i.journal.insert((match_id.to_string(), seq), event.to_vec());
             }
             Op::Snapshot { match_id, record } => {
-                i.snapshots.insert(match_id.to_string(), record);
+                i.snapshots.insert((match_id.to_string(), record.seq), record);
             }
             Op::Meta { match_id, meta } => {
                 i.meta.insert(match_id.to_string(), meta);
@@ -224,16 +225,18 @@ impl Journal for MemoryJournal {
         self.apply(op)
     }
 
-    fn frames(&self, match_id: &str, from: u64, to: u64) -> Result<Option<Vec<String>>, JournalError> {
+    fn history(&self, match_id: &str, at_or_before: u64, to: u64) -> Result<Option<History>, JournalError> {
         let i = self.lock();
-        let out: Vec<String> = (from..=to)
-            .map_while(|s| i.journal.get(&(match_id.to_owned(), s)).map(|(_, f)| f.clone()))
+        let base = i.snapshot_at(match_id, at_or_before);
+        let from = base.as_ref().map_or(0, |b| b.seq) + 1;
+        let events: Vec<Vec<u8>> = (from..=to)
+            .map_while(|s| i.journal.get(&(match_id.to_owned(), s)).cloned())
             .collect();
-        Ok((out.len() as u64 == to + 1 - from).then_some(out))
+        Ok((from + events.len() as u64 == to + 1).then_some(History { base, events }))
     }
 
     fn stored_snapshot(&self, match_id: &str) -> Result<Option<SnapshotRecord>, JournalError> {
-        Ok(self.lock().snapshots.get(match_id).cloned())
+        Ok(self.lock().snapshot_at(match_id, u64::MAX))
     }
 
     fn parked(&self, match_id: &str) -> Result<Parked, JournalError> {

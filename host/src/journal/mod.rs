@@ -1,6 +1,6 @@
 //! The journal seam: every durable operation of a match worker, as a trait.
 //!
-//! A worker never touches a database. It appends events and frames,
+//! A worker never touches a database. It appends the events it applied,
 //! snapshots its state, writes its record (epoch, clean mark, quarantine,
 //! version), parks dead letters and held events, records bets and waits on
 //! barriers, all through [`Journal`]. The sled store
@@ -23,7 +23,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
 pub use records::{
-    BetRecord, DeadLetter, GuestRecord, JournalEntry, MatchMeta, ProducerRecord, Recovered, SnapshotRecord,
+    BetRecord, DeadLetter, GuestRecord, History, JournalEntry, MatchMeta, ProducerRecord, Recovered, SnapshotRecord,
 };
 
 /// Why a journal operation did not happen.
@@ -44,13 +44,14 @@ pub enum JournalError {
 /// A write.
 #[derive(Debug)]
 pub enum Op {
-    /// An applied event and the update frame sent for it, shared with the
-    /// worker and encoded by the journal as a [`JournalEntry`].
+    /// An applied event, shared with the worker and encoded by the journal
+    /// as a [`JournalEntry`]. Its update frame is not kept: a resuming
+    /// client's missed updates are regenerated from a snapshot and the
+    /// events after it ([`Journal::history`]).
     Append {
         match_id: Arc<str>,
         seq: u64,
         event: bytes::Bytes,
-        frame: tokio_tungstenite::tungstenite::Utf8Bytes,
     },
     Snapshot {
         match_id: Arc<str>,
@@ -219,8 +220,11 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
         })
     }
 
-    /// Update frames `from..=to` of a match, if all are there.
-    fn frames(&self, match_id: &str, from: u64, to: u64) -> Result<Option<Vec<String>>, JournalError>;
+    /// What regenerating a match's updates after `at_or_before` up to `to`
+    /// needs: the newest stored snapshot at or before `at_or_before` and
+    /// every event after it up to `to`; `None` if any of it is no longer
+    /// kept.
+    fn history(&self, match_id: &str, at_or_before: u64, to: u64) -> Result<Option<History>, JournalError>;
 
     /// What a match parked (dead letters, held events), oldest first.
     fn parked(&self, match_id: &str) -> Result<Parked, JournalError>;

@@ -48,8 +48,27 @@ pub struct JournalEntry {
     /// The applied event, encoded.
     #[serde(with = "serde_bytes")]
     pub event: Vec<u8>,
-    /// The update frame sent for it, for clients resuming.
+    /// Empty: entries written before the frames were regenerated (issue
+    /// 14) carry the update frame sent, which nothing reads any more. Kept
+    /// so both read the same way.
     pub frame: String,
+}
+
+/// A snapshot and the events after it: what rebuilding a match's state at
+/// any seq from the snapshot's up to the last event's takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    /// `None`: the match had no snapshot yet, the events start at seq 1.
+    pub base: Option<SnapshotRecord>,
+    /// The events after the base, in seq order, contiguous.
+    pub events: Vec<Vec<u8>>,
+}
+
+impl History {
+    /// The seq the base stands at (0: before the first event).
+    pub fn base_seq(&self) -> u64 {
+        self.base.as_ref().map_or(0, |b| b.seq)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,8 +7,8 @@
 //! start counter, written by [`Store::open`] before any writer exists.
 //!
 //! Layout (one tree each, keys sort by match then number):
-//! - `journal`   match \0 seq → [`JournalEntry`] (event bytes + the update frame sent)
-//! - `snapshots` match → [`SnapshotRecord`]
+//! - `journal`   match \0 seq → [`JournalEntry`] (the event's bytes)
+//! - `snapshots_by_seq` match \0 seq → [`SnapshotRecord`] (see [`history`])
 //! - `matches`   match → [`MatchMeta`] (epoch, clean mark, quarantine)
 //! - `dead`      match \0 n → [`DeadLetter`]
 //! - `held`      match \0 n → event bytes received while quarantined
@@ -22,6 +22,7 @@
 //!   "guest.active" / "guest.previous" → content hashes
 
 pub mod health;
+mod history;
 mod parked;
 pub mod writer;
 
@@ -35,9 +36,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::journal::{
     BetRecord, DeadLetter, GuestRecord, JournalEntry, Kept, MatchMeta, Op, ProducerRecord, Recovered, SnapshotRecord,
 };
+pub use history::JOURNAL_RETENTION;
 pub use writer::{StoreHandle, WRITE_QUEUE, queue, run_writer};
-/// Journal entries kept below the latest snapshot so clients can resume.
-pub const JOURNAL_RETENTION: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,7 +100,8 @@ fn dec_snapshot(key: &[u8], bytes: &[u8]) -> Result<SnapshotRecord, StoreError> 
     })
 }
 
-/// [`JournalEntry`] borrowing its fields: the same encoding, no copies.
+/// [`JournalEntry`] borrowing its event: the same encoding, no copy. The
+/// frame is always empty now (see [`JournalEntry::frame`]).
 #[derive(Serialize)]
 struct JournalEntryRef<'a> {
     /// Bytes, not a sequence of `u8`s: the same wire format (a length,
@@ -114,6 +115,7 @@ struct JournalEntryRef<'a> {
 pub struct Store {
     db: sled::Db,
     journal: sled::Tree,
+    /// `snapshots_by_seq` ([`history`]).
     snapshots: sled::Tree,
     matches: sled::Tree,
     dead: sled::Tree,
@@ -195,10 +197,15 @@ impl Store {
             .map_or(0, u64::from_be_bytes)
             + 1;
         meta.insert("starts", &starts.to_be_bytes())?;
+        let snapshots = db.open_tree("snapshots_by_seq")?;
+        let moved = Store::migrate_snapshots(&db, &snapshots)?;
+        if moved > 0 {
+            tracing::info!(moved, "snapshots moved to the by-seq layout");
+        }
         db.flush()?;
         Ok(Store {
             journal: db.open_tree("journal")?,
-            snapshots: db.open_tree("snapshots")?,
+            snapshots,
             matches: db.open_tree("matches")?,
             dead: db.open_tree("dead")?,
             held: db.open_tree("held")?,
@@ -242,14 +249,6 @@ impl Store {
     pub fn recover_one(&self, match_id: &str) -> Result<Option<Recovered>, StoreError> {
         match self.matches.get(match_id.as_bytes())? {
             Some(v) => Ok(Some(self.recovered(match_id, dec_meta(match_id.as_bytes(), &v)?)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// A match's stored snapshot, if any.
-    pub fn snapshot(&self, match_id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
-        match self.snapshots.get(match_id.as_bytes())? {
-            Some(v) => Ok(Some(dec_snapshot(match_id.as_bytes(), &v)?)),
             None => Ok(None),
         }
     }
@@ -348,19 +347,6 @@ impl Store {
         Ok((get("guest.active")?, get("guest.previous")?))
     }
 
-    /// Update frames `from..=to` from the journal, if all are there.
-    pub fn frames(&self, match_id: &str, from: u64, to: u64) -> Result<Option<Vec<String>>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.journal.range(key(match_id, from)..=key(match_id, to)) {
-            let (k, v) = item?;
-            if seq_of(&k) != from + out.len() as u64 {
-                return Ok(None);
-            }
-            out.push(dec::<JournalEntry>("journal", &k, &v)?.frame);
-        }
-        Ok((out.len() as u64 == to + 1 - from).then_some(out))
-    }
-
     /// Accepted bets on a match.
     pub fn accepted_bets(&self, match_id: &str) -> Result<Vec<BetRecord>, StoreError> {
         let p = prefix(match_id);
@@ -385,25 +371,11 @@ impl Store {
     /// Apply one write (not yet durable). Barriers are the writer's.
     fn apply(&self, op: Op) -> Result<(), StoreError> {
         match op {
-            Op::Append {
-                match_id,
-                seq,
-                event,
-                frame,
-            } => {
-                let entry = JournalEntryRef {
-                    event: &event,
-                    frame: frame.as_str(),
-                };
+            Op::Append { match_id, seq, event } => {
+                let entry = JournalEntryRef { event: &event, frame: "" };
                 self.journal.insert(key(&match_id, seq), enc(&entry))?;
             }
-            Op::Snapshot { match_id, record } => {
-                let keep_from = record.seq.saturating_sub(JOURNAL_RETENTION);
-                self.snapshots.insert(match_id.as_bytes(), enc(&record))?;
-                for k in self.journal.range(prefix(&match_id)..key(&match_id, keep_from)).keys() {
-                    self.journal.remove(k?)?;
-                }
-            }
+            Op::Snapshot { match_id, record } => self.put_snapshot(&match_id, &record)?,
             Op::Meta { match_id, meta } => {
                 self.matches.insert(match_id.as_bytes(), enc(&meta))?;
             }

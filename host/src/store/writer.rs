@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::health::{Problem, StoreHealth, Throttle};
 use super::{Store, StoreError};
-use crate::journal::{Journal, JournalError, Op, Parked, SnapshotRecord};
+use crate::journal::{History, Journal, JournalError, Op, Parked, SnapshotRecord};
 use crate::metrics::Metrics;
 
 /// Capacity of the write queue, in ops. Absorbs bursts and slow fsyncs;
@@ -78,8 +78,8 @@ impl Journal for StoreHandle {
         })
     }
 
-    fn frames(&self, match_id: &str, from: u64, to: u64) -> Result<Option<Vec<String>>, JournalError> {
-        self.store.frames(match_id, from, to).map_err(read_error)
+    fn history(&self, match_id: &str, at_or_before: u64, to: u64) -> Result<Option<History>, JournalError> {
+        self.store.history(match_id, at_or_before, to).map_err(read_error)
     }
 
     fn stored_snapshot(&self, match_id: &str) -> Result<Option<SnapshotRecord>, JournalError> {
@@ -137,7 +137,7 @@ struct Held {
 /// An op's size, roughly: what it costs to hold.
 fn weight(op: &Op) -> usize {
     match op {
-        Op::Append { event, frame, .. } => event.len() + frame.len() + 64,
+        Op::Append { event, .. } => event.len() + 64,
         Op::Hold { event, raw, .. } => event.len() + raw.as_ref().map_or(0, |r| r.len()) + 64,
         Op::DeadLetter { letter, raw, .. } => letter.event.len() + raw.as_ref().map_or(0, |r| r.len()) + 64,
         Op::Reference { text, .. } => text.len() + 64,

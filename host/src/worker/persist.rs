@@ -179,12 +179,12 @@ impl Worker {
         let frame = envelope.render();
         let event = Bytes::from(bytes);
         if let Some(journal) = self.journal() {
-            // Shares the event and frame buffers; the journal encodes them.
+            // Shares the event's buffer; the journal encodes it. The frame
+            // is not kept: catch-up regenerates it (`catchup::regenerate`).
             let append = Op::Append {
                 match_id: self.id.clone(),
                 seq: self.seq,
                 event: event.clone(),
-                frame: frame.bytes.clone(),
             };
             if let Err(e) = journal.write(append).await {
                 tracing::error!(match_id = %self.id, seq = self.seq, error = %e, "journal append refused");
