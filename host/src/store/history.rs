@@ -88,7 +88,11 @@ impl Store {
             return Ok(());
         };
         let oldest_kept = seq_of(&item?.0);
-        for k in self.snapshots.range(prefix(match_id)..key(match_id, oldest_kept)).keys() {
+        for k in self
+            .snapshots
+            .range(prefix(match_id)..key(match_id, oldest_kept))
+            .keys()
+        {
             self.snapshots.remove(k?)?;
         }
         for k in self.journal.range(prefix(match_id)..=key(match_id, oldest_kept)).keys() {

@@ -372,7 +372,10 @@ impl Store {
     fn apply(&self, op: Op) -> Result<(), StoreError> {
         match op {
             Op::Append { match_id, seq, event } => {
-                let entry = JournalEntryRef { event: &event, frame: "" };
+                let entry = JournalEntryRef {
+                    event: &event,
+                    frame: "",
+                };
                 self.journal.insert(key(&match_id, seq), enc(&entry))?;
             }
             Op::Snapshot { match_id, record } => self.put_snapshot(&match_id, &record)?,

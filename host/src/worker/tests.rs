@@ -400,7 +400,11 @@ async fn a_resuming_subscriber_gets_resumed_then_exactly_what_it_missed() {
             h.snapshot().await;
             tokio::time::sleep(Duration::from_secs(2)).await;
             h.snapshot().await;
-            assert_eq!(h.journal.snapshot(MATCH).map(|s| s.seq), Some(10), "a quiet match snapshots");
+            assert_eq!(
+                h.journal.snapshot(MATCH).map(|s| s.seq),
+                Some(10),
+                "a quiet match snapshots"
+            );
         }
     }
     let snap = h.snapshot().await;
@@ -428,7 +432,12 @@ async fn a_resuming_subscriber_gets_resumed_then_exactly_what_it_missed() {
         let seqs: Vec<u64> = frames[1..].iter().map(|f| f.seq).collect();
         assert_eq!(seqs, (from + 1..=seq).collect::<Vec<_>>(), "since {from}");
         for f in &frames[1..] {
-            assert_eq!(Some(f.bytes.as_str()), sent.get(&f.seq).map(String::as_str), "seq {}", f.seq);
+            assert_eq!(
+                Some(f.bytes.as_str()),
+                sent.get(&f.seq).map(String::as_str),
+                "seq {}",
+                f.seq
+            );
         }
     }
     // Another epoch cannot resume: a snapshot.
