@@ -15,6 +15,34 @@ use super::{Catchup, Frame, Position, Worker};
 /// for one catch-up stays bounded (~50 µs per event).
 const REGENERATE_MAX_EVENTS: usize = 512;
 
+/// The most bytes of regenerated frames a match keeps for the next
+/// catch-up (larger results are not kept).
+const REGENERATED_KEPT_BYTES: usize = 256 * 1024;
+
+/// Update frames the last catch-up regenerated, contiguous: a storm of
+/// lagging clients resumes from nearby positions, and within an epoch the
+/// frame of a seq never changes, so one rebuild serves them all. Dropped
+/// when the match sleeps.
+#[derive(Debug)]
+pub(super) struct Regenerated {
+    epoch: u64,
+    frames: Vec<Frame>,
+}
+
+impl Regenerated {
+    /// The frames `seq + 1..=to`, if all are here.
+    fn covering(&self, seq: u64, to: u64) -> Option<Vec<Frame>> {
+        let (first, last) = (self.frames.first()?.seq, self.frames.last()?.seq);
+        (first <= seq + 1 && to <= last).then(|| {
+            self.frames
+                .iter()
+                .filter(|f| f.seq > seq && f.seq <= to)
+                .cloned()
+                .collect()
+        })
+    }
+}
+
 /// What a snapshot frame's content depends on: the cached one is reused
 /// while all of it is unchanged.
 #[derive(Debug, PartialEq)]
@@ -51,7 +79,7 @@ impl Worker {
     /// [`Worker::missed`]; if the ring and the store lack some, they may
     /// still be queued for the store writer (the ring is short, and a
     /// hibernated match keeps none): wait for it once and look again.
-    async fn missed_or_wait(&self, seq: u64) -> Option<Vec<Frame>> {
+    async fn missed_or_wait(&mut self, seq: u64) -> Option<Vec<Frame>> {
         if let Some(frames) = self.missed(seq) {
             return Some(frames);
         }
@@ -63,7 +91,7 @@ impl Worker {
 
     /// Update frames after `seq`, from the ring and, older than it,
     /// regenerated.
-    fn missed(&self, seq: u64) -> Option<Vec<Frame>> {
+    fn missed(&mut self, seq: u64) -> Option<Vec<Frame>> {
         let ring_first = self.recent.frames.front().map_or(self.seq + 1, |f| f.seq);
         let mut out = Vec::new();
         if seq + 1 < ring_first {
@@ -81,7 +109,26 @@ impl Worker {
     /// [`REGENERATE_MAX_EVENTS`] would have to be applied, or when the
     /// guest fails. Names are not repeated: a resuming client keeps those
     /// it had (`docs/protocol.md`).
-    fn regenerate(&self, seq: u64, to: u64) -> Option<Vec<Frame>> {
+    fn regenerate(&mut self, seq: u64, to: u64) -> Option<Vec<Frame>> {
+        if let Some(kept) = &self.regenerated
+            && kept.epoch == self.epoch
+            && let Some(frames) = kept.covering(seq, to)
+        {
+            return Some(frames);
+        }
+        let frames = self.rebuild_frames(seq, to)?;
+        let bytes: usize = frames.iter().map(|f| f.bytes.len()).sum();
+        self.regenerated = (bytes <= REGENERATED_KEPT_BYTES).then(|| {
+            Box::new(Regenerated {
+                epoch: self.epoch,
+                frames: frames.clone(),
+            })
+        });
+        Some(frames)
+    }
+
+    /// [`Worker::regenerate`]'s work, in a scratch instance.
+    fn rebuild_frames(&self, seq: u64, to: u64) -> Option<Vec<Frame>> {
         let history = self.journal()?.history(&self.id, seq, to).ok()??;
         if history.events.len() > REGENERATE_MAX_EVENTS {
             return None;

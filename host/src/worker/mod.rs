@@ -270,6 +270,9 @@ pub(crate) struct Worker {
     /// The last snapshot frame served, and what it was made from.
     /// (Boxed: most matches have none most of the time.)
     snapshot_cache: Option<Box<(catchup::SnapshotKey, Frame)>>,
+    /// Update frames the last catch-up regenerated, for the next one
+    /// needing the same seqs (see [`catchup`]).
+    regenerated: Option<Box<catchup::Regenerated>>,
     /// The producer board, watched.
     board: watch::Receiver<Board>,
     /// Its producers, and what its subscribers were told of them.
@@ -325,6 +328,7 @@ impl Worker {
             bets: Vec::new(),
             telling: None,
             snapshot_cache: None,
+            regenerated: None,
             board: env.producers.clone(),
             producers: producers::Producers::default(),
             naming: names::Naming::default(),

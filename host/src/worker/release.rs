@@ -54,6 +54,7 @@ impl Worker {
     pub(super) fn release_buffers(&mut self) {
         self.recent.release();
         self.snapshot_cache = None;
+        self.regenerated = None;
         self.naming.forget_named();
         if self.tail.events.is_empty() {
             self.tail = super::persist::Tail::default();
