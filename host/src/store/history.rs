@@ -9,7 +9,8 @@
 //! events after it ([`Store::history`]). So a new snapshot prunes only what
 //! no resume window can need: with `cut` = its seq − [`JOURNAL_RETENTION`],
 //! the newest older snapshot at or before `cut` stays with every event
-//! after it; older snapshots and the events up to that one go.
+//! after it; older snapshots and the events up to that one go. Between
+//! them snapshots are thinned to one per [`SPACING`] seqs.
 //!
 //! Layout: `snapshots_by_seq` match \0 seq → [`SnapshotRecord`]. Stores
 //! written before kept one snapshot per match in `snapshots` (match →
@@ -18,8 +19,13 @@
 use super::{JournalEntry, Store, StoreError, dec, dec_snapshot, enc, key, prefix, seq_of};
 use crate::journal::{History, SnapshotRecord};
 
-/// Journal entries kept below the latest snapshot so clients can resume.
+/// The resume window: a new snapshot at S keeps what rebuilds every seq
+/// from S − this on.
 pub const JOURNAL_RETENTION: u64 = 256;
+
+/// The least distance, in seqs, between two kept snapshots other than the
+/// newest (each rebuild replays at most this many events more).
+const SPACING: u64 = 32;
 
 impl Store {
     /// Move snapshots kept by match (the layout before `snapshots_by_seq`)
@@ -83,6 +89,20 @@ impl Store {
     /// resume window needs any more (see the module header).
     pub(super) fn put_snapshot(&self, match_id: &str, record: &SnapshotRecord) -> Result<(), StoreError> {
         self.snapshots.insert(key(match_id, record.seq), enc(record))?;
+        // The one before it stays only if it is SPACING past the one
+        // before that: a match that snapshots every few events keeps a
+        // handful, not hundreds.
+        let mut older = self
+            .snapshots
+            .range(prefix(match_id)..key(match_id, record.seq))
+            .keys()
+            .rev();
+        if let (Some(previous), Some(before)) = (older.next(), older.next()) {
+            let previous = previous?;
+            if seq_of(&previous) < seq_of(&before?) + SPACING {
+                self.snapshots.remove(previous)?;
+            }
+        }
         let cut = record.seq.saturating_sub(JOURNAL_RETENTION);
         let Some(item) = self.snapshots.range(prefix(match_id)..=key(match_id, cut)).next_back() else {
             return Ok(());
@@ -168,6 +188,40 @@ mod tests {
         assert_eq!((h.base, h.events.len()), (None, 12));
         // An event not journaled (yet): nothing.
         assert_eq!(store.history("m", 590, 601).expect("read"), None);
+    }
+
+    /// A match that snapshots every 3 events keeps a handful of snapshots,
+    /// at least `SPACING` apart but for the newest, and still rebuilds the
+    /// whole resume window.
+    #[test]
+    fn snapshots_taken_often_are_thinned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for seq in 1..=600 {
+            append(&store, "busy", seq);
+            if seq % 3 == 0 {
+                snapshot(&store, "busy", seq);
+            }
+        }
+        let kept: Vec<u64> = store
+            .snapshots
+            .scan_prefix(prefix("busy"))
+            .keys()
+            .map(|k| seq_of(&k.expect("key")))
+            .collect();
+        assert!(kept.len() <= (JOURNAL_RETENTION / SPACING + 3) as usize, "{kept:?}");
+        assert_eq!(kept.last(), Some(&600));
+        for pair in kept[..kept.len() - 1].windows(2) {
+            assert!(pair[1] - pair[0] >= SPACING, "{kept:?}");
+        }
+        for since in [344, 400, 599] {
+            let h = store.history("busy", since, 600).expect("read").expect("kept");
+            assert!(
+                h.base_seq() <= since && since - h.base_seq() < 2 * SPACING,
+                "{since}: {}",
+                h.base_seq()
+            );
+        }
     }
 
     /// A store written before kept one snapshot per match, by match id:

@@ -8,7 +8,7 @@
 //!
 //! Layout (one tree each, keys sort by match then number):
 //! - `journal`   match \0 seq → [`JournalEntry`] (the event's bytes)
-//! - `snapshots_by_seq` match \0 seq → [`SnapshotRecord`] (see [`history`])
+//! - `snapshots_by_seq` match \0 seq → [`SnapshotRecord`] (see `history.rs`)
 //! - `matches`   match → [`MatchMeta`] (epoch, clean mark, quarantine)
 //! - `dead`      match \0 n → [`DeadLetter`]
 //! - `held`      match \0 n → event bytes received while quarantined

@@ -13,6 +13,8 @@
 //! restart, dead letter, quarantine, heal), [`persist`] (journal, snapshots,
 //! clean marks, restore at start), [`switch`] (hot swap with first-event
 //! probation), [`catchup`] (snapshots and missed updates for subscribers),
+//! [`regenerate`] (missed updates older than the resume ring, rebuilt from
+//! the journal),
 //! [`bets`] (decisions and settlements), [`producers`] (which producers
 //! the match hears from, telling subscribers when one is down). It depends
 //! only on what lies below it: the guest sandbox, the journal, the
@@ -31,6 +33,7 @@ mod observer;
 mod operate;
 mod persist;
 mod producers;
+mod regenerate;
 mod release;
 mod supervise;
 mod switch;
@@ -69,7 +72,8 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 
 /// Recent update frames a worker keeps for resuming clients: enough to
 /// cover what the store writer has not inserted yet (one commit interval);
-/// older frames come from the journal. At most this many frames...
+/// older frames are regenerated from the journal ([`regenerate`]). At most
+/// this many frames...
 pub const RESUME_RING: usize = 16;
 /// ...and at most this many bytes of them (the last frame is kept
 /// whatever its size). A resume reaching further back than ring and store
@@ -272,7 +276,7 @@ pub(crate) struct Worker {
     snapshot_cache: Option<Box<(catchup::SnapshotKey, Frame)>>,
     /// Update frames the last catch-up regenerated, for the next one
     /// needing the same seqs (see [`catchup`]).
-    regenerated: Option<Box<catchup::Regenerated>>,
+    regenerated: Option<Box<regenerate::Regenerated>>,
     /// The producer board, watched.
     board: watch::Receiver<Board>,
     /// Its producers, and what its subscribers were told of them.

@@ -389,67 +389,6 @@ async fn a_bet_whose_record_is_not_durable_is_answered_with_an_error_and_does_no
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_resuming_subscriber_gets_resumed_then_exactly_what_it_missed() {
-    let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
-    // Events 1..=10, quiet long enough for a snapshot at 10, then more than
-    // the ring holds: the oldest missed frames are older than the ring.
-    let total = RESUME_RING as u64 + 20;
-    for i in 0..total {
-        h.event(odds(2.0 + i as f64 / 100.0, None)).await;
-        if i == 9 {
-            h.snapshot().await;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            h.snapshot().await;
-            assert_eq!(
-                h.journal.snapshot(MATCH).map(|s| s.seq),
-                Some(10),
-                "a quiet match snapshots"
-            );
-        }
-    }
-    let snap = h.snapshot().await;
-    let (epoch, seq) = (
-        snap["epoch"].as_u64().expect("epoch"),
-        snap["seq"].as_u64().expect("seq"),
-    );
-    assert_eq!(seq, total);
-    let mut sent = std::collections::BTreeMap::new();
-    while let Some(f) = h.updates.try_recv() {
-        if f.kind == FrameKind::Update {
-            sent.insert(f.seq, f.bytes.as_str().to_owned());
-        }
-    }
-    // From before the snapshot (rebuilt from the start), from after it
-    // (rebuilt from it), from inside the ring: older frames are regenerated
-    // by the guest, recent ones come from the ring, and every one is the
-    // frame first sent, byte for byte.
-    for from in [2, 12, seq - 3] {
-        let since = Some(Position { epoch, seq: from });
-        let Catchup::Missed(frames) = h.ask(|reply| Command::Subscribe { since, reply }).await else {
-            panic!("a current epoch resumes");
-        };
-        assert_eq!(frames[0].kind, FrameKind::Resumed);
-        let seqs: Vec<u64> = frames[1..].iter().map(|f| f.seq).collect();
-        assert_eq!(seqs, (from + 1..=seq).collect::<Vec<_>>(), "since {from}");
-        for f in &frames[1..] {
-            assert_eq!(
-                Some(f.bytes.as_str()),
-                sent.get(&f.seq).map(String::as_str),
-                "seq {}",
-                f.seq
-            );
-        }
-    }
-    // Another epoch cannot resume: a snapshot.
-    let since = Some(Position {
-        epoch: epoch + 1,
-        seq: 2,
-    });
-    let catchup = h.ask(|reply| Command::Subscribe { since, reply }).await;
-    assert!(matches!(catchup, Catchup::Snapshot(_)));
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_down_producer_refuses_bets_on_its_markets_and_its_subscribers_are_told() {
     use crate::producers::Reason;
     let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
@@ -527,5 +466,6 @@ async fn a_restored_match_refuses_bets_until_its_producers_are_up() {
     assert_eq!(h.bet("recovered", 2.0).await.expect("durable").decision, Ok(2.0));
 }
 
+mod catchup;
 mod operating;
 mod switching;
