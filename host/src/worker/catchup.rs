@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::frame::{Envelope, FrameKind, Status, null_json};
+use super::regenerate::Lacking;
 use super::{Catchup, Frame, Position, Worker};
 
 /// What a snapshot frame's content depends on: the cached one is reused
@@ -45,25 +46,27 @@ impl Worker {
     /// still be queued for the store writer (the ring is short, and a
     /// hibernated match keeps none): wait for it once and look again.
     async fn missed_or_wait(&mut self, seq: u64) -> Option<Vec<Frame>> {
-        if let Some(frames) = self.missed(seq) {
-            return Some(frames);
+        match self.missed(seq) {
+            Ok(frames) => return Some(frames),
+            Err(Lacking::Never) => return None,
+            Err(Lacking::NotStored) => {}
         }
         crate::journal::sync(self.journal()?, Some(self.id.clone()))
             .await
             .ok()?;
-        self.missed(seq)
+        self.missed(seq).ok()
     }
 
     /// Update frames after `seq`, from the ring and, older than it,
     /// regenerated.
-    fn missed(&mut self, seq: u64) -> Option<Vec<Frame>> {
+    fn missed(&mut self, seq: u64) -> Result<Vec<Frame>, Lacking> {
         let ring_first = self.recent.frames.front().map_or(self.seq + 1, |f| f.seq);
         let mut out = Vec::new();
         if seq + 1 < ring_first {
             out = self.regenerate(seq, ring_first - 1)?;
         }
         out.extend(self.recent.frames.iter().filter(|f| f.seq > seq).cloned());
-        Some(out)
+        Ok(out)
     }
 
     /// Tell every subscriber what happened (takes no seq).

@@ -34,6 +34,17 @@ const MAX_EVENTS: usize = 512;
 /// catch-up (larger results are not kept).
 const KEPT_BYTES: usize = 256 * 1024;
 
+/// Why missed updates were not rebuilt.
+#[derive(Debug, PartialEq)]
+pub(super) enum Lacking {
+    /// The journal does not have them all: they may still be queued for
+    /// the store writer (worth waiting for it once), or pruned.
+    NotStored,
+    /// They cannot be rebuilt: too many events, another version's state,
+    /// a guest failure, no journal.
+    Never,
+}
+
 /// Update frames the last catch-up regenerated, contiguous.
 #[derive(Debug)]
 pub(super) struct Regenerated {
@@ -57,18 +68,17 @@ impl Regenerated {
 }
 
 impl Worker {
-    /// The update frames `seq + 1..=to` (see the module header); `None`
-    /// (the client gets a snapshot) when the journal no longer has them
-    /// all, when more than [`MAX_EVENTS`] would have to be applied, when
-    /// the rebuild does not reach the match's own state, or when the guest
-    /// fails.
-    pub(super) fn regenerate(&mut self, seq: u64, to: u64) -> Option<Vec<Frame>> {
+    /// The update frames `seq + 1..=to` (see the module header); failing
+    /// that (the client gets a snapshot), why: the journal does not have
+    /// them all, more than [`MAX_EVENTS`] would have to be applied, the
+    /// rebuild does not reach the match's own state, or the guest fails.
+    pub(super) fn regenerate(&mut self, seq: u64, to: u64) -> Result<Vec<Frame>, Lacking> {
         if let Some(kept) = &self.regenerated
             && kept.epoch == self.epoch
             && *kept.version == *self.version.version()
             && let Some(frames) = kept.covering(seq, to)
         {
-            return Some(frames);
+            return Ok(frames);
         }
         let frames = self.rebuild_frames(seq, to)?;
         let bytes: usize = frames.iter().map(|f| f.bytes.len()).sum();
@@ -79,16 +89,21 @@ impl Worker {
                 frames: frames.clone(),
             })
         });
-        Some(frames)
+        Ok(frames)
     }
 
-    fn rebuild_frames(&mut self, seq: u64, to: u64) -> Option<Vec<Frame>> {
-        let (check_seq, check_state) = self.check_point()?;
+    fn rebuild_frames(&mut self, seq: u64, to: u64) -> Result<Vec<Frame>, Lacking> {
+        let (check_seq, check_state) = self.check_point().ok_or(Lacking::Never)?;
         let last = to.max(check_seq);
-        let history = self.journal()?.history(&self.id, seq, last).ok()??;
+        let journal = self.journal().ok_or(Lacking::Never)?;
+        let history = journal
+            .history(&self.id, seq, last)
+            .ok()
+            .flatten()
+            .ok_or(Lacking::NotStored)?;
         let base_seq = history.base_seq();
         if history.events.len() > MAX_EVENTS || check_seq < base_seq {
-            return None;
+            return Err(Lacking::Never);
         }
         let mut scratch = match &history.base {
             Some(b) => self
@@ -96,21 +111,21 @@ impl Worker {
                 .instantiate_with(self.id.clone(), &b.state, &b.guest, b.state_version),
             None => self.version.instantiate(self.id.clone()),
         }
-        .ok()?;
+        .map_err(|_| Lacking::Never)?;
         let reaches = |scratch: &mut crate::sandbox::GuestInstance| match &check_state {
             Some(state) => scratch.save_state().ok().as_ref() == Some(state),
             None => true,
         };
         if check_seq == base_seq && !reaches(&mut scratch) {
-            return None;
+            return Err(Lacking::Never);
         }
         let mut names = None;
         let mut deltas = Vec::with_capacity((to - seq) as usize);
         for (n, event) in (base_seq + 1..).zip(&history.events) {
             if n > seq && n <= to {
-                deltas.push((n, scratch.apply_json(event).ok()?));
+                deltas.push((n, scratch.apply_json(event).map_err(|_| Lacking::Never)?));
             } else {
-                scratch.apply(event).ok()?;
+                scratch.apply(event).map_err(|_| Lacking::Never)?;
             }
             if n == to {
                 let state = scratch.snapshot_json().ok();
@@ -118,24 +133,22 @@ impl Worker {
             }
             if n == check_seq && !reaches(&mut scratch) {
                 tracing::info!(match_id = %self.id, seq, check_seq, "a rebuild did not reach the match's state: a snapshot instead");
-                return None;
+                return Err(Lacking::Never);
             }
         }
         let count = deltas.len();
-        Some(
-            deltas
-                .iter()
-                .enumerate()
-                .map(|(i, (n, delta))| {
-                    let mut envelope = self.envelope(FrameKind::Update).with_delta(delta);
-                    envelope.seq = *n;
-                    if i + 1 == count {
-                        envelope.names = names.as_deref();
-                    }
-                    envelope.render()
-                })
-                .collect(),
-        )
+        Ok(deltas
+            .iter()
+            .enumerate()
+            .map(|(i, (n, delta))| {
+                let mut envelope = self.envelope(FrameKind::Update).with_delta(delta);
+                envelope.seq = *n;
+                if i + 1 == count {
+                    envelope.names = names.as_deref();
+                }
+                envelope.render()
+            })
+            .collect())
     }
 
     /// The seq and state a rebuild must reach: the recovery base (the
