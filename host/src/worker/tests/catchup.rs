@@ -86,21 +86,7 @@ async fn a_resuming_subscriber_gets_resumed_then_exactly_what_it_missed() {
     // by the guest, recent ones come from the ring, and every one is the
     // frame first sent, byte for byte.
     for from in [2, 12, seq - 3] {
-        let since = Some(Position { epoch, seq: from });
-        let Catchup::Missed(frames) = h.ask(|reply| Command::Subscribe { since, reply }).await else {
-            panic!("a current epoch resumes");
-        };
-        assert_eq!(frames[0].kind, FrameKind::Resumed);
-        let seqs: Vec<u64> = frames[1..].iter().map(|f| f.seq).collect();
-        assert_eq!(seqs, (from + 1..=seq).collect::<Vec<_>>(), "since {from}");
-        for f in &frames[1..] {
-            assert_eq!(
-                Some(f.bytes.as_str()),
-                sent.get(&f.seq).map(String::as_str),
-                "seq {}",
-                f.seq
-            );
-        }
+        assert_resumes_with_the_frames_sent(&h, epoch, from, seq, &sent).await;
     }
     // Another epoch cannot resume: a snapshot.
     let since = Some(Position {
