@@ -29,6 +29,8 @@ use touchline_guest::event::{
 
 use fields::{Attr, Fields, malformed, opt_str, req_str};
 
+use crate::cluster::partition::MAX_MATCH_ID_BYTES;
+
 /// A parsed feed message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeedMessage {
@@ -274,10 +276,27 @@ impl Body {
 fn header(e: &BytesStart, element: &'static str, f: &mut Fields<'_>) -> Result<Header> {
     Ok(Header {
         product: f.attr(e, element, "product")?.ok(),
-        event_id: req_str(e, element, "event_id")?.into_owned(),
+        event_id: match_id(e, element)?,
         timestamp: f.attr(e, element, "timestamp")?.ok().unwrap_or(0),
         request_id: f.attr(e, element, "request_id")?.ok(),
     })
+}
+
+/// A match id names a worker, its store keys (`id \0 seq`) and, in a
+/// cluster, one NATS subject token: it must be 1 to
+/// [`MAX_MATCH_ID_BYTES`] bytes without control characters (a NUL would let
+/// one match's keys fall in another's range). Anything else rejects the
+/// message (`bad_value`).
+fn match_id(e: &BytesStart, element: &'static str) -> Result<String> {
+    let id = req_str(e, element, "event_id")?;
+    if id.is_empty() || id.len() > MAX_MATCH_ID_BYTES || id.chars().any(char::is_control) {
+        return Err(ParseError::BadValue {
+            element,
+            attr: "event_id",
+            value: id.chars().take(64).collect(),
+        });
+    }
+    Ok(id.into_owned())
 }
 
 /// A market's specifiers, canonical; part of its identity, so never dropped.

@@ -65,6 +65,14 @@ fn rejects_only_messages_without_their_structure() {
     check_err("<odds_change event_id=\"m\"><odds>", "malformed");
     check_err("<cashout event_id=\"m\"><odds>", "malformed");
     check_err("   ", "empty");
+    // A match id that cannot name a worker, a store key or a subject.
+    check_err("<bet_stop event_id=\"\" product=\"1\"/>", "bad_value");
+    check_err("<bet_stop event_id=\"sr:match:1&#9;x\" product=\"1\"/>", "bad_value");
+    check_err("<bet_stop event_id=\"sr:match:1&#0;\" product=\"1\"/>", "bad_value");
+    let long = format!("<bet_stop event_id=\"{}\" product=\"1\"/>", "m".repeat(257));
+    check_err(&long, "bad_value");
+    let longest = format!("<bet_stop event_id=\"{}\" product=\"1\"/>", "m".repeat(256));
+    check(&longest, &[]);
 }
 
 #[test]
