@@ -32,11 +32,7 @@ pub(super) fn canary(
         // The live state, as the old version holds it. A failure here is
         // the old version's (the live worker has its own supervision): the
         // canary then skips the migration step for this match.
-        let saved = rec.snapshot.as_ref().map(|s| Saved {
-            state: &s.state,
-            guest: &s.guest,
-            state_version: s.state_version,
-        });
+        let saved = rec.snapshot.as_ref().map(Saved::from);
         let tail = rec.journal.iter().map(|(_, e)| &e.event[..]);
         let rebuilt = from
             .rebuild(id.clone(), saved, tail)

@@ -134,6 +134,16 @@ pub struct Saved<'a> {
     pub state_version: u32,
 }
 
+impl<'a> From<&'a crate::journal::SnapshotRecord> for Saved<'a> {
+    fn from(s: &'a crate::journal::SnapshotRecord) -> Saved<'a> {
+        Saved {
+            state: &s.state,
+            guest: &s.guest,
+            state_version: s.state_version,
+        }
+    }
+}
+
 /// One match's guest: its own store and instance (or the native model).
 pub struct GuestInstance {
     kind: Kind,

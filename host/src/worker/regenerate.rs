@@ -23,11 +23,13 @@ use std::sync::Arc;
 
 use super::frame::FrameKind;
 use super::{Frame, Worker};
+use crate::sandbox::Saved;
 
 /// The most events one rebuild applies (the resume window the store keeps,
 /// 256 events, plus the spacing of the snapshots it keeps and a snapshot
 /// interval): beyond it the client gets a snapshot, so a worker's pause for
-/// one catch-up stays bounded (~50 µs per event).
+/// one catch-up is bounded by this many guest applies (not measured on its
+/// own).
 const MAX_EVENTS: usize = 512;
 
 /// The most bytes of regenerated frames a match keeps for the next
@@ -105,13 +107,10 @@ impl Worker {
         if history.events.len() > MAX_EVENTS || check_seq < base_seq {
             return Err(Lacking::Never);
         }
-        let mut scratch = match &history.base {
-            Some(b) => self
-                .version
-                .instantiate_with(self.id.clone(), &b.state, &b.guest, b.state_version),
-            None => self.version.instantiate(self.id.clone()),
-        }
-        .map_err(|_| Lacking::Never)?;
+        let mut scratch = self
+            .version
+            .rebuild(self.id.clone(), history.base.as_ref().map(Saved::from), [])
+            .map_err(|_| Lacking::Never)?;
         let reaches = |scratch: &mut crate::sandbox::GuestInstance| match &check_state {
             Some(state) => scratch.save_state().ok().as_ref() == Some(state),
             None => true,
