@@ -62,6 +62,7 @@ pub struct Metrics {
     pub instantiate_seconds: Histogram,
     pub event_to_fanout_seconds: Histogram,
     pub recovery_seconds: Histogram,
+    pub recovery_replayed_events: Histogram,
     pub restore_seconds: Histogram,
     pub dirty_barrier_seconds: Histogram,
     pub snapshots_skipped: Counter,
@@ -198,6 +199,11 @@ impl Metrics {
                 "recovery_seconds",
                 "From a guest failure to the worker serving again (restore + replay)",
                 Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+            ),
+            recovery_replayed_events: reg!(
+                "recovery_replayed_events",
+                "Events replayed to rebuild a match's state (after its in-memory checkpoint, or its base)",
+                Histogram::new(exponential_buckets(1.0, 2.0, 12))
             ),
             restore_seconds: reg!(
                 "restore_seconds",

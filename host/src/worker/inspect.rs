@@ -112,7 +112,10 @@ impl Worker {
 
     pub(super) fn card(&mut self) -> Card {
         let instance = self.life.reader().map_or(0, |i| i.memory_bytes());
-        let kept = self.base.as_ref().map_or(0, |b| b.state.len()) + self.tail.bytes + self.recent.bytes();
+        let kept = self.base.as_ref().map_or(0, |b| b.state.len())
+            + self.tail.bytes
+            + self.tail.checkpoint_bytes()
+            + self.recent.bytes();
         Card {
             state: self.life.state().as_str(),
             version: self.version.version().to_owned(),

@@ -23,6 +23,7 @@
 
 mod bets;
 mod catchup;
+mod checkpoint;
 mod fanout;
 mod frame;
 mod inspect;

@@ -11,11 +11,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use super::checkpoint::Checkpoint;
 use super::frame::FrameKind;
 use super::lifecycle::Base;
 use super::release::Stored;
@@ -46,11 +48,17 @@ impl Mark {
     }
 }
 
-/// Encoded events applied since the recovery base, in order.
+/// Encoded events applied since the recovery base, in order, and the
+/// in-memory checkpoint partway along them ([`super::checkpoint`]).
 #[derive(Debug, Default)]
 pub(super) struct Tail {
     pub events: Vec<Bytes>,
     pub bytes: usize,
+    pub checkpoint: Option<Checkpoint>,
+    /// Apply time of the events after the checkpoint (or the base).
+    pub unsaved: Duration,
+    /// What the last checkpoint's save cost.
+    pub last_save: Duration,
 }
 
 impl Tail {
@@ -59,9 +67,12 @@ impl Tail {
         self.events.push(event);
     }
 
+    /// The base now covers every event: they and the checkpoint go.
     pub fn clear(&mut self) {
         self.events.clear();
         self.bytes = 0;
+        self.checkpoint = None;
+        self.unsaved = Duration::ZERO;
     }
 }
 

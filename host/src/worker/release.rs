@@ -58,6 +58,9 @@ impl Worker {
         self.naming.forget_named();
         if self.tail.events.is_empty() {
             self.tail = super::persist::Tail::default();
+        } else {
+            // A sleeping match wakes from its base: no state kept twice.
+            self.tail.checkpoint = None;
         }
         self.bets.shrink_to_fit();
         if let Some(base) = &mut self.base {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use super::checkpoint::Start;
 use super::frame::Status;
 use super::lifecycle::Lifecycle;
 use super::{ProbationNews, Worker};
@@ -52,6 +53,8 @@ impl Worker {
         routed: Option<std::time::Instant>,
         raw: Option<Bytes>,
     ) -> Fate {
+        // Real time, not tokio's (paused in tests): what the guest took.
+        let started = std::time::Instant::now();
         match &mut self.life {
             Lifecycle::Quarantined { .. } => {
                 self.hold(bytes, raw).await;
@@ -59,8 +62,10 @@ impl Worker {
             }
             Lifecycle::Probation { instance, .. } => match instance.apply_json(&bytes) {
                 Ok(delta) => {
+                    let took = started.elapsed();
                     self.pass_probation();
                     self.commit(bytes, &delta, routed).await;
+                    self.after_apply(took);
                     return Fate::Applied;
                 }
                 // Back on the old version, which applies the event below.
@@ -70,7 +75,9 @@ impl Worker {
         }
         match self.apply_supervised(&bytes).await {
             Applied::Ok(delta) => {
+                let took = started.elapsed();
                 self.commit(bytes, &delta, routed).await;
+                self.after_apply(took);
                 Fate::Applied
             }
             Applied::Rejected(f) => {
@@ -186,14 +193,24 @@ impl Worker {
     /// where the current state keeps its instance.
     pub(super) fn recover(&mut self) -> Result<(), Failure> {
         self.lose_instance();
-        self.take_base_back()?;
-        let saved = self.base.as_ref().map(|b| Saved {
-            state: &b.state,
-            guest: &b.guest,
-            state_version: b.state_version,
-        });
-        let events = self.tail.events.iter().map(Bytes::as_ref);
-        let instance = self.version.rebuild(self.id.clone(), saved, events)?;
+        if self.tail.checkpoint_start(self.version.version()).is_none() {
+            self.take_base_back()?;
+        }
+        let start = self
+            .tail
+            .checkpoint_start(self.version.version())
+            .unwrap_or_else(|| Start {
+                saved: self.base.as_ref().map(|b| Saved {
+                    state: &b.state,
+                    guest: &b.guest,
+                    state_version: b.state_version,
+                }),
+                events: &self.tail.events,
+            });
+        let replayed = start.events.len();
+        let events = start.events.iter().map(Bytes::as_ref);
+        let instance = self.version.rebuild(self.id.clone(), start.saved, events)?;
+        self.env.metrics.recovery_replayed_events.observe(replayed as f64);
         self.install(instance);
         Ok(())
     }

@@ -1,0 +1,149 @@
+//! The in-memory checkpoint: a saved guest state partway along the
+//! recovery tail, so that a restart after a failure replays only the
+//! events after it.
+//!
+//! The recovery base is the last snapshot, taken every `snapshot_every`
+//! events, every `snapshot_interval`, or when the tail reaches
+//! [`super::RECOVERY_TAIL_BYTES`], and queued to the store. Replaying the
+//! tail after it costs one guest apply per event (about 80 µs for the
+//! simulator's 9 KB odds changes, so up to ~1.5 ms), which is what a crashed
+//! match used to take to serve again. A checkpoint is the state saved again
+//! in memory only: after an applied event, once the apply time since the
+//! last checkpoint (or base) reaches [`REPLAY_BUDGET`], or [`SAVE_RATIO`]
+//! times the last save's cost if that is larger, so saving never costs more
+//! than a quarter of applying (a save's cost is taken from the last ones,
+//! an outlier damped: [`save_cost`]). A restart restores the checkpoint and replays
+//! the events after it: at most about one budget of applies.
+//!
+//! The checkpoint lives in the [`Tail`] and goes with it: a snapshot, a
+//! switch or falling asleep clears the tail and the checkpoint alike. Only
+//! the version that saved it restores it (any other restarts from the base).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::Worker;
+use super::persist::Tail;
+use crate::sandbox::Saved;
+
+/// Apply time after which the state is saved again in memory: roughly the
+/// longest replay a restart does.
+pub const REPLAY_BUDGET: Duration = Duration::from_micros(50);
+
+/// A checkpoint is taken only once the apply time since the last one is at
+/// least this many times the last save's cost.
+pub const SAVE_RATIO: u32 = 4;
+
+/// A state saved in memory after the first `covers` events of the tail.
+#[derive(Debug)]
+pub(super) struct Checkpoint {
+    state: Vec<u8>,
+    guest: Arc<str>,
+    state_version: u32,
+    covers: usize,
+}
+
+/// Whether the apply time not yet covered by a checkpoint calls for one,
+/// given what the last save cost.
+pub(super) fn due(unsaved: Duration, last_save: Duration) -> bool {
+    unsaved >= REPLAY_BUDGET.max(last_save * SAVE_RATIO)
+}
+
+/// The cost of a save to budget with, given the previous one and what
+/// this save took (wall time): a save the thread was preempted in counts
+/// at most twice the previous, so one outlier cannot stop checkpoints for
+/// the rest of the tail, while a state that really grew is caught up with
+/// in a few saves.
+pub(super) fn save_cost(previous: Duration, took: Duration) -> Duration {
+    if previous.is_zero() {
+        took
+    } else {
+        took.min(previous * 2)
+    }
+}
+
+/// What a restart rebuilds from: a saved state (none: the empty model)
+/// and the events to apply after it.
+pub(super) struct Start<'a> {
+    pub saved: Option<Saved<'a>>,
+    pub events: &'a [Bytes],
+}
+
+impl Tail {
+    /// The checkpoint if `guest` saved it, with the events after it.
+    pub fn checkpoint_start(&self, guest: &str) -> Option<Start<'_>> {
+        let c = self.checkpoint.as_ref().filter(|c| &*c.guest == guest)?;
+        Some(Start {
+            saved: Some(Saved {
+                state: &c.state,
+                guest: &c.guest,
+                state_version: c.state_version,
+            }),
+            events: self.events.get(c.covers..)?,
+        })
+    }
+
+    /// Bytes held by the checkpoint.
+    pub fn checkpoint_bytes(&self) -> usize {
+        self.checkpoint.as_ref().map_or(0, |c| c.state.len())
+    }
+}
+
+impl Worker {
+    /// An event was applied (`took`: the guest's time on it): save the state
+    /// in memory if the replay it would cost calls for it.
+    pub(super) fn after_apply(&mut self, took: Duration) {
+        self.tail.unsaved += took;
+        if self.tail.events.is_empty() || !due(self.tail.unsaved, self.tail.last_save) {
+            return;
+        }
+        let Some(instance) = self.life.applier() else { return };
+        let started = Instant::now();
+        let saved = instance.save_state();
+        self.tail.last_save = save_cost(self.tail.last_save, started.elapsed());
+        self.tail.unsaved = Duration::ZERO;
+        match saved {
+            Ok(state) => {
+                self.tail.checkpoint = Some(Checkpoint {
+                    state,
+                    guest: self.version.version_arc(),
+                    state_version: self.version.state_version(),
+                    covers: self.tail.events.len(),
+                });
+            }
+            // Not a failure of the match: the restart replays from the
+            // previous checkpoint or the base.
+            Err(f) => tracing::warn!(match_id = %self.id, error = %f, "in-memory checkpoint failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_once_the_budget_or_four_saves_worth_of_applying_is_uncovered() {
+        let us = Duration::from_micros;
+        assert!(!due(us(49), us(1)));
+        assert!(due(us(50), us(1)));
+        // A save of 20 µs: not before 80 µs of applying.
+        assert!(!due(us(79), us(20)));
+        assert!(due(us(80), us(20)));
+    }
+
+    #[test]
+    fn one_slow_save_counts_at_most_double_and_a_grown_state_is_caught_up_with() {
+        let us = Duration::from_micros;
+        assert_eq!(save_cost(Duration::ZERO, us(13)), us(13));
+        assert_eq!(save_cost(us(13), us(2_000)), us(26), "preempted once");
+        assert_eq!(save_cost(us(26), us(12)), us(12));
+        let mut c = us(10);
+        for _ in 0..7 {
+            c = save_cost(c, us(1_000));
+        }
+        assert_eq!(c, us(1_000));
+    }
+}
