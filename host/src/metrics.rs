@@ -50,6 +50,8 @@ pub struct Metrics {
     pub feed_dropped_messages: Family<Reason, Counter>,
     pub feed_dropped_bytes: Family<Reason, Counter>,
     pub route_errors: Family<Kind, Counter>,
+    pub cluster_published: Family<Kind, Counter>,
+    pub cluster_consumed: Family<Kind, Counter>,
     pub feed_alive: Counter,
     pub live_matches: Gauge,
     pub events_applied: Counter,
@@ -154,6 +156,16 @@ impl Metrics {
             route_errors: reg!(
                 "route_errors",
                 "Parsed events that could not reach a worker",
+                Family::default()
+            ),
+            cluster_published: reg!(
+                "cluster_published",
+                "Match events this node published to TL_EVENTS, by kind (new, duplicate: another copy came first)",
+                Family::default()
+            ),
+            cluster_consumed: reg!(
+                "cluster_consumed",
+                "Messages this node read from its partitions in TL_EVENTS, by kind (event: routed to its worker; foreign, undecodable: skipped)",
                 Family::default()
             ),
             feed_alive: reg!("feed_alive", "alive heartbeats received", Counter::default()),

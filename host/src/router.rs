@@ -161,6 +161,18 @@ impl Router {
         rx.await.ok()
     }
 
+    /// Let go of the matches `leaving` picks (in a cluster: those of a
+    /// partition this node no longer owns). Their handles are dropped, so
+    /// each worker ends once the commands already queued are answered and
+    /// no session holds its mailbox. Returns how many.
+    pub fn release(&self, leaving: impl Fn(&str) -> bool) -> usize {
+        let mut guard = self.matches.lock().expect("router lock");
+        let Some(map) = guard.as_mut() else { return 0 };
+        let before = map.len();
+        map.retain(|id, _| !leaving(id));
+        before - map.len()
+    }
+
     pub fn get(&self, id: &str) -> Option<WorkerHandle> {
         self.matches.lock().expect("router lock").as_ref()?.get(id).cloned()
     }

@@ -127,7 +127,18 @@ impl Server {
             descriptions: catalog.watch(),
             fixtures: start_fixtures(&config, journal.clone(), &metrics, &producers_stop, &producer_tasks),
         });
-        let worker_config = worker_config(&config, journal, observer, metrics.clone(), producers.board(), names);
+        // In a cluster a match's state lives in TL_EVENTS, replayed by its
+        // partition's owner: the node's sled journal does not keep it
+        // (`feed::cluster`).
+        let match_journal = if cluster.is_some() { None } else { journal };
+        let worker_config = worker_config(
+            &config,
+            match_journal,
+            observer,
+            metrics.clone(),
+            producers.board(),
+            names,
+        );
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = Arc::new(bets::Desk::new(
             router.clone(),
@@ -140,7 +151,7 @@ impl Server {
             },
             metrics.clone(),
         ));
-        if config.durability {
+        if config.durability && cluster.is_none() {
             let recovered = store.recover_all()?;
             tracing::info!(matches = recovered.len(), "restoring matches from the store");
             // Matches that had stayed behind on another version keep it.
@@ -157,11 +168,13 @@ impl Server {
             stall_after: config.feed_stall,
             producers: producers.clone(),
             descriptions: catalog.watch(),
+            ingest: cluster.as_deref().map(crate::cluster::ingest::Ingest::new),
         };
         let feed_addr = start_feed(&config, intake, &feed_stop, &feed_tasks).await?;
         let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_for_http = metrics.clone();
+        let metrics_for_cluster = metrics.clone();
         let state = http::AppState {
             cluster: cluster.clone(),
             nodes_view: Arc::default(),
@@ -185,7 +198,16 @@ impl Server {
         let (http_addr, http_task) = serve_http(&config, http, state, metrics_for_http, session_stop.clone()).await?;
         let leases = cluster.as_ref().map(|c| {
             tracing::info!(node = %c.config.node_id, partitions = c.config.partitions.count(), "joined the cluster");
-            crate::cluster::Leases::start(c)
+            let leases = crate::cluster::Leases::start(c);
+            feed::cluster::apply_owned(
+                c.clone(),
+                leases.owned(),
+                router.clone(),
+                metrics_for_cluster.clone(),
+                feed_stop.clone(),
+                &feed_tasks,
+            );
+            leases
         });
         ready.store(true, Ordering::Release);
         Ok(Server {
@@ -212,8 +234,8 @@ impl Server {
     /// frames sent), then flush the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         // Partitions are handed over first, so other nodes take them at
-        // once (events are not partitioned yet; once they are, this node
-        // must stop applying a partition before it hands it over). Bounded:
+        // once (the owned set shrinks before the keys are released, and
+        // the appliers stop at it: `feed::cluster`). Bounded:
         // with NATS gone, the leases expire by themselves.
         if let Some(leases) = self.leases {
             match tokio::time::timeout(HAND_OVER_WITHIN, leases.shutdown()).await {

@@ -2,7 +2,7 @@
 //! nats-server share the partitions between them, `GET /api/nodes` shows
 //! who holds what, a `kill -9`'d node's partitions are taken over after the
 //! lease TTL, and a stopped one hands its partitions over at once.
-//! (Issue 13 in progress: the events themselves are not partitioned yet.)
+//! (Events across the nodes: `cluster_events`.)
 
 use std::time::{Duration, Instant};
 

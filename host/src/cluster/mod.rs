@@ -1,7 +1,8 @@
 //! Touchline as a cluster on NATS JetStream (issue 13): the foundations.
 //! `serve --cluster` joins, keeps its share of the leases ([`leases`]) and
-//! answers `/api/nodes` ([`view`]); the events are not partitioned yet.
-//! Single-node mode with sled is untouched.
+//! answers `/api/nodes` ([`view`]); its feed publishes events
+//! ([`ingest`]) and it reads the partitions it owns ([`consume`]), wired to
+//! the router by `feed::cluster`. Single-node mode with sled is untouched.
 //!
 //! - [`partition`]: match id → partition (a stable hash: part of the wire
 //!   contract) and the NATS subjects (`tl.ev.<p>.<match>`, `tl.fr.<match>`,
@@ -14,6 +15,8 @@
 //! - [`nodes`]: node liveness in the `TL_NODES` bucket (heartbeat, TTL).
 //! - [`leases`]: [`Leases`], the task that keeps this node's leases:
 //!   heartbeat, renew, balance, publish the owned set, graceful hand-over.
+//! - [`consume`]: one partition's events from `TL_EVENTS`, in stream
+//!   order (the owner's ordered consumer).
 //! - [`streams`]: [`ClusterConfig`], connecting, and the idempotent setup of
 //!   the streams (`TL_EVENTS`, `TL_FRAMES`, `TL_BETS`) and buckets.
 //!
@@ -22,6 +25,7 @@
 //! node: it only talks to NATS.
 
 pub mod balance;
+pub mod consume;
 pub mod ingest;
 pub mod lease;
 pub mod leases;

@@ -20,7 +20,11 @@
 //! parser could not read in messages that still apply
 //! (`feed_problems_total{kind,field}`). A `bet_stop`'s groups are
 //! resolved into market ids here ([`groups`]).
+//!
+//! In a cluster ([`cluster`]) match events are published to `TL_EVENTS`
+//! instead, and each node applies the partitions it owns.
 
+pub mod cluster;
 pub mod frame;
 pub mod groups;
 pub mod parse;
@@ -62,6 +66,9 @@ pub struct Intake {
     pub descriptions: tokio::sync::watch::Receiver<Arc<crate::names::Descriptions>>,
     /// The last messages dropped, for the operator console.
     pub rejects: Arc<Rejects>,
+    /// In a cluster: match events are published to `TL_EVENTS` (their
+    /// partition's owner applies them) instead of routed here.
+    pub ingest: Option<crate::cluster::ingest::Ingest>,
 }
 
 /// Accept feed connections until `shutdown`.
@@ -227,6 +234,10 @@ async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch) {
         FeedMessage::Match(mut event) => {
             if let touchline_guest::event::MatchEvent::BetStop(stop) = &mut event {
                 groups::resolve(stop, &intake.descriptions.borrow());
+            }
+            if let Some(ingest) = &intake.ingest {
+                cluster::publish(ingest, &intake.metrics, &event, &xml).await;
+                return;
             }
             // The message's own buffer, moved (kept only if the event is
             // dead-lettered or held: what the operator console shows).

@@ -1,0 +1,231 @@
+//! The feed in a cluster: a node's feed connections publish every match
+//! event to `TL_EVENTS` ([`publish`]) instead of routing it, and each node
+//! applies the events of the partitions it owns ([`apply_owned`]), in
+//! stream order, through its router.
+//!
+//! - **Publish** waits for JetStream's acknowledgement before the feed
+//!   reader moves on (the stream's replication is the backpressure). While
+//!   NATS does not answer it retries with backoff for up to
+//!   [`PUBLISH_PATIENCE`]; past it the event is counted as not routed
+//!   (`route_errors_total{kind="cluster_unavailable"}`) and logged, and the
+//!   reader moves on (a reader blocked for ever would hold every later
+//!   message of the connection, alive messages included).
+//! - **Apply**: one task per owned partition reads it from the stream
+//!   ([`crate::cluster::consume`]) and dispatches each event to its match's
+//!   worker. Before each dispatch it checks that this node still holds the
+//!   partition under the same fencing token, so a lost lease stops the
+//!   applying at the next event, before the manager reacts. A partition
+//!   let go has its matches released from the router; taken (again), it is
+//!   read from the start of the stream into fresh workers: the state of a
+//!   match lives in the stream, not on this node (JetStream snapshots,
+//!   which would shorten that replay, are not built yet), so the local
+//!   sled journal is not used for cluster matches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use touchline_guest::event::MatchEvent;
+
+use crate::cluster::consume::{self, Delivery};
+use crate::cluster::{Cluster, Owned, ingest::Ingest};
+use crate::metrics::{Kind, Metrics};
+use crate::router::Router;
+
+/// How long a publish is retried while NATS does not answer.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
+/// Backoff between publish attempts and consumer reopenings: doubles up to
+/// [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Publish one match event (of feed message `raw`); `false` if it could
+/// not be stored within [`PUBLISH_PATIENCE`].
+pub async fn publish(ingest: &Ingest, metrics: &Metrics, event: &MatchEvent, raw: &[u8]) -> bool {
+    let bytes = bytes::Bytes::from(touchline_guest::encode(event));
+    let started = tokio::time::Instant::now();
+    let mut backoff = RETRY_MIN;
+    loop {
+        match ingest.publish(event.event_id(), bytes.clone(), raw).await {
+            Ok(p) => {
+                let kind = if p.duplicate { "duplicate" } else { "new" };
+                metrics.cluster_published.get_or_create(&Kind { kind }).inc();
+                return true;
+            }
+            Err(e) if started.elapsed() + backoff < PUBLISH_PATIENCE => {
+                tracing::warn!(match_id = event.event_id(), error = %e, "publishing an event; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            Err(e) => {
+                tracing::error!(match_id = event.event_id(), error = %e, "event not published: the cluster did not answer");
+                metrics
+                    .route_errors
+                    .get_or_create(&Kind {
+                        kind: "cluster_unavailable",
+                    })
+                    .inc();
+                return false;
+            }
+        }
+    }
+}
+
+/// Keep one applying task per partition this node owns, until `stop`.
+pub fn apply_owned(
+    cluster: Arc<Cluster>,
+    mut owned: watch::Receiver<Owned>,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
+        let mut running: BTreeMap<u32, (u64, CancellationToken)> = BTreeMap::new();
+        loop {
+            let now = owned.borrow_and_update().clone();
+            // Let go first: a partition lost stops applying before another
+            // (or the same one under a new token) starts.
+            running.retain(|p, (token, cancel)| {
+                let keep = now.get(p) == Some(token);
+                if !keep {
+                    cancel.cancel();
+                    let partitions = cluster.config.partitions;
+                    let released = router.release(|id| partitions.partition_of(id) == *p);
+                    tracing::info!(partition = *p, released, "partition let go: its matches released");
+                }
+                keep
+            });
+            for (&p, &token) in &now {
+                if running.contains_key(&p) {
+                    continue;
+                }
+                let cancel = stop.child_token();
+                running.insert(p, (token, cancel.clone()));
+                let applier = Applier {
+                    cluster: cluster.clone(),
+                    partition: p,
+                    token,
+                    owned: owned.clone(),
+                    router: router.clone(),
+                    metrics: metrics.clone(),
+                };
+                spawner.spawn(applier.run(cancel));
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                changed = owned.changed() => if changed.is_err() { break },
+            }
+        }
+        for (_, (_, cancel)) in running {
+            cancel.cancel();
+        }
+    });
+}
+
+/// Applies one partition for one tenure (one fencing token).
+struct Applier {
+    cluster: Arc<Cluster>,
+    partition: u32,
+    token: u64,
+    owned: watch::Receiver<Owned>,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+}
+
+impl Applier {
+    /// Still this tenure's owner.
+    fn holds(&self) -> bool {
+        self.owned.borrow().get(&self.partition) == Some(&self.token)
+    }
+
+    async fn run(self, cancel: CancellationToken) {
+        let p = self.partition;
+        tracing::info!(partition = p, token = self.token, "applying partition");
+        // The next stream sequence to read: the whole partition first.
+        let mut from = 1;
+        let mut backoff = RETRY_MIN;
+        while !cancel.is_cancelled() && self.holds() {
+            let events = match consume::events(&self.cluster, p, from).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "opening the partition's events; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
+                }
+            };
+            let mut events = std::pin::pin!(events);
+            loop {
+                let next = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = events.next() => next,
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        if !self.holds() {
+                            tracing::info!(partition = p, "lease lost: applying stopped");
+                            return;
+                        }
+                        backoff = RETRY_MIN;
+                        from = self.apply(delivery).await + 1;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(partition = p, error = %e, from, "partition's events interrupted; reopening");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Route one delivery; its stream sequence.
+    async fn apply(&self, delivery: Delivery) -> u64 {
+        let consumed = |kind| self.metrics.cluster_consumed.get_or_create(&Kind { kind }).inc();
+        match delivery {
+            Delivery::Foreign { sequence, subject } => {
+                consumed("foreign");
+                tracing::warn!(
+                    partition = self.partition,
+                    sequence,
+                    subject,
+                    "not an event of ours: skipped"
+                );
+                sequence
+            }
+            Delivery::Event(e) => {
+                match touchline_guest::event::decode(&e.event) {
+                    Ok(event) if event.event_id() == e.match_id => {
+                        consumed("event");
+                        if let Err(err) = self.router.dispatch(event, None).await {
+                            self.metrics
+                                .route_errors
+                                .get_or_create(&Kind { kind: err.kind() })
+                                .inc();
+                            tracing::warn!(match_id = e.match_id, error = %err, "event not routed");
+                        }
+                    }
+                    _ => {
+                        consumed("undecodable");
+                        tracing::warn!(
+                            partition = self.partition,
+                            sequence = e.sequence,
+                            match_id = e.match_id,
+                            "undecodable event: skipped"
+                        );
+                    }
+                }
+                e.sequence
+            }
+        }
+    }
+}
