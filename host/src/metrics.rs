@@ -52,6 +52,7 @@ pub struct Metrics {
     pub route_errors: Family<Kind, Counter>,
     pub cluster_published: Family<Kind, Counter>,
     pub cluster_consumed: Family<Kind, Counter>,
+    pub cluster_frames_dropped: Counter,
     pub feed_alive: Counter,
     pub live_matches: Gauge,
     pub events_applied: Counter,
@@ -162,6 +163,11 @@ impl Metrics {
                 "cluster_published",
                 "Match events this node published to TL_EVENTS, by kind (new, duplicate: another copy came first)",
                 Family::default()
+            ),
+            cluster_frames_dropped: reg!(
+                "cluster_frames_dropped",
+                "Frames not published for the other nodes because the publishing queue was full (their relays resynchronise)",
+                Counter::default()
             ),
             cluster_consumed: reg!(
                 "cluster_consumed",

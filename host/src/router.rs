@@ -35,6 +35,13 @@ impl RouteError {
     }
 }
 
+/// Handles for matches this node does not run: in a cluster, relays of
+/// the matches another node owns (implemented above the router).
+pub trait Remote: Send + Sync {
+    /// A handle for `id`, if it is another node's to run.
+    fn handle(&self, id: &str) -> Option<WorkerHandle>;
+}
+
 pub struct Router {
     /// The guest version new and restored matches start on: the active one,
     /// or the rollout's target while a rollout runs.
@@ -45,6 +52,7 @@ pub struct Router {
     new_matches: broadcast::Sender<Arc<str>>,
     max_matches: usize,
     tasks: tokio_util::task::TaskTracker,
+    remote: std::sync::OnceLock<Arc<dyn Remote>>,
 }
 
 impl Router {
@@ -56,6 +64,7 @@ impl Router {
             new_matches: broadcast::channel(NEW_MATCH_BUFFER).0,
             max_matches,
             tasks: tokio_util::task::TaskTracker::new(),
+            remote: std::sync::OnceLock::new(),
         }
     }
 
@@ -173,8 +182,21 @@ impl Router {
         before - map.len()
     }
 
+    /// The match's handle: its worker here, or (in a cluster) the relay of
+    /// the node that runs it.
     pub fn get(&self, id: &str) -> Option<WorkerHandle> {
+        self.local(id).or_else(|| self.remote.get()?.handle(id))
+    }
+
+    /// The match's worker on this node, if it runs here.
+    pub fn local(&self, id: &str) -> Option<WorkerHandle> {
         self.matches.lock().expect("router lock").as_ref()?.get(id).cloned()
+    }
+
+    /// Where [`Router::get`] finds the matches this node does not run (set
+    /// once, in a cluster).
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
     }
 
     /// Ask a match's worker for its card (and detail); `None` if it is

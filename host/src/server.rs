@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::sandbox::{self, Limits, Platform};
 use crate::{
-    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, listen, metrics, producers, reference, router,
+    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, listen, metrics, producers, push, reference, router,
     store, supervisor, worker,
 };
 
@@ -131,7 +131,7 @@ impl Server {
         // partition's owner: the node's sled journal does not keep it
         // (`feed::cluster`).
         let match_journal = if cluster.is_some() { None } else { journal };
-        let worker_config = worker_config(
+        let mut worker_config = worker_config(
             &config,
             match_journal,
             observer,
@@ -139,6 +139,10 @@ impl Server {
             producers.board(),
             names,
         );
+        // In a cluster every frame is published for the other nodes, once
+        // this node holds leases (`push::relay`).
+        let tap = cluster.as_ref().map(|_| Arc::new(push::relay::LateTap::default()));
+        worker_config.tap = tap.clone().map(|t| t as Arc<dyn worker::FrameTap>);
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = Arc::new(bets::Desk::new(
             router.clone(),
@@ -199,6 +203,25 @@ impl Server {
         let leases = cluster.as_ref().map(|c| {
             tracing::info!(node = %c.config.node_id, partitions = c.config.partitions.count(), "joined the cluster");
             let leases = crate::cluster::Leases::start(c);
+            let partitions = c.config.partitions;
+            if let Some(tap) = &tap {
+                tap.set(push::relay::FramePublisher::start(
+                    c.client.clone(),
+                    leases.owned(),
+                    partitions,
+                    metrics_for_cluster.clone(),
+                    feed_stop.clone(),
+                    &feed_tasks,
+                ));
+            }
+            router.set_remote(Arc::new(push::relay::Relays::new(
+                c.client.clone(),
+                partitions,
+                leases.owned(),
+                config.max_matches as usize,
+                session_stop.clone(),
+                session_tasks.clone(),
+            )));
             feed::cluster::apply_owned(
                 c.clone(),
                 leases.owned(),
@@ -321,6 +344,7 @@ fn worker_config(
         metrics,
         producers,
         names,
+        tap: None,
     }
 }
 

@@ -1,19 +1,21 @@
 //! Issue 13, events partitioned: real `touchline serve --cluster` processes
 //! on a real nats-server. A node's feed publishes each match event to
 //! `TL_EVENTS`; each partition's owner applies it, whichever node read the
-//! feed; two nodes reading the same stream apply each event once.
+//! feed, and a WebSocket client on any node sees every match (snapshot,
+//! then contiguous updates, relayed from the owner); two nodes reading the
+//! same stream apply each event once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use touchline::cluster::Partitions;
 use touchline::feed::parse::{FeedMessage, parse};
 use touchline::sim::{Generator, SimConfig};
 
 use crate::support::cluster::nats;
-use crate::support::{DEADLINE, Server, http_get, http_request};
+use crate::support::{DEADLINE, Server, Tracker, Ws, http_get, http_request, normalise};
 
 const PARTITIONS: u32 = 8;
 const TOKEN: &str = "cluster-events-token-0123456789";
@@ -206,4 +208,94 @@ fn two_nodes_fed_the_same_stream_apply_each_event_once() {
         .sum();
     assert_eq!(consumed, events as f64, "each stored event read once, by its owner");
     assert_eq!(nodes.iter().map(|n| handled(n)).sum::<f64>(), events as f64);
+}
+
+/// Each match's current snapshot, from the node that runs it (after the
+/// feed was handled: its final state).
+async fn owners_snapshots(owners: &[(&Server, BTreeSet<String>)]) -> BTreeMap<String, Value> {
+    let mut want = BTreeMap::new();
+    for (server, ids) in owners {
+        let mut ws = Ws::connect(server.http).await;
+        ws.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
+            .await;
+        let mut got = 0;
+        while got < ids.len() {
+            let f = ws.next().await;
+            if f["type"] == "snapshot" {
+                got += 1;
+                want.insert(f["match"].as_str().expect("match").to_owned(), f);
+            }
+        }
+    }
+    want
+}
+
+/// Read `ws` into `tracker` until every match of `want` is at its seq;
+/// then its state must equal the snapshot's.
+async fn until_current(ws: &mut Ws, tracker: &mut Tracker, want: &BTreeMap<String, Value>) {
+    let behind = |t: &Tracker| {
+        want.iter()
+            .filter(|(id, snap)| t.matches.get(*id).is_none_or(|v| Some(v.seq) != snap["seq"].as_u64()))
+            .count()
+    };
+    while behind(tracker) > 0 {
+        let f = ws.next().await;
+        tracker.apply(&f);
+    }
+    for (id, snap) in want {
+        let view = &tracker.matches[id];
+        assert_eq!(Some(view.epoch), snap["epoch"].as_u64(), "{id}");
+        assert_eq!(
+            normalise(&view.state),
+            normalise(&snap["state"]),
+            "{id}: the snapshot and updates seen equal the owner's snapshot"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_any_node_sees_every_match_snapshot_then_contiguous_updates() {
+    let nats = nats();
+    let url = nats.url();
+    let (a, b, c) = (node(&url, "a"), node(&url, "b"), node(&url, "c"));
+    let held = tokio::task::block_in_place(|| settled(&a, &["a", "b", "c"]));
+    let (bytes, ids, events) = traffic(24, 600);
+    // Subscribed before the matches exist: a's own as they appear, the
+    // others' through their relays.
+    let mut ws = Ws::connect(a.http).await;
+    ws.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
+        .await;
+    let mut tracker = Tracker::default();
+    tokio::task::block_in_place(|| {
+        a.feed().write_all(&bytes).expect("feeding a");
+        wait_sum(&[&a, &b, &c], "events handled", events as f64, handled);
+    });
+    let partitions = Partitions::new(PARTITIONS).expect("count");
+    let run_by = |node: &str| -> BTreeSet<String> {
+        ids.iter()
+            .filter(|m| held[node].contains(&partitions.partition_of(m)))
+            .cloned()
+            .collect()
+    };
+    let want = owners_snapshots(&[(&a, run_by("a")), (&b, run_by("b")), (&c, run_by("c"))]).await;
+    assert_eq!(want.len(), ids.len());
+    until_current(&mut ws, &mut tracker, &want).await;
+    assert_eq!(tracker.gaps, 0, "contiguous updates on a");
+    // A client arriving later on a is made current too (a relay's
+    // snapshot and the updates after it).
+    let mut late = Ws::connect(a.http).await;
+    late.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
+        .await;
+    let mut late_tracker = Tracker::default();
+    until_current(&mut late, &mut late_tracker, &want).await;
+    assert_eq!(late_tracker.gaps, 0);
+    let remote = ids
+        .iter()
+        .filter(|m| !held["a"].contains(&partitions.partition_of(m)))
+        .count();
+    assert!(remote > 0, "some matches run on b or c");
+    eprintln!(
+        "client on a: {} matches ({remote} run elsewhere), every update contiguous",
+        ids.len()
+    );
 }

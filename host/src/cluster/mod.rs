@@ -17,6 +17,8 @@
 //!   heartbeat, renew, balance, publish the owned set, graceful hand-over.
 //! - [`consume`]: one partition's events from `TL_EVENTS`, in stream
 //!   order (the owner's ordered consumer).
+//! - [`frames`]: a frame between nodes (its JSON text; kind, epoch, seq
+//!   and the publisher's lease token in headers).
 //! - [`streams`]: [`ClusterConfig`], connecting, and the idempotent setup of
 //!   the streams (`TL_EVENTS`, `TL_FRAMES`, `TL_BETS`) and buckets.
 //!
@@ -26,6 +28,7 @@
 
 pub mod balance;
 pub mod consume;
+pub mod frames;
 pub mod ingest;
 pub mod lease;
 pub mod leases;

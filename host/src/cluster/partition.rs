@@ -151,6 +151,12 @@ pub fn frame_subject(match_id: &str) -> Result<String, ClusterError> {
     Ok(format!("tl.fr.{}", token(match_id)?))
 }
 
+/// `tl.snap.<p>`: requests for a snapshot of one of partition `p`'s
+/// matches (the match id is the payload), answered by its owner.
+pub fn snapshot_subject(partition: u32) -> String {
+    format!("tl.snap.{partition}")
+}
+
 /// `tl.bet.<p>`: bets for partition `p`'s matches, to its owner.
 pub fn bet_subject(partition: u32) -> String {
     format!("tl.bet.{partition}")

@@ -20,6 +20,9 @@
 //!   match lives in the stream, not on this node (JetStream snapshots,
 //!   which would shorten that replay, are not built yet), so the local
 //!   sled journal is not used for cluster matches.
+//! - **Snapshots for the other nodes' relays** (`push::relay`): while it
+//!   applies a partition, the node answers `tl.snap.<p>` with the snapshot
+//!   frame of the match asked for.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,9 +35,12 @@ use tokio_util::task::TaskTracker;
 use touchline_guest::event::MatchEvent;
 
 use crate::cluster::consume::{self, Delivery};
+use crate::cluster::frames::FrameHead;
+use crate::cluster::partition::snapshot_subject;
 use crate::cluster::{Cluster, Owned, ingest::Ingest};
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
+use crate::worker::{Catchup, Command};
 
 /// How long a publish is retried while NATS does not answer.
 pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
@@ -107,6 +113,13 @@ pub fn apply_owned(
                 }
                 let cancel = stop.child_token();
                 running.insert(p, (token, cancel.clone()));
+                spawner.spawn(serve_snapshots(
+                    cluster.client.clone(),
+                    p,
+                    token,
+                    router.clone(),
+                    cancel.clone(),
+                ));
                 let applier = Applier {
                     cluster: cluster.clone(),
                     partition: p,
@@ -226,6 +239,63 @@ impl Applier {
                 }
                 e.sequence
             }
+        }
+    }
+}
+
+/// Answer the other nodes' relays with a snapshot of one of partition
+/// `p`'s matches (`tl.snap.<p>`, the match id as payload) for this tenure:
+/// the frame a local subscriber would get, with its kind, epoch, seq and
+/// our token in the headers; an empty answer if the match has no worker
+/// here (yet).
+async fn serve_snapshots(
+    client: async_nats::Client,
+    p: u32,
+    token: u64,
+    router: Arc<Router>,
+    cancel: CancellationToken,
+) {
+    let mut requests = match client.subscribe(snapshot_subject(p)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(partition = p, error = %e, "cannot serve snapshots");
+            return;
+        }
+    };
+    loop {
+        let request = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = requests.next() => match next { Some(r) => r, None => return },
+        };
+        let Some(reply) = request.reply else { continue };
+        let id = String::from_utf8_lossy(&request.payload).into_owned();
+        let frame = match router.local(&id) {
+            Some(handle) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let asked = handle.mailbox.send(Command::Subscribe { since: None, reply: tx }).await;
+                match (asked, rx.await) {
+                    (Ok(()), Ok(Catchup::Snapshot(f))) => Some(f),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let sent = match frame {
+            Some(f) => {
+                let head = FrameHead {
+                    kind: f.kind.name().to_owned(),
+                    epoch: f.epoch,
+                    seq: f.seq,
+                    token,
+                };
+                client
+                    .publish_with_headers(reply, head.headers(), bytes::Bytes::from(f.bytes))
+                    .await
+            }
+            None => client.publish(reply, bytes::Bytes::new()).await,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(partition = p, error = %e, "snapshot answer not sent");
         }
     }
 }

@@ -6,11 +6,13 @@
 //! with contiguous `seq`, and resynchronises a subscriber that lagged from
 //! the missed updates or a fresh snapshot. Frames
 //! are never re-serialised per client. [`budget`] is what one client may
-//! make the server hold or do. The wire protocol is in `docs/protocol.md`.
+//! make the server hold or do. In a cluster, [`relay`] carries frames
+//! between nodes. The wire protocol is in `docs/protocol.md`.
 
 pub mod budget;
 mod close;
 mod named;
+pub mod relay;
 mod request;
 pub mod session;
 mod writer;

@@ -31,11 +31,25 @@ use tokio::sync::Notify;
 
 use super::Frame;
 
+/// Sees every frame a match sends, before its subscribers do (in a
+/// cluster: the frame published for the other nodes' sessions).
+pub trait FrameTap: Send + Sync {
+    fn frame(&self, match_id: &Arc<str>, frame: &Frame);
+}
+
 /// One match's subscribers.
-#[derive(Debug)]
 pub struct Fanout {
     match_id: Arc<str>,
     subs: Mutex<Vec<Sub>>,
+    tap: Option<Arc<dyn FrameTap>>,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("match_id", &self.match_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -74,14 +88,23 @@ impl Batch {
 
 impl Fanout {
     pub fn new(match_id: Arc<str>) -> Fanout {
+        Fanout::tapped(match_id, None)
+    }
+
+    /// A fan-out whose every frame `tap` sees first.
+    pub fn tapped(match_id: Arc<str>, tap: Option<Arc<dyn FrameTap>>) -> Fanout {
         Fanout {
             match_id,
             subs: Mutex::new(Vec::new()),
+            tap,
         }
     }
 
     /// Push `frame` to every subscriber; returns how many still subscribe.
     pub fn send(&self, frame: Frame) -> usize {
+        if let Some(tap) = &self.tap {
+            tap.frame(&self.match_id, &frame);
+        }
         let mut subs = lock(&self.subs);
         subs.retain(|s| {
             s.outbox.push(Delivery {
@@ -102,6 +125,15 @@ impl Fanout {
         let open = outbox.push_catchup(&self.match_id, generation, catchup);
         if open {
             subs.push(Sub { outbox, generation });
+        }
+    }
+
+    /// Tell every subscriber it lagged (they catch up from where they
+    /// are, as after a full outbox) and forget them: what they were sent
+    /// can no longer be continued without a gap.
+    pub fn lag_all(&self) {
+        for s in std::mem::take(&mut *lock(&self.subs)) {
+            s.outbox.lag(&self.match_id, s.generation);
         }
     }
 
@@ -206,13 +238,8 @@ impl Outbox {
         }
         let was_idle = inner.queue.is_empty() && inner.lagged.is_empty();
         if inner.queue.len() >= self.capacity {
-            inner.wanted.remove(&delivery.match_id);
-            inner.lagged.push(Lagged {
-                match_id: delivery.match_id,
-                generation: delivery.generation,
-            });
             drop(inner);
-            self.ready.notify_one();
+            self.lag(&delivery.match_id, delivery.generation);
             return false;
         }
         inner.queue.push_back(delivery);
@@ -221,6 +248,22 @@ impl Outbox {
             self.ready.notify_one();
         }
         true
+    }
+
+    /// The subscription `generation` of `match_id` lost frames: the session
+    /// is told, and takes nothing more of it until it subscribes again.
+    fn lag(&self, match_id: &Arc<str>, generation: u64) {
+        let mut inner = lock(&self.inner);
+        if inner.closed || inner.wanted.get(match_id) != Some(&generation) {
+            return;
+        }
+        inner.wanted.remove(match_id);
+        inner.lagged.push(Lagged {
+            match_id: match_id.clone(),
+            generation,
+        });
+        drop(inner);
+        self.ready.notify_one();
     }
 
     /// Catch-up frames go in whatever the fill; `false` if the session

@@ -30,6 +30,32 @@ pub enum FrameKind {
     Names,
 }
 
+impl FrameKind {
+    const ALL: [FrameKind; 5] = [
+        FrameKind::Snapshot,
+        FrameKind::Update,
+        FrameKind::Status,
+        FrameKind::Resumed,
+        FrameKind::Names,
+    ];
+
+    /// Its wire name (the frame's JSON `type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Snapshot => "snapshot",
+            FrameKind::Update => "update",
+            FrameKind::Status => "status",
+            FrameKind::Resumed => "resumed",
+            FrameKind::Names => "names",
+        }
+    }
+
+    /// The kind a wire name stands for.
+    pub fn from_name(name: &str) -> Option<FrameKind> {
+        FrameKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
 /// What a status frame announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

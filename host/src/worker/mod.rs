@@ -54,7 +54,7 @@ use crate::metrics::Metrics;
 use crate::producers::Board;
 use crate::sandbox::GuestVersion;
 use crate::supervisor::{Intensity, Policy};
-pub use fanout::{Batch, Delivery, Fanout, Lagged, Outbox, Watch};
+pub use fanout::{Batch, Delivery, Fanout, FrameTap, Lagged, Outbox, Watch};
 pub use frame::{Frame, FrameKind, Status};
 pub use inspect::{Card, Detail, LastError, StateCell};
 pub use lifecycle::State;
@@ -111,6 +111,8 @@ pub struct WorkerConfig {
     /// Descriptions and fixtures for names in frames; `None`: frames carry
     /// ids only.
     pub names: Option<NameSource>,
+    /// In a cluster: sees every frame (published for the other nodes).
+    pub tap: Option<Arc<dyn FrameTap>>,
 }
 
 /// A client's position in a match stream.
@@ -225,7 +227,7 @@ pub fn spawn(
     tasks: &tokio_util::task::TaskTracker,
 ) -> WorkerHandle {
     let (mailbox, rx) = mailbox::channel(MAILBOX_CAPACITY);
-    let updates = Arc::new(Fanout::new(match_id.clone()));
+    let updates = Arc::new(Fanout::tapped(match_id.clone(), cfg.tap.clone()));
     let state = Arc::new(StateCell::new(State::Restarting));
     let handle = WorkerHandle {
         mailbox: mailbox.clone(),
@@ -238,6 +240,29 @@ pub fn spawn(
     worker.env.observer.runs(&worker.id, worker.version.version_arc());
     tasks.spawn(worker.run(rx, recovered.map(Box::new)));
     handle
+}
+
+/// A handle that is not a worker: its commands go to whoever holds the
+/// [`Inbox`] (in a cluster, the relay of a match another node runs), its
+/// frames come from whoever sends on its [`Fanout`].
+pub fn stand_in(match_id: Arc<str>) -> (WorkerHandle, Inbox) {
+    let (mailbox, rx) = mailbox::channel(MAILBOX_CAPACITY);
+    let handle = WorkerHandle {
+        mailbox,
+        updates: Arc::new(Fanout::new(match_id)),
+        state: Arc::new(StateCell::new(State::Live)),
+    };
+    (handle, Inbox(rx))
+}
+
+/// The commands sent to a [`stand_in`]'s handle.
+pub struct Inbox(mailbox::Receiver);
+
+impl Inbox {
+    /// The next command; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Box<Command>> {
+        self.0.recv().await
+    }
 }
 
 pub(crate) struct Worker {

@@ -81,6 +81,7 @@ fn config(
         metrics: metrics.clone(),
         producers: board,
         names: None,
+        tap: None,
     })
 }
 

@@ -1,0 +1,354 @@
+//! In a cluster, frames cross nodes: a match's owner publishes every frame
+//! it sends ([`FramePublisher`], the workers' frame tap) to `tl.fr.<match>`,
+//! and a node whose sessions want a match another node runs serves them
+//! from a relay ([`Relays`], the router's [`Remote`]): a stand-in handle
+//! whose fan-out is fed from that subject.
+//!
+//! - **Publishing** never blocks a worker: frames go through a bounded
+//!   queue ([`PUBLISH_QUEUE`]) to one task that publishes them in order
+//!   (core NATS; `TL_FRAMES` keeps the recent ones). A full queue drops the
+//!   frame (`cluster_frames_dropped_total`); the relays see the gap and
+//!   resynchronise their sessions. A frame is published only while this
+//!   node holds the match's partition, with its lease token in the
+//!   headers ([`crate::cluster::frames`]).
+//! - **A relay** subscribes to `tl.fr.<match>` first, then asks the owner
+//!   for a snapshot (`tl.snap.<p>`, answered by `feed::cluster`). A
+//!   session that attaches gets that snapshot and the updates the relay
+//!   has seen since (it keeps the last [`RELAY_RING`]), then every later
+//!   frame through the relay's fan-out: contiguous, as from the worker.
+//!   Updates the relay sees out of order (a lost frame, a new epoch) make
+//!   every attached session catch up again (as after a full outbox), from
+//!   a fresh snapshot. A session resuming with `since` through a relay is
+//!   sent a snapshot (the relay keeps no history to resume from yet).
+//! - A relay lives until shutdown; at most `max` exist (the match
+//!   capacity). Bets and operator commands sent to a relay are not
+//!   answered (bets to the owner are not built yet): their callers see the
+//!   match as gone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::frames::FrameHead;
+use crate::cluster::partition::{frame_subject, snapshot_subject};
+use crate::cluster::{Owned, Partitions};
+use crate::metrics::Metrics;
+use crate::router::Remote;
+use crate::worker::{self, Command, Frame, FrameKind, FrameTap, Inbox, Outbox, WorkerHandle};
+
+/// Frames waiting to be published (all matches of the node).
+pub const PUBLISH_QUEUE: usize = 16 * 1024;
+/// Update frames a relay keeps to bring a new session from its snapshot to
+/// the present.
+pub const RELAY_RING: usize = 256;
+/// How long a relay waits before asking again for a snapshot the owner
+/// could not give (no owner yet, or the match has no state yet).
+const ASK_AGAIN: Duration = Duration::from_millis(200);
+
+/// The frame tap of a cluster node's workers.
+pub struct FramePublisher {
+    tx: mpsc::Sender<(Arc<str>, Frame, u64)>,
+    owned: watch::Receiver<Owned>,
+    partitions: Partitions,
+    metrics: Arc<Metrics>,
+}
+
+impl FramePublisher {
+    /// Start the publishing task (until `stop`).
+    pub fn start(
+        client: async_nats::Client,
+        owned: watch::Receiver<Owned>,
+        partitions: Partitions,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> FramePublisher {
+        let (tx, mut rx) = mpsc::channel::<(Arc<str>, Frame, u64)>(PUBLISH_QUEUE);
+        tasks.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    next = rx.recv() => next,
+                };
+                let Some((id, frame, token)) = next else { break };
+                let Ok(subject) = frame_subject(&id) else { continue };
+                let head = FrameHead {
+                    kind: frame.kind.name().to_owned(),
+                    epoch: frame.epoch,
+                    seq: frame.seq,
+                    token,
+                };
+                let payload = Bytes::from(frame.bytes);
+                if let Err(e) = client.publish_with_headers(subject, head.headers(), payload).await {
+                    tracing::warn!(match_id = %id, error = %e, "frame not published");
+                }
+            }
+        });
+        FramePublisher {
+            tx,
+            owned,
+            partitions,
+            metrics,
+        }
+    }
+}
+
+impl FrameTap for FramePublisher {
+    fn frame(&self, match_id: &Arc<str>, frame: &Frame) {
+        let p = self.partitions.partition_of(match_id);
+        let Some(&token) = self.owned.borrow().get(&p) else {
+            // Not ours (any more): whoever owns it now publishes.
+            return;
+        };
+        if self.tx.try_send((match_id.clone(), frame.clone(), token)).is_err() {
+            self.metrics.cluster_frames_dropped.inc();
+        }
+    }
+}
+
+/// A frame tap set once the node holds leases (the workers' configuration
+/// is made before): frames before that are nobody's to publish.
+#[derive(Default)]
+pub struct LateTap(std::sync::OnceLock<FramePublisher>);
+
+impl LateTap {
+    pub fn set(&self, publisher: FramePublisher) {
+        let _ = self.0.set(publisher);
+    }
+}
+
+impl FrameTap for LateTap {
+    fn frame(&self, match_id: &Arc<str>, frame: &Frame) {
+        if let Some(p) = self.0.get() {
+            p.frame(match_id, frame);
+        }
+    }
+}
+
+/// A frame from its NATS message (`None`: not one a node publishes).
+pub fn frame_of(headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Option<Frame> {
+    let head = FrameHead::read(headers?)?;
+    Some(Frame {
+        seq: head.seq,
+        epoch: head.epoch,
+        kind: FrameKind::from_name(&head.kind)?,
+        bytes: Utf8Bytes::try_from(payload).ok()?,
+    })
+}
+
+/// The relays of one node.
+pub struct Relays {
+    client: async_nats::Client,
+    partitions: Partitions,
+    owned: watch::Receiver<Owned>,
+    relays: Mutex<HashMap<Arc<str>, WorkerHandle>>,
+    max: usize,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Relays {
+    pub fn new(
+        client: async_nats::Client,
+        partitions: Partitions,
+        owned: watch::Receiver<Owned>,
+        max: usize,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Relays {
+        Relays {
+            client,
+            partitions,
+            owned,
+            relays: Mutex::new(HashMap::new()),
+            max,
+            tasks,
+            stop,
+        }
+    }
+}
+
+impl Remote for Relays {
+    fn handle(&self, id: &str) -> Option<WorkerHandle> {
+        let partition = self.partitions.partition_of(id);
+        if self.owned.borrow().contains_key(&partition) {
+            // Ours: its worker appears with its first event.
+            return None;
+        }
+        let subject = frame_subject(id).ok()?;
+        let mut relays = self.relays.lock().expect("relays lock");
+        if let Some(h) = relays.get(id) {
+            return Some(h.clone());
+        }
+        if relays.len() >= self.max {
+            return None;
+        }
+        let id: Arc<str> = Arc::from(id);
+        let (handle, inbox) = worker::stand_in(id.clone());
+        relays.insert(id.clone(), handle.clone());
+        let relay = Relay {
+            id,
+            partition,
+            client: self.client.clone(),
+            fanout: handle.updates.clone(),
+            ring: VecDeque::new(),
+            last: None,
+            snapshot: None,
+            pending: Vec::new(),
+        };
+        self.tasks.spawn(relay.run(inbox, subject, self.stop.clone()));
+        Some(handle)
+    }
+}
+
+/// A session waiting for what makes it current.
+struct Pending {
+    outbox: Arc<Outbox>,
+    generation: u64,
+}
+
+/// One match run by another node, for this node's sessions.
+struct Relay {
+    id: Arc<str>,
+    partition: u32,
+    client: async_nats::Client,
+    fanout: Arc<worker::Fanout>,
+    /// The last updates forwarded, in seq order.
+    ring: VecDeque<Frame>,
+    /// (epoch, seq) of the last update forwarded.
+    last: Option<(u64, u64)>,
+    /// The owner's last snapshot.
+    snapshot: Option<Frame>,
+    pending: Vec<Pending>,
+}
+
+impl Relay {
+    async fn run(mut self, mut inbox: Inbox, subject: String, stop: CancellationToken) {
+        // Subscribed before any snapshot is asked for: every frame after
+        // the snapshot arrives here.
+        let mut frames = match self.client.subscribe(subject).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(match_id = %self.id, error = %e, "relay cannot subscribe");
+                return;
+            }
+        };
+        let mut asking: Option<std::pin::Pin<Box<dyn Future<Output = Option<Frame>> + Send>>> = None;
+        let mut ask_after: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                cmd = inbox.recv() => match cmd {
+                    Some(cmd) => self.command(*cmd),
+                    None => return,
+                },
+                msg = frames.next() => match msg {
+                    Some(m) => self.frame(m.headers.as_ref(), m.payload),
+                    None => return,
+                },
+                snap = async { asking.as_mut().expect("guarded").await }, if asking.is_some() => {
+                    asking = None;
+                    match snap {
+                        Some(s) => self.snapshot = Some(s),
+                        None => ask_after = Some(tokio::time::Instant::now() + ASK_AGAIN),
+                    }
+                }
+                _ = tokio::time::sleep_until(ask_after.unwrap_or_else(tokio::time::Instant::now)), if ask_after.is_some() => {
+                    ask_after = None;
+                }
+            }
+            let wants_snapshot = self.complete();
+            if wants_snapshot && asking.is_none() && ask_after.is_none() {
+                asking = Some(Box::pin(ask(self.client.clone(), self.partition, self.id.clone())));
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Attach { outbox, generation, .. } => self.pending.push(Pending { outbox, generation }),
+            // Not answered here (the reply is dropped: "gone").
+            other => tracing::debug!(match_id = %self.id, command = ?std::mem::discriminant(&other), "not for a relay"),
+        }
+    }
+
+    fn frame(&mut self, headers: Option<&async_nats::HeaderMap>, payload: Bytes) {
+        let Some(frame) = frame_of(headers, payload) else {
+            tracing::warn!(match_id = %self.id, "not a frame: skipped");
+            return;
+        };
+        if frame.kind == FrameKind::Update {
+            match self.last {
+                Some((e, s)) if e == frame.epoch && frame.seq <= s => return,
+                Some((e, s)) if e == frame.epoch && frame.seq == s + 1 => {}
+                None => {}
+                Some((e, s)) => {
+                    tracing::info!(match_id = %self.id, last_epoch = e, last_seq = s, epoch = frame.epoch, seq = frame.seq, "relay saw a gap: its sessions catch up");
+                    self.fanout.lag_all();
+                    self.ring.clear();
+                    self.snapshot = None;
+                }
+            }
+            self.last = Some((frame.epoch, frame.seq));
+            self.ring.push_back(frame.clone());
+            if self.ring.len() > RELAY_RING {
+                self.ring.pop_front();
+            }
+        }
+        self.fanout.send(frame);
+    }
+
+    /// Attach the sessions that can be made current; `true` if one waits
+    /// for a (newer) snapshot.
+    fn complete(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let Some(snap) = &self.snapshot else { return true };
+        let catchup = match self.last {
+            // Nothing forwarded yet: the snapshot is the start.
+            None => Some(vec![snap.clone()]),
+            Some((e, _)) if e != snap.epoch => None,
+            // The frames after it have not arrived yet: wait for them.
+            Some((_, s)) if snap.seq > s => return false,
+            Some(_) => {
+                let after: Vec<Frame> = self.ring.iter().filter(|f| f.seq > snap.seq).cloned().collect();
+                let covered = after.first().is_none_or(|f| f.seq == snap.seq + 1);
+                covered.then(|| std::iter::once(snap.clone()).chain(after).collect())
+            }
+        };
+        let Some(catchup) = catchup else {
+            // Too old for what was forwarded since: ask again.
+            self.snapshot = None;
+            return true;
+        };
+        if self.last.is_none() {
+            self.last = Some((snap.epoch, snap.seq));
+        }
+        for p in self.pending.drain(..) {
+            self.fanout.attach(p.outbox, p.generation, catchup.clone());
+        }
+        false
+    }
+}
+
+/// Ask the owner of `partition` for a snapshot of `id` (`None`: no owner
+/// answered, or it has no such match yet).
+async fn ask(client: async_nats::Client, partition: u32, id: Arc<str>) -> Option<Frame> {
+    let request = Bytes::copy_from_slice(id.as_bytes());
+    match client.request(snapshot_subject(partition), request).await {
+        Ok(reply) if !reply.payload.is_empty() => frame_of(reply.headers.as_ref(), reply.payload),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(match_id = %id, error = %e, "no snapshot from the owner yet");
+            None
+        }
+    }
+}
