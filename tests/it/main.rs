@@ -53,6 +53,7 @@ mod bet_ids;
 mod bets;
 mod budgets;
 mod cluster_events;
+mod cluster_failover;
 mod cluster_ingest;
 mod cluster_lease;
 mod cluster_serve;

@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod nodes;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,143 @@
+//! Issue 13, failover: an owner `kill -9`'d while the feed streams. Its
+//! partitions are taken over after the lease TTL; the new owner rebuilds
+//! each match from `TL_EVENTS` (same events, same order: the same seqs and
+//! the same epoch), and a client on a surviving node sees every update,
+//! no gap, ending in the state a single node fed the same stream reaches.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use touchline::cluster::Partitions;
+
+use crate::support::cluster::nats;
+use crate::support::nodes::{
+    PARTITIONS, handled, holdings, messages, node, owners_snapshots, settled, until_current, wait_sum,
+};
+use crate::support::{DEADLINE, Server, Tracker, Ws, normalise};
+
+/// The lease TTL of [`node`] (1 s) plus the expiry of the dead node's keys
+/// and a round of balancing, with room for a loaded 2-core machine.
+const TAKEOVER_WITHIN: Duration = Duration::from_secs(7);
+
+/// Feed `msgs` to `server` a few at a time; `sent` counts them.
+fn stream(server: &Server, msgs: Arc<Vec<Vec<u8>>>, sent: Arc<AtomicUsize>) -> std::thread::JoinHandle<()> {
+    let mut feed = server.feed();
+    std::thread::spawn(move || {
+        for chunk in msgs.chunks(10) {
+            for m in chunk {
+                feed.write_all(m).expect("feeding");
+            }
+            sent.fetch_add(chunk.len(), Ordering::Relaxed);
+            // The feed's pace (a live feed is not a burst), not a wait.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_while_the_feed_streams_is_taken_over_without_a_gap() {
+    let nats = nats();
+    let url = nats.url();
+    let (a, b, c) = (node(&url, "a"), node(&url, "b"), node(&url, "c"));
+    let held = tokio::task::block_in_place(|| settled(&a, &["a", "b", "c"]));
+    let (msgs, ids, events) = messages(24, 1500);
+    let msgs = Arc::new(msgs);
+    let partitions = Partitions::new(PARTITIONS).expect("count");
+    let on_b: Vec<&String> = ids
+        .iter()
+        .filter(|m| held["b"].contains(&partitions.partition_of(m)))
+        .collect();
+    assert!(!on_b.is_empty(), "b runs some of the matches");
+
+    let mut ws = Ws::connect(a.http).await;
+    ws.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
+        .await;
+    let mut tracker = Tracker::default();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let feeder = stream(&a, msgs.clone(), sent.clone());
+
+    // A third of the way in, b dies.
+    while sent.load(Ordering::Relaxed) < msgs.len() / 3 {
+        tracker.apply(&ws.next().await);
+    }
+    let epochs_before: Vec<(String, u64)> = on_b
+        .iter()
+        .filter_map(|m| Some(((*m).clone(), tracker.matches.get(*m)?.epoch)))
+        .collect();
+    let seqs_before: Vec<u64> = on_b
+        .iter()
+        .map(|m| tracker.matches.get(*m).map_or(0, |v| v.seq))
+        .collect();
+    let killed = Instant::now();
+    drop(b.kill9());
+    // Until a sees the partitions held by a and c alone, reading the
+    // client meanwhile.
+    let mut taken = None;
+    let mut first_update = None;
+    while taken.is_none() || first_update.is_none() {
+        // Frames as they come; the holdings looked at between them (also
+        // when none comes for a while).
+        let f = tokio::time::timeout(Duration::from_millis(100), ws.next())
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        if !f.is_null() {
+            tracker.apply(&f);
+        }
+        if first_update.is_none()
+            && f["type"] == "update"
+            && let Some(i) = on_b.iter().position(|m| f["match"] == m.as_str())
+            && f["seq"].as_u64() > Some(seqs_before[i])
+        {
+            first_update = Some(killed.elapsed());
+        }
+        if taken.is_none()
+            && let Some(h) = tokio::task::block_in_place(|| holdings(&a))
+            && !h.contains_key("b")
+        {
+            taken = Some((killed.elapsed(), h));
+        }
+        assert!(killed.elapsed() < DEADLINE, "no takeover: {:?}", holdings(&a));
+    }
+    let (took, after) = taken.expect("taken");
+    let first_update = first_update.expect("an update");
+    assert!(took < TAKEOVER_WITHIN, "taken over in {took:?} (TTL 1 s)");
+    feeder.join().expect("feeder");
+
+    // The same stream on one node: the state every match must reach.
+    let single = Server::start(&[]);
+    tokio::task::block_in_place(|| {
+        single
+            .feed()
+            .write_all(&msgs.concat())
+            .expect("feeding the single node");
+        wait_sum(&[&single], "events handled by the single node", events as f64, handled);
+    });
+    let reference = owners_snapshots(&[(&single, ids.clone())]).await;
+    // The client on a reaches it, with no gap, b's matches still in the
+    // epoch they had.
+    until_current(&mut ws, &mut tracker, &reference).await;
+    assert_eq!(tracker.gaps, 0, "no update missed across the failover");
+    for (m, epoch) in &epochs_before {
+        assert_eq!(tracker.matches[m].epoch, *epoch, "{m} kept its epoch");
+    }
+    // And so do the owners now (a and c).
+    let run_by = |node: &str| {
+        ids.iter()
+            .filter(|m| after[node].contains(&partitions.partition_of(m)))
+            .cloned()
+            .collect()
+    };
+    let owners = owners_snapshots(&[(&a, run_by("a")), (&c, run_by("c"))]).await;
+    for (m, snap) in &owners {
+        assert_eq!(snap["seq"], reference[m]["seq"], "{m}");
+        assert_eq!(normalise(&snap["state"]), normalise(&reference[m]["state"]), "{m}");
+    }
+    eprintln!(
+        "kill -9 of b ({} of {} matches): partitions held by a and c after {took:?}, first update of one of b's matches after {first_update:?}",
+        on_b.len(),
+        ids.len()
+    );
+}

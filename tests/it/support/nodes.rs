@@ -1,0 +1,192 @@
+//! `touchline serve --cluster` processes in tests: starting a node, the
+//! partitions each holds (as `/api/nodes` tells), the matches each runs,
+//! simulator traffic, and the checks a client's view must pass. Waits poll
+//! a condition against a deadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use touchline::feed::parse::{FeedMessage, parse};
+use touchline::sim::{Generator, SimConfig};
+
+use super::{DEADLINE, Server, Tracker, Ws, http_get, http_request, normalise};
+
+/// Partitions of the clusters these tests start.
+pub const PARTITIONS: u32 = 8;
+
+/// The nodes' admin token (to list their matches).
+pub const TOKEN: &str = "cluster-events-token-0123456789";
+
+/// `serve --cluster url --node-id id`, lease TTL 1 s.
+pub fn node(url: &str, id: &str) -> Server {
+    Server::start(&[
+        "--cluster",
+        url,
+        "--node-id",
+        id,
+        "--partitions",
+        &PARTITIONS.to_string(),
+        "--lease-ttl-ms",
+        "1000",
+        "--admin-token",
+        TOKEN,
+    ])
+}
+
+/// Node id → the partitions it holds, as `server` sees the cluster (`None`
+/// while a partition is free or `/api/nodes` is briefly unavailable).
+pub fn holdings(server: &Server) -> Option<BTreeMap<String, BTreeSet<u32>>> {
+    let (code, body) = http_get(server.http, "/api/nodes");
+    let v: Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+    if v["free"].as_array().is_none_or(|f| !f.is_empty()) {
+        return None;
+    }
+    let held = v["nodes"]
+        .as_array()?
+        .iter()
+        .map(|n| {
+            let parts = n["partitions"].as_array().into_iter().flatten();
+            let parts = parts.filter_map(|p| p.as_u64()).map(|p| p as u32).collect();
+            (n["id"].as_str().unwrap_or_default().to_owned(), parts)
+        })
+        .collect();
+    Some(held)
+}
+
+/// Wait until every node in `ids` holds partitions and every partition is
+/// held, and that has not changed for a second (balancing is over).
+pub fn settled(server: &Server, ids: &[&str]) -> BTreeMap<String, BTreeSet<u32>> {
+    let start = Instant::now();
+    let mut last: Option<(BTreeMap<String, BTreeSet<u32>>, Instant)> = None;
+    loop {
+        let now = holdings(server).filter(|h| ids.iter().all(|id| h.get(*id).is_some_and(|p| !p.is_empty())));
+        match (&now, &last) {
+            (Some(h), Some((l, since))) if h == l && since.elapsed() > Duration::from_secs(1) => return h.clone(),
+            (Some(h), Some((l, _))) if h == l => {}
+            (Some(h), _) => last = Some((h.clone(), Instant::now())),
+            (None, _) => last = None,
+        }
+        assert!(start.elapsed() < DEADLINE, "the cluster did not settle: {now:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The ids of the matches `server` runs.
+pub fn matches_of(server: &Server) -> BTreeSet<String> {
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, body) = http_request(
+        server.http,
+        "GET",
+        "/admin/ops/matches",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `n` simulator messages over `matches` matches, one by one; the ids of
+/// the matches they carry events for, and how many events.
+pub fn messages(matches: u32, n: usize) -> (Vec<Vec<u8>>, BTreeSet<String>, usize) {
+    let mut g = Generator::new(&SimConfig {
+        matches,
+        seed: 13,
+        rate: 100.0,
+        count: 0,
+    });
+    let (mut out, mut ids, mut events) = (Vec::new(), BTreeSet::new(), 0);
+    for _ in 0..n {
+        let m = g.next_message();
+        if let Ok(FeedMessage::Match(e)) = parse(m.as_bytes()) {
+            ids.insert(e.event_id().to_owned());
+            events += 1;
+        }
+        out.push(m.into_bytes());
+    }
+    (out, ids, events)
+}
+
+/// [`messages`], as one byte stream.
+pub fn traffic(matches: u32, n: usize) -> (Vec<u8>, BTreeSet<String>, usize) {
+    let (msgs, ids, events) = messages(matches, n);
+    (msgs.concat(), ids, events)
+}
+
+/// Wait until `f` over every node reaches `want`; the value.
+pub fn wait_sum(nodes: &[&Server], what: &str, want: f64, f: impl Fn(&Server) -> f64) -> f64 {
+    let start = Instant::now();
+    loop {
+        let got: f64 = nodes.iter().map(|n| f(n)).sum();
+        if got >= want {
+            return got;
+        }
+        assert!(start.elapsed() < DEADLINE, "{what}: {got}, want {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every node's events applied or refused by the guest: each event reached
+/// exactly one worker.
+pub fn handled(n: &Server) -> f64 {
+    n.metric("touchline_events_applied_total") + n.metric("touchline_events_rejected_total")
+}
+
+/// Each match's current snapshot, from the node that runs it (after the
+/// feed was handled: its final state).
+pub async fn owners_snapshots(owners: &[(&Server, BTreeSet<String>)]) -> BTreeMap<String, Value> {
+    let mut want = BTreeMap::new();
+    for (server, ids) in owners {
+        let mut ws = Ws::connect(server.http).await;
+        ws.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
+            .await;
+        let mut got = 0;
+        while got < ids.len() {
+            let f = ws.next().await;
+            if f["type"] == "snapshot" {
+                got += 1;
+                want.insert(f["match"].as_str().expect("match").to_owned(), f);
+            }
+        }
+    }
+    want
+}
+
+/// Read `ws` into `tracker` until every match of `want` is at its seq;
+/// then its state must equal the snapshot's (the epochs are the caller's
+/// to check).
+pub async fn until_current(ws: &mut Ws, tracker: &mut Tracker, want: &BTreeMap<String, Value>) {
+    let behind = |t: &Tracker| {
+        want.iter()
+            .filter(|(id, snap)| t.matches.get(*id).is_none_or(|v| Some(v.seq) != snap["seq"].as_u64()))
+            .count()
+    };
+    while behind(tracker) > 0 {
+        let Ok(f) = tokio::time::timeout(DEADLINE / 2, ws.next()).await else {
+            let late: Vec<_> = want
+                .iter()
+                .filter_map(|(id, snap)| {
+                    let seen = tracker.matches.get(id).map(|v| (v.epoch, v.seq));
+                    (seen.map(|s| s.1) != snap["seq"].as_u64())
+                        .then(|| format!("{id}: at {seen:?}, want {}", snap["seq"]))
+                })
+                .collect();
+            panic!("the client stopped short: {late:?}");
+        };
+        tracker.apply(&f);
+    }
+    for (id, snap) in want {
+        let view = &tracker.matches[id];
+        assert_eq!(
+            normalise(&view.state),
+            normalise(&snap["state"]),
+            "{id}: the snapshot and updates seen equal the owner's snapshot"
+        );
+    }
+}
