@@ -5,7 +5,7 @@
 GUEST_TARGET := wasm32-unknown-unknown
 CARGO_RELEASE := cargo build --release
 
-.PHONY: all setup guest build browser promtool nats run test fuzz bench bench-quick lint fmt clean
+.PHONY: all setup guest build browser promtool nats run cluster test fuzz bench bench-quick lint fmt clean
 
 all: build
 
@@ -54,6 +54,11 @@ run: build
 	TOUCHLINE_ADMIN_TOKEN=$${TOUCHLINE_ADMIN_TOKEN:-touchline-demo-admin-token} \
 	./target/release/touchline demo --http 127.0.0.1:8080 --data ./data \
 		--fault stop_alive:1:40@60 --fault delay:3:25@120 --fault-every 180
+
+# A 3-server NATS JetStream cluster and three Touchline nodes on loopback,
+# fed by the simulator (docs/cluster.md); prints the URLs, Ctrl-C stops it.
+cluster: build nats
+	./scripts/cluster.sh
 
 test: build browser promtool nats
 	cargo test --release --workspace

@@ -247,9 +247,10 @@ pub struct Settings {
     /// Join a cluster on NATS JetStream at these servers (comma-separated
     /// `nats://` URLs, a TOML array in --config; give all of a NATS
     /// cluster's). Every node must run the same --partitions,
-    /// --lease-ttl-ms and --cluster-replicas. In progress (issue 13,
-    /// docs/cluster.md): nodes keep partition leases and `/api/nodes` shows
-    /// them; each node still applies the events of its own feed.
+    /// --lease-ttl-ms and --cluster-replicas. A feed connection publishes
+    /// its events to the cluster, each node applies the partitions it
+    /// owns, and clients on any node see every match (issue 13, in
+    /// progress: docs/cluster.md).
     #[arg(long, value_delimiter = ',')]
     pub cluster: Vec<String>,
     /// This node's name in the cluster (letters, digits, `-`, `_`); needed
@@ -418,7 +419,9 @@ pub enum ConfigError {
     },
     #[error("--cluster: {url:?} is not a NATS server address: {reason}")]
     ClusterUrl { url: String, reason: String },
-    #[error("give --feed-listen or --feed-connect (or both): without a feed nothing happens")]
+    #[error(
+        "give --feed-listen or --feed-connect (or both; only a --cluster node may read no feed): without a feed nothing happens"
+    )]
     NoFeed,
     #[error("stake limits must be positive, finite, and min <= max")]
     StakeLimits,

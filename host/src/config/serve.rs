@@ -107,7 +107,9 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// The one place settings are checked; error names are the flags.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.feed_listen.is_none() && self.feed_connect.is_none() {
+        // A cluster node may read no feed: it applies the partitions it
+        // owns from the cluster's stream.
+        if self.feed_listen.is_none() && self.feed_connect.is_none() && self.cluster.is_none() {
             return Err(ConfigError::NoFeed);
         }
         range("--max-matches", u64::from(self.max_matches), 1, 1_000_000)?;

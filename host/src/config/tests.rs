@@ -492,3 +492,20 @@ fn cluster_flags_make_a_cluster_config_and_need_a_node_id() {
         Err(ConfigError::NodeIdWithoutCluster)
     ));
 }
+
+#[test]
+fn only_a_cluster_node_may_read_no_feed() {
+    let parse = |args: &[&str]| {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let matches = command.try_get_matches_from(all).expect("flags parse");
+        ServeArgs::from_arg_matches(&matches)
+            .expect("args")
+            .settings
+            .into_config()
+    };
+    assert!(matches!(parse(&[]), Err(ConfigError::NoFeed)));
+    let node = parse(&["--cluster", "nats://a:4222", "--node-id", "c"]).expect("a node without a feed");
+    assert!(node.feed_listen.is_none() && node.feed_connect.is_none() && node.cluster.is_some());
+}
