@@ -207,6 +207,9 @@ pub struct Desk {
     metrics: Arc<Metrics>,
     /// Ids being decided right now; duplicates wait on the notify.
     inflight: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Every bet is refused with this reason (a cluster node: bets are not
+    /// routed to the match's owner and recorded in the cluster yet).
+    refusal: Option<&'static str>,
 }
 
 impl Desk {
@@ -224,7 +227,15 @@ impl Desk {
             policy,
             metrics,
             inflight: Mutex::new(HashMap::new()),
+            refusal: None,
         }
+    }
+
+    /// A desk that refuses every bet with `reason` (kept nowhere: no
+    /// decision is made).
+    pub fn refusing(mut self, reason: &'static str) -> Desk {
+        self.refusal = Some(reason);
+        self
     }
 
     /// The stored bet, for `GET /api/bets/{id}`.
@@ -263,6 +274,9 @@ impl Desk {
     /// request's, returned again).
     async fn place_inner(&self, bet: ClientBet) -> (Answer, bool) {
         let id = bet.id.clone();
+        if let Some(reason) = self.refusal {
+            return (Answer::rejected(&id, reason), true);
+        }
         if id.is_empty() || id.len() > 128 {
             // Not an id the answer could be kept under.
             return (Answer::rejected(&id, "invalid_id: 1 to 128 characters"), true);

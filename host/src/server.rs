@@ -144,7 +144,7 @@ impl Server {
         let tap = cluster.as_ref().map(|_| Arc::new(push::relay::LateTap::default()));
         worker_config.tap = tap.clone().map(|t| t as Arc<dyn worker::FrameTap>);
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
-        let desk = Arc::new(bets::Desk::new(
+        let desk = bets::Desk::new(
             router.clone(),
             owners,
             config.durability.then_some(handle),
@@ -154,7 +154,14 @@ impl Server {
                 accept_better_odds: config.accept_better_odds,
             },
             metrics.clone(),
-        ));
+        );
+        // A cluster node takes no bet until bets go to the match's owner
+        // and are recorded in the cluster (docs/cluster.md): a decision
+        // kept on one node's disk would be lost with it.
+        let desk = Arc::new(match &cluster {
+            Some(_) => desk.refusing("unavailable: bets are not taken in a cluster yet"),
+            None => desk,
+        });
         if config.durability && cluster.is_none() {
             let recovered = store.recover_all()?;
             tracing::info!(matches = recovered.len(), "restoring matches from the store");
