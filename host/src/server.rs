@@ -186,6 +186,7 @@ impl Server {
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_for_http = metrics.clone();
         let metrics_for_cluster = metrics.clone();
+        let producers_for_cluster = producers.clone();
         let state = http::AppState {
             cluster: cluster.clone(),
             nodes_view: Arc::default(),
@@ -209,6 +210,12 @@ impl Server {
         let (http_addr, http_task) = serve_http(&config, http, state, metrics_for_http, session_stop.clone()).await?;
         let leases = cluster.as_ref().map(|c| {
             tracing::info!(node = %c.config.node_id, partitions = c.config.partitions.count(), "joined the cluster");
+            feed::cluster::hear_producers(
+                c.client.clone(),
+                producers_for_cluster.clone(),
+                feed_stop.clone(),
+                &feed_tasks,
+            );
             let leases = crate::cluster::Leases::start(c);
             let partitions = c.config.partitions;
             if let Some(tap) = &tap {

@@ -10,12 +10,13 @@ use std::io::Write as _;
 
 use serde_json::json;
 use touchline::cluster::Partitions;
+use touchline_testkit::provider::bring_up;
 
 use crate::support::cluster::nats;
 use crate::support::nodes::{
     PARTITIONS, handled, matches_of, node, owners_snapshots, settled, traffic, until_current, wait_sum,
 };
-use crate::support::{Tracker, Ws};
+use crate::support::{DEADLINE, Tracker, Ws};
 
 #[test]
 fn events_fed_to_one_node_are_applied_by_the_owner_of_their_partition() {
@@ -157,4 +158,19 @@ async fn a_client_on_any_node_sees_every_match_snapshot_then_contiguous_updates(
         "client on a: {} matches ({remote} run elsewhere), every update contiguous",
         ids.len()
     );
+}
+
+#[test]
+fn every_node_hears_what_the_feed_says_about_the_producers() {
+    let nats = nats();
+    let url = nats.url();
+    let (a, b) = (node(&url, "a"), node(&url, "b"));
+    settled(&a, &["a", "b"]);
+    // Only a reads the feed. Its connection, alives and snapshot_completes
+    // reach b too: b asks its provider for recoveries and is brought up by
+    // completions written on a's feed.
+    let mut feed = a.feed();
+    bring_up(&a.provider, &mut feed, a.http, DEADLINE).expect("a's producers up");
+    bring_up(&b.provider, &mut feed, b.http, DEADLINE).expect("b's producers up, from a's feed");
+    assert!(!b.provider.requests().is_empty(), "b asked for its own recoveries");
 }

@@ -19,6 +19,9 @@ use super::ClusterError;
 use super::partition::{Partitions, event_subject};
 use super::streams::Cluster;
 
+/// Where the feed's producer news goes (every node subscribes).
+pub const PRODUCERS_SUBJECT: &str = "tl.pr";
+
 /// Where one event went in `TL_EVENTS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
@@ -43,6 +46,19 @@ impl Ingest {
             js: cluster.js.clone(),
             partitions: cluster.config.partitions,
         }
+    }
+
+    /// Publish `news` (what the feed says about its producers, JSON) to
+    /// every node (`tl.pr`, core NATS: liveness is only ever current).
+    pub async fn tell(&self, news: Bytes) -> Result<(), ClusterError> {
+        self.js
+            .client()
+            .publish(PRODUCERS_SUBJECT, news)
+            .await
+            .map_err(|e| ClusterError::Publish {
+                subject: PRODUCERS_SUBJECT.to_owned(),
+                source: e.into(),
+            })
     }
 
     /// Publish `event` (the encoded event of match `match_id`, parsed from

@@ -20,6 +20,14 @@
 //!   match lives in the stream, not on this node (JetStream snapshots,
 //!   which would shorten that replay, are not built yet), so the local
 //!   sled journal is not used for cluster matches.
+//! - **Producers**: what a feed says about the producers (`alive`s,
+//!   `snapshot_complete`s, lag crossings, its connection opening and
+//!   closing) goes to every node (`tl.pr`), so each node's producer
+//!   service, hence each owner's workers, knows whether the odds are
+//!   current. It travels beside the events, not in their stream: a node
+//!   may hear a `snapshot_complete` before it has applied the recovery's
+//!   events (no bet is taken in a cluster yet; ordering them is a
+//!   prerequisite for bets). Every node asks for its own recoveries.
 //! - **Snapshots for the other nodes' relays** (`push::relay`): while it
 //!   applies a partition, the node answers `tl.snap.<p>` with the snapshot
 //!   frame of the match asked for.
@@ -36,9 +44,11 @@ use touchline_guest::event::MatchEvent;
 
 use crate::cluster::consume::{self, Delivery};
 use crate::cluster::frames::FrameHead;
+use crate::cluster::ingest::{Ingest, PRODUCERS_SUBJECT};
 use crate::cluster::partition::snapshot_subject;
-use crate::cluster::{Cluster, Owned, ingest::Ingest};
+use crate::cluster::{Cluster, Owned};
 use crate::metrics::{Kind, Metrics};
+use crate::producers::{Input, Producers};
 use crate::router::Router;
 use crate::worker::{Catchup, Command};
 
@@ -79,6 +89,42 @@ pub async fn publish(ingest: &Ingest, metrics: &Metrics, event: &MatchEvent, raw
             }
         }
     }
+}
+
+/// Tell every node's producer service what this node's feed says
+/// (`tl.pr`, JSON). Not retried: liveness is only ever current, and the
+/// next `alive` comes within seconds.
+pub async fn tell(ingest: &Ingest, input: &Input) {
+    let news = match serde_json::to_vec(input) {
+        Ok(n) => n,
+        Err(e) => return tracing::error!(error = %e, "producer news not encodable"),
+    };
+    if let Err(e) = ingest.tell(bytes::Bytes::from(news)).await {
+        tracing::warn!(error = %e, ?input, "producer news not published");
+    }
+}
+
+/// Feed this node's producer service with what every node's feed says
+/// about the producers, until `stop`.
+pub fn hear_producers(client: async_nats::Client, producers: Producers, stop: CancellationToken, tasks: &TaskTracker) {
+    tasks.spawn(async move {
+        let mut news = match client.subscribe(PRODUCERS_SUBJECT).await {
+            Ok(s) => s,
+            Err(e) => return tracing::error!(error = %e, "cannot hear the producers' news"),
+        };
+        loop {
+            let m = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = news.next() => match m { Some(m) => m, None => return },
+            };
+            match serde_json::from_slice::<Input>(&m.payload) {
+                // A recovery request failing is the requesting node's own.
+                Ok(Input::RequestFailed { .. }) => {}
+                Ok(input) => producers.send(input).await,
+                Err(e) => tracing::warn!(error = %e, "not producer news: skipped"),
+            }
+        }
+    });
 }
 
 /// Keep one applying task per partition this node owns, until `stop`.

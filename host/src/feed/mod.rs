@@ -121,7 +121,7 @@ pub async fn connect(addr: String, intake: Intake, shutdown: CancellationToken) 
 async fn connection(mut stream: TcpStream, intake: Intake, shutdown: CancellationToken) {
     let _ = stream.set_nodelay(true);
     intake.metrics.feed_connections.inc();
-    intake.producers.send(Input::Connected).await;
+    tell(&intake, Input::Connected).await;
     let mut lag = LagWatch::default();
     let mut framer = Framer::new(intake.max_message_bytes);
     let mut buf = vec![0u8; READ_CHUNK];
@@ -165,8 +165,17 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         }
     }
     intake.metrics.feed_connections.dec();
-    intake.producers.send(Input::ConnectionLost).await;
+    tell(&intake, Input::ConnectionLost).await;
     tracing::info!("feed connection closed");
+}
+
+/// Tell the producers what the feed says: this node's service, or in a
+/// cluster every node's ([`cluster::tell`]).
+async fn tell(intake: &Intake, input: Input) {
+    match &intake.ingest {
+        Some(ingest) => cluster::tell(ingest, &input).await,
+        None => intake.producers.send(input).await,
+    }
 }
 
 /// One message (or run of garbage) dropped by the framer or the parser.
@@ -227,7 +236,7 @@ async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch) {
                 lag_ms = wall_ms() - timestamp,
                 "feed lag crossed the limit"
             );
-            producers.send(Input::Lag { product: p, over }).await;
+            tell(intake, Input::Lag { product: p, over }).await;
         }
     }
     match msg {
@@ -255,13 +264,12 @@ async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch) {
             tracing::debug!(product = ?a.product, subscribed = a.subscribed, "alive");
             match a.product {
                 Some(product) => {
-                    producers
-                        .send(Input::Alive {
-                            product,
-                            timestamp: a.timestamp,
-                            subscribed: a.subscribed,
-                        })
-                        .await
+                    let alive = Input::Alive {
+                        product,
+                        timestamp: a.timestamp,
+                        subscribed: a.subscribed,
+                    };
+                    tell(intake, alive).await
                 }
                 None => tracing::warn!("alive without a product: ignored"),
             }
@@ -270,12 +278,11 @@ async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch) {
             tracing::info!(product = ?s.product, request_id = ?s.request_id, "snapshot complete");
             match s.product {
                 Some(product) => {
-                    producers
-                        .send(Input::SnapshotComplete {
-                            product,
-                            request_id: s.request_id,
-                        })
-                        .await
+                    let complete = Input::SnapshotComplete {
+                        product,
+                        request_id: s.request_id,
+                    };
+                    tell(intake, complete).await
                 }
                 None => tracing::warn!("snapshot_complete without a product: ignored"),
             }

@@ -36,8 +36,9 @@ pub struct Config {
     pub request_timeout: Duration,
 }
 
-/// What the feed reader tells the owner.
-#[derive(Debug, Clone, PartialEq)]
+/// What the feed reader tells the owner. In a cluster the feed's inputs
+/// travel to every node as JSON (`feed::cluster`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     Alive {
         product: u32,
