@@ -21,11 +21,15 @@ TOKEN=${TOUCHLINE_ADMIN_TOKEN:-touchline-demo-admin-token}
 
 rm -rf "$DIR"
 mkdir -p "$DIR"
+NATS_PIDS=()
 PIDS=()
 stop() {
     trap - EXIT INT TERM
-    # Touchline nodes first (they hand their partitions over), then NATS.
+    # Touchline nodes and the simulator first (the nodes hand their
+    # partitions over through NATS), then NATS.
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for pid in "${NATS_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
 trap stop EXIT INT TERM
@@ -37,7 +41,7 @@ for i in 0 1 2; do
         --server_name "n$i" --cluster_name touchline \
         --cluster "nats://127.0.0.1:$((6222 + i))" --routes "$ROUTES" \
         >"$DIR/nats-$i.log" 2>&1 &
-    PIDS=("$!" "${PIDS[@]}")
+    NATS_PIDS+=("$!")
 done
 # JetStream is ready once every server is healthy and names the same
 # elected meta leader (/jsz).
@@ -65,7 +69,7 @@ node() { # id http-port [feed]
     local feed=()
     [ -n "${3:-}" ] && feed=(--feed-connect "$3")
     TOUCHLINE_ADMIN_TOKEN=$TOKEN "$TL" serve --cluster "$URLS" --node-id "$1" --cluster-replicas 3 \
-        --http "127.0.0.1:$2" --data "$DIR/$1" --api-url "$API" "${feed[@]}" \
+        --http "127.0.0.1:$2" --data "$DIR/$1" --api-url "$API" ${feed[@]+"${feed[@]}"} \
         >"$DIR/$1.out" 2>"$DIR/$1.log" &
     PIDS=("$!" "${PIDS[@]}")
 }

@@ -172,14 +172,28 @@ impl Router {
 
     /// Let go of the matches `leaving` picks (in a cluster: those of a
     /// partition this node no longer owns). Their handles are dropped, so
-    /// each worker ends once the commands already queued are answered and
-    /// no session holds its mailbox. Returns how many.
+    /// each worker ends once the commands already queued are answered, and
+    /// their subscribers are told to catch up (from wherever the match runs
+    /// now). Returns how many.
     pub fn release(&self, leaving: impl Fn(&str) -> bool) -> usize {
-        let mut guard = self.matches.lock().expect("router lock");
-        let Some(map) = guard.as_mut() else { return 0 };
-        let before = map.len();
-        map.retain(|id, _| !leaving(id));
-        before - map.len()
+        let mut gone = Vec::new();
+        {
+            let mut guard = self.matches.lock().expect("router lock");
+            let Some(map) = guard.as_mut() else { return 0 };
+            map.retain(|id, h| {
+                let keep = !leaving(id);
+                if !keep {
+                    gone.push(h.updates.clone());
+                }
+                keep
+            });
+        }
+        // Their sessions are told, as after a full outbox: they subscribe
+        // again and find the match where it runs now.
+        for updates in &gone {
+            updates.lag_all();
+        }
+        gone.len()
     }
 
     /// The match's handle: its worker here, or (in a cluster) the relay of

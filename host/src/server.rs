@@ -221,7 +221,7 @@ impl Server {
             if let Some(tap) = &tap {
                 tap.set(push::relay::FramePublisher::start(
                     c.client.clone(),
-                    leases.owned(),
+                    leases.fence(),
                     partitions,
                     metrics_for_cluster.clone(),
                     feed_stop.clone(),
@@ -239,6 +239,7 @@ impl Server {
             feed::cluster::apply_owned(
                 c.clone(),
                 leases.owned(),
+                leases.fence(),
                 router.clone(),
                 metrics_for_cluster.clone(),
                 feed_stop.clone(),

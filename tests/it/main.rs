@@ -54,6 +54,7 @@ mod bets;
 mod budgets;
 mod cluster_events;
 mod cluster_failover;
+mod cluster_fencing;
 mod cluster_ingest;
 mod cluster_lease;
 mod cluster_serve;

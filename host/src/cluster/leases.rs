@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout, timeout_at};
 
 use super::balance::{self, View};
+use super::fence::Fence;
 use super::lease::{Lease, LeaseKv, Renewal};
 use super::nodes::Nodes;
 use super::partition::Partitions;
@@ -50,6 +51,7 @@ pub type Owned = BTreeMap<u32, u64>;
 pub struct Leases {
     node: NodeId,
     owned: watch::Receiver<Owned>,
+    fence: Arc<Fence>,
     /// Asks the task to hand everything back and end.
     stop: Option<oneshot::Sender<()>>,
     /// Test hook: while set, the task sends nothing (a node cut off from
@@ -70,6 +72,7 @@ impl Leases {
         let (tx, rx) = watch::channel(Owned::new());
         let (stop, stopped) = oneshot::channel();
         let isolated = Arc::new(AtomicBool::new(false));
+        let fence = Arc::new(Fence::default());
         let keeper = Keeper {
             leases: LeaseKv::new(
                 cluster.leases.clone(),
@@ -83,12 +86,14 @@ impl Leases {
             tick: config.renew_interval(),
             held: BTreeMap::new(),
             owned: tx,
+            fence: fence.clone(),
             isolated: isolated.clone(),
         };
         tracing::info!(node = %config.node_id, incarnation, "lease task starting");
         Leases {
             node: config.node_id.clone(),
             owned: rx,
+            fence,
             stop: Some(stop),
             isolated,
             task: Some(tokio::spawn(keeper.run(stopped))),
@@ -102,6 +107,11 @@ impl Leases {
     /// The owned set, as it changes.
     pub fn owned(&self) -> watch::Receiver<Owned> {
         self.owned.clone()
+    }
+
+    /// The partitions this node may act for now (deadlines included).
+    pub fn fence(&self) -> Arc<Fence> {
+        self.fence.clone()
     }
 
     /// The fencing token of partition `p`, while this node holds it.
@@ -146,6 +156,8 @@ struct Keeper {
     /// What this node holds, with each lease's local deadline.
     held: BTreeMap<u32, Lease>,
     owned: watch::Sender<Owned>,
+    /// `held`'s tokens and deadlines, for every act on a partition's behalf.
+    fence: Arc<Fence>,
     isolated: Arc<AtomicBool>,
 }
 
@@ -241,6 +253,7 @@ impl Keeper {
     }
 
     fn publish(&self) {
+        self.fence.set(&self.held);
         let now: Owned = self.held.iter().map(|(p, l)| (*p, l.token)).collect();
         self.owned.send_if_modified(|o| {
             let changed = *o != now;
@@ -354,6 +367,8 @@ impl Keeper {
                 Err(_) => self.lose(old.partition, "renewal not answered before its deadline"),
             }
         }
+        // Renewed deadlines (the owned set itself may not have changed).
+        self.fence.set(&self.held);
     }
 
     /// Leave the set first, then delete the keys: this node has stopped

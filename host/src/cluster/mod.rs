@@ -12,6 +12,8 @@
 //! - [`lease`]: the lease protocol on the `TL_LEASES` KV bucket (create,
 //!   compare-and-set renew, compare-and-set release; the revision at
 //!   acquisition is the fencing token) and the local deadline.
+//! - [`fence`]: whether this node may act for a partition now (token and
+//!   local deadline, checked against the clock at each act).
 //! - [`nodes`]: node liveness in the `TL_NODES` bucket (heartbeat, TTL).
 //! - [`leases`]: [`Leases`], the task that keeps this node's leases:
 //!   heartbeat, renew, balance, publish the owned set, graceful hand-over.
@@ -28,6 +30,7 @@
 
 pub mod balance;
 pub mod consume;
+pub mod fence;
 pub mod frames;
 pub mod ingest;
 pub mod lease;
@@ -37,6 +40,7 @@ pub mod partition;
 pub mod streams;
 pub mod view;
 
+pub use fence::Fence;
 pub use leases::{Leases, Owned};
 pub use partition::Partitions;
 pub use streams::{Cluster, ClusterConfig};

@@ -12,9 +12,10 @@
 //!   message of the connection, alive messages included).
 //! - **Apply**: one task per owned partition reads it from the stream
 //!   ([`crate::cluster::consume`]) and dispatches each event to its match's
-//!   worker. Before each dispatch it checks that this node still holds the
-//!   partition under the same fencing token, so a lost lease stops the
-//!   applying at the next event, before the manager reacts. A partition
+//!   worker. Before each dispatch it asks the [`Fence`] whether this node
+//!   still holds the partition under the same token before its local
+//!   deadline, so a lost lease (or a pause past the deadline) stops the
+//!   applying at the next event, before the lease task reacts. A partition
 //!   let go has its matches released from the router; taken (again), it is
 //!   read from the start of the stream into fresh workers: the state of a
 //!   match lives in the stream, not on this node (JetStream snapshots,
@@ -46,7 +47,7 @@ use crate::cluster::consume::{self, Delivery};
 use crate::cluster::frames::FrameHead;
 use crate::cluster::ingest::{Ingest, PRODUCERS_SUBJECT};
 use crate::cluster::partition::snapshot_subject;
-use crate::cluster::{Cluster, Owned};
+use crate::cluster::{Cluster, Fence, Owned};
 use crate::metrics::{Kind, Metrics};
 use crate::producers::{Input, Producers};
 use crate::router::Router;
@@ -131,6 +132,7 @@ pub fn hear_producers(client: async_nats::Client, producers: Producers, stop: Ca
 pub fn apply_owned(
     cluster: Arc<Cluster>,
     mut owned: watch::Receiver<Owned>,
+    fence: Arc<Fence>,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -161,8 +163,7 @@ pub fn apply_owned(
                 running.insert(p, (token, cancel.clone()));
                 spawner.spawn(serve_snapshots(
                     cluster.client.clone(),
-                    p,
-                    token,
+                    (p, token, fence.clone()),
                     router.clone(),
                     cancel.clone(),
                 ));
@@ -170,7 +171,7 @@ pub fn apply_owned(
                     cluster: cluster.clone(),
                     partition: p,
                     token,
-                    owned: owned.clone(),
+                    fence: fence.clone(),
                     router: router.clone(),
                     metrics: metrics.clone(),
                 };
@@ -192,15 +193,15 @@ struct Applier {
     cluster: Arc<Cluster>,
     partition: u32,
     token: u64,
-    owned: watch::Receiver<Owned>,
+    fence: Arc<Fence>,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
 }
 
 impl Applier {
-    /// Still this tenure's owner.
+    /// Still this tenure's owner, before its local deadline.
     fn holds(&self) -> bool {
-        self.owned.borrow().get(&self.partition) == Some(&self.token)
+        self.fence.holds(self.partition, self.token)
     }
 
     async fn run(self, cancel: CancellationToken) {
@@ -296,8 +297,7 @@ impl Applier {
 /// here (yet).
 async fn serve_snapshots(
     client: async_nats::Client,
-    p: u32,
-    token: u64,
+    (p, token, fence): (u32, u64, Arc<Fence>),
     router: Arc<Router>,
     cancel: CancellationToken,
 ) {
@@ -314,6 +314,10 @@ async fn serve_snapshots(
             next = requests.next() => match next { Some(r) => r, None => return },
         };
         let Some(reply) = request.reply else { continue };
+        if !fence.holds(p, token) {
+            // Not ours to answer any more: the new owner will.
+            continue;
+        }
         let id = String::from_utf8_lossy(&request.payload).into_owned();
         let frame = match router.local(&id) {
             Some(handle) => {

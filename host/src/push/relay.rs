@@ -8,20 +8,23 @@
 //!   queue ([`PUBLISH_QUEUE`]) to one task that publishes them in order
 //!   (core NATS; `TL_FRAMES` keeps the recent ones). A full queue drops the
 //!   frame (`cluster_frames_dropped_total`); the relays see the gap and
-//!   resynchronise their sessions. A frame is published only while this
-//!   node holds the match's partition, with its lease token in the
-//!   headers ([`crate::cluster::frames`]).
+//!   resynchronise their sessions. A frame is queued only while this node
+//!   holds the match's partition before its local deadline (the
+//!   [`Fence`], checked as the worker sends it), with its lease token in
+//!   the headers ([`crate::cluster::frames`]).
 //! - **A relay** subscribes to `tl.fr.<match>` first, then asks the owner
 //!   for a snapshot (`tl.snap.<p>`, answered by `feed::cluster`). A
 //!   session that attaches gets that snapshot and the updates the relay
 //!   has seen since (it keeps the last [`RELAY_RING`]), then every later
 //!   frame through the relay's fan-out: contiguous, as from the worker.
-//!   Updates the relay sees out of order (a lost frame, a new epoch) make
-//!   every attached session catch up again (as after a full outbox), from
-//!   a fresh snapshot. A session resuming with `since` through a relay is
-//!   sent a snapshot (the relay keeps no history to resume from yet).
-//! - A relay lives until shutdown; at most `max` exist (the match
-//!   capacity). Bets and operator commands sent to a relay are not
+//!   Updates the relay sees out of order (a lost frame, a new epoch), or
+//!   frames under another lease token (a new owner), make every attached
+//!   session catch up again (as after a full outbox), from a fresh
+//!   snapshot. A status or names frame drops the cached snapshot. A
+//!   session resuming with `since` through a relay is sent a snapshot (the
+//!   relay keeps no history to resume from yet).
+//! - A relay lives until shutdown (or until its subscription fails; its
+//!   entry goes with it); at most `max` exist (the match capacity). Bets and operator commands sent to a relay are not
 //!   answered (bets to the owner are not built yet): their callers see the
 //!   match as gone.
 
@@ -38,7 +41,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::frames::FrameHead;
 use crate::cluster::partition::{frame_subject, snapshot_subject};
-use crate::cluster::{Owned, Partitions};
+use crate::cluster::{Fence, Owned, Partitions};
 use crate::metrics::Metrics;
 use crate::router::Remote;
 use crate::worker::{self, Command, Frame, FrameKind, FrameTap, Inbox, Outbox, WorkerHandle};
@@ -55,7 +58,7 @@ const ASK_AGAIN: Duration = Duration::from_millis(200);
 /// The frame tap of a cluster node's workers.
 pub struct FramePublisher {
     tx: mpsc::Sender<(Arc<str>, Frame, u64)>,
-    owned: watch::Receiver<Owned>,
+    fence: Arc<Fence>,
     partitions: Partitions,
     metrics: Arc<Metrics>,
 }
@@ -64,7 +67,7 @@ impl FramePublisher {
     /// Start the publishing task (until `stop`).
     pub fn start(
         client: async_nats::Client,
-        owned: watch::Receiver<Owned>,
+        fence: Arc<Fence>,
         partitions: Partitions,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
@@ -93,7 +96,7 @@ impl FramePublisher {
         });
         FramePublisher {
             tx,
-            owned,
+            fence,
             partitions,
             metrics,
         }
@@ -103,8 +106,9 @@ impl FramePublisher {
 impl FrameTap for FramePublisher {
     fn frame(&self, match_id: &Arc<str>, frame: &Frame) {
         let p = self.partitions.partition_of(match_id);
-        let Some(&token) = self.owned.borrow().get(&p) else {
-            // Not ours (any more): whoever owns it now publishes.
+        let Some(token) = self.fence.token(p) else {
+            // Not ours (any more, or past our deadline): whoever owns it
+            // now publishes.
             return;
         };
         if self.tx.try_send((match_id.clone(), frame.clone(), token)).is_err() {
@@ -148,7 +152,7 @@ pub struct Relays {
     client: async_nats::Client,
     partitions: Partitions,
     owned: watch::Receiver<Owned>,
-    relays: Mutex<HashMap<Arc<str>, WorkerHandle>>,
+    relays: Arc<Mutex<HashMap<Arc<str>, WorkerHandle>>>,
     max: usize,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -167,7 +171,7 @@ impl Relays {
             client,
             partitions,
             owned,
-            relays: Mutex::new(HashMap::new()),
+            relays: Arc::new(Mutex::new(HashMap::new())),
             max,
             tasks,
             stop,
@@ -194,16 +198,23 @@ impl Remote for Relays {
         let (handle, inbox) = worker::stand_in(id.clone());
         relays.insert(id.clone(), handle.clone());
         let relay = Relay {
-            id,
+            id: id.clone(),
             partition,
             client: self.client.clone(),
             fanout: handle.updates.clone(),
             ring: VecDeque::new(),
             last: None,
+            token: None,
             snapshot: None,
             pending: Vec::new(),
         };
-        self.tasks.spawn(relay.run(inbox, subject, self.stop.clone()));
+        let (relays, stop) = (self.relays.clone(), self.stop.clone());
+        self.tasks.spawn(async move {
+            relay.run(inbox, subject, stop).await;
+            // Ended (shutdown, or its subscription failed): a later session
+            // gets a new one.
+            relays.lock().expect("relays lock").remove(&id);
+        });
         Some(handle)
     }
 }
@@ -224,6 +235,8 @@ struct Relay {
     ring: VecDeque<Frame>,
     /// (epoch, seq) of the last update forwarded.
     last: Option<(u64, u64)>,
+    /// The lease token of the owner whose frames it forwards.
+    token: Option<u64>,
     /// The owner's last snapshot.
     snapshot: Option<Frame>,
     pending: Vec<Pending>,
@@ -273,17 +286,35 @@ impl Relay {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Attach { outbox, generation, .. } => self.pending.push(Pending { outbox, generation }),
+            Command::Attach { outbox, generation, .. } => {
+                // One wait per session: a later attach replaces its earlier.
+                self.pending.retain(|p| !Arc::ptr_eq(&p.outbox, &outbox));
+                self.pending.push(Pending { outbox, generation });
+            }
             // Not answered here (the reply is dropped: "gone").
             other => tracing::debug!(match_id = %self.id, command = ?std::mem::discriminant(&other), "not for a relay"),
         }
     }
 
     fn frame(&mut self, headers: Option<&async_nats::HeaderMap>, payload: Bytes) {
+        let token = headers.and_then(FrameHead::read).map(|h| h.token);
         let Some(frame) = frame_of(headers, payload) else {
             tracing::warn!(match_id = %self.id, "not a frame: skipped");
             return;
         };
+        if token != self.token {
+            // Another owner (a takeover, or this one's next tenure): what
+            // it sends is not assumed to continue what the last one sent.
+            // Every session catches up from the new owner's snapshot.
+            if self.token.is_some() {
+                tracing::info!(match_id = %self.id, ?token, "new owner: the relay's sessions catch up");
+                self.fanout.lag_all();
+                self.ring.clear();
+                self.snapshot = None;
+                self.last = None;
+            }
+            self.token = token;
+        }
         if frame.kind == FrameKind::Update {
             match self.last {
                 Some((e, s)) if e == frame.epoch && frame.seq <= s => return,
@@ -301,6 +332,10 @@ impl Relay {
             if self.ring.len() > RELAY_RING {
                 self.ring.pop_front();
             }
+        } else {
+            // A status or names frame: a session given the cached snapshot
+            // and the updates after it would miss this one.
+            self.snapshot = None;
         }
         self.fanout.send(frame);
     }

@@ -183,6 +183,11 @@ impl Server {
         feed
     }
 
+    /// Its process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.process().pid()
+    }
+
     fn process(&self) -> &ServerProcess {
         self.process.as_ref().expect("the server is running")
     }
