@@ -9,28 +9,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::cluster::nats;
+use crate::support::nodes::{PARTITIONS, node_ttl};
 use crate::support::{DEADLINE, Server, http_get, wait_for};
 
-const PARTITIONS: u32 = 8;
 /// Short, so a takeover after a crash is quick to see.
 const TTL_MS: &str = "1000";
 /// A takeover after a crash: the TTL, the expiry of the dead node's
 /// heartbeat and `/api/nodes` reusing its answer for a second, with room
 /// for a loaded 2-core machine.
 const TAKEOVER_WITHIN: Duration = Duration::from_secs(7);
-
-fn node(url: &str, id: &str, ttl_ms: &str) -> Server {
-    Server::start(&[
-        "--cluster",
-        url,
-        "--node-id",
-        id,
-        "--partitions",
-        &PARTITIONS.to_string(),
-        "--lease-ttl-ms",
-        ttl_ms,
-    ])
-}
 
 /// `/api/nodes` (a slow NATS may make one answer 503: asked again).
 fn nodes(server: &Server) -> Value {
@@ -97,9 +84,9 @@ fn refused(extra: &[&str]) -> String {
 fn serve_nodes_share_the_partitions_and_take_over_a_lost_node() {
     let nats = nats();
     let url = nats.url();
-    let a = node(&url, "a", TTL_MS);
+    let a = node_ttl(&url, "a", TTL_MS);
     wait_holdings(&a, &[("a", 8)]);
-    let b = node(&url, "b", TTL_MS);
+    let b = node_ttl(&url, "b", TTL_MS);
     wait_holdings(&a, &[("a", 4), ("b", 4)]);
     let view = wait_for("every partition held", || {
         let v = nodes(&b);
@@ -121,9 +108,9 @@ fn a_stopped_node_hands_its_partitions_over_long_before_they_would_expire() {
     let url = nats.url();
     // A TTL far longer than the bound below: only a hand-over meets it.
     let ttl = "20000";
-    let a = node(&url, "a", ttl);
+    let a = node_ttl(&url, "a", ttl);
     wait_holdings(&a, &[("a", 8)]);
-    let c = node(&url, "c", ttl);
+    let c = node_ttl(&url, "c", ttl);
     wait_holdings(&a, &[("a", 4), ("c", 4)]);
     let stopped = Instant::now();
     drop(c.terminate());

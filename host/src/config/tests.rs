@@ -423,18 +423,20 @@ fn the_flags_users_know() {
     assert_eq!(keys, flags);
 }
 
+/// `serve <args>` (flags only) made into a checked configuration.
+fn serve_config(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+    let all = [&["serve"], args].concat();
+    let command = ServeArgs::augment_args(clap::Command::new("serve"));
+    let matches = command.try_get_matches_from(all).expect("flags parse");
+    ServeArgs::from_arg_matches(&matches)
+        .expect("args")
+        .settings
+        .into_config()
+}
+
 #[test]
 fn cluster_flags_make_a_cluster_config_and_need_a_node_id() {
-    let parse = |args: &[&str]| {
-        let mut all = vec!["serve", "--feed-listen", "127.0.0.1:0"];
-        all.extend_from_slice(args);
-        let command = ServeArgs::augment_args(clap::Command::new("serve"));
-        let matches = command.try_get_matches_from(all).expect("flags parse");
-        ServeArgs::from_arg_matches(&matches)
-            .expect("args")
-            .settings
-            .into_config()
-    };
+    let parse = |args: &[&str]| serve_config(&[&["--feed-listen", "127.0.0.1:0"], args].concat());
     assert!(parse(&[]).expect("single node").cluster.is_none());
     let config = parse(&[
         "--cluster",
@@ -495,16 +497,7 @@ fn cluster_flags_make_a_cluster_config_and_need_a_node_id() {
 
 #[test]
 fn only_a_cluster_node_may_read_no_feed() {
-    let parse = |args: &[&str]| {
-        let mut all = vec!["serve"];
-        all.extend_from_slice(args);
-        let command = ServeArgs::augment_args(clap::Command::new("serve"));
-        let matches = command.try_get_matches_from(all).expect("flags parse");
-        ServeArgs::from_arg_matches(&matches)
-            .expect("args")
-            .settings
-            .into_config()
-    };
+    let parse = serve_config;
     assert!(matches!(parse(&[]), Err(ConfigError::NoFeed)));
     let node = parse(&["--cluster", "nats://a:4222", "--node-id", "c"]).expect("a node without a feed");
     assert!(node.feed_listen.is_none() && node.feed_connect.is_none() && node.cluster.is_some());

@@ -20,6 +20,11 @@ pub const TOKEN: &str = "cluster-events-token-0123456789";
 
 /// `serve --cluster url --node-id id`, lease TTL 1 s.
 pub fn node(url: &str, id: &str) -> Server {
+    node_ttl(url, id, "1000")
+}
+
+/// `serve --cluster url --node-id id` with a lease TTL of `ttl_ms`.
+pub fn node_ttl(url: &str, id: &str, ttl_ms: &str) -> Server {
     Server::start(&[
         "--cluster",
         url,
@@ -28,7 +33,7 @@ pub fn node(url: &str, id: &str) -> Server {
         "--partitions",
         &PARTITIONS.to_string(),
         "--lease-ttl-ms",
-        "1000",
+        ttl_ms,
         "--admin-token",
         TOKEN,
     ])
