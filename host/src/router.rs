@@ -24,6 +24,8 @@ pub enum RouteError {
     Capacity(usize),
     #[error("router is shut down")]
     Closed,
+    #[error("this node no longer holds the match's partition")]
+    NotHeld,
 }
 
 impl RouteError {
@@ -31,6 +33,7 @@ impl RouteError {
         match self {
             RouteError::Capacity(_) => "capacity",
             RouteError::Closed => "closed",
+            RouteError::NotHeld => "not_held",
         }
     }
 }
@@ -71,7 +74,20 @@ impl Router {
     /// Deliver `event` (and the feed message it came from) to its match's
     /// worker, waiting if the mailbox is full.
     pub async fn dispatch(&self, event: MatchEvent, raw: Option<bytes::Bytes>) -> Result<(), RouteError> {
-        let mailbox = self.mailbox_or_create(event.event_id())?;
+        self.dispatch_while(event, raw, || true).await
+    }
+
+    /// [`Router::dispatch`], if `allowed` still says yes under the match
+    /// map's lock (in a cluster: this node still holds the partition), so
+    /// a [`Router::release`] racing it either removes the worker made here
+    /// or runs first and this makes none.
+    pub async fn dispatch_while(
+        &self,
+        event: MatchEvent,
+        raw: Option<bytes::Bytes>,
+        allowed: impl Fn() -> bool,
+    ) -> Result<(), RouteError> {
+        let mailbox = self.mailbox_or_create(event.event_id(), allowed)?;
         mailbox
             .send(Command::Event {
                 event,
@@ -83,9 +99,12 @@ impl Router {
     }
 
     /// The match's mailbox (only it: the per-event path clones one sender).
-    fn mailbox_or_create(&self, id: &str) -> Result<worker::Mailbox, RouteError> {
+    fn mailbox_or_create(&self, id: &str, allowed: impl Fn() -> bool) -> Result<worker::Mailbox, RouteError> {
         let mut guard = self.matches.lock().expect("router lock is never held across a panic");
         let map = guard.as_mut().ok_or(RouteError::Closed)?;
+        if !allowed() {
+            return Err(RouteError::NotHeld);
+        }
         if let Some(h) = map.get(id) {
             return Ok(h.mailbox.clone());
         }

@@ -266,7 +266,7 @@ impl Applier {
                 match touchline_guest::event::decode(&e.event) {
                     Ok(event) if event.event_id() == e.match_id => {
                         consumed("event");
-                        if let Err(err) = self.router.dispatch(event, None).await {
+                        if let Err(err) = self.router.dispatch_while(event, None, || self.holds()).await {
                             self.metrics
                                 .route_errors
                                 .get_or_create(&Kind { kind: err.kind() })
