@@ -12,18 +12,14 @@ use serde_json::json;
 use touchline::cluster::Partitions;
 use touchline_testkit::provider::bring_up;
 
-use crate::support::cluster::nats;
 use crate::support::nodes::{
-    PARTITIONS, handled, matches_of, node, owners_snapshots, settled, traffic, until_current, wait_sum,
+    PARTITIONS, cluster, handled, matches_of, owners_snapshots, subscribed, traffic, until_current, wait_sum,
 };
-use crate::support::{DEADLINE, Tracker, Ws};
+use crate::support::{DEADLINE, Tracker};
 
 #[test]
 fn events_fed_to_one_node_are_applied_by_the_owner_of_their_partition() {
-    let nats = nats();
-    let url = nats.url();
-    let (a, b, c) = (node(&url, "a"), node(&url, "b"), node(&url, "c"));
-    let held = settled(&a, &["a", "b", "c"]);
+    let (_nats, [a, b, c], held) = cluster(["a", "b", "c"]);
     let (bytes, ids, events) = traffic(24, 600);
     a.feed().write_all(&bytes).expect("feeding a");
 
@@ -64,10 +60,7 @@ fn events_fed_to_one_node_are_applied_by_the_owner_of_their_partition() {
 
 #[test]
 fn two_nodes_fed_the_same_stream_apply_each_event_once() {
-    let nats = nats();
-    let url = nats.url();
-    let (a, b) = (node(&url, "a"), node(&url, "b"));
-    settled(&a, &["a", "b"]);
+    let (_nats, [a, b], _) = cluster(["a", "b"]);
     let (bytes, _, events) = traffic(16, 400);
     // Both feeds at once, as two redundant provider connections.
     std::thread::scope(|s| {
@@ -97,16 +90,11 @@ fn two_nodes_fed_the_same_stream_apply_each_event_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_on_any_node_sees_every_match_snapshot_then_contiguous_updates() {
-    let nats = nats();
-    let url = nats.url();
-    let (a, b, c) = (node(&url, "a"), node(&url, "b"), node(&url, "c"));
-    let held = tokio::task::block_in_place(|| settled(&a, &["a", "b", "c"]));
+    let (_nats, [a, b, c], held) = cluster(["a", "b", "c"]);
     let (bytes, ids, events) = traffic(24, 600);
     // Subscribed before the matches exist: a's own as they appear, the
     // others' through their relays.
-    let mut ws = Ws::connect(a.http).await;
-    ws.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
-        .await;
+    let mut ws = subscribed(&a, &ids).await;
     let mut tracker = Tracker::default();
     tokio::task::block_in_place(|| {
         a.feed().write_all(&bytes).expect("feeding a");
@@ -132,9 +120,7 @@ async fn a_client_on_any_node_sees_every_match_snapshot_then_contiguous_updates(
     }
     // A client arriving later on a is made current too (a relay's
     // snapshot and the updates after it).
-    let mut late = Ws::connect(a.http).await;
-    late.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
-        .await;
+    let mut late = subscribed(&a, &ids).await;
     let mut late_tracker = Tracker::default();
     until_current(&mut late, &mut late_tracker, &want).await;
     assert_eq!(late_tracker.gaps, 0);
@@ -162,10 +148,7 @@ async fn a_client_on_any_node_sees_every_match_snapshot_then_contiguous_updates(
 
 #[test]
 fn every_node_hears_what_the_feed_says_about_the_producers() {
-    let nats = nats();
-    let url = nats.url();
-    let (a, b) = (node(&url, "a"), node(&url, "b"));
-    settled(&a, &["a", "b"]);
+    let (_nats, [a, b], _) = cluster(["a", "b"]);
     // Only a reads the feed. Its connection, alives and snapshot_completes
     // reach b too: b asks its provider for recoveries and is brought up by
     // completions written on a's feed.

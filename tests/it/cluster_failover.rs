@@ -9,14 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use touchline::cluster::Partitions;
 
-use crate::support::cluster::nats;
 use crate::support::nodes::{
-    PARTITIONS, handled, holdings, messages, node, owners_snapshots, settled, until_current, wait_sum,
+    PARTITIONS, cluster, handled, holdings, messages, owners_snapshots, subscribed, until_current, wait_sum,
 };
-use crate::support::{DEADLINE, Server, Tracker, Ws, normalise};
+use crate::support::{DEADLINE, Server, Tracker, normalise};
 
 /// The lease TTL of [`node`] (1 s) plus the expiry of the dead node's keys
 /// and a round of balancing, with room for a loaded 2-core machine.
@@ -39,10 +37,7 @@ fn stream(server: &Server, msgs: Arc<Vec<Vec<u8>>>, sent: Arc<AtomicUsize>) -> s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_killed_while_the_feed_streams_is_taken_over_without_a_gap() {
-    let nats = nats();
-    let url = nats.url();
-    let (a, b, c) = (node(&url, "a"), node(&url, "b"), node(&url, "c"));
-    let held = tokio::task::block_in_place(|| settled(&a, &["a", "b", "c"]));
+    let (_nats, [a, b, c], held) = cluster(["a", "b", "c"]);
     let (msgs, ids, events) = messages(24, 1500);
     let msgs = Arc::new(msgs);
     let partitions = Partitions::new(PARTITIONS).expect("count");
@@ -52,9 +47,7 @@ async fn an_owner_killed_while_the_feed_streams_is_taken_over_without_a_gap() {
         .collect();
     assert!(!on_b.is_empty(), "b runs some of the matches");
 
-    let mut ws = Ws::connect(a.http).await;
-    ws.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
-        .await;
+    let mut ws = subscribed(&a, &ids).await;
     let mut tracker = Tracker::default();
     let sent = Arc::new(AtomicUsize::new(0));
     let feeder = stream(&a, msgs.clone(), sent.clone());

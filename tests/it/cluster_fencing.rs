@@ -15,8 +15,7 @@ use touchline::cluster::Partitions;
 use touchline::cluster::frames::FrameHead;
 use touchline::cluster::partition::match_id;
 
-use crate::support::cluster::nats;
-use crate::support::nodes::{PARTITIONS, holdings, messages, node, settled};
+use crate::support::nodes::{PARTITIONS, cluster, holdings, messages};
 use crate::support::{DEADLINE, Server};
 
 fn signal(server: &Server, sig: &str) {
@@ -47,10 +46,8 @@ async fn next_frame(frames: &mut async_nats::Subscriber, partitions: Partitions)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_paused_past_its_lease_publishes_nothing_for_the_partitions_it_lost() {
-    let nats = nats();
+    let (nats, [a, b], held) = cluster(["a", "b"]);
     let url = nats.url();
-    let (a, b) = (node(&url, "a"), node(&url, "b"));
-    let held = tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
     let partitions = Partitions::new(PARTITIONS).expect("count");
     let client = async_nats::connect(url.as_str()).await.expect("a NATS client");
     let mut frames = client.subscribe("tl.fr.>").await.expect("subscribed");

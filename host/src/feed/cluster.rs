@@ -44,7 +44,6 @@ use tokio_util::task::TaskTracker;
 use touchline_guest::event::MatchEvent;
 
 use crate::cluster::consume::{self, Delivery};
-use crate::cluster::frames::FrameHead;
 use crate::cluster::ingest::{Ingest, PRODUCERS_SUBJECT};
 use crate::cluster::partition::snapshot_subject;
 use crate::cluster::{Cluster, Fence, Owned};
@@ -332,14 +331,9 @@ async fn serve_snapshots(
         };
         let sent = match frame {
             Some(f) => {
-                let head = FrameHead {
-                    kind: f.kind.name().to_owned(),
-                    epoch: f.epoch,
-                    seq: f.seq,
-                    token,
-                };
+                let headers = f.head(token).headers();
                 client
-                    .publish_with_headers(reply, head.headers(), bytes::Bytes::from(f.bytes))
+                    .publish_with_headers(reply, headers, bytes::Bytes::from(f.bytes))
                     .await
             }
             None => client.publish(reply, bytes::Bytes::new()).await,

@@ -35,7 +35,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,14 +81,11 @@ impl FramePublisher {
                 };
                 let Some((id, frame, token)) = next else { break };
                 let Ok(subject) = frame_subject(&id) else { continue };
-                let head = FrameHead {
-                    kind: frame.kind.name().to_owned(),
-                    epoch: frame.epoch,
-                    seq: frame.seq,
-                    token,
-                };
-                let payload = Bytes::from(frame.bytes);
-                if let Err(e) = client.publish_with_headers(subject, head.headers(), payload).await {
+                let headers = frame.head(token).headers();
+                if let Err(e) = client
+                    .publish_with_headers(subject, headers, Bytes::from(frame.bytes))
+                    .await
+                {
                     tracing::warn!(match_id = %id, error = %e, "frame not published");
                 }
             }
@@ -136,15 +132,11 @@ impl FrameTap for LateTap {
     }
 }
 
-/// A frame from its NATS message (`None`: not one a node publishes).
-pub fn frame_of(headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Option<Frame> {
+/// A frame from its NATS message, with its publisher's lease token
+/// (`None`: not one a node publishes).
+fn frame_of(headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Option<(Frame, u64)> {
     let head = FrameHead::read(headers?)?;
-    Some(Frame {
-        seq: head.seq,
-        epoch: head.epoch,
-        kind: FrameKind::from_name(&head.kind)?,
-        bytes: Utf8Bytes::try_from(payload).ok()?,
-    })
+    Some((Frame::from_head(&head, payload)?, head.token))
 }
 
 /// The relays of one node.
@@ -297,11 +289,11 @@ impl Relay {
     }
 
     fn frame(&mut self, headers: Option<&async_nats::HeaderMap>, payload: Bytes) {
-        let token = headers.and_then(FrameHead::read).map(|h| h.token);
-        let Some(frame) = frame_of(headers, payload) else {
+        let Some((frame, token)) = frame_of(headers, payload) else {
             tracing::warn!(match_id = %self.id, "not a frame: skipped");
             return;
         };
+        let token = Some(token);
         if token != self.token {
             // Another owner (a takeover, or this one's next tenure): what
             // it sends is not assumed to continue what the last one sent.
@@ -379,7 +371,7 @@ impl Relay {
 async fn ask(client: async_nats::Client, partition: u32, id: Arc<str>) -> Option<Frame> {
     let request = Bytes::copy_from_slice(id.as_bytes());
     match client.request(snapshot_subject(partition), request).await {
-        Ok(reply) if !reply.payload.is_empty() => frame_of(reply.headers.as_ref(), reply.payload),
+        Ok(reply) if !reply.payload.is_empty() => frame_of(reply.headers.as_ref(), reply.payload).map(|(f, _)| f),
         Ok(_) => None,
         Err(e) => {
             tracing::debug!(match_id = %id, error = %e, "no snapshot from the owner yet");

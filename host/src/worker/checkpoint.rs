@@ -5,9 +5,9 @@
 //! The recovery base is the last snapshot, taken every `snapshot_every`
 //! events, every `snapshot_interval`, or when the tail reaches
 //! [`super::RECOVERY_TAIL_BYTES`], and queued to the store. Replaying the
-//! tail after it costs one guest apply per event (about 80 µs for the
-//! simulator's 9 KB odds changes, so up to ~1.5 ms), which is what a crashed
-//! match used to take to serve again. A checkpoint is the state saved again
+//! tail after it costs one guest apply per event (69–82 µs for the
+//! simulator's odds changes; 20 of them took 1.3 ms, measured on the real
+//! guest), which is what a crashed match used to take to serve again. A checkpoint is the state saved again
 //! in memory only: after an applied event, once the apply time since the
 //! last checkpoint (or base) reaches [`REPLAY_BUDGET`], or [`SAVE_RATIO`]
 //! times the last save's cost if that is larger, so saving never costs more
@@ -19,12 +19,12 @@
 //! switch or falling asleep clears the tail and the checkpoint alike. Only
 //! the version that saved it restores it (any other restarts from the base).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::Worker;
+use super::lifecycle::Base;
 use super::persist::Tail;
 use crate::sandbox::Saved;
 
@@ -39,9 +39,7 @@ pub const SAVE_RATIO: u32 = 4;
 /// A state saved in memory after the first `covers` events of the tail.
 #[derive(Debug)]
 pub(super) struct Checkpoint {
-    state: Vec<u8>,
-    guest: Arc<str>,
-    state_version: u32,
+    saved: Base,
     covers: usize,
 }
 
@@ -74,24 +72,29 @@ pub(super) struct Start<'a> {
 impl Tail {
     /// The checkpoint if `guest` saved it, with the events after it.
     pub fn checkpoint_start(&self, guest: &str) -> Option<Start<'_>> {
-        let c = self.checkpoint.as_ref().filter(|c| &*c.guest == guest)?;
+        let c = self.checkpoint.as_ref().filter(|c| &*c.saved.guest == guest)?;
         Some(Start {
-            saved: Some(Saved {
-                state: &c.state,
-                guest: &c.guest,
-                state_version: c.state_version,
-            }),
+            saved: Some(c.saved.saved()),
             events: self.events.get(c.covers..)?,
         })
     }
 
     /// Bytes held by the checkpoint.
     pub fn checkpoint_bytes(&self) -> usize {
-        self.checkpoint.as_ref().map_or(0, |c| c.state.len())
+        self.checkpoint.as_ref().map_or(0, |c| c.saved.state.len())
     }
 }
 
 impl Worker {
+    /// `state`, saved by the version this match runs.
+    pub(super) fn own_base(&self, state: Vec<u8>) -> Base {
+        Base {
+            state,
+            guest: self.version.version_arc(),
+            state_version: self.version.state_version(),
+        }
+    }
+
     /// An event was applied (`took`: the guest's time on it): save the state
     /// in memory if the replay it would cost calls for it.
     pub(super) fn after_apply(&mut self, took: Duration) {
@@ -107,9 +110,7 @@ impl Worker {
         match saved {
             Ok(state) => {
                 self.tail.checkpoint = Some(Checkpoint {
-                    state,
-                    guest: self.version.version_arc(),
-                    state_version: self.version.state_version(),
+                    saved: self.own_base(state),
                     covers: self.tail.events.len(),
                 });
             }

@@ -5,6 +5,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::cluster::frames::FrameHead;
+
 /// A serialised frame for one match, shared by all its subscribers.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -15,6 +17,29 @@ pub struct Frame {
     pub kind: FrameKind,
     /// The JSON text, serialised once; cloning shares the buffer.
     pub bytes: Utf8Bytes,
+}
+
+impl Frame {
+    /// Its headers between nodes, published by the holder of `token`.
+    pub fn head(&self, token: u64) -> FrameHead {
+        FrameHead {
+            kind: self.kind.name().to_owned(),
+            epoch: self.epoch,
+            seq: self.seq,
+            token,
+        }
+    }
+
+    /// A frame from another node's message, with its publisher's token
+    /// (`None`: not one a node publishes).
+    pub fn from_head(head: &FrameHead, payload: bytes::Bytes) -> Option<Frame> {
+        Some(Frame {
+            seq: head.seq,
+            epoch: head.epoch,
+            kind: FrameKind::from_name(&head.kind)?,
+            bytes: Utf8Bytes::try_from(payload).ok()?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -29,6 +29,17 @@ pub(super) struct Base {
     pub state_version: u32,
 }
 
+impl Base {
+    /// The guest's view of it, to restore.
+    pub fn saved(&self) -> crate::sandbox::Saved<'_> {
+        crate::sandbox::Saved {
+            state: &self.state,
+            guest: &self.guest,
+            state_version: self.state_version,
+        }
+    }
+}
+
 /// Where a match on probation goes back to if the new version fails.
 pub(super) struct Fallback {
     pub version: GuestVersion,

@@ -274,11 +274,7 @@ impl Worker {
                     };
                 }
                 self.stored = stored;
-                self.base = Some(Base {
-                    state,
-                    guest: self.version.version_arc(),
-                    state_version: self.version.state_version(),
-                });
+                self.base = Some(self.own_base(state));
                 self.tail.clear();
                 self.last_snapshot = Instant::now();
             }

@@ -16,11 +16,11 @@ use tokio::time::Instant;
 
 use super::checkpoint::Start;
 use super::frame::Status;
-use super::lifecycle::Lifecycle;
+use super::lifecycle::{Base, Lifecycle};
 use super::{ProbationNews, Worker};
 use crate::journal::{DeadLetter, Op};
 use crate::metrics::Kind;
-use crate::sandbox::{Failure, Saved};
+use crate::sandbox::Failure;
 use crate::supervisor::Verdict;
 
 /// What became of an event ([`Worker::on_event`]).
@@ -200,11 +200,7 @@ impl Worker {
             .tail
             .checkpoint_start(self.version.version())
             .unwrap_or_else(|| Start {
-                saved: self.base.as_ref().map(|b| Saved {
-                    state: &b.state,
-                    guest: &b.guest,
-                    state_version: b.state_version,
-                }),
+                saved: self.base.as_ref().map(Base::saved),
                 events: &self.tail.events,
             });
         let replayed = start.events.len();

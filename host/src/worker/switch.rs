@@ -190,11 +190,7 @@ impl Worker {
         self.ensure_instance().await;
         let saved = self.life.reader()?.save_state();
         Some(match saved {
-            Ok(state) => Ok(Base {
-                state,
-                guest: self.version.version_arc(),
-                state_version: self.version.state_version(),
-            }),
+            Ok(state) => Ok(self.own_base(state)),
             Err(f) => {
                 if f.is_fatal() {
                     // The next command restarts it from the last state.

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use touchline::feed::parse::{FeedMessage, parse};
 use touchline::sim::{Generator, SimConfig};
 
+use touchline_testkit::NatsServer;
+
 use super::{DEADLINE, Server, Tracker, Ws, http_get, http_request, normalise};
 
 /// Partitions of the clusters these tests start.
@@ -17,6 +19,25 @@ pub const PARTITIONS: u32 = 8;
 
 /// The nodes' admin token (to list their matches).
 pub const TOKEN: &str = "cluster-events-token-0123456789";
+
+/// A nats-server and one node per id on it (lease TTL 1 s), once the
+/// partitions have settled among them; who holds which.
+pub fn cluster<const N: usize>(ids: [&str; N]) -> (NatsServer, [Server; N], BTreeMap<String, BTreeSet<u32>>) {
+    let nats = super::cluster::nats();
+    let url = nats.url();
+    let nodes = ids.map(|id| node(&url, id));
+    // Blocking polls (also from a multi-threaded tokio test).
+    let held = tokio::task::block_in_place(|| settled(&nodes[0], &ids));
+    (nats, nodes, held)
+}
+
+/// A client on `server` subscribed to `ids`.
+pub async fn subscribed(server: &Server, ids: &BTreeSet<String>) -> Ws {
+    let mut ws = Ws::connect(server.http).await;
+    ws.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
+        .await;
+    ws
+}
 
 /// `serve --cluster url --node-id id`, lease TTL 1 s.
 pub fn node(url: &str, id: &str) -> Server {
@@ -148,9 +169,7 @@ pub fn handled(n: &Server) -> f64 {
 pub async fn owners_snapshots(owners: &[(&Server, BTreeSet<String>)]) -> BTreeMap<String, Value> {
     let mut want = BTreeMap::new();
     for (server, ids) in owners {
-        let mut ws = Ws::connect(server.http).await;
-        ws.send(json!({"op": "subscribe", "matches": ids.iter().collect::<Vec<_>>()}))
-            .await;
+        let mut ws = subscribed(server, ids).await;
         let mut got = 0;
         while got < ids.len() {
             let f = ws.next().await;
