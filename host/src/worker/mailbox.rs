@@ -161,6 +161,11 @@ impl WeakMailbox {
 }
 
 impl Receiver {
+    /// Nothing is waiting to be handled.
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().commands.is_empty()
+    }
+
     /// The next command; `None` once every sender is gone and the queue
     /// is empty. Cancel-safe: a command is taken out only when returned.
     pub async fn recv(&mut self) -> Option<Box<Command>> {

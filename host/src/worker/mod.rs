@@ -408,6 +408,11 @@ impl Worker {
                         self.last_command = Instant::now();
                     }
                     Box::pin(self.handle(*cmd)).await;
+                    // In idle time only: under a backlog the worker applies
+                    // events rather than saving states (`checkpoint`).
+                    if rx.is_empty() {
+                        self.checkpoint_if_due();
+                    }
                 }
                 Wake::Clean => Box::pin(self.on_idle()).await,
                 Wake::Hibernate => self.hibernate(),

@@ -283,6 +283,8 @@ async fn a_restart_replays_only_what_came_after_the_in_memory_checkpoint_and_rea
         trapped.event(odds(o, None)).await;
         calm.event(odds(o, None)).await;
     }
+    // An idle moment (the mailbox drained): the checkpoint is taken.
+    trapped.snapshot().await;
     trapped.event(odds(9.0, PANIC)).await;
     let (a, b) = (trapped.snapshot().await, calm.snapshot().await);
     assert_eq!((a["seq"].as_u64(), odds_in(&a)), (Some(40), Some(1.89)));
@@ -292,8 +294,8 @@ async fn a_restart_replays_only_what_came_after_the_in_memory_checkpoint_and_rea
     );
     // Two rebuilds (after the first trap, after the dead letter), each of
     // what came after a checkpoint: 40 events of the guest's time is past
-    // the replay budget, so a checkpoint was taken; without one both
-    // rebuilds would replay all 40.
+    // the replay budget, so a checkpoint was taken when the worker was
+    // idle; without one both rebuilds would replay all 40.
     let text = trapped.metrics.render();
     let sum = |name: &str| {
         text.lines()
