@@ -372,6 +372,19 @@ impl NatsCluster {
         self.servers[i].spawn()?;
         self.wait_ready(Instant::now() + START_TIMEOUT)
     }
+
+    /// Start every server again on its ports and store (after they were
+    /// all killed: the whole cluster restarting), and wait until the
+    /// cluster is ready again.
+    pub fn restart_all(&mut self) -> Result<()> {
+        for s in &mut self.servers {
+            s.kill_9()?;
+        }
+        for s in &mut self.servers {
+            s.spawn()?;
+        }
+        self.wait_ready(Instant::now() + START_TIMEOUT)
+    }
 }
 
 /// `n` distinct free loopback ports: bound together (so distinct), then

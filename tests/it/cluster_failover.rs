@@ -4,7 +4,6 @@
 //! the same epoch), and a client on a surviving node sees every update,
 //! no gap, ending in the state a single node fed the same stream reaches.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,28 +11,13 @@ use std::time::{Duration, Instant};
 use touchline::cluster::Partitions;
 
 use crate::support::nodes::{
-    PARTITIONS, cluster, handled, holdings, messages, owners_snapshots, subscribed, until_current, wait_sum,
+    PARTITIONS, cluster, holdings, messages, owners_snapshots, reference, stream, subscribed, until_current,
 };
-use crate::support::{DEADLINE, Server, Tracker, normalise};
+use crate::support::{DEADLINE, Tracker, normalise};
 
 /// The lease TTL of [`node`] (1 s) plus the expiry of the dead node's keys
 /// and a round of balancing, with room for a loaded 2-core machine.
 const TAKEOVER_WITHIN: Duration = Duration::from_secs(7);
-
-/// Feed `msgs` to `server` a few at a time; `sent` counts them.
-fn stream(server: &Server, msgs: Arc<Vec<Vec<u8>>>, sent: Arc<AtomicUsize>) -> std::thread::JoinHandle<()> {
-    let mut feed = server.feed();
-    std::thread::spawn(move || {
-        for chunk in msgs.chunks(10) {
-            for m in chunk {
-                feed.write_all(m).expect("feeding");
-            }
-            sent.fetch_add(chunk.len(), Ordering::Relaxed);
-            // The feed's pace (a live feed is not a burst), not a wait.
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_killed_while_the_feed_streams_is_taken_over_without_a_gap() {
@@ -100,15 +84,7 @@ async fn an_owner_killed_while_the_feed_streams_is_taken_over_without_a_gap() {
     feeder.join().expect("feeder");
 
     // The same stream on one node: the state every match must reach.
-    let single = Server::start(&[]);
-    tokio::task::block_in_place(|| {
-        single
-            .feed()
-            .write_all(&msgs.concat())
-            .expect("feeding the single node");
-        wait_sum(&[&single], "events handled by the single node", events as f64, handled);
-    });
-    let reference = owners_snapshots(&[(&single, ids.clone())]).await;
+    let reference = reference(&msgs, &ids, events).await;
     // The client on a reaches it, with no gap, b's matches still in the
     // epoch they had.
     until_current(&mut ws, &mut tracker, &reference).await;

@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use touchline::cluster::lease::Lease;
 use touchline::cluster::{Cluster, Leases};
 
-use crate::support::cluster::{PARTITIONS, nats, nats_cluster, observer, settled, share, start_nodes, wait_settled};
+use crate::support::cluster::{
+    PARTITIONS, leader_of, nats, nats_cluster, observer, settled, share, start_nodes, wait_settled,
+};
 
 /// Short TTL for the tests (rounds every 333 ms).
 const TTL: Duration = Duration::from_secs(1);
@@ -175,21 +177,6 @@ async fn a_holder_cut_off_drops_its_partitions_before_anyone_can_take_them() {
     holder.isolate(false);
 }
 
-/// The server leading a stream's Raft group (`n0`..`n2`), as an index.
-async fn leader_of(cluster: &Cluster, stream: &str) -> usize {
-    let mut stream = cluster.js.get_stream(stream).await.expect("the stream");
-    let info = stream.info().await.expect("stream info");
-    let leader = info
-        .cluster
-        .as_ref()
-        .and_then(|c| c.leader.clone())
-        .expect("a replicated stream has a leader");
-    leader
-        .trim_start_matches('n')
-        .parse()
-        .expect("servers are named n0..n2")
-}
-
 /// Every node's owned set at once: partition → (node, token). Panics if
 /// a partition is in two sets (sound: a holder drops a partition at least
 /// `TTL/5` before anyone can take it, far more than this read takes).
@@ -218,8 +205,8 @@ async fn a_nats_server_killed_changes_no_owner() {
     let before = wait_settled(&nodes[0].0, &handles, SETTLE).await;
 
     let leaders = [
-        leader_of(&nodes[0].0, "KV_TL_LEASES").await,
-        leader_of(&nodes[0].0, "KV_TL_NODES").await,
+        leader_of(&nodes[0].0.js, "KV_TL_LEASES").await,
+        leader_of(&nodes[0].0.js, "KV_TL_NODES").await,
     ];
     let connected: Vec<String> = nodes.iter().map(|(c, _)| c.client.server_info().server_name).collect();
     // A follower of both, preferably one a node is connected to.
@@ -264,7 +251,7 @@ async fn the_leases_leader_killed_drops_every_partition_before_retaking_it() {
     let handles: Vec<_> = nodes.iter().map(|(_, l)| l).collect();
     let before = wait_settled(&nodes[0].0, &handles, SETTLE).await;
 
-    let leader = leader_of(&nodes[0].0, "KV_TL_LEASES").await;
+    let leader = leader_of(&nodes[0].0.js, "KV_TL_LEASES").await;
     servers.kill_9(leader).expect("kill -9");
     let killed = Instant::now();
     // Election (at most 9 s) + expiry (the TTL) + a round.

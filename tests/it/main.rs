@@ -14,6 +14,9 @@
 //! - `cluster_lease`: partition leases on real nats-server processes
 //!   (issue 13): balance, crash and graceful hand-over, the fencing rule,
 //!   a NATS server killed under a 3-server cluster.
+//! - `cluster_nats_loss`: serve nodes on a 3-server NATS cluster with the
+//!   feed streaming: one server killed, then all of them restarted; no
+//!   update lost.
 //! - `cluster_serve`: `touchline serve --cluster` processes on a real
 //!   nats-server: partitions shared, `/api/nodes`, takeover after kill -9,
 //!   hand-over on SIGTERM.
@@ -57,6 +60,7 @@ mod cluster_failover;
 mod cluster_fencing;
 mod cluster_ingest;
 mod cluster_lease;
+mod cluster_nats_loss;
 mod cluster_serve;
 mod delta;
 mod density;

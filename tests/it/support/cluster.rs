@@ -116,3 +116,18 @@ pub fn observer(cluster: &Cluster) -> LeaseKv {
         cluster.config.lease_ttl,
     )
 }
+
+/// The server leading a stream's Raft group (`n0`..`n2`), as an index.
+pub async fn leader_of(js: &async_nats::jetstream::Context, stream: &str) -> usize {
+    let mut stream = js.get_stream(stream).await.expect("the stream");
+    let info = stream.info().await.expect("stream info");
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a replicated stream has a leader");
+    leader
+        .trim_start_matches('n')
+        .parse()
+        .expect("servers are named n0..n2")
+}

@@ -4,6 +4,9 @@
 //! a condition against a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -98,6 +101,23 @@ pub fn settled(server: &Server, ids: &[&str]) -> BTreeMap<String, BTreeSet<u32>>
     }
 }
 
+/// `serve --cluster urls --node-id id --cluster-replicas 3` with the
+/// default lease TTL: a node on a 3-server NATS cluster.
+pub fn replicated(urls: &[String], id: &str) -> Server {
+    Server::start(&[
+        "--cluster",
+        &urls.join(","),
+        "--node-id",
+        id,
+        "--partitions",
+        &PARTITIONS.to_string(),
+        "--cluster-replicas",
+        "3",
+        "--admin-token",
+        TOKEN,
+    ])
+}
+
 /// The ids of the matches `server` runs.
 pub fn matches_of(server: &Server) -> BTreeSet<String> {
     let bearer = format!("Bearer {TOKEN}");
@@ -143,6 +163,37 @@ pub fn messages(matches: u32, n: usize) -> (Vec<Vec<u8>>, BTreeSet<String>, usiz
 pub fn traffic(matches: u32, n: usize) -> (Vec<u8>, BTreeSet<String>, usize) {
     let (msgs, ids, events) = messages(matches, n);
     (msgs.concat(), ids, events)
+}
+
+/// Feed `msgs` to `server` ten at a time, at a live feed's pace, from a
+/// thread; `sent` counts them.
+pub fn stream(server: &Server, msgs: Arc<Vec<Vec<u8>>>, sent: Arc<AtomicUsize>) -> std::thread::JoinHandle<()> {
+    let mut feed = server.feed();
+    std::thread::spawn(move || {
+        for chunk in msgs.chunks(10) {
+            for m in chunk {
+                feed.write_all(m).expect("feeding");
+            }
+            sent.fetch_add(chunk.len(), Ordering::Relaxed);
+            // The feed's pace (a live feed is not a burst), not a wait.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+/// Each match's final snapshot on a single node fed `msgs` (`events` match
+/// events, over the matches `ids`): the state a cluster fed the same must
+/// reach.
+pub async fn reference(msgs: &[Vec<u8>], ids: &BTreeSet<String>, events: usize) -> BTreeMap<String, Value> {
+    let single = Server::start(&[]);
+    tokio::task::block_in_place(|| {
+        single
+            .feed()
+            .write_all(&msgs.concat())
+            .expect("feeding the single node");
+        wait_sum(&[&single], "events handled by the single node", events as f64, handled);
+    });
+    owners_snapshots(&[(&single, ids.clone())]).await
 }
 
 /// Wait until `f` over every node reaches `want`; the value.
