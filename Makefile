@@ -73,11 +73,11 @@ fuzz: guest
 
 # The bench is its own binary (bench/), driving target/release/touchline
 # and, beside it, the Node.js peer (bench/peers/node-ws, from its lockfile).
-bench: build
+bench: build nats
 	npm ci --prefix bench/peers/node-ws
 	cargo run --release -p touchline-bench -- --out bench/results/latest.json
 
-bench-quick: build
+bench-quick: build nats
 	npm ci --prefix bench/peers/node-ws
 	cargo run --release -p touchline-bench -- --quick --out bench/results/latest.json
 

@@ -6,10 +6,12 @@
 //! reached over loopback TCP and WebSocket ([`load`]). The scenarios are in
 //! [`scenarios`] (the fan-out measurement in [`fanout`], the Node.js peer
 //! it is compared with in [`peer`]), the table and the latency plot in
-//! [`report`]; the density scenario in [`density`];
+//! [`report`]; the density scenario in [`density`]; the cluster's (nodes
+//! on a real nats-server) in [`cluster`];
 //! `bench/README.md` explains what each figure means. Errors end here as
 //! `anyhow` with their whole chain printed.
 
+mod cluster;
 mod density;
 mod fanout;
 mod load;
@@ -43,7 +45,8 @@ struct Cli {
     #[arg(long, default_value = "bench/results/latest.json")]
     out: PathBuf,
     /// Run only these scenarios (parse, pipeline, fanout, density,
-    /// faults, bets, producers, names, swap), when iterating on one of them.
+    /// faults, bets, producers, names, swap, cluster), when iterating on
+    /// one of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The `touchline` binary to measure. The fault-injection and v2 guests

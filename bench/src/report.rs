@@ -271,9 +271,71 @@ pub fn table(r: &Value) -> String {
         w["seq_gaps"],
         w["sessions_closed"]
     );
+    cluster_table(&mut t, r);
     targets_table(&mut t, r);
     let _ = writeln!(t, "\nelapsed: {} s", f(&r["elapsed_s"]));
     t
+}
+
+/// Section 9: the cluster's throughput against a single node, its scaling
+/// over pinned cores, and failover times.
+fn cluster_table(t: &mut String, r: &Value) {
+    let c = &r["cluster"];
+    if !c.is_object() {
+        return;
+    }
+    let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+    let k = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0}", x));
+    let _ = writeln!(
+        t,
+        "\n9. cluster ({} matches, {} events blasted into node a; one nats-server; CPU s: nodes / nats-server)",
+        c["matches"], c["events"]
+    );
+    let single = &c["single_node"];
+    let _ = writeln!(
+        t,
+        "   single node (serve, durability on)   {} ev/s, CPU {} s",
+        k(&single["events_per_s"]),
+        f(&single["server_cpu_s"])
+    );
+    for (name, key) in [
+        ("3 nodes", "three_nodes"),
+        ("1 node on core 0", "one_node_on_one_core"),
+        ("2 nodes on cores 0, 1", "two_nodes_on_one_core_each"),
+    ] {
+        let x = &c[key];
+        let nodes_cpu: f64 = x["nodes_cpu_s"]
+            .as_array()
+            .map_or(0.0, |a| a.iter().filter_map(Value::as_f64).sum());
+        let _ = writeln!(
+            t,
+            "   {name:<37}{} ev/s, CPU {nodes_cpu:.2} / {} s, route errors {}",
+            k(&x["events_per_s"]),
+            f(&x["nats_cpu_s"]),
+            x["route_errors"]
+        );
+    }
+    let _ = writeln!(
+        t,
+        "   ratios: 3 nodes / single {}, 2 pinned / 1 pinned {}",
+        f(&c["three_nodes_over_single"]),
+        f(&c["two_pinned_over_one_pinned"])
+    );
+    let o = &c["failover"];
+    let s = &o["first_frame_after_kill_s"];
+    let _ = writeln!(
+        t,
+        "   failover ({} kills -9 of an owner, lease TTL {} ms, {} matches at {} msg/s): kill → first frame of its matches p50/p99/min/max {} / {} / {} / {} s; client seq gaps {}",
+        o["kills"],
+        o["lease_ttl_ms"],
+        o["matches"],
+        o["feed_rate"],
+        f(&s["p50"]),
+        f(&s["p99"]),
+        f(&s["min"]),
+        f(&s["max"]),
+        o["client"]["seq_gaps"]
+    );
 }
 
 /// Section 3: each client count, Touchline and the Node peer on one row

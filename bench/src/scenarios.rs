@@ -104,6 +104,7 @@ pub(crate) struct Sizes {
     /// ...clients on the fed ones, and seconds measured before the swap.
     swap_clients: usize,
     swap_window: f64,
+    cluster: crate::cluster::ClusterSizes,
 }
 
 impl Plan {
@@ -127,6 +128,11 @@ impl Plan {
                 swap_matches: 1000,
                 swap_clients: 500,
                 swap_window: 3.0,
+                cluster: crate::cluster::ClusterSizes {
+                    matches: 100,
+                    messages: 3000,
+                    kills: 3,
+                },
             }
         } else {
             Sizes {
@@ -143,6 +149,11 @@ impl Plan {
                 swap_matches: 10_000,
                 swap_clients: 1000,
                 swap_window: 8.0,
+                cluster: crate::cluster::ClusterSizes {
+                    matches: 100,
+                    messages: 15_000,
+                    kills: 10,
+                },
             }
         }
     }
@@ -349,6 +360,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         ));
         report["swap"] = swap_run(&plan.servers, &scratch.path().join("swap"), s, &ids, plan.seed).await?;
     }
+    // 9. The cluster: throughput against a single node, scaling over two
+    // pinned cores, failover after kill -9.
+    if plan.wants("cluster") {
+        report["cluster"] =
+            crate::cluster::cluster_run(&plan.servers, &scratch.path().join("cluster"), &s.cluster, plan.seed).await?;
+    }
     report["targets"] = targets(&report);
     report["elapsed_s"] = json!(started.elapsed().as_secs_f64());
 
@@ -372,7 +389,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 
 /// Deterministic feed bytes for `matches` matches and how many match events
 /// they hold.
-fn traffic(seed: u64, matches: u32, n: usize) -> (Vec<u8>, u64) {
+pub(crate) fn traffic(seed: u64, matches: u32, n: usize) -> (Vec<u8>, u64) {
     let mut g = Generator::new(&SimConfig {
         matches,
         seed,
@@ -391,7 +408,7 @@ fn traffic(seed: u64, matches: u32, n: usize) -> (Vec<u8>, u64) {
     (out, events)
 }
 
-fn match_ids(seed: u64, matches: u32) -> Vec<String> {
+pub(crate) fn match_ids(seed: u64, matches: u32) -> Vec<String> {
     let first = 40_000_000 + (seed % 1000) * 100_000;
     (0..u64::from(matches))
         .map(|i| format!("sr:match:{}", first + i))
@@ -447,7 +464,7 @@ fn message_sizes(stream: &[u8]) -> Value {
     })
 }
 
-fn pipeline_run(launch: Launch, stream: Arc<Vec<u8>>, events: u64) -> anyhow::Result<Value> {
+pub(crate) fn pipeline_run(launch: Launch, stream: Arc<Vec<u8>>, events: u64) -> anyhow::Result<Value> {
     let server = launch.start()?;
     let cpu0 = server.cpu_seconds();
     let written0 = server.written_bytes();

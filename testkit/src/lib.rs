@@ -14,6 +14,8 @@
 //!   and bringing a server's producers up from a test's feed connection.
 //! - [`nats`]: real `nats-server` processes (one JetStream server, or a
 //!   3-server cluster) for the cluster tests: kill -9, restart.
+//! - [`nodes`]: who holds which partition, as a cluster node's
+//!   `/api/nodes` tells, and waiting until that settles.
 //!
 //! Errors are typed ([`Error`]): the tests turn them into panics, the bench
 //! into `anyhow` errors. Nothing here knows which binary it runs: the caller
@@ -23,6 +25,7 @@
 pub mod http;
 pub mod metrics;
 pub mod nats;
+pub mod nodes;
 pub mod procfs;
 pub mod provider;
 pub mod server;

@@ -15,7 +15,7 @@ use touchline::sim::{Generator, SimConfig};
 
 use touchline_testkit::NatsServer;
 
-use super::{DEADLINE, Server, Tracker, Ws, http_get, http_request, normalise};
+use super::{DEADLINE, Server, Tracker, Ws, http_request, normalise};
 
 /// Partitions of the clusters these tests start.
 pub const PARTITIONS: u32 = 8;
@@ -66,39 +66,13 @@ pub fn node_ttl(url: &str, id: &str, ttl_ms: &str) -> Server {
 /// Node id → the partitions it holds, as `server` sees the cluster (`None`
 /// while a partition is free or `/api/nodes` is briefly unavailable).
 pub fn holdings(server: &Server) -> Option<BTreeMap<String, BTreeSet<u32>>> {
-    let (code, body) = http_get(server.http, "/api/nodes");
-    let v: Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
-    if v["free"].as_array().is_none_or(|f| !f.is_empty()) {
-        return None;
-    }
-    let held = v["nodes"]
-        .as_array()?
-        .iter()
-        .map(|n| {
-            let parts = n["partitions"].as_array().into_iter().flatten();
-            let parts = parts.filter_map(|p| p.as_u64()).map(|p| p as u32).collect();
-            (n["id"].as_str().unwrap_or_default().to_owned(), parts)
-        })
-        .collect();
-    Some(held)
+    touchline_testkit::nodes::holdings(server.http)
 }
 
 /// Wait until every node in `ids` holds partitions and every partition is
 /// held, and that has not changed for a second (balancing is over).
 pub fn settled(server: &Server, ids: &[&str]) -> BTreeMap<String, BTreeSet<u32>> {
-    let start = Instant::now();
-    let mut last: Option<(BTreeMap<String, BTreeSet<u32>>, Instant)> = None;
-    loop {
-        let now = holdings(server).filter(|h| ids.iter().all(|id| h.get(*id).is_some_and(|p| !p.is_empty())));
-        match (&now, &last) {
-            (Some(h), Some((l, since))) if h == l && since.elapsed() > Duration::from_secs(1) => return h.clone(),
-            (Some(h), Some((l, _))) if h == l => {}
-            (Some(h), _) => last = Some((h.clone(), Instant::now())),
-            (None, _) => last = None,
-        }
-        assert!(start.elapsed() < DEADLINE, "the cluster did not settle: {now:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    touchline_testkit::nodes::settled(server.http, ids, DEADLINE).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `serve --cluster urls --node-id id --cluster-replicas 3` with the
