@@ -158,7 +158,8 @@ fn throughput(
     let secs = started.elapsed().as_secs_f64();
     let (nodes_cpu, nats_cpu) = cpu(&nodes);
     writer.join().map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
-    let route_errors = nodes[0].metrics()?.value("touchline_route_errors_total");
+    // (`abs`: an absent metric sums to -0.)
+    let route_errors = nodes[0].metrics()?.value("touchline_route_errors_total").abs();
     for n in nodes {
         stop_server(n)?;
     }

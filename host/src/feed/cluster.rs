@@ -3,13 +3,15 @@
 //! applies the events of the partitions it owns ([`apply_owned`]), in
 //! stream order, through its router.
 //!
-//! - **Publish** waits for JetStream's acknowledgement before the feed
-//!   reader moves on (the stream's replication is the backpressure). While
-//!   NATS does not answer it retries with backoff for up to
-//!   [`PUBLISH_PATIENCE`]; past it the event is counted as not routed
-//!   (`route_errors_total{kind="cluster_unavailable"}`) and logged, and the
-//!   reader moves on (a reader blocked for ever would hold every later
-//!   message of the connection, alive messages included).
+//! - **Publish** ([`super::publishing`]): each feed connection keeps a
+//!   bounded window of publishes in flight, at most one per match, so a
+//!   match's events are stored in feed order and the reader waits when
+//!   the window is full (the stream's replication is the backpressure).
+//!   While NATS does not answer each retries with backoff for up to
+//!   [`super::publishing::PUBLISH_PATIENCE`]; past it the event is counted
+//!   as not routed (`route_errors_total{kind="cluster_unavailable"}`) and
+//!   logged (a reader blocked for ever would hold every later message of
+//!   the connection, alive messages included).
 //! - **Apply**: one task per owned partition reads it from the stream
 //!   ([`crate::cluster::consume`]) and dispatches each event to its match's
 //!   worker. Before each dispatch it asks the [`Fence`] whether this node
@@ -41,7 +43,6 @@ use futures_util::StreamExt as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use touchline_guest::event::MatchEvent;
 
 use crate::cluster::consume::{self, Delivery};
 use crate::cluster::ingest::{Ingest, PRODUCERS_SUBJECT};
@@ -52,44 +53,9 @@ use crate::producers::{Input, Producers};
 use crate::router::Router;
 use crate::worker::{Catchup, Command};
 
-/// How long a publish is retried while NATS does not answer.
-pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
-/// Backoff between publish attempts and consumer reopenings: doubles up to
-/// [`RETRY_MAX`].
+/// Backoff between consumer reopenings: doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
-
-/// Publish one match event (of feed message `raw`); `false` if it could
-/// not be stored within [`PUBLISH_PATIENCE`].
-pub async fn publish(ingest: &Ingest, metrics: &Metrics, event: &MatchEvent, raw: &[u8]) -> bool {
-    let bytes = bytes::Bytes::from(touchline_guest::encode(event));
-    let started = tokio::time::Instant::now();
-    let mut backoff = RETRY_MIN;
-    loop {
-        match ingest.publish(event.event_id(), bytes.clone(), raw).await {
-            Ok(p) => {
-                let kind = if p.duplicate { "duplicate" } else { "new" };
-                metrics.cluster_published.get_or_create(&Kind { kind }).inc();
-                return true;
-            }
-            Err(e) if started.elapsed() + backoff < PUBLISH_PATIENCE => {
-                tracing::warn!(match_id = event.event_id(), error = %e, "publishing an event; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RETRY_MAX);
-            }
-            Err(e) => {
-                tracing::error!(match_id = event.event_id(), error = %e, "event not published: the cluster did not answer");
-                metrics
-                    .route_errors
-                    .get_or_create(&Kind {
-                        kind: "cluster_unavailable",
-                    })
-                    .inc();
-                return false;
-            }
-        }
-    }
-}
 
 /// Tell every node's producer service what this node's feed says
 /// (`tl.pr`, JSON). Not retried: liveness is only ever current, and the

@@ -22,12 +22,14 @@
 //! resolved into market ids here ([`groups`]).
 //!
 //! In a cluster ([`cluster`]) match events are published to `TL_EVENTS`
-//! instead, and each node applies the partitions it owns.
+//! instead (a window of publishes per connection, one per match in flight:
+//! [`publishing`]), and each node applies the partitions it owns.
 
 pub mod cluster;
 pub mod frame;
 pub mod groups;
 pub mod parse;
+pub mod publishing;
 mod rejects;
 
 use std::sync::Arc;
@@ -42,6 +44,7 @@ use crate::producers::{Input, LagWatch, Producers, wall_ms};
 use crate::router::Router;
 use frame::Framer;
 use parse::FeedMessage;
+use publishing::Publishing;
 pub use rejects::{Rejected, Rejects};
 
 /// Bytes read from the socket at a time.
@@ -123,6 +126,7 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
     intake.metrics.feed_connections.inc();
     tell(&intake, Input::Connected).await;
     let mut lag = LagWatch::default();
+    let mut publishing = (intake.ingest.clone()).map(|i| Publishing::new(i, intake.metrics.clone()));
     let mut framer = Framer::new(intake.max_message_bytes);
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -151,7 +155,7 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         }
         while let Some(frame) = framer.next_message() {
             match frame {
-                Ok(msg) => handle_message(msg, &intake, &mut lag).await,
+                Ok(msg) => handle_message(msg, &intake, &mut lag, publishing.as_mut()).await,
                 Err(e) => {
                     let reason = e.kind();
                     count_dropped(&intake.metrics, reason, e.bytes());
@@ -163,6 +167,11 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         if closed {
             break;
         }
+    }
+    // What was read is stored before the producers hear the connection
+    // went.
+    if let Some(p) = &mut publishing {
+        p.drain().await;
     }
     intake.metrics.feed_connections.dec();
     tell(&intake, Input::ConnectionLost).await;
@@ -188,7 +197,9 @@ fn count_dropped(metrics: &Metrics, reason: &'static str, bytes: usize) {
         .inc_by(bytes as u64);
 }
 
-async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch) {
+/// One framed message: counted, parsed, and its event dispatched (or, in
+/// a cluster, given to `publishing`).
+async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch, publishing: Option<&mut Publishing>) {
     let mut problems = Vec::new();
     let msg = match parse::parse_reporting(&xml, &mut problems) {
         Ok(msg) => msg,
@@ -244,8 +255,8 @@ async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch) {
             if let touchline_guest::event::MatchEvent::BetStop(stop) = &mut event {
                 groups::resolve(stop, &intake.descriptions.borrow());
             }
-            if let Some(ingest) = &intake.ingest {
-                cluster::publish(ingest, &intake.metrics, &event, &xml).await;
+            if let Some(p) = publishing {
+                p.publish(&event, xml).await;
                 return;
             }
             // The message's own buffer, moved (kept only if the event is
@@ -276,6 +287,10 @@ async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch) {
         }
         FeedMessage::SnapshotComplete(s) => {
             tracing::info!(product = ?s.product, request_id = ?s.request_id, "snapshot complete");
+            // The recovery's events are stored before it is told complete.
+            if let Some(p) = publishing {
+                p.drain().await;
+            }
             match s.product {
                 Some(product) => {
                     let complete = Input::SnapshotComplete {
