@@ -322,10 +322,10 @@ fn cluster_table(t: &mut String, r: &Value) {
         f(&c["two_pinned_over_one_pinned"])
     );
     let o = &c["failover"];
-    let s = &o["first_frame_after_kill_s"];
+    let s = &o["first_frame_after_stop_s"];
     let _ = writeln!(
         t,
-        "   failover ({} kills -9 of an owner, lease TTL {} ms, {} matches at {} msg/s): kill → first frame of its matches p50/p99/min/max {} / {} / {} / {} s; client seq gaps {}",
+        "   failover ({} kills -9 of an owner, lease TTL {} ms, {} matches at {} msg/s): stop → first frame of its matches p50/p99/min/max {} / {} / {} / {} s; client seq gaps {}",
         o["kills"],
         o["lease_ttl_ms"],
         o["matches"],

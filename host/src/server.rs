@@ -230,6 +230,7 @@ impl Server {
             }
             router.set_remote(Arc::new(push::relay::Relays::new(
                 c.client.clone(),
+                c.reconnected.clone(),
                 partitions,
                 leases.owned(),
                 config.max_matches as usize,

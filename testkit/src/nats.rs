@@ -373,9 +373,9 @@ impl NatsCluster {
         self.wait_ready(Instant::now() + START_TIMEOUT)
     }
 
-    /// Start every server again on its ports and store (after they were
-    /// all killed: the whole cluster restarting), and wait until the
-    /// cluster is ready again.
+    /// Kill every server with -9, one after the other, then start them all
+    /// again on their ports and stores (the whole cluster restarting), and
+    /// wait until the cluster is ready again.
     pub fn restart_all(&mut self) -> Result<()> {
         for s in &mut self.servers {
             s.kill_9()?;

@@ -1,7 +1,7 @@
 //! Ingest: a node with a feed connection publishes each match event to
-//! `TL_EVENTS` on its partition's subject (`tl.ev.<p>.<match>`) and waits
-//! for JetStream's acknowledgement before the feed reader moves on (the
-//! stream's replication is the backpressure).
+//! `TL_EVENTS` on its partition's subject (`tl.ev.<p>.<match>`); a publish
+//! returns once JetStream acknowledged it (the feed reader's window of
+//! publishes, `feed::publishing`, makes that the backpressure).
 //!
 //! Every publish carries a `Nats-Msg-Id` derived from the feed message's
 //! own bytes and its match ([`message_id`]): two ingest nodes on redundant
@@ -64,11 +64,15 @@ impl Ingest {
     /// Publish `event` (the encoded event of match `match_id`, parsed from
     /// the feed message `message`) and wait for the stream to store it.
     pub async fn publish(&self, match_id: &str, event: Bytes, message: &[u8]) -> Result<Published, ClusterError> {
+        self.publish_as(match_id, event, message_id(match_id, message)).await
+    }
+
+    /// [`Ingest::publish`] with its `Nats-Msg-Id` already made
+    /// ([`message_id`]): a retry does not hash the message again.
+    pub async fn publish_as(&self, match_id: &str, event: Bytes, id: String) -> Result<Published, ClusterError> {
         let partition = self.partitions.partition_of(match_id);
         let subject = event_subject(partition, match_id)?;
-        let publish = PublishMessage::build()
-            .payload(event)
-            .message_id(message_id(match_id, message));
+        let publish = PublishMessage::build().payload(event).message_id(id);
         let failed = |source: async_nats::Error| ClusterError::Publish {
             subject: subject.clone(),
             source,

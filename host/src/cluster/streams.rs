@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
+use tokio::sync::watch;
 
 use super::partition::Partitions;
 use super::{ClusterError, NodeId, lease, nodes};
@@ -149,6 +150,10 @@ pub struct Cluster {
     pub js: jetstream::Context,
     pub leases: kv::Store,
     pub nodes: kv::Store,
+    /// Counts the client's reconnections: core NATS messages published
+    /// while it was away (frames) are lost, so what forwards them (the
+    /// relays) starts again from a snapshot when this changes.
+    pub reconnected: watch::Receiver<u64>,
 }
 
 impl Cluster {
@@ -156,6 +161,8 @@ impl Cluster {
     pub async fn connect(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         config.validate()?;
         let urls = config.urls.join(",");
+        let (reconnects, reconnected) = watch::channel(0u64);
+        let reconnects = std::sync::Arc::new(reconnects);
         let client = async_nats::ConnectOptions::new()
             .name(format!("touchline-{}", config.node_id))
             .connection_timeout(Duration::from_secs(2))
@@ -163,8 +170,14 @@ impl Cluster {
             // Unlimited reconnects (the default), at most a second apart:
             // a lease must be renewed within its TTL.
             .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 50).min(1000)))
-            .event_callback(|event| async move {
-                tracing::info!(event = %event, "nats connection");
+            .event_callback(move |event| {
+                let reconnects = reconnects.clone();
+                async move {
+                    tracing::info!(event = %event, "nats connection");
+                    if matches!(event, async_nats::Event::Connected) {
+                        reconnects.send_modify(|n| *n += 1);
+                    }
+                }
             })
             .connect(config.urls.clone())
             .await
@@ -179,6 +192,7 @@ impl Cluster {
             js,
             leases,
             nodes,
+            reconnected,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The feed in a cluster: a node's feed connections publish every match
-//! event to `TL_EVENTS` ([`publish`]) instead of routing it, and each node
+//! event to `TL_EVENTS` ([`super::publishing`]) instead of routing it, and each node
 //! applies the events of the partitions it owns ([`apply_owned`]), in
 //! stream order, through its router.
 //!
@@ -53,9 +53,10 @@ use crate::producers::{Input, Producers};
 use crate::router::Router;
 use crate::worker::{Catchup, Command};
 
-/// Backoff between consumer reopenings: doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Backoff between publish attempts and consumer reopenings: doubles up
+/// to [`RETRY_MAX`].
+pub(super) const RETRY_MIN: Duration = Duration::from_millis(50);
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Tell every node's producer service what this node's feed says
 /// (`tl.pr`, JSON). Not retried: liveness is only ever current, and the

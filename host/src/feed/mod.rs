@@ -124,9 +124,9 @@ pub async fn connect(addr: String, intake: Intake, shutdown: CancellationToken) 
 async fn connection(mut stream: TcpStream, intake: Intake, shutdown: CancellationToken) {
     let _ = stream.set_nodelay(true);
     intake.metrics.feed_connections.inc();
-    tell(&intake, Input::Connected).await;
+    tell(&intake, None, Input::Connected).await;
     let mut lag = LagWatch::default();
-    let mut publishing = (intake.ingest.clone()).map(|i| Publishing::new(i, intake.metrics.clone()));
+    let mut publishing = (intake.ingest.clone()).map(|i| Publishing::new(i, intake.metrics.clone(), shutdown.clone()));
     let mut framer = Framer::new(intake.max_message_bytes);
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -168,19 +168,19 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
             break;
         }
     }
-    // What was read is stored before the producers hear the connection
-    // went.
-    if let Some(p) = &mut publishing {
-        p.drain().await;
-    }
     intake.metrics.feed_connections.dec();
-    tell(&intake, Input::ConnectionLost).await;
+    tell(&intake, publishing.as_mut(), Input::ConnectionLost).await;
     tracing::info!("feed connection closed");
 }
 
 /// Tell the producers what the feed says: this node's service, or in a
-/// cluster every node's ([`cluster::tell`]).
-async fn tell(intake: &Intake, input: Input) {
+/// cluster every node's ([`cluster::tell`]), after every event read before
+/// it is stored (`publishing`: an `alive` says all before it was
+/// processed, a `snapshot_complete` ends a recovery).
+async fn tell(intake: &Intake, publishing: Option<&mut Publishing>, input: Input) {
+    if let Some(p) = publishing {
+        p.drain().await;
+    }
     match &intake.ingest {
         Some(ingest) => cluster::tell(ingest, &input).await,
         None => intake.producers.send(input).await,
@@ -199,7 +199,7 @@ fn count_dropped(metrics: &Metrics, reason: &'static str, bytes: usize) {
 
 /// One framed message: counted, parsed, and its event dispatched (or, in
 /// a cluster, given to `publishing`).
-async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch, publishing: Option<&mut Publishing>) {
+async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch, mut publishing: Option<&mut Publishing>) {
     let mut problems = Vec::new();
     let msg = match parse::parse_reporting(&xml, &mut problems) {
         Ok(msg) => msg,
@@ -247,7 +247,7 @@ async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch, publi
                 lag_ms = wall_ms() - timestamp,
                 "feed lag crossed the limit"
             );
-            tell(intake, Input::Lag { product: p, over }).await;
+            tell(intake, publishing.as_deref_mut(), Input::Lag { product: p, over }).await;
         }
     }
     match msg {
@@ -280,24 +280,20 @@ async fn handle_message(xml: Vec<u8>, intake: &Intake, lag: &mut LagWatch, publi
                         timestamp: a.timestamp,
                         subscribed: a.subscribed,
                     };
-                    tell(intake, alive).await
+                    tell(intake, publishing, alive).await
                 }
                 None => tracing::warn!("alive without a product: ignored"),
             }
         }
         FeedMessage::SnapshotComplete(s) => {
             tracing::info!(product = ?s.product, request_id = ?s.request_id, "snapshot complete");
-            // The recovery's events are stored before it is told complete.
-            if let Some(p) = publishing {
-                p.drain().await;
-            }
             match s.product {
                 Some(product) => {
                     let complete = Input::SnapshotComplete {
                         product,
                         request_id: s.request_id,
                     };
-                    tell(intake, complete).await
+                    tell(intake, publishing, complete).await
                 }
                 None => tracing::warn!("snapshot_complete without a product: ignored"),
             }

@@ -7,63 +7,87 @@
 //! [`Publishing`] window lets up to [`IN_FLIGHT`] publishes run at once,
 //! each its own task, with one rule that keeps what matters:
 //!
-//! - **A match's events are stored in feed order.** A match's next event
-//!   is not sent before its previous one is acknowledged (or given up), so
-//!   no failure pattern (a timeout, a "no responders" during an election,
-//!   a retry) can store them out of order. Events of different matches may
-//!   be stored in any order between them: each match's worker sees only
-//!   its own.
+//! - **A match's events are stored in the connection's order.** A match's
+//!   next event is not sent before its previous one is acknowledged (or
+//!   given up), so no failure pattern (a timeout, a "no responders" during
+//!   an election, a retry) can store them out of order. Events of different
+//!   matches may be stored in any order between them: each match's worker
+//!   sees only its own. (Across connections there is no order: a new
+//!   connection's event can be stored while an old one still retries its
+//!   predecessor, as before this window.)
 //! - **Backpressure stays.** With [`IN_FLIGHT`] publishes pending, or the
 //!   match's previous one still pending, the reader waits: the feed
 //!   connection is read no faster than the stream stores.
-//! - **Retries are per event**, as before ([`publish`]): with backoff for
-//!   up to [`PUBLISH_PATIENCE`], then counted as
+//! - **Retries are per event**, as before: with backoff for up to
+//!   [`PUBLISH_PATIENCE`], then counted as
 //!   `route_errors_total{kind="cluster_unavailable"}` and logged.
-//! - **Producer news that must follow the events** (`snapshot_complete`, a
-//!   connection's end) is told after [`Publishing::drain`]: every event
-//!   read before it is stored (or given up) first. Liveness (`alive`, lag)
-//!   is not held back by events.
+//! - **Producer news follows the events read before it**: the feed module
+//!   calls [`Publishing::drain`] before it tells the producers anything (an
+//!   `alive` says everything before it was processed, and becomes a
+//!   recovery's `after`; a `snapshot_complete` ends a recovery; a lag
+//!   crossing or the connection's end too), so every earlier event is
+//!   stored (or given up) first. Alives come every few seconds: a round
+//!   trip each.
+//! - **Shutdown**: once the server is stopping, pending publishes get
+//!   [`SHUTDOWN_GRACE`]; then the rest are aborted and counted as
+//!   `cluster_unavailable`, as is every event read after that (the leases
+//!   are handed over by then; a reader retrying for 30 s per event would
+//!   hold the exit).
 //!
 //! Bounded: [`IN_FLIGHT`] tasks, each holding one event's encoded bytes and
-//! its feed message (a few KB each).
+//! its 64-character message id (made once, not per retry).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use touchline_guest::event::MatchEvent;
 
-use crate::cluster::ingest::Ingest;
+use super::cluster::{RETRY_MAX, RETRY_MIN};
+use crate::cluster::ingest::{Ingest, message_id};
 use crate::metrics::{Kind, Metrics};
 
 /// Publishes in flight on one feed connection.
 pub const IN_FLIGHT: usize = 256;
 /// How long a publish is retried while NATS does not answer.
 pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
-/// Backoff between publish attempts: doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long pending publishes may still take once the server is stopping.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// One feed connection's window of publishes.
 pub struct Publishing {
     ingest: Ingest,
     metrics: Arc<Metrics>,
+    /// The server stopping: pending publishes get [`SHUTDOWN_GRACE`].
+    stop: CancellationToken,
+    /// When the grace ends (set once the stop is seen).
+    grace_ends: Option<Instant>,
+    /// The grace ended: what is read from now on is counted, not sent.
+    abandoned: bool,
+    /// Dropped with the connection's future only if it is dropped before
+    /// the window is drained (a panic, the runtime going away): the tasks
+    /// are then aborted, which is safer than leaving them to race a later
+    /// connection's events of the same match.
     tasks: JoinSet<()>,
-    /// The match each task publishes for (the matches with one in flight).
+    /// The match each pending task publishes for; a match in here has its
+    /// next event wait (the per-match order).
     pending: HashMap<Id, String>,
-    busy: HashSet<String>,
 }
 
 impl Publishing {
-    pub fn new(ingest: Ingest, metrics: Arc<Metrics>) -> Publishing {
+    pub fn new(ingest: Ingest, metrics: Arc<Metrics>, stop: CancellationToken) -> Publishing {
         Publishing {
             ingest,
             metrics,
+            stop,
+            grace_ends: None,
+            abandoned: false,
             tasks: JoinSet::new(),
             pending: HashMap::new(),
-            busy: HashSet::new(),
         }
     }
 
@@ -74,28 +98,45 @@ impl Publishing {
             self.finished(done);
         }
         let id = event.event_id();
-        while self.busy.contains(id) || self.tasks.len() >= IN_FLIGHT {
+        while self.pending.values().any(|m| m == id) || self.tasks.len() >= IN_FLIGHT {
             self.next().await;
         }
+        if self.abandoned {
+            return self.unpublished(1);
+        }
         let bytes = Bytes::from(touchline_guest::encode(event));
+        let msg_id = message_id(id, &raw);
         let (ingest, metrics, match_id) = (self.ingest.clone(), self.metrics.clone(), id.to_owned());
         let task = self
             .tasks
-            .spawn(async move { publish(&ingest, &metrics, &match_id, bytes, &raw).await });
+            .spawn(async move { publish(&ingest, &metrics, &match_id, bytes, msg_id).await });
         self.pending.insert(task.id(), id.to_owned());
-        self.busy.insert(id.to_owned());
     }
 
-    /// Wait until every publish started has ended.
+    /// Wait until every publish started has ended (or, the server
+    /// stopping, until the grace is over).
     pub async fn drain(&mut self) {
         while !self.tasks.is_empty() {
             self.next().await;
         }
     }
 
+    /// Wait for one publish to end, or for the grace after a stop to run
+    /// out (then abandon every pending one).
     async fn next(&mut self) {
-        if let Some(done) = self.tasks.join_next_with_id().await {
-            self.finished(done);
+        let grace = async {
+            self.stop.cancelled().await;
+            let ends = *self.grace_ends.get_or_insert(Instant::now() + SHUTDOWN_GRACE);
+            tokio::time::sleep_until(ends).await;
+        };
+        let done = tokio::select! {
+            done = self.tasks.join_next_with_id() => done,
+            () = grace => None,
+        };
+        match done {
+            Some(done) => self.finished(done),
+            None if !self.tasks.is_empty() => self.abandon(),
+            None => {}
         }
     }
 
@@ -107,19 +148,42 @@ impl Publishing {
                 e.id()
             }
         };
-        if let Some(m) = self.pending.remove(&id) {
-            self.busy.remove(&m);
-        }
+        self.pending.remove(&id);
+    }
+
+    /// The server stopped and NATS did not take the pending publishes in
+    /// time: abort them, and count them (and every later event) as not
+    /// routed.
+    fn abandon(&mut self) {
+        let left = self.tasks.len();
+        tracing::error!(
+            left,
+            "events not published: the server stopped while NATS did not answer"
+        );
+        self.unpublished(left);
+        self.tasks.abort_all();
+        self.tasks.detach_all();
+        self.pending.clear();
+        self.abandoned = true;
+    }
+
+    fn unpublished(&self, n: usize) {
+        self.metrics
+            .route_errors
+            .get_or_create(&Kind {
+                kind: "cluster_unavailable",
+            })
+            .inc_by(n as u64);
     }
 }
 
-/// Publish one match event (`bytes`, encoded, of feed message `raw`),
+/// Publish one match event (`bytes`, encoded, with message id `msg_id`),
 /// retrying for up to [`PUBLISH_PATIENCE`], then counting it as not routed.
-async fn publish(ingest: &Ingest, metrics: &Metrics, match_id: &str, bytes: Bytes, raw: &[u8]) {
+async fn publish(ingest: &Ingest, metrics: &Metrics, match_id: &str, bytes: Bytes, msg_id: String) {
     let started = tokio::time::Instant::now();
     let mut backoff = RETRY_MIN;
     loop {
-        match ingest.publish(match_id, bytes.clone(), raw).await {
+        match ingest.publish_as(match_id, bytes.clone(), msg_id.clone()).await {
             Ok(p) => {
                 let kind = if p.duplicate { "duplicate" } else { "new" };
                 metrics.cluster_published.get_or_create(&Kind { kind }).inc();

@@ -17,8 +17,10 @@
 //!   session that attaches gets that snapshot and the updates the relay
 //!   has seen since (it keeps the last [`RELAY_RING`]), then every later
 //!   frame through the relay's fan-out: contiguous, as from the worker.
-//!   Updates the relay sees out of order (a lost frame, a new epoch), or
-//!   frames under another lease token (a new owner), make every attached
+//!   Updates the relay sees out of order (a lost frame, a new epoch),
+//!   frames under another lease token (a new owner), or this node's NATS
+//!   connection coming back (frames sent meanwhile are lost, and when they
+//!   were a match's last no later frame would show it) make every attached
 //!   session catch up again (as after a full outbox), from a fresh
 //!   snapshot. A status or names frame drops the cached snapshot. A
 //!   session resuming with `since` through a relay is sent a snapshot (the
@@ -142,6 +144,8 @@ fn frame_of(headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Option<(
 /// The relays of one node.
 pub struct Relays {
     client: async_nats::Client,
+    /// The client's reconnections ([`crate::cluster::Cluster::reconnected`]).
+    reconnected: watch::Receiver<u64>,
     partitions: Partitions,
     owned: watch::Receiver<Owned>,
     relays: Arc<Mutex<HashMap<Arc<str>, WorkerHandle>>>,
@@ -153,6 +157,7 @@ pub struct Relays {
 impl Relays {
     pub fn new(
         client: async_nats::Client,
+        reconnected: watch::Receiver<u64>,
         partitions: Partitions,
         owned: watch::Receiver<Owned>,
         max: usize,
@@ -161,6 +166,7 @@ impl Relays {
     ) -> Relays {
         Relays {
             client,
+            reconnected,
             partitions,
             owned,
             relays: Arc::new(Mutex::new(HashMap::new())),
@@ -200,9 +206,9 @@ impl Remote for Relays {
             snapshot: None,
             pending: Vec::new(),
         };
-        let (relays, stop) = (self.relays.clone(), self.stop.clone());
+        let (relays, stop, reconnected) = (self.relays.clone(), self.stop.clone(), self.reconnected.clone());
         self.tasks.spawn(async move {
-            relay.run(inbox, subject, stop).await;
+            relay.run(inbox, subject, reconnected, stop).await;
             // Ended (shutdown, or its subscription failed): a later session
             // gets a new one.
             relays.lock().expect("relays lock").remove(&id);
@@ -235,7 +241,15 @@ struct Relay {
 }
 
 impl Relay {
-    async fn run(mut self, mut inbox: Inbox, subject: String, stop: CancellationToken) {
+    async fn run(
+        mut self,
+        mut inbox: Inbox,
+        subject: String,
+        mut reconnected: watch::Receiver<u64>,
+        stop: CancellationToken,
+    ) {
+        // Only reconnections from now on.
+        reconnected.borrow_and_update();
         // Subscribed before any snapshot is asked for: every frame after
         // the snapshot arrives here.
         let mut frames = match self.client.subscribe(subject).await {
@@ -258,6 +272,9 @@ impl Relay {
                     Some(m) => self.frame(m.headers.as_ref(), m.payload),
                     None => return,
                 },
+                // Frames published while this node was away are lost, and
+                // if they were a match's last no later frame shows the gap.
+                Ok(()) = reconnected.changed() => self.resync("this node reconnected to NATS"),
                 snap = async { asking.as_mut().expect("guarded").await }, if asking.is_some() => {
                     asking = None;
                     match snap {
@@ -299,11 +316,7 @@ impl Relay {
             // it sends is not assumed to continue what the last one sent.
             // Every session catches up from the new owner's snapshot.
             if self.token.is_some() {
-                tracing::info!(match_id = %self.id, ?token, "new owner: the relay's sessions catch up");
-                self.fanout.lag_all();
-                self.ring.clear();
-                self.snapshot = None;
-                self.last = None;
+                self.resync("a new owner");
             }
             self.token = token;
         }
@@ -313,10 +326,8 @@ impl Relay {
                 Some((e, s)) if e == frame.epoch && frame.seq == s + 1 => {}
                 None => {}
                 Some((e, s)) => {
-                    tracing::info!(match_id = %self.id, last_epoch = e, last_seq = s, epoch = frame.epoch, seq = frame.seq, "relay saw a gap: its sessions catch up");
-                    self.fanout.lag_all();
-                    self.ring.clear();
-                    self.snapshot = None;
+                    tracing::info!(match_id = %self.id, last_epoch = e, last_seq = s, epoch = frame.epoch, seq = frame.seq, "relay saw a gap");
+                    self.resync("a gap");
                 }
             }
             self.last = Some((frame.epoch, frame.seq));
@@ -330,6 +341,16 @@ impl Relay {
             self.snapshot = None;
         }
         self.fanout.send(frame);
+    }
+
+    /// Every session catches up from a fresh snapshot, which is also where
+    /// the relay starts again.
+    fn resync(&mut self, why: &'static str) {
+        tracing::info!(match_id = %self.id, why, "the relay's sessions catch up");
+        self.fanout.lag_all();
+        self.ring.clear();
+        self.snapshot = None;
+        self.last = None;
     }
 
     /// Attach the sessions that can be made current; `true` if one waits

@@ -207,16 +207,23 @@ pub async fn owners_snapshots(owners: &[(&Server, BTreeSet<String>)]) -> BTreeMa
     want
 }
 
+/// How many matches of `want` the client is not at the seq of.
+pub fn behind(tracker: &Tracker, want: &BTreeMap<String, Value>) -> usize {
+    want.iter()
+        .filter(|(id, snap)| {
+            tracker
+                .matches
+                .get(*id)
+                .is_none_or(|v| Some(v.seq) != snap["seq"].as_u64())
+        })
+        .count()
+}
+
 /// Read `ws` into `tracker` until every match of `want` is at its seq;
 /// then its state must equal the snapshot's (the epochs are the caller's
 /// to check).
 pub async fn until_current(ws: &mut Ws, tracker: &mut Tracker, want: &BTreeMap<String, Value>) {
-    let behind = |t: &Tracker| {
-        want.iter()
-            .filter(|(id, snap)| t.matches.get(*id).is_none_or(|v| Some(v.seq) != snap["seq"].as_u64()))
-            .count()
-    };
-    while behind(tracker) > 0 {
+    while behind(tracker, want) > 0 {
         let Ok(f) = tokio::time::timeout(DEADLINE / 2, ws.next()).await else {
             let late: Vec<_> = want
                 .iter()
