@@ -53,6 +53,8 @@ pub struct Metrics {
     pub cluster_published: Family<Kind, Counter>,
     pub cluster_consumed: Family<Kind, Counter>,
     pub cluster_frames_dropped: Counter,
+    pub cluster_partitions_owned: Gauge,
+    pub cluster_partition_changes: Family<Kind, Counter>,
     pub feed_alive: Counter,
     pub live_matches: Gauge,
     pub events_applied: Counter,
@@ -168,6 +170,16 @@ impl Metrics {
                 "cluster_frames_dropped",
                 "Frames not published for the other nodes because the publishing queue was full (their relays resynchronise)",
                 Counter::default()
+            ),
+            cluster_partitions_owned: reg!(
+                "cluster_partitions_owned",
+                "Partitions this node holds the lease of now",
+                Gauge::default()
+            ),
+            cluster_partition_changes: reg!(
+                "cluster_partition_changes",
+                "Partitions this node took (kind=taken) or stopped holding (kind=left: handed over, lost, expired); a partition retaken under a new token counts both",
+                Family::default()
             ),
             cluster_consumed: reg!(
                 "cluster_consumed",

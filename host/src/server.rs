@@ -217,6 +217,12 @@ impl Server {
                 &feed_tasks,
             );
             let leases = crate::cluster::Leases::start(c);
+            crate::cluster::leases::count(
+                leases.owned(),
+                metrics_for_cluster.clone(),
+                feed_stop.clone(),
+                &feed_tasks,
+            );
             let partitions = c.config.partitions;
             if let Some(tap) = &tap {
                 tap.set(push::relay::FramePublisher::start(

@@ -94,11 +94,22 @@ fn serve_nodes_share_the_partitions_and_take_over_a_lost_node() {
     });
     assert_eq!(view["node"], "b");
     assert_eq!(view["partitions"], PARTITIONS);
+    // The lease metrics agree: 4 each; a took 8 and gave 4 to b.
+    for n in [&a, &b] {
+        wait_for("4 partitions owned, as the metric says", || {
+            (n.metric("touchline_cluster_partitions_owned") == 4.0).then_some(())
+        });
+    }
+    let taken = |n: &Server| n.metric(r#"touchline_cluster_partition_changes_total{kind="taken""#);
+    let a_taken = taken(&a);
+    assert!(a_taken >= 8.0, "a took every partition first: {a_taken}");
 
     // kill -9: b's leases expire after the TTL and a takes them.
     drop(b.kill9());
     let took = wait_holdings(&a, &[("a", 8)]);
     assert!(took < TAKEOVER_WITHIN, "taken over in {took:?} (TTL 1 s)");
+    a.wait_metric("touchline_cluster_partitions_owned", 8.0);
+    assert_eq!(taken(&a), a_taken + 4.0, "a took b's 4");
     eprintln!("kill -9 → all partitions held by the survivor, as /api/nodes shows, after {took:?}");
 }
 

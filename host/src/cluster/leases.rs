@@ -438,3 +438,36 @@ impl Keeper {
         released.into_iter().collect()
     }
 }
+
+/// Keep this node's lease metrics (`cluster_partitions_owned`,
+/// `cluster_partition_changes_total{kind}`) from its owned set until
+/// `stop`.
+pub fn count(
+    mut owned: watch::Receiver<Owned>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) {
+    use crate::metrics::Kind;
+    tasks.spawn(async move {
+        let mut before = Owned::new();
+        loop {
+            let now = owned.borrow_and_update().clone();
+            let taken = now.iter().filter(|(p, t)| before.get(p) != Some(t)).count();
+            let left = before.iter().filter(|(p, t)| now.get(p) != Some(t)).count();
+            metrics.cluster_partitions_owned.set(now.len() as i64);
+            let kinds = [("taken", taken), ("left", left)];
+            for (kind, n) in kinds.into_iter().filter(|(_, n)| *n > 0) {
+                metrics
+                    .cluster_partition_changes
+                    .get_or_create(&Kind { kind })
+                    .inc_by(n as u64);
+            }
+            before = now;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = owned.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
