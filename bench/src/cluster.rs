@@ -157,8 +157,7 @@ fn throughput(
     let secs = started.elapsed().as_secs_f64();
     let (nodes_cpu, nats_cpu) = cpu(&nodes);
     writer.join().map_err(|_| anyhow::anyhow!("feed writer panicked"))??;
-    // (`abs`: an absent metric sums to -0.)
-    let route_errors = nodes[0].metrics()?.value("touchline_route_errors_total").abs();
+    let route_errors = nodes[0].metrics()?.value("touchline_route_errors_total");
     for n in nodes {
         stop_server(n)?;
     }
@@ -172,16 +171,6 @@ fn throughput(
         "nats_cpu_s": nats_cpu - nats_cpu0,
         "route_errors": route_errors,
     }))
-}
-
-/// `kill -SIG pid`.
-fn signal(sig: &str, pid: u32) -> anyhow::Result<()> {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .context("running kill")?;
-    anyhow::ensure!(status.success(), "kill -{sig} {pid} failed");
-    Ok(())
 }
 
 /// What the failover client saw: each match's last (seq, arrival), and
@@ -283,7 +272,7 @@ async fn failover(servers: &Servers, dir: &Path, kills: usize, seed: u64) -> any
             .collect();
         anyhow::ensure!(!lost.is_empty(), "{victim} runs none of the fed matches");
         let victim_process = nodes.remove(victim).context("the victim")?;
-        signal("STOP", victim_process.pid())?;
+        victim_process.signal("STOP")?;
         let killed = Instant::now();
         // What it sent before the stop reaches the client first.
         let at_kill: BTreeMap<String, u64> = loop {

@@ -28,7 +28,8 @@ pub fn value(text: &str, name: &str) -> f64 {
                 .is_some_and(|rest| rest.starts_with([' ', '{', ',', '}']))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        // Not `sum()`: an empty f64 sum is -0.0, which prints as "-0".
+        .fold(0.0, |a, b| a + b)
 }
 
 /// Quantile `q` of an unlabelled histogram from its cumulative buckets: the

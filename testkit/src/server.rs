@@ -166,17 +166,7 @@ impl ServerProcess {
     /// SIGTERM, then wait up to `timeout` for it to exit (graceful: feed
     /// stopped, workers drained, store flushed).
     pub fn terminate(mut self, timeout: Duration) -> Result<ExitStatus> {
-        // `kill(1)`: std has no SIGTERM and the workspace denies unsafe code.
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .map_err(Error::io("running kill -TERM"))?;
-        if !sent.success() {
-            return Err(Error::Io {
-                what: format!("kill -TERM {}", self.pid()),
-                source: std::io::Error::other(format!("kill exited with {sent}")),
-            });
-        }
+        self.signal("TERM")?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().map_err(Error::io("waiting for the server"))? {
@@ -187,6 +177,23 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Send signal `sig` (`TERM`, `STOP`, `CONT`...) with `kill(1)`: std
+    /// has no such call and the workspace denies unsafe code.
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let what = format!("kill -{sig} {}", self.pid());
+        let sent = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .map_err(Error::io(format!("running {what}")))?;
+        if !sent.success() {
+            return Err(Error::Io {
+                what,
+                source: std::io::Error::other(format!("kill exited with {sent}")),
+            });
+        }
+        Ok(())
     }
 
     /// SIGKILL: no chance to flush anything.

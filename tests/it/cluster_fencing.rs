@@ -15,17 +15,8 @@ use touchline::cluster::Partitions;
 use touchline::cluster::frames::FrameHead;
 use touchline::cluster::partition::match_id;
 
+use crate::support::DEADLINE;
 use crate::support::nodes::{PARTITIONS, cluster, holdings, messages};
-use crate::support::{DEADLINE, Server};
-
-fn signal(server: &Server, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &server.pid().to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill {sig}");
-}
 
 /// A frame seen on `tl.fr.>`: its match's partition and its token.
 async fn next_frame(frames: &mut async_nats::Subscriber, partitions: Partitions) -> (u32, u64) {
@@ -79,7 +70,7 @@ async fn a_node_paused_past_its_lease_publishes_nothing_for_the_partitions_it_lo
     }
     assert!(!b_tokens.is_empty(), "b published for its partitions");
     let stale = |p: u32, token: u64| b_tokens.get(&p) == Some(&token);
-    signal(&b, "-STOP");
+    b.signal("STOP");
     // a takes b's partitions (after the TTL) and publishes for one of them
     // under its own token.
     let paused = Instant::now();
@@ -97,7 +88,7 @@ async fn a_node_paused_past_its_lease_publishes_nothing_for_the_partitions_it_lo
         took > Duration::from_millis(500),
         "taken over only after b's lease ran out: {took:?}"
     );
-    signal(&b, "-CONT");
+    b.signal("CONT");
 
     // Until b is back (it rejoins, is given partitions again and publishes
     // for one of them under a new token), no frame may carry an old one.

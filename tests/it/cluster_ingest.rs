@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use touchline::cluster::ingest::Ingest;
+use touchline::cluster::ingest::{Ingest, message_id};
 use touchline::cluster::partition::event_subject;
 use touchline::cluster::streams::EVENTS_STREAM;
 use touchline::feed::parse::{FeedMessage, parse};
@@ -32,11 +32,11 @@ async fn two_ingest_nodes_on_the_same_feed_store_each_event_once() {
     let mut stored = Vec::new();
     for (id, encoded, xml) in &events {
         let first = ingest_a
-            .publish(id, encoded.clone().into(), xml)
+            .publish(id, encoded.clone().into(), message_id(id, xml))
             .await
             .expect("a publishes");
         let second = ingest_b
-            .publish(id, encoded.clone().into(), xml)
+            .publish(id, encoded.clone().into(), message_id(id, xml))
             .await
             .expect("b publishes");
         assert!(!first.duplicate, "{id}: the first copy is stored");
@@ -47,7 +47,7 @@ async fn two_ingest_nodes_on_the_same_feed_store_each_event_once() {
     // A message re-sent later (a reconnect) is still the same message.
     let (id, encoded, xml) = &events[0];
     let again = ingest_b
-        .publish(id, encoded.clone().into(), xml)
+        .publish(id, encoded.clone().into(), message_id(id, xml))
         .await
         .expect("publishes");
     assert!(again.duplicate && again.sequence == stored[0].sequence, "{again:?}");

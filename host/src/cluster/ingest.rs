@@ -61,15 +61,11 @@ impl Ingest {
             })
     }
 
-    /// Publish `event` (the encoded event of match `match_id`, parsed from
-    /// the feed message `message`) and wait for the stream to store it.
-    pub async fn publish(&self, match_id: &str, event: Bytes, message: &[u8]) -> Result<Published, ClusterError> {
-        self.publish_as(match_id, event, message_id(match_id, message)).await
-    }
-
-    /// [`Ingest::publish`] with its `Nats-Msg-Id` already made
-    /// ([`message_id`]): a retry does not hash the message again.
-    pub async fn publish_as(&self, match_id: &str, event: Bytes, id: String) -> Result<Published, ClusterError> {
+    /// Publish `event` (the encoded event of match `match_id`) with
+    /// `Nats-Msg-Id` `id` (its feed message's [`message_id`], made once so a
+    /// retry does not hash the message again) and wait for the stream to
+    /// store it.
+    pub async fn publish(&self, match_id: &str, event: Bytes, id: String) -> Result<Published, ClusterError> {
         let partition = self.partitions.partition_of(match_id);
         let subject = event_subject(partition, match_id)?;
         let publish = PublishMessage::build().payload(event).message_id(id);

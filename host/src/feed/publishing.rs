@@ -72,10 +72,11 @@ pub struct Publishing {
     /// the window is drained (a panic, the runtime going away): the tasks
     /// are then aborted, which is safer than leaving them to race a later
     /// connection's events of the same match.
-    tasks: JoinSet<()>,
-    /// The match each pending task publishes for; a match in here has its
-    /// next event wait (the per-match order).
-    pending: HashMap<Id, String>,
+    /// Each task ends with its match's id.
+    tasks: JoinSet<String>,
+    /// Match → its pending task: a match in here has its next event wait
+    /// (the per-match order), looked up once per event.
+    pending: HashMap<String, Id>,
 }
 
 impl Publishing {
@@ -98,19 +99,20 @@ impl Publishing {
             self.finished(done);
         }
         let id = event.event_id();
-        while self.pending.values().any(|m| m == id) || self.tasks.len() >= IN_FLIGHT {
+        while self.pending.contains_key(id) || self.tasks.len() >= IN_FLIGHT {
             self.next().await;
         }
         if self.abandoned {
-            return self.unpublished(1);
+            return unpublished(&self.metrics, 1);
         }
         let bytes = Bytes::from(touchline_guest::encode(event));
         let msg_id = message_id(id, &raw);
         let (ingest, metrics, match_id) = (self.ingest.clone(), self.metrics.clone(), id.to_owned());
-        let task = self
-            .tasks
-            .spawn(async move { publish(&ingest, &metrics, &match_id, bytes, msg_id).await });
-        self.pending.insert(task.id(), id.to_owned());
+        let task = self.tasks.spawn(async move {
+            publish(&ingest, &metrics, &match_id, bytes, msg_id).await;
+            match_id
+        });
+        self.pending.insert(id.to_owned(), task.id());
     }
 
     /// Wait until every publish started has ended (or, the server
@@ -140,15 +142,16 @@ impl Publishing {
         }
     }
 
-    fn finished(&mut self, done: Result<(Id, ()), tokio::task::JoinError>) {
-        let id = match done {
-            Ok((id, ())) => id,
+    fn finished(&mut self, done: Result<(Id, String), tokio::task::JoinError>) {
+        match done {
+            Ok((_, match_id)) => {
+                self.pending.remove(&match_id);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "an event's publish task failed");
-                e.id()
+                self.pending.retain(|_, id| *id != e.id());
             }
-        };
-        self.pending.remove(&id);
+        }
     }
 
     /// The server stopped and NATS did not take the pending publishes in
@@ -160,21 +163,22 @@ impl Publishing {
             left,
             "events not published: the server stopped while NATS did not answer"
         );
-        self.unpublished(left);
+        unpublished(&self.metrics, left);
         self.tasks.abort_all();
         self.tasks.detach_all();
         self.pending.clear();
         self.abandoned = true;
     }
+}
 
-    fn unpublished(&self, n: usize) {
-        self.metrics
-            .route_errors
-            .get_or_create(&Kind {
-                kind: "cluster_unavailable",
-            })
-            .inc_by(n as u64);
-    }
+/// `n` events counted as not routed: the cluster did not take them.
+fn unpublished(metrics: &Metrics, n: usize) {
+    metrics
+        .route_errors
+        .get_or_create(&Kind {
+            kind: "cluster_unavailable",
+        })
+        .inc_by(n as u64);
 }
 
 /// Publish one match event (`bytes`, encoded, with message id `msg_id`),
@@ -183,7 +187,7 @@ async fn publish(ingest: &Ingest, metrics: &Metrics, match_id: &str, bytes: Byte
     let started = tokio::time::Instant::now();
     let mut backoff = RETRY_MIN;
     loop {
-        match ingest.publish_as(match_id, bytes.clone(), msg_id.clone()).await {
+        match ingest.publish(match_id, bytes.clone(), msg_id.clone()).await {
             Ok(p) => {
                 let kind = if p.duplicate { "duplicate" } else { "new" };
                 metrics.cluster_published.get_or_create(&Kind { kind }).inc();
@@ -196,13 +200,7 @@ async fn publish(ingest: &Ingest, metrics: &Metrics, match_id: &str, bytes: Byte
             }
             Err(e) => {
                 tracing::error!(match_id, error = %e, "event not published: the cluster did not answer");
-                metrics
-                    .route_errors
-                    .get_or_create(&Kind {
-                        kind: "cluster_unavailable",
-                    })
-                    .inc();
-                return;
+                return unpublished(metrics, 1);
             }
         }
     }

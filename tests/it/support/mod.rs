@@ -188,6 +188,13 @@ impl Server {
         self.process().pid()
     }
 
+    /// Send it signal `sig` (`STOP`, `CONT`...).
+    pub fn signal(&self, sig: &str) {
+        self.process()
+            .signal(sig)
+            .unwrap_or_else(|e| panic!("signalling the server: {e}"));
+    }
+
     fn process(&self) -> &ServerProcess {
         self.process.as_ref().expect("the server is running")
     }

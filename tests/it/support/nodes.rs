@@ -49,18 +49,25 @@ pub fn node(url: &str, id: &str) -> Server {
 
 /// `serve --cluster url --node-id id` with a lease TTL of `ttl_ms`.
 pub fn node_ttl(url: &str, id: &str, ttl_ms: &str) -> Server {
-    Server::start(&[
+    serve_node(url, id, &["--lease-ttl-ms", ttl_ms])
+}
+
+/// `serve --cluster url --node-id id` with the tests' partitions and admin
+/// token, and `extra`.
+fn serve_node(url: &str, id: &str, extra: &[&str]) -> Server {
+    let partitions = PARTITIONS.to_string();
+    let mut args = vec![
         "--cluster",
         url,
         "--node-id",
         id,
         "--partitions",
-        &PARTITIONS.to_string(),
-        "--lease-ttl-ms",
-        ttl_ms,
+        &partitions,
         "--admin-token",
         TOKEN,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
 /// Node id → the partitions it holds, as `server` sees the cluster (`None`
@@ -78,18 +85,7 @@ pub fn settled(server: &Server, ids: &[&str]) -> BTreeMap<String, BTreeSet<u32>>
 /// `serve --cluster urls --node-id id --cluster-replicas 3` with the
 /// default lease TTL: a node on a 3-server NATS cluster.
 pub fn replicated(urls: &[String], id: &str) -> Server {
-    Server::start(&[
-        "--cluster",
-        &urls.join(","),
-        "--node-id",
-        id,
-        "--partitions",
-        &PARTITIONS.to_string(),
-        "--cluster-replicas",
-        "3",
-        "--admin-token",
-        TOKEN,
-    ])
+    serve_node(&urls.join(","), id, &["--cluster-replicas", "3"])
 }
 
 /// The ids of the matches `server` runs.
