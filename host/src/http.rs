@@ -248,7 +248,7 @@ pub(crate) fn switching_protocols(key: &str) -> Response {
 }
 
 async fn bet(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    match st.desk.get(&id) {
+    match st.desk.get(&id).await {
         Some(answer) => axum::Json(answer).into_response(),
         None => (
             StatusCode::NOT_FOUND,

@@ -139,6 +139,20 @@ impl Server {
             producers.board(),
             names,
         );
+        // In a cluster bets are recorded in JetStream (`bets::cluster`).
+        let bet_book = match &cluster {
+            Some(c) => Some(
+                crate::cluster::bets::BetBook::open(c)
+                    .await
+                    .context("the cluster's bet records")?,
+            ),
+            None => None,
+        };
+        let bet_log = bet_book
+            .as_ref()
+            .zip(cluster.as_ref())
+            .map(|(book, c)| Arc::new(bets::cluster::JetStreamBets::new(book.clone(), c.config.partitions)));
+        worker_config.bet_log = bet_log.clone().map(|l| Arc::new(l) as Arc<dyn worker::BetLog>);
         // In a cluster every frame is published for the other nodes, once
         // this node holds leases (`push::relay`).
         let tap = cluster.as_ref().map(|_| Arc::new(push::relay::LateTap::default()));
@@ -155,12 +169,14 @@ impl Server {
             },
             metrics.clone(),
         );
-        // A cluster node takes no bet until bets go to the match's owner
-        // and are recorded in the cluster (docs/cluster.md): a decision
-        // kept on one node's disk would be lost with it.
-        let desk = Arc::new(match &cluster {
-            Some(_) => desk.refusing("unavailable: bets are not taken in a cluster yet"),
-            None => desk,
+        // A cluster node sends each bet to its match's owner, which records
+        // the decision in the cluster (docs/cluster.md).
+        let desk = Arc::new(match (&cluster, &bet_book) {
+            (Some(c), Some(book)) => desk.in_cluster(bets::cluster::Remote {
+                book: book.clone(),
+                partitions: c.config.partitions,
+            }),
+            _ => desk,
         });
         if config.durability && cluster.is_none() {
             let recovered = store.recover_all()?;
@@ -187,6 +203,7 @@ impl Server {
         let metrics_for_http = metrics.clone();
         let metrics_for_cluster = metrics.clone();
         let producers_for_cluster = producers.clone();
+        let desk_for_cluster = desk.clone();
         let state = http::AppState {
             cluster: cluster.clone(),
             nodes_view: Arc::default(),
@@ -243,15 +260,32 @@ impl Server {
                 session_stop.clone(),
                 session_tasks.clone(),
             )));
-            feed::cluster::apply_owned(
-                c.clone(),
-                leases.owned(),
-                leases.fence(),
-                router.clone(),
-                metrics_for_cluster.clone(),
-                feed_stop.clone(),
-                &feed_tasks,
-            );
+            let progress = Arc::new(crate::cluster::bets::Progress::default());
+            if let (Some(book), Some(log)) = (&bet_book, &bet_log) {
+                log.set_fence(leases.fence());
+                let owner = bets::cluster::Owner {
+                    desk: desk_for_cluster.clone(),
+                    book: book.clone(),
+                    progress: progress.clone(),
+                    fence: leases.fence(),
+                };
+                bets::cluster::serve_owned(owner, leases.owned(), feed_stop.clone(), &feed_tasks);
+                bets::cluster::hear_settlements(
+                    c.client.clone(),
+                    desk_for_cluster.owners.clone(),
+                    feed_stop.clone(),
+                    &feed_tasks,
+                );
+                let appliers = feed::cluster::Appliers {
+                    cluster: c.clone(),
+                    fence: leases.fence(),
+                    router: router.clone(),
+                    metrics: metrics_for_cluster.clone(),
+                    book: book.clone(),
+                    progress,
+                };
+                feed::cluster::apply_owned(appliers, leases.owned(), feed_stop.clone(), &feed_tasks);
+            }
             leases
         });
         ready.store(true, Ordering::Release);
@@ -367,6 +401,7 @@ fn worker_config(
         producers,
         names,
         tap: None,
+        bet_log: None,
     }
 }
 

@@ -124,17 +124,15 @@ async fn a_client_on_any_node_sees_every_match_snapshot_then_contiguous_updates(
     let mut late_tracker = Tracker::default();
     until_current(&mut late, &mut late_tracker, &want).await;
     assert_eq!(late_tracker.gaps, 0);
-    // No bet is taken in a cluster yet (it would be kept on one node's
-    // disk only): refused, whichever node runs the match.
+    // A bet on a match another node may run is decided by its owner,
+    // against the owner's state (the producers are down in this test).
     let some = ids.iter().next().expect("a match");
     ws.send(json!({"op": "bet", "id": "cluster-1", "match": some, "market": 1, "specifiers": "", "outcome": "1", "odds": 2.0, "stake": 10.0}))
         .await;
     let answer = ws.next_matching(|f| f["type"] == "bet" && f["id"] == "cluster-1").await;
     assert_eq!(answer["status"], "rejected", "{answer}");
-    assert!(
-        answer["reason"].as_str().is_some_and(|r| r.starts_with("unavailable")),
-        "{answer}"
-    );
+    assert_eq!(answer["reason"], "producer_down", "{answer}");
+    assert_eq!(answer["seq"], want[some]["seq"], "decided on the owner's state: {answer}");
     let remote = ids
         .iter()
         .filter(|m| !held["a"].contains(&partitions.partition_of(m)))

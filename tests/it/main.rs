@@ -55,6 +55,7 @@
 mod bet_ids;
 mod bets;
 mod budgets;
+mod cluster_bets;
 mod cluster_events;
 mod cluster_failover;
 mod cluster_fencing;

@@ -10,7 +10,7 @@ use crate::bets::{MATCH, bet, ready};
 use crate::support::{Server, Ws, http_get, sample};
 
 /// An odds_change making `markets` (id, specifiers, outcome ids) active at `odds`.
-fn book(event_id: &str, markets: &[(u32, &str, &[&str])], odds: f64) -> Vec<u8> {
+pub(crate) fn book(event_id: &str, markets: &[(u32, &str, &[&str])], odds: f64) -> Vec<u8> {
     let mut x = format!(r#"<odds_change product="3" event_id="{event_id}" timestamp="1"><odds>"#);
     for (id, spec, outcomes) in markets {
         x.push_str(&format!(r#"<market id="{id}" specifiers="{spec}" status="1">"#));

@@ -29,6 +29,7 @@
 //! node: it only talks to NATS.
 
 pub mod balance;
+pub mod bets;
 pub mod consume;
 pub mod fence;
 pub mod frames;

@@ -44,10 +44,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::bets::{Applied, BetBook, Progress};
 use crate::cluster::consume::{self, Delivery};
 use crate::cluster::ingest::{Ingest, PRODUCERS_SUBJECT};
 use crate::cluster::partition::snapshot_subject;
 use crate::cluster::{Cluster, Fence, Owned};
+use crate::journal::BetRecord;
 use crate::metrics::{Kind, Metrics};
 use crate::producers::{Input, Producers};
 use crate::router::Router;
@@ -94,16 +96,33 @@ pub fn hear_producers(client: async_nats::Client, producers: Producers, stop: Ca
     });
 }
 
+/// What the appliers of a node share.
+pub struct Appliers {
+    pub cluster: Arc<Cluster>,
+    pub fence: Arc<Fence>,
+    pub router: Arc<Router>,
+    pub metrics: Arc<Metrics>,
+    /// The partitions' recorded bets, restored into their workers.
+    pub book: BetBook,
+    /// How far each applier has come (the bet desk waits on it).
+    pub progress: Arc<Progress>,
+}
+
 /// Keep one applying task per partition this node owns, until `stop`.
 pub fn apply_owned(
-    cluster: Arc<Cluster>,
+    appliers: Appliers,
     mut owned: watch::Receiver<Owned>,
-    fence: Arc<Fence>,
-    router: Arc<Router>,
-    metrics: Arc<Metrics>,
     stop: CancellationToken,
     tasks: &TaskTracker,
 ) {
+    let Appliers {
+        cluster,
+        fence,
+        router,
+        metrics,
+        book,
+        progress,
+    } = appliers;
     let spawner = tasks.clone();
     tasks.spawn(async move {
         let mut running: BTreeMap<u32, (u64, CancellationToken)> = BTreeMap::new();
@@ -140,6 +159,8 @@ pub fn apply_owned(
                     fence: fence.clone(),
                     router: router.clone(),
                     metrics: metrics.clone(),
+                    book: book.clone(),
+                    progress: progress.begin(p, token),
                 };
                 spawner.spawn(applier.run(cancel));
             }
@@ -162,6 +183,9 @@ struct Applier {
     fence: Arc<Fence>,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
+    book: BetBook,
+    /// How far it has come, for the bet desk.
+    progress: watch::Sender<Applied>,
 }
 
 impl Applier {
@@ -176,6 +200,20 @@ impl Applier {
         // The next stream sequence to read: the whole partition first.
         let mut from = 1;
         let mut backoff = RETRY_MIN;
+        // Once every event stored at the start is handed over, the
+        // partition's recorded bets go back to their workers (bets are
+        // decided only after that).
+        let Some(restore_at) = self
+            .until_ok(&cancel, "reading the partition's last event", || {
+                self.book.last_event(p)
+            })
+            .await
+        else {
+            return;
+        };
+        if restore_at == 0 {
+            self.restore_bets(&cancel).await;
+        }
         while !cancel.is_cancelled() && self.holds() {
             let events = match consume::events(&self.cluster, p, from).await {
                 Ok(events) => events,
@@ -202,7 +240,12 @@ impl Applier {
                             return;
                         }
                         backoff = RETRY_MIN;
-                        from = self.apply(delivery).await + 1;
+                        let applied = self.apply(delivery).await;
+                        from = applied + 1;
+                        self.progress.send_modify(|a| a.sequence = applied);
+                        if applied >= restore_at && !self.progress.borrow().bets_restored {
+                            self.restore_bets(&cancel).await;
+                        }
                     }
                     Some(Err(e)) => {
                         tracing::warn!(partition = p, error = %e, from, "partition's events interrupted; reopening");
@@ -212,6 +255,59 @@ impl Applier {
                 }
             }
         }
+    }
+
+    /// Hand each match's recorded bets to its worker (which brings their
+    /// standing up to date), then let the desk decide bets here.
+    async fn restore_bets(&self, cancel: &CancellationToken) {
+        let p = self.partition;
+        let Some(records) = self
+            .until_ok(cancel, "reading the partition's bets", || self.book.load(p))
+            .await
+        else {
+            return;
+        };
+        let count = records.len();
+        let mut by_match: BTreeMap<String, Vec<BetRecord>> = BTreeMap::new();
+        for r in records {
+            by_match.entry(r.match_id.clone()).or_default().push(r);
+        }
+        for (match_id, records) in by_match {
+            match self.router.local(&match_id) {
+                Some(handle) => {
+                    let _ = handle.mailbox.send(Command::RestoreBets { records }).await;
+                }
+                None => tracing::error!(
+                    partition = p,
+                    match_id,
+                    bets = records.len(),
+                    "bets on a match with no events here: not settled"
+                ),
+            }
+        }
+        tracing::info!(partition = p, bets = count, "recorded bets restored");
+        self.progress.send_modify(|a| a.bets_restored = true);
+    }
+
+    /// `op` until it succeeds, with backoff, while this tenure lasts.
+    async fn until_ok<T, F, Fut>(&self, cancel: &CancellationToken, what: &str, op: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::cluster::ClusterError>>,
+    {
+        let mut backoff = RETRY_MIN;
+        while !cancel.is_cancelled() && self.holds() {
+            match op().await {
+                Ok(v) => return Some(v),
+                Err(e) => tracing::warn!(partition = self.partition, error = %e, what, "retrying"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+        None
     }
 
     /// Route one delivery; its stream sequence.

@@ -7,8 +7,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use touchline_guest::bet::{BetDecision, BetRequest, OpenBet, SettleStatus, Settlement};
 
+use std::sync::Arc;
+
 use super::lifecycle::Lifecycle;
-use super::{Command, Worker};
+use super::{BetLog, Command, Worker};
 use crate::journal::{BetRecord, JournalError, Op};
 
 impl Worker {
@@ -37,6 +39,9 @@ impl Worker {
         let accepted = record.decision.is_ok();
         if accepted {
             self.bets.push(record.clone());
+        }
+        if let Some(log) = self.env.bet_log.clone() {
+            return self.record_in_cluster(log, record, reply);
         }
         let Some(journal) = self.env.journal.clone() else {
             let _ = reply.send(Ok(record));
@@ -74,6 +79,59 @@ impl Worker {
                 }
             }
         });
+    }
+
+    /// In a cluster: answer once the decision is recorded in JetStream,
+    /// after the settlements recorded before it (one ordered chain per
+    /// match). If another decision for the id was recorded first (an
+    /// earlier owner's), that one stands and replaces this one.
+    fn record_in_cluster(
+        &mut self,
+        log: Arc<dyn BetLog>,
+        record: BetRecord,
+        reply: oneshot::Sender<Result<BetRecord, JournalError>>,
+    ) {
+        let earlier = self.telling.take();
+        let mailbox = self.mailbox.clone();
+        self.telling = Some(tokio::spawn(async move {
+            if let Some(earlier) = earlier {
+                let _ = earlier.await;
+            }
+            let id = record.request.id.clone();
+            let (answer, forget, restore) = match log.decided(record.clone()).await {
+                Ok(None) => (Ok(record), false, None),
+                Ok(Some(stored)) => {
+                    tracing::info!(match_id = %stored.match_id, bet = %id, "a decision was recorded first; it stands");
+                    let restore = stored.decision.is_ok().then(|| stored.clone());
+                    (Ok(stored), true, restore)
+                }
+                Err(e) => {
+                    tracing::error!(match_id = %record.match_id, bet = %id, error = %e, "bet decision not recorded; not confirmed");
+                    (Err(JournalError::WriteFailed(e)), true, None)
+                }
+            };
+            if forget && let Some(mailbox) = mailbox.upgrade() {
+                let _ = mailbox.send(Command::ForgetBet { id }).await;
+                if let Some(stored) = restore {
+                    let _ = mailbox.send(Command::RestoreBets { records: vec![stored] }).await;
+                }
+            }
+            let _ = reply.send(answer);
+        }));
+    }
+
+    /// Accepted bets an earlier owner recorded ([`Command::RestoreBets`]).
+    pub(super) async fn restore_bets(&mut self, records: Vec<BetRecord>) {
+        let before = self.bets.len();
+        for r in records {
+            if r.decision.is_ok() && !self.bets.iter().any(|b| b.request.id == r.request.id) {
+                self.bets.push(r);
+            }
+        }
+        if self.bets.len() > before {
+            tracing::info!(match_id = %self.id, restored = self.bets.len() - before, "bets restored");
+            self.settle_bets().await;
+        }
     }
 
     async fn decide(&mut self, request: &BetRequest) -> Result<f64, String> {
@@ -164,6 +222,7 @@ impl Worker {
         }
         // Owners hear of a settlement once its record is durable (as a bet
         // is confirmed only once durable), without holding up the match.
+        let log = self.env.bet_log.clone();
         let durable = match self.env.journal.as_deref() {
             Some(journal) => Some(journal.barrier(Some(self.id.clone())).await),
             None => None,
@@ -182,8 +241,16 @@ impl Worker {
                 tracing::error!(match_id = %id, error = %e, "settlement records not durable; owners not told");
                 return;
             }
-            for bet in &changed {
-                observer.bet_changed(bet);
+            for bet in changed {
+                match &log {
+                    // Every node tells the bet's owner from the record.
+                    Some(log) => {
+                        if let Err(e) = log.changed(bet.clone()).await {
+                            tracing::error!(match_id = %id, bet = %bet.request.id, error = %e, "settlement not recorded");
+                        }
+                    }
+                    None => observer.bet_changed(&bet),
+                }
             }
         }));
     }

@@ -62,7 +62,7 @@ use lifecycle::{Base, Lifecycle};
 use mailbox::WeakMailbox;
 pub use mailbox::{Closed, Mailbox};
 pub use names::NameSource;
-pub use observer::{Nobody, Observer, ProbationNews};
+pub use observer::{BetLog, Nobody, Observer, ProbationNews};
 pub use operate::{Action, Refusal};
 use persist::{Mark, Ring, Tail};
 
@@ -113,6 +113,8 @@ pub struct WorkerConfig {
     pub names: Option<NameSource>,
     /// In a cluster: sees every frame (published for the other nodes).
     pub tap: Option<Arc<dyn FrameTap>>,
+    /// In a cluster: where bets are recorded (instead of `journal`).
+    pub bet_log: Option<Arc<dyn BetLog>>,
 }
 
 /// A client's position in a match stream.
@@ -168,6 +170,10 @@ pub enum Command {
     /// A bet's record could not be made durable: forget it (it was
     /// answered as not accepted).
     ForgetBet { id: String },
+    /// In a cluster: accepted bets recorded by an earlier owner (or by a
+    /// decision that lost to one), to settle from now on; bets already
+    /// known are skipped. Their standing is brought up to date at once.
+    RestoreBets { records: Vec<BetRecord> },
     /// The operator console asks for the match's card (and, with
     /// `detail`, its recent frames and bets); a sleeping match answers
     /// without waking.
@@ -478,6 +484,7 @@ impl Worker {
                 let _ = reply.send(outcome);
             }
             Command::ForgetBet { id } => self.bets.retain(|b| b.request.id != id),
+            Command::RestoreBets { records } => self.restore_bets(records).await,
             Command::Inspect { detail, reply } => {
                 let answer = if detail {
                     self.detail()

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+
 use crate::journal::BetRecord;
 
 /// How a probation (the first event after a switch) went.
@@ -30,6 +32,18 @@ pub trait Observer: Send + Sync {
     /// An accepted bet's standing changed (settled, voided, reopened); the
     /// record is already durable (or its write failed and was logged).
     fn bet_changed(&self, record: &BetRecord);
+}
+
+/// Where a cluster records bets (JetStream, `bets::cluster`) in place of
+/// the node's journal: a decision outlives the node that made it.
+pub trait BetLog: Send + Sync {
+    /// Record a decision unless one is recorded already for its id.
+    /// `Ok(None)`: recorded; `Ok(Some(stored))`: that one stands; `Err`:
+    /// not recorded (the bet does not stand).
+    fn decided(&self, record: BetRecord) -> BoxFuture<'static, Result<Option<BetRecord>, String>>;
+    /// Record an accepted bet's new standing (every node tells the bet's
+    /// owner from the record).
+    fn changed(&self, record: BetRecord) -> BoxFuture<'static, Result<(), String>>;
 }
 
 /// Tells nobody: for tests and tools that run workers alone.

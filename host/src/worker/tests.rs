@@ -82,6 +82,7 @@ fn config(
         producers: board,
         names: None,
         tap: None,
+        bet_log: None,
     })
 }
 

@@ -61,6 +61,7 @@ async fn updates_name_only_what_is_new_and_snapshots_name_everything() {
             fixtures: Fixtures::none(metrics),
         }),
         tap: None,
+        bet_log: None,
     });
     let tasks = tokio_util::task::TaskTracker::new();
     let handle = spawn(Arc::from(MATCH), GuestVersion::native(), cfg, None, &tasks);

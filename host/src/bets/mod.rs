@@ -6,7 +6,10 @@
 //! first decision. An id already decided returns that decision (also after a
 //! restart, from the store); the same id with other content is refused. The
 //! match's worker decides between two feed events and answers only once the
-//! decision is durable.
+//! decision is durable. In a cluster the match's owner decides and records
+//! it in JetStream ([`cluster`]).
+
+pub mod cluster;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -207,9 +210,8 @@ pub struct Desk {
     metrics: Arc<Metrics>,
     /// Ids being decided right now; duplicates wait on the notify.
     inflight: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Every bet is refused with this reason (a cluster node: bets are not
-    /// routed to the match's owner and recorded in the cluster yet).
-    refusal: Option<&'static str>,
+    /// In a cluster: bets go to the match's owner ([`cluster::Remote`]).
+    remote: Option<cluster::Remote>,
 }
 
 impl Desk {
@@ -227,19 +229,23 @@ impl Desk {
             policy,
             metrics,
             inflight: Mutex::new(HashMap::new()),
-            refusal: None,
+            remote: None,
         }
     }
 
-    /// A desk that refuses every bet with `reason` (kept nowhere: no
-    /// decision is made).
-    pub fn refusing(mut self, reason: &'static str) -> Desk {
-        self.refusal = Some(reason);
+    /// A cluster node's desk: bets go to their match's owner, decisions
+    /// are kept in the cluster (not in this node's store).
+    pub fn in_cluster(mut self, remote: cluster::Remote) -> Desk {
+        self.remote = Some(remote);
+        self.store = None;
         self
     }
 
-    /// The stored bet, for `GET /api/bets/{id}`.
-    pub fn get(&self, id: &str) -> Option<Answer> {
+    /// The recorded bet, for `GET /api/bets/{id}`.
+    pub async fn get(&self, id: &str) -> Option<Answer> {
+        if let Some(remote) = &self.remote {
+            return remote.lookup(id).await;
+        }
         let store = self.store.as_ref()?;
         store.store.bet(id).ok().flatten().map(|r| Answer::from_record(&r))
     }
@@ -274,9 +280,6 @@ impl Desk {
     /// request's, returned again).
     async fn place_inner(&self, bet: ClientBet) -> (Answer, bool) {
         let id = bet.id.clone();
-        if let Some(reason) = self.refusal {
-            return (Answer::rejected(&id, reason), true);
-        }
         if id.is_empty() || id.len() > 128 {
             // Not an id the answer could be kept under.
             return (Answer::rejected(&id, "invalid_id: 1 to 128 characters"), true);
@@ -292,6 +295,12 @@ impl Desk {
             stake: bet.stake,
             accept_better_odds: self.policy.accept_better_odds,
         };
+        // In a cluster the owner holds the id while it decides (this node
+        // may be the owner: holding it here too would deadlock).
+        if let Some(remote) = &self.remote {
+            let rejected = self.invalid(&bet, market);
+            return remote.place(bet.match_id, request, rejected).await;
+        }
         let _claim = self.claim(&id).await;
         if let Some(store) = &self.store {
             match store.store.bet(&id) {

@@ -1,0 +1,156 @@
+//! Issue 13, bets in a cluster: any node takes a bet, the match's owner
+//! decides it and records the decision in JetStream before answering. A
+//! bet accepted before its owner's `kill -9` is answered the same after
+//! the failover, a bet sent during the failover gets exactly one answer
+//! (decided by the new owner), and the new owner settles both from the
+//! real settlement sample.
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use touchline::cluster::Partitions;
+use touchline_testkit::provider::bring_up;
+
+use crate::settle_bets::book;
+use crate::support::nodes::{PARTITIONS, cluster, matches_of};
+use crate::support::{DEADLINE, Ws, http_get, sample, wait_for};
+
+/// The match the minus5 `bet_settlement` sample settles.
+const MATCH: &str = "sr:match:16807109";
+
+/// A bet on market 201 of [`MATCH`], outcome `outcome`, at odds 2.0.
+fn bet(id: &str, outcome: &str, odds: f64) -> Value {
+    json!({"op": "bet", "id": id, "match": MATCH, "market": 201, "specifiers": "",
+           "outcome": outcome, "odds": odds, "stake": 10.0})
+}
+
+/// Every bet frame the client sees, in order.
+#[derive(Default)]
+struct Seen(Vec<Value>);
+
+impl Seen {
+    /// Read frames until the answer to bet `id` (status `accepted` or
+    /// `rejected`, not a settlement).
+    async fn answer(&mut self, ws: &mut Ws, id: &str) -> Value {
+        loop {
+            let f = ws.next().await;
+            if f["type"] == "bet" {
+                self.0.push(f.clone());
+                if f["id"] == id && matches!(f["status"].as_str(), Some("accepted" | "rejected")) {
+                    return f;
+                }
+            }
+        }
+    }
+
+    /// Read frames until bet `id` is settled as `status`.
+    async fn settled(&mut self, ws: &mut Ws, id: &str, status: &str) -> Value {
+        loop {
+            let f = ws.next().await;
+            if f["type"] == "bet" {
+                self.0.push(f.clone());
+                if f["id"] == id && f["status"] == status {
+                    return f;
+                }
+            }
+        }
+    }
+
+    fn decisions_of(&self, id: &str) -> Vec<&Value> {
+        self.0
+            .iter()
+            .filter(|f| f["id"] == id && matches!(f["status"].as_str(), Some("accepted" | "rejected")))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bet_outlives_its_owner_and_one_sent_during_the_failover_gets_one_answer() {
+    let (_nats, nodes, held) = cluster(["a", "b", "c"]);
+    let p = Partitions::new(PARTITIONS).expect("count").partition_of(MATCH);
+    let owner_id = held
+        .iter()
+        .find(|(_, ps)| ps.contains(&p))
+        .map(|(id, _)| id.clone())
+        .expect("an owner");
+    let mut nodes: Vec<_> = ["a", "b", "c"].into_iter().zip(nodes).collect();
+    let at = nodes.iter().position(|(id, _)| *id == owner_id).expect("owner");
+    let (_, owner) = nodes.remove(at);
+    // The feed and the client on one of the others, a third node beside.
+    let [(_, entry), (_, spare)] = <[_; 2]>::try_from(nodes).unwrap_or_else(|_| panic!("three nodes"));
+    let mut feed = entry.feed();
+    for n in [&entry, &spare, &owner] {
+        bring_up(&n.provider, &mut feed, n.http, DEADLINE).expect("producers up");
+    }
+    feed.write_all(&book(MATCH, &[(201, "", &["861", "862", "863", "864"])], 2.0))
+        .expect("feed");
+    tokio::task::block_in_place(|| {
+        wait_for("the owner to run the match", || {
+            matches_of(&owner).contains(MATCH).then_some(())
+        })
+    });
+
+    let mut ws = Ws::connect(entry.http).await;
+    let mut seen = Seen::default();
+    ws.send(bet("before", "861", 2.0)).await;
+    let before = seen.answer(&mut ws, "before").await;
+    assert_eq!(before["status"], "accepted", "{before}");
+    assert_eq!(before["odds"], 2.0, "{before}");
+    ws.send(bet("stale", "862", 2.5)).await;
+    let stale = seen.answer(&mut ws, "stale").await;
+    assert_eq!(stale["reason"], "odds_changed", "{stale}");
+    // The same id for another bet is refused, cluster-wide.
+    ws.send(bet("before", "862", 2.0)).await;
+    let conflict = seen.answer(&mut ws, "before").await;
+    assert!(
+        conflict["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("id_conflict")),
+        "{conflict}"
+    );
+
+    // The owner dies; a bet is sent at once, while nobody holds the
+    // partition.
+    drop(owner.kill9());
+    let killed = Instant::now();
+    ws.send(bet("during", "862", 2.0)).await;
+    let during = seen.answer(&mut ws, "during").await;
+    let answered_after = killed.elapsed();
+    assert_eq!(during["status"], "accepted", "decided by the new owner: {during}");
+
+    // Asked again after the failover, each id gives the answer it had.
+    for (id, outcome, odds, first) in [
+        ("before", "861", 2.0, &before),
+        ("stale", "862", 2.5, &stale),
+        ("during", "862", 2.0, &during),
+    ] {
+        ws.send(bet(id, outcome, odds)).await;
+        let again = seen.answer(&mut ws, id).await;
+        assert_eq!(&again, first, "{id} answered the same after the failover");
+    }
+    // One answer per request: the bet in flight was not answered twice.
+    assert_eq!(seen.decisions_of("during").len(), 2, "{:?}", seen.0);
+
+    // The new owner knows both bets: the real settlement pays them.
+    feed.write_all(&sample("uof-minus5/messages/bet_settlement.xml"))
+        .expect("feed");
+    let won = seen.settled(&mut ws, "before", "won").await;
+    assert_eq!(
+        won["payout"].as_f64(),
+        Some(15.0),
+        "10 × half void + 10 × ½ × 2.0: {won}"
+    );
+    let lost = seen.settled(&mut ws, "during", "lost").await;
+    assert_eq!(lost["payout"].as_f64(), Some(0.0), "{lost}");
+    // Any node answers from the records.
+    let stored: Value = tokio::task::block_in_place(|| {
+        wait_for("the settled record on the spare node", || {
+            let (code, body) = http_get(spare.http, "/api/bets/before");
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (code == 200 && v["status"] == "won").then_some(v)
+        })
+    });
+    assert_eq!(stored["payout"].as_f64(), Some(15.0), "{stored}");
+    eprintln!("bet sent at the owner's kill -9 answered after {answered_after:?}");
+}
