@@ -132,7 +132,10 @@ async fn a_client_on_any_node_sees_every_match_snapshot_then_contiguous_updates(
     let answer = ws.next_matching(|f| f["type"] == "bet" && f["id"] == "cluster-1").await;
     assert_eq!(answer["status"], "rejected", "{answer}");
     assert_eq!(answer["reason"], "producer_down", "{answer}");
-    assert_eq!(answer["seq"], want[some]["seq"], "decided on the owner's state: {answer}");
+    assert_eq!(
+        answer["seq"], want[some]["seq"],
+        "decided on the owner's state: {answer}"
+    );
     let remote = ids
         .iter()
         .filter(|m| !held["a"].contains(&partitions.partition_of(m)))

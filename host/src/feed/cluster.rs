@@ -29,8 +29,13 @@
 //!   service, hence each owner's workers, knows whether the odds are
 //!   current. It travels beside the events, not in their stream: a node
 //!   may hear a `snapshot_complete` before it has applied the recovery's
-//!   events (no bet is taken in a cluster yet; ordering them is a
-//!   prerequisite for bets). Every node asks for its own recoveries.
+//!   events; a bet is decided only once the owner has applied every event
+//!   stored when the bet arrived (`bets::cluster`), which puts a
+//!   recovery's events before it. Every node asks for its own recoveries.
+//! - **Bets**: an applier reports how far it has come
+//!   ([`crate::cluster::bets::Progress`]); once it has handed over every
+//!   event stored when its tenure began it gives each match's worker the
+//!   partition's recorded bets, and only then may the desk decide there.
 //! - **Snapshots for the other nodes' relays** (`push::relay`): while it
 //!   applies a partition, the node answers `tl.snap.<p>` with the snapshot
 //!   frame of the match asked for.
