@@ -59,6 +59,8 @@ pub struct AppState {
     pub feed_expected: bool,
     /// The operator console's state (`crate::ops`).
     pub console: Arc<crate::ops::Console>,
+    /// In a cluster: the cluster's guest version ([`crate::guests::cluster`]).
+    pub guest_rollouts: Option<Arc<crate::guests::cluster::Rollouts>>,
     /// The cluster this node is in (`--cluster`); `None`: a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The last `/api/nodes` answer and when it was read.
@@ -263,7 +265,13 @@ async fn list_guests(State(st): State<AppState>, peer: Peer, headers: HeaderMap)
     if let Some(denied) = refusal(&st, &peer, &headers) {
         return denied;
     }
-    axum::Json(st.guests.listing()).into_response()
+    let listing = st.guests.listing();
+    let Some(rollouts) = &st.guest_rollouts else {
+        return axum::Json(listing).into_response();
+    };
+    let mut body = serde_json::to_value(listing).unwrap_or_default();
+    body["cluster"] = serde_json::to_value(rollouts.view().await).unwrap_or_default();
+    axum::Json(body).into_response()
 }
 
 /// Install the posted component and roll it out to every match. The token
@@ -287,9 +295,11 @@ async fn install_guest(State(st): State<AppState>, req: Request) -> Response {
             return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
         }
     };
-    let result = st.guests.install(&st.router, body.to_vec()).await;
+    let component = body.to_vec();
+    let kept = st.guest_rollouts.as_ref().map(|_| component.clone());
+    let result = st.guests.install(&st.router, component).await;
     record_rollout(&st, &peer, &headers, "install_guest", &result);
-    rollout_response(result)
+    published(&st, result, kept).await
 }
 
 /// A refused upload is read and dropped up to this many bytes...
@@ -319,7 +329,31 @@ async fn rollback_guest(State(st): State<AppState>, peer: Peer, headers: HeaderM
     }
     let result = st.guests.rollback(&st.router).await;
     record_rollout(&st, &peer, &headers, "rollback_guest", &result);
-    rollout_response(result)
+    published(&st, result, None).await
+}
+
+/// In a cluster, a rollout that did not abort becomes the cluster's version
+/// (every node follows); not published, it is answered 502 with the report.
+async fn published(
+    st: &AppState,
+    result: Result<crate::guests::RolloutReport, crate::guests::InstallError>,
+    component: Option<Vec<u8>>,
+) -> Response {
+    let Some(rollouts) = &st.guest_rollouts else {
+        return rollout_response(result);
+    };
+    match rollouts.published(&result, component).await {
+        Ok(()) => rollout_response(result),
+        Err(e) => {
+            tracing::error!(error = %e, "guest installed on this node but not published to the cluster");
+            let body = serde_json::json!({
+                "error": format!("installed on this node only: not published to the cluster: {e}"),
+                "kind": "cluster_unavailable",
+                "report": result.ok(),
+            });
+            (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+        }
+    }
 }
 
 /// Log a guest install or rollback in the console's activity.

@@ -102,6 +102,7 @@ impl Server {
             writer_stop.clone(),
         ));
         let (guests, version) = open_guests(&config, handle.clone(), metrics.clone()).await?;
+        let guests = Arc::new(guests);
         let guest_version = version.version().to_owned();
         tracing::info!(guest_version, start_no = store.start_no(), "guest ready");
         let owners = Arc::new(bets::Owners::default());
@@ -198,6 +199,17 @@ impl Server {
             ingest: cluster.as_deref().map(crate::cluster::ingest::Ingest::new),
         };
         let feed_addr = start_feed(&config, intake, &feed_stop, &feed_tasks).await?;
+        // In a cluster the guest version is the cluster's (`guests::cluster`).
+        let guest_rollouts = match &cluster {
+            Some(c) => Some(Arc::new(guests::cluster::Rollouts {
+                book: crate::cluster::guests::GuestBook::open(c)
+                    .await
+                    .context("the cluster's guest records")?,
+                node: c.config.node_id.clone(),
+                guests: guests.clone(),
+            })),
+            None => None,
+        };
         let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_for_http = metrics.clone();
@@ -217,7 +229,8 @@ impl Server {
             shutdown: session_stop.clone(),
             auth: Arc::new(crate::auth::Guard::new(config.admin_token.clone())),
             desk,
-            guests: Arc::new(guests),
+            guests: guests.clone(),
+            guest_rollouts: guest_rollouts.clone(),
             producers,
             catalog,
             store: store.clone(),
@@ -260,6 +273,9 @@ impl Server {
                 session_stop.clone(),
                 session_tasks.clone(),
             )));
+            if let Some(rollouts) = &guest_rollouts {
+                guests::cluster::follow(rollouts.clone(), router.clone(), feed_stop.clone(), &feed_tasks);
+            }
             let progress = Arc::new(crate::cluster::bets::Progress::default());
             if let (Some(book), Some(log)) = (&bet_book, &bet_log) {
                 log.set_fence(leases.fence());

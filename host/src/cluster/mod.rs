@@ -33,6 +33,7 @@ pub mod bets;
 pub mod consume;
 pub mod fence;
 pub mod frames;
+pub mod guests;
 pub mod ingest;
 pub mod lease;
 pub mod leases;

@@ -20,6 +20,7 @@
 //! in progress.
 
 mod canary;
+pub mod cluster;
 mod placement;
 mod rollout;
 
@@ -411,6 +412,11 @@ impl Guests {
             i.runtime = Some(runtime.clone());
         }
         Ok(runtime)
+    }
+
+    /// An installed version's component, from this node's store.
+    pub fn component(&self, hash: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        Ok(self.store.store.guest(hash)?.map(|r| r.component))
     }
 
     /// Compile a component on a blocking thread (never on the workers'
