@@ -113,16 +113,19 @@ async fn nodes(State(st): State<AppState>) -> Response {
     };
     // Read from the buckets at most once a second, however often asked
     // (each read is a request per partition).
+    // Public and read-only: a page served by another node of the cluster
+    // reads it too (where to reconnect), so any origin may.
+    let any_origin = [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")];
     let mut last = st.nodes_view.lock().await;
     if let Some((at, view)) = &*last
         && at.elapsed() < NODES_VIEW_FOR
     {
-        return axum::Json(view.clone()).into_response();
+        return (any_origin, axum::Json(view.clone())).into_response();
     }
     match crate::cluster::view::view(cluster).await {
         Ok(view) => {
             *last = Some((std::time::Instant::now(), view.clone()));
-            axum::Json(view).into_response()
+            (any_origin, axum::Json(view)).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("reading the cluster: {e}")).into_response(),
     }

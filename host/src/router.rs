@@ -56,6 +56,9 @@ pub struct Router {
     max_matches: usize,
     tasks: tokio_util::task::TaskTracker,
     remote: std::sync::OnceLock<Arc<dyn Remote>>,
+    /// In a cluster: matches other nodes run, as the cluster's directory
+    /// names them (for sessions subscribed to `"*"`).
+    announced: Mutex<std::collections::HashSet<Arc<str>>>,
 }
 
 impl Router {
@@ -68,6 +71,7 @@ impl Router {
             max_matches,
             tasks: tokio_util::task::TaskTracker::new(),
             remote: std::sync::OnceLock::new(),
+            announced: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -277,6 +281,29 @@ impl Router {
             .as_ref()
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// In a cluster: a match the cluster's directory names. If it is not
+    /// known here yet, sessions subscribed to `"*"` are told (they reach it
+    /// through a relay, or its worker here once it has events).
+    pub fn announce(&self, id: &str) {
+        if self.local(id).is_some() {
+            return;
+        }
+        let id: Arc<str> = Arc::from(id);
+        if self.announced.lock().expect("announced lock").insert(id.clone()) {
+            let _ = self.new_matches.send(id);
+        }
+    }
+
+    /// Every match a `"*"` subscription covers: this node's and, in a
+    /// cluster, the others' announced ones.
+    pub fn known_ids(&self) -> Vec<Arc<str>> {
+        let mut ids = self.match_ids();
+        let local: std::collections::HashSet<Arc<str>> = ids.iter().cloned().collect();
+        let announced = self.announced.lock().expect("announced lock");
+        ids.extend(announced.iter().filter(|id| !local.contains(*id)).cloned());
+        ids
     }
 
     /// Listen for matches created from now on.

@@ -199,6 +199,15 @@ impl Server {
             ingest: cluster.as_deref().map(crate::cluster::ingest::Ingest::new),
         };
         let feed_addr = start_feed(&config, intake, &feed_stop, &feed_tasks).await?;
+        // In a cluster `"*"` covers every node's matches (`push::directory`).
+        let directory = match &cluster {
+            Some(c) => Some(
+                crate::cluster::matches::Directory::open(c)
+                    .await
+                    .context("the cluster's directory of matches")?,
+            ),
+            None => None,
+        };
         // In a cluster the guest version is the cluster's (`guests::cluster`).
         let guest_rollouts = match &cluster {
             Some(c) => Some(Arc::new(guests::cluster::Rollouts {
@@ -246,7 +255,11 @@ impl Server {
                 feed_stop.clone(),
                 &feed_tasks,
             );
-            let leases = crate::cluster::Leases::start(c);
+            let url = config
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_addr}"));
+            let leases = crate::cluster::Leases::start_at(c, Some(url));
             crate::cluster::leases::count(
                 leases.owned(),
                 metrics_for_cluster.clone(),
@@ -277,7 +290,7 @@ impl Server {
                 guests::cluster::follow(rollouts.clone(), router.clone(), feed_stop.clone(), &feed_tasks);
             }
             let progress = Arc::new(crate::cluster::bets::Progress::default());
-            if let (Some(book), Some(log)) = (&bet_book, &bet_log) {
+            if let (Some(book), Some(log), Some(directory)) = (&bet_book, &bet_log, &directory) {
                 log.set_fence(leases.fence());
                 let owner = bets::cluster::Owner {
                     desk: desk_for_cluster.clone(),
@@ -292,6 +305,7 @@ impl Server {
                     feed_stop.clone(),
                     &feed_tasks,
                 );
+                push::directory::follow(directory.clone(), router.clone(), session_stop.clone(), &session_tasks);
                 let appliers = feed::cluster::Appliers {
                     cluster: c.clone(),
                     fence: leases.fence(),
@@ -299,6 +313,7 @@ impl Server {
                     metrics: metrics_for_cluster.clone(),
                     book: book.clone(),
                     progress,
+                    directory: directory.clone(),
                 };
                 feed::cluster::apply_owned(appliers, leases.owned(), feed_stop.clone(), &feed_tasks);
             }

@@ -62,6 +62,7 @@ mod cluster_fencing;
 mod cluster_ingest;
 mod cluster_lease;
 mod cluster_nats_loss;
+mod cluster_page;
 mod cluster_serve;
 mod cluster_swap;
 mod delta;

@@ -63,6 +63,12 @@ pub struct Leases {
 impl Leases {
     /// Start keeping leases for `cluster`'s node. Needs a tokio runtime.
     pub fn start(cluster: &Cluster) -> Leases {
+        Leases::start_at(cluster, None)
+    }
+
+    /// [`Leases::start`], the node's heartbeat advertising `url` (where
+    /// its clients reach it).
+    pub fn start_at(cluster: &Cluster, url: Option<String>) -> Leases {
         let config = &cluster.config;
         // Tells this process's writes from a previous life's under the
         // same node id; nanoseconds since the epoch differ between lives.
@@ -80,7 +86,7 @@ impl Leases {
                 incarnation,
                 config.lease_ttl,
             ),
-            nodes: Nodes::new(cluster.nodes.clone(), config.node_id.clone(), incarnation),
+            nodes: Nodes::new(cluster.nodes.clone(), config.node_id.clone(), incarnation, url),
             me: config.node_id.clone(),
             partitions: config.partitions,
             tick: config.renew_interval(),

@@ -37,6 +37,7 @@ pub mod guests;
 pub mod ingest;
 pub mod lease;
 pub mod leases;
+pub mod matches;
 pub mod nodes;
 pub mod partition;
 pub mod streams;

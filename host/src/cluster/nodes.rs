@@ -25,6 +25,10 @@ pub const BUCKET: &str = "TL_NODES";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeValue {
     pub incarnation: u64,
+    /// Where its HTTP and WebSocket clients reach it (a page whose node
+    /// goes away reconnects to another: `GET /api/nodes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// This node's entry in the bucket.
@@ -36,9 +40,9 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    pub fn new(kv: kv::Store, me: NodeId, incarnation: u64) -> Nodes {
-        // Serialising one integer cannot fail.
-        let value = serde_json::to_vec(&NodeValue { incarnation }).expect("node value serialises");
+    pub fn new(kv: kv::Store, me: NodeId, incarnation: u64, url: Option<String>) -> Nodes {
+        // Serialising an integer and a string cannot fail.
+        let value = serde_json::to_vec(&NodeValue { incarnation, url }).expect("node value serialises");
         Nodes {
             kv,
             me,
@@ -72,6 +76,12 @@ impl Nodes {
             .filter(|(_, count)| *count > 0)
             .filter_map(|(subject, _)| subject.strip_prefix(&prefix).map(str::to_owned))
             .collect())
+    }
+
+    /// The URL node `id` advertises, if it is live and advertises one.
+    pub async fn url_of(&self, id: &str) -> Option<String> {
+        let value = self.kv.get(id).await.ok()??;
+        serde_json::from_slice::<NodeValue>(&value).ok()?.url
     }
 
     /// Remove this node's key at once (graceful shutdown).

@@ -17,6 +17,9 @@ pub struct NodeView {
     /// Its heartbeat is current. `false`: a holder whose leases have not
     /// expired yet although it stopped heartbeating (crashed, cut off).
     pub live: bool,
+    /// Where its clients reach it (`--advertise-url`), while it is live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// What a node sees of the cluster.
@@ -34,7 +37,7 @@ pub struct ClusterView {
 pub async fn view(cluster: &Cluster) -> Result<ClusterView, ClusterError> {
     let config = &cluster.config;
     // Read-only handles: the incarnation only matters to writes.
-    let nodes = Nodes::new(cluster.nodes.clone(), config.node_id.clone(), 0);
+    let nodes = Nodes::new(cluster.nodes.clone(), config.node_id.clone(), 0, None);
     let leases = LeaseKv::new(cluster.leases.clone(), config.node_id.clone(), 0, config.lease_ttl);
     let live = nodes.live().await?;
     let owners = leases.owners(config.partitions).await?;
@@ -46,17 +49,24 @@ pub async fn view(cluster: &Cluster) -> Result<ClusterView, ClusterError> {
             None => free.push(p),
         }
     }
+    let mut listed = Vec::with_capacity(held.len());
+    for (id, partitions) in held {
+        let url = if live.contains(&id) {
+            nodes.url_of(&id).await
+        } else {
+            None
+        };
+        listed.push(NodeView {
+            live: live.contains(&id),
+            id,
+            partitions,
+            url,
+        });
+    }
     Ok(ClusterView {
         node: config.node_id.as_str().to_owned(),
         partitions: config.partitions.count(),
-        nodes: held
-            .into_iter()
-            .map(|(id, partitions)| NodeView {
-                live: live.contains(&id),
-                id,
-                partitions,
-            })
-            .collect(),
+        nodes: listed,
         free,
     })
 }

@@ -268,6 +268,11 @@ pub struct Settings {
     /// NATS cluster, so it survives the loss of one).
     #[arg(long, default_value_t = 1)]
     pub cluster_replicas: usize,
+    /// In a cluster, the URL this node's clients reach it at, listed by
+    /// `GET /api/nodes` for pages whose node goes away (default:
+    /// `http://` and the address --http is bound to).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -368,6 +373,7 @@ impl Settings {
             api_url: self.api_url,
             descriptions_files: self.descriptions_file,
             names: !self.no_names,
+            advertise_url: self.advertise_url,
             cluster: cluster_config(
                 self.cluster,
                 self.node_id,

@@ -102,6 +102,9 @@ pub struct ServeConfig {
     pub names: bool,
     /// The cluster this node joins (`--cluster`); `None`: a single node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Where this node's clients reach it, advertised to the cluster
+    /// (`None`: `http://` and the bound HTTP address).
+    pub advertise_url: Option<String>,
 }
 
 impl ServeConfig {

@@ -407,6 +407,7 @@ fn the_flags_users_know() {
         max_connections: Some(1),
         cluster: vec![String::new()],
         node_id: Some(String::new()),
+        advertise_url: Some(String::new()),
         ..Settings::default()
     })
     .expect("settings as TOML")

@@ -52,6 +52,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::bets::{Applied, BetBook, Progress};
 use crate::cluster::consume::{self, Delivery};
 use crate::cluster::ingest::{Ingest, PRODUCERS_SUBJECT};
+use crate::cluster::matches::Directory;
 use crate::cluster::partition::snapshot_subject;
 use crate::cluster::{Cluster, Fence, Owned};
 use crate::journal::BetRecord;
@@ -111,6 +112,8 @@ pub struct Appliers {
     pub book: BetBook,
     /// How far each applier has come (the bet desk waits on it).
     pub progress: Arc<Progress>,
+    /// The cluster's matches: each applier names the ones it runs.
+    pub directory: Directory,
 }
 
 /// Keep one applying task per partition this node owns, until `stop`.
@@ -127,6 +130,7 @@ pub fn apply_owned(
         metrics,
         book,
         progress,
+        directory,
     } = appliers;
     let spawner = tasks.clone();
     tasks.spawn(async move {
@@ -166,6 +170,8 @@ pub fn apply_owned(
                     metrics: metrics.clone(),
                     book: book.clone(),
                     progress: progress.begin(p, token),
+                    directory: directory.clone(),
+                    named: std::sync::Mutex::new(std::collections::HashSet::new()),
                 };
                 spawner.spawn(applier.run(cancel));
             }
@@ -191,6 +197,9 @@ struct Applier {
     book: BetBook,
     /// How far it has come, for the bet desk.
     progress: watch::Sender<Applied>,
+    directory: Directory,
+    /// Matches named in the directory this tenure.
+    named: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Applier {
@@ -260,6 +269,20 @@ impl Applier {
                 }
             }
         }
+    }
+
+    /// Name a match in the cluster's directory, once per tenure, off the
+    /// applying path (a name lost only keeps it from other nodes' `"*"`).
+    fn name(&self, match_id: &str) {
+        if !self.named.lock().expect("named lock").insert(match_id.to_owned()) {
+            return;
+        }
+        let (directory, id) = (self.directory.clone(), match_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = directory.record(&id).await {
+                tracing::warn!(match_id = id, error = %e, "match not named in the cluster's directory");
+            }
+        });
     }
 
     /// Hand each match's recorded bets to its worker (which brings their
@@ -333,6 +356,7 @@ impl Applier {
                 match touchline_guest::event::decode(&e.event) {
                     Ok(event) if event.event_id() == e.match_id => {
                         consumed("event");
+                        self.name(&e.match_id);
                         if let Err(err) = self.router.dispatch_while(event, None, || self.holds()).await {
                             self.metrics
                                 .route_errors

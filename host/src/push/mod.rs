@@ -7,10 +7,12 @@
 //! the missed updates or a fresh snapshot. Frames
 //! are never re-serialised per client. [`budget`] is what one client may
 //! make the server hold or do. In a cluster, [`relay`] carries frames
-//! between nodes. The wire protocol is in `docs/protocol.md`.
+//! between nodes and [`directory`] makes `"*"` cover every node's
+//! matches. The wire protocol is in `docs/protocol.md`.
 
 pub mod budget;
 mod close;
+pub mod directory;
 mod named;
 pub mod relay;
 mod request;

@@ -84,6 +84,12 @@ impl Named {
         }
     }
 
+    /// A resume point for a match a `"*"` subscription covers (named or
+    /// not), used when it is subscribed.
+    pub fn resume(&mut self, id: Arc<str>, p: Position) {
+        self.since.insert(id, p);
+    }
+
     /// The client unsubscribed `id`.
     pub fn forget(&mut self, id: &str) {
         self.wanted.remove(id);

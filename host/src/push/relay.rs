@@ -26,9 +26,10 @@
 //!   session resuming with `since` through a relay is sent a snapshot (the
 //!   relay keeps no history to resume from yet).
 //! - A relay lives until shutdown (or until its subscription fails; its
-//!   entry goes with it); at most `max` exist (the match capacity). Bets and operator commands sent to a relay are not
-//!   answered (bets to the owner are not built yet): their callers see the
-//!   match as gone.
+//!   entry goes with it); at most `max` exist (the match capacity).
+//!   Operator commands sent to a relay are not answered (their callers
+//!   see the match as gone); bets never come here (`bets::cluster` sends
+//!   them to the owner).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

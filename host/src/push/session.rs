@@ -281,6 +281,12 @@ impl Session {
                 for id in matches {
                     if id == "*" {
                         self.all = true;
+                        // Every match: resume points count for any of them
+                        // (a page reconnecting to another node), at most
+                        // as many as a session may name.
+                        for (sid, p) in since.drain().take(self.budget.max_subscriptions) {
+                            self.named.resume(Arc::from(sid), p);
+                        }
                         self.resubscribe_known();
                     } else {
                         // Resume points count only for matches named here.
@@ -361,7 +367,7 @@ impl Session {
     /// Every known match this session wants (after `["*"]`, or after
     /// missing announcements of new matches).
     fn resubscribe_known(&mut self) {
-        for id in self.router.match_ids() {
+        for id in self.router.known_ids() {
             self.named.seen(&id);
             if self.all || self.named.contains(&id) {
                 self.subscribe(id);
