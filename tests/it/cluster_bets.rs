@@ -3,7 +3,10 @@
 //! bet accepted before its owner's `kill -9` is answered the same after
 //! the failover, a bet sent during the failover gets exactly one answer
 //! (decided by the new owner), and the new owner settles both from the
-//! real settlement sample.
+//! real settlement sample. An owner that stops answering (paused) leaves
+//! the receiving node to record the bet `unavailable` itself after its
+//! patience, and that stays the bet's one decision when the owner comes
+//! back to the request.
 
 use std::io::Write;
 use std::time::Instant;
@@ -13,7 +16,7 @@ use touchline::cluster::Partitions;
 use touchline_testkit::provider::bring_up;
 
 use crate::settle_bets::book;
-use crate::support::nodes::{PARTITIONS, cluster, matches_of};
+use crate::support::nodes::{PARTITIONS, cluster, matches_of, node_ttl, settled};
 use crate::support::{DEADLINE, Ws, http_get, sample, wait_for};
 
 /// The match the minus5 `bet_settlement` sample settles.
@@ -153,4 +156,53 @@ async fn a_bet_outlives_its_owner_and_one_sent_during_the_failover_gets_one_answ
     });
     assert_eq!(stored["payout"].as_f64(), Some(15.0), "{stored}");
     eprintln!("bet sent at the owner's kill -9 answered after {answered_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bet_its_owner_never_answers_is_rejected_once_and_stays_rejected() {
+    // A long TTL: the paused owner keeps its partitions (no takeover).
+    let nats = crate::support::cluster::nats();
+    let (a, b) = (node_ttl(&nats.url(), "a", "30000"), node_ttl(&nats.url(), "b", "30000"));
+    let held = tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
+    let p = Partitions::new(PARTITIONS).expect("count").partition_of(MATCH);
+    let (owner, entry) = if held["a"].contains(&p) { (&a, &b) } else { (&b, &a) };
+    let mut feed = entry.feed();
+    for n in [entry, owner] {
+        bring_up(&n.provider, &mut feed, n.http, DEADLINE).expect("producers up");
+    }
+    feed.write_all(&book(MATCH, &[(201, "", &["861", "862", "863", "864"])], 2.0))
+        .expect("feed");
+    tokio::task::block_in_place(|| {
+        wait_for("the owner to run the match", || {
+            matches_of(owner).contains(MATCH).then_some(())
+        })
+    });
+    let mut ws = Ws::connect(entry.http).await;
+    let mut seen = Seen::default();
+
+    owner.signal("STOP");
+    let sent = Instant::now();
+    ws.send(bet("paused", "861", 2.0)).await;
+    let answer = seen.answer(&mut ws, "paused").await;
+    let waited = sent.elapsed();
+    owner.signal("CONT");
+    assert_eq!(answer["status"], "rejected", "{answer}");
+    assert!(
+        answer["reason"].as_str().is_some_and(|r| r.starts_with("unavailable")),
+        "{answer}"
+    );
+    assert!(waited.as_secs() >= 9, "the node waited its patience: {waited:?}");
+
+    // The owner, back, has the request queued: it finds the rejection
+    // recorded and decides nothing. Asked again, on either node, the bet
+    // is what was recorded; a new bet is accepted.
+    ws.send(bet("paused", "861", 2.0)).await;
+    assert_eq!(seen.answer(&mut ws, "paused").await, answer, "one decision");
+    let mut on_owner = Ws::connect(owner.http).await;
+    on_owner.send(bet("paused", "861", 2.0)).await;
+    assert_eq!(Seen::default().answer(&mut on_owner, "paused").await, answer);
+    ws.send(bet("after", "861", 2.0)).await;
+    assert_eq!(seen.answer(&mut ws, "after").await["status"], "accepted");
+    assert_eq!(seen.decisions_of("paused").len(), 2, "{:?}", seen.0);
+    eprintln!("a bet to a paused owner was rejected after {waited:?}");
 }

@@ -90,6 +90,8 @@ impl Remote {
         let give_up = Instant::now() + BET_PATIENCE;
         let mut backoff = Duration::from_millis(50);
         loop {
+            // No attempt outlasts the patience.
+            let attempt = ATTEMPT.min(give_up.saturating_duration_since(Instant::now()));
             let asked = self
                 .book
                 .client()
@@ -97,7 +99,7 @@ impl Remote {
                     bet_subject(p),
                     async_nats::Request::new()
                         .payload(payload.clone())
-                        .timeout(Some(ATTEMPT)),
+                        .timeout(Some(attempt)),
                 )
                 .await;
             let why = match asked.map(|m| serde_json::from_slice::<Reply>(&m.payload)) {
