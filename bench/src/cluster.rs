@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use touchline::cluster::Partitions;
 use touchline::sim::SimConfig;
-use touchline_testkit::{NatsServer, ServerProcess, nodes, procfs};
+use touchline_testkit::{NatsCluster, NatsServer, ServerProcess, nodes, procfs};
 
 use crate::load;
 use crate::scenarios::{Servers, match_ids, pipeline_run, progress, stop_server, traffic};
@@ -73,11 +73,34 @@ pub(crate) async fn cluster_run(
     progress(&format!("cluster: single node, {events} events"));
     let single = pipeline_run(servers.launch(&dir.join("single"), &[]), stream.clone(), events)?;
     progress("cluster: 3 nodes on one nats-server");
-    let three = throughput(servers, &dir.join("three"), &stream, events, &["a", "b", "c"], false)?;
+    let three = throughput(
+        servers,
+        &dir.join("three"),
+        &stream,
+        events,
+        &["a", "b", "c"],
+        Setup::default(),
+    )?;
+    progress("cluster: 3 nodes on 3 nats-servers, replicas 3");
+    let replicated = throughput(
+        servers,
+        &dir.join("replicated"),
+        &stream,
+        events,
+        &["a", "b", "c"],
+        Setup {
+            replicated: true,
+            ..Setup::default()
+        },
+    )?;
+    let pinned = Setup {
+        pin: true,
+        ..Setup::default()
+    };
     progress("cluster: 1 node on core 0");
-    let one_pinned = throughput(servers, &dir.join("one-pinned"), &stream, events, &["a"], true)?;
+    let one_pinned = throughput(servers, &dir.join("one-pinned"), &stream, events, &["a"], pinned)?;
     progress("cluster: 2 nodes on cores 0 and 1");
-    let two_pinned = throughput(servers, &dir.join("two-pinned"), &stream, events, &["a", "b"], true)?;
+    let two_pinned = throughput(servers, &dir.join("two-pinned"), &stream, events, &["a", "b"], pinned)?;
     progress(&format!("cluster: failover, {} kills", sizes.kills));
     let failover = failover(servers, &dir.join("failover"), sizes.kills, seed).await?;
 
@@ -88,9 +111,11 @@ pub(crate) async fn cluster_run(
         "events": events,
         "single_node": single,
         "three_nodes": three,
+        "three_nodes_replicated": replicated,
         "one_node_on_one_core": one_pinned,
         "two_nodes_on_one_core_each": two_pinned,
         "three_nodes_over_single": ratio(rate(&three), rate(&single)),
+        "replicated_over_single": ratio(rate(&replicated), rate(&single)),
         "two_pinned_over_one_pinned": ratio(rate(&two_pinned), rate(&one_pinned)),
         "failover": failover,
     }))
@@ -103,24 +128,68 @@ fn node(servers: &Servers, dir: &Path, nats: &str, id: &str, extra: &[&str]) -> 
     servers.start(&dir.join(id), &args)
 }
 
-/// Nodes `ids` on a fresh nats-server, settled; `pin` puts node i on core
-/// i. The stream is blasted into the first; done when the nodes together
-/// have applied every event.
+/// Where a throughput run's nodes run.
+#[derive(Clone, Copy, Default)]
+struct Setup {
+    /// Node i on core i (`taskset`).
+    pin: bool,
+    /// Three nats-servers in one JetStream cluster and `--cluster-replicas
+    /// 3` (every publish acknowledged by two of three), instead of one.
+    replicated: bool,
+}
+
+/// The NATS of a run: one server or a 3-server cluster.
+enum Nats {
+    One(NatsServer),
+    Three(NatsCluster),
+}
+
+impl Nats {
+    fn urls(&self) -> String {
+        match self {
+            Nats::One(n) => n.url(),
+            Nats::Three(c) => c.urls().join(","),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Nats::One(n) => n.pid().into_iter().collect(),
+            Nats::Three(c) => (0..3).filter_map(|i| c.server(i).pid()).collect(),
+        }
+    }
+}
+
+/// Nodes `ids` on fresh NATS, settled, placed as `setup` says. The stream
+/// is blasted into the first; done when the nodes together have applied
+/// every event.
 fn throughput(
     servers: &Servers,
     dir: &Path,
     stream: &Arc<Vec<u8>>,
     events: u64,
     ids: &[&str],
-    pin: bool,
+    setup: Setup,
 ) -> anyhow::Result<Value> {
-    let nats = NatsServer::start().context("starting nats-server (make nats installs it)")?;
+    let (nats, extra): (Nats, &[&str]) = if setup.replicated {
+        let c = NatsCluster::start().context("starting 3 nats-servers (make nats installs it)")?;
+        (Nats::Three(c), &["--cluster-replicas", "3"])
+    } else {
+        let n = NatsServer::start().context("starting nats-server (make nats installs it)")?;
+        (Nats::One(n), &[])
+    };
+    // One after the other: the first creates the streams (a Raft group
+    // each when replicated).
     let nodes = ids
         .iter()
-        .map(|id| node(servers, dir, &nats.url(), id, &[]))
+        .map(|id| {
+            let n = node(servers, dir, &nats.urls(), id, extra)?;
+            nodes::settled(n.http, &[id], SETTLE)?;
+            Ok(n)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     nodes::settled(nodes[0].http, ids, SETTLE)?;
-    if pin {
+    if setup.pin {
         for (core, n) in nodes.iter().enumerate() {
             let status = std::process::Command::new("taskset")
                 .args(["-a", "-cp", &core.to_string(), &n.pid().to_string()])
@@ -130,11 +199,11 @@ fn throughput(
             anyhow::ensure!(status.success(), "taskset -a -cp {core} {} failed", n.pid());
         }
     }
-    let nats_pid = nats.pid().context("nats-server's pid")?;
+    let nats_pids = nats.pids();
     let cpu = |nodes: &[ServerProcess]| -> (Vec<f64>, f64) {
         (
             nodes.iter().map(ServerProcess::cpu_seconds).collect(),
-            procfs::cpu_seconds(nats_pid),
+            nats_pids.iter().map(|p| procfs::cpu_seconds(*p)).sum(),
         )
     };
     let (nodes_cpu0, nats_cpu0) = cpu(&nodes);
@@ -164,7 +233,9 @@ fn throughput(
     let nodes_cpu: Vec<f64> = nodes_cpu.iter().zip(&nodes_cpu0).map(|(a, b)| a - b).collect();
     Ok(json!({
         "nodes": ids,
-        "pinned": pin,
+        "pinned": setup.pin,
+        "nats_servers": nats_pids.len(),
+        "replicas": if setup.replicated { 3 } else { 1 },
         "events_per_s": events as f64 / secs,
         "seconds": secs,
         "nodes_cpu_s": nodes_cpu,

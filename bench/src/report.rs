@@ -288,7 +288,7 @@ fn cluster_table(t: &mut String, r: &Value) {
     let k = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0}", x));
     let _ = writeln!(
         t,
-        "\n9. cluster ({} matches, {} events blasted into node a; one nats-server; CPU s: nodes / nats-server)",
+        "\n9. cluster ({} matches, {} events blasted into node a; one nats-server unless said; CPU s: nodes / nats-servers)",
         c["matches"], c["events"]
     );
     let single = &c["single_node"];
@@ -300,6 +300,7 @@ fn cluster_table(t: &mut String, r: &Value) {
     );
     for (name, key) in [
         ("3 nodes", "three_nodes"),
+        ("3 nodes, 3 nats-servers, replicas 3", "three_nodes_replicated"),
         ("1 node on core 0", "one_node_on_one_core"),
         ("2 nodes on cores 0, 1", "two_nodes_on_one_core_each"),
     ] {
@@ -317,8 +318,9 @@ fn cluster_table(t: &mut String, r: &Value) {
     }
     let _ = writeln!(
         t,
-        "   ratios: 3 nodes / single {}, 2 pinned / 1 pinned {}",
+        "   ratios: 3 nodes / single {}, replicated / single {}, 2 pinned / 1 pinned {}",
         f(&c["three_nodes_over_single"]),
+        f(&c["replicated_over_single"]),
         f(&c["two_pinned_over_one_pinned"])
     );
     let o = &c["failover"];
