@@ -287,11 +287,11 @@ impl Router {
     /// known here yet, sessions subscribed to `"*"` are told (they reach it
     /// through a relay, or its worker here once it has events).
     pub fn announce(&self, id: &str) {
-        if self.local(id).is_some() {
-            return;
-        }
         let id: Arc<str> = Arc::from(id);
-        if self.announced.lock().expect("announced lock").insert(id.clone()) {
+        // Kept even while it runs here: its partition may move away, and
+        // `"*"` must still cover it then.
+        let new = self.announced.lock().expect("announced lock").insert(id.clone());
+        if new && self.local(&id).is_none() {
             let _ = self.new_matches.send(id);
         }
     }

@@ -255,11 +255,16 @@ impl Server {
                 feed_stop.clone(),
                 &feed_tasks,
             );
-            let url = config
-                .advertise_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{http_addr}"));
-            let leases = crate::cluster::Leases::start_at(c, Some(url));
+            // The bound address, unless it names no host (0.0.0.0, ::):
+            // then only --advertise-url can say where clients reach it.
+            let url = config.advertise_url.clone().or_else(|| {
+                let named = !http_addr.ip().is_unspecified();
+                if !named {
+                    tracing::warn!(%http_addr, "no --advertise-url: pages cannot move to this node");
+                }
+                named.then(|| format!("http://{http_addr}"))
+            });
+            let leases = crate::cluster::Leases::start_at(c, url);
             crate::cluster::leases::count(
                 leases.owned(),
                 metrics_for_cluster.clone(),

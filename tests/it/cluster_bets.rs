@@ -206,3 +206,41 @@ async fn a_bet_its_owner_never_answers_is_rejected_once_and_stays_rejected() {
     assert_eq!(seen.decisions_of("paused").len(), 2, "{:?}", seen.0);
     eprintln!("a bet to a paused owner was rejected after {waited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_decision_recorded_stands_whoever_writes_the_next() {
+    use touchline::cluster::bets::BetBook;
+    use touchline::journal::BetRecord;
+    let nats = crate::support::cluster::nats();
+    let node = crate::support::cluster::connect(&[nats.url()], "a", std::time::Duration::from_secs(3), 1).await;
+    let book = BetBook::open(&node).await.expect("bet book");
+    let request: touchline_guest::bet::BetRequest = serde_json::from_value(json!({
+        "id": "x", "market": 201, "specifiers": "", "outcome": "861", "odds": 2.0, "stake": 10.0,
+        "accept_better_odds": false
+    }))
+    .expect("request");
+    let record = |decision: Result<f64, String>| BetRecord {
+        match_id: MATCH.to_owned(),
+        request: request.clone(),
+        decision,
+        seq: 3,
+        epoch: 1,
+        decided_at: 1,
+        settlement: None,
+    };
+    let (accepted, refused) = (record(Ok(2.0)), record(Err("unavailable".into())));
+    assert_eq!(
+        book.record_decision(7, &accepted).await.expect("first"),
+        None,
+        "recorded"
+    );
+    // The same record again (a retry): a duplicate, it stands.
+    assert_eq!(book.record_decision(7, &accepted).await.expect("retry"), None);
+    // Another writer's decision for the bet loses to the first, within the
+    // duplicate window too.
+    assert_eq!(
+        book.record_decision(7, &refused).await.expect("second"),
+        Some(accepted.clone())
+    );
+    assert_eq!(book.recorded(7, "x").await.expect("read"), Some(accepted));
+}

@@ -19,12 +19,15 @@
 //!   bets), so the decision sees at least the odds any node had published
 //!   by then: a producer's recovery is announced only after its events
 //!   are stored. Then the match's worker decides and records
-//!   ([`JetStreamBets`]).
+//!   ([`JetStreamBets`]): first-wins, the message id a hash of the record
+//!   (so only a retry of the same record is a duplicate). Only a recorded
+//!   accepted bet joins the match's bets.
 //! - **Settlements** are recorded by the owner's workers as new records
 //!   of the bet; every node hears the records (`tl.bd.>`) and tells the
 //!   sessions that placed those bets there.
-//! - **A new owner** restores each match's accepted bets from the records
-//!   (`feed::cluster`) and brings their standing up to date at once.
+//! - **A new owner** follows the partition's records for its tenure
+//!   (`feed::cluster`): each accepted bet goes to its match's worker,
+//!   which brings its standing up to date at once.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -56,8 +59,9 @@ const ATTEMPT: Duration = Duration::from_secs(3);
 /// arrived; past it the bet is asked again.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
-/// How long a worker retries recording a decision (shorter than
-/// [`BET_PATIENCE`], so the receiving node's own record comes after).
+/// How long a worker retries recording a decision. Shorter than
+/// [`BET_PATIENCE`], so it usually ends first; when it does not, the
+/// first-wins record decides which of the two stands.
 const RECORD_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long a settlement record is retried (a new owner recomputes and
@@ -132,7 +136,7 @@ impl Remote {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(bet = %id, error = %e, "the rejection could not be recorded");
-                return (Answer::rejected(&id, reason), true);
+                return (Answer::rejected(&id, NOT_RECORDED), true);
             }
         }
         let record = unrouted(ask.match_id, ask.request, &reason);
@@ -141,7 +145,7 @@ impl Remote {
             Ok(Some(stored)) => (Answer::from_record(&stored), false),
             Err(e) => {
                 tracing::warn!(bet = %id, error = %e, "the rejection could not be recorded");
-                (Answer::rejected(&id, reason), true)
+                (Answer::rejected(&id, NOT_RECORDED), true)
             }
         }
     }
@@ -156,6 +160,11 @@ impl Remote {
 }
 
 const ID_CONFLICT: &str = "id_conflict: this id was used for another bet";
+
+/// The owner did not answer and the cluster could not be written either:
+/// the outcome is not known here (an owner may still decide the bet).
+const NOT_RECORDED: &str =
+    "unavailable: the cluster did not answer; the outcome is unknown, ask again with the same id";
 
 /// A decision made without a worker (rejected on its face, unknown match,
 /// the owner unreachable).
@@ -186,23 +195,18 @@ impl Desk {
     async fn decide_owned(&self, owner: &Owner, (p, token): (u32, u64), ask: Ask) -> Reply {
         let retry = |why: String| Reply::Retry(why);
         let id = ask.request.id.clone();
-        let _claim = self.claim(&id).await;
+        // Being decided here already (an earlier attempt of the same
+        // request): the next attempt finds its record.
+        let Some(_claim) = self.try_claim(&id) else {
+            return retry("being decided".into());
+        };
         match owner.book.claim(&ask.match_id, &ask.request, same_bet).await {
             Err(e) => return retry(format!("claiming the id: {e}")),
             Ok(Claim::Other) => return Reply::Conflict,
             Ok(Claim::Same) => match owner.book.recorded(p, &id).await {
                 Err(e) => return retry(format!("reading the record: {e}")),
-                Ok(Some(record)) => {
-                    // Its worker may have forgotten it (a record whose
-                    // acknowledgement was lost): known again, idempotently.
-                    if record.decision.is_ok()
-                        && let Some(handle) = self.router.local(&ask.match_id)
-                    {
-                        let records = vec![record.clone()];
-                        let _ = handle.mailbox.send(Command::RestoreBets { records }).await;
-                    }
-                    return Reply::Decided { record, replay: true };
-                }
+                // (Its worker learns it from the partition's records.)
+                Ok(Some(record)) => return Reply::Decided { record, replay: true },
                 // Claimed by a request whose decision was never recorded
                 // (its owner died first): decided now.
                 Ok(None) => {}
@@ -304,7 +308,11 @@ async fn respond(owner: Owner, (p, token): (u32, u64), slots: Arc<Semaphore>, ca
             let reply = match serde_json::from_slice::<Ask>(&request.payload) {
                 Err(e) => Reply::Retry(format!("unreadable bet: {e}")),
                 Ok(_) if !owner.fence.holds(p, token) => Reply::Retry("not the owner".into()),
-                Ok(ask) => owner.desk.decide_owned(&owner, (p, token), ask).await,
+                // Bounded like one attempt of the receiving node: past it
+                // that node asks again (and finds the record, if any).
+                Ok(ask) => tokio::time::timeout(ATTEMPT, owner.desk.decide_owned(&owner, (p, token), ask))
+                    .await
+                    .unwrap_or_else(|_| Reply::Retry("not decided in time".into())),
             };
             drop(slot);
             match serde_json::to_vec(&reply) {

@@ -400,6 +400,20 @@ impl Desk {
         Answer::from_record(&record)
     }
 
+    /// Hold `id` until the returned guard drops, unless another request
+    /// holds it now (`None`).
+    fn try_claim(&self, id: &str) -> Option<Claim<'_>> {
+        let mut map = self.inflight.lock().expect("inflight lock");
+        if map.contains_key(id) {
+            return None;
+        }
+        map.insert(id.to_owned(), Arc::new(Notify::new()));
+        Some(Claim {
+            desk: self,
+            id: id.to_owned(),
+        })
+    }
+
     /// Hold `id` until the returned guard drops; waits while another
     /// request holds it.
     async fn claim(&self, id: &str) -> Claim<'_> {

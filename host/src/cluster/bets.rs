@@ -21,7 +21,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use futures_util::StreamExt as _;
+use futures_util::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use touchline_guest::bet::BetRequest;
@@ -29,7 +29,7 @@ use touchline_guest::bet::BetRequest;
 use super::ClusterError;
 use super::ingest::message_id;
 use super::partition::partition_events;
-use super::streams::{BETS_STREAM, Cluster, EVENTS_STREAM, REQUEST_TIMEOUT};
+use super::streams::{BETS_STREAM, Cluster, EVENTS_STREAM};
 use crate::journal::BetRecord;
 
 /// The bucket of claimed bet ids.
@@ -197,13 +197,22 @@ impl BetBook {
     pub async fn record_decision(&self, partition: u32, record: &BetRecord) -> Result<Option<BetRecord>, ClusterError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-        // The message id makes a retry of a stored decision a duplicate.
-        let id = message_id(&record.request.id, b"decision");
+        // The message id is the record's content: a retry of a stored
+        // record is a duplicate (acknowledged, not stored twice), while any
+        // other record for the bet (another writer's, another decision)
+        // meets the expected sequence and loses. (The server checks the
+        // message id before the expected sequence: an id shared by two
+        // different records would acknowledge the second as stored.)
+        let payload = serde_json::to_vec(record).map_err(|e| ClusterError::Config(format!("bet record: {e}")))?;
+        let id = message_id(&record.request.id, &payload);
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         match self.publish(partition, record, headers).await {
-            Ok(()) => Ok(None),
-            Err(Some(PublishErrorKind::WrongLastSequence)) => {
+            Ok(false) => Ok(None),
+            // A duplicate: stored before (this record, by a retry). Read
+            // back, so whatever stands is what is answered.
+            Ok(true) | Err(Some(PublishErrorKind::WrongLastSequence)) => {
                 match self.recorded(partition, &record.request.id).await? {
+                    Some(stored) if stored == *record => Ok(None),
                     Some(stored) => Ok(Some(stored)),
                     None => Err(ClusterError::Config(format!(
                         "bet {}: a record exists but cannot be read",
@@ -222,6 +231,7 @@ impl BetBook {
     pub async fn record_change(&self, partition: u32, record: &BetRecord) -> Result<(), ClusterError> {
         self.publish(partition, record, HeaderMap::new())
             .await
+            .map(drop)
             .map_err(|_| ClusterError::TimedOut("recording a bet's settlement"))
     }
 
@@ -230,7 +240,7 @@ impl BetBook {
         partition: u32,
         record: &BetRecord,
         headers: HeaderMap,
-    ) -> Result<(), Option<PublishErrorKind>> {
+    ) -> Result<bool, Option<PublishErrorKind>> {
         let payload = serde_json::to_vec(record).map_err(|_| None)?;
         let subject = record_subject(partition, &record.request.id);
         let ack = self
@@ -239,23 +249,28 @@ impl BetBook {
             .publish_with_headers(subject, headers, payload.into())
             .await
             .map_err(|e| Some(e.kind()))?;
-        ack.await.map(|_| ()).map_err(|e| Some(e.kind()))
+        ack.await.map(|a| a.duplicate).map_err(|e| Some(e.kind()))
     }
 
-    /// Every accepted bet recorded on partition `p`, as it stands now (the
-    /// last record of each).
-    pub async fn load(&self, partition: u32) -> Result<Vec<BetRecord>, ClusterError> {
-        let failed = |source: async_nats::Error| ClusterError::Setup {
+    /// Partition `p`'s bet records: first the last record of every bet,
+    /// then each new one, for as long as the stream is read. Each item
+    /// says whether the backlog is read (`caught_up`); with no record yet
+    /// the first item is `(None, true)`.
+    pub async fn records(
+        &self,
+        partition: u32,
+    ) -> Result<impl Stream<Item = Result<(Option<BetRecord>, bool), ClusterError>> + Send + use<>, ClusterError> {
+        let failed = move |source: async_nats::Error| ClusterError::Setup {
             what: format!("the bets of partition {partition}"),
             source,
         };
         let stream = self.stream(BETS_STREAM).await?;
         let filter = partition_records(partition);
-        match stream.get_last_raw_message_by_subject(&filter).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(Vec::new()),
+        let empty = match stream.get_last_raw_message_by_subject(&filter).await {
+            Ok(_) => false,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => true,
             Err(e) => return Err(failed(e.into())),
-        }
+        };
         let consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subject: filter,
@@ -264,25 +279,13 @@ impl BetBook {
             })
             .await
             .map_err(|e| failed(e.into()))?;
-        let mut messages = consumer.messages().await.map_err(|e| failed(e.into()))?;
-        let mut out = Vec::new();
-        loop {
-            let next = tokio::time::timeout(REQUEST_TIMEOUT, messages.next())
-                .await
-                .map_err(|_| ClusterError::TimedOut("reading a partition's bets"))?;
-            let Some(m) = next else { break };
+        let messages = consumer.messages().await.map_err(|e| failed(e.into()))?;
+        let first = futures_util::stream::iter(empty.then_some(Ok((None, true))));
+        Ok(first.chain(messages.map(move |m| {
             let m = m.map_err(|e| failed(e.into()))?;
             let pending = m.info().map(|i| i.pending).map_err(failed)?;
-            if let Ok(record) = serde_json::from_slice::<BetRecord>(&m.payload)
-                && record.decision.is_ok()
-            {
-                out.push(record);
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok(out)
+            Ok((serde_json::from_slice::<BetRecord>(&m.payload).ok(), pending == 0))
+        })))
     }
 
     /// The stream sequence of partition `p`'s last stored event (0: none).

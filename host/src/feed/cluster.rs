@@ -55,7 +55,6 @@ use crate::cluster::ingest::{Ingest, PRODUCERS_SUBJECT};
 use crate::cluster::matches::Directory;
 use crate::cluster::partition::snapshot_subject;
 use crate::cluster::{Cluster, Fence, Owned};
-use crate::journal::BetRecord;
 use crate::metrics::{Kind, Metrics};
 use crate::producers::{Input, Producers};
 use crate::router::Router;
@@ -169,7 +168,7 @@ pub fn apply_owned(
                     router: router.clone(),
                     metrics: metrics.clone(),
                     book: book.clone(),
-                    progress: progress.begin(p, token),
+                    progress: Arc::new(progress.begin(p, token)),
                     directory: directory.clone(),
                     named: std::sync::Mutex::new(std::collections::HashSet::new()),
                 };
@@ -196,7 +195,7 @@ struct Applier {
     metrics: Arc<Metrics>,
     book: BetBook,
     /// How far it has come, for the bet desk.
-    progress: watch::Sender<Applied>,
+    progress: Arc<watch::Sender<Applied>>,
     directory: Directory,
     /// Matches named in the directory this tenure.
     named: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -225,8 +224,9 @@ impl Applier {
         else {
             return;
         };
-        if restore_at == 0 {
-            self.restore_bets(&cancel).await;
+        let mut following = restore_at == 0;
+        if following {
+            self.follow_bets(&cancel);
         }
         while !cancel.is_cancelled() && self.holds() {
             let events = match consume::events(&self.cluster, p, from).await {
@@ -257,8 +257,9 @@ impl Applier {
                         let applied = self.apply(delivery).await;
                         from = applied + 1;
                         self.progress.send_modify(|a| a.sequence = applied);
-                        if applied >= restore_at && !self.progress.borrow().bets_restored {
-                            self.restore_bets(&cancel).await;
+                        if applied >= restore_at && !following {
+                            following = true;
+                            self.follow_bets(&cancel);
                         }
                     }
                     Some(Err(e)) => {
@@ -285,36 +286,63 @@ impl Applier {
         });
     }
 
-    /// Hand each match's recorded bets to its worker (which brings their
-    /// standing up to date), then let the desk decide bets here.
-    async fn restore_bets(&self, cancel: &CancellationToken) {
-        let p = self.partition;
-        let Some(records) = self
-            .until_ok(cancel, "reading the partition's bets", || self.book.load(p))
-            .await
-        else {
-            return;
-        };
-        let count = records.len();
-        let mut by_match: BTreeMap<String, Vec<BetRecord>> = BTreeMap::new();
-        for r in records {
-            by_match.entry(r.match_id.clone()).or_default().push(r);
-        }
-        for (match_id, records) in by_match {
-            match self.router.local(&match_id) {
-                Some(handle) => {
-                    let _ = handle.mailbox.send(Command::RestoreBets { records }).await;
+    /// Follow the partition's bet records for this tenure, from the last
+    /// record of every bet: each accepted bet goes to its match's worker
+    /// (known ones are skipped there), and once the backlog is read the
+    /// desk may decide bets here. Following (not reading once) also picks
+    /// up a decision an earlier owner recorded after this one read.
+    fn follow_bets(&self, cancel: &CancellationToken) {
+        let (p, book, router, progress) = (
+            self.partition,
+            self.book.clone(),
+            self.router.clone(),
+            self.progress.clone(),
+        );
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut backoff = RETRY_MIN;
+            while !cancel.is_cancelled() {
+                let records = match book.records(p).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "following the partition's bets; retrying");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                        continue;
+                    }
+                };
+                let mut records = std::pin::pin!(records);
+                loop {
+                    let next = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        next = records.next() => next,
+                    };
+                    let Some(Ok((record, caught_up))) = next else { break };
+                    backoff = RETRY_MIN;
+                    if let Some(record) = record.filter(|r| r.decision.is_ok()) {
+                        match router.local(&record.match_id) {
+                            Some(handle) => {
+                                let records = vec![record];
+                                let _ = handle.mailbox.send(Command::RestoreBets { records }).await;
+                            }
+                            None => tracing::error!(
+                                partition = p,
+                                match_id = record.match_id,
+                                bet = record.request.id,
+                                "an accepted bet on a match with no events here: not settled"
+                            ),
+                        }
+                    }
+                    if caught_up && !progress.borrow().bets_restored {
+                        tracing::info!(partition = p, "recorded bets restored");
+                        progress.send_modify(|a| a.bets_restored = true);
+                    }
                 }
-                None => tracing::error!(
-                    partition = p,
-                    match_id,
-                    bets = records.len(),
-                    "bets on a match with no events here: not settled"
-                ),
             }
-        }
-        tracing::info!(partition = p, bets = count, "recorded bets restored");
-        self.progress.send_modify(|a| a.bets_restored = true);
+        });
     }
 
     /// `op` until it succeeds, with backoff, while this tenure lasts.

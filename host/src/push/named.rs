@@ -19,7 +19,8 @@ pub(super) struct Named {
     /// Of those, the ones not seen yet (`Budget::max_pending`), until the
     /// match's first event announces it.
     unseen: HashSet<Arc<str>>,
-    /// Resume points of named matches, until used (never more than named).
+    /// Resume points until used: of named matches, and under `"*"` of any
+    /// (at most `max_subscriptions` of those).
     since: HashMap<Arc<str>, Position>,
 }
 
@@ -85,9 +86,12 @@ impl Named {
     }
 
     /// A resume point for a match a `"*"` subscription covers (named or
-    /// not), used when it is subscribed.
-    pub fn resume(&mut self, id: Arc<str>, p: Position) {
-        self.since.insert(id, p);
+    /// not), used when it is subscribed; at most `max` are held (a longer
+    /// id is not a match's).
+    pub fn resume(&mut self, id: Arc<str>, p: Position, max: usize) {
+        if id.len() <= crate::push::budget::MAX_ID_BYTES && (self.since.len() < max || self.since.contains_key(&id)) {
+            self.since.insert(id, p);
+        }
     }
 
     /// The client unsubscribed `id`.

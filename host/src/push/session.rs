@@ -284,8 +284,9 @@ impl Session {
                         // Every match: resume points count for any of them
                         // (a page reconnecting to another node), at most
                         // as many as a session may name.
-                        for (sid, p) in since.drain().take(self.budget.max_subscriptions) {
-                            self.named.resume(Arc::from(sid), p);
+                        let max = self.budget.max_subscriptions;
+                        for (sid, p) in since.drain().take(max) {
+                            self.named.resume(Arc::from(sid), p, max);
                         }
                         self.resubscribe_known();
                     } else {

@@ -36,12 +36,12 @@ impl Worker {
                 .map_or(0, |d| d.as_millis() as i64),
             settlement: None,
         };
+        if let Some(log) = self.env.bet_log.clone() {
+            return self.record_in_cluster(log, record, reply);
+        }
         let accepted = record.decision.is_ok();
         if accepted {
             self.bets.push(record.clone());
-        }
-        if let Some(log) = self.env.bet_log.clone() {
-            return self.record_in_cluster(log, record, reply);
         }
         let Some(journal) = self.env.journal.clone() else {
             let _ = reply.send(Ok(record));
@@ -83,8 +83,11 @@ impl Worker {
 
     /// In a cluster: answer once the decision is recorded in JetStream,
     /// after the settlements recorded before it (one ordered chain per
-    /// match). If another decision for the id was recorded first (an
-    /// earlier owner's), that one stands and replaces this one.
+    /// match). The bet joins this match's bets only once recorded (through
+    /// [`Command::RestoreBets`], which brings its standing up to date), so
+    /// nothing is ever recorded of a bet whose decision was not. If another
+    /// decision for the id was recorded first (an earlier owner's, or the
+    /// receiving node's `unavailable`), that one stands.
     fn record_in_cluster(
         &mut self,
         log: Arc<dyn BetLog>,
@@ -98,23 +101,23 @@ impl Worker {
                 let _ = earlier.await;
             }
             let id = record.request.id.clone();
-            let (answer, forget, restore) = match log.decided(record.clone()).await {
-                Ok(None) => (Ok(record), false, None),
+            let answer = match log.decided(record.clone()).await {
+                Ok(None) => Ok(record),
                 Ok(Some(stored)) => {
                     tracing::info!(match_id = %stored.match_id, bet = %id, "a decision was recorded first; it stands");
-                    let restore = stored.decision.is_ok().then(|| stored.clone());
-                    (Ok(stored), true, restore)
+                    Ok(stored)
                 }
                 Err(e) => {
                     tracing::error!(match_id = %record.match_id, bet = %id, error = %e, "bet decision not recorded; not confirmed");
-                    (Err(JournalError::WriteFailed(e)), true, None)
+                    Err(JournalError::WriteFailed(e))
                 }
             };
-            if forget && let Some(mailbox) = mailbox.upgrade() {
-                let _ = mailbox.send(Command::ForgetBet { id }).await;
-                if let Some(stored) = restore {
-                    let _ = mailbox.send(Command::RestoreBets { records: vec![stored] }).await;
-                }
+            if let Ok(stands) = &answer
+                && stands.decision.is_ok()
+                && let Some(mailbox) = mailbox.upgrade()
+            {
+                let records = vec![stands.clone()];
+                let _ = mailbox.send(Command::RestoreBets { records }).await;
             }
             let _ = reply.send(answer);
         }));

@@ -435,6 +435,16 @@ impl Worker {
     }
 
     async fn handle(&mut self, cmd: Command) {
+        // Records of bets this match knows already (a cluster's records
+        // arrive again with each settlement): nothing to do, not even
+        // waking a hibernated match.
+        if let Command::RestoreBets { records } = &cmd
+            && records
+                .iter()
+                .all(|r| r.decision.is_err() || self.bets.iter().any(|b| b.request.id == r.request.id))
+        {
+            return;
+        }
         // A switch wakes a hibernated match only if it really switches; an
         // inspection or an operator's action never wakes it by itself.
         if !matches!(
