@@ -319,3 +319,55 @@ impl Router {
         self.tasks.wait().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::feed::parse::{FeedMessage, parse};
+
+    fn router() -> Router {
+        let config = WorkerConfig {
+            journal: None,
+            policy: crate::supervisor::Policy {
+                max_failures: 2,
+                window: Duration::from_secs(60),
+            },
+            snapshot_every: 100,
+            snapshot_interval: Duration::from_secs(3600),
+            clean_after: Duration::from_secs(1),
+            hibernate_after: None,
+            observer: Arc::new(worker::Nobody),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            producers: tokio::sync::watch::channel(crate::producers::Board::default()).1,
+            names: None,
+            tap: None,
+            bet_log: None,
+        };
+        Router::new(GuestVersion::native(), config, 16)
+    }
+
+    #[tokio::test]
+    async fn announced_matches_stay_covered_by_star_after_their_worker_leaves() {
+        let router = router();
+        let mut new = router.watch_new();
+        let Ok(FeedMessage::Match(event)) = parse(br#"<odds_change product="1" event_id="sr:match:1" timestamp="1"/>"#)
+        else {
+            panic!("an event");
+        };
+        router.dispatch(event, None).await.expect("dispatched");
+        assert_eq!(new.recv().await.ok().as_deref(), Some("sr:match:1"));
+        // Named by the directory while it runs here: no second announcement.
+        router.announce("sr:match:1");
+        router.announce("sr:match:2");
+        assert_eq!(new.recv().await.ok().as_deref(), Some("sr:match:2"));
+        assert!(new.try_recv().is_err(), "each match announced once");
+        // Its partition moves away: `"*"` still covers it (through a relay).
+        assert_eq!(router.release(|id| id == "sr:match:1"), 1);
+        let mut known: Vec<String> = router.known_ids().iter().map(|id| id.to_string()).collect();
+        known.sort();
+        assert_eq!(known, ["sr:match:1", "sr:match:2"]);
+        router.shutdown().await;
+    }
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 
 use crate::support::browser::{Page, find_chromium, launch};
-use crate::support::nodes::{cluster, handled, messages, reference, stream, wait_sum};
+use crate::support::nodes::{cluster, events_in, handled, messages, reference, stream, wait_sum};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_moves_to_another_node_when_its_own_dies_and_misses_nothing() {
@@ -21,16 +21,6 @@ async fn the_page_moves_to_another_node_when_its_own_dies_and_misses_nothing() {
     let (_nats, [a, b, c], _) = cluster(["a", "b", "c"]);
     let (msgs, ids, events) = messages(24, 1500);
     let (first, rest) = msgs.split_at(300);
-    let events_in = |part: &[Vec<u8>]| {
-        part.iter()
-            .filter(|m| {
-                matches!(
-                    touchline::feed::parse::parse(m),
-                    Ok(touchline::feed::parse::FeedMessage::Match(_))
-                )
-            })
-            .count() as f64
-    };
     tokio::task::block_in_place(|| {
         std::io::Write::write_all(&mut a.feed(), &first.concat()).expect("feeding a");
         wait_sum(&[&a, &b, &c], "events handled", events_in(first), handled);

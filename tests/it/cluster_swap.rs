@@ -8,7 +8,7 @@ use std::io::Write as _;
 
 use serde_json::Value;
 
-use crate::support::nodes::{TOKEN, cluster, handled, messages, subscribed, wait_sum};
+use crate::support::nodes::{TOKEN, cluster, events_in, handled, messages, subscribed, wait_sum};
 use crate::support::{Server, Tracker, http_request, wait_for};
 
 fn admin(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
@@ -66,16 +66,6 @@ async fn an_install_on_one_node_is_rolled_out_by_every_node() {
     let nodes = [&a, &b, &c];
     let (msgs, ids, _) = messages(24, 900);
     let (first, rest) = msgs.split_at(300);
-    let events_in = |part: &[Vec<u8>]| {
-        part.iter()
-            .filter(|m| {
-                matches!(
-                    touchline::feed::parse::parse(m),
-                    Ok(touchline::feed::parse::FeedMessage::Match(_))
-                )
-            })
-            .count() as f64
-    };
     let mut feed = a.feed();
     let v1 = on_version(&a, "").2;
     tokio::task::block_in_place(|| {

@@ -129,6 +129,13 @@ pub fn messages(matches: u32, n: usize) -> (Vec<Vec<u8>>, BTreeSet<String>, usiz
     (out, ids, events)
 }
 
+/// How many of `msgs` carry a match event (what the nodes will handle).
+pub fn events_in(msgs: &[Vec<u8>]) -> f64 {
+    msgs.iter()
+        .filter(|m| matches!(parse(m), Ok(FeedMessage::Match(_))))
+        .count() as f64
+}
+
 /// [`messages`], as one byte stream.
 pub fn traffic(matches: u32, n: usize) -> (Vec<u8>, BTreeSet<String>, usize) {
     let (msgs, ids, events) = messages(matches, n);
