@@ -255,37 +255,13 @@ async fn record_unrouted(owner: &Owner, p: u32, record: BetRecord) -> Reply {
 
 /// Answer `tl.bet.<p>` for every partition this node holds, one responder
 /// per tenure, until `stop`.
-pub fn serve_owned(owner: Owner, mut owned: watch::Receiver<Owned>, stop: CancellationToken, tasks: &TaskTracker) {
+pub fn serve_owned(owner: Owner, owned: watch::Receiver<Owned>, stop: CancellationToken, tasks: &TaskTracker) {
     let spawner = tasks.clone();
     let slots = Arc::new(Semaphore::new(DECIDING));
-    tasks.spawn(async move {
-        let mut running: std::collections::BTreeMap<u32, (u64, CancellationToken)> = Default::default();
-        loop {
-            let now = owned.borrow_and_update().clone();
-            running.retain(|p, (token, cancel)| {
-                let keep = now.get(p) == Some(token);
-                if !keep {
-                    cancel.cancel();
-                }
-                keep
-            });
-            for (&p, &token) in &now {
-                if running.contains_key(&p) {
-                    continue;
-                }
-                let cancel = stop.child_token();
-                running.insert(p, (token, cancel.clone()));
-                spawner.spawn(respond(owner.clone(), (p, token), slots.clone(), cancel));
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                changed = owned.changed() => if changed.is_err() { break },
-            }
-        }
-        for (_, (_, cancel)) in running {
-            cancel.cancel();
-        }
-    });
+    let start = move |p: u32, token: u64, cancel: CancellationToken| {
+        spawner.spawn(respond(owner.clone(), (p, token), slots.clone(), cancel));
+    };
+    crate::cluster::tenures::each(owned, stop, tasks, start, |_| {});
 }
 
 async fn respond(owner: Owner, (p, token): (u32, u64), slots: Arc<Semaphore>, cancel: CancellationToken) {

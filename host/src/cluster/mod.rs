@@ -17,6 +17,9 @@
 //! - [`nodes`]: node liveness in the `TL_NODES` bucket (heartbeat, TTL).
 //! - [`leases`]: [`Leases`], the task that keeps this node's leases:
 //!   heartbeat, renew, balance, publish the owned set, graceful hand-over.
+//! - [`tenures`]: one task per partition tenure this node holds.
+//! - [`bets`], [`guests`], [`matches`]: bet claims and records, the
+//!   cluster's guest version, the directory of matches (JetStream only).
 //! - [`consume`]: one partition's events from `TL_EVENTS`, in stream
 //!   order (the owner's ordered consumer).
 //! - [`frames`]: a frame between nodes (its JSON text; kind, epoch, seq
@@ -41,6 +44,7 @@ pub mod matches;
 pub mod nodes;
 pub mod partition;
 pub mod streams;
+pub mod tenures;
 pub mod view;
 
 pub use fence::Fence;

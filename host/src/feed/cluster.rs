@@ -40,7 +40,6 @@
 //!   applies a partition, the node answers `tl.snap.<p>` with the snapshot
 //!   frame of the match asked for.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,12 +115,7 @@ pub struct Appliers {
 }
 
 /// Keep one applying task per partition this node owns, until `stop`.
-pub fn apply_owned(
-    appliers: Appliers,
-    mut owned: watch::Receiver<Owned>,
-    stop: CancellationToken,
-    tasks: &TaskTracker,
-) {
+pub fn apply_owned(appliers: Appliers, owned: watch::Receiver<Owned>, stop: CancellationToken, tasks: &TaskTracker) {
     let Appliers {
         cluster,
         fence,
@@ -132,57 +126,34 @@ pub fn apply_owned(
         directory,
     } = appliers;
     let spawner = tasks.clone();
-    tasks.spawn(async move {
-        let mut running: BTreeMap<u32, (u64, CancellationToken)> = BTreeMap::new();
-        loop {
-            let now = owned.borrow_and_update().clone();
-            // Let go first: a partition lost stops applying before another
-            // (or the same one under a new token) starts.
-            running.retain(|p, (token, cancel)| {
-                let keep = now.get(p) == Some(token);
-                if !keep {
-                    cancel.cancel();
-                    let partitions = cluster.config.partitions;
-                    let released = router.release(|id| partitions.partition_of(id) == *p);
-                    tracing::info!(partition = *p, released, "partition let go: its matches released");
-                }
-                keep
-            });
-            for (&p, &token) in &now {
-                if running.contains_key(&p) {
-                    continue;
-                }
-                let cancel = stop.child_token();
-                running.insert(p, (token, cancel.clone()));
-                spawner.spawn(serve_snapshots(
-                    cluster.client.clone(),
-                    (p, token, fence.clone()),
-                    router.clone(),
-                    cancel.clone(),
-                ));
-                let applier = Applier {
-                    cluster: cluster.clone(),
-                    partition: p,
-                    token,
-                    fence: fence.clone(),
-                    router: router.clone(),
-                    metrics: metrics.clone(),
-                    book: book.clone(),
-                    progress: Arc::new(progress.begin(p, token)),
-                    directory: directory.clone(),
-                    named: std::sync::Mutex::new(std::collections::HashSet::new()),
-                };
-                spawner.spawn(applier.run(cancel));
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                changed = owned.changed() => if changed.is_err() { break },
-            }
-        }
-        for (_, (_, cancel)) in running {
-            cancel.cancel();
-        }
-    });
+    let partitions = cluster.config.partitions;
+    let releasing = router.clone();
+    let start = move |p: u32, token: u64, cancel: CancellationToken| {
+        spawner.spawn(serve_snapshots(
+            cluster.client.clone(),
+            (p, token, fence.clone()),
+            router.clone(),
+            cancel.clone(),
+        ));
+        let applier = Applier {
+            cluster: cluster.clone(),
+            partition: p,
+            token,
+            fence: fence.clone(),
+            router: router.clone(),
+            metrics: metrics.clone(),
+            book: book.clone(),
+            progress: Arc::new(progress.begin(p, token)),
+            directory: directory.clone(),
+            named: std::sync::Mutex::new(std::collections::HashSet::new()),
+        };
+        spawner.spawn(applier.run(cancel));
+    };
+    let left = move |p: u32| {
+        let released = releasing.release(|id| partitions.partition_of(id) == p);
+        tracing::info!(partition = p, released, "partition let go: its matches released");
+    };
+    crate::cluster::tenures::each(owned, stop, tasks, start, left);
 }
 
 /// Applies one partition for one tenure (one fencing token).
