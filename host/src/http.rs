@@ -166,14 +166,26 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     } else {
         Err("no feed connection".to_owned())
     };
-    let ready = running && store.is_ok() && feed.is_ok();
+    // In a cluster a node cut off from NATS applies nothing, relays
+    // nothing and takes no bet: its clients are better served elsewhere.
+    let cluster = match &st.cluster {
+        Some(c) => match c.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(format!("NATS connection {other}")),
+        },
+        None => Ok(()),
+    };
+    let ready = running && store.is_ok() && feed.is_ok() && cluster.is_ok();
     let say = |r: &Result<(), String>| r.as_ref().map_or_else(|e| e.clone(), |_| "ok".to_owned());
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "ready": ready,
         "server": if running { "ok" } else { "starting or stopping" },
         "store": say(&store),
         "feed": say(&feed),
     });
+    if st.cluster.is_some() {
+        body["cluster"] = say(&cluster).into();
+    }
     let code = if ready {
         StatusCode::OK
     } else {

@@ -154,3 +154,30 @@ fn a_single_node_has_no_nodes_route_and_cluster_flags_are_checked() {
     let err = refused(&["--cluster", "nats://127.0.0.1:1", "--node-id", "x"]);
     assert!(err.contains("node x"), "{err}");
 }
+
+#[test]
+fn a_node_cut_off_from_nats_is_not_ready_until_it_is_back() {
+    let mut nats = nats();
+    let a = node_ttl(&nats.url(), "a", TTL_MS);
+    wait_holdings(&a, &[("a", 8)]);
+    // Ready needs its feed connection too.
+    let _feed = a.feed();
+    let ready = |want: u16| {
+        wait_for(&format!("/readyz {want}"), || {
+            let (code, body) = http_get(a.http, "/readyz");
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (code == want).then_some(v)
+        })
+    };
+    assert_eq!(ready(200)["cluster"], "ok");
+    nats.kill_9().expect("kill nats-server");
+    let cut = ready(503);
+    assert!(
+        cut["cluster"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("NATS connection")),
+        "{cut}"
+    );
+    nats.restart().expect("restart nats-server");
+    assert_eq!(ready(200)["cluster"], "ok");
+}
