@@ -332,31 +332,34 @@ impl JetStreamBets {
 
 impl BetLog for Arc<JetStreamBets> {
     fn decided(&self, record: BetRecord) -> BoxFuture<'static, Result<Option<BetRecord>, String>> {
-        let this = self.clone();
-        Box::pin(async move {
-            let p = this.partitions.partition_of(&record.match_id);
-            retrying(RECORD_PATIENCE, || async {
-                if !this.held(p) {
-                    return Err("partition not held".to_owned());
-                }
-                this.book.record_decision(p, &record).await.map_err(|e| e.to_string())
-            })
-            .await
-        })
+        Box::pin(self.clone().record(record, true))
     }
 
     fn changed(&self, record: BetRecord) -> BoxFuture<'static, Result<(), String>> {
         let this = self.clone();
-        Box::pin(async move {
-            let p = this.partitions.partition_of(&record.match_id);
-            retrying(CHANGE_PATIENCE, || async {
-                if !this.held(p) {
-                    return Err("partition not held".to_owned());
-                }
-                this.book.record_change(p, &record).await.map_err(|e| e.to_string())
-            })
-            .await
+        Box::pin(async move { this.record(record, false).await.map(drop) })
+    }
+}
+
+impl JetStreamBets {
+    /// Record a decision (first-wins: the record that stands if another
+    /// did) or a change of standing, retried while this node holds the
+    /// bet's partition, for the patience of each.
+    async fn record(self: Arc<Self>, record: BetRecord, decision: bool) -> Result<Option<BetRecord>, String> {
+        let p = self.partitions.partition_of(&record.match_id);
+        let patience = if decision { RECORD_PATIENCE } else { CHANGE_PATIENCE };
+        retrying(patience, || async {
+            if !self.held(p) {
+                return Err("partition not held".to_owned());
+            }
+            let recorded = if decision {
+                self.book.record_decision(p, &record).await
+            } else {
+                self.book.record_change(p, &record).await.map(|()| None)
+            };
+            recorded.map_err(|e| e.to_string())
         })
+        .await
     }
 }
 

@@ -403,36 +403,16 @@ impl Desk {
     /// Hold `id` until the returned guard drops, unless another request
     /// holds it now (`None`).
     fn try_claim(&self, id: &str) -> Option<Claim<'_>> {
-        let mut map = self.inflight.lock().expect("inflight lock");
-        if map.contains_key(id) {
-            return None;
-        }
-        map.insert(id.to_owned(), Arc::new(Notify::new()));
-        Some(Claim {
-            desk: self,
-            id: id.to_owned(),
-        })
+        self.claim_or_wait(id).ok()
     }
 
     /// Hold `id` until the returned guard drops; waits while another
     /// request holds it.
     async fn claim(&self, id: &str) -> Claim<'_> {
         loop {
-            let notify = {
-                let mut map = self
-                    .inflight
-                    .lock()
-                    .expect("inflight lock is never held across a panic");
-                match map.get(id) {
-                    Some(n) => n.clone(),
-                    None => {
-                        map.insert(id.to_owned(), Arc::new(Notify::new()));
-                        return Claim {
-                            desk: self,
-                            id: id.to_owned(),
-                        };
-                    }
-                }
+            let notify = match self.claim_or_wait(id) {
+                Ok(claim) => return claim,
+                Err(notify) => notify,
             };
             let released = notify.notified();
             // Re-check: it may have been released before `notified` existed.
@@ -446,6 +426,22 @@ impl Desk {
                 released.await;
             }
         }
+    }
+
+    /// The claim on `id`, or what its holder notifies when it lets go.
+    fn claim_or_wait(&self, id: &str) -> Result<Claim<'_>, Arc<Notify>> {
+        let mut map = self
+            .inflight
+            .lock()
+            .expect("inflight lock is never held across a panic");
+        if let Some(n) = map.get(id) {
+            return Err(n.clone());
+        }
+        map.insert(id.to_owned(), Arc::new(Notify::new()));
+        Ok(Claim {
+            desk: self,
+            id: id.to_owned(),
+        })
     }
 }
 

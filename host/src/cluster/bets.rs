@@ -29,7 +29,7 @@ use touchline_guest::bet::BetRequest;
 use super::ClusterError;
 use super::ingest::message_id;
 use super::partition::partition_events;
-use super::streams::{BETS_STREAM, Cluster, EVENTS_STREAM};
+use super::streams::{BETS_STREAM, Cluster, EVENTS_STREAM, bucket};
 use crate::journal::BetRecord;
 
 /// The bucket of claimed bet ids.
@@ -107,13 +107,7 @@ impl BetBook {
     pub async fn open(cluster: &Cluster) -> Result<BetBook, ClusterError> {
         let ids = cluster
             .js
-            .create_or_update_key_value(kv::Config {
-                bucket: IDS_BUCKET.to_owned(),
-                history: 1,
-                num_replicas: cluster.config.replicas,
-                storage: async_nats::jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
+            .create_or_update_key_value(bucket(IDS_BUCKET, &cluster.config, Duration::ZERO))
             .await
             .map_err(|e| ClusterError::Setup {
                 what: format!("bucket {IDS_BUCKET}"),

@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 
-use super::streams::Cluster;
+use super::streams::{Cluster, bucket};
 use super::{ClusterError, NodeId};
 
 /// The bucket of the desired version and the nodes' reports.
@@ -67,13 +67,7 @@ impl GuestBook {
         let replicas = cluster.config.replicas;
         let kv = cluster
             .js
-            .create_or_update_key_value(kv::Config {
-                bucket: BUCKET.to_owned(),
-                history: 1,
-                num_replicas: replicas,
-                storage: StorageType::File,
-                ..Default::default()
-            })
+            .create_or_update_key_value(bucket(BUCKET, &cluster.config, std::time::Duration::ZERO))
             .await
             .map_err(|e| setup(&format!("bucket {BUCKET}"))(e.into()))?;
         let objects = match cluster.js.get_object_store(OBJECTS).await {

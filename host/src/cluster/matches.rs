@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{kv, stream::StorageType};
+use async_nats::jetstream::kv;
 use futures_util::{Stream, StreamExt as _};
 
 use super::ClusterError;
 use super::bets::key;
-use super::streams::Cluster;
+use super::streams::{Cluster, bucket};
 
 pub const BUCKET: &str = "TL_MATCHES";
 
@@ -29,14 +29,7 @@ impl Directory {
     pub async fn open(cluster: &Cluster) -> Result<Directory, ClusterError> {
         let kv = cluster
             .js
-            .create_or_update_key_value(kv::Config {
-                bucket: BUCKET.to_owned(),
-                history: 1,
-                max_age: KEEP,
-                num_replicas: cluster.config.replicas,
-                storage: StorageType::File,
-                ..Default::default()
-            })
+            .create_or_update_key_value(bucket(BUCKET, &cluster.config, KEEP))
             .await
             .map_err(|e| ClusterError::Setup {
                 what: format!("bucket {BUCKET}"),

@@ -132,10 +132,16 @@ pub fn bets_stream(config: &ClusterConfig) -> stream::Config {
 
 /// A bucket whose keys live one TTL unless written again.
 fn ttl_bucket(name: &str, config: &ClusterConfig) -> kv::Config {
+    bucket(name, config, config.lease_ttl)
+}
+
+/// A bucket of the cluster (one value per key, the cluster's replicas, on
+/// file) whose keys live `max_age` (`ZERO`: for ever).
+pub fn bucket(name: &str, config: &ClusterConfig, max_age: Duration) -> kv::Config {
     kv::Config {
         bucket: name.to_owned(),
         history: 1,
-        max_age: config.lease_ttl,
+        max_age,
         num_replicas: config.replicas,
         storage: stream::StorageType::File,
         ..Default::default()

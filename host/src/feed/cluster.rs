@@ -246,8 +246,14 @@ impl Applier {
     /// Name a match in the cluster's directory, once per tenure, off the
     /// applying path (a name lost only keeps it from other nodes' `"*"`).
     fn name(&self, match_id: &str) {
-        if !self.named.lock().expect("named lock").insert(match_id.to_owned()) {
-            return;
+        {
+            // Looked up first: the common case (named already) allocates
+            // nothing on the applying path.
+            let mut named = self.named.lock().expect("named lock");
+            if named.contains(match_id) {
+                return;
+            }
+            named.insert(match_id.to_owned());
         }
         let (directory, id) = (self.directory.clone(), match_id.to_owned());
         tokio::spawn(async move {

@@ -1,19 +1,22 @@
 //! Assembling a server: store and writer, guest registry, router and
 //! workers, bet desk, feed intake, HTTP; and stopping it in order.
 
+mod sources;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
+use sources::{start_catalog, start_fixtures, start_producers};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::sandbox::{self, Limits, Platform};
 use crate::{
-    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, listen, metrics, producers, push, reference, router,
-    store, supervisor, worker,
+    DEFAULT_GUEST, ServeConfig, bets, feed, guests, http, journal, listen, metrics, producers, push, router, store,
+    supervisor, worker,
 };
 
 /// What the workers report, to the layers that care: versions and
@@ -440,115 +443,6 @@ fn worker_config(
         bet_log: None,
     }
 }
-
-/// The producer service: the selected producers of the table (built in or
-/// `--producers-file`), with what earlier runs kept; every one starts down.
-fn start_producers(
-    config: &ServeConfig,
-    store: &store::Store,
-    journal: Option<Arc<dyn journal::Journal>>,
-    metrics: &Arc<metrics::Metrics>,
-    stop: &CancellationToken,
-    tasks: &TaskTracker,
-) -> anyhow::Result<producers::Producers> {
-    let table = match &config.producers_file {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("reading producers file {}", path.display()))?;
-            producers::Table::parse(&text).with_context(|| format!("producers file {}", path.display()))?
-        }
-        None => producers::Table::default(),
-    };
-    let selected = table.select(&config.producers).context("--producers")?;
-    let recovery = config
-        .recovery_url
-        .as_deref()
-        .map(|url| crate::provider_api::Endpoint::parse(url, config.recovery_token.clone()))
-        .transpose()
-        .context("--recovery-url")?;
-    let saved = if config.durability {
-        store.producers()?
-    } else {
-        Vec::new()
-    };
-    tracing::info!(producers = ?config.producers, kept = saved.len(), recovery = config.recovery_url.as_deref(), "producers: every one down until recovered");
-    Ok(producers::start(
-        producers::Config {
-            producers: selected,
-            timing: config.producer_timing,
-            recovery,
-            request_timeout: RECOVERY_REQUEST_TIMEOUT,
-        },
-        &saved,
-        journal,
-        metrics.clone(),
-        stop.clone(),
-        tasks,
-    ))
-}
-
-/// Market descriptions: from `--descriptions-file`, else the store's copy
-/// and `--api-url`.
-fn start_catalog(
-    config: &ServeConfig,
-    store: &store::Store,
-    journal: Option<Arc<dyn journal::Journal>>,
-    stop: &CancellationToken,
-    tasks: &TaskTracker,
-) -> anyhow::Result<reference::Catalog> {
-    let source = if !config.descriptions_files.is_empty() {
-        let texts = config
-            .descriptions_files
-            .iter()
-            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading descriptions {}", p.display())))
-            .collect::<anyhow::Result<Vec<String>>>()?;
-        reference::Source::Files(texts)
-    } else if let Some(url) = &config.api_url {
-        reference::Source::Api {
-            endpoint: crate::provider_api::Endpoint::parse(url, config.recovery_token.clone()).context("--api-url")?,
-            timeout: RECOVERY_REQUEST_TIMEOUT,
-        }
-    } else {
-        reference::Source::None
-    };
-    let cached = if config.durability {
-        store.reference()?
-    } else {
-        Vec::new()
-    };
-    reference::start(source, &cached, journal, stop.clone(), tasks).context("market descriptions")
-}
-
-/// Fixtures from `--api-url`'s `sport_events/{id}/fixture.xml`, else none.
-fn start_fixtures(
-    config: &ServeConfig,
-    journal: Option<Arc<dyn journal::Journal>>,
-    metrics: &Arc<metrics::Metrics>,
-    stop: &CancellationToken,
-    tasks: &TaskTracker,
-) -> reference::Fixtures {
-    let endpoint = config
-        .api_url
-        .as_deref()
-        .and_then(|url| crate::provider_api::Endpoint::parse(url, config.recovery_token.clone()).ok());
-    match endpoint {
-        Some(endpoint) => reference::fixtures::start(
-            endpoint,
-            FIXTURE_REQUEST_TIMEOUT,
-            journal,
-            metrics.clone(),
-            stop.clone(),
-            tasks,
-        ),
-        None => reference::Fixtures::none(metrics.clone()),
-    }
-}
-
-/// Longest wait for one fixture (a slow API is retried with backoff).
-const FIXTURE_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Longest wait for the provider to accept a recovery request.
-const RECOVERY_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Listen for and/or dial the feed; the bound listen address, if any.
 async fn start_feed(
