@@ -16,7 +16,7 @@ use touchline::cluster::Partitions;
 use touchline_testkit::provider::bring_up;
 
 use crate::settle_bets::book;
-use crate::support::nodes::{PARTITIONS, cluster, matches_of, node_ttl, settled};
+use crate::support::nodes::{PARTITIONS, cluster, holdings, matches_of, node_ttl, settled};
 use crate::support::{DEADLINE, Ws, http_get, sample, wait_for};
 
 /// The match the minus5 `bet_settlement` sample settles.
@@ -163,7 +163,21 @@ async fn a_bet_its_owner_never_answers_is_rejected_once_and_stays_rejected() {
     // A long TTL: the paused owner keeps its partitions (no takeover).
     let nats = crate::support::cluster::nats();
     let (a, b) = (node_ttl(&nats.url(), "a", "30000"), node_ttl(&nats.url(), "b", "30000"));
-    let held = tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
+    tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
+    // With a 30 s TTL nodes balance every 10 s: the holdings are settled
+    // only once they stayed the same across a whole round (a partition
+    // moving after this would leave the "owner" below not the owner).
+    let held = tokio::task::block_in_place(|| {
+        let (mut last, mut since) = (holdings(&a), Instant::now());
+        wait_for("holdings unchanged across a balancing round", || {
+            let now = holdings(&a);
+            if now != last || now.is_none() {
+                (last, since) = (now, Instant::now());
+                return None;
+            }
+            (since.elapsed() > std::time::Duration::from_millis(10_500)).then(|| now.clone())?
+        })
+    });
     let p = Partitions::new(PARTITIONS).expect("count").partition_of(MATCH);
     let (owner, entry) = if held["a"].contains(&p) { (&a, &b) } else { (&b, &a) };
     let mut feed = entry.feed();
