@@ -54,6 +54,13 @@ struct Cli {
     /// them there).
     #[arg(long, env = "TOUCHLINE_BENCH_SERVER", default_value = DEFAULT_SERVER)]
     server: PathBuf,
+    /// Fan-out client counts instead of the run's (e.g. `5000` for an A/B
+    /// or a profile of one size).
+    #[arg(long, value_delimiter = ',')]
+    fanout_clients: Vec<usize>,
+    /// Seconds of fed fan-out instead of the run's (4 quick, 20 full).
+    #[arg(long)]
+    fanout_seconds: Option<f64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +88,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         seed: cli.seed,
         out: cli.out,
         only: cli.only,
+        fanout_clients: cli.fanout_clients,
+        fanout_seconds: cli.fanout_seconds,
         servers: scenarios::Servers {
             exe: cli.server,
             common,

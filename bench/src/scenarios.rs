@@ -36,6 +36,10 @@ pub struct Plan {
     pub out: PathBuf,
     /// Scenario names to run; empty runs all.
     pub only: Vec<String>,
+    /// Fan-out client counts replacing the run's (none: the run's own).
+    pub fanout_clients: Vec<usize>,
+    /// Fed fan-out seconds replacing the run's.
+    pub fanout_seconds: Option<f64>,
     pub servers: Servers,
 }
 
@@ -113,6 +117,17 @@ impl Plan {
     }
 
     fn sizes(&self) -> Sizes {
+        let mut sizes = self.default_sizes();
+        if !self.fanout_clients.is_empty() {
+            sizes.fanout_clients = self.fanout_clients.clone();
+        }
+        if let Some(s) = self.fanout_seconds {
+            sizes.fanout_seconds = s;
+        }
+        sizes
+    }
+
+    fn default_sizes(&self) -> Sizes {
         if self.quick {
             Sizes {
                 pipeline_matches: vec![100, 1000],

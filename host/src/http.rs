@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verdict;
+use crate::listen::conn::Conn;
 use crate::metrics::{Kind, Metrics};
 use crate::push;
 use crate::router::Router;
@@ -239,8 +240,36 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
                     .read_buffer_size(READ_BUFFER)
                     .max_message_size(Some(max))
                     .max_frame_size(Some(max));
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                push::session::run(ws, st2.router, st2.desk, st2.metrics, st2.budget, st2.shutdown).await;
+                // On our own listener the socket is a Wire the session's
+                // matches write to directly; bytes read past the request
+                // head (a client's first frame) are handed to tungstenite.
+                match upgraded.downcast::<TokioIo<Conn>>() {
+                    Ok(parts) => {
+                        // The read bytes are copied out: the buffer they
+                        // are a view of is hyper's whole read buffer.
+                        let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                        let read = read_buf.to_vec();
+                        drop(read_buf);
+                        let conn = io.into_inner();
+                        let wire = conn.wire();
+                        let ws = WebSocketStream::from_partially_read(conn, read, Role::Server, Some(config)).await;
+                        push::session::run(
+                            ws,
+                            Some(wire),
+                            st2.router,
+                            st2.desk,
+                            st2.metrics,
+                            st2.budget,
+                            st2.shutdown,
+                        )
+                        .await;
+                    }
+                    Err(upgraded) => {
+                        let ws =
+                            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                        push::session::run(ws, None, st2.router, st2.desk, st2.metrics, st2.budget, st2.shutdown).await;
+                    }
+                }
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "websocket upgrade failed"),
             Err(_) => tracing::debug!("websocket upgrade did not complete in time"),

@@ -2,6 +2,9 @@
 //! [`Registry`], the [`Slot`] a connection holds until its socket is
 //! dropped, and [`Conn`], the socket carrying its slot.
 //!
+//! The socket is a [`Wire`]: once the connection is a WebSocket session,
+//! the matches it subscribes to write frames to it directly.
+//!
 //! The slot travels inside the socket, so a connection upgraded to a
 //! WebSocket session keeps its place (per address and in all) until the
 //! session drops it, long after hyper is done with the connection.
@@ -14,7 +17,10 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::sync::CancellationToken;
+
+use crate::push::wire::Wire;
 
 use super::table::{Id, Refused, Table};
 use crate::metrics::Metrics;
@@ -128,9 +134,11 @@ impl Drop for Slot {
     }
 }
 
-/// An accepted socket holding its slot.
+/// An accepted socket holding its slot: the read half, and the write
+/// half as a [`Wire`].
 pub struct Conn {
-    tcp: TcpStream,
+    read: OwnedReadHalf,
+    wire: Arc<Wire>,
     _slot: Arc<Slot>,
 }
 
@@ -140,38 +148,48 @@ impl Conn {
         // frame's last segment back until the client acknowledges the
         // previous one (up to its delayed-ACK time).
         let _ = tcp.set_nodelay(true);
-        Conn { tcp, _slot: slot }
+        let (read, write) = tcp.into_split();
+        Conn {
+            read,
+            wire: Arc::new(Wire::new(write)),
+            _slot: slot,
+        }
+    }
+
+    /// The write half, for a WebSocket session's direct writes.
+    pub fn wire(&self) -> Arc<Wire> {
+        self.wire.clone()
     }
 }
 
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        Pin::new(&mut self.read).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.wire.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        self.wire.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        true
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.wire.poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.wire.poll_shutdown(cx)
     }
 }

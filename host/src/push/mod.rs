@@ -17,6 +17,7 @@ mod named;
 pub mod relay;
 mod request;
 pub mod session;
+pub mod wire;
 mod writer;
 
 pub use budget::Budget;

@@ -3,6 +3,10 @@
 //! The session has one bounded queue, its [`Outbox`], that every match it
 //! subscribes to pushes its shared frames into ([`crate::worker::Fanout`]);
 //! one wake-up drains everything queued and writes it with one flush.
+//! While the session holds nothing to write, the matches write their
+//! frames to its socket directly instead ([`super::wire`]) and the session
+//! is not woken at all; it opens the socket to them again each time it has
+//! written everything.
 //! Subscribing picks a new generation for the match and asks the worker
 //! (through its mailbox) to attach the outbox: the worker queues the
 //! snapshot, or the updates missed since the client's `since`, and then
@@ -38,11 +42,12 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{Budget, ControlBudget, MAX_BETS_IN_FLIGHT, Refusal};
 use super::named::Named;
 use super::request::Request;
+use super::wire::{Socket, Wire};
 use super::writer::Writer;
 use crate::bets::Answer;
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
-use crate::worker::{Batch, Command, Frame, FrameKind, Lagged, Outbox, Position};
+use crate::worker::{Batch, Command, Lagged, Outbox, Position, Resumed};
 
 /// A client that has not accepted a frame for this long is disconnected.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,8 +67,6 @@ type AttachFuture = Pin<Box<dyn Future<Output = (Arc<str>, u64, bool)> + Send>>;
 /// A match this session subscribes to.
 struct Sub {
     generation: u64,
-    /// The last frame sent (`None` until the catch-up arrives).
-    position: Option<Position>,
 }
 
 struct Session {
@@ -99,9 +102,11 @@ struct Session {
     owned: Vec<String>,
 }
 
-/// Run a session until the client leaves or `shutdown` fires.
+/// Run a session until the client leaves or `shutdown` fires. `wire`: the
+/// socket under `ws`, for the matches to write to directly.
 pub async fn run<S>(
     ws: WebSocketStream<S>,
+    wire: Option<Arc<Wire>>,
     router: Arc<Router>,
     desk: Arc<crate::bets::Desk>,
     metrics: Arc<Metrics>,
@@ -118,7 +123,13 @@ pub async fn run<S>(
         metrics: metrics.clone(),
         all: false,
         named: Named::default(),
-        inbox: Arc::new(Outbox::new(OUTBOX_CAPACITY)),
+        inbox: Arc::new(match wire {
+            Some(w) => Outbox::direct(
+                OUTBOX_CAPACITY,
+                Arc::new(Socket::new(w, metrics.ws_frames_sent.clone())),
+            ),
+            None => Outbox::new(OUTBOX_CAPACITY),
+        }),
         batch: Batch::default(),
         subs: HashMap::new(),
         generations: 0,
@@ -153,29 +164,9 @@ pub async fn run<S>(
                 }
             }
         }
-        if s.out.is_empty() && !s.flush_due {
-            continue;
+        if let Err(close) = s.write_out(&mut ws).await {
+            break close;
         }
-        // tungstenite's own queued bytes (a pong) go first, whole; then
-        // every queued frame, gathered into few vectored writes.
-        let flush_pong = std::mem::take(&mut s.flush_due);
-        let write = async {
-            if flush_pong {
-                ws.flush().await.map_err(|_| ())?;
-            }
-            s.out.write_all(ws.get_mut()).await.map_err(|_| ())
-        };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(Ok(n)) => metrics.ws_frames_sent.inc_by(n),
-            Ok(Err(())) => break None,
-            Err(_) => {
-                metrics.ws_slow_disconnects.inc();
-                break Some(CloseFrame {
-                    code: CloseCode::Policy,
-                    reason: "client too slow".into(),
-                });
-            }
-        };
     };
     s.inbox.close();
     // A write cut off by the timeout may have left a frame half sent: its
@@ -197,6 +188,44 @@ pub async fn run<S>(
 }
 
 impl Session {
+    /// Write everything the session holds, until it holds nothing and the
+    /// socket is open to the matches' direct writes again (or frames
+    /// queued meanwhile wake the session). `Err`: the session ends.
+    async fn write_out<S>(&mut self, ws: &mut WebSocketStream<S>) -> Result<(), Option<CloseFrame>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            // A frame a direct write began is finished by the flush below.
+            if self.out.is_empty() && !self.flush_due && self.inbox.resume_direct() != Resumed::Unfinished {
+                return Ok(());
+            }
+            // tungstenite's own queued bytes (a pong) go first, whole; then
+            // every queued frame, gathered into few vectored writes.
+            let flush_pong = std::mem::take(&mut self.flush_due);
+            let out = &mut self.out;
+            let write = async {
+                if flush_pong {
+                    ws.flush().await.map_err(|_| ())?;
+                }
+                out.write_all(ws.get_mut()).await.map_err(|_| ())
+            };
+            match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                Ok(Ok(n)) => {
+                    self.metrics.ws_frames_sent.inc_by(n);
+                }
+                Ok(Err(())) => return Err(None),
+                Err(_) => {
+                    self.metrics.ws_slow_disconnects.inc();
+                    return Err(Some(CloseFrame {
+                        code: CloseCode::Policy,
+                        reason: "client too slow".into(),
+                    }));
+                }
+            }
+        }
+    }
+
     /// Handle one client request; a bad one gets an error frame.
     /// A message from the client; `Err` ends the session (with a close
     /// frame to send, if any).
@@ -397,13 +426,7 @@ impl Session {
         };
         self.generations += 1;
         let generation = self.generations;
-        self.subs.insert(
-            id.clone(),
-            Sub {
-                generation,
-                position: None,
-            },
-        );
+        self.subs.insert(id.clone(), Sub { generation });
         self.inbox.want(&id, generation);
         let outbox = self.inbox.clone();
         self.attaching.push(Box::pin(async move {
@@ -437,18 +460,22 @@ impl Session {
             if sub.generation != d.generation {
                 continue;
             }
-            send(&mut self.out, sub, d.frame);
+            self.out.push(d.frame.bytes);
         }
-        for Lagged { match_id, generation } in batch.lagged.drain(..) {
+        for Lagged {
+            match_id,
+            generation,
+            position,
+        } in batch.lagged.drain(..)
+        {
             let Some(sub) = self.subs.get(&match_id) else { continue };
             if sub.generation != generation {
                 continue;
             }
             tracing::debug!(match_id = %match_id, "subscriber lagged; catching up");
             self.metrics.ws_resyncs.inc();
-            let from = sub.position;
             self.subs.remove(&match_id);
-            self.subscribe_from(match_id, from);
+            self.subscribe_from(match_id, position);
         }
         self.batch = batch;
     }
@@ -463,16 +490,4 @@ async fn settled(
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Queue `frame` and remember it as the client's position in the match.
-fn send(out: &mut Writer, sub: &mut Sub, frame: Frame) {
-    let positional = !matches!(frame.kind, FrameKind::Status | FrameKind::Names);
-    if positional || sub.position.is_none() {
-        sub.position = Some(Position {
-            epoch: frame.epoch,
-            seq: frame.seq,
-        });
-    }
-    out.push(frame.bytes);
 }

@@ -105,7 +105,7 @@ impl Writer {
 
 /// A final text frame's header for a payload of `len` bytes, unmasked
 /// (RFC 6455 §5.2); returns its length.
-fn header(len: usize, out: &mut [u8; 10]) -> usize {
+pub(super) fn header(len: usize, out: &mut [u8; 10]) -> usize {
     out[0] = 0x81; // FIN, text
     if len < 126 {
         out[1] = len as u8;

@@ -16,6 +16,16 @@
 //! mailbox, so the session sees the snapshot (or the missed updates) and
 //! then every later frame of the match, with no gap and no duplicate.
 //!
+//! Writing at once: an outbox given the session's socket ([`Direct`])
+//! writes a frame straight to it, from the match's own task, when nothing
+//! of the session's is queued or being written, as a Node server's `send`
+//! does; the session is not woken. A socket that does not take the whole
+//! frame at once ends that: the frame's rest and everything after it go
+//! through the queue and the session, until the session has written
+//! everything and opens the socket to direct writes again
+//! ([`Outbox::resume_direct`]). Either way a frame is written once, whole
+//! and in order.
+//!
 //! Bounds: an outbox holds at most [`Outbox::capacity`] deliveries. A push
 //! into a full one drops the frame, records the subscription as *lagged*
 //! and detaches it from the match, so nothing more of that match queues;
@@ -29,7 +39,44 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::Frame;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::{Frame, FrameKind, Position};
+
+/// A session's socket, written to directly by the matches when the
+/// session has nothing of its own queued or being written.
+pub trait Direct: Send + Sync {
+    /// Write `text` as one frame now, if the socket is open to direct
+    /// writes and takes at least part of it.
+    fn offer(&self, text: &Utf8Bytes) -> Offer;
+    /// Close the socket to direct writes (the session has frames to write).
+    fn pause(&self);
+    /// Open it again; [`Resumed::Unfinished`] if a frame begun directly
+    /// must be finished first (the session's next flush does it).
+    fn resume(&self) -> Resumed;
+}
+
+/// What became of a frame offered to a [`Direct`] socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Written whole.
+    Sent,
+    /// Written in part: the socket keeps the rest, closed to direct writes
+    /// until the session's next flush finishes it.
+    Begun,
+    /// Not written: the socket is closed to direct writes, or full.
+    Refused,
+}
+
+/// Whether a socket is open to direct writes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    Yes,
+    /// Frames are queued: the session was woken for them.
+    Queued,
+    /// A frame begun directly waits for its rest (a flush writes it).
+    Unfinished,
+}
 
 /// Sees every frame a match sends, before its subscribers do (in a
 /// cluster: the frame published for the other nodes' sessions).
@@ -71,6 +118,9 @@ pub struct Delivery {
 pub struct Lagged {
     pub match_id: Arc<str>,
     pub generation: u64,
+    /// The last frame of the match taken for the session (queued or
+    /// written), where its catch-up starts; `None` before the first.
+    pub position: Option<Position>,
 }
 
 /// What a session takes out of its outbox in one go.
@@ -156,20 +206,49 @@ impl Fanout {
 }
 
 /// One session's queue of frames from all its matches.
-#[derive(Debug)]
 pub struct Outbox {
     inner: Mutex<Inner>,
     ready: Notify,
     capacity: usize,
+    direct: Option<Arc<dyn Direct>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("capacity", &self.capacity)
+            .field("direct", &self.direct.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<Delivery>,
     lagged: Vec<Lagged>,
-    /// The generation of each match the session subscribes to now.
-    wanted: HashMap<Arc<str>, u64>,
+    /// Each match the session subscribes to now.
+    wanted: HashMap<Arc<str>, Want>,
     closed: bool,
+}
+
+/// A subscription: its generation and the last frame taken for it.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    generation: u64,
+    position: Option<Position>,
+}
+
+impl Want {
+    /// `frame` was taken for the session (queued or written).
+    fn took(&mut self, frame: &Frame) {
+        let positional = !matches!(frame.kind, FrameKind::Status | FrameKind::Names);
+        if positional || self.position.is_none() {
+            self.position = Some(Position {
+                epoch: frame.epoch,
+                seq: frame.seq,
+            });
+        }
+    }
 }
 
 impl Outbox {
@@ -178,6 +257,16 @@ impl Outbox {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
             capacity,
+            direct: None,
+        }
+    }
+
+    /// An outbox whose frames go straight to `socket` while the session
+    /// has nothing queued or being written.
+    pub fn direct(capacity: usize, socket: Arc<dyn Direct>) -> Outbox {
+        Outbox {
+            direct: Some(socket),
+            ..Outbox::new(capacity)
         }
     }
 
@@ -188,7 +277,13 @@ impl Outbox {
     /// The session subscribes to `match_id` as `generation` from now on
     /// (frames of any other generation are refused).
     pub fn want(&self, match_id: &Arc<str>, generation: u64) {
-        lock(&self.inner).wanted.insert(match_id.clone(), generation);
+        lock(&self.inner).wanted.insert(
+            match_id.clone(),
+            Want {
+                generation,
+                position: None,
+            },
+        );
     }
 
     /// The session no longer subscribes to `match_id`.
@@ -198,7 +293,19 @@ impl Outbox {
 
     /// Whether `generation` of `match_id` is what the session wants now.
     pub fn wants(&self, match_id: &str, generation: u64) -> bool {
-        lock(&self.inner).wanted.get(match_id) == Some(&generation)
+        lock(&self.inner).wanted.get(match_id).map(|w| w.generation) == Some(generation)
+    }
+
+    /// The session has written everything it held: open its socket to
+    /// direct writes again, unless frames are queued or a frame begun
+    /// directly is unfinished.
+    pub fn resume_direct(&self) -> Resumed {
+        let inner = lock(&self.inner);
+        match &self.direct {
+            _ if !inner.queue.is_empty() || !inner.lagged.is_empty() => Resumed::Queued,
+            Some(d) if !inner.closed => d.resume(),
+            _ => Resumed::Yes,
+        }
     }
 
     /// The session ended: refuse everything from now on.
@@ -232,18 +339,45 @@ impl Outbox {
     /// `false`: the subscription is over (unwanted, lagged or closed) and
     /// the match should forget it.
     fn push(&self, delivery: Delivery) -> bool {
-        let mut inner = lock(&self.inner);
-        if inner.closed || inner.wanted.get(&delivery.match_id) != Some(&delivery.generation) {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        if inner.closed {
+            return false;
+        }
+        let Some(want) = inner.wanted.get_mut(&delivery.match_id) else {
+            return false;
+        };
+        if want.generation != delivery.generation {
             return false;
         }
         let was_idle = inner.queue.is_empty() && inner.lagged.is_empty();
+        if was_idle && let Some(direct) = &self.direct {
+            match direct.offer(&delivery.frame.bytes) {
+                Offer::Sent => {
+                    want.took(&delivery.frame);
+                    return true;
+                }
+                Offer::Begun => {
+                    want.took(&delivery.frame);
+                    drop(guard);
+                    // The session finishes the frame at its next flush.
+                    self.ready.notify_one();
+                    return true;
+                }
+                Offer::Refused => {}
+            }
+        }
         if inner.queue.len() >= self.capacity {
-            drop(inner);
+            drop(guard);
             self.lag(&delivery.match_id, delivery.generation);
             return false;
         }
+        want.took(&delivery.frame);
         inner.queue.push_back(delivery);
-        drop(inner);
+        if was_idle && let Some(direct) = &self.direct {
+            direct.pause();
+        }
+        drop(guard);
         if was_idle {
             self.ready.notify_one();
         }
@@ -254,13 +388,14 @@ impl Outbox {
     /// is told, and takes nothing more of it until it subscribes again.
     fn lag(&self, match_id: &Arc<str>, generation: u64) {
         let mut inner = lock(&self.inner);
-        if inner.closed || inner.wanted.get(match_id) != Some(&generation) {
+        if inner.closed || inner.wanted.get(match_id).map(|w| w.generation) != Some(generation) {
             return;
         }
-        inner.wanted.remove(match_id);
+        let position = inner.wanted.remove(match_id).and_then(|w| w.position);
         inner.lagged.push(Lagged {
             match_id: match_id.clone(),
             generation,
+            position,
         });
         drop(inner);
         self.ready.notify_one();
@@ -269,20 +404,29 @@ impl Outbox {
     /// Catch-up frames go in whatever the fill; `false` if the session
     /// no longer wants this subscription.
     fn push_catchup(&self, match_id: &Arc<str>, generation: u64, frames: Vec<Frame>) -> bool {
-        let mut inner = lock(&self.inner);
-        if inner.closed || inner.wanted.get(match_id) != Some(&generation) {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        if inner.closed {
             return false;
         }
+        let Some(want) = inner.wanted.get_mut(match_id).filter(|w| w.generation == generation) else {
+            return false;
+        };
         if frames.is_empty() {
             return true;
         }
+        frames.iter().for_each(|f| want.took(f));
         let was_idle = inner.queue.is_empty() && inner.lagged.is_empty();
         inner.queue.extend(frames.into_iter().map(|frame| Delivery {
             match_id: match_id.clone(),
             generation,
             frame,
         }));
-        drop(inner);
+        // Direct writes would overtake the catch-up.
+        if let Some(direct) = &self.direct {
+            direct.pause();
+        }
+        drop(guard);
         if was_idle {
             self.ready.notify_one();
         }
@@ -329,8 +473,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::FrameKind;
-    use tokio_tungstenite::tungstenite::Utf8Bytes;
 
     fn frame(seq: u64) -> Frame {
         Frame {
@@ -373,6 +515,7 @@ mod tests {
         let lagged = Lagged {
             match_id: id.clone(),
             generation: 7,
+            position: Some(Position { epoch: 1, seq: 2 }),
         };
         assert_eq!(seqs(&out), (vec![1, 2], vec![lagged]));
         assert_eq!(fan.subscribers(), 0, "detached at the first lost frame");
@@ -428,5 +571,99 @@ mod tests {
         let waiting = tokio::spawn(async move { watch.recv().await.map(|f| f.seq) });
         fan.send(frame(3));
         assert_eq!(waiting.await.expect("task"), Some(3));
+    }
+
+    /// A socket that takes what `accept` says and records what it took.
+    #[derive(Default)]
+    struct FakeSocket {
+        open: Mutex<bool>,
+        accept: Mutex<VecDeque<Offer>>,
+        taken: Mutex<Vec<String>>,
+    }
+
+    impl Direct for FakeSocket {
+        fn offer(&self, text: &Utf8Bytes) -> Offer {
+            if !*lock(&self.open) {
+                return Offer::Refused;
+            }
+            let offer = lock(&self.accept).pop_front().unwrap_or(Offer::Sent);
+            if offer != Offer::Sent {
+                *lock(&self.open) = false;
+            }
+            if offer != Offer::Refused {
+                lock(&self.taken).push(text.as_str().to_owned());
+            }
+            offer
+        }
+        fn pause(&self) {
+            *lock(&self.open) = false;
+        }
+        fn resume(&self) -> Resumed {
+            *lock(&self.open) = true;
+            Resumed::Yes
+        }
+    }
+
+    fn direct_outbox() -> (Arc<FakeSocket>, Arc<Outbox>, Fanout, Arc<str>) {
+        let socket = Arc::new(FakeSocket::default());
+        let out = Arc::new(Outbox::direct(4, socket.clone()));
+        let id: Arc<str> = Arc::from("m");
+        out.want(&id, 1);
+        let fan = Fanout::new(id.clone());
+        (socket, out, fan, id)
+    }
+
+    #[test]
+    fn frames_go_straight_to_an_open_socket_and_are_the_position() {
+        let (socket, out, fan, id) = direct_outbox();
+        fan.attach(out.clone(), 1, vec![frame(1)]);
+        // The catch-up is queued and closed the socket: frame 2 queues
+        // behind it instead of overtaking it.
+        assert_eq!(out.resume_direct(), Resumed::Queued);
+        fan.send(frame(2));
+        assert_eq!(seqs(&out).0, vec![1, 2]);
+        assert!(lock(&socket.taken).is_empty());
+        // The session wrote both: the socket opens, and frames 3..=9 (more
+        // than the outbox holds) go to it without queueing.
+        assert_eq!(out.resume_direct(), Resumed::Yes);
+        for seq in 3..=9 {
+            fan.send(frame(seq));
+        }
+        assert_eq!(*lock(&socket.taken), ["3", "4", "5", "6", "7", "8", "9"]);
+        assert_eq!(seqs(&out), (vec![], vec![]));
+        // A full socket: frame 10 is refused and queued, and everything
+        // after it queues too until the session resumes; the outbox's
+        // bound holds; a lag names the last frame taken (direct or queued).
+        lock(&socket.accept).push_back(Offer::Refused);
+        for seq in 10..=15 {
+            fan.send(frame(seq));
+        }
+        let (queued, lagged) = seqs(&out);
+        assert_eq!(queued, vec![10, 11, 12, 13]);
+        assert_eq!(
+            lagged,
+            vec![Lagged {
+                match_id: id,
+                generation: 1,
+                position: Some(Position { epoch: 1, seq: 13 }),
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_frame_begun_on_the_socket_wakes_the_session_and_the_rest_queues() {
+        let (socket, out, fan, _id) = direct_outbox();
+        fan.attach(out.clone(), 1, vec![]);
+        assert_eq!(out.resume_direct(), Resumed::Yes);
+        lock(&socket.accept).push_back(Offer::Begun);
+        fan.send(frame(1));
+        fan.send(frame(2));
+        // Woken for the begun frame (its rest is the session's to flush),
+        // with frame 2 queued behind it.
+        tokio::time::timeout(std::time::Duration::from_secs(5), out.ready())
+            .await
+            .expect("the session is woken");
+        assert_eq!(*lock(&socket.taken), ["1"]);
+        assert_eq!(seqs(&out).0, vec![2]);
     }
 }

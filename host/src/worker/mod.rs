@@ -54,7 +54,7 @@ use crate::metrics::Metrics;
 use crate::producers::Board;
 use crate::sandbox::GuestVersion;
 use crate::supervisor::{Intensity, Policy};
-pub use fanout::{Batch, Delivery, Fanout, FrameTap, Lagged, Outbox, Watch};
+pub use fanout::{Batch, Delivery, Direct, Fanout, FrameTap, Lagged, Offer, Outbox, Resumed, Watch};
 pub use frame::{Frame, FrameKind, Status};
 pub use inspect::{Card, Detail, LastError, StateCell};
 pub use lifecycle::State;

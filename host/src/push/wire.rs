@@ -1,0 +1,250 @@
+//! A WebSocket session's socket, shared by the session (tungstenite and the
+//! [`Writer`](super::writer::Writer) write through it) and the matches,
+//! which write frames to it directly ([`Direct`]) while the session holds
+//! nothing to write, the way a Node server's `send` writes at once.
+//!
+//! The wire is the socket's write half; the connection ([`crate::listen`])
+//! keeps the read half and reads without it.
+//!
+//! Every write takes the wire's lock, so writes never interleave inside a
+//! frame. The wire is *open* to direct writes only after the session
+//! opened it ([`Direct::resume`]: nothing queued, nothing of its own being
+//! written); any write of the session's closes it first. A direct write the
+//! socket takes only in part closes it too and leaves the frame's rest
+//! here: the session's next write or flush sends that rest before anything
+//! else.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::writer::header;
+use crate::worker::{Direct, Offer, Resumed};
+
+/// An accepted connection's write half (see the module doc).
+#[derive(Debug)]
+pub struct Wire {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    tcp: OwnedWriteHalf,
+    /// Matches may write frames directly.
+    open: bool,
+    /// A frame a direct write began, and how many of its bytes on the
+    /// wire (header included) went out.
+    begun: Option<(Utf8Bytes, usize)>,
+}
+
+impl Wire {
+    /// A socket closed to direct writes until [`Direct::resume`].
+    pub fn new(tcp: OwnedWriteHalf) -> Wire {
+        Wire {
+            state: Mutex::new(State {
+                tcp,
+                open: false,
+                begun: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every step leaves the state whole: a poisoned lock holds
+        // consistent data.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Write `text` as one frame if the wire is open and the socket takes
+    /// at least part of it.
+    fn offer(&self, text: &Utf8Bytes) -> Offer {
+        let mut st = self.lock();
+        if !st.open {
+            return Offer::Refused;
+        }
+        let mut head = [0u8; 10];
+        let h = header(text.len(), &mut head);
+        let bufs = [IoSlice::new(&head[..h]), IoSlice::new(text.as_bytes())];
+        match st.tcp.try_write_vectored(&bufs) {
+            Ok(n) if n == h + text.len() => Offer::Sent,
+            Ok(n) if n > 0 => {
+                st.open = false;
+                st.begun = Some((text.clone(), n));
+                Offer::Begun
+            }
+            // Full (or failing: the session's own write meets the error).
+            _ => {
+                st.open = false;
+                Offer::Refused
+            }
+        }
+    }
+
+    /// Send the rest of a frame a direct write began.
+    fn finish(st: &mut State, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((text, sent)) = &mut st.begun {
+            let mut head = [0u8; 10];
+            let h = header(text.len(), &mut head);
+            let payload = text.as_bytes();
+            let (a, b) = if *sent < h {
+                (&head[*sent..h], payload)
+            } else {
+                (&[][..], &payload[*sent - h..])
+            };
+            let n = ready!(Pin::new(&mut st.tcp).poll_write_vectored(cx, &[IoSlice::new(a), IoSlice::new(b)]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *sent += n;
+            if *sent == h + payload.len() {
+                st.begun = None;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// A write of the session's: closes the wire to direct writes and
+    /// finishes a begun frame first.
+    pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let mut st = self.lock();
+        st.open = false;
+        ready!(Wire::finish(&mut st, cx))?;
+        Pin::new(&mut st.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.lock();
+        Wire::finish(&mut st, cx)
+    }
+
+    pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.lock();
+        st.open = false;
+        ready!(Wire::finish(&mut st, cx))?;
+        Pin::new(&mut st.tcp).poll_shutdown(cx)
+    }
+}
+
+/// A session's [`Wire`] as its outbox's direct path, counting the frames
+/// written on it.
+pub struct Socket {
+    wire: Arc<Wire>,
+    sent: Counter,
+}
+
+impl Socket {
+    pub fn new(wire: Arc<Wire>, sent: Counter) -> Socket {
+        Socket { wire, sent }
+    }
+}
+
+impl Direct for Socket {
+    fn offer(&self, text: &Utf8Bytes) -> Offer {
+        let offer = self.wire.offer(text);
+        if offer != Offer::Refused {
+            self.sent.inc();
+        }
+        offer
+    }
+
+    fn pause(&self) {
+        self.wire.lock().open = false;
+    }
+
+    fn resume(&self) -> Resumed {
+        let mut st = self.wire.lock();
+        if st.begun.is_some() {
+            return Resumed::Unfinished;
+        }
+        st.open = true;
+        Resumed::Yes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push::writer::Writer;
+    use futures_util::StreamExt as _;
+    use tokio::net::{TcpListener, TcpSocket};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// The session's side of a wire, as the connection gives it.
+    struct Session(Arc<Wire>);
+
+    impl AsyncWrite for Session {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.0.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.0.poll_write_vectored(cx, bufs)
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.0.poll_flush(cx)
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.0.poll_shutdown(cx)
+        }
+    }
+
+    /// Over real sockets with small buffers: a direct write the socket
+    /// takes in part closes the wire to direct writes, and the session's
+    /// next write sends the frame's rest before its own frame, so the
+    /// client reads both whole and in order.
+    #[tokio::test]
+    async fn a_frame_begun_directly_is_finished_before_the_sessions_own() {
+        let listener = TcpSocket::new_v4().expect("socket");
+        listener.set_recv_buffer_size(4096).expect("rcvbuf");
+        listener.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let listener: TcpListener = listener.listen(8).expect("listen");
+        let sender = TcpSocket::new_v4().expect("socket");
+        sender.set_send_buffer_size(4096).expect("sndbuf");
+        let tcp = sender
+            .connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (client, _) = listener.accept().await.expect("accept");
+        let (_read, write) = tcp.into_split();
+        let wire = Arc::new(Wire::new(write));
+        let socket = Socket::new(wire.clone(), Counter::default());
+
+        let big = Utf8Bytes::from("b".repeat(1 << 20));
+        assert_eq!(socket.offer(&big), Offer::Refused, "closed until resumed");
+        assert_eq!(socket.resume(), Resumed::Yes);
+        assert_eq!(socket.offer(&big), Offer::Begun, "1 MiB does not fit in the buffers");
+        assert_eq!(socket.offer(&Utf8Bytes::from("x")), Offer::Refused);
+        assert_eq!(socket.resume(), Resumed::Unfinished);
+
+        let reader = tokio::spawn(async move {
+            let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+            let mut got = Vec::new();
+            while let Some(Ok(Message::Text(t))) = ws.next().await {
+                got.push(t.as_str().to_owned());
+            }
+            got
+        });
+        let mut out = Writer::default();
+        out.push(Utf8Bytes::from("own"));
+        let mut session = Session(wire.clone());
+        assert_eq!(out.write_all(&mut session).await.expect("write"), 1);
+        assert_eq!(socket.resume(), Resumed::Yes, "nothing left unfinished");
+        assert_eq!(socket.offer(&Utf8Bytes::from("after")), Offer::Sent);
+        drop((socket, session, wire));
+        let got = reader.await.expect("reader");
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], big.as_str());
+        assert_eq!(&got[1..], ["own", "after"]);
+    }
+}
