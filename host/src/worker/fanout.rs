@@ -103,6 +103,8 @@ impl std::fmt::Debug for Fanout {
 struct Sub {
     outbox: Arc<Outbox>,
     generation: u64,
+    /// Where the outbox keeps this subscription (no lookup by id per frame).
+    slot: usize,
 }
 
 /// A frame of one match for one session.
@@ -156,13 +158,7 @@ impl Fanout {
             tap.frame(&self.match_id, &frame);
         }
         let mut subs = lock(&self.subs);
-        subs.retain(|s| {
-            s.outbox.push(Delivery {
-                match_id: self.match_id.clone(),
-                generation: s.generation,
-                frame: frame.clone(),
-            })
-        });
+        subs.retain(|s| s.outbox.push(&self.match_id, s.slot, s.generation, &frame));
         subs.len()
     }
 
@@ -172,9 +168,12 @@ impl Fanout {
     pub(crate) fn attach(&self, outbox: Arc<Outbox>, generation: u64, catchup: Vec<Frame>) {
         let mut subs = lock(&self.subs);
         subs.retain(|s| !Arc::ptr_eq(&s.outbox, &outbox));
-        let open = outbox.push_catchup(&self.match_id, generation, catchup);
-        if open {
-            subs.push(Sub { outbox, generation });
+        if let Some(slot) = outbox.push_catchup(&self.match_id, generation, catchup) {
+            subs.push(Sub {
+                outbox,
+                generation,
+                slot,
+            });
         }
     }
 
@@ -226,9 +225,35 @@ impl std::fmt::Debug for Outbox {
 struct Inner {
     queue: VecDeque<Delivery>,
     lagged: Vec<Lagged>,
-    /// Each match the session subscribes to now.
-    wanted: HashMap<Arc<str>, Want>,
+    /// Each match the session subscribes to now: its slot in `slots`.
+    wanted: HashMap<Arc<str>, usize>,
+    /// The subscriptions; a freed slot is `None` until reused. Generations
+    /// are never reused by a session, so a match holding a slot that was
+    /// since given to another subscription finds another generation there.
+    slots: Vec<Option<Want>>,
+    free: Vec<usize>,
     closed: bool,
+}
+
+/// The subscription in `slot` if it is still `generation`.
+fn slot_of(slots: &mut [Option<Want>], slot: usize, generation: u64) -> Option<&mut Want> {
+    slots
+        .get_mut(slot)
+        .and_then(Option::as_mut)
+        .filter(|w| w.generation == generation)
+}
+
+impl Inner {
+    fn by_id(&mut self, match_id: &str, generation: u64) -> Option<usize> {
+        let slot = *self.wanted.get(match_id)?;
+        slot_of(&mut self.slots, slot, generation).map(|_| slot)
+    }
+
+    fn unwant(&mut self, match_id: &str) -> Option<Want> {
+        let slot = self.wanted.remove(match_id)?;
+        self.free.push(slot);
+        self.slots[slot].take()
+    }
 }
 
 /// A subscription: its generation and the last frame taken for it.
@@ -277,23 +302,31 @@ impl Outbox {
     /// The session subscribes to `match_id` as `generation` from now on
     /// (frames of any other generation are refused).
     pub fn want(&self, match_id: &Arc<str>, generation: u64) {
-        lock(&self.inner).wanted.insert(
-            match_id.clone(),
-            Want {
-                generation,
-                position: None,
-            },
-        );
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let want = Some(Want {
+            generation,
+            position: None,
+        });
+        if let Some(&slot) = inner.wanted.get(match_id) {
+            inner.slots[slot] = want;
+        } else if let Some(slot) = inner.free.pop() {
+            inner.slots[slot] = want;
+            inner.wanted.insert(match_id.clone(), slot);
+        } else {
+            inner.slots.push(want);
+            inner.wanted.insert(match_id.clone(), inner.slots.len() - 1);
+        }
     }
 
     /// The session no longer subscribes to `match_id`.
     pub fn unwant(&self, match_id: &str) {
-        lock(&self.inner).wanted.remove(match_id);
+        lock(&self.inner).unwant(match_id);
     }
 
     /// Whether `generation` of `match_id` is what the session wants now.
     pub fn wants(&self, match_id: &str, generation: u64) -> bool {
-        lock(&self.inner).wanted.get(match_id).map(|w| w.generation) == Some(generation)
+        lock(&self.inner).by_id(match_id, generation).is_some()
     }
 
     /// The session has written everything it held: open its socket to
@@ -314,6 +347,8 @@ impl Outbox {
         inner.closed = true;
         inner.queue = VecDeque::new();
         inner.wanted = HashMap::new();
+        inner.slots = Vec::new();
+        inner.free = Vec::new();
     }
 
     /// Wait until something is queued (returns at once if something was
@@ -338,27 +373,24 @@ impl Outbox {
 
     /// `false`: the subscription is over (unwanted, lagged or closed) and
     /// the match should forget it.
-    fn push(&self, delivery: Delivery) -> bool {
+    fn push(&self, match_id: &Arc<str>, slot: usize, generation: u64, frame: &Frame) -> bool {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         if inner.closed {
             return false;
         }
-        let Some(want) = inner.wanted.get_mut(&delivery.match_id) else {
+        let was_idle = inner.queue.is_empty() && inner.lagged.is_empty();
+        let Some(want) = slot_of(&mut inner.slots, slot, generation) else {
             return false;
         };
-        if want.generation != delivery.generation {
-            return false;
-        }
-        let was_idle = inner.queue.is_empty() && inner.lagged.is_empty();
         if was_idle && let Some(direct) = &self.direct {
-            match direct.offer(&delivery.frame.bytes) {
+            match direct.offer(&frame.bytes) {
                 Offer::Sent => {
-                    want.took(&delivery.frame);
+                    want.took(frame);
                     return true;
                 }
                 Offer::Begun => {
-                    want.took(&delivery.frame);
+                    want.took(frame);
                     drop(guard);
                     // The session finishes the frame at its next flush.
                     self.ready.notify_one();
@@ -369,11 +401,15 @@ impl Outbox {
         }
         if inner.queue.len() >= self.capacity {
             drop(guard);
-            self.lag(&delivery.match_id, delivery.generation);
+            self.lag(match_id, generation);
             return false;
         }
-        want.took(&delivery.frame);
-        inner.queue.push_back(delivery);
+        want.took(frame);
+        inner.queue.push_back(Delivery {
+            match_id: match_id.clone(),
+            generation,
+            frame: frame.clone(),
+        });
         if was_idle && let Some(direct) = &self.direct {
             direct.pause();
         }
@@ -388,10 +424,10 @@ impl Outbox {
     /// is told, and takes nothing more of it until it subscribes again.
     fn lag(&self, match_id: &Arc<str>, generation: u64) {
         let mut inner = lock(&self.inner);
-        if inner.closed || inner.wanted.get(match_id).map(|w| w.generation) != Some(generation) {
+        if inner.closed || inner.by_id(match_id, generation).is_none() {
             return;
         }
-        let position = inner.wanted.remove(match_id).and_then(|w| w.position);
+        let position = inner.unwant(match_id).and_then(|w| w.position);
         inner.lagged.push(Lagged {
             match_id: match_id.clone(),
             generation,
@@ -401,20 +437,19 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Catch-up frames go in whatever the fill; `false` if the session
-    /// no longer wants this subscription.
-    fn push_catchup(&self, match_id: &Arc<str>, generation: u64, frames: Vec<Frame>) -> bool {
+    /// Catch-up frames go in whatever the fill; the subscription's slot,
+    /// or `None` if the session no longer wants it.
+    fn push_catchup(&self, match_id: &Arc<str>, generation: u64, frames: Vec<Frame>) -> Option<usize> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         if inner.closed {
-            return false;
+            return None;
         }
-        let Some(want) = inner.wanted.get_mut(match_id).filter(|w| w.generation == generation) else {
-            return false;
-        };
+        let slot = inner.by_id(match_id, generation)?;
         if frames.is_empty() {
-            return true;
+            return Some(slot);
         }
+        let want = slot_of(&mut inner.slots, slot, generation)?;
         frames.iter().for_each(|f| want.took(f));
         let was_idle = inner.queue.is_empty() && inner.lagged.is_empty();
         inner.queue.extend(frames.into_iter().map(|frame| Delivery {
@@ -430,7 +465,7 @@ impl Outbox {
         if was_idle {
             self.ready.notify_one();
         }
-        true
+        Some(slot)
     }
 }
 
@@ -541,6 +576,24 @@ mod tests {
         assert_eq!(fan.send(frame(1)), 0);
         assert_eq!(seqs(&a).0, Vec::<u64>::new());
         assert_eq!(seqs(&b).0, Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_slot_given_to_another_match_is_not_written_by_the_old_one() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let (fan_a, fan_b) = (Fanout::new(a.clone()), Fanout::new(b.clone()));
+        let out = Arc::new(Outbox::new(8));
+        out.want(&a, 1);
+        fan_a.attach(out.clone(), 1, vec![]);
+        out.unwant("a");
+        out.want(&b, 2); // takes the slot "a" had
+        fan_b.attach(out.clone(), 2, vec![]);
+        assert_eq!(fan_a.send(frame(1)), 0, "a's frame finds generation 2 there");
+        assert_eq!(fan_b.send(frame(7)), 1);
+        let mut batch = Batch::default();
+        out.take(&mut batch);
+        let got: Vec<(&str, u64)> = batch.deliveries.iter().map(|d| (&*d.match_id, d.frame.seq)).collect();
+        assert_eq!(got, vec![("b", 7)]);
     }
 
     #[test]
