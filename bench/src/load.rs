@@ -18,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use touchline::sim::{Generator, SimConfig};
 
@@ -101,6 +102,9 @@ pub fn paced(
 /// clients run (before / during / after a hot swap, say).
 pub const PHASES: usize = 4;
 
+/// Each client's WebSocket read buffer.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// What the clients saw.
 pub struct FanoutStats {
     pub clients: usize,
@@ -176,9 +180,14 @@ impl Clients {
                 .await
                 .with_context(|| format!("client {i} connecting"))?;
             stream.set_nodelay(true)?;
-            let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{http}/ws"), stream)
-                .await
-                .with_context(|| format!("client {i} handshake"))?;
+            // A 4 KiB read buffer, not tungstenite's 128 KiB, which it
+            // zero-fills on every read: at 10,000 clients that memset, not
+            // the server, saturated the generator.
+            let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+            let (mut ws, _) =
+                tokio_tungstenite::client_async_with_config(format!("ws://{http}/ws"), stream, Some(config))
+                    .await
+                    .with_context(|| format!("client {i} handshake"))?;
             drop(permit);
             let sub = serde_json::json!({"op": "subscribe", "matches": subs});
             ws.send(Message::Text(sub.to_string().into())).await?;
