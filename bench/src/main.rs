@@ -20,6 +20,7 @@ mod peer;
 mod producers;
 mod report;
 mod scenarios;
+mod sizes;
 mod targets;
 
 use std::path::PathBuf;

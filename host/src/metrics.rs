@@ -79,6 +79,7 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     pub ws_sessions: Gauge,
     pub ws_frames_sent: Counter,
+    pub ws_frames_direct: Counter,
     pub ws_client_errors: Family<Kind, Counter>,
     pub ws_resyncs: Counter,
     pub ws_slow_disconnects: Counter,
@@ -278,6 +279,11 @@ impl Metrics {
             ),
             ws_sessions: reg!("ws_sessions", "Open WebSocket sessions", Gauge::default()),
             ws_frames_sent: reg!("ws_frames_sent", "Frames sent to WebSocket clients", Counter::default()),
+            ws_frames_direct: reg!(
+                "ws_frames_direct",
+                "Frames a match wrote to a client's socket itself, without waking the session (counted in ws_frames_sent too)",
+                Counter::default()
+            ),
             ws_client_errors: reg!(
                 "ws_client_errors",
                 "Bad client frames and requests over a session budget, by reason",

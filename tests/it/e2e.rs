@@ -71,6 +71,9 @@ async fn sample_feed_reaches_websocket_client() {
     // odds_change without markets changes nothing: still an update, no markets
     assert_eq!(updates[2]["delta"]["markets"], json!([]));
     assert_eq!(updates[3]["delta"]["event"], "bet_settlement");
+    // The session was idle: the match wrote its updates to the socket
+    // itself (the WebSocket upgrade handed the socket to the session).
+    server.wait_metric("touchline_ws_frames_direct_total", 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

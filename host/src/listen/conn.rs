@@ -162,6 +162,14 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    /// The socket closes with the connection, though a match may still
+    /// hold its write half (in the session's outbox) until its next frame.
+    fn drop(&mut self) {
+        self.wire.release();
+    }
+}
+
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.read).poll_read(cx, buf)
@@ -191,5 +199,37 @@ impl AsyncWrite for Conn {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.wire.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{Direct, Resumed};
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::TcpListener;
+
+    /// A session's outbox may keep the wire (a match holds the outbox until
+    /// its next frame): the socket still closes with the connection, and
+    /// the wire takes nothing more.
+    #[tokio::test]
+    async fn the_socket_closes_with_the_connection_whoever_holds_its_wire() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, peer) = listener.accept().await.expect("accept");
+        let registry = Arc::new(Registry::new(8, 8, Arc::new(Metrics::new())));
+        let (slot, _) = registry.admit(peer.ip()).expect("admitted");
+        let conn = Conn::new(server, slot);
+        let socket = crate::push::wire::Socket::new(conn.wire(), Counter::default(), Counter::default());
+        assert_eq!(socket.resume(), Resumed::Yes);
+        drop(conn);
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), client.read_to_end(&mut rest)).await;
+        assert_eq!(read.expect("EOF, not a hang").expect("read"), 0);
+        let frame = tokio_tungstenite::tungstenite::Utf8Bytes::from("late");
+        assert_eq!(socket.offer(&frame), crate::worker::Offer::Refused);
     }
 }

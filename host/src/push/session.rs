@@ -126,7 +126,11 @@ pub async fn run<S>(
         inbox: Arc::new(match wire {
             Some(w) => Outbox::direct(
                 OUTBOX_CAPACITY,
-                Arc::new(Socket::new(w, metrics.ws_frames_sent.clone())),
+                Arc::new(Socket::new(
+                    w,
+                    metrics.ws_frames_sent.clone(),
+                    metrics.ws_frames_direct.clone(),
+                )),
             ),
             None => Outbox::new(OUTBOX_CAPACITY),
         }),

@@ -6,8 +6,13 @@
 //! The wire is the socket's write half; the connection ([`crate::listen`])
 //! keeps the read half and reads without it.
 //!
+//! The connection owns the socket: when it is dropped it releases the
+//! write half ([`Wire::release`]), so the descriptor closes then, however
+//! long a match still holds the session's outbox (until its next frame).
+//!
 //! Every write takes the wire's lock, so writes never interleave inside a
-//! frame. The wire is *open* to direct writes only after the session
+//! frame; a match that finds the lock taken (the session is writing) does
+//! not wait for it: its frame is queued. The wire is *open* to direct writes only after the session
 //! opened it ([`Direct::resume`]: nothing queued, nothing of its own being
 //! written); any write of the session's closes it first. A direct write the
 //! socket takes only in part closes it too and leaves the frame's rest
@@ -16,7 +21,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, ready};
 
 use prometheus_client::metrics::counter::Counter;
@@ -35,7 +40,8 @@ pub struct Wire {
 
 #[derive(Debug)]
 struct State {
-    tcp: OwnedWriteHalf,
+    /// `None` once the connection is gone.
+    tcp: Option<OwnedWriteHalf>,
     /// Matches may write frames directly.
     open: bool,
     /// A frame a direct write began, and how many of its bytes on the
@@ -48,7 +54,7 @@ impl Wire {
     pub fn new(tcp: OwnedWriteHalf) -> Wire {
         Wire {
             state: Mutex::new(State {
-                tcp,
+                tcp: Some(tcp),
                 open: false,
                 begun: None,
             }),
@@ -61,17 +67,31 @@ impl Wire {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The connection is gone: close the socket's write half now.
+    pub fn release(&self) {
+        let mut st = self.lock();
+        st.open = false;
+        st.begun = None;
+        st.tcp = None;
+    }
+
     /// Write `text` as one frame if the wire is open and the socket takes
     /// at least part of it.
     fn offer(&self, text: &Utf8Bytes) -> Offer {
-        let mut st = self.lock();
-        if !st.open {
+        let mut st = match self.state.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            // The session is writing (so the wire is closed anyway).
+            Err(TryLockError::WouldBlock) => return Offer::Refused,
+        };
+        let st = &mut *st;
+        let (true, Some(tcp)) = (st.open, &st.tcp) else {
             return Offer::Refused;
-        }
+        };
         let mut head = [0u8; 10];
         let h = header(text.len(), &mut head);
         let bufs = [IoSlice::new(&head[..h]), IoSlice::new(text.as_bytes())];
-        match st.tcp.try_write_vectored(&bufs) {
+        match tcp.try_write_vectored(&bufs) {
             Ok(n) if n == h + text.len() => Offer::Sent,
             Ok(n) if n > 0 => {
                 st.open = false;
@@ -89,6 +109,7 @@ impl Wire {
     /// Send the rest of a frame a direct write began.
     fn finish(st: &mut State, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some((text, sent)) = &mut st.begun {
+            let tcp = st.tcp.as_mut().ok_or(io::ErrorKind::NotConnected)?;
             let mut head = [0u8; 10];
             let h = header(text.len(), &mut head);
             let payload = text.as_bytes();
@@ -97,7 +118,7 @@ impl Wire {
             } else {
                 (&[][..], &payload[*sent - h..])
             };
-            let n = ready!(Pin::new(&mut st.tcp).poll_write_vectored(cx, &[IoSlice::new(a), IoSlice::new(b)]))?;
+            let n = ready!(Pin::new(tcp).poll_write_vectored(cx, &[IoSlice::new(a), IoSlice::new(b)]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -115,7 +136,8 @@ impl Wire {
         let mut st = self.lock();
         st.open = false;
         ready!(Wire::finish(&mut st, cx))?;
-        Pin::new(&mut st.tcp).poll_write_vectored(cx, bufs)
+        let tcp = st.tcp.as_mut().ok_or(io::ErrorKind::NotConnected)?;
+        Pin::new(tcp).poll_write_vectored(cx, bufs)
     }
 
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -127,20 +149,24 @@ impl Wire {
         let mut st = self.lock();
         st.open = false;
         ready!(Wire::finish(&mut st, cx))?;
-        Pin::new(&mut st.tcp).poll_shutdown(cx)
+        match st.tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
 /// A session's [`Wire`] as its outbox's direct path, counting the frames
-/// written on it.
+/// written on it (in `sent`, and in `direct`).
 pub struct Socket {
     wire: Arc<Wire>,
     sent: Counter,
+    direct: Counter,
 }
 
 impl Socket {
-    pub fn new(wire: Arc<Wire>, sent: Counter) -> Socket {
-        Socket { wire, sent }
+    pub fn new(wire: Arc<Wire>, sent: Counter, direct: Counter) -> Socket {
+        Socket { wire, sent, direct }
     }
 }
 
@@ -149,6 +175,7 @@ impl Direct for Socket {
         let offer = self.wire.offer(text);
         if offer != Offer::Refused {
             self.sent.inc();
+            self.direct.inc();
         }
         offer
     }
@@ -218,7 +245,7 @@ mod tests {
         let (client, _) = listener.accept().await.expect("accept");
         let (_read, write) = tcp.into_split();
         let wire = Arc::new(Wire::new(write));
-        let socket = Socket::new(wire.clone(), Counter::default());
+        let socket = Socket::new(wire.clone(), Counter::default(), Counter::default());
 
         let big = Utf8Bytes::from("b".repeat(1 << 20));
         assert_eq!(socket.offer(&big), Offer::Refused, "closed until resumed");

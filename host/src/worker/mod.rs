@@ -32,6 +32,7 @@ mod mailbox;
 mod names;
 mod observer;
 mod operate;
+mod outbox;
 mod persist;
 mod producers;
 mod regenerate;
@@ -54,7 +55,7 @@ use crate::metrics::Metrics;
 use crate::producers::Board;
 use crate::sandbox::GuestVersion;
 use crate::supervisor::{Intensity, Policy};
-pub use fanout::{Batch, Delivery, Direct, Fanout, FrameTap, Lagged, Offer, Outbox, Resumed, Watch};
+pub use fanout::{Batch, Delivery, Fanout, FrameTap, Lagged};
 pub use frame::{Frame, FrameKind, Status};
 pub use inspect::{Card, Detail, LastError, StateCell};
 pub use lifecycle::State;
@@ -64,6 +65,7 @@ pub use mailbox::{Closed, Mailbox};
 pub use names::NameSource;
 pub use observer::{BetLog, Nobody, Observer, ProbationNews};
 pub use operate::{Action, Refusal};
+pub use outbox::{Direct, Offer, Outbox, Resumed, Watch};
 use persist::{Mark, Ring, Tail};
 
 /// Mailbox capacity per match ([`mailbox`]). When full, the feed reader waits (TCP
