@@ -198,11 +198,7 @@ impl Direct for Socket {
 mod tests {
     use super::*;
     use crate::push::writer::Writer;
-    use futures_util::StreamExt as _;
     use tokio::net::{TcpListener, TcpSocket};
-    use tokio_tungstenite::WebSocketStream;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::Role;
 
     /// The session's side of a wire, as the connection gives it.
     struct Session(Arc<Wire>);
@@ -254,14 +250,7 @@ mod tests {
         assert_eq!(socket.offer(&Utf8Bytes::from("x")), Offer::Refused);
         assert_eq!(socket.resume(), Resumed::Unfinished);
 
-        let reader = tokio::spawn(async move {
-            let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-            let mut got = Vec::new();
-            while let Some(Ok(Message::Text(t))) = ws.next().await {
-                got.push(t.as_str().to_owned());
-            }
-            got
-        });
+        let reader = crate::push::writer::client_texts(client);
         let mut out = Writer::default();
         out.push(Utf8Bytes::from("own"));
         let mut session = Session(wire.clone());

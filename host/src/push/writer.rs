@@ -126,14 +126,31 @@ fn frame_len(len: usize) -> usize {
     len + header(len, &mut [0; 10])
 }
 
+/// A WebSocket client on `io` collecting every text frame it reads until
+/// the stream ends (tests of the writers).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) fn client_texts<S>(io: S) -> tokio::task::JoinHandle<Vec<String>>
+where
+    S: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     use futures_util::StreamExt as _;
-    use tokio::io::AsyncReadExt as _;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::Role;
+    tokio::spawn(async move {
+        let mut ws = WebSocketStream::from_raw_socket(io, Role::Client, None).await;
+        let mut got = Vec::new();
+        while let Some(Ok(Message::Text(t))) = ws.next().await {
+            got.push(t.as_str().to_owned());
+        }
+        got
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
 
     fn texts() -> Vec<String> {
         [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_000, 3]
@@ -156,14 +173,7 @@ mod tests {
         for t in &sent {
             writer.push(Utf8Bytes::from(t.clone()));
         }
-        let reader = tokio::spawn(async move {
-            let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-            let mut got = Vec::new();
-            while let Some(Ok(Message::Text(t))) = ws.next().await {
-                got.push(t.as_str().to_owned());
-            }
-            got
-        });
+        let reader = client_texts(client);
         assert_eq!(writer.write_all(&mut server).await.expect("write"), sent.len() as u64);
         assert!(writer.is_empty());
         drop(server);
