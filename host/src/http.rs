@@ -240,42 +240,29 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
                     .read_buffer_size(READ_BUFFER)
                     .max_message_size(Some(max))
                     .max_frame_size(Some(max));
-                // On our own listener the socket is a Wire the session's
-                // matches write to directly; bytes read past the request
-                // head (a client's first frame) are handed to tungstenite.
-                match upgraded.downcast::<TokioIo<Conn>>() {
-                    Ok(parts) => {
-                        // The read bytes are copied out: the buffer they
-                        // are a view of is hyper's whole read buffer.
-                        let hyper::upgrade::Parts { io, read_buf, .. } = parts;
-                        let read = read_buf.to_vec();
-                        drop(read_buf);
-                        let conn = io.into_inner();
-                        let wire = conn.wire();
-                        let ws = WebSocketStream::from_partially_read(conn, read, Role::Server, Some(config)).await;
-                        push::session::run(
-                            ws,
-                            Some(wire),
-                            st2.router,
-                            st2.desk,
-                            st2.metrics,
-                            st2.budget,
-                            st2.shutdown,
-                        )
-                        .await;
-                    }
-                    Err(upgraded) => {
-                        let ws =
-                            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                        push::session::run(ws, None, st2.router, st2.desk, st2.metrics, st2.budget, st2.shutdown).await;
-                    }
-                }
+                let Some((conn, read)) = socket(upgraded) else {
+                    tracing::error!("websocket upgrade over a connection not accepted by `listen`; closing");
+                    return;
+                };
+                let wire = conn.wire();
+                let ws = WebSocketStream::from_partially_read(conn, read, Role::Server, Some(config)).await;
+                push::session::run(ws, wire, st2.router, st2.desk, st2.metrics, st2.budget, st2.shutdown).await;
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "websocket upgrade failed"),
             Err(_) => tracing::debug!("websocket upgrade did not complete in time"),
         }
     });
     switching_protocols(&key)
+}
+
+/// The upgraded connection as accepted by [`crate::listen`] (its socket a
+/// `Wire` the session's matches write to directly), and the bytes hyper
+/// read past the request head (a client's first frame), copied out: they
+/// are a view of hyper's whole read buffer, which would otherwise stay
+/// allocated for the session's life.
+fn socket(upgraded: hyper::upgrade::Upgraded) -> Option<(Conn, Vec<u8>)> {
+    let parts = upgraded.downcast::<TokioIo<Conn>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf.to_vec()))
 }
 
 /// The 101 answering a WebSocket upgrade whose `Sec-WebSocket-Accept` is

@@ -336,8 +336,8 @@ impl BetLog for Arc<JetStreamBets> {
     }
 
     fn changed(&self, record: BetRecord) -> BoxFuture<'static, Result<(), String>> {
-        let this = self.clone();
-        Box::pin(async move { this.record(record, false).await.map(drop) })
+        let recorded = self.clone().record(record, false);
+        Box::pin(async move { recorded.await.map(drop) })
     }
 }
 

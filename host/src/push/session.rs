@@ -64,11 +64,6 @@ type BetFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
 /// worker is gone.
 type AttachFuture = Pin<Box<dyn Future<Output = (Arc<str>, u64, bool)> + Send>>;
 
-/// A match this session subscribes to.
-struct Sub {
-    generation: u64,
-}
-
 struct Session {
     router: Arc<Router>,
     metrics: Arc<Metrics>,
@@ -81,8 +76,9 @@ struct Session {
     inbox: Arc<Outbox>,
     /// What was taken out of it last (kept for its buffers).
     batch: Batch,
-    /// The subscribed matches (attached, or with the attach on its way).
-    subs: HashMap<Arc<str>, Sub>,
+    /// The subscribed matches (attached, or with the attach on its way),
+    /// with the generation of each.
+    subs: HashMap<Arc<str>, u64>,
     generations: u64,
     attaching: FuturesUnordered<AttachFuture>,
     /// Frames to send, in order; written out before the next event.
@@ -106,7 +102,7 @@ struct Session {
 /// socket under `ws`, for the matches to write to directly.
 pub async fn run<S>(
     ws: WebSocketStream<S>,
-    wire: Option<Arc<Wire>>,
+    wire: Arc<Wire>,
     router: Arc<Router>,
     desk: Arc<crate::bets::Desk>,
     metrics: Arc<Metrics>,
@@ -123,17 +119,14 @@ pub async fn run<S>(
         metrics: metrics.clone(),
         all: false,
         named: Named::default(),
-        inbox: Arc::new(match wire {
-            Some(w) => Outbox::direct(
-                OUTBOX_CAPACITY,
-                Arc::new(Socket::new(
-                    w,
-                    metrics.ws_frames_sent.clone(),
-                    metrics.ws_frames_direct.clone(),
-                )),
-            ),
-            None => Outbox::new(OUTBOX_CAPACITY),
-        }),
+        inbox: Arc::new(Outbox::direct(
+            OUTBOX_CAPACITY,
+            Arc::new(Socket::new(
+                wire,
+                metrics.ws_frames_sent.clone(),
+                metrics.ws_frames_direct.clone(),
+            )),
+        )),
         batch: Batch::default(),
         subs: HashMap::new(),
         generations: 0,
@@ -430,7 +423,7 @@ impl Session {
         };
         self.generations += 1;
         let generation = self.generations;
-        self.subs.insert(id.clone(), Sub { generation });
+        self.subs.insert(id.clone(), generation);
         self.inbox.want(&id, generation);
         let outbox = self.inbox.clone();
         self.attaching.push(Box::pin(async move {
@@ -447,7 +440,7 @@ impl Session {
     /// The match's worker is gone: the subscription is forgotten, so a
     /// later request (or announcement) can make it again.
     fn worker_gone(&mut self, id: &Arc<str>, generation: u64) {
-        if self.subs.get(id).is_some_and(|s| s.generation == generation) {
+        if self.subs.get(id) == Some(&generation) {
             self.drop_sub(id);
         }
     }
@@ -458,13 +451,9 @@ impl Session {
         let mut batch = std::mem::take(&mut self.batch);
         self.inbox.take(&mut batch);
         for d in batch.deliveries.drain(..) {
-            let Some(sub) = self.subs.get_mut(&d.match_id) else {
-                continue;
-            };
-            if sub.generation != d.generation {
-                continue;
+            if self.subs.get(&d.match_id) == Some(&d.generation) {
+                self.out.push(d.frame.bytes);
             }
-            self.out.push(d.frame.bytes);
         }
         for Lagged {
             match_id,
@@ -472,8 +461,7 @@ impl Session {
             position,
         } in batch.lagged.drain(..)
         {
-            let Some(sub) = self.subs.get(&match_id) else { continue };
-            if sub.generation != generation {
+            if self.subs.get(&match_id) != Some(&generation) {
                 continue;
             }
             tracing::debug!(match_id = %match_id, "subscriber lagged; catching up");

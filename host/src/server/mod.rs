@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
+use futures_util::future::OptionFuture;
 use sources::{start_catalog, start_fixtures, start_producers};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -144,14 +145,10 @@ impl Server {
             names,
         );
         // In a cluster bets are recorded in JetStream (`bets::cluster`).
-        let bet_book = match &cluster {
-            Some(c) => Some(
-                crate::cluster::bets::BetBook::open(c)
-                    .await
-                    .context("the cluster's bet records")?,
-            ),
-            None => None,
-        };
+        let bet_book = OptionFuture::from(cluster.as_deref().map(crate::cluster::bets::BetBook::open))
+            .await
+            .transpose()
+            .context("the cluster's bet records")?;
         let bet_log = bet_book
             .as_ref()
             .zip(cluster.as_ref())
@@ -203,25 +200,22 @@ impl Server {
         };
         let feed_addr = start_feed(&config, intake, &feed_stop, &feed_tasks).await?;
         // In a cluster `"*"` covers every node's matches (`push::directory`).
-        let directory = match &cluster {
-            Some(c) => Some(
-                crate::cluster::matches::Directory::open(c)
-                    .await
-                    .context("the cluster's directory of matches")?,
-            ),
-            None => None,
-        };
+        let directory = OptionFuture::from(cluster.as_deref().map(crate::cluster::matches::Directory::open))
+            .await
+            .transpose()
+            .context("the cluster's directory of matches")?;
         // In a cluster the guest version is the cluster's (`guests::cluster`).
-        let guest_rollouts = match &cluster {
-            Some(c) => Some(Arc::new(guests::cluster::Rollouts {
-                book: crate::cluster::guests::GuestBook::open(c)
-                    .await
-                    .context("the cluster's guest records")?,
+        let guest_book = OptionFuture::from(cluster.as_deref().map(crate::cluster::guests::GuestBook::open))
+            .await
+            .transpose()
+            .context("the cluster's guest records")?;
+        let guest_rollouts = guest_book.zip(cluster.as_ref()).map(|(book, c)| {
+            Arc::new(guests::cluster::Rollouts {
+                book,
                 node: c.config.node_id.clone(),
                 guests: guests.clone(),
-            })),
-            None => None,
-        };
+            })
+        });
         let (session_stop, session_tasks) = (CancellationToken::new(), TaskTracker::new());
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_for_http = metrics.clone();

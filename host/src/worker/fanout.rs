@@ -324,8 +324,9 @@ mod tests {
     fn frames_go_straight_to_an_open_socket_and_are_the_position() {
         let (socket, out, fan, id) = direct_outbox();
         fan.attach(out.clone(), 1, vec![frame(1)]);
-        // The catch-up is queued and closed the socket: frame 2 queues
-        // behind it instead of overtaking it.
+        // The catch-up is queued: frame 2 queues behind it instead of
+        // overtaking it (and the session's take closes the socket until it
+        // has written both).
         assert_eq!(out.resume_direct(), Resumed::Queued);
         fan.send(frame(2));
         assert_eq!(seqs(&out).0, vec![1, 2]);

@@ -11,9 +11,10 @@
 //! which the socket keeps and the session's next write finishes) goes
 //! first, and everything after it goes through the queue and the session,
 //! until the session has written everything and opens the socket to direct
-//! writes again ([`Outbox::resume_direct`]). Anything queued (a frame, a
-//! catch-up, a lag) closes it too. Either way a frame is written once,
-//! whole and in order.
+//! writes again ([`Outbox::resume_direct`]). While anything is queued (a
+//! frame, a catch-up, a lag) later frames queue behind it, and the session
+//! taking it closes the socket until it has written it. Either way a frame
+//! is written once, whole and in order.
 //!
 //! Each subscription lives in a slot whose index its match keeps, so a
 //! frame costs no lookup by match id; a session never reuses a generation,
@@ -35,7 +36,7 @@ pub trait Direct: Send + Sync {
     /// Write `text` as one frame now, if the socket is open to direct
     /// writes and takes at least part of it.
     fn offer(&self, text: &Utf8Bytes) -> Offer;
-    /// Close the socket to direct writes (the session has frames to write).
+    /// Close the socket to direct writes (the session took frames to write).
     fn pause(&self);
     /// Open it again; [`Resumed::Unfinished`] if a frame begun directly
     /// must be finished first (the session's next flush does it).
@@ -185,6 +186,7 @@ impl Outbox {
     }
 
     /// Whether `generation` of `match_id` is what the session wants now.
+    #[cfg(test)]
     pub fn wants(&self, match_id: &str, generation: u64) -> bool {
         lock(&self.inner).by_id(match_id, generation).is_some()
     }
@@ -220,12 +222,21 @@ impl Outbox {
 
     /// Everything queued, in order, and the subscriptions that lagged.
     /// Swaps buffers with `batch` (which must be empty), so neither
-    /// allocates in the steady state.
+    /// allocates in the steady state. The socket is closed to direct
+    /// writes while the session holds what it took (a later frame written
+    /// directly would overtake it); the session opens it again once it has
+    /// written everything. Until then, anything queued keeps later frames
+    /// in the queue.
     pub fn take(&self, batch: &mut Batch) {
         debug_assert!(batch.is_empty());
         let mut inner = lock(&self.inner);
         std::mem::swap(&mut inner.queue, &mut batch.deliveries);
         std::mem::swap(&mut inner.lagged, &mut batch.lagged);
+        if !batch.is_empty()
+            && let Some(direct) = &self.direct
+        {
+            direct.pause();
+        }
         // A burst leaves a large buffer behind: give it back once idle.
         if inner.queue.capacity() > 4 * self.capacity.min(64) {
             inner.queue = VecDeque::new();
@@ -266,13 +277,6 @@ impl Outbox {
             return false;
         }
         want.took(frame);
-        // Whatever is queued must go before any later direct write: the
-        // socket stays closed to them until the session has written it.
-        if inner.queue.is_empty()
-            && let Some(direct) = &self.direct
-        {
-            direct.pause();
-        }
         inner.queue.push_back(Delivery {
             match_id: match_id.clone(),
             generation,
@@ -293,11 +297,6 @@ impl Outbox {
             return;
         }
         let position = inner.unwant(match_id).and_then(|w| w.position);
-        // Frames queued while the session handles the lag must not be
-        // overtaken by direct writes either.
-        if let Some(direct) = &self.direct {
-            direct.pause();
-        }
         inner.lagged.push(Lagged {
             match_id: match_id.clone(),
             generation,
@@ -327,10 +326,6 @@ impl Outbox {
             generation,
             frame,
         }));
-        // Direct writes would overtake the catch-up.
-        if let Some(direct) = &self.direct {
-            direct.pause();
-        }
         drop(guard);
         if was_idle {
             self.ready.notify_one();
