@@ -52,7 +52,7 @@ pub struct Metrics {
     pub route_errors: Family<Kind, Counter>,
     pub cluster_published: Family<Kind, Counter>,
     pub cluster_consumed: Family<Kind, Counter>,
-    pub cluster_frames_dropped: Counter,
+    pub cluster_frames_dropped: Family<Reason, Counter>,
     pub cluster_partitions_owned: Gauge,
     pub cluster_partition_changes: Family<Kind, Counter>,
     pub feed_alive: Counter,
@@ -169,8 +169,8 @@ impl Metrics {
             ),
             cluster_frames_dropped: reg!(
                 "cluster_frames_dropped",
-                "Frames not published for the other nodes because the publishing queue was full (their relays resynchronise)",
-                Counter::default()
+                "Frames not published for the other nodes, by reason: queue_full (the publishing queue), no_barrier (before the tenure's barrier), fenced (refused by a later tenure's barrier), tenure_over or gave_up (not stored while the tenure lasted or in 20 s); their relays resynchronise",
+                Family::default()
             ),
             cluster_partitions_owned: reg!(
                 "cluster_partitions_owned",

@@ -2,7 +2,9 @@
 //! partitions to the others; resumed (SIGCONT), it publishes nothing for
 //! them. Every frame carries the publisher's lease token: after the resume,
 //! a frame with one of the paused node's old tokens would be a stale
-//! owner's.
+//! owner's. Underneath, the stream itself refuses a frame behind a later
+//! tenure's barrier (`cluster::barrier`), so what a paused node's NATS
+//! client still held when it stopped reaches no one either.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -14,6 +16,9 @@ use futures_util::StreamExt as _;
 use touchline::cluster::Partitions;
 use touchline::cluster::frames::FrameHead;
 use touchline::cluster::partition::match_id;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use touchline::cluster::barrier::{self, Raised};
 
 use crate::support::DEADLINE;
 use crate::support::nodes::{PARTITIONS, cluster, holdings, messages};
@@ -113,5 +118,83 @@ async fn a_node_paused_past_its_lease_publishes_nothing_for_the_partitions_it_lo
     eprintln!(
         "b paused: a published for b's partitions after {took:?}; b back and publishing under a new token {:?} after SIGCONT; no stale frame",
         resumed.elapsed()
+    );
+}
+
+/// The store side alone, on one real nats-server: a frame is republished
+/// to `tl.fr.<match>` only while the barrier it expects is its
+/// partition's last; raising is idempotent for its tenure and refused to
+/// an earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_refuses_a_frame_behind_a_later_tenures_barrier() {
+    let server = crate::support::cluster::nats();
+    let cluster = crate::support::cluster::connect(&[server.url()], "a", Duration::from_secs(1), 1).await;
+    let mut frames = cluster.client.subscribe("tl.fr.>").await.expect("subscribed");
+    cluster.client.flush().await.expect("subscription registered");
+    let p = 5;
+    async fn next_seq(frames: &mut async_nats::Subscriber) -> u64 {
+        let m = tokio::time::timeout(DEADLINE, frames.next())
+            .await
+            .expect("a frame in time")
+            .expect("subscribed");
+        assert_eq!(m.subject.as_str(), "tl.fr.m");
+        FrameHead::read(m.headers.as_ref().expect("headers"))
+            .expect("a head")
+            .seq
+    }
+    let frame = |seq: u64, token: u64, barrier: u64| {
+        let mut headers = FrameHead {
+            kind: "update".into(),
+            epoch: 1,
+            seq,
+            token,
+        }
+        .headers();
+        barrier::expect(&mut headers, p, barrier);
+        headers
+    };
+
+    let Ok(Raised::Held { sequence: first }) = barrier::raise(&cluster, p, 10).await else {
+        panic!("the first tenure raises the barrier")
+    };
+    assert_eq!(
+        barrier::raise(&cluster, p, 10).await.expect("raised again"),
+        Raised::Held { sequence: first },
+        "raising again under the same token changes nothing"
+    );
+    let publish = |seq, token, barrier| {
+        cluster
+            .client
+            .publish_with_headers("tl.fo.m", frame(seq, token, barrier), "{}".into())
+    };
+    publish(1, 10, first).await.expect("published");
+    assert_eq!(
+        next_seq(&mut frames).await,
+        1,
+        "the holder's frame is stored and republished"
+    );
+
+    let Ok(Raised::Held { sequence: second }) = barrier::raise(&cluster, p, 20).await else {
+        panic!("the next tenure raises the barrier")
+    };
+    assert!(second > first);
+    // The previous tenure's frame, as a paused node's client would send
+    // it on resuming: refused by the stream...
+    let refused = cluster
+        .js
+        .publish_with_headers("tl.fo.m", frame(2, 10, first), "{}".into())
+        .await
+        .expect("sent")
+        .await
+        .expect_err("refused by the barrier");
+    assert_eq!(refused.kind(), PublishErrorKind::WrongLastSequence);
+    publish(2, 10, first).await.expect("sent");
+    // ...and never republished: the next frame seen is the new tenure's.
+    publish(3, 20, second).await.expect("published");
+    assert_eq!(next_seq(&mut frames).await, 3, "only the new tenure's frame is seen");
+    assert_eq!(
+        barrier::raise(&cluster, p, 10).await.expect("read"),
+        Raised::Superseded { by: 20 },
+        "an earlier tenure never takes the barrier back"
     );
 }

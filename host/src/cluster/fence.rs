@@ -12,6 +12,11 @@
 //! (`CLOCK_MONOTONIC` counts it), so the fence refuses from the first
 //! instruction after it: nothing is published for a partition this node
 //! may have lost.
+//!
+//! What the process handed to its NATS client *before* the pause still
+//! leaves after it; the stream refuses that by the partition's barrier
+//! ([`super::barrier`]), whose sequence this node's tenure raised is kept
+//! here beside its token.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -20,9 +25,14 @@ use tokio::time::Instant;
 
 use super::lease::Lease;
 
-/// Partition → (token, local deadline) of every lease held.
+/// Partition → (token, local deadline) of every lease held, and the
+/// barriers raised.
 #[derive(Debug, Default)]
-pub struct Fence(Mutex<HashMap<u32, (u64, Instant)>>);
+pub struct Fence {
+    held: Mutex<HashMap<u32, (u64, Instant)>>,
+    /// Partition → (token, barrier sequence) raised by this node's tenure.
+    barriers: Mutex<HashMap<u32, (u64, u64)>>,
+}
 
 impl Fence {
     /// Whether this node holds `partition` under `token` until later than
@@ -34,7 +44,7 @@ impl Fence {
     /// The token under which this node holds `partition` now, if it does.
     pub fn token(&self, partition: u32) -> Option<u64> {
         let now = Instant::now();
-        let held = self.0.lock().expect("fence lock");
+        let held = self.held.lock().expect("fence lock");
         held.get(&partition)
             .filter(|(_, deadline)| now < *deadline)
             .map(|(t, _)| *t)
@@ -43,7 +53,22 @@ impl Fence {
     /// What the lease task holds now (called whenever it changes).
     pub(super) fn set(&self, held: &BTreeMap<u32, Lease>) {
         let next = held.iter().map(|(p, l)| (*p, (l.token, l.deadline))).collect();
-        *self.0.lock().expect("fence lock") = next;
+        *self.held.lock().expect("fence lock") = next;
+    }
+
+    /// Partition `partition`'s barrier raised under `token` at `sequence`.
+    pub fn raised(&self, partition: u32, token: u64, sequence: u64) {
+        self.barriers
+            .lock()
+            .expect("barriers lock")
+            .insert(partition, (token, sequence));
+    }
+
+    /// The barrier sequence a frame of `partition` published under `token`
+    /// expects, once that tenure has raised it.
+    pub fn barrier(&self, partition: u32, token: u64) -> Option<u64> {
+        let barriers = self.barriers.lock().expect("barriers lock");
+        barriers.get(&partition).filter(|(t, _)| *t == token).map(|(_, s)| *s)
     }
 }
 
@@ -76,5 +101,18 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!fence.holds(3, 77));
         assert_eq!(fence.token(3), None);
+    }
+
+    #[test]
+    fn a_barrier_is_the_raising_tenures_only() {
+        let fence = Fence::default();
+        assert_eq!(fence.barrier(3, 77), None, "not raised yet");
+        fence.raised(3, 77, 12);
+        assert_eq!(fence.barrier(3, 77), Some(12));
+        assert_eq!(fence.barrier(3, 76), None, "another tenure's token");
+        assert_eq!(fence.barrier(4, 77), None, "another partition");
+        fence.raised(3, 90, 15);
+        assert_eq!(fence.barrier(3, 77), None, "replaced by the next tenure");
+        assert_eq!(fence.barrier(3, 90), Some(15));
     }
 }

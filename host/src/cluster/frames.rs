@@ -9,7 +9,7 @@ use async_nats::HeaderMap;
 const KIND: &str = "Tl-Kind";
 const EPOCH: &str = "Tl-Epoch";
 const SEQ: &str = "Tl-Seq";
-const TOKEN: &str = "Tl-Lease-Token";
+pub(super) const TOKEN: &str = "Tl-Lease-Token";
 
 /// What the headers of a frame say.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,9 @@
 //!   acquisition is the fencing token) and the local deadline.
 //! - [`fence`]: whether this node may act for a partition now (token and
 //!   local deadline, checked against the clock at each act).
+//! - [`barrier`]: the store side of fencing: a partition's barrier in
+//!   `TL_FRAMES`, raised by each new owner, which every frame expects, so
+//!   a stale owner's frames are refused by the stream.
 //! - [`nodes`]: node liveness in the `TL_NODES` bucket (heartbeat, TTL).
 //! - [`leases`]: [`Leases`], the task that keeps this node's leases:
 //!   heartbeat, renew, balance, publish the owned set, graceful hand-over.
@@ -32,6 +35,7 @@
 //! node: it only talks to NATS.
 
 pub mod balance;
+pub mod barrier;
 pub mod bets;
 pub mod consume;
 pub mod fence;

@@ -11,7 +11,11 @@
 //! Subjects (NATS tokens are separated by `.`; `*` and `>` are wildcards;
 //! whitespace ends a subject):
 //! - `tl.ev.<p>.<match>`: a match event, in stream `TL_EVENTS`;
-//! - `tl.fr.<match>`: a frame for a match's subscribers, in `TL_FRAMES`;
+//! - `tl.fo.<match>`: a frame as its owner publishes it, into `TL_FRAMES`
+//!   (fenced by the partition's barrier, [`super::barrier`]);
+//! - `tl.fr.<match>`: the frames `TL_FRAMES` stored, republished for the
+//!   match's subscribers;
+//! - `tl.fb.<p>`: partition `p`'s barrier, in `TL_FRAMES`;
 //! - `tl.bet.<p>`: a bet sent to partition `p`'s owner (request/reply).
 //!
 //! `<match>` is the match id as one token: bytes in `A-Z a-z 0-9 : _ -`
@@ -146,9 +150,21 @@ pub fn partition_events(partition: u32) -> String {
     format!("tl.ev.{partition}.>")
 }
 
-/// `tl.fr.<match>`: where a match's frames are published.
+/// `tl.fr.<match>`: where a match's stored frames reach its subscribers
+/// (republished by `TL_FRAMES`).
 pub fn frame_subject(match_id: &str) -> Result<String, ClusterError> {
     Ok(format!("tl.fr.{}", token(match_id)?))
+}
+
+/// `tl.fo.<match>`: where a match's owner publishes its frames, into
+/// `TL_FRAMES`.
+pub fn frame_in_subject(match_id: &str) -> Result<String, ClusterError> {
+    Ok(format!("tl.fo.{}", token(match_id)?))
+}
+
+/// `tl.fb.<p>`: partition `p`'s frame barrier in `TL_FRAMES`.
+pub fn barrier_subject(partition: u32) -> String {
+    format!("tl.fb.{partition}")
 }
 
 /// `tl.snap.<p>`: requests for a snapshot of one of partition `p`'s
@@ -236,6 +252,8 @@ mod tests {
         assert_eq!(event_subject(3, "a.b").ok().as_deref(), Some("tl.ev.3.a%2Eb"));
         assert_eq!(partition_events(41), "tl.ev.41.>");
         assert_eq!(frame_subject("sr:match:1").ok().as_deref(), Some("tl.fr.sr:match:1"));
+        assert_eq!(frame_in_subject("sr:match:1").ok().as_deref(), Some("tl.fo.sr:match:1"));
+        assert_eq!(barrier_subject(7), "tl.fb.7");
         assert_eq!(bet_subject(7), "tl.bet.7");
         // No id adds a token or a wildcard.
         for id in ["a.b.c", "*", ">", "a >", "..", "a.*.>"] {

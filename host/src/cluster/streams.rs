@@ -7,7 +7,7 @@
 //! | name | subjects | what |
 //! |---|---|---|
 //! | stream `TL_EVENTS` | `tl.ev.>` | match events by partition; a 2 min duplicate window (`Nats-Msg-Id`) applies a re-sent event once |
-//! | stream `TL_FRAMES` | `tl.fr.>` | frames per match, the last `resume_window` of each (direct gets for `since`) |
+//! | stream `TL_FRAMES` | `tl.fo.>`, `tl.fb.>` | frames per match, the last `resume_window` of each, each stored one republished to `tl.fr.<match>` for the relays; the partitions' barriers ([`super::barrier`]): a stale owner's frame is refused, so never republished |
 //! | stream `TL_BETS` | `tl.bd.>` | bet decisions (not `tl.bet.*`: a stream on the request subject would answer bets itself) |
 //! | KV `TL_LEASES` | `$KV.TL_LEASES.p<N>` | partition leases, `max_age` = lease TTL ([`super::lease`]) |
 //! | KV `TL_NODES` | `$KV.TL_NODES.<node>` | node heartbeats, `max_age` = lease TTL ([`super::nodes`]) |
@@ -36,6 +36,10 @@ pub const DEFAULT_RESUME_WINDOW: i64 = 256;
 
 /// JetStream's own default; long enough for any retry of a publish.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// `TL_FRAMES`' duplicate window: longer than a frame is retried, short
+/// because every frame's id is kept that long.
+pub const FRAMES_DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// Bound on one JetStream API request or publish acknowledgement.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,8 +112,18 @@ pub fn events_stream(config: &ClusterConfig) -> stream::Config {
 pub fn frames_stream(config: &ClusterConfig) -> stream::Config {
     stream::Config {
         name: FRAMES_STREAM.to_owned(),
-        subjects: vec!["tl.fr.>".to_owned()],
+        subjects: vec!["tl.fo.>".to_owned(), "tl.fb.>".to_owned()],
+        // Only what the stream stored reaches the relays: a frame refused
+        // by its partition's barrier is seen by no one.
+        republish: Some(stream::Republish {
+            source: "tl.fo.>".to_owned(),
+            destination: "tl.fr.>".to_owned(),
+            headers_only: false,
+        }),
         max_messages_per_subject: config.resume_window,
+        // A frame published again after a lost acknowledgement is stored
+        // once (`push::publisher` retries for at most 20 s).
+        duplicate_window: FRAMES_DUPLICATE_WINDOW,
         allow_direct: true,
         num_replicas: config.replicas,
         storage: stream::StorageType::File,
@@ -295,7 +309,9 @@ mod tests {
             .into_iter()
             .flat_map(|s| s.subjects)
             .collect();
-        assert_eq!(subjects, ["tl.ev.>", "tl.fr.>", "tl.bd.>"]);
+        assert_eq!(subjects, ["tl.ev.>", "tl.fo.>", "tl.fb.>", "tl.bd.>"]);
+        // Republished frames are captured by no stream (a loop otherwise).
+        assert!(!subjects.iter().any(|s| s.starts_with("tl.fr")));
         // Bet requests must not be captured by any stream.
         assert!(
             !subjects

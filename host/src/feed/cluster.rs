@@ -12,7 +12,9 @@
 //!   as not routed (`route_errors_total{kind="cluster_unavailable"}`) and
 //!   logged (a reader blocked for ever would hold every later message of
 //!   the connection, alive messages included).
-//! - **Apply**: one task per owned partition reads it from the stream
+//! - **Apply**: one task per owned partition first raises the partition's
+//!   frame barrier ([`crate::cluster::barrier`]: from then on the stream
+//!   refuses the previous tenure's frames), then reads it from the stream
 //!   ([`crate::cluster::consume`]) and dispatches each event to its match's
 //!   worker. Before each dispatch it asks the [`Fence`] whether this node
 //!   still holds the partition under the same token before its local
@@ -48,6 +50,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::barrier::{self, Raised};
 use crate::cluster::bets::{Applied, BetBook, Progress};
 use crate::cluster::consume::{self, Delivery};
 use crate::cluster::ingest::{Ingest, PRODUCERS_SUBJECT};
@@ -195,6 +198,26 @@ impl Applier {
         else {
             return;
         };
+        // The store-side fence: frames of this tenure expect its barrier,
+        // and the previous tenure's are refused from now on.
+        let raised = self
+            .until_ok(&cancel, "raising the partition's frame barrier", || {
+                barrier::raise(&self.cluster, p, self.token)
+            })
+            .await;
+        match raised {
+            Some(Raised::Held { sequence }) => self.fence.raised(p, self.token, sequence),
+            Some(Raised::Superseded { by }) => {
+                tracing::warn!(
+                    partition = p,
+                    token = self.token,
+                    by,
+                    "a later tenure holds the barrier: not applying"
+                );
+                return;
+            }
+            None => return,
+        }
         let mut following = restore_at == 0;
         if following {
             self.follow_bets(&cancel);

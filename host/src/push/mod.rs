@@ -6,14 +6,15 @@
 //! with contiguous `seq`, and resynchronises a subscriber that lagged from
 //! the missed updates or a fresh snapshot. Frames
 //! are never re-serialised per client. [`budget`] is what one client may
-//! make the server hold or do. In a cluster, [`relay`] carries frames
-//! between nodes and [`directory`] makes `"*"` cover every node's
+//! make the server hold or do. In a cluster, [`publisher`] and [`relay`] carry
+//! frames between nodes and [`directory`] makes `"*"` cover every node's
 //! matches. The wire protocol is in `docs/protocol.md`.
 
 pub mod budget;
 mod close;
 pub mod directory;
 mod named;
+pub mod publisher;
 pub mod relay;
 mod request;
 pub mod session;

@@ -1,17 +1,12 @@
 //! In a cluster, frames cross nodes: a match's owner publishes every frame
-//! it sends ([`FramePublisher`], the workers' frame tap) to `tl.fr.<match>`,
+//! it sends (`super::publisher`), which reaches `tl.fr.<match>` once stored,
 //! and a node whose sessions want a match another node runs serves them
 //! from a relay ([`Relays`], the router's [`Remote`]): a stand-in handle
 //! whose fan-out is fed from that subject.
 //!
-//! - **Publishing** never blocks a worker: frames go through a bounded
-//!   queue ([`PUBLISH_QUEUE`]) to one task that publishes them in order
-//!   (core NATS; `TL_FRAMES` keeps the recent ones). A full queue drops the
-//!   frame (`cluster_frames_dropped_total`); the relays see the gap and
-//!   resynchronise their sessions. A frame is queued only while this node
-//!   holds the match's partition before its local deadline (the
-//!   [`Fence`], checked as the worker sends it), with its lease token in
-//!   the headers ([`crate::cluster::frames`]).
+//! - **Publishing** is [`super::publisher`]: into `TL_FRAMES`, fenced by
+//!   the partition's barrier, republished by the stream to
+//!   `tl.fr.<match>` once stored.
 //! - **A relay** subscribes to `tl.fr.<match>` first, then asks the owner
 //!   for a snapshot (`tl.snap.<p>`, answered by `feed::cluster`). A
 //!   session that attaches gets that snapshot and the updates the relay
@@ -37,103 +32,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::frames::FrameHead;
 use crate::cluster::partition::{frame_subject, snapshot_subject};
-use crate::cluster::{Fence, Owned, Partitions};
-use crate::metrics::Metrics;
+use crate::cluster::{Owned, Partitions};
 use crate::router::Remote;
-use crate::worker::{self, Command, Frame, FrameKind, FrameTap, Inbox, Outbox, WorkerHandle};
+use crate::worker::{self, Command, Frame, FrameKind, Inbox, Outbox, WorkerHandle};
 
-/// Frames waiting to be published (all matches of the node).
-pub const PUBLISH_QUEUE: usize = 16 * 1024;
 /// Update frames a relay keeps to bring a new session from its snapshot to
 /// the present.
 pub const RELAY_RING: usize = 256;
 /// How long a relay waits before asking again for a snapshot the owner
 /// could not give (no owner yet, or the match has no state yet).
 const ASK_AGAIN: Duration = Duration::from_millis(200);
-
-/// The frame tap of a cluster node's workers.
-pub struct FramePublisher {
-    tx: mpsc::Sender<(Arc<str>, Frame, u64)>,
-    fence: Arc<Fence>,
-    partitions: Partitions,
-    metrics: Arc<Metrics>,
-}
-
-impl FramePublisher {
-    /// Start the publishing task (until `stop`).
-    pub fn start(
-        client: async_nats::Client,
-        fence: Arc<Fence>,
-        partitions: Partitions,
-        metrics: Arc<Metrics>,
-        stop: CancellationToken,
-        tasks: &TaskTracker,
-    ) -> FramePublisher {
-        let (tx, mut rx) = mpsc::channel::<(Arc<str>, Frame, u64)>(PUBLISH_QUEUE);
-        tasks.spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    next = rx.recv() => next,
-                };
-                let Some((id, frame, token)) = next else { break };
-                let Ok(subject) = frame_subject(&id) else { continue };
-                let headers = frame.head(token).headers();
-                if let Err(e) = client
-                    .publish_with_headers(subject, headers, Bytes::from(frame.bytes))
-                    .await
-                {
-                    tracing::warn!(match_id = %id, error = %e, "frame not published");
-                }
-            }
-        });
-        FramePublisher {
-            tx,
-            fence,
-            partitions,
-            metrics,
-        }
-    }
-}
-
-impl FrameTap for FramePublisher {
-    fn frame(&self, match_id: &Arc<str>, frame: &Frame) {
-        let p = self.partitions.partition_of(match_id);
-        let Some(token) = self.fence.token(p) else {
-            // Not ours (any more, or past our deadline): whoever owns it
-            // now publishes.
-            return;
-        };
-        if self.tx.try_send((match_id.clone(), frame.clone(), token)).is_err() {
-            self.metrics.cluster_frames_dropped.inc();
-        }
-    }
-}
-
-/// A frame tap set once the node holds leases (the workers' configuration
-/// is made before): frames before that are nobody's to publish.
-#[derive(Default)]
-pub struct LateTap(std::sync::OnceLock<FramePublisher>);
-
-impl LateTap {
-    pub fn set(&self, publisher: FramePublisher) {
-        let _ = self.0.set(publisher);
-    }
-}
-
-impl FrameTap for LateTap {
-    fn frame(&self, match_id: &Arc<str>, frame: &Frame) {
-        if let Some(p) = self.0.get() {
-            p.frame(match_id, frame);
-        }
-    }
-}
 
 /// A frame from its NATS message, with its publisher's lease token
 /// (`None`: not one a node publishes).

@@ -156,7 +156,7 @@ impl Server {
         worker_config.bet_log = bet_log.clone().map(|l| Arc::new(l) as Arc<dyn worker::BetLog>);
         // In a cluster every frame is published for the other nodes, once
         // this node holds leases (`push::relay`).
-        let tap = cluster.as_ref().map(|_| Arc::new(push::relay::LateTap::default()));
+        let tap = cluster.as_ref().map(|_| Arc::new(push::publisher::LateTap::default()));
         worker_config.tap = tap.clone().map(|t| t as Arc<dyn worker::FrameTap>);
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = bets::Desk::new(
@@ -270,8 +270,9 @@ impl Server {
             );
             let partitions = c.config.partitions;
             if let Some(tap) = &tap {
-                tap.set(push::relay::FramePublisher::start(
-                    c.client.clone(),
+                tap.set(push::publisher::FramePublisher::start(
+                    c.js.clone(),
+                    c.config.node_id.as_str(),
                     leases.fence(),
                     partitions,
                     metrics_for_cluster.clone(),
