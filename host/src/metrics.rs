@@ -54,6 +54,7 @@ pub struct Metrics {
     pub cluster_consumed: Family<Kind, Counter>,
     pub cluster_frames_dropped: Family<Reason, Counter>,
     pub cluster_partitions_owned: Gauge,
+    pub cluster_relays: Gauge,
     pub cluster_partition_changes: Family<Kind, Counter>,
     pub feed_alive: Counter,
     pub live_matches: Gauge,
@@ -171,6 +172,11 @@ impl Metrics {
                 "cluster_frames_dropped",
                 "Frames not published for the other nodes, by reason: queue_full (the publishing queue), no_barrier (before the tenure's barrier), fenced (refused by a later tenure's barrier), tenure_over or gave_up (not stored while the tenure lasted or in 20 s); their relays resynchronise",
                 Family::default()
+            ),
+            cluster_relays: reg!(
+                "cluster_relays",
+                "Relays on this node: stand-ins for matches other nodes run, fed from their frames, while a session of this node wants them",
+                Gauge::default()
             ),
             cluster_partitions_owned: reg!(
                 "cluster_partitions_owned",

@@ -63,6 +63,7 @@ mod cluster_ingest;
 mod cluster_lease;
 mod cluster_nats_loss;
 mod cluster_page;
+mod cluster_relays;
 mod cluster_serve;
 mod cluster_swap;
 mod delta;

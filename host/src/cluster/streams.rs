@@ -31,6 +31,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
 /// with room to spare.
 pub const MIN_LEASE_TTL: Duration = Duration::from_millis(300);
 
+/// How long a relay lives without a session when not configured.
+pub const DEFAULT_RELAY_IDLE: Duration = Duration::from_secs(60);
+
 /// Frames kept per match in `TL_FRAMES` when not configured.
 pub const DEFAULT_RESUME_WINDOW: i64 = 256;
 
@@ -57,6 +60,8 @@ pub struct ClusterConfig {
     pub replicas: usize,
     /// Frames kept per match for `since` (`TL_FRAMES`' per-subject limit).
     pub resume_window: i64,
+    /// A relay with no session for this long is let go (`push::relay`).
+    pub relay_idle: Duration,
 }
 
 impl ClusterConfig {
@@ -69,6 +74,7 @@ impl ClusterConfig {
             lease_ttl: DEFAULT_LEASE_TTL,
             replicas: 1,
             resume_window: DEFAULT_RESUME_WINDOW,
+            relay_idle: DEFAULT_RELAY_IDLE,
         }
     }
 

@@ -268,6 +268,11 @@ pub struct Settings {
     /// NATS cluster, so it survives the loss of one).
     #[arg(long, default_value_t = 1)]
     pub cluster_replicas: usize,
+    /// In a cluster, a relay (this node's stand-in for a match another
+    /// node runs) with no session for this long (ms) is let go: its
+    /// subscription ends and its memory is freed.
+    #[arg(long, default_value_t = 60_000)]
+    pub relay_idle_ms: u64,
     /// In a cluster, the URL this node's clients reach it at, listed by
     /// `GET /api/nodes` for pages whose node goes away (default:
     /// `http://` and the address --http is bound to).
@@ -380,6 +385,7 @@ impl Settings {
                 self.partitions,
                 ms(self.lease_ttl_ms),
                 self.cluster_replicas,
+                ms(self.relay_idle_ms),
             )?,
         };
         config.validate()?;
@@ -394,6 +400,7 @@ fn cluster_config(
     partitions: u32,
     lease_ttl: Duration,
     replicas: usize,
+    relay_idle: Duration,
 ) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
     if urls.is_empty() {
         // A forgotten `--cluster` must not quietly give a single node.
@@ -409,6 +416,7 @@ fn cluster_config(
     config.partitions = crate::cluster::Partitions::new(partitions).map_err(flag("--partitions"))?;
     config.lease_ttl = lease_ttl;
     config.replicas = replicas;
+    config.relay_idle = relay_idle;
     Ok(Some(config))
 }
 

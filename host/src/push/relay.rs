@@ -20,8 +20,14 @@
 //!   snapshot. A status or names frame drops the cached snapshot. A
 //!   session resuming with `since` through a relay is sent a snapshot (the
 //!   relay keeps no history to resume from yet).
-//! - A relay lives until shutdown (or until its subscription fails; its
-//!   entry goes with it); at most `max` exist (the match capacity).
+//! - A relay with no session (none attached, none waiting, no command
+//!   queued, no handle handed out) for `--relay-idle-ms` (60 s) is let go:
+//!   its subscription ends and its ring and snapshot are freed; a later
+//!   session makes a new one. The check and the removal happen under the
+//!   lock handles are handed out under, so no session is left holding a
+//!   handle to a relay that went. A relay also ends at shutdown or when
+//!   its subscription fails (its entry goes with it). At most `max` exist
+//!   (the match capacity); `cluster_relays` counts them.
 //!   Operator commands sent to a relay are not answered (their callers
 //!   see the match as gone); bets never come here (`bets::cluster` sends
 //!   them to the owner).
@@ -38,7 +44,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::frames::FrameHead;
 use crate::cluster::partition::{frame_subject, snapshot_subject};
-use crate::cluster::{Owned, Partitions};
+use crate::cluster::{Cluster, Owned, Partitions};
+use crate::metrics::Metrics;
 use crate::router::Remote;
 use crate::worker::{self, Command, Frame, FrameKind, Inbox, Outbox, WorkerHandle};
 
@@ -63,32 +70,49 @@ pub struct Relays {
     reconnected: watch::Receiver<u64>,
     partitions: Partitions,
     owned: watch::Receiver<Owned>,
-    relays: Arc<Mutex<HashMap<Arc<str>, WorkerHandle>>>,
+    relays: Keeper,
     max: usize,
+    /// A relay with no session for this long is let go.
+    idle: Duration,
+    metrics: Arc<Metrics>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
 
+/// The relays of a node by match, each by the handle it is reached with.
+type Keeper = Arc<Mutex<HashMap<Arc<str>, WorkerHandle>>>;
+
 impl Relays {
+    /// At most `max` relays at once.
     pub fn new(
-        client: async_nats::Client,
-        reconnected: watch::Receiver<u64>,
-        partitions: Partitions,
+        cluster: &Cluster,
         owned: watch::Receiver<Owned>,
         max: usize,
+        metrics: Arc<Metrics>,
         stop: CancellationToken,
         tasks: TaskTracker,
     ) -> Relays {
         Relays {
-            client,
-            reconnected,
-            partitions,
+            client: cluster.client.clone(),
+            reconnected: cluster.reconnected.clone(),
+            partitions: cluster.config.partitions,
             owned,
             relays: Arc::new(Mutex::new(HashMap::new())),
             max,
+            idle: cluster.config.relay_idle,
+            metrics,
             tasks,
             stop,
         }
+    }
+
+    /// Relays alive now.
+    pub fn len(&self) -> usize {
+        self.relays.lock().expect("relays lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -110,6 +134,7 @@ impl Remote for Relays {
         let id: Arc<str> = Arc::from(id);
         let (handle, inbox) = worker::stand_in(id.clone());
         relays.insert(id.clone(), handle.clone());
+        self.metrics.cluster_relays.set(relays.len() as i64);
         let relay = Relay {
             id: id.clone(),
             partition,
@@ -121,14 +146,55 @@ impl Remote for Relays {
             snapshot: None,
             pending: Vec::new(),
         };
-        let (relays, stop, reconnected) = (self.relays.clone(), self.stop.clone(), self.reconnected.clone());
+        let (stop, reconnected) = (self.stop.clone(), self.reconnected.clone());
+        let idle = Idle {
+            after: self.idle,
+            keeper: self.relays.clone(),
+            metrics: self.metrics.clone(),
+        };
         self.tasks.spawn(async move {
-            relay.run(inbox, subject, reconnected, stop).await;
-            // Ended (shutdown, or its subscription failed): a later session
-            // gets a new one.
-            relays.lock().expect("relays lock").remove(&id);
+            if relay.run(inbox, subject, reconnected, &idle, stop).await == Ended::Failed {
+                // Its subscription failed: a later session gets a new one.
+                let mut relays = idle.keeper.lock().expect("relays lock");
+                relays.remove(&id);
+                idle.metrics.cluster_relays.set(relays.len() as i64);
+            }
         });
         Some(handle)
+    }
+}
+
+/// How a relay's task ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Let go, idle: its entry is gone already.
+    Idle,
+    /// Shutdown.
+    Stopped,
+    /// Its subscription failed or ended: its entry is still there.
+    Failed,
+}
+
+/// When and from where a relay is let go.
+struct Idle {
+    after: Duration,
+    keeper: Keeper,
+    metrics: Arc<Metrics>,
+}
+
+impl Idle {
+    /// Remove `relay` from the keeper if nobody uses it or is about to:
+    /// no session attached or waiting, no command queued, and no handle
+    /// out but the keeper's (checked under the keeper's lock, which
+    /// [`Relays::handle`] clones handles under). `true` if removed.
+    fn let_go(&self, relay: &Relay, inbox: &Inbox) -> bool {
+        let mut relays = self.keeper.lock().expect("relays lock");
+        if !relay.pending.is_empty() || relay.fanout.prune() > 0 || !inbox.unshared_and_empty() {
+            return false;
+        }
+        relays.remove(&relay.id);
+        self.metrics.cluster_relays.set(relays.len() as i64);
+        true
     }
 }
 
@@ -161,8 +227,9 @@ impl Relay {
         mut inbox: Inbox,
         subject: String,
         mut reconnected: watch::Receiver<u64>,
+        idle: &Idle,
         stop: CancellationToken,
-    ) {
+    ) -> Ended {
         // Only reconnections from now on.
         reconnected.borrow_and_update();
         // Subscribed before any snapshot is asked for: every frame after
@@ -171,22 +238,39 @@ impl Relay {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(match_id = %self.id, error = %e, "relay cannot subscribe");
-                return;
+                return Ended::Failed;
             }
         };
+        // Looked at every quarter of the idle time: let go after between
+        // one and one and a quarter of it without a session.
+        let mut check = tokio::time::interval(idle.after / 4);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unused_since: Option<tokio::time::Instant> = None;
         let mut asking: Option<std::pin::Pin<Box<dyn Future<Output = Option<Frame>> + Send>>> = None;
         let mut ask_after: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return Ended::Stopped,
                 cmd = inbox.recv() => match cmd {
                     Some(cmd) => self.command(*cmd),
-                    None => return,
+                    None => return Ended::Failed,
                 },
                 msg = frames.next() => match msg {
                     Some(m) => self.frame(m.headers.as_ref(), m.payload),
-                    None => return,
+                    None => return Ended::Failed,
                 },
+                _ = check.tick() => {
+                    let unused = self.pending.is_empty() && self.fanout.prune() == 0;
+                    match unused_since {
+                        _ if !unused => unused_since = None,
+                        None => unused_since = Some(tokio::time::Instant::now()),
+                        Some(since) if since.elapsed() >= idle.after && idle.let_go(&self, &inbox) => {
+                            tracing::debug!(match_id = %self.id, "relay let go: no session");
+                            return Ended::Idle;
+                        }
+                        Some(_) => {}
+                    }
+                }
                 // Frames published while this node was away are lost, and
                 // if they were a match's last no later frame shows the gap.
                 Ok(()) = reconnected.changed() => self.resync("this node reconnected to NATS"),

@@ -281,11 +281,10 @@ impl Server {
                 ));
             }
             router.set_remote(Arc::new(push::relay::Relays::new(
-                c.client.clone(),
-                c.reconnected.clone(),
-                partitions,
+                c,
                 leases.owned(),
                 config.max_matches as usize,
+                metrics_for_cluster.clone(),
                 session_stop.clone(),
                 session_tasks.clone(),
             )));

@@ -140,6 +140,14 @@ impl Fanout {
         }
     }
 
+    /// Forget the subscribers that left (unsubscribed, or their session
+    /// ended) since the last frame; how many remain.
+    pub fn prune(&self) -> usize {
+        let mut subs = lock(&self.subs);
+        subs.retain(|s| s.outbox.wants(&self.match_id, s.generation));
+        subs.len()
+    }
+
     /// Sessions subscribed now (some may have left since their last frame).
     pub fn subscribers(&self) -> usize {
         lock(&self.subs).len()

@@ -161,6 +161,14 @@ impl WeakMailbox {
 }
 
 impl Receiver {
+    /// Nothing is queued, and at most one sender exists (a stand-in's
+    /// keeper checks this, under the lock it hands out clones with,
+    /// before letting it go: no one is about to send).
+    pub fn unshared_and_empty(&self) -> bool {
+        let queue = self.inner.lock();
+        queue.commands.is_empty() && queue.senders <= 1
+    }
+
     /// Nothing is waiting to be handled.
     pub fn is_empty(&self) -> bool {
         self.inner.lock().commands.is_empty()
@@ -212,6 +220,19 @@ mod tests {
 
     fn forget(id: &str) -> Command {
         Command::ForgetBet { id: id.to_owned() }
+    }
+
+    #[tokio::test]
+    async fn unshared_and_empty_only_while_nobody_else_could_send() {
+        let (keeper, mut rx) = channel(4);
+        assert!(rx.unshared_and_empty(), "only the keeper's sender");
+        let handed_out = keeper.clone();
+        assert!(!rx.unshared_and_empty(), "a handle is out: a send may come");
+        handed_out.send(forget("a")).await.expect("open");
+        drop(handed_out);
+        assert!(!rx.unshared_and_empty(), "a command is queued");
+        assert_eq!(id_of(rx.recv().await).as_deref(), Some("a"));
+        assert!(rx.unshared_and_empty());
     }
 
     fn id_of(cmd: Option<Box<Command>>) -> Option<String> {

@@ -271,6 +271,12 @@ impl Inbox {
     pub async fn recv(&mut self) -> Option<Box<Command>> {
         self.0.recv().await
     }
+
+    /// No command is queued and only one handle can send (the keeper's):
+    /// no one else holds the handle to send with.
+    pub fn unshared_and_empty(&self) -> bool {
+        self.0.unshared_and_empty()
+    }
 }
 
 pub(crate) struct Worker {

@@ -186,7 +186,6 @@ impl Outbox {
     }
 
     /// Whether `generation` of `match_id` is what the session wants now.
-    #[cfg(test)]
     pub fn wants(&self, match_id: &str, generation: u64) -> bool {
         lock(&self.inner).by_id(match_id, generation).is_some()
     }

@@ -54,7 +54,7 @@ pub fn node_ttl(url: &str, id: &str, ttl_ms: &str) -> Server {
 
 /// `serve --cluster url --node-id id` with the tests' partitions and admin
 /// token, and `extra`.
-fn serve_node(url: &str, id: &str, extra: &[&str]) -> Server {
+pub fn serve_node(url: &str, id: &str, extra: &[&str]) -> Server {
     let partitions = PARTITIONS.to_string();
     let mut args = vec![
         "--cluster",

@@ -1,0 +1,104 @@
+//! Issue 13, relays: a node's stand-in for a match another node runs lives
+//! only while its sessions want it. Unsubscribed, it is let go after
+//! `--relay-idle-ms` (its NATS subscription and memory with it); a later
+//! subscription gets a new one, which carries the match on with no gap.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::nodes::{
+    events_in, handled, matches_of, messages, reference, serve_node, settled, until_current, wait_sum,
+};
+use crate::support::{DEADLINE, Tracker, Ws, wait_for};
+
+/// The relays' idle time in this test.
+const IDLE: Duration = Duration::from_millis(400);
+
+/// Read `ws` into `tracker` until it has a snapshot of every one of `ids`.
+async fn snapshots_of(ws: &mut Ws, tracker: &mut Tracker, ids: &BTreeSet<String>) {
+    let mut got = BTreeSet::new();
+    while got.len() < ids.len() {
+        let f = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("a snapshot in time");
+        if f["type"] == "snapshot"
+            && let Some(m) = f["match"].as_str()
+        {
+            got.insert(m.to_owned());
+        }
+        tracker.apply(&f);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_relay_is_let_go_and_a_later_subscription_gets_a_new_one() {
+    let nats = crate::support::cluster::nats();
+    let idle = IDLE.as_millis().to_string();
+    let extra = ["--lease-ttl-ms", "1000", "--relay-idle-ms", idle.as_str()];
+    let [a, b] = ["a", "b"].map(|id| serve_node(&nats.url(), id, &extra));
+    tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
+    let (msgs, _, _) = messages(8, 400);
+    let (first, rest) = msgs.split_at(200);
+    a.feed().write_all(&first.concat()).expect("feeding a");
+    tokio::task::block_in_place(|| wait_sum(&[&a, &b], "events handled", events_in(first), handled));
+    // b's matches, watched from a: through relays.
+    let on_b = tokio::task::block_in_place(|| matches_of(&b));
+    assert!(!on_b.is_empty(), "b runs some of the matches");
+    let relays = |n: f64| {
+        let a = &a;
+        move || (a.metric("touchline_cluster_relays") == n).then_some(())
+    };
+    let names: Vec<&String> = on_b.iter().collect();
+    let mut ws = Ws::connect(a.http).await;
+    let mut tracker = Tracker::default();
+    ws.send(json!({"op": "subscribe", "matches": names})).await;
+    snapshots_of(&mut ws, &mut tracker, &on_b).await;
+    assert_eq!(
+        a.metric("touchline_cluster_relays"),
+        on_b.len() as f64,
+        "one relay per match"
+    );
+
+    // Unsubscribed (the client stays): every relay is let go.
+    ws.send(json!({"op": "unsubscribe", "matches": names})).await;
+    let unsubscribed = Instant::now();
+    tokio::task::block_in_place(|| wait_for("the relays let go", relays(0.0)));
+    let took = unsubscribed.elapsed();
+    assert!(took >= IDLE, "let go only after the idle time: {took:?}");
+
+    // Subscribed again: new relays, and the matches go on from there with
+    // no gap to the owner's state.
+    let mut tracker = Tracker::default();
+    ws.send(json!({"op": "subscribe", "matches": names})).await;
+    let resubscribed = Instant::now();
+    snapshots_of(&mut ws, &mut tracker, &on_b).await;
+    assert_eq!(a.metric("touchline_cluster_relays"), on_b.len() as f64);
+    a.feed().write_all(&rest.concat()).expect("feeding a");
+    let (all, ids, events) = messages(8, 400);
+    let want: BTreeMap<_, _> = reference(&all, &ids, events)
+        .await
+        .into_iter()
+        .filter(|(m, _)| on_b.contains(m))
+        .collect();
+    until_current(&mut ws, &mut tracker, &want).await;
+    assert_eq!(tracker.gaps, 0, "no update missed through the new relays");
+    // Relays with a session are kept, however long: the client reads on
+    // for three idle times (a negative, so watched for a while).
+    while resubscribed.elapsed() < 3 * IDLE {
+        if let Ok(f) = tokio::time::timeout(IDLE / 4, ws.next()).await {
+            tracker.apply(&f);
+        }
+    }
+    assert_eq!(
+        a.metric("touchline_cluster_relays"),
+        on_b.len() as f64,
+        "kept while wanted"
+    );
+    eprintln!(
+        "{} relays let go {took:?} after the unsubscribe (idle {IDLE:?}); new ones carried on with no gap",
+        on_b.len()
+    );
+}
