@@ -55,6 +55,8 @@ pub struct Metrics {
     pub cluster_frames_dropped: Family<Reason, Counter>,
     pub cluster_partitions_owned: Gauge,
     pub cluster_relays: Gauge,
+    pub cluster_relay_resumed: Counter,
+    pub cluster_snapshots: Family<Kind, Counter>,
     pub cluster_partition_changes: Family<Kind, Counter>,
     pub feed_alive: Counter,
     pub live_matches: Gauge,
@@ -172,6 +174,16 @@ impl Metrics {
                 "cluster_frames_dropped",
                 "Frames not published for the other nodes, by reason: queue_full (the publishing queue), no_barrier (before the tenure's barrier), fenced (refused by a later tenure's barrier), tenure_over or gave_up (not stored while the tenure lasted or in 20 s); their relays resynchronise",
                 Family::default()
+            ),
+            cluster_snapshots: reg!(
+                "cluster_snapshots",
+                "Match snapshots this node kept in JetStream, by kind: stored, fenced (refused by a later tenure's barrier), failed, dropped (queue full; the next covers it)",
+                Family::default()
+            ),
+            cluster_relay_resumed: reg!(
+                "cluster_relay_resumed",
+                "Sessions a relay resumed at their `since` from the updates it forwarded (the others are sent a snapshot)",
+                Counter::default()
             ),
             cluster_relays: reg!(
                 "cluster_relays",

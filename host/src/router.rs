@@ -78,7 +78,7 @@ impl Router {
     /// Deliver `event` (and the feed message it came from) to its match's
     /// worker, waiting if the mailbox is full.
     pub async fn dispatch(&self, event: MatchEvent, raw: Option<bytes::Bytes>) -> Result<(), RouteError> {
-        self.dispatch_while(event, raw, || true).await
+        self.dispatch_while(event, raw, None, || true).await
     }
 
     /// [`Router::dispatch`], if `allowed` still says yes under the match
@@ -89,6 +89,7 @@ impl Router {
         &self,
         event: MatchEvent,
         raw: Option<bytes::Bytes>,
+        position: Option<u64>,
         allowed: impl Fn() -> bool,
     ) -> Result<(), RouteError> {
         let mailbox = self.mailbox_or_create(event.event_id(), allowed)?;
@@ -97,6 +98,7 @@ impl Router {
                 event,
                 routed: std::time::Instant::now(),
                 raw,
+                position,
             })
             .await
             .map_err(|_| RouteError::Closed)
@@ -344,6 +346,7 @@ mod tests {
             names: None,
             tap: None,
             bet_log: None,
+            snapshots: None,
         };
         Router::new(GuestVersion::native(), config, 16)
     }

@@ -113,3 +113,87 @@ async fn an_owner_killed_while_the_feed_streams_is_taken_over_without_a_gap() {
         ids.len()
     );
 }
+
+/// Snapshots in JetStream: the owner keeps each match's snapshot (every 8
+/// events here) and trims the events it covers from `TL_EVENTS`; killed,
+/// its partitions' new owner restores each match from its snapshot and
+/// applies only the events left after it, reaching the single node's
+/// state with the same seqs and epochs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_restores_each_match_from_its_snapshot_and_applies_only_what_follows() {
+    use std::io::Write as _;
+
+    use crate::support::nodes::{events_in, handled, matches_of, serve_node, settled, wait_sum};
+    let nats = crate::support::cluster::nats();
+    let extra = ["--lease-ttl-ms", "1000", "--snapshot-every", "8"];
+    let [a, b] = ["a", "b"].map(|id| serve_node(&nats.url(), id, &extra));
+    tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
+    let (msgs, ids, events) = messages(12, 600);
+    a.feed().write_all(&msgs.concat()).expect("feeding a");
+    tokio::task::block_in_place(|| wait_sum(&[&a, &b], "events handled", events_in(&msgs), handled));
+    let on_b = tokio::task::block_in_place(|| matches_of(&b));
+    assert!(!on_b.is_empty(), "b runs some of the matches");
+
+    // b stored snapshots and trimmed what they cover.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("a NATS client"));
+    let stored_events = || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream("TL_EVENTS").await.expect("the events stream");
+            stream.info().await.expect("its info").state.messages
+        }
+    };
+    let started = Instant::now();
+    while stored_events().await >= events as u64 {
+        assert!(started.elapsed() < DEADLINE, "TL_EVENTS was never trimmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.metric(r#"touchline_cluster_snapshots_total{kind="stored""#) > 0.0);
+    let before = owners_snapshots(&[(&b, on_b.clone())]).await;
+
+    let (restored, applied) = (
+        a.metric("touchline_restore_seconds_count"),
+        a.metric("touchline_events_applied_total"),
+    );
+    drop(b.kill9());
+    tokio::task::block_in_place(|| {
+        crate::support::wait_for("a runs every match", || (matches_of(&a) == ids).then_some(()))
+    });
+    // a applies what the snapshots do not cover: until it is at the seqs
+    // a single node fed the same stream reaches.
+    let reference = reference(&msgs, &ids, events).await;
+    let took = Instant::now();
+    let owners = loop {
+        let owners = owners_snapshots(&[(&a, on_b.clone())]).await;
+        if owners.iter().all(|(m, snap)| snap["seq"] == reference[m]["seq"]) {
+            break owners;
+        }
+        assert!(took.elapsed() < DEADLINE, "a never caught up: {owners:?}");
+    };
+    let restored = a.metric("touchline_restore_seconds_count") - restored;
+    let replayed = a.metric("touchline_events_applied_total") - applied;
+    let b_events: usize = msgs
+        .iter()
+        .filter(|m| {
+            on_b.iter()
+                .any(|id| std::str::from_utf8(m).is_ok_and(|t| t.contains(id.as_str())))
+        })
+        .count();
+    assert!(
+        restored >= on_b.len() as f64,
+        "each of b's matches restored from a snapshot: {restored}"
+    );
+    assert!(
+        replayed < b_events as f64 / 2.0,
+        "only what the snapshots do not cover is applied again: {replayed} of {b_events}"
+    );
+    for (m, snap) in &owners {
+        assert_eq!(snap["seq"], reference[m]["seq"], "{m}");
+        assert_eq!(snap["epoch"], before[m]["epoch"], "{m} kept its epoch");
+        assert_eq!(normalise(&snap["state"]), normalise(&reference[m]["state"]), "{m}");
+    }
+    eprintln!(
+        "kill -9 of b ({} matches): restored from snapshots, {replayed} of their {b_events} events applied again",
+        on_b.len()
+    );
+}

@@ -1,7 +1,8 @@
 //! Issue 13, relays: a node's stand-in for a match another node runs lives
 //! only while its sessions want it. Unsubscribed, it is let go after
 //! `--relay-idle-ms` (its NATS subscription and memory with it); a later
-//! subscription gets a new one, which carries the match on with no gap.
+//! subscription gets a new one, which carries the match on with no gap. A
+//! session resuming with `since` is resumed from the relay's ring.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -101,4 +102,80 @@ async fn an_unused_relay_is_let_go_and_a_later_subscription_gets_a_new_one() {
         "{} relays let go {took:?} after the unsubscribe (idle {IDLE:?}); new ones carried on with no gap",
         on_b.len()
     );
+}
+
+/// A session resuming with `since` through a relay that forwarded every
+/// update after it is resumed from the relay (a `resumed` head, then the
+/// updates it missed), not sent a snapshot; it then goes on with no gap to
+/// the owner's final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resuming_through_a_relay_gets_what_it_missed_not_a_snapshot() {
+    use crate::support::nodes::owners_snapshots;
+    let nats = crate::support::cluster::nats();
+    let [a, b] = ["a", "b"].map(|id| serve_node(&nats.url(), id, &["--lease-ttl-ms", "1000"]));
+    tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
+    let (msgs, ids, events) = messages(8, 450);
+    let (first, rest) = msgs.split_at(150);
+    let (second, third) = rest.split_at(150);
+    a.feed().write_all(&first.concat()).expect("feeding a");
+    tokio::task::block_in_place(|| wait_sum(&[&a, &b], "events handled", events_in(first), handled));
+    let on_b = tokio::task::block_in_place(|| matches_of(&b));
+    assert!(!on_b.is_empty(), "b runs some of the matches");
+    let names: Vec<&String> = on_b.iter().collect();
+
+    // A client on a follows b's matches through relays; where it was after
+    // the first part is the resume point.
+    let mut watcher = Ws::connect(a.http).await;
+    let mut seen = Tracker::default();
+    watcher.send(json!({"op": "subscribe", "matches": names})).await;
+    snapshots_of(&mut watcher, &mut seen, &on_b).await;
+    let now = owners_snapshots(&[(&b, on_b.clone())]).await;
+    until_current(&mut watcher, &mut seen, &now).await;
+    let at: BTreeMap<String, _> = seen.matches.clone();
+    let since: serde_json::Map<String, serde_json::Value> = at
+        .iter()
+        .map(|(m, v)| (m.clone(), json!({"epoch": v.epoch, "seq": v.seq})))
+        .collect();
+
+    // The second part goes by (the relays forward it to the watcher)...
+    let fed = events_in(first) + events_in(second);
+    a.feed().write_all(&second.concat()).expect("feeding a");
+    tokio::task::block_in_place(|| wait_sum(&[&a, &b], "events handled", fed, handled));
+    let now = owners_snapshots(&[(&b, on_b.clone())]).await;
+    until_current(&mut watcher, &mut seen, &now).await;
+
+    // ...and a client that was at the resume point comes back: each match
+    // resumed by its relay, no snapshot.
+    let mut back = Ws::connect(a.http).await;
+    let mut tracker = Tracker {
+        matches: at,
+        ..Tracker::default()
+    };
+    back.send(json!({"op": "subscribe", "matches": names, "since": since}))
+        .await;
+    let mut resumed = BTreeSet::new();
+    while resumed.len() < on_b.len() {
+        let f = tokio::time::timeout(DEADLINE, back.next())
+            .await
+            .expect("a frame in time");
+        assert_ne!(f["type"], "snapshot", "resumed, not sent a snapshot: {f}");
+        if f["type"] == "resumed" {
+            assert!(f["producers_down"].is_array(), "the head names the producers down: {f}");
+            resumed.insert(f["match"].as_str().expect("match").to_owned());
+        }
+        tracker.apply(&f);
+    }
+    assert_eq!(a.metric("touchline_cluster_relay_resumed_total"), on_b.len() as f64);
+    a.feed().write_all(&third.concat()).expect("feeding a");
+    let want: BTreeMap<_, _> = reference(&msgs, &ids, events)
+        .await
+        .into_iter()
+        .filter(|(m, _)| on_b.contains(m))
+        .collect();
+    until_current(&mut back, &mut tracker, &want).await;
+    assert_eq!(tracker.gaps, 0, "nothing missed after the resume point");
+    for (m, v) in &tracker.matches {
+        assert_eq!(Some(v.epoch), since[m]["epoch"].as_u64(), "{m} kept its epoch");
+    }
+    eprintln!("{} matches resumed through their relays", on_b.len());
 }

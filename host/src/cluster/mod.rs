@@ -23,6 +23,8 @@
 //! - [`tenures`]: one task per partition tenure this node holds.
 //! - [`bets`], [`guests`], [`matches`]: bet claims and records, the
 //!   cluster's guest version, the directory of matches (JetStream only).
+//! - [`snapshots`]: each match's snapshot in `TL_FRAMES` (fenced by the
+//!   barrier), reading a partition's, trimming `TL_EVENTS` below them.
 //! - [`consume`]: one partition's events from `TL_EVENTS`, in stream
 //!   order (the owner's ordered consumer).
 //! - [`frames`]: a frame between nodes (its JSON text; kind, epoch, seq
@@ -47,6 +49,7 @@ pub mod leases;
 pub mod matches;
 pub mod nodes;
 pub mod partition;
+pub mod snapshots;
 pub mod streams;
 pub mod tenures;
 pub mod view;

@@ -7,7 +7,7 @@
 //! | name | subjects | what |
 //! |---|---|---|
 //! | stream `TL_EVENTS` | `tl.ev.>` | match events by partition; a 2 min duplicate window (`Nats-Msg-Id`) applies a re-sent event once |
-//! | stream `TL_FRAMES` | `tl.fo.>`, `tl.fb.>` | frames per match, the last `resume_window` of each, each stored one republished to `tl.fr.<match>` for the relays; the partitions' barriers ([`super::barrier`]): a stale owner's frame is refused, so never republished |
+//! | stream `TL_FRAMES` | `tl.fo.>`, `tl.fb.>`, `tl.fs.>` | frames per match, the last `resume_window` of each, each stored one republished to `tl.fr.<match>` for the relays; the partitions' barriers ([`super::barrier`]): a stale owner's frame is refused, so never republished; each match's snapshot ([`super::snapshots`], rolled up: the last only) |
 //! | stream `TL_BETS` | `tl.bd.>` | bet decisions (not `tl.bet.*`: a stream on the request subject would answer bets itself) |
 //! | KV `TL_LEASES` | `$KV.TL_LEASES.p<N>` | partition leases, `max_age` = lease TTL ([`super::lease`]) |
 //! | KV `TL_NODES` | `$KV.TL_NODES.<node>` | node heartbeats, `max_age` = lease TTL ([`super::nodes`]) |
@@ -118,7 +118,9 @@ pub fn events_stream(config: &ClusterConfig) -> stream::Config {
 pub fn frames_stream(config: &ClusterConfig) -> stream::Config {
     stream::Config {
         name: FRAMES_STREAM.to_owned(),
-        subjects: vec!["tl.fo.>".to_owned(), "tl.fb.>".to_owned()],
+        subjects: vec!["tl.fo.>".to_owned(), "tl.fb.>".to_owned(), "tl.fs.>".to_owned()],
+        // A match's snapshot replaces its previous one (`Nats-Rollup`).
+        allow_rollup: true,
         // Only what the stream stored reaches the relays: a frame refused
         // by its partition's barrier is seen by no one.
         republish: Some(stream::Republish {
@@ -315,7 +317,7 @@ mod tests {
             .into_iter()
             .flat_map(|s| s.subjects)
             .collect();
-        assert_eq!(subjects, ["tl.ev.>", "tl.fo.>", "tl.fb.>", "tl.bd.>"]);
+        assert_eq!(subjects, ["tl.ev.>", "tl.fo.>", "tl.fb.>", "tl.fs.>", "tl.bd.>"]);
         // Republished frames are captured by no stream (a loop otherwise).
         assert!(!subjects.iter().any(|s| s.starts_with("tl.fr")));
         // Bet requests must not be captured by any stream.

@@ -20,11 +20,12 @@
 //!   still holds the partition under the same token before its local
 //!   deadline, so a lost lease (or a pause past the deadline) stops the
 //!   applying at the next event, before the lease task reacts. A partition
-//!   let go has its matches released from the router; taken (again), it is
-//!   read from the start of the stream into fresh workers: the state of a
-//!   match lives in the stream, not on this node (JetStream snapshots,
-//!   which would shorten that replay, are not built yet), so the local
-//!   sled journal is not used for cluster matches.
+//!   let go has its matches released from the router; taken (again), its
+//!   matches start from their snapshots in JetStream
+//!   ([`super::snapshots`]) and the events left in the stream after them
+//!   are applied (the owner trims those a snapshot covers): the state of a
+//!   match lives in JetStream, not on this node, so the local sled journal
+//!   is not used for cluster matches.
 //! - **Producers**: what a feed says about the producers (`alive`s,
 //!   `snapshot_complete`s, lag crossings, its connection opening and
 //!   closing) goes to every node (`tl.pr`), so each node's producer
@@ -218,6 +219,16 @@ impl Applier {
             }
             None => return,
         }
+        // Each match from its snapshot: only the events after it are
+        // applied (those it covers and not yet trimmed are skipped).
+        let Some(covered) = self
+            .until_ok(&cancel, "restoring the partition's snapshots", || {
+                super::snapshots::restore(&self.cluster, p, &self.router)
+            })
+            .await
+        else {
+            return;
+        };
         let mut following = restore_at == 0;
         if following {
             self.follow_bets(&cancel);
@@ -248,7 +259,7 @@ impl Applier {
                             return;
                         }
                         backoff = RETRY_MIN;
-                        let applied = self.apply(delivery).await;
+                        let applied = self.apply(delivery, &covered).await;
                         from = applied + 1;
                         self.progress.send_modify(|a| a.sequence = applied);
                         if applied >= restore_at && !following {
@@ -367,7 +378,7 @@ impl Applier {
     }
 
     /// Route one delivery; its stream sequence.
-    async fn apply(&self, delivery: Delivery) -> u64 {
+    async fn apply(&self, delivery: Delivery, covered: &std::collections::HashMap<String, u64>) -> u64 {
         let consumed = |kind| self.metrics.cluster_consumed.get_or_create(&Kind { kind }).inc();
         match delivery {
             Delivery::Foreign { sequence, subject } => {
@@ -380,12 +391,20 @@ impl Applier {
                 );
                 sequence
             }
+            Delivery::Event(e) if covered.get(&e.match_id).is_some_and(|c| e.sequence <= *c) => {
+                consumed("covered");
+                e.sequence
+            }
             Delivery::Event(e) => {
                 match touchline_guest::event::decode(&e.event) {
                     Ok(event) if event.event_id() == e.match_id => {
                         consumed("event");
                         self.name(&e.match_id);
-                        if let Err(err) = self.router.dispatch_while(event, None, || self.holds()).await {
+                        if let Err(err) = self
+                            .router
+                            .dispatch_while(event, None, Some(e.sequence), || self.holds())
+                            .await
+                        {
                             self.metrics
                                 .route_errors
                                 .get_or_create(&Kind { kind: err.kind() })

@@ -31,6 +31,7 @@ pub mod groups;
 pub mod parse;
 pub mod publishing;
 mod rejects;
+pub mod snapshots;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -18,8 +18,11 @@
 //!   were a match's last no later frame would show it) make every attached
 //!   session catch up again (as after a full outbox), from a fresh
 //!   snapshot. A status or names frame drops the cached snapshot. A
-//!   session resuming with `since` through a relay is sent a snapshot (the
-//!   relay keeps no history to resume from yet).
+//!   session resuming with `since` is resumed from the ring (a `resumed`
+//!   head naming the producers down, from the cached snapshot, then the
+//!   updates after `since`) when the ring holds every update after it in
+//!   the same epoch and the snapshot is current; otherwise it is sent a
+//!   snapshot (`relay_resumed_total` counts the former).
 //! - A relay with no session (none attached, none waiting, no command
 //!   queued, no handle handed out) for `--relay-idle-ms` (60 s) is let go:
 //!   its subscription ends and its ring and snapshot are freed; a later
@@ -47,7 +50,7 @@ use crate::cluster::partition::{frame_subject, snapshot_subject};
 use crate::cluster::{Cluster, Owned, Partitions};
 use crate::metrics::Metrics;
 use crate::router::Remote;
-use crate::worker::{self, Command, Frame, FrameKind, Inbox, Outbox, WorkerHandle};
+use crate::worker::{self, Command, Frame, FrameKind, Inbox, Outbox, Position, WorkerHandle};
 
 /// Update frames a relay keeps to bring a new session from its snapshot to
 /// the present.
@@ -145,6 +148,7 @@ impl Remote for Relays {
             token: None,
             snapshot: None,
             pending: Vec::new(),
+            resumed: self.metrics.cluster_relay_resumed.clone(),
         };
         let (stop, reconnected) = (self.stop.clone(), self.reconnected.clone());
         let idle = Idle {
@@ -219,6 +223,8 @@ struct Relay {
     /// The owner's last snapshot.
     snapshot: Option<Frame>,
     pending: Vec<Pending>,
+    /// Sessions resumed from the ring (`cluster_relay_resumed`).
+    resumed: prometheus_client::metrics::counter::Counter,
 }
 
 impl Relay {
@@ -294,10 +300,20 @@ impl Relay {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Attach { outbox, generation, .. } => {
+            Command::Attach {
+                since,
+                outbox,
+                generation,
+            } => {
                 // One wait per session: a later attach replaces its earlier.
                 self.pending.retain(|p| !Arc::ptr_eq(&p.outbox, &outbox));
-                self.pending.push(Pending { outbox, generation });
+                match since.and_then(|p| self.resumed(p)) {
+                    Some(frames) => {
+                        self.resumed.inc();
+                        self.fanout.attach(outbox, generation, frames);
+                    }
+                    None => self.pending.push(Pending { outbox, generation }),
+                }
             }
             // Not answered here (the reply is dropped: "gone").
             other => tracing::debug!(match_id = %self.id, command = ?std::mem::discriminant(&other), "not for a relay"),
@@ -340,6 +356,26 @@ impl Relay {
             self.snapshot = None;
         }
         self.fanout.send(frame);
+    }
+
+    /// What resumes a session at `since` from the updates forwarded: a
+    /// `resumed` head and every update after `since`, if the ring holds
+    /// them all, in the epoch of `since`, and the cached snapshot (no status
+    /// or names frame since it) says which producers are down now. `None`:
+    /// the session is made current from a snapshot instead.
+    fn resumed(&self, since: Position) -> Option<Vec<Frame>> {
+        let snapshot = self.snapshot.as_ref()?;
+        let (epoch, last) = self.last?;
+        if since.epoch != epoch || snapshot.epoch != epoch || since.seq > last {
+            return None;
+        }
+        let first = self.ring.front().map_or(last + 1, |f| f.seq);
+        if since.seq + 1 < first {
+            return None;
+        }
+        let head = Frame::resumed_from(snapshot, since.seq)?;
+        let missed = self.ring.iter().filter(|f| f.seq > since.seq).cloned();
+        Some(std::iter::once(head).chain(missed).collect())
     }
 
     /// Every session catches up from a fresh snapshot, which is also where

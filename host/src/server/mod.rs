@@ -158,6 +158,11 @@ impl Server {
         // this node holds leases (`push::relay`).
         let tap = cluster.as_ref().map(|_| Arc::new(push::publisher::LateTap::default()));
         worker_config.tap = tap.clone().map(|t| t as Arc<dyn worker::FrameTap>);
+        // ...and each match's snapshots kept in JetStream (`feed::snapshots`).
+        let snapshots = cluster
+            .as_ref()
+            .map(|_| Arc::new(feed::snapshots::Snapshots::default()));
+        worker_config.snapshots = snapshots.clone().map(|s| s as Arc<dyn worker::SnapshotSink>);
         let router = Arc::new(router::Router::new(version, worker_config, config.max_matches as usize));
         let desk = bets::Desk::new(
             router.clone(),
@@ -269,6 +274,15 @@ impl Server {
                 &feed_tasks,
             );
             let partitions = c.config.partitions;
+            if let Some(snapshots) = &snapshots {
+                snapshots.start(
+                    c.clone(),
+                    leases.fence(),
+                    metrics_for_cluster.clone(),
+                    feed_stop.clone(),
+                    &feed_tasks,
+                );
+            }
             if let Some(tap) = &tap {
                 tap.set(push::publisher::FramePublisher::start(
                     c.js.clone(),
@@ -435,6 +449,7 @@ fn worker_config(
         names,
         tap: None,
         bet_log: None,
+        snapshots: None,
     }
 }
 

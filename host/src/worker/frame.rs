@@ -1,7 +1,9 @@
 //! The frames a worker sends to WebSocket sessions: serialised once here,
 //! shared by every subscriber.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -20,6 +22,43 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The head of a resumption at `since`, for a match whose latest
+    /// snapshot is `snapshot` (`push::relay` resuming a session from the
+    /// updates it forwarded): like the worker's own, it names the match's
+    /// producers that are down now. `None`: `snapshot` is not a snapshot
+    /// frame's JSON.
+    pub fn resumed_from(snapshot: &Frame, since: u64) -> Option<Frame> {
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(rename = "match", borrow)]
+            match_id: Cow<'a, str>,
+            #[serde(borrow)]
+            guest_version: Cow<'a, str>,
+            #[serde(default)]
+            producers_down: Vec<u32>,
+        }
+        if snapshot.kind != FrameKind::Snapshot {
+            return None;
+        }
+        let head: Head = serde_json::from_str(snapshot.bytes.as_str()).ok()?;
+        let envelope = Envelope {
+            kind: FrameKind::Resumed,
+            match_id: &head.match_id,
+            epoch: snapshot.epoch,
+            seq: since,
+            guest_version: &head.guest_version,
+            delta: None,
+            state: None,
+            quarantined: None,
+            status: None,
+            reason: None,
+            product: None,
+            producers_down: Some(&head.producers_down),
+            names: None,
+        };
+        Some(envelope.render())
+    }
+
     /// Its headers between nodes, published by the holder of `token`.
     pub fn head(&self, token: u64) -> FrameHead {
         FrameHead {

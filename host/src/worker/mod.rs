@@ -63,7 +63,7 @@ use lifecycle::{Base, Lifecycle};
 use mailbox::WeakMailbox;
 pub use mailbox::{Closed, Mailbox};
 pub use names::NameSource;
-pub use observer::{BetLog, Nobody, Observer, ProbationNews};
+pub use observer::{BetLog, Nobody, Observer, ProbationNews, SnapshotSink};
 pub use operate::{Action, Refusal};
 pub use outbox::{Direct, Offer, Outbox, Resumed, Watch};
 use persist::{Mark, Ring, Tail};
@@ -117,6 +117,8 @@ pub struct WorkerConfig {
     pub tap: Option<Arc<dyn FrameTap>>,
     /// In a cluster: where bets are recorded (instead of `journal`).
     pub bet_log: Option<Arc<dyn BetLog>>,
+    /// In a cluster: where snapshots are kept (instead of `journal`).
+    pub snapshots: Option<Arc<dyn SnapshotSink>>,
 }
 
 /// A client's position in a match stream.
@@ -137,6 +139,9 @@ pub enum Command {
         event: MatchEvent,
         routed: std::time::Instant,
         raw: Option<bytes::Bytes>,
+        /// In a cluster: the event's `TL_EVENTS` sequence (what a snapshot
+        /// taken after it covers).
+        position: Option<u64>,
     },
     /// A session subscribes as `generation` of its `outbox`: what it needs
     /// to be current goes into the outbox, then every later frame
@@ -291,6 +296,8 @@ pub(crate) struct Worker {
     mailbox: WeakMailbox,
     /// Seq of the last applied event.
     seq: u64,
+    /// In a cluster: the `TL_EVENTS` sequence of the last event handled.
+    position: Option<u64>,
     epoch: u64,
     intensity: Intensity,
     /// Last snapshot of the guest state (the recovery base)...
@@ -361,6 +368,7 @@ impl Worker {
             mailbox,
             seq: 0,
             epoch: 0,
+            position: None,
             base: None,
             tail: Tail::default(),
             stored: release::Stored::No,
@@ -462,7 +470,15 @@ impl Worker {
             self.wake().await;
         }
         match cmd {
-            Command::Event { event, routed, raw } => {
+            Command::Event {
+                event,
+                routed,
+                raw,
+                position,
+            } => {
+                if position.is_some() {
+                    self.position = position;
+                }
                 self.heard_from(event.header().product);
                 self.ask_fixture();
                 self.prepare_names(&event);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::journal::BetRecord;
+use crate::journal::{BetRecord, SnapshotRecord};
 
 /// How a probation (the first event after a switch) went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,15 @@ pub trait BetLog: Send + Sync {
     /// Record an accepted bet's new standing (every node tells the bet's
     /// owner from the record).
     fn changed(&self, record: BetRecord) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// Where a cluster keeps each match's snapshots (JetStream,
+/// `feed::snapshots`) in place of the node's journal: a new owner restores
+/// from the last one and replays only the events after it.
+pub trait SnapshotSink: Send + Sync {
+    /// The match's state after the event at `position` (its `TL_EVENTS`
+    /// sequence). Never blocks the worker.
+    fn snapshot(&self, match_id: &Arc<str>, record: SnapshotRecord, position: u64);
 }
 
 /// Tells nobody: for tests and tools that run workers alone.

@@ -247,14 +247,19 @@ impl Worker {
         match instance.save_state() {
             Ok(state) => {
                 let mut stored = Stored::No;
+                let record = || SnapshotRecord {
+                    seq: self.seq,
+                    epoch: self.epoch,
+                    state: state.clone(),
+                    guest: self.version.version().to_owned(),
+                    state_version: self.version.state_version(),
+                };
+                if let (Some(sink), Some(position)) = (&self.env.snapshots, self.position) {
+                    // In a cluster (no journal): kept in JetStream.
+                    sink.snapshot(&self.id, record(), position);
+                }
                 if let Some(journal) = self.journal() {
-                    let record = SnapshotRecord {
-                        seq: self.seq,
-                        epoch: self.epoch,
-                        state: state.clone(),
-                        guest: self.version.version().to_owned(),
-                        state_version: self.version.state_version(),
-                    };
+                    let record = record();
                     // Never blocks the worker: a full queue skips storing this
                     // snapshot (the stored one is older, and the journal,
                     // trimmed only by stored snapshots, still has every event

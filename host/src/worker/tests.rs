@@ -83,6 +83,7 @@ fn config(
         names: None,
         tap: None,
         bet_log: None,
+        snapshots: None,
     })
 }
 
@@ -150,6 +151,7 @@ impl Harness {
                 event,
                 routed: std::time::Instant::now(),
                 raw: None,
+                position: None,
             })
             .await
             .expect("worker alive");

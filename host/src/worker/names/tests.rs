@@ -27,6 +27,7 @@ fn odds_change(markets: &str) -> Command {
             event,
             routed: std::time::Instant::now(),
             raw: None,
+            position: None,
         },
         other => panic!("not a match event: {other:?}"),
     }
@@ -62,6 +63,7 @@ async fn updates_name_only_what_is_new_and_snapshots_name_everything() {
         }),
         tap: None,
         bet_log: None,
+        snapshots: None,
     });
     let tasks = tokio_util::task::TaskTracker::new();
     let handle = spawn(Arc::from(MATCH), GuestVersion::native(), cfg, None, &tasks);

@@ -20,6 +20,7 @@ impl Harness {
                 event,
                 routed: std::time::Instant::now(),
                 raw: Some(bytes::Bytes::from(raw.to_owned())),
+                position: None,
             })
             .await
             .expect("worker alive");
