@@ -151,10 +151,24 @@ async fn a_client_on_any_node_sees_every_match_snapshot_then_contiguous_updates(
 fn every_node_hears_what_the_feed_says_about_the_producers() {
     let (_nats, [a, b], _) = cluster(["a", "b"]);
     // Only a reads the feed. Its connection, alives and snapshot_completes
-    // reach b too: b asks its provider for recoveries and is brought up by
-    // completions written on a's feed.
+    // reach b too, and so do a's recovery requests: b, with no feed of its
+    // own, follows them instead of asking, and the completions of a's
+    // requests written on a's feed bring both up.
     let mut feed = a.feed();
     bring_up(&a.provider, &mut feed, a.http, DEADLINE).expect("a's producers up");
-    bring_up(&b.provider, &mut feed, b.http, DEADLINE).expect("b's producers up, from a's feed");
-    assert!(!b.provider.requests().is_empty(), "b asked for its own recoveries");
+    crate::support::wait_for("b's producers up, from a's requests", || {
+        touchline_testkit::provider::all_up(b.http, DEADLINE)
+            .ok()?
+            .then_some(())
+    });
+    assert!(
+        b.provider.requests().is_empty(),
+        "b asked for nothing: {:?}",
+        b.provider.requests()
+    );
+    assert_eq!(
+        b.metric("touchline_recovery_requests_total"),
+        0.0,
+        "b's service sent no request"
+    );
 }

@@ -125,7 +125,14 @@ async fn a_new_owner_restores_each_match_from_its_snapshot_and_applies_only_what
 
     use crate::support::nodes::{events_in, handled, matches_of, serve_node, settled, wait_sum};
     let nats = crate::support::cluster::nats();
-    let extra = ["--lease-ttl-ms", "1000", "--snapshot-every", "8"];
+    let extra = [
+        "--lease-ttl-ms",
+        "1000",
+        "--snapshot-every",
+        "8",
+        "--cluster-snapshot-every",
+        "8",
+    ];
     let [a, b] = ["a", "b"].map(|id| serve_node(&nats.url(), id, &extra));
     tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
     let (msgs, ids, events) = messages(12, 600);

@@ -2,7 +2,8 @@
 //! only while its sessions want it. Unsubscribed, it is let go after
 //! `--relay-idle-ms` (its NATS subscription and memory with it); a later
 //! subscription gets a new one, which carries the match on with no gap. A
-//! session resuming with `since` is resumed from the relay's ring.
+//! session resuming with `since` is resumed from the relay's ring, or from
+//! what `TL_FRAMES` keeps when the relay is new.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -104,21 +105,22 @@ async fn an_unused_relay_is_let_go_and_a_later_subscription_gets_a_new_one() {
     );
 }
 
-/// A session resuming with `since` through a relay that forwarded every
-/// update after it is resumed from the relay (a `resumed` head, then the
-/// updates it missed), not sent a snapshot; it then goes on with no gap to
-/// the owner's final state.
+/// A session resuming with `since` through a relay is resumed (a `resumed`
+/// head, then the updates it missed), not sent a snapshot: on a node whose
+/// relay forwarded every update after it, from the relay's ring; on a node
+/// with no relay for the match yet, from what `TL_FRAMES` keeps. Both then
+/// go on with no gap to the owner's final state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resuming_through_a_relay_gets_what_it_missed_not_a_snapshot() {
     use crate::support::nodes::owners_snapshots;
     let nats = crate::support::cluster::nats();
-    let [a, b] = ["a", "b"].map(|id| serve_node(&nats.url(), id, &["--lease-ttl-ms", "1000"]));
-    tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
+    let [a, b, c] = ["a", "b", "c"].map(|id| serve_node(&nats.url(), id, &["--lease-ttl-ms", "1000"]));
+    tokio::task::block_in_place(|| settled(&a, &["a", "b", "c"]));
     let (msgs, ids, events) = messages(8, 450);
     let (first, rest) = msgs.split_at(150);
     let (second, third) = rest.split_at(150);
     a.feed().write_all(&first.concat()).expect("feeding a");
-    tokio::task::block_in_place(|| wait_sum(&[&a, &b], "events handled", events_in(first), handled));
+    tokio::task::block_in_place(|| wait_sum(&[&a, &b, &c], "events handled", events_in(first), handled));
     let on_b = tokio::task::block_in_place(|| matches_of(&b));
     assert!(!on_b.is_empty(), "b runs some of the matches");
     let names: Vec<&String> = on_b.iter().collect();
@@ -140,42 +142,52 @@ async fn a_session_resuming_through_a_relay_gets_what_it_missed_not_a_snapshot()
     // The second part goes by (the relays forward it to the watcher)...
     let fed = events_in(first) + events_in(second);
     a.feed().write_all(&second.concat()).expect("feeding a");
-    tokio::task::block_in_place(|| wait_sum(&[&a, &b], "events handled", fed, handled));
+    tokio::task::block_in_place(|| wait_sum(&[&a, &b, &c], "events handled", fed, handled));
     let now = owners_snapshots(&[(&b, on_b.clone())]).await;
     until_current(&mut watcher, &mut seen, &now).await;
 
-    // ...and a client that was at the resume point comes back: each match
-    // resumed by its relay, no snapshot.
-    let mut back = Ws::connect(a.http).await;
-    let mut tracker = Tracker {
-        matches: at,
-        ..Tracker::default()
-    };
-    back.send(json!({"op": "subscribe", "matches": names, "since": since}))
-        .await;
-    let mut resumed = BTreeSet::new();
-    while resumed.len() < on_b.len() {
-        let f = tokio::time::timeout(DEADLINE, back.next())
-            .await
-            .expect("a frame in time");
-        assert_ne!(f["type"], "snapshot", "resumed, not sent a snapshot: {f}");
-        if f["type"] == "resumed" {
-            assert!(f["producers_down"].is_array(), "the head names the producers down: {f}");
-            resumed.insert(f["match"].as_str().expect("match").to_owned());
+    // ...and clients that were at the resume point come back, on a (its
+    // relays forwarded it all) and on c (no relay for b's matches yet).
+    assert_eq!(c.metric("touchline_cluster_relays"), 0.0, "c has no relay yet");
+    let mut back = Vec::new();
+    for node in [&a, &c] {
+        let mut ws = Ws::connect(node.http).await;
+        let mut tracker = Tracker {
+            matches: at.clone(),
+            ..Tracker::default()
+        };
+        ws.send(json!({"op": "subscribe", "matches": names, "since": since}))
+            .await;
+        let mut resumed = BTreeSet::new();
+        while resumed.len() < on_b.len() {
+            let f = tokio::time::timeout(DEADLINE, ws.next())
+                .await
+                .expect("a frame in time");
+            assert_ne!(f["type"], "snapshot", "resumed, not sent a snapshot: {f}");
+            if f["type"] == "resumed" {
+                assert!(f["producers_down"].is_array(), "the head names the producers down: {f}");
+                resumed.insert(f["match"].as_str().expect("match").to_owned());
+            }
+            tracker.apply(&f);
         }
-        tracker.apply(&f);
+        assert_eq!(node.metric("touchline_cluster_relay_resumed_total"), on_b.len() as f64);
+        back.push((ws, tracker));
     }
-    assert_eq!(a.metric("touchline_cluster_relay_resumed_total"), on_b.len() as f64);
     a.feed().write_all(&third.concat()).expect("feeding a");
     let want: BTreeMap<_, _> = reference(&msgs, &ids, events)
         .await
         .into_iter()
         .filter(|(m, _)| on_b.contains(m))
         .collect();
-    until_current(&mut back, &mut tracker, &want).await;
-    assert_eq!(tracker.gaps, 0, "nothing missed after the resume point");
-    for (m, v) in &tracker.matches {
-        assert_eq!(Some(v.epoch), since[m]["epoch"].as_u64(), "{m} kept its epoch");
+    for (ws, tracker) in &mut back {
+        until_current(ws, tracker, &want).await;
+        assert_eq!(tracker.gaps, 0, "nothing missed after the resume point");
+        for (m, v) in &tracker.matches {
+            assert_eq!(Some(v.epoch), since[m]["epoch"].as_u64(), "{m} kept its epoch");
+        }
     }
-    eprintln!("{} matches resumed through their relays", on_b.len());
+    eprintln!(
+        "{} matches resumed through the relays of a (their rings) and c (TL_FRAMES)",
+        on_b.len()
+    );
 }

@@ -62,6 +62,11 @@ pub struct ClusterConfig {
     pub resume_window: i64,
     /// A relay with no session for this long is let go (`push::relay`).
     pub relay_idle: Duration,
+    /// A match's snapshot is kept in JetStream at most every this many
+    /// events (`feed::snapshots`)...
+    pub snapshot_every: u64,
+    /// ...or this often.
+    pub snapshot_interval: Duration,
 }
 
 impl ClusterConfig {
@@ -75,6 +80,8 @@ impl ClusterConfig {
             replicas: 1,
             resume_window: DEFAULT_RESUME_WINDOW,
             relay_idle: DEFAULT_RELAY_IDLE,
+            snapshot_every: 1_000,
+            snapshot_interval: Duration::from_secs(30),
         }
     }
 

@@ -273,6 +273,14 @@ pub struct Settings {
     /// subscription ends and its memory is freed.
     #[arg(long, default_value_t = 60_000)]
     pub relay_idle_ms: u64,
+    /// In a cluster, a match's snapshot is kept in JetStream (and the
+    /// events it covers trimmed) at most every this many events...
+    #[arg(long, default_value_t = 1_000)]
+    pub cluster_snapshot_every: u64,
+    /// ...or this often (ms), whichever comes first. Each costs the NATS
+    /// servers a publish and two purges (docs/cluster.md, "Snapshots").
+    #[arg(long, default_value_t = 30_000)]
+    pub cluster_snapshot_interval_ms: u64,
     /// In a cluster, the URL this node's clients reach it at, listed by
     /// `GET /api/nodes` for pages whose node goes away (default:
     /// `http://` and the address --http is bound to).
@@ -386,7 +394,12 @@ impl Settings {
                 ms(self.lease_ttl_ms),
                 self.cluster_replicas,
                 ms(self.relay_idle_ms),
-            )?,
+            )?
+            .map(|mut c| {
+                c.snapshot_every = self.cluster_snapshot_every.max(1);
+                c.snapshot_interval = ms(self.cluster_snapshot_interval_ms);
+                c
+            }),
         };
         config.validate()?;
         Ok(config)

@@ -81,6 +81,26 @@ pub async fn tell(ingest: &Ingest, input: &Input) {
     }
 }
 
+/// Tell every node of each recovery request this node's producer service
+/// sends (`tl.pr`, as [`Input::Requested`]), so they follow it instead of
+/// asking themselves, until `stop`.
+pub fn announce(
+    ingest: Ingest,
+    mut requests: tokio::sync::mpsc::Receiver<Input>,
+    stop: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    tasks.spawn(async move {
+        loop {
+            let request = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = requests.recv() => match r { Some(r) => r, None => return },
+            };
+            tell(&ingest, &request).await;
+        }
+    });
+}
+
 /// Feed this node's producer service with what every node's feed says
 /// about the producers, until `stop`.
 pub fn hear_producers(client: async_nats::Client, producers: Producers, stop: CancellationToken, tasks: &TaskTracker) {

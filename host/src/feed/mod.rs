@@ -183,7 +183,19 @@ async fn tell(intake: &Intake, publishing: Option<&mut Publishing>, input: Input
         p.drain().await;
     }
     match &intake.ingest {
-        Some(ingest) => cluster::tell(ingest, &input).await,
+        Some(ingest) => {
+            // This node's own service also learns it has a feed of its
+            // own: it asks for recoveries at once, the others follow.
+            let local = match input {
+                Input::Connected => Some(true),
+                Input::ConnectionLost => Some(false),
+                _ => None,
+            };
+            if let Some(connected) = local {
+                intake.producers.send(Input::LocalFeed { connected }).await;
+            }
+            cluster::tell(ingest, &input).await
+        }
         None => intake.producers.send(input).await,
     }
 }

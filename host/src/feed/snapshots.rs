@@ -3,9 +3,17 @@
 //! partition's new owner restores its matches from them.
 //!
 //! - **Keeping** ([`Snapshots`], the workers' [`SnapshotSink`]): a worker
-//!   takes a snapshot as on a single node (every `--snapshot-every` events,
-//!   every `--snapshot-interval-ms`, when idle) and hands it over with the
-//!   `TL_EVENTS` sequence of the last event it covers. It is queued (bounded,
+//!   takes a snapshot as on a single node (its recovery base: every
+//!   `--snapshot-every` events, every `--snapshot-interval-ms`, when its
+//!   tail reaches 16 KiB, when idle) and hands it over with the `TL_EVENTS`
+//!   sequence of the last event it covers. The sink keeps one only if the
+//!   match's last kept one is `--cluster-snapshot-every` (1,000) seqs or
+//!   `--cluster-snapshot-interval-ms` (30 s) behind ([`Cadence`]; a
+//!   match's first at once): each costs the NATS servers a publish and two
+//!   filtered purges (the rollup and the trim), where the worker's 16 KiB
+//!   tail alone would make one every few events of a busy match, and a
+//!   failover replays at most the cadence's events per match. See the
+//!   cluster bench in docs/cluster.md. It is queued (bounded,
 //!   [`QUEUE`]; full: dropped, counted, the next one covers it) only while
 //!   this node holds the partition and has raised its barrier, and one task
 //!   stores each, expecting that barrier (a stale owner's is refused), then
@@ -42,6 +50,15 @@ struct Queued {
     barrier: u64,
 }
 
+/// How often a match's snapshot is kept in JetStream.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    /// Seqs since the last one kept.
+    pub every: u64,
+    /// ...or time since it.
+    pub interval: std::time::Duration,
+}
+
 /// The workers' snapshot sink, started once the node holds leases.
 #[derive(Default)]
 pub struct Snapshots(OnceLock<Started>);
@@ -51,6 +68,44 @@ struct Started {
     cluster: Arc<Cluster>,
     fence: Arc<Fence>,
     metrics: Arc<Metrics>,
+    cadence: Cadence,
+    kept: std::sync::Mutex<Kept>,
+}
+
+/// Each match's last snapshot kept: its seq and when. Matches end, so the
+/// map is pruned of those quiet for two intervals whenever it doubles
+/// (forgetting one only makes its next snapshot due at once).
+#[derive(Default)]
+struct Kept {
+    by_match: HashMap<Arc<str>, (u64, std::time::Instant)>,
+    prune_at: usize,
+}
+
+impl Started {
+    /// Whether `match_id`'s snapshot at `seq` is due (and if so, noted).
+    fn due(&self, match_id: &Arc<str>, seq: u64) -> bool {
+        // Nothing panics under this lock; a poisoned map is still whole.
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let due = kept.by_match.get(match_id).is_none_or(|&(at_seq, at)| {
+            seq >= at_seq + self.cadence.every || seq < at_seq || now.duration_since(at) >= self.cadence.interval
+        });
+        if due {
+            kept.by_match.insert(match_id.clone(), (seq, now));
+            if kept.by_match.len() >= kept.prune_at {
+                let quiet = 2 * self.cadence.interval;
+                kept.by_match.retain(|_, (_, at)| now.duration_since(*at) < quiet);
+                kept.prune_at = (2 * kept.by_match.len()).max(1024);
+            }
+        }
+        due
+    }
+
+    /// A snapshot noted as kept was not queued: the next one is due.
+    fn forget(&self, match_id: &Arc<str>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.by_match.remove(match_id);
+    }
 }
 
 impl Snapshots {
@@ -60,6 +115,7 @@ impl Snapshots {
         cluster: Arc<Cluster>,
         fence: Arc<Fence>,
         metrics: Arc<Metrics>,
+        cadence: Cadence,
         stop: CancellationToken,
         tasks: &TaskTracker,
     ) {
@@ -99,6 +155,8 @@ impl Snapshots {
             cluster,
             fence,
             metrics,
+            cadence,
+            kept: std::sync::Mutex::new(Kept::default()),
         });
     }
 }
@@ -111,6 +169,9 @@ impl SnapshotSink for Snapshots {
             // Not ours (any more): the owner keeps its own.
             return;
         };
+        if !s.due(match_id, record.seq) {
+            return;
+        }
         let queued = Queued {
             match_id: match_id.clone(),
             record,
@@ -119,6 +180,7 @@ impl SnapshotSink for Snapshots {
             barrier,
         };
         if s.tx.try_send(queued).is_err() {
+            s.forget(match_id);
             s.metrics
                 .cluster_snapshots
                 .get_or_create(&Kind { kind: "dropped" })

@@ -18,6 +18,17 @@
 //! lag ending); an `alive` or fresh odds never bring it back. At most one
 //! request per producer per `recovery_min_interval`; none while no feed
 //! connection is up (the answer could not arrive).
+//!
+//! In a cluster one node asks for a recovery and the others follow it
+//! ([`Machine::adopt`]: the request id its announcement names becomes
+//! theirs, so its `snapshot_complete` brings every node up). A node with
+//! no feed connection of its own ([`Machine::local_feed`]) defers
+//! ([`Machine::deferring`]): it asks itself only if no request was adopted
+//! within the grace after going down, so an outage costs one request, not
+//! one per node, and a lost announcement costs only the grace. A request
+//! in flight is never replaced by an announced one (two nodes asking at
+//! once would otherwise each follow the other's and wait for the wrong
+//! completion).
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +65,16 @@ pub struct Machine {
     producers: Vec<Tracked>,
     next_request_id: u64,
     connections: usize,
+    /// Wait this long after going down for another node's request before
+    /// asking, while this node has no feed connection of its own (`None`:
+    /// ask at once).
+    defer: Option<Duration>,
+    /// This node's own feed connections (in a cluster `connections` counts
+    /// every node's).
+    local_feeds: usize,
+    /// When a feed connection (anyone's) last came up from none: the grace
+    /// runs from it too (a request was impossible before).
+    connected_at: Option<Instant>,
 }
 
 impl Machine {
@@ -94,7 +115,74 @@ impl Machine {
             producers,
             next_request_id: (last_id + 1).max(wall_ms.max(0) as u64),
             connections: 0,
+            defer: None,
+            local_feeds: 0,
+            connected_at: None,
         }
+    }
+
+    /// In a cluster: this node's own feed connection opened or closed.
+    pub fn local_feed(&mut self, connected: bool, now: Instant, wall_ms: i64) -> Vec<Effect> {
+        if connected {
+            self.local_feeds += 1;
+        } else {
+            self.local_feeds = self.local_feeds.saturating_sub(1);
+        }
+        let mut out = Vec::new();
+        self.request_due(now, wall_ms, &mut out);
+        out
+    }
+
+    /// Ask for a recovery only if no other node's request was adopted
+    /// within `grace` of going down.
+    pub fn deferring(mut self, grace: Duration) -> Machine {
+        self.defer = Some(grace);
+        self
+    }
+
+    /// Another node asked the provider for recovery `request_id` of
+    /// `product` (from `after`): follow it. A producer that is down with no
+    /// request in flight takes it as its own (its `snapshot_complete`
+    /// brings it up); one that is up or delayed goes down (`recovery`) with
+    /// it: the requester saw an outage, and the odds are not current until
+    /// the recovery completes. One with a request in flight keeps it.
+    /// Request ids continue above it.
+    pub fn adopt(
+        &mut self,
+        product: u32,
+        request_id: u64,
+        after: Option<i64>,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Vec<Effect> {
+        self.next_request_id = self.next_request_id.max(request_id + 1);
+        let mut out = Vec::new();
+        let Some(i) = self.index(product) else {
+            return out;
+        };
+        let reason = match self.producers[i].status {
+            Status::Down { request: Some(_), .. } => return out,
+            Status::Down { reason, .. } if reason != Reason::Delayed => reason,
+            _ => Reason::Recovery,
+        };
+        self.producers[i].last_request = Some(now);
+        let request = Request {
+            id: request_id,
+            after,
+            sent: now,
+        };
+        self.set(
+            i,
+            Status::Down {
+                reason,
+                request: Some(request),
+            },
+            now,
+            wall_ms,
+            &mut out,
+        );
+        out.push(Effect::Persist(self.saved(i)));
+        out
     }
 
     pub fn producers(&self) -> &[Tracked] {
@@ -211,6 +299,9 @@ impl Machine {
 
     /// A feed connection opened.
     pub fn connected(&mut self, now: Instant, wall_ms: i64) -> Vec<Effect> {
+        if self.connections == 0 {
+            self.connected_at = Some(now);
+        }
         self.connections += 1;
         let mut out = Vec::new();
         self.request_due(now, wall_ms, &mut out);
@@ -350,6 +441,15 @@ impl Machine {
             if t.last_request
                 .is_some_and(|at| now.saturating_duration_since(at) < self.timing.recovery_min_interval)
             {
+                continue;
+            }
+            let since = self.connected_at.map_or(t.down_at, |c| c.max(t.down_at));
+            if self.local_feeds == 0
+                && self
+                    .defer
+                    .is_some_and(|grace| now.saturating_duration_since(since) < grace)
+            {
+                // Another node's request is expected first.
                 continue;
             }
             let window = t.producer.recovery_window.as_millis() as i64;

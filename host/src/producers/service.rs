@@ -34,6 +34,14 @@ pub struct Config {
     pub recovery: Option<Endpoint>,
     /// Longest wait for the provider to accept a request.
     pub request_timeout: Duration,
+    /// In a cluster: while this node has no feed connection of its own,
+    /// wait this long after a producer goes down for another node's request
+    /// before asking ([`super::machine::Machine::deferring`]).
+    pub defer: Option<Duration>,
+    /// In a cluster: each request as it is sent, as [`Input::Requested`],
+    /// for every node to follow (full: not told, the others ask themselves
+    /// after their grace).
+    pub announce: Option<mpsc::Sender<Input>>,
 }
 
 /// What the feed reader tells the owner. In a cluster the feed's inputs
@@ -58,6 +66,19 @@ pub enum Input {
     RequestFailed {
         product: u32,
         request_id: u64,
+    },
+    /// In a cluster: this node's own feed connection opened or closed
+    /// (beside [`Input::Connected`] / [`Input::ConnectionLost`], which
+    /// every node hears): a node with one asks for recoveries at once.
+    LocalFeed {
+        connected: bool,
+    },
+    /// In a cluster: a node asks the provider for this recovery; every node
+    /// follows it ([`super::machine::Machine::adopt`]).
+    Requested {
+        product: u32,
+        request_id: u64,
+        after: Option<i64>,
     },
 }
 
@@ -109,7 +130,10 @@ pub fn start(
     tasks: &tokio_util::task::TaskTracker,
 ) -> Producers {
     let now = tokio::time::Instant::now().into_std();
-    let machine = Machine::new(cfg.producers.clone(), saved, cfg.timing, now, wall_ms());
+    let mut machine = Machine::new(cfg.producers.clone(), saved, cfg.timing, now, wall_ms());
+    if let Some(grace) = cfg.defer {
+        machine = machine.deferring(grace);
+    }
     let board = Board::from_machine(&machine);
     for v in board.views.iter() {
         metrics.producer_up.get_or_create(&product_label(v.id)).set(0);
@@ -189,6 +213,12 @@ impl Owner {
             Input::Connected => m.connected(now, wall),
             Input::ConnectionLost => m.connection_lost(now, wall),
             Input::RequestFailed { product, request_id } => m.request_failed(product, request_id, now, wall),
+            Input::Requested {
+                product,
+                request_id,
+                after,
+            } => m.adopt(product, request_id, after, now, wall),
+            Input::LocalFeed { connected } => m.local_feed(connected, now, wall),
         }
     }
 
@@ -279,6 +309,25 @@ impl Owner {
             return;
         };
         tracing::info!(product, producer = %name, request_id, after, full = after.is_none(), "requesting recovery");
+        // Announced before it is sent: the recovery's `snapshot_complete`
+        // travels after it on this node's NATS connection, so every node
+        // follows the request before its completion can arrive. A request
+        // that fails is this node's to ask again; the others drop theirs at
+        // the recovery timeout and ask themselves.
+        if let Some(announce) = &self.cfg.announce {
+            let requested = Input::Requested {
+                product,
+                request_id,
+                after,
+            };
+            if announce.try_send(requested).is_err() {
+                tracing::warn!(
+                    product,
+                    request_id,
+                    "recovery request not announced: the other nodes ask after their grace"
+                );
+            }
+        }
         let (tx, timeout) = (self.tx.clone(), self.cfg.request_timeout);
         tokio::spawn(async move {
             if let Err(e) = endpoint.initiate(&name, after, request_id, timeout).await {

@@ -22,6 +22,10 @@ pub enum Reason {
     /// Messages' generation time lags the wall clock by more than
     /// `--max-feed-delay`.
     Delayed,
+    /// In a cluster: another node asked the provider for a recovery while
+    /// this one still had the producer up (it saw an outage this one did
+    /// not): down until that recovery completes.
+    Recovery,
 }
 
 impl Reason {
@@ -32,6 +36,7 @@ impl Reason {
             Reason::Unsubscribed => "unsubscribed",
             Reason::ConnectionLost => "connection_lost",
             Reason::Delayed => "delayed",
+            Reason::Recovery => "recovery",
         }
     }
 }

@@ -386,3 +386,84 @@ fn silence_during_a_recovery_gives_it_up_and_waits_for_the_producer() {
     r.complete(1, second);
     assert!(r.is_up(1));
 }
+
+/// Cluster: a node with no feed of its own follows the feed node's
+/// request (its completion brings it up) and asks nothing itself.
+#[test]
+fn a_deferring_node_follows_another_nodes_request_and_asks_nothing() {
+    let mut r = Rig::new(&[]);
+    r.m = Machine::new(
+        Table::default().select(&[1, 3]).expect("1 and 3"),
+        &[],
+        timing(),
+        r.t0,
+        T0_WALL,
+    )
+    .deferring(Duration::from_secs(2));
+    // Long after start: the grace runs from the feed connection, before
+    // which nobody could ask.
+    r.at = 10.0;
+    assert!(
+        requests(&r.connected()).is_empty(),
+        "deferred: the feed node asks first"
+    );
+    // The feed node's request for 1 arrives: followed (recovering).
+    let (now, wall) = (r.now(), r.wall());
+    let theirs = T0_WALL as u64 + 500;
+    r.m.adopt(1, theirs, None, now, wall);
+    assert_eq!(r.status(1).name(), "recovering");
+    assert!(requests(&r.tick_at(11.0)).is_empty(), "within the grace: nothing asked");
+    r.complete(1, theirs);
+    assert!(r.is_up(1), "brought up by the request it followed");
+    // 3 heard of no request: past the grace, the node asks itself, with an
+    // id above the one it followed.
+    let (id3, _) = request_of(&r.tick_at(12.5), 3);
+    assert!(id3 > theirs, "ids continue above the adopted one");
+    // The same announcement heard twice changes nothing.
+    let (now, wall) = (r.now(), r.wall());
+    assert!(r.m.adopt(3, id3, None, now, wall).is_empty());
+}
+
+/// Cluster: a request another node made for a producer this node still has
+/// up takes it down (`recovery`) until that recovery completes; a
+/// completion of any other request does not bring it up.
+#[test]
+fn a_request_adopted_while_up_takes_the_producer_down_until_it_completes() {
+    let mut r = Rig::new(&[]);
+    r.up();
+    r.at = 5.0;
+    let (now, wall) = (r.now(), r.wall());
+    let theirs = T0_WALL as u64 + 9_000;
+    let effects = r.m.adopt(1, theirs, Some(wall - 1_000), now, wall);
+    assert!(requests(&effects).is_empty(), "adopting asks nothing");
+    assert_eq!(reason(r.status(1)), Some(Reason::Recovery));
+    assert_eq!(r.status(1).name(), "recovering");
+    assert!(r.is_up(3), "another producer is untouched");
+    r.complete(1, theirs - 1);
+    assert!(!r.is_up(1), "not the request in flight");
+    r.complete(1, theirs);
+    assert!(r.is_up(1));
+}
+
+/// Cluster: a node with a feed connection of its own asks at once, and
+/// keeps its request in flight when another node's is announced (each
+/// waits for its own completion, not the other's).
+#[test]
+fn a_node_with_its_own_feed_asks_at_once_and_keeps_its_request() {
+    let mut r = Rig::new(&[]);
+    r.m = Machine::new(
+        Table::default().select(&[1, 3]).expect("1 and 3"),
+        &[],
+        timing(),
+        r.t0,
+        T0_WALL,
+    )
+    .deferring(Duration::from_secs(2));
+    let (now, wall) = (r.now(), r.wall());
+    r.m.local_feed(true, now, wall);
+    let (mine, _) = request_of(&r.connected(), 1);
+    let (now, wall) = (r.now(), r.wall());
+    assert!(r.m.adopt(1, mine + 7, None, now, wall).is_empty(), "kept its own");
+    r.complete(1, mine);
+    assert!(r.is_up(1), "brought up by its own request's completion");
+}

@@ -22,7 +22,11 @@
 //!   head naming the producers down, from the cached snapshot, then the
 //!   updates after `since`) when the ring holds every update after it in
 //!   the same epoch and the snapshot is current; otherwise it is sent a
-//!   snapshot (`relay_resumed_total` counts the former).
+//!   snapshot (`relay_resumed_total` counts the former). A relay that has
+//!   forwarded nothing yet when a session resumes first fills its ring from
+//!   what `TL_FRAMES` keeps of the match (the resume window; once per
+//!   relay, bounded by [`HISTORY_WAIT`]), so a client moving to a node
+//!   with no relay for its match is resumed too.
 //! - A relay with no session (none attached, none waiting, no command
 //!   queued, no handle handed out) for `--relay-idle-ms` (60 s) is let go:
 //!   its subscription ends and its ring and snapshot are freed; a later
@@ -58,6 +62,8 @@ pub const RELAY_RING: usize = 256;
 /// How long a relay waits before asking again for a snapshot the owner
 /// could not give (no owner yet, or the match has no state yet).
 const ASK_AGAIN: Duration = Duration::from_millis(200);
+/// How long a relay waits for what `TL_FRAMES` keeps of its match.
+const HISTORY_WAIT: Duration = Duration::from_secs(2);
 
 /// A frame from its NATS message, with its publisher's lease token
 /// (`None`: not one a node publishes).
@@ -69,6 +75,7 @@ fn frame_of(headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Option<(
 /// The relays of one node.
 pub struct Relays {
     client: async_nats::Client,
+    js: async_nats::jetstream::Context,
     /// The client's reconnections ([`crate::cluster::Cluster::reconnected`]).
     reconnected: watch::Receiver<u64>,
     partitions: Partitions,
@@ -97,6 +104,7 @@ impl Relays {
     ) -> Relays {
         Relays {
             client: cluster.client.clone(),
+            js: cluster.js.clone(),
             reconnected: cluster.reconnected.clone(),
             partitions: cluster.config.partitions,
             owned,
@@ -142,12 +150,14 @@ impl Remote for Relays {
             id: id.clone(),
             partition,
             client: self.client.clone(),
+            js: self.js.clone(),
             fanout: handle.updates.clone(),
             ring: VecDeque::new(),
             last: None,
             token: None,
             snapshot: None,
             pending: Vec::new(),
+            history: History::Unread,
             resumed: self.metrics.cluster_relay_resumed.clone(),
         };
         let (stop, reconnected) = (self.stop.clone(), self.reconnected.clone());
@@ -206,6 +216,18 @@ impl Idle {
 struct Pending {
     outbox: Arc<Outbox>,
     generation: u64,
+    /// Where it resumes from, if it does.
+    since: Option<Position>,
+}
+
+/// Whether a relay read what `TL_FRAMES` keeps of its match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// Not yet (read only for a session resuming before the relay has
+    /// forwarded anything).
+    Unread,
+    Wanted,
+    Read,
 }
 
 /// One match run by another node, for this node's sessions.
@@ -213,6 +235,7 @@ struct Relay {
     id: Arc<str>,
     partition: u32,
     client: async_nats::Client,
+    js: async_nats::jetstream::Context,
     fanout: Arc<worker::Fanout>,
     /// The last updates forwarded, in seq order.
     ring: VecDeque<Frame>,
@@ -223,6 +246,7 @@ struct Relay {
     /// The owner's last snapshot.
     snapshot: Option<Frame>,
     pending: Vec<Pending>,
+    history: History,
     /// Sessions resumed from the ring (`cluster_relay_resumed`).
     resumed: prometheus_client::metrics::counter::Counter,
 }
@@ -291,6 +315,10 @@ impl Relay {
                     ask_after = None;
                 }
             }
+            if self.history == History::Wanted {
+                self.history = History::Read;
+                self.read_history().await;
+            }
             let wants_snapshot = self.complete();
             if wants_snapshot && asking.is_none() && ask_after.is_none() {
                 asking = Some(Box::pin(ask(self.client.clone(), self.partition, self.id.clone())));
@@ -312,11 +340,41 @@ impl Relay {
                         self.resumed.inc();
                         self.fanout.attach(outbox, generation, frames);
                     }
-                    None => self.pending.push(Pending { outbox, generation }),
+                    None => {
+                        if since.is_some() && self.last.is_none() && self.history == History::Unread {
+                            self.history = History::Wanted;
+                        }
+                        self.pending.push(Pending {
+                            outbox,
+                            generation,
+                            since,
+                        });
+                    }
                 }
             }
             // Not answered here (the reply is dropped: "gone").
             other => tracing::debug!(match_id = %self.id, command = ?std::mem::discriminant(&other), "not for a relay"),
+        }
+    }
+
+    /// Load the ring from what `TL_FRAMES` keeps of the match (before any
+    /// frame is forwarded: nobody is attached), so a session resuming at a
+    /// point the stream still holds is resumed, not sent a snapshot. Frames
+    /// the subscription brings meanwhile follow (those already read are
+    /// skipped by seq). Bounded by [`HISTORY_WAIT`]; a failure leaves the
+    /// ring empty (the sessions get a snapshot).
+    async fn read_history(&mut self) {
+        let read = tokio::time::timeout(HISTORY_WAIT, crate::cluster::frames::history(&self.js, &self.id)).await;
+        let kept = match read {
+            Ok(Ok(kept)) => kept,
+            Ok(Err(e)) => {
+                tracing::debug!(match_id = %self.id, error = %e, "the frames kept could not be read");
+                return;
+            }
+            Err(_) => return,
+        };
+        for (headers, payload) in kept {
+            self.frame(headers.as_ref(), payload);
         }
     }
 
@@ -393,6 +451,21 @@ impl Relay {
     fn complete(&mut self) -> bool {
         if self.pending.is_empty() {
             return false;
+        }
+        if self.snapshot.is_some() {
+            // Sessions resuming: from the ring, if it holds what they missed.
+            for p in std::mem::take(&mut self.pending) {
+                match p.since.and_then(|s| self.resumed(s)) {
+                    Some(frames) => {
+                        self.resumed.inc();
+                        self.fanout.attach(p.outbox, p.generation, frames);
+                    }
+                    None => self.pending.push(p),
+                }
+            }
+            if self.pending.is_empty() {
+                return false;
+            }
         }
         let Some(snap) = &self.snapshot else { return true };
         let catchup = match self.last {

@@ -119,7 +119,7 @@ impl Server {
             .then(|| Arc::new(handle.clone()) as Arc<dyn journal::Journal>);
         let producers_stop = CancellationToken::new();
         let producer_tasks = TaskTracker::new();
-        let producers = start_producers(
+        let (producers, announcements) = start_producers(
             &config,
             &store,
             journal.clone(),
@@ -257,6 +257,14 @@ impl Server {
                 feed_stop.clone(),
                 &feed_tasks,
             );
+            if let Some(announcements) = announcements {
+                feed::cluster::announce(
+                    crate::cluster::ingest::Ingest::new(c),
+                    announcements,
+                    feed_stop.clone(),
+                    &feed_tasks,
+                );
+            }
             // The bound address, unless it names no host (0.0.0.0, ::):
             // then only --advertise-url can say where clients reach it.
             let url = config.advertise_url.clone().or_else(|| {
@@ -279,6 +287,10 @@ impl Server {
                     c.clone(),
                     leases.fence(),
                     metrics_for_cluster.clone(),
+                    feed::snapshots::Cadence {
+                        every: c.config.snapshot_every,
+                        interval: c.config.snapshot_interval,
+                    },
                     feed_stop.clone(),
                     &feed_tasks,
                 );

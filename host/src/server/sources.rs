@@ -19,7 +19,7 @@ pub(super) fn start_producers(
     metrics: &Arc<metrics::Metrics>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<producers::Producers> {
+) -> anyhow::Result<(producers::Producers, Option<Announcements>)> {
     let table = match &config.producers_file {
         Some(path) => {
             let text =
@@ -41,19 +41,47 @@ pub(super) fn start_producers(
         Vec::new()
     };
     tracing::info!(producers = ?config.producers, kept = saved.len(), recovery = config.recovery_url.as_deref(), "producers: every one down until recovered");
-    Ok(producers::start(
+    let (announce, announcements) = match config.cluster {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(ANNOUNCE_QUEUE);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let producers = producers::start(
         producers::Config {
             producers: selected,
             timing: config.producer_timing,
             recovery,
             request_timeout: RECOVERY_REQUEST_TIMEOUT,
+            defer: defer(config),
+            announce,
         },
         &saved,
         journal,
         metrics.clone(),
         stop.clone(),
         tasks,
-    ))
+    );
+    Ok((producers, announcements))
+}
+
+/// The recovery requests this node's producer service announces, for the
+/// cluster to carry to every node (`feed::cluster::announce`).
+pub(super) type Announcements = tokio::sync::mpsc::Receiver<producers::Input>;
+
+/// Recovery requests waiting to be announced (a handful per outage).
+const ANNOUNCE_QUEUE: usize = 64;
+
+/// How long a cluster node with no feed connection of its own waits, after
+/// a producer goes down, for the feed node's recovery request before asking
+/// itself: the feed node asks at once and its announcement arrives within
+/// milliseconds, so only a lost announcement or a node that saw an outage
+/// the feed node did not costs this much.
+pub(super) const DEFER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn defer(config: &ServeConfig) -> Option<std::time::Duration> {
+    config.cluster.is_some().then_some(DEFER_GRACE)
 }
 
 /// Market descriptions: from `--descriptions-file`, else the store's copy
