@@ -239,9 +239,16 @@ pub async fn setup(js: &jetstream::Context, config: &ClusterConfig) -> Result<(k
         let what = what.to_owned();
         move |e: async_nats::Error| ClusterError::Setup { what, source: e }
     };
+    use async_nats::jetstream::context::{CreateKeyValueErrorKind, CreateStreamErrorKind};
     for cfg in [events_stream(config), frames_stream(config), bets_stream(config)] {
         let name = format!("stream {}", cfg.name);
-        js.create_or_update_stream(cfg)
+        let timed_out = |e: &async_nats::jetstream::context::CreateStreamError| {
+            matches!(
+                e.kind(),
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable
+            )
+        };
+        patiently(&name, timed_out, || js.create_or_update_stream(cfg.clone()))
             .await
             .map_err(|e| setup_err(&name)(e.into()))?;
     }
@@ -264,10 +271,15 @@ pub async fn setup(js: &jetstream::Context, config: &ClusterConfig) -> Result<(k
                 )));
             }
         }
-        let store = js
-            .create_or_update_key_value(ttl_bucket(name, config))
-            .await
-            .map_err(|e| setup_err(&format!("bucket {name}"))(e.into()))?;
+        let what = format!("bucket {name}");
+        let timed_out = |e: &async_nats::jetstream::context::CreateKeyValueError| {
+            matches!(e.kind(), CreateKeyValueErrorKind::TimedOut)
+        };
+        let store = patiently(&what, timed_out, || {
+            js.create_or_update_key_value(ttl_bucket(name, config))
+        })
+        .await
+        .map_err(|e| setup_err(&what)(e.into()))?;
         buckets.push(store);
     }
     let nodes = buckets.pop().expect("two buckets");
@@ -281,9 +293,59 @@ pub async fn setup(js: &jetstream::Context, config: &ClusterConfig) -> Result<(k
     Ok((leases, nodes))
 }
 
+/// How long the setup waits out JetStream timing out or being unavailable
+/// (a stream leader's election takes seconds on a loaded cluster; a node
+/// starting then waits for it instead of failing its start).
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// `op` again while it fails with an error `timed_out` accepts, until
+/// [`SETUP_PATIENCE`] has passed; the last outcome.
+async fn patiently<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    what: &str,
+    timed_out: impl Fn(&E) -> bool,
+    mut op: impl FnMut() -> Fut,
+) -> Result<T, E> {
+    let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+    loop {
+        match op().await {
+            Err(e) if timed_out(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(what, error = %e, "cluster setup: JetStream did not answer; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn setup_waits_out_timeouts_for_a_while_and_nothing_else() {
+        let tries = std::cell::Cell::new(0);
+        let timed_out = |e: &&str| *e == "timed out";
+        // Timed out twice, then answered.
+        let got = patiently("x", timed_out, || {
+            tries.set(tries.get() + 1);
+            std::future::ready(if tries.get() < 3 { Err("timed out") } else { Ok(7) })
+        })
+        .await;
+        assert_eq!((got, tries.get()), (Ok(7), 3));
+        // Another error: at once.
+        tries.set(0);
+        let got: Result<(), _> = patiently("x", timed_out, || {
+            tries.set(tries.get() + 1);
+            std::future::ready(Err("refused"))
+        })
+        .await;
+        assert_eq!((got, tries.get()), (Err("refused"), 1));
+        // Timing out for ever: given up after the patience.
+        let start = tokio::time::Instant::now();
+        let got: Result<(), _> = patiently("x", timed_out, || std::future::ready(Err("timed out"))).await;
+        assert_eq!(got, Err("timed out"));
+        assert!(start.elapsed() >= SETUP_PATIENCE);
+    }
 
     fn config() -> ClusterConfig {
         ClusterConfig::new(vec!["nats://127.0.0.1:4222".into()], NodeId::new("a").expect("valid"))
