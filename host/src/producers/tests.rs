@@ -38,6 +38,15 @@ impl Rig {
         }
     }
 
+    /// A cluster node's machine: it defers to another node's request for
+    /// 2 s while it has no feed connection of its own.
+    fn deferring() -> Rig {
+        let mut r = Rig::new(&[]);
+        let producers = Table::default().select(&[1, 3]).expect("1 and 3");
+        r.m = Machine::new(producers, &[], timing(), r.t0, T0_WALL).deferring(Duration::from_secs(2));
+        r
+    }
+
     fn now(&self) -> Instant {
         self.t0 + Duration::from_secs_f64(self.at)
     }
@@ -391,15 +400,7 @@ fn silence_during_a_recovery_gives_it_up_and_waits_for_the_producer() {
 /// request (its completion brings it up) and asks nothing itself.
 #[test]
 fn a_deferring_node_follows_another_nodes_request_and_asks_nothing() {
-    let mut r = Rig::new(&[]);
-    r.m = Machine::new(
-        Table::default().select(&[1, 3]).expect("1 and 3"),
-        &[],
-        timing(),
-        r.t0,
-        T0_WALL,
-    )
-    .deferring(Duration::from_secs(2));
+    let mut r = Rig::deferring();
     // Long after start: the grace runs from the feed connection, before
     // which nobody could ask.
     r.at = 10.0;
@@ -450,15 +451,7 @@ fn a_request_adopted_while_up_takes_the_producer_down_until_it_completes() {
 /// waits for its own completion, not the other's).
 #[test]
 fn a_node_with_its_own_feed_asks_at_once_and_keeps_its_request() {
-    let mut r = Rig::new(&[]);
-    r.m = Machine::new(
-        Table::default().select(&[1, 3]).expect("1 and 3"),
-        &[],
-        timing(),
-        r.t0,
-        T0_WALL,
-    )
-    .deferring(Duration::from_secs(2));
+    let mut r = Rig::deferring();
     let (now, wall) = (r.now(), r.wall());
     r.m.local_feed(true, now, wall);
     let (mine, _) = request_of(&r.connected(), 1);
