@@ -162,19 +162,19 @@ impl Snapshots {
 }
 
 impl SnapshotSink for Snapshots {
-    fn snapshot(&self, match_id: &Arc<str>, record: SnapshotRecord, position: u64) {
+    fn snapshot(&self, match_id: &Arc<str>, seq: u64, position: u64, record: &dyn Fn() -> SnapshotRecord) {
         let Some(s) = self.0.get() else { return };
         let partition = s.cluster.config.partitions.partition_of(match_id);
         let Some(barrier) = s.fence.token(partition).and_then(|t| s.fence.barrier(partition, t)) else {
             // Not ours (any more): the owner keeps its own.
             return;
         };
-        if !s.due(match_id, record.seq) {
+        if !s.due(match_id, seq) {
             return;
         }
         let queued = Queued {
             match_id: match_id.clone(),
-            record,
+            record: record(),
             partition,
             position,
             barrier,

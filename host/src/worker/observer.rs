@@ -50,9 +50,12 @@ pub trait BetLog: Send + Sync {
 /// `feed::snapshots`) in place of the node's journal: a new owner restores
 /// from the last one and replays only the events after it.
 pub trait SnapshotSink: Send + Sync {
-    /// The match's state after the event at `position` (its `TL_EVENTS`
-    /// sequence). Never blocks the worker.
-    fn snapshot(&self, match_id: &Arc<str>, record: SnapshotRecord, position: u64);
+    /// The match's state at `seq`, after the event at `position` (its
+    /// `TL_EVENTS` sequence): `record` is called only if the sink keeps
+    /// this one (most are skipped: the cluster's cadence is sparser than
+    /// the worker's), so a skipped snapshot copies nothing. Never blocks
+    /// the worker.
+    fn snapshot(&self, match_id: &Arc<str>, seq: u64, position: u64, record: &dyn Fn() -> SnapshotRecord);
 }
 
 /// Tells nobody: for tests and tools that run workers alone.

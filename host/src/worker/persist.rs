@@ -256,7 +256,7 @@ impl Worker {
                 };
                 if let (Some(sink), Some(position)) = (&self.env.snapshots, self.position) {
                     // In a cluster (no journal): kept in JetStream.
-                    sink.snapshot(&self.id, record(), position);
+                    sink.snapshot(&self.id, self.seq, position, &record);
                 }
                 if let Some(journal) = self.journal() {
                     let record = record();
