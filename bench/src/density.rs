@@ -17,8 +17,11 @@
 //!    server's `touchline_wake_seconds` over exactly those wakes (bucket
 //!    counts before and after).
 //! 3. `live` of them are then fed a simulated match's stream of odds
-//!    changes (deltas, as in production) round after round, fast enough
-//!    to keep them awake: waking each is timed by the server
+//!    changes (deltas, as in production), a round every
+//!    [`ROUND_EVERY`], often enough to keep them awake and not so fast
+//!    that a backlog is measured as what they hold (a flooding feeder
+//!    once made this 100–220 KB per live match on a slow run): waking
+//!    each is timed by the server
 //!    (`touchline_wake_seconds`). Per live match: the hibernated cost plus
 //!    the RSS growth while they are live (the lowest reading over a few
 //!    seconds of feeding, as pages freed by the churn come back lazily),
@@ -51,6 +54,10 @@ const BATCH: usize = 2000;
 /// Rounds of updates for the live matches before their RSS is taken
 /// (enough to fill the resume ring and a recovery tail).
 const LIVE_ROUNDS: usize = 30;
+/// One round to every live match this often: well inside the hibernation
+/// delay, and well within what the server applies (4,000 events/s at
+/// 1,000 live matches), so nothing queues.
+const ROUND_EVERY: Duration = Duration::from_millis(250);
 /// Hibernated matches woken for the wake figure (at most a tenth).
 const WAKES: usize = 2000;
 const WAKE_GROUP: usize = 20;
@@ -133,12 +140,17 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
             let mut feed = TcpStream::connect(addr)?;
             feed.set_nodelay(true)?;
             let mut round = 0usize;
+            let started = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let msg = &stream[1 + round % LIVE_ROUNDS];
                 let bytes: String = live_ids.iter().map(|id| with_id(msg, id)).collect();
                 feed.write_all(bytes.as_bytes())?;
                 round += 1;
                 rounds_done.store(round, Ordering::Relaxed);
+                // Paced, not flooded: what queues behind a flood is not
+                // what a live match holds.
+                let next = started + ROUND_EVERY * round as u32;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
             Ok(())
         })

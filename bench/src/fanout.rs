@@ -75,6 +75,14 @@ pub(crate) async fn touchline(
         "p50": m.quantile("touchline_recovery_seconds", 0.5),
         "p99": m.quantile("touchline_recovery_seconds", 0.99),
         "count": m.value("touchline_recovery_seconds_count"),
+        // Events each rebuild replayed (restarts and wake-ups alike).
+        "replayed_events": {
+            "p50": m.quantile("touchline_recovery_replayed_events", 0.5),
+            "p99": m.quantile("touchline_recovery_replayed_events", 0.99),
+            "mean": m.value("touchline_recovery_replayed_events_sum")
+                / m.value("touchline_recovery_replayed_events_count").max(1.0),
+        },
+        "mean": m.value("touchline_recovery_seconds_sum") / m.value("touchline_recovery_seconds_count").max(1.0),
     });
     result["dead_letters"] = json!(m.value("touchline_dead_letters_total"));
     stop_server(server)?;

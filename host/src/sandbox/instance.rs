@@ -38,6 +38,11 @@ impl HostState {
             memory_bytes: 0,
         }
     }
+
+    /// Name the match a spare instance now serves (its logs say so).
+    pub(super) fn name(&mut self, match_id: Arc<str>) {
+        self.match_id = match_id;
+    }
 }
 
 impl wasmtime::ResourceLimiter for HostState {

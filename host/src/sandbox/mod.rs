@@ -15,7 +15,7 @@
 //! panic.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -31,9 +31,12 @@ mod bindings {
 }
 
 mod instance;
+mod spares;
 
 use bindings::{MatchWorker, MatchWorkerPre};
 pub use instance::{Failure, GuestInstance, HostState, Saved};
+pub use spares::SPARES;
+use spares::{Spare, Spares};
 
 /// How often the epoch advances. Deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -144,6 +147,10 @@ struct PlatformInner {
     limits: Limits,
     deadline_ticks: u64,
     stop_ticker: Arc<AtomicBool>,
+    /// Instances made ahead of need ([`spares`]).
+    spares: Spares,
+    /// Numbers each [`Platform::load`], to tell spares' versions apart.
+    loads: AtomicU64,
 }
 
 impl Drop for PlatformInner {
@@ -179,13 +186,37 @@ struct Inner {
 struct Wasm {
     platform: Platform,
     pre: MatchWorkerPre<HostState>,
+    /// Which load of the platform this is (spares are per load).
+    load: u64,
+}
+
+impl Drop for Wasm {
+    fn drop(&mut self) {
+        drop(self.platform.inner.spares.discard(self.load));
+    }
+}
+
+impl Wasm {
+    /// A store and instance of this version, for no match yet.
+    fn instantiate_spare(&self) -> Result<Spare, Failure> {
+        let p = &self.platform.inner;
+        let mut store = Store::new(&p.engine, HostState::new(Arc::from(""), p.limits.memory_bytes));
+        store.limiter(|s| s);
+        store.set_epoch_deadline(p.deadline_ticks);
+        match self.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Spare { store, bindings }),
+            Err(e) => Err(self.platform.classify(e, store.data_mut())),
+        }
+    }
 }
 
 impl Platform {
     /// Configure the engine and the host imports; starts the epoch ticker.
     pub fn new(limits: Limits) -> anyhow::Result<Platform> {
         let mut pool = PoolingAllocationConfig::default();
-        let n = limits.max_instances.max(1).saturating_add(POOL_SLACK);
+        let n = (limits.max_instances.max(1))
+            .saturating_add(POOL_SLACK)
+            .saturating_add(SPARES as u32);
         // Per guest component: 3 core instances (the module and the
         // adapter shims), 2 tables, 1 memory.
         pool.total_component_instances(n)
@@ -227,6 +258,8 @@ impl Platform {
                 limits,
                 deadline_ticks,
                 stop_ticker,
+                spares: Spares::default(),
+                loads: AtomicU64::new(0),
             }),
         })
     }
@@ -252,6 +285,7 @@ impl Platform {
                 wasm: Some(Wasm {
                     platform: self.clone(),
                     pre,
+                    load: p.loads.fetch_add(1, Ordering::Relaxed),
                 }),
                 version: Arc::from(content_hash(bytes)),
                 state_version: 0,
@@ -339,17 +373,40 @@ impl GuestVersion {
         match &self.inner.wasm {
             None => Ok(GuestInstance::native(match_id)),
             Some(wasm) => {
-                let p = &wasm.platform.inner;
-                let mut store = Store::new(&p.engine, HostState::new(match_id.clone(), p.limits.memory_bytes));
-                store.limiter(|s| s);
-                store.set_epoch_deadline(p.deadline_ticks);
-                let bindings = match wasm.pre.instantiate(&mut store) {
-                    Ok(b) => b,
-                    Err(e) => return Err(wasm.platform.classify(e, store.data_mut())),
+                let Spare { mut store, bindings } = match wasm.platform.inner.spares.take(wasm.load) {
+                    Some(spare) => spare,
+                    None => wasm.instantiate_spare()?,
                 };
+                store.data_mut().name(match_id.clone());
                 GuestInstance::wasm(match_id, store, bindings, wasm.platform.clone())
             }
         }
+    }
+
+    /// Make one spare instance of this version if the platform wants one
+    /// ([`spares`]): for idle time, as it costs an instantiation. Whether
+    /// one was made.
+    pub fn replenish_spare(&self) -> bool {
+        let Some(wasm) = &self.inner.wasm else { return false };
+        let spares = &wasm.platform.inner.spares;
+        if !spares.wanted(wasm.load) {
+            return false;
+        }
+        match wasm.instantiate_spare() {
+            Ok(spare) => {
+                drop(spares.put(wasm.load, spare));
+                true
+            }
+            Err(f) => {
+                tracing::debug!(guest_version = %self.inner.version, error = %f, "no spare instance");
+                false
+            }
+        }
+    }
+
+    /// Spare instances the platform keeps now, of any version.
+    pub fn spares(&self) -> usize {
+        self.inner.wasm.as_ref().map_or(0, |w| w.platform.inner.spares.len())
     }
 
     /// A fresh instance holding `saved` (if any) with `events` applied

@@ -5,23 +5,27 @@
 //! The recovery base is the last snapshot, taken every `snapshot_every`
 //! events, every `snapshot_interval`, or when the tail reaches
 //! [`super::RECOVERY_TAIL_BYTES`], and queued to the store. Replaying the
-//! tail after it costs one guest apply per event (69–82 µs for the
-//! simulator's odds changes; 20 of them took 1.3 ms, measured on the real
-//! guest), which is what a crashed match used to take to serve again. A checkpoint is the state saved again
-//! in memory only, when the worker is idle (its mailbox empty after a
-//! command), once the apply time since the last checkpoint (or base)
-//! reaches [`REPLAY_BUDGET`], or [`SAVE_RATIO`] times the last save's cost
-//! if that is larger, so saving never costs more than a quarter of
-//! applying (a save's cost is taken from the last ones, an outlier damped:
-//! [`save_cost`]). A restart restores the checkpoint and replays the events
-//! after it: about one budget of applies when the match keeps up with its
-//! feed. Under a backlog no checkpoint is taken, so a restart then
-//! replays what came since the match was last idle (at most the tail).
+//! tail after it costs one guest apply per event (42–56 µs for the
+//! simulator's odds changes on the real guest; restoring a saved state of
+//! 2.9 KB costs 28 µs, saving it 9–11 µs), which is what a crashed match
+//! used to take to serve again. A checkpoint is the state saved again in
+//! memory only, when the worker is idle (its mailbox empty after a
+//! command), once the apply time since the last checkpoint (or base) is
+//! [`SAVE_RATIO`] times the last save's cost, so saving never costs more
+//! than a quarter of applying (a save's cost is taken from the last ones,
+//! an outlier damped: [`save_cost`]). For the simulator's odds changes
+//! that is after every event, so a restart restores the checkpoint and
+//! replays nothing when the match keeps up with its feed. Under a backlog
+//! no checkpoint is taken, so a restart then replays what came since the
+//! match was last idle (at most the tail).
 //! The cost, measured (`touchline-bench --only pipeline,faults`, binaries
 //! alternated): the pipeline at 1,000 matches used 12.6–13.0 CPU-s without
 //! checkpoints, 13.4–16.1 with one after every due event, 13.5–14.0 with
 //! them in idle time (there, each match's mailbox empties often); the
-//! restart's p50 went from 414 µs to 87–108 µs.
+//! restart's p50 went from 414 µs to 87–108 µs with a checkpoint every
+//! 50 µs of applying (one event replayed at the median). Checkpointing
+//! after every idle event instead: see the bench figures in
+//! `docs/scaling.md`.
 //!
 //! The checkpoint lives in the [`Tail`] and goes with it: a snapshot, a
 //! switch or falling asleep clears the tail and the checkpoint alike. Only
@@ -36,11 +40,7 @@ use super::lifecycle::Base;
 use super::persist::Tail;
 use crate::sandbox::Saved;
 
-/// Apply time after which the state is saved again in memory: roughly the
-/// longest replay a restart does.
-pub const REPLAY_BUDGET: Duration = Duration::from_micros(50);
-
-/// A checkpoint is taken only once the apply time since the last one is at
+/// A checkpoint is taken once the apply time since the last one is at
 /// least this many times the last save's cost.
 pub const SAVE_RATIO: u32 = 4;
 
@@ -54,7 +54,7 @@ pub(super) struct Checkpoint {
 /// Whether the apply time not yet covered by a checkpoint calls for one,
 /// given what the last save cost.
 pub(super) fn due(unsaved: Duration, last_save: Duration) -> bool {
-    unsaved >= REPLAY_BUDGET.max(last_save * SAVE_RATIO)
+    !unsaved.is_zero() && unsaved >= last_save * SAVE_RATIO
 }
 
 /// The cost of a save to budget with, given the previous one and what
@@ -139,10 +139,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_once_the_budget_or_four_saves_worth_of_applying_is_uncovered() {
+    fn due_once_four_saves_worth_of_applying_is_uncovered() {
         let us = Duration::from_micros;
-        assert!(!due(us(49), us(1)));
-        assert!(due(us(50), us(1)));
+        assert!(!due(Duration::ZERO, Duration::ZERO), "nothing applied");
+        assert!(due(us(1), Duration::ZERO), "no save yet");
+        assert!(due(us(4), us(1)));
+        assert!(!due(us(3), us(1)));
         // A save of 20 µs: not before 80 µs of applying.
         assert!(!due(us(79), us(20)));
         assert!(due(us(80), us(20)));

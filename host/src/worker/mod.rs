@@ -434,6 +434,11 @@ impl Worker {
                     // events rather than saving states (`checkpoint`).
                     if rx.is_empty() {
                         self.checkpoint_if_due();
+                        // A spare for the next restart or wake-up, made
+                        // while nobody waits (`sandbox::spares`).
+                        if rx.is_empty() {
+                            self.version.replenish_spare();
+                        }
                     }
                 }
                 Wake::Clean => Box::pin(self.on_idle()).await,
