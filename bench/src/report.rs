@@ -140,10 +140,13 @@ pub fn table(r: &Value) -> String {
     );
     let _ = writeln!(
         t,
-        "   trap to serving again p50/p99: {} / {} ({} restarts)",
+        "   trap to serving again p50/p99: {} / {} ({} restarts); the restart's own CPU time p50/p99: {} / {}; events replayed, mean: {}",
         us(&x["with_crashes"]["trap_to_serving_s"]["p50"]),
         us(&x["with_crashes"]["trap_to_serving_s"]["p99"]),
-        x["with_crashes"]["trap_to_serving_s"]["count"]
+        x["with_crashes"]["trap_to_serving_s"]["count"],
+        us(&x["with_crashes"]["trap_to_serving_s"]["cpu"]["p50"]),
+        us(&x["with_crashes"]["trap_to_serving_s"]["cpu"]["p99"]),
+        x["with_crashes"]["trap_to_serving_s"]["replayed_events"]["mean"]
     );
     let _ = writeln!(
         t,

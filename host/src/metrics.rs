@@ -70,6 +70,7 @@ pub struct Metrics {
     pub instantiate_seconds: Histogram,
     pub event_to_fanout_seconds: Histogram,
     pub recovery_seconds: Histogram,
+    pub recovery_cpu_seconds: Histogram,
     pub recovery_replayed_events: Histogram,
     pub restore_seconds: Histogram,
     pub dirty_barrier_seconds: Histogram,
@@ -247,6 +248,11 @@ impl Metrics {
             recovery_seconds: reg!(
                 "recovery_seconds",
                 "From a guest failure to the worker serving again (restore + replay)",
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+            ),
+            recovery_cpu_seconds: reg!(
+                "recovery_cpu_seconds",
+                "The worker thread's CPU time in recovery_seconds: the restart's own work, without the time the thread waited for a core",
                 Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             recovery_replayed_events: reg!(
