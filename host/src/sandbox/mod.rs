@@ -405,7 +405,8 @@ impl GuestVersion {
     }
 
     /// Spare instances the platform keeps now, of any version.
-    pub fn spares(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn spares(&self) -> usize {
         self.inner.wasm.as_ref().map_or(0, |w| w.platform.inner.spares.len())
     }
 

@@ -87,6 +87,7 @@ impl Spares {
     }
 
     /// Spares kept now, of any version.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -5,9 +5,10 @@
 //! The recovery base is the last snapshot, taken every `snapshot_every`
 //! events, every `snapshot_interval`, or when the tail reaches
 //! [`super::RECOVERY_TAIL_BYTES`], and queued to the store. Replaying the
-//! tail after it costs one guest apply per event (42–56 µs for the
-//! simulator's odds changes on the real guest; restoring a saved state of
-//! 2.9 KB costs 28 µs, saving it 9–11 µs), which is what a crashed match
+//! tail after it costs one guest apply per event (42–86 µs for the
+//! simulator's odds changes on the real guest, as this VM's speed varied;
+//! restoring a saved state of 2.9 KB costs 28–50 µs, saving it 9–17 µs),
+//! which is what a crashed match
 //! used to take to serve again. A checkpoint is the state saved again in
 //! memory only, when the worker is idle (its mailbox empty after a
 //! command), once the apply time since the last checkpoint (or base) is
@@ -24,8 +25,8 @@
 //! them in idle time (there, each match's mailbox empties often); the
 //! restart's p50 went from 414 µs to 87–108 µs with a checkpoint every
 //! 50 µs of applying. Without that fixed budget (here, 4 saves' worth),
-//! a restart replayed 0.16–0.18 events on average against 0.18–0.20
-//! with it (`--only faults`, alternated, 2 runs each, a slow day when an
+//! a restart replayed 0.14–0.18 events on average against 0.16–0.20
+//! with it (`--only faults`, alternated, 3 runs each, a slow day when an
 //! apply took longer than 50 µs anyway): the same, where applies are
 //! slow; where they are fast (42 µs) the budget left one event uncovered.
 //!
