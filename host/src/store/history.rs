@@ -224,6 +224,30 @@ mod tests {
         }
     }
 
+    /// Open the store in `dir` once this process's earlier handle let go.
+    /// sled gives its file lock back only when its background threads
+    /// drop their last reference, a moment after the handle itself is
+    /// dropped (CI once saw `WouldBlock`), so the lock error is waited out
+    /// with a deadline; any other error fails at once.
+    fn open_once_released(dir: &std::path::Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(e @ StoreError::Open { .. })
+                    if e.to_string().contains("could not acquire lock") || format!("{e:?}").contains("WouldBlock") =>
+                {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the lock was never released: {e:?}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("open: {e:?}"),
+            }
+        }
+    }
+
     /// A store written before kept one snapshot per match, by match id:
     /// opened now, each is the match's newest snapshot, and the old tree
     /// is gone.
@@ -237,12 +261,12 @@ mod tests {
             legacy.insert("sr:match:2", enc(&record(9))).expect("insert");
             db.flush().expect("flush");
         }
-        let store = Store::open(dir.path()).expect("open");
+        let store = open_once_released(dir.path());
         assert_eq!(store.snapshot("sr:match:1").expect("read"), Some(record(7)));
         assert_eq!(store.snapshot("sr:match:2").expect("read"), Some(record(9)));
         assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"snapshots"));
         drop(store);
-        let store = Store::open(dir.path()).expect("reopen");
+        let store = open_once_released(dir.path());
         assert_eq!(store.snapshot("sr:match:1").expect("read"), Some(record(7)));
     }
 }
