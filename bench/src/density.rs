@@ -18,14 +18,15 @@
 //!    counts before and after).
 //! 3. `live` of them are then fed a simulated match's stream of odds
 //!    changes (deltas, as in production), a round every
-//!    [`ROUND_EVERY`], often enough to keep them awake and not so fast
-//!    that a backlog is measured as what they hold (a flooding feeder
-//!    once made this 100–220 KB per live match on a slow run): waking
+//!    [`ROUND_EVERY`], often enough to keep them from hibernating and not
+//!    so fast that a backlog is measured as what they hold (a flooding
+//!    feeder once made this 100–220 KB per live match on a slow run): waking
 //!    each is timed by the server
 //!    (`touchline_wake_seconds`). Per live match: the hibernated cost plus
-//!    the RSS growth while they are live (the lowest reading over a few
-//!    seconds of feeding, as pages freed by the churn come back lazily),
-//!    divided by the matches awake.
+//!    the RSS growth while they are live (the mean of readings every
+//!    50 ms over three rounds; the lowest and highest are reported too),
+//!    divided by the matches awake (napping ones included: they are live,
+//!    and between two rounds most of them nap).
 //!
 //! Each target is written beside its measured value.
 
@@ -52,12 +53,16 @@ const WAKE_P99_TARGET_S: f64 = 0.001;
 const AWAKE: f64 = 4000.0;
 const BATCH: usize = 2000;
 /// Rounds of updates for the live matches before their RSS is taken
-/// (enough to fill the resume ring and a recovery tail).
-const LIVE_ROUNDS: usize = 30;
-/// One round to every live match this often: well inside the hibernation
-/// delay, and well within what the server applies (4,000 events/s at
-/// 1,000 live matches), so nothing queues.
-const ROUND_EVERY: Duration = Duration::from_millis(250);
+/// (enough to fill the resume ring of 16 and a recovery tail).
+const LIVE_ROUNDS: usize = 20;
+/// One round to every live match this often: an update a second per
+/// match, as busy as a live match of the real feed gets (1,000 events/s
+/// at 1,000 live matches, five times the fan-out scenario's whole feed),
+/// well inside the hibernation delay and within what the server applies,
+/// so nothing queues. Between two rounds a match naps with the default
+/// `--nap-after-ms` (its instance given back); the run reports how many
+/// did when the RSS was read.
+const ROUND_EVERY: Duration = Duration::from_millis(1000);
 /// Hibernated matches woken for the wake figure (at most a tenth).
 const WAKES: usize = 2000;
 const WAKE_GROUP: usize = 20;
@@ -161,11 +166,20 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     let awake = server
         .metrics()
         .map(|m| m.value("touchline_live_matches") - m.value("touchline_hibernated_matches"));
-    let mut all_live = server.rss_bytes();
+    // Read over three rounds: the mean is what the live matches cost on
+    // average (napping ones hold no instance between their rounds).
+    let (mut readings, mut napping) = (Vec::new(), Vec::new());
     for _ in 0..60 {
         std::thread::sleep(Duration::from_millis(50));
-        all_live = all_live.min(server.rss_bytes());
+        readings.push(server.rss_bytes());
+        napping.push(
+            server
+                .metrics()
+                .map_or(f64::NAN, |m| m.value("touchline_napping_matches")),
+        );
     }
+    let all_live = readings.iter().sum::<u64>() / readings.len() as u64;
+    let live_range = (readings.iter().min().copied(), readings.iter().max().copied());
     stop.store(true, Ordering::Relaxed);
     feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
     ready?;
@@ -177,9 +191,15 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
         "matches": matches,
         "live_matches": live,
         "awake_when_measured": awake,
+        "napping_while_measured": {
+            "min": napping.iter().copied().fold(f64::INFINITY, f64::min),
+            "max": napping.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        },
+        "nap_wake_s": {"p50": m.quantile("touchline_nap_wake_seconds", 0.5), "p99": m.quantile("touchline_nap_wake_seconds", 0.99)},
         "rss_idle_bytes": idle,
         "rss_hibernated_bytes": hibernated,
         "rss_with_live_bytes": all_live,
+        "rss_with_live_range_bytes": [live_range.0, live_range.1],
         "rss_per_hibernated_match_bytes": per_hibernated,
         "rss_per_hibernated_match_target_bytes": HIBERNATED_TARGET_BYTES,
         "rss_per_live_match_bytes": per_live,

@@ -132,6 +132,14 @@ pub fn table(r: &Value) -> String {
         us(&d["instantiate_s"]["p50"]),
         us(&d["instantiate_s"]["p99"]),
     );
+    let _ = writeln!(
+        t,
+        "   of the live ones, napping while their RSS was read: {}–{}; waking from a nap p50/p99 {} / {}",
+        d["napping_while_measured"]["min"],
+        d["napping_while_measured"]["max"],
+        us(&d["nap_wake_s"]["p50"]),
+        us(&d["nap_wake_s"]["p99"]),
+    );
     let x = &r["faults"];
     let _ = writeln!(
         t,

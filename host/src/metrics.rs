@@ -94,6 +94,8 @@ pub struct Metrics {
     pub http_accept_errors: Family<Kind, Counter>,
     pub admin_denied: Counter,
     pub hibernated_matches: Gauge,
+    pub napping_matches: Gauge,
+    pub nap_wake_seconds: Histogram,
     pub bets: Family<Labels, Counter>,
     pub bet_settlements: Family<Labels, Counter>,
     pub bet_decision_seconds: Histogram,
@@ -373,6 +375,16 @@ impl Metrics {
                 "hibernated_matches",
                 "Idle matches holding no instance",
                 Gauge::default()
+            ),
+            napping_matches: reg!(
+                "napping_matches",
+                "Live matches idle long enough to have given their instance back (counted live)",
+                Gauge::default()
+            ),
+            nap_wake_seconds: reg!(
+                "nap_wake_seconds",
+                "Restoring a napping match from its in-memory checkpoint (instantiate + restore)",
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             wake_seconds: reg!(
                 "wake_seconds",

@@ -340,6 +340,7 @@ mod tests {
             snapshot_interval: Duration::from_secs(3600),
             clean_after: Duration::from_secs(1),
             hibernate_after: None,
+            nap_after: None,
             observer: Arc::new(worker::Nobody),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             producers: tokio::sync::watch::channel(crate::producers::Board::default()).1,

@@ -58,6 +58,9 @@ pub struct ServeConfig {
     pub clean_after: Duration,
     /// Idle time after which a match gives its instance back; `None`: never.
     pub hibernate_after: Option<Duration>,
+    /// Idle time after which a live match gives its instance back but
+    /// keeps its buffers (`worker::nap`); `None`: never.
+    pub nap_after: Option<Duration>,
     /// Restart intensity: more than this many failures...
     pub max_failures: u32,
     /// ...within this window quarantines the match.

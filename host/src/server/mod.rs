@@ -455,6 +455,7 @@ fn worker_config(
         snapshot_interval: config.snapshot_interval,
         clean_after: config.clean_after,
         hibernate_after: config.hibernate_after,
+        nap_after: config.nap_after,
         observer,
         metrics,
         producers,

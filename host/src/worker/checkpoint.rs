@@ -90,6 +90,14 @@ impl Tail {
         })
     }
 
+    /// The checkpoint, if `guest` saved it after every event of the tail.
+    pub fn whole_checkpoint(&self, guest: &str) -> Option<&Base> {
+        self.checkpoint
+            .as_ref()
+            .filter(|c| c.covers == self.events.len() && &*c.saved.guest == guest)
+            .map(|c| &c.saved)
+    }
+
     /// Bytes held by the checkpoint.
     pub fn checkpoint_bytes(&self) -> usize {
         self.checkpoint.as_ref().map_or(0, |c| c.saved.state.len())
@@ -118,7 +126,14 @@ impl Worker {
         if self.tail.events.is_empty() || !due(self.tail.unsaved, self.tail.last_save) {
             return;
         }
-        let Some(instance) = self.life.applier() else { return };
+        self.checkpoint_now();
+    }
+
+    /// Save the state in memory now; whether it was saved.
+    pub(super) fn checkpoint_now(&mut self) -> bool {
+        let Some(instance) = self.life.applier() else {
+            return false;
+        };
         let started = Instant::now();
         let saved = instance.save_state();
         self.tail.last_save = save_cost(self.tail.last_save, started.elapsed());
@@ -129,10 +144,14 @@ impl Worker {
                     saved: self.own_base(state),
                     covers: self.tail.events.len(),
                 });
+                true
             }
             // Not a failure of the match: the restart replays from the
             // previous checkpoint or the base.
-            Err(f) => tracing::warn!(match_id = %self.id, error = %f, "in-memory checkpoint failed"),
+            Err(f) => {
+                tracing::warn!(match_id = %self.id, error = %f, "in-memory checkpoint failed");
+                false
+            }
         }
     }
 }

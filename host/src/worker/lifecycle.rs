@@ -4,15 +4,19 @@
 //! | state | holds | on event | leaves by |
 //! |---|---|---|---|
 //! | `Restarting` | nothing | rebuild from base + tail, apply | rebuilt → `Live`; failure past intensity → `Quarantined` |
-//! | `Live` | instance | apply (supervised) | failure → `Restarting`; idle → `Hibernated`; switch → `Live`/`Probation` |
+//! | `Live` | instance | apply (supervised) | failure → `Restarting`; idle → `Napping`/`Hibernated`; switch → `Live`/`Probation` |
+//! | `Napping` | nothing (a checkpoint of the whole state) | restore it first | any command but an inspection → `Live`; idle → `Hibernated` |
 //! | `Probation` | new instance + fallback | apply on trial | success → `Live`; any failure → old version `Live` |
 //! | `Hibernated` | fallback if it slept on probation | wake first | any command → `Live`/`Probation` |
 //! | `Quarantined` | reason + a read-only view | hold it | heal → `Healing`; switch → `Healing` on the new version |
 //! | `Healing` | instance (if up) | replay kept events; failures dead-letter, never quarantine | done → `Live`/`Restarting` |
 //! | `Stopped` | nothing | — | terminal (mailbox closed) |
 //!
-//! Gauges (`hibernated_matches`, `quarantined_matches`) follow from the
-//! state, in [`Worker::enter`], so they cannot drift from it.
+//! Gauges (`hibernated_matches`, `quarantined_matches`,
+//! `napping_matches`) follow from the state, in [`Worker::enter`], so they
+//! cannot drift from it. A napping match is live to everyone outside
+//! (its [`State`] is `Live`): it is only the instance that is away
+//! ([`super::nap`]).
 
 use std::sync::Arc;
 
@@ -51,6 +55,9 @@ pub(super) enum Lifecycle {
     /// No instance: the next command rebuilds one from base + tail.
     Restarting,
     Live(GuestInstance),
+    /// Live and idle for `nap_after`: the instance was given back and the
+    /// checkpoint covers every event since the base ([`super::nap`]).
+    Napping,
     /// Switched; the first event decides whether the new version stays.
     Probation {
         instance: GuestInstance,
@@ -115,7 +122,7 @@ impl Lifecycle {
     pub fn state(&self) -> State {
         match self {
             Lifecycle::Restarting => State::Restarting,
-            Lifecycle::Live(_) => State::Live,
+            Lifecycle::Live(_) | Lifecycle::Napping => State::Live,
             Lifecycle::Probation { .. } => State::Probation,
             Lifecycle::Hibernated { .. } => State::Hibernated,
             Lifecycle::Quarantined { .. } => State::Quarantined,
@@ -155,7 +162,16 @@ impl Worker {
     /// Returns the state left.
     pub(super) fn enter(&mut self, next: Lifecycle) -> Lifecycle {
         let (from, to) = (self.life.state(), next.state());
+        let napping = matches!(next, Lifecycle::Napping);
         let left = std::mem::replace(&mut self.life, next);
+        if napping != matches!(left, Lifecycle::Napping) {
+            let gauge = &self.env.metrics.napping_matches;
+            if napping {
+                gauge.inc()
+            } else {
+                gauge.dec()
+            };
+        }
         self.shown.set(to);
         if from != to {
             let m = &self.env.metrics;

@@ -30,6 +30,7 @@ mod inspect;
 mod lifecycle;
 mod mailbox;
 mod names;
+mod nap;
 mod observer;
 mod operate;
 mod outbox;
@@ -104,6 +105,10 @@ pub struct WorkerConfig {
     /// slot and memory), keeping only its state; the next command restores
     /// it. `None`: never.
     pub hibernate_after: Option<Duration>,
+    /// Idle time after which a live match gives its instance back but
+    /// keeps its buffers and a checkpoint of its state ([`nap`]); `None`:
+    /// never.
+    pub nap_after: Option<Duration>,
     /// Who hears about versions, probations and settlements.
     pub observer: Arc<dyn Observer>,
     pub metrics: Arc<Metrics>,
@@ -341,6 +346,8 @@ enum Wake {
     Command(Option<Box<Command>>),
     Clean,
     Hibernate,
+    /// Idle for `nap_after`: give the instance back ([`nap`]).
+    Nap,
     /// The producer board changed (`false`: its sender is gone).
     Board(bool),
     /// The fixture arrived (`None`: it never will).
@@ -404,16 +411,27 @@ impl Worker {
                 .env
                 .hibernate_after
                 .filter(|_| {
-                    self.mark.is_clean() && matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. })
+                    self.mark.is_clean()
+                        && matches!(
+                            self.life,
+                            Lifecycle::Live(_) | Lifecycle::Napping | Lifecycle::Probation { .. }
+                        )
                 })
                 .map(|d| self.last_command + d);
-            // One timer for both (a match is never due for both at once:
-            // only a clean one hibernates, only a dirty one is marked clean).
-            let (deadline, on_timer) = match (clean_deadline, hibernate_deadline) {
-                (Some(c), _) => (Some(c), Wake::Clean),
-                (None, Some(h)) => (Some(h), Wake::Hibernate),
-                (None, None) => (None, Wake::Clean),
-            };
+            let nap_deadline = (self.env.nap_after)
+                .filter(|_| matches!(self.life, Lifecycle::Live(_)))
+                .map(|d| self.last_command + d);
+            // One timer for all three, the earliest (only a clean match
+            // hibernates, only a dirty one is marked clean).
+            let (deadline, on_timer) = [
+                (clean_deadline, Wake::Clean),
+                (hibernate_deadline, Wake::Hibernate),
+                (nap_deadline, Wake::Nap),
+            ]
+            .into_iter()
+            .filter_map(|(at, wake)| Some((at?, wake)))
+            .min_by_key(|(at, _)| *at)
+            .map_or((None, Wake::Clean), |(at, wake)| (Some(at), wake));
             let wake = tokio::select! {
                 c = rx.recv() => Wake::Command(c),
                 _ = sleep_until(deadline) => on_timer,
@@ -443,12 +461,19 @@ impl Worker {
                 }
                 Wake::Clean => Box::pin(self.on_idle()).await,
                 Wake::Hibernate => self.hibernate(),
+                Wake::Nap => self.nap(),
                 Wake::Board(open) => {
                     board_open = open;
                     let board = self.board.borrow_and_update().clone();
                     self.on_board(&board);
                 }
-                Wake::Fixture(f) => self.on_fixture(f),
+                Wake::Fixture(f) => {
+                    // Names for the subscribers are rendered from the state.
+                    if self.updates.subscribers() > 0 {
+                        self.wake_from_nap();
+                    }
+                    self.on_fixture(f)
+                }
                 Wake::Stored(ok) => self.on_base_stored(ok),
             }
         }

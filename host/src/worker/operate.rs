@@ -71,7 +71,10 @@ impl Worker {
                 format!("quarantined at seq {}", self.seq)
             }
             Action::Hibernate => {
-                if !matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. }) {
+                if !matches!(
+                    self.life,
+                    Lifecycle::Live(_) | Lifecycle::Napping | Lifecycle::Probation { .. }
+                ) {
                     return Err(Refusal::Conflict(format!(
                         "only a live match hibernates; it is {state}"
                     )));
@@ -95,6 +98,8 @@ impl Worker {
     /// Apply one dead letter now. Like a heal's replay, a failure
     /// dead-letters it again (under a new id) and never quarantines.
     async fn replay_dead_letter(&mut self, id: u64) -> Result<String, Refusal> {
+        // Applied like any event: the instance first, not as a restart.
+        self.wake_from_nap();
         if matches!(
             self.life,
             Lifecycle::Quarantined { .. } | Lifecycle::Healing { .. } | Lifecycle::Stopped

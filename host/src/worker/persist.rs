@@ -243,8 +243,15 @@ impl Worker {
 
     /// Save the guest state as the new recovery base (and persist it).
     pub(super) fn snapshot(&mut self) {
-        let Some(instance) = self.life.reader() else { return };
-        match instance.save_state() {
+        // Napping, the checkpoint is the whole state (`nap`).
+        let saved = match self.napping_state() {
+            Some(whole) => Ok(whole.state.clone()),
+            None => match self.life.reader() {
+                Some(instance) => instance.save_state(),
+                None => return,
+            },
+        };
+        match saved {
             Ok(state) => {
                 let mut stored = Stored::No;
                 let record = || SnapshotRecord {

@@ -217,7 +217,7 @@ impl Worker {
     /// Make sure there is an instance to answer with (after a dead letter,
     /// or to show a quarantined match's last good state).
     pub(super) async fn ensure_instance(&mut self) {
-        if matches!(self.life, Lifecycle::Hibernated { .. }) {
+        if matches!(self.life, Lifecycle::Hibernated { .. } | Lifecycle::Napping) {
             return self.wake().await;
         }
         if self.life.reader().is_none()
@@ -312,12 +312,17 @@ impl Worker {
 
     /// Give the instance back; keep the state (snapshot + tail) to restore.
     pub(super) fn hibernate(&mut self) {
-        if !matches!(self.life, Lifecycle::Live(_) | Lifecycle::Probation { .. }) {
+        if !matches!(
+            self.life,
+            Lifecycle::Live(_) | Lifecycle::Napping | Lifecycle::Probation { .. }
+        ) {
             return;
         }
         if !self.tail.events.is_empty() {
+            // Napping, from the checkpoint: no need to wake.
             self.snapshot();
         }
+
         self.release_buffers();
         let fallback = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Probation { fallback, .. } => Some(fallback),
@@ -329,6 +334,9 @@ impl Worker {
 
     /// Restore a hibernated match before it does anything.
     pub(super) async fn wake(&mut self) {
+        if matches!(self.life, Lifecycle::Napping) {
+            return self.wake_from_nap();
+        }
         if !matches!(self.life, Lifecycle::Hibernated { .. }) {
             return;
         }

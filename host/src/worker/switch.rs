@@ -11,7 +11,8 @@
 //! held events) under the new version. A sleeping match with nothing
 //! since its last snapshot is switched by a rollout without waking: it
 //! migrates when it wakes, on the same probation; an idle live one (clean,
-//! hibernation on) is put to sleep first and switched the same way. Seq, epoch and
+//! hibernation on; napping or not) is put to sleep first and switched the
+//! same way. A napping match otherwise wakes to hand its state over. Seq, epoch and
 //! subscribers are untouched by a switch; frames carry the new
 //! `guest_version`.
 
@@ -75,7 +76,7 @@ impl Worker {
         // (dirty) matches switch at once: they would wake for their next
         // event anyway.
         if probation
-            && matches!(self.life, Lifecycle::Live(_))
+            && matches!(self.life, Lifecycle::Live(_) | Lifecycle::Napping)
             && self.mark.is_clean()
             && self.env.hibernate_after.is_some()
         {

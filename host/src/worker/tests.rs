@@ -77,6 +77,7 @@ fn config(
         snapshot_interval: Duration::from_secs(3600),
         clean_after: Duration::from_secs(1),
         hibernate_after: Some(Duration::from_secs(30)),
+        nap_after: None,
         observer: observer.clone(),
         metrics: metrics.clone(),
         producers: board,
@@ -89,16 +90,22 @@ fn config(
 
 impl Harness {
     pub(super) fn start(version: GuestVersion, journal: Arc<MemoryJournal>, recovered: Option<Recovered>) -> Harness {
+        Harness::start_with(version, journal, recovered, |_| {})
+    }
+
+    /// Started with the harness's settings as `tweak` changes them.
+    pub(super) fn start_with(
+        version: GuestVersion,
+        journal: Arc<MemoryJournal>,
+        recovered: Option<Recovered>,
+        tweak: impl FnOnce(&mut WorkerConfig),
+    ) -> Harness {
         let (observer, metrics) = (Arc::new(Recording::default()), Arc::new(Metrics::new()));
         let tasks = tokio_util::task::TaskTracker::new();
         let (board, board_rx) = watch::channel(Board::default());
-        let handle = spawn(
-            Arc::from(MATCH),
-            version,
-            config(&journal, &observer, &metrics, board_rx),
-            recovered,
-            &tasks,
-        );
+        let mut config = config(&journal, &observer, &metrics, board_rx);
+        tweak(Arc::get_mut(&mut config).expect("not shared yet"));
+        let handle = spawn(Arc::from(MATCH), version, config, recovered, &tasks);
         Harness {
             updates: handle.updates.watch(1024),
             mailbox: handle.mailbox,
@@ -506,5 +513,6 @@ async fn a_restored_match_refuses_bets_until_its_producers_are_up() {
 }
 
 mod catchup;
+mod napping;
 mod operating;
 mod switching;

@@ -54,6 +54,7 @@ async fn updates_name_only_what_is_new_and_snapshots_name_everything() {
         snapshot_interval: Duration::from_secs(3600),
         clean_after: Duration::from_secs(1),
         hibernate_after: None,
+        nap_after: None,
         observer: Arc::new(Nobody),
         metrics: metrics.clone(),
         producers: board,
