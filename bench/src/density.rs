@@ -59,9 +59,9 @@ const LIVE_ROUNDS: usize = 20;
 /// match, as busy as a live match of the real feed gets (1,000 events/s
 /// at 1,000 live matches, five times the fan-out scenario's whole feed),
 /// well inside the hibernation delay and within what the server applies,
-/// so nothing queues. Between two rounds a match naps with the default
-/// `--nap-after-ms` (its instance given back); the run reports how many
-/// did when the RSS was read.
+/// so nothing queues. Between two rounds a match naps (`--nap-after-ms
+/// 500`: its instance given back); the run reports how many did while the
+/// RSS was read.
 const ROUND_EVERY: Duration = Duration::from_millis(1000);
 /// Hibernated matches woken for the wake figure (at most a tenth).
 const WAKES: usize = 2000;
@@ -78,6 +78,11 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
         // matches to stay awake between their rounds.
         "--hibernate-after-ms".into(),
         "1000".into(),
+        // Tracking this many matches is a deployment for density: live
+        // matches nap between their rounds (the default, 2 s, is for
+        // matches quieter than these; `worker::nap`).
+        "--nap-after-ms".into(),
+        "500".into(),
     ];
     let server = servers.start(dir, &flags)?;
     let idle = settled_rss(&server)?;

@@ -158,10 +158,10 @@ pub struct Settings {
     pub hibernate_after_ms: u64,
     /// Idle time (ms) after which a live match gives its Wasm instance back
     /// but keeps everything else (0 = never): its next command restores
-    /// the state saved in memory, ~0.05 ms of CPU, and the instance's
-    /// memory (60–400 KB) is free in between. Sparse matches (an update
-    /// every few seconds) pay that per event; bursts within it do not.
-    #[arg(long, default_value_t = 500)]
+    /// the state saved in memory, ~0.05–0.1 ms of CPU, and the instance's
+    /// memory (60–400 KB) is free in between. Matches quieter than this
+    /// pay that per event; bursts and busier matches do not.
+    #[arg(long, default_value_t = 2000)]
     pub nap_after_ms: u64,
     /// Restart intensity: more than this many guest failures...
     #[arg(long, default_value_t = 3)]
