@@ -252,6 +252,8 @@ impl Worker {
             Ok(p) => p,
             Err(e) => return format!("heal failed: {e}"),
         };
+        // A napping match heals from its instance, not through a restart.
+        self.wake_from_nap();
         let instance = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Live(i) => Some(i),
             Lifecycle::Probation { instance, .. } => {

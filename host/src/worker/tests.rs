@@ -170,6 +170,16 @@ impl Harness {
         rx.await.expect("worker answers")
     }
 
+    /// Switch to `version` with a first-event probation, as a rollout does.
+    pub(super) async fn switch_on_probation(&self, version: &GuestVersion) -> SwitchOutcome {
+        self.ask(|reply| Command::Switch {
+            version: version.clone(),
+            probation: true,
+            reply,
+        })
+        .await
+    }
+
     /// A fresh snapshot's JSON (also: everything sent before is applied).
     pub(super) async fn snapshot(&self) -> serde_json::Value {
         match self.ask(|reply| Command::Subscribe { since: None, reply }).await {

@@ -109,13 +109,7 @@ async fn a_clean_napping_match_is_switched_asleep_without_waking() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(h.metrics.napping_matches.get(), 1);
     let new = faulty();
-    let outcome = h
-        .ask(|reply| Command::Switch {
-            version: new.clone(),
-            probation: true,
-            reply,
-        })
-        .await;
+    let outcome = h.switch_on_probation(&new).await;
     assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
     assert_eq!(h.metrics.hibernated_matches.get(), 1);
     assert!(!h.counted("nap_wake_seconds"));

@@ -180,13 +180,7 @@ async fn a_rollout_switches_a_match_quarantined_by_hand_without_healing_it() {
         .expect("quarantined");
     h.event(odds(2.5, None)).await;
     let new = faulty();
-    let outcome = h
-        .ask(|reply| Command::Switch {
-            version: new.clone(),
-            probation: true,
-            reply,
-        })
-        .await;
+    let outcome = h.switch_on_probation(&new).await;
     assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
     let card = h.card().await;
     assert_eq!(card.state, "quarantined", "only an operator's heal lifts it");

@@ -8,13 +8,7 @@ async fn a_failed_first_event_after_a_switch_goes_back_and_applies_it_there() {
     let mut h = Harness::start(GuestVersion::native(), MemoryJournal::shared(1), None);
     h.event(odds(2.0, None)).await;
     let new = faulty();
-    let outcome = h
-        .ask(|reply| Command::Switch {
-            version: new.clone(),
-            probation: true,
-            reply,
-        })
-        .await;
+    let outcome = h.switch_on_probation(&new).await;
     assert!(matches!(outcome, SwitchOutcome::Switched { .. }), "{outcome:?}");
     h.event(odds(4.0, PANIC)).await;
     let snap = h.snapshot().await;
