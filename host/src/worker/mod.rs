@@ -42,6 +42,7 @@ mod supervise;
 mod switch;
 #[cfg(test)]
 mod tests;
+mod timer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,7 @@ pub use observer::{BetLog, Nobody, Observer, ProbationNews, SnapshotSink};
 pub use operate::{Action, Refusal};
 pub use outbox::{Direct, Offer, Outbox, Resumed, Watch};
 use persist::{Mark, Ring, Tail};
+use timer::Timer;
 
 /// Mailbox capacity per match ([`mailbox`]). When full, the feed reader waits (TCP
 /// backpressure to the feed): events are never dropped, and a stuck guest
@@ -317,7 +319,7 @@ pub(crate) struct Worker {
     mark: Mark,
     /// Last update frames, for resuming clients (see [`RESUME_RING`]).
     recent: Ring,
-    /// When the last command arrived (for hibernation).
+    /// When the last command arrived (for naps and hibernation).
     last_command: Instant,
     /// Accepted bets on this match, with where they stand.
     bets: Vec<BetRecord>,
@@ -344,10 +346,8 @@ pub(crate) struct Worker {
 /// What woke the command loop.
 enum Wake {
     Command(Option<Box<Command>>),
-    Clean,
-    Hibernate,
-    /// Idle for `nap_after`: give the instance back ([`nap`]).
-    Nap,
+    /// An idle deadline ([`timer`]).
+    Timer(Timer),
     /// The producer board changed (`false`: its sender is gone).
     Board(bool),
     /// The fixture arrived (`None`: it never will).
@@ -406,35 +406,10 @@ impl Worker {
         Box::pin(self.start(recovered.map(|r| *r))).await;
         let mut board_open = true;
         loop {
-            let clean_deadline = self.mark.dirty_since().map(|t| t + self.env.clean_after);
-            let hibernate_deadline = self
-                .env
-                .hibernate_after
-                .filter(|_| {
-                    self.mark.is_clean()
-                        && matches!(
-                            self.life,
-                            Lifecycle::Live(_) | Lifecycle::Napping | Lifecycle::Probation { .. }
-                        )
-                })
-                .map(|d| self.last_command + d);
-            let nap_deadline = (self.env.nap_after)
-                .filter(|_| matches!(self.life, Lifecycle::Live(_)))
-                .map(|d| self.last_command + d);
-            // One timer for all three, the earliest (only a clean match
-            // hibernates, only a dirty one is marked clean).
-            let (deadline, on_timer) = [
-                (clean_deadline, Wake::Clean),
-                (hibernate_deadline, Wake::Hibernate),
-                (nap_deadline, Wake::Nap),
-            ]
-            .into_iter()
-            .filter_map(|(at, wake)| Some((at?, wake)))
-            .min_by_key(|(at, _)| *at)
-            .map_or((None, Wake::Clean), |(at, wake)| (Some(at), wake));
+            let next = self.next_timer();
             let wake = tokio::select! {
                 c = rx.recv() => Wake::Command(c),
-                _ = sleep_until(deadline) => on_timer,
+                t = timer::fire(next) => Wake::Timer(t),
                 r = self.board.changed(), if board_open => Wake::Board(r.is_ok()),
                 f = names::arrival(&mut self.naming.waiting) => Wake::Fixture(f),
                 ok = release::syncing(&mut self.stored) => Wake::Stored(ok),
@@ -459,21 +434,15 @@ impl Worker {
                         }
                     }
                 }
-                Wake::Clean => Box::pin(self.on_idle()).await,
-                Wake::Hibernate => self.hibernate(),
-                Wake::Nap => self.nap(),
+                Wake::Timer(Timer::Clean) => Box::pin(self.on_idle()).await,
+                Wake::Timer(Timer::Nap) => self.nap(),
+                Wake::Timer(Timer::Hibernate) => self.hibernate(),
                 Wake::Board(open) => {
                     board_open = open;
                     let board = self.board.borrow_and_update().clone();
                     self.on_board(&board);
                 }
-                Wake::Fixture(f) => {
-                    // Names for the subscribers are rendered from the state.
-                    if self.updates.subscribers() > 0 {
-                        self.wake_from_nap();
-                    }
-                    self.on_fixture(f)
-                }
+                Wake::Fixture(f) => self.on_fixture(f),
                 Wake::Stored(ok) => self.on_base_stored(ok),
             }
         }
@@ -588,13 +557,6 @@ impl Worker {
 
     fn journal(&self) -> Option<&dyn Journal> {
         self.env.journal.as_deref()
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

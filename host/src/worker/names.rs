@@ -156,6 +156,8 @@ impl Worker {
         self.naming.fixture = Some(fixture);
         self.snapshot_cache = None;
         if self.updates.subscribers() > 0 {
+            // Their names are rendered from the state (`nap`).
+            self.wake_from_nap();
             let names = self.state_names(None);
             if let Some(names) = names {
                 let mut envelope = self.envelope(FrameKind::Names);

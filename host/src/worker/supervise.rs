@@ -324,7 +324,6 @@ impl Worker {
             // Napping, from the checkpoint: no need to wake.
             self.snapshot();
         }
-
         self.release_buffers();
         let fallback = match self.enter(Lifecycle::Restarting) {
             Lifecycle::Probation { fallback, .. } => Some(fallback),

@@ -10,6 +10,17 @@ fn napping(version: GuestVersion) -> Harness {
     Harness::start_with(version, MemoryJournal::shared(1), None, |c| c.nap_after = Some(NAP))
 }
 
+/// On the real guest, fed [`stream`] and then left idle past the nap.
+async fn napped() -> Harness {
+    let h = napping(faulty());
+    for e in stream() {
+        h.event(e).await;
+    }
+    tokio::time::sleep(NAP * 2).await;
+    assert_eq!(h.metrics.napping_matches.get(), 1);
+    h
+}
+
 /// Prices that move market 1 and touch a second market, as a feed does.
 fn stream() -> Vec<MatchEvent> {
     (0..6).map(|i| odds(2.0 + f64::from(i) / 10.0, Some(7))).collect()
@@ -64,12 +75,7 @@ async fn idle_it_gives_its_instance_back_and_the_next_event_finds_the_same_state
 
 #[tokio::test(start_paused = true)]
 async fn napping_it_is_marked_clean_and_hibernates_from_its_checkpoint() {
-    let h = napping(faulty());
-    for e in stream() {
-        h.event(e).await;
-    }
-    tokio::time::sleep(NAP * 2).await;
-    assert_eq!(h.metrics.napping_matches.get(), 1);
+    let h = napped().await;
     // clean_after (1 s): the checkpoint is the snapshot, and the mark.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(h.journal.meta(MATCH).expect("meta").clean_seq, Some(6));
@@ -88,12 +94,7 @@ async fn napping_it_is_marked_clean_and_hibernates_from_its_checkpoint() {
 
 #[tokio::test(start_paused = true)]
 async fn a_bet_on_a_napping_match_is_decided_on_its_current_odds() {
-    let h = napping(faulty());
-    for e in stream() {
-        h.event(e).await;
-    }
-    tokio::time::sleep(NAP * 2).await;
-    assert_eq!(h.metrics.napping_matches.get(), 1);
+    let h = napped().await;
     let stale = h.bet("b-stale", 2.0).await.expect("answered");
     assert!(stale.decision.is_err(), "2.0 is not the price any more: {stale:?}");
     let current = h.bet("b-current", 2.5).await.expect("answered");
