@@ -90,14 +90,6 @@ impl Tail {
         })
     }
 
-    /// The checkpoint, if `guest` saved it after every event of the tail.
-    pub fn whole_checkpoint(&self, guest: &str) -> Option<&Base> {
-        self.checkpoint
-            .as_ref()
-            .filter(|c| c.covers == self.events.len() && &*c.saved.guest == guest)
-            .map(|c| &c.saved)
-    }
-
     /// Bytes held by the checkpoint.
     pub fn checkpoint_bytes(&self) -> usize {
         self.checkpoint.as_ref().map_or(0, |c| c.saved.state.len())

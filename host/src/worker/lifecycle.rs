@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `Restarting` | nothing | rebuild from base + tail, apply | rebuilt → `Live`; failure past intensity → `Quarantined` |
 //! | `Live` | instance | apply (supervised) | failure → `Restarting`; idle → `Napping`/`Hibernated`; switch → `Live`/`Probation` |
-//! | `Napping` | nothing (a checkpoint of the whole state) | restore it first | any command but an inspection → `Live`; idle → `Hibernated` |
+//! | `Napping` | nothing (its base: the whole state, snapshotted at the nap) | restore it first | any command but an inspection → `Live`; idle → `Hibernated` |
 //! | `Probation` | new instance + fallback | apply on trial | success → `Live`; any failure → old version `Live` |
 //! | `Hibernated` | fallback if it slept on probation | wake first | any command → `Live`/`Probation` |
 //! | `Quarantined` | reason + a read-only view | hold it | heal → `Healing`; switch → `Healing` on the new version |
@@ -55,8 +55,9 @@ pub(super) enum Lifecycle {
     /// No instance: the next command rebuilds one from base + tail.
     Restarting,
     Live(GuestInstance),
-    /// Live and idle for `nap_after`: the instance was given back and the
-    /// checkpoint covers every event since the base ([`super::nap`]).
+    /// Live and idle for `nap_after`: the instance was given back, and the
+    /// base (a snapshot taken at the nap) is the whole state: the tail is
+    /// empty ([`super::nap`]).
     Napping,
     /// Switched; the first event decides whether the new version stays.
     Probation {

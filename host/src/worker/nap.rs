@@ -1,53 +1,58 @@
 //! Napping: a live match idle for `nap_after` gives its Wasm instance back
 //! (the pool slot decommits its linear memory) and keeps everything else —
-//! seq and epoch, subscribers, the resume ring, the snapshot frame, names,
-//! the recovery base and tail — plus a checkpoint of the whole state in
-//! memory ([`super::checkpoint`]). Its next command (but an inspection)
-//! restores that checkpoint into a fresh instance before anything else.
+//! seq and epoch, subscribers, the resume ring, the snapshot frame, names.
+//! Its state goes into a snapshot first if events came since the last one
+//! ([`Worker::snapshot`]: the recovery base, queued to the store), so a
+//! napping match holds its whole state once, as its base, with an empty
+//! recovery tail and no checkpoint. Its next command (but an inspection)
+//! restores that base into a fresh instance before anything else.
 //!
 //! Why: a live guest's linear memory keeps every page it ever touched
 //! (its allocator cannot give pages back, and Wasm memory does not
 //! shrink): 57 KB for most matches of the simulator and up to ~400 KB
 //! for some, against a saved state of ~3 KB. Between two updates of a
-//! live match, seconds apart in a real feed, that memory serves nothing.
+//! live match, seconds apart in a real feed, that memory serves nothing;
+//! neither do the tail's events (up to [`super::RECOVERY_TAIL_BYTES`]) and
+//! a checkpoint beside a base, which the snapshot replaces.
 //! The cost is a restore per event that comes after a nap, measured on
 //! the real guest at 8–15 µs to take a spare instance and 28–50 µs to
 //! restore a 2.9 KB state, against 42–86 µs to apply an odds change; a
-//! burst within `nap_after` pays it once.
+//! burst within `nap_after` pays it once. The snapshot is the one going
+//! clean takes (`clean_after`, by default sooner than a nap) a moment
+//! later anyway: by default a match naps with its tail already empty.
 //!
 //! It is the recovery path without a failure: the same rebuild a restart
-//! does from the checkpoint ([`super::supervise`]), with nothing to
-//! replay since the checkpoint is taken now if the last events are not
-//! covered. A nap that cannot save (a failing `save-state`) does not
+//! does from the base ([`super::supervise`]), with nothing to replay. A
+//! nap whose snapshot cannot be saved (a failing `save-state`) does not
 //! happen. Only `Live` naps: a match on probation keeps its instance until
 //! its first event decides; a quarantined or healing one is not live.
 //! Hibernation is the longer sleep that also gives the buffers back and
-//! the base to the store; a napping match hibernates straight from its
-//! checkpoint, without waking.
+//! the base to the store; a napping match hibernates without waking, as
+//! its base is its whole state already.
 
 use std::time::Instant;
 
 use super::Worker;
-use super::lifecycle::{Base, Lifecycle};
+use super::lifecycle::Lifecycle;
 
 impl Worker {
-    /// Give the instance back if the whole state is in memory to restore.
+    /// Give the instance back, its state saved as the base first.
     pub(super) fn nap(&mut self) {
         if !matches!(self.life, Lifecycle::Live(_)) {
             return;
         }
-        if !self.tail.events.is_empty()
-            && self.tail.whole_checkpoint(self.version.version()).is_none()
-            && !self.checkpoint_now()
-        {
+        if !self.tail.events.is_empty() {
+            self.snapshot();
+        }
+        if !self.tail.events.is_empty() {
+            // The state could not be saved: stay live.
             return;
         }
         self.enter(Lifecycle::Napping);
     }
 
-    /// Restore a napping match's instance from its checkpoint (or its base
-    /// when the tail is empty); a failure leaves it `Restarting`, which
-    /// the next event rebuilds under supervision.
+    /// Restore a napping match's instance from its base; a failure leaves
+    /// it `Restarting`, which the next event rebuilds under supervision.
     pub(super) fn wake_from_nap(&mut self) {
         if !matches!(self.life, Lifecycle::Napping) {
             return;
@@ -61,15 +66,5 @@ impl Worker {
             .metrics
             .nap_wake_seconds
             .observe(started.elapsed().as_secs_f64());
-    }
-
-    /// While napping, the state a snapshot saves: the checkpoint, which
-    /// covers the whole tail.
-    pub(super) fn napping_state(&self) -> Option<&Base> {
-        if matches!(self.life, Lifecycle::Napping) {
-            self.tail.whole_checkpoint(self.version.version())
-        } else {
-            None
-        }
     }
 }

@@ -243,13 +243,9 @@ impl Worker {
 
     /// Save the guest state as the new recovery base (and persist it).
     pub(super) fn snapshot(&mut self) {
-        // Napping, the checkpoint is the whole state (`nap`).
-        let saved = match self.napping_state() {
-            Some(whole) => Ok(whole.state.clone()),
-            None => match self.life.reader() {
-                Some(instance) => instance.save_state(),
-                None => return,
-            },
+        let saved = match self.life.reader() {
+            Some(instance) => instance.save_state(),
+            None => return,
         };
         match saved {
             Ok(state) => {

@@ -320,8 +320,8 @@ impl Worker {
         ) {
             return;
         }
+        // Napping, the tail is empty: nothing to wake for.
         if !self.tail.events.is_empty() {
-            // Napping, from the checkpoint: no need to wake.
             self.snapshot();
         }
         self.release_buffers();

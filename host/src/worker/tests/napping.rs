@@ -1,6 +1,7 @@
 //! Napping (`worker::nap`): an idle live match gives its instance back and
-//! its next command finds the same state, on the real Wasm guest; it
-//! hibernates and switches from its checkpoint without waking.
+//! its next command finds the same state, on the real Wasm guest; its
+//! state is the snapshot taken at the nap, which it hibernates and
+//! switches from without waking.
 
 use super::*;
 
@@ -74,13 +75,19 @@ async fn idle_it_gives_its_instance_back_and_the_next_event_finds_the_same_state
 }
 
 #[tokio::test(start_paused = true)]
-async fn napping_it_is_marked_clean_and_hibernates_from_its_checkpoint() {
+async fn napping_it_is_snapshotted_marked_clean_and_hibernates_without_waking() {
     let h = napped().await;
-    // clean_after (1 s): the checkpoint is the snapshot, and the mark.
+    let stored = h.journal.stored_snapshot(MATCH).expect("read").expect("a snapshot");
+    assert_eq!(stored.seq, 6, "the nap's snapshot, before clean_after (1 s)");
+    let detail = h.ask(|reply| Command::Inspect { detail: true, reply }).await;
+    let ring: usize = detail.frames.iter().map(|f| f.bytes.len()).sum();
+    assert_eq!(
+        detail.card.memory_bytes,
+        stored.state.len() + ring,
+        "the base and the resume ring only: no tail, no checkpoint"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(h.journal.meta(MATCH).expect("meta").clean_seq, Some(6));
-    let stored = h.journal.stored_snapshot(MATCH).expect("read").expect("a snapshot");
-    assert_eq!(stored.seq, 6, "saved without waking");
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(
         (h.metrics.hibernated_matches.get(), h.metrics.napping_matches.get()),
