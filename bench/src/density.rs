@@ -20,13 +20,18 @@
 //!    changes (deltas, as in production), a round every
 //!    [`ROUND_EVERY`], often enough to keep them from hibernating and not
 //!    so fast that a backlog is measured as what they hold (a flooding
-//!    feeder once made this 100–220 KB per live match on a slow run): waking
-//!    each is timed by the server
-//!    (`touchline_wake_seconds`). Per live match: the hibernated cost plus
-//!    the RSS growth while they are live (the mean of readings every
-//!    50 ms over three rounds; the lowest and highest are reported too),
-//!    divided by the matches awake (napping ones included: they are live,
-//!    and between two rounds most of them nap).
+//!    feeder once made this 100–220 KB per live match on a slow run); the
+//!    process's RSS is reported (the mean of readings every 50 ms over
+//!    three rounds, and the lowest and highest).
+//! 4. What a live match costs is read on a server of its own, fed half of
+//!    `live` matches the same way and then all of them: the RSS growth
+//!    between the two means over the matches added (napping ones count:
+//!    they are live, and between two rounds most of them nap). Fixed costs
+//!    that fill as matches come (the store's 64 MiB cache) are full by the
+//!    second reading; the growth over the idle server is reported beside.
+//!    Read as growth of the dense process instead, it came out anywhere
+//!    from 7 to 54 KB for the same binary: live matches there reuse pages
+//!    the filling freed.
 //!
 //! Each target is written beside its measured value.
 
@@ -139,77 +144,58 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     let wake = |q| quantile_between(&before.0, &after.0, "touchline_wake_seconds", q);
     let (wake_p50, wake_p99) = (wake(0.5), wake(0.99));
 
-    // The live ones: a feeder keeps them awake until their RSS is taken.
-    let live_ids: Vec<String> = ids[..live as usize].to_vec();
-    let stop = Arc::new(AtomicBool::new(false));
-    let rounds_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let feeder = {
-        let (stop, rounds_done, stream) = (stop.clone(), rounds_done.clone(), stream.clone());
-        let addr = server.feed;
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut feed = TcpStream::connect(addr)?;
-            feed.set_nodelay(true)?;
-            let mut round = 0usize;
-            let started = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let msg = &stream[1 + round % LIVE_ROUNDS];
-                let bytes: String = live_ids.iter().map(|id| with_id(msg, id)).collect();
-                feed.write_all(bytes.as_bytes())?;
-                round += 1;
-                rounds_done.store(round, Ordering::Relaxed);
-                // Paced, not flooded: what queues behind a flood is not
-                // what a live match holds.
-                let next = started + ROUND_EVERY * round as u32;
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-            Ok(())
-        })
-    };
-    let applied_before = (ids.len() + wakes) as f64;
-    let want = applied_before + f64::from(live) * LIVE_ROUNDS as f64;
-    let ready = server.wait_metric("touchline_events_applied_total", want, WAIT);
-    let awake = server
-        .metrics()
-        .map(|m| m.value("touchline_live_matches") - m.value("touchline_hibernated_matches"));
-    // Read over three rounds: the mean is what the live matches cost on
-    // average (napping ones hold no instance between their rounds).
-    let (mut readings, mut napping) = (Vec::new(), Vec::new());
-    for _ in 0..60 {
-        std::thread::sleep(Duration::from_millis(50));
-        readings.push(server.rss_bytes());
-        napping.push(
-            server
-                .metrics()
-                .map_or(f64::NAN, |m| m.value("touchline_napping_matches")),
-        );
-    }
-    let all_live = readings.iter().sum::<u64>() / readings.len() as u64;
-    let live_range = (readings.iter().min().copied(), readings.iter().max().copied());
-    stop.store(true, Ordering::Relaxed);
-    feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
-    ready?;
-    let awake = awake?;
+    // The live ones: a feeder keeps them awake while the RSS is read.
+    let dense = live_phase(&server, &ids[..live as usize], &stream)?;
     let m = server.metrics()?;
-    let extra_live = all_live.saturating_sub(hibernated) as f64 / awake.max(1.0);
-    let per_live = per_hibernated + extra_live;
+    stop_server(server)?;
+
+    // What a live match costs, on a server of its own: growing a process
+    // that tracks 100,000 matches, live matches reuse pages the filling
+    // freed (readings of 7–54 KB each, run to run, for the same binary),
+    // so the dense process gives only its total. There, half of them live
+    // and then all: the growth between the two is what a live match adds
+    // (the store's cache, 64 MiB, and the like are filled by then).
+    // Not paced by hibernation here: none sleeps between two rounds.
+    let mut alone_flags = flags.clone();
+    alone_flags[5] = "30000".into();
+    let alone = servers.start(&dir.with_extension("live"), &alone_flags)?;
+    let alone_idle = settled_rss(&alone)?;
+    let live_ids: Vec<String> = (0..live).map(|i| format!("sr:match:{}", 70_000_000 + i)).collect();
+    let mut feed = TcpStream::connect(alone.feed).context("connecting to the feed port")?;
+    let mut phases = Vec::new();
+    for ids in [&live_ids[..live_ids.len() / 2], &live_ids[..]] {
+        let firsts: String = ids[phases.len() * live_ids.len() / 2..]
+            .iter()
+            .map(|id| with_id(&stream[0], id))
+            .collect();
+        feed.write_all(firsts.as_bytes())?;
+        phases.push(live_phase(&alone, ids, &stream)?);
+    }
+    let alone_m = alone.metrics()?;
+    stop_server(alone)?;
+    let (half, all) = (&phases[0], &phases[1]);
+    let per_live = all.mean.saturating_sub(half.mean) as f64 / (all.awake - half.awake).max(1.0);
+    let over_idle = |rss: u64| rss.saturating_sub(alone_idle) as f64 / all.awake.max(1.0);
     let result = json!({
         "matches": matches,
         "live_matches": live,
-        "awake_when_measured": awake,
-        "napping_while_measured": {
-            "min": napping.iter().copied().fold(f64::INFINITY, f64::min),
-            "max": napping.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        },
-        "nap_wake_s": {"p50": m.quantile("touchline_nap_wake_seconds", 0.5), "p99": m.quantile("touchline_nap_wake_seconds", 0.99)},
         "rss_idle_bytes": idle,
         "rss_hibernated_bytes": hibernated,
-        "rss_with_live_bytes": all_live,
-        "rss_with_live_range_bytes": [live_range.0, live_range.1],
+        "rss_with_live_bytes": dense.mean,
+        "rss_with_live_range_bytes": [dense.min, dense.max],
+        "napping_while_measured": dense.napping,
         "rss_per_hibernated_match_bytes": per_hibernated,
         "rss_per_hibernated_match_target_bytes": HIBERNATED_TARGET_BYTES,
+        "live_alone": {
+            "rss_idle_bytes": alone_idle,
+            "half": {"awake": half.awake, "rss_bytes": half.mean, "rss_range_bytes": [half.min, half.max], "napping_while_measured": half.napping},
+            "all": {"awake": all.awake, "rss_bytes": all.mean, "rss_range_bytes": [all.min, all.max], "napping_while_measured": all.napping},
+            "rss_over_idle_per_live_match_bytes": over_idle(all.mean),
+            "nap_wake_s": {"p50": alone_m.quantile("touchline_nap_wake_seconds", 0.5), "p99": alone_m.quantile("touchline_nap_wake_seconds", 0.99)},
+        },
         "rss_per_live_match_bytes": per_live,
-        "rss_per_live_match_beyond_hibernated_bytes": extra_live,
         "rss_per_live_match_target_bytes": LIVE_TARGET_BYTES,
+        "nap_wake_s": {"p50": m.quantile("touchline_nap_wake_seconds", 0.5), "p99": m.quantile("touchline_nap_wake_seconds", 0.99)},
         "create_all_s": create_s,
         "instantiate_s": {"p50": m.quantile("touchline_instantiate_seconds", 0.5), "p99": m.quantile("touchline_instantiate_seconds", 0.99)},
         "wake_s": {"p50": wake_p50, "p99": wake_p99, "count": wakes},
@@ -220,8 +206,77 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
             "wake_p99": wake_p99.is_some_and(|p| p < WAKE_P99_TARGET_S),
         },
     });
-    stop_server(server)?;
     Ok(result)
+}
+
+/// RSS while live matches are fed.
+struct LivePhase {
+    /// Matches live (napping included) when the readings began.
+    awake: f64,
+    mean: u64,
+    min: u64,
+    max: u64,
+    /// Napping matches over the readings, lowest and highest.
+    napping: Value,
+}
+
+/// Feed `ids` a round every [`ROUND_EVERY`] until [`LIVE_ROUNDS`] rounds
+/// of them are applied, then
+/// read the RSS every 50 ms over three rounds: the mean is what the live
+/// matches cost on average (napping ones hold no instance between their
+/// rounds).
+fn live_phase(server: &ServerProcess, ids: &[String], stream: &[String]) -> anyhow::Result<LivePhase> {
+    let applied_before = server.metrics()?.value("touchline_events_applied_total");
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (stop, stream, ids) = (stop.clone(), stream.to_vec(), ids.to_vec());
+        let addr = server.feed;
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut feed = TcpStream::connect(addr)?;
+            feed.set_nodelay(true)?;
+            let mut round = 0usize;
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let msg = &stream[1 + round % LIVE_ROUNDS];
+                let bytes: String = ids.iter().map(|id| with_id(msg, id)).collect();
+                feed.write_all(bytes.as_bytes())?;
+                round += 1;
+                // Paced, not flooded: what queues behind a flood is not
+                // what a live match holds.
+                let next = started + ROUND_EVERY * round as u32;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            Ok(())
+        })
+    };
+    let want = applied_before + ids.len() as f64 * LIVE_ROUNDS as f64;
+    let ready = server.wait_metric("touchline_events_applied_total", want, WAIT);
+    let awake = server
+        .metrics()
+        .map(|m| m.value("touchline_live_matches") - m.value("touchline_hibernated_matches"));
+    let (mut readings, mut napping) = (Vec::new(), Vec::new());
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(50));
+        readings.push(server.rss_bytes());
+        napping.push(
+            server
+                .metrics()
+                .map_or(f64::NAN, |m| m.value("touchline_napping_matches")),
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
+    ready?;
+    Ok(LivePhase {
+        awake: awake?,
+        mean: readings.iter().sum::<u64>() / readings.len() as u64,
+        min: readings.iter().min().copied().unwrap_or(0),
+        max: readings.iter().max().copied().unwrap_or(0),
+        napping: json!({
+            "min": napping.iter().copied().fold(f64::INFINITY, f64::min),
+            "max": napping.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }),
+    })
 }
 
 /// `template` with its event id replaced by `id`.

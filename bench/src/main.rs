@@ -62,6 +62,10 @@ struct Cli {
     /// Seconds of fed fan-out instead of the run's (4 quick, 20 full).
     #[arg(long)]
     fanout_seconds: Option<f64>,
+    /// Pipeline match counts instead of the run's (e.g. `1000` for an A/B
+    /// or a profile of one size).
+    #[arg(long, value_delimiter = ',')]
+    pipeline_matches: Vec<u32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -91,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         only: cli.only,
         fanout_clients: cli.fanout_clients,
         fanout_seconds: cli.fanout_seconds,
+        pipeline_matches: cli.pipeline_matches,
         servers: scenarios::Servers {
             exe: cli.server,
             common,

@@ -116,7 +116,7 @@ pub fn table(r: &Value) -> String {
     let d = &r["density"];
     let _ = writeln!(
         t,
-        "\n4. density: {} matches tracked, all hibernated: {} MB of RSS; with {} of them live and fed: {} MB; per hibernated match {} B (target {} B), per live match {} B (target {} B); wake p50/p99 {} / {} (target p99 {}) over {} wakes; instantiate p50/p99 {} / {}",
+        "\n4. density: {} matches tracked, all hibernated: {} MB of RSS; with {} of them live and fed: {} MB; per hibernated match {} B (target {} B), per live match (on a server of their own) {} B (target {} B); wake p50/p99 {} / {} (target p99 {}) over {} wakes; instantiate p50/p99 {} / {}",
         d["matches"],
         f(&(d["rss_hibernated_bytes"].as_f64().map(|b| b / 1e6).into())),
         d["live_matches"],
@@ -139,6 +139,24 @@ pub fn table(r: &Value) -> String {
         d["napping_while_measured"]["max"],
         us(&d["nap_wake_s"]["p50"]),
         us(&d["nap_wake_s"]["p99"]),
+    );
+    let a = &d["live_alone"];
+    let mb = |v: &Value| f(&(v.as_f64().map(|b| b / 1e6).into()));
+    let _ = writeln!(
+        t,
+        "   live alone: {} then {} matches live, RSS {} then {} MB (readings {}–{} and {}–{} MB) over {} MB idle: {} B per live match over idle; napping {}–{}",
+        a["half"]["awake"],
+        a["all"]["awake"],
+        mb(&a["half"]["rss_bytes"]),
+        mb(&a["all"]["rss_bytes"]),
+        mb(&a["half"]["rss_range_bytes"][0]),
+        mb(&a["half"]["rss_range_bytes"][1]),
+        mb(&a["all"]["rss_range_bytes"][0]),
+        mb(&a["all"]["rss_range_bytes"][1]),
+        mb(&a["rss_idle_bytes"]),
+        f(&a["rss_over_idle_per_live_match_bytes"]),
+        a["all"]["napping_while_measured"]["min"],
+        a["all"]["napping_while_measured"]["max"],
     );
     let x = &r["faults"];
     let _ = writeln!(

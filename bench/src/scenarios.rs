@@ -41,6 +41,8 @@ pub struct Plan {
     pub fanout_clients: Vec<usize>,
     /// Fed fan-out seconds replacing the run's.
     pub fanout_seconds: Option<f64>,
+    /// Pipeline match counts replacing the run's.
+    pub pipeline_matches: Vec<u32>,
     pub servers: Servers,
 }
 

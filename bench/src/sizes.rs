@@ -1,5 +1,6 @@
-//! The sizes of a run: quick or full, and the fan-out overrides
-//! (`--fanout-clients`, `--fanout-seconds`) for one-size A/B runs.
+//! The sizes of a run: quick or full, and the overrides
+//! (`--fanout-clients`, `--fanout-seconds`, `--pipeline-matches`) for
+//! one-size A/B runs.
 
 use crate::scenarios::Plan;
 
@@ -36,6 +37,9 @@ impl Plan {
         }
         if let Some(s) = self.fanout_seconds {
             sizes.fanout_seconds = s;
+        }
+        if !self.pipeline_matches.is_empty() {
+            sizes.pipeline_matches = self.pipeline_matches.clone();
         }
         sizes
     }

@@ -30,8 +30,9 @@
 //! apply took longer than 50 µs anyway): the same, where applies are
 //! slow; where they are fast (42 µs) the budget left one event uncovered.
 //!
-//! The checkpoint lives in the [`Tail`] and goes with it: a snapshot, a
-//! switch or falling asleep clears the tail and the checkpoint alike. Only
+//! The checkpoint lives in the [`Tail`] and goes with it: a snapshot (a
+//! nap takes one), a switch or hibernating clears the tail and the
+//! checkpoint alike. Only
 //! the version that saved it restores it (any other restarts from the base).
 
 use std::time::{Duration, Instant};
