@@ -108,7 +108,21 @@ pub fn table(r: &Value) -> String {
             f(&x["store_ops_per_s"]),
             f(&x["written_bytes_per_event"])
         );
+        if row["parse_around"].is_array() {
+            let _ = writeln!(
+                t,
+                "{:>8} {:>20} parse limit right before / after: {} / {} msg/s",
+                "",
+                "",
+                f(&row["parse_around"][0]),
+                f(&row["parse_around"][1])
+            );
+        }
     }
+    let _ = writeln!(
+        t,
+        "   (pipeline_over_parse_N: over the mean of the parse limits around the Wasm run)"
+    );
     for (k, v) in r["pipeline_ratios"].as_object().into_iter().flatten() {
         let _ = writeln!(t, "   {k}: {}", f(v));
     }
