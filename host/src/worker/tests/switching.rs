@@ -158,3 +158,48 @@ async fn an_idle_live_match_is_switched_asleep_and_a_busy_one_at_once() {
     assert_eq!(busy.metrics.hibernated_matches.get(), 0, "switched awake");
     assert_eq!(busy.snapshot().await["guest_version"], new.version());
 }
+
+/// A rollback reaching a match switched asleep that has not woken since
+/// gives it its old version back without an instance: the base is that
+/// version's own state, and the next event runs there.
+#[tokio::test(start_paused = true)]
+async fn a_sleeping_match_switched_back_before_it_woke_stays_asleep_on_its_old_version() {
+    let old = faulty();
+    let h = Harness::start(old.clone(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1);
+    let there = h.switch_on_probation(&GuestVersion::native()).await;
+    assert!(matches!(there, SwitchOutcome::Switched { .. }), "{there:?}");
+    assert_eq!(h.journal.meta(MATCH).expect("meta").guest.as_deref(), Some("native"));
+    let writes = h.journal.writes();
+    let back = h
+        .ask(|reply| Command::Switch {
+            version: old.clone(),
+            probation: false,
+            reply,
+        })
+        .await;
+    assert!(matches!(back, SwitchOutcome::Switched { .. }), "{back:?}");
+    assert_eq!(h.metrics.hibernated_matches.get(), 1, "still asleep");
+    assert_eq!(
+        h.journal.writes() - writes,
+        1,
+        "the match record only: no state handed over, no snapshot"
+    );
+    assert_eq!(
+        h.journal.meta(MATCH).expect("meta").guest.as_deref(),
+        Some(old.version())
+    );
+    let seen = h.observer.seen();
+    assert_eq!(
+        seen[seen.len() - 2..],
+        ["probation ended".to_owned(), format!("runs {}", &old.version()[..12])]
+    );
+    h.event(odds(3.0, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(
+        (snap["guest_version"].as_str(), snap["seq"].as_u64(), odds_in(&snap)),
+        (Some(old.version()), Some(2), Some(3.0))
+    );
+}
