@@ -11,8 +11,15 @@
 /// stayed at the high-water mark of every match ever awake (tens of KB per
 /// hibernated match in the density scenario). mimalloc keeps small objects
 /// of one size together and returns a page soon after it empties.
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Heap profiling (`--features dhat-heap`): every allocation is recorded
+/// with its call stack; the profile is written when `main` returns.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 /// mimalloc's `purge_delay` option: how long (ms) an emptied page stays
 /// committed before it is given back. Its default (1 s in mimalloc 3, the
@@ -181,6 +188,8 @@ impl From<SimArgs> for SimConfig {
 }
 
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     tune_allocator();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
