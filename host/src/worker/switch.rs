@@ -191,21 +191,33 @@ impl Worker {
         SwitchOutcome::Switched { seconds }
     }
 
-    /// Switched asleep from `version` and not woken since: its base is
-    /// still the state `version` saved.
-    fn slept_through_probation_from(&self, version: &GuestVersion) -> bool {
-        matches!(&self.life, Lifecycle::Hibernated { fallback: Some(f) } if f.version.version() == version.version())
-            && self.tail.events.is_empty()
+    /// Asleep on probation from `version` with nothing since, and its base
+    /// (read back from the store if it was given back) is byte for byte the
+    /// state `version` handed over: switched asleep and not woken since. A
+    /// match that switched awake and fell asleep before its first event
+    /// sleeps on the migrated state instead, and takes the usual path.
+    fn slept_through_probation_from(&mut self, version: &GuestVersion) -> bool {
+        let from = |life: &Lifecycle| matches!(life, Lifecycle::Hibernated { fallback: Some(f) } if f.version.version() == version.version());
+        if !from(&self.life) || !self.tail.events.is_empty() || self.take_base_back().is_err() {
+            return false;
+        }
+        match (&self.life, &self.base) {
+            (Lifecycle::Hibernated { fallback: Some(f) }, Some(base)) => {
+                base.guest == f.base.guest && base.state_version == f.base.state_version && base.state == f.base.state
+            }
+            _ => false,
+        }
     }
 
     /// Back to the version a match was switched asleep from, before it
     /// woke: nothing ran on the new one, so the switch is undone — the
-    /// base (in memory or in the store) is the old version's own state —
+    /// base is the old version's own state, and goes back to the store —
     /// without an instance. A rollback right after an install pays what
     /// the install did per sleeping match (a match record), not an
     /// instantiation and a restore each: 10,000 matches switch back in
     /// 172–187 ms against 1,368–1,541 ms before (`--only swap`, binaries
-    /// alternated, 2 runs each), as fast as the install's switch.
+    /// alternated, 2 runs each), 247 ms once the base is read back and
+    /// compared (one run).
     async fn switch_back_asleep(&mut self, started: Instant, from: &str, to: &str) -> SwitchOutcome {
         let fallback = match self.enter(Lifecycle::Hibernated { fallback: None }) {
             Lifecycle::Hibernated { fallback: Some(f) } => f,

@@ -203,3 +203,37 @@ async fn a_sleeping_match_switched_back_before_it_woke_stays_asleep_on_its_old_v
         (Some(old.version()), Some(2), Some(3.0))
     );
 }
+
+/// A match switched awake that falls asleep before its first event sleeps
+/// on the migrated state, not on its old version's: switched back, it
+/// hands that state over as any switch does.
+#[tokio::test(start_paused = true)]
+async fn a_match_switched_awake_and_asleep_since_is_switched_back_the_usual_way() {
+    let old = faulty();
+    let h = Harness::start(old.clone(), MemoryJournal::shared(1), None);
+    h.event(odds(2.0, None)).await; // dirty: switches awake
+    let there = h.switch_on_probation(&GuestVersion::native()).await;
+    assert!(matches!(there, SwitchOutcome::Switched { .. }), "{there:?}");
+    assert_eq!(h.metrics.hibernated_matches.get(), 0, "switched awake");
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1, "asleep on probation");
+    let writes = h.journal.writes();
+    let back = h
+        .ask(|reply| Command::Switch {
+            version: old.clone(),
+            probation: false,
+            reply,
+        })
+        .await;
+    assert!(matches!(back, SwitchOutcome::Switched { .. }), "{back:?}");
+    assert!(
+        h.journal.writes() - writes > 1,
+        "the state handed over and snapshotted, not just the record"
+    );
+    h.event(odds(3.0, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!(
+        (snap["guest_version"].as_str(), snap["seq"].as_u64(), odds_in(&snap)),
+        (Some(old.version()), Some(2), Some(3.0))
+    );
+}
