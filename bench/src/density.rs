@@ -26,9 +26,9 @@
 //! 4. What a live match costs is read on a server of its own, fed half of
 //!    `live` matches the same way and then all of them: the RSS growth
 //!    between the two means over the matches added (napping ones count:
-//!    they are live, and between two rounds most of them nap). Fixed costs
-//!    that fill as matches come (the store's 64 MiB cache) are full by the
-//!    second reading; the growth over the idle server is reported beside.
+//!    they are live, and between two rounds most of them nap). The store's
+//!    cache may still be filling between the two readings; the growth over
+//!    the idle server is reported beside.
 //!    Read as growth of the dense process instead, it came out anywhere
 //!    from 7 to 54 KB for the same binary: live matches there reuse pages
 //!    the filling freed.
@@ -74,21 +74,9 @@ const WAKE_GROUP: usize = 20;
 const WAIT: Duration = Duration::from_secs(600);
 
 pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32, seed: u64) -> anyhow::Result<Value> {
-    let flags = [
-        "--max-matches".into(),
-        (matches + 16).to_string(),
-        "--clean-after-ms".into(),
-        "20".into(),
-        // Short enough to pace the feeding, long enough for the live
-        // matches to stay awake between their rounds.
-        "--hibernate-after-ms".into(),
-        "1000".into(),
-        // Tracking this many matches is a deployment for density: live
-        // matches nap between their rounds (the default, 2 s, is for
-        // matches quieter than these; `worker::nap`).
-        "--nap-after-ms".into(),
-        "500".into(),
-    ];
+    // Hibernation short enough to pace the feeding, long enough for the
+    // live matches to stay awake between their rounds.
+    let flags = server_flags(matches, 1000);
     let server = servers.start(dir, &flags)?;
     let idle = settled_rss(&server)?;
     let mut g = Generator::new(&SimConfig {
@@ -153,12 +141,11 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     // that tracks 100,000 matches, live matches reuse pages the filling
     // freed (readings of 7–54 KB each, run to run, for the same binary),
     // so the dense process gives only its total. There, half of them live
-    // and then all: the growth between the two is what a live match adds
-    // (the store's cache, 64 MiB, and the like are filled by then).
+    // and then all: the growth between the two is what a live match adds.
+    // The store's cache (64 MiB) may still be filling then: on the
+    // simulator's feed 113 KB per match against 93 KB without durability.
     // Not paced by hibernation here: none sleeps between two rounds.
-    let mut alone_flags = flags.clone();
-    alone_flags[5] = "30000".into();
-    let alone = servers.start(&dir.with_extension("live"), &alone_flags)?;
+    let alone = servers.start(&dir.with_extension("live"), &server_flags(live, 30_000))?;
     let alone_idle = settled_rss(&alone)?;
     let live_ids: Vec<String> = (0..live).map(|i| format!("sr:match:{}", 70_000_000 + i)).collect();
     let mut feed = TcpStream::connect(alone.feed).context("connecting to the feed port")?;
@@ -207,6 +194,26 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
         },
     });
     Ok(result)
+}
+
+/// The server's flags: room for `matches`, clean marks soon, hibernation
+/// after `hibernate_ms`, and naps after 500 ms: tracking this many matches
+/// is a deployment for density, where live matches nap between their
+/// rounds (the default, 2 s, is for matches quieter than these;
+/// `worker::nap`).
+fn server_flags(matches: u32, hibernate_ms: u64) -> Vec<String> {
+    [
+        "--max-matches",
+        &(matches + 16).to_string(),
+        "--clean-after-ms",
+        "20",
+        "--hibernate-after-ms",
+        &hibernate_ms.to_string(),
+        "--nap-after-ms",
+        "500",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// RSS while live matches are fed.

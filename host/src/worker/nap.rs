@@ -43,10 +43,10 @@ impl Worker {
         }
         if !self.tail.events.is_empty() {
             self.snapshot();
-        }
-        if !self.tail.events.is_empty() {
-            // The state could not be saved: stay live.
-            return;
+            if !self.tail.events.is_empty() {
+                // The state could not be saved: stay live.
+                return;
+            }
         }
         self.enter(Lifecycle::Napping);
     }

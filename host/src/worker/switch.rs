@@ -13,8 +13,8 @@
 //! migrates when it wakes, on the same probation; an idle live one (clean,
 //! hibernation on; napping or not) is put to sleep first and switched the
 //! same way. A napping match otherwise wakes to hand its state over. A
-//! match switched asleep and switched back before it woke (a rollback)
-//! just takes its old version back. Seq, epoch and subscribers are
+//! sleeping match switched to the version that saved its base (a rollback
+//! before it woke) just takes that version: nothing to migrate. Seq, epoch and subscribers are
 //! untouched by a switch; frames carry the new `guest_version`.
 
 use tokio::time::Instant;
@@ -32,8 +32,8 @@ impl Worker {
         }
         let started = Instant::now();
         let (from, to) = (short(self.version.version()), short(new.version()));
-        if self.slept_through_probation_from(&new) {
-            return self.switch_back_asleep(started, &from, &to).await;
+        if self.sleeps_on_state_of(&new) {
+            return self.switch_to_its_base(new, started, &from, &to).await;
         }
         // A probation left from an earlier rollout ends here, whatever this
         // switch does: its "old version" is not the one to go back to now.
@@ -166,20 +166,23 @@ impl Worker {
         });
         // The fallback holds the state now: the base goes back to the store
         // once it is durable (read back when the match wakes).
-        self.asleep_on_another_version(ProbationNews::Started, started, from, to)
+        self.asleep_on_another_version(Some(ProbationNews::Started), started, from, to)
             .await
     }
 
     /// A sleeping match now runs another version (a probation begun or
-    /// ended): recorded, told, counted; the base given back to the store.
+    /// ended with it): recorded, told, counted; the base given back to the
+    /// store.
     async fn asleep_on_another_version(
         &mut self,
-        news: ProbationNews,
+        news: Option<ProbationNews>,
         started: Instant,
         from: &str,
         to: &str,
     ) -> SwitchOutcome {
-        self.env.observer.probation(&self.id, news);
+        if let Some(news) = news {
+            self.env.observer.probation(&self.id, news);
+        }
         self.version_changed();
         self.write_meta().await;
         self.give_base_back();
@@ -191,44 +194,35 @@ impl Worker {
         SwitchOutcome::Switched { seconds }
     }
 
-    /// Asleep on probation from `version` with nothing since, and its base
-    /// (read back from the store if it was given back) is byte for byte the
-    /// state `version` handed over: switched asleep and not woken since. A
-    /// match that switched awake and fell asleep before its first event
-    /// sleeps on the migrated state instead, and takes the usual path.
-    fn slept_through_probation_from(&mut self, version: &GuestVersion) -> bool {
-        let from = |life: &Lifecycle| matches!(life, Lifecycle::Hibernated { fallback: Some(f) } if f.version.version() == version.version());
-        if !from(&self.life) || !self.tail.events.is_empty() || self.take_base_back().is_err() {
-            return false;
-        }
-        match (&self.life, &self.base) {
-            (Lifecycle::Hibernated { fallback: Some(f) }, Some(base)) => {
-                base.guest == f.base.guest && base.state_version == f.base.state_version && base.state == f.base.state
-            }
-            _ => false,
-        }
+    /// Asleep with nothing since, on a base `version` saved (read back from
+    /// the store if it was given back): switched asleep from `version` and
+    /// not woken since. A match that switched awake and fell asleep before
+    /// its first event sleeps on the state the new version saved instead.
+    fn sleeps_on_state_of(&mut self, version: &GuestVersion) -> bool {
+        matches!(self.life, Lifecycle::Hibernated { .. })
+            && self.tail.events.is_empty()
+            && self.take_base_back().is_ok()
+            && self
+                .base
+                .as_ref()
+                .is_some_and(|b| &*b.guest == version.version() && b.state_version == version.state_version())
     }
 
-    /// Back to the version a match was switched asleep from, before it
-    /// woke: nothing ran on the new one, so the switch is undone — the
-    /// base is the old version's own state, and goes back to the store —
-    /// without an instance. A rollback right after an install pays what
-    /// the install did per sleeping match (a match record), not an
-    /// instantiation and a restore each: 10,000 matches switch back in
-    /// 172–187 ms against 1,368–1,541 ms before (`--only swap`, binaries
-    /// alternated, 2 runs each), 247 ms once the base is read back and
-    /// compared (one run).
-    async fn switch_back_asleep(&mut self, started: Instant, from: &str, to: &str) -> SwitchOutcome {
-        let fallback = match self.enter(Lifecycle::Hibernated { fallback: None }) {
-            Lifecycle::Hibernated { fallback: Some(f) } => f,
-            other => {
-                self.enter(other);
-                return SwitchOutcome::Unchanged;
-            }
-        };
-        self.version = fallback.version;
-        self.asleep_on_another_version(ProbationNews::Ended, started, from, to)
-            .await
+    /// Switch a sleeping match to the version that saved its base: nothing
+    /// to hand over or migrate, so no instance; a probation it slept on
+    /// ends. A rollback right after an install pays what the install did
+    /// per sleeping match (a match record), not an instantiation and a
+    /// restore each: 10,000 matches switch back in 172–187 ms against
+    /// 1,368–1,541 ms before (`--only swap`, binaries alternated, 2 runs
+    /// each), 247 ms once the base is read back first (one run).
+    async fn switch_to_its_base(&mut self, new: GuestVersion, started: Instant, from: &str, to: &str) -> SwitchOutcome {
+        let on_probation = matches!(
+            self.enter(Lifecycle::Hibernated { fallback: None }),
+            Lifecycle::Hibernated { fallback: Some(_) }
+        );
+        self.version = new;
+        let news = on_probation.then_some(ProbationNews::Ended);
+        self.asleep_on_another_version(news, started, from, to).await
     }
 
     /// The state the old version hands over: its base if it sleeps with

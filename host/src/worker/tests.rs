@@ -180,6 +180,16 @@ impl Harness {
         .await
     }
 
+    /// Switch to `version` without probation, as a rollback does.
+    pub(super) async fn switch_back(&self, version: &GuestVersion) -> SwitchOutcome {
+        self.ask(|reply| Command::Switch {
+            version: version.clone(),
+            probation: false,
+            reply,
+        })
+        .await
+    }
+
     /// A fresh snapshot's JSON (also: everything sent before is applied).
     pub(super) async fn snapshot(&self) -> serde_json::Value {
         match self.ask(|reply| Command::Subscribe { since: None, reply }).await {

@@ -173,13 +173,7 @@ async fn a_sleeping_match_switched_back_before_it_woke_stays_asleep_on_its_old_v
     assert!(matches!(there, SwitchOutcome::Switched { .. }), "{there:?}");
     assert_eq!(h.journal.meta(MATCH).expect("meta").guest.as_deref(), Some("native"));
     let writes = h.journal.writes();
-    let back = h
-        .ask(|reply| Command::Switch {
-            version: old.clone(),
-            probation: false,
-            reply,
-        })
-        .await;
+    let back = h.switch_back(&old).await;
     assert!(matches!(back, SwitchOutcome::Switched { .. }), "{back:?}");
     assert_eq!(h.metrics.hibernated_matches.get(), 1, "still asleep");
     assert_eq!(
@@ -218,13 +212,7 @@ async fn a_match_switched_awake_and_asleep_since_is_switched_back_the_usual_way(
     tokio::time::sleep(Duration::from_secs(40)).await;
     assert_eq!(h.metrics.hibernated_matches.get(), 1, "asleep on probation");
     let writes = h.journal.writes();
-    let back = h
-        .ask(|reply| Command::Switch {
-            version: old.clone(),
-            probation: false,
-            reply,
-        })
-        .await;
+    let back = h.switch_back(&old).await;
     assert!(matches!(back, SwitchOutcome::Switched { .. }), "{back:?}");
     assert!(
         h.journal.writes() - writes > 1,
