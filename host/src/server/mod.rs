@@ -60,7 +60,7 @@ pub struct Server {
     router: Arc<router::Router>,
     store: store::Store,
     writer_stop: CancellationToken,
-    writer_task: tokio::task::JoinHandle<()>,
+    writer_task: store::WriterThread,
     feed_stop: CancellationToken,
     feed_tasks: TaskTracker,
     session_stop: CancellationToken,
@@ -98,13 +98,14 @@ impl Server {
         let metrics = Arc::new(metrics::Metrics::new());
         let (handle, rx) = store::queue(store.clone());
         let writer_stop = CancellationToken::new();
-        let writer_task = tokio::spawn(store::run_writer(
+        let writer_task = store::spawn_writer(
             store.clone(),
             rx,
             config.commit_interval,
             metrics.clone(),
             writer_stop.clone(),
-        ));
+        )
+        .context("starting the store writer's thread")?;
         let (guests, version) = open_guests(&config, handle.clone(), metrics.clone()).await?;
         let guests = Arc::new(guests);
         let guest_version = version.version().to_owned();
@@ -397,7 +398,7 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "HTTP task ended abnormally"),
         }
         self.writer_stop.cancel();
-        if let Err(e) = self.writer_task.await {
+        if let Err(e) = self.writer_task.join().await {
             tracing::warn!(error = %e, "store writer ended abnormally");
         }
         self.store.flush().await?;

@@ -2,7 +2,8 @@
 //!
 //! Reads are direct, typed methods on [`Store`]. Every write, the workers'
 //! and the guest registry's alike, goes through [`writer::StoreHandle`] to
-//! one writer task ([`writer::run_writer`]) that applies them in arrival
+//! one writer ([`writer::run_writer`], on a thread of its own in the
+//! server: [`writer::spawn_writer`]) that applies them in arrival
 //! order and makes them durable in group commits. The one exception is the
 //! start counter, written by [`Store::open`] before any writer exists.
 //!
@@ -37,7 +38,7 @@ pub use crate::journal::{
     BetRecord, DeadLetter, GuestRecord, JournalEntry, Kept, MatchMeta, Op, ProducerRecord, Recovered, SnapshotRecord,
 };
 pub use history::JOURNAL_RETENTION;
-pub use writer::{StoreHandle, WRITE_QUEUE, queue, run_writer};
+pub use writer::{StoreHandle, WRITE_QUEUE, WriterThread, queue, run_writer, spawn_writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,4 +1,5 @@
-//! The store's write queue and its one writer task: group commits, and
+//! The store's write queue and its one writer (a task; the server runs it
+//! on a thread of its own, [`spawn_writer`]): group commits, and
 //! barriers that are acknowledged only for writes that really were made
 //! durable.
 //!
@@ -286,6 +287,42 @@ pub async fn run_writer<S: Sink>(
     }
 }
 
+/// [`run_writer`] on a thread of its own, with a current-thread runtime
+/// for its timers. sled's inserts and removes are synchronous, and now and
+/// then one seals a log buffer and writes it (`pwrite`) in the calling
+/// thread: as a task of the server's runtime, a batch held one of its two
+/// workers for as long, and every session and match queued behind it
+/// waited.
+pub fn spawn_writer<S: Sink>(
+    store: S,
+    rx: mpsc::Receiver<Op>,
+    commit_interval: Duration,
+    metrics: Arc<Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<WriterThread> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new().name("store-writer".into()).spawn(move || {
+        runtime.block_on(run_writer(store, rx, commit_interval, metrics, stop));
+        let _ = done_tx.send(());
+    })?;
+    Ok(WriterThread { done })
+}
+
+/// The writer's thread ([`spawn_writer`]).
+#[derive(Debug)]
+pub struct WriterThread {
+    done: oneshot::Receiver<()>,
+}
+
+impl WriterThread {
+    /// Wait until the writer has stopped (its stop token cancelled, every
+    /// queued op committed); `Err` if it ended by a panic instead.
+    pub async fn join(self) -> Result<(), &'static str> {
+        self.done.await.map_err(|_| "the store writer's thread panicked")
+    }
+}
+
 /// The disk's problem if free space is under the reserve.
 fn full<S: Sink>(store: &S) -> Option<Problem> {
     let health = store.health();
@@ -385,6 +422,79 @@ mod tests {
         fn health(&self) -> &StoreHealth {
             self.store.health()
         }
+    }
+
+    /// The real store, each write announced and then held until the test
+    /// lets it go, or 10 s (a disk that stalls).
+    struct Stalling {
+        store: Store,
+        entered: tokio::sync::mpsc::UnboundedSender<()>,
+        gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+        timed_out: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Sink for Stalling {
+        fn apply(&self, op: Op) -> Result<(), StoreError> {
+            let _ = self.entered.send(());
+            let gate = self.gate.lock().expect("gate");
+            if gate.recv_timeout(Duration::from_secs(10)).is_err() {
+                self.timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.store.apply(op)
+        }
+
+        fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+            Box::pin(self.store.flush())
+        }
+
+        fn health(&self) -> &StoreHealth {
+            self.store.health()
+        }
+    }
+
+    /// On a one-thread runtime: while a write is stuck in the store, the
+    /// runtime's thread still runs other tasks. (With the writer a task of
+    /// that runtime, the write held its only thread until the 10 s were
+    /// up.)
+    #[tokio::test]
+    async fn a_write_stuck_in_the_store_does_not_hold_the_runtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let (handle, rx) = queue(store.clone());
+        let (entered, mut entered_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (release, gate) = std::sync::mpsc::channel();
+        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sink = Stalling {
+            store,
+            entered,
+            gate: std::sync::Mutex::new(gate),
+            timed_out: timed_out.clone(),
+        };
+        let writer = spawn_writer(
+            sink,
+            rx,
+            Duration::from_millis(1),
+            Arc::new(Metrics::new()),
+            stop.clone(),
+        )
+        .expect("the writer's thread");
+        handle.write(bet("m", "b1")).await.expect("queued");
+        entered_rx.recv().await.expect("the write reached the store");
+        assert_eq!(tokio::spawn(async { 7 }).await.expect("task"), 7);
+        release.send(()).expect("the writer waits at the gate");
+        sync(&handle, None).await.expect("durable");
+        assert!(
+            !timed_out.load(std::sync::atomic::Ordering::SeqCst),
+            "the other task ran only after the stuck write gave up"
+        );
+        assert!(handle.store.bet("b1").expect("read").is_some());
+        // Stopped, it has committed what was queued and its thread ends.
+        handle.write(bet("m", "b2")).await.expect("queued");
+        release.send(()).expect("the writer waits at the gate");
+        stop.cancel();
+        writer.join().await.expect("the writer stopped");
+        assert!(handle.store.bet("b2").expect("read").is_some());
     }
 
     fn bet(match_id: &str, id: &str) -> Op {
