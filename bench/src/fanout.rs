@@ -122,7 +122,8 @@ pub(crate) async fn measure(
     let c = watch(target, sizes, clients, ids, exclude).await?;
     let rss_connected = procfs::rss_bytes(pid);
     let (stop, feeder) = feed(target, sizes, poison, seed);
-    let (cpu0, gen0, t0) = (procfs::cpu_seconds(pid), procfs::cpu_seconds("self"), Instant::now());
+    let (times0, gen0, t0) = (procfs::cpu_times(pid), procfs::cpu_seconds("self"), Instant::now());
+    let cpu0 = times0.user + times0.system;
     let mut waited = 0.0;
     while waited < sizes.fanout_seconds {
         tokio::time::sleep(Duration::from_secs(1)).await; // the measurement window, not synchronisation
@@ -135,7 +136,8 @@ pub(crate) async fn measure(
     let (cpu_window, gen_window) = (procfs::cpu_seconds(pid) - cpu0, procfs::cpu_seconds("self") - gen0);
     let rss = procfs::rss_bytes(pid);
     tokio::time::sleep(GRACE).await; // grace period for in-flight frames
-    let (cpu, generator_cpu) = (procfs::cpu_seconds(pid) - cpu0, procfs::cpu_seconds("self") - gen0);
+    let (times, generator_cpu) = (procfs::cpu_times(pid) - times0, procfs::cpu_seconds("self") - gen0);
+    let cpu = times.user + times.system;
     let peak = procfs::peak_rss_bytes(pid);
     let stats: FanoutStats = c.finish().await;
     // Deliveries were counted until now, grace period included.
@@ -157,6 +159,8 @@ pub(crate) async fn measure(
         "server_cpu_s": cpu,
         "deliveries_per_server_cpu_s": (cpu > 0.0).then(|| deliveries / cpu),
         "server_cpu_s_per_100k_deliveries": (deliveries > 0.0).then(|| cpu / deliveries * 1e5),
+        "server_user_us_per_delivery": (deliveries > 0.0).then(|| times.user / deliveries * 1e6),
+        "server_system_us_per_delivery": (deliveries > 0.0).then(|| times.system / deliveries * 1e6),
         "server_rss_bytes": rss,
         "server_rss_peak_bytes": peak,
         "server_rss_before_clients_bytes": rss_before_clients,

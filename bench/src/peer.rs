@@ -160,6 +160,16 @@ pub(crate) fn versus(touchline: &Value, peer: &Value) -> Value {
     // clients (the store's cache, frames in flight), so it is shown beside.
     let rss_per_client = touchline["rss_per_idle_client_bytes"].as_f64();
     let bytes = |r: &Value| r["bytes_per_delivery"].as_f64();
+    // The kernel's share: both servers make one socket write per delivery
+    // to the same clients, and on loopback the sender's system time also
+    // carries the receiving side's TCP work. Were Touchline's user time
+    // zero, its ratio would be at most the peer's whole CPU per delivery
+    // over Touchline's system time alone.
+    let us = |r: &Value, k: &str| r[k].as_f64();
+    let peer_us = us(peer, "server_user_us_per_delivery").zip(us(peer, "server_system_us_per_delivery"));
+    let ceiling = peer_us
+        .zip(us(touchline, "server_system_us_per_delivery"))
+        .map(|((u, s), t)| (u + s) / t);
     json!({
         "deliveries_per_server_cpu_s": {
             "touchline": touchline["deliveries_per_server_cpu_s"],
@@ -167,7 +177,10 @@ pub(crate) fn versus(touchline: &Value, peer: &Value) -> Value {
             "touchline_over_peer": ratio,
             "target": format!(">= {DELIVERIES_PER_CPU_TARGET}"),
             "met": ratio.map(|r| r >= DELIVERIES_PER_CPU_TARGET),
+            "ceiling_with_no_user_time": ceiling,
         },
+        "server_user_us_per_delivery": both("server_user_us_per_delivery"),
+        "server_system_us_per_delivery": both("server_system_us_per_delivery"),
         "rss_per_client_bytes": both("rss_per_client_bytes"),
         "rss_per_connected_client_bytes": {
             "touchline": touchline["rss_per_idle_client_bytes"],

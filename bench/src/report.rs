@@ -158,7 +158,8 @@ pub fn table(r: &Value) -> String {
     let mb = |v: &Value| f(&(v.as_f64().map(|b| b / 1e6).into()));
     let _ = writeln!(
         t,
-        "   live alone: {} then {} matches live, RSS {} then {} MB (readings {}–{} and {}–{} MB) over {} MB idle: {} B per live match over idle; napping {}–{}",
+        "   live alone (store cache {} MiB): {} then {} matches live, RSS {} then {} MB (readings {}–{} and {}–{} MB) over {} MB idle: {} B per live match over idle; napping {}–{}",
+        a["store_cache_mib"],
         a["half"]["awake"],
         a["all"]["awake"],
         mb(&a["half"]["rss_bytes"]),
@@ -472,6 +473,17 @@ fn fanout_table(t: &mut String, r: &Value) {
             kb(&idle["touchline"]),
             kb(&m[NAME]),
             kb(&idle[NAME])
+        );
+        let (u, sys) = (&v["server_user_us_per_delivery"], &v["server_system_us_per_delivery"]);
+        let _ = writeln!(
+            t,
+            "{:>7}   CPU per delivery, user + system µs: Touchline {} + {}, {NAME} {} + {}; with no user time at all Touchline's ratio would be at most {}x",
+            "",
+            f2(&u["touchline"]),
+            f2(&sys["touchline"]),
+            f2(&u[NAME]),
+            f2(&sys[NAME]),
+            f2(&d["ceiling_with_no_user_time"])
         );
     }
 }

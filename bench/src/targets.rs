@@ -202,10 +202,11 @@ pub(crate) fn targets_table(t: &mut String, r: &Value) {
         let (d, m) = (&v["deliveries_per_server_cpu_s"], &v["rss_per_connected_client_bytes"]);
         let _ = writeln!(
             t,
-            "   fan-out {} clients: deliveries per server CPU-s Touchline / {NAME} {} (target >= 2): {}; RSS per connected client {} KB (target <= 16 KB): {}",
+            "   fan-out {} clients: deliveries per server CPU-s Touchline / {NAME} {} (target >= 2): {} (at most {} with no user time); RSS per connected client {} KB (target <= 16 KB): {}",
             row["clients"],
             n(&d["touchline_over_peer"], 1.0, 2),
             met(&d["met"]),
+            n(&d["ceiling_with_no_user_time"], 1.0, 2),
             n(&m["touchline"], 1.0 / 1024.0, 1),
             met(&m["met"])
         );

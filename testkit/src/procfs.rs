@@ -6,8 +6,31 @@ use std::fmt::Display;
 
 /// CPU time used so far (user + system), seconds.
 pub fn cpu_seconds(pid: impl Display) -> f64 {
+    let t = cpu_times(pid);
+    t.user + t.system
+}
+
+/// CPU time used so far, in user space and in the kernel, seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl std::ops::Sub for CpuTimes {
+    type Output = CpuTimes;
+    fn sub(self, before: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user - before.user,
+            system: self.system - before.system,
+        }
+    }
+}
+
+/// [`cpu_seconds`] split into user and system time.
+pub fn cpu_times(pid: impl Display) -> CpuTimes {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    cpu_seconds_in(&stat)
+    cpu_times_in(&stat)
 }
 
 /// Resident memory now (`VmRSS`), bytes.
@@ -44,22 +67,26 @@ fn status_kib(pid: impl Display, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// utime + stime from a `/proc/PID/stat` line: fields 14 and 15 (1-based),
-/// counted after the parenthesised command name (which may hold spaces), in
-/// clock ticks of 1/100 s (USER_HZ on Linux).
-fn cpu_seconds_in(stat: &str) -> f64 {
+/// utime and stime from a `/proc/PID/stat` line: fields 14 and 15
+/// (1-based), counted after the parenthesised command name (which may hold
+/// spaces), in clock ticks of 1/100 s (USER_HZ on Linux).
+fn cpu_times_in(stat: &str) -> CpuTimes {
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+    CpuTimes {
+        user: f.get(11).copied().unwrap_or(0.0) / 100.0,
+        system: f.get(12).copied().unwrap_or(0.0) / 100.0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn cpu_time_is_utime_plus_stime() {
+    fn cpu_time_is_utime_and_stime() {
         let stat = "4242 (touch line) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
-        assert_eq!(super::cpu_seconds_in(stat), 3.0);
-        assert_eq!(super::cpu_seconds_in(""), 0.0);
+        let t = super::cpu_times_in(stat);
+        assert_eq!((t.user, t.system), (2.5, 0.5));
+        assert_eq!(super::cpu_times_in(""), super::CpuTimes::default());
     }
 
     #[test]
