@@ -116,8 +116,13 @@ impl Sink for Store {
         Store::apply(self, op)
     }
 
+    /// In the calling thread: the writer has one of its own
+    /// ([`spawn_writer`]). sled's `flush_async` would hand the flush to
+    /// sled's thread pool, and every hand-off there wakes all of the pool's
+    /// idle threads (seven) to take one job: a second such hand-off per
+    /// commit, on top of the one that writes the log buffer.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(Store::flush(self))
+        Box::pin(std::future::ready(Store::flush_blocking(self)))
     }
 
     fn health(&self) -> &StoreHealth {
