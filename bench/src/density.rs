@@ -73,7 +73,10 @@ const ROUND_EVERY: Duration = Duration::from_millis(1000);
 /// The store's cache on the server that measures live matches alone, MiB:
 /// full within the first round (500 matches journal ~5 MB a round), so
 /// the growth between the two readings is the matches', not the cache
-/// filling up.
+/// filling up. The cache is one bound for all matches, full on a server
+/// that has run a while; the default 64 MiB, still filling between the
+/// readings, was counted as ~55 KB of every live match (187 against 131
+/// KB with 16 MiB, one run each).
 const ALONE_STORE_CACHE_MIB: u32 = 4;
 /// Hibernated matches woken for the wake figure (at most a tenth).
 const WAKES: usize = 2000;
@@ -149,12 +152,8 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     // freed (readings of 7–54 KB each, run to run, for the same binary),
     // so the dense process gives only its total. There, half of them live
     // and then all: the growth between the two is what a live match adds.
-    // The store's cache is one bound for all matches, full on a server
-    // that has run a while; filling between the two readings, the default
-    // 64 MiB was counted as 55 KB of every live match (187 against 131 KB
-    // per match with 16 MiB, one run each). Here it is small enough to be
-    // full before the first reading ([`ALONE_STORE_CACHE_MIB`]).
-    // Not paced by hibernation here: none sleeps between two rounds.
+    // Its store cache is full before the first reading
+    // ([`ALONE_STORE_CACHE_MIB`]). Not paced by hibernation here: none sleeps between two rounds.
     let mut flags = server_flags(live, 30_000);
     flags.extend(["--store-cache-mib".to_owned(), ALONE_STORE_CACHE_MIB.to_string()]);
     let alone = servers.start(&dir.with_extension("live"), &flags)?;

@@ -123,7 +123,6 @@ pub(crate) async fn measure(
     let rss_connected = procfs::rss_bytes(pid);
     let (stop, feeder) = feed(target, sizes, poison, seed);
     let (times0, gen0, t0) = (procfs::cpu_times(pid), procfs::cpu_seconds("self"), Instant::now());
-    let cpu0 = times0.user + times0.system;
     let mut waited = 0.0;
     while waited < sizes.fanout_seconds {
         tokio::time::sleep(Duration::from_secs(1)).await; // the measurement window, not synchronisation
@@ -133,11 +132,14 @@ pub(crate) async fn measure(
     stop.store(true, Ordering::Relaxed);
     let sent = feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
     let secs = t0.elapsed().as_secs_f64();
-    let (cpu_window, gen_window) = (procfs::cpu_seconds(pid) - cpu0, procfs::cpu_seconds("self") - gen0);
+    let (cpu_window, gen_window) = (
+        (procfs::cpu_times(pid) - times0).total(),
+        procfs::cpu_seconds("self") - gen0,
+    );
     let rss = procfs::rss_bytes(pid);
     tokio::time::sleep(GRACE).await; // grace period for in-flight frames
     let (times, generator_cpu) = (procfs::cpu_times(pid) - times0, procfs::cpu_seconds("self") - gen0);
-    let cpu = times.user + times.system;
+    let cpu = times.total();
     let peak = procfs::peak_rss_bytes(pid);
     let stats: FanoutStats = c.finish().await;
     // Deliveries were counted until now, grace period included.

@@ -6,8 +6,7 @@ use std::fmt::Display;
 
 /// CPU time used so far (user + system), seconds.
 pub fn cpu_seconds(pid: impl Display) -> f64 {
-    let t = cpu_times(pid);
-    t.user + t.system
+    cpu_times(pid).total()
 }
 
 /// CPU time used so far, in user space and in the kernel, seconds.
@@ -15,6 +14,13 @@ pub fn cpu_seconds(pid: impl Display) -> f64 {
 pub struct CpuTimes {
     pub user: f64,
     pub system: f64,
+}
+
+impl CpuTimes {
+    /// User and system time together.
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
 }
 
 impl std::ops::Sub for CpuTimes {

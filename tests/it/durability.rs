@@ -260,7 +260,7 @@ async fn a_stored_guest_of_an_older_contract_gives_way_to_the_built_in_one() {
         stop.cancel();
         drop(handle);
         writer.await.expect("writer");
-        store.flush().await.expect("flush");
+        store.flush().expect("flush");
     }
 
     let server = Server::start_in(data, &[]);

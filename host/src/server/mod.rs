@@ -58,7 +58,6 @@ pub struct Server {
     pub feed_addr: Option<SocketAddr>,
     pub guest_version: String,
     router: Arc<router::Router>,
-    store: store::Store,
     writer_stop: CancellationToken,
     writer_task: store::WriterThread,
     feed_stop: CancellationToken,
@@ -354,7 +353,6 @@ impl Server {
             feed_addr,
             guest_version,
             router,
-            store,
             writer_stop,
             writer_task,
             feed_stop,
@@ -370,7 +368,8 @@ impl Server {
 
     /// Stop in order: in a cluster the partitions handed over, then feed
     /// intake, workers (mailboxes drained), WebSocket sessions (close
-    /// frames sent), then flush the store.
+    /// frames sent), then the store writer (it commits and flushes all it
+    /// was given).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         // Partitions are handed over first, so other nodes take them at
         // once (the owned set shrinks before the keys are released, and
@@ -398,10 +397,10 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "HTTP task ended abnormally"),
         }
         self.writer_stop.cancel();
+        // Stopped, the writer has committed (and flushed) all it was given.
         if let Err(e) = self.writer_task.join().await {
             tracing::warn!(error = %e, "store writer ended abnormally");
         }
-        self.store.flush().await?;
         tracing::info!("shutdown complete");
         Ok(())
     }

@@ -443,15 +443,9 @@ impl Store {
         Ok(())
     }
 
-    /// Make everything written so far durable (on sled's thread pool).
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
     /// Make everything written so far durable, blocking the calling thread
     /// until it is (the store writer's own thread).
-    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+    pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }

@@ -1,11 +1,12 @@
-//! The store's write queue and its one writer (a task; the server runs it
-//! on a thread of its own, [`spawn_writer`]): group commits, and
+//! The store's write queue and its one writer (on a thread of its own,
+//! [`spawn_writer`]: its commits block; tests run it as a task of their
+//! own runtime): group commits, and
 //! barriers that are acknowledged only for writes that really were made
 //! durable.
 //!
 //! [`run_writer`] gathers ops for at most the commit interval (a barrier
 //! cuts the wait short: someone is waiting), applies the batch, then
-//! `flush_async`es once for all of them. A write sled refuses *taints* its
+//! flushes once for all of them, in its own thread. A write sled refuses *taints* its
 //! match: the next barrier of that match (or the next global barrier) is
 //! answered `Err`, so a bet whose record was not written is never
 //! confirmed. A failed flush answers every barrier of its batch `Err`.
@@ -107,7 +108,9 @@ fn read_error(e: StoreError) -> JournalError {
 /// writes, the way a failing disk would).
 pub trait Sink: Send + Sync + 'static {
     fn apply(&self, op: Op) -> Result<(), StoreError>;
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Make everything applied so far durable, blocking the calling thread
+    /// (the writer's own: [`spawn_writer`]).
+    fn flush(&self) -> Result<(), StoreError>;
     fn health(&self) -> &StoreHealth;
 }
 
@@ -116,13 +119,12 @@ impl Sink for Store {
         Store::apply(self, op)
     }
 
-    /// In the calling thread: the writer has one of its own
-    /// ([`spawn_writer`]). sled's `flush_async` would hand the flush to
-    /// sled's thread pool, and every hand-off there wakes all of the pool's
-    /// idle threads (seven) to take one job: a second such hand-off per
-    /// commit, on top of the one that writes the log buffer.
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(std::future::ready(Store::flush_blocking(self)))
+    /// sled's `flush`, in the calling thread. Its `flush_async` would hand
+    /// the flush to sled's thread pool, and every hand-off there wakes all
+    /// of the pool's idle threads (seven) to take one job: a second such
+    /// hand-off per commit, on top of the one that writes the log buffer.
+    fn flush(&self) -> Result<(), StoreError> {
+        Store::flush(self)
     }
 
     fn health(&self) -> &StoreHealth {
@@ -288,7 +290,7 @@ pub async fn run_writer<S: Sink>(
             batch = ops;
             metrics.store_held_ops.set(0);
         }
-        commit(&store, &mut batch, &mut taint, &metrics, &mut log).await;
+        commit(&store, &mut batch, &mut taint, &metrics, &mut log);
     }
 }
 
@@ -348,7 +350,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 type Ack = oneshot::Sender<Result<(), JournalError>>;
 
-async fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metrics: &Metrics, log: &mut Throttle) {
+fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metrics: &Metrics, log: &mut Throttle) {
     let started = Instant::now();
     let n = batch.len() as u64;
     // Barriers of this batch with what they report unless the flush fails.
@@ -375,7 +377,7 @@ async fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metr
         }
     }
     store.health().flush_started();
-    let flushed = store.flush().await;
+    let flushed = store.flush();
     store.health().flush_done();
     if let Err(e) = flushed {
         metrics.store_errors.inc();

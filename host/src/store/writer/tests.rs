@@ -20,8 +20,8 @@ impl Sink for Refusing {
         self.store.apply(op)
     }
 
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.store.flush())
+    fn flush(&self) -> Result<(), StoreError> {
+        Sink::flush(&self.store)
     }
 
     fn health(&self) -> &StoreHealth {
@@ -48,8 +48,8 @@ impl Sink for Stalling {
         self.store.apply(op)
     }
 
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.store.flush())
+    fn flush(&self) -> Result<(), StoreError> {
+        Sink::flush(&self.store)
     }
 
     fn health(&self) -> &StoreHealth {
