@@ -19,6 +19,10 @@ wit_bindgen::generate!({
 use exports::touchline::worker::match_::{Error, Guest};
 use touchline::worker::host::{Level, log};
 
+/// talc instead of std's dlmalloc (`docs/scaling.md`).
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 thread_local! {
     static MODEL: RefCell<glue::Model> = RefCell::new(glue::Model::default());
 }
