@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy, Store};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -67,6 +67,10 @@ const MAX_CORE_INSTANCES: u32 = 8;
 /// Pool slots beyond one per match: a match being switched holds two
 /// instances for a moment, a canary holds scratch ones, loading probes one.
 pub const POOL_SLACK: u32 = 64;
+/// Set (to anything) in the environment, the engine writes
+/// `/tmp/perf-<pid>.map` naming the guest's compiled functions, so `perf`
+/// shows them instead of `[JIT]` addresses (`bench/README.md`, "Profiling").
+pub const PERFMAP_ENV: &str = "TOUCHLINE_GUEST_PERFMAP";
 
 /// Limits applied to every guest.
 #[derive(Debug, Clone)]
@@ -241,6 +245,9 @@ impl Platform {
             .memory_reservation(limits.memory_bytes as u64)
             .memory_guard_size(64 * 1024)
             .memory_reservation_for_growth(0);
+        if std::env::var_os(PERFMAP_ENV).is_some() {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = wt(Engine::new(&config)).context("configuring the Wasm engine")?;
         let mut linker = Linker::<HostState>::new(&engine);
         wt(MatchWorker::add_to_linker::<HostState, HasSelf<HostState>>(
