@@ -90,6 +90,13 @@ pub(crate) async fn touchline(
             "p50": m.quantile("touchline_recovery_cpu_seconds", 0.5),
             "p99": m.quantile("touchline_recovery_cpu_seconds", 0.99),
         },
+        // And the time the thread was preempted, ready to run, waiting for
+        // a core: what the clock adds to the CPU time.
+        "runqueue": {
+            "p50": m.quantile("touchline_recovery_runqueue_seconds", 0.5),
+            "p90": m.quantile("touchline_recovery_runqueue_seconds", 0.9),
+            "p99": m.quantile("touchline_recovery_runqueue_seconds", 0.99),
+        },
     });
     result["dead_letters"] = json!(m.value("touchline_dead_letters_total"));
     stop_server(server)?;

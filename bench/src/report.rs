@@ -181,12 +181,14 @@ pub fn table(r: &Value) -> String {
     );
     let _ = writeln!(
         t,
-        "   trap to serving again p50/p99: {} / {} ({} restarts); the restart's own CPU time p50/p99: {} / {}; events replayed, mean: {}",
+        "   trap to serving again p50/p99: {} / {} ({} restarts); the restart's own CPU time p50/p99: {} / {}; preempted, waiting for a core, p90/p99: {} / {}; events replayed, mean: {}",
         us(&x["with_crashes"]["trap_to_serving_s"]["p50"]),
         us(&x["with_crashes"]["trap_to_serving_s"]["p99"]),
         x["with_crashes"]["trap_to_serving_s"]["count"],
         us(&x["with_crashes"]["trap_to_serving_s"]["cpu"]["p50"]),
         us(&x["with_crashes"]["trap_to_serving_s"]["cpu"]["p99"]),
+        us(&x["with_crashes"]["trap_to_serving_s"]["runqueue"]["p90"]),
+        us(&x["with_crashes"]["trap_to_serving_s"]["runqueue"]["p99"]),
         x["with_crashes"]["trap_to_serving_s"]["replayed_events"]["mean"]
     );
     let _ = writeln!(

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub event_to_fanout_seconds: Histogram,
     pub recovery_seconds: Histogram,
     pub recovery_cpu_seconds: Histogram,
+    pub recovery_runqueue_seconds: Histogram,
     pub recovery_replayed_events: Histogram,
     pub restore_seconds: Histogram,
     pub dirty_barrier_seconds: Histogram,
@@ -255,6 +256,11 @@ impl Metrics {
             recovery_cpu_seconds: reg!(
                 "recovery_cpu_seconds",
                 "The worker thread's CPU time in recovery_seconds: the restart's own work, without the time the thread waited for a core",
+                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+            ),
+            recovery_runqueue_seconds: reg!(
+                "recovery_runqueue_seconds",
+                "The time in recovery_seconds the worker thread was ready to run but waited for a core (preempted; Linux schedstat, not observed where it cannot be read)",
                 Histogram::new(exponential_buckets(1e-6, 1.25, 80))
             ),
             recovery_replayed_events: reg!(

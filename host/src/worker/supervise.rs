@@ -178,17 +178,24 @@ impl Worker {
         }
     }
 
-    /// Restart after a failure, timing trap-to-serving: on the clock, and
-    /// in the thread's CPU time (no await in between: one thread), which
-    /// tells the restart's own work from waiting for a core.
+    /// Restart after a failure, timing trap-to-serving: on the clock, in
+    /// the thread's CPU time (no await in between: one thread), which
+    /// tells the restart's own work from waiting for a core, and in the
+    /// thread's run-queue wait, which says how long it was preempted
+    /// (read outside the timed span).
     fn restart(&mut self) -> Result<(), Failure> {
+        let queued = run_queue_wait();
         let (started, cpu) = (Instant::now(), thread_cpu());
         let r = self.recover();
+        let (took, used) = (started.elapsed(), thread_cpu().saturating_sub(cpu));
         let metrics = &self.env.metrics;
-        metrics.recovery_seconds.observe(started.elapsed().as_secs_f64());
-        metrics
-            .recovery_cpu_seconds
-            .observe(thread_cpu().saturating_sub(cpu).as_secs_f64());
+        metrics.recovery_seconds.observe(took.as_secs_f64());
+        metrics.recovery_cpu_seconds.observe(used.as_secs_f64());
+        if let (Some(before), Some(after)) = (queued, run_queue_wait()) {
+            metrics
+                .recovery_runqueue_seconds
+                .observe(after.saturating_sub(before).as_secs_f64());
+        }
         r
     }
 
@@ -361,6 +368,15 @@ impl Worker {
             .get_or_create(&Kind { kind: outcome })
             .inc();
     }
+}
+
+/// How long this thread has waited on a run queue, ready to run, since
+/// it started (the second field of `/proc/thread-self/schedstat`); `None`
+/// where the kernel does not say.
+fn run_queue_wait() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = stat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(std::time::Duration::from_nanos(ns))
 }
 
 /// CPU time of the calling thread so far.

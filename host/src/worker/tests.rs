@@ -296,6 +296,18 @@ async fn a_trap_restarts_from_the_last_state_retries_once_then_dead_letters() {
         "{failures}"
     );
     assert_eq!(h.metrics.dead_letters.get(), 1);
+    // Each restart timed on the clock, in the thread's CPU time and in its
+    // wait for a core (Linux: the wait is always known).
+    let count = |histogram: &str| {
+        failures
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("touchline_{histogram}_count ")))
+            .map(|v| v.trim().to_owned())
+    };
+    let restarts = count("recovery_seconds");
+    assert!(restarts.as_deref().is_some_and(|n| n != "0"), "{failures}");
+    assert_eq!(count("recovery_cpu_seconds"), restarts);
+    assert_eq!(count("recovery_runqueue_seconds"), restarts);
     let statuses: Vec<String> = h.frames().into_iter().map(|f| f.2).filter(|s| !s.is_empty()).collect();
     assert_eq!(statuses, ["dead_letter"]);
     assert_eq!(h.journal.parked(MATCH).expect("parked").dead_letters.len(), 1);
