@@ -38,7 +38,7 @@ pub use crate::journal::{
     BetRecord, DeadLetter, GuestRecord, JournalEntry, Kept, MatchMeta, Op, ProducerRecord, Recovered, SnapshotRecord,
 };
 pub use history::JOURNAL_RETENTION;
-pub use writer::{StoreHandle, WRITE_QUEUE, WriterThread, queue, run_writer, spawn_writer};
+pub use writer::{StoreHandle, WRITE_QUEUE, WriteQueue, WriterThread, queue, run_writer, spawn_writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -4,9 +4,12 @@
 //! barriers that are acknowledged only for writes that really were made
 //! durable.
 //!
-//! [`run_writer`] gathers ops for at most the commit interval (a barrier
-//! cuts the wait short: someone is waiting), applies the batch, then
-//! flushes once for all of them, in its own thread. A write sled refuses *taints* its
+//! [`run_writer`] gathers ops for at most the commit interval (an urgent
+//! barrier cuts the wait short: someone is waiting), applies the batch,
+//! then flushes once for all of them, in its own thread. While it gathers
+//! it sleeps, woken by the interval's end or an urgent barrier
+//! ([`StoreHandle`] tells it), not by every op: ~120 wake-ups a second
+//! instead of ~4,600 in the pipeline at 1,000 matches. A write sled refuses *taints* its
 //! match: the next barrier of that match (or the next global barrier) is
 //! answered `Err`, so a bet whose record was not written is never
 //! confirmed. A failed flush answers every barrier of its batch `Err`.
@@ -32,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::health::{Problem, StoreHealth, Throttle};
 use super::{Store, StoreError};
@@ -55,13 +58,45 @@ const RECHECK: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
     tx: mpsc::Sender<Op>,
+    /// Told after an urgent barrier is queued: the writer, gathering a
+    /// batch, sleeps until the commit is due and is woken early only by
+    /// this, not by every op ([`run_writer`]).
+    urgent: Arc<Notify>,
     pub store: Store,
 }
 
+/// The receiving end of the write queue, for [`run_writer`].
+#[derive(Debug)]
+pub struct WriteQueue {
+    ops: mpsc::Receiver<Op>,
+    urgent: Arc<Notify>,
+}
+
 /// Create the queue; run [`run_writer`] with the receiver.
-pub fn queue(store: Store) -> (StoreHandle, mpsc::Receiver<Op>) {
-    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-    (StoreHandle { tx, store }, rx)
+pub fn queue(store: Store) -> (StoreHandle, WriteQueue) {
+    let (tx, ops) = mpsc::channel(WRITE_QUEUE);
+    let urgent = Arc::new(Notify::new());
+    (
+        StoreHandle {
+            tx,
+            urgent: urgent.clone(),
+            store,
+        },
+        WriteQueue { ops, urgent },
+    )
+}
+
+impl StoreHandle {
+    /// After `op` was queued: wake the writer if someone waits on it.
+    fn queued(&self, urgent: bool) {
+        if urgent {
+            self.urgent.notify_one();
+        }
+    }
+}
+
+fn is_urgent(op: &Op) -> bool {
+    matches!(op, Op::Barrier { urgent: true, .. })
 }
 
 impl Journal for StoreHandle {
@@ -70,14 +105,22 @@ impl Journal for StoreHandle {
     }
 
     fn write(&self, op: Op) -> BoxFuture<'_, Result<(), JournalError>> {
-        Box::pin(async move { self.tx.send(op).await.map_err(|_| JournalError::WriterGone) })
+        Box::pin(async move {
+            let urgent = is_urgent(&op);
+            self.tx.send(op).await.map_err(|_| JournalError::WriterGone)?;
+            self.queued(urgent);
+            Ok(())
+        })
     }
 
     fn try_write(&self, op: Op) -> Result<(), JournalError> {
+        let urgent = is_urgent(&op);
         self.tx.try_send(op).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => JournalError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => JournalError::WriterGone,
-        })
+        })?;
+        self.queued(urgent);
+        Ok(())
     }
 
     fn history(&self, match_id: &str, at_or_before: u64, to: u64) -> Result<Option<History>, JournalError> {
@@ -213,11 +256,12 @@ impl Taint {
 /// commits what is left and flushes one last time.
 pub async fn run_writer<S: Sink>(
     store: S,
-    mut rx: mpsc::Receiver<Op>,
+    queue: WriteQueue,
     commit_interval: Duration,
     metrics: Arc<Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let WriteQueue { ops: mut rx, urgent } = queue;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut taint = Taint::default();
     let mut held = Held::default();
@@ -242,20 +286,15 @@ pub async fn run_writer<S: Sink>(
             None => {}
         }
         let deadline = tokio::time::Instant::now() + commit_interval;
-        // An urgent barrier means someone waits for durability: commit now
-        // rather than at the end of the interval.
-        while batch.len() < MAX_BATCH && !matches!(batch.last(), Some(Op::Barrier { urgent: true, .. })) {
-            if stopping {
+        if stopping {
+            while batch.len() < MAX_BATCH {
                 match rx.recv().await {
                     Some(op) => batch.push(op),
                     None => break,
                 }
-                continue;
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(op)) => batch.push(op),
-                Ok(None) | Err(_) => break,
-            }
+        } else {
+            gather(&mut rx, &urgent, &mut batch, deadline).await;
         }
         if stopping && !rx.is_empty() {
             // More than one batch left: keep going until it is empty.
@@ -294,6 +333,37 @@ pub async fn run_writer<S: Sink>(
     }
 }
 
+/// Add to `batch` what arrives until `deadline`, without a wake-up per op:
+/// take what is queued, then sleep until the deadline or until an urgent
+/// barrier is queued (someone waits for durability: commit now). Waking
+/// for every op, as `recv` would, cost a futex call in the sender and a
+/// context switch here per op: ~4,600 a second in the pipeline at 1,000
+/// matches, each one also preempting a runtime worker on 2 cores.
+async fn gather(rx: &mut mpsc::Receiver<Op>, urgent: &Notify, batch: &mut Vec<Op>, deadline: tokio::time::Instant) {
+    loop {
+        let mut closed = false;
+        while batch.len() < MAX_BATCH && !batch.last().is_some_and(is_urgent) {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                // The stop that follows finds the queue drained.
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let done = batch.len() >= MAX_BATCH || batch.last().is_some_and(is_urgent);
+        if done || closed || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = urgent.notified() => {}
+        }
+    }
+}
+
 /// [`run_writer`] on a thread of its own, with a current-thread runtime
 /// for its timers. sled's inserts and removes are synchronous, and now and
 /// then one seals a log buffer and writes it (`pwrite`) in the calling
@@ -302,7 +372,7 @@ pub async fn run_writer<S: Sink>(
 /// waited.
 pub fn spawn_writer<S: Sink>(
     store: S,
-    rx: mpsc::Receiver<Op>,
+    rx: WriteQueue,
     commit_interval: Duration,
     metrics: Arc<Metrics>,
     stop: tokio_util::sync::CancellationToken,

@@ -205,3 +205,37 @@ async fn a_full_queue_refuses_try_write_and_write_waits() {
     sync(&handle, None).await.expect("durable");
     assert!(handle.store.bet("waits").expect("read").is_some());
 }
+
+#[tokio::test]
+async fn an_urgent_barrier_cuts_a_long_commit_interval_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (handle, rx) = queue(store.clone());
+    // The writer sleeps out the interval while it gathers a batch; only an
+    // urgent barrier wakes it before that.
+    let _task = tokio::spawn(run_writer(
+        store,
+        rx,
+        Duration::from_secs(3600),
+        Arc::new(Metrics::new()),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    handle.write(bet("m", "b1")).await.expect("queued");
+    // The writer has taken it and is gathering a batch.
+    let taken = tokio::time::Instant::now() + Duration::from_secs(30);
+    while handle.tx.capacity() < WRITE_QUEUE {
+        assert!(
+            tokio::time::Instant::now() < taken,
+            "the writer never took the first write"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    handle.write(bet("m", "b2")).await.expect("queued");
+    let durable = handle.barrier(Some(Arc::from("m"))).await.expect("queued");
+    tokio::time::timeout(Duration::from_secs(30), durable.wait())
+        .await
+        .expect("answered long before the commit interval")
+        .expect("durable");
+    assert!(handle.store.bet("b1").expect("read").is_some());
+    assert!(handle.store.bet("b2").expect("read").is_some());
+}
