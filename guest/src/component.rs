@@ -19,7 +19,9 @@ wit_bindgen::generate!({
 use exports::touchline::worker::match_::{Error, Guest};
 use touchline::worker::host::{Level, log};
 
-/// talc instead of std's dlmalloc (`docs/scaling.md`).
+/// talc instead of std's dlmalloc, which was 4.7% of the server's CPU in
+/// the pipeline bench at 1,000 matches (a perf profile with the guest's
+/// symbols: `bench/README.md`, "Profiling").
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 

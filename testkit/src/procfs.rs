@@ -1,4 +1,5 @@
-//! A process's CPU time and memory from `/proc`, by pid or `"self"`: the
+//! A process's CPU time, page faults and memory from `/proc`, by pid or
+//! `"self"` (`"thread-self"`: the calling thread): the
 //! one place the tests and the bench read them (the server, a peer server,
 //! the load generator itself). Each reader gives 0 once the process is gone.
 
@@ -35,8 +36,16 @@ impl std::ops::Sub for CpuTimes {
 
 /// [`cpu_seconds`] split into user and system time.
 pub fn cpu_times(pid: impl Display) -> CpuTimes {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    cpu_times_in(&stat)
+    cpu_times_in(&stat(pid))
+}
+
+/// Minor page faults so far; `"thread-self"` counts the calling thread's.
+pub fn minor_faults(pid: impl Display) -> u64 {
+    minor_faults_in(&stat(pid))
+}
+
+fn stat(pid: impl Display) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
 }
 
 /// Resident memory now (`VmRSS`), bytes.
@@ -73,26 +82,42 @@ fn status_kib(pid: impl Display, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// utime and stime from a `/proc/PID/stat` line: fields 14 and 15
-/// (1-based), counted after the parenthesised command name (which may hold
-/// spaces), in clock ticks of 1/100 s (USER_HZ on Linux).
-fn cpu_times_in(stat: &str) -> CpuTimes {
+/// Field `n` (1-based, as `proc(5)` numbers them) of a `/proc/PID/stat`
+/// line, counted after the parenthesised command name (which may hold
+/// spaces); 0 if absent.
+fn stat_field(stat: &str, n: usize) -> f64 {
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    // The first field after the name is the third.
+    rest.split_whitespace()
+        .nth(n - 3)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// utime and stime: fields 14 and 15, in clock ticks of 1/100 s (USER_HZ
+/// on Linux).
+fn cpu_times_in(stat: &str) -> CpuTimes {
     CpuTimes {
-        user: f.get(11).copied().unwrap_or(0.0) / 100.0,
-        system: f.get(12).copied().unwrap_or(0.0) / 100.0,
+        user: stat_field(stat, 14) / 100.0,
+        system: stat_field(stat, 15) / 100.0,
     }
+}
+
+/// minflt: field 10.
+fn minor_faults_in(stat: &str) -> u64 {
+    stat_field(stat, 10) as u64
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn cpu_time_is_utime_and_stime() {
+    fn cpu_time_is_utime_and_stime_and_minor_faults_minflt() {
         let stat = "4242 (touch line) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
         let t = super::cpu_times_in(stat);
         assert_eq!((t.user, t.system), (2.5, 0.5));
         assert_eq!(super::cpu_times_in(""), super::CpuTimes::default());
+        assert_eq!(super::minor_faults_in(stat), 1000);
+        assert_eq!(super::minor_faults_in(""), 0);
     }
 
     #[test]

@@ -128,6 +128,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use touchline_testkit::procfs::minor_faults;
+
     use super::{SPARES, Spare};
     use crate::feed::parse::{FeedMessage, parse};
     use crate::sandbox::{GuestInstance, GuestVersion, Limits, Platform, Wasm};
@@ -187,26 +189,15 @@ mod tests {
         i.save_state().expect("saved")
     }
 
-    /// Minor page faults of this thread so far (`/proc/thread-self/stat`).
-    fn minor_faults() -> u64 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
-        let fields = stat.rsplit(')').next().expect("fields");
-        fields
-            .split_whitespace()
-            .nth(7)
-            .and_then(|v| v.parse().ok())
-            .expect("minflt")
-    }
-
     /// Take a spare made by `make` for a match and restore `state` into
     /// it: the page faults that took, and the instance.
     fn restore_from(v: &GuestVersion, make: impl Fn(&Wasm) -> Spare, state: &[u8]) -> (u64, GuestInstance) {
         let wasm = v.inner.wasm.as_ref().expect("a Wasm version");
         assert!(wasm.platform.inner.spares.put(wasm.load, make(wasm)).is_none());
-        let before = minor_faults();
+        let before = minor_faults("thread-self");
         let mut i = v.instantiate(Arc::from("sr:match:7")).expect("from the spare");
         i.restore_state(state).expect("restored");
-        (minor_faults() - before, i)
+        (minor_faults("thread-self") - before, i)
     }
 
     #[test]

@@ -340,21 +340,16 @@ pub async fn run_writer<S: Sink>(
 /// context switch here per op: ~4,600 a second in the pipeline at 1,000
 /// matches, each one also preempting a runtime worker on 2 cores.
 async fn gather(rx: &mut mpsc::Receiver<Op>, urgent: &Notify, batch: &mut Vec<Op>, deadline: tokio::time::Instant) {
+    let complete = |batch: &Vec<Op>| batch.len() >= MAX_BATCH || batch.last().is_some_and(is_urgent);
     loop {
-        let mut closed = false;
-        while batch.len() < MAX_BATCH && !batch.last().is_some_and(is_urgent) {
+        while !complete(batch) {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                // The stop that follows finds the queue drained.
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
+                // Closed: the stop that follows finds the queue drained.
+                Err(_) => break,
             }
         }
-        let done = batch.len() >= MAX_BATCH || batch.last().is_some_and(is_urgent);
-        if done || closed || tokio::time::Instant::now() >= deadline {
+        if complete(batch) || rx.is_closed() || tokio::time::Instant::now() >= deadline {
             return;
         }
         tokio::select! {

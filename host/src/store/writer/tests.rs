@@ -126,14 +126,19 @@ async fn start(refuse: &'static str) -> (tempfile::TempDir, StoreHandle, tokio::
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     let (handle, rx) = queue(store.clone());
-    let task = tokio::spawn(run_writer(
-        Refusing { store, refuse },
+    let task = writer_task(Refusing { store, refuse }, rx, Duration::from_millis(1));
+    (dir, handle, task)
+}
+
+/// [`run_writer`] as a task of the test's runtime, never told to stop.
+fn writer_task<S: Sink>(sink: S, rx: WriteQueue, commit_interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run_writer(
+        sink,
         rx,
-        Duration::from_millis(1),
+        commit_interval,
         Arc::new(Metrics::new()),
         tokio_util::sync::CancellationToken::new(),
-    ));
-    (dir, handle, task)
+    ))
 }
 
 #[tokio::test]
@@ -194,13 +199,7 @@ async fn a_full_queue_refuses_try_write_and_write_waits() {
         futures_util::poll!(blocked.as_mut()).is_pending(),
         "a full queue makes writers wait"
     );
-    let _task = tokio::spawn(run_writer(
-        store,
-        rx,
-        Duration::from_millis(1),
-        Arc::new(Metrics::new()),
-        tokio_util::sync::CancellationToken::new(),
-    ));
+    let _task = writer_task(store, rx, Duration::from_millis(1));
     blocked.await.expect("queued once the writer drains");
     sync(&handle, None).await.expect("durable");
     assert!(handle.store.bet("waits").expect("read").is_some());
@@ -213,13 +212,7 @@ async fn an_urgent_barrier_cuts_a_long_commit_interval_short() {
     let (handle, rx) = queue(store.clone());
     // The writer sleeps out the interval while it gathers a batch; only an
     // urgent barrier wakes it before that.
-    let _task = tokio::spawn(run_writer(
-        store,
-        rx,
-        Duration::from_secs(3600),
-        Arc::new(Metrics::new()),
-        tokio_util::sync::CancellationToken::new(),
-    ));
+    let _task = writer_task(store, rx, Duration::from_secs(3600));
     handle.write(bet("m", "b1")).await.expect("queued");
     // The writer has taken it and is gathering a batch.
     let taken = tokio::time::Instant::now() + Duration::from_secs(30);
