@@ -5,49 +5,7 @@
 //! `swap` (the admin API's client for hot-swapping guest versions).
 //! Errors end here as `anyhow` with their whole chain printed.
 
-/// mimalloc instead of glibc's malloc. A match that falls asleep frees its
-/// frames and buffers while the small records it keeps (task, mailbox,
-/// state) stay: under glibc those pinned the pages around them, so RSS
-/// stayed at the high-water mark of every match ever awake (tens of KB per
-/// hibernated match in the density scenario). mimalloc keeps small objects
-/// of one size together and returns a page soon after it empties.
-#[cfg(not(feature = "dhat-heap"))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Heap profiling (`--features dhat-heap`): every allocation is recorded
-/// with its call stack; the profile is written when `main` returns.
-#[cfg(feature = "dhat-heap")]
-#[global_allocator]
-static ALLOCATOR: dhat::Alloc = dhat::Alloc;
-
-/// mimalloc's `purge_delay` option: how long (ms) an emptied page stays
-/// committed before it is given back. Its default (1 s in mimalloc 3, the
-/// version `libmimalloc-sys` builds) leaves pages that emptied when
-/// matches fell asleep resident until the thread that freed them next
-/// calls into the allocator in the right way after that, which can be
-/// never. At 100,000 hibernated matches (`make bench` density, the same
-/// day, alternated): 3.71–4.87 KB per match with the default (3 runs),
-/// 3.65–4.01 KB with 0 (3 runs), idle RSS 126–134 MB against 107–111 MB;
-/// the ranges overlap, so the per-match gain is likely, not shown. Giving
-/// pages back at once cost no measurable CPU in the fan-out (1,000
-/// clients, alternated runs: 2.47–2.73 against 2.61–2.76 CPU-s per 100k
-/// deliveries). `MIMALLOC_PURGE_DELAY` set in the environment wins.
-const PURGE_DELAY_MS: std::ffi::c_long = 0;
-
-/// mimalloc's option number for `purge_delay` (the C header's
-/// `mi_option_purge_delay`, which the Rust bindings do not name).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-// An FFI call into the allocator's options; nothing else here is `unsafe`.
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: an option store, before any other thread exists (the
-        // runtime starts after it); the option number is the header's.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
-    }
-}
+mod allocator;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -190,7 +148,11 @@ impl From<SimArgs> for SimConfig {
 fn main() -> std::process::ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
-    tune_allocator();
+    allocator::tune();
+    if let Err(e) = allocator::spawn_purger() {
+        eprintln!("error: starting the heap purger: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -309,32 +271,4 @@ async fn signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The option number is mimalloc's `purge_delay`: it starts at that
-    /// option's default (1,000 ms in mimalloc 3) and [`tune_allocator`]
-    /// sets it.
-    #[test]
-    #[allow(unsafe_code)]
-    fn the_allocator_gives_emptied_pages_back_at_once() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            // The environment's value wins; nothing of ours to check.
-            assert_eq!(
-                // SAFETY: an option read.
-                unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }.to_string(),
-                std::env::var("MIMALLOC_PURGE_DELAY").expect("set")
-            );
-            return;
-        }
-        // SAFETY: option reads and one store (before the test starts any thread of its own).
-        unsafe {
-            assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 1000);
-            tune_allocator();
-            assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), PURGE_DELAY_MS);
-        }
-    }
 }
