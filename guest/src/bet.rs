@@ -204,7 +204,7 @@ mod tests {
                 },
                 MarketOdds {
                     id: 1,
-                    specifiers: String::new(),
+                    specifiers: "".into(),
                     status: -1,
                     favourite: false,
                     outcomes: vec![],

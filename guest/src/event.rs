@@ -9,6 +9,7 @@
 //! so an entry of an earlier format always ends too early for the new
 //! one and is read by [`decode`] through [`older`] instead.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 mod older;
@@ -129,7 +130,9 @@ pub struct PeriodScore {
 pub struct MarketOdds {
     pub id: u32,
     /// Canonical form: `name=value` pairs sorted by name, joined by `|`.
-    pub specifiers: String,
+    /// Inline up to 24 bytes (no allocation when decoded), encoded as a
+    /// string like the `String` it was.
+    pub specifiers: CompactString,
     /// 1 active, 0 deactivated, -1 suspended, -2 handed over, -3 settled,
     /// -4 cancelled. The feed's default is 1.
     pub status: i32,
@@ -139,8 +142,9 @@ pub struct MarketOdds {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutcomeOdds {
-    /// Outcome ids are strings in the feed (`13`, `pre:outcometext:30101`).
-    pub id: String,
+    /// Outcome ids are strings in the feed (`13`, `pre:outcometext:30101`);
+    /// inline like `MarketOdds::specifiers`.
+    pub id: CompactString,
     pub odds: Option<f64>,
     pub active: bool,
 }

@@ -82,7 +82,7 @@ mod tests {
     fn state() -> MatchState {
         let market = |id, status| MarketOdds {
             id,
-            specifiers: String::new(),
+            specifiers: "".into(),
             status,
             favourite: false,
             outcomes: vec![],

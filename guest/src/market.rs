@@ -3,6 +3,7 @@
 //! betting groups. Settlements, cancellations and their rollbacks are
 //! [`crate::settlement`]'s. Pure.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::delta::{OutcomeFields, outcome_changed};
@@ -19,13 +20,14 @@ pub mod status {
     pub const CANCELLED: i32 = -4;
 }
 
-/// Market key: id + canonical specifiers.
-pub type MarketKey = (u32, String);
+/// Market key: id + canonical specifiers (inline up to 24 bytes, so
+/// making a key to look one up allocates nothing).
+pub type MarketKey = (u32, CompactString);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Market {
     pub id: u32,
-    pub specifiers: String,
+    pub specifiers: CompactString,
     pub status: i32,
     pub favourite: bool,
     pub outcomes: Vec<Outcome>,
@@ -67,7 +69,9 @@ pub struct MarketView<'a> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
-    pub id: String,
+    /// Inline up to 24 bytes; encoded as a string like the `String` it
+    /// was (saved states of every layout read the same).
+    pub id: CompactString,
     pub odds: Option<f64>,
     pub active: bool,
     pub result: Option<OutcomeResult>,
@@ -99,7 +103,7 @@ impl Market {
     pub(crate) fn new(id: u32, specifiers: &str) -> Self {
         Market {
             id,
-            specifiers: specifiers.to_owned(),
+            specifiers: specifiers.into(),
             status: status::DEACTIVATED,
             favourite: false,
             outcomes: Vec::new(),

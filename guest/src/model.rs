@@ -96,7 +96,7 @@ impl MatchState {
     }
 
     pub fn market(&self, id: u32, specifiers: &str) -> Option<&Market> {
-        self.markets.get(&(id, specifiers.to_owned()))
+        self.markets.get(&(id, specifiers.into()))
     }
 
     /// Apply one event; returns what it changed: markets (and in them which
@@ -326,7 +326,7 @@ mod tests {
         );
         assert_eq!(
             s.apply(&book(1.8)).markets.into_keys().collect::<Vec<_>>(),
-            [(18, "total=2.5".to_owned())]
+            [(18, "total=2.5".into())]
         );
     }
 

@@ -143,7 +143,7 @@ mod tests {
             betting_status: None,
             markets: vec![MarketOdds {
                 id: 1,
-                specifiers: String::new(),
+                specifiers: "".into(),
                 status: st,
                 favourite: false,
                 outcomes: vec![OutcomeOdds {
@@ -275,7 +275,7 @@ mod tests {
         let mut unknown = MatchState::new("m");
         unknown
             .markets
-            .insert((1, String::new()), crate::market::Market::new(1, ""));
+            .insert((1, "".into()), crate::market::Market::new(1, ""));
         let snap = serde_json::to_value(unknown.snapshot()).expect("json");
         assert!(snap["markets"][0].get("product").is_none(), "{snap}");
     }
@@ -287,7 +287,7 @@ mod tests {
         s.apply(&oc(CTRL, status::HANDED_OVER, 2.0, 0));
         let bytes = crate::encode(&ProducerPart::of(&s));
         let part: ProducerPart = crate::decode(&bytes).expect("decode");
-        assert_eq!(part.markets, [((1, String::new()), CTRL)]);
+        assert_eq!(part.markets, [((1, "".into()), CTRL)]);
         let mut back = s.clone();
         back.producers = Producers::default();
         back.markets.values_mut().for_each(|m| m.product = None);

@@ -60,9 +60,14 @@ impl MatchState {
     pub(crate) fn bet_settlement(&mut self, e: &BetSettlement) -> Change {
         let mut change = Change::default();
         for s in &e.markets {
-            self.edit_market(&mut change, (s.id, s.specifiers.clone()), true, |market, outcomes| {
-                market.take_settlement(s, e.certainty, outcomes);
-            });
+            self.edit_market(
+                &mut change,
+                (s.id, s.specifiers.as_str().into()),
+                true,
+                |market, outcomes| {
+                    market.take_settlement(s, e.certainty, outcomes);
+                },
+            );
         }
         change
     }
@@ -72,9 +77,14 @@ impl MatchState {
         let whole = e.markets.iter().map(|r| (r.id, &r.specifiers, None));
         let some = e.outcomes.iter().map(|r| (r.id, &r.specifiers, Some(&r.outcomes[..])));
         for (id, specifiers, only) in whole.chain(some) {
-            self.edit_market(&mut change, (id, specifiers.clone()), false, |market, outcomes| {
-                market.reopen(only, outcomes);
-            });
+            self.edit_market(
+                &mut change,
+                (id, specifiers.as_str().into()),
+                false,
+                |market, outcomes| {
+                    market.reopen(only, outcomes);
+                },
+            );
         }
         change
     }
@@ -89,7 +99,7 @@ impl MatchState {
             };
             self.edit_market(
                 &mut change,
-                (c.id, c.specifiers.clone()),
+                (c.id, c.specifiers.as_str().into()),
                 true,
                 |market, _| match market.cancels.iter_mut().find(|x| x.window() == cancel.window()) {
                     Some(same) => *same = cancel,
@@ -104,7 +114,7 @@ impl MatchState {
         let window = (e.start_time, e.end_time);
         let mut change = Change::default();
         for r in &e.markets {
-            self.edit_market(&mut change, (r.id, r.specifiers.clone()), false, |market, _| {
+            self.edit_market(&mut change, (r.id, r.specifiers.as_str().into()), false, |market, _| {
                 let before = market.cancels.len();
                 market.cancels.retain(|c| c.window() != window);
                 if market.cancels.len() == before && window == (None, None) {
@@ -221,7 +231,7 @@ impl Market {
                 None => {
                     changed.push((self.outcomes.len(), OutcomeFields::NEW));
                     self.outcomes.push(Outcome {
-                        id: so.id.clone(),
+                        id: so.id.as_str().into(),
                         odds: None,
                         active: false,
                         result: Some(result),
@@ -237,7 +247,7 @@ impl Market {
     fn reopen(&mut self, only: Option<&[String]>, changed: &mut Vec<(usize, OutcomeFields)>) {
         let mut any = false;
         for (i, o) in self.outcomes.iter_mut().enumerate() {
-            if only.is_none_or(|ids| ids.contains(&o.id)) && o.result.take().is_some() {
+            if only.is_none_or(|ids| ids.iter().any(|id| *id == o.id)) && o.result.take().is_some() {
                 changed.push((i, OutcomeFields::RESULT));
                 any = true;
             }

@@ -36,7 +36,7 @@ impl OldMatchState {
         let markets = s.markets.iter().map(|(k, m)| {
             let old = OldMarket {
                 id: m.id,
-                specifiers: m.specifiers.clone(),
+                specifiers: m.specifiers.to_string(),
                 status: m.status,
                 favourite: m.favourite,
                 outcomes: m.outcomes.clone(),
@@ -144,11 +144,7 @@ fn layout_3_restores_with_its_cancels_kept() {
     assert_eq!(back.state(), w.state(), "cancels and fixture included");
     // What a layout-3 guest saved after its bet_cancel (-4, no window).
     let mut old = model(1);
-    let m = old
-        .state
-        .markets
-        .get_mut(&(18, "total=2.5".to_owned()))
-        .expect("market");
+    let m = old.state.markets.get_mut(&(18, "total=2.5".into())).expect("market");
     (m.status_before_resolution, m.status) = (Some(1), crate::market::status::CANCELLED);
     let layout3 = crate::encode(&(&old.state, &old.ext, ProducerPart::of(&old.state)));
     let mut back = Model::new("m");

@@ -398,7 +398,7 @@ fn a_cancel_of_an_older_layout_keeps_its_bets_void() {
     // What a guest before layout 4 held after a bet_cancel: status -4, the
     // status before it remembered.
     let mut s = state(&[]);
-    let m = s.markets.get_mut(&(18, SPEC.to_owned())).expect("market");
+    let m = s.markets.get_mut(&(18, SPEC.into())).expect("market");
     (m.status_before_resolution, m.status, m.void_reason) = (Some(status::ACTIVE), status::CANCELLED, Some(12));
     SettlementPart::restore_older(&mut s);
     let m = s.market(18, SPEC).expect("market");

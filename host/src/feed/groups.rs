@@ -74,7 +74,7 @@ mod tests {
                 .iter()
                 .map(|&id| MarketOdds {
                     id,
-                    specifiers: String::new(),
+                    specifiers: "".into(),
                     status: if inactive(id) {
                         status::DEACTIVATED
                     } else {

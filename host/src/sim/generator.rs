@@ -343,13 +343,13 @@ mod tests {
             let what = match (&e, e.header().product) {
                 (MatchEvent::FixtureChange(_), Some(CTRL)) => Seen::Fixture,
                 (MatchEvent::OddsChange(oc), Some(CTRL)) if oc.markets.iter().all(|m| m.status == -2) => {
-                    let named: BTreeSet<_> = oc.markets.iter().map(|m| (m.id, m.specifiers.clone())).collect();
+                    let named: BTreeSet<_> = oc.markets.iter().map(|m| (m.id, m.specifiers.to_string())).collect();
                     assert_eq!(Some(&named), ctrl_markets.get(&id), "{id}: hands over what it priced");
                     Seen::HandOver(oc.markets.len())
                 }
                 (MatchEvent::OddsChange(oc), Some(CTRL)) => {
                     let markets = ctrl_markets.entry(id.clone()).or_default();
-                    markets.extend(oc.markets.iter().map(|m| (m.id, m.specifiers.clone())));
+                    markets.extend(oc.markets.iter().map(|m| (m.id, m.specifiers.to_string())));
                     Seen::CtrlOdds
                 }
                 (_, Some(LO)) => Seen::Lo,

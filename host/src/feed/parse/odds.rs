@@ -72,7 +72,7 @@ pub(super) fn odds_change(
                 msg.markets.push(MarketOdds {
                     id: req_value(id, M, "id")?,
                     specifiers: specs
-                        .map(|s| touchline_guest::event::canonical_specifiers(&s))
+                        .map(|s| touchline_guest::event::canonical_specifiers(&s).into())
                         .unwrap_or_default(),
                     status: f.value(st, "status").or(status::ACTIVE, status::SUSPENDED),
                     favourite: f.value::<u8>(favourite, "favourite").ok() == Some(1),
@@ -92,7 +92,8 @@ pub(super) fn odds_change(
                     m.outcomes.push(OutcomeOdds {
                         id: id
                             .ok_or(ParseError::MissingAttribute { element: O, attr: "id" })?
-                            .into_owned(),
+                            .as_ref()
+                            .into(),
                         odds,
                         active,
                     });
