@@ -18,6 +18,7 @@
 //!   `active`, `result`).
 //!
 //! A market no event changed is not in the delta; nothing is ever removed.
+//! [`json`] renders a delta as the `Serialize` derived here would, faster.
 
 use std::collections::BTreeMap;
 
@@ -313,5 +314,6 @@ impl MatchState {
     }
 }
 
+pub mod json;
 #[cfg(test)]
 mod tests;

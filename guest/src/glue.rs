@@ -107,14 +107,13 @@ impl Model {
         let change = self.state.apply(event);
         let delta = self.state.delta(event.kind(), &change);
         #[cfg(feature = "v2")]
-        let delta = {
+        let json = {
             self.ext.events_seen += 1;
-            WithExtension {
-                inner: delta,
-                events_seen: self.ext.events_seen,
-            }
+            crate::delta::json::to_string_with(&delta, "events_seen", self.ext.events_seen)
         };
-        serde_json::to_string(&delta).map_err(|e| GlueError::BadEvent(e.to_string()))
+        #[cfg(not(feature = "v2"))]
+        let json = crate::delta::json::to_string(&delta);
+        json.map_err(|e| GlueError::BadEvent(e.to_string()))
     }
 
     /// Decide an encoded [`crate::bet::BetRequest`] while `producers_down`

@@ -3,7 +3,9 @@
 //! `docs/protocol.md` ("Applying an update", [`crate::support::merge`]),
 //! gives the state a fresh snapshot shows, on the simulator's stream and on
 //! the real samples; a guest rebuilt from a saved state and fed the same
-//! events regenerates byte-identical deltas; and what an update frame
+//! events regenerates byte-identical deltas; the guest's delta is, byte
+//! for byte, serde_json's rendering of the same model's delta run natively
+//! (the guest renders it by hand: `touchline_guest::delta::json`); and what an update frame
 //! weighs, against the same update with every touched market in full (the
 //! format before deltas).
 
@@ -17,6 +19,7 @@ use touchline::feed::parse::{FeedMessage, parse};
 use touchline::sandbox::{GuestInstance, GuestVersion, Limits, Platform, Saved};
 use touchline::sim::{Generator, SimConfig};
 use touchline_guest::event::MatchEvent;
+use touchline_guest::model::MatchState;
 
 use crate::support::{all_samples, merge, normalise, sample_for};
 
@@ -40,6 +43,9 @@ struct Followed {
     /// Rebuilt from `guest`'s saved state now and then; applies the same
     /// events and must say the same.
     shadow: GuestInstance,
+    /// The model run natively, whose delta is rendered both by hand (as
+    /// the guest does) and by serde_json's derived `Serialize`.
+    native: MatchState,
     /// The first snapshot with every update merged in.
     state: Value,
     seq: u64,
@@ -129,6 +135,7 @@ impl Replay {
             let mut guest = version.instantiate(Arc::from(id.as_str())).expect("instance");
             let shadow = version.instantiate(Arc::from(id.as_str())).expect("instance");
             Followed {
+                native: MatchState::new(id.as_str()),
                 state: snapshot(&mut guest),
                 guest,
                 shadow,
@@ -144,6 +151,16 @@ impl Replay {
             "{id} seq {}: a rebuilt guest says the same",
             m.seq + 1
         );
+        let change = m.native.apply(event);
+        let native = m.native.delta(event.kind(), &change);
+        let by_hand = touchline_guest::delta::json::to_string(&native).expect("JSON");
+        assert_eq!(
+            by_hand,
+            serde_json::to_string(&native).expect("JSON"),
+            "{id} seq {}: the delta rendered by hand is serde_json's",
+            m.seq + 1
+        );
+        assert_eq!(delta.get(), by_hand, "{id} seq {}: the guest's delta", m.seq + 1);
         m.seq += 1;
         let value: Value = serde_json::from_str(delta.get()).expect("JSON");
         merge(&mut m.state, &value);

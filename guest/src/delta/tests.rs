@@ -104,12 +104,34 @@ fn cancel() -> MatchEvent {
 
 /// Apply `events` to a fresh match; the last delta's `markets` must be
 /// `expected`.
+/// What the `v2` guest's `WithExtension` is: the delta flattened beside
+/// one more field.
+#[derive(serde::Serialize)]
+struct Flattened<'a, T> {
+    #[serde(flatten)]
+    inner: &'a T,
+    events_seen: u64,
+}
+
 fn check(events: &[MatchEvent], expected: Value) {
     let mut s = MatchState::new("m");
     let mut last = Value::Null;
     for e in events {
         let change = s.apply(e);
-        last = serde_json::to_value(s.delta(e.kind(), &change)).expect("JSON");
+        let delta = s.delta(e.kind(), &change);
+        let derived = serde_json::to_string(&delta).expect("JSON");
+        assert_eq!(
+            super::json::to_string(&delta).expect("JSON"),
+            derived,
+            "rendered by hand"
+        );
+        let extended = super::json::to_string_with(&delta, "events_seen", 3).expect("JSON");
+        let flattened = serde_json::to_string(&Flattened {
+            inner: &delta,
+            events_seen: 3,
+        });
+        assert_eq!(extended, flattened.expect("JSON"), "with a field after it");
+        last = serde_json::from_str(&derived).expect("JSON");
     }
     assert_eq!(last["markets"], expected, "{last}");
 }
