@@ -130,8 +130,8 @@ pub struct PeriodScore {
 pub struct MarketOdds {
     pub id: u32,
     /// Canonical form: `name=value` pairs sorted by name, joined by `|`.
-    /// Inline up to 24 bytes (no allocation when decoded), encoded as a
-    /// string like the `String` it was.
+    /// Inline up to 12 bytes in the guest, 24 natively (no allocation when
+    /// decoded); encoded as a string like the `String` it was.
     pub specifiers: CompactString,
     /// 1 active, 0 deactivated, -1 suspended, -2 handed over, -3 settled,
     /// -4 cancelled. The feed's default is 1.

@@ -20,8 +20,8 @@ pub mod status {
     pub const CANCELLED: i32 = -4;
 }
 
-/// Market key: id + canonical specifiers (inline up to 24 bytes, so
-/// making a key to look one up allocates nothing).
+/// Market key: id + canonical specifiers (inline up to 12 bytes in the
+/// guest, so making the key of a `total=2.5` allocates nothing).
 pub type MarketKey = (u32, CompactString);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,8 +69,9 @@ pub struct MarketView<'a> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// Inline up to 24 bytes; encoded as a string like the `String` it
-    /// was (saved states of every layout read the same).
+    /// Inline up to 12 bytes in the guest (the simulator's ids are);
+    /// encoded as a string like the `String` it was (saved states of every
+    /// layout read the same).
     pub id: CompactString,
     pub odds: Option<f64>,
     pub active: bool,
