@@ -164,33 +164,52 @@ async fn a_bet_its_owner_never_answers_is_rejected_once_and_stays_rejected() {
     let nats = crate::support::cluster::nats();
     let (a, b) = (node_ttl(&nats.url(), "a", "30000"), node_ttl(&nats.url(), "b", "30000"));
     tokio::task::block_in_place(|| settled(&a, &["a", "b"]));
-    // With a 30 s TTL nodes balance every 10 s: the holdings are settled
-    // only once they stayed the same across a whole round (a partition
-    // moving after this would leave the "owner" below not the owner).
-    let held = tokio::task::block_in_place(|| {
-        let (mut last, mut since) = (holdings(&a), Instant::now());
-        wait_for("holdings unchanged across a balancing round", || {
-            let now = holdings(&a);
-            if now != last || now.is_none() {
-                (last, since) = (now, Instant::now());
-                return None;
-            }
-            (since.elapsed() > std::time::Duration::from_millis(10_500)).then(|| now.clone())?
-        })
-    });
     let p = Partitions::new(PARTITIONS).expect("count").partition_of(MATCH);
-    let (owner, entry) = if held["a"].contains(&p) { (&a, &b) } else { (&b, &a) };
-    let mut feed = entry.feed();
-    for n in [entry, owner] {
-        bring_up(&n.provider, &mut feed, n.http, DEADLINE).expect("producers up");
-    }
-    feed.write_all(&book(MATCH, &[(201, "", &["861", "862", "863", "864"])], 2.0))
-        .expect("feed");
-    tokio::task::block_in_place(|| {
-        wait_for("the owner to run the match", || {
-            matches_of(owner).contains(MATCH).then_some(())
-        })
-    });
+    // The owner must still own the match when it is paused: a partition
+    // moved by a balancing round while the match started would leave the
+    // node the bet goes to as its owner (CI once saw the bet accepted).
+    // So the choice is confirmed after the match runs, and made again if
+    // the holdings moved meanwhile.
+    let mut attempts = 0;
+    // The feed stays open to the end: closing it would take the producers
+    // down (no more alives) and every later bet with them.
+    let (owner, entry, _feed) = loop {
+        attempts += 1;
+        // With a 30 s TTL nodes balance every 10 s: the holdings are
+        // settled only once they stayed the same across a whole round.
+        let held = tokio::task::block_in_place(|| {
+            let (mut last, mut since) = (holdings(&a), Instant::now());
+            wait_for("holdings unchanged across a balancing round", || {
+                let now = holdings(&a);
+                if now != last || now.is_none() {
+                    (last, since) = (now, Instant::now());
+                    return None;
+                }
+                (since.elapsed() > std::time::Duration::from_millis(10_500)).then(|| now.clone())?
+            })
+        });
+        let (owner, entry) = if held["a"].contains(&p) { (&a, &b) } else { (&b, &a) };
+        let mut feed = entry.feed();
+        for n in [entry, owner] {
+            bring_up(&n.provider, &mut feed, n.http, DEADLINE).expect("producers up");
+        }
+        feed.write_all(&book(MATCH, &[(201, "", &["861", "862", "863", "864"])], 2.0))
+            .expect("feed");
+        tokio::task::block_in_place(|| {
+            wait_for("the owner to run the match", || {
+                matches_of(owner).contains(MATCH).then_some(())
+            })
+        });
+        let (now, on_entry) = (holdings(&a), matches_of(entry).contains(MATCH));
+        if now.as_ref() == Some(&held) && !on_entry {
+            break (owner, entry, feed);
+        }
+        assert!(
+            attempts < 3,
+            "the owner could not be pinned down: holdings {now:?} against {held:?}, the other node runs the match: {on_entry}"
+        );
+        eprintln!("holdings moved while the match started ({held:?} then {now:?}); choosing again");
+    };
     let mut ws = Ws::connect(entry.http).await;
     let mut seen = Seen::default();
 
