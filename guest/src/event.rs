@@ -281,17 +281,25 @@ pub struct SnapshotComplete {
 
 /// Canonical specifiers: pairs sorted by name, so `setnr=4|pointnr=45` and
 /// `pointnr=45|setnr=4` name the same market.
-pub fn canonical_specifiers(raw: &str) -> String {
+pub fn canonical_specifiers(raw: &str) -> CompactString {
     let raw = raw.trim();
     if !raw.contains('|') {
-        return raw.to_owned();
+        // Most markets: no allocation when it fits inline.
+        return raw.into();
     }
     let mut pairs: Vec<&str> = raw.split('|').filter(|p| !p.is_empty()).collect();
     fn name(pair: &str) -> &str {
         pair.split('=').next().unwrap_or(pair)
     }
     pairs.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-    pairs.join("|")
+    let mut joined = CompactString::with_capacity(raw.len());
+    for (i, pair) in pairs.into_iter().enumerate() {
+        if i > 0 {
+            joined.push('|');
+        }
+        joined.push_str(pair);
+    }
+    joined
 }
 
 #[cfg(test)]

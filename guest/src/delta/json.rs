@@ -17,10 +17,7 @@ use super::{Delta, MarketDelta, MarketPart, OutcomeDelta};
 pub fn to_string(delta: &Delta<'_>) -> Result<String, serde_json::Error> {
     let mut out = Vec::with_capacity(256);
     write_delta(&mut out, delta)?;
-    // SAFETY: every byte came from serde_json's writer (valid UTF-8, as
-    // its own `to_string` relies on) or from the ASCII literals here.
-    #[allow(unsafe_code)]
-    Ok(unsafe { String::from_utf8_unchecked(out) })
+    Ok(into_string(out))
 }
 
 /// The delta with one more field at its end, as serde_json writes a
@@ -36,9 +33,15 @@ pub fn to_string_with(delta: &Delta<'_>, key: &str, value: u64) -> Result<String
     out.push(b':');
     value_to(&mut out, &value)?;
     out.push(b'}');
-    // SAFETY: as in `to_string`.
-    #[allow(unsafe_code)]
-    Ok(unsafe { String::from_utf8_unchecked(out) })
+    Ok(into_string(out))
+}
+
+/// The JSON written, as a string, without checking it again.
+#[allow(unsafe_code)]
+fn into_string(out: Vec<u8>) -> String {
+    // SAFETY: every byte came from serde_json's writer (valid UTF-8, as
+    // its own `to_string` relies on) or from the ASCII literals here.
+    unsafe { String::from_utf8_unchecked(out) }
 }
 
 fn value_to<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), serde_json::Error> {

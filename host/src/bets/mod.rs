@@ -289,7 +289,7 @@ impl Desk {
         let request = BetRequest {
             id: id.clone(),
             market: market.unwrap_or(0),
-            specifiers: canonical_specifiers(&bet.specifiers),
+            specifiers: canonical_specifiers(&bet.specifiers).into(),
             outcome: bet.outcome.clone(),
             odds: bet.odds,
             stake: bet.stake,

@@ -302,7 +302,7 @@ fn match_id(e: &BytesStart, element: &'static str) -> Result<String> {
 /// A market's specifiers, canonical; part of its identity, so never dropped.
 fn specifiers(e: &BytesStart, element: &'static str) -> Result<String> {
     Ok(opt_str(e, element, "specifiers")?
-        .map(|s| canonical_specifiers(&s))
+        .map(|s| canonical_specifiers(&s).into())
         .unwrap_or_default())
 }
 

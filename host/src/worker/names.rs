@@ -194,7 +194,10 @@ impl Worker {
             for o in &m.outcomes {
                 let h = hash_of((m.id, &m.specifiers, &o.id));
                 if new_market || !self.naming.named.contains(&h) {
-                    outcomes.insert(o.id.to_string(), renderer.outcome_name(m.id, &m.specifiers, &o.id));
+                    outcomes.insert(
+                        o.id.as_str().to_owned(),
+                        renderer.outcome_name(m.id, &m.specifiers, &o.id),
+                    );
                     hashes.push(h);
                 }
             }
@@ -202,7 +205,7 @@ impl Worker {
                 hashes.push(key);
                 markets.push(MarketNames {
                     id: m.id,
-                    specifiers: m.specifiers.to_string(),
+                    specifiers: m.specifiers.as_str().to_owned(),
                     name: renderer.market_name(m.id, &m.specifiers),
                     outcomes,
                 });

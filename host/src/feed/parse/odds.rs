@@ -72,7 +72,7 @@ pub(super) fn odds_change(
                 msg.markets.push(MarketOdds {
                     id: req_value(id, M, "id")?,
                     specifiers: specs
-                        .map(|s| touchline_guest::event::canonical_specifiers(&s).into())
+                        .map(|s| touchline_guest::event::canonical_specifiers(&s))
                         .unwrap_or_default(),
                     status: f.value(st, "status").or(status::ACTIVE, status::SUSPENDED),
                     favourite: f.value::<u8>(favourite, "favourite").ok() == Some(1),
