@@ -12,10 +12,16 @@
 //! after it; older snapshots and the events up to that one go. Between
 //! them snapshots are thinned to one per [`SPACING`] seqs.
 //!
-//! Layout: `snapshots_by_seq` match \0 seq → [`SnapshotRecord`]. Stores
-//! written before kept one snapshot per match in `snapshots` (match →
-//! record); [`Store::migrate_snapshots`] moves those over at open, once.
+//! The removals a snapshot makes wait for the next flush ([`super::locs`]);
+//! until then the rule skips the snapshots it already removed.
+//!
+//! Layout: `snapshot_locs` match \0 seq → where the [`SnapshotRecord`] is
+//! in the value log. Stores written before kept one snapshot per match in
+//! `snapshots` (match → record); [`Store::migrate_snapshots`] moves those
+//! to `snapshots_by_seq` (match \0 seq → record, the layout before the
+//! value log), which `Store::migrate_values` then moves into the log.
 
+use super::locs::Locs;
 use super::{JournalEntry, Store, StoreError, dec, dec_snapshot, enc, key, prefix, seq_of};
 use crate::journal::{History, SnapshotRecord};
 
@@ -31,10 +37,11 @@ impl Store {
     /// Move snapshots kept by match (the layout before `snapshots_by_seq`)
     /// under their seq, then drop the old tree. Idempotent: a start cut
     /// short midway moves the rest next time.
-    pub(super) fn migrate_snapshots(db: &sled::Db, into: &sled::Tree) -> Result<usize, StoreError> {
+    pub(super) fn migrate_snapshots(db: &sled::Db) -> Result<usize, StoreError> {
         if !db.tree_names().iter().any(|n| n.as_ref() == b"snapshots") {
             return Ok(0);
         }
+        let into = db.open_tree("snapshots_by_seq")?;
         let legacy = db.open_tree("snapshots")?;
         let mut moved = 0;
         for item in legacy.iter() {
@@ -53,7 +60,7 @@ impl Store {
         match self.snapshots.scan_prefix(prefix(match_id)).next_back() {
             Some(item) => {
                 let (k, v) = item?;
-                Ok(Some(dec_snapshot(&k, &v)?))
+                Ok(Some(dec_snapshot(&k, &self.value("snapshot", &k, &v)?)?))
             }
             None => Ok(None),
         }
@@ -69,7 +76,7 @@ impl Store {
         {
             Some(item) => {
                 let (k, v) = item?;
-                Some(dec_snapshot(&k, &v)?)
+                Some(dec_snapshot(&k, &self.value("snapshot", &k, &v)?)?)
             }
             None => None,
         };
@@ -80,7 +87,8 @@ impl Store {
             if seq_of(&k) != from + events.len() as u64 {
                 return Ok(None);
             }
-            events.push(dec::<JournalEntry>("journal", &k, &v)?.event);
+            let entry = self.value("journal", &k, &v)?;
+            events.push(dec::<JournalEntry>("journal", &k, &entry)?.event);
         }
         Ok((from + events.len() as u64 == to + 1).then_some(History { base, events }))
     }
@@ -88,35 +96,39 @@ impl Store {
     /// Keep `record` as the match's newest snapshot and prune what no
     /// resume window needs any more (see the module header).
     pub(super) fn put_snapshot(&self, match_id: &str, record: &SnapshotRecord) -> Result<(), StoreError> {
-        self.snapshots.insert(key(match_id, record.seq), enc(record))?;
+        self.put_value(Locs::Snapshots, key(match_id, record.seq), &enc(record))?;
         // The one before it stays only if it is SPACING past the one
         // before that: a match that snapshots every few events keeps a
         // handful, not hundreds.
         let mut older = self
             .snapshots
             .range(prefix(match_id)..key(match_id, record.seq))
-            .keys()
-            .rev();
+            .rev()
+            .filter(|item| item.as_ref().map_or(true, |(k, _)| !self.removing(k)));
         if let (Some(previous), Some(before)) = (older.next(), older.next()) {
-            let previous = previous?;
-            if seq_of(&previous) < seq_of(&before?) + SPACING {
-                self.snapshots.remove(previous)?;
+            let (previous, at) = previous?;
+            if seq_of(&previous) < seq_of(&before?.0) + SPACING {
+                self.remove_later(Locs::Snapshots, previous, at);
             }
         }
+        drop(older);
         let cut = record.seq.saturating_sub(JOURNAL_RETENTION);
-        let Some(item) = self.snapshots.range(prefix(match_id)..=key(match_id, cut)).next_back() else {
+        let Some(item) = self
+            .snapshots
+            .range(prefix(match_id)..=key(match_id, cut))
+            .rev()
+            .find(|item| item.as_ref().map_or(true, |(k, _)| !self.removing(k)))
+        else {
             return Ok(());
         };
         let oldest_kept = seq_of(&item?.0);
-        for k in self
-            .snapshots
-            .range(prefix(match_id)..key(match_id, oldest_kept))
-            .keys()
-        {
-            self.snapshots.remove(k?)?;
+        for item in self.snapshots.range(prefix(match_id)..key(match_id, oldest_kept)) {
+            let (k, at) = item?;
+            self.remove_later(Locs::Snapshots, k, at);
         }
-        for k in self.journal.range(prefix(match_id)..=key(match_id, oldest_kept)).keys() {
-            self.journal.remove(k?)?;
+        for item in self.journal.range(prefix(match_id)..=key(match_id, oldest_kept)) {
+            let (k, at) = item?;
+            self.remove_later(Locs::Journal, k, at);
         }
         Ok(())
     }
@@ -126,6 +138,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::journal::Op;
+    use crate::store::tests::open_once_released;
 
     fn record(seq: u64) -> SnapshotRecord {
         SnapshotRecord {
@@ -171,6 +184,8 @@ mod tests {
                 snapshot(&store, "m", seq);
             }
         }
+        // The removals wait for the flush (`super::locs`).
+        store.flush().expect("flush");
         assert_eq!(store.snapshot("m").expect("read").map(|s| s.seq), Some(600));
         // 600 − 256 = 344: the newest snapshot at or before it (300) stays
         // with everything after it.
@@ -203,6 +218,7 @@ mod tests {
                 snapshot(&store, "busy", seq);
             }
         }
+        store.flush().expect("flush");
         let kept: Vec<u64> = store
             .snapshots
             .scan_prefix(prefix("busy"))
@@ -221,30 +237,6 @@ mod tests {
                 "{since}: {}",
                 h.base_seq()
             );
-        }
-    }
-
-    /// Open the store in `dir` once this process's earlier handle let go.
-    /// sled gives its file lock back only when its background threads
-    /// drop their last reference, a moment after the handle itself is
-    /// dropped (CI once saw `WouldBlock`), so the lock error is waited out
-    /// with a deadline; any other error fails at once.
-    fn open_once_released(dir: &std::path::Path) -> Store {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match Store::open(dir) {
-                Ok(store) => return store,
-                Err(e @ StoreError::Open { .. })
-                    if e.to_string().contains("could not acquire lock") || format!("{e:?}").contains("WouldBlock") =>
-                {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the lock was never released: {e:?}"
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => panic!("open: {e:?}"),
-            }
         }
     }
 

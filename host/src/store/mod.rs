@@ -7,9 +7,15 @@
 //! order and makes them durable in group commits. The one exception is the
 //! start counter, written by [`Store::open`] before any writer exists.
 //!
+//! Journal entries and snapshot records, the bulk of what is written, are
+//! not in sled but in the value log beside it ([`values`], the `values`
+//! directory): sled keeps where each one is ([`locs`]).
+//!
 //! Layout (one tree each, keys sort by match then number):
-//! - `journal`   match \0 seq → [`JournalEntry`] (the event's bytes)
-//! - `snapshots_by_seq` match \0 seq → [`SnapshotRecord`] (see `history.rs`)
+//! - `journal_locs` match \0 seq → where its [`JournalEntry`] (the event's
+//!   bytes) is in the value log
+//! - `snapshot_locs` match \0 seq → where its [`SnapshotRecord`] is (see
+//!   `history.rs`)
 //! - `matches`   match → [`MatchMeta`] (epoch, clean mark, quarantine)
 //! - `dead`      match \0 n → [`DeadLetter`]
 //! - `held`      match \0 n → event bytes received while quarantined
@@ -24,7 +30,9 @@
 
 pub mod health;
 mod history;
+mod locs;
 mod parked;
+pub mod values;
 pub mod writer;
 
 use std::path::Path;
@@ -46,6 +54,14 @@ pub enum StoreError {
     Open { path: String, source: sled::Error },
     #[error("database: {0}")]
     Sled(#[from] sled::Error),
+    #[error("{what} value for {key}: {source}")]
+    Value {
+        what: &'static str,
+        key: String,
+        source: values::ValueError,
+    },
+    #[error("{0}")]
+    Values(#[from] values::ValueError),
     #[error("corrupt {what} record for {key}: {source}")]
     Corrupt {
         what: &'static str,
@@ -115,9 +131,13 @@ struct JournalEntryRef<'a> {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    /// `journal_locs`: where each entry is in `values`.
     journal: sled::Tree,
-    /// `snapshots_by_seq` ([`history`]).
+    /// `snapshot_locs` ([`history`]).
     snapshots: sled::Tree,
+    values: Arc<values::ValueLog>,
+    /// Removals held until the values are durable ([`locs`]).
+    later: locs::Pending,
     matches: sled::Tree,
     dead: sled::Tree,
     held: sled::Tree,
@@ -183,6 +203,12 @@ impl Store {
     /// Open, keeping `reserve` bytes of the disk free (under it the writer
     /// holds writes, [`health`]) and caching at most `cache` bytes.
     pub fn open_reserving(dir: &Path, reserve: u64, cache: u64) -> Result<Store, StoreError> {
+        Store::open_sized(dir, reserve, cache, values::SEGMENT_BYTES)
+    }
+
+    /// [`Store::open_reserving`] sealing the value log's segments at
+    /// `segment_bytes` (tests).
+    fn open_sized(dir: &Path, reserve: u64, cache: u64, segment_bytes: u64) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache)
@@ -198,15 +224,31 @@ impl Store {
             .map_or(0, u64::from_be_bytes)
             + 1;
         meta.insert("starts", &starts.to_be_bytes())?;
-        let snapshots = db.open_tree("snapshots_by_seq")?;
-        let moved = Store::migrate_snapshots(&db, &snapshots)?;
+        let values = Arc::new(values::ValueLog::open_sized(&dir.join("values"), segment_bytes)?);
+        let journal = db.open_tree("journal_locs")?;
+        let snapshots = db.open_tree("snapshot_locs")?;
+        let dropped = Store::check_locs(&journal, &values)? + Store::check_locs(&snapshots, &values)?;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "value log: entries sled kept whose values a crash took, dropped"
+            );
+        }
+        let moved = Store::migrate_snapshots(&db)?;
         if moved > 0 {
             tracing::info!(moved, "snapshots moved to the by-seq layout");
         }
+        let moved = Store::migrate_values(&db, &values, [("journal", &journal), ("snapshots_by_seq", &snapshots)])?;
+        if moved > 0 {
+            tracing::info!(moved, "journal entries and snapshots moved to the value log");
+        }
+        values.retire_unused();
         db.flush()?;
         Ok(Store {
-            journal: db.open_tree("journal")?,
+            journal,
             snapshots,
+            values,
+            later: locs::Pending::default(),
             matches: db.open_tree("matches")?,
             dead: db.open_tree("dead")?,
             held: db.open_tree("held")?,
@@ -260,7 +302,8 @@ impl Store {
         let mut journal = Vec::new();
         for item in self.journal.range(key(match_id, after + 1)..prefix_end(match_id)) {
             let (jk, jv) = item?;
-            journal.push((seq_of(&jk), dec::<JournalEntry>("journal", &jk, &jv)?));
+            let entry = self.value("journal", &jk, &jv)?;
+            journal.push((seq_of(&jk), dec::<JournalEntry>("journal", &jk, &entry)?));
         }
         Ok(Recovered {
             match_id: Arc::from(match_id),
@@ -276,7 +319,8 @@ impl Store {
         let mut out = Vec::with_capacity(n);
         for item in self.journal.scan_prefix(prefix(match_id)).rev().take(n) {
             let (k, v) = item?;
-            out.push((seq_of(&k), dec::<JournalEntry>("journal", &k, &v)?.event));
+            let entry = self.value("journal", &k, &v)?;
+            out.push((seq_of(&k), dec::<JournalEntry>("journal", &k, &entry)?.event));
         }
         out.reverse();
         Ok(out)
@@ -377,7 +421,7 @@ impl Store {
                     event: &event,
                     frame: "",
                 };
-                self.journal.insert(key(&match_id, seq), enc(&entry))?;
+                self.put_value(locs::Locs::Journal, key(&match_id, seq), &enc(&entry))?;
             }
             Op::Snapshot { match_id, record } => self.put_snapshot(&match_id, &record)?,
             Op::Meta { match_id, meta } => {
@@ -445,8 +489,13 @@ impl Store {
 
     /// Make everything written so far durable, blocking the calling thread
     /// until it is (the store writer's own thread).
+    /// The value log first: sled may then point at its values, and remove
+    /// what they replace ([`locs`]).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.values.sync()?;
+        self.apply_removals()?;
         self.db.flush()?;
+        self.values.after_flush();
         Ok(())
     }
 }

@@ -85,3 +85,33 @@ fn borrowed_journal_entry_encodes_as_the_owned_one() {
     let back: JournalEntry = touchline_guest::decode(&enc(&borrowed)).expect("decode");
     assert_eq!(back, owned);
 }
+
+/// Open the store in `dir` once this process's earlier handle let go.
+/// sled gives its file lock back only when its background threads
+/// drop their last reference, a moment after the handle itself is
+/// dropped (CI once saw `WouldBlock`), so the lock error is waited out
+/// with a deadline; any other error fails at once.
+pub(crate) fn open_once_released(dir: &std::path::Path) -> Store {
+    open_sized_once_released(dir, values::SEGMENT_BYTES)
+}
+
+/// [`open_once_released`] with the value log's segments sealed at
+/// `segment_bytes`.
+pub(crate) fn open_sized_once_released(dir: &std::path::Path, segment_bytes: u64) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open_sized(dir, 0, DEFAULT_CACHE_BYTES, segment_bytes) {
+            Ok(store) => return store,
+            Err(e @ StoreError::Open { .. })
+                if e.to_string().contains("could not acquire lock") || format!("{e:?}").contains("WouldBlock") =>
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the lock was never released: {e:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("open: {e:?}"),
+        }
+    }
+}

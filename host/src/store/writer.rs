@@ -155,6 +155,11 @@ pub trait Sink: Send + Sync + 'static {
     /// (the writer's own: [`spawn_writer`]).
     fn flush(&self) -> Result<(), StoreError>;
     fn health(&self) -> &StoreHealth;
+    /// Copy a sparse segment of the value log forward, if there is one
+    /// (right after a flush): the segment and how many values moved.
+    fn compact(&self) -> Result<Option<(u32, usize)>, StoreError> {
+        Ok(None)
+    }
 }
 
 impl Sink for Store {
@@ -172,6 +177,10 @@ impl Sink for Store {
 
     fn health(&self) -> &StoreHealth {
         Store::health(self)
+    }
+
+    fn compact(&self) -> Result<Option<(u32, usize)>, StoreError> {
+        Store::compact(self)
     }
 }
 
@@ -463,6 +472,16 @@ fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metrics: &
     metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
     for (ack, verdict) in acks {
         let _ = ack.send(verdict);
+    }
+    // Space back from the value log, after the acks: nobody waits on it.
+    match store.compact() {
+        Ok(Some((segment, moved))) => tracing::info!(segment, moved, "value log: a sparse segment copied forward"),
+        Ok(None) => {}
+        Err(e) => {
+            if let Some(suppressed) = log.allow(Instant::now()) {
+                tracing::error!(error = %e, suppressed, "value log: compacting failed");
+            }
+        }
     }
 }
 
