@@ -60,7 +60,7 @@ impl Store {
         match self.snapshots.scan_prefix(prefix(match_id)).next_back() {
             Some(item) => {
                 let (k, v) = item?;
-                Ok(Some(dec_snapshot(&k, &self.value("snapshot", &k, &v)?)?))
+                Ok(Some(dec_snapshot(&k, &self.value(Locs::Snapshots, &k, &v)?)?))
             }
             None => Ok(None),
         }
@@ -76,7 +76,7 @@ impl Store {
         {
             Some(item) => {
                 let (k, v) = item?;
-                Some(dec_snapshot(&k, &self.value("snapshot", &k, &v)?)?)
+                Some(dec_snapshot(&k, &self.value(Locs::Snapshots, &k, &v)?)?)
             }
             None => None,
         };
@@ -87,7 +87,7 @@ impl Store {
             if seq_of(&k) != from + events.len() as u64 {
                 return Ok(None);
             }
-            let entry = self.value("journal", &k, &v)?;
+            let entry = self.value(Locs::Journal, &k, &v)?;
             events.push(dec::<JournalEntry>("journal", &k, &entry)?.event);
         }
         Ok((from + events.len() as u64 == to + 1).then_some(History { base, events }))
@@ -96,7 +96,7 @@ impl Store {
     /// Keep `record` as the match's newest snapshot and prune what no
     /// resume window needs any more (see the module header).
     pub(super) fn put_snapshot(&self, match_id: &str, record: &SnapshotRecord) -> Result<(), StoreError> {
-        self.put_value(Locs::Snapshots, key(match_id, record.seq), &enc(record))?;
+        self.put_value(Locs::Snapshots, key(match_id, record.seq), record)?;
         // The one before it stays only if it is SPACING past the one
         // before that: a match that snapshots every few events keeps a
         // handful, not hundreds.

@@ -9,12 +9,16 @@
 //! snapshots and events, and if sled made those removals durable before the
 //! new snapshot was in the log, a crash would leave neither. So they are
 //! applied in [`Store::flush`], after the value log's sync and before
-//! sled's flush, each only if the key still points where it did.
+//! sled's flush, each only if the key still points where it did. A key
+//! given a new value (a snapshot saved again at its seq: a stop, a guest
+//! switch) waits the same way, read meanwhile through `replacing`: pointed
+//! at the new value at once, a crash could drop the key (its new value not
+//! synced) with the old value still there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::values::{Loc, ValueLog};
+use super::values::{Loc, ValueError, ValueLog};
 use super::{Store, StoreError};
 
 /// The trees of locations.
@@ -30,6 +34,9 @@ pub(super) struct Later {
     removals: Vec<(Locs, sled::IVec, sled::IVec)>,
     /// Snapshot keys among them: the pruning rule skips them.
     snapshots: HashSet<sled::IVec>,
+    /// Keys that point at a value, to point at their new one at the flush:
+    /// what sled has now, and the new location.
+    replacing: HashMap<(Locs, sled::IVec), (sled::IVec, Loc)>,
 }
 
 pub(super) type Pending = Arc<Mutex<Later>>;
@@ -46,32 +53,82 @@ impl Store {
         }
     }
 
-    /// The value a location (sled's value under `key`) points at.
-    pub(super) fn value(&self, what: &'static str, key: &[u8], loc: &[u8]) -> Result<Vec<u8>, StoreError> {
+    /// The value `key` points at, sled having `loc` under it (or a
+    /// replacement waiting for the flush). A value a compaction moved
+    /// away meanwhile is read again from where sled points now.
+    pub(super) fn value(&self, which: Locs, key: &[u8], loc: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let what = match which {
+            Locs::Journal => "journal",
+            Locs::Snapshots => "snapshot",
+        };
         let corrupt = |source| StoreError::Value {
             what,
             key: String::from_utf8_lossy(key).into_owned(),
             source,
         };
-        let loc = Loc::from_bytes(loc).ok_or_else(|| {
-            corrupt(super::values::ValueError::Bad {
-                loc: Loc { seg: 0, off: 0, len: 0 },
-                why: "not a location",
+        let located = |loc: &[u8]| {
+            Loc::from_bytes(loc).ok_or_else(|| {
+                corrupt(ValueError::Bad {
+                    loc: Loc { seg: 0, off: 0, len: 0 },
+                    why: "not a location",
+                })
             })
-        })?;
-        self.values.get(loc).map_err(corrupt)
+        };
+        let replaced = {
+            let later = lock(&self.later);
+            if later.replacing.is_empty() {
+                None
+            } else {
+                later
+                    .replacing
+                    .get(&(which, sled::IVec::from(key)))
+                    .map(|(_, new)| *new)
+            }
+        };
+        let loc = match replaced {
+            Some(new) => new,
+            None => located(loc)?,
+        };
+        match self.values.get(loc) {
+            Err(ValueError::Gone(_)) => match self.locs(which).get(key)? {
+                Some(now) => self.values.get(located(&now)?).map_err(corrupt),
+                None => Err(corrupt(ValueError::Gone(loc.seg))),
+            },
+            read => read.map_err(corrupt),
+        }
     }
 
-    /// Put `bytes` in the value log and point `key` at it, freeing what it
+    /// Put `value`, encoded, in the value log and point `key` at it, freeing what it
     /// pointed at before.
-    pub(super) fn put_value(&self, which: Locs, key: Vec<u8>, bytes: &[u8]) -> Result<(), StoreError> {
-        let loc = self.values.put(bytes);
-        if let Some(old) = self
-            .locs(which)
-            .insert(key, &loc.to_bytes())?
-            .and_then(|o| Loc::from_bytes(&o))
-        {
-            self.values.free(old);
+    pub(super) fn put_value<T: serde::Serialize>(
+        &self,
+        which: Locs,
+        key: Vec<u8>,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let loc = self.values.put_with(|buf| {
+            bincode::serde::encode_into_std_write(value, buf, touchline_guest::codec())
+                .expect("records are plain data: encoding into a Vec cannot fail");
+        });
+        let key = sled::IVec::from(key);
+        let superseded = {
+            let mut later = lock(&self.later);
+            later
+                .replacing
+                .get_mut(&(which, key.clone()))
+                .map(|(_, waiting)| std::mem::replace(waiting, loc))
+        };
+        if let Some(superseded) = superseded {
+            self.values.free(superseded);
+            return Ok(());
+        }
+        match self.locs(which).get(&key)? {
+            None => {
+                self.locs(which).insert(key, &loc.to_bytes())?;
+            }
+            Some(old) => {
+                lock(&self.later).replacing.insert((which, key), (old, loc));
+            }
         }
         Ok(())
     }
@@ -91,12 +148,26 @@ impl Store {
     }
 
     /// Apply the removals held for this flush (the value log is synced).
-    pub(super) fn apply_removals(&self) -> Result<(), StoreError> {
-        let removals = {
+    pub(super) fn apply_later(&self) -> Result<(), StoreError> {
+        let (replacing, removals) = {
             let mut later = lock(&self.later);
             later.snapshots.clear();
-            std::mem::take(&mut later.removals)
+            (
+                std::mem::take(&mut later.replacing),
+                std::mem::take(&mut later.removals),
+            )
         };
+        for ((which, key), (old, new)) in replacing {
+            let swapped = self
+                .locs(which)
+                .compare_and_swap(&key, Some(&old), Some(&new.to_bytes()))?
+                .is_ok();
+            // Only the writer writes: the key is still `old`.
+            let freed = if swapped { Loc::from_bytes(&old) } else { Some(new) };
+            if let Some(freed) = freed {
+                self.values.free(freed);
+            }
+        }
         for (which, key, loc) in removals {
             let removed = self
                 .locs(which)
@@ -153,6 +224,11 @@ impl Store {
                     values.free(prev);
                 }
                 moved += 1;
+                // Not the whole store in memory at once (the old trees
+                // stay until every value is synced).
+                if moved % 4096 == 0 {
+                    values.sync()?;
+                }
             }
             old.push(name);
         }
@@ -178,17 +254,17 @@ impl Store {
             return Ok(None);
         };
         let mut moved = Vec::new();
-        for which in [Locs::Journal, Locs::Snapshots] {
-            for item in self.locs(which).iter() {
-                let (k, v) = item?;
-                let Some(loc) = Loc::from_bytes(&v).filter(|l| l.seg == seg) else {
-                    continue;
-                };
-                let bytes = self.value("compacted", &k, &v)?;
-                moved.push((which, k, loc, self.values.put(&bytes)));
+        let copied = self
+            .copy_forward(seg, &mut moved)
+            .and_then(|()| Ok(self.values.sync()?));
+        if let Err(e) = copied {
+            // Nothing points at the copies: free them, and leave the segment.
+            for (_, _, _, new) in moved {
+                self.values.free(new);
             }
+            self.values.stuck(seg);
+            return Err(e);
         }
-        self.values.sync().map_err(StoreError::Values)?;
         let n = moved.len();
         for (which, k, old, new) in moved {
             let swapped = self
@@ -197,6 +273,21 @@ impl Store {
             self.values.free(if swapped.is_ok() { old } else { new });
         }
         Ok(Some((seg, n)))
+    }
+
+    /// Put a copy of every value in `seg` sled points at.
+    fn copy_forward(&self, seg: u32, moved: &mut Vec<(Locs, sled::IVec, Loc, Loc)>) -> Result<(), StoreError> {
+        for which in [Locs::Journal, Locs::Snapshots] {
+            for item in self.locs(which).iter() {
+                let (k, v) = item?;
+                let Some(loc) = Loc::from_bytes(&v).filter(|l| l.seg == seg) else {
+                    continue;
+                };
+                let bytes = self.value(which, &k, &v)?;
+                moved.push((which, k, loc, self.values.put(&bytes)));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -233,6 +233,8 @@ impl Store {
                 dropped,
                 "value log: entries sled kept whose values a crash took, dropped"
             );
+            // Durably, before anything is put where their values were.
+            db.flush()?;
         }
         let moved = Store::migrate_snapshots(&db)?;
         if moved > 0 {
@@ -302,7 +304,7 @@ impl Store {
         let mut journal = Vec::new();
         for item in self.journal.range(key(match_id, after + 1)..prefix_end(match_id)) {
             let (jk, jv) = item?;
-            let entry = self.value("journal", &jk, &jv)?;
+            let entry = self.value(locs::Locs::Journal, &jk, &jv)?;
             journal.push((seq_of(&jk), dec::<JournalEntry>("journal", &jk, &entry)?));
         }
         Ok(Recovered {
@@ -319,7 +321,7 @@ impl Store {
         let mut out = Vec::with_capacity(n);
         for item in self.journal.scan_prefix(prefix(match_id)).rev().take(n) {
             let (k, v) = item?;
-            let entry = self.value("journal", &k, &v)?;
+            let entry = self.value(locs::Locs::Journal, &k, &v)?;
             out.push((seq_of(&k), dec::<JournalEntry>("journal", &k, &entry)?.event));
         }
         out.reverse();
@@ -421,7 +423,7 @@ impl Store {
                     event: &event,
                     frame: "",
                 };
-                self.put_value(locs::Locs::Journal, key(&match_id, seq), &enc(&entry))?;
+                self.put_value(locs::Locs::Journal, key(&match_id, seq), &entry)?;
             }
             Op::Snapshot { match_id, record } => self.put_snapshot(&match_id, &record)?,
             Op::Meta { match_id, meta } => {
@@ -493,7 +495,7 @@ impl Store {
     /// what they replace ([`locs`]).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.values.sync()?;
-        self.apply_removals()?;
+        self.apply_later()?;
         self.db.flush()?;
         self.values.after_flush();
         Ok(())

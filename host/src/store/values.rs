@@ -36,6 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A segment is sealed once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 32 << 20;
+/// A written buffer larger than this is not kept for the next sync.
+const SPARE_BYTES: usize = 4 << 20;
 /// A record's header: payload length and CRC-32, u32 little-endian each.
 const HEADER: u64 = 8;
 
@@ -96,6 +98,15 @@ struct Segment {
     live: u64,
 }
 
+impl Inner {
+    /// Sealed and pointed at by nothing: deleted two flushes from now.
+    fn retire(&mut self, id: u32) {
+        if !self.retired.contains(&id) && !self.doomed.contains(&id) {
+            self.retired.push(id);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     segments: BTreeMap<u32, Segment>,
@@ -105,10 +116,16 @@ struct Inner {
     pending: Vec<u8>,
     /// Records being written by a sync, after the current segment's `len`.
     in_flight: Option<Arc<Vec<u8>>>,
+    /// The buffer the last sync wrote, emptied, for the next one: a fresh
+    /// buffer grew by reallocation into fresh zeroed pages every commit
+    /// (2.5% of the server's samples in the pipeline at 1,000 matches).
+    spare: Vec<u8>,
     /// Sealed segments nothing points at: deleted at the second flush from
     /// now (`after_flush`), the first one being made empty in `doomed`.
     retired: Vec<u32>,
     doomed: Vec<u32>,
+    /// Segments a compaction failed on: not picked again by this process.
+    stuck: Vec<u32>,
 }
 
 /// The segments of one data dir (see the module header).
@@ -204,10 +221,13 @@ impl ValueLog {
 
     fn start_segment(&self, inner: &mut Inner, id: u32) -> Result<(), ValueError> {
         let path = self.path(id);
+        // A rotation that failed after creating the file left it empty (the
+        // current segment never moved past it): start it afresh.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .open(&path)
             .map_err(io_err(&path))?;
         File::open(&self.dir)
@@ -250,24 +270,41 @@ impl ValueLog {
             .filter(|(id, s)| **id != current && s.live == 0)
             .map(|(id, _)| *id)
             .collect();
-        inner.retired.extend(unused);
+        for id in unused {
+            inner.retire(id);
+        }
     }
 
     /// Append a value (writer only); durable after the next [`ValueLog::sync`].
     pub fn put(&self, payload: &[u8]) -> Loc {
+        self.put_with(|buf| buf.extend_from_slice(payload))
+    }
+
+    /// [`ValueLog::put`] of what `write` appends to the buffer it is given
+    /// (a value encoded in place, not in a buffer of its own first).
+    pub fn put_with(&self, write: impl FnOnce(&mut Vec<u8>)) -> Loc {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let len = u32::try_from(payload.len()).expect("a value under 4 GiB");
         let seg = &inner.segments[&inner.current];
         let in_flight = inner.in_flight.as_ref().map_or(0, |b| b.len() as u64);
+        let start = inner.pending.len();
+        let off = seg.len + in_flight + start as u64;
+        inner.pending.extend_from_slice(&[0; HEADER as usize]);
+        write(&mut inner.pending);
+        let payload = &inner.pending[start + HEADER as usize..];
+        let len = u32::try_from(payload.len()).expect("a value under 4 GiB");
+        assert!(
+            len > 0,
+            "a value is never empty (a record of length 0 ends the log at open)"
+        );
+        let sum = crc(payload);
+        inner.pending[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        inner.pending[start + 4..start + 8].copy_from_slice(&sum.to_le_bytes());
         let loc = Loc {
             seg: inner.current,
-            off: seg.len + in_flight + inner.pending.len() as u64,
+            off,
             len,
         };
-        inner.pending.extend_from_slice(&len.to_le_bytes());
-        inner.pending.extend_from_slice(&crc(payload).to_le_bytes());
-        inner.pending.extend_from_slice(payload);
         if let Some(s) = inner.segments.get_mut(&loc.seg) {
             s.live += loc.size();
         }
@@ -316,8 +353,8 @@ impl ValueLog {
         let current = inner.current;
         if let Some(s) = inner.segments.get_mut(&loc.seg) {
             s.live = s.live.saturating_sub(loc.size());
-            if s.live == 0 && loc.seg != current && !inner.retired.contains(&loc.seg) {
-                inner.retired.push(loc.seg);
+            if s.live == 0 && loc.seg != current {
+                inner.retire(loc.seg);
             }
         }
     }
@@ -331,7 +368,8 @@ impl ValueLog {
             if inner.pending.is_empty() {
                 return Ok(());
             }
-            let buf = Arc::new(std::mem::take(&mut inner.pending));
+            let spare = std::mem::take(&mut inner.spare);
+            let buf = Arc::new(std::mem::replace(&mut inner.pending, spare));
             inner.in_flight = Some(buf.clone());
             let seg = &inner.segments[&inner.current];
             (seg.file.clone(), seg.len, buf, self.path(inner.current))
@@ -340,22 +378,29 @@ impl ValueLog {
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.in_flight = None;
+        let mut buf = Arc::unwrap_or_clone(buf);
         if let Err(e) = written {
             // Put back in front of what came since (nothing: only the writer
             // puts, and it is here).
-            let mut again = Arc::unwrap_or_clone(buf);
-            again.append(&mut inner.pending);
-            inner.pending = again;
+            buf.append(&mut inner.pending);
+            inner.pending = buf;
             return Err(io_err(&path)(e));
         }
         let current = inner.current;
         let seg = inner.segments.get_mut(&current).expect("the current segment");
         seg.len += buf.len() as u64;
+        if buf.capacity() <= SPARE_BYTES {
+            buf.clear();
+            inner.spare = buf;
+        }
         if seg.len >= self.segment_bytes {
-            if seg.live == 0 {
-                inner.retired.push(current);
-            }
+            let unused = seg.live == 0;
+            // Sealed only once the next one is there: until then this one
+            // takes the next values.
             self.start_segment(inner, current + 1)?;
+            if unused {
+                inner.retire(current);
+            }
         }
         Ok(())
     }
@@ -364,8 +409,11 @@ impl ValueLog {
     pub fn after_flush(&self) {
         let gone = {
             let mut inner = self.lock();
-            let gone = std::mem::take(&mut inner.doomed);
+            let mut gone = std::mem::take(&mut inner.doomed);
             inner.doomed = std::mem::take(&mut inner.retired);
+            // Defensive: never the current segment, nor one pointed at again.
+            let current = inner.current;
+            gone.retain(|id| *id != current && inner.segments.get(id).is_some_and(|s| s.live == 0));
             for id in &gone {
                 inner.segments.remove(id);
             }
@@ -394,9 +442,14 @@ impl ValueLog {
         inner
             .segments
             .iter()
-            .filter(|(id, s)| **id != inner.current && s.live > 0 && s.live * 2 < s.len)
+            .filter(|(id, s)| **id != inner.current && !inner.stuck.contains(id) && s.live > 0 && s.live * 2 < s.len)
             .min_by_key(|(_, s)| s.live * 1000 / s.len.max(1))
             .map(|(id, _)| *id)
+    }
+
+    /// A compaction of `id` failed: do not pick it again.
+    pub fn stuck(&self, id: u32) {
+        self.lock().stuck.push(id);
     }
 
     /// Bytes in the segments and bytes pointed at.
@@ -438,7 +491,8 @@ fn whole_records(file: &File, len: u64) -> io::Result<u64> {
         file.read_exact_at(&mut header, at)?;
         let n = u64::from(u32::from_le_bytes(header[..4].try_into().expect("4 bytes")));
         let sum = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if at + HEADER + n > len {
+        // A value is never empty: zeros are a hole a crash left.
+        if n == 0 || at + HEADER + n > len {
             break;
         }
         payload.resize(n as usize, 0);

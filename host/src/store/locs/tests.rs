@@ -4,6 +4,7 @@
 
 use crate::journal::{JournalEntry, Op, SnapshotRecord};
 use crate::store::tests::{open_once_released, open_sized_once_released};
+use crate::store::values::Loc;
 use crate::store::{Store, enc, key, prefix};
 
 fn append(store: &Store, m: &str, seq: u64, len: usize) {
@@ -199,4 +200,91 @@ fn sparse_segments_are_copied_forward_and_their_files_deleted() {
     drop(store);
     let store = open_sized_once_released(dir.path(), SEG);
     check(&store);
+}
+
+/// A snapshot saved again at its seq (a stop, a guest switch) points its
+/// key at the new value only at the flush: if sled wrote the new location
+/// before the value was synced, a crash would drop the key with the old
+/// value still in the log.
+#[test]
+fn a_snapshot_saved_again_at_its_seq_replaces_the_old_one_only_at_the_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    snapshot(&store, "m", 7);
+    store.flush().expect("flush");
+    let again = SnapshotRecord {
+        guest: "the next version".into(),
+        ..record(7)
+    };
+    store
+        .apply(Op::Snapshot {
+            match_id: "m".into(),
+            record: again.clone(),
+        })
+        .expect("snapshot");
+    // Read at once as the new one...
+    assert_eq!(store.snapshot("m").expect("read"), Some(again.clone()));
+    // ...but sled still points at the old one: its own flush, then a crash.
+    store.db.flush().expect("sled flush");
+    drop(store);
+    let store = open_once_released(dir.path());
+    assert_eq!(store.snapshot("m").expect("read"), Some(record(7)));
+    store
+        .apply(Op::Snapshot {
+            match_id: "m".into(),
+            record: again.clone(),
+        })
+        .expect("snapshot");
+    store.flush().expect("flush");
+    drop(store);
+    let store = open_once_released(dir.path());
+    assert_eq!(store.snapshot("m").expect("read"), Some(again));
+    let (total, live) = store.values.usage();
+    assert!(live > 0 && live < total, "the old value is freed: {live} of {total}");
+}
+
+/// A segment whose values cannot all be read is not compacted, the copies
+/// made before the failure are freed, and it is not tried again.
+#[test]
+fn a_compaction_that_fails_leaves_its_segment_and_frees_its_copies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    const SEG: u64 = 8 << 10;
+    let store = open_sized_once_released(dir.path(), SEG);
+    let mut seq = 0;
+    let sparse = loop {
+        seq += 1;
+        append(&store, "busy", seq, 1000);
+        if seq % 50 == 0 {
+            snapshot(&store, "busy", seq);
+        }
+        if seq % 4 == 0 {
+            append(&store, &format!("quiet-{seq:05}"), 1, 1000);
+        }
+        store.flush().expect("flush");
+        if let Some(sparse) = store.values.sparse_segment() {
+            break sparse;
+        }
+        assert!(seq < 5000, "no segment became sparse");
+    };
+    // The last of its values a compaction would copy is corrupted.
+    let in_it: Vec<Loc> = store
+        .journal
+        .iter()
+        .values()
+        .filter_map(|v| Loc::from_bytes(&v.expect("value")))
+        .filter(|l| l.seg == sparse)
+        .collect();
+    assert!(in_it.len() >= 2, "{in_it:?}");
+    let last = in_it.last().expect("one");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("values").join(format!("{sparse:08}.vlog")))
+        .expect("segment");
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&[0xFF; 4], last.off + 8 + 20).expect("write");
+    let before = store.values.usage();
+    assert!(store.compact().is_err());
+    assert_eq!(store.values.usage(), before, "the copies made are freed");
+    assert_ne!(store.values.sparse_segment(), Some(sparse));
+    assert_eq!(seqs(&store, "quiet-00004"), vec![1]);
 }

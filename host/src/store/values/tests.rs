@@ -151,3 +151,26 @@ fn a_sparse_segment_is_found_only_when_the_dead_bytes_are_worth_it() {
     let sparse = log.sparse_segment().expect("a sparse segment");
     assert_ne!(sparse, *log.segment_ids().last().expect("current"));
 }
+
+/// Zeros where a record should be (a crash wrote a later page back before
+/// an earlier one) end the log at open, even if a whole record follows.
+#[test]
+fn a_hole_of_zeros_ends_the_log_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = ValueLog::open(dir.path()).expect("open");
+    let a = log.put(&value(1, 100));
+    let b = log.put(&value(2, 100));
+    let c = log.put(&value(3, 100));
+    log.sync().expect("sync");
+    drop(log);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("00000001.vlog"))
+        .expect("segment");
+    file.write_all_at(&[0; 108], b.off).expect("write");
+    drop(file);
+    let log = ValueLog::open(dir.path()).expect("reopen");
+    assert!(log.holds(a));
+    assert!(!log.holds(b));
+    assert!(!log.holds(c));
+}
