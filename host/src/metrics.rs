@@ -81,6 +81,9 @@ pub struct Metrics {
     pub store_errors: Counter,
     pub bet_replays: Counter,
     pub store_held_ops: Gauge,
+    pub store_value_bytes: Gauge,
+    pub store_value_live_bytes: Gauge,
+    pub store_compactions: Counter,
     pub store_commit_seconds: Histogram,
     pub ws_sessions: Gauge,
     pub ws_frames_sent: Counter,
@@ -292,6 +295,21 @@ impl Metrics {
                 "store_held_ops",
                 "Writes the store writer holds while the disk is under its reserve",
                 Gauge::default()
+            ),
+            store_value_bytes: reg!(
+                "store_value_bytes",
+                "Bytes in the value log's segment files (journal entries and snapshots)",
+                Gauge::default()
+            ),
+            store_value_live_bytes: reg!(
+                "store_value_live_bytes",
+                "Bytes of the value log the store still points at",
+                Gauge::default()
+            ),
+            store_compactions: reg!(
+                "store_compactions",
+                "Sparse segments of the value log copied forward",
+                Counter::default()
             ),
             store_queue_depth: reg!(
                 "store_queue_depth",

@@ -160,6 +160,10 @@ pub trait Sink: Send + Sync + 'static {
     fn compact(&self) -> Result<Option<(u32, usize)>, StoreError> {
         Ok(None)
     }
+    /// The value log's bytes on disk and bytes pointed at.
+    fn value_usage(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 impl Sink for Store {
@@ -181,6 +185,10 @@ impl Sink for Store {
 
     fn compact(&self) -> Result<Option<(u32, usize)>, StoreError> {
         Store::compact(self)
+    }
+
+    fn value_usage(&self) -> (u64, u64) {
+        self.values.usage()
     }
 }
 
@@ -475,7 +483,10 @@ fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metrics: &
     }
     // Space back from the value log, after the acks: nobody waits on it.
     match store.compact() {
-        Ok(Some((segment, moved))) => tracing::info!(segment, moved, "value log: a sparse segment copied forward"),
+        Ok(Some((segment, moved))) => {
+            metrics.store_compactions.inc();
+            tracing::info!(segment, moved, "value log: a sparse segment copied forward")
+        }
         Ok(None) => {}
         Err(e) => {
             if let Some(suppressed) = log.allow(Instant::now()) {
@@ -483,6 +494,9 @@ fn commit<S: Sink>(store: &S, batch: &mut Vec<Op>, taint: &mut Taint, metrics: &
             }
         }
     }
+    let (bytes, live) = store.value_usage();
+    metrics.store_value_bytes.set(bytes as i64);
+    metrics.store_value_live_bytes.set(live as i64);
 }
 
 #[cfg(test)]
