@@ -149,25 +149,31 @@ impl Store {
 
     /// Apply the removals held for this flush (the value log is synced).
     pub(super) fn apply_later(&self) -> Result<(), StoreError> {
-        let (replacing, removals) = {
-            let mut later = lock(&self.later);
-            later.snapshots.clear();
-            (
-                std::mem::take(&mut later.replacing),
-                std::mem::take(&mut later.removals),
-            )
-        };
+        // A replacement leaves `replacing` only once sled has it: a reader
+        // that read the old location from sled meanwhile still finds the
+        // new one there. One sled failed stays for the next flush.
+        let replacing: Vec<_> = lock(&self.later)
+            .replacing
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for ((which, key), (old, new)) in replacing {
             let swapped = self
                 .locs(which)
                 .compare_and_swap(&key, Some(&old), Some(&new.to_bytes()))?
                 .is_ok();
+            lock(&self.later).replacing.remove(&(which, key));
             // Only the writer writes: the key is still `old`.
             let freed = if swapped { Loc::from_bytes(&old) } else { Some(new) };
             if let Some(freed) = freed {
                 self.values.free(freed);
             }
         }
+        let removals = {
+            let mut later = lock(&self.later);
+            later.snapshots.clear();
+            std::mem::take(&mut later.removals)
+        };
         for (which, key, loc) in removals {
             let removed = self
                 .locs(which)
@@ -266,11 +272,26 @@ impl Store {
             return Err(e);
         }
         let n = moved.len();
+        let mut failed = None;
         for (which, k, old, new) in moved {
-            let swapped = self
+            if failed.is_some() {
+                self.values.free(new);
+                continue;
+            }
+            match self
                 .locs(which)
-                .compare_and_swap(&k, Some(&old.to_bytes()), Some(&new.to_bytes()))?;
-            self.values.free(if swapped.is_ok() { old } else { new });
+                .compare_and_swap(&k, Some(&old.to_bytes()), Some(&new.to_bytes()))
+            {
+                Ok(swapped) => self.values.free(if swapped.is_ok() { old } else { new }),
+                Err(e) => {
+                    self.values.free(new);
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            self.values.stuck(seg);
+            return Err(e.into());
         }
         Ok(Some((seg, n)))
     }
