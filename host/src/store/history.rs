@@ -137,37 +137,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Op;
-    use crate::store::tests::open_once_released;
-
-    fn record(seq: u64) -> SnapshotRecord {
-        SnapshotRecord {
-            seq,
-            epoch: 1,
-            state: seq.to_be_bytes().to_vec(),
-            guest: "g".into(),
-            state_version: 4,
-        }
-    }
+    use crate::store::tests::{open_once_released, record, snapshot};
 
     fn append(store: &Store, m: &str, seq: u64) {
-        let event = bytes::Bytes::from(format!("event {seq}"));
-        store
-            .apply(Op::Append {
-                match_id: m.into(),
-                seq,
-                event,
-            })
-            .expect("append");
-    }
-
-    fn snapshot(store: &Store, m: &str, seq: u64) {
-        store
-            .apply(Op::Snapshot {
-                match_id: m.into(),
-                record: record(seq),
-            })
-            .expect("snapshot");
+        crate::store::tests::append(store, m, seq, 0);
     }
 
     /// Events 1..=600 with a snapshot every 50: the history still rebuilds

@@ -1,5 +1,6 @@
 //! Record encodings of the store: byte fields, records written before hot
-//! swap, borrowed and owned journal entries encode alike.
+//! swap, borrowed and owned journal entries encode alike. Also the helpers
+//! the store's other tests share (opening again, records, appends).
 
 use super::*;
 
@@ -114,4 +115,42 @@ pub(crate) fn open_sized_once_released(dir: &std::path::Path, segment_bytes: u64
             Err(e) => panic!("open: {e:?}"),
         }
     }
+}
+
+/// A snapshot record at `seq` whose state is the seq's bytes.
+pub(crate) fn record(seq: u64) -> SnapshotRecord {
+    SnapshotRecord {
+        seq,
+        epoch: 1,
+        state: seq.to_be_bytes().to_vec(),
+        guest: "g".into(),
+        state_version: 4,
+    }
+}
+
+/// Journal `event {seq}` for match `m`, padded with dots to `len` bytes
+/// (after a space) when `len` is longer.
+pub(crate) fn append(store: &Store, m: &str, seq: u64, len: usize) {
+    let mut event = format!("event {seq}").into_bytes();
+    if len > event.len() {
+        event.push(b' ');
+        event.resize(len.max(event.len()), b'.');
+    }
+    store
+        .apply(Op::Append {
+            match_id: m.into(),
+            seq,
+            event: event.into(),
+        })
+        .expect("append");
+}
+
+/// Store [`record`]`(seq)` as match `m`'s snapshot.
+pub(crate) fn snapshot(store: &Store, m: &str, seq: u64) {
+    store
+        .apply(Op::Snapshot {
+            match_id: m.into(),
+            record: record(seq),
+        })
+        .expect("snapshot");
 }

@@ -3,40 +3,9 @@
 //! sparse segments copied forward.
 
 use crate::journal::{JournalEntry, Op, SnapshotRecord};
-use crate::store::tests::{open_once_released, open_sized_once_released};
+use crate::store::tests::{append, open_once_released, open_sized_once_released, record, snapshot};
 use crate::store::values::Loc;
 use crate::store::{Store, enc, key, prefix};
-
-fn append(store: &Store, m: &str, seq: u64, len: usize) {
-    let mut event = format!("event {seq} ").into_bytes();
-    event.resize(len.max(event.len()), b'.');
-    store
-        .apply(Op::Append {
-            match_id: m.into(),
-            seq,
-            event: event.into(),
-        })
-        .expect("append");
-}
-
-fn record(seq: u64) -> SnapshotRecord {
-    SnapshotRecord {
-        seq,
-        epoch: 1,
-        state: seq.to_be_bytes().to_vec(),
-        guest: "g".into(),
-        state_version: 4,
-    }
-}
-
-fn snapshot(store: &Store, m: &str, seq: u64) {
-    store
-        .apply(Op::Snapshot {
-            match_id: m.into(),
-            record: record(seq),
-        })
-        .expect("snapshot");
-}
 
 fn seqs(store: &Store, m: &str) -> Vec<u64> {
     store
