@@ -66,13 +66,14 @@ pub struct Extension {
     pub events_seen: u64,
 }
 
-/// A delta or snapshot with v2's field alongside.
-#[cfg(feature = "v2")]
+/// A snapshot with v2's field alongside (a delta is written by hand,
+/// `delta::json::to_string_with`; its tests compare the two).
+#[cfg(any(feature = "v2", test))]
 #[derive(Serialize)]
-struct WithExtension<T: Serialize> {
+pub(crate) struct WithExtension<T: Serialize> {
     #[serde(flatten)]
-    inner: T,
-    events_seen: u64,
+    pub inner: T,
+    pub events_seen: u64,
 }
 
 /// One match's model behind the worker interface.

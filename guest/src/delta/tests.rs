@@ -103,16 +103,8 @@ fn cancel() -> MatchEvent {
 }
 
 /// Apply `events` to a fresh match; the last delta's `markets` must be
-/// `expected`.
-/// What the `v2` guest's `WithExtension` is: the delta flattened beside
-/// one more field.
-#[derive(serde::Serialize)]
-struct Flattened<'a, T> {
-    #[serde(flatten)]
-    inner: &'a T,
-    events_seen: u64,
-}
-
+/// `expected`. Each delta rendered by hand is what serde_json writes for
+/// it, also with the `v2` guest's field after it.
 fn check(events: &[MatchEvent], expected: Value) {
     let mut s = MatchState::new("m");
     let mut last = Value::Null;
@@ -126,7 +118,7 @@ fn check(events: &[MatchEvent], expected: Value) {
             "rendered by hand"
         );
         let extended = super::json::to_string_with(&delta, "events_seen", 3).expect("JSON");
-        let flattened = serde_json::to_string(&Flattened {
+        let flattened = serde_json::to_string(&crate::glue::WithExtension {
             inner: &delta,
             events_seen: 3,
         });

@@ -66,14 +66,7 @@ impl Store {
             key: String::from_utf8_lossy(key).into_owned(),
             source,
         };
-        let located = |loc: &[u8]| {
-            Loc::from_bytes(loc).ok_or_else(|| {
-                corrupt(ValueError::Bad {
-                    loc: Loc { seg: 0, off: 0, len: 0 },
-                    why: "not a location",
-                })
-            })
-        };
+        let located = |loc: &[u8]| Loc::from_bytes(loc).ok_or_else(|| corrupt(ValueError::NotALocation(loc.len())));
         let replaced = {
             let later = lock(&self.later);
             if later.replacing.is_empty() {
@@ -113,22 +106,27 @@ impl Store {
         let key = sled::IVec::from(key);
         let superseded = {
             let mut later = lock(&self.later);
-            later
-                .replacing
-                .get_mut(&(which, key.clone()))
-                .map(|(_, waiting)| std::mem::replace(waiting, loc))
+            if later.replacing.is_empty() {
+                None
+            } else {
+                later
+                    .replacing
+                    .get_mut(&(which, key.clone()))
+                    .map(|(_, waiting)| std::mem::replace(waiting, loc))
+            }
         };
         if let Some(superseded) = superseded {
             self.values.free(superseded);
             return Ok(());
         }
-        match self.locs(which).get(&key)? {
-            None => {
-                self.locs(which).insert(key, &loc.to_bytes())?;
-            }
-            Some(old) => {
-                lock(&self.later).replacing.insert((which, key), (old, loc));
-            }
+        // A new key (every event, nearly every snapshot) in one traversal
+        // of sled's tree; one already there keeps its value until the flush.
+        if let Err(taken) = self
+            .locs(which)
+            .compare_and_swap(&key, None as Option<&[u8]>, Some(&loc.to_bytes()))?
+        {
+            let old = taken.current.expect("a key compare-and-swap found taken holds a value");
+            lock(&self.later).replacing.insert((which, key), (old, loc));
         }
         Ok(())
     }
@@ -253,7 +251,10 @@ impl Store {
     /// Copy the live values of the log's sparsest segment forward, if one
     /// is sparse enough ([`ValueLog::sparse_segment`]): synced before sled
     /// points at the copies, the segment goes once nothing points at it.
-    /// The writer calls it right after a flush (no removal pending).
+    /// The writer calls it right after a flush (no removal pending). It
+    /// reads both location trees whole, on the writer's thread: commits
+    /// wait for it, a pause that grows with the matches tracked (rare:
+    /// only when the dead bytes exceed the live ones by a segment).
     /// Returns the segment and how many values moved.
     pub fn compact(&self) -> Result<Option<(u32, usize)>, StoreError> {
         let Some(seg) = self.values.sparse_segment() else {

@@ -117,6 +117,13 @@ pub(crate) fn open_sized_once_released(dir: &std::path::Path, segment_bytes: u64
     }
 }
 
+/// Write `bytes` over `path` at `at`: a crash's or a disk's damage.
+pub(crate) fn overwrite(path: &std::path::Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).expect("segment");
+    file.write_all_at(bytes, at).expect("write");
+}
+
 /// A snapshot record at `seq` whose state is the seq's bytes.
 pub(crate) fn record(seq: u64) -> SnapshotRecord {
     SnapshotRecord {

@@ -86,6 +86,8 @@ pub enum ValueError {
     Bad { loc: Loc, why: &'static str },
     #[error("value log segment {0} is gone (compacted away meanwhile)")]
     Gone(u32),
+    #[error("sled holds {0} bytes where a location (16) should be")]
+    NotALocation(usize),
 }
 
 #[derive(Debug)]
@@ -462,6 +464,7 @@ impl ValueLog {
     }
 
     /// The segments on disk, oldest first.
+    #[cfg(test)]
     pub fn segment_ids(&self) -> Vec<u32> {
         self.lock().segments.keys().copied().collect()
     }

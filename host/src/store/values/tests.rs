@@ -3,6 +3,7 @@
 //! deleted two flushes later.
 
 use super::*;
+use crate::store::tests::overwrite;
 
 fn value(i: u32, len: usize) -> Vec<u8> {
     (0..len).map(|b| (b as u32 ^ i) as u8).collect()
@@ -61,14 +62,12 @@ fn a_torn_record_is_cut_off_at_open_and_a_corrupt_one_refused() {
     log.sync().expect("sync");
     drop(log);
     let path = dir.path().join("00000001.vlog");
-    let file = OpenOptions::new().write(true).open(&path).expect("segment");
     // Half of a third record's header and payload, as a crash would leave.
     let mut torn = 200u32.to_le_bytes().to_vec();
     torn.extend_from_slice(&[0xAB; 40]);
-    file.write_all_at(&torn, b.end()).expect("write");
+    overwrite(&path, b.end(), &torn);
     // And one byte of b's payload flipped.
-    file.write_all_at(&[0xFF], b.off + 8 + 10).expect("write");
-    drop(file);
+    overwrite(&path, b.off + 8 + 10, &[0xFF]);
     let log = ValueLog::open(dir.path()).expect("reopen");
     // The cut stops at the first record that does not check: b.
     assert_eq!(std::fs::metadata(&path).expect("stat").len(), a.end());
@@ -87,11 +86,7 @@ fn a_corrupt_record_in_a_sealed_segment_is_refused_on_read() {
     let log = ValueLog::open(dir.path()).expect("open");
     let a = log.put(&value(1, 300));
     log.sync().expect("sync");
-    let file = OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("00000001.vlog"))
-        .expect("segment");
-    file.write_all_at(&[0x00], a.off + 8 + 3).expect("write");
+    overwrite(&dir.path().join("00000001.vlog"), a.off + 8 + 3, &[0x00]);
     let err = log.get(a).expect_err("corrupt");
     assert!(err.to_string().contains("CRC"), "{err}");
 }
@@ -163,12 +158,7 @@ fn a_hole_of_zeros_ends_the_log_at_open() {
     let c = log.put(&value(3, 100));
     log.sync().expect("sync");
     drop(log);
-    let file = OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("00000001.vlog"))
-        .expect("segment");
-    file.write_all_at(&[0; 108], b.off).expect("write");
-    drop(file);
+    overwrite(&dir.path().join("00000001.vlog"), b.off, &[0; 108]);
     let log = ValueLog::open(dir.path()).expect("reopen");
     assert!(log.holds(a));
     assert!(!log.holds(b));
