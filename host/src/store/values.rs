@@ -6,8 +6,9 @@
 //!
 //! A segment is a file `NNNNNNNN.vlog` of records, each a header (payload
 //! length, CRC-32 of the payload; u32 little-endian each) and the payload.
-//! Only the newest segment is appended to; past [`SEGMENT_BYTES`] a sync
-//! seals it and starts the next.
+//! Only the newest segment is appended to, with `O_DIRECT` where the file
+//! system takes it ([`append`]); past [`SEGMENT_BYTES`] a sync seals it and
+//! starts the next.
 //!
 //! Only the store writer puts, frees and syncs; any thread reads. What was
 //! put since the last sync is in memory (`pending`) and read from there.
@@ -33,6 +34,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use append::{ALIGN, Appender};
+
+mod append;
 
 /// A segment is sealed once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 32 << 20;
@@ -128,6 +133,8 @@ struct Inner {
     doomed: Vec<u32>,
     /// Segments a compaction failed on: not picked again by this process.
     stuck: Vec<u32>,
+    /// Writes the current segment; out of here while a sync writes.
+    appender: Option<Appender>,
 }
 
 /// The segments of one data dir (see the module header).
@@ -190,11 +197,16 @@ impl ValueLog {
             if Some(&id) == ids.last() {
                 let whole = whole_records(&file, len).map_err(io_err(&path))?;
                 if whole < len {
-                    tracing::warn!(segment = id, cut = len - whole, "value log: a torn record cut off");
+                    // Zeros short of a block are the padding of a direct
+                    // write, not damage.
+                    if !is_padding(&file, whole, len).map_err(io_err(&path))? {
+                        tracing::warn!(segment = id, cut = len - whole, "value log: a torn record cut off");
+                    }
                     file.set_len(whole).map_err(io_err(&path))?;
                     file.sync_all().map_err(io_err(&path))?;
                     len = whole;
                 }
+                inner.appender = Some(Appender::open(&path, &file, len).map_err(io_err(&path))?);
             }
             inner.segments.insert(
                 id,
@@ -235,6 +247,7 @@ impl ValueLog {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))?;
+        inner.appender = Some(Appender::open(&path, &file, 0).map_err(io_err(&path))?);
         inner.segments.insert(
             id,
             Segment {
@@ -365,7 +378,7 @@ impl ValueLog {
     /// On failure what was put stays pending (written at the same offsets
     /// by the next sync), and nothing is durable.
     pub fn sync(&self) -> Result<(), ValueError> {
-        let (file, at, buf, path) = {
+        let (file, at, buf, path, mut appender) = {
             let mut inner = self.lock();
             if inner.pending.is_empty() {
                 return Ok(());
@@ -373,13 +386,15 @@ impl ValueLog {
             let spare = std::mem::take(&mut inner.spare);
             let buf = Arc::new(std::mem::replace(&mut inner.pending, spare));
             inner.in_flight = Some(buf.clone());
+            let appender = inner.appender.take().expect("the current segment's appender");
             let seg = &inner.segments[&inner.current];
-            (seg.file.clone(), seg.len, buf, self.path(inner.current))
+            (seg.file.clone(), seg.len, buf, self.path(inner.current), appender)
         };
-        let written = file.write_all_at(&buf, at).and_then(|()| file.sync_data());
+        let written = appender.append(&file, at, &buf);
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.in_flight = None;
+        inner.appender = Some(appender);
         let mut buf = Arc::unwrap_or_clone(buf);
         if let Err(e) = written {
             // Put back in front of what came since (nothing: only the writer
@@ -396,6 +411,12 @@ impl ValueLog {
             inner.spare = buf;
         }
         if seg.len >= self.segment_bytes {
+            // Sealed: cut to its records (a direct write padded it), so
+            // its file's length is its end at open. Padding left by a
+            // failure here is read as the end too.
+            if let Err(e) = seg.file.set_len(seg.len).and_then(|()| seg.file.sync_data()) {
+                tracing::warn!(path = %path.display(), error = %e, "value log: a sealed segment keeps its padding");
+            }
             let unused = seg.live == 0;
             // Sealed only once the next one is there: until then this one
             // takes the next values.
@@ -483,6 +504,17 @@ fn check(loc: Loc, record: &[u8]) -> Result<Vec<u8>, ValueError> {
         return Err(bad("its CRC does not match"));
     }
     Ok(payload.to_vec())
+}
+
+/// Whether the bytes of `file` from `from` to `to` are zeros short of a
+/// block: what a direct write pads the last block with.
+fn is_padding(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    if to - from >= ALIGN {
+        return Ok(false);
+    }
+    let mut rest = vec![0; (to - from) as usize];
+    file.read_exact_at(&mut rest, from)?;
+    Ok(rest.iter().all(|b| *b == 0))
 }
 
 /// The length of the longest run of whole, valid records from the start.

@@ -98,6 +98,10 @@ fn segments_are_sealed_and_deleted_two_flushes_after_nothing_points_at_them() {
     let first: Vec<Loc> = (0..8).map(|i| log.put(&value(i, 600))).collect();
     log.sync().expect("sync");
     assert_eq!(log.segment_ids(), vec![1, 2]);
+    // Sealed, it is cut to its records (a direct write padded its last
+    // block with zeros).
+    let sealed = std::fs::metadata(dir.path().join("00000001.vlog")).expect("stat");
+    assert_eq!(sealed.len(), first[7].end());
     let second = log.put(&value(9, 600));
     log.sync().expect("sync");
     assert_eq!(second.seg, 2);
