@@ -98,8 +98,9 @@ pub enum ValueError {
 #[derive(Debug)]
 struct Segment {
     file: Arc<File>,
-    /// Bytes written to the file (synced, but for the newest segment while
-    /// a sync is under way).
+    /// Where its records end (synced, but for the newest segment while a
+    /// sync is under way); the file may go on in zeros a direct write
+    /// padded its last block with.
     len: u64,
     /// Bytes of records sled points at.
     live: u64,
@@ -412,8 +413,9 @@ impl ValueLog {
         }
         if seg.len >= self.segment_bytes {
             // Sealed: cut to its records (a direct write padded it), so
-            // its file's length is its end at open. Padding left by a
-            // failure here is read as the end too.
+            // its file's length is its end at open. Padding a failure here
+            // leaves is counted in the segment's length at open (only the
+            // newest segment is scanned), where no location points.
             if let Err(e) = seg.file.set_len(seg.len).and_then(|()| seg.file.sync_data()) {
                 tracing::warn!(path = %path.display(), error = %e, "value log: a sealed segment keeps its padding");
             }

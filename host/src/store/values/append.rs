@@ -44,6 +44,11 @@ pub struct Appender {
     tail: Vec<u8>,
     /// Holds the aligned window written; kept from write to write.
     buf: Vec<u8>,
+    /// A direct write took: from then on `EINVAL` is not a refusal.
+    wrote_direct: bool,
+    /// The next sync fails (tests).
+    #[cfg(test)]
+    fail_next_sync: bool,
 }
 
 fn o_direct() -> i32 {
@@ -73,6 +78,9 @@ impl Appender {
             direct,
             tail,
             buf: Vec::new(),
+            wrote_direct: false,
+            #[cfg(test)]
+            fail_next_sync: false,
         })
     }
 
@@ -83,17 +91,24 @@ impl Appender {
     }
 
     /// Write `records` at `len`, the segment's end, and make them durable.
-    /// On failure nothing changed here: the same call may be made again.
+    /// On failure nothing changed here: the same call may be made again
+    /// (the tail moves only once the records are durable, or a retry would
+    /// write a failed write's tail over durable records).
     pub fn append(&mut self, file: &File, len: u64, records: &[u8]) -> io::Result<()> {
         if let Some(direct) = self.direct.take() {
             match self.write_direct(&direct, len, records) {
-                Err(e) if refused(&e) => {
+                // Refused before any direct write took: the file system's
+                // answer. Later, `EINVAL` is an error like any other.
+                Err(e) if refused(&e) && !self.wrote_direct => {
                     tracing::info!(error = %e, "value log: O_DIRECT refused, buffered writes");
                 }
                 written => {
-                    let synced = written.and_then(|()| direct.sync_data());
+                    let synced = written.and_then(|()| self.sync_data(&direct));
                     self.direct = Some(direct);
-                    return synced;
+                    synced?;
+                    self.wrote_direct = true;
+                    self.tail = self.next_tail(len + records.len() as u64, records);
+                    return Ok(());
                 }
             }
         }
@@ -101,9 +116,32 @@ impl Appender {
         file.sync_data()
     }
 
+    /// The tail once `records` (the last bytes up to `end`) are written.
+    fn next_tail(&self, end: u64, records: &[u8]) -> Vec<u8> {
+        let keep = (end % ALIGN) as usize;
+        let mut tail = Vec::with_capacity(keep);
+        if keep > records.len() {
+            tail.extend_from_slice(&self.tail[self.tail.len() - (keep - records.len())..]);
+            tail.extend_from_slice(records);
+        } else {
+            tail.extend_from_slice(&records[records.len() - keep..]);
+        }
+        tail
+    }
+
+    fn sync_data(&mut self, direct: &File) -> io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(io::Error::other("a sync failure the test asked for"));
+        }
+        direct.sync_data()
+    }
+
     fn write_direct(&mut self, direct: &File, len: u64, records: &[u8]) -> io::Result<()> {
-        let base = len - self.tail.len() as u64;
-        debug_assert_eq!(base % ALIGN, 0, "the tail starts at a block");
+        let base = len
+            .checked_sub(self.tail.len() as u64)
+            .filter(|b| b % ALIGN == 0)
+            .ok_or_else(|| io::Error::other("value log: the appender's tail is out of step with the segment's end"))?;
         let used = self.tail.len() + records.len();
         let size = used.next_multiple_of(ALIGN as usize);
         let mut buf = std::mem::take(&mut self.buf);
@@ -116,12 +154,6 @@ impl Appender {
         out[self.tail.len()..used].copy_from_slice(records);
         out[used..].fill(0);
         let written = direct.write_all_at(out, base);
-        if written.is_ok() {
-            let end = len + records.len() as u64;
-            let from = (end - end % ALIGN - base) as usize;
-            self.tail.clear();
-            self.tail.extend_from_slice(&out[from..used]);
-        }
         if buf.len() <= KEEP_BYTES {
             self.buf = buf;
         }
@@ -168,5 +200,34 @@ mod tests {
         want.extend_from_slice(b"after");
         let got = std::fs::read(&path).expect("read");
         assert!(got[..want.len()] == want[..]);
+    }
+
+    /// A sync that fails leaves the tail where the durable records end: the
+    /// retry writes the same block again, and what was durable stays.
+    #[test]
+    fn a_retry_after_a_failed_sync_keeps_what_was_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000001.vlog");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create");
+        let mut appender = Appender::open(&path, &file, 0).expect("appender");
+        let durable = vec![7u8; 100];
+        appender.append(&file, 0, &durable).expect("append");
+        // A write crossing a block, whose sync fails.
+        let failed: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8 | 1).collect();
+        appender.fail_next_sync = true;
+        appender.append(&file, 100, &failed).expect_err("the sync fails");
+        // The writer retries with what came since behind it.
+        let mut retry = failed.clone();
+        retry.extend_from_slice(b"since");
+        appender.append(&file, 100, &retry).expect("retry");
+        let got = std::fs::read(&path).expect("read");
+        assert!(got[..100] == durable[..], "the durable records are as they were");
+        assert!(got[100..100 + retry.len()] == retry[..]);
     }
 }
