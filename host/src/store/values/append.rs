@@ -165,20 +165,25 @@ impl Appender {
 mod tests {
     use super::*;
 
-    /// Appends of every size, across block boundaries and through the
-    /// rewritten tail, leave exactly the records in the file, then zeros
-    /// short of a block; the data dir's file system takes `O_DIRECT`.
-    #[test]
-    fn appends_leave_the_records_and_padding_short_of_a_block() {
+    /// A new, empty segment file in a directory of its own.
+    fn segment() -> (tempfile::TempDir, std::path::PathBuf, File) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("00000001.vlog");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .expect("create");
+        (dir, path, file)
+    }
+
+    /// Appends of every size, across block boundaries and through the
+    /// rewritten tail, leave exactly the records in the file, then zeros
+    /// short of a block; the data dir's file system takes `O_DIRECT`.
+    #[test]
+    fn appends_leave_the_records_and_padding_short_of_a_block() {
+        let (_dir, path, file) = segment();
         let mut appender = Appender::open(&path, &file, 0).expect("appender");
         assert!(appender.is_direct(), "tests run on a file system with O_DIRECT");
         let mut want = Vec::new();
@@ -206,15 +211,7 @@ mod tests {
     /// retry writes the same block again, and what was durable stays.
     #[test]
     fn a_retry_after_a_failed_sync_keeps_what_was_durable() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("00000001.vlog");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("create");
+        let (_dir, path, file) = segment();
         let mut appender = Appender::open(&path, &file, 0).expect("appender");
         let durable = vec![7u8; 100];
         appender.append(&file, 0, &durable).expect("append");
