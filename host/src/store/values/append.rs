@@ -107,7 +107,7 @@ impl Appender {
                     self.direct = Some(direct);
                     synced?;
                     self.wrote_direct = true;
-                    self.tail = self.next_tail(len + records.len() as u64, records);
+                    self.advance_tail(len + records.len() as u64, records);
                     return Ok(());
                 }
             }
@@ -116,17 +116,18 @@ impl Appender {
         file.sync_data()
     }
 
-    /// The tail once `records` (the last bytes up to `end`) are written.
-    fn next_tail(&self, end: u64, records: &[u8]) -> Vec<u8> {
+    /// Move the tail to `end`, `records` being the last bytes up to it
+    /// (in place: one commit after another, no allocation).
+    fn advance_tail(&mut self, end: u64, records: &[u8]) {
         let keep = (end % ALIGN) as usize;
-        let mut tail = Vec::with_capacity(keep);
-        if keep > records.len() {
-            tail.extend_from_slice(&self.tail[self.tail.len() - (keep - records.len())..]);
-            tail.extend_from_slice(records);
-        } else {
-            tail.extend_from_slice(&records[records.len() - keep..]);
+        match keep.checked_sub(records.len()) {
+            Some(from_old) => {
+                self.tail.drain(..self.tail.len() - from_old);
+            }
+            None => self.tail.clear(),
         }
-        tail
+        self.tail
+            .extend_from_slice(&records[records.len().saturating_sub(keep)..]);
     }
 
     fn sync_data(&mut self, direct: &File) -> io::Result<()> {
