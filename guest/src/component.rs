@@ -104,6 +104,8 @@ mod faults {
     const MEMORY_BOMB: u32 = 999_003;
     /// A state holding this market makes `migrate` panic (hot-swap tests).
     const MIGRATE_TRAP: u32 = 999_004;
+    /// Reads a byte past the end of the guest's linear memory.
+    const OUT_OF_BOUNDS: u32 = 999_005;
 
     pub fn on_migrate(state: &crate::model::MatchState) {
         if state.markets.keys().any(|(id, _)| *id == MIGRATE_TRAP) {
@@ -124,6 +126,14 @@ mod faults {
                     loop {
                         std::hint::black_box(());
                     }
+                }
+                OUT_OF_BOUNDS => {
+                    let end = core::arch::wasm32::memory_size(0) * 65_536;
+                    // A page the guest does not own: the read must trap,
+                    // by the host's explicit check or by the unmapped pages
+                    // of a full reservation (`sandbox::reservation`).
+                    let byte = unsafe { core::ptr::read_volatile((end + 4096) as *const u8) };
+                    std::hint::black_box(byte);
                 }
                 MEMORY_BOMB => {
                     let mut hoard: Vec<Vec<u8>> = Vec::new();

@@ -112,6 +112,7 @@ pub struct Metrics {
     pub match_switches: Family<Kind, Counter>,
     pub match_switch_seconds: Histogram,
     pub guest_versions_installed: Gauge,
+    pub guest_memory_reservation_bytes: Gauge,
     pub producer_up: Family<Labels, Gauge>,
     pub producer_down: Family<Labels, Counter>,
     pub recovery_requests: Family<Labels, Counter>,
@@ -448,6 +449,11 @@ impl Metrics {
             guest_versions_installed: reg!(
                 "guest_versions_installed",
                 "Guest versions installed (kept in the store)",
+                Gauge::default()
+            ),
+            guest_memory_reservation_bytes: reg!(
+                "guest_memory_reservation_bytes",
+                "Address space each guest memory reserves: 4 GiB when the guests run without bounds checks, else the memory cap",
                 Gauge::default()
             ),
             producer_up: reg!(

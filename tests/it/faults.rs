@@ -1,6 +1,7 @@
 //! Real guest faults (the fault-injection guest): a panic, an infinite
-//! loop, a memory bomb, and a stream of poison events. Each checks the
-//! faulting match's seq and state and that another match is untouched.
+//! loop, a memory bomb, a read past the guest's memory (with and without
+//! bounds checks) and a stream of poison events. Each checks the faulting
+//! match's seq and state and that another match is untouched.
 
 use std::io::Write;
 
@@ -12,7 +13,8 @@ const SICK: &str = "sr:match:666";
 const WELL: &str = "sr:match:777";
 const TOKEN: &str = "test-admin-token-0123456789";
 
-/// An odds_change with one market: normal (id 1) or poisonous (999001..3).
+/// An odds_change with one market: normal (id 1) or poisonous (999001-999003,
+/// 999005).
 fn odds(event_id: &str, market: u32, odds: f64) -> Vec<u8> {
     format!(
         r#"<odds_change product="1" event_id="{event_id}" timestamp="1"><odds><market id="{market}" status="1"><outcome id="1" odds="{odds}" active="1"/></market></odds></odds_change>"#
@@ -48,7 +50,8 @@ async fn two_matches(extra: &[&str]) -> (Server, std::net::TcpStream, Ws, Tracke
     (server, feed, ws, t)
 }
 
-async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) {
+/// Feed one poison event between good ones; the server, for more checks.
+async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) -> Server {
     let (server, mut feed, mut ws, mut t) = two_matches(extra).await;
 
     feed.write_all(&odds(SICK, market, 9.0)).expect("feed"); // the poison
@@ -101,6 +104,7 @@ async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) {
     ws2.send(json!({"op": "subscribe", "matches": [SICK]})).await;
     let snap = ws2.next().await;
     assert_eq!((snap["seq"].as_u64(), &snap["state"]), (Some(2), &sick.state));
+    server
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,6 +120,28 @@ async fn infinite_loop_is_stopped_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_is_stopped_at_the_limit() {
     single_poison_event(999_003, "memory", &["--guest-memory-mib", "16"]).await;
+}
+
+/// The address space each guest memory reserved, from `/metrics`.
+fn reservation(server: &Server) -> f64 {
+    let metrics = crate::support::http_get(server.http, "/metrics").1;
+    crate::support::metric_in(&metrics, "touchline_guest_memory_reservation_bytes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_past_the_memory_traps_where_bounds_are_not_checked() {
+    // The default pool fits the address budget: full 4 GiB reservations,
+    // whose pages past the memory's end are unmapped.
+    let server = single_poison_event(999_005, "trap", &[]).await;
+    assert_eq!(reservation(&server), 4_294_967_296.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_past_the_memory_traps_where_bounds_are_checked() {
+    // 20,000 slots of 4 GiB exceed the 64 TiB budget: each memory reserves
+    // its cap and the compiled guest checks every access.
+    let server = single_poison_event(999_005, "trap", &["--max-matches", "20000"]).await;
+    assert_eq!(reservation(&server), 32.0 * 1_048_576.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,10 +31,12 @@ mod bindings {
 }
 
 mod instance;
+mod reservation;
 mod spares;
 
 use bindings::{MatchWorker, MatchWorkerPre};
 pub use instance::{Failure, GuestInstance, HostState, Saved};
+use reservation::Reservation;
 pub use spares::SPARES;
 use spares::{Spare, Spares};
 
@@ -151,6 +153,8 @@ pub struct Platform {
 
 struct PlatformInner {
     engine: Engine,
+    /// Address space per memory (and whether the guest checks bounds).
+    reservation: Reservation,
     linker: Linker<HostState>,
     limits: Limits,
     deadline_ticks: u64,
@@ -227,6 +231,25 @@ impl Wasm {
     }
 }
 
+/// The engine's configuration for a pool whose memories reserve `reservation`.
+fn engine_config(pool: &PoolingAllocationConfig, reservation: &Reservation) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool.clone()))
+        // The whole 4 GiB when the process's budget allows (no bounds
+        // checks), else only the cap, so tens of thousands of slots fit in
+        // the address space ([`reservation`]).
+        .memory_reservation(reservation.per_memory())
+        .memory_guard_size(reservation::GUARD)
+        .memory_reservation_for_growth(0);
+    if std::env::var_os(PERFMAP_ENV).is_some() {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
+    config
+}
+
 impl Platform {
     /// Configure the engine and the host imports; starts the epoch ticker.
     pub fn new(limits: Limits) -> anyhow::Result<Platform> {
@@ -247,21 +270,25 @@ impl Platform {
             // Give freed memory back entirely: hibernated matches must not
             // keep pages resident in their old slots.
             .linear_memory_keep_resident(0);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            // Reserve only the cap (not 4 GiB) per memory, so tens of
-            // thousands of slots fit in the address space. Bounds checks
-            // become explicit, which costs little for this workload.
-            .memory_reservation(limits.memory_bytes as u64)
-            .memory_guard_size(64 * 1024)
-            .memory_reservation_for_growth(0);
-        if std::env::var_os(PERFMAP_ENV).is_some() {
-            config.profiler(ProfilingStrategy::PerfMap);
-        }
-        let engine = wt(Engine::new(&config)).context("configuring the Wasm engine")?;
+        let cap = limits.memory_bytes as u64;
+        let reservation = Reservation::claim(n, cap);
+        let (engine, reservation) = match Engine::new(&engine_config(&pool, &reservation)) {
+            Ok(engine) => (engine, reservation),
+            Err(e) if reservation.elides_bounds_checks() && cap < reservation::FULL => {
+                tracing::warn!(slots = n, error = %chain(&e), "full guest memory reservations refused: reserving the cap, with bounds checks");
+                let reservation = reservation.fall_back(cap);
+                let engine =
+                    wt(Engine::new(&engine_config(&pool, &reservation))).context("configuring the Wasm engine")?;
+                (engine, reservation)
+            }
+            Err(e) => return wt(Err(e)).context("configuring the Wasm engine"),
+        };
+        tracing::info!(
+            slots = n,
+            reservation_bytes = reservation.per_memory(),
+            bounds_checks = !reservation.elides_bounds_checks(),
+            "guest memory pool reserved"
+        );
         let mut linker = Linker::<HostState>::new(&engine);
         wt(MatchWorker::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut linker,
@@ -274,6 +301,7 @@ impl Platform {
         Ok(Platform {
             inner: Arc::new(PlatformInner {
                 engine,
+                reservation,
                 linker,
                 limits,
                 deadline_ticks,
@@ -282,6 +310,12 @@ impl Platform {
                 loads: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Address space each guest memory reserves: 4 GiB when the compiled
+    /// guests check no bounds, else the memory cap ([`reservation`]).
+    pub fn reservation_bytes(&self) -> u64 {
+        self.inner.reservation.per_memory()
     }
 
     /// Compile, check and pre-link a guest component. CPU-bound for tens to

@@ -421,11 +421,15 @@ async fn open_guests(
         tracing::warn!("running the match model natively: no isolation, benchmark use only");
         None
     } else {
-        Some(Platform::new(Limits {
+        let platform = Platform::new(Limits {
             max_instances: config.max_matches,
             memory_bytes: config.guest_memory_bytes,
             call_deadline: config.guest_call_deadline,
-        })?)
+        })?;
+        metrics
+            .guest_memory_reservation_bytes
+            .set(platform.reservation_bytes() as i64);
+        Some(platform)
     };
     let policy = guests::RolloutPolicy {
         max_failed: config.rollout_max_failed,

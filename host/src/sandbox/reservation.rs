@@ -1,0 +1,152 @@
+//! How much address space each guest's linear memory reserves, and so
+//! whether the compiled guest checks the bounds of every memory access.
+//!
+//! A 32-bit Wasm memory reserved in full (4 GiB, then a guard region)
+//! needs no bounds checks: an index plus a static offset smaller than the
+//! guard lands in the reservation or in the guard, unmapped beyond the
+//! memory's current size, where the access faults and the call traps.
+//! Reserving only the cap (`--guest-memory-mib`) makes Cranelift compare
+//! every load's and store's address first and guard it against Spectre
+//! with a conditional move. On the pipeline at 1,000 matches the full
+//! reservation took the Wasm run without durability from 8.25-8.56 CPU-s
+//! to 7.48-7.93 (three runs each, alternated) and the durable run from
+//! 9.11-9.36 to 8.81-9.03.
+//!
+//! The pooling allocator reserves every slot up front, so the full
+//! reservation costs 4 GiB of address space per slot: the default 10,000
+//! matches (plus slack and spares) take ~39 TiB of the 128 TiB a process
+//! has on x86-64. Platforms in one process share [`ADDRESS_BUDGET`]; a
+//! pool that does not fit in what is left (`--max-matches` above ~16,000,
+//! or several platforms in one test process) reserves only its cap and
+//! keeps the checks. So does a pool whose full reservation the kernel
+//! refuses ([`super::Platform::new`] retries). Either way the guest traps
+//! on an access out of its memory: the tests run both.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A full reservation: every 32-bit index.
+pub const FULL: u64 = 1 << 32;
+/// The guard region after (and before) each memory. Accesses with a static
+/// offset below it need no check in a full reservation; larger ones keep
+/// theirs.
+pub const GUARD: u64 = 64 * 1024;
+/// Address space the full reservations of one process may take together:
+/// half of x86-64's 128 TiB user space, the rest left to everything else.
+pub const ADDRESS_BUDGET: u64 = 64 << 40;
+
+/// Address space claimed by the full reservations alive in this process.
+static CLAIMED: AtomicU64 = AtomicU64::new(0);
+
+/// The reservation of one platform's memories: full (bounds checks elided)
+/// while it holds its claim on the process's budget, else its cap.
+#[derive(Debug)]
+pub struct Reservation {
+    per_memory: u64,
+    claimed: u64,
+    budget: &'static AtomicU64,
+}
+
+impl Reservation {
+    /// The reservation for `slots` memories capped at `cap` bytes each:
+    /// full if they fit in what is left of [`ADDRESS_BUDGET`].
+    pub fn claim(slots: u32, cap: u64) -> Reservation {
+        Reservation::claim_from(&CLAIMED, ADDRESS_BUDGET, slots, cap)
+    }
+
+    fn claim_from(budget: &'static AtomicU64, limit: u64, slots: u32, cap: u64) -> Reservation {
+        if cap >= FULL {
+            // The cap is a full reservation already (and claims nothing).
+            return Reservation::capped(budget, cap);
+        }
+        let need = u64::from(slots).saturating_mul(FULL + 2 * GUARD);
+        let took = budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |claimed| {
+            claimed.checked_add(need).filter(|total| *total <= limit)
+        });
+        match took {
+            Ok(_) => Reservation {
+                per_memory: FULL,
+                claimed: need,
+                budget,
+            },
+            Err(_) => Reservation::capped(budget, cap),
+        }
+    }
+
+    fn capped(budget: &'static AtomicU64, cap: u64) -> Reservation {
+        Reservation {
+            per_memory: cap,
+            claimed: 0,
+            budget,
+        }
+    }
+
+    /// Give the claim back and reserve only `cap` (the kernel refused the
+    /// full reservation).
+    pub fn fall_back(self, cap: u64) -> Reservation {
+        Reservation::capped(self.budget, cap)
+    }
+
+    /// Bytes reserved per memory.
+    pub fn per_memory(&self) -> u64 {
+        self.per_memory
+    }
+
+    /// Whether the compiled guest's accesses go unchecked (the guard
+    /// regions trap instead).
+    pub fn elides_bounds_checks(&self) -> bool {
+        self.per_memory >= FULL
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.claimed, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn pools_get_full_reservations_while_the_budget_lasts() {
+        static BUDGET: AtomicU64 = AtomicU64::new(0);
+        let limit = 10 * (FULL + 2 * GUARD);
+        let a = Reservation::claim_from(&BUDGET, limit, 6, 32 * MIB);
+        assert!(a.elides_bounds_checks());
+        assert_eq!(a.per_memory(), FULL);
+        let b = Reservation::claim_from(&BUDGET, limit, 6, 32 * MIB);
+        assert!(!b.elides_bounds_checks(), "6 + 6 slots exceed a budget of 10");
+        assert_eq!(b.per_memory(), 32 * MIB, "the cap, checked");
+        let c = Reservation::claim_from(&BUDGET, limit, 4, 32 * MIB);
+        assert!(c.elides_bounds_checks(), "6 + 4 fit");
+        drop((a, b));
+        assert_eq!(
+            BUDGET.load(Ordering::Acquire),
+            4 * (FULL + 2 * GUARD),
+            "a's claim given back"
+        );
+        let d = c.fall_back(32 * MIB);
+        assert!(!d.elides_bounds_checks());
+        assert_eq!(BUDGET.load(Ordering::Acquire), 0, "a refused claim is given back");
+    }
+
+    #[test]
+    fn a_cap_of_four_gib_claims_nothing() {
+        static BUDGET: AtomicU64 = AtomicU64::new(0);
+        let r = Reservation::claim_from(&BUDGET, u64::MAX, 1, FULL);
+        assert_eq!(r.per_memory(), FULL);
+        assert!(r.elides_bounds_checks() && r.claimed == 0);
+        assert_eq!(BUDGET.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_huge_pool_overflows_into_the_capped_reservation() {
+        static BUDGET: AtomicU64 = AtomicU64::new(0);
+        let r = Reservation::claim_from(&BUDGET, ADDRESS_BUDGET, u32::MAX, 32 * MIB);
+        assert!(!r.elides_bounds_checks());
+        assert_eq!(BUDGET.load(Ordering::Acquire), 0);
+    }
+}
