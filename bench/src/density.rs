@@ -121,6 +121,7 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     server.wait_metric("touchline_hibernated_matches", f64::from(matches), WAIT)?;
     let create_s = t0.elapsed().as_secs_f64();
     let hibernated = settled_rss(&server)?;
+    let hibernated_page_tables = server.page_table_bytes();
     let per_hibernated = hibernated.saturating_sub(idle) as f64 / f64::from(matches);
     progress(&format!(
         "density: {matches} hibernated in {create_s:.1} s, {per_hibernated:.0} B each"
@@ -174,11 +175,13 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     let (half, all) = (&phases[0], &phases[1]);
     let per_live = all.mean.saturating_sub(half.mean) as f64 / (all.awake - half.awake).max(1.0);
     let over_idle = |rss: u64| rss.saturating_sub(alone_idle) as f64 / all.awake.max(1.0);
+    let tables_per_live = all.page_tables.saturating_sub(half.page_tables) as f64 / (all.awake - half.awake).max(1.0);
     let result = json!({
         "matches": matches,
         "live_matches": live,
         "rss_idle_bytes": idle,
         "rss_hibernated_bytes": hibernated,
+        "page_tables_hibernated_bytes": hibernated_page_tables,
         "rss_with_live_bytes": dense.mean,
         "rss_with_live_range_bytes": [dense.min, dense.max],
         "napping_while_measured": dense.napping,
@@ -187,8 +190,9 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
         "live_alone": {
             "rss_idle_bytes": alone_idle,
             "store_cache_mib": ALONE_STORE_CACHE_MIB,
-            "half": {"awake": half.awake, "rss_bytes": half.mean, "rss_range_bytes": [half.min, half.max], "napping_while_measured": half.napping},
-            "all": {"awake": all.awake, "rss_bytes": all.mean, "rss_range_bytes": [all.min, all.max], "napping_while_measured": all.napping},
+            "half": {"awake": half.awake, "rss_bytes": half.mean, "rss_range_bytes": [half.min, half.max], "page_table_bytes": half.page_tables, "napping_while_measured": half.napping},
+            "all": {"awake": all.awake, "rss_bytes": all.mean, "rss_range_bytes": [all.min, all.max], "page_table_bytes": all.page_tables, "napping_while_measured": all.napping},
+            "page_tables_per_live_match_bytes": tables_per_live,
             "rss_over_idle_per_live_match_bytes": over_idle(all.mean),
             "nap_wake_s": {"p50": alone_m.quantile("touchline_nap_wake_seconds", 0.5), "p99": alone_m.quantile("touchline_nap_wake_seconds", 0.99)},
         },
@@ -235,6 +239,8 @@ struct LivePhase {
     mean: u64,
     min: u64,
     max: u64,
+    /// Page tables (VmPTE) at the last reading: not in the RSS.
+    page_tables: u64,
     /// Napping matches over the readings, lowest and highest.
     napping: Value,
 }
@@ -291,6 +297,7 @@ fn live_phase(server: &ServerProcess, ids: &[String], stream: &[String]) -> anyh
         mean: readings.iter().sum::<u64>() / readings.len() as u64,
         min: readings.iter().min().copied().unwrap_or(0),
         max: readings.iter().max().copied().unwrap_or(0),
+        page_tables: server.page_table_bytes(),
         napping: json!({
             "min": napping.iter().copied().fold(f64::INFINITY, f64::min),
             "max": napping.iter().copied().fold(f64::NEG_INFINITY, f64::max),

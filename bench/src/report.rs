@@ -158,7 +158,7 @@ pub fn table(r: &Value) -> String {
     let mb = |v: &Value| f(&(v.as_f64().map(|b| b / 1e6).into()));
     let _ = writeln!(
         t,
-        "   live alone (store cache {} MiB): {} then {} matches live, RSS {} then {} MB (readings {}–{} and {}–{} MB) over {} MB idle: {} B per live match over idle; napping {}–{}",
+        "   live alone (store cache {} MiB): {} then {} matches live, RSS {} then {} MB (readings {}–{} and {}–{} MB) over {} MB idle: {} B per live match over idle; napping {}–{}; page tables (not in the RSS) {} then {} MB, {} B per live match",
         a["store_cache_mib"],
         a["half"]["awake"],
         a["all"]["awake"],
@@ -172,6 +172,9 @@ pub fn table(r: &Value) -> String {
         f(&a["rss_over_idle_per_live_match_bytes"]),
         a["all"]["napping_while_measured"]["min"],
         a["all"]["napping_while_measured"]["max"],
+        mb(&a["half"]["page_table_bytes"]),
+        mb(&a["all"]["page_table_bytes"]),
+        f(&a["page_tables_per_live_match_bytes"]),
     );
     let x = &r["faults"];
     let _ = writeln!(

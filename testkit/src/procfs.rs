@@ -53,6 +53,11 @@ pub fn rss_bytes(pid: impl Display) -> u64 {
     status_kib(pid, "VmRSS:") * 1024
 }
 
+/// Its page tables (`VmPTE`), bytes: kernel memory that RSS leaves out.
+pub fn page_table_bytes(pid: impl Display) -> u64 {
+    status_kib(pid, "VmPTE:") * 1024
+}
+
 /// The most resident memory it has had (`VmHWM`, the high-water mark), bytes.
 pub fn peak_rss_bytes(pid: impl Display) -> u64 {
     status_kib(pid, "VmHWM:") * 1024

@@ -234,6 +234,11 @@ impl ServerProcess {
         crate::procfs::rss_bytes(self.pid())
     }
 
+    /// Its page tables (VmPTE), bytes; 0 once it has exited.
+    pub fn page_table_bytes(&self) -> u64 {
+        crate::procfs::page_table_bytes(self.pid())
+    }
+
     /// Its peak resident memory so far (VmHWM), bytes; 0 once it has exited.
     pub fn peak_rss_bytes(&self) -> u64 {
         crate::procfs::peak_rss_bytes(self.pid())
