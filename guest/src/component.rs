@@ -104,7 +104,8 @@ mod faults {
     const MEMORY_BOMB: u32 = 999_003;
     /// A state holding this market makes `migrate` panic (hot-swap tests).
     const MIGRATE_TRAP: u32 = 999_004;
-    /// Reads a byte past the end of the guest's linear memory.
+    /// Reads a byte at the address its first outcome's odds give, or, for
+    /// odds of 0, in the page after the end of the guest's linear memory.
     const OUT_OF_BOUNDS: u32 = 999_005;
 
     pub fn on_migrate(state: &crate::model::MatchState) {
@@ -129,10 +130,15 @@ mod faults {
                 }
                 OUT_OF_BOUNDS => {
                     let end = core::arch::wasm32::memory_size(0) * 65_536;
-                    // A page the guest does not own: the read must trap,
-                    // by the host's explicit check or by the unmapped pages
-                    // of a full reservation (`sandbox::reservation`).
-                    let byte = unsafe { core::ptr::read_volatile((end + 4096) as *const u8) };
+                    let at = match m.outcomes.first().and_then(|o| o.odds) {
+                        Some(a) if a >= 1.0 => a as usize,
+                        _ => end + 4096,
+                    };
+                    // Memory the guest does not own (the tests pick such
+                    // addresses): the read must trap, by the host's explicit
+                    // check or by the inaccessible pages of a full
+                    // reservation (`sandbox::reservation`).
+                    let byte = unsafe { core::ptr::read_volatile(at as *const u8) };
                     std::hint::black_box(byte);
                 }
                 MEMORY_BOMB => {

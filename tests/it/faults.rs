@@ -50,11 +50,17 @@ async fn two_matches(extra: &[&str]) -> (Server, std::net::TcpStream, Ws, Tracke
     (server, feed, ws, t)
 }
 
-/// Feed one poison event between good ones; the server, for more checks.
-async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) -> Server {
+/// Feed one poison event between good ones; the server and the dead
+/// letter's reason, for more checks.
+async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) -> (Server, String) {
+    poison_with_odds(market, 9.0, cause, extra).await
+}
+
+/// [`single_poison_event`] with the poison's outcome at `poison_odds`.
+async fn poison_with_odds(market: u32, poison_odds: f64, cause: &str, extra: &[&str]) -> (Server, String) {
     let (server, mut feed, mut ws, mut t) = two_matches(extra).await;
 
-    feed.write_all(&odds(SICK, market, 9.0)).expect("feed"); // the poison
+    feed.write_all(&odds(SICK, market, poison_odds)).expect("feed"); // the poison
     feed.write_all(&odds(WELL, 1, 3.1)).expect("feed");
     feed.write_all(&odds(SICK, 1, 2.5)).expect("feed");
     feed.write_all(&odds(WELL, 1, 3.2)).expect("feed");
@@ -104,7 +110,8 @@ async fn single_poison_event(market: u32, cause: &str, extra: &[&str]) -> Server
     ws2.send(json!({"op": "subscribe", "matches": [SICK]})).await;
     let snap = ws2.next().await;
     assert_eq!((snap["seq"].as_u64(), &snap["state"]), (Some(2), &sick.state));
-    server
+    let reason = status["reason"].as_str().unwrap_or_default().to_owned();
+    (server, reason)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,20 +135,40 @@ fn reservation(server: &Server) -> f64 {
     crate::support::metric_in(&metrics, "touchline_guest_memory_reservation_bytes")
 }
 
+/// The page after the end of the guest's memory (market 999005's odds of 0).
+const PAST_THE_END: f64 = 0.0;
+/// The top of the 32-bit index space.
+const TOP: f64 = 4_294_967_280.0;
+
+/// Each read traps as an out-of-bounds access, in a server whose guest
+/// memories each reserve `reservation` bytes.
+async fn reads_trap(addresses: &[f64], extra: &[&str], reservation_bytes: f64) {
+    for &at in addresses {
+        let (server, reason) = poison_with_odds(999_005, at, "trap", extra).await;
+        assert_eq!(reservation(&server), reservation_bytes, "read at {at}");
+        assert!(reason.contains("out of bounds"), "read at {at}: {reason}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_past_the_memory_traps_where_bounds_are_not_checked() {
     // The default pool fits the address budget: full 4 GiB reservations,
-    // whose pages past the memory's end are unmapped.
-    let server = single_poison_event(999_005, "trap", &[]).await;
-    assert_eq!(reservation(&server), 4_294_967_296.0);
+    // whose pages past the memory's end are inaccessible up to the guard.
+    reads_trap(&[PAST_THE_END, TOP], &[], 4_294_967_296.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_past_the_memory_traps_where_bounds_are_checked() {
     // 20,000 slots of 4 GiB exceed the 64 TiB budget: each memory reserves
-    // its cap and the compiled guest checks every access.
-    let server = single_poison_event(999_005, "trap", &["--max-matches", "20000"]).await;
-    assert_eq!(reservation(&server), 32.0 * 1_048_576.0);
+    // its cap (32 MiB) and the compiled guest checks every access, also one
+    // where the next slot's memory begins (the cap and a 64 KiB guard on).
+    let next_slot = f64::from((32 << 20) + (64 << 10) + 8);
+    reads_trap(
+        &[PAST_THE_END, next_slot, TOP],
+        &["--max-matches", "20000"],
+        32.0 * 1_048_576.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
