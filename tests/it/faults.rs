@@ -159,7 +159,7 @@ async fn reading_past_the_memory_traps_where_bounds_are_not_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_past_the_memory_traps_where_bounds_are_checked() {
-    // 20,000 slots of 4 GiB exceed the 64 TiB budget: each memory reserves
+    // 20,000 slots of 4 GiB exceed the 64 TiB budget (x86-64): each memory reserves
     // its cap (32 MiB) and the compiled guest checks every access, also one
     // where the next slot's memory begins (the cap and a 64 KiB guard on).
     let next_slot = f64::from((32 << 20) + (64 << 10) + 8);

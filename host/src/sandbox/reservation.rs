@@ -15,10 +15,11 @@
 //! The pooling allocator reserves every slot up front, so the full
 //! reservation costs 4 GiB of address space per slot: the default 10,000
 //! matches (plus slack and spares) take ~39 TiB of the 128 TiB a process
-//! has on x86-64. Platforms in one process share [`ADDRESS_BUDGET`]; a
-//! pool that does not fit in what is left (`--max-matches` above ~16,000,
-//! or platforms whose pools add up past it) reserves only its cap and
-//! keeps the checks. So does a pool whose full reservation the kernel
+//! has on x86-64. Platforms in one process share [`address_budget`], half
+//! of what the process may map; a pool that does not fit in what is left
+//! (`--max-matches` above ~16,000 on x86-64, a smaller address space as
+//! some arm64 kernels give, an `RLIMIT_AS`, or platforms whose pools add up
+//! past it) reserves only its cap and keeps the checks. So does a pool whose full reservation the kernel
 //! refuses ([`super::Platform::new`] retries). Either way the guest traps
 //! on an access out of its memory: the tests run both.
 //!
@@ -29,7 +30,10 @@
 //! kernel memory that the RSS does not show (the bench's density scenario
 //! reports `VmPTE`).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::process::{Resource, getrlimit};
 
 /// A full reservation: every 32-bit index.
 pub const FULL: u64 = 1 << 32;
@@ -38,8 +42,19 @@ pub const FULL: u64 = 1 << 32;
 /// theirs.
 pub const GUARD: u64 = 64 * 1024;
 /// Address space the full reservations of one process may take together:
-/// half of x86-64's 128 TiB user space, the rest left to everything else.
-pub const ADDRESS_BUDGET: u64 = 64 << 40;
+/// half of what it may map, the rest left to everything else. What it may
+/// map is the user address space, found as the power of two above one of
+/// its own addresses (a stack high in it: 128 TiB on x86-64, 512 GiB on
+/// an arm64 kernel of 39-bit addresses), or its `RLIMIT_AS` if lower.
+pub fn address_budget() -> u64 {
+    static BUDGET: OnceLock<u64> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let here = 0u8;
+        let space = (std::ptr::addr_of!(here) as usize as u64).next_power_of_two();
+        let limit = getrlimit(Resource::As).current.unwrap_or(u64::MAX);
+        space.min(limit) / 2
+    })
+}
 
 /// Address space claimed by the full reservations alive in this process.
 static CLAIMED: AtomicU64 = AtomicU64::new(0);
@@ -55,9 +70,9 @@ pub struct Reservation {
 
 impl Reservation {
     /// The reservation for `slots` memories capped at `cap` bytes each:
-    /// full if they fit in what is left of [`ADDRESS_BUDGET`].
+    /// full if they fit in what is left of [`address_budget`].
     pub fn claim(slots: u32, cap: u64) -> Reservation {
-        Reservation::claim_from(&CLAIMED, ADDRESS_BUDGET, slots, cap)
+        Reservation::claim_from(&CLAIMED, address_budget(), slots, cap)
     }
 
     fn claim_from(budget: &'static AtomicU64, limit: u64, slots: u32, cap: u64) -> Reservation {
@@ -155,8 +170,20 @@ mod tests {
     #[test]
     fn a_huge_pool_overflows_into_the_capped_reservation() {
         static BUDGET: AtomicU64 = AtomicU64::new(0);
-        let r = Reservation::claim_from(&BUDGET, ADDRESS_BUDGET, u32::MAX, 32 * MIB);
+        let r = Reservation::claim_from(&BUDGET, address_budget(), u32::MAX, 32 * MIB);
         assert!(!r.elides_bounds_checks());
         assert_eq!(BUDGET.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn the_budget_is_half_what_the_process_may_map() {
+        let budget = address_budget();
+        let limit = getrlimit(Resource::As).current.unwrap_or(u64::MAX);
+        assert!(budget > 0 && budget <= limit / 2, "{budget} against RLIMIT_AS {limit}");
+        if cfg!(target_arch = "x86_64") && limit == u64::MAX {
+            // 4-level paging: 128 TiB of user space (5-level paging maps
+            // above it only when asked to).
+            assert_eq!(budget, 64 << 40);
+        }
     }
 }
