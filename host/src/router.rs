@@ -133,14 +133,19 @@ impl Router {
         worker::spawn(id, version, self.worker_config.clone(), recovered, &self.tasks)
     }
 
-    /// Start a worker for every match found in the store after a restart,
+    /// Start a worker for every match found in the store after a restart
+    /// (or, in a cluster, in a partition's snapshots as a tenure begins),
     /// on the current version unless `pinned` holds the one its record
     /// names. They restore concurrently; commands queue in their mailboxes
-    /// meanwhile.
+    /// meanwhile. Each is announced like a new match: a session that named
+    /// it while no worker here had it (its subscription lagged as the
+    /// partition changed hands) attaches now, where it would otherwise
+    /// wait for an announcement that never comes.
     pub fn restore(&self, recovered: Vec<Recovered>, pinned: &std::collections::HashMap<String, GuestVersion>) {
         let current = self.version();
         let mut guard = self.matches.lock().expect("router lock");
         let Some(map) = guard.as_mut() else { return };
+        let mut restored = Vec::with_capacity(recovered.len());
         for r in recovered {
             let id = r.match_id.clone();
             let version = r
@@ -151,7 +156,12 @@ impl Router {
                 .cloned()
                 .unwrap_or_else(|| current.clone());
             let handle = self.spawn(id.clone(), Some(r), version);
-            map.insert(id, handle);
+            map.insert(id.clone(), handle);
+            restored.push(id);
+        }
+        drop(guard);
+        for id in restored {
+            let _ = self.new_matches.send(id);
         }
     }
 
@@ -372,6 +382,34 @@ mod tests {
         let mut known: Vec<String> = router.known_ids().iter().map(|id| id.to_string()).collect();
         known.sort();
         assert_eq!(known, ["sr:match:1", "sr:match:2"]);
+        router.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn restored_matches_are_announced() {
+        let router = router();
+        let mut new = router.watch_new();
+        let recovered = |id: &str| Recovered {
+            match_id: Arc::from(id),
+            meta: crate::journal::MatchMeta {
+                epoch: 1,
+                clean_seq: None,
+                quarantined: None,
+                guest: None,
+            },
+            snapshot: None,
+            journal: Vec::new(),
+            bets: Vec::new(),
+        };
+        router.restore(
+            vec![recovered("sr:match:7"), recovered("sr:match:8")],
+            &Default::default(),
+        );
+        let announced: Vec<String> = [new.try_recv(), new.try_recv()]
+            .into_iter()
+            .map(|a| a.expect("announced").to_string())
+            .collect();
+        assert_eq!(announced, ["sr:match:7", "sr:match:8"]);
         router.shutdown().await;
     }
 }

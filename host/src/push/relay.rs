@@ -131,7 +131,8 @@ impl Remote for Relays {
     fn handle(&self, id: &str) -> Option<WorkerHandle> {
         let partition = self.partitions.partition_of(id);
         if self.owned.borrow().contains_key(&partition) {
-            // Ours: its worker appears with its first event.
+            // Ours: its worker appears with its first event, or when the
+            // tenure restores it from its snapshot (both announce it).
             return None;
         }
         let subject = frame_subject(id).ok()?;
