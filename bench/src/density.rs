@@ -173,9 +173,12 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     let alone_m = alone.metrics()?;
     stop_server(alone)?;
     let (half, all) = (&phases[0], &phases[1]);
-    let per_live = all.mean.saturating_sub(half.mean) as f64 / (all.awake - half.awake).max(1.0);
+    // What the second half of the live matches added, per match.
+    let per_added =
+        |at_all: u64, at_half: u64| at_all.saturating_sub(at_half) as f64 / (all.awake - half.awake).max(1.0);
+    let per_live = per_added(all.mean, half.mean);
     let over_idle = |rss: u64| rss.saturating_sub(alone_idle) as f64 / all.awake.max(1.0);
-    let tables_per_live = all.page_tables.saturating_sub(half.page_tables) as f64 / (all.awake - half.awake).max(1.0);
+    let tables_per_live = per_added(all.page_tables, half.page_tables);
     let result = json!({
         "matches": matches,
         "live_matches": live,

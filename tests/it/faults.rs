@@ -129,12 +129,6 @@ async fn memory_bomb_is_stopped_at_the_limit() {
     single_poison_event(999_003, "memory", &["--guest-memory-mib", "16"]).await;
 }
 
-/// The address space each guest memory reserved, from `/metrics`.
-fn reservation(server: &Server) -> f64 {
-    let metrics = crate::support::http_get(server.http, "/metrics").1;
-    crate::support::metric_in(&metrics, "touchline_guest_memory_reservation_bytes")
-}
-
 /// The page after the end of the guest's memory (market 999005's odds of 0).
 const PAST_THE_END: f64 = 0.0;
 /// The top of the 32-bit index space.
@@ -145,7 +139,11 @@ const TOP: f64 = 4_294_967_280.0;
 async fn reads_trap(addresses: &[f64], extra: &[&str], reservation_bytes: f64) {
     for &at in addresses {
         let (server, reason) = poison_with_odds(999_005, at, "trap", extra).await;
-        assert_eq!(reservation(&server), reservation_bytes, "read at {at}");
+        assert_eq!(
+            server.metric("touchline_guest_memory_reservation_bytes"),
+            reservation_bytes,
+            "read at {at}"
+        );
         assert!(reason.contains("out of bounds"), "read at {at}: {reason}");
     }
 }
