@@ -386,6 +386,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_subscriber_attached_after_its_match_was_released_is_told_to_catch_up() {
+        let router = router();
+        let Ok(FeedMessage::Match(event)) = parse(br#"<odds_change product="1" event_id="sr:match:1" timestamp="1"/>"#)
+        else {
+            panic!("an event");
+        };
+        router.dispatch(event, None).await.expect("dispatched");
+        // A session takes the handle, the partition moves away, and only
+        // then does its `Attach` reach the mailbox.
+        let handle = router.get("sr:match:1").expect("runs here");
+        assert_eq!(router.release(|id| id == "sr:match:1"), 1);
+        let id: Arc<str> = Arc::from("sr:match:1");
+        let outbox = Arc::new(worker::Outbox::new(16));
+        outbox.want(&id, 1);
+        handle
+            .mailbox
+            .send(Command::Attach {
+                since: None,
+                outbox: outbox.clone(),
+                generation: 1,
+            })
+            .await
+            .expect("queued before the worker ends");
+        drop(handle);
+        router.shutdown().await;
+        let mut batch = worker::Batch::default();
+        outbox.take(&mut batch);
+        assert!(!batch.deliveries.is_empty(), "attached: its snapshot was queued");
+        let lagged: Vec<(String, u64)> = batch
+            .lagged
+            .iter()
+            .map(|l| (l.match_id.to_string(), l.generation))
+            .collect();
+        assert_eq!(
+            lagged,
+            [("sr:match:1".to_owned(), 1)],
+            "told to catch up where the match runs now"
+        );
+    }
+
+    #[tokio::test]
     async fn restored_matches_are_announced() {
         let router = router();
         let mut new = router.watch_new();
