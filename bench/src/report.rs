@@ -130,7 +130,7 @@ pub fn table(r: &Value) -> String {
     let d = &r["density"];
     let _ = writeln!(
         t,
-        "\n4. density: {} matches tracked, all hibernated: {} MB of RSS; with {} of them live and fed: {} MB; per hibernated match {} B (target {} B), per live match (on a server of their own) {} B (target {} B); wake p50/p99 {} / {} (target p99 {}) over {} wakes; instantiate p50/p99 {} / {}",
+        "\n4. density: {} matches tracked, all hibernated: {} MB of RSS; with {} of them live and fed: {} MB; per hibernated match {} B (target {} B), per live match (on a server of their own) {} B (target {} B); wake p50/p99 {} / {} (target p99 <= {}, a histogram bound) over {} wakes; instantiate p50/p99 {} / {}",
         d["matches"],
         f(&(d["rss_hibernated_bytes"].as_f64().map(|b| b / 1e6).into())),
         d["live_matches"],
@@ -158,7 +158,7 @@ pub fn table(r: &Value) -> String {
     let mb = |v: &Value| f(&(v.as_f64().map(|b| b / 1e6).into()));
     let _ = writeln!(
         t,
-        "   live alone (store cache {} MiB): {} then {} matches live, RSS {} then {} MB (readings {}–{} and {}–{} MB) over {} MB idle: {} B per live match over idle; napping {}–{}; page tables (not in the RSS) {} then {} MB, {} B per live match",
+        "   live alone (store cache {} MiB): {} then {} matches live, RSS {} then {} MB (readings {}–{} and {}–{} MB) over {} MB idle: {} B per live match over idle; napping {}–{}; page tables (not in the RSS) {} then {} MB, {} B per live match; PSS (shared pages counted once) {} B per live match",
         a["store_cache_mib"],
         a["half"]["awake"],
         a["all"]["awake"],
@@ -175,6 +175,7 @@ pub fn table(r: &Value) -> String {
         mb(&a["half"]["page_table_bytes"]),
         mb(&a["all"]["page_table_bytes"]),
         f(&a["page_tables_per_live_match_bytes"]),
+        f(&a["pss_per_live_match_bytes"]),
     );
     let x = &r["faults"];
     let _ = writeln!(

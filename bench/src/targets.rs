@@ -61,12 +61,14 @@ pub fn targets(r: &Value) -> Value {
         },
         "trap_to_serving_p99_s": {
             "measured": trap_p99,
-            "target": format!("< {TRAP_TO_SERVING_P99_TARGET_S} s"),
-            "met": trap_p99.map(|v| v < TRAP_TO_SERVING_P99_TARGET_S),
+            // A bucket's upper bound: the target is one of the bounds, so
+            // "at most the target" is what the histogram can tell.
+            "target": format!("<= {TRAP_TO_SERVING_P99_TARGET_S} s"),
+            "met": trap_p99.map(|v| v <= TRAP_TO_SERVING_P99_TARGET_S),
             "restarts": trap["count"],
             "cpu_p99": trap["cpu"]["p99"],
             "runqueue_p99": trap["runqueue"]["p99"],
-            "what": "faults scenario, with crashes: the server's recovery_seconds histogram (bucket upper bound, 25% resolution); cpu_p99: the same restarts in the worker thread's CPU time (recovery_cpu_seconds), their own work without the waits for a core; runqueue_p99: the time the thread was preempted within them, ready to run (recovery_runqueue_seconds; the 2 cores are shared with the load generator and the server's other worker)",
+            "what": "faults scenario, with crashes: the server's recovery_seconds histogram (bucket upper bound, 25% resolution; 200 µs is a bound); cpu_p99: the same restarts in the worker thread's CPU time (recovery_cpu_seconds), their own work without the waits for a core; runqueue_p99: the time the thread was preempted within them, ready to run (recovery_runqueue_seconds; the 2 cores are shared with the load generator and the server's other worker)",
         },
         "switch_ms": {
             "measured": switch_ms,
@@ -157,7 +159,7 @@ pub(crate) fn targets_table(t: &mut String, r: &Value) {
             n(&x["cpu_p99"], 1e6, 0),
             n(&x["runqueue_p99"], 1e6, 0)
         ),
-        "target < 200 µs",
+        "target <= 200 µs, a histogram bound",
     );
     let x = &g["switch_ms"];
     line(

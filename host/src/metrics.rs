@@ -11,6 +11,33 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Bounds of the latency histograms, in seconds: from 1 µs up by a
+/// factor of 1.25 (80 buckets, to ~44 s: a quantile read from them is the
+/// upper bound of its bucket, 25% resolution), with the round values 1, 2
+/// and 5 × 10ⁿ added, so that a quantile can be held against a round
+/// target exactly: without them 1 ms fell inside the bucket (808 µs,
+/// 1,010 µs], and a p99 of 850 µs read as 1,010 µs, over a 1 ms target.
+pub fn latency_buckets() -> Vec<f64> {
+    const FIRST: f64 = 1e-6;
+    const FACTOR: f64 = 1.25;
+    const COUNT: u16 = 80;
+    let mut bounds: Vec<f64> = exponential_buckets(FIRST, FACTOR, COUNT).collect();
+    let top = bounds.last().copied().unwrap_or(FIRST);
+    for exponent in -6..=2 {
+        for mantissa in [1, 2, 5] {
+            // Parsed, not multiplied: the nearest f64 to the decimal, the
+            // same value a target written as a literal has.
+            let round: f64 = format!("{mantissa}e{exponent}").parse().expect("a decimal literal");
+            if round <= top {
+                bounds.push(round);
+            }
+        }
+    }
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    bounds
+}
+
 /// Free-form label pairs; values come from closed sets of `&'static str`.
 pub type Labels = Vec<(String, String)>;
 
@@ -245,27 +272,27 @@ impl Metrics {
             event_to_fanout_seconds: reg!(
                 "event_to_fanout_seconds",
                 "From a feed event routed to its match until its update is queued for every subscriber (mailbox wait, guest, serialisation, fan-out); held, rejected or dead-lettered events are not counted",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             instantiate_seconds: reg!(
                 "instantiate_seconds",
                 "Time to create a match worker's store and instance",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             recovery_seconds: reg!(
                 "recovery_seconds",
                 "From a guest failure to the worker serving again (restore + replay)",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             recovery_cpu_seconds: reg!(
                 "recovery_cpu_seconds",
                 "The worker thread's CPU time in recovery_seconds: the restart's own work, without the time the thread waited for a core",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             recovery_runqueue_seconds: reg!(
                 "recovery_runqueue_seconds",
                 "The time in recovery_seconds the worker thread was ready to run but waited for a core (preempted; Linux schedstat, not observed where it cannot be read)",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             recovery_replayed_events: reg!(
                 "recovery_replayed_events",
@@ -275,12 +302,12 @@ impl Metrics {
             restore_seconds: reg!(
                 "restore_seconds",
                 "Restoring one match from the store at start-up",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             dirty_barrier_seconds: reg!(
                 "dirty_barrier_seconds",
                 "Wait for a durable dirty mark before the first push after a quiet period",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             snapshots_skipped: reg!(
                 "snapshots_skipped",
@@ -326,7 +353,7 @@ impl Metrics {
             store_commit_seconds: reg!(
                 "store_commit_seconds",
                 "Group commit latency: apply a batch and fsync",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             ws_sessions: reg!("ws_sessions", "Open WebSocket sessions", Gauge::default()),
             ws_frames_sent: reg!("ws_frames_sent", "Frames sent to WebSocket clients", Counter::default()),
@@ -389,12 +416,12 @@ impl Metrics {
             bet_decision_seconds: reg!(
                 "bet_decision_seconds",
                 "Time for a worker to decide a bet (guest call)",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             bet_confirm_seconds: reg!(
                 "bet_confirm_seconds",
                 "From a bet request to its durable answer",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             hibernated_matches: reg!(
                 "hibernated_matches",
@@ -409,12 +436,12 @@ impl Metrics {
             nap_wake_seconds: reg!(
                 "nap_wake_seconds",
                 "Restoring a napping match from its in-memory checkpoint (instantiate + restore)",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             wake_seconds: reg!(
                 "wake_seconds",
                 "Restoring a hibernated match (instantiate + restore + replay)",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             guest_installs: reg!(
                 "guest_installs",
@@ -444,7 +471,7 @@ impl Metrics {
             match_switch_seconds: reg!(
                 "match_switch_seconds",
                 "One match's switch: save state, instantiate the new version, migrate, snapshot",
-                Histogram::new(exponential_buckets(1e-6, 1.25, 80))
+                Histogram::new(latency_buckets())
             ),
             guest_versions_installed: reg!(
                 "guest_versions_installed",
@@ -517,5 +544,29 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_rise_by_at_most_a_quarter_and_hold_the_round_targets() {
+        let b = latency_buckets();
+        assert!(b.windows(2).all(|w| w[0] < w[1] && w[1] <= w[0] * 1.25 * (1.0 + 1e-9)));
+        for target in [200e-6, 1e-3, 50e-3, 500e-3] {
+            assert!(b.contains(&target), "{target} s is a bound");
+        }
+        // A p99 of 850 µs reads as 1 ms, not as the 1,010 µs bound above it.
+        let m = Metrics::new();
+        for _ in 0..100 {
+            m.wake_seconds.observe(850e-6);
+        }
+        let text = m.render();
+        assert_eq!(
+            touchline_testkit::metrics::quantile(&text, "touchline_wake_seconds", 0.99),
+            Some(1e-3)
+        );
     }
 }

@@ -34,7 +34,9 @@ pub fn value(text: &str, name: &str) -> f64 {
 
 /// Quantile `q` of an unlabelled histogram from its cumulative buckets: the
 /// upper bound of the bucket holding it, so the resolution is the bucket
-/// factor (1.25 for Touchline's histograms). `None` if it has no samples.
+/// factor (1.25 for Touchline's histograms, whose bounds include the round
+/// values 1, 2 and 5 × 10ⁿ s: `touchline::metrics::latency_buckets`).
+/// `None` if it has no samples.
 pub fn quantile(text: &str, name: &str, q: f64) -> Option<f64> {
     let prefix = format!("{name}_bucket{{le=\"");
     let mut buckets: Vec<(f64, f64)> = text

@@ -53,6 +53,15 @@ pub fn rss_bytes(pid: impl Display) -> u64 {
     status_kib(pid, "VmRSS:") * 1024
 }
 
+/// Its proportional set size (`Pss` of `/proc/PID/smaps_rollup`), bytes:
+/// the RSS with each page shared by N mappings counted 1/N in each, so a
+/// page mapped at many addresses (a Wasm module's data image, mapped into
+/// every instance's memory) is counted once, not once per mapping.
+pub fn pss_bytes(pid: impl Display) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    kib_field(&rollup, "Pss:") * 1024
+}
+
 /// Its page tables (`VmPTE`), bytes: kernel memory that RSS leaves out.
 pub fn page_table_bytes(pid: impl Display) -> u64 {
     status_kib(pid, "VmPTE:") * 1024
@@ -78,8 +87,12 @@ fn io_field(io: &str, field: &str) -> u64 {
 
 fn status_kib(pid: impl Display, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
+    kib_field(&status, field)
+}
+
+/// The value of a `Field:   123 kB` line, KiB.
+fn kib_field(text: &str, field: &str) -> u64 {
+    text.lines()
         .find_map(|l| {
             l.strip_prefix(field)
                 .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
@@ -137,5 +150,15 @@ mod tests {
         let (now, peak) = (super::rss_bytes("self"), super::peak_rss_bytes("self"));
         assert!(now > 0 && peak >= now, "rss {now}, peak {peak}");
         assert_eq!(super::rss_bytes(u32::MAX), 0);
+    }
+
+    #[test]
+    fn pss_is_read_from_smaps_rollup_and_at_most_the_rss() {
+        let first = super::kib_field("Rss:  200 kB\nPss:   150 kB\n", "Pss:");
+        assert_eq!(first, 150);
+        // Read from this process: the PSS never exceeds the RSS.
+        let (rss, pss) = (super::rss_bytes("self"), super::pss_bytes("self"));
+        assert!(pss > 0 && pss <= rss + (1 << 20), "rss {rss}, pss {pss}");
+        assert_eq!(super::pss_bytes(u32::MAX), 0);
     }
 }

@@ -234,6 +234,12 @@ impl ServerProcess {
         crate::procfs::rss_bytes(self.pid())
     }
 
+    /// Its proportional set size (`procfs::pss_bytes`), bytes; 0 once it
+    /// has exited.
+    pub fn pss_bytes(&self) -> u64 {
+        crate::procfs::pss_bytes(self.pid())
+    }
+
     /// Its page tables (VmPTE), bytes; 0 once it has exited.
     pub fn page_table_bytes(&self) -> u64 {
         crate::procfs::page_table_bytes(self.pid())
