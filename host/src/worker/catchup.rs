@@ -60,12 +60,12 @@ impl Worker {
     /// Update frames after `seq`, from the ring and, older than it,
     /// regenerated.
     fn missed(&mut self, seq: u64) -> Result<Vec<Frame>, Lacking> {
-        let ring_first = self.recent.frames.front().map_or(self.seq + 1, |f| f.seq);
+        let ring_first = self.recent.first_seq().unwrap_or(self.seq + 1);
         let mut out = Vec::new();
         if seq + 1 < ring_first {
             out = self.regenerate(seq, ring_first - 1)?;
         }
-        out.extend(self.recent.frames.iter().filter(|f| f.seq > seq).cloned());
+        out.extend(self.recent.after(seq).map_err(|_| Lacking::Never)?);
         Ok(out)
     }
 

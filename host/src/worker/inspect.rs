@@ -133,7 +133,7 @@ impl Worker {
     pub(super) fn detail(&mut self) -> Detail {
         Detail {
             card: self.card(),
-            frames: self.recent.frames.iter().cloned().collect(),
+            frames: self.recent.frames(),
             bets: self.bets.clone(),
         }
     }

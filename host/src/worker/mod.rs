@@ -38,6 +38,7 @@ mod persist;
 mod producers;
 mod regenerate;
 mod release;
+mod ring;
 mod supervise;
 mod switch;
 #[cfg(test)]
@@ -68,7 +69,8 @@ pub use names::NameSource;
 pub use observer::{BetLog, Nobody, Observer, ProbationNews, SnapshotSink};
 pub use operate::{Action, Refusal};
 pub use outbox::{Direct, Offer, Outbox, Resumed, Watch};
-use persist::{Mark, Ring, Tail};
+use persist::{Mark, Tail};
+use ring::Ring;
 use timer::Timer;
 
 /// Mailbox capacity per match ([`mailbox`]). When full, the feed reader waits (TCP

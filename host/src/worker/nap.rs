@@ -1,6 +1,7 @@
 //! Napping: a live match idle for `nap_after` gives its Wasm instance back
 //! (the pool slot decommits its linear memory) and keeps everything else —
-//! seq and epoch, subscribers, the resume ring, the snapshot frame, names.
+//! seq and epoch, subscribers, the resume ring (packed: [`super::ring`]),
+//! the snapshot frame, names.
 //! Its state goes into a snapshot first if events came since the last one
 //! ([`Worker::snapshot`]: the recovery base, queued to the store), so a
 //! napping match holds its whole state once, as its base, with an empty
@@ -49,6 +50,8 @@ impl Worker {
             }
         }
         self.enter(Lifecycle::Napping);
+        // Between two updates the resume ring is compressed too.
+        self.recent.pack();
     }
 
     /// Restore a napping match's instance from its base; a failure leaves

@@ -9,7 +9,6 @@
 //! epoch; any other gets a new one, so a client never sees one (epoch, seq)
 //! twice with different content.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use super::checkpoint::Checkpoint;
 use super::frame::FrameKind;
 use super::lifecycle::Base;
 use super::release::Stored;
-use super::{Frame, RECOVERY_TAIL_BYTES, RESUME_RING, RESUME_RING_BYTES, Worker};
+use super::{RECOVERY_TAIL_BYTES, Worker};
 use crate::journal::{MatchMeta, Op, Recovered, SnapshotRecord};
 
 /// Whether a match is durably clean at its seq.
@@ -73,36 +72,6 @@ impl Tail {
         self.bytes = 0;
         self.checkpoint = None;
         self.unsaved = Duration::ZERO;
-    }
-}
-
-/// The last update frames, bounded by [`RESUME_RING`] frames and
-/// [`RESUME_RING_BYTES`].
-#[derive(Debug, Default)]
-pub(super) struct Ring {
-    pub frames: VecDeque<Frame>,
-    bytes: usize,
-}
-
-impl Ring {
-    /// Bytes of the frames kept.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    pub fn push(&mut self, frame: Frame) {
-        self.bytes += frame.bytes.len();
-        self.frames.push_back(frame);
-        while self.frames.len() > RESUME_RING || (self.bytes > RESUME_RING_BYTES && self.frames.len() > 1) {
-            if let Some(old) = self.frames.pop_front() {
-                self.bytes -= old.bytes.len();
-            }
-        }
-    }
-
-    /// Forget every frame and give the buffer back (hibernation).
-    pub fn release(&mut self) {
-        *self = Ring::default();
     }
 }
 

@@ -144,3 +144,29 @@ async fn updates_from_before_a_switch_are_not_rebuilt_by_the_new_version() {
     );
     assert_resumes_with_the_frames_sent(&h, epoch, 16, total, &sent).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_resuming_from_a_napping_match_gets_the_frames_first_sent_from_its_packed_ring() {
+    const NAP: Duration = Duration::from_millis(100);
+    let mut h = Harness::start_with(GuestVersion::native(), MemoryJournal::shared(1), None, |c| {
+        c.nap_after = Some(NAP)
+    });
+    for i in 0..6 {
+        h.event(odds(2.0 + f64::from(i) / 10.0, Some(7))).await;
+    }
+    let snap = h.snapshot().await;
+    let (epoch, seq) = (
+        snap["epoch"].as_u64().expect("epoch"),
+        snap["seq"].as_u64().expect("seq"),
+    );
+    let sent = sent_updates(&mut h);
+    tokio::time::sleep(NAP * 2).await;
+    assert_eq!(h.metrics.napping_matches.get(), 1, "napping: its ring packed");
+    assert_resumes_with_the_frames_sent(&h, epoch, 2, seq, &sent).await;
+    // Woken by the resume, it applies the next event beside the packed
+    // frames, and a resume reaches across both.
+    h.event(odds(3.0, Some(7))).await;
+    assert_eq!(h.snapshot().await["seq"].as_u64(), Some(seq + 1), "applied");
+    let sent = sent_updates(&mut h).into_iter().chain(sent).collect();
+    assert_resumes_with_the_frames_sent(&h, epoch, 1, seq + 1, &sent).await;
+}
