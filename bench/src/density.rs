@@ -191,7 +191,7 @@ pub(crate) fn density_run(servers: &Servers, dir: &Path, matches: u32, live: u32
     let per_live = per_added(all.mean, half.mean);
     let over_idle = |rss: u64| rss.saturating_sub(alone_idle) as f64 / all.awake.max(1.0);
     let tables_per_live = per_added(all.page_tables, half.page_tables);
-    let pss_per_live = per_added(all.pss, half.pss);
+    let pss_per_live = all.pss.zip(half.pss).map(|(a, h)| per_added(a, h));
     let result = json!({
         "matches": matches,
         "live_matches": live,
@@ -259,9 +259,10 @@ struct LivePhase {
     mean: u64,
     min: u64,
     max: u64,
-    /// Mean proportional set size over the readings (shared pages
-    /// counted once: `procfs::pss_bytes`).
-    pss: u64,
+    /// Mean proportional set size over every fifth reading (shared pages
+    /// counted once: `procfs::pss_bytes`, heavier to read than the RSS);
+    /// `None` where the kernel does not tell.
+    pss: Option<u64>,
     /// Page tables (VmPTE) at the last reading: not in the RSS.
     page_tables: u64,
     /// Napping matches over the readings, lowest and highest.
@@ -305,10 +306,12 @@ fn live_phase(server: &ServerProcess, ids: &[String], stream: &[String]) -> anyh
         .metrics()
         .map(|m| m.value("touchline_live_matches") - m.value("touchline_hibernated_matches"));
     let (mut readings, mut pss, mut napping) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..60 {
+    for i in 0..60 {
         std::thread::sleep(Duration::from_millis(50));
         readings.push(server.rss_bytes());
-        pss.push(server.pss_bytes());
+        if i % 5 == 0 {
+            pss.push(server.pss_bytes());
+        }
         napping.push(
             server
                 .metrics()
@@ -321,7 +324,11 @@ fn live_phase(server: &ServerProcess, ids: &[String], stream: &[String]) -> anyh
     Ok(LivePhase {
         awake: awake?,
         mean: readings.iter().sum::<u64>() / readings.len() as u64,
-        pss: pss.iter().sum::<u64>() / pss.len() as u64,
+        pss: pss
+            .iter()
+            .copied()
+            .sum::<Option<u64>>()
+            .map(|sum| sum / pss.len().max(1) as u64),
         min: readings.iter().min().copied().unwrap_or(0),
         max: readings.iter().max().copied().unwrap_or(0),
         page_tables: server.page_table_bytes(),

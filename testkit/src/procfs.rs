@@ -57,9 +57,14 @@ pub fn rss_bytes(pid: impl Display) -> u64 {
 /// the RSS with each page shared by N mappings counted 1/N in each, so a
 /// page mapped at many addresses (a Wasm module's data image, mapped into
 /// every instance's memory) is counted once, not once per mapping.
-pub fn pss_bytes(pid: impl Display) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    kib_field(&rollup, "Pss:") * 1024
+/// `None` where it cannot be read (gone, or a kernel without
+/// `smaps_rollup`).
+pub fn pss_bytes(pid: impl Display) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .any(|l| l.starts_with("Pss:"))
+        .then(|| kib_field(&rollup, "Pss:") * 1024)
 }
 
 /// Its page tables (`VmPTE`), bytes: kernel memory that RSS leaves out.
@@ -157,8 +162,11 @@ mod tests {
         let first = super::kib_field("Rss:  200 kB\nPss:   150 kB\n", "Pss:");
         assert_eq!(first, 150);
         // Read from this process: the PSS never exceeds the RSS.
-        let (rss, pss) = (super::rss_bytes("self"), super::pss_bytes("self"));
+        let (rss, pss) = (
+            super::rss_bytes("self"),
+            super::pss_bytes("self").expect("smaps_rollup"),
+        );
         assert!(pss > 0 && pss <= rss + (1 << 20), "rss {rss}, pss {pss}");
-        assert_eq!(super::pss_bytes(u32::MAX), 0);
+        assert_eq!(super::pss_bytes(u32::MAX), None);
     }
 }

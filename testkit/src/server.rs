@@ -234,9 +234,9 @@ impl ServerProcess {
         crate::procfs::rss_bytes(self.pid())
     }
 
-    /// Its proportional set size (`procfs::pss_bytes`), bytes; 0 once it
-    /// has exited.
-    pub fn pss_bytes(&self) -> u64 {
+    /// Its proportional set size (`procfs::pss_bytes`), bytes; `None` once
+    /// it has exited or where the kernel does not tell.
+    pub fn pss_bytes(&self) -> Option<u64> {
         crate::procfs::pss_bytes(self.pid())
     }
 

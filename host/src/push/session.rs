@@ -406,12 +406,14 @@ impl Session {
     /// catch up (from the client's `since`, if it gave one).
     fn subscribe(&mut self, id: Arc<str>) {
         let since = self.named.take_since(&id);
-        self.subscribe_from(id, since);
+        let _ = self.subscribe_from(id, since);
     }
 
-    fn subscribe_from(&mut self, id: Arc<str>, since: Option<Position>) {
+    /// Whether it asked a worker or relay to attach it (`false`: already
+    /// subscribed, or the match is not known yet).
+    fn subscribe_from(&mut self, id: Arc<str>, since: Option<Position>) -> bool {
         if self.subs.contains_key(&id) {
-            return;
+            return false;
         }
         // Unknown yet: `named` remembers it and the announcement of the new
         // match completes the subscription.
@@ -419,7 +421,7 @@ impl Session {
             if let Some(p) = since {
                 self.named.keep_since(id, p);
             }
-            return;
+            return false;
         };
         self.generations += 1;
         let generation = self.generations;
@@ -435,6 +437,7 @@ impl Session {
             let sent = handle.mailbox.send(attach).await.is_ok();
             (id, generation, sent)
         }));
+        true
     }
 
     /// The match's worker is gone: the subscription is forgotten, so a
@@ -465,9 +468,12 @@ impl Session {
                 continue;
             }
             tracing::debug!(match_id = %match_id, "subscriber lagged; catching up");
-            self.metrics.ws_resyncs.inc();
             self.subs.remove(&match_id);
-            self.subscribe_from(match_id, position);
+            // Counted when a worker or relay is asked for the catch-up: a
+            // match whose worker ended as the server shuts down is not.
+            if self.subscribe_from(match_id, position) {
+                self.metrics.ws_resyncs.inc();
+            }
         }
         self.batch = batch;
     }

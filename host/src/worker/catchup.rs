@@ -65,7 +65,11 @@ impl Worker {
         if seq + 1 < ring_first {
             out = self.regenerate(seq, ring_first - 1)?;
         }
-        out.extend(self.recent.after(seq).map_err(|_| Lacking::Never)?);
+        let recent = self.recent.after(seq).map_err(|e| {
+            tracing::warn!(match_id = %self.id, seq = e.seq, "a packed resume frame did not unpack: a snapshot instead");
+            Lacking::Never
+        })?;
+        out.extend(recent);
         Ok(out)
     }
 

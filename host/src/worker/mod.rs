@@ -13,6 +13,7 @@
 //! restart, dead letter, quarantine, heal), [`persist`] (journal, snapshots,
 //! clean marks, restore at start), [`switch`] (hot swap with first-event
 //! probation), [`catchup`] (snapshots and missed updates for subscribers),
+//! [`ring`] (the resume ring, packed while the match naps: [`nap`]),
 //! [`regenerate`] (missed updates older than the resume ring, rebuilt from
 //! the journal),
 //! [`bets`] (decisions and settlements), [`producers`] (which producers
@@ -83,8 +84,8 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 /// older frames are regenerated from the journal ([`regenerate`]). At most
 /// this many frames...
 pub const RESUME_RING: usize = 16;
-/// ...and at most this many bytes of them (the last frame is kept
-/// whatever its size). A resume reaching further back than ring and store
+/// ...and at most this many bytes of their text, packed or not ([`ring`];
+/// the last frame is kept whatever its size). A resume reaching further back than ring and store
 /// waits for the store writer once (see [`catchup`]). A hibernated match
 /// keeps no ring.
 pub const RESUME_RING_BYTES: usize = 16 * 1024;
@@ -539,7 +540,8 @@ impl Worker {
         }
     }
 
-    /// Mailbox closed: graceful shutdown. Leave a snapshot and a clean mark.
+    /// Mailbox closed (graceful shutdown, or the router let the match go:
+    /// `Router::release`). Leave a snapshot and a clean mark.
     async fn stop(&mut self) {
         if !matches!(self.life, Lifecycle::Hibernated { .. }) {
             self.snapshot();

@@ -348,7 +348,8 @@ impl Watch {
         }
     }
 
-    /// The next frame; `None` if frames were lost (the queue was full).
+    /// The next frame; `None` if the watch was told to catch up: frames
+    /// were lost (the queue was full) or the worker ended.
     pub async fn recv(&mut self) -> Option<Frame> {
         loop {
             if let Some(f) = self.try_recv() {

@@ -2,15 +2,19 @@
 //! with `since` ([`super::catchup`]), bounded by [`RESUME_RING`] frames and
 //! [`RESUME_RING_BYTES`] of their text.
 //!
-//! While the match is awake the frames are kept as sent (the buffers its
-//! subscribers were given, shared). When it naps ([`super::nap`]) they are
-//! packed: each frame's JSON compressed on its own with LZ4, so a match
-//! between two updates holds ~2.5–4 times fewer bytes of ring (the
-//! simulator's 3.5 KB update frames) and a resume unpacks only the frames
-//! it sends, byte for byte the ones first sent. The bounds count the
-//! frames' text, packed or not, so packing changes what a match holds, not
-//! which frames a client can resume from. A frame that would not shrink is
-//! kept as it is.
+//! A frame pushed is kept as sent (the buffer its subscribers were given,
+//! shared). When the match naps ([`super::nap`]) the frames are packed:
+//! each frame's JSON compressed on its own with LZ4, so a match between
+//! two updates holds ~2.5–4 times fewer bytes of ring (the simulator's
+//! 3.5 KB update frames). The frames a resume needs are unpacked once and
+//! kept as sent again, so a crowd of clients resuming from the same match
+//! shares one buffer per frame, byte for byte the one first sent, as every
+//! frame is serialised once. The bounds count the frames' text, packed or
+//! not, so packing changes what a match holds, never which frames a client
+//! can resume from. A frame that would not shrink stays as sent. The ring
+//! never hands out other bytes than those first sent: a packed frame that
+//! does not unpack to its whole text is an error ([`Unpack`]), and the
+//! client gets a snapshot instead.
 //!
 //! Measured: the ring was ~14 KB of host heap per live match of the
 //! simulator (dhat, 1,000 live matches: 4 frames each, the byte bound), the
@@ -33,28 +37,32 @@ pub(super) struct Ring {
     held: usize,
 }
 
+/// One frame kept: its header fields beside its text, packed or not.
 #[derive(Debug)]
 struct Kept {
+    /// The update's seq (the ring's order and a resume's cut).
     seq: u64,
+    /// Its epoch, as sent.
     epoch: u64,
+    /// Its kind, as sent (updates only, in practice).
     kind: FrameKind,
     body: Body,
 }
 
 #[derive(Debug)]
 enum Body {
+    /// The buffer sent to subscribers (shared with them while queued).
     Sent(Utf8Bytes),
     /// LZ4 block of a frame's text, `len` bytes once unpacked.
-    Packed {
-        len: usize,
-        block: Box<[u8]>,
-    },
+    Packed { len: usize, block: Box<[u8]> },
 }
 
-/// A packed frame that did not unpack to its text (a bug or corrupted
-/// memory): the resume falls back to a rebuild or a snapshot.
+/// A packed frame that did not unpack to its text, all `len` bytes of it
+/// (a bug or corrupted memory): the client gets a snapshot instead.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Unpack;
+pub(super) struct Unpack {
+    pub seq: u64,
+}
 
 impl Body {
     fn text_len(&self) -> usize {
@@ -73,20 +81,29 @@ impl Body {
 }
 
 impl Kept {
-    fn frame(&self) -> Result<Frame, Unpack> {
-        let bytes = match &self.body {
-            Body::Sent(b) => b.clone(),
+    /// The frame's text as sent, unpacking it if need be.
+    fn text(&self) -> Result<Utf8Bytes, Unpack> {
+        let unpack = || Unpack { seq: self.seq };
+        match &self.body {
+            Body::Sent(b) => Ok(b.clone()),
             Body::Packed { len, block } => {
-                let text = lz4_flex::block::decompress(block, *len).map_err(|_| Unpack)?;
-                Utf8Bytes::try_from(bytes::Bytes::from(text)).map_err(|_| Unpack)?
+                // A block that decodes short is not an error to LZ4.
+                let text = lz4_flex::block::decompress(block, *len).map_err(|_| unpack())?;
+                if text.len() != *len {
+                    return Err(unpack());
+                }
+                Utf8Bytes::try_from(bytes::Bytes::from(text)).map_err(|_| unpack())
             }
-        };
-        Ok(Frame {
+        }
+    }
+
+    fn frame(&self, bytes: Utf8Bytes) -> Frame {
+        Frame {
             seq: self.seq,
             epoch: self.epoch,
             kind: self.kind,
             bytes,
-        })
+        }
     }
 }
 
@@ -125,15 +142,29 @@ impl Ring {
         }
     }
 
-    /// The frames after `seq`, in order, as first sent.
-    pub fn after(&self, seq: u64) -> Result<Vec<Frame>, Unpack> {
-        self.frames.iter().filter(|k| k.seq > seq).map(Kept::frame).collect()
+    /// The frames after `seq`, in order, as first sent. Those unpacked for
+    /// it are kept as sent again: the next client resuming shares them.
+    pub fn after(&mut self, seq: u64) -> Result<Vec<Frame>, Unpack> {
+        let mut out = Vec::new();
+        for kept in self.frames.iter_mut().filter(|k| k.seq > seq) {
+            let text = kept.text()?;
+            if matches!(kept.body, Body::Packed { .. }) {
+                let sent = Body::Sent(text.clone());
+                self.held = self.held - kept.body.held() + sent.held();
+                kept.body = sent;
+            }
+            out.push(kept.frame(text));
+        }
+        Ok(out)
     }
 
-    /// Every frame kept (the console's detail); one that does not unpack
-    /// is left out.
+    /// Every frame kept (the console's detail), unpacked for the reader and
+    /// left packed; one that does not unpack is left out.
     pub fn frames(&self) -> Vec<Frame> {
-        self.frames.iter().filter_map(|k| k.frame().ok()).collect()
+        self.frames
+            .iter()
+            .filter_map(|k| Some(k.frame(k.text().ok()?)))
+            .collect()
     }
 
     /// Compress the frames kept as sent (napping: see the module header).
@@ -204,11 +235,23 @@ mod tests {
         let before = ring.bytes();
         ring.pack();
         assert!(ring.bytes() * 2 < before, "packed {} of {before} bytes", ring.bytes());
-        assert_eq!(sent(&ring.after(0).expect("unpacks")), sent(&frames));
-        assert_eq!(sent(&ring.after(2).expect("unpacks")), sent(&frames[2..]));
         assert_eq!(sent(&ring.frames()), sent(&frames));
-        // Packed again, nothing changes; a frame sent after a nap is kept
-        // as sent beside the packed ones.
+        assert!(ring.bytes() * 2 < before, "the console's reading leaves them packed");
+        // A resume unpacks what it needs once: the next one shares it.
+        let first = ring.after(2).expect("unpacks");
+        assert_eq!(sent(&first), sent(&frames[2..]));
+        let again = ring.after(2).expect("unpacks");
+        assert!(
+            first
+                .iter()
+                .zip(&again)
+                .all(|(a, b)| a.bytes.as_str().as_ptr() == b.bytes.as_str().as_ptr())
+        );
+        assert_eq!(sent(&ring.after(0).expect("unpacks")), sent(&frames));
+        assert_eq!(ring.bytes(), before, "all unpacked, as sent");
+        // Packed again; a frame sent after a nap is kept as sent beside
+        // the packed ones.
+        ring.pack();
         let packed = ring.bytes();
         ring.pack();
         assert_eq!(ring.bytes(), packed);
@@ -239,6 +282,23 @@ mod tests {
         }
         small.pack();
         assert_eq!((small.len(), small.first_seq()), (RESUME_RING, Some(25)));
+    }
+
+    #[test]
+    fn a_block_that_does_not_unpack_to_its_whole_text_is_an_error() {
+        let mut ring = Ring::default();
+        ring.push(update(7, text(7)));
+        ring.pack();
+        let Some(Kept {
+            body: Body::Packed { len, .. },
+            ..
+        }) = ring.frames.front_mut()
+        else {
+            panic!("packed");
+        };
+        *len += 1;
+        assert_eq!(ring.after(0).map(|f| f.len()), Err(Unpack { seq: 7 }));
+        assert!(ring.frames().is_empty(), "left out of the console's reading");
     }
 
     #[test]

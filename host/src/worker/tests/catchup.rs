@@ -161,7 +161,21 @@ async fn a_client_resuming_from_a_napping_match_gets_the_frames_first_sent_from_
     );
     let sent = sent_updates(&mut h);
     tokio::time::sleep(NAP * 2).await;
-    assert_eq!(h.metrics.napping_matches.get(), 1, "napping: its ring packed");
+    assert_eq!(h.metrics.napping_matches.get(), 1);
+    let card = h.ask(|reply| Command::Inspect { detail: false, reply }).await.card;
+    let base = h
+        .journal
+        .stored_snapshot(MATCH)
+        .expect("read")
+        .expect("the nap's")
+        .state
+        .len();
+    let text: usize = sent.values().map(String::len).sum();
+    assert!(
+        card.memory_bytes < base + text,
+        "its ring packed: {} bytes held, {base} of base and {text} of frames",
+        card.memory_bytes
+    );
     assert_resumes_with_the_frames_sent(&h, epoch, 2, seq, &sent).await;
     // Woken by the resume, it applies the next event beside the packed
     // frames, and a resume reaches across both.
