@@ -106,7 +106,16 @@ async fn bet_on(server: &Server, product: u64, id: &str) -> Value {
 async fn watcher(server: &Server) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
     let mut ws = Ws::connect(server.http).await;
     ws.send(json!({"op": "subscribe", "matches": ["*"]})).await;
-    ws.next_matching(|f| f["type"] == "snapshot").await;
+    // Attached to every match the server runs (a snapshot from each)
+    // before the test injects a fault: a match attached after its producer
+    // went down says so in its snapshot's `producers_down`, not in a status
+    // frame, and waiting for the first snapshot only once lost that race.
+    let matches = server.metric("touchline_live_matches") as usize;
+    let mut attached = std::collections::BTreeSet::new();
+    while attached.len() < matches.max(1) {
+        let snapshot = ws.next_matching(|f| f["type"] == "snapshot").await;
+        attached.insert(snapshot["match"].as_str().unwrap_or_default().to_owned());
+    }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(f) = ws.next_or_close().await {
