@@ -226,7 +226,7 @@ impl Router {
         // Their sessions are told, as after a full outbox: they subscribe
         // again and find the match where it runs now.
         for updates in &gone {
-            updates.lag_all();
+            updates.release();
         }
         gone.len()
     }

@@ -61,10 +61,7 @@ pub fn rss_bytes(pid: impl Display) -> u64 {
 /// `smaps_rollup`).
 pub fn pss_bytes(pid: impl Display) -> Option<u64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    rollup
-        .lines()
-        .any(|l| l.starts_with("Pss:"))
-        .then(|| kib_field(&rollup, "Pss:") * 1024)
+    Some(kib_field(&rollup, "Pss:")? * 1024)
 }
 
 /// Its page tables (`VmPTE`), bytes: kernel memory that RSS leaves out.
@@ -92,17 +89,15 @@ fn io_field(io: &str, field: &str) -> u64 {
 
 fn status_kib(pid: impl Display, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    kib_field(&status, field)
+    kib_field(&status, field).unwrap_or(0)
 }
 
-/// The value of a `Field:   123 kB` line, KiB.
-fn kib_field(text: &str, field: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(field)
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
+/// The value of a `Field:   123 kB` line, KiB; `None` without one.
+fn kib_field(text: &str, field: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+    })
 }
 
 /// Field `n` (1-based, as `proc(5)` numbers them) of a `/proc/PID/stat`
@@ -160,7 +155,7 @@ mod tests {
     #[test]
     fn pss_is_read_from_smaps_rollup_and_at_most_the_rss() {
         let first = super::kib_field("Rss:  200 kB\nPss:   150 kB\n", "Pss:");
-        assert_eq!(first, 150);
+        assert_eq!(first, Some(150));
         // Read from this process: the PSS never exceeds the RSS.
         let (rss, pss) = (
             super::rss_bytes("self"),

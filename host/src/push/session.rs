@@ -406,14 +406,12 @@ impl Session {
     /// catch up (from the client's `since`, if it gave one).
     fn subscribe(&mut self, id: Arc<str>) {
         let since = self.named.take_since(&id);
-        let _ = self.subscribe_from(id, since);
+        self.subscribe_from(id, since);
     }
 
-    /// Whether it asked a worker or relay to attach it (`false`: already
-    /// subscribed, or the match is not known yet).
-    fn subscribe_from(&mut self, id: Arc<str>, since: Option<Position>) -> bool {
+    fn subscribe_from(&mut self, id: Arc<str>, since: Option<Position>) {
         if self.subs.contains_key(&id) {
-            return false;
+            return;
         }
         // Unknown yet: `named` remembers it and the announcement of the new
         // match completes the subscription.
@@ -421,7 +419,7 @@ impl Session {
             if let Some(p) = since {
                 self.named.keep_since(id, p);
             }
-            return false;
+            return;
         };
         self.generations += 1;
         let generation = self.generations;
@@ -437,7 +435,6 @@ impl Session {
             let sent = handle.mailbox.send(attach).await.is_ok();
             (id, generation, sent)
         }));
-        true
     }
 
     /// The match's worker is gone: the subscription is forgotten, so a
@@ -468,12 +465,9 @@ impl Session {
                 continue;
             }
             tracing::debug!(match_id = %match_id, "subscriber lagged; catching up");
+            self.metrics.ws_resyncs.inc();
             self.subs.remove(&match_id);
-            // Counted when a worker or relay is asked for the catch-up: a
-            // match whose worker ended as the server shuts down is not.
-            if self.subscribe_from(match_id, position) {
-                self.metrics.ws_resyncs.inc();
-            }
+            self.subscribe_from(match_id, position);
         }
         self.batch = batch;
     }

@@ -25,8 +25,14 @@
 //! for it (the missed updates, or a fresh snapshot). A closed outbox (its
 //! session ended) or a subscription the session no longer wants is
 //! detached on the match's next frame.
+//!
+//! A match released from this node ([`Fanout::release`]: in a cluster, its
+//! partition moved away) tells every subscriber to catch up, and so every
+//! session that attaches later (its `Attach` was queued before the
+//! release), at once: it finds the match where it runs now.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::outbox::lock;
@@ -43,6 +49,11 @@ pub struct Fanout {
     match_id: Arc<str>,
     subs: Mutex<Vec<Sub>>,
     tap: Option<Arc<dyn FrameTap>>,
+    /// The match no longer runs here ([`Fanout::release`]): a subscriber
+    /// attaching is told to catch up at once. Read under `subs`' lock, set
+    /// before `release` takes it, so an attach either sees it or is there
+    /// to be told.
+    released: AtomicBool,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -103,6 +114,7 @@ impl Fanout {
             match_id,
             subs: Mutex::new(Vec::new()),
             tap,
+            released: AtomicBool::new(false),
         }
     }
 
@@ -123,12 +135,24 @@ impl Fanout {
         let mut subs = lock(&self.subs);
         subs.retain(|s| !Arc::ptr_eq(&s.outbox, &outbox));
         if let Some(slot) = outbox.push_catchup(&self.match_id, generation, catchup) {
+            if self.released.load(Ordering::Relaxed) {
+                outbox.lag(&self.match_id, generation);
+                return;
+            }
             subs.push(Sub {
                 outbox,
                 generation,
                 slot,
             });
         }
+    }
+
+    /// The match no longer runs here: every subscriber, and every one that
+    /// attaches from now on, is told to catch up (from wherever it runs
+    /// now).
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Relaxed);
+        self.lag_all();
     }
 
     /// Tell every subscriber it lagged (they catch up from where they

@@ -554,12 +554,6 @@ impl Worker {
             self.env.observer.probation(&self.id, ProbationNews::Ended);
         }
         self.enter(Lifecycle::Stopped);
-        // Whoever is still attached is told to catch up elsewhere. After
-        // `Router::release` an `Attach` already queued here (its session
-        // took the handle just before) is answered after the release told
-        // the subscribers; without this, its session would wait on a match
-        // that sends nothing more, where it no longer runs.
-        self.updates.lag_all();
         self.env.metrics.live_matches.dec();
         self.env.observer.stopped(&self.id);
         tracing::debug!(match_id = %self.id, seq = self.seq, "worker stopped");

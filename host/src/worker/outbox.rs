@@ -349,7 +349,7 @@ impl Watch {
     }
 
     /// The next frame; `None` if the watch was told to catch up: frames
-    /// were lost (the queue was full) or the worker ended.
+    /// were lost (the queue was full) or the match was released.
     pub async fn recv(&mut self) -> Option<Frame> {
         loop {
             if let Some(f) = self.try_recv() {
