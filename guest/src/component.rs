@@ -21,9 +21,11 @@ use touchline::worker::host::{Level, log};
 
 /// talc instead of std's dlmalloc, which was 4.7% of the server's CPU in
 /// the pipeline bench at 1,000 matches (a perf profile with the guest's
-/// symbols: `bench/README.md`, "Profiling").
+/// symbols: `bench/README.md`, "Profiling"), over a heap extended 4 KiB at
+/// a time ([`crate::heap`]).
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: talc::cell::TalcSyncCell<crate::heap::Grow4k<crate::heap::Wasm32>, talc::wasm::WasmBinning> =
+    talc::cell::TalcSyncCell::new_wasm(crate::heap::Grow4k::new(crate::heap::Wasm32));
 
 thread_local! {
     static MODEL: RefCell<glue::Model> = RefCell::new(glue::Model::default());

@@ -28,6 +28,11 @@ pub mod settlement;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod component;
+// The heap's memory source claims linear memory by address; it is built
+// natively only for its tests.
+#[cfg(any(target_arch = "wasm32", test))]
+#[allow(unsafe_code)]
+mod heap;
 
 /// Version of the bincode encoding of [`event::MatchEvent`],
 /// [`model::MatchState`] and the bet types; the host refuses a guest
