@@ -324,6 +324,10 @@ pub(crate) struct Worker {
     recent: Ring,
     /// When the last command arrived (for naps and hibernation).
     last_command: Instant,
+    /// How many of the last commands (up to 2) in a row came after an
+    /// idle spell of at least `nap_after`: 2 makes a sparse match, which
+    /// naps again sooner ([`nap::NAP_AGAIN_AFTER`]).
+    long_gaps: u8,
     /// Accepted bets on this match, with where they stand.
     bets: Vec<BetRecord>,
     /// Telling owners of the last settlements (once durable).
@@ -387,6 +391,7 @@ impl Worker {
             mark: Mark::Clean,
             recent: Ring::default(),
             last_command: Instant::now(),
+            long_gaps: 0,
             bets: Vec::new(),
             telling: None,
             snapshot_cache: None,
@@ -423,7 +428,12 @@ impl Worker {
                     // Being looked at is not activity: a console watching
                     // must not keep a match from hibernating.
                     if !matches!(*cmd, Command::Inspect { .. }) {
-                        self.last_command = Instant::now();
+                        let now = Instant::now();
+                        self.long_gaps = match self.env.nap_after {
+                            Some(d) if now - self.last_command >= d => (self.long_gaps + 1).min(2),
+                            _ => 0,
+                        };
+                        self.last_command = now;
                     }
                     Box::pin(self.handle(*cmd)).await;
                     // In idle time only: under a backlog the worker applies

@@ -1,6 +1,7 @@
 //! The command loop's one timer: whichever idle deadline comes first of
 //! marking a dirty match clean (`clean_after` after its last push), a
-//! nap (`nap_after` after its last command, live only: [`super::nap`])
+//! nap (`nap_after` after its last command, `NAP_AGAIN_AFTER` for a
+//! sparse match; live only: [`super::nap`])
 //! and hibernation (`hibernate_after` after its last command, clean only).
 
 use tokio::time::Instant;
@@ -25,7 +26,15 @@ impl Worker {
         let clean = self.mark.dirty_since().map(|t| t + self.env.clean_after);
         let nap = (self.env.nap_after)
             .filter(|_| matches!(self.life, Lifecycle::Live(_)))
-            .map(|d| self.last_command + d);
+            .map(|d| {
+                // A sparse match naps again sooner (`nap`).
+                let d = if self.is_sparse() {
+                    d.min(super::nap::NAP_AGAIN_AFTER)
+                } else {
+                    d
+                };
+                self.last_command + d
+            });
         let hibernate = (self.env.hibernate_after)
             .filter(|_| {
                 self.mark.is_clean()

@@ -133,3 +133,39 @@ async fn a_clean_napping_match_is_switched_asleep_without_waking() {
     assert_eq!(snap["guest_version"], new.version());
     assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(7), Some(3.0)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sparse_match_naps_again_sooner_and_a_burst_keeps_the_full_delay() {
+    use crate::worker::nap::NAP_AGAIN_AFTER;
+    const SLOW: Duration = Duration::from_secs(1);
+    let h = Harness::start_with(faulty(), MemoryJournal::shared(1), None, |c| c.nap_after = Some(SLOW));
+    let napping = || h.metrics.napping_matches.get();
+    // Each event is handled once an inspection behind it is answered (an
+    // inspection is not activity). Right after the start, and then after
+    // one idle spell longer than nap_after: the full delay both times.
+    for (i, o) in [2.0, 2.1].into_iter().enumerate() {
+        h.event(odds(o, Some(7))).await;
+        h.inspect().await;
+        assert_eq!(napping(), 0, "event {i}: awake");
+        tokio::time::sleep(NAP_AGAIN_AFTER * 3).await;
+        assert_eq!(napping(), 0, "event {i}: awake within nap_after");
+        tokio::time::sleep(SLOW).await;
+        assert_eq!(napping(), 1, "event {i}: napped after nap_after");
+    }
+    // A second event in a row after a long idle spell: a sparse match,
+    // which naps again after NAP_AGAIN_AFTER.
+    h.event(odds(2.2, Some(7))).await;
+    h.inspect().await;
+    assert_eq!(napping(), 0, "woken by the event");
+    tokio::time::sleep(NAP_AGAIN_AFTER + Duration::from_millis(10)).await;
+    assert_eq!(napping(), 1, "a sparse match naps again soon");
+    // The next event soon after, as a burst begins: the full delay again.
+    h.event(odds(2.3, Some(7))).await;
+    h.inspect().await;
+    tokio::time::sleep(NAP_AGAIN_AFTER * 3).await;
+    assert_eq!(napping(), 0, "a burst keeps its instance for nap_after");
+    tokio::time::sleep(SLOW).await;
+    assert_eq!(napping(), 1);
+    let snap = h.snapshot().await;
+    assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(4), Some(2.3)));
+}
