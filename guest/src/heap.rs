@@ -38,10 +38,15 @@ const SLACK: usize = 1024;
 
 /// The linear memory the heap lives in.
 pub trait Memory {
+    /// The memory's first address (0 for a WebAssembly memory).
+    fn base(&self) -> usize {
+        0
+    }
     /// The first address the heap may use.
     fn heap_base(&self) -> usize;
-    /// The memory's end (its size in bytes).
-    fn end(&self) -> usize;
+    /// The memory's size in WebAssembly pages (in pages: 4 GiB, the most
+    /// a 32-bit memory has, is one more than a 32-bit `usize` holds).
+    fn pages(&self) -> usize;
     /// Grow by `pages` WebAssembly pages; false if the memory cannot.
     fn grow(&mut self, pages: usize) -> bool;
 }
@@ -63,8 +68,8 @@ impl Memory for Wasm32 {
         core::ptr::addr_of!(__heap_base) as usize
     }
 
-    fn end(&self) -> usize {
-        core::arch::wasm32::memory_size(0) * WASM_PAGE
+    fn pages(&self) -> usize {
+        core::arch::wasm32::memory_size(0)
     }
 
     fn grow(&mut self, pages: usize) -> bool {
@@ -111,8 +116,9 @@ unsafe impl<M: Memory + core::fmt::Debug> talc::source::Source for Grow4k<M> {
             .checked_add(need)
             .and_then(|t| t.checked_next_multiple_of(STEP))
             .ok_or(())?;
-        let memory_end = talc.source.memory.end();
-        if to > memory_end && !talc.source.memory.grow((to - memory_end).div_ceil(WASM_PAGE)) {
+        let memory = &mut talc.source.memory;
+        let (want, have) = ((to - memory.base()).div_ceil(WASM_PAGE), memory.pages());
+        if want > have && !memory.grow(want - have) {
             return Err(());
         }
         let end = match talc.source.end {

@@ -14,7 +14,9 @@ use super::{Grow4k, Memory, STEP, WASM_PAGE};
 /// the heap's base `data` bytes in (as if data and stack came first).
 #[derive(Debug)]
 struct TestMemory {
-    buffer: Vec<u8>,
+    /// Kept for its allocation: all access goes through `base`.
+    _buffer: Vec<u8>,
+    base: usize,
     data: usize,
     pages: usize,
     max: usize,
@@ -23,8 +25,12 @@ struct TestMemory {
 
 impl TestMemory {
     fn new(data: usize, pages: usize, max: usize) -> TestMemory {
+        let mut buffer = vec![0u8; (max + 1) * WASM_PAGE];
+        // Aligned as a linear memory is (its addresses start at 0).
+        let base = (buffer.as_mut_ptr() as usize).next_multiple_of(WASM_PAGE);
         TestMemory {
-            buffer: vec![0; (max + 1) * WASM_PAGE],
+            _buffer: buffer,
+            base,
             data,
             pages,
             max,
@@ -32,18 +38,22 @@ impl TestMemory {
         }
     }
 
-    fn base(&self) -> usize {
-        (self.buffer.as_ptr() as usize).next_multiple_of(WASM_PAGE)
+    fn end(&self) -> usize {
+        self.base + self.pages * WASM_PAGE
     }
 }
 
 impl Memory for TestMemory {
-    fn heap_base(&self) -> usize {
-        self.base() + self.data
+    fn base(&self) -> usize {
+        self.base
     }
 
-    fn end(&self) -> usize {
-        self.base() + self.pages * WASM_PAGE
+    fn heap_base(&self) -> usize {
+        self.base + self.data
+    }
+
+    fn pages(&self) -> usize {
+        self.pages
     }
 
     fn grow(&mut self, pages: usize) -> bool {

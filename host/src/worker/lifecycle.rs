@@ -55,7 +55,8 @@ pub(super) enum Lifecycle {
     /// No instance: the next command rebuilds one from base + tail.
     Restarting,
     Live(GuestInstance),
-    /// Live and idle for `nap_after`: the instance was given back, and the
+    /// Live and idle for `nap_after` (`NAP_AGAIN_AFTER` if sparse): the
+    /// instance was given back, and the
     /// base (a snapshot taken at the nap) is the whole state: the tail is
     /// empty ([`super::nap`]).
     Napping,

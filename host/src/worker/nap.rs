@@ -10,8 +10,10 @@
 //!
 //! Why: a live guest's linear memory keeps every page it ever touched
 //! (its allocator cannot give pages back, and Wasm memory does not
-//! shrink): 57 KB for most matches of the simulator and up to ~400 KB
-//! for some, against a saved state of ~3 KB. Between two updates of a
+//! shrink): for the simulator's 40-market matches 13 pages of its own
+//! and the 9 pages of the guest's shared data image (`guest/src/heap.rs`),
+//! plus ~10 KB of wasmtime's per-instance state on the host, against a
+//! saved state of ~3 KB. Between two updates of a
 //! live match, seconds apart in a real feed, that memory serves nothing;
 //! neither do the tail's events (up to [`super::RECOVERY_TAIL_BYTES`]) and
 //! a checkpoint beside a base, which the snapshot replaces.
@@ -39,24 +41,25 @@ use std::time::{Duration, Instant};
 use super::Worker;
 use super::lifecycle::Lifecycle;
 
-/// How soon a sparse match naps again: one whose last two commands each
-/// came after an idle spell of at least `nap_after`, so that it napped
-/// before each (or would have). Such a match pays the restore on its next
-/// command anyway if it stays as sparse, so holding its instance
-/// `nap_after` long serves nothing. One long spell is not enough: a match
-/// whose gaps are random around a mean below `nap_after` has one now and
-/// then, and napping sooner after it would cost a restore the full delay
-/// would have saved (for gaps spread exponentially around 0.7 s, the
-/// pipeline scenario's mean: 5.7% of events, against 0.3% for two in a
-/// row). A command sooner
-/// than `nap_after` after the last brings the full delay back, so a burst
-/// after a quiet spell pays one extra restore at most. Measured on 1,000 live matches fed one 40-market odds change a
-/// second each, `--nap-after-ms 500` (a feeder of the density scenario's
-/// rounds, one run each): the RSS grew 79 KB per live match from 500 to
-/// 1,000 with every match holding its instance 500 ms after each update,
-/// 53 KB holding it 250 ms, 38 KB holding it 100 ms, for the same server
-/// CPU (10.4, 10.0 and 9.8 s: every update came after a nap in all
-/// three); 160 KB and 6.1 s with no nap at all (`--nap-after-ms 2000`).
+/// How soon a sparse match naps again: one whose last two commands (but
+/// inspections) each came after an idle spell of at least `nap_after`, so
+/// that it napped before each, or would have if it was live. Such a match
+/// pays the restore on its next command anyway if it stays as sparse, so
+/// holding its instance `nap_after` long serves nothing. One long spell is
+/// not enough: a match whose gaps are random around a mean below
+/// `nap_after` has one now and then, and napping sooner after it would
+/// cost a restore the full delay would have saved (for gaps spread
+/// exponentially around 0.7 s, the pipeline scenario's mean: 5.7% of
+/// events, against 0.3% for two in a row). A command sooner than
+/// `nap_after` after the last brings the full delay back, so a burst after
+/// a quiet spell pays one extra restore at most. Measured on 1,000 live
+/// matches fed one 40-market odds change a second each, `--nap-after-ms
+/// 500` (a feeder of the density scenario's rounds, one run each): the
+/// RSS grew 79 KB per live match from 500 to 1,000 with every match
+/// holding its instance 500 ms after each update, 53 KB holding it 250 ms,
+/// 38 KB holding it 100 ms, for the same server CPU (10.4, 10.0 and 9.8 s:
+/// every update came after a nap in all three); 160 KB and 6.1 s with no
+/// nap at all (`--nap-after-ms 2000`).
 pub const NAP_AGAIN_AFTER: Duration = Duration::from_millis(100);
 
 impl Worker {
@@ -74,7 +77,11 @@ impl Worker {
         if !self.tail.events.is_empty() {
             self.snapshot();
             if !self.tail.events.is_empty() {
-                // The state could not be saved: stay live.
+                // The state could not be saved: stay live, and try again
+                // a whole `nap_after` from now, not at once (the timer's
+                // deadline is past).
+                self.last_command = tokio::time::Instant::now();
+                self.long_gaps = 0;
                 return;
             }
         }
