@@ -38,15 +38,11 @@ const SLACK: usize = 1024;
 
 /// The linear memory the heap lives in.
 pub trait Memory {
-    /// The memory's first address (0 for a WebAssembly memory).
-    fn base(&self) -> usize {
-        0
-    }
     /// The first address the heap may use.
     fn heap_base(&self) -> usize;
-    /// The memory's size in WebAssembly pages (in pages: 4 GiB, the most
-    /// a 32-bit memory has, is one more than a 32-bit `usize` holds).
-    fn pages(&self) -> usize;
+    /// The address after the memory's last byte (a `u64`: 4 GiB, the end
+    /// of a full 32-bit memory, is one more than a 32-bit `usize` holds).
+    fn end(&self) -> u64;
     /// Grow by `pages` WebAssembly pages; false if the memory cannot.
     fn grow(&mut self, pages: usize) -> bool;
 }
@@ -68,8 +64,8 @@ impl Memory for Wasm32 {
         core::ptr::addr_of!(__heap_base) as usize
     }
 
-    fn pages(&self) -> usize {
-        core::arch::wasm32::memory_size(0)
+    fn end(&self) -> u64 {
+        core::arch::wasm32::memory_size(0) as u64 * WASM_PAGE as u64
     }
 
     fn grow(&mut self, pages: usize) -> bool {
@@ -116,10 +112,12 @@ unsafe impl<M: Memory + core::fmt::Debug> talc::source::Source for Grow4k<M> {
             .checked_add(need)
             .and_then(|t| t.checked_next_multiple_of(STEP))
             .ok_or(())?;
-        let memory = &mut talc.source.memory;
-        let (want, have) = ((to - memory.base()).div_ceil(WASM_PAGE), memory.pages());
-        if want > have && !memory.grow(want - have) {
-            return Err(());
+        let memory_end = talc.source.memory.end();
+        if to as u64 > memory_end {
+            let pages = (to as u64 - memory_end).div_ceil(WASM_PAGE as u64);
+            if !talc.source.memory.grow(pages as usize) {
+                return Err(());
+            }
         }
         let end = match talc.source.end {
             // SAFETY: [from, to) is within the memory (grown above if

@@ -37,23 +37,15 @@ impl TestMemory {
             grows: Vec::new(),
         }
     }
-
-    fn end(&self) -> usize {
-        self.base + self.pages * WASM_PAGE
-    }
 }
 
 impl Memory for TestMemory {
-    fn base(&self) -> usize {
-        self.base
-    }
-
     fn heap_base(&self) -> usize {
         self.base + self.data
     }
 
-    fn pages(&self) -> usize {
-        self.pages
+    fn end(&self) -> u64 {
+        (self.base + self.pages * WASM_PAGE) as u64
     }
 
     fn grow(&mut self, pages: usize) -> bool {
@@ -176,7 +168,7 @@ fn the_memory_grows_only_when_the_heap_passes_its_end() {
     );
     let c = alloc(&mut h, 20_000);
     assert_eq!(h.source.memory.grows, vec![1], "within the grown page: no growth");
-    assert!(h.source.heap_end().expect("claimed") <= h.source.memory.end());
+    assert!(h.source.heap_end().expect("claimed") as u64 <= h.source.memory.end());
     for (p, size) in [(a, 2_000), (b, 10_000), (c, 20_000)] {
         free(&mut h, p, size);
     }
@@ -187,7 +179,7 @@ fn an_allocation_larger_than_a_page_grows_the_memory_enough() {
     let mut h = heap(1_000, 1, 8);
     let size = 3 * WASM_PAGE + 5;
     let p = alloc(&mut h, size);
-    assert!(p.as_ptr() as usize + size <= h.source.memory.end());
+    assert!((p.as_ptr() as usize + size) as u64 <= h.source.memory.end());
     assert_eq!(h.source.memory.grows.iter().sum::<usize>(), 3);
 }
 

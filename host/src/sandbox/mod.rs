@@ -285,7 +285,8 @@ impl Platform {
             // nap), alternated, 2 runs each: server CPU 7.13 / 7.15 s
             // against 8.36 / 8.41 s with batches of 1, the RSS the same
             // (87–90 MB at 1,000 live matches). At most (cores, up to 16)
-            // × 15 slots wait for their decommit, ~50 KB each.
+            // × 15 slots wait for their decommit, each with the pages its
+            // instance touched (13 of its own for the simulator's matches).
             .decommit_batch_size(DECOMMIT_BATCH);
         let cap = limits.memory_bytes as u64;
         let reservation = Reservation::claim(n, cap);
