@@ -65,11 +65,7 @@ impl Worker {
         if seq + 1 < ring_first {
             out = self.regenerate(seq, ring_first - 1)?;
         }
-        let recent = self.recent.after(seq).map_err(|e| {
-            tracing::warn!(match_id = %self.id, seq = e.seq, "a packed resume frame did not unpack: a snapshot instead");
-            Lacking::Never
-        })?;
-        out.extend(recent);
+        out.extend(self.recent.after(seq));
         Ok(out)
     }
 

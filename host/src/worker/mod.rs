@@ -13,7 +13,7 @@
 //! restart, dead letter, quarantine, heal), [`persist`] (journal, snapshots,
 //! clean marks, restore at start), [`switch`] (hot swap with first-event
 //! probation), [`catchup`] (snapshots and missed updates for subscribers),
-//! [`ring`] (the resume ring, packed while the match naps: [`nap`]),
+//! [`ring`] (the resume ring, released while the match naps: [`nap`]),
 //! [`regenerate`] (missed updates older than the resume ring, rebuilt from
 //! the journal),
 //! [`bets`] (decisions and settlements), [`producers`] (which producers
@@ -84,10 +84,10 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 /// older frames are regenerated from the journal ([`regenerate`]). At most
 /// this many frames...
 pub const RESUME_RING: usize = 16;
-/// ...and at most this many bytes of their text, packed or not ([`ring`];
+/// ...and at most this many bytes of their text ([`ring`];
 /// the last frame is kept whatever its size). A resume reaching further back than ring and store
-/// waits for the store writer once (see [`catchup`]). A hibernated match
-/// keeps no ring.
+/// waits for the store writer once (see [`catchup`]). A napping or
+/// hibernated match keeps no ring.
 pub const RESUME_RING_BYTES: usize = 16 * 1024;
 
 /// Encoded events kept in memory since the last snapshot (the recovery

@@ -1,7 +1,9 @@
 //! Napping: a live match idle for `nap_after` gives its Wasm instance back
-//! (the pool slot decommits its linear memory) and keeps everything else —
-//! seq and epoch, subscribers, the resume ring (packed: [`super::ring`]),
-//! the snapshot frame, names.
+//! (the pool slot decommits its linear memory) and its resume ring, and
+//! keeps everything else — seq and epoch, subscribers, the snapshot frame
+//! while it is current, names. A client resuming from a napping match gets
+//! the updates it missed rebuilt from the journal ([`super::regenerate`]),
+//! byte for byte the frames first sent, as a hibernated match's clients do.
 //! Its state goes into a snapshot first if events came since the last one
 //! ([`Worker::snapshot`]: the recovery base, queued to the store), so a
 //! napping match holds its whole state once, as its base, with an empty
@@ -86,8 +88,9 @@ impl Worker {
             }
         }
         self.enter(Lifecycle::Napping);
-        // Between two updates the resume ring is compressed too.
-        self.recent.pack();
+        // Frames kept only to be quick go: a resume rebuilds them.
+        self.recent.release();
+        self.regenerated = None;
     }
 
     /// Restore a napping match's instance from its base; a failure leaves
