@@ -162,7 +162,7 @@ pub struct Settings {
     /// 0.11–0.17 ms under the density bench's load), and the instance's
     /// memory is free in between. Matches quieter than this pay that per
     /// event; one whose last two commands (events, bets, subscriptions)
-    /// each came after a spell this long naps again 100 ms after each (it
+    /// each came after a spell this long naps again 50 ms after each (it
     /// pays the restore anyway). Bursts and busier matches do not.
     #[arg(long, default_value_t = 2000)]
     pub nap_after_ms: u64,
