@@ -64,7 +64,7 @@ const WAKE_P99_TARGET_S: f64 = 0.001;
 const AWAKE: f64 = 4000.0;
 const BATCH: usize = 2000;
 /// Rounds of updates for the live matches before their RSS is taken
-/// (enough to fill the resume ring of 16 and a recovery tail).
+/// (enough to fill an awake match's resume ring and a recovery tail).
 const LIVE_ROUNDS: usize = 20;
 /// One round to every live match this often: an update a second per
 /// match, as busy as a live match of the real feed gets (1,000 events/s

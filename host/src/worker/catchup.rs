@@ -44,7 +44,8 @@ impl Worker {
 
     /// [`Worker::missed`]; if the ring and the store lack some, they may
     /// still be queued for the store writer (the ring is short, and a
-    /// hibernated match keeps none): wait for it once and look again.
+    /// napping or hibernated match keeps none): wait for it once and look
+    /// again.
     async fn missed_or_wait(&mut self, seq: u64) -> Option<Vec<Frame>> {
         match self.missed(seq) {
             Ok(frames) => return Some(frames),

@@ -115,7 +115,8 @@ impl Worker {
         let kept = self.base.as_ref().map_or(0, |b| b.state.len())
             + self.tail.bytes
             + self.tail.checkpoint_bytes()
-            + self.recent.bytes();
+            + self.recent.bytes()
+            + self.regenerated.as_ref().map_or(0, |r| r.bytes());
         Card {
             state: self.life.state().as_str(),
             version: self.version.version().to_owned(),

@@ -1,9 +1,12 @@
 //! Napping: a live match idle for `nap_after` gives its Wasm instance back
-//! (the pool slot decommits its linear memory) and its resume ring, and
-//! keeps everything else — seq and epoch, subscribers, the snapshot frame
-//! while it is current, names. A client resuming from a napping match gets
-//! the updates it missed rebuilt from the journal ([`super::regenerate`]),
-//! byte for byte the frames first sent, as a hibernated match's clients do.
+//! (the pool slot decommits its linear memory) and, when it has a journal,
+//! its resume ring, and keeps everything else — seq and epoch,
+//! subscribers, the snapshot frame while it is current, names. A client
+//! resuming from a napping match gets the updates it missed rebuilt from
+//! the journal ([`super::regenerate`]): the same updates, the last one
+//! naming everything in the state, as a hibernated match's clients do. A
+//! match with no journal (a cluster's workers, `--no-durability`) keeps
+//! its ring, the only place its missed updates are.
 //! Its state goes into a snapshot first if events came since the last one
 //! ([`Worker::snapshot`]: the recovery base, queued to the store), so a
 //! napping match holds its whole state once, as its base, with an empty
@@ -94,8 +97,11 @@ impl Worker {
             }
         }
         self.enter(Lifecycle::Napping);
-        // Frames kept only to be quick go: a resume rebuilds them.
-        self.recent.release();
+        // Frames kept only to be quick go: a resume rebuilds them from the
+        // journal. Without one the ring is all a resume has.
+        if self.journal().is_some() {
+            self.recent.release();
+        }
         self.regenerated = None;
     }
 

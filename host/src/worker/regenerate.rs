@@ -56,6 +56,11 @@ pub(super) struct Regenerated {
 }
 
 impl Regenerated {
+    /// Bytes of the frames kept (for the console).
+    pub(super) fn bytes(&self) -> usize {
+        self.frames.iter().map(|f| f.bytes.len()).sum()
+    }
+
     /// The frames `seq + 1..=to`, if all are here.
     fn covering(&self, seq: u64, to: u64) -> Option<Vec<Frame>> {
         let (first, last) = (self.frames.first()?.seq, self.frames.last()?.seq);

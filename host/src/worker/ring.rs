@@ -5,9 +5,9 @@
 //! A frame pushed is kept as sent (the buffer its subscribers were given,
 //! shared), so a crowd of clients resuming from the same match shares one
 //! buffer per frame, byte for byte the one first sent, as every frame is
-//! serialised once. Only an awake match keeps one: a match that naps or
-//! hibernates releases it, and a client resuming from it gets the updates
-//! it missed rebuilt from the journal ([`super::regenerate`]).
+//! serialised once. A match that hibernates, or naps with a journal,
+//! releases it, and a client resuming from it gets the updates it missed
+//! rebuilt from the journal ([`super::regenerate`]).
 //!
 //! Measured: the ring was ~14 KB of host heap per live match of the
 //! simulator (dhat, 1,000 live matches: 4 frames each, the byte bound), the

@@ -178,4 +178,32 @@ async fn a_client_resuming_from_a_napping_match_gets_the_frames_first_sent_rebui
     assert_eq!(h.snapshot().await["seq"].as_u64(), Some(seq + 1), "applied");
     let sent = sent_updates(&mut h).into_iter().chain(sent).collect();
     assert_resumes_with_the_frames_sent(&h, epoch, 1, seq + 1, &sent).await;
+    // Napping again, it drops the rebuilt frames with its ring.
+    tokio::time::sleep(NAP * 2).await;
+    assert_eq!(h.metrics.napping_matches.get(), 1);
+    let card = h.ask(|reply| Command::Inspect { detail: false, reply }).await.card;
+    let base = h.journal.stored_snapshot(MATCH).expect("read").expect("the nap's");
+    assert_eq!((base.seq, card.memory_bytes), (seq + 1, base.state.len()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_napping_match_with_no_journal_keeps_its_ring_for_resuming_clients() {
+    const NAP: Duration = Duration::from_millis(100);
+    let mut h = Harness::start_with(GuestVersion::native(), MemoryJournal::shared(1), None, |c| {
+        c.nap_after = Some(NAP);
+        c.journal = None;
+    });
+    for i in 0..6 {
+        h.event(odds(2.0 + f64::from(i) / 10.0, Some(7))).await;
+    }
+    let snap = h.snapshot().await;
+    let (epoch, seq) = (
+        snap["epoch"].as_u64().expect("epoch"),
+        snap["seq"].as_u64().expect("seq"),
+    );
+    let sent = sent_updates(&mut h);
+    tokio::time::sleep(NAP * 2).await;
+    assert_eq!(h.metrics.napping_matches.get(), 1);
+    // Nothing could rebuild them: the ring is where they are.
+    assert_resumes_with_the_frames_sent(&h, epoch, 2, seq, &sent).await;
 }
