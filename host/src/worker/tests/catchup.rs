@@ -145,11 +145,17 @@ async fn updates_from_before_a_switch_are_not_rebuilt_by_the_new_version() {
     assert_resumes_with_the_frames_sent(&h, epoch, 16, total, &sent).await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_client_resuming_from_a_napping_match_gets_the_frames_first_sent_rebuilt_from_the_journal() {
-    const NAP: Duration = Duration::from_millis(100);
+const NAP: Duration = Duration::from_millis(100);
+
+/// A match napping after six updates (the harness's settings as `tweak`
+/// changes them, napping after [`NAP`]): it, its epoch and seq, and the
+/// update frames it sent.
+async fn napping_after_six_updates(
+    tweak: impl FnOnce(&mut WorkerConfig),
+) -> (Harness, u64, u64, BTreeMap<u64, String>) {
     let mut h = Harness::start_with(GuestVersion::native(), MemoryJournal::shared(1), None, |c| {
-        c.nap_after = Some(NAP)
+        c.nap_after = Some(NAP);
+        tweak(c);
     });
     for i in 0..6 {
         h.event(odds(2.0 + f64::from(i) / 10.0, Some(7))).await;
@@ -162,6 +168,12 @@ async fn a_client_resuming_from_a_napping_match_gets_the_frames_first_sent_rebui
     let sent = sent_updates(&mut h);
     tokio::time::sleep(NAP * 2).await;
     assert_eq!(h.metrics.napping_matches.get(), 1);
+    (h, epoch, seq, sent)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_resuming_from_a_napping_match_gets_the_frames_first_sent_rebuilt_from_the_journal() {
+    let (mut h, epoch, seq, sent) = napping_after_six_updates(|_| {}).await;
     let card = h.ask(|reply| Command::Inspect { detail: false, reply }).await.card;
     let base = h
         .journal
@@ -188,22 +200,7 @@ async fn a_client_resuming_from_a_napping_match_gets_the_frames_first_sent_rebui
 
 #[tokio::test(start_paused = true)]
 async fn a_napping_match_with_no_journal_keeps_its_ring_for_resuming_clients() {
-    const NAP: Duration = Duration::from_millis(100);
-    let mut h = Harness::start_with(GuestVersion::native(), MemoryJournal::shared(1), None, |c| {
-        c.nap_after = Some(NAP);
-        c.journal = None;
-    });
-    for i in 0..6 {
-        h.event(odds(2.0 + f64::from(i) / 10.0, Some(7))).await;
-    }
-    let snap = h.snapshot().await;
-    let (epoch, seq) = (
-        snap["epoch"].as_u64().expect("epoch"),
-        snap["seq"].as_u64().expect("seq"),
-    );
-    let sent = sent_updates(&mut h);
-    tokio::time::sleep(NAP * 2).await;
-    assert_eq!(h.metrics.napping_matches.get(), 1);
+    let (h, epoch, seq, sent) = napping_after_six_updates(|c| c.journal = None).await;
     // Nothing could rebuild them: the ring is where they are.
     assert_resumes_with_the_frames_sent(&h, epoch, 2, seq, &sent).await;
 }
