@@ -126,7 +126,16 @@ async fn infinite_loop_is_stopped_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_is_stopped_at_the_limit() {
-    single_poison_event(999_003, "memory", &["--guest-memory-mib", "16"]).await;
+    // Filling 16 MiB takes milliseconds, but a guest call's deadline is
+    // wall-clock time: on a loaded 2-core CI machine the retry once ran
+    // past the default 100 ms and failed as `deadline`. A deadline well
+    // past any stall leaves the memory limit the only thing to stop it.
+    single_poison_event(
+        999_003,
+        "memory",
+        &["--guest-memory-mib", "16", "--guest-deadline-ms", "5000"],
+    )
+    .await;
 }
 
 /// The page after the end of the guest's memory (market 999005's odds of 0).
