@@ -76,8 +76,10 @@ pub const POOL_SLACK: u32 = 64;
 /// heap room for a ~40-market match's state restored into it (a cold
 /// spare took 12-13 page faults restoring one, a warmed one 5: the test;
 /// measured before the guest's heap grew 4 KiB at a time from
-/// `__heap_base`, `guest/src/heap.rs`, which this warm-up now extends to
-/// ~33 KiB: about what restoring and applying one event peaks at).
+/// `__heap_base`, `guest/src/heap.rs`, so that the warm-up now claims the
+/// heap past these 32 KiB: near the ~35 KB an instance of the simulator's
+/// matches peaks at, restoring and applying one event, as an instrumented
+/// guest counted).
 const WARM_HEAP_BYTES: usize = 32 * 1024;
 /// Set (to anything) in the environment, the engine writes
 /// `/tmp/perf-<pid>.map` naming the guest's compiled functions, so `perf`

@@ -428,12 +428,7 @@ impl Worker {
                     // Being looked at is not activity: a console watching
                     // must not keep a match from hibernating.
                     if !matches!(*cmd, Command::Inspect { .. }) {
-                        let now = Instant::now();
-                        self.long_gaps = match self.env.nap_after {
-                            Some(d) if now - self.last_command >= d => (self.long_gaps + 1).min(2),
-                            _ => 0,
-                        };
-                        self.last_command = now;
+                        self.note_command(Instant::now());
                     }
                     Box::pin(self.handle(*cmd)).await;
                     // In idle time only: under a backlog the worker applies

@@ -74,10 +74,25 @@ use super::lifecycle::Lifecycle;
 pub const NAP_AGAIN_AFTER: Duration = Duration::from_millis(50);
 
 impl Worker {
-    /// Whether this match's last two commands each came after an idle
-    /// spell of at least `nap_after` ([`NAP_AGAIN_AFTER`]).
-    pub(super) fn is_sparse(&self) -> bool {
-        self.long_gaps >= 2
+    /// A command (but an inspection) arrived at `now`: count it towards
+    /// the sparse rule if it came after an idle spell of `nap_after`.
+    pub(super) fn note_command(&mut self, now: tokio::time::Instant) {
+        self.long_gaps = match self.env.nap_after {
+            Some(d) if now - self.last_command >= d => (self.long_gaps + 1).min(2),
+            _ => 0,
+        };
+        self.last_command = now;
+    }
+
+    /// How long after its last command this match naps: `nap_after`, or
+    /// [`NAP_AGAIN_AFTER`] if its last two commands each came after an
+    /// idle spell of at least `nap_after`.
+    pub(super) fn nap_delay(&self, nap_after: Duration) -> Duration {
+        if self.long_gaps >= 2 {
+            nap_after.min(NAP_AGAIN_AFTER)
+        } else {
+            nap_after
+        }
     }
 
     /// Give the instance back, its state saved as the base first.

@@ -87,15 +87,13 @@ impl Worker {
         {
             return Ok(frames);
         }
-        let frames = self.rebuild_frames(seq, to)?;
-        let bytes: usize = frames.iter().map(|f| f.bytes.len()).sum();
-        self.regenerated = (bytes <= KEPT_BYTES).then(|| {
-            Box::new(Regenerated {
-                epoch: self.epoch,
-                version: self.version.version_arc(),
-                frames: frames.clone(),
-            })
-        });
+        let kept = Regenerated {
+            epoch: self.epoch,
+            version: self.version.version_arc(),
+            frames: self.rebuild_frames(seq, to)?,
+        };
+        let frames = kept.frames.clone();
+        self.regenerated = (kept.bytes() <= KEPT_BYTES).then(|| Box::new(kept));
         Ok(frames)
     }
 

@@ -26,15 +26,7 @@ impl Worker {
         let clean = self.mark.dirty_since().map(|t| t + self.env.clean_after);
         let nap = (self.env.nap_after)
             .filter(|_| matches!(self.life, Lifecycle::Live(_)))
-            .map(|d| {
-                // A sparse match naps again sooner (`nap`).
-                let d = if self.is_sparse() {
-                    d.min(super::nap::NAP_AGAIN_AFTER)
-                } else {
-                    d
-                };
-                self.last_command + d
-            });
+            .map(|d| self.last_command + self.nap_delay(d));
         let hibernate = (self.env.hibernate_after)
             .filter(|_| {
                 self.mark.is_clean()
