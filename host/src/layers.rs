@@ -10,7 +10,15 @@
 /// edges (HTTP, the operator console, the simulator, configuration,
 /// assembling the server).
 pub const LAYERS: &[&[&str]] = &[
-    &["metrics", "supervisor", "journal", "provider_api", "names", "auth"],
+    &[
+        "metrics",
+        "supervisor",
+        "journal",
+        "provider_api",
+        "names",
+        "auth",
+        "resident",
+    ],
     &["sandbox", "store", "producers", "reference", "cluster"],
     &["worker"],
     &["router"],

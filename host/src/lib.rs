@@ -30,6 +30,8 @@
 //! - [`sim`]: the built-in feed simulator.
 //! - [`names`]: market descriptions, fixtures and the names rendered from
 //!   them (pure; not wired in yet).
+//! - [`resident`]: marks a match's permanent records for the binary's
+//!   allocator to keep apart from transient buffers.
 //! - [`metrics`], [`config`].
 //!
 //! [`Server::start`] binds everything and returns the bound addresses, so
@@ -53,6 +55,7 @@ pub mod producers;
 pub mod provider_api;
 pub mod push;
 pub mod reference;
+pub mod resident;
 pub mod router;
 pub mod sandbox;
 pub mod sim;

@@ -153,7 +153,11 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: starting the heap purger: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(allocator::on_park)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

@@ -117,7 +117,7 @@ impl Router {
         if map.len() >= self.max_matches {
             return Err(RouteError::Capacity(self.max_matches));
         }
-        let id: Arc<str> = Arc::from(id);
+        let id: Arc<str> = crate::resident::scope(|| Arc::from(id));
         // Under the map lock: a rollout that lists the matches after
         // changing the version sees every match created before the change.
         let handle = self.spawn(id.clone(), None, self.version());
@@ -147,7 +147,9 @@ impl Router {
         let Some(map) = guard.as_mut() else { return };
         let mut restored = Vec::with_capacity(recovered.len());
         for r in recovered {
-            let id = r.match_id.clone();
+            // The id the match keeps, made apart from the record read
+            // back (see `resident`).
+            let id: Arc<str> = crate::resident::scope(|| Arc::from(&*r.match_id));
             let version = r
                 .meta
                 .guest

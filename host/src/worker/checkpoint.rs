@@ -133,10 +133,10 @@ impl Worker {
         self.tail.unsaved = Duration::ZERO;
         match saved {
             Ok(state) => {
-                self.tail.checkpoint = Some(Checkpoint {
+                self.tail.checkpoint = Some(Box::new(Checkpoint {
                     saved: self.own_base(state),
                     covers: self.tail.events.len(),
-                });
+                }));
                 true
             }
             // Not a failure of the match: the restart replays from the

@@ -47,8 +47,9 @@ impl Base {
 /// Where a match on probation goes back to if the new version fails.
 pub(super) struct Fallback {
     pub version: GuestVersion,
-    /// The state at the switch, as the old version held it.
-    pub base: Base,
+    /// The state at the switch, as the old version held it (boxed: a
+    /// lifecycle state is part of every match).
+    pub base: Box<Base>,
 }
 
 pub(super) enum Lifecycle {

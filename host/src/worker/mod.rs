@@ -72,7 +72,7 @@ pub use operate::{Action, Refusal};
 pub use outbox::{Direct, Offer, Outbox, Resumed, Watch};
 use persist::{Mark, Tail};
 use ring::Ring;
-use timer::Timer;
+use timer::{Alarm, Timer};
 
 /// Mailbox capacity per match ([`mailbox`]). When full, the feed reader waits (TCP
 /// backpressure to the feed): events are never dropped, and a stuck guest
@@ -249,19 +249,30 @@ pub fn spawn(
     recovered: Option<Recovered>,
     tasks: &tokio_util::task::TaskTracker,
 ) -> WorkerHandle {
-    let (mailbox, rx) = mailbox::channel(MAILBOX_CAPACITY);
-    let updates = Arc::new(Fanout::tapped(match_id.clone(), cfg.tap.clone()));
-    let state = Arc::new(StateCell::new(State::Restarting));
-    let handle = WorkerHandle {
-        mailbox: mailbox.clone(),
-        updates: updates.clone(),
-        state: state.clone(),
-    };
-    let worker = Box::new(Worker::new(match_id, version, cfg, updates, mailbox.downgrade(), state));
+    use crate::resident;
+    // What the match keeps for as long as it is tracked, asleep or not,
+    // comes from the resident heap: its mailbox, fan-out, state cell,
+    // worker and task. What it recovered is read once, and the listing's
+    // entry lives in a shared table: both outside.
+    let recovered = recovered.map(Box::new);
+    let (handle, worker, rx) = resident::scope(|| {
+        let (mailbox, rx) = mailbox::channel(MAILBOX_CAPACITY);
+        let updates = Arc::new(Fanout::tapped(match_id.clone(), cfg.tap.clone()));
+        let state = Arc::new(StateCell::new(State::Restarting));
+        let handle = WorkerHandle {
+            mailbox: mailbox.clone(),
+            updates: updates.clone(),
+            state: state.clone(),
+        };
+        let worker = Box::new(Worker::new(match_id, version, cfg, updates, mailbox.downgrade(), state));
+        (handle, worker, rx)
+    });
     // Placed before its task runs, so a listing right after a restart
     // already shows every match.
     worker.env.observer.runs(&worker.id, worker.version.version_arc());
-    tasks.spawn(worker.run(rx, recovered.map(Box::new)));
+    resident::scope(|| {
+        tasks.spawn(worker.run(rx, recovered));
+    });
     handle
 }
 
@@ -310,8 +321,9 @@ pub(crate) struct Worker {
     position: Option<u64>,
     epoch: u64,
     intensity: Intensity,
-    /// Last snapshot of the guest state (the recovery base)...
-    base: Option<Base>,
+    /// Last snapshot of the guest state (the recovery base)... (Boxed:
+    /// a hibernated match has given it back, and holds only the pointer.)
+    base: Option<Box<Base>>,
     /// ...and the encoded events applied since, in order. Whether the
     /// store has the base too (a hibernated match then gives its copy
     /// back: `base` is `None`, see [`release`]).
@@ -324,6 +336,8 @@ pub(crate) struct Worker {
     recent: Ring,
     /// When the last command arrived (for naps and hibernation).
     last_command: Instant,
+    /// The next idle deadline, armed ([`timer`]).
+    alarm: Alarm,
     /// How many of the last commands (up to 2) in a row came after an
     /// idle spell of at least `nap_after`: 2 makes a sparse match, which
     /// naps again sooner ([`nap::NAP_AGAIN_AFTER`]).
@@ -391,6 +405,7 @@ impl Worker {
             mark: Mark::Clean,
             recent: Ring::default(),
             last_command: Instant::now(),
+            alarm: Alarm::default(),
             long_gaps: 0,
             bets: Vec::new(),
             telling: None,
@@ -415,9 +430,10 @@ impl Worker {
         let mut board_open = true;
         loop {
             let next = self.next_timer();
+            self.alarm.set(next);
             let wake = tokio::select! {
                 c = rx.recv() => Wake::Command(c),
-                t = timer::fire(next) => Wake::Timer(t),
+                t = self.alarm.fire() => Wake::Timer(t),
                 r = self.board.changed(), if board_open => Wake::Board(r.is_ok()),
                 f = names::arrival(&mut self.naming.waiting) => Wake::Fixture(f),
                 ok = release::syncing(&mut self.stored) => Wake::Stored(ok),

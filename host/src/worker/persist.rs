@@ -53,7 +53,8 @@ impl Mark {
 pub(super) struct Tail {
     pub events: Vec<Bytes>,
     pub bytes: usize,
-    pub checkpoint: Option<Checkpoint>,
+    /// (Boxed: most matches, and every sleeping one, have none.)
+    pub checkpoint: Option<Box<Checkpoint>>,
     /// Apply time of the events after the checkpoint (or the base).
     pub unsaved: Duration,
     /// What the last checkpoint's save cost.
@@ -97,11 +98,11 @@ impl Worker {
         self.assume_every_producer();
         if let Some(s) = r.snapshot {
             self.seq = s.seq;
-            self.base = Some(Base {
+            self.base = Some(Box::new(Base {
                 state: s.state,
                 guest: Arc::from(s.guest),
                 state_version: s.state_version,
-            });
+            }));
             self.stored = Stored::Queued;
         }
         for (seq, entry) in r.journal {
@@ -251,7 +252,7 @@ impl Worker {
                     };
                 }
                 self.stored = stored;
-                self.base = Some(self.own_base(state));
+                self.base = Some(Box::new(self.own_base(state)));
                 self.tail.clear();
                 self.last_snapshot = Instant::now();
             }

@@ -121,11 +121,11 @@ impl Worker {
                 record.seq, self.seq
             )));
         }
-        self.base = Some(Base {
+        self.base = Some(Box::new(Base {
             state: record.state,
             guest: Arc::from(record.guest),
             state_version: record.state_version,
-        });
+        }));
         self.stored = Stored::Queued;
         Ok(())
     }

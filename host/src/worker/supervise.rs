@@ -210,7 +210,7 @@ impl Worker {
             .tail
             .checkpoint_start(self.version.version())
             .unwrap_or_else(|| Start {
-                saved: self.base.as_ref().map(Base::saved),
+                saved: self.base.as_deref().map(Base::saved),
                 events: &self.tail.events,
             });
         let replayed = start.events.len();

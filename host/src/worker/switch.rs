@@ -110,7 +110,7 @@ impl Worker {
                 if probation {
                     let fallback = Fallback {
                         version: old,
-                        base: saved,
+                        base: Box::new(saved),
                     };
                     self.enter(Lifecycle::Probation { instance, fallback });
                     self.env.observer.probation(&self.id, ProbationNews::Started);
@@ -236,7 +236,7 @@ impl Worker {
         if let (Lifecycle::Hibernated { .. }, Some(base)) = (&self.life, &self.base)
             && self.tail.events.is_empty()
         {
-            return Some(Ok(base.clone()));
+            return Some(Ok(Base::clone(base)));
         }
         self.wake().await;
         self.ensure_instance().await;

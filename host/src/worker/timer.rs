@@ -4,7 +4,9 @@
 //! sparse match; live only: [`super::nap`])
 //! and hibernation (`hibernate_after` after its last command, clean only).
 
-use tokio::time::Instant;
+use std::pin::Pin;
+
+use tokio::time::{Instant, Sleep};
 
 use super::Worker;
 use super::lifecycle::Lifecycle;
@@ -43,13 +45,38 @@ impl Worker {
     }
 }
 
-/// Fires at the deadline; never without one.
-pub(super) async fn fire(next: Option<(Instant, Timer)>) -> Timer {
-    match next {
-        Some((at, timer)) => {
-            tokio::time::sleep_until(at).await;
-            timer
+/// The armed deadline: one `Sleep`, moved when the deadline moves and
+/// dropped when there is none. Boxed, and kept by the worker rather than
+/// made in each turn of the command loop: a `Sleep` is ~110 bytes, and
+/// in the loop's future it would be part of every match's task, a
+/// hibernated one's too, which has no deadline.
+#[derive(Default)]
+pub(super) struct Alarm(Option<(Pin<Box<Sleep>>, Timer)>);
+
+impl Alarm {
+    /// Arm it for `next` (disarm it for `None`).
+    pub(super) fn set(&mut self, next: Option<(Instant, Timer)>) {
+        match (next, &mut self.0) {
+            (None, armed) => *armed = None,
+            (Some((at, timer)), Some((sleep, kind))) => {
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                *kind = timer;
+            }
+            (Some((at, timer)), armed) => *armed = Some((Box::pin(tokio::time::sleep_until(at)), timer)),
         }
-        None => std::future::pending().await,
+    }
+
+    /// Fires at the deadline; never while disarmed. A deadline that has
+    /// passed fires at once, again, until [`Alarm::set`] moves it.
+    pub(super) async fn fire(&mut self) -> Timer {
+        match &mut self.0 {
+            Some((sleep, timer)) => {
+                sleep.as_mut().await;
+                *timer
+            }
+            None => std::future::pending().await,
+        }
     }
 }
