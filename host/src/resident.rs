@@ -15,8 +15,13 @@
 //!
 //! A flag per thread, not an argument: tokio allocates a task when it is
 //! spawned, on the spawning thread, with no allocator to pass.
+//!
+//! The other way round, [`note_given_back`] counts the times a match gave
+//! memory back; the binary's runtime threads collect their heaps when
+//! they park only if it moved.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 thread_local! {
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
@@ -40,6 +45,22 @@ pub fn scope<R>(f: impl FnOnce() -> R) -> R {
 #[inline]
 pub fn active() -> bool {
     ACTIVE.try_with(Cell::get).unwrap_or(false)
+}
+
+/// How many times a match has given memory back (napped, hibernated,
+/// dropped its stored base).
+static GIVEN_BACK: AtomicU64 = AtomicU64::new(0);
+
+/// A match gave memory back: the binary's runtime threads collect their
+/// heaps when they next park (and only then: a collection visits every
+/// page a thread owns).
+pub fn note_given_back() {
+    GIVEN_BACK.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The count [`note_given_back`] moves.
+pub fn given_back() -> u64 {
+    GIVEN_BACK.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ impl Worker {
             Stored::No
         } else if asleep && self.tail.events.is_empty() {
             self.base = None;
+            crate::resident::note_given_back();
             // Its card's memory changed while it sleeps.
             self.shown.set(self.life.state());
             Stored::GivenBack
