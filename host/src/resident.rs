@@ -10,8 +10,9 @@
 //! allocator (`main.rs`'s `allocator`) takes allocations from a separate
 //! heap that holds only such records, packed together; freeing works the
 //! same from anywhere. A block that grows (is reallocated) moves to the
-//! default heap: a record that grows was not a fixed-size one. The library itself allocates normally: with another
-//! global allocator (tests, the heap profiler) the scope changes nothing.
+//! default heap: a record that grows was not a fixed-size one. The
+//! library itself allocates normally: with another global allocator
+//! (tests, the heap profiler) the scope changes nothing.
 //!
 //! A flag per thread, not an argument: tokio allocates a task when it is
 //! spawned, on the spawning thread, with no allocator to pass.
@@ -47,8 +48,8 @@ pub fn active() -> bool {
     ACTIVE.try_with(Cell::get).unwrap_or(false)
 }
 
-/// How many times a match has given memory back (napped, hibernated,
-/// dropped its stored base).
+/// How many times a match has given memory back (fell asleep, in
+/// `worker`'s one transition function, or dropped its stored base).
 static GIVEN_BACK: AtomicU64 = AtomicU64::new(0);
 
 /// A match gave memory back: the binary's runtime threads collect their

@@ -167,7 +167,13 @@ impl Worker {
         let (from, to) = (self.life.state(), next.state());
         let napping = matches!(next, Lifecycle::Napping);
         let left = std::mem::replace(&mut self.life, next);
-        if napping != matches!(left, Lifecycle::Napping) {
+        let was_napping = matches!(left, Lifecycle::Napping);
+        // Falling asleep gives memory back: the runtime threads collect
+        // their heaps at their next park (`resident`).
+        if (napping && !was_napping) || (to == State::Hibernated && from != to) {
+            crate::resident::note_given_back();
+        }
+        if napping != was_napping {
             let gauge = &self.env.metrics.napping_matches;
             if napping {
                 gauge.inc()

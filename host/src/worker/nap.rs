@@ -112,7 +112,6 @@ impl Worker {
             }
         }
         self.enter(Lifecycle::Napping);
-        crate::resident::note_given_back();
         // Frames kept only to be quick go: a resume rebuilds them from the
         // journal. Without one the ring is all a resume has.
         if self.journal().is_some() {

@@ -338,7 +338,6 @@ impl Worker {
         };
         self.enter(Lifecycle::Hibernated { fallback });
         self.give_base_back();
-        crate::resident::note_given_back();
     }
 
     /// Restore a hibernated match before it does anything.
