@@ -37,6 +37,8 @@ struct Inner {
     tainted: Vec<String>,
     /// Writes applied, for tests counting them.
     writes: usize,
+    /// Barriers asked for, for tests counting them.
+    barriers: usize,
 }
 
 impl Inner {
@@ -144,9 +146,14 @@ impl MemoryJournal {
         self.lock().writes
     }
 
+    pub fn barriers(&self) -> usize {
+        self.lock().barriers
+    }
+
     fn apply(&self, op: Op) -> Result<(), JournalError> {
         let mut i = self.lock();
         if let Op::Barrier { scope, ack, .. } = op {
+            i.barriers += 1;
             let tainted = match scope {
                 Some(m) => {
                     let before = i.tainted.len();

@@ -103,7 +103,8 @@ impl Worker {
                 guest: Arc::from(s.guest),
                 state_version: s.state_version,
             }));
-            self.stored = Stored::Queued;
+            // Read from the store: it has this base.
+            self.stored = Stored::ReadBack;
         }
         for (seq, entry) in r.journal {
             if seq != self.seq + 1 {

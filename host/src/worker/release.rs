@@ -14,7 +14,13 @@
 //!   sleeps with nothing since, the copy is dropped ([`Stored::GivenBack`]).
 //!   Waking reads the stored snapshot back (one store read before the
 //!   instantiation; both are in `wake_seconds`). Only this worker writes
-//!   its match's snapshots, so the stored one is the base.
+//!   its match's snapshots, so the stored one is the base. A base read
+//!   back and unchanged since ([`Stored::ReadBack`]) is dropped at once
+//!   when the match sleeps again: the store has it already, so no barrier
+//!   is asked. A rollout reads each sleeping match's base back to
+//!   switch it: with a barrier each, the store writer confirmed 10,000
+//!   bases it had made durable long before, and each match woke again to
+//!   hear it.
 //!
 //! Without a journal, or while the store refuses writes (a full disk), the
 //! base stays in memory.
@@ -34,6 +40,9 @@ pub(super) enum Stored {
     No,
     /// Its write was queued.
     Queued,
+    /// Read back from the store, unchanged since: the store has it (a read
+    /// found it, so no write of it failed: what a barrier would tell).
+    ReadBack,
     /// Asleep: waiting for the write to be durable.
     Syncing(Durable),
     /// Durable, and the copy was dropped: `base` is `None`.
@@ -70,9 +79,15 @@ impl Worker {
 
     /// Falling asleep with the base queued for the store: ask for a
     /// barrier (without waiting for room: a busy store keeps the copy).
+    /// A base read back from the store and unchanged goes at once.
     pub(super) fn give_base_back(&mut self) {
-        if !matches!(self.stored, Stored::Queued) || !self.tail.events.is_empty() || self.base.is_none() {
+        if !self.tail.events.is_empty() || self.base.is_none() {
             return;
+        }
+        match self.stored {
+            Stored::ReadBack => return self.on_base_stored(true),
+            Stored::Queued => {}
+            Stored::No | Stored::Syncing(_) | Stored::GivenBack => return,
         }
         let Some(journal) = self.journal() else { return };
         let (ack, durable) = Durable::pair();
@@ -127,7 +142,7 @@ impl Worker {
             guest: Arc::from(record.guest),
             state_version: record.state_version,
         }));
-        self.stored = Stored::Queued;
+        self.stored = Stored::ReadBack;
         Ok(())
     }
 }
