@@ -21,6 +21,7 @@ mod producers;
 mod report;
 mod scenarios;
 mod sizes;
+mod swap;
 mod targets;
 
 use std::path::PathBuf;

@@ -7,10 +7,8 @@
 //! scenario starts its own servers ([`Servers`]) on a fresh data dir and
 //! stops them before the next one.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -22,7 +20,7 @@ use touchline::feed::parse::parse;
 use touchline::sim::{Generator, SimConfig};
 use touchline_testkit::{Launch, ServerProcess};
 
-use crate::fanout::{self, open_matches, watch_and_feed};
+use crate::fanout;
 use crate::load::{self, Poison};
 use crate::peer;
 use crate::report::{git_revision, latency_svg, machine, table};
@@ -75,7 +73,7 @@ impl Servers {
 
     /// A guest `make build` leaves in the server binary's target dir
     /// (`target/release/touchline` → `target/<name>`).
-    fn built_guest(&self, name: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn built_guest(&self, name: &str) -> anyhow::Result<PathBuf> {
         let target = self.exe.parent().and_then(Path::parent).context("target dir")?;
         let p = target.join(name);
         anyhow::ensure!(p.exists(), "{} not found", p.display());
@@ -310,7 +308,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             "hot swap: {} matches, {} clients",
             s.swap_matches, s.swap_clients
         ));
-        report["swap"] = swap_run(&plan.servers, &scratch.path().join("swap"), s, &ids, plan.seed).await?;
+        report["swap"] = crate::swap::swap_run(&plan.servers, &scratch.path().join("swap"), s, &ids, plan.seed).await?;
     }
     // 9. The cluster: throughput against a single node, scaling over two
     // pinned cores, failover after kill -9.
@@ -531,98 +529,4 @@ async fn bets_run(launch: Launch, matches: u32, clients: usize, seconds: f64) ->
     });
     stop_server(server)?;
     Ok(result)
-}
-
-/// Update latency before, during and after a hot swap to v2 and a rollback
-/// to v1, with the fan-out load running; the server's rollout reports give
-/// compile, canary and per-match switch times.
-async fn swap_run(servers: &Servers, dir: &Path, sizes: &Sizes, fed: &[String], seed: u64) -> anyhow::Result<Value> {
-    let v2 = std::fs::read(servers.built_guest("touchline_guest_v2.wasm")?)?;
-    let token = "bench-admin-token-0123456789".to_owned();
-    let flags = vec![
-        "--admin-token".to_owned(),
-        token.clone(),
-        "--max-matches".into(),
-        (sizes.swap_matches + 500).to_string(),
-    ];
-    let server = servers.start(dir, &flags)?;
-    open_matches(&server, fed)?;
-    let idle: Vec<String> = (0..sizes.swap_matches.saturating_sub(fed.len() as u32))
-        .map(|i| format!("sr:match:{}", 900_000 + i))
-        .collect();
-    for chunk in idle.chunks(2000) {
-        open_matches(&server, chunk)?;
-    }
-    let (c, stop, feeder) = watch_and_feed(&server, sizes, sizes.swap_clients, fed, &[], None, seed).await?;
-    let window = Duration::from_secs_f64(sizes.swap_window);
-    tokio::time::sleep(window).await; // phase 0: the measurement window before
-    c.phase.store(1, Ordering::Relaxed);
-    let started = Instant::now();
-    let (status, install) = admin_post(server.http, &token, "/admin/guest", v2).await?;
-    let install_wall = started.elapsed().as_secs_f64();
-    anyhow::ensure!((200..300).contains(&status), "install: {status} {install}");
-    c.phase.store(2, Ordering::Relaxed);
-    tokio::time::sleep(window).await; // phase 2: on v2
-    c.phase.store(3, Ordering::Relaxed);
-    let started = Instant::now();
-    let (status, rollback) = admin_post(server.http, &token, "/admin/guest/rollback", Vec::new()).await?;
-    let rollback_wall = started.elapsed().as_secs_f64();
-    anyhow::ensure!((200..300).contains(&status), "rollback: {status} {rollback}");
-    c.phase.store(2, Ordering::Relaxed);
-    tokio::time::sleep(window / 2).await; // more of phase 2, back on v1
-    stop.store(true, Ordering::Relaxed);
-    feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
-    let m = server.metrics()?;
-    tokio::time::sleep(Duration::from_millis(500)).await; // grace period for in-flight frames
-    let stats = c.finish().await;
-    stop_server(server)?;
-    let install: Value = serde_json::from_str(&install)?;
-    let rollback: Value = serde_json::from_str(&rollback)?;
-    let phase = |i: usize| latency_json(&stats.by_phase[i]);
-    let p99 = |i: usize| stats.by_phase[i].value_at_quantile(0.99) as f64;
-    Ok(json!({
-        "matches": sizes.swap_matches,
-        "fed_matches": fed.len(),
-        "clients": stats.clients,
-        "feed_rate": sizes.fanout_rate,
-        "install": install,
-        "install_wall_s": install_wall,
-        "rollback": rollback,
-        "rollback_wall_s": rollback_wall,
-        "switch_seconds": {
-            "p50": m.quantile("touchline_match_switch_seconds", 0.5),
-            "p99": m.quantile("touchline_match_switch_seconds", 0.99),
-            "count": m.value("touchline_match_switch_seconds_count"),
-        },
-        "latency_us": {
-            "before": phase(0),
-            "during_install": phase(1),
-            "steady_after": phase(2),
-            "during_rollback": phase(3),
-        },
-        "p99_ratio_during_install_over_before": p99(1) / p99(0).max(1.0),
-        "p99_ratio_during_rollback_over_before": p99(3) / p99(0).max(1.0),
-        "seq_gaps": stats.gaps,
-        "sessions_closed": stats.closed,
-        "resnapshots": stats.resnapshots,
-        "updates_skipped_by_resnapshot": stats.skipped,
-        "deliveries": stats.deliveries,
-    }))
-}
-
-/// Bound on one admin request: an install compiles, canaries and rolls out
-/// to every match before it answers.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// `POST path` to the admin API: (status, body). The blocking client runs
-/// off the runtime's threads, so the clients keep reading meanwhile.
-async fn admin_post(http: SocketAddr, token: &str, path: &'static str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
-    let auth = format!("Bearer {token}");
-    let answer = tokio::task::spawn_blocking(move || {
-        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/wasm")];
-        touchline_testkit::http::request(http, "POST", path, &headers, &body, ADMIN_TIMEOUT)
-    })
-    .await
-    .context("admin request task")??;
-    Ok(answer)
 }
