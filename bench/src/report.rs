@@ -321,6 +321,16 @@ pub fn table(r: &Value) -> String {
         w["seq_gaps"],
         w["sessions_closed"]
     );
+    let cpu = &w["server_cpu_s"];
+    let _ = writeln!(
+        t,
+        "   server CPU-s: install {} in {} s, rollback {} in {} s, against {} per s serving alone",
+        f(&cpu["install"]["total_s"]),
+        f(&cpu["install"]["wall_s"]),
+        f(&cpu["rollback"]["total_s"]),
+        f(&cpu["rollback"]["wall_s"]),
+        f(&cpu["calm_per_s"]["total_s"])
+    );
     cluster_table(&mut t, r);
     targets_table(&mut t, r);
     let _ = writeln!(t, "\nelapsed: {} s", f(&r["elapsed_s"]));
