@@ -103,8 +103,14 @@ impl Worker {
                 guest: Arc::from(s.guest),
                 state_version: s.state_version,
             }));
-            // Read from the store: it has this base.
-            self.stored = Stored::ReadBack;
+            // Read from the store, which has it. Without a journal (a
+            // cluster's node, restored from JetStream) nothing can read it
+            // back: the copy stays.
+            self.stored = if self.journal().is_some() {
+                Stored::ReadBack
+            } else {
+                Stored::Queued
+            };
         }
         for (seq, entry) in r.journal {
             if seq != self.seq + 1 {

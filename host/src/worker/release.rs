@@ -19,8 +19,8 @@
 //!   when the match sleeps again: the store has it already, so no barrier
 //!   is asked. A rollout reads each sleeping match's base back to
 //!   switch it: with a barrier each, the store writer confirmed 10,000
-//!   bases it had made durable long before, and each match woke again to
-//!   hear it.
+//!   bases it had made durable long before, and each match's task ran
+//!   again to hear it.
 //!
 //! Without a journal, or while the store refuses writes (a full disk), the
 //! base stays in memory.
@@ -40,8 +40,9 @@ pub(super) enum Stored {
     No,
     /// Its write was queued.
     Queued,
-    /// Read back from the store, unchanged since: the store has it (a read
-    /// found it, so no write of it failed: what a barrier would tell).
+    /// Read back from the journal's store (on waking, or at start),
+    /// unchanged since: the store has it, which is all a barrier would
+    /// tell. Never without a journal.
     ReadBack,
     /// Asleep: waiting for the write to be durable.
     Syncing(Durable),
@@ -81,6 +82,8 @@ impl Worker {
     /// barrier (without waiting for room: a busy store keeps the copy).
     /// A base read back from the store and unchanged goes at once.
     pub(super) fn give_base_back(&mut self) {
+        // No journal, nothing to read it back from: the copy stays.
+        let Some(journal) = self.journal() else { return };
         if !self.tail.events.is_empty() || self.base.is_none() {
             return;
         }
@@ -89,7 +92,6 @@ impl Worker {
             Stored::Queued => {}
             Stored::No | Stored::Syncing(_) | Stored::GivenBack => return,
         }
-        let Some(journal) = self.journal() else { return };
         let (ack, durable) = Durable::pair();
         // Not urgent: the base waits in memory until a commit happens anyway
         // (a rollout putting 10,000 matches to sleep costs no fsync each).
@@ -103,7 +105,8 @@ impl Worker {
         }
     }
 
-    /// The barrier resolved: drop the copy if the match still sleeps on
+    /// The barrier resolved (or the base was read back from the store:
+    /// `durable` is then true): drop the copy if the match still sleeps on
     /// exactly that base.
     pub(super) fn on_base_stored(&mut self, durable: bool) {
         let asleep = matches!(self.life, Lifecycle::Hibernated { .. });

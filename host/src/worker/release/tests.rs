@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::super::tests::{Harness, MATCH, odds, odds_in};
 use super::super::{Catchup, Command, FrameKind, Position};
 use crate::journal::memory::MemoryJournal;
-use crate::journal::{Journal, Op, SnapshotRecord};
+use crate::journal::{Journal, MatchMeta, Op, SnapshotRecord};
 use crate::sandbox::GuestVersion;
 
 /// Past clean_after (1 s) and hibernate_after (30 s) of the harness.
@@ -16,6 +16,10 @@ const ASLEEP: Duration = Duration::from_secs(40);
 /// Replace the stored snapshot with one at `seq` whose market 1 is at
 /// `odds_now`: a match that wakes from the store shows it.
 fn store_other_state(h: &Harness, seq: u64, odds_now: f64) {
+    store_state(&h.journal, seq, odds_now);
+}
+
+fn store_state(journal: &MemoryJournal, seq: u64, odds_now: f64) {
     let native = GuestVersion::native();
     let mut i = native.instantiate(MATCH.into()).expect("native");
     i.apply(&touchline_guest::encode(&odds(odds_now, None)))
@@ -27,7 +31,7 @@ fn store_other_state(h: &Harness, seq: u64, odds_now: f64) {
         guest: native.version().to_owned(),
         state_version: native.state_version(),
     };
-    h.journal
+    journal
         .try_write(Op::Snapshot {
             match_id: MATCH.into(),
             record,
@@ -85,4 +89,33 @@ async fn a_client_resumes_a_sleeping_match_from_the_journal() {
         got,
         [(FrameKind::Resumed, 1), (FrameKind::Update, 2), (FrameKind::Update, 3)]
     );
+}
+
+/// A match restored without a journal (a cluster's node restores from
+/// JetStream) has no store to read its base back from: asleep, it keeps
+/// it, and its next event runs on it.
+#[tokio::test(start_paused = true)]
+async fn restored_without_a_journal_it_keeps_its_base_asleep() {
+    let journal = MemoryJournal::shared(1);
+    store_state(&journal, 1, 7.0);
+    let meta = MatchMeta {
+        epoch: 1,
+        clean_seq: Some(1),
+        quarantined: None,
+        guest: None,
+    };
+    journal
+        .try_write(Op::Meta {
+            match_id: MATCH.into(),
+            meta,
+        })
+        .expect("written");
+    let recovered = journal.recover(MATCH).expect("a snapshot to restore");
+    let h = Harness::start_with(GuestVersion::native(), journal, Some(recovered), |c| c.journal = None);
+    tokio::time::sleep(ASLEEP).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1, "asleep");
+    h.event(odds(2.5, None)).await;
+    let snap = h.snapshot().await;
+    assert_eq!((snap["seq"].as_u64(), odds_in(&snap)), (Some(2), Some(2.5)));
+    assert!(snap["quarantined"].is_null(), "{snap}");
 }

@@ -229,8 +229,8 @@ async fn a_match_switched_awake_and_asleep_since_is_switched_back_the_usual_way(
 /// A rollout reads a sleeping match's base back from the store to switch
 /// it, and gives it back at once: the store has it, so no barrier is
 /// asked (with one each, the store writer confirmed what it had long
-/// made durable, and every switched match woke again to hear it). The same
-/// for a rollback.
+/// made durable, and every switched match's task ran again to hear it).
+/// The same for a rollback.
 #[tokio::test(start_paused = true)]
 async fn a_sleeping_match_switched_gives_the_base_it_read_back_without_a_barrier() {
     let old = faulty();
