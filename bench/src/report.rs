@@ -325,11 +325,11 @@ pub fn table(r: &Value) -> String {
     let _ = writeln!(
         t,
         "   server CPU-s: install {} in {} s, rollback {} in {} s, against {} per s serving alone",
-        f(&cpu["install"]["total_s"]),
+        f(&cpu["install"]["cpu_s"]),
         f(&cpu["install"]["wall_s"]),
-        f(&cpu["rollback"]["total_s"]),
+        f(&cpu["rollback"]["cpu_s"]),
         f(&cpu["rollback"]["wall_s"]),
-        f(&cpu["calm_per_s"]["total_s"])
+        f(&cpu["calm_per_s"]["cpu"])
     );
     cluster_table(&mut t, r);
     targets_table(&mut t, r);

@@ -1,7 +1,8 @@
 //! The hot-swap scenario: 10,000 matches (100 fed, 1,000 clients
 //! watching) switched to the v2 guest and back while the feed runs: the
 //! update latency before, during and after each, the switch times the
-//! server reports, and the server's CPU time each took, by thread.
+//! server reports, and the server's CPU time each took, by thread (the
+//! sizes here are the full run's: `sizes.rs` has the quick run's).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -87,7 +88,7 @@ pub(crate) async fn swap_run(
         "rollback": rollback,
         "rollback_wall_s": rollback_wall,
         "server_cpu_s": {
-            "what": "the server's CPU time while each admin request ran (install: compile, canary, switches, probation wait; rollback: switches), by live thread (schedstat) and in all (/proc stat, 10 ms ticks, ended threads too such as the compile's); calm: the same for the window before, per second, what serving alone costs",
+            "what": "the server's CPU time while each admin request ran (install: compile, canary, switches, probation wait; rollback: switches): cpu_s in all (/proc/PID/stat, 10 ms ticks, threads that ended in the window included), by_thread_cpu_s by thread name (schedstat, ns, subtracted thread by thread; the runtime's workers and its blocking pool are both tokio-runtime-w); calm_per_s: CPU-seconds per second in the window before, what serving alone costs",
             "calm_per_s": calm.per_s(),
             "install": install_cpu.json(),
             "rollback": rollback_cpu.json(),
@@ -118,7 +119,7 @@ struct Cpu {
     pid: u32,
     started: Instant,
     total: f64,
-    threads: BTreeMap<String, f64>,
+    threads: BTreeMap<u32, (String, f64)>,
 }
 
 /// What a [`Cpu`] window measured.
@@ -139,12 +140,7 @@ impl Cpu {
     }
 
     fn stop(self) -> CpuSpent {
-        let mut threads = procfs::cpu_by_thread(self.pid);
-        for (name, before) in &self.threads {
-            if let Some(now) = threads.get_mut(name) {
-                *now -= before;
-            }
-        }
+        let mut threads = procfs::cpu_by_thread_since(&self.threads, &procfs::cpu_by_thread(self.pid));
         threads.retain(|_, s| *s >= 0.0005);
         CpuSpent {
             seconds: self.started.elapsed().as_secs_f64(),
@@ -156,13 +152,14 @@ impl Cpu {
 
 impl CpuSpent {
     fn json(&self) -> Value {
-        json!({ "wall_s": self.seconds, "total_s": self.total, "by_thread_s": self.threads })
+        json!({ "wall_s": self.seconds, "cpu_s": self.total, "by_thread_cpu_s": self.threads })
     }
 
+    /// CPU-seconds per second of the window.
     fn per_s(&self) -> Value {
         let per = |x: f64| x / self.seconds.max(1e-9);
         let threads: BTreeMap<&String, f64> = self.threads.iter().map(|(k, v)| (k, per(*v))).collect();
-        json!({ "total_s": per(self.total), "by_thread_s": threads })
+        json!({ "cpu": per(self.total), "by_thread": threads })
     }
 }
 

@@ -3,6 +3,7 @@
 //! one place the tests and the bench read them (the server, a peer server,
 //! the load generator itself). Each reader gives 0 once the process is gone.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 
 /// CPU time used so far (user + system), seconds.
@@ -100,18 +101,23 @@ fn kib_field(text: &str, field: &str) -> Option<u64> {
     })
 }
 
-/// CPU time of each live thread so far, seconds, summed by the thread's
-/// name with a trailing `-N` number dropped (`sled-io-3` counts as
-/// `sled-io`), from `/proc/PID/task/*/schedstat` (nanoseconds, so a
-/// window of a few hundred milliseconds reads true). Threads that have
-/// ended are not in it: [`cpu_times`] still counts them.
-pub fn cpu_by_thread(pid: impl Display) -> std::collections::BTreeMap<String, f64> {
-    let mut out = std::collections::BTreeMap::new();
+/// CPU time of each live thread so far, seconds, by thread id, with the
+/// thread's name less a trailing `-N` number (`sled-io-3` is `sled-io`),
+/// from `/proc/PID/task/*/schedstat` (nanoseconds, so a window of a few
+/// hundred milliseconds reads true). Threads that have ended are not in
+/// it ([`cpu_times`] still counts them); subtract two readings thread by
+/// thread ([`cpu_by_thread_since`]), as a pool's thread may end and
+/// another of the same name start in between.
+pub fn cpu_by_thread(pid: impl Display) -> BTreeMap<u32, (String, f64)> {
+    let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for task in tasks.flatten() {
         let dir = task.path();
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
         let (Ok(comm), Ok(schedstat)) = (
             std::fs::read_to_string(dir.join("comm")),
             std::fs::read_to_string(dir.join("schedstat")),
@@ -123,7 +129,22 @@ pub fn cpu_by_thread(pid: impl Display) -> std::collections::BTreeMap<String, f6
             .next()
             .and_then(|x| x.parse().ok())
             .unwrap_or(0.0);
-        *out.entry(thread_group(comm.trim()).to_owned()).or_insert(0.0) += ns / 1e9;
+        out.insert(tid, (thread_group(comm.trim()).to_owned(), ns / 1e9));
+    }
+    out
+}
+
+/// The CPU time each thread name group used between two
+/// [`cpu_by_thread`] readings, thread by thread: a thread new since
+/// `before` counts whole, one that ended counts nothing.
+pub fn cpu_by_thread_since(
+    before: &BTreeMap<u32, (String, f64)>,
+    now: &BTreeMap<u32, (String, f64)>,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (tid, (name, seconds)) in now {
+        let earlier = before.get(tid).map_or(0.0, |(_, s)| *s);
+        *out.entry(name.clone()).or_insert(0.0) += seconds - earlier;
     }
     out
 }
@@ -167,10 +188,24 @@ mod tests {
     #[test]
     fn threads_group_by_name_without_their_number() {
         assert_eq!(super::thread_group("sled-io-3"), "sled-io");
-        assert_eq!(super::thread_group("tokio-rt-worker"), "tokio-rt-worker");
+        assert_eq!(super::thread_group("tokio-runtime-w"), "tokio-runtime-w");
         assert_eq!(super::thread_group("store-writer"), "store-writer");
         let mine = super::cpu_by_thread("self");
-        assert!(mine.values().sum::<f64>() > 0.0, "{mine:?}");
+        assert!(mine.values().map(|(_, s)| s).sum::<f64>() > 0.0, "{mine:?}");
+    }
+
+    #[test]
+    fn a_window_subtracts_thread_by_thread() {
+        let t = |v: &[(u32, &str, f64)]| -> super::BTreeMap<u32, (String, f64)> {
+            v.iter().map(|(tid, n, s)| (*tid, (n.to_string(), *s))).collect()
+        };
+        // Thread 2 ended in the window and thread 3 of the same name began:
+        // 3 counts whole, 2's earlier time is not taken off anyone.
+        let before = t(&[(1, "w", 1.0), (2, "pool", 5.0)]);
+        let now = t(&[(1, "w", 1.5), (3, "pool", 0.25)]);
+        let spent = super::cpu_by_thread_since(&before, &now);
+        assert_eq!(spent.get("w"), Some(&0.5));
+        assert_eq!(spent.get("pool"), Some(&0.25));
     }
 
     #[test]
