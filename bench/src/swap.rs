@@ -88,7 +88,7 @@ pub(crate) async fn swap_run(
         "rollback": rollback,
         "rollback_wall_s": rollback_wall,
         "server_cpu_s": {
-            "what": "the server's CPU time while each admin request ran (install: compile, canary, switches, probation wait; rollback: switches): cpu_s in all (/proc/PID/stat, 10 ms ticks, threads that ended in the window included), by_thread_cpu_s by thread name (schedstat, ns, subtracted thread by thread; the runtime's workers and its blocking pool are both tokio-runtime-w); calm_per_s: CPU-seconds per second in the window before, what serving alone costs",
+            "what": "the server's CPU time while each admin request ran (install: compile, canary, switches, probation wait; rollback: switches): cpu_s in all (/proc/PID/stat, 10 ms ticks, threads that ended in the window included), by_thread_cpu_s by thread name (schedstat, ns, subtracted thread by thread; the runtime's workers and its blocking pool are both tokio-rt-worker); calm_per_s: CPU-seconds per second in the window before, what serving alone costs",
             "calm_per_s": calm.per_s(),
             "install": install_cpu.json(),
             "rollback": rollback_cpu.json(),

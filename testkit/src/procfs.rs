@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn threads_group_by_name_without_their_number() {
         assert_eq!(super::thread_group("sled-io-3"), "sled-io");
-        assert_eq!(super::thread_group("tokio-runtime-w"), "tokio-runtime-w");
+        assert_eq!(super::thread_group("tokio-rt-worker"), "tokio-rt-worker");
         assert_eq!(super::thread_group("store-writer"), "store-writer");
         let mine = super::cpu_by_thread("self");
         assert!(mine.values().map(|(_, s)| s).sum::<f64>() > 0.0, "{mine:?}");
