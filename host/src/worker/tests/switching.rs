@@ -161,7 +161,11 @@ async fn an_idle_live_match_is_switched_asleep_and_a_busy_one_at_once() {
 
 /// A rollback reaching a match switched asleep that has not woken since
 /// gives it its old version back without an instance: the base is that
-/// version's own state, and the next event runs there.
+/// version's own state, and the next event runs there. Both switches read
+/// the base back from the store and give it back at once: the store has
+/// it, so no barrier is asked (with one each, the store writer confirmed
+/// what it had long made durable, and every switched match's task ran
+/// again to hear it).
 #[tokio::test(start_paused = true)]
 async fn a_sleeping_match_switched_back_before_it_woke_stays_asleep_on_its_old_version() {
     let old = faulty();
@@ -169,13 +173,24 @@ async fn a_sleeping_match_switched_back_before_it_woke_stays_asleep_on_its_old_v
     h.event(odds(2.0, None)).await;
     tokio::time::sleep(Duration::from_secs(40)).await;
     assert_eq!(h.metrics.hibernated_matches.get(), 1);
+    let kept = || async {
+        h.ask(|reply| Command::Inspect { detail: false, reply })
+            .await
+            .card
+            .memory_bytes
+    };
+    assert_eq!(kept().await, 0, "asleep, its base given back");
+    let barriers = h.journal.barriers();
     let there = h.switch_on_probation(&GuestVersion::native()).await;
     assert!(matches!(there, SwitchOutcome::Switched { .. }), "{there:?}");
     assert_eq!(h.journal.meta(MATCH).expect("meta").guest.as_deref(), Some("native"));
+    assert_eq!(kept().await, 0, "switched asleep: the base read back went again");
     let writes = h.journal.writes();
     let back = h.switch_back(&old).await;
     assert!(matches!(back, SwitchOutcome::Switched { .. }), "{back:?}");
     assert_eq!(h.metrics.hibernated_matches.get(), 1, "still asleep");
+    assert_eq!(kept().await, 0, "switched back asleep: the same");
+    assert_eq!(h.journal.barriers(), barriers, "no barrier for a base the store gave");
     assert_eq!(
         h.journal.writes() - writes,
         1,
@@ -218,42 +233,6 @@ async fn a_match_switched_awake_and_asleep_since_is_switched_back_the_usual_way(
         h.journal.writes() - writes > 1,
         "the state handed over and snapshotted, not just the record"
     );
-    h.event(odds(3.0, None)).await;
-    let snap = h.snapshot().await;
-    assert_eq!(
-        (snap["guest_version"].as_str(), snap["seq"].as_u64(), odds_in(&snap)),
-        (Some(old.version()), Some(2), Some(3.0))
-    );
-}
-
-/// A rollout reads a sleeping match's base back from the store to switch
-/// it, and gives it back at once: the store has it, so no barrier is
-/// asked (with one each, the store writer confirmed what it had long
-/// made durable, and every switched match's task ran again to hear it).
-/// The same for a rollback.
-#[tokio::test(start_paused = true)]
-async fn a_sleeping_match_switched_gives_the_base_it_read_back_without_a_barrier() {
-    let old = faulty();
-    let h = Harness::start(old.clone(), MemoryJournal::shared(1), None);
-    h.event(odds(2.0, None)).await;
-    tokio::time::sleep(Duration::from_secs(40)).await;
-    assert_eq!(h.metrics.hibernated_matches.get(), 1);
-    let kept = || async {
-        h.ask(|reply| Command::Inspect { detail: false, reply })
-            .await
-            .card
-            .memory_bytes
-    };
-    assert_eq!(kept().await, 0, "asleep, its base given back");
-    let barriers = h.journal.barriers();
-    let there = h.switch_on_probation(&GuestVersion::native()).await;
-    assert!(matches!(there, SwitchOutcome::Switched { .. }), "{there:?}");
-    assert_eq!(kept().await, 0, "switched asleep: the base read back went again");
-    let back = h.switch_back(&old).await;
-    assert!(matches!(back, SwitchOutcome::Switched { .. }), "{back:?}");
-    assert_eq!(kept().await, 0, "switched back asleep: the same");
-    assert_eq!(h.journal.barriers(), barriers, "no barrier for a base the store gave");
-    assert_eq!(h.metrics.hibernated_matches.get(), 1, "never woke");
     h.event(odds(3.0, None)).await;
     let snap = h.snapshot().await;
     assert_eq!(
