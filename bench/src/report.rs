@@ -326,9 +326,9 @@ pub fn table(r: &Value) -> String {
         t,
         "   server CPU-s: install {} in {} s, rollback {} in {} s, against {} per s serving alone",
         f(&cpu["install"]["cpu_s"]),
-        f(&cpu["install"]["wall_s"]),
+        f(&w["install_wall_s"]),
         f(&cpu["rollback"]["cpu_s"]),
-        f(&cpu["rollback"]["wall_s"]),
+        f(&w["rollback_wall_s"]),
         f(&cpu["calm_per_s"]["cpu"])
     );
     cluster_table(&mut t, r);

@@ -152,7 +152,7 @@ impl Cpu {
 
 impl CpuSpent {
     fn json(&self) -> Value {
-        json!({ "wall_s": self.seconds, "cpu_s": self.total, "by_thread_cpu_s": self.threads })
+        json!({ "cpu_s": self.total, "by_thread_cpu_s": self.threads })
     }
 
     /// CPU-seconds per second of the window.

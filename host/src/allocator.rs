@@ -195,10 +195,10 @@ pub fn spawn_purger() -> std::io::Result<()> {
 
 /// How often at most a runtime thread collects its own heap when it
 /// parks ([`on_park`]): the purger's sweep. A thread that parks sooner
-/// after its last collection skips this one, and if it then stays idle it keeps what it
-/// freed since until it next wakes: at most once a second instead, the
-/// density scenario read 3,177 B per hibernated match (one run) against
-/// 2,416 / 2,449 B. Each collection visits the pages the thread owns; at
+/// after its last collection skips this one, and if it then stays idle
+/// it keeps what it freed since until it next wakes: at most once a
+/// second instead, the density scenario read 3,177 B per hibernated
+/// match (one run) against 2,416 / 2,449 B. Each collection visits the pages the thread owns; at
 /// this rate the pipeline's ratio to the parse limit read 0.694 / 0.512 /
 /// 0.671 / 0.624 against 0.663 / 0.652 / 0.657 / 0.711 without it
 /// (alternated, the same binary).

@@ -103,14 +103,9 @@ impl Worker {
                 guest: Arc::from(s.guest),
                 state_version: s.state_version,
             }));
-            // Read from the store, which has it. Without a journal (a
-            // cluster's node, restored from JetStream) nothing can read it
-            // back: the copy stays.
-            self.stored = if self.journal().is_some() {
-                Stored::ReadBack
-            } else {
-                Stored::Queued
-            };
+            // Read from the store, which has it (without a journal, as on a
+            // cluster's node, `give_base_back` keeps it all the same).
+            self.stored = Stored::ReadBack;
         }
         for (seq, entry) in r.journal {
             if seq != self.seq + 1 {

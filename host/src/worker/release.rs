@@ -40,9 +40,8 @@ pub(super) enum Stored {
     No,
     /// Its write was queued.
     Queued,
-    /// Read back from the journal's store (on waking, or at start),
-    /// unchanged since: the store has it, which is all a barrier would
-    /// tell. Never without a journal.
+    /// Read back from the store (on waking, or at start), unchanged
+    /// since: the store has it, which is all a barrier would tell.
     ReadBack,
     /// Asleep: waiting for the write to be durable.
     Syncing(Durable),
@@ -81,8 +80,9 @@ impl Worker {
     /// Falling asleep with the base queued for the store: ask for a
     /// barrier (without waiting for room: a busy store keeps the copy).
     /// A base read back from the store and unchanged goes at once.
+    /// Without a journal (a cluster's node restores from JetStream)
+    /// nothing could read it back: the copy always stays.
     pub(super) fn give_base_back(&mut self) {
-        // No journal, nothing to read it back from: the copy stays.
         let Some(journal) = self.journal() else { return };
         if !self.tail.events.is_empty() || self.base.is_none() {
             return;
