@@ -100,13 +100,13 @@ pub fn paced(
 
 /// Latency is also kept per phase, a number the driver sets while the
 /// clients run (before / during / after a hot swap, say).
-pub const PHASES: usize = 4;
+pub const PHASES: usize = 8;
 
-/// A client's latency samples: phase (< [`PHASES`], 2 bits) above
-/// `LATENCY_BITS` of latency in µs.
-const LATENCY_BITS: u32 = 30;
+/// A client's latency samples: phase (< [`PHASES`], 3 bits) above
+/// `LATENCY_BITS` of latency in µs (at most ~537 s).
+const LATENCY_BITS: u32 = 29;
 const LATENCY_MAX: u64 = (1 << LATENCY_BITS) - 1;
-const _: () = assert!(PHASES <= 4, "a phase takes 2 bits of a sample");
+const _: () = assert!(PHASES <= 8, "a phase takes 3 bits of a sample");
 /// Samples room a client starts with (10 updates/s for 25 s in the
 /// bench's load; more grows the Vec).
 const SAMPLES_RESERVED: usize = 256;
@@ -221,8 +221,8 @@ impl Clients {
                 // in page by page as latencies spread over its buckets)
                 // took 8 GB at 10,000 clients, and the generator spent
                 // about half its CPU zeroing those pages.
-                // Each sample is a u32: the phase in the top 2 bits, the
-                // latency (µs, capped at 2^30, ~18 minutes) below.
+                // Each sample is a u32: the phase in the top 3 bits, the
+                // latency (µs, capped at 2^29, ~9 minutes) below.
                 let mut local: Vec<u32> = Vec::with_capacity(SAMPLES_RESERVED);
                 let mut last: HashMap<String, u64> = HashMap::with_capacity(k);
                 let (mut n_deliveries, mut n_gaps, mut n_resnap, mut n_skipped) = (0u64, 0u64, 0u64, 0u64);

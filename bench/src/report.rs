@@ -60,15 +60,7 @@ pub fn table(r: &Value) -> String {
     let mut t = String::new();
     // Seconds shown in µs (histogram bucket upper bounds, 25% resolution).
     let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
-    let f = |v: &Value| {
-        v.as_f64().map_or("-".to_owned(), |x| {
-            if x >= 100.0 {
-                format!("{x:.0}")
-            } else {
-                format!("{x:.3}")
-            }
-        })
-    };
+    let f = fixed;
     let _ = writeln!(
         t,
         "\nTouchline bench ({} mode, seed {}, git {})",
@@ -273,68 +265,23 @@ pub fn table(r: &Value) -> String {
             );
         }
     }
-    let w = &r["swap"];
-    let (i, b) = (&w["install"], &w["rollback"]);
-    let _ = writeln!(
-        t,
-        "\n8. hot swap v1 → v2 → v1 ({} matches, {} fed at {} msg/s, {} clients)",
-        w["matches"], w["fed_matches"], w["feed_rate"], w["clients"]
-    );
-    let _ = writeln!(
-        t,
-        "   install: compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms (then probation until {} ms; per match p50/p99/max {} / {} / {} µs), {}",
-        f(&i["compile_ms"]),
-        i["canary"]["matches"],
-        i["canary"]["events"],
-        f(&i["canary"]["ms"]),
-        i["switched"],
-        f(&i["switch_ms"]),
-        f(&i["total_ms"]),
-        f(&i["switch_us_p50"]),
-        f(&i["switch_us_p99"]),
-        f(&i["switch_us_max"]),
-        i["outcome"].as_str().unwrap_or("?")
-    );
-    let _ = writeln!(
-        t,
-        "   rollback: {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
-        b["switched"],
-        f(&b["switch_ms"]),
-        f(&b["switch_us_p50"]),
-        f(&b["switch_us_p99"]),
-        f(&b["switch_us_max"]),
-        b["outcome"].as_str().unwrap_or("?")
-    );
-    let l = &w["latency_us"];
-    let _ = writeln!(
-        t,
-        "   update latency p50/p99 µs: before {} / {}, during install {} / {}, during rollback {} / {}, steady {} / {} (p99 ratio install/before {}); gaps {}, sessions closed {}",
-        l["before"]["p50"],
-        l["before"]["p99"],
-        l["during_install"]["p50"],
-        l["during_install"]["p99"],
-        l["during_rollback"]["p50"],
-        l["during_rollback"]["p99"],
-        l["steady_after"]["p50"],
-        l["steady_after"]["p99"],
-        f(&w["p99_ratio_during_install_over_before"]),
-        w["seq_gaps"],
-        w["sessions_closed"]
-    );
-    let cpu = &w["server_cpu_s"];
-    let _ = writeln!(
-        t,
-        "   server CPU-s: install {} in {} s, rollback {} in {} s, against {} per s serving alone",
-        f(&cpu["install"]["cpu_s"]),
-        f(&w["install_wall_s"]),
-        f(&cpu["rollback"]["cpu_s"]),
-        f(&w["rollback_wall_s"]),
-        f(&cpu["calm_per_s"]["cpu"])
-    );
+    crate::swap::table(&mut t, &r["swap"]);
     cluster_table(&mut t, r);
     targets_table(&mut t, r);
     let _ = writeln!(t, "\nelapsed: {} s", f(&r["elapsed_s"]));
     t
+}
+
+/// A figure as the table shows it: whole from 100 up, else to three
+/// places; `-` when it is not a number.
+pub(crate) fn fixed(v: &Value) -> String {
+    v.as_f64().map_or("-".to_owned(), |x| {
+        if x >= 100.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.3}")
+        }
+    })
 }
 
 /// Section 9: the cluster's throughput against a single node, its scaling

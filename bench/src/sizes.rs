@@ -22,6 +22,8 @@ pub(crate) struct Sizes {
     /// ...clients on the fed ones, and seconds measured before the swap.
     pub(crate) swap_clients: usize,
     pub(crate) swap_window: f64,
+    /// ...and install-and-rollback cycles, their latency pooled.
+    pub(crate) swap_cycles: usize,
     pub(crate) cluster: crate::cluster::ClusterSizes,
 }
 
@@ -60,6 +62,7 @@ impl Plan {
                 swap_matches: 1000,
                 swap_clients: 500,
                 swap_window: 3.0,
+                swap_cycles: 1,
                 cluster: crate::cluster::ClusterSizes {
                     matches: 100,
                     messages: 3000,
@@ -81,6 +84,7 @@ impl Plan {
                 swap_matches: 10_000,
                 swap_clients: 1000,
                 swap_window: 8.0,
+                swap_cycles: 3,
                 cluster: crate::cluster::ClusterSizes {
                     matches: 100,
                     messages: 15_000,

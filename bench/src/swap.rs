@@ -1,8 +1,9 @@
 //! The hot-swap scenario: 10,000 matches (100 fed, 1,000 clients
-//! watching) switched to the v2 guest and back while the feed runs: the
-//! update latency before, during and after each, the switch times the
-//! server reports, and the server's CPU time each took, by thread (the
-//! sizes here are the full run's: `sizes.rs` has the quick run's).
+//! watching) switched to the v2 guest and back, three times, while the
+//! feed runs: the update latency before, during and after each (pooled
+//! over the cycles, and each cycle's p99), the switch times the server
+//! reports, and the server's CPU time each took, by thread (the sizes here
+//! are the full run's: `sizes.rs` has the quick run's).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,16 +12,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use touchline_testkit::procfs;
 
 use crate::fanout::{open_matches, watch_and_feed};
+use crate::load::PHASES;
 use crate::scenarios::{Servers, latency_json, stop_server};
 use crate::sizes::Sizes;
 
-/// Update latency before, during and after a hot swap to v2 and a rollback
-/// to v1, with the fan-out load running; the server's rollout reports give
-/// compile, canary and per-match switch times.
+/// Update latency before, during and after hot swaps to v2 and rollbacks
+/// to v1 (`swap_cycles` of each: one swap's window of ~0.3 s holds too few
+/// samples for a steady p99), with the fan-out load running; the server's
+/// rollout reports give compile, canary and per-match switch times.
 pub(crate) async fn swap_run(
     servers: &Servers,
     dir: &Path,
@@ -50,48 +54,67 @@ pub(crate) async fn swap_run(
     let calm = Cpu::start(pid);
     tokio::time::sleep(window).await; // phase 0: the measurement window before
     let calm = calm.stop();
-    c.phase.store(1, Ordering::Relaxed);
-    let started = Instant::now();
-    let cpu = Cpu::start(pid);
-    let (status, install) = admin_post(server.http, &token, "/admin/guest", v2).await?;
-    let install_cpu = cpu.stop();
-    let install_wall = started.elapsed().as_secs_f64();
-    anyhow::ensure!((200..300).contains(&status), "install: {status} {install}");
-    c.phase.store(2, Ordering::Relaxed);
-    tokio::time::sleep(window).await; // phase 2: on v2
-    c.phase.store(3, Ordering::Relaxed);
-    let started = Instant::now();
-    let cpu = Cpu::start(pid);
-    let (status, rollback) = admin_post(server.http, &token, "/admin/guest/rollback", Vec::new()).await?;
-    let rollback_cpu = cpu.stop();
-    let rollback_wall = started.elapsed().as_secs_f64();
-    anyhow::ensure!((200..300).contains(&status), "rollback: {status} {rollback}");
-    c.phase.store(2, Ordering::Relaxed);
-    tokio::time::sleep(window / 2).await; // more of phase 2, back on v1
+    let mut cycles = Vec::new();
+    for k in 0..sizes.swap_cycles.min(MAX_CYCLES) {
+        c.phase.store(install_phase(k), Ordering::Relaxed);
+        let install = admin(&server, &token, "/admin/guest", v2.clone(), "install").await?;
+        c.phase.store(STEADY, Ordering::Relaxed);
+        tokio::time::sleep(window / 2).await; // on v2
+        c.phase.store(rollback_phase(k), Ordering::Relaxed);
+        let rollback = admin(&server, &token, "/admin/guest/rollback", Vec::new(), "rollback").await?;
+        c.phase.store(STEADY, Ordering::Relaxed);
+        tokio::time::sleep(window / 2).await; // back on v1
+        cycles.push((install, rollback));
+    }
     stop.store(true, Ordering::Relaxed);
     feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
     let m = server.metrics()?;
     tokio::time::sleep(Duration::from_millis(500)).await; // grace period for in-flight frames
     let stats = c.finish().await;
     stop_server(server)?;
-    let install: Value = serde_json::from_str(&install)?;
-    let rollback: Value = serde_json::from_str(&rollback)?;
-    let phase = |i: usize| latency_json(&stats.by_phase[i]);
-    let p99 = |i: usize| stats.by_phase[i].value_at_quantile(0.99) as f64;
+    let (first_install, first_rollback) = cycles.first().context("no swap cycle ran")?;
+    let h = &stats.by_phase;
+    let p99 = |h: &Histogram<u64>| h.value_at_quantile(0.99) as f64;
+    let before = p99(&h[0]).max(1.0);
+    let n = cycles.len();
+    let pooled = |phase: fn(usize) -> usize| {
+        let mut all = h[phase(0)].clone();
+        for k in 1..n {
+            let _ = all.add(&h[phase(k)]);
+        }
+        all
+    };
+    let (during_install, during_rollback) = (pooled(install_phase), pooled(rollback_phase));
+    let by_cycle: Vec<Value> = cycles
+        .iter()
+        .enumerate()
+        .map(|(k, (i, r))| {
+            json!({
+                "install": i.summary(),
+                "rollback": r.summary(),
+                "p99_install_us": p99(&h[install_phase(k)]),
+                "p99_rollback_us": p99(&h[rollback_phase(k)]),
+                "p99_ratio_install_over_before": p99(&h[install_phase(k)]) / before,
+                "p99_ratio_rollback_over_before": p99(&h[rollback_phase(k)]) / before,
+            })
+        })
+        .collect();
     Ok(json!({
         "matches": sizes.swap_matches,
         "fed_matches": fed.len(),
         "clients": stats.clients,
         "feed_rate": sizes.fanout_rate,
-        "install": install,
-        "install_wall_s": install_wall,
-        "rollback": rollback,
-        "rollback_wall_s": rollback_wall,
+        "cycles": n,
+        "install": first_install.report,
+        "install_wall_s": first_install.wall_s,
+        "rollback": first_rollback.report,
+        "rollback_wall_s": first_rollback.wall_s,
+        "by_cycle": by_cycle,
         "server_cpu_s": {
-            "what": "the server's CPU time while each admin request ran (install: compile, canary, switches, probation wait; rollback: switches): cpu_s in all (/proc/PID/stat, 10 ms ticks, threads that ended in the window included), by_thread_cpu_s by thread name (schedstat, ns, subtracted thread by thread; the runtime's workers and its blocking pool are both tokio-rt-worker); calm_per_s: CPU-seconds per second in the window before, what serving alone costs",
+            "what": "the server's CPU time while each admin request of the first cycle ran (install: compile, canary, switches, probation wait; rollback: switches; by_cycle has every cycle's cpu_s): cpu_s in all (/proc/PID/stat, 10 ms ticks, threads that ended in the window included), by_thread_cpu_s by thread name (schedstat, ns, subtracted thread by thread; the runtime's workers and its blocking pool are both tokio-rt-worker); calm_per_s: CPU-seconds per second in the window before, what serving alone costs",
             "calm_per_s": calm.per_s(),
-            "install": install_cpu.json(),
-            "rollback": rollback_cpu.json(),
+            "install": first_install.cpu.json(),
+            "rollback": first_rollback.cpu.json(),
         },
         "switch_seconds": {
             "p50": m.quantile("touchline_match_switch_seconds", 0.5),
@@ -99,19 +122,158 @@ pub(crate) async fn swap_run(
             "count": m.value("touchline_match_switch_seconds_count"),
         },
         "latency_us": {
-            "before": phase(0),
-            "during_install": phase(1),
-            "steady_after": phase(2),
-            "during_rollback": phase(3),
+            "what": "during_install and during_rollback pool every cycle's samples; by_cycle has each cycle's p99",
+            "before": latency_json(&h[0]),
+            "during_install": latency_json(&during_install),
+            "steady_after": latency_json(&h[STEADY]),
+            "during_rollback": latency_json(&during_rollback),
         },
-        "p99_ratio_during_install_over_before": p99(1) / p99(0).max(1.0),
-        "p99_ratio_during_rollback_over_before": p99(3) / p99(0).max(1.0),
+        "p99_ratio_during_install_over_before": p99(&during_install) / before,
+        "p99_ratio_during_rollback_over_before": p99(&during_rollback) / before,
         "seq_gaps": stats.gaps,
         "sessions_closed": stats.closed,
         "resnapshots": stats.resnapshots,
         "updates_skipped_by_resnapshot": stats.skipped,
         "deliveries": stats.deliveries,
     }))
+}
+
+/// Section 8 of the table: the hot swap.
+pub(crate) fn table(t: &mut String, w: &Value) {
+    use std::fmt::Write as _;
+    let f = crate::report::fixed;
+    let (i, b) = (&w["install"], &w["rollback"]);
+    let _ = writeln!(
+        t,
+        "\n8. hot swap v1 → v2 → v1 ({} matches, {} fed at {} msg/s, {} clients)",
+        w["matches"], w["fed_matches"], w["feed_rate"], w["clients"]
+    );
+    let _ = writeln!(
+        t,
+        "   install: compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms (then probation until {} ms; per match p50/p99/max {} / {} / {} µs), {}",
+        f(&i["compile_ms"]),
+        i["canary"]["matches"],
+        i["canary"]["events"],
+        f(&i["canary"]["ms"]),
+        i["switched"],
+        f(&i["switch_ms"]),
+        f(&i["total_ms"]),
+        f(&i["switch_us_p50"]),
+        f(&i["switch_us_p99"]),
+        f(&i["switch_us_max"]),
+        i["outcome"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        t,
+        "   rollback: {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
+        b["switched"],
+        f(&b["switch_ms"]),
+        f(&b["switch_us_p50"]),
+        f(&b["switch_us_p99"]),
+        f(&b["switch_us_max"]),
+        b["outcome"].as_str().unwrap_or("?")
+    );
+    let l = &w["latency_us"];
+    if let Some(cycles) = w["by_cycle"].as_array() {
+        let ratios = |key: &str| cycles.iter().map(|c| f(&c[key])).collect::<Vec<_>>().join(" / ");
+        let _ = writeln!(
+            t,
+            "   {} cycle{}, pooled below; p99 ratio over before by cycle: install {}, rollback {}",
+            cycles.len(),
+            if cycles.len() == 1 { "" } else { "s" },
+            ratios("p99_ratio_install_over_before"),
+            ratios("p99_ratio_rollback_over_before")
+        );
+    }
+    let _ = writeln!(
+        t,
+        "   update latency p50/p99 µs: before {} / {}, during install {} / {}, during rollback {} / {}, steady {} / {} (p99 ratio over before: install {}, rollback {}); gaps {}, sessions closed {}",
+        l["before"]["p50"],
+        l["before"]["p99"],
+        l["during_install"]["p50"],
+        l["during_install"]["p99"],
+        l["during_rollback"]["p50"],
+        l["during_rollback"]["p99"],
+        l["steady_after"]["p50"],
+        l["steady_after"]["p99"],
+        f(&w["p99_ratio_during_install_over_before"]),
+        f(&w["p99_ratio_during_rollback_over_before"]),
+        w["seq_gaps"],
+        w["sessions_closed"]
+    );
+    let cpu = &w["server_cpu_s"];
+    let _ = writeln!(
+        t,
+        "   server CPU-s: install {} in {} s, rollback {} in {} s, against {} per s serving alone",
+        f(&cpu["install"]["cpu_s"]),
+        f(&w["install_wall_s"]),
+        f(&cpu["rollback"]["cpu_s"]),
+        f(&w["rollback_wall_s"]),
+        f(&cpu["calm_per_s"]["cpu"])
+    );
+}
+
+/// Install-and-rollback cycles at most: each takes two of the clients'
+/// latency phases ([`PHASES`]: 0 is the window before, [`STEADY`] the
+/// windows between).
+const MAX_CYCLES: usize = (PHASES - 2) / 2;
+const STEADY: usize = 2;
+const _: () = assert!(MAX_CYCLES >= 3, "three cycles pooled in the full run");
+
+/// The latency phase of cycle `k`'s install: 1, then 4, 6, ...
+fn install_phase(k: usize) -> usize {
+    if k == 0 { 1 } else { 2 + 2 * k }
+}
+
+/// The latency phase of cycle `k`'s rollback: 3, then 5, 7, ...
+fn rollback_phase(k: usize) -> usize {
+    if k == 0 { 3 } else { install_phase(k) + 1 }
+}
+
+/// One admin request of a cycle: the server's report, its wall time and
+/// the server's CPU time while it ran.
+struct Request {
+    report: Value,
+    wall_s: f64,
+    cpu: CpuSpent,
+}
+
+impl Request {
+    /// What `by_cycle` keeps of it.
+    fn summary(&self) -> Value {
+        let r = &self.report;
+        json!({
+            "outcome": r["outcome"],
+            "switched": r["switched"],
+            "compile_ms": r["compile_ms"],
+            "switch_ms": r["switch_ms"],
+            "total_ms": r["total_ms"],
+            "wall_s": self.wall_s,
+            "cpu_s": self.cpu.total,
+        })
+    }
+}
+
+/// `POST path` with `body`, timed, with the server's CPU time around it;
+/// anything but a 2xx ends the scenario.
+async fn admin(
+    server: &touchline_testkit::ServerProcess,
+    token: &str,
+    path: &'static str,
+    body: Vec<u8>,
+    what: &str,
+) -> anyhow::Result<Request> {
+    let started = Instant::now();
+    let cpu = Cpu::start(server.pid());
+    let (status, answer) = admin_post(server.http, token, path, body).await?;
+    let cpu = cpu.stop();
+    let wall_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!((200..300).contains(&status), "{what}: {status} {answer}");
+    Ok(Request {
+        report: serde_json::from_str(&answer).with_context(|| format!("{what}: the server's report"))?,
+        wall_s,
+        cpu,
+    })
 }
 
 /// The server's CPU time over a window: in all and by thread.

@@ -36,10 +36,27 @@ pub fn targets(r: &Value) -> Value {
     let trap = &r["faults"]["with_crashes"]["trap_to_serving_s"];
     let trap_p99 = trap["p99"].as_f64();
     let swap = &r["swap"];
-    let switch_ms = swap["install"]["switch_ms"].as_f64();
+    // The slowest switch of the run, an install's or a rollback's, in
+    // any cycle.
+    let switch_ms = swap["by_cycle"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| [c["install"]["switch_ms"].as_f64(), c["rollback"]["switch_ms"].as_f64()])
+        .flatten()
+        .reduce(f64::max)
+        .or_else(|| swap["install"]["switch_ms"].as_f64());
     let swap_matches = swap["matches"].as_u64();
     let full_swap = swap_matches.map(|m| m >= SWITCH_TARGET_MATCHES);
-    let rollout = swap["p99_ratio_during_install_over_before"].as_f64();
+    // A rollback is a rollout too: the worse of the two is judged. The
+    // install's window also holds the compile and the probation wait,
+    // which dilute it; the rollback's is the switching alone.
+    let install_ratio = swap["p99_ratio_during_install_over_before"].as_f64();
+    let rollback_ratio = swap["p99_ratio_during_rollback_over_before"].as_f64();
+    let rollout = match (install_ratio, rollback_ratio) {
+        (Some(i), Some(r)) => Some(i.max(r)),
+        (i, r) => i.or(r),
+    };
     // The largest fan-out run (10,000 clients unless quick).
     let fanout = r["fanout"]
         .as_array()
@@ -74,19 +91,22 @@ pub fn targets(r: &Value) -> Value {
             "measured": switch_ms,
             "matches": swap_matches,
             "switched": swap["install"]["switched"],
-            "rollback_switch_ms": swap["rollback"]["switch_ms"],
             "target": format!("< {SWITCH_TARGET_MS} ms for {SWITCH_TARGET_MATCHES} matches"),
             "met": at_size(full_swap, switch_ms.map(|v| v < SWITCH_TARGET_MS)),
-            "what": "hot swap v1 -> v2: from the rollout's start to every match switched (before probation)",
+            "what": "hot swap v1 -> v2 and back, every cycle: from a rollout's start to every match switched (before probation), the slowest",
         },
         "rollout_p99_over_before": {
             "measured": rollout,
             "p99_before_us": swap["latency_us"]["before"]["p99"],
             "p99_during_install_us": swap["latency_us"]["during_install"]["p99"],
+            "p99_during_rollback_us": swap["latency_us"]["during_rollback"]["p99"],
+            "install_ratio": install_ratio,
+            "rollback_ratio": rollback_ratio,
             "matches": swap_matches,
             "target": format!("<= {ROLLOUT_P99_RATIO_TARGET} for {SWITCH_TARGET_MATCHES} matches"),
             "met": at_size(full_swap, rollout.map(|v| v <= ROLLOUT_P99_RATIO_TARGET)),
-            "what": "hot swap: clients' update latency p99 during the install request over the p99 before it",
+            "cycles": swap["cycles"],
+            "what": "hot swap: clients' update latency p99 during the install requests and during the rollback requests (each pooled over the cycles) over the p99 before them; the worse of the two",
         },
         "fanout_p99_us": {
             "measured": p99,
@@ -165,11 +185,7 @@ pub(crate) fn targets_table(t: &mut String, r: &Value) {
     line(
         &format!("switch {} matches to a new guest", x["matches"]),
         x,
-        format!(
-            "{} ms (rollback {} ms)",
-            n(&x["measured"], 1.0, 0),
-            n(&x["rollback_switch_ms"], 1.0, 0)
-        ),
+        format!("{} ms (the slowest install or rollback)", n(&x["measured"], 1.0, 0)),
         "target < 500 ms for 10,000",
     );
     let x = &g["rollout_p99_over_before"];
@@ -177,9 +193,11 @@ pub(crate) fn targets_table(t: &mut String, r: &Value) {
         "update p99 during the rollout / before",
         x,
         format!(
-            "{} ({} / {} µs, {} matches)",
+            "{} (install {} / {} µs, rollback {} / {} µs, {} matches)",
             n(&x["measured"], 1.0, 2),
             x["p99_during_install_us"],
+            x["p99_before_us"],
+            x["p99_during_rollback_us"],
             x["p99_before_us"],
             x["matches"]
         ),
