@@ -101,6 +101,8 @@ pub fn paced(
 /// Latency is also kept per phase, a number the driver sets while the
 /// clients run (before / during / after a hot swap, say).
 pub const PHASES: usize = 8;
+/// A phase whose latencies are not kept (a warm-up).
+pub const UNRECORDED: usize = PHASES;
 
 /// A client's latency samples: phase (< [`PHASES`], 3 bits) above
 /// `LATENCY_BITS` of latency in µs (at most ~537 s).
@@ -145,7 +147,8 @@ pub struct Clients {
     skipped: Arc<AtomicU64>,
     closed: Arc<AtomicU64>,
     latency: Arc<Mutex<Vec<Histogram<u64>>>>,
-    /// Which phase latencies are recorded under (`< PHASES`).
+    /// Which phase latencies are recorded under (`< PHASES`; none under
+    /// [`UNRECORDED`]).
     pub phase: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -273,8 +276,10 @@ impl Clients {
                             && !exclude.contains(id)
                         {
                             let lat = (received - ts as i64).max(1) as u64;
-                            let p = phase.load(Ordering::Relaxed).min(PHASES - 1);
-                            local.push(((p as u32) << LATENCY_BITS) | lat.min(LATENCY_MAX) as u32);
+                            let p = phase.load(Ordering::Relaxed);
+                            if p < PHASES {
+                                local.push(((p as u32) << LATENCY_BITS) | lat.min(LATENCY_MAX) as u32);
+                            }
                         }
                     }
                 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use touchline_testkit::procfs;
 
 use crate::fanout::{open_matches, watch_and_feed};
-use crate::load::PHASES;
+use crate::load::{PHASES, UNRECORDED};
 use crate::scenarios::{Servers, latency_json, stop_server};
 use crate::sizes::Sizes;
 
@@ -39,6 +39,11 @@ pub(crate) async fn swap_run(
         token.clone(),
         "--max-matches".into(),
         (sizes.swap_matches + 500).to_string(),
+        // The idle matches asleep before anything is measured, as most of
+        // a server's would be, rather than falling asleep (30 s by
+        // default) in the middle of a cycle.
+        "--hibernate-after-ms".into(),
+        HIBERNATE_AFTER_MS.to_string(),
     ];
     let server = servers.start(dir, &flags)?;
     open_matches(&server, fed)?;
@@ -49,6 +54,14 @@ pub(crate) async fn swap_run(
         open_matches(&server, chunk)?;
     }
     let (c, stop, feeder) = watch_and_feed(&server, sizes, sizes.swap_clients, fed, &[], None, seed).await?;
+    // Warm-up, not measured: the clients' snapshots, the idle matches'
+    // naps and then their hibernation (the window before read ~2x the
+    // p99 of the calm windows later while they were in it).
+    c.phase.store(UNRECORDED, Ordering::Relaxed);
+    let asleep = idle.len() as f64;
+    tokio::task::block_in_place(|| server.wait_metric("touchline_hibernated_matches", asleep, WARM_UP_TIMEOUT))
+        .context("swap: the idle matches did not all hibernate")?;
+    c.phase.store(0, Ordering::Relaxed);
     let window = Duration::from_secs_f64(sizes.swap_window);
     let pid = server.pid();
     let calm = Cpu::start(pid);
@@ -212,6 +225,12 @@ pub(crate) fn table(t: &mut String, w: &Value) {
         f(&cpu["calm_per_s"]["cpu"])
     );
 }
+
+/// `--hibernate-after-ms` of the swap's server: its idle matches asleep
+/// within the warm-up.
+const HIBERNATE_AFTER_MS: u64 = 3000;
+/// Bound on the warm-up: 10,000 idle matches asleep.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Install-and-rollback cycles at most: each takes two of the clients'
 /// latency phases ([`PHASES`]: 0 is the window before, [`STEADY`] the
