@@ -70,8 +70,13 @@ impl Worker {
         Ok(out)
     }
 
-    /// Tell every subscriber what happened (takes no seq).
+    /// Tell every subscriber what happened (takes no seq, and is kept
+    /// nowhere: with nobody to tell, nothing is rendered; a rollout
+    /// switching 10,000 sleeping matches rendered a frame for each).
     pub(super) fn status(&mut self, status: Status, reason: &str) {
+        if !self.updates.is_heard() {
+            return;
+        }
         let frame = self.envelope(FrameKind::Status).with_status(status, reason).render();
         let _ = self.updates.send(frame);
     }

@@ -118,6 +118,12 @@ impl Fanout {
         }
     }
 
+    /// Whether a frame sent now would reach anyone: a subscriber or the
+    /// tap.
+    pub fn is_heard(&self) -> bool {
+        self.tap.is_some() || !lock(&self.subs).is_empty()
+    }
+
     /// Push `frame` to every subscriber; returns how many still subscribe.
     pub fn send(&self, frame: Frame) -> usize {
         if let Some(tap) = &self.tap {

@@ -190,7 +190,9 @@ impl Worker {
         let seconds = started.elapsed().as_secs_f64();
         self.env.metrics.match_switch_seconds.observe(seconds);
         self.count_switch("switched");
-        tracing::info!(match_id = %self.id, from, to, seq = self.seq, micros = (seconds * 1e6) as u64, "sleeping match switched without waking");
+        // One per sleeping match, 10,000 in a rollout: the rollout's report
+        // and its own log line count them.
+        tracing::debug!(match_id = %self.id, from, to, seq = self.seq, micros = (seconds * 1e6) as u64, "sleeping match switched without waking");
         SwitchOutcome::Switched { seconds }
     }
 
