@@ -854,3 +854,18 @@ async fn old_versions_nothing_runs_are_pruned() {
     assert_eq!(code, 200, "{report}");
     still_serving(&server, &mut feed, &ids[0], &v2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_pauses_after_every_n_switches_and_still_completes() {
+    let (server, mut feed, ids) = serving(&["--rollout-pause-every", "1"], None);
+    let (code, report) = install(&server, &v2_guest());
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["outcome"], "complete", "{report}");
+    assert_eq!(report["switched"], ids.len(), "{report}");
+    // A pause after each of the 3 switches: at least 1 ms each.
+    let floor = ids.len() as f64 * touchline::guests::ROLLOUT_PAUSE.as_secs_f64() * 1e3;
+    let switch_ms = report["switch_ms"].as_f64().expect("switch_ms");
+    assert!(switch_ms >= floor, "{switch_ms} ms for {} paused switches", ids.len());
+    let v2 = report["to"].as_str().expect("to").to_owned();
+    still_serving(&server, &mut feed, &ids[0], &v2).await;
+}

@@ -39,6 +39,10 @@ use crate::router::Router;
 use crate::sandbox::{GuestVersion, LoadError, Platform};
 use crate::store::StoreHandle;
 
+/// How long a rollout pauses after every `pause_every` switches (the
+/// runtime's timer rounds it up to its next millisecond).
+pub const ROLLOUT_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Rollout policy.
 #[derive(Debug, Clone, Copy)]
 pub struct RolloutPolicy {
@@ -49,6 +53,10 @@ pub struct RolloutPolicy {
     /// Switches in flight at once: more finishes a rollout sooner, fewer
     /// leaves more CPU to the matches' own events meanwhile.
     pub concurrency: usize,
+    /// After this many switches the rollout pauses [`ROLLOUT_PAUSE`], so
+    /// the work the switches queued behind them (events, frames, the
+    /// store's commits) runs before the next; 0: no pauses.
+    pub pause_every: usize,
     /// After the switches, how long first-event failures still count
     /// towards `max_failed` (matches without an event by then stay on
     /// probation individually).

@@ -214,8 +214,13 @@ impl Guests {
             })
             .buffer_unordered(self.policy.concurrency.max(1));
         let mut aborted = false;
+        let mut done = 0usize;
         while let Some((id, outcome)) = switches.next().await {
             report.record(&id, outcome, &mut times);
+            done += 1;
+            if self.policy.pause_every > 0 && done.is_multiple_of(self.policy.pause_every) {
+                tokio::time::sleep(super::ROLLOUT_PAUSE).await;
+            }
             if self.over(&report, max_failed) {
                 aborted = true;
                 break;
