@@ -19,7 +19,8 @@ pub(crate) struct Sizes {
     pub(crate) fault_clients: usize,
     /// Hot swap: matches live (the fan-out ones fed, the rest idle)...
     pub(crate) swap_matches: u32,
-    /// ...clients on the fed ones, and seconds measured before the swap.
+    /// ...clients on the fed ones, and seconds measured before the swap
+    /// (half as long after each install and each rollback)...
     pub(crate) swap_clients: usize,
     pub(crate) swap_window: f64,
     /// ...and install-and-rollback cycles, their latency pooled.

@@ -3,7 +3,8 @@
 //! feed runs: the update latency before, during and after each (pooled
 //! over the cycles, and each cycle's p99), the switch times the server
 //! reports, and the server's CPU time each took, by thread (the sizes here
-//! are the full run's: `sizes.rs` has the quick run's).
+//! are the full run's: `sizes.rs` has the quick run's); and its section
+//! of the table.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +62,9 @@ pub(crate) async fn swap_run(
     let asleep = idle.len() as f64;
     tokio::task::block_in_place(|| server.wait_metric("touchline_hibernated_matches", asleep, WARM_UP_TIMEOUT))
         .context("swap: the idle matches did not all hibernate")?;
+    // The gauge counts every sleeping match, a quiet fed one too: kept
+    // beside the idle count.
+    let asleep_at_start = server.metrics()?.value("touchline_hibernated_matches");
     c.phase.store(0, Ordering::Relaxed);
     let window = Duration::from_secs_f64(sizes.swap_window);
     let pid = server.pid();
@@ -68,7 +72,12 @@ pub(crate) async fn swap_run(
     tokio::time::sleep(window).await; // phase 0: the measurement window before
     let calm = calm.stop();
     let mut cycles = Vec::new();
-    for k in 0..sizes.swap_cycles.min(MAX_CYCLES) {
+    anyhow::ensure!(
+        (1..=MAX_CYCLES).contains(&sizes.swap_cycles),
+        "swap: {} cycles, 1 to {MAX_CYCLES} fit the clients' latency phases",
+        sizes.swap_cycles
+    );
+    for k in 0..sizes.swap_cycles {
         c.phase.store(install_phase(k), Ordering::Relaxed);
         let install = admin(&server, &token, "/admin/guest", v2.clone(), "install").await?;
         c.phase.store(STEADY, Ordering::Relaxed);
@@ -118,6 +127,8 @@ pub(crate) async fn swap_run(
         "clients": stats.clients,
         "feed_rate": sizes.fanout_rate,
         "cycles": n,
+        "idle_matches": idle.len(),
+        "hibernated_at_start": asleep_at_start,
         "install": first_install.report,
         "install_wall_s": first_install.wall_s,
         "rollback": first_rollback.report,
@@ -163,13 +174,15 @@ pub(crate) fn table(t: &mut String, w: &Value) {
     );
     let _ = writeln!(
         t,
-        "   install: compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms (then probation until {} ms; per match p50/p99/max {} / {} / {} µs), {}",
+        "   install (first cycle): compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms ({} pauses, {} ms; then probation until {} ms; per match p50/p99/max {} / {} / {} µs), {}",
         f(&i["compile_ms"]),
         i["canary"]["matches"],
         i["canary"]["events"],
         f(&i["canary"]["ms"]),
         i["switched"],
         f(&i["switch_ms"]),
+        i["pauses"],
+        f(&i["paused_ms"]),
         f(&i["total_ms"]),
         f(&i["switch_us_p50"]),
         f(&i["switch_us_p99"]),
@@ -178,9 +191,11 @@ pub(crate) fn table(t: &mut String, w: &Value) {
     );
     let _ = writeln!(
         t,
-        "   rollback: {} switched in {} ms (per match p50/p99/max {} / {} / {} µs), {}",
+        "   rollback (first cycle): {} switched in {} ms ({} pauses, {} ms; per match p50/p99/max {} / {} / {} µs), {}",
         b["switched"],
         f(&b["switch_ms"]),
+        b["pauses"],
+        f(&b["paused_ms"]),
         f(&b["switch_us_p50"]),
         f(&b["switch_us_p99"]),
         f(&b["switch_us_max"]),
@@ -217,7 +232,7 @@ pub(crate) fn table(t: &mut String, w: &Value) {
     let cpu = &w["server_cpu_s"];
     let _ = writeln!(
         t,
-        "   server CPU-s: install {} in {} s, rollback {} in {} s, against {} per s serving alone",
+        "   server CPU-s (first cycle): install {} in {} s, rollback {} in {} s, against {} per s serving alone",
         f(&cpu["install"]["cpu_s"]),
         f(&w["install_wall_s"]),
         f(&cpu["rollback"]["cpu_s"]),
@@ -266,6 +281,8 @@ impl Request {
             "switched": r["switched"],
             "compile_ms": r["compile_ms"],
             "switch_ms": r["switch_ms"],
+            "pauses": r["pauses"],
+            "paused_ms": r["paused_ms"],
             "total_ms": r["total_ms"],
             "wall_s": self.wall_s,
             "cpu_s": self.cpu.total,

@@ -862,10 +862,13 @@ async fn a_rollout_pauses_after_every_n_switches_and_still_completes() {
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["outcome"], "complete", "{report}");
     assert_eq!(report["switched"], ids.len(), "{report}");
-    // A pause after each of the 3 switches: at least 1 ms each.
-    let floor = ids.len() as f64 * touchline::guests::ROLLOUT_PAUSE.as_secs_f64() * 1e3;
-    let switch_ms = report["switch_ms"].as_f64().expect("switch_ms");
-    assert!(switch_ms >= floor, "{switch_ms} ms for {} paused switches", ids.len());
+    // A pause between each two of the 3 switches (none after the last),
+    // at least 1 ms each, within the switching time.
+    assert_eq!(report["pauses"], ids.len() - 1, "{report}");
+    let floor = (ids.len() - 1) as f64 * touchline::guests::ROLLOUT_PAUSE.as_secs_f64() * 1e3;
+    let (switch_ms, paused_ms) = (report["switch_ms"].as_f64(), report["paused_ms"].as_f64());
+    let (switch_ms, paused_ms) = (switch_ms.expect("switch_ms"), paused_ms.expect("paused_ms"));
+    assert!(paused_ms >= floor && switch_ms >= paused_ms, "{report}");
     let v2 = report["to"].as_str().expect("to").to_owned();
     still_serving(&server, &mut feed, &ids[0], &v2).await;
 }

@@ -205,8 +205,8 @@ pub struct Settings {
     /// this many switched matches, so the events and frames the switches
     /// queued run before the next (0 = never). Switching 10,000 matches
     /// costs ~0.3 CPU-s; without pauses it takes ~250 ms with both cores
-    /// busy and the update p99 meanwhile ~3.6× the calm one, with a pause
-    /// every 150 ~400 ms and ~1.9× (`make bench`, hot swap).
+    /// busy and the update p99 during a rollback ~3.6× the calm one, with
+    /// a pause every 150 ~350–490 ms and 1.8–2.1× (`make bench`, hot swap).
     #[arg(long, default_value_t = 150)]
     pub rollout_pause_every: usize,
     /// After a rollout's switches, how long (ms) first-event failures still

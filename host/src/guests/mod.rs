@@ -5,7 +5,8 @@
 //! is active. An install compiles the component on a blocking thread, checks
 //! its world, runs the canary, keeps it in the store, and rolls it out:
 //! every live match gets a [`crate::worker::Command::Switch`] in its mailbox
-//! (`concurrency` in flight, one by default), so each switches between two of its own
+//! (`concurrency` in flight, one by default; a [`ROLLOUT_PAUSE`] after every
+//! `pause_every` switches), so each switches between two of its own
 //! events while the others keep serving. Matches that fail to migrate stay
 //! on the old version; past `max_failed` failures (migration or first event,
 //! counted until every switched match has passed its first event or the

@@ -82,8 +82,12 @@ pub struct RolloutReport {
     /// After an abort: matches that could not be switched back.
     pub revert_failed: Vec<MatchFailure>,
     /// From the start to the last switch answered (all matches switched),
-    /// before any probation wait.
+    /// before any probation wait; the pauses included.
     pub switch_ms: f64,
+    /// Pauses between switches (`--rollout-pause-every`) and the time
+    /// they took, within `switch_ms`.
+    pub pauses: usize,
+    pub paused_ms: f64,
     /// Per-match switch time, microseconds.
     pub switch_us_p50: Option<f64>,
     pub switch_us_p99: Option<f64>,
@@ -214,16 +218,23 @@ impl Guests {
             })
             .buffer_unordered(self.policy.concurrency.max(1));
         let mut aborted = false;
-        let mut done = 0usize;
+        // Switches that did work (an unchanged match costs nothing), and
+        // all answered, for the pauses between them.
+        let (mut worked, mut answered) = (0usize, 0usize);
         while let Some((id, outcome)) = switches.next().await {
+            answered += 1;
+            worked += usize::from(!matches!(outcome, None | Some(SwitchOutcome::Unchanged)));
             report.record(&id, outcome, &mut times);
-            done += 1;
-            if self.policy.pause_every > 0 && done.is_multiple_of(self.policy.pause_every) {
-                tokio::time::sleep(super::ROLLOUT_PAUSE).await;
-            }
             if self.over(&report, max_failed) {
                 aborted = true;
                 break;
+            }
+            let every = self.policy.pause_every;
+            if every > 0 && worked > 0 && worked.is_multiple_of(every) && answered < report.matches {
+                let paused = Instant::now();
+                tokio::time::sleep(super::ROLLOUT_PAUSE).await;
+                report.pauses += 1;
+                report.paused_ms += paused.elapsed().as_secs_f64() * 1e3;
             }
         }
         drop(switches);
@@ -370,6 +381,8 @@ impl RolloutReport {
             probation_pending: 0,
             revert_failed: Vec::new(),
             switch_ms: 0.0,
+            pauses: 0,
+            paused_ms: 0.0,
             switch_us_p50: None,
             switch_us_p99: None,
             switch_us_max: None,
