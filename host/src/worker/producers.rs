@@ -60,7 +60,12 @@ impl Worker {
         producers::ids(board.down & self.producers.seen).collect()
     }
 
+    /// Like [`Worker::status`], with the producer it is about; rendered
+    /// only when someone hears it.
     fn producer_status(&mut self, status: Status, product: u32, reason: &str) {
+        if !self.updates.is_heard() {
+            return;
+        }
         let mut envelope = self.envelope(FrameKind::Status).with_status(status, reason);
         envelope.product = Some(product);
         let frame = envelope.render();
