@@ -59,12 +59,12 @@ pub(crate) async fn swap_run(
     // naps and then their hibernation (the window before read ~2x the
     // p99 of the calm windows later while they were in it).
     c.phase.store(UNRECORDED, Ordering::Relaxed);
+    // The gauge counts every sleeping match, a quiet fed one too: what it
+    // read is kept beside the idle count.
     let asleep = idle.len() as f64;
-    tokio::task::block_in_place(|| server.wait_metric("touchline_hibernated_matches", asleep, WARM_UP_TIMEOUT))
-        .context("swap: the idle matches did not all hibernate")?;
-    // The gauge counts every sleeping match, a quiet fed one too: kept
-    // beside the idle count.
-    let asleep_at_start = server.metrics()?.value("touchline_hibernated_matches");
+    let asleep_at_start =
+        tokio::task::block_in_place(|| server.wait_metric("touchline_hibernated_matches", asleep, WARM_UP_TIMEOUT))
+            .context("swap: the idle matches did not all hibernate")?;
     c.phase.store(0, Ordering::Relaxed);
     let window = Duration::from_secs_f64(sizes.swap_window);
     let pid = server.pid();
@@ -174,33 +174,15 @@ pub(crate) fn table(t: &mut String, w: &Value) {
     );
     let _ = writeln!(
         t,
-        "   install (first cycle): compile {} ms, canary {} matches / {} events in {} ms, {} switched in {} ms ({} pauses, {} ms; then probation until {} ms; per match p50/p99/max {} / {} / {} µs), {}",
+        "   install (first cycle): compile {} ms, canary {} matches / {} events in {} ms, {} (then probation until {} ms)",
         f(&i["compile_ms"]),
         i["canary"]["matches"],
         i["canary"]["events"],
         f(&i["canary"]["ms"]),
-        i["switched"],
-        f(&i["switch_ms"]),
-        i["pauses"],
-        f(&i["paused_ms"]),
+        switched(i),
         f(&i["total_ms"]),
-        f(&i["switch_us_p50"]),
-        f(&i["switch_us_p99"]),
-        f(&i["switch_us_max"]),
-        i["outcome"].as_str().unwrap_or("?")
     );
-    let _ = writeln!(
-        t,
-        "   rollback (first cycle): {} switched in {} ms ({} pauses, {} ms; per match p50/p99/max {} / {} / {} µs), {}",
-        b["switched"],
-        f(&b["switch_ms"]),
-        b["pauses"],
-        f(&b["paused_ms"]),
-        f(&b["switch_us_p50"]),
-        f(&b["switch_us_p99"]),
-        f(&b["switch_us_max"]),
-        b["outcome"].as_str().unwrap_or("?")
-    );
+    let _ = writeln!(t, "   rollback (first cycle): {}", switched(b));
     let l = &w["latency_us"];
     if let Some(cycles) = w["by_cycle"].as_array() {
         let ratios = |key: &str| cycles.iter().map(|c| f(&c[key])).collect::<Vec<_>>().join(" / ");
@@ -241,27 +223,43 @@ pub(crate) fn table(t: &mut String, w: &Value) {
     );
 }
 
+/// A rollout report's switching, as the table shows it.
+fn switched(x: &Value) -> String {
+    let f = crate::report::fixed;
+    format!(
+        "{} switched in {} ms ({} pauses, {} ms; per match p50/p99/max {} / {} / {} µs), {}",
+        x["switched"],
+        f(&x["switch_ms"]),
+        x["pauses"],
+        f(&x["paused_ms"]),
+        f(&x["switch_us_p50"]),
+        f(&x["switch_us_p99"]),
+        f(&x["switch_us_max"]),
+        x["outcome"].as_str().unwrap_or("?")
+    )
+}
+
 /// `--hibernate-after-ms` of the swap's server: its idle matches asleep
 /// within the warm-up.
 const HIBERNATE_AFTER_MS: u64 = 3000;
 /// Bound on the warm-up: 10,000 idle matches asleep.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Install-and-rollback cycles at most: each takes two of the clients'
-/// latency phases ([`PHASES`]: 0 is the window before, [`STEADY`] the
-/// windows between).
+/// The clients' latency phases ([`PHASES`]): 0 the window before,
+/// [`STEADY`] the windows between requests, then two per cycle.
+const STEADY: usize = 1;
+/// Install-and-rollback cycles at most.
 const MAX_CYCLES: usize = (PHASES - 2) / 2;
-const STEADY: usize = 2;
 const _: () = assert!(MAX_CYCLES >= 3, "three cycles pooled in the full run");
 
-/// The latency phase of cycle `k`'s install: 1, then 4, 6, ...
+/// The latency phase of cycle `k`'s install: 2, 4, 6.
 fn install_phase(k: usize) -> usize {
-    if k == 0 { 1 } else { 2 + 2 * k }
+    2 + 2 * k
 }
 
-/// The latency phase of cycle `k`'s rollback: 3, then 5, 7, ...
+/// The latency phase of cycle `k`'s rollback: 3, 5, 7.
 fn rollback_phase(k: usize) -> usize {
-    if k == 0 { 3 } else { install_phase(k) + 1 }
+    install_phase(k) + 1
 }
 
 /// One admin request of a cycle: the server's report, its wall time and

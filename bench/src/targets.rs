@@ -44,8 +44,7 @@ pub fn targets(r: &Value) -> Value {
         .flatten()
         .flat_map(|c| [c["install"]["switch_ms"].as_f64(), c["rollback"]["switch_ms"].as_f64()])
         .flatten()
-        .reduce(f64::max)
-        .or_else(|| swap["install"]["switch_ms"].as_f64());
+        .reduce(f64::max);
     let swap_matches = swap["matches"].as_u64();
     let full_swap = swap_matches.map(|m| m >= SWITCH_TARGET_MATCHES);
     // A rollback is a rollout too: the worse of the two is judged. The
@@ -53,10 +52,7 @@ pub fn targets(r: &Value) -> Value {
     // which dilute it; the rollback's is the switching alone.
     let install_ratio = swap["p99_ratio_during_install_over_before"].as_f64();
     let rollback_ratio = swap["p99_ratio_during_rollback_over_before"].as_f64();
-    let rollout = match (install_ratio, rollback_ratio) {
-        (Some(i), Some(r)) => Some(i.max(r)),
-        (i, r) => i.or(r),
-    };
+    let rollout = install_ratio.zip(rollback_ratio).map(|(i, r)| i.max(r));
     // The largest fan-out run (10,000 clients unless quick).
     let fanout = r["fanout"]
         .as_array()

@@ -218,19 +218,20 @@ impl Guests {
             })
             .buffer_unordered(self.policy.concurrency.max(1));
         let mut aborted = false;
-        // Switches that did work (an unchanged match costs nothing), and
-        // all answered, for the pauses between them.
-        let (mut worked, mut answered) = (0usize, 0usize);
+        let mut answered = 0usize;
         while let Some((id, outcome)) = switches.next().await {
             answered += 1;
-            worked += usize::from(!matches!(outcome, None | Some(SwitchOutcome::Unchanged)));
+            let unchanged = report.unchanged;
             report.record(&id, outcome, &mut times);
+            let did_work = report.unchanged == unchanged;
             if self.over(&report, max_failed) {
                 aborted = true;
                 break;
             }
-            let every = self.policy.pause_every;
-            if every > 0 && worked > 0 && worked.is_multiple_of(every) && answered < report.matches {
+            // Paced by the switches that did work (an unchanged match costs
+            // nothing), with none after the last.
+            let (every, worked) = (self.policy.pause_every, answered - report.unchanged);
+            if did_work && every > 0 && worked.is_multiple_of(every) && answered < report.matches {
                 let paused = Instant::now();
                 tokio::time::sleep(super::ROLLOUT_PAUSE).await;
                 report.pauses += 1;

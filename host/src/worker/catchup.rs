@@ -70,15 +70,20 @@ impl Worker {
         Ok(out)
     }
 
-    /// Tell every subscriber what happened (takes no seq, and is kept
-    /// nowhere: with nobody to tell, nothing is rendered; a rollout
-    /// switching 10,000 sleeping matches rendered a frame for each).
-    pub(super) fn status(&mut self, status: Status, reason: &str) {
-        if !self.updates.is_heard() {
-            return;
-        }
-        let frame = self.envelope(FrameKind::Status).with_status(status, reason).render();
-        let _ = self.updates.send(frame);
+    /// Tell every subscriber what happened (takes no seq).
+    pub(super) fn status(&self, status: Status, reason: &str) {
+        self.status_about(status, reason, None);
+    }
+
+    /// [`Worker::status`], about `product` if it concerns a producer. The
+    /// frame is kept nowhere: with nobody to tell, nothing is rendered (a
+    /// rollout switching 10,000 sleeping matches rendered one for each).
+    pub(super) fn status_about(&self, status: Status, reason: &str, product: Option<u32>) {
+        self.updates.send_if_heard(|| {
+            let mut envelope = self.envelope(FrameKind::Status).with_status(status, reason);
+            envelope.product = product;
+            envelope.render()
+        });
     }
 
     /// The snapshot frame for a subscriber: rendered by the guest once per

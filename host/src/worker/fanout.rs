@@ -118,10 +118,13 @@ impl Fanout {
         }
     }
 
-    /// Whether a frame sent now would reach anyone: a subscriber or the
-    /// tap.
-    pub fn is_heard(&self) -> bool {
-        self.tap.is_some() || !lock(&self.subs).is_empty()
+    /// [`Fanout::send`] for a frame kept nowhere else (a status): rendered
+    /// only if a subscriber or the tap would hear it.
+    pub fn send_if_heard(&self, render: impl FnOnce() -> Frame) -> usize {
+        if self.tap.is_none() && lock(&self.subs).is_empty() {
+            return 0;
+        }
+        self.send(render())
     }
 
     /// Push `frame` to every subscriber; returns how many still subscribe.

@@ -6,7 +6,7 @@
 use crate::producers::{self, Board};
 
 use super::Worker;
-use super::frame::{FrameKind, Status};
+use super::frame::Status;
 
 /// What a match knows of its producers.
 #[derive(Debug, Default)]
@@ -29,10 +29,10 @@ impl Worker {
         self.producers.told = down;
         for p in producers::ids(went_down) {
             let reason = board.reason(p).map_or("down", |r| r.code());
-            self.producer_status(Status::ProducerDown, p, reason);
+            self.status_about(Status::ProducerDown, reason, Some(p));
         }
         for p in producers::ids(came_up) {
-            self.producer_status(Status::ProducerUp, p, "recovered");
+            self.status_about(Status::ProducerUp, "recovered", Some(p));
         }
     }
 
@@ -58,17 +58,5 @@ impl Worker {
     /// Producers of this match that are down, for a snapshot.
     pub(super) fn producers_down(&self, board: &Board) -> Vec<u32> {
         producers::ids(board.down & self.producers.seen).collect()
-    }
-
-    /// Like [`Worker::status`], with the producer it is about; rendered
-    /// only when someone hears it.
-    fn producer_status(&mut self, status: Status, product: u32, reason: &str) {
-        if !self.updates.is_heard() {
-            return;
-        }
-        let mut envelope = self.envelope(FrameKind::Status).with_status(status, reason);
-        envelope.product = Some(product);
-        let frame = envelope.render();
-        let _ = self.updates.send(frame);
     }
 }
