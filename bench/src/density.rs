@@ -392,7 +392,7 @@ fn wait_until(server: &ServerProcess, ok: impl Fn(&touchline_testkit::metrics::M
 
 /// Quantile `q` of histogram `name` over the observations made between two
 /// scrapes (bucket counts subtracted); the bucket's upper bound.
-fn quantile_between(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
+pub(crate) fn quantile_between(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
     let buckets = |text: &str| -> Vec<(f64, f64)> {
         let prefix = format!("{name}_bucket{{le=\"");
         let mut v: Vec<(f64, f64)> = text

@@ -88,6 +88,9 @@ pub(crate) async fn swap_run(
         tokio::time::sleep(window / 2).await; // back on v1
         cycles.push((install, rollback));
     }
+    // Not a latency phase: what the rollouts left to the sleepers.
+    c.phase.store(UNRECORDED, Ordering::Relaxed);
+    let wakes = wake_costs(&server, &token, v2, &idle).await?;
     stop.store(true, Ordering::Relaxed);
     feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
     let m = server.metrics()?;
@@ -154,6 +157,7 @@ pub(crate) async fn swap_run(
         },
         "p99_ratio_during_install_over_before": p99(&during_install) / before,
         "p99_ratio_during_rollback_over_before": p99(&during_rollback) / before,
+        "wakes": wakes,
         "seq_gaps": stats.gaps,
         "sessions_closed": stats.closed,
         "resnapshots": stats.resnapshots,
@@ -221,14 +225,71 @@ pub(crate) fn table(t: &mut String, w: &Value) {
         f(&w["rollback_wall_s"]),
         f(&cpu["calm_per_s"]["cpu"])
     );
+    let wk = &w["wakes"];
+    let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0}", x * 1e6));
+    let (plain, taking) = (&wk["plain"], &wk["taking_the_version"]);
+    let _ = writeln!(
+        t,
+        "   waking {} sleepers p50/p99 µs: on their own version {} / {}; after an install passed {} by, taking it {} / {} ({} switched as they woke)",
+        wk["matches"],
+        us(&plain["p50_s"]),
+        us(&plain["p99_s"]),
+        wk["deferred"],
+        us(&taking["p50_s"]),
+        us(&taking["p99_s"]),
+        taking["switched"]
+    );
+}
+
+/// Idle matches woken to measure a wake, twice.
+const WAKE_SAMPLE: usize = 1000;
+
+/// What a rollout leaves to the sleeping matches it passes by: `n` idle
+/// matches woken on their own version (plain wakes), then v2 installed
+/// and `n` others woken, each taking v2 as it wakes (its state migrated);
+/// both read from the server's `touchline_wake_seconds` over exactly
+/// those wakes.
+async fn wake_costs(
+    server: &touchline_testkit::ServerProcess,
+    token: &str,
+    v2: Vec<u8>,
+    idle: &[String],
+) -> anyhow::Result<Value> {
+    let n = (idle.len() / 2).min(WAKE_SAMPLE);
+    let plain = woken(server, &idle[..n])?;
+    let install = admin(server, token, "/admin/guest", v2, "install before the wakes").await?;
+    let taking = woken(server, &idle[n..2 * n])?;
+    Ok(json!({
+        "what": "one event fed to each of `matches` sleeping matches: plain, on the version they slept on; taking_the_version, after an install that passed them by (`deferred`), each switching to it as it wakes; p50/p99 of touchline_wake_seconds over those wakes (bucket upper bounds), and the switches made meanwhile",
+        "matches": n,
+        "deferred": install.report["deferred"],
+        "plain": plain,
+        "taking_the_version": taking,
+    }))
+}
+
+/// Feed one event to each of `ids`, asleep, and read their wakes.
+fn woken(server: &touchline_testkit::ServerProcess, ids: &[String]) -> anyhow::Result<Value> {
+    let before = server.metrics()?;
+    open_matches(server, ids)?;
+    let after = server.metrics()?;
+    let q = |q| crate::density::quantile_between(&before.0, &after.0, "touchline_wake_seconds", q);
+    let delta = |name: &str| after.value(name) - before.value(name);
+    Ok(json!({
+        "p50_s": q(0.5),
+        "p99_s": q(0.99),
+        "wakes": delta("touchline_wake_seconds_count"),
+        "switched": delta(r#"touchline_match_switches_total{kind="switched""#),
+    }))
 }
 
 /// A rollout report's switching, as the table shows it.
 fn switched(x: &Value) -> String {
     let f = crate::report::fixed;
     format!(
-        "{} switched in {} ms ({} pauses, {} ms; per match p50/p99/max {} / {} / {} µs), {}",
+        "{} switched, {} asleep passed by, in {} ms ({} pauses, {} ms; per match p50/p99/max {} / {} / {} µs), {}",
         x["switched"],
+        x["deferred"],
         f(&x["switch_ms"]),
         x["pauses"],
         f(&x["paused_ms"]),
@@ -277,6 +338,7 @@ impl Request {
         json!({
             "outcome": r["outcome"],
             "switched": r["switched"],
+            "deferred": r["deferred"],
             "compile_ms": r["compile_ms"],
             "switch_ms": r["switch_ms"],
             "pauses": r["pauses"],

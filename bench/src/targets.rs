@@ -87,9 +87,12 @@ pub fn targets(r: &Value) -> Value {
             "measured": switch_ms,
             "matches": swap_matches,
             "switched": swap["install"]["switched"],
+            "deferred": swap["install"]["deferred"],
+            "wake_p99_s": swap["wakes"]["plain"]["p99_s"],
+            "wake_p99_taking_the_version_s": swap["wakes"]["taking_the_version"]["p99_s"],
             "target": format!("< {SWITCH_TARGET_MS} ms for {SWITCH_TARGET_MATCHES} matches"),
             "met": at_size(full_swap, switch_ms.map(|v| v < SWITCH_TARGET_MS)),
-            "what": "hot swap v1 -> v2 and back, every cycle: from a rollout's start to every match switched (before probation), the slowest",
+            "what": "hot swap v1 -> v2 and back, every cycle: from a rollout's start to every match it switches switched (before probation), the slowest. A rollout passes by the matches asleep on the version it replaces (deferred: most of the 10,000) and each takes the new version as it wakes: wake_p99_taking_the_version_s against wake_p99_s, a plain wake, in the same run (the swap's wakes section)",
         },
         "rollout_p99_over_before": {
             "measured": rollout,

@@ -47,8 +47,9 @@ pub trait Remote: Send + Sync {
 
 pub struct Router {
     /// The guest version new and restored matches start on: the active one,
-    /// or the rollout's target while a rollout runs.
-    version: Mutex<GuestVersion>,
+    /// or the rollout's target while a rollout runs. Shared with the
+    /// workers: a sleeping match a rollout passed by takes it as it wakes.
+    version: worker::Current,
     worker_config: Arc<WorkerConfig>,
     /// `None` once shut down: dropping the handles closes every mailbox.
     matches: Mutex<Option<HashMap<Arc<str>, WorkerHandle>>>,
@@ -62,9 +63,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(version: GuestVersion, worker_config: WorkerConfig, max_matches: usize) -> Router {
+    pub fn new(version: GuestVersion, mut worker_config: WorkerConfig, max_matches: usize) -> Router {
+        let version = worker::Current::new(version);
+        worker_config.current = Some(version.clone());
         Router {
-            version: Mutex::new(version),
+            version,
             worker_config: Arc::new(worker_config),
             matches: Mutex::new(Some(HashMap::new())),
             new_matches: broadcast::channel(NEW_MATCH_BUFFER).0,
@@ -178,7 +181,7 @@ impl Router {
 
     /// The guest version new matches start on.
     pub fn version(&self) -> GuestVersion {
-        self.version.lock().expect("router version lock").clone()
+        self.version.get()
     }
 
     /// Start new matches on `version` from now on. Taken under the map lock,
@@ -186,7 +189,7 @@ impl Router {
     /// started on the previous one.
     pub fn set_version(&self, version: GuestVersion) {
         let _map = self.matches.lock().expect("router lock");
-        *self.version.lock().expect("router version lock") = version;
+        self.version.set(version);
     }
 
     /// Ask a match's worker to switch to `version`; `None` if the match is
@@ -360,6 +363,7 @@ mod tests {
             tap: None,
             bet_log: None,
             snapshots: None,
+            current: None,
         };
         Router::new(GuestVersion::native(), config, 16)
     }

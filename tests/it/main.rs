@@ -88,3 +88,4 @@ mod settle_bets;
 mod slow;
 mod support;
 mod swap;
+mod swap_asleep;

@@ -3,6 +3,7 @@
 //! is not a match worker; a guest trapping during migration (canary, per-
 //! match rollback, whole-rollout abort) or on its first event; a quarantined
 //! match healed by a fixed version; the active version surviving a restart.
+//! Sleeping matches a rollout passes by: `swap_asleep`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Server, Tracker, Ws, http_request, odds_of, wait_for};
 
-const TOKEN: &str = "swap-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "swap-admin-token-0123456789";
 
 fn bearer() -> String {
     format!("Bearer {TOKEN}")
@@ -25,11 +26,11 @@ fn guest_file(var: &str) -> Vec<u8> {
     std::fs::read(var).unwrap_or_else(|e| panic!("reading {var}: {e}"))
 }
 
-fn v2_guest() -> Vec<u8> {
+pub(crate) fn v2_guest() -> Vec<u8> {
     guest_file(env!("TOUCHLINE_V2_GUEST"))
 }
 
-fn faulty_guest() -> Vec<u8> {
+pub(crate) fn faulty_guest() -> Vec<u8> {
     guest_file(env!("TOUCHLINE_FAULTY_GUEST"))
 }
 
@@ -38,25 +39,25 @@ fn foreign(name: &str) -> Vec<u8> {
 }
 
 /// An admin call with the right token: (status, JSON body).
-fn admin(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+pub(crate) fn admin(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let auth = bearer();
     let (code, text) = http_request(server.http, method, path, &[("Authorization", &auth)], body);
     let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {code} {text:?}: {e}"));
     (code, v)
 }
 
-fn install(server: &Server, bytes: &[u8]) -> (u16, Value) {
+pub(crate) fn install(server: &Server, bytes: &[u8]) -> (u16, Value) {
     admin(server, "POST", "/admin/guest", bytes)
 }
 
-fn listing(server: &Server) -> Value {
+pub(crate) fn listing(server: &Server) -> Value {
     let (code, v) = admin(server, "GET", "/admin/guest", b"");
     assert_eq!(code, 200, "{v}");
     v
 }
 
 /// Version hash → matches running it.
-fn placement(server: &Server) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn placement(server: &Server) -> BTreeMap<String, Vec<String>> {
     listing(server)["versions"]
         .as_array()
         .expect("versions")
@@ -71,18 +72,18 @@ fn placement(server: &Server) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-fn active(server: &Server) -> String {
+pub(crate) fn active(server: &Server) -> String {
     listing(server)["active"].as_str().expect("active").to_owned()
 }
 
-fn odds(event_id: &str, market: u32, odds: f64) -> Vec<u8> {
+pub(crate) fn odds(event_id: &str, market: u32, odds: f64) -> Vec<u8> {
     format!(
         r#"<odds_change product="1" event_id="{event_id}" timestamp="1"><odds><market id="{market}" status="1"><outcome id="1" odds="{odds:.2}" active="1"/></market></odds></odds_change>"#
     )
     .into_bytes()
 }
 
-fn match_id(i: usize) -> String {
+pub(crate) fn match_id(i: usize) -> String {
     format!("sr:match:{}", 4000 + i)
 }
 
@@ -276,7 +277,7 @@ async fn swap_v1_to_v2_and_back_under_load_loses_nothing() {
 }
 
 /// Serving two matches with one event each, admin token set.
-fn serving(extra: &[&str], poison_state_of: Option<&str>) -> (Server, std::net::TcpStream, Vec<String>) {
+pub(crate) fn serving(extra: &[&str], poison_state_of: Option<&str>) -> (Server, std::net::TcpStream, Vec<String>) {
     let mut args = vec!["--admin-token", TOKEN];
     args.extend_from_slice(extra);
     let server = Server::start(&args);
@@ -298,7 +299,7 @@ fn serving(extra: &[&str], poison_state_of: Option<&str>) -> (Server, std::net::
 
 /// An event reaches a subscriber as the next seq, produced by `version`.
 /// Returns the odds it fed.
-async fn still_serving(server: &Server, feed: &mut std::net::TcpStream, id: &str, version: &str) -> f64 {
+pub(crate) async fn still_serving(server: &Server, feed: &mut std::net::TcpStream, id: &str, version: &str) -> f64 {
     let mut ws = Ws::connect(server.http).await;
     ws.send(json!({"op": "subscribe", "matches": [id]})).await;
     let snap = ws.next().await;
@@ -649,63 +650,6 @@ async fn a_fixed_version_heals_a_quarantined_match_without_losing_an_event() {
     assert_eq!(placement(&server)[&v1].len(), 2);
     still_serving(&server, &mut feed, SICK, &v1).await;
     still_serving(&server, &mut feed, WELL, &v1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hibernated_matches_switch_and_a_killed_host_restarts_on_the_active_version() {
-    let (server, mut feed, ids) = serving(&["--hibernate-after-ms", "1500", "--rollout-probation-ms", "0"], None);
-    let v1 = active(&server);
-    server.wait_metric("touchline_hibernated_matches", ids.len() as f64);
-    let (code, report) = install(&server, &v2_guest());
-    assert_eq!(code, 200, "{report}");
-    assert_eq!(report["switched"], ids.len(), "hibernated matches switch too: {report}");
-    // ...and sleep again straight away (their timer would take 1.5 s).
-    assert_eq!(server.metric("touchline_hibernated_matches"), ids.len() as f64);
-    let v2 = report["to"].as_str().expect("to").to_owned();
-    feed.write_all(&odds(&ids[0], 1, 2.5)).expect("feed");
-    server.wait_metric("touchline_events_applied_total", 4.0);
-    // Durably clean (nothing pushed beyond the journal), then kill -9.
-    wait_for("clean marks", || {
-        Some(()).filter(|_| server.metric("touchline_unclean_matches") == 0.0)
-    });
-    drop(feed);
-    let data = server.kill9();
-
-    let server = Server::start_in(data, &["--admin-token", TOKEN]);
-    let l = listing(&server);
-    assert_eq!(
-        (l["active"].as_str(), l["previous"].as_str()),
-        (Some(&*v2), Some(&*v1)),
-        "{l}"
-    );
-    assert_eq!(placement(&server)[&v2].len(), ids.len());
-    let mut ws = Ws::connect(server.http).await;
-    ws.send(json!({"op": "subscribe", "matches": [ids[0].clone(), ids[1].clone()]}))
-        .await;
-    for _ in 0..2 {
-        let snap = ws.next().await;
-        assert_eq!(snap["guest_version"], v2, "{snap}");
-        let (seq, seen) = if snap["match"] == *ids[0] { (2, 1) } else { (1, 0) };
-        assert_eq!(snap["seq"].as_u64(), Some(seq), "{snap}");
-        assert_eq!(
-            snap["state"]["events_seen"].as_u64(),
-            Some(seen),
-            "v2's field survived: {snap}"
-        );
-    }
-    // The previous version is kept in the store to roll back to.
-    let (code, report) = admin(&server, "POST", "/admin/guest/rollback", b"");
-    assert_eq!(code, 200, "{report}");
-    assert_eq!(report["switched"], ids.len(), "{report}");
-    let mut feed = server.feed();
-    let fed = still_serving(&server, &mut feed, &ids[0], &v1).await;
-    let snap = {
-        let mut ws = Ws::connect(server.http).await;
-        ws.send(json!({"op": "subscribe", "matches": [ids[0].clone()]})).await;
-        ws.next().await
-    };
-    assert_eq!(odds_of(&snap["state"]["markets"], 1, "", "1"), Some(fed), "{snap}");
-    assert!(snap["state"].get("events_seen").is_none(), "{snap}");
 }
 
 /// `touchline swap`, the CLI front of the admin API.

@@ -4,10 +4,12 @@
 //! shared [`Platform`], their components kept in the store) and which one
 //! is active. An install compiles the component on a blocking thread, checks
 //! its world, runs the canary, keeps it in the store, and rolls it out:
-//! every live match gets a [`crate::worker::Command::Switch`] in its mailbox
+//! every match gets a [`crate::worker::Command::Switch`] in its mailbox
 //! (`concurrency` in flight, one by default; a [`ROLLOUT_PAUSE`] after every
 //! `pause_every` switches), so each switches between two of its own
-//! events while the others keep serving. Matches that fail to migrate stay
+//! events while the others keep serving; but a match asleep on the version
+//! replaced is passed by (`deferred`) and takes the new one as it wakes
+//! (`Worker::take_current`, reading the router's version). Matches that fail to migrate stay
 //! on the old version; past `max_failed` failures (migration or first event,
 //! counted until every switched match has passed its first event or the
 //! probation window ends) the rollout aborts and every match goes back to the

@@ -1,15 +1,18 @@
-//! Which match runs which guest version, and first-event failures: what the
-//! workers report (through `lib.rs`'s observer) and rollouts wait on.
+//! Which match runs which guest version, which sleep, and first-event
+//! failures: what the workers report (through the server's observer) and
+//! rollouts read (passing sleepers by) and wait on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-/// Which match runs which version, and first-event failures.
+/// Which match runs which version, which sleep, and first-event failures.
 #[derive(Debug, Default)]
 pub struct Placement {
     running: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    /// Matches asleep (hibernated): a rollout passes them by.
+    asleep: Mutex<HashSet<Arc<str>>>,
     probation: Mutex<Probation>,
     /// Signalled whenever a probation starts, ends or fails.
     pub(super) changed: tokio::sync::Notify,
@@ -40,7 +43,29 @@ impl Placement {
 
     pub fn remove(&self, match_id: &str) {
         self.running.lock().expect("placement lock").remove(match_id);
+        self.asleep.lock().expect("placement lock").remove(match_id);
         self.probation_ended(match_id);
+    }
+
+    pub fn sleeps(&self, match_id: &Arc<str>, asleep: bool) {
+        let mut set = self.asleep.lock().expect("placement lock");
+        if asleep {
+            set.insert(match_id.clone());
+        } else {
+            set.remove(match_id);
+        }
+    }
+
+    /// Sleeping match → the version it sleeps on. (Read after the router's
+    /// version changed, it names every match that will read the new one
+    /// as it wakes: a match says it is awake before reading.)
+    pub(super) fn sleeping(&self) -> HashMap<Arc<str>, Arc<str>> {
+        let asleep = self.asleep.lock().expect("placement lock");
+        let running = self.running.lock().expect("placement lock");
+        asleep
+            .iter()
+            .filter_map(|id| Some((id.clone(), running.get(id)?.clone())))
+            .collect()
     }
 
     pub fn probation_started(&self, match_id: &Arc<str>) {

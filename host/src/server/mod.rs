@@ -44,6 +44,10 @@ impl worker::Observer for Observers {
         }
     }
 
+    fn sleeps(&self, match_id: &Arc<str>, asleep: bool) {
+        self.placement.sleeps(match_id, asleep);
+    }
+
     fn bet_changed(&self, record: &journal::BetRecord) {
         self.owners.notify(bets::Answer::from_record(record));
     }
@@ -468,6 +472,7 @@ fn worker_config(
         tap: None,
         bet_log: None,
         snapshots: None,
+        current: None,
     }
 }
 

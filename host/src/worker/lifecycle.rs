@@ -182,6 +182,9 @@ impl Worker {
             };
         }
         self.shown.set(to);
+        if (from == State::Hibernated) != (to == State::Hibernated) {
+            self.tell_asleep(to == State::Hibernated);
+        }
         if from != to {
             let m = &self.env.metrics;
             match from {
@@ -197,6 +200,15 @@ impl Worker {
             tracing::debug!(match_id = %self.id, from = from.as_str(), to = to.as_str(), seq = self.seq, "lifecycle");
         }
         left
+    }
+
+    /// Tell the observer this match sleeps (hibernated) or not, once per
+    /// change.
+    pub(super) fn tell_asleep(&mut self, asleep: bool) {
+        if self.told_asleep != asleep {
+            self.told_asleep = asleep;
+            self.env.observer.sleeps(&self.id, asleep);
+        }
     }
 
     /// Put a freshly built instance where the current state keeps one.

@@ -72,6 +72,7 @@ pub use operate::{Action, Refusal};
 pub use outbox::{Direct, Offer, Outbox, Resumed, Watch};
 use persist::{Mark, Tail};
 use ring::Ring;
+pub use switch::Current;
 use timer::{Alarm, Timer};
 
 /// Mailbox capacity per match ([`mailbox`]). When full, the feed reader waits (TCP
@@ -129,6 +130,10 @@ pub struct WorkerConfig {
     pub bet_log: Option<Arc<dyn BetLog>>,
     /// In a cluster: where snapshots are kept (instead of `journal`).
     pub snapshots: Option<Arc<dyn SnapshotSink>>,
+    /// The version every match is to run, shared with the router: a
+    /// rollout passes sleeping matches by and each takes it as it wakes
+    /// ([`switch`]). `None` (a worker without a router): its own stays.
+    pub current: Option<Current>,
 }
 
 /// A client's position in a match stream.
@@ -362,6 +367,11 @@ pub(crate) struct Worker {
     shown: Arc<StateCell>,
     /// Restarts and the last failure, once there was one.
     troubles: Option<Box<inspect::Troubles>>,
+    /// The last version this match failed to switch to: waking, it does
+    /// not take it again ([`switch`]).
+    refused: Option<Arc<str>>,
+    /// Whether the observer was last told it sleeps.
+    told_asleep: bool,
 }
 
 /// What woke the command loop.
@@ -416,6 +426,8 @@ impl Worker {
             naming: names::Naming::default(),
             shown,
             troubles: None,
+            refused: None,
+            told_asleep: false,
             env,
         }
     }

@@ -29,6 +29,9 @@ pub trait Observer: Send + Sync {
     /// The worker stopped (its mailbox closed).
     fn stopped(&self, match_id: &str);
     fn probation(&self, match_id: &Arc<str>, news: ProbationNews);
+    /// `match_id` fell asleep (hibernated) or woke: a rollout passes a
+    /// sleeping match by, and it takes the version as it wakes.
+    fn sleeps(&self, match_id: &Arc<str>, asleep: bool);
     /// An accepted bet's standing changed (settled, voided, reopened); the
     /// record is already durable (or its write failed and was logged).
     fn bet_changed(&self, record: &BetRecord);
@@ -66,5 +69,6 @@ impl Observer for Nobody {
     fn runs(&self, _: &Arc<str>, _: Arc<str>) {}
     fn stopped(&self, _: &str) {}
     fn probation(&self, _: &Arc<str>, _: ProbationNews) {}
+    fn sleeps(&self, _: &Arc<str>, _: bool) {}
     fn bet_changed(&self, _: &BetRecord) {}
 }

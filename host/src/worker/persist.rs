@@ -133,6 +133,12 @@ impl Worker {
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(match_id = %self.id, epoch = self.epoch, seq = self.seq, kept_epoch = self.epoch == r.meta.epoch, "match restored");
         self.write_meta().await;
+        // Restored on a version other than the current one (it stayed
+        // behind on it, or slept through a rollout that passed it by):
+        // asleep at once, so its first command takes the current one.
+        if self.behind_current() && self.env.hibernate_after.is_some() {
+            self.hibernate();
+        }
     }
 
     /// An applied event: next seq, frame, journal, fan-out.

@@ -349,6 +349,10 @@ impl Worker {
             return;
         }
         let started = Instant::now();
+        // Awake, as the observer hears it, before reading the version to
+        // take ([`Worker::take_current`]).
+        self.tell_asleep(false);
+        self.take_current().await;
         if let Err(f) = self.recover() {
             tracing::warn!(match_id = %self.id, error = %f, "waking from hibernation failed");
             if let Lifecycle::Hibernated { fallback: Some(_) } = self.life {

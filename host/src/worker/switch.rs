@@ -8,14 +8,25 @@
 //! before it), the match goes back to the old version with the state saved
 //! at the switch and the event is applied there. A quarantined match
 //! switches and then replays what was kept (snapshot, tail, dead letters,
-//! held events) under the new version. A sleeping match with nothing
-//! since its last snapshot is switched by a rollout without waking: it
-//! migrates when it wakes, on the same probation; an idle live one (clean,
-//! hibernation on; napping or not) is put to sleep first and switched the
-//! same way. A napping match otherwise wakes to hand its state over. A
-//! sleeping match switched to the version that saved its base (a rollback
-//! before it woke) just takes that version: nothing to migrate. Seq, epoch and subscribers are
+//! held events) under the new version. A rollout passes by a match asleep
+//! on the version it replaces: the match takes the current version as it
+//! wakes ([`Worker::take_current`], as a BEAM process takes new code at
+//! its next call), without a command of its own; one restored on another
+//! version than the current one goes to sleep at once to do the same. A
+//! sleeping match a rollout does switch (asleep on an older version, or
+//! named by an explicit switch) with nothing since its last snapshot is
+//! switched without waking: it migrates when it wakes, on the same
+//! probation; an idle live one (clean, hibernation on; napping or not) is
+//! put to sleep first and switched the same way. A napping match
+//! otherwise wakes to hand its state over. A sleeping match switched to
+//! the version that saved its base (a rollback before it woke) just takes
+//! that version: nothing to migrate. A match remembers the last version
+//! it failed to switch to (migration or first event) and does not take it
+//! as it wakes; an explicit switch still tries it, and a restart forgets
+//! it (the match tries once more). Seq, epoch and subscribers are
 //! untouched by a switch; frames carry the new `guest_version`.
+
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
@@ -24,7 +35,62 @@ use super::lifecycle::{Base, Fallback, Lifecycle};
 use super::{ProbationNews, SwitchOutcome, Worker, short};
 use crate::sandbox::{Failure, GuestVersion};
 
+/// The version every match is to run: the active one, or a rollout's
+/// target while it runs. The router sets it; its clones, in every worker's
+/// config, read it as a sleeping match wakes ([`Worker::take_current`]).
+#[derive(Clone)]
+pub struct Current(Arc<Mutex<GuestVersion>>);
+
+impl Current {
+    pub fn new(version: GuestVersion) -> Current {
+        Current(Arc::new(Mutex::new(version)))
+    }
+
+    pub fn get(&self) -> GuestVersion {
+        self.0.lock().expect("current version lock").clone()
+    }
+
+    pub fn set(&self, version: GuestVersion) {
+        *self.0.lock().expect("current version lock") = version;
+    }
+}
+
 impl Worker {
+    /// Whether the version every match is to run is another.
+    pub(super) fn behind_current(&self) -> bool {
+        self.env
+            .current
+            .as_ref()
+            .is_some_and(|c| c.get().version() != self.version.version())
+    }
+
+    /// Waking from hibernation: a rollout passes a sleeping match by
+    /// (`guests::rollout`), so take the current version now, as the
+    /// rollout would have: on probation, and without waking to do it (its
+    /// base is its whole state; the restore that follows migrates it under
+    /// the new version), as a BEAM process takes new code at its next
+    /// call. Not a version it failed on before (`refused`: it would fail
+    /// again at every wake). A match that slept with events since its base
+    /// would have to wake on its own version to hand its state over: it
+    /// stays on it until the next rollout. Its caller has told the
+    /// observer it is awake first, so a rollout that began meanwhile either
+    /// switches it itself or has set the version read here.
+    pub(super) async fn take_current(&mut self) {
+        let Some(current) = self.env.current.as_ref().map(Current::get) else {
+            return;
+        };
+        if current.version() == self.version.version() || self.refused.as_deref() == Some(current.version()) {
+            return;
+        }
+        if !(self.tail.events.is_empty() && self.take_base_back().is_ok() && self.base.is_some()) {
+            tracing::debug!(match_id = %self.id, to = short(current.version()), "a sleeping match with events since its base wakes on its own version");
+            return;
+        }
+        // Never wakes (the checks above): not recursive in fact.
+        let outcome = Box::pin(self.switch(current, true)).await;
+        tracing::debug!(match_id = %self.id, ?outcome, "took the current version on waking");
+    }
+
     /// Run `new` from now on: migrate the state into it, or stay and say why.
     pub(super) async fn switch(&mut self, new: GuestVersion, probation: bool) -> SwitchOutcome {
         if new.version() == self.version.version() {
@@ -135,7 +201,10 @@ impl Worker {
                 tracing::info!(match_id = %self.id, from, to, seq = self.seq, micros = (seconds * 1e6) as u64, "match switched");
                 SwitchOutcome::Switched { seconds }
             }
-            Err(f) => self.switch_failed(&from, &to, format!("migration failed: {f}")),
+            Err(f) => {
+                self.refused = Some(new.version_arc());
+                self.switch_failed(&from, &to, format!("migration failed: {f}"))
+            }
         }
     }
 
@@ -304,6 +373,7 @@ impl Worker {
             }
         };
         let failed = std::mem::replace(&mut self.version, fallback.version);
+        self.refused = Some(failed.version_arc());
         let reason = format!(
             "guest {} failed on its first event, back on {}: {failure}",
             short(failed.version()),

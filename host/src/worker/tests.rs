@@ -45,6 +45,7 @@ impl Observer for Recording {
             ProbationNews::Failed(_) => "probation failed".into(),
         });
     }
+    fn sleeps(&self, _: &Arc<str>, _: bool) {}
     fn bet_changed(&self, record: &BetRecord) {
         self.note(format!("bet {}", record.request.id));
     }
@@ -85,6 +86,7 @@ fn config(
         tap: None,
         bet_log: None,
         snapshots: None,
+        current: None,
     })
 }
 

@@ -65,6 +65,7 @@ async fn updates_name_only_what_is_new_and_snapshots_name_everything() {
         tap: None,
         bet_log: None,
         snapshots: None,
+        current: None,
     });
     let tasks = tokio_util::task::TaskTracker::new();
     let handle = spawn(Arc::from(MATCH), GuestVersion::native(), cfg, None, &tasks);
