@@ -800,8 +800,9 @@ async fn old_versions_nothing_runs_are_pruned() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rollout_pauses_after_every_n_switches_and_still_completes() {
-    let (server, mut feed, ids) = serving(&["--rollout-pause-every", "1"], None);
+async fn a_rollout_pauses_after_every_slice_of_switching_and_still_completes() {
+    // A slice of 1 µs: every switch takes longer.
+    let (server, mut feed, ids) = serving(&["--rollout-slice-us", "1"], None);
     let (code, report) = install(&server, &v2_guest());
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["outcome"], "complete", "{report}");

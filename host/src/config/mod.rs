@@ -201,14 +201,15 @@ pub struct Settings {
     /// (parallel switches were slower; not profiled, likely allocation contention).
     #[arg(long, default_value_t = 1)]
     pub rollout_concurrency: usize,
-    /// A rollout pauses 1 ms (the runtime's timer: 1–2 ms) after every
-    /// this many switched matches, so the events and frames the switches
-    /// queued run before the next (0 = never). Switching 10,000 matches
-    /// costs ~0.3 CPU-s; without pauses it takes ~250 ms with both cores
-    /// busy and the update p99 during a rollback ~3.6× the calm one, with
-    /// a pause every 150 ~350–490 ms and 1.8–2.1× (`make bench`, hot swap).
-    #[arg(long, default_value_t = 150)]
-    pub rollout_pause_every: usize,
+    /// A rollout pauses 1 ms (the runtime's timer: 1–2 ms) once its
+    /// switches have run this many µs since the last pause, so the events
+    /// and frames they queued run before the next (0 = never). A live
+    /// match's switch costs ~1 ms of CPU and a status frame to each of its
+    /// subscribers: 100 of them back to back lifted the update p99 during
+    /// a rollback ~3× the calm one, paced ~1.9× (`make bench`, hot swap;
+    /// the matches asleep are passed by and switch as they wake).
+    #[arg(long, default_value_t = 1000)]
+    pub rollout_slice_us: u64,
     /// After a rollout's switches, how long (ms) first-event failures still
     /// count towards --rollout-max-failed (a switched match that fails its
     /// first event later still goes back on its own).
@@ -386,7 +387,7 @@ impl Settings {
             rollout_max_failed: self.rollout_max_failed,
             canary_matches: self.canary_matches,
             rollout_concurrency: self.rollout_concurrency,
-            rollout_pause_every: self.rollout_pause_every,
+            rollout_slice: std::time::Duration::from_micros(self.rollout_slice_us),
             rollout_probation: ms(self.rollout_probation_ms),
             keep_guest_versions: self.keep_guest_versions,
             min_stake: self.min_stake,

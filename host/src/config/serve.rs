@@ -74,9 +74,9 @@ pub struct ServeConfig {
     pub canary_matches: usize,
     /// Matches switching at once during a rollout.
     pub rollout_concurrency: usize,
-    /// A rollout pauses (`guests::ROLLOUT_PAUSE`) after every this many
-    /// switches; 0: never.
-    pub rollout_pause_every: usize,
+    /// A rollout pauses (`guests::ROLLOUT_PAUSE`) once its switches have
+    /// run this long since the last pause; zero: never.
+    pub rollout_slice: Duration,
     /// How long after the switches first-event failures still count
     /// towards `rollout_max_failed`.
     pub rollout_probation: Duration,
@@ -182,7 +182,12 @@ impl ServeConfig {
             1,
             u64::from(crate::sandbox::POOL_SLACK / 4),
         )?;
-        range("--rollout-pause-every", self.rollout_pause_every as u64, 0, 1_000_000)?;
+        range(
+            "--rollout-slice-us",
+            self.rollout_slice.as_micros() as u64,
+            0,
+            10_000_000,
+        )?;
         range("--keep-guest-versions", self.keep_guest_versions as u64, 2, 1000)?;
         range(
             "--rollout-probation-ms",

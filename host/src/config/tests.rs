@@ -274,7 +274,7 @@ fn every_validation_error_and_the_bounds() {
         ("max-failures", 1, 1000),
         ("failure-window-ms", 1, 3_600_000),
         ("rollout-concurrency", 1, slack),
-        ("rollout-pause-every", 0, 1_000_000),
+        ("rollout-slice-us", 0, 10_000_000),
         ("keep-guest-versions", 2, 1000),
         ("rollout-probation-ms", 0, 600_000),
         ("canary-matches", 0, slack),

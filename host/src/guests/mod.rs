@@ -5,8 +5,8 @@
 //! is active. An install compiles the component on a blocking thread, checks
 //! its world, runs the canary, keeps it in the store, and rolls it out:
 //! every match gets a [`crate::worker::Command::Switch`] in its mailbox
-//! (`concurrency` in flight, one by default; a [`ROLLOUT_PAUSE`] after every
-//! `pause_every` switches), so each switches between two of its own
+//! (`concurrency` in flight, one by default; a [`ROLLOUT_PAUSE`] after
+//! every `slice` of switching), so each switches between two of its own
 //! events while the others keep serving; but a match asleep on the version
 //! replaced is passed by (`deferred`) and takes the new one as it wakes
 //! (`Worker::take_current`, reading the router's version). Matches that fail to migrate stay
@@ -42,7 +42,7 @@ use crate::router::Router;
 use crate::sandbox::{GuestVersion, LoadError, Platform};
 use crate::store::StoreHandle;
 
-/// How long a rollout pauses after every `pause_every` switches (the
+/// How long a rollout pauses once its switches ran for `slice` (the
 /// runtime's timer rounds it up to its next millisecond).
 pub const ROLLOUT_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -56,10 +56,12 @@ pub struct RolloutPolicy {
     /// Switches in flight at once: more finishes a rollout sooner, fewer
     /// leaves more CPU to the matches' own events meanwhile.
     pub concurrency: usize,
-    /// After this many switches the rollout pauses [`ROLLOUT_PAUSE`], so
-    /// the work the switches queued behind them (events, frames, the
-    /// store's commits) runs before the next; 0: no pauses.
-    pub pause_every: usize,
+    /// Once its switches have run this long since the last pause (or its
+    /// start) the rollout pauses [`ROLLOUT_PAUSE`], so the work they
+    /// queued behind them (events, frames, the store's commits) runs
+    /// before the next: paced by time, not by count, as a live match's
+    /// switch costs ~30 times a sleeping one's. Zero: no pauses.
+    pub slice: std::time::Duration,
     /// After the switches, how long first-event failures still count
     /// towards `max_failed` (matches without an event by then stay on
     /// probation individually).

@@ -88,8 +88,8 @@ pub struct RolloutReport {
     /// From the start to the last switch answered (all matches switched),
     /// before any probation wait; the pauses included.
     pub switch_ms: f64,
-    /// Pauses between switches (`--rollout-pause-every`) and the time
-    /// they took, within `switch_ms`.
+    /// Pauses between switches (`--rollout-slice-us`) and the time they
+    /// took, within `switch_ms`.
     pub pauses: usize,
     pub paused_ms: f64,
     /// Per-match switch time, microseconds.
@@ -225,25 +225,25 @@ impl Guests {
             })
             .buffer_unordered(self.policy.concurrency.max(1));
         let mut aborted = false;
-        let (mut answered, mut worked) = (0usize, 0usize);
+        let (mut answered, mut slice_began) = (0usize, Instant::now());
         while let Some((id, outcome)) = switches.next().await {
             answered += 1;
             let unchanged = report.unchanged;
             report.record(&id, outcome, &mut times);
             let did_work = report.unchanged == unchanged;
-            worked += usize::from(did_work);
             if self.over(&report, max_failed) {
                 aborted = true;
                 break;
             }
-            // Paced by the switches that did work (an unchanged match costs
-            // nothing), with none after the last.
-            let every = self.policy.pause_every;
-            if did_work && every > 0 && worked.is_multiple_of(every) && answered < messaged {
+            // Paced by the time the switches take, after one that did work
+            // (an unchanged match costs nothing), with none after the last.
+            let slice = self.policy.slice;
+            if did_work && !slice.is_zero() && slice_began.elapsed() >= slice && answered < messaged {
                 let paused = Instant::now();
                 tokio::time::sleep(super::ROLLOUT_PAUSE).await;
                 report.pauses += 1;
                 report.paused_ms += paused.elapsed().as_secs_f64() * 1e3;
+                slice_began = Instant::now();
             }
         }
         drop(switches);

@@ -439,7 +439,7 @@ async fn open_guests(
         max_failed: config.rollout_max_failed,
         canary_matches: config.canary_matches,
         concurrency: config.rollout_concurrency,
-        pause_every: config.rollout_pause_every,
+        slice: config.rollout_slice,
         probation_window: config.rollout_probation,
         keep_versions: config.keep_guest_versions,
     };
