@@ -243,6 +243,8 @@ pub(crate) fn table(t: &mut String, w: &Value) {
 
 /// Idle matches woken to measure a wake, twice.
 const WAKE_SAMPLE: usize = 1000;
+/// Bound on waking them.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a rollout leaves to the sleeping matches it passes by: `n` idle
 /// matches woken on their own version (plain wakes), then v2 installed
@@ -256,9 +258,9 @@ async fn wake_costs(
     idle: &[String],
 ) -> anyhow::Result<Value> {
     let n = (idle.len() / 2).min(WAKE_SAMPLE);
-    let plain = woken(server, &idle[..n])?;
+    let plain = tokio::task::block_in_place(|| woken(server, &idle[..n]))?;
     let install = admin(server, token, "/admin/guest", v2, "install before the wakes").await?;
-    let taking = woken(server, &idle[n..2 * n])?;
+    let taking = tokio::task::block_in_place(|| woken(server, &idle[n..2 * n]))?;
     Ok(json!({
         "what": "one event fed to each of `matches` sleeping matches: plain, on the version they slept on; taking_the_version, after an install that passed them by (`deferred`), each switching to it as it wakes; p50/p99 of touchline_wake_seconds over those wakes (bucket upper bounds), and the switches made meanwhile",
         "matches": n,
@@ -268,10 +270,15 @@ async fn wake_costs(
     }))
 }
 
-/// Feed one event to each of `ids`, asleep, and read their wakes.
+/// Feed one event to each of `ids`, asleep, and read their wakes (the
+/// feeder's events count as applied too: waited for by the wakes' count).
 fn woken(server: &touchline_testkit::ServerProcess, ids: &[String]) -> anyhow::Result<Value> {
     let before = server.metrics()?;
     open_matches(server, ids)?;
+    let wakes = before.value("touchline_wake_seconds_count") + ids.len() as f64;
+    server
+        .wait_metric("touchline_wake_seconds_count", wakes, WAKE_TIMEOUT)
+        .context("swap: the sleepers fed did not all wake")?;
     let after = server.metrics()?;
     let q = |q| crate::density::quantile_between(&before.0, &after.0, "touchline_wake_seconds", q);
     let delta = |name: &str| after.value(name) - before.value(name);

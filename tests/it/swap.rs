@@ -276,7 +276,7 @@ async fn swap_v1_to_v2_and_back_under_load_loses_nothing() {
     assert!(snap["state"].get("events_seen").is_none(), "{snap}");
 }
 
-/// Serving two matches with one event each, admin token set.
+/// Serving three matches with one event each, admin token set.
 pub(crate) fn serving(extra: &[&str], poison_state_of: Option<&str>) -> (Server, std::net::TcpStream, Vec<String>) {
     let mut args = vec!["--admin-token", TOKEN];
     args.extend_from_slice(extra);

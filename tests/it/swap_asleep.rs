@@ -52,6 +52,7 @@ async fn a_rollout_passes_sleeping_matches_by_and_each_takes_the_version_as_it_w
     // Each is restored on the version it ran; the two behind go to sleep
     // at once...
     server.wait_metric("touchline_hibernated_matches", 2.0);
+    assert_eq!(server.metric("touchline_hibernated_matches"), 2.0, "the first is on v2");
     let placed = placement(&server);
     assert_eq!(placed[&v2], [ids[0].clone()], "{placed:?}");
     assert_eq!(placed[&v1], [ids[1].clone(), ids[2].clone()], "{placed:?}");

@@ -1,5 +1,6 @@
-//! Rolling a version out to every live match (and back): the switches,
-//! the probation window, the abort threshold, and the report.
+//! Rolling a version out to every match (and back): the sleepers passed
+//! by, the switches paced by time, the probation window, the abort
+//! threshold, and the report.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -184,8 +185,9 @@ impl Guests {
         Ok(CanaryReport { matches, events, ms })
     }
 
-    /// Switch every live match from `from` to `to`; with `max_failed`, on
-    /// probation, aborting past that many failures.
+    /// Switch every match from `from` to `to` (but the sleepers passed
+    /// by); with `max_failed`, on probation, aborting past that many
+    /// failures.
     pub(super) async fn roll(
         &self,
         router: &Router,
@@ -196,9 +198,10 @@ impl Guests {
     ) -> RolloutReport {
         let started = Instant::now();
         self.placement.reset_probation();
-        router.set_version(to.clone());
-        // What each match ran before, to go back to on abort.
+        // What each match ran before, to go back to on abort (before a
+        // sleeper can take the new version as it wakes).
         let before = self.placement.running();
+        router.set_version(to.clone());
         let ids = router.match_ids();
         tracing::info!(
             kind = kind.as_str(),

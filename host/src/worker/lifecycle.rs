@@ -182,9 +182,6 @@ impl Worker {
             };
         }
         self.shown.set(to);
-        if (from == State::Hibernated) != (to == State::Hibernated) {
-            self.tell_asleep(to == State::Hibernated);
-        }
         if from != to {
             let m = &self.env.metrics;
             match from {
@@ -203,7 +200,9 @@ impl Worker {
     }
 
     /// Tell the observer this match sleeps (hibernated) or not, once per
-    /// change.
+    /// change: awake as a wake begins ([`Worker::wake`]), asleep only
+    /// between commands ([`Worker::settle_asleep`]), never in the middle of
+    /// one (a wake passes through `Hibernated` again as it rebuilds).
     pub(super) fn tell_asleep(&mut self, asleep: bool) {
         if self.told_asleep != asleep {
             self.told_asleep = asleep;

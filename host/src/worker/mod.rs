@@ -130,9 +130,8 @@ pub struct WorkerConfig {
     pub bet_log: Option<Arc<dyn BetLog>>,
     /// In a cluster: where snapshots are kept (instead of `journal`).
     pub snapshots: Option<Arc<dyn SnapshotSink>>,
-    /// The version every match is to run, shared with the router: a
-    /// rollout passes sleeping matches by and each takes it as it wakes
-    /// ([`switch`]). `None` (a worker without a router): its own stays.
+    /// The router's version, taken by a sleeping match as it wakes
+    /// ([`switch`]); `None` (no router): its own stays.
     pub current: Option<Current>,
 }
 
@@ -367,8 +366,7 @@ pub(crate) struct Worker {
     shown: Arc<StateCell>,
     /// Restarts and the last failure, once there was one.
     troubles: Option<Box<inspect::Troubles>>,
-    /// The last version this match failed to switch to: waking, it does
-    /// not take it again ([`switch`]).
+    /// The last version it failed to switch to: not taken on waking.
     refused: Option<Arc<str>>,
     /// Whether the observer was last told it sleeps.
     told_asleep: bool,
@@ -441,6 +439,7 @@ impl Worker {
         Box::pin(self.start(recovered.map(|r| *r))).await;
         let mut board_open = true;
         loop {
+            Box::pin(self.settle_asleep()).await;
             let next = self.next_timer();
             self.alarm.set(next);
             let wake = tokio::select! {
@@ -549,6 +548,7 @@ impl Worker {
                 probation,
                 reply,
             } => {
+                self.refused = None; // asked: a fresh try
                 let outcome = self.switch(version, probation).await;
                 let _ = reply.send(outcome);
             }

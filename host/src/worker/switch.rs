@@ -64,6 +64,24 @@ impl Worker {
             .is_some_and(|c| c.get().version() != self.version.version())
     }
 
+    /// Between two commands: tell the observer whether the match sleeps.
+    /// One that stopped sleeping without waking (an operator quarantined
+    /// it) takes the current version now, as a switch would: a rollout
+    /// may have passed it by meanwhile.
+    pub(super) async fn settle_asleep(&mut self) {
+        let asleep = matches!(self.life, Lifecycle::Hibernated { .. });
+        let left_without_waking = self.told_asleep && !asleep;
+        self.tell_asleep(asleep);
+        if left_without_waking
+            && let Some(current) = self.env.current.as_ref().map(Current::get)
+            && current.version() != self.version.version()
+            && self.refused.as_deref() != Some(current.version())
+        {
+            let outcome = Box::pin(self.switch(current, true)).await;
+            tracing::debug!(match_id = %self.id, ?outcome, "took the current version on leaving its sleep");
+        }
+    }
+
     /// Waking from hibernation: a rollout passes a sleeping match by
     /// (`guests::rollout`), so take the current version now, as the
     /// rollout would have: on probation, and without waking to do it (its

@@ -18,9 +18,9 @@ use crate::sandbox::{Limits, Platform};
 
 pub(super) const MATCH: &str = "sr:match:1";
 
-/// Everything observed, in order.
+/// Everything observed, in order; whether it sleeps, apart.
 #[derive(Default)]
-struct Recording(Mutex<Vec<String>>);
+struct Recording(Mutex<Vec<String>>, Mutex<Vec<bool>>);
 
 impl Recording {
     fn seen(&self) -> Vec<String> {
@@ -45,7 +45,9 @@ impl Observer for Recording {
             ProbationNews::Failed(_) => "probation failed".into(),
         });
     }
-    fn sleeps(&self, _: &Arc<str>, _: bool) {}
+    fn sleeps(&self, _: &Arc<str>, asleep: bool) {
+        self.1.lock().expect("recording lock").push(asleep);
+    }
     fn bet_changed(&self, record: &BetRecord) {
         self.note(format!("bet {}", record.request.id));
     }
@@ -546,6 +548,7 @@ async fn a_restored_match_refuses_bets_until_its_producers_are_up() {
     assert_eq!(h.bet("recovered", 2.0).await.expect("durable").decision, Ok(2.0));
 }
 
+mod asleep;
 mod catchup;
 mod napping;
 mod operating;

@@ -6,11 +6,11 @@
 use super::*;
 
 impl Harness {
-    async fn card(&self) -> Card {
+    pub(super) async fn card(&self) -> Card {
         self.ask(|reply| Command::Inspect { detail: false, reply }).await.card
     }
 
-    async fn operate(&self, action: Action) -> Result<String, Refusal> {
+    pub(super) async fn operate(&self, action: Action) -> Result<String, Refusal> {
         self.ask(|reply| Command::Operate { action, reply }).await
     }
 
