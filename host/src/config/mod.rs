@@ -206,8 +206,8 @@ pub struct Settings {
     /// and frames they queued run before the next (0 = never). A live
     /// match's switch costs ~1 ms of CPU and a status frame to each of its
     /// subscribers: 100 of them back to back lifted the update p99 during
-    /// a rollback ~3× the calm one, paced ~1.0–1.4× (the swap scenario;
-    /// the matches asleep are passed by and switch as they wake).
+    /// a rollback ~3× the calm one, paced 1.0–2.5× (the swap scenario; the
+    /// matches asleep are passed by and switch as they wake).
     #[arg(long, default_value_t = 1000)]
     pub rollout_slice_us: u64,
     /// After a rollout's switches, how long (ms) first-event failures still
