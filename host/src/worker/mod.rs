@@ -439,7 +439,9 @@ impl Worker {
         Box::pin(self.start(recovered.map(|r| *r))).await;
         let mut board_open = true;
         loop {
-            Box::pin(self.settle_asleep()).await;
+            if self.sleep_changed() {
+                Box::pin(self.settle_asleep()).await;
+            }
             let next = self.next_timer();
             self.alarm.set(next);
             let wake = tokio::select! {
@@ -548,8 +550,7 @@ impl Worker {
                 probation,
                 reply,
             } => {
-                self.refused = None; // asked: a fresh try
-                let outcome = self.switch(version, probation).await;
+                let outcome = self.switch_asked(version, probation).await;
                 let _ = reply.send(outcome);
             }
             Command::ForgetBet { id } => self.bets.retain(|b| b.request.id != id),

@@ -29,8 +29,9 @@ pub trait Observer: Send + Sync {
     /// The worker stopped (its mailbox closed).
     fn stopped(&self, match_id: &str);
     fn probation(&self, match_id: &Arc<str>, news: ProbationNews);
-    /// `match_id` fell asleep (hibernated) or woke: a rollout passes a
-    /// sleeping match by, and it takes the version as it wakes.
+    /// `match_id` sleeps (hibernated, told between commands) or woke (told
+    /// as the wake begins): a rollout passes a sleeping match by, and it
+    /// takes the version as it wakes.
     fn sleeps(&self, match_id: &Arc<str>, asleep: bool);
     /// An accepted bet's standing changed (settled, voided, reopened); the
     /// record is already durable (or its write failed and was logged).

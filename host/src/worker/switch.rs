@@ -22,8 +22,8 @@
 //! the version that saved its base (a rollback before it woke) just takes
 //! that version: nothing to migrate. A match remembers the last version
 //! it failed to switch to (migration or first event) and does not take it
-//! as it wakes; an explicit switch still tries it, and a restart forgets
-//! it (the match tries once more). Seq, epoch and subscribers are
+//! as it wakes; an explicit switch to it tries it afresh, and a restart
+//! forgets it (the match tries once more). Seq, epoch and subscribers are
 //! untouched by a switch; frames carry the new `guest_version`.
 
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,11 @@ impl Worker {
             .is_some_and(|c| c.get().version() != self.version.version())
     }
 
+    /// Whether the match slept or woke since it last told the observer.
+    pub(super) fn sleep_changed(&self) -> bool {
+        self.told_asleep != matches!(self.life, Lifecycle::Hibernated { .. })
+    }
+
     /// Between two commands: tell the observer whether the match sleeps.
     /// One that stopped sleeping without waking (an operator quarantined
     /// it) takes the current version now, as a switch would: a rollout
@@ -89,10 +94,13 @@ impl Worker {
     /// the new version), as a BEAM process takes new code at its next
     /// call. Not a version it failed on before (`refused`: it would fail
     /// again at every wake). A match that slept with events since its base
-    /// would have to wake on its own version to hand its state over: it
-    /// stays on it until the next rollout. Its caller has told the
-    /// observer it is awake first, so a rollout that began meanwhile either
-    /// switches it itself or has set the version read here.
+    /// (its snapshot failed) or whose base cannot be read would have to
+    /// wake on its own version to hand its state over: it does, and takes
+    /// the current one at a later wake (a new sleep snapshots it first).
+    /// One with no state saved at all has nothing to migrate: it just
+    /// starts on the current version. Its caller has told the observer it
+    /// is awake first, so a rollout that began meanwhile either switches
+    /// it itself or has set the version read here.
     pub(super) async fn take_current(&mut self) {
         let Some(current) = self.env.current.as_ref().map(Current::get) else {
             return;
@@ -100,13 +108,29 @@ impl Worker {
         if current.version() == self.version.version() || self.refused.as_deref() == Some(current.version()) {
             return;
         }
-        if !(self.tail.events.is_empty() && self.take_base_back().is_ok() && self.base.is_some()) {
-            tracing::debug!(match_id = %self.id, to = short(current.version()), "a sleeping match with events since its base wakes on its own version");
+        if !self.tail.events.is_empty() || self.take_base_back().is_err() {
+            tracing::debug!(match_id = %self.id, to = short(current.version()), "a sleeping match with events since its base, or its base unreadable, wakes on its own version");
+            return;
+        }
+        if self.base.is_none() {
+            self.version = current;
+            self.version_changed();
+            self.write_meta().await;
+            self.count_switch("switched");
             return;
         }
         // Never wakes (the checks above): not recursive in fact.
         let outcome = Box::pin(self.switch(current, true)).await;
         tracing::debug!(match_id = %self.id, ?outcome, "took the current version on waking");
+    }
+
+    /// A [`super::Command::Switch`]: asked to, a match tries again a
+    /// version it failed on.
+    pub(super) async fn switch_asked(&mut self, new: GuestVersion, probation: bool) -> SwitchOutcome {
+        if self.refused.as_deref() == Some(new.version()) {
+            self.refused = None;
+        }
+        self.switch(new, probation).await
     }
 
     /// Run `new` from now on: migrate the state into it, or stay and say why.

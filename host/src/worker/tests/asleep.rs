@@ -1,7 +1,8 @@
 //! Sleeping through a rollout (`Worker::take_current`): the match takes
 //! the router's version as it wakes, says it sleeps only between commands
-//! (never in the middle of a wake), and takes it too when it stops
-//! sleeping without waking (an operator's quarantine).
+//! (never in the middle of a wake), takes it too when it stops sleeping
+//! without waking (an operator's quarantine), and starts on it when it
+//! had no state to migrate.
 
 use super::*;
 use crate::worker::Current;
@@ -56,4 +57,21 @@ async fn quarantined_by_hand_while_asleep_through_a_rollout_it_takes_the_version
     let card = h.card().await;
     assert_eq!((card.state, card.version.as_str()), ("quarantined", new.version()));
     assert_eq!(h.sleeps(), [true, false]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn asleep_with_no_state_saved_it_starts_on_the_version_as_it_wakes() {
+    let current = Current::new(GuestVersion::native());
+    let h = Harness::with_current(&current);
+    // No event ever applied: nothing saved, nothing to migrate.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(h.metrics.hibernated_matches.get(), 1);
+    let new = faulty();
+    current.set(new.clone());
+    let snap = h.snapshot().await;
+    assert_eq!(snap["guest_version"], new.version(), "{snap}");
+    assert_eq!(
+        h.journal.meta(MATCH).expect("meta").guest.as_deref(),
+        Some(new.version())
+    );
 }
