@@ -9,7 +9,8 @@
 //! a runaway is cut off by the epoch deadline).
 //!
 //! What it is asked and answers is [`command`]. The match's lifecycle is
-//! one enum ([`lifecycle`], with its table); the rest is split by concern: [`supervise`] (apply under supervision,
+//! one enum ([`lifecycle`], with its table); the rest is split by
+//! concern: [`supervise`] (apply under supervision,
 //! restart, dead letter, quarantine, heal), [`persist`] (journal, snapshots,
 //! clean marks, restore at start), [`switch`] (hot swap with first-event
 //! probation), [`catchup`] (snapshots and missed updates for subscribers),

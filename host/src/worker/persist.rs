@@ -136,7 +136,7 @@ impl Worker {
         // Restored on a version other than the current one (it stayed
         // behind on it, or slept through a rollout that passed it by):
         // asleep at once, so its first command takes the current one.
-        if self.behind_current() && self.env.hibernate_after.is_some() {
+        if self.version_to_take().is_some() && self.env.hibernate_after.is_some() {
             self.hibernate();
         }
     }

@@ -56,12 +56,12 @@ impl Current {
 }
 
 impl Worker {
-    /// Whether the version every match is to run is another.
-    pub(super) fn behind_current(&self) -> bool {
-        self.env
-            .current
-            .as_ref()
-            .is_some_and(|c| c.get().version() != self.version.version())
+    /// The router's version, if this match is to take it: another than
+    /// its own, and not one it failed on.
+    pub(super) fn version_to_take(&self) -> Option<GuestVersion> {
+        let current = self.env.current.as_ref()?.get();
+        let other = current.version() != self.version.version();
+        (other && self.refused.as_deref() != Some(current.version())).then_some(current)
     }
 
     /// Whether the match slept or woke since it last told the observer.
@@ -77,11 +77,7 @@ impl Worker {
         let asleep = matches!(self.life, Lifecycle::Hibernated { .. });
         let left_without_waking = self.told_asleep && !asleep;
         self.tell_asleep(asleep);
-        if left_without_waking
-            && let Some(current) = self.env.current.as_ref().map(Current::get)
-            && current.version() != self.version.version()
-            && self.refused.as_deref() != Some(current.version())
-        {
+        if left_without_waking && let Some(current) = self.version_to_take() {
             let outcome = Box::pin(self.switch(current, true)).await;
             tracing::debug!(match_id = %self.id, ?outcome, "took the current version on leaving its sleep");
         }
@@ -102,12 +98,9 @@ impl Worker {
     /// is awake first, so a rollout that began meanwhile either switches
     /// it itself or has set the version read here.
     pub(super) async fn take_current(&mut self) {
-        let Some(current) = self.env.current.as_ref().map(Current::get) else {
+        let Some(current) = self.version_to_take() else {
             return;
         };
-        if current.version() == self.version.version() || self.refused.as_deref() == Some(current.version()) {
-            return;
-        }
         if !self.tail.events.is_empty() || self.take_base_back().is_err() {
             tracing::debug!(match_id = %self.id, to = short(current.version()), "a sleeping match with events since its base, or its base unreadable, wakes on its own version");
             return;

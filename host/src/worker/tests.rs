@@ -13,6 +13,7 @@ use touchline_guest::event::MatchEvent;
 
 use super::*;
 use crate::feed::parse::{FeedMessage, parse};
+use crate::journal::JournalError;
 use crate::journal::memory::MemoryJournal;
 use crate::sandbox::{Limits, Platform};
 
