@@ -18,6 +18,7 @@ pub const LAYERS: &[&[&str]] = &[
         "names",
         "auth",
         "resident",
+        "realtime",
     ],
     &["sandbox", "store", "producers", "reference", "cluster"],
     &["worker"],

@@ -54,6 +54,7 @@ pub mod ops;
 pub mod producers;
 pub mod provider_api;
 pub mod push;
+pub mod realtime;
 pub mod reference;
 pub mod resident;
 pub mod router;

@@ -156,6 +156,8 @@ fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(allocator::on_park)
+        // Only workers unpark: the blocking pool stays ordinary.
+        .on_thread_unpark(|| touchline::realtime::follow(touchline::realtime::Role::Serving))
         .build()
     {
         Ok(r) => r,

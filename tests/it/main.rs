@@ -8,6 +8,8 @@
 //!   floods, pending subscriptions, slow request heads, oversized messages,
 //!   connections per address, running out of descriptors), with RSS bounds.
 //! - `bets`: bet decisions, idempotency, durability of confirmed bets.
+//! - `realtime`: `--realtime-priority`: the serving threads under
+//!   `SCHED_FIFO`, the rest ordinary; refused without the permission.
 //! - `settle_bets`: settlements, cancels and rollbacks of accepted bets.
 //! - `cluster_ingest`: match events published to `TL_EVENTS` by partition,
 //!   the same feed from two ingest nodes stored once.
@@ -84,6 +86,7 @@ mod ops;
 mod ops_api;
 mod page;
 mod producers;
+mod realtime;
 mod settle_bets;
 mod slow;
 mod support;

@@ -130,6 +130,14 @@ pub struct Settings {
     /// Longest a journaled event waits for its group commit, ms.
     #[arg(long, default_value_t = 10)]
     pub commit_interval_ms: u64,
+    /// Run the serving threads (the runtime's workers, the store's writer)
+    /// under `SCHED_FIFO` at this priority, the guests' epoch ticker one
+    /// above, ahead of every ordinary thread on the machine; 0 = ordinary
+    /// scheduling. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO above it: without,
+    /// the server refuses to start. For a machine with headroom
+    /// (docs/ops.md, "Real-time priority").
+    #[arg(long, default_value_t = 0)]
+    pub realtime_priority: u8,
     /// Free space kept on the data dir's disk, MiB: under it the store
     /// holds writes (and is not ready) until there is room again; 0 = not
     /// checked.
@@ -374,6 +382,7 @@ impl Settings {
             },
             durability: !self.no_durability,
             commit_interval: ms(self.commit_interval_ms),
+            realtime_priority: self.realtime_priority,
             store_reserve: self.store_reserve_mib << 20,
             store_cache: self.store_cache_mib << 20,
             snapshot_every: self.snapshot_every,

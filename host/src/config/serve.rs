@@ -80,6 +80,9 @@ pub struct ServeConfig {
     /// How long after the switches first-event failures still count
     /// towards `rollout_max_failed`.
     pub rollout_probation: Duration,
+    /// The serving threads' `SCHED_FIFO` priority; 0: ordinary
+    /// ([`crate::realtime`]).
+    pub realtime_priority: u8,
     /// Guest versions kept installed (at least 2: active and previous).
     pub keep_guest_versions: usize,
     /// Smallest and largest stake accepted.
@@ -159,6 +162,12 @@ impl ServeConfig {
             self.commit_interval.as_millis() as u64,
             1,
             10_000,
+        )?;
+        range(
+            "--realtime-priority",
+            u64::from(self.realtime_priority),
+            0,
+            u64::from(crate::realtime::MAX_PRIORITY),
         )?;
         range("--snapshot-every", self.snapshot_every, 1, 1_000_000)?;
         range(

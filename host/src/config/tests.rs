@@ -268,6 +268,7 @@ fn every_validation_error_and_the_bounds() {
         ("max-subscriptions", 1, 1_000_000),
         ("max-pending-subscriptions", 0, 1_000_000),
         ("commit-interval-ms", 1, 10_000),
+        ("realtime-priority", 0, 98),
         ("snapshot-every", 1, 1_000_000),
         ("snapshot-interval-ms", 10, 3_600_000),
         ("clean-after-ms", 1, 3_600_000),

@@ -546,6 +546,7 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>, reservation: Reserv
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
+            crate::realtime::follow(crate::realtime::Role::Ticker);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();

@@ -86,6 +86,8 @@ impl Server {
     /// `None` binds `config.http`.
     pub async fn start_on(config: ServeConfig, http: Option<TcpListener>) -> anyhow::Result<Server> {
         config.validate()?;
+        // Before any serving thread starts: they raise themselves to it.
+        crate::realtime::configure(config.realtime_priority)?;
         // Joined first: a cluster that cannot be reached fails the start
         // before anything opens or listens. Its leases are kept only once
         // the node serves (below).

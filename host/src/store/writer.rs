@@ -392,6 +392,7 @@ pub fn spawn_writer<S: Sink>(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     let (done_tx, done) = oneshot::channel();
     std::thread::Builder::new().name("store-writer".into()).spawn(move || {
+        crate::realtime::follow(crate::realtime::Role::Serving);
         runtime.block_on(run_writer(store, rx, commit_interval, metrics, stop));
         let _ = done_tx.send(());
     })?;

@@ -1,0 +1,155 @@
+//! The serving threads' scheduling (`--realtime-priority`): ordinary
+//! (`SCHED_OTHER`) unless asked; given a priority, the runtime's workers
+//! and the store's writer run under `SCHED_FIFO` at it and the guests'
+//! epoch ticker one above, so a ready serving thread takes a core at once,
+//! ahead of every ordinary thread on the machine.
+//!
+//! Why: on a machine the server shares (the bench's load generator, a
+//! neighbour), a worker that has used its slice waits for another
+//! thread's whole slice, ~1.5 ms here, whatever it was doing. A crashed
+//! guest's restart costs ~60–300 µs of its own CPU but read 3.1 ms at the
+//! p99, that wait (bench/README.md, faults); under `SCHED_FIFO` the wait is
+//! gone (the faults scenario runs both).
+//!
+//! What it costs, written down in docs/ops.md:
+//! - It needs CAP_SYS_NICE or an RLIMIT_RTPRIO above the priority.
+//!   [`configure`] tries it first, so a server without the permission
+//!   refuses to start instead of running ordinary unnoticed.
+//! - Ordinary threads get what the serving threads leave. The kernel's
+//!   real-time throttling (`sched_rt_runtime_us`, 95% by default) keeps a
+//!   share for them when the server runs at its limit; sled's own I/O
+//!   threads are among them. It is for a machine with headroom.
+//! - Threads of equal `SCHED_FIFO` priority do not take turns: a busy
+//!   worker keeps its core until it parks. The epoch ticker, one above,
+//!   still interrupts a guest that loops.
+//! - Only threads that park as runtime workers raise themselves
+//!   ([`follow`] from tokio's `on_thread_unpark`): the blocking pool, where
+//!   guests compile and the canary runs, stays ordinary, so a compile
+//!   never holds a core against the serving threads.
+//!
+//! A process follows one setting: a thread once raised stays raised.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use thread_priority::{
+    RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    set_thread_priority_and_policy, thread_native_id,
+};
+
+/// The highest priority `--realtime-priority` takes: the ticker runs one
+/// above, and 99 is the highest there is.
+pub const MAX_PRIORITY: u8 = 98;
+
+/// The configured priority; 0: ordinary.
+static PRIORITY: AtomicU8 = AtomicU8::new(0);
+
+/// Which of the server's threads raises itself: the ticker one above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A runtime worker or the store's writer.
+    Serving,
+    /// The guests' epoch ticker: it must preempt a worker running a guest
+    /// that loops, to interrupt it.
+    Ticker,
+}
+
+/// Why the serving threads cannot have the priority asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum RealtimeError {
+    #[error("--realtime-priority must be at most {MAX_PRIORITY}, got {0}")]
+    Range(u8),
+    #[error(
+        "--realtime-priority {priority}: SCHED_FIFO at {highest} was refused ({reason}); it needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least {highest}"
+    )]
+    Refused { priority: u8, highest: u8, reason: String },
+}
+
+/// Set the priority the serving threads follow (0: ordinary). A priority is
+/// tried first, at the ticker's, on a thread of its own: refused, it is an
+/// error now, not a warning on every thread later.
+pub fn configure(priority: u8) -> Result<(), RealtimeError> {
+    if priority > MAX_PRIORITY {
+        return Err(RealtimeError::Range(priority));
+    }
+    if priority > 0 {
+        let highest = level(priority, Role::Ticker);
+        let tried = std::thread::spawn(move || raise(highest))
+            .join()
+            .unwrap_or_else(|_| Err("the probing thread panicked".into()));
+        tried.map_err(|reason| RealtimeError::Refused {
+            priority,
+            highest,
+            reason,
+        })?;
+    }
+    PRIORITY.store(priority, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The configured priority; 0: ordinary.
+pub fn priority() -> u8 {
+    PRIORITY.load(Ordering::Relaxed)
+}
+
+/// Raise the calling thread to the configured priority for its role, if it
+/// was not yet: the runtime's workers call it as they unpark (tokio's
+/// `on_thread_unpark`: an atomic load and a thread-local read once raised),
+/// the store's writer and the epoch ticker as they start. A refusal (the
+/// permission withdrawn since [`configure`]) is logged once per thread.
+pub fn follow(role: Role) {
+    thread_local! {
+        /// The priority this thread last tried (0: none).
+        static TRIED: Cell<u8> = const { Cell::new(0) };
+    }
+    let wanted = PRIORITY.load(Ordering::Relaxed);
+    if wanted == 0 || TRIED.get() == wanted {
+        return;
+    }
+    TRIED.set(wanted);
+    let level = level(wanted, role);
+    if let Err(reason) = raise(level) {
+        tracing::warn!(priority = level, ?role, %reason, "this thread stays under ordinary scheduling");
+    }
+}
+
+/// The `SCHED_FIFO` priority of a role's threads.
+fn level(priority: u8, role: Role) -> u8 {
+    match role {
+        Role::Serving => priority,
+        Role::Ticker => priority + 1,
+    }
+}
+
+/// Put the calling thread under `SCHED_FIFO` at `level`.
+fn raise(level: u8) -> Result<(), String> {
+    let value = ThreadPriorityValue::try_from(level).map_err(|e| e.to_string())?;
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(value),
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+    )
+    .map_err(|e| match e {
+        thread_priority::Error::OS(errno) => std::io::Error::from_raw_os_error(errno).to_string(),
+        other => other.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticker_runs_one_above_the_serving_threads() {
+        assert_eq!(level(1, Role::Serving), 1);
+        assert_eq!(level(1, Role::Ticker), 2);
+        assert_eq!(level(MAX_PRIORITY, Role::Ticker), 99);
+    }
+
+    #[test]
+    fn a_priority_above_the_highest_is_refused_before_anything_is_tried() {
+        let e = configure(MAX_PRIORITY + 1).expect_err("99 is the ticker's, above the highest");
+        assert!(matches!(e, RealtimeError::Range(99)), "{e}");
+        assert_eq!(priority(), 0);
+    }
+}

@@ -1,0 +1,101 @@
+//! `--realtime-priority`: which of the server's threads run under
+//! `SCHED_FIFO` (read from `/proc`), and a server without the permission
+//! refusing to start (run under `setpriv` without CAP_SYS_NICE).
+
+use std::io::Write as _;
+use std::process::Command;
+
+use crate::support::{Server, sample, wait_for};
+
+/// `SCHED_FIFO` in `/proc/*/stat`'s policy field.
+const FIFO: u32 = 1;
+
+/// Each thread of `pid`: its name, policy and real-time priority.
+fn threads(pid: u32) -> Vec<(String, u32, u32)> {
+    let dir = format!("/proc/{pid}/task");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("the server's threads") {
+        let Ok(stat) = std::fs::read_to_string(entry.expect("a thread").path().join("stat")) else {
+            continue; // it ended meanwhile
+        };
+        // "tid (name) state ...": a name may hold spaces ("log flusher").
+        let (open, close) = (stat.find('(').expect("("), stat.rfind(')').expect(")"));
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // Fields 40 and 41 (rt_priority, policy); `fields[0]` is field 3.
+        let field = |n: usize| fields[n - 3].parse::<u32>().expect("a number");
+        out.push((name, field(41), field(40)));
+    }
+    out
+}
+
+#[test]
+fn with_a_realtime_priority_the_serving_threads_run_under_sched_fifo_and_the_rest_do_not() {
+    let server = Server::start(&["--realtime-priority", "3"]);
+    // A match's task ran on a worker after the priority was configured.
+    let mut feed = server.feed_up();
+    feed.write_all(&sample("uof/messages/odds_change.xml")).expect("feed");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+    let all = wait_for("a worker under SCHED_FIFO", || {
+        let all = threads(server.pid());
+        all.iter()
+            .any(|(name, policy, _)| name == "tokio-rt-worker" && *policy == FIFO)
+            .then_some(all)
+    });
+    let of = |wanted: &str| -> Vec<(u32, u32)> {
+        all.iter()
+            .filter(|(name, ..)| name == wanted)
+            .map(|&(_, policy, priority)| (policy, priority))
+            .collect()
+    };
+    assert_eq!(of("store-writer"), [(FIFO, 3)], "{all:?}");
+    assert_eq!(
+        of("epoch-ticker"),
+        [(FIFO, 4)],
+        "one above: it interrupts a looping guest"
+    );
+    let raised = of("tokio-rt-worker")
+        .into_iter()
+        .filter(|&(p, _)| p == FIFO)
+        .collect::<Vec<_>>();
+    assert!(raised.iter().all(|&(_, priority)| priority == 3), "{all:?}");
+    // The blocking pool's threads bear the same name and stay ordinary:
+    // no more are raised than the runtime has workers.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        raised.len() <= cores,
+        "{} raised with {cores} workers: {all:?}",
+        raised.len()
+    );
+    for ordinary in ["heap-purger", "touchline"] {
+        assert_eq!(of(ordinary), [(0, 0)], "{ordinary}: {all:?}");
+    }
+    assert!(
+        all.iter()
+            .filter(|(n, ..)| n.starts_with("sled-io"))
+            .all(|&(_, p, _)| p == 0),
+        "sled's threads are its own: {all:?}"
+    );
+}
+
+#[test]
+fn without_the_permission_a_server_asked_for_a_realtime_priority_refuses_to_start() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-sys_nice", env!("CARGO_BIN_EXE_touchline"), "serve"])
+        .args(["--http", "127.0.0.1:0", "--feed-listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .args(["--realtime-priority", "5"])
+        .output()
+        .expect("setpriv (util-linux) runs the server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {stderr}");
+    assert!(
+        stderr.contains("--realtime-priority 5: SCHED_FIFO at 6 was refused") && stderr.contains("CAP_SYS_NICE"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("READY"),
+        "nothing was served"
+    );
+}
