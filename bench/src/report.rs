@@ -175,28 +175,11 @@ pub fn table(r: &Value) -> String {
         "\n5. faults ({} of {} matches crashing every 500 ms, {} clients)",
         x["crashing_matches"], x["matches"], x["clients"]
     );
-    let _ = writeln!(
-        t,
-        "   trap to serving again p50/p99: {} / {} ({} restarts); the restart's own CPU time p50/p99: {} / {}; preempted, waiting for a core, p90/p99: {} / {}; events replayed, mean: {}",
-        us(&x["with_crashes"]["trap_to_serving_s"]["p50"]),
-        us(&x["with_crashes"]["trap_to_serving_s"]["p99"]),
-        x["with_crashes"]["trap_to_serving_s"]["count"],
-        us(&x["with_crashes"]["trap_to_serving_s"]["cpu"]["p50"]),
-        us(&x["with_crashes"]["trap_to_serving_s"]["cpu"]["p99"]),
-        us(&x["with_crashes"]["trap_to_serving_s"]["runqueue"]["p90"]),
-        us(&x["with_crashes"]["trap_to_serving_s"]["runqueue"]["p99"]),
-        x["with_crashes"]["trap_to_serving_s"]["replayed_events"]["mean"]
-    );
-    let _ = writeln!(
-        t,
-        "   healthy-match latency p50/p99 µs: without crashes {} / {}, with crashes {} / {} (p99 ratio {}); gaps {} / {}",
-        x["without_crashes"]["latency_us"]["p50"],
-        x["without_crashes"]["latency_us"]["p99"],
-        x["with_crashes"]["latency_us"]["p50"],
-        x["with_crashes"]["latency_us"]["p99"],
-        f(&x["healthy_p99_ratio_crash_over_calm"]),
-        x["without_crashes"]["seq_gaps"],
-        x["with_crashes"]["seq_gaps"]
+    faults_pair(&mut t, "ordinary scheduling", x);
+    faults_pair(
+        &mut t,
+        &format!("--realtime-priority {}", x["realtime"]["priority"]),
+        &x["realtime"],
     );
     let _ = writeln!(
         t,
@@ -534,4 +517,34 @@ pub fn latency_svg(curves: &[(String, Histogram<u64>)]) -> String {
         h - 4.0
     );
     s
+}
+
+/// One pair of the faults scenario's runs (without and with crashes).
+fn faults_pair(t: &mut String, scheduling: &str, x: &Value) {
+    let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
+    let f = fixed;
+    let trap = &x["with_crashes"]["trap_to_serving_s"];
+    let _ = writeln!(
+        t,
+        "   {scheduling}: trap to serving again p50/p99: {} / {} ({} restarts); the restart's own CPU time p50/p99: {} / {}; preempted, waiting for a core, p90/p99: {} / {}; events replayed, mean: {}",
+        us(&trap["p50"]),
+        us(&trap["p99"]),
+        trap["count"],
+        us(&trap["cpu"]["p50"]),
+        us(&trap["cpu"]["p99"]),
+        us(&trap["runqueue"]["p90"]),
+        us(&trap["runqueue"]["p99"]),
+        trap["replayed_events"]["mean"]
+    );
+    let _ = writeln!(
+        t,
+        "   {scheduling}: healthy-match latency p50/p99 µs: without crashes {} / {}, with crashes {} / {} (p99 ratio {}); gaps {} / {}",
+        x["without_crashes"]["latency_us"]["p50"],
+        x["without_crashes"]["latency_us"]["p99"],
+        x["with_crashes"]["latency_us"]["p50"],
+        x["with_crashes"]["latency_us"]["p99"],
+        f(&x["healthy_p99_ratio_crash_over_calm"]),
+        x["without_crashes"]["seq_gaps"],
+        x["with_crashes"]["seq_gaps"]
+    );
 }

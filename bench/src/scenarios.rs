@@ -234,47 +234,74 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             "1000".into(),
         ];
         let crashing: Vec<String> = ids.iter().step_by(10).cloned().collect();
-        progress(&format!("faults: baseline, {} clients", s.fault_clients));
-        let (calm, calm_h) = fanout::touchline(
-            plan.servers.launch(&scratch.path().join("faults-calm"), &guest),
-            s,
-            s.fault_clients,
-            &ids,
-            &crashing,
-            None,
-            plan.seed,
-        )
-        .await?;
-        progress(&format!(
-            "faults: {} of {} matches crashing every 500 ms",
-            crashing.len(),
-            ids.len()
-        ));
         let poison = Poison {
             matches: crashing.clone(),
             every: Duration::from_millis(500),
         };
-        let (stormy, stormy_h) = fanout::touchline(
-            plan.servers.launch(&scratch.path().join("faults-storm"), &guest),
-            s,
-            s.fault_clients,
-            &ids,
-            &crashing,
-            Some(poison),
-            plan.seed,
-        )
-        .await?;
-        curves.push(("healthy, no crashes".into(), calm_h));
-        curves.push(("healthy, 10% crashing".into(), stormy_h));
-        let p99 = |r: &Value| r["latency_us"]["p99"].as_f64();
-        report["faults"] = json!({
+        let mut faults = json!({
             "clients": s.fault_clients,
             "crashing_matches": crashing.len(),
             "matches": ids.len(),
-            "without_crashes": calm,
-            "with_crashes": stormy,
-            "healthy_p99_ratio_crash_over_calm": p99(&stormy).zip(p99(&calm)).map(|(a, b)| a / b),
         });
+        // Ordinary scheduling, then the serving threads under SCHED_FIFO
+        // (host/src/realtime.rs): the same pair of runs each.
+        for realtime in [false, true] {
+            let mut args = guest.clone();
+            let scheduling = if realtime {
+                args.extend(["--realtime-priority".to_owned(), REALTIME_PRIORITY.to_string()]);
+                format!(", --realtime-priority {REALTIME_PRIORITY}")
+            } else {
+                String::new()
+            };
+            let dir = |name: &str| {
+                scratch
+                    .path()
+                    .join(format!("faults-{name}{}", if realtime { "-rt" } else { "" }))
+            };
+            progress(&format!("faults: baseline, {} clients{scheduling}", s.fault_clients));
+            let (calm, calm_h) = fanout::touchline(
+                plan.servers.launch(&dir("calm"), &args),
+                s,
+                s.fault_clients,
+                &ids,
+                &crashing,
+                None,
+                plan.seed,
+            )
+            .await?;
+            progress(&format!(
+                "faults: {} of {} matches crashing every 500 ms{scheduling}",
+                crashing.len(),
+                ids.len()
+            ));
+            let (stormy, stormy_h) = fanout::touchline(
+                plan.servers.launch(&dir("storm"), &args),
+                s,
+                s.fault_clients,
+                &ids,
+                &crashing,
+                Some(poison.clone()),
+                plan.seed,
+            )
+            .await?;
+            let p99 = |r: &Value| r["latency_us"]["p99"].as_f64();
+            let pair = json!({
+                "without_crashes": calm,
+                "with_crashes": stormy,
+                "healthy_p99_ratio_crash_over_calm": p99(&stormy).zip(p99(&calm)).map(|(a, b)| a / b),
+            });
+            if realtime {
+                faults["realtime"] = pair;
+                faults["realtime"]["priority"] = json!(REALTIME_PRIORITY);
+            } else {
+                curves.push(("healthy, no crashes".into(), calm_h));
+                curves.push(("healthy, 10% crashing".into(), stormy_h));
+                for (k, v) in pair.as_object().expect("an object") {
+                    faults[k] = v.clone();
+                }
+            }
+        }
+        report["faults"] = faults;
     }
     // 6. Bets: decided per second and latency, on one match and across many.
     if plan.wants("bets") {
@@ -339,6 +366,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 
 /// Deterministic feed bytes for `matches` matches and how many match events
 /// they hold.
+/// The faults scenario's second pair of runs: the serving threads under
+/// `SCHED_FIFO` at this priority (`--realtime-priority`).
+const REALTIME_PRIORITY: u8 = 1;
+
 pub(crate) fn traffic(seed: u64, matches: u32, n: usize) -> (Vec<u8>, u64) {
     let mut g = Generator::new(&SimConfig {
         matches,
