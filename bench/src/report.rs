@@ -176,11 +176,9 @@ pub fn table(r: &Value) -> String {
         x["crashing_matches"], x["matches"], x["clients"]
     );
     faults_pair(&mut t, "ordinary scheduling", x);
-    faults_pair(
-        &mut t,
-        &format!("--realtime-priority {}", x["realtime"]["priority"]),
-        &x["realtime"],
-    );
+    if let Some(priority) = x["realtime"]["priority"].as_u64() {
+        faults_pair(&mut t, &format!("--realtime-priority {priority}"), &x["realtime"]);
+    }
     let _ = writeln!(
         t,
         "\n6. bets (50 clients, one bet in flight each, durable before confirmed)"
