@@ -56,10 +56,13 @@ pub fn git_revision() -> Value {
         .map_or(Value::Null, |o| json!(String::from_utf8_lossy(&o.stdout).trim()))
 }
 
+/// Seconds shown in µs (histogram bucket upper bounds, 25% resolution).
+fn us(v: &Value) -> String {
+    v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6))
+}
+
 pub fn table(r: &Value) -> String {
     let mut t = String::new();
-    // Seconds shown in µs (histogram bucket upper bounds, 25% resolution).
-    let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
     let f = fixed;
     let _ = writeln!(
         t,
@@ -176,7 +179,9 @@ pub fn table(r: &Value) -> String {
         x["crashing_matches"], x["matches"], x["clients"]
     );
     faults_pair(&mut t, "ordinary scheduling", x);
-    if let Some(priority) = x["realtime"]["priority"].as_u64() {
+    if let Some(refused) = x["realtime"]["refused"].as_str() {
+        let _ = writeln!(t, "   --realtime-priority: not run: {refused}");
+    } else if let Some(priority) = x["realtime"]["priority"].as_u64() {
         faults_pair(&mut t, &format!("--realtime-priority {priority}"), &x["realtime"]);
     }
     let _ = writeln!(
@@ -519,7 +524,6 @@ pub fn latency_svg(curves: &[(String, Histogram<u64>)]) -> String {
 
 /// One pair of the faults scenario's runs (without and with crashes).
 fn faults_pair(t: &mut String, scheduling: &str, x: &Value) {
-    let us = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{:.0} µs", x * 1e6));
     let f = fixed;
     let trap = &x["with_crashes"]["trap_to_serving_s"];
     let _ = writeln!(

@@ -259,7 +259,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                     .join(format!("faults-{name}{}", if realtime { "-rt" } else { "" }))
             };
             progress(&format!("faults: baseline, {} clients{scheduling}", s.fault_clients));
-            let (calm, calm_h) = fanout::touchline(
+            let calm = fanout::touchline(
                 plan.servers.launch(&dir("calm"), &args),
                 s,
                 s.fault_clients,
@@ -268,7 +268,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                 None,
                 plan.seed,
             )
-            .await?;
+            .await;
+            // Without CAP_SYS_NICE the server refuses the priority: the
+            // rest of the bench still runs, and the report says why.
+            let (calm, calm_h) = match calm {
+                Err(e) if realtime => {
+                    progress(&format!("faults{scheduling}: not run: {e:#}"));
+                    faults["realtime"] = json!({"priority": REALTIME_PRIORITY, "refused": format!("{e:#}")});
+                    break;
+                }
+                r => r?,
+            };
             progress(&format!(
                 "faults: {} of {} matches crashing every 500 ms{scheduling}",
                 crashing.len(),
@@ -364,12 +374,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deterministic feed bytes for `matches` matches and how many match events
-/// they hold.
 /// The faults scenario's second pair of runs: the serving threads under
 /// `SCHED_FIFO` at this priority (`--realtime-priority`).
 const REALTIME_PRIORITY: u8 = 1;
 
+/// Deterministic feed bytes for `matches` matches and how many match events
+/// they hold.
 pub(crate) fn traffic(seed: u64, matches: u32, n: usize) -> (Vec<u8>, u64) {
     let mut g = Generator::new(&SimConfig {
         matches,

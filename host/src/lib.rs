@@ -32,6 +32,8 @@
 //!   them (pure; not wired in yet).
 //! - [`resident`]: marks a match's permanent records for the binary's
 //!   allocator to keep apart from transient buffers.
+//! - [`realtime`]: the serving threads under `SCHED_FIFO`
+//!   (`--realtime-priority`).
 //! - [`metrics`], [`config`].
 //!
 //! [`Server::start`] binds everything and returns the bound addresses, so

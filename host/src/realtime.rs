@@ -7,35 +7,33 @@
 //! Why: on a machine the server shares (the bench's load generator, a
 //! neighbour), a worker that has used its slice waits for another
 //! thread's whole slice, ~1.5 ms here, whatever it was doing. A crashed
-//! guest's restart costs ~60–300 µs of its own CPU but read 3.1 ms at the
-//! p99, that wait (bench/README.md, faults); under `SCHED_FIFO` the wait is
-//! gone (the faults scenario runs both).
+//! guest's restart costs a p99 of 200–331 µs of its own CPU but read
+//! 2.5–4.8 ms at the p99, that wait (bench/README.md, faults); under
+//! `SCHED_FIFO` the wait was gone (the faults scenario runs both).
 //!
-//! What it costs, written down in docs/ops.md:
+//! What it costs (ARCHITECTURE.md, "Real-time priority"):
 //! - It needs CAP_SYS_NICE or an RLIMIT_RTPRIO above the priority.
 //!   [`configure`] tries it first, so a server without the permission
 //!   refuses to start instead of running ordinary unnoticed.
-//! - Ordinary threads get what the serving threads leave. The kernel's
-//!   real-time throttling (`sched_rt_runtime_us`, 95% by default) keeps a
-//!   share for them when the server runs at its limit; sled's own I/O
-//!   threads are among them. It is for a machine with headroom.
+//! - Ordinary threads get what the serving threads leave (sled's own I/O
+//!   threads among them, which the writer's flushes wait on); the kernel
+//!   keeps a share for them (`sched_rt_runtime_us`, 95% by default) when
+//!   the server runs at its limit. It is for a machine with headroom.
 //! - Threads of equal `SCHED_FIFO` priority do not take turns: a busy
 //!   worker keeps its core until it parks. The epoch ticker, one above,
 //!   still interrupts a guest that loops.
 //! - Only threads that park as runtime workers raise themselves
-//!   ([`follow`] from tokio's `on_thread_unpark`): the blocking pool, where
-//!   guests compile and the canary runs, stays ordinary, so a compile
-//!   never holds a core against the serving threads.
+//!   ([`follow`] from tokio's `on_thread_unpark`), and a raised thread
+//!   raises with `SCHED_RESET_ON_FORK`: a thread it starts (tokio's
+//!   blocking pool grows from the thread that calls `spawn_blocking`; sled
+//!   grows its pool from the thread that queues the work) starts
+//!   ordinary. So guests compile and the canary runs at ordinary
+//!   scheduling, and never hold a core against the serving threads.
 //!
 //! A process follows one setting: a thread once raised stays raised.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
-
-use thread_priority::{
-    RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
-    set_thread_priority_and_policy, thread_native_id,
-};
 
 /// The highest priority `--realtime-priority` takes: the ticker runs one
 /// above, and 99 is the highest there is.
@@ -121,18 +119,21 @@ fn level(priority: u8, role: Role) -> u8 {
     }
 }
 
-/// Put the calling thread under `SCHED_FIFO` at `level`.
+/// Put the calling thread under `SCHED_FIFO` at `level`, with
+/// `SCHED_RESET_ON_FORK`: the threads it starts start ordinary.
+#[allow(unsafe_code)]
 fn raise(level: u8) -> Result<(), String> {
-    let value = ThreadPriorityValue::try_from(level).map_err(|e| e.to_string())?;
-    set_thread_priority_and_policy(
-        thread_native_id(),
-        ThreadPriority::Crossplatform(value),
-        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
-    )
-    .map_err(|e| match e {
-        thread_priority::Error::OS(errno) => std::io::Error::from_raw_os_error(errno).to_string(),
-        other => other.to_string(),
-    })
+    let param = libc::sched_param {
+        sched_priority: i32::from(level),
+    };
+    // SAFETY: `param` is a valid sched_param for the call's duration; pid
+    // 0 is the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +145,31 @@ mod tests {
         assert_eq!(level(1, Role::Serving), 1);
         assert_eq!(level(1, Role::Ticker), 2);
         assert_eq!(level(MAX_PRIORITY, Role::Ticker), 99);
+    }
+
+    /// The calling thread's policy, flags included.
+    #[allow(unsafe_code)]
+    fn policy() -> i32 {
+        // SAFETY: no pointers; pid 0 is the calling thread.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    /// Needs CAP_SYS_NICE (CI runs as root): without, it fails, not skips.
+    #[test]
+    fn a_raised_thread_is_fifo_and_the_threads_it_starts_are_ordinary() {
+        let (raised, child) = std::thread::spawn(|| {
+            raise(1).expect("SCHED_FIFO for the test's thread (CAP_SYS_NICE)");
+            let raised = policy();
+            (raised, std::thread::spawn(policy).join().expect("the child thread"))
+        })
+        .join()
+        .expect("the raised thread");
+        assert_eq!(raised, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK);
+        assert_eq!(
+            child,
+            libc::SCHED_OTHER,
+            "a compile started from a worker would hold a core"
+        );
     }
 
     #[test]

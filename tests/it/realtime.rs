@@ -1,9 +1,11 @@
 //! `--realtime-priority`: which of the server's threads run under
 //! `SCHED_FIFO` (read from `/proc`), and a server without the permission
-//! refusing to start (run under `setpriv` without CAP_SYS_NICE).
+//! refusing to start (run under `prlimit` and `setpriv` without
+//! CAP_SYS_NICE). That the threads a raised thread starts are ordinary is
+//! `realtime`'s unit test.
 
 use std::io::Write as _;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::support::{Server, sample, wait_for};
 
@@ -78,24 +80,53 @@ fn with_a_realtime_priority_the_serving_threads_run_under_sched_fifo_and_the_res
     );
 }
 
+/// A child process killed on drop: a server that starts after all (the
+/// regression this guards against) must not outlive the failed test.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn without_the_permission_a_server_asked_for_a_realtime_priority_refuses_to_start() {
     let data = tempfile::tempdir().expect("temp dir");
-    let out = Command::new("setpriv")
-        .args(["--bounding-set", "-sys_nice", env!("CARGO_BIN_EXE_touchline"), "serve"])
-        .args(["--http", "127.0.0.1:0", "--feed-listen", "127.0.0.1:0", "--data"])
-        .arg(data.path())
+    let stderr = data.path().join("stderr");
+    // No CAP_SYS_NICE (bounding and inheritable sets) and an RLIMIT_RTPRIO
+    // of 0: nothing lets the server raise a thread.
+    let child = Command::new("prlimit")
+        .args([
+            "--rtprio=0",
+            "setpriv",
+            "--bounding-set",
+            "-sys_nice",
+            "--inh-caps",
+            "-sys_nice",
+        ])
+        .arg(env!("CARGO_BIN_EXE_touchline"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--feed-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data.path().join("data"))
         .args(["--realtime-priority", "5"])
-        .output()
-        .expect("setpriv (util-linux) runs the server");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "it started: {stderr}");
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("prlimit and setpriv (util-linux) run the server");
+    let mut child = Killed(child);
+    let status = wait_for("the server to exit", || child.0.try_wait().expect("its status"));
+    let said = std::fs::read_to_string(&stderr).expect("its stderr");
+    assert!(!status.success(), "it exited well: {said}");
     assert!(
-        stderr.contains("--realtime-priority 5: SCHED_FIFO at 6 was refused") && stderr.contains("CAP_SYS_NICE"),
-        "{stderr}"
-    );
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("READY"),
-        "nothing was served"
+        said.contains("--realtime-priority 5: SCHED_FIFO at 6 was refused") && said.contains("CAP_SYS_NICE"),
+        "{said}"
     );
 }

@@ -135,7 +135,7 @@ pub struct Settings {
     /// above, ahead of every ordinary thread on the machine; 0 = ordinary
     /// scheduling. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO above it: without,
     /// the server refuses to start. For a machine with headroom
-    /// (docs/ops.md, "Real-time priority").
+    /// (ARCHITECTURE.md, "Real-time priority").
     #[arg(long, default_value_t = 0)]
     pub realtime_priority: u8,
     /// Free space kept on the data dir's disk, MiB: under it the store
