@@ -40,6 +40,10 @@ pub struct Launch {
     /// not ours: set by `sh -c 'ulimit -n N; exec touchline ...'` (the
     /// workspace has no unsafe code for a `pre_exec`).
     pub open_files: Option<u64>,
+    /// A command the server runs under, with its arguments (`prlimit
+    /// --rtprio=0`, `setpriv ...`): the server's own command line follows
+    /// them. Empty: none.
+    pub wrapper: Vec<OsString>,
 }
 
 impl Launch {
@@ -53,6 +57,7 @@ impl Launch {
             rust_log: "info".to_owned(),
             args: Vec::new(),
             open_files: None,
+            wrapper: Vec::new(),
         }
     }
 
@@ -72,6 +77,15 @@ impl Launch {
         S: Into<OsString>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn wrapper<I, S>(mut self, wrapper: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper.extend(wrapper.into_iter().map(Into::into));
         self
     }
 
@@ -110,12 +124,20 @@ impl ServerProcess {
             .append(true)
             .open(&launch.log)
             .map_err(Error::io(format!("opening the server log {}", launch.log.display())))?;
+        // The program and what comes before `serve`: the wrapper's words,
+        // then the server's binary.
+        let mut line: Vec<OsString> = launch.wrapper.clone();
+        line.push(launch.exe.clone().into_os_string());
         let mut command = match launch.open_files {
-            None => Command::new(&launch.exe),
+            None => {
+                let mut c = Command::new(&line[0]);
+                c.args(&line[1..]);
+                c
+            }
             Some(limit) => {
                 let mut sh = Command::new("sh");
                 sh.args(["-c", r#"ulimit -n "$0" && exec "$@""#, &limit.to_string()])
-                    .arg(&launch.exe);
+                    .args(&line);
                 sh
             }
         };

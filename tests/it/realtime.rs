@@ -5,7 +5,8 @@
 //! `realtime`'s unit test.
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+
+use touchline_testkit::Launch;
 
 use crate::support::{Server, sample, wait_for};
 
@@ -80,51 +81,23 @@ fn with_a_realtime_priority_the_serving_threads_run_under_sched_fifo_and_the_res
     );
 }
 
-/// A child process killed on drop: a server that starts after all (the
-/// regression this guards against) must not outlive the failed test.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn without_the_permission_a_server_asked_for_a_realtime_priority_refuses_to_start() {
     let data = tempfile::tempdir().expect("temp dir");
-    let stderr = data.path().join("stderr");
     // No CAP_SYS_NICE (bounding and inheritable sets) and an RLIMIT_RTPRIO
-    // of 0: nothing lets the server raise a thread.
-    let child = Command::new("prlimit")
-        .args([
-            "--rtprio=0",
-            "setpriv",
-            "--bounding-set",
-            "-sys_nice",
-            "--inh-caps",
-            "-sys_nice",
-        ])
-        .arg(env!("CARGO_BIN_EXE_touchline"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--feed-listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(data.path().join("data"))
+    // of 0: nothing lets the server raise a thread. A server that starts
+    // after all is killed when dropped.
+    let started = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path().join("data"))
+        .wrapper(["prlimit", "--rtprio=0", "setpriv"])
+        .wrapper(["--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice"])
         .args(["--realtime-priority", "5"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-        .spawn()
-        .expect("prlimit and setpriv (util-linux) run the server");
-    let mut child = Killed(child);
-    let status = wait_for("the server to exit", || child.0.try_wait().expect("its status"));
-    let said = std::fs::read_to_string(&stderr).expect("its stderr");
-    assert!(!status.success(), "it exited well: {said}");
+        .start();
+    let log = data.path().join("data/server.log");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        matches!(started, Err(touchline_testkit::Error::NotReady { .. })),
+        "{started:?}: {said}"
+    );
     assert!(
         said.contains("--realtime-priority 5: SCHED_FIFO at 6 was refused") && said.contains("CAP_SYS_NICE"),
         "{said}"
