@@ -270,11 +270,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             )
             .await;
             // Without CAP_SYS_NICE the server refuses the priority: the
-            // rest of the bench still runs, and the report says why.
+            // rest of the bench still runs, and the report says why. Any
+            // other failure fails the bench.
             let (calm, calm_h) = match calm {
-                Err(e) if realtime => {
-                    progress(&format!("faults{scheduling}: not run: {e:#}"));
-                    faults["realtime"] = json!({"priority": REALTIME_PRIORITY, "refused": format!("{e:#}")});
+                Err(e) if realtime && let Some(why) = refusal(&e) => {
+                    progress(&format!("faults{scheduling}: not run: {why}"));
+                    faults["realtime"] = json!({"priority": REALTIME_PRIORITY, "refused": why});
                     break;
                 }
                 r => r?,
@@ -372,6 +373,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// The server's own words if `e` is its refusal of `--realtime-priority`
+/// (it exited before READY, its log says so), read before the scratch
+/// directory goes.
+fn refusal(e: &anyhow::Error) -> Option<String> {
+    let touchline_testkit::Error::NotReady { log } = e.downcast_ref::<touchline_testkit::Error>()? else {
+        return None;
+    };
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().find(|l| l.contains("was refused")).map(str::to_owned)
 }
 
 /// The faults scenario's second pair of runs: the serving threads under

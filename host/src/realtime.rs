@@ -58,7 +58,7 @@ pub enum RealtimeError {
     #[error("--realtime-priority must be at most {MAX_PRIORITY}, got {0}")]
     Range(u8),
     #[error(
-        "--realtime-priority {priority}: SCHED_FIFO at {highest} was refused ({reason}); it needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least {highest}"
+        "--realtime-priority {priority}: SCHED_FIFO at {highest} was refused ({reason}); it needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least {highest} (and, under cgroup v1 with real-time group scheduling, a real-time budget for the server's group)"
     )]
     Refused { priority: u8, highest: u8, reason: String },
 }

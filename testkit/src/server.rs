@@ -37,7 +37,7 @@ pub struct Launch {
     /// Flags after `serve --http 127.0.0.1:0 --feed-listen 127.0.0.1:0 --data DIR`.
     pub args: Vec<OsString>,
     /// The server's open-file limit (`RLIMIT_NOFILE`, soft and hard), if
-    /// not ours: set by `sh -c 'ulimit -n N; exec touchline ...'` (the
+    /// not ours: set by `sh -c 'ulimit -n N && exec touchline ...'` (the
     /// workspace has no unsafe code for a `pre_exec`).
     pub open_files: Option<u64>,
     /// A command the server runs under, with its arguments (`prlimit
@@ -156,7 +156,7 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
-            .map_err(Error::io(format!("starting {} serve", launch.exe.display())))?;
+            .map_err(Error::io(format!("starting {} serve", line[0].to_string_lossy())))?;
         // The pipe is always there: stdout was asked for above.
         let stdout = child.stdout.take().expect("stdout is piped");
         let ready = touchline::Ready::wait(stdout);

@@ -6,6 +6,8 @@
 
 use std::io::Write as _;
 
+use std::process::Command;
+
 use touchline_testkit::Launch;
 
 use crate::support::{Server, sample, wait_for};
@@ -13,12 +15,15 @@ use crate::support::{Server, sample, wait_for};
 /// `SCHED_FIFO` in `/proc/*/stat`'s policy field.
 const FIFO: u32 = 1;
 
-/// Each thread of `pid`: its name, policy and real-time priority.
-fn threads(pid: u32) -> Vec<(String, u32, u32)> {
+/// Each thread of `pid`: its name, policy and real-time priority, and its
+/// id.
+fn threads(pid: u32) -> Vec<(String, u32, u32, String)> {
     let dir = format!("/proc/{pid}/task");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("the server's threads") {
-        let Ok(stat) = std::fs::read_to_string(entry.expect("a thread").path().join("stat")) else {
+        let path = entry.expect("a thread").path();
+        let tid = path.file_name().expect("a tid").to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
             continue; // it ended meanwhile
         };
         // "tid (name) state ...": a name may hold spaces ("log flusher").
@@ -27,7 +32,7 @@ fn threads(pid: u32) -> Vec<(String, u32, u32)> {
         let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
         // Fields 40 and 41 (rt_priority, policy); `fields[0]` is field 3.
         let field = |n: usize| fields[n - 3].parse::<u32>().expect("a number");
-        out.push((name, field(41), field(40)));
+        out.push((name, field(41), field(40), tid));
     }
     out
 }
@@ -42,13 +47,13 @@ fn with_a_realtime_priority_the_serving_threads_run_under_sched_fifo_and_the_res
     let all = wait_for("a worker under SCHED_FIFO", || {
         let all = threads(server.pid());
         all.iter()
-            .any(|(name, policy, _)| name == "tokio-rt-worker" && *policy == FIFO)
+            .any(|(name, policy, ..)| name == "tokio-rt-worker" && *policy == FIFO)
             .then_some(all)
     });
     let of = |wanted: &str| -> Vec<(u32, u32)> {
         all.iter()
             .filter(|(name, ..)| name == wanted)
-            .map(|&(_, policy, priority)| (policy, priority))
+            .map(|&(_, policy, priority, _)| (policy, priority))
             .collect()
     };
     assert_eq!(of("store-writer"), [(FIFO, 3)], "{all:?}");
@@ -76,9 +81,20 @@ fn with_a_realtime_priority_the_serving_threads_run_under_sched_fifo_and_the_res
     assert!(
         all.iter()
             .filter(|(n, ..)| n.starts_with("sled-io"))
-            .all(|&(_, p, _)| p == 0),
+            .all(|&(_, p, ..)| p == 0),
         "sled's threads are its own: {all:?}"
     );
+    // Each raised thread starts its own threads ordinary (`/proc` does not
+    // show the flag; `chrt -p` does): a compile or an I/O thread of sled's
+    // started from one does not hold a core at its priority.
+    for (name, _, _, tid) in all.iter().filter(|(_, policy, ..)| *policy == FIFO) {
+        let out = Command::new("chrt")
+            .args(["-p", tid])
+            .output()
+            .expect("chrt (util-linux)");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("SCHED_FIFO|SCHED_RESET_ON_FORK"), "{name} {tid}: {said}");
+    }
 }
 
 #[test]
