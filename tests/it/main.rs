@@ -51,7 +51,11 @@
 //!   feed, kill -9, a lagging feed) with the simulator as the provider;
 //!   hand-over.
 //! - `slow`: a client that stops reading is cut off; one that lags catches up.
-//! - `swap`: hot-swapping the match logic under load, refusals, rollbacks.
+//! - `swap`: hot-swapping the match logic under load, refusals, the CLI,
+//!   kill -9 mid-rollout, pruning, pacing.
+//! - `swap_failures`: guests that trap during migration or on their first
+//!   event (canary, per-match rollback, abort), and healing.
+//! - `swap_asleep`: sleeping matches a rollout passes by.
 //! - `support`: starting servers, WebSocket and HTTP clients, waiting.
 
 mod bet_ids;
@@ -92,3 +96,4 @@ mod slow;
 mod support;
 mod swap;
 mod swap_asleep;
+mod swap_failures;
