@@ -36,13 +36,10 @@ pub struct Launch {
     pub rust_log: String,
     /// Flags after `serve --http 127.0.0.1:0 --feed-listen 127.0.0.1:0 --data DIR`.
     pub args: Vec<OsString>,
-    /// The server's open-file limit (`RLIMIT_NOFILE`, soft and hard), if
-    /// not ours: set by `sh -c 'ulimit -n N && exec touchline ...'` (the
-    /// workspace has no unsafe code for a `pre_exec`).
-    pub open_files: Option<u64>,
     /// A command the server runs under, with its arguments (`prlimit
-    /// --rtprio=0`, `setpriv ...`): the server's own command line follows
-    /// them. Empty: none.
+    /// --nofile=N`, `setpriv ...`; the workspace has no unsafe code for a
+    /// `pre_exec`): the server's own command line follows them. Empty:
+    /// none.
     pub wrapper: Vec<OsString>,
 }
 
@@ -56,7 +53,6 @@ impl Launch {
             data,
             rust_log: "info".to_owned(),
             args: Vec::new(),
-            open_files: None,
             wrapper: Vec::new(),
         }
     }
@@ -89,9 +85,10 @@ impl Launch {
         self
     }
 
-    pub fn open_files(mut self, limit: u64) -> Launch {
-        self.open_files = Some(limit);
-        self
+    /// The server's open-file limit (`RLIMIT_NOFILE`, soft and hard), if
+    /// not ours: run under `prlimit`.
+    pub fn open_files(self, limit: u64) -> Launch {
+        self.wrapper(["prlimit".to_owned(), format!("--nofile={limit}")])
     }
 
     /// Start it and wait for its READY line.
@@ -128,19 +125,8 @@ impl ServerProcess {
         // then the server's binary.
         let mut line: Vec<OsString> = launch.wrapper.clone();
         line.push(launch.exe.clone().into_os_string());
-        let mut command = match launch.open_files {
-            None => {
-                let mut c = Command::new(&line[0]);
-                c.args(&line[1..]);
-                c
-            }
-            Some(limit) => {
-                let mut sh = Command::new("sh");
-                sh.args(["-c", r#"ulimit -n "$0" && exec "$@""#, &limit.to_string()])
-                    .args(&line);
-                sh
-            }
-        };
+        let mut command = Command::new(&line[0]);
+        command.args(&line[1..]);
         let mut child = command
             .args([
                 "serve",

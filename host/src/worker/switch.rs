@@ -93,8 +93,8 @@ impl Worker {
     /// (its snapshot failed) or whose base cannot be read would have to
     /// wake on its own version to hand its state over: it does, and takes
     /// the current one at a later wake (a new sleep snapshots it first).
-    /// One with no state saved at all has nothing to migrate: it just
-    /// starts on the current version. Its caller has told the observer it
+    /// One with no state saved at all has nothing to migrate: the switch
+    /// just gives it the current version. Its caller has told the observer it
     /// is awake first, so a rollout that began meanwhile either switches
     /// it itself or has set the version read here.
     pub(super) async fn take_current(&mut self) {
@@ -105,14 +105,8 @@ impl Worker {
             tracing::debug!(match_id = %self.id, to = short(current.version()), "a sleeping match with events since its base, or its base unreadable, wakes on its own version");
             return;
         }
-        if self.base.is_none() {
-            self.version = current;
-            self.version_changed();
-            self.write_meta().await;
-            self.count_switch("switched");
-            return;
-        }
-        // Never wakes (the checks above): not recursive in fact.
+        // Never wakes (the checks above; one with no state saved just takes
+        // the version, `sleeps_on_state_of`): not recursive in fact.
         let outcome = Box::pin(self.switch(current, true)).await;
         tracing::debug!(match_id = %self.id, ?outcome, "took the current version on waking");
     }
@@ -300,10 +294,12 @@ impl Worker {
         SwitchOutcome::Switched { seconds }
     }
 
-    /// Asleep with nothing since, on a base `version` saved (read back from
-    /// the store if it was given back): switched asleep from `version` and
-    /// not woken since. A match that switched awake and fell asleep before
-    /// its first event sleeps on the state the new version saved instead.
+    /// Asleep with nothing since and nothing `version` would migrate: on a
+    /// base `version` saved (read back from the store if it was given
+    /// back), switched asleep from `version` and not woken since; or with
+    /// no state saved at all (no event ever applied). A match that
+    /// switched awake and fell asleep before its first event sleeps on the
+    /// state the new version saved instead.
     fn sleeps_on_state_of(&mut self, version: &GuestVersion) -> bool {
         matches!(self.life, Lifecycle::Hibernated { .. })
             && self.tail.events.is_empty()
@@ -311,12 +307,12 @@ impl Worker {
             && self
                 .base
                 .as_ref()
-                .is_some_and(|b| &*b.guest == version.version() && b.state_version == version.state_version())
+                .is_none_or(|b| &*b.guest == version.version() && b.state_version == version.state_version())
     }
 
-    /// Switch a sleeping match to the version that saved its base: nothing
-    /// to hand over or migrate, so no instance; a probation it slept on
-    /// ends. A rollback right after an install pays what the install did
+    /// Switch a sleeping match to the version that saved its base (or, with
+    /// no state saved, to any): nothing to hand over or migrate, so no
+    /// instance; a probation it slept on ends. A rollback right after an install pays what the install did
     /// per sleeping match (a match record), not an instantiation and a
     /// restore each: 10,000 matches switch back in 172–187 ms against
     /// 1,368–1,541 ms before (`--only swap`, binaries alternated, 2 runs

@@ -132,7 +132,9 @@ impl Server {
         ];
         let args = with_defaults(&defaults, extra);
         let mut launch = Launch::new(env!("CARGO_BIN_EXE_touchline"), data.path()).args(&args);
-        launch.open_files = open_files;
+        if let Some(limit) = open_files {
+            launch = launch.open_files(limit);
+        }
         if let Some(log) = log {
             launch = launch.log(log);
         }
