@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verdict;
+use crate::deflate::{self, inflate::Inflating};
 use crate::listen::conn::Conn;
 use crate::metrics::{Kind, Metrics};
 use crate::push;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub budget: push::Budget,
     /// Longest the upgrade may take once the 101 is answered.
     pub handshake_timeout: std::time::Duration,
+    /// Accept `permessage-deflate` when offered (`crate::deflate`).
+    pub ws_deflate: bool,
     pub session_tasks: TaskTracker,
     pub shutdown: CancellationToken,
     /// `/admin/*` bearer token (`None` disables the admin routes: 404) and
@@ -220,6 +223,13 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
             .inc();
         return (StatusCode::SERVICE_UNAVAILABLE, "too many sessions").into_response();
     };
+    let deflate = st.ws_deflate
+        && deflate::accepts(
+            req.headers()
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
     let on_upgrade = hyper::upgrade::on(&mut req);
     let st2 = st.clone();
     st.session_tasks.spawn(async move {
@@ -245,14 +255,25 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
                     return;
                 };
                 let wire = conn.wire();
-                let ws = WebSocketStream::from_partially_read(conn, read, Role::Server, Some(config)).await;
+                wire.set_deflate(deflate);
+                // Compressed client messages are inflated below
+                // tungstenite, within the same size budget.
+                let (io, read) = Inflating::new(conn, read, deflate, max);
+                let ws = WebSocketStream::from_partially_read(io, read, Role::Server, Some(config)).await;
                 push::session::run(ws, wire, st2.router, st2.desk, st2.metrics, st2.budget, st2.shutdown).await;
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "websocket upgrade failed"),
             Err(_) => tracing::debug!("websocket upgrade did not complete in time"),
         }
     });
-    switching_protocols(&key)
+    let mut resp = switching_protocols(&key);
+    if deflate {
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(deflate::RESPONSE),
+        );
+    }
+    resp
 }
 
 /// The upgraded connection as accepted by [`crate::listen`] (its socket a

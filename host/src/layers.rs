@@ -12,6 +12,7 @@
 pub const LAYERS: &[&[&str]] = &[
     &[
         "metrics",
+        "deflate",
         "supervisor",
         "journal",
         "provider_api",

@@ -34,6 +34,8 @@
 //!   allocator to keep apart from transient buffers.
 //! - [`realtime`]: the serving threads under `SCHED_FIFO`
 //!   (`--realtime-priority`).
+//! - [`deflate`]: `permessage-deflate`: frames compressed once and shared,
+//!   client messages inflated below tungstenite.
 //! - [`metrics`], [`config`].
 //!
 //! [`Server::start`] binds everything and returns the bound addresses, so
@@ -44,6 +46,7 @@ pub mod auth;
 pub mod bets;
 pub mod cluster;
 pub mod config;
+pub mod deflate;
 pub mod feed;
 pub mod guests;
 pub mod http;

@@ -25,6 +25,8 @@
 //! - `delta`: update deltas applied to the previous state give the next
 //!   snapshot (simulator and samples, through the Wasm guest); rebuilt
 //!   guests regenerate them; what an update frame weighs.
+//! - `deflate`: `permessage-deflate` by hand over a real socket: compressed
+//!   requests, shared compressed frames, a compressed bomb refused.
 //! - `deploy`: the Prometheus alert rules and the Grafana dashboard name
 //!   only metrics the server exports.
 //! - `density`: 100,000 matches tracked (hibernated) in one server within
@@ -72,6 +74,7 @@ mod cluster_page;
 mod cluster_relays;
 mod cluster_serve;
 mod cluster_swap;
+mod deflate;
 mod delta;
 mod density;
 mod deploy;

@@ -33,6 +33,13 @@ async fn live_page_shows_odds_and_updates_them() {
 
     page.wait_eval(ODDS_13, json!("Under1.50")).await;
     page.wait_eval(SCORE, json!("0 : 2")).await;
+    // The browser offered permessage-deflate and the server took it: every
+    // frame below (and the page's own requests, which Chromium compresses)
+    // went through it.
+    assert_eq!(
+        page.eval("socket.extensions").await,
+        json!("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    );
     // A live update: market 68 total=3.5 outcome 12 moves to 7.0 (the
     // sample's 6.5 edited, so the page must change; outcome 13 left out of
     // the message, so the update's delta carries outcome 12 alone and the

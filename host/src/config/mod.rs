@@ -117,6 +117,12 @@ pub struct Settings {
     /// ...and at once; one beyond the budget closes the session (1008).
     #[arg(long, default_value_t = 16)]
     pub ws_ping_burst: u32,
+    /// Never accept `permessage-deflate`: every frame goes out as it is.
+    /// Accepted by default when a client offers it: each frame is then
+    /// compressed once and the compressed bytes shared by every such
+    /// client (docs/websocket.md).
+    #[arg(long)]
+    pub no_ws_deflate: bool,
     /// Matches one WebSocket session may name in its subscriptions
     /// (`["*"]` is not counted: it is bounded by --max-matches).
     #[arg(long, default_value_t = 10_000)]
@@ -380,6 +386,7 @@ impl Settings {
                 max_subscriptions: self.max_subscriptions,
                 max_pending: self.max_pending_subscriptions,
             },
+            ws_deflate: !self.no_ws_deflate,
             durability: !self.no_durability,
             commit_interval: ms(self.commit_interval_ms),
             realtime_priority: self.realtime_priority,

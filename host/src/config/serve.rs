@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// What one WebSocket session may make the server hold or do.
     pub session_budget: crate::push::Budget,
+    /// Accept `permessage-deflate` when a WebSocket client offers it.
+    pub ws_deflate: bool,
     /// Journal, snapshots and recovery on (off only to measure their cost).
     pub durability: bool,
     /// Longest a journaled event waits for its group commit.

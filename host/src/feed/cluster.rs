@@ -492,7 +492,7 @@ async fn serve_snapshots(
             Some(f) => {
                 let headers = f.head(token).headers();
                 client
-                    .publish_with_headers(reply, headers, bytes::Bytes::from(f.bytes))
+                    .publish_with_headers(reply, headers, bytes::Bytes::from(f.bytes.plain().clone()))
                     .await
             }
             None => client.publish(reply, bytes::Bytes::new()).await,

@@ -229,7 +229,7 @@ mod tests {
         let mut rest = Vec::new();
         let read = tokio::time::timeout(std::time::Duration::from_secs(10), client.read_to_end(&mut rest)).await;
         assert_eq!(read.expect("EOF, not a hang").expect("read"), 0);
-        let frame = tokio_tungstenite::tungstenite::Utf8Bytes::from("late");
+        let frame = crate::deflate::Text::from("late");
         assert_eq!(socket.offer(&frame), crate::worker::Offer::Refused);
     }
 }

@@ -230,7 +230,7 @@ impl Publishing {
         barrier::expect(&mut headers, queued.partition, queued.barrier);
         let msg_id = format!("{}-{}", self.prefix, queued.number);
         headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
-        let payload = Bytes::from(queued.frame.bytes.clone());
+        let payload = Bytes::from(queued.frame.bytes.plain().clone());
         let sent = self.js.publish_with_headers(subject, headers, payload).await;
         let acked: Acked = match sent {
             Ok(ack) => Box::pin(async move {

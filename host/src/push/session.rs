@@ -36,7 +36,7 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{Budget, ControlBudget, MAX_BETS_IN_FLIGHT, Refusal};
@@ -45,6 +45,7 @@ use super::request::Request;
 use super::wire::{Socket, Wire};
 use super::writer::Writer;
 use crate::bets::Answer;
+use crate::deflate::Text;
 use crate::metrics::{Kind, Metrics};
 use crate::router::Router;
 use crate::worker::{Batch, Command, Lagged, Outbox, Position, Resumed};
@@ -114,6 +115,7 @@ pub async fn run<S>(
     metrics.ws_sessions.inc();
     let mut ws = ws;
     let mut new_matches = router.watch_new();
+    let deflate = wire.deflate();
     let mut s = Session {
         router,
         metrics: metrics.clone(),
@@ -131,7 +133,7 @@ pub async fn run<S>(
         subs: HashMap::new(),
         generations: 0,
         attaching: FuturesUnordered::new(),
-        out: Writer::default(),
+        out: Writer::new(deflate),
         flush_due: false,
         budget,
         control: ControlBudget::new(&budget, Instant::now()),
@@ -285,7 +287,7 @@ impl Session {
 
     fn push_answer(&mut self, answer: &Answer) {
         let text = serde_json::to_string(answer).expect("bet answers are plain data");
-        self.out.push(Utf8Bytes::from(text));
+        self.out.push(Text::from(text));
     }
 
     fn request(&mut self, text: &str) {
@@ -379,7 +381,7 @@ impl Session {
 
     fn push_error(&mut self, reason: &str) {
         let frame = serde_json::json!({"type": "error", "reason": reason});
-        self.out.push(Utf8Bytes::from(frame.to_string()));
+        self.out.push(Text::from(frame.to_string()));
     }
 
     fn count(&self, kind: &'static str) {

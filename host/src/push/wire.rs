@@ -27,7 +27,8 @@ use std::task::{Context, Poll, ready};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::deflate::Text;
 
 use super::writer::header;
 use crate::worker::{Direct, Offer, Resumed};
@@ -44,9 +45,12 @@ struct State {
     tcp: Option<OwnedWriteHalf>,
     /// Matches may write frames directly.
     open: bool,
+    /// The connection negotiated `permessage-deflate`: frames go out
+    /// compressed ([`Text::payload`]).
+    deflate: bool,
     /// A frame a direct write began, and how many of its bytes on the
     /// wire (header included) went out.
-    begun: Option<(Utf8Bytes, usize)>,
+    begun: Option<(Text, usize)>,
 }
 
 impl Wire {
@@ -56,6 +60,7 @@ impl Wire {
             state: Mutex::new(State {
                 tcp: Some(tcp),
                 open: false,
+                deflate: false,
                 begun: None,
             }),
         }
@@ -65,6 +70,15 @@ impl Wire {
         // Every step leaves the state whole: a poisoned lock holds
         // consistent data.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The session negotiated `permessage-deflate` (before any frame).
+    pub fn set_deflate(&self, deflate: bool) {
+        self.lock().deflate = deflate;
+    }
+
+    pub fn deflate(&self) -> bool {
+        self.lock().deflate
     }
 
     /// The connection is gone: close the socket's write half now.
@@ -77,7 +91,7 @@ impl Wire {
 
     /// Write `text` as one frame if the wire is open and the socket takes
     /// at least part of it.
-    fn offer(&self, text: &Utf8Bytes) -> Offer {
+    fn offer(&self, text: &Text) -> Offer {
         let mut st = match self.state.try_lock() {
             Ok(st) => st,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -89,10 +103,11 @@ impl Wire {
             return Offer::Refused;
         };
         let mut head = [0u8; 10];
-        let h = header(text.len(), &mut head);
-        let bufs = [IoSlice::new(&head[..h]), IoSlice::new(text.as_bytes())];
+        let (rsv1, payload) = text.payload(st.deflate);
+        let h = header(rsv1, payload.len(), &mut head);
+        let bufs = [IoSlice::new(&head[..h]), IoSlice::new(payload)];
         match tcp.try_write_vectored(&bufs) {
-            Ok(n) if n == h + text.len() => Offer::Sent,
+            Ok(n) if n == h + payload.len() => Offer::Sent,
             Ok(n) if n > 0 => {
                 st.open = false;
                 st.begun = Some((text.clone(), n));
@@ -111,8 +126,8 @@ impl Wire {
         while let Some((text, sent)) = &mut st.begun {
             let tcp = st.tcp.as_mut().ok_or(io::ErrorKind::NotConnected)?;
             let mut head = [0u8; 10];
-            let h = header(text.len(), &mut head);
-            let payload = text.as_bytes();
+            let (rsv1, payload) = text.payload(st.deflate);
+            let h = header(rsv1, payload.len(), &mut head);
             let (a, b) = if *sent < h {
                 (&head[*sent..h], payload)
             } else {
@@ -171,7 +186,7 @@ impl Socket {
 }
 
 impl Direct for Socket {
-    fn offer(&self, text: &Utf8Bytes) -> Offer {
+    fn offer(&self, text: &Text) -> Offer {
         let offer = self.wire.offer(text);
         if offer != Offer::Refused {
             self.sent.inc();
@@ -243,20 +258,20 @@ mod tests {
         let wire = Arc::new(Wire::new(write));
         let socket = Socket::new(wire.clone(), Counter::default(), Counter::default());
 
-        let big = Utf8Bytes::from("b".repeat(1 << 20));
+        let big = Text::from("b".repeat(1 << 20));
         assert_eq!(socket.offer(&big), Offer::Refused, "closed until resumed");
         assert_eq!(socket.resume(), Resumed::Yes);
         assert_eq!(socket.offer(&big), Offer::Begun, "1 MiB does not fit in the buffers");
-        assert_eq!(socket.offer(&Utf8Bytes::from("x")), Offer::Refused);
+        assert_eq!(socket.offer(&Text::from("x")), Offer::Refused);
         assert_eq!(socket.resume(), Resumed::Unfinished);
 
         let reader = crate::push::writer::client_texts(client);
         let mut out = Writer::default();
-        out.push(Utf8Bytes::from("own"));
+        out.push(Text::from("own"));
         let mut session = Session(wire.clone());
         assert_eq!(out.write_all(&mut session).await.expect("write"), 1);
         assert_eq!(socket.resume(), Resumed::Yes, "nothing left unfinished");
-        assert_eq!(socket.offer(&Utf8Bytes::from("after")), Offer::Sent);
+        assert_eq!(socket.offer(&Text::from("after")), Offer::Sent);
         drop((socket, session, wire));
         let got = reader.await.expect("reader");
         assert_eq!(got.len(), 3);

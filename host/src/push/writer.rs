@@ -9,6 +9,10 @@
 //! holds only references to the frames, so a client that is behind costs
 //! its queue of references, not a buffer of copies.
 //!
+//! On a connection that negotiated `permessage-deflate` a frame goes out
+//! compressed (RSV1 set) with the bytes every such connection shares
+//! ([`Text::payload`]).
+//!
 //! tungstenite keeps the rest of the protocol (reading client frames,
 //! pongs, the closing handshake): the session flushes what tungstenite
 //! queued (a pong) before writing here, so the two never interleave within
@@ -18,7 +22,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::deflate::Text;
 
 /// Frames gathered into one vectored write (two slices each, well under
 /// the kernel's `IOV_MAX` of 1024).
@@ -27,13 +32,22 @@ pub const MAX_FRAMES_PER_WRITE: usize = 64;
 /// Frames waiting for the client, in order.
 #[derive(Debug, Default)]
 pub struct Writer {
-    queue: VecDeque<Utf8Bytes>,
+    queue: VecDeque<Text>,
+    /// The connection negotiated `permessage-deflate`.
+    deflate: bool,
     /// Bytes of the first queued frame (header and payload) already sent.
     sent: usize,
 }
 
 impl Writer {
-    pub fn push(&mut self, text: Utf8Bytes) {
+    pub fn new(deflate: bool) -> Writer {
+        Writer {
+            deflate,
+            ..Writer::default()
+        }
+    }
+
+    pub fn push(&mut self, text: Text) {
         self.queue.push_back(text);
     }
 
@@ -57,8 +71,8 @@ impl Writer {
                 let mut used = 0;
                 let mut skip = self.sent;
                 for (text, head) in self.queue.iter().zip(heads.iter_mut()) {
-                    let payload = text.as_bytes();
-                    let used_head = header(payload.len(), head);
+                    let (rsv1, payload) = text.payload(self.deflate);
+                    let used_head = header(rsv1, payload.len(), head);
                     let head = &head[..used_head];
                     for part in [head, payload] {
                         if skip >= part.len() {
@@ -90,7 +104,7 @@ impl Writer {
         let mut left = self.sent + n;
         let mut done = 0;
         while let Some(front) = self.queue.front() {
-            let whole = frame_len(front.len());
+            let whole = frame_len(front.payload(self.deflate).1.len());
             if left < whole {
                 break;
             }
@@ -104,9 +118,10 @@ impl Writer {
 }
 
 /// A final text frame's header for a payload of `len` bytes, unmasked
-/// (RFC 6455 §5.2); returns its length.
-pub(super) fn header(len: usize, out: &mut [u8; 10]) -> usize {
-    out[0] = 0x81; // FIN, text
+/// (RFC 6455 §5.2), compressed (RSV1, RFC 7692 §6) if `rsv1`; returns its
+/// length.
+pub(super) fn header(rsv1: bool, len: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = if rsv1 { 0xc1 } else { 0x81 }; // FIN, (RSV1,) text
     if len < 126 {
         out[1] = len as u8;
         2
@@ -123,7 +138,7 @@ pub(super) fn header(len: usize, out: &mut [u8; 10]) -> usize {
 
 /// Bytes a frame of `len` payload bytes takes on the wire.
 fn frame_len(len: usize) -> usize {
-    len + header(len, &mut [0; 10])
+    len + header(false, len, &mut [0; 10])
 }
 
 /// A WebSocket client on `io` collecting every text frame it reads until
@@ -171,13 +186,56 @@ mod tests {
         let sent = texts();
         let mut writer = Writer::default();
         for t in &sent {
-            writer.push(Utf8Bytes::from(t.clone()));
+            writer.push(Text::from(t.clone()));
         }
         let reader = client_texts(client);
         assert_eq!(writer.write_all(&mut server).await.expect("write"), sent.len() as u64);
         assert!(writer.is_empty());
         drop(server);
         assert_eq!(reader.await.expect("reader"), sent);
+    }
+
+    /// On a connection that negotiated `permessage-deflate`, frames large
+    /// enough go out compressed (fewer bytes on the wire) and a client
+    /// that inflates them reads every one as it was, through partial
+    /// writes.
+    #[tokio::test]
+    async fn a_deflate_client_reads_every_frame_compressed_or_not() {
+        let sent: Vec<String> = (0..20)
+            .map(|i| {
+                format!(
+                    "{{\"seq\":{i},\"markets\":[{}]}}",
+                    "{\"id\":1,\"odds\":\"2.10\"},".repeat(i * 10)
+                )
+            })
+            .collect();
+        let plain_bytes: usize = sent.iter().map(|t| frame_len(t.len())).sum();
+        let mut writer = Writer::new(true);
+        for t in &sent {
+            writer.push(Text::from(t.clone()));
+        }
+        let (mut server, client) = tokio::io::duplex(7);
+        let (io, _) = crate::deflate::inflate::Inflating::new(client, Vec::new(), true, 1 << 20);
+        let (counted, mut tap) = tokio::io::duplex(1 << 20);
+        let reader = client_texts(io);
+        let copy = tokio::spawn(async move {
+            let mut wire = Vec::new();
+            tap.read_to_end(&mut wire).await.expect("read");
+            wire.len()
+        });
+        assert_eq!(writer.write_all(&mut server).await.expect("write"), sent.len() as u64);
+        drop(server);
+        assert_eq!(reader.await.expect("reader"), sent);
+        // The same frames once more, to count their bytes on the wire.
+        let mut again = Writer::new(true);
+        for t in &sent {
+            again.push(Text::from(t.clone()));
+        }
+        let mut counted = counted;
+        again.write_all(&mut counted).await.expect("write");
+        drop(counted);
+        let wire_bytes = copy.await.expect("tap");
+        assert!(wire_bytes * 5 < plain_bytes, "{wire_bytes} of {plain_bytes} bytes");
     }
 
     /// More frames than one vectored write takes all go out, and the wire
@@ -188,7 +246,7 @@ mod tests {
         let mut writer = Writer::default();
         let n = 3 * MAX_FRAMES_PER_WRITE + 5;
         for i in 0..n {
-            writer.push(Utf8Bytes::from(format!("{i:03}")));
+            writer.push(Text::from(format!("{i:03}")));
         }
         assert_eq!(writer.write_all(&mut server).await.expect("write"), n as u64);
         drop(server);
@@ -202,7 +260,7 @@ mod tests {
     fn headers_use_the_shortest_length_encoding() {
         let head = |len| {
             let mut h = [0; 10];
-            let n = header(len, &mut h);
+            let n = header(false, len, &mut h);
             h[..n].to_vec()
         };
         assert_eq!(head(125), [0x81, 125]);
@@ -217,8 +275,8 @@ mod tests {
     async fn after_a_cut_only_the_rest_of_the_partial_frame_goes_out() {
         let (mut server, mut client) = tokio::io::duplex(100);
         let mut writer = Writer::default();
-        writer.push(Utf8Bytes::from("x".repeat(150)));
-        writer.push(Utf8Bytes::from("y".repeat(10)));
+        writer.push(Text::from("x".repeat(150)));
+        writer.push(Text::from("y".repeat(10)));
         let cut = tokio::time::timeout(std::time::Duration::from_millis(50), writer.write_all(&mut server)).await;
         assert!(cut.is_err(), "the pipe holds 100 bytes: the write blocks");
         writer.keep_partial();

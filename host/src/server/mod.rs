@@ -242,6 +242,7 @@ impl Server {
             sessions: Arc::new(tokio::sync::Semaphore::new(config.max_sessions)),
             budget: config.session_budget,
             handshake_timeout: config.header_timeout,
+            ws_deflate: config.ws_deflate,
             session_tasks: session_tasks.clone(),
             shutdown: session_stop.clone(),
             auth: Arc::new(crate::auth::Guard::new(config.admin_token.clone())),

@@ -201,14 +201,13 @@ mod tests {
     use super::*;
     use crate::worker::{Direct, FrameKind, Offer, Resumed};
     use std::collections::VecDeque;
-    use tokio_tungstenite::tungstenite::Utf8Bytes;
 
     fn frame(seq: u64) -> Frame {
         Frame {
             seq,
             epoch: 1,
             kind: FrameKind::Update,
-            bytes: Utf8Bytes::from(format!("{seq}")),
+            bytes: crate::deflate::Text::from(format!("{seq}")),
         }
     }
 
@@ -330,7 +329,7 @@ mod tests {
     }
 
     impl Direct for FakeSocket {
-        fn offer(&self, text: &Utf8Bytes) -> Offer {
+        fn offer(&self, text: &crate::deflate::Text) -> Offer {
             if !*lock(&self.open) {
                 return Offer::Refused;
             }

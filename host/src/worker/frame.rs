@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::deflate::Text;
+
 use crate::cluster::frames::FrameHead;
 
 /// A serialised frame for one match, shared by all its subscribers.
@@ -17,8 +19,9 @@ pub struct Frame {
     pub seq: u64,
     pub epoch: u64,
     pub kind: FrameKind,
-    /// The JSON text, serialised once; cloning shares the buffer.
-    pub bytes: Utf8Bytes,
+    /// The JSON text, serialised once (and compressed at most once);
+    /// cloning shares the buffers.
+    pub bytes: Text,
 }
 
 impl Frame {
@@ -76,7 +79,7 @@ impl Frame {
             seq: head.seq,
             epoch: head.epoch,
             kind: FrameKind::from_name(&head.kind)?,
-            bytes: Utf8Bytes::try_from(payload).ok()?,
+            bytes: Text::from(Utf8Bytes::try_from(payload).ok()?),
         })
     }
 }
@@ -190,7 +193,7 @@ impl<'a> Envelope<'a> {
             seq: self.seq,
             epoch: self.epoch,
             kind: self.kind,
-            bytes: Utf8Bytes::from(text),
+            bytes: Text::from(text),
         }
     }
 

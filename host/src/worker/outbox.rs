@@ -25,17 +25,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::fanout::{Batch, Delivery, Lagged};
 use super::{Frame, FrameKind, Position};
+use crate::deflate::Text;
 
 /// A session's socket, written to directly by the matches when the
 /// session has nothing of its own queued or being written.
 pub trait Direct: Send + Sync {
     /// Write `text` as one frame now, if the socket is open to direct
     /// writes and takes at least part of it.
-    fn offer(&self, text: &Utf8Bytes) -> Offer;
+    fn offer(&self, text: &Text) -> Offer;
     /// Close the socket to direct writes (the session took frames to write).
     fn pause(&self);
     /// Open it again; [`Resumed::Unfinished`] if a frame begun directly

@@ -73,7 +73,6 @@ impl Ring {
 
 #[cfg(test)]
 mod tests {
-    use tokio_tungstenite::tungstenite::Utf8Bytes;
 
     use super::super::frame::FrameKind;
     use super::*;
@@ -83,7 +82,7 @@ mod tests {
             seq,
             epoch: 3,
             kind: FrameKind::Update,
-            bytes: Utf8Bytes::from(text),
+            bytes: crate::deflate::Text::from(text),
         }
     }
 

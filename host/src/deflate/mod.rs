@@ -1,0 +1,243 @@
+//! `permessage-deflate` (RFC 7692): frames compressed once and shared.
+//!
+//! A frame's JSON is serialised once for every subscriber ([`Text`]); its
+//! compressed form is made the first time a session that negotiated the
+//! extension writes it, and shared by every such session after that, so
+//! compression costs once per frame, not once per delivery. That needs
+//! the compressed bytes not to depend on what the session sent before:
+//! the server answers every offer it accepts with
+//! `server_no_context_takeover` (each message compressed on its own) and
+//! `client_no_context_takeover` (the same asked of the client, so a
+//! session keeps no inflate window between messages either).
+//!
+//! A frame under [`MIN_LEN`] bytes, or one that does not shrink, goes out
+//! uncompressed (RSV1 clear), as the RFC allows per message. What a client
+//! sends compressed is inflated before tungstenite reads it
+//! ([`inflate::Inflating`]), bounded by the message size budget.
+
+pub mod inflate;
+
+use std::io::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::DeflateEncoder;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Frames shorter than this are sent as they are: the header and the
+/// deflate block's own overhead leave little to gain.
+pub const MIN_LEN: usize = 256;
+
+/// zlib's level: deflate level 6 packed the simulator's deltas to about
+/// a fifth; each frame is compressed once, whatever its subscribers.
+const LEVEL: u32 = 6;
+
+/// The `Sec-WebSocket-Extensions` answer to an accepted offer.
+pub const RESPONSE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// The tail a sync flush ends a deflate stream with, left off the wire
+/// (RFC 7692 §7.2.1) and put back before inflating.
+pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// A frame's text, shared by every session that sends it, with its
+/// compressed form made at most once. Cloning shares both.
+#[derive(Debug, Clone)]
+pub struct Text {
+    plain: Utf8Bytes,
+    /// `Some(None)`: compressing did not pay.
+    deflated: Arc<OnceLock<Option<Bytes>>>,
+}
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        self.plain.as_str()
+    }
+
+    pub fn plain(&self) -> &Utf8Bytes {
+        &self.plain
+    }
+
+    /// Bytes of the uncompressed text.
+    pub fn len(&self) -> usize {
+        self.plain.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plain.is_empty()
+    }
+
+    /// What a frame of this text carries on a connection that negotiated
+    /// the extension (`deflate`) or not: whether it is compressed (RSV1),
+    /// and the payload.
+    pub fn payload(&self, deflate: bool) -> (bool, &[u8]) {
+        if deflate
+            && self.plain.len() >= MIN_LEN
+            && let Some(packed) = self.deflated.get_or_init(|| compress(self.plain.as_bytes()))
+        {
+            return (true, packed);
+        }
+        (false, self.plain.as_bytes())
+    }
+}
+
+impl From<Utf8Bytes> for Text {
+    fn from(plain: Utf8Bytes) -> Text {
+        Text {
+            plain,
+            deflated: Arc::default(),
+        }
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::from(Utf8Bytes::from(s))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text::from(Utf8Bytes::from(s))
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.plain == other.plain
+    }
+}
+
+/// `plain` as one message's payload with no context taken over: raw
+/// deflate, sync-flushed, its [`TAIL`] left off. `None` if that is not
+/// shorter than `plain`.
+pub fn compress(plain: &[u8]) -> Option<Bytes> {
+    let mut enc = DeflateEncoder::new(Vec::with_capacity(plain.len() / 3 + 64), Compression::new(LEVEL));
+    // Writing to a Vec cannot fail; `flush` is the sync flush.
+    enc.write_all(plain).ok()?;
+    enc.flush().ok()?;
+    let mut out = std::mem::take(enc.get_mut());
+    // What remains of the encoder (its final block) goes to the emptied Vec.
+    drop(enc);
+    if !out.ends_with(&TAIL) {
+        return None;
+    }
+    out.truncate(out.len() - TAIL.len());
+    (out.len() < plain.len()).then(|| Bytes::from(out))
+}
+
+/// Whether the client's `Sec-WebSocket-Extensions` (every value of the
+/// header, in order) hold an offer of `permessage-deflate` the server can
+/// take: its parameters known, none twice, and no `server_max_window_bits`
+/// below 15 (the server compresses with the whole window). An offer it
+/// cannot take is passed over for the next; none taken, none is used.
+pub fn accepts<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
+    values.into_iter().flat_map(|v| v.split(',')).any(acceptable)
+}
+
+fn acceptable(offer: &str) -> bool {
+    let mut parts = offer.split(';').map(str::trim);
+    if !parts
+        .next()
+        .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
+    {
+        return false;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for param in parts {
+        let (name, value) = match param.split_once('=') {
+            Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(v.trim().trim_matches('"'))),
+            None => (param.to_ascii_lowercase(), None),
+        };
+        if seen.contains(&name) {
+            return false;
+        }
+        let bits = |v: Option<&str>| v.and_then(|v| v.parse::<u8>().ok()).filter(|b| (8..=15).contains(b));
+        let fine = match name.as_str() {
+            "server_no_context_takeover" | "client_no_context_takeover" => value.is_none(),
+            "server_max_window_bits" => bits(value) == Some(15),
+            "client_max_window_bits" => value.is_none() || bits(value).is_some(),
+            _ => false,
+        };
+        if !fine {
+            return false;
+        }
+        seen.push(name);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{Decompress, FlushDecompress};
+
+    fn inflate(packed: &[u8]) -> Vec<u8> {
+        let mut input = packed.to_vec();
+        input.extend_from_slice(&TAIL);
+        let mut out = Vec::with_capacity(1 << 20);
+        Decompress::new(false)
+            .decompress_vec(&input, &mut out, FlushDecompress::Sync)
+            .expect("inflate");
+        out
+    }
+
+    #[test]
+    fn a_compressed_frame_inflates_to_its_text_and_is_made_once() {
+        let json = format!(
+            "{{\"type\":\"update\",\"markets\":[{}]}}",
+            "{\"id\":1,\"odds\":1.85},".repeat(40)
+        );
+        let text = Text::from(json.clone());
+        let copy = text.clone();
+        let (rsv1, packed) = text.payload(true);
+        assert!(rsv1);
+        assert!(packed.len() * 4 < json.len(), "{} of {}", packed.len(), json.len());
+        assert_eq!(inflate(packed), json.as_bytes());
+        // The clone shares the compressed bytes: the same allocation.
+        assert_eq!(copy.payload(true).1.as_ptr(), packed.as_ptr());
+        assert_eq!(text.payload(false), (false, json.as_bytes()));
+    }
+
+    #[test]
+    fn short_or_incompressible_frames_go_out_as_they_are() {
+        let short = Text::from("{\"type\":\"error\"}");
+        assert_eq!(short.payload(true), (false, short.as_str().as_bytes()));
+        // Bytes that deflate cannot shrink (a pseudo-random run).
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(compress(&noise), None);
+    }
+
+    #[test]
+    fn offers_are_taken_only_with_parameters_the_server_can_keep() {
+        // What browsers offer.
+        assert!(accepts(["permessage-deflate; client_max_window_bits"]));
+        assert!(accepts([
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+        ]));
+        assert!(accepts(["PerMessage-Deflate ; server_max_window_bits=\"15\""]));
+        // A smaller window for the server: this offer passed over, the next taken.
+        assert!(!accepts(["permessage-deflate; server_max_window_bits=10"]));
+        assert!(accepts([
+            "permessage-deflate; server_max_window_bits=10, permessage-deflate",
+        ]));
+        assert!(accepts(["x-webkit-deflate-frame", "permessage-deflate"]));
+        // Unknown, repeated, or malformed parameters; other extensions.
+        assert!(!accepts(["permessage-deflate; zip=1"]));
+        assert!(!accepts([
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover"
+        ]));
+        assert!(!accepts(["permessage-deflate; client_max_window_bits=16"]));
+        assert!(!accepts(["permessage-deflate; server_no_context_takeover=1"]));
+        assert!(!accepts(["x-webkit-deflate-frame"]));
+        assert!(!accepts([]));
+    }
+}
