@@ -112,7 +112,10 @@ pub(crate) async fn touchline(
 /// (everything a served client costs, in-flight frames included); RSS per
 /// idle client the growth to the moment every client has its snapshots,
 /// before the feed starts. Bytes per delivery is the mean payload of the
-/// update frames the clients received (JSON text, no WebSocket header).
+/// update frames the clients received (JSON text, no WebSocket header);
+/// wire bytes per delivery, what the clients read from their sockets after
+/// their snapshots (headers and the few status frames included, compressed
+/// where `sizes.deflate` had the server compress) per update.
 pub(crate) async fn measure(
     target: &impl Target,
     sizes: &Sizes,
@@ -159,6 +162,8 @@ pub(crate) async fn measure(
         "deliveries_per_s": deliveries / delivery_secs,
         "delivered_bytes": stats.delivered_bytes,
         "bytes_per_delivery": (deliveries > 0.0).then(|| bytes / deliveries),
+        "wire_bytes_per_delivery": (deliveries > 0.0).then(|| stats.wire_bytes as f64 / deliveries),
+        "deflate": sizes.deflate,
         "delivered_bytes_per_s": bytes / delivery_secs,
         "latency_us": latency_json(&stats.latency),
         "seq_gaps": stats.gaps,
@@ -207,7 +212,7 @@ async fn watch(
     ids: &[String],
     exclude: &[String],
 ) -> anyhow::Result<Clients> {
-    let c = Clients::open(target.http(), clients, sizes.per_client, ids, exclude).await?;
+    let c = Clients::open(target.http(), clients, sizes.per_client, ids, exclude, sizes.deflate).await?;
     c.wait_ready(clients, Duration::from_secs(120)).await?;
     Ok(c)
 }

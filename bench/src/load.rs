@@ -18,8 +18,11 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use touchline::deflate::inflate::Inflating;
 use touchline::sim::{Generator, SimConfig};
 
 pub fn now_us() -> i64 {
@@ -116,6 +119,9 @@ const SAMPLES_RESERVED: usize = 256;
 /// Each client's WebSocket read buffer.
 const READ_BUFFER: usize = 4 * 1024;
 
+/// Largest frame a client inflates (tungstenite's own default limit).
+const MAX_MESSAGE: usize = 64 << 20;
+
 /// What the clients saw.
 pub struct FanoutStats {
     pub clients: usize,
@@ -123,6 +129,10 @@ pub struct FanoutStats {
     /// Payload bytes of the updates delivered (the JSON text of each frame,
     /// without the WebSocket header).
     pub delivered_bytes: u64,
+    /// Bytes the clients read from their sockets after their snapshots
+    /// (frame headers included, compressed where compressed): what the
+    /// updates (and the few status frames among them) cost on the wire.
+    pub wire_bytes: u64,
     pub gaps: u64,
     pub resnapshots: u64,
     /// Updates a re-snapshot stood in for (never delivered one by one).
@@ -142,6 +152,7 @@ pub struct Clients {
     pub ready: Arc<AtomicU64>,
     deliveries: Arc<AtomicU64>,
     delivered_bytes: Arc<AtomicU64>,
+    wire_bytes: Arc<AtomicU64>,
     gaps: Arc<AtomicU64>,
     resnapshots: Arc<AtomicU64>,
     skipped: Arc<AtomicU64>,
@@ -154,13 +165,16 @@ pub struct Clients {
 
 impl Clients {
     /// Open `n` clients, each subscribed to `k` of `matches`; latency is
-    /// recorded only for matches not in `exclude`.
+    /// recorded only for matches not in `exclude`. With `deflate`, each
+    /// offers `permessage-deflate` (as browsers do) and the server must
+    /// take it.
     pub async fn open(
         http: SocketAddr,
         n: usize,
         k: usize,
         matches: &[String],
         exclude: &[String],
+        deflate: bool,
     ) -> anyhow::Result<Clients> {
         let c = Clients {
             stop: Arc::new(AtomicBool::new(false)),
@@ -168,6 +182,7 @@ impl Clients {
             ready: Arc::new(AtomicU64::new(0)),
             deliveries: Arc::new(AtomicU64::new(0)),
             delivered_bytes: Arc::new(AtomicU64::new(0)),
+            wire_bytes: Arc::new(AtomicU64::new(0)),
             gaps: Arc::new(AtomicU64::new(0)),
             resnapshots: Arc::new(AtomicU64::new(0)),
             skipped: Arc::new(AtomicU64::new(0)),
@@ -196,10 +211,27 @@ impl Clients {
             // zero-fills on every read: at 10,000 clients that memset, not
             // the server, saturated the generator.
             let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-            let (mut ws, _) =
-                tokio_tungstenite::client_async_with_config(format!("ws://{http}/ws"), stream, Some(config))
-                    .await
-                    .with_context(|| format!("client {i} handshake"))?;
+            let mut request = format!("ws://{http}/ws").into_client_request()?;
+            if deflate {
+                request.headers_mut().insert(
+                    "sec-websocket-extensions",
+                    HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+                );
+            }
+            // Counting what is read; inflating once the answer took it.
+            let (stream, _) = Inflating::new(stream, Vec::new(), false, 0);
+            let (mut ws, answer) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .with_context(|| format!("client {i} handshake"))?;
+            if deflate {
+                let took = answer
+                    .headers()
+                    .get("sec-websocket-extensions")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("permessage-deflate"));
+                anyhow::ensure!(took, "client {i}: the server did not take permessage-deflate");
+                ws.get_mut().start(MAX_MESSAGE);
+            }
             drop(permit);
             let sub = serde_json::json!({"op": "subscribe", "matches": subs});
             ws.send(Message::Text(sub.to_string().into())).await?;
@@ -212,11 +244,12 @@ impl Clients {
                 c.latency.clone(),
                 exclude.clone(),
             );
-            let (phase, closed, skipped, delivered_bytes) = (
+            let (phase, closed, skipped, delivered_bytes, wire_bytes) = (
                 c.phase.clone(),
                 c.closed.clone(),
                 c.skipped.clone(),
                 c.delivered_bytes.clone(),
+                c.wire_bytes.clone(),
             );
             tasks.push(tokio::spawn(async move {
                 // Raw samples, put into the shared histograms at the end:
@@ -231,6 +264,7 @@ impl Clients {
                 let (mut n_deliveries, mut n_gaps, mut n_resnap, mut n_skipped) = (0u64, 0u64, 0u64, 0u64);
                 let mut n_bytes = 0u64;
                 let mut snapshots = 0usize;
+                let mut read_at_ready = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
                         Err(_) => continue,
@@ -250,6 +284,7 @@ impl Clients {
                     if text.starts_with("{\"type\":\"snapshot\"") {
                         snapshots += 1;
                         if snapshots == k {
+                            read_at_ready = ws.get_ref().bytes_read();
                             ready.fetch_add(1, Ordering::Relaxed);
                         } else if snapshots > k {
                             n_resnap += 1;
@@ -285,6 +320,9 @@ impl Clients {
                 }
                 deliveries.fetch_add(n_deliveries, Ordering::Relaxed);
                 delivered_bytes.fetch_add(n_bytes, Ordering::Relaxed);
+                if snapshots >= k {
+                    wire_bytes.fetch_add(ws.get_ref().bytes_read() - read_at_ready, Ordering::Relaxed);
+                }
                 gaps.fetch_add(n_gaps, Ordering::Relaxed);
                 resnapshots.fetch_add(n_resnap, Ordering::Relaxed);
                 skipped.fetch_add(n_skipped, Ordering::Relaxed);
@@ -334,6 +372,7 @@ impl Clients {
             clients,
             deliveries: self.deliveries.load(Ordering::Relaxed),
             delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
+            wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
             resnapshots: self.resnapshots.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),

@@ -435,6 +435,26 @@ fn fanout_table(t: &mut String, r: &Value) {
             f2(&d["ceiling_with_no_user_time"])
         );
     }
+    let z = &r["fanout_deflate"];
+    if !z.is_null() {
+        let (p, d) = (&z["plain"], &z["deflate"]);
+        let _ = writeln!(
+            t,
+            "{:>7}   permessage-deflate (clients offering it): wire bytes per delivery {} -> {} ({}x); server CPU s per 100k deliveries {} -> {} ({}x); deliveries per server CPU-s over {NAME} (uncompressed) {}x; p99 {} -> {} µs; gen cpu {}% -> {}%",
+            z["clients"].to_string(),
+            n0(&p["wire_bytes_per_delivery"]),
+            n0(&d["wire_bytes_per_delivery"]),
+            f2(&z["wire_bytes_deflate_over_plain"]),
+            f2(&p["server_cpu_s_per_100k_deliveries"]),
+            f2(&d["server_cpu_s_per_100k_deliveries"]),
+            f2(&z["cpu_per_delivery_deflate_over_plain"]),
+            f2(&z["deliveries_per_server_cpu_s_over_peer"]),
+            p["latency_p99_us"],
+            d["latency_p99_us"],
+            f1(&p["generator_cpu_percent"]),
+            f1(&d["generator_cpu_percent"])
+        );
+    }
 }
 
 /// Latency percentile curves as a small SVG (x: percentile on a log scale

@@ -103,7 +103,7 @@ fn chrono_free_clock() -> String {
 
 /// Run every scenario, print the table, write the JSON and the plot.
 pub async fn run(plan: Plan) -> anyhow::Result<()> {
-    let sizes = plan.sizes();
+    let mut sizes = plan.sizes();
     if plan.wants("fanout") {
         peer::check()?;
     }
@@ -200,6 +200,21 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             curves.push((format!("{c} clients, {}", peer::NAME), node_h));
             let vs = peer::versus(&r, &node);
             fanout.push(json!({"clients": c, "per_client": sizes.per_client, "matches": sizes.fanout_matches, "feed_rate": sizes.fanout_rate, "result": r, peer::NAME: node, "versus": vs}));
+        }
+        // The first size once more, its clients offering permessage-deflate
+        // as browsers do: against the uncompressed run and the peer above.
+        if let Some(first) = fanout.first() {
+            let c = sizes.fanout_clients[0];
+            progress(&format!("fan-out: {c} clients offering permessage-deflate"));
+            let launch = plan
+                .servers
+                .launch(&scratch.path().join(format!("fanout-{c}-deflate")), &[]);
+            sizes.deflate = true;
+            let run = fanout::touchline(launch, &sizes, c, &ids, &[], None, plan.seed).await;
+            sizes.deflate = false;
+            let (d, h) = run?;
+            curves.push((format!("{c} clients, permessage-deflate"), h));
+            report["fanout_deflate"] = deflate_versus(c, &first["result"], &first[peer::NAME], d);
         }
         report["fanout"] = json!(fanout);
     }
@@ -378,6 +393,32 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 /// The server's own words if `e` is its refusal of `--realtime-priority`
 /// (it exited before READY, its log says so), read before the scratch
 /// directory goes.
+/// The fan-out run with permessage-deflate (`deflate`) beside the same
+/// clients' uncompressed run (`plain`) and the Node peer's (which never
+/// compresses): wire bytes and server CPU per delivery, each as a ratio.
+fn deflate_versus(clients: usize, plain: &Value, peer: &Value, deflate: Value) -> Value {
+    let ratio = |k: &str, over: &Value| deflate[k].as_f64().zip(over[k].as_f64()).map(|(d, p)| d / p);
+    let figures = |r: &Value| {
+        json!({
+            "wire_bytes_per_delivery": r["wire_bytes_per_delivery"],
+            "bytes_per_delivery": r["bytes_per_delivery"],
+            "server_cpu_s_per_100k_deliveries": r["server_cpu_s_per_100k_deliveries"],
+            "deliveries_per_server_cpu_s": r["deliveries_per_server_cpu_s"],
+            "latency_p99_us": r["latency_us"]["p99"],
+            "generator_cpu_percent": r["generator_cpu_percent"],
+        })
+    };
+    json!({
+        "clients": clients,
+        "plain": figures(plain),
+        "deflate": figures(&deflate),
+        "wire_bytes_deflate_over_plain": ratio("wire_bytes_per_delivery", plain),
+        "cpu_per_delivery_deflate_over_plain": ratio("server_cpu_s_per_100k_deliveries", plain),
+        "deliveries_per_server_cpu_s_over_peer": ratio("deliveries_per_server_cpu_s", peer),
+        "result": deflate,
+    })
+}
+
 fn refusal(e: &anyhow::Error) -> Option<String> {
     let touchline_testkit::Error::NotReady { log } = e.downcast_ref::<touchline_testkit::Error>()? else {
         return None;

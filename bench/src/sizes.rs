@@ -13,6 +13,8 @@ pub(crate) struct Sizes {
     pub(crate) fanout_rate: f64,
     pub(crate) fanout_matches: u32,
     pub(crate) per_client: usize,
+    /// The fan-out clients offer `permessage-deflate` (Touchline takes it).
+    pub(crate) deflate: bool,
     /// Density: matches tracked (hibernated), and of them live and fed.
     pub(crate) density_matches: u32,
     pub(crate) density_live: u32,
@@ -57,6 +59,7 @@ impl Plan {
                 fanout_rate: 200.0,
                 fanout_matches: 100,
                 per_client: 5,
+                deflate: false,
                 density_matches: 20_000,
                 density_live: 200,
                 fault_clients: 500,
@@ -79,6 +82,7 @@ impl Plan {
                 fanout_rate: 200.0,
                 fanout_matches: 100,
                 per_client: 5,
+                deflate: false,
                 density_matches: 100_000,
                 density_live: 1000,
                 fault_clients: 1000,

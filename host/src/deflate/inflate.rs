@@ -289,6 +289,8 @@ impl Inflater {
 pub struct Inflating<S> {
     io: S,
     filter: Option<Box<Inflater>>,
+    /// Bytes read from `io`, as they came (compressed).
+    read: u64,
 }
 
 impl<S> Inflating<S> {
@@ -297,7 +299,14 @@ impl<S> Inflating<S> {
     /// stream and the bytes for tungstenite to read first.
     pub fn new(io: S, first: Vec<u8>, deflate: bool, max: usize) -> (Inflating<S>, Vec<u8>) {
         if !deflate {
-            return (Inflating { io, filter: None }, first);
+            return (
+                Inflating {
+                    io,
+                    filter: None,
+                    read: 0,
+                },
+                first,
+            );
         }
         let mut filter = Box::new(Inflater::new(max));
         filter.push(&first);
@@ -305,9 +314,22 @@ impl<S> Inflating<S> {
             Inflating {
                 io,
                 filter: Some(filter),
+                read: 0,
             },
             Vec::new(),
         )
+    }
+
+    /// Start filtering what comes next (a client, once its handshake's
+    /// answer took the extension: the server sends no frame before the
+    /// client's first request).
+    pub fn start(&mut self, max: usize) {
+        self.filter.get_or_insert_with(|| Box::new(Inflater::new(max)));
+    }
+
+    /// Bytes read from the stream so far, as they came over it.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 
     pub fn get_ref(&self) -> &S {
@@ -319,7 +341,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let Some(filter) = this.filter.as_mut() else {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+            this.read += (buf.filled().len() - before) as u64;
+            return Poll::Ready(Ok(()));
         };
         loop {
             let ready = filter.ready();
@@ -335,6 +360,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
             if raw.filled().is_empty() {
                 return Poll::Ready(Ok(())); // end of stream
             }
+            this.read += raw.filled().len() as u64;
             filter.push(raw.filled());
         }
     }
