@@ -63,7 +63,7 @@ pub(crate) fn check() -> anyhow::Result<()> {
 impl NodePeer {
     /// Start the peer on ephemeral loopback ports, its stderr to `log`, and
     /// wait for its READY line.
-    pub(crate) fn start(log: &Path) -> anyhow::Result<NodePeer> {
+    pub(crate) fn start(log: &Path, deflate: bool) -> anyhow::Result<NodePeer> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -72,6 +72,7 @@ impl NodePeer {
         let mut child = Command::new("node")
             .arg(&script)
             .args(["--http", "127.0.0.1:0", "--feed", "127.0.0.1:0"])
+            .args(deflate.then_some("--deflate"))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
@@ -141,8 +142,9 @@ pub(crate) async fn fanout(
     ids: &[String],
     seed: u64,
 ) -> anyhow::Result<(Value, Histogram<u64>)> {
-    progress(&format!("fan-out: {clients} clients, Node peer ({NAME})"));
-    let peer = NodePeer::start(&scratch.join(format!("{NAME}-{clients}.log")))?;
+    let deflate = if sizes.deflate { ", permessage-deflate" } else { "" };
+    progress(&format!("fan-out: {clients} clients, Node peer ({NAME}){deflate}"));
+    let peer = NodePeer::start(&scratch.join(format!("{NAME}-{clients}{deflate}.log")), sizes.deflate)?;
     let (result, latency) = fanout::measure(&peer, sizes, clients, ids, &[], None, seed).await?;
     peer.stop()?;
     Ok((result, latency))

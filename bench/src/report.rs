@@ -440,7 +440,7 @@ fn fanout_table(t: &mut String, r: &Value) {
         let (p, d) = (&z["plain"], &z["deflate"]);
         let _ = writeln!(
             t,
-            "{:>7}   permessage-deflate (clients offering it): wire bytes per delivery {} -> {} ({}x); server CPU s per 100k deliveries {} -> {} ({}x); deliveries per server CPU-s over {NAME} (uncompressed) {}x; p99 {} -> {} µs; gen cpu {}% -> {}%",
+            "{:>7}   permessage-deflate (clients offering it), Touchline: wire bytes per delivery {} -> {} ({}x); server CPU s per 100k deliveries {} -> {} ({}x); p99 {} -> {} µs; gen cpu {}% -> {}%",
             z["clients"].to_string(),
             n0(&p["wire_bytes_per_delivery"]),
             n0(&d["wire_bytes_per_delivery"]),
@@ -448,11 +448,23 @@ fn fanout_table(t: &mut String, r: &Value) {
             f2(&p["server_cpu_s_per_100k_deliveries"]),
             f2(&d["server_cpu_s_per_100k_deliveries"]),
             f2(&z["cpu_per_delivery_deflate_over_plain"]),
-            f2(&z["deliveries_per_server_cpu_s_over_peer"]),
             p["latency_p99_us"],
             d["latency_p99_us"],
             f1(&p["generator_cpu_percent"]),
             f1(&d["generator_cpu_percent"])
+        );
+        let n = &z[NAME];
+        let _ = writeln!(
+            t,
+            "{:>7}   permessage-deflate, {NAME} (compressing per client): wire bytes per delivery {} ({}x); server CPU s per 100k deliveries {} ({}x); p99 {} µs; gen cpu {}%; deliveries per server CPU-s Touchline / {NAME}, both compressing: {}x",
+            "",
+            n0(&n["wire_bytes_per_delivery"]),
+            f2(&z["peer_wire_bytes_deflate_over_plain"]),
+            f2(&n["server_cpu_s_per_100k_deliveries"]),
+            f2(&z["peer_cpu_per_delivery_deflate_over_plain"]),
+            n["latency_p99_us"],
+            f1(&n["generator_cpu_percent"]),
+            f2(&z["deliveries_per_server_cpu_s_over_peer"])
         );
     }
 }

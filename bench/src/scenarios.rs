@@ -202,19 +202,23 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             fanout.push(json!({"clients": c, "per_client": sizes.per_client, "matches": sizes.fanout_matches, "feed_rate": sizes.fanout_rate, "result": r, peer::NAME: node, "versus": vs}));
         }
         // The first size once more, its clients offering permessage-deflate
-        // as browsers do: against the uncompressed run and the peer above.
+        // as browsers do, to Touchline and then to the peer with ws's
+        // compression on: against the uncompressed runs above.
         if let Some(first) = fanout.first() {
             let c = sizes.fanout_clients[0];
             progress(&format!("fan-out: {c} clients offering permessage-deflate"));
-            let launch = plan
-                .servers
-                .launch(&scratch.path().join(format!("fanout-{c}-deflate")), &[]);
+            let dir = scratch.path().join(format!("fanout-{c}-deflate"));
             sizes.deflate = true;
-            let run = fanout::touchline(launch, &sizes, c, &ids, &[], None, plan.seed).await;
+            let run = fanout::touchline(plan.servers.launch(&dir, &[]), &sizes, c, &ids, &[], None, plan.seed).await;
+            let node = match run {
+                Ok(_) => peer::fanout(scratch.path(), &sizes, c, &ids, plan.seed).await,
+                Err(_) => Err(anyhow::anyhow!("not run: Touchline's run failed")),
+            };
             sizes.deflate = false;
-            let (d, h) = run?;
+            let ((d, h), (node, node_h)) = (run?, node?);
             curves.push((format!("{c} clients, permessage-deflate"), h));
-            report["fanout_deflate"] = deflate_versus(c, &first["result"], &first[peer::NAME], d);
+            curves.push((format!("{c} clients, {}, permessage-deflate", peer::NAME), node_h));
+            report["fanout_deflate"] = deflate_versus(c, &first["result"], &first[peer::NAME], d, node);
         }
         report["fanout"] = json!(fanout);
     }
@@ -393,11 +397,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 /// The server's own words if `e` is its refusal of `--realtime-priority`
 /// (it exited before READY, its log says so), read before the scratch
 /// directory goes.
-/// The fan-out run with permessage-deflate (`deflate`) beside the same
-/// clients' uncompressed run (`plain`) and the Node peer's (which never
-/// compresses): wire bytes and server CPU per delivery, each as a ratio.
-fn deflate_versus(clients: usize, plain: &Value, peer: &Value, deflate: Value) -> Value {
+/// The fan-out runs with permessage-deflate, Touchline's (`deflate`) and
+/// the peer's (`peer_deflate`), beside the same clients' uncompressed runs
+/// (`plain`, `peer`): wire bytes and server CPU per delivery, as ratios.
+fn deflate_versus(clients: usize, plain: &Value, peer: &Value, deflate: Value, peer_deflate: Value) -> Value {
     let ratio = |k: &str, over: &Value| deflate[k].as_f64().zip(over[k].as_f64()).map(|(d, p)| d / p);
+    let peer_ratio = |k: &str| peer_deflate[k].as_f64().zip(peer[k].as_f64()).map(|(d, p)| d / p);
     let figures = |r: &Value| {
         json!({
             "wire_bytes_per_delivery": r["wire_bytes_per_delivery"],
@@ -414,8 +419,14 @@ fn deflate_versus(clients: usize, plain: &Value, peer: &Value, deflate: Value) -
         "deflate": figures(&deflate),
         "wire_bytes_deflate_over_plain": ratio("wire_bytes_per_delivery", plain),
         "cpu_per_delivery_deflate_over_plain": ratio("server_cpu_s_per_100k_deliveries", plain),
-        "deliveries_per_server_cpu_s_over_peer": ratio("deliveries_per_server_cpu_s", peer),
+        "deliveries_per_server_cpu_s_over_uncompressed_peer": ratio("deliveries_per_server_cpu_s", peer),
+        peer::NAME: figures(&peer_deflate),
+        "peer_wire_bytes_deflate_over_plain": peer_ratio("wire_bytes_per_delivery"),
+        "peer_cpu_per_delivery_deflate_over_plain": peer_ratio("server_cpu_s_per_100k_deliveries"),
+        // Both compressing: Touchline once per frame, the peer per client.
+        "deliveries_per_server_cpu_s_over_peer": ratio("deliveries_per_server_cpu_s", &peer_deflate),
         "result": deflate,
+        "peer_result": peer_deflate,
     })
 }
 

@@ -694,6 +694,11 @@ async function main() {
     options: {
       http: { type: 'string', default: process.env.PEER_HTTP ?? '127.0.0.1:0' },
       feed: { type: 'string', default: process.env.PEER_FEED ?? '127.0.0.1:0' },
+      // permessage-deflate as ws offers it: compressed per client as each
+      // frame is sent (ws has no way to share a compressed frame), with the
+      // parameters Touchline answers (no context takeover, level 6, frames
+      // under 256 bytes as they are).
+      deflate: { type: 'boolean', default: false },
     },
   });
 
@@ -713,7 +718,13 @@ async function main() {
       res.writeHead(404).end();
     }
   });
-  const wss = new WebSocketServer({ server: web, path: '/ws', maxPayload: 64 << 10 });
+  const perMessageDeflate = values.deflate && {
+    serverNoContextTakeover: true,
+    clientNoContextTakeover: true,
+    threshold: 256,
+    zlibDeflateOptions: { level: 6 },
+  };
+  const wss = new WebSocketServer({ server: web, path: '/ws', maxPayload: 64 << 10, perMessageDeflate });
   wss.on('connection', (ws) => {
     counters.sessions++;
     const session = new Session(ws);
