@@ -210,7 +210,12 @@ impl Clients {
             // A 4 KiB read buffer, not tungstenite's 128 KiB, which it
             // zero-fills on every read: at 10,000 clients that memset, not
             // the server, saturated the generator.
-            let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+            // Frames as large as the messages inflated: the filter hands
+            // tungstenite one frame per compressed message.
+            let config = WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER)
+                .max_message_size(Some(MAX_MESSAGE))
+                .max_frame_size(Some(MAX_MESSAGE));
             let mut request = format!("ws://{http}/ws").into_client_request()?;
             if deflate {
                 request.headers_mut().insert(

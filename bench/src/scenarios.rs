@@ -394,9 +394,6 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server's own words if `e` is its refusal of `--realtime-priority`
-/// (it exited before READY, its log says so), read before the scratch
-/// directory goes.
 /// The fan-out runs with permessage-deflate, Touchline's (`deflate`) and
 /// the peer's (`peer_deflate`), beside the same clients' uncompressed runs
 /// (`plain`, `peer`): wire bytes and server CPU per delivery, as ratios.
@@ -430,6 +427,9 @@ fn deflate_versus(clients: usize, plain: &Value, peer: &Value, deflate: Value, p
     })
 }
 
+/// The server's own words if `e` is its refusal of `--realtime-priority`
+/// (it exited before READY, its log says so), read before the scratch
+/// directory goes.
 fn refusal(e: &anyhow::Error) -> Option<String> {
     let touchline_testkit::Error::NotReady { log } = e.downcast_ref::<touchline_testkit::Error>()? else {
         return None;

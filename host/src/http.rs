@@ -223,13 +223,12 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
             .inc();
         return (StatusCode::SERVICE_UNAVAILABLE, "too many sessions").into_response();
     };
-    let deflate = st.ws_deflate
-        && deflate::accepts(
-            req.headers()
-                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-        );
+    let extensions = req.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+    let taken = st
+        .ws_deflate
+        .then(|| deflate::answer(extensions.iter().filter_map(|v| v.to_str().ok())))
+        .flatten();
+    let deflate = taken.is_some();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let st2 = st.clone();
     st.session_tasks.spawn(async move {
@@ -267,11 +266,9 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
         }
     });
     let mut resp = switching_protocols(&key);
-    if deflate {
-        resp.headers_mut().insert(
-            header::SEC_WEBSOCKET_EXTENSIONS,
-            HeaderValue::from_static(deflate::RESPONSE),
-        );
+    if let Some(answer) = taken {
+        resp.headers_mut()
+            .insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(answer));
     }
     resp
 }

@@ -120,7 +120,7 @@ pub struct Settings {
     /// Never accept `permessage-deflate`: every frame goes out as it is.
     /// Accepted by default when a client offers it: each frame is then
     /// compressed once and the compressed bytes shared by every such
-    /// client (docs/websocket.md).
+    /// client (docs/protocol.md, "Compression").
     #[arg(long)]
     pub no_ws_deflate: bool,
     /// Matches one WebSocket session may name in its subscriptions

@@ -43,6 +43,9 @@ pub struct Inflater {
     message: Option<Message>,
     /// A bad or oversized message was handed on; nothing more is.
     ended: bool,
+    /// A compressed message was just handed on by [`Inflater::header`]
+    /// (an empty one, in one frame).
+    handed_on: bool,
 }
 
 #[derive(Debug)]
@@ -72,31 +75,42 @@ impl Inflater {
             frame: None,
             message: None,
             ended: false,
+            handed_on: false,
         }
     }
 
-    /// Take bytes from the peer.
+    /// Take bytes from the peer and filter them, up to the end of the
+    /// first compressed message they complete ([`Inflater::pump`]).
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.ended {
-            return;
+        if !self.ended {
+            self.input.extend_from_slice(bytes);
         }
-        if self.input.is_empty() {
-            let used = self.take(bytes);
-            self.input.extend_from_slice(&bytes[used..]);
-        } else {
-            let mut input = std::mem::take(&mut self.input);
-            input.extend_from_slice(bytes);
-            let used = self.take(&input);
-            input.drain(..used);
-            self.input = input;
-        }
-        if self.ended {
-            self.input = Vec::new();
-        }
+        self.pump();
     }
 
-    /// Filter what `bytes` hold; returns how many were taken (the rest is
-    /// the first part of a frame header).
+    /// Filter what is held, up to the end of the first compressed message
+    /// it completes, so what is ready for the reader holds at most one
+    /// inflated message (whatever the number of small compressed ones one
+    /// read brought); whether anything was taken.
+    pub fn pump(&mut self) -> bool {
+        let input = std::mem::take(&mut self.input);
+        let used = self.take(&input);
+        if !self.ended {
+            self.input = input;
+            self.input.drain(..used);
+        }
+        used > 0
+    }
+
+    /// Whether the filter has ended (see the module doc): what follows is
+    /// not filtered.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Filter what `bytes` hold, up to the end of the first compressed
+    /// message they complete; returns how many were taken (the rest is the
+    /// first part of a frame header, or follows that message).
     fn take(&mut self, bytes: &[u8]) -> usize {
         let mut at = 0;
         while at < bytes.len() && !self.ended {
@@ -104,6 +118,10 @@ impl Inflater {
                 match self.header(&bytes[at..]) {
                     Some(used) => at += used,
                     None => break,
+                }
+                if self.frame.is_none() && self.message.is_none() && self.handed_on {
+                    self.handed_on = false;
+                    break; // an empty compressed message, handed on
                 }
                 continue;
             };
@@ -123,6 +141,8 @@ impl Inflater {
                 self.frame = Some(p);
             } else if p.gather.is_some() && p.fin {
                 self.finish();
+                self.handed_on = false;
+                break;
             }
         }
         at
@@ -139,7 +159,7 @@ impl Inflater {
         if self.out_at == self.out.len() {
             self.out.clear();
             self.out_at = 0;
-            if self.out.capacity() > 64 * 1024 {
+            if self.out.capacity() > 8 * 1024 {
                 self.out = Vec::new();
             }
         }
@@ -169,6 +189,10 @@ impl Inflater {
             // A new data message inside a fragmented compressed one, or
             // RSV1 where the extension does not allow it.
             (1 | 2, _, Some(_)) | (0, true, Some(_)) | (8.., true, _) => return self.refuse(masked),
+            // RSV2 or RSV3 (no extension gives them a meaning), or a
+            // fragment masked otherwise than the message's first.
+            (0, false, Some(m)) if b0 & 0x30 != 0 || m.masked != masked => return self.refuse(masked),
+            (1 | 2, true, None) if b0 & 0x30 != 0 => return self.refuse(masked),
             (1 | 2, true, None) => {
                 self.message = Some(Message {
                     opcode,
@@ -182,7 +206,7 @@ impl Inflater {
         };
         if gather {
             let held = self.message.as_ref().map_or(0, |m| m.data.len() as u64);
-            if held + len > self.max as u64 {
+            if len > (self.max as u64).saturating_sub(held) {
                 return self.too_big(masked);
             }
         } else {
@@ -196,24 +220,30 @@ impl Inflater {
         if len == 0 && gather && fin {
             self.frame = None;
             self.finish();
+            self.handed_on = true;
         }
         Some(head)
     }
 
     /// The compressed message is whole: hand it on inflated.
     fn finish(&mut self) {
+        /// Room kept before the inflated bytes for the frame's header.
+        const HEAD: usize = 14;
         let Some(m) = self.message.take() else { return };
         let mut data = m.data;
         data.extend_from_slice(&TAIL);
         let mut inflater = Decompress::new(false);
-        let mut plain = Vec::new();
+        let mut plain = vec![0u8; HEAD];
+        let len = |plain: &Vec<u8>| plain.len() - HEAD;
         loop {
-            let room = (self.max + 1).saturating_sub(plain.len());
+            let room = (self.max + 1).saturating_sub(len(&plain));
             if room == 0 {
                 self.too_big(m.masked);
                 return;
             }
-            plain.reserve_exact(room.min(1 << 16));
+            // Doubling, so a message near a large limit is not copied over
+            // and over.
+            plain.reserve(room.min(len(&plain).max(16 << 10)));
             let (in_before, out_before) = (inflater.total_in(), plain.len());
             let input = &data[usize::try_from(in_before).unwrap_or(usize::MAX).min(data.len())..];
             let status = inflater.decompress_vec(input, &mut plain, FlushDecompress::Sync);
@@ -237,40 +267,32 @@ impl Inflater {
                 Ok(_) => {}
             }
         }
-        if plain.len() > self.max {
+        if len(&plain) > self.max {
             self.too_big(m.masked);
             return;
         }
-        self.frame_head(0x80 | m.opcode, m.masked, plain.len() as u64);
-        self.out.extend_from_slice(&plain);
-    }
-
-    fn frame_head(&mut self, b0: u8, masked: bool, len: u64) {
-        let mask_bit = if masked { 0x80 } else { 0 };
-        self.out.push(b0);
-        if len < 126 {
-            self.out.push(mask_bit | len as u8);
-        } else if let Ok(short) = u16::try_from(len) {
-            self.out.push(mask_bit | 126);
-            self.out.extend_from_slice(&short.to_be_bytes());
+        let mut head = Vec::with_capacity(HEAD);
+        frame_head(&mut head, 0x80 | m.opcode, m.masked, len(&plain) as u64);
+        let at = HEAD - head.len();
+        plain[at..HEAD].copy_from_slice(&head);
+        if self.ready().is_empty() {
+            // The message becomes what is ready, header and all, uncopied.
+            self.out = plain;
+            self.out_at = at;
         } else {
-            self.out.push(mask_bit | 127);
-            self.out.extend_from_slice(&len.to_be_bytes());
-        }
-        if masked {
-            self.out.extend_from_slice(&[0; 4]);
+            self.out.extend_from_slice(&plain[at..]);
         }
     }
 
     /// A frame tungstenite refuses as a protocol error (RSV1 set); the end.
     fn refuse(&mut self, masked: bool) -> Option<usize> {
-        self.frame_head(0xc1, masked, 0);
+        frame_head(&mut self.out, 0xc1, masked, 0);
         self.end()
     }
 
     /// A frame header tungstenite refuses as over its size limit; the end.
     fn too_big(&mut self, masked: bool) -> Option<usize> {
-        self.frame_head(0x81, masked, self.max as u64 + 1);
+        frame_head(&mut self.out, 0x81, masked, self.max as u64 + 1);
         self.end()
     }
 
@@ -280,6 +302,25 @@ impl Inflater {
         self.frame = None;
         self.input.clear();
         Some(0)
+    }
+}
+
+/// A frame's header (RFC 6455 §5.2) onto `out`: a zero mask key where
+/// `masked`, so the payload goes as it is.
+fn frame_head(out: &mut Vec<u8>, b0: u8, masked: bool, len: u64) {
+    let mask_bit = if masked { 0x80 } else { 0 };
+    out.push(b0);
+    if len < 126 {
+        out.push(mask_bit | len as u8);
+    } else if let Ok(short) = u16::try_from(len) {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&short.to_be_bytes());
+    } else {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    if masked {
+        out.extend_from_slice(&[0; 4]);
     }
 }
 
@@ -353,6 +394,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
                 buf.put_slice(&ready[..n]);
                 filter.consume(n);
                 return Poll::Ready(Ok(()));
+            }
+            if filter.ended() {
+                // Nothing more is filtered (tungstenite has stopped reading;
+                // a lingering close counts and drops what comes).
+                let before = buf.filled().len();
+                ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+                this.read += (buf.filled().len() - before) as u64;
+                return Poll::Ready(Ok(()));
+            }
+            // What the last read brought past a compressed message first.
+            if filter.pump() {
+                continue;
             }
             let mut raw = [0u8; 4096];
             let mut raw = ReadBuf::new(&mut raw);

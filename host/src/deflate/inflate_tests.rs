@@ -3,8 +3,9 @@
 use futures_util::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error, Message, error::CapacityError};
+use tokio_tungstenite::tungstenite::{Error, Message};
 
 use super::*;
 use crate::deflate::compress;
@@ -13,20 +14,32 @@ const MAX: usize = 64 * 1024;
 
 /// A client's frame (masked with `key`), RSV1 set if `rsv1`.
 fn frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![u8::from(fin) << 7 | u8::from(rsv1) << 6 | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
+    let mut f = head(
+        u8::from(fin) << 7 | u8::from(rsv1) << 6 | opcode,
+        Some(key),
+        payload.len() as u64,
+    );
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// A frame header: first byte `b0`, masked with `key` if any, for a
+/// payload of `len` bytes.
+fn head(b0: u8, key: Option<[u8; 4]>, len: u64) -> Vec<u8> {
+    let mask = if key.is_some() { 0x80 } else { 0 };
+    let mut f = vec![b0];
+    match len {
+        n if n < 126 => f.push(mask | n as u8),
         n if n <= 0xffff => {
-            f.push(0x80 | 126);
+            f.push(mask | 126);
             f.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
+            f.push(mask | 127);
+            f.extend_from_slice(&n.to_be_bytes());
         }
     }
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f.extend(key.unwrap_or_default().iter().take(if key.is_some() { 4 } else { 0 }));
     f
 }
 
@@ -38,14 +51,16 @@ fn json(n: usize) -> String {
 }
 
 /// What a server-side tungstenite reads from `wire` through the filter
-/// (fed `chunk` bytes at a time): its messages, and the error it stopped
-/// at, if any.
+/// (fed `chunk` bytes at a time, then the end of the stream): its
+/// messages, and the error it stopped at, if any before the end.
 async fn read(wire: Vec<u8>, chunk: usize, deflate: bool) -> (Vec<Message>, Option<Error>) {
     let (mut client, server) = tokio::io::duplex(1 << 20);
     let writer = tokio::spawn(async move {
         for part in wire.chunks(chunk) {
             client.write_all(part).await.expect("write");
         }
+        // The end of what the client sends; it still takes pongs.
+        client.shutdown().await.expect("shutdown");
         client
     });
     let (io, first) = Inflating::new(server, Vec::new(), deflate, MAX);
@@ -53,15 +68,17 @@ async fn read(wire: Vec<u8>, chunk: usize, deflate: bool) -> (Vec<Message>, Opti
         .max_message_size(Some(MAX))
         .max_frame_size(Some(MAX));
     let mut ws = WebSocketStream::from_partially_read(io, first, Role::Server, Some(config)).await;
-    let _client = writer.await.expect("writer"); // held open: no EOF
     let mut got = Vec::new();
-    loop {
-        match tokio::time::timeout(std::time::Duration::from_millis(200), ws.next()).await {
-            Ok(Some(Ok(m))) => got.push(m),
-            Ok(Some(Err(e))) => return (got, Some(e)),
-            Ok(None) | Err(_) => return (got, None),
+    let end = loop {
+        match ws.next().await {
+            Some(Ok(m)) => got.push(m),
+            // The end of the stream, without a closing handshake.
+            Some(Err(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))) | None => break None,
+            Some(Err(e)) => break Some(e),
         }
-    }
+    };
+    drop(writer.await.expect("writer"));
+    (got, end)
 }
 
 /// A compressed message in one frame, one in three fragments with a ping
@@ -141,6 +158,24 @@ async fn what_the_extension_forbids_is_a_protocol_error() {
             w
         }),
         ("not deflate data", frame(true, true, 1, &[0xff; 64], key)),
+        ("RSV2 on a compressed message", {
+            let mut w = frame(true, true, 1, &packed, key);
+            w[0] |= 0x20;
+            w
+        }),
+        ("RSV3 on its continuation", {
+            let mut w = frame(false, true, 1, &packed[..10], key);
+            let mut c = frame(true, false, 0, &packed[10..], key);
+            c[0] |= 0x10;
+            w.extend(c);
+            w
+        }),
+        ("an unmasked continuation of a masked message", {
+            let mut w = frame(false, true, 1, &packed[..10], key);
+            w.extend(head(0x80, None, (packed.len() - 10) as u64));
+            w.extend_from_slice(&packed[10..]);
+            w
+        }),
     ];
     for (what, wire) in cases {
         let (got, err) = read(wire, 5, true).await;
@@ -162,4 +197,65 @@ fn plain_frames_pass_unchanged() {
         f.push(std::slice::from_ref(b));
     }
     assert_eq!(f.ready(), &wire[..]);
+}
+
+/// Exactly the budget inflated is read; one byte more is refused as too
+/// big, as it would be sent plainly.
+#[tokio::test]
+async fn the_budget_counts_what_a_message_inflates_to_to_the_byte() {
+    for (len, fits) in [(MAX, true), (MAX + 1, false)] {
+        let text = "a".repeat(len);
+        let (got, err) = read(
+            frame(true, true, 1, &compress(text.as_bytes()).expect("a run"), [1; 4]),
+            4096,
+            true,
+        )
+        .await;
+        if fits {
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(got, [Message::text(text)]);
+        } else {
+            assert!(got.is_empty());
+            assert!(matches!(err, Some(Error::Capacity(_))), "{err:?}");
+        }
+    }
+}
+
+/// A continuation whose length would wrap the message's size past zero
+/// (2^64 - 10 after 10 bytes) is refused as too big: nothing is gathered.
+#[test]
+fn a_length_that_would_overflow_the_budget_check_is_refused() {
+    let mut f = Inflater::new(MAX);
+    let mut wire = frame(false, true, 1, &[0u8; 10], [0; 4]);
+    wire.extend(head(0x00, Some([0; 4]), u64::MAX - 9));
+    wire.extend_from_slice(&[0u8; 4096]);
+    f.push(&wire);
+    assert!(f.ended());
+    // What is handed on: a header claiming MAX + 1 bytes, nothing more.
+    assert_eq!(f.ready(), &head(0x81, Some([0; 4]), MAX as u64 + 1)[..]);
+}
+
+/// One read bringing many small messages that each inflate to the whole
+/// budget hands them on one at a time: what is ready never holds more
+/// than one of them.
+#[test]
+fn many_small_bombs_in_one_read_are_inflated_one_at_a_time() {
+    let bomb = frame(true, true, 1, &compress(&vec![b'0'; MAX]).expect("zeros"), [7; 4]);
+    assert!(bomb.len() < 200, "{}", bomb.len());
+    let wire: Vec<u8> = bomb.iter().copied().cycle().take(bomb.len() * 40).collect();
+    let mut f = Inflater::new(MAX);
+    f.push(&wire);
+    let mut messages = 0;
+    loop {
+        let ready = f.ready().len();
+        if ready == 0 && !f.pump() {
+            break;
+        }
+        assert!(ready <= MAX + 14, "{ready} bytes ready at once");
+        if ready > 0 {
+            messages += 1;
+            f.consume(ready);
+        }
+    }
+    assert_eq!(messages, 40);
 }

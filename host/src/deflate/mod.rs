@@ -42,8 +42,13 @@ thread_local! {
     static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::new(LEVEL), false));
 }
 
-/// The `Sec-WebSocket-Extensions` answer to an accepted offer.
+/// The `Sec-WebSocket-Extensions` answer to an accepted offer...
 pub const RESPONSE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// ...and to one that named `server_max_window_bits` (15), which an answer
+/// must name back to accept it (RFC 7692 §7.1.2.1).
+pub const RESPONSE_WINDOW: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15";
 
 /// The tail a sync flush ends a deflate stream with, left off the wire
 /// (RFC 7692 §7.2.1) and put back before inflating.
@@ -145,23 +150,30 @@ pub fn compress(plain: &[u8]) -> Option<Bytes> {
     })
 }
 
-/// Whether the client's `Sec-WebSocket-Extensions` (every value of the
-/// header, in order) hold an offer of `permessage-deflate` the server can
-/// take: its parameters known, none twice, and no `server_max_window_bits`
-/// below 15 (the server compresses with the whole window). An offer it
-/// cannot take is passed over for the next; none taken, none is used.
-pub fn accepts<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
-    values.into_iter().flat_map(|v| v.split(',')).any(acceptable)
+/// The answer to the client's `Sec-WebSocket-Extensions` (every value of
+/// the header, in order): the first offer of `permessage-deflate` the
+/// server can take, its parameters known, none twice, and no
+/// `server_max_window_bits` below 15 (the server compresses with the whole
+/// window). An offer it cannot take is passed over for the next; `None`:
+/// none taken, the session runs uncompressed.
+pub fn answer<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+    values.into_iter().flat_map(|v| v.split(',')).find_map(acceptable)
 }
 
-fn acceptable(offer: &str) -> bool {
+fn acceptable(offer: &str) -> Option<&'static str> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts
         .next()
         .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
     {
-        return false;
+        return None;
     }
+    // 8 to 15, without leading zeros (RFC 7692 §7.1.2).
+    let bits = |v: Option<&str>| {
+        v.filter(|v| !v.starts_with('0'))
+            .and_then(|v| v.parse::<u8>().ok())
+            .filter(|b| (8..=15).contains(b))
+    };
     let mut seen: Vec<String> = Vec::new();
     for param in parts {
         let (name, value) = match param.split_once('=') {
@@ -169,9 +181,8 @@ fn acceptable(offer: &str) -> bool {
             None => (param.to_ascii_lowercase(), None),
         };
         if seen.contains(&name) {
-            return false;
+            return None;
         }
-        let bits = |v: Option<&str>| v.and_then(|v| v.parse::<u8>().ok()).filter(|b| (8..=15).contains(b));
         let fine = match name.as_str() {
             "server_no_context_takeover" | "client_no_context_takeover" => value.is_none(),
             "server_max_window_bits" => bits(value) == Some(15),
@@ -179,11 +190,15 @@ fn acceptable(offer: &str) -> bool {
             _ => false,
         };
         if !fine {
-            return false;
+            return None;
         }
         seen.push(name);
     }
-    true
+    Some(if seen.iter().any(|n| n == "server_max_window_bits") {
+        RESPONSE_WINDOW
+    } else {
+        RESPONSE
+    })
 }
 
 #[cfg(test)]
@@ -238,25 +253,34 @@ mod tests {
     #[test]
     fn offers_are_taken_only_with_parameters_the_server_can_keep() {
         // What browsers offer.
-        assert!(accepts(["permessage-deflate; client_max_window_bits"]));
-        assert!(accepts([
-            "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
-        ]));
-        assert!(accepts(["PerMessage-Deflate ; server_max_window_bits=\"15\""]));
+        assert_eq!(answer(["permessage-deflate; client_max_window_bits"]), Some(RESPONSE));
+        assert_eq!(
+            answer(["permessage-deflate; server_no_context_takeover; client_max_window_bits=10"]),
+            Some(RESPONSE)
+        );
+        // A window of 15 asked for is named back, as accepting it must.
+        assert_eq!(
+            answer(["PerMessage-Deflate ; server_max_window_bits=\"15\""]),
+            Some(RESPONSE_WINDOW)
+        );
         // A smaller window for the server: this offer passed over, the next taken.
-        assert!(!accepts(["permessage-deflate; server_max_window_bits=10"]));
-        assert!(accepts([
-            "permessage-deflate; server_max_window_bits=10, permessage-deflate",
-        ]));
-        assert!(accepts(["x-webkit-deflate-frame", "permessage-deflate"]));
+        assert_eq!(answer(["permessage-deflate; server_max_window_bits=10"]), None);
+        assert_eq!(
+            answer(["permessage-deflate; server_max_window_bits=10, permessage-deflate"]),
+            Some(RESPONSE)
+        );
+        assert_eq!(answer(["x-webkit-deflate-frame", "permessage-deflate"]), Some(RESPONSE));
         // Unknown, repeated, or malformed parameters; other extensions.
-        assert!(!accepts(["permessage-deflate; zip=1"]));
-        assert!(!accepts([
-            "permessage-deflate; client_no_context_takeover; client_no_context_takeover"
-        ]));
-        assert!(!accepts(["permessage-deflate; client_max_window_bits=16"]));
-        assert!(!accepts(["permessage-deflate; server_no_context_takeover=1"]));
-        assert!(!accepts(["x-webkit-deflate-frame"]));
-        assert!(!accepts([]));
+        for bad in [
+            "permessage-deflate; zip=1",
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=015",
+            "permessage-deflate; server_no_context_takeover=1",
+            "x-webkit-deflate-frame",
+        ] {
+            assert_eq!(answer([bad]), None, "{bad}");
+        }
+        assert_eq!(answer([]), None);
     }
 }

@@ -21,6 +21,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, ready};
 
@@ -37,6 +38,10 @@ use crate::worker::{Direct, Offer, Resumed};
 #[derive(Debug)]
 pub struct Wire {
     state: Mutex<State>,
+    /// The connection negotiated `permessage-deflate`: frames go out
+    /// compressed ([`Text::payload`]; a frame not compressed yet is
+    /// compressed before the lock is taken, not under it).
+    deflate: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -45,9 +50,6 @@ struct State {
     tcp: Option<OwnedWriteHalf>,
     /// Matches may write frames directly.
     open: bool,
-    /// The connection negotiated `permessage-deflate`: frames go out
-    /// compressed ([`Text::payload`]).
-    deflate: bool,
     /// A frame a direct write began, and how many of its bytes on the
     /// wire (header included) went out.
     begun: Option<(Text, usize)>,
@@ -60,9 +62,9 @@ impl Wire {
             state: Mutex::new(State {
                 tcp: Some(tcp),
                 open: false,
-                deflate: false,
                 begun: None,
             }),
+            deflate: AtomicBool::new(false),
         }
     }
 
@@ -74,11 +76,11 @@ impl Wire {
 
     /// The session negotiated `permessage-deflate` (before any frame).
     pub fn set_deflate(&self, deflate: bool) {
-        self.lock().deflate = deflate;
+        self.deflate.store(deflate, Ordering::Relaxed);
     }
 
     pub fn deflate(&self) -> bool {
-        self.lock().deflate
+        self.deflate.load(Ordering::Relaxed)
     }
 
     /// The connection is gone: close the socket's write half now.
@@ -92,6 +94,7 @@ impl Wire {
     /// Write `text` as one frame if the wire is open and the socket takes
     /// at least part of it.
     fn offer(&self, text: &Text) -> Offer {
+        let (rsv1, payload) = text.payload(self.deflate());
         let mut st = match self.state.try_lock() {
             Ok(st) => st,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -103,7 +106,6 @@ impl Wire {
             return Offer::Refused;
         };
         let mut head = [0u8; 10];
-        let (rsv1, payload) = text.payload(st.deflate);
         let h = header(rsv1, payload.len(), &mut head);
         let bufs = [IoSlice::new(&head[..h]), IoSlice::new(payload)];
         match tcp.try_write_vectored(&bufs) {
@@ -122,11 +124,11 @@ impl Wire {
     }
 
     /// Send the rest of a frame a direct write began.
-    fn finish(st: &mut State, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn finish(st: &mut State, deflate: bool, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some((text, sent)) = &mut st.begun {
             let tcp = st.tcp.as_mut().ok_or(io::ErrorKind::NotConnected)?;
             let mut head = [0u8; 10];
-            let (rsv1, payload) = text.payload(st.deflate);
+            let (rsv1, payload) = text.payload(deflate);
             let h = header(rsv1, payload.len(), &mut head);
             let (a, b) = if *sent < h {
                 (&head[*sent..h], payload)
@@ -150,20 +152,20 @@ impl Wire {
     pub fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let mut st = self.lock();
         st.open = false;
-        ready!(Wire::finish(&mut st, cx))?;
+        ready!(Wire::finish(&mut st, self.deflate(), cx))?;
         let tcp = st.tcp.as_mut().ok_or(io::ErrorKind::NotConnected)?;
         Pin::new(tcp).poll_write_vectored(cx, bufs)
     }
 
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut st = self.lock();
-        Wire::finish(&mut st, cx)
+        Wire::finish(&mut st, self.deflate(), cx)
     }
 
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut st = self.lock();
         st.open = false;
-        ready!(Wire::finish(&mut st, cx))?;
+        ready!(Wire::finish(&mut st, self.deflate(), cx))?;
         match st.tcp.as_mut() {
             Some(tcp) => Pin::new(tcp).poll_shutdown(cx),
             None => Poll::Ready(Ok(())),

@@ -87,7 +87,10 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 /// this many frames...
 pub const RESUME_RING: usize = 16;
 /// ...and at most this many bytes of their text ([`ring`];
-/// the last frame is kept whatever its size). A resume reaching further back than ring and store
+/// the last frame is kept whatever its size). A frame some session sent
+/// compressed also holds its compressed bytes (`permessage-deflate`,
+/// [`crate::deflate::Text`]), not counted here: a fifth more on the
+/// simulator's updates, at most as much again. A resume reaching further back than ring and store
 /// waits for the store writer once (see [`catchup`]). A napping or
 /// hibernated match keeps no ring.
 pub const RESUME_RING_BYTES: usize = 16 * 1024;
