@@ -82,10 +82,19 @@ impl Inflater {
     /// Take bytes from the peer and filter them, up to the end of the
     /// first compressed message they complete ([`Inflater::pump`]).
     pub fn push(&mut self, bytes: &[u8]) {
-        if !self.ended {
-            self.input.extend_from_slice(bytes);
+        if self.ended {
+            return;
         }
-        self.pump();
+        if self.input.is_empty() {
+            // Filtered where they are; only what is left is kept.
+            let used = self.take(bytes);
+            if !self.ended {
+                self.input.extend_from_slice(&bytes[used..]);
+            }
+        } else {
+            self.input.extend_from_slice(bytes);
+            self.pump();
+        }
     }
 
     /// Filter what is held, up to the end of the first compressed message
@@ -95,10 +104,12 @@ impl Inflater {
     pub fn pump(&mut self) -> bool {
         let input = std::mem::take(&mut self.input);
         let used = self.take(&input);
-        if !self.ended {
+        if !self.ended && used < input.len() {
             self.input = input;
             self.input.drain(..used);
         }
+        // Otherwise `input` goes, and its buffer with it: an idle session
+        // keeps none.
         used > 0
     }
 
@@ -119,8 +130,7 @@ impl Inflater {
                     Some(used) => at += used,
                     None => break,
                 }
-                if self.frame.is_none() && self.message.is_none() && self.handed_on {
-                    self.handed_on = false;
+                if std::mem::take(&mut self.handed_on) {
                     break; // an empty compressed message, handed on
                 }
                 continue;
@@ -141,7 +151,6 @@ impl Inflater {
                 self.frame = Some(p);
             } else if p.gather.is_some() && p.fin {
                 self.finish();
-                self.handed_on = false;
                 break;
             }
         }
@@ -243,7 +252,9 @@ impl Inflater {
             }
             // Doubling, so a message near a large limit is not copied over
             // and over.
-            plain.reserve(room.min(len(&plain).max(16 << 10)));
+            // (`reserve_exact`: `reserve` may double past the budget, and
+            // all the room given is filled.)
+            plain.reserve_exact(room.min(len(&plain).max(16 << 10)));
             let (in_before, out_before) = (inflater.total_in(), plain.len());
             let input = &data[usize::try_from(in_before).unwrap_or(usize::MAX).min(data.len())..];
             let status = inflater.decompress_vec(input, &mut plain, FlushDecompress::Sync);

@@ -259,3 +259,36 @@ fn many_small_bombs_in_one_read_are_inflated_one_at_a_time() {
     }
     assert_eq!(messages, 40);
 }
+
+/// Empty compressed messages (no data at all, or an empty stored block)
+/// and a compressed message whose last fragment is empty are handed on,
+/// each before what follows them in the same read.
+#[test]
+fn empty_compressed_messages_and_fragments_are_handed_on_in_order() {
+    let packed = compress(json(40).as_bytes()).expect("compressible");
+    let key = [4, 3, 2, 1];
+    let mut wire = frame(true, true, 1, &[], key);
+    wire.extend(frame(true, true, 1, &[0x00], key));
+    wire.extend(frame(false, true, 1, &packed, key));
+    wire.extend(frame(true, false, 0, &[], key));
+    wire.extend(frame(true, false, 1, b"{}", key));
+    let mut f = Inflater::new(MAX);
+    f.push(&wire);
+    let mut got = Vec::new();
+    loop {
+        if f.ready().is_empty() && !f.pump() {
+            break;
+        }
+        got.extend_from_slice(f.ready());
+        let n = f.ready().len();
+        f.consume(n);
+    }
+    assert!(!f.ended());
+    let body = json(40);
+    let mut expected = head(0x81, Some([0; 4]), 0);
+    expected.extend(head(0x81, Some([0; 4]), 0));
+    expected.extend(head(0x81, Some([0; 4]), body.len() as u64));
+    expected.extend_from_slice(body.as_bytes());
+    expected.extend(frame(true, false, 1, b"{}", key));
+    assert_eq!(got, expected);
+}

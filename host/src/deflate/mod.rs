@@ -170,7 +170,7 @@ fn acceptable(offer: &str) -> Option<&'static str> {
     }
     // 8 to 15, without leading zeros (RFC 7692 §7.1.2).
     let bits = |v: Option<&str>| {
-        v.filter(|v| !v.starts_with('0'))
+        v.filter(|v| !v.starts_with('0') && v.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|v| v.parse::<u8>().ok())
             .filter(|b| (8..=15).contains(b))
     };
@@ -276,6 +276,7 @@ mod tests {
             "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
             "permessage-deflate; client_max_window_bits=16",
             "permessage-deflate; server_max_window_bits=015",
+            "permessage-deflate; server_max_window_bits=+15",
             "permessage-deflate; server_no_context_takeover=1",
             "x-webkit-deflate-frame",
         ] {
