@@ -224,11 +224,34 @@ async fn pythons_websockets_negotiates_deflate_and_reads_the_same_snapshot() {
         .expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
 
+    let mut plain = crate::support::Ws::connect(server.http).await;
+    plain.send(json!({"op": "subscribe", "matches": ["sr:match:1"]})).await;
+    let snapshot = plain.next_matching(|f| f["type"] == "snapshot").await;
+    // As the library offers it, then asking for the server's window too.
+    for (extra, answer) in [
+        (
+            None,
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        ),
+        (
+            Some("window"),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15",
+        ),
+    ] {
+        let seen = python_client(&server, "sr:match:1", extra).await;
+        assert_eq!(seen["extensions"], answer);
+        assert_eq!(seen["snapshot"], snapshot);
+    }
+}
+
+/// What `clients/websockets_client.py` saw of `id` on `server`.
+async fn python_client(server: &Server, id: &str, extra: Option<&str>) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/it/clients/websockets_client.py");
     let out = tokio::process::Command::new(python())
         .arg(&script)
         .arg(format!("ws://{}/ws", server.http))
-        .arg("sr:match:1")
+        .arg(id)
+        .args(extra)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(DEADLINE, out)
@@ -240,14 +263,5 @@ async fn pythons_websockets_negotiates_deflate_and_reads_the_same_snapshot() {
         "the Python client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
-    assert_eq!(
-        seen["extensions"],
-        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-    );
-
-    let mut plain = crate::support::Ws::connect(server.http).await;
-    plain.send(json!({"op": "subscribe", "matches": ["sr:match:1"]})).await;
-    let snapshot = plain.next_matching(|f| f["type"] == "snapshot").await;
-    assert_eq!(seen["snapshot"], snapshot);
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
 }

@@ -3,7 +3,9 @@
 It connects with the library's defaults (it offers permessage-deflate and
 compresses what it sends once that is on), subscribes to one match and
 prints, as one JSON line, the extensions the server answered and the
-match's snapshot. Usage: websockets_client.py WS_URL MATCH_ID.
+match's snapshot. Usage: websockets_client.py WS_URL MATCH_ID [window]:
+with `window`, the offer also asks for server_max_window_bits=15, which
+the library requires the answer to name back.
 """
 
 import asyncio
@@ -11,10 +13,15 @@ import json
 import sys
 
 from websockets.asyncio.client import connect
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 
-async def main(url: str, match: str) -> None:
-    async with connect(url, max_size=1 << 24) as ws:
+async def main(url: str, match: str, window: bool) -> None:
+    options = {}
+    if window:
+        factory = ClientPerMessageDeflateFactory(server_max_window_bits=15, client_max_window_bits=True)
+        options = {"compression": None, "extensions": [factory]}
+    async with connect(url, max_size=1 << 24, **options) as ws:
         extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
         # Compressed: the library compresses every data message once the
         # extension is on.
@@ -26,4 +33,5 @@ async def main(url: str, match: str) -> None:
         print(json.dumps({"extensions": extensions, "snapshot": frame}))
 
 
-asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2]), timeout=20))
+window = sys.argv[3:] == ["window"]
+asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2], window), timeout=20))
