@@ -146,6 +146,9 @@ pub fn compress(plain: &[u8]) -> Option<Bytes> {
             return None;
         }
         out.truncate(out.len() - TAIL.len());
+        // Room was made for the whole text; the frame keeps only its bytes
+        // (for as long as it is held: resume rings, snapshot caches).
+        out.shrink_to_fit();
         Some(Bytes::from(out))
     })
 }
