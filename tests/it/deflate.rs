@@ -131,13 +131,20 @@ fn json_of((compressed, opcode, payload): &Frame) -> Value {
     serde_json::from_slice(&text).expect("JSON")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_offers_deflate_gets_compressed_frames_and_a_bomb_is_refused() {
+/// A server that applied the sample odds change as `sr:match:1`, and its
+/// feed connection.
+fn fed_server() -> (Server, std::net::TcpStream) {
     let server = Server::start(&[]);
     let mut feed = server.feed();
     feed.write_all(&sample_for("uof/messages/odds_change.xml", "sr:match:1"))
         .expect("feed");
     server.wait_metric("touchline_events_applied_total", 1.0);
+    (server, feed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_offers_deflate_gets_compressed_frames_and_a_bomb_is_refused() {
+    let (server, mut feed) = fed_server();
 
     let (mut ws, head) = Raw::connect(&server).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -218,11 +225,7 @@ fn python() -> std::path::PathBuf {
 /// extension gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pythons_websockets_negotiates_deflate_and_reads_the_same_snapshot() {
-    let server = Server::start(&[]);
-    let mut feed = server.feed();
-    feed.write_all(&sample_for("uof/messages/odds_change.xml", "sr:match:1"))
-        .expect("feed");
-    server.wait_metric("touchline_events_applied_total", 1.0);
+    let (server, _feed) = fed_server();
 
     let mut plain = crate::support::Ws::connect(server.http).await;
     plain.send(json!({"op": "subscribe", "matches": ["sr:match:1"]})).await;
