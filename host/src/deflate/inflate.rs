@@ -26,7 +26,7 @@ use std::task::{Context, Poll, ready};
 use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::TAIL;
+use super::{MAX_HEADER, TAIL, frame_header};
 
 /// The filter (see the module doc).
 #[derive(Debug)]
@@ -43,9 +43,6 @@ pub struct Inflater {
     message: Option<Message>,
     /// A bad or oversized message was handed on; nothing more is.
     ended: bool,
-    /// A compressed message was just handed on by [`Inflater::header`]
-    /// (an empty one, in one frame).
-    handed_on: bool,
 }
 
 #[derive(Debug)]
@@ -75,7 +72,6 @@ impl Inflater {
             frame: None,
             message: None,
             ended: false,
-            handed_on: false,
         }
     }
 
@@ -124,14 +120,13 @@ impl Inflater {
     /// first part of a frame header, or follows that message).
     fn take(&mut self, bytes: &[u8]) -> usize {
         let mut at = 0;
-        while at < bytes.len() && !self.ended {
+        // A frame whose payload has all come (an empty one just read too)
+        // is done even with no byte left.
+        while !self.ended && (at < bytes.len() || self.frame.as_ref().is_some_and(|p| p.left == 0)) {
             let Some(mut p) = self.frame.take() else {
                 match self.header(&bytes[at..]) {
                     Some(used) => at += used,
                     None => break,
-                }
-                if std::mem::take(&mut self.handed_on) {
-                    break; // an empty compressed message, handed on
                 }
                 continue;
             };
@@ -226,18 +221,13 @@ impl Inflater {
             gather: gather.then_some((mask, 0)),
             fin,
         });
-        if len == 0 && gather && fin {
-            self.frame = None;
-            self.finish();
-            self.handed_on = true;
-        }
         Some(head)
     }
 
     /// The compressed message is whole: hand it on inflated.
     fn finish(&mut self) {
         /// Room kept before the inflated bytes for the frame's header.
-        const HEAD: usize = 14;
+        const HEAD: usize = MAX_HEADER;
         let Some(m) = self.message.take() else { return };
         let mut data = m.data;
         data.extend_from_slice(&TAIL);
@@ -282,10 +272,10 @@ impl Inflater {
             self.too_big(m.masked);
             return;
         }
-        let mut head = Vec::with_capacity(HEAD);
-        frame_head(&mut head, 0x80 | m.opcode, m.masked, len(&plain) as u64);
-        let at = HEAD - head.len();
-        plain[at..HEAD].copy_from_slice(&head);
+        let mut head = [0u8; HEAD];
+        let n = frame_header(0x80 | m.opcode, m.masked, len(&plain) as u64, &mut head);
+        let at = HEAD - n;
+        plain[at..HEAD].copy_from_slice(&head[..n]);
         if self.ready().is_empty() {
             // The message becomes what is ready, header and all, uncopied.
             self.out = plain;
@@ -316,23 +306,11 @@ impl Inflater {
     }
 }
 
-/// A frame's header (RFC 6455 §5.2) onto `out`: a zero mask key where
-/// `masked`, so the payload goes as it is.
+/// A frame's header ([`frame_header`]) onto `out`.
 fn frame_head(out: &mut Vec<u8>, b0: u8, masked: bool, len: u64) {
-    let mask_bit = if masked { 0x80 } else { 0 };
-    out.push(b0);
-    if len < 126 {
-        out.push(mask_bit | len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        out.push(mask_bit | 126);
-        out.extend_from_slice(&short.to_be_bytes());
-    } else {
-        out.push(mask_bit | 127);
-        out.extend_from_slice(&len.to_be_bytes());
-    }
-    if masked {
-        out.extend_from_slice(&[0; 4]);
-    }
+    let mut head = [0u8; MAX_HEADER];
+    let n = frame_header(b0, masked, len, &mut head);
+    out.extend_from_slice(&head[..n]);
 }
 
 /// A stream whose reads go through an [`Inflater`] once the extension is

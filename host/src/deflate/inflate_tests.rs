@@ -284,6 +284,11 @@ fn empty_compressed_messages_and_fragments_are_handed_on_in_order() {
         f.consume(n);
     }
     assert!(!f.ended());
+    // An empty one that ends the bytes read is handed on at once, not when
+    // more bytes come.
+    let mut alone = Inflater::new(MAX);
+    alone.push(&frame(true, true, 1, &[], key));
+    assert_eq!(alone.ready(), &head(0x81, Some([0; 4]), 0)[..]);
     let body = json(40);
     let mut expected = head(0x81, Some([0; 4]), 0);
     expected.extend(head(0x81, Some([0; 4]), 0));

@@ -54,6 +54,36 @@ pub const RESPONSE_WINDOW: &str =
 /// (RFC 7692 §7.2.1) and put back before inflating.
 pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// Longest frame header: 10 bytes of length encoding, 4 of mask key.
+pub const MAX_HEADER: usize = 14;
+
+/// A frame's header (RFC 6455 §5.2) into `out`: first byte `b0`, the
+/// shortest encoding of `len`, and where `masked` a zero mask key (so the
+/// payload goes as it is); returns its length. The one encoder of frame
+/// headers: the server's writers and [`inflate`]'s re-framed messages.
+pub fn frame_header(b0: u8, masked: bool, len: u64, out: &mut [u8; MAX_HEADER]) -> usize {
+    let mask_bit = if masked { 0x80 } else { 0 };
+    out[0] = b0;
+    let n = if len < 126 {
+        out[1] = mask_bit | len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        out[1] = mask_bit | 126;
+        out[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        out[1] = mask_bit | 127;
+        out[2..10].copy_from_slice(&len.to_be_bytes());
+        10
+    };
+    if masked {
+        out[n..n + 4].fill(0);
+        n + 4
+    } else {
+        n
+    }
+}
+
 /// A frame's text, shared by every session that sends it, with its
 /// compressed form made at most once. Cloning shares both.
 #[derive(Debug, Clone)]
@@ -113,12 +143,6 @@ impl From<String> for Text {
 impl From<&str> for Text {
     fn from(s: &str) -> Text {
         Text::from(Utf8Bytes::from(s))
-    }
-}
-
-impl PartialEq for Text {
-    fn eq(&self, other: &Text) -> bool {
-        self.plain == other.plain
     }
 }
 

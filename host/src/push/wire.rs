@@ -29,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::deflate::Text;
+use crate::deflate::{MAX_HEADER, Text};
 
 use super::writer::header;
 use crate::worker::{Direct, Offer, Resumed};
@@ -105,7 +105,7 @@ impl Wire {
         let (true, Some(tcp)) = (st.open, &st.tcp) else {
             return Offer::Refused;
         };
-        let mut head = [0u8; 10];
+        let mut head = [0u8; MAX_HEADER];
         let h = header(rsv1, payload.len(), &mut head);
         let bufs = [IoSlice::new(&head[..h]), IoSlice::new(payload)];
         match tcp.try_write_vectored(&bufs) {
@@ -127,7 +127,7 @@ impl Wire {
     fn finish(st: &mut State, deflate: bool, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some((text, sent)) = &mut st.begun {
             let tcp = st.tcp.as_mut().ok_or(io::ErrorKind::NotConnected)?;
-            let mut head = [0u8; 10];
+            let mut head = [0u8; MAX_HEADER];
             let (rsv1, payload) = text.payload(deflate);
             let h = header(rsv1, payload.len(), &mut head);
             let (a, b) = if *sent < h {

@@ -23,7 +23,7 @@ use std::io::{self, IoSlice};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
-use crate::deflate::Text;
+use crate::deflate::{MAX_HEADER, Text, frame_header};
 
 /// Frames gathered into one vectored write (two slices each, well under
 /// the kernel's `IOV_MAX` of 1024).
@@ -66,7 +66,7 @@ impl Writer {
         let mut frames = 0;
         while !self.queue.is_empty() {
             let n = {
-                let mut heads = [[0u8; 10]; MAX_FRAMES_PER_WRITE];
+                let mut heads = [[0u8; MAX_HEADER]; MAX_FRAMES_PER_WRITE];
                 let mut slices = [IoSlice::new(&[]); 2 * MAX_FRAMES_PER_WRITE];
                 let mut used = 0;
                 let mut skip = self.sent;
@@ -117,28 +117,16 @@ impl Writer {
     }
 }
 
-/// A final text frame's header for a payload of `len` bytes, unmasked
-/// (RFC 6455 §5.2), compressed (RSV1, RFC 7692 §6) if `rsv1`; returns its
-/// length.
-pub(super) fn header(rsv1: bool, len: usize, out: &mut [u8; 10]) -> usize {
-    out[0] = if rsv1 { 0xc1 } else { 0x81 }; // FIN, (RSV1,) text
-    if len < 126 {
-        out[1] = len as u8;
-        2
-    } else if let Ok(short) = u16::try_from(len) {
-        out[1] = 126;
-        out[2..4].copy_from_slice(&short.to_be_bytes());
-        4
-    } else {
-        out[1] = 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    }
+/// A final text frame's header for a payload of `len` bytes, unmasked,
+/// compressed (RSV1, RFC 7692 §6) if `rsv1`; returns its length.
+pub(super) fn header(rsv1: bool, len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
+    // FIN, (RSV1,) text
+    frame_header(if rsv1 { 0xc1 } else { 0x81 }, false, len as u64, out)
 }
 
 /// Bytes a frame of `len` payload bytes takes on the wire.
 fn frame_len(len: usize) -> usize {
-    len + header(false, len, &mut [0; 10])
+    len + header(false, len, &mut [0; MAX_HEADER])
 }
 
 /// A WebSocket client on `io` collecting every text frame it reads until
@@ -259,7 +247,7 @@ mod tests {
     #[test]
     fn headers_use_the_shortest_length_encoding() {
         let head = |len| {
-            let mut h = [0; 10];
+            let mut h = [0; MAX_HEADER];
             let n = header(false, len, &mut h);
             h[..n].to_vec()
         };
