@@ -113,6 +113,7 @@ pub struct Metrics {
     pub ws_client_errors: Family<Kind, Counter>,
     pub ws_resyncs: Counter,
     pub ws_slow_disconnects: Counter,
+    pub ws_read_throttled: Counter,
     pub http_connections: Gauge,
     pub http_refused: Family<Kind, Counter>,
     pub http_evicted: Counter,
@@ -370,6 +371,11 @@ impl Metrics {
             ws_slow_disconnects: reg!(
                 "ws_slow_disconnects",
                 "Sessions closed for not reading",
+                Counter::default()
+            ),
+            ws_read_throttled: reg!(
+                "ws_read_throttled",
+                "Times a session stopped reading its client until its read budget refilled (--ws-read-bytes-per-sec)",
                 Counter::default()
             ),
             http_connections: reg!(

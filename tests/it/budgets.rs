@@ -111,7 +111,16 @@ async fn pongs_never_pile_up_behind_a_flooding_client_that_does_not_read() {
     // A budget so large the flood is never cut off by it: what is left to
     // bound memory is that each pong is flushed before the next ping is
     // read, so the server stops reading when the client stops reading.
-    let server = Server::start(&["--ws-pings-per-sec", "1000000", "--ws-ping-burst", "1000000"]);
+    // No read budget either: it would hold the flood back too, and the
+    // pongs would fill the buffers too slowly (deflate.rs tests it).
+    let server = Server::start(&[
+        "--ws-pings-per-sec",
+        "1000000",
+        "--ws-ping-burst",
+        "1000000",
+        "--ws-read-bytes-per-sec",
+        "0",
+    ]);
     let before = server.rss();
     let (mut ws, _) = Ws::connect_with_recv_buffer(server.http, 4096).await;
     // Flood until the server gives the session up. Once the pongs it owes
@@ -273,7 +282,9 @@ async fn subscriptions_past_either_cap_are_refused_whole_and_the_session_continu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn millions_of_unknown_match_ids_are_refused_and_memory_stays_flat() {
-    let server = Server::start(&[]);
+    // 8 MB of requests: at the default read budget (64 KiB/s) they would
+    // take two minutes to be read.
+    let server = Server::start(&["--ws-read-bytes-per-sec", "0"]);
     let before = server.rss();
     let mut ws = Ws::connect(server.http).await;
     // The default pending cap, 1,000, is taken...

@@ -2,9 +2,11 @@
 //! (tungstenite, the server's library, does not know the extension): the
 //! offer is taken, a compressed request is answered, shared frames come
 //! compressed and inflate to what they say, and a compressed bomb closes
-//! the session with 1009 without being inflated whole.
+//! the session with 1009 without being inflated whole; and the read
+//! budget counts a compressed message as what it inflates to.
 
 use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use flate2::write::DeflateEncoder;
 use flate2::{Compression, Decompress, FlushDecompress};
@@ -202,6 +204,43 @@ async fn a_client_that_offers_deflate_gets_compressed_frames_and_a_bomb_is_refus
     assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1009);
     assert!(String::from_utf8_lossy(&close[2..]).starts_with("message too big"));
     server.wait_metric(r#"touchline_ws_client_errors_total{kind="too_big"}"#, 1.0);
+}
+
+/// A client whose few bytes inflate to much is held to the read budget
+/// by what they inflate to: 8 compressed requests of ~60 bytes, 32 KiB
+/// each once inflated, are all answered, none lost and the session kept,
+/// but no sooner than the budget lets the server read 256 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_requests_are_read_within_the_read_budget_as_what_they_inflate_to() {
+    let server = Server::start(&["--ws-read-bytes-per-sec", "65536", "--ws-read-burst-bytes", "65536"]);
+    let (mut ws, head) = Raw::connect(&server).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // An unknown op, padded with JSON whitespace: one error frame each.
+    let open = r#"{"op":"ping""#;
+    let request = format!("{open}{}}}", " ".repeat(32 * 1024 - open.len() - 1));
+    assert_eq!(request.len(), 32 * 1024);
+    let frame = client_frame(1, true, &deflate(request.as_bytes()));
+    assert!(frame.len() < 200, "{} bytes on the wire", frame.len());
+    let start = Instant::now();
+    for _ in 0..8 {
+        ws.send(&frame).await;
+    }
+    for i in 0..8 {
+        let answer = json_of(&ws.frame().await);
+        assert_eq!(answer["type"], "error", "answer {i}: {answer}");
+        assert!(
+            answer["reason"].as_str().is_some_and(|r| r.contains("ping")),
+            "{answer}"
+        );
+    }
+    // All 256 KiB read: 64 KiB at once, the rest at 64 KiB/s, the last read
+    // (4 KiB at most) past the budget. Counted on the ~1.5 KB that came
+    // over the wire, all of it would be read at once.
+    let took = start.elapsed();
+    let least = Duration::from_secs_f64((256.0 - 64.0 - 4.0) / 64.0);
+    assert!(took >= least, "256 KiB read in {took:?}, under the budget's {least:?}");
+    assert!(server.metric("touchline_ws_read_throttled_total") >= 1.0);
+    eprintln!("8 compressed requests of 32 KiB answered in {took:?}");
 }
 
 /// The python the tests run `clients/websockets_client.py` with:

@@ -117,6 +117,15 @@ pub struct Settings {
     /// ...and at once; one beyond the budget closes the session (1008).
     #[arg(long, default_value_t = 16)]
     pub ws_ping_burst: u32,
+    /// Bytes a WebSocket client's frames may take to read per second on
+    /// average, a compressed message counted as what it inflates to (0: no
+    /// limit)...
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub ws_read_bytes_per_sec: u64,
+    /// ...and at once; past the budget the server stops reading the client
+    /// until the debt is repaid (nothing is dropped, the session stays).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub ws_read_burst_bytes: u64,
     /// Never accept `permessage-deflate`: every frame goes out as it is.
     /// Accepted by default when a client offers it: each frame is then
     /// compressed once and the compressed bytes shared by every such
@@ -383,6 +392,8 @@ impl Settings {
                 max_message_bytes: self.ws_max_message_bytes,
                 pings_per_sec: self.ws_pings_per_sec,
                 ping_burst: self.ws_ping_burst,
+                read_bytes_per_sec: self.ws_read_bytes_per_sec,
+                read_burst_bytes: self.ws_read_burst_bytes,
                 max_subscriptions: self.max_subscriptions,
                 max_pending: self.max_pending_subscriptions,
             },

@@ -265,6 +265,8 @@ fn every_validation_error_and_the_bounds() {
         ("ws-max-message-bytes", 1024, 16 << 20),
         ("ws-pings-per-sec", 1, 1_000_000),
         ("ws-ping-burst", 1, 1_000_000),
+        ("ws-read-bytes-per-sec", 0, 1 << 30),
+        ("ws-read-burst-bytes", 1024, 1 << 30),
         ("max-subscriptions", 1, 1_000_000),
         ("max-pending-subscriptions", 0, 1_000_000),
         ("commit-interval-ms", 1, 10_000),

@@ -6,7 +6,7 @@
 //! budget says what happens past it, and `docs/protocol.md` ("Limits")
 //! lists them with their defaults.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Longest match id accepted in a request: ids are kept while a match is
 /// awaited, so their length is part of what a session holds. Real ids
@@ -28,6 +28,12 @@ pub struct Budget {
     pub pings_per_sec: u32,
     /// ...and at once. One beyond closes the session with 1008.
     pub ping_burst: u32,
+    /// Bytes a client's frames take to read (a compressed message counted
+    /// as what it inflates to) per second on average (0: no limit)...
+    pub read_bytes_per_sec: u64,
+    /// ...and at once. Past it the session stops reading the client until
+    /// the debt is repaid ([`super::throttle`]).
+    pub read_burst_bytes: u64,
     /// Matches a session may name (known or not); `["*"]` is not counted.
     pub max_subscriptions: usize,
     /// Of those, matches not seen yet.
@@ -141,6 +147,53 @@ impl ControlBudget {
     }
 }
 
+/// A token bucket for the bytes a session reads: `read_burst_bytes` of
+/// credit, refilled at `read_bytes_per_sec`. A read is taken whole and
+/// may leave a debt; the reader waits until it is repaid.
+#[derive(Debug, Clone)]
+pub struct ReadBudget {
+    /// Bytes times 10^9 (a byte-nanosecond each, so refills are exact);
+    /// negative while in debt.
+    credit: i128,
+    /// Bytes per second: credit per nanosecond.
+    rate: i128,
+    capacity: i128,
+    last: Instant,
+}
+
+impl ReadBudget {
+    /// A full bucket at `now`; `None` with no limit (a rate of 0).
+    pub fn new(budget: &Budget, now: Instant) -> Option<ReadBudget> {
+        let capacity = i128::from(budget.read_burst_bytes) * NANOS;
+        (budget.read_bytes_per_sec > 0).then(|| ReadBudget {
+            credit: capacity,
+            rate: i128::from(budget.read_bytes_per_sec),
+            capacity,
+            last: now,
+        })
+    }
+
+    /// `n` bytes were read at `now`: how long to wait before reading
+    /// again, if that left a debt.
+    pub fn take(&mut self, n: u64, now: Instant) -> Option<Duration> {
+        let elapsed = i128::try_from(now.saturating_duration_since(self.last).as_nanos()).unwrap_or(i128::MAX);
+        self.last = now.max(self.last);
+        self.credit = self
+            .credit
+            .saturating_add(elapsed.saturating_mul(self.rate))
+            .min(self.capacity)
+            .saturating_sub(i128::from(n) * NANOS);
+        (self.credit < 0).then(|| {
+            // Rounded up: the debt is repaid when the wait ends.
+            let nanos = self.credit.unsigned_abs().div_ceil(self.rate.unsigned_abs());
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        })
+    }
+}
+
+/// Byte-nanoseconds in a byte (at one byte per second).
+const NANOS: i128 = 1_000_000_000;
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -151,6 +204,8 @@ mod tests {
         max_message_bytes: 64 * 1024,
         pings_per_sec: 4,
         ping_burst: 3,
+        read_bytes_per_sec: 1_000,
+        read_burst_bytes: 3_000,
         max_subscriptions: 10,
         max_pending: 4,
     };
@@ -185,6 +240,34 @@ mod tests {
         check(&[0, 250, 500, 750, 1000, 1250, 1500, 1750, 2000], "yyyyyyyyy");
         // A clock that steps back refills nothing and panics on nothing.
         check(&[1000, 1000, 1000, 0, 0], "yyynn");
+    }
+
+    #[test]
+    fn reads_take_the_burst_then_wait_out_their_debt_at_the_rate() {
+        // 1,000 bytes a second, 3,000 at once.
+        let t0 = Instant::now();
+        let ms = |ms| t0 + Duration::from_millis(ms);
+        let mut b = ReadBudget::new(&BUDGET, t0).expect("a rate");
+        assert_eq!(b.take(2_000, t0), None);
+        assert_eq!(b.take(1_000, t0), None, "the whole burst, to the byte");
+        assert_eq!(b.take(1, t0), Some(Duration::from_millis(1)));
+        // 1 ms later the byte is repaid; 250 ms later 250 bytes are back.
+        assert_eq!(b.take(250, ms(251)), None);
+        assert_eq!(b.take(300, ms(251)), Some(Duration::from_millis(300)));
+        // A partial byte of debt waits for the whole byte: 1 ms, not 0.
+        assert_eq!(b.take(1, ms(551)), Some(Duration::from_millis(1)));
+        // Idle for an hour: the burst back, no more.
+        assert_eq!(b.take(3_000, ms(3_600_000)), None);
+        assert_eq!(b.take(1, ms(3_600_000)), Some(Duration::from_millis(1)));
+        // A clock that steps back refills nothing.
+        assert_eq!(b.take(1, ms(0)), Some(Duration::from_millis(2)));
+        // A huge read leaves a huge debt, not an overflow.
+        assert_eq!(b.take(u64::MAX, ms(3_600_002)), Some(Duration::from_nanos(u64::MAX)));
+        let unlimited = Budget {
+            read_bytes_per_sec: 0,
+            ..BUDGET
+        };
+        assert!(ReadBudget::new(&unlimited, t0).is_none());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! with contiguous `seq`, and resynchronises a subscriber that lagged from
 //! the missed updates or a fresh snapshot. Frames
 //! are never re-serialised per client. [`budget`] is what one client may
-//! make the server hold or do. In a cluster, [`publisher`] and [`relay`] carry
+//! make the server hold or do; [`throttle`] holds back a client that sends
+//! faster than its read budget. In a cluster, [`publisher`] and [`relay`] carry
 //! frames between nodes and [`directory`] makes `"*"` cover every node's
 //! matches. The wire protocol is in `docs/protocol.md`.
 
@@ -18,6 +19,7 @@ pub mod publisher;
 pub mod relay;
 mod request;
 pub mod session;
+pub mod throttle;
 pub mod wire;
 mod writer;
 

@@ -120,6 +120,8 @@ mod tests {
         max_message_bytes: 64 * 1024,
         pings_per_sec: 4,
         ping_burst: 16,
+        read_bytes_per_sec: 64 * 1024,
+        read_burst_bytes: 256 * 1024,
         max_subscriptions: 4,
         max_pending: 2,
     };
