@@ -260,7 +260,8 @@ async fn websocket(State(st): State<AppState>, mut req: Request) -> Response {
                 let (io, read) = Inflating::new(conn, read, deflate, max);
                 // Read within the session's read budget, counted on what
                 // was inflated.
-                let io = push::throttle::Throttled::new(io, &st2.budget, st2.metrics.ws_read_throttled.clone());
+                let mut io = push::throttle::Throttled::new(io, &st2.budget, st2.metrics.ws_read_throttled.clone());
+                io.charge(read.len());
                 let ws = WebSocketStream::from_partially_read(io, read, Role::Server, Some(config)).await;
                 push::session::run(ws, wire, st2.router, st2.desk, st2.metrics, st2.budget, st2.shutdown).await;
             }

@@ -375,7 +375,7 @@ impl Metrics {
             ),
             ws_read_throttled: reg!(
                 "ws_read_throttled",
-                "Times a session stopped reading its client until its read budget refilled (--ws-read-bytes-per-sec)",
+                "Reads of a session that overdrew its read budget (--ws-read-bytes-per-sec): each makes the next read wait until the debt is repaid",
                 Counter::default()
             ),
             http_connections: reg!(

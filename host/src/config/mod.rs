@@ -119,11 +119,12 @@ pub struct Settings {
     pub ws_ping_burst: u32,
     /// Bytes a WebSocket client's frames may take to read per second on
     /// average, a compressed message counted as what it inflates to (0: no
-    /// limit)...
+    /// limit; otherwise at least 1024: one 4 KiB read past the budget
+    /// waits 4 s at that rate)...
     #[arg(long, default_value_t = 64 * 1024)]
     pub ws_read_bytes_per_sec: u64,
     /// ...and at once; past the budget the server stops reading the client
-    /// until the debt is repaid (nothing is dropped, the session stays).
+    /// until its debt is repaid (nothing is dropped, the session stays).
     #[arg(long, default_value_t = 256 * 1024)]
     pub ws_read_burst_bytes: u64,
     /// Never accept `permessage-deflate`: every frame goes out as it is.
@@ -504,6 +505,13 @@ pub enum ConfigError {
     WeakToken,
     #[error("{name} must be between {min} and {max}, got {got}")]
     OutOfRange {
+        name: &'static str,
+        min: u64,
+        max: u64,
+        got: u64,
+    },
+    #[error("{name} must be 0 (no limit) or between {min} and {max}, got {got}")]
+    ZeroOrRange {
         name: &'static str,
         min: u64,
         max: u64,

@@ -157,7 +157,14 @@ impl ServeConfig {
         range("--ws-max-message-bytes", b.max_message_bytes as u64, 1024, 16 << 20)?;
         range("--ws-pings-per-sec", u64::from(b.pings_per_sec), 1, 1_000_000)?;
         range("--ws-ping-burst", u64::from(b.ping_burst), 1, 1_000_000)?;
-        range("--ws-read-bytes-per-sec", b.read_bytes_per_sec, 0, 1 << 30)?;
+        if b.read_bytes_per_sec != 0 && range("--ws-read-bytes-per-sec", b.read_bytes_per_sec, 1024, 1 << 30).is_err() {
+            return Err(ConfigError::ZeroOrRange {
+                name: "--ws-read-bytes-per-sec",
+                min: 1024,
+                max: 1 << 30,
+                got: b.read_bytes_per_sec,
+            });
+        }
         range("--ws-read-burst-bytes", b.read_burst_bytes, 1024, 1 << 30)?;
         range("--max-subscriptions", b.max_subscriptions as u64, 1, 1_000_000)?;
         range("--max-pending-subscriptions", b.max_pending as u64, 0, 1_000_000)?;

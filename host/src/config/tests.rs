@@ -265,7 +265,6 @@ fn every_validation_error_and_the_bounds() {
         ("ws-max-message-bytes", 1024, 16 << 20),
         ("ws-pings-per-sec", 1, 1_000_000),
         ("ws-ping-burst", 1, 1_000_000),
-        ("ws-read-bytes-per-sec", 0, 1 << 30),
         ("ws-read-burst-bytes", 1024, 1 << 30),
         ("max-subscriptions", 1, 1_000_000),
         ("max-pending-subscriptions", 0, 1_000_000),
@@ -306,6 +305,26 @@ fn every_validation_error_and_the_bounds() {
             }
             rows.push((format!("serve --feed-connect f:1 --{flag} {value}"), expected));
         }
+    }
+    // 0 (no limit), or a rate from 1 KiB a second.
+    for (value, accepted) in [
+        (0, true),
+        (1023, false),
+        (1024, true),
+        (1 << 30, true),
+        ((1 << 30) + 1, false),
+    ] {
+        let expected = if value == 64 * 1024 {
+            "feed-connect=\"f:1\"".to_owned()
+        } else if accepted {
+            format!("feed-connect=\"f:1\" ws-read-bytes-per-sec={value}")
+        } else {
+            format!("error: --ws-read-bytes-per-sec must be 0 (no limit) or between 1024 and 1073741824, got {value}")
+        };
+        rows.push((
+            format!("serve --feed-connect f:1 --ws-read-bytes-per-sec {value}"),
+            expected,
+        ));
     }
     for (argv, expected) in &rows {
         check(argv, "", false, expected);

@@ -254,7 +254,6 @@ mod tests {
         // 1 ms later the byte is repaid; 250 ms later 250 bytes are back.
         assert_eq!(b.take(250, ms(251)), None);
         assert_eq!(b.take(300, ms(251)), Some(Duration::from_millis(300)));
-        // A partial byte of debt waits for the whole byte: 1 ms, not 0.
         assert_eq!(b.take(1, ms(551)), Some(Duration::from_millis(1)));
         // Idle for an hour: the burst back, no more.
         assert_eq!(b.take(3_000, ms(3_600_000)), None);
@@ -263,6 +262,15 @@ mod tests {
         assert_eq!(b.take(1, ms(0)), Some(Duration::from_millis(2)));
         // A huge read leaves a huge debt, not an overflow.
         assert_eq!(b.take(u64::MAX, ms(3_600_002)), Some(Duration::from_nanos(u64::MAX)));
+        // At 3 bytes a second a byte takes a third of a second: the wait is
+        // rounded up, so the debt is repaid when it ends.
+        let slow = Budget {
+            read_bytes_per_sec: 3,
+            read_burst_bytes: 0,
+            ..BUDGET
+        };
+        let mut b = ReadBudget::new(&slow, t0).expect("a rate");
+        assert_eq!(b.take(1, t0), Some(Duration::from_nanos(333_333_334)));
         let unlimited = Budget {
             read_bytes_per_sec: 0,
             ..BUDGET

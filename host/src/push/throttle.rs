@@ -10,8 +10,12 @@
 //! A read that overdraws the budget is handed on whole (tungstenite never
 //! sees a message cut short by it); the next read waits until the debt is
 //! repaid. So a client gets its burst, then at most the rate on average,
-//! and the server never reads more than one read (at most one inflated
-//! message, or 4 KiB) past its budget.
+//! and the server reads at most one read (tungstenite's, 4 KiB) past its
+//! budget; inflating may run one message (the message budget) ahead of it.
+//!
+//! Once the server has shut its side (the close linger,
+//! [`super::close`]), what it reads is only discarded: the budget is lifted
+//! so the client can finish sending and read why it was closed.
 
 use std::io;
 use std::pin::Pin;
@@ -30,7 +34,8 @@ pub struct Throttled<S> {
     budget: Option<ReadBudget>,
     /// Set while the budget is spent: reading resumes when it fires.
     wait: Option<Pin<Box<Sleep>>>,
-    /// `touchline_ws_read_throttled_total`: reads held back.
+    /// `touchline_ws_read_throttled_total`: reads that overdrew the budget
+    /// (each makes the next read wait).
     throttled: Counter,
 }
 
@@ -41,6 +46,25 @@ impl<S> Throttled<S> {
             budget: ReadBudget::new(budget, Instant::now().into_std()),
             wait: None,
             throttled,
+        }
+    }
+
+    /// `n` bytes read before this stream (the handshake's reader read past
+    /// its request), which tungstenite reads first: charged as if read now.
+    pub fn charge(&mut self, n: usize) {
+        self.overdrawn(n);
+    }
+
+    /// `n` bytes read: if that overdrew the budget, the next read waits.
+    fn overdrawn(&mut self, n: usize) {
+        let Some(budget) = self.budget.as_mut() else { return };
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(wait) = budget.take(n as u64, now.into_std()) {
+            self.throttled.inc();
+            self.wait = Some(Box::pin(tokio::time::sleep(wait)));
         }
     }
 }
@@ -54,16 +78,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let n = buf.filled().len() - before;
-        if let Some(budget) = this.budget.as_mut()
-            && n > 0
-        {
-            let now = Instant::now();
-            if let Some(wait) = budget.take(n as u64, now.into_std()) {
-                this.throttled.inc();
-                this.wait = Some(Box::pin(tokio::time::sleep(wait)));
-            }
-        }
+        this.overdrawn(buf.filled().len() - before);
         Poll::Ready(Ok(()))
     }
 }
@@ -89,7 +104,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Throttled<S> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
+    /// The server's side is shut: from now on what is read is discarded
+    /// (the close linger), so the budget no longer applies.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.budget = None;
+        self.wait = None;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -181,6 +200,25 @@ mod tests {
         let mut all = Vec::new();
         r.read_to_end(&mut all).await.expect("duplex");
         assert_eq!((all.len(), Instant::now(), counter.get()), (100_000, t0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_read_before_are_charged_and_a_shut_side_reads_unbudgeted() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let counter = Counter::default();
+        let mut r = Throttled::new(server, &budget(1_000, 2_000), counter.clone());
+        // The handshake's reader read 2,500 bytes past the request: 500 owed.
+        r.charge(2_500);
+        assert_eq!(counter.get(), 1);
+        client.write_all(&[1u8; 10_000]).await.expect("duplex");
+        let t0 = Instant::now();
+        assert_eq!(read_some(&mut r, 100).await, (100, t0 + Duration::from_millis(500)));
+        // Now 100 in debt; shut: the rest is read at once, the wait dropped.
+        r.shutdown().await.expect("shutdown");
+        let t1 = Instant::now();
+        let mut rest = vec![0u8; 9_900];
+        r.read_exact(&mut rest).await.expect("the rest");
+        assert_eq!((Instant::now(), counter.get()), (t1, 2));
     }
 
     #[tokio::test(start_paused = true)]
