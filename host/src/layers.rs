@@ -10,6 +10,7 @@
 /// edges (HTTP, the operator console, the simulator, configuration,
 /// assembling the server).
 pub const LAYERS: &[&[&str]] = &[
+    &["passthrough"],
     &[
         "metrics",
         "deflate",

@@ -56,6 +56,7 @@ pub mod listen;
 pub mod metrics;
 pub mod names;
 pub mod ops;
+mod passthrough;
 pub mod producers;
 pub mod provider_api;
 pub mod push;

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::budget::{Budget, ReadBudget};
@@ -55,6 +55,13 @@ impl<S> Throttled<S> {
         self.overdrawn(n);
     }
 
+    /// The server's side is shut: from now on what is read is discarded
+    /// (the close linger), so the budget no longer applies.
+    fn lift(&mut self) {
+        self.budget = None;
+        self.wait = None;
+    }
+
     /// `n` bytes read: if that overdrew the budget, the next read waits.
     fn overdrawn(&mut self, n: usize) {
         let Some(budget) = self.budget.as_mut() else { return };
@@ -83,35 +90,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Throttled<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    /// The server's side is shut: from now on what is read is discarded
-    /// (the close linger), so the budget no longer applies.
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.budget = None;
-        self.wait = None;
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
+crate::passthrough::writes_pass_through!(Throttled, io, on_shutdown: lift);
 
 #[cfg(test)]
 mod tests {
