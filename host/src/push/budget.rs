@@ -101,49 +101,72 @@ impl Budget {
     }
 }
 
-/// A token bucket for a session's control frames: `burst` tokens, refilled
-/// at `rate` per second. tungstenite answers every ping it reads (one pong
-/// pending at a time), so the budget bounds the pongs a client can make the
-/// server write; the session flushes each one under its write timeout.
+/// A token bucket: `capacity` units, refilled at `rate` units a second.
+/// Kept in billionths of a unit (a unit-nanosecond each), so refills are
+/// exact (no float drift); negative while in debt. What [`ControlBudget`]
+/// and [`ReadBudget`] share.
 #[derive(Debug, Clone)]
-pub struct ControlBudget {
-    /// In billionths of a token, so refills are exact (no float drift).
-    credit: u128,
-    /// Billionths of a token per nanosecond: the rate per second.
-    rate: u128,
-    capacity: u128,
+struct Bucket {
+    credit: i128,
+    /// Units per second: credit per nanosecond.
+    rate: i128,
+    capacity: i128,
     last: Instant,
 }
 
-/// One token, in the bucket's units.
-const TOKEN: u128 = 1_000_000_000;
+/// One unit (a token, a byte), in the bucket's units.
+const UNIT: i128 = 1_000_000_000;
 
-impl ControlBudget {
+impl Bucket {
     /// A full bucket at `now`.
-    pub fn new(budget: &Budget, now: Instant) -> ControlBudget {
-        let capacity = u128::from(budget.ping_burst) * TOKEN;
-        ControlBudget {
+    fn full(per_sec: u64, burst: u64, now: Instant) -> Bucket {
+        let capacity = i128::from(burst) * UNIT;
+        Bucket {
             credit: capacity,
-            rate: u128::from(budget.pings_per_sec),
+            rate: i128::from(per_sec),
             capacity,
             last: now,
         }
     }
 
-    /// A control frame arrived at `now`: `true` if it is within the budget.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_nanos();
+    /// Refilled for the time since it was last looked at (a clock that
+    /// steps back refills nothing), up to its capacity.
+    fn refill(&mut self, now: Instant) {
+        let elapsed = i128::try_from(now.saturating_duration_since(self.last).as_nanos()).unwrap_or(i128::MAX);
         self.last = now.max(self.last);
         self.credit = self
             .credit
             .saturating_add(elapsed.saturating_mul(self.rate))
             .min(self.capacity);
-        if self.credit >= TOKEN {
-            self.credit -= TOKEN;
-            true
-        } else {
-            false
+    }
+}
+
+/// A token bucket for a session's control frames: `burst` tokens, refilled
+/// at `rate` per second. tungstenite answers every ping it reads (one pong
+/// pending at a time), so the budget bounds the pongs a client can make the
+/// server write; the session flushes each one under its write timeout.
+#[derive(Debug, Clone)]
+pub struct ControlBudget(Bucket);
+
+impl ControlBudget {
+    /// A full bucket at `now`.
+    pub fn new(budget: &Budget, now: Instant) -> ControlBudget {
+        ControlBudget(Bucket::full(
+            u64::from(budget.pings_per_sec),
+            u64::from(budget.ping_burst),
+            now,
+        ))
+    }
+
+    /// A control frame arrived at `now`: `true` if it is within the budget.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let b = &mut self.0;
+        b.refill(now);
+        let within = b.credit >= UNIT;
+        if within {
+            b.credit -= UNIT;
         }
+        within
     }
 }
 
@@ -151,48 +174,28 @@ impl ControlBudget {
 /// credit, refilled at `read_bytes_per_sec`. A read is taken whole and
 /// may leave a debt; the reader waits until it is repaid.
 #[derive(Debug, Clone)]
-pub struct ReadBudget {
-    /// Bytes times 10^9 (a byte-nanosecond each, so refills are exact);
-    /// negative while in debt.
-    credit: i128,
-    /// Bytes per second: credit per nanosecond.
-    rate: i128,
-    capacity: i128,
-    last: Instant,
-}
+pub struct ReadBudget(Bucket);
 
 impl ReadBudget {
     /// A full bucket at `now`; `None` with no limit (a rate of 0).
     pub fn new(budget: &Budget, now: Instant) -> Option<ReadBudget> {
-        let capacity = i128::from(budget.read_burst_bytes) * NANOS;
-        (budget.read_bytes_per_sec > 0).then(|| ReadBudget {
-            credit: capacity,
-            rate: i128::from(budget.read_bytes_per_sec),
-            capacity,
-            last: now,
-        })
+        (budget.read_bytes_per_sec > 0)
+            .then(|| ReadBudget(Bucket::full(budget.read_bytes_per_sec, budget.read_burst_bytes, now)))
     }
 
     /// `n` bytes were read at `now`: how long to wait before reading
     /// again, if that left a debt.
     pub fn take(&mut self, n: u64, now: Instant) -> Option<Duration> {
-        let elapsed = i128::try_from(now.saturating_duration_since(self.last).as_nanos()).unwrap_or(i128::MAX);
-        self.last = now.max(self.last);
-        self.credit = self
-            .credit
-            .saturating_add(elapsed.saturating_mul(self.rate))
-            .min(self.capacity)
-            .saturating_sub(i128::from(n) * NANOS);
-        (self.credit < 0).then(|| {
+        let b = &mut self.0;
+        b.refill(now);
+        b.credit = b.credit.saturating_sub(i128::from(n) * UNIT);
+        (b.credit < 0).then(|| {
             // Rounded up: the debt is repaid when the wait ends.
-            let nanos = self.credit.unsigned_abs().div_ceil(self.rate.unsigned_abs());
+            let nanos = b.credit.unsigned_abs().div_ceil(b.rate.unsigned_abs());
             Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
         })
     }
 }
-
-/// Byte-nanoseconds in a byte (at one byte per second).
-const NANOS: i128 = 1_000_000_000;
 
 #[cfg(test)]
 mod tests {

@@ -49,12 +49,6 @@ impl<S> Throttled<S> {
         }
     }
 
-    /// `n` bytes read before this stream (the handshake's reader read past
-    /// its request), which tungstenite reads first: charged as if read now.
-    pub fn charge(&mut self, n: usize) {
-        self.overdrawn(n);
-    }
-
     /// The server's side is shut: from now on what is read is discarded
     /// (the close linger), so the budget no longer applies.
     fn lift(&mut self) {
@@ -62,8 +56,10 @@ impl<S> Throttled<S> {
         self.wait = None;
     }
 
-    /// `n` bytes read: if that overdrew the budget, the next read waits.
-    fn overdrawn(&mut self, n: usize) {
+    /// `n` bytes read (by this stream, or before it: the handshake's
+    /// reader read past its request, which tungstenite reads first): if
+    /// that overdrew the budget, the next read waits.
+    pub fn charge(&mut self, n: usize) {
         let Some(budget) = self.budget.as_mut() else { return };
         if n == 0 {
             return;
@@ -85,7 +81,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        this.overdrawn(buf.filled().len() - before);
+        this.charge(buf.filled().len() - before);
         Poll::Ready(Ok(()))
     }
 }
