@@ -545,6 +545,9 @@ pub(crate) fn pipeline_run(launch: Launch, stream: Arc<Vec<u8>>, events: u64) ->
         "store_commit_p99_s": m.quantile("touchline_store_commit_seconds", 0.99),
         "rss_bytes": server.rss_bytes(),
         "feed_errors": m.value("touchline_feed_errors_total"),
+        // States saved in memory per event applied (`worker::checkpoint`:
+        // none under a backlog).
+        "checkpoints_per_event": m.value("touchline_checkpoints_total") / events as f64,
     });
     stop_server(server)?;
     Ok(result)

@@ -87,6 +87,7 @@ pub struct Metrics {
     pub events_held: Counter,
     pub worker_failures: Family<Labels, Counter>,
     pub dead_letters: Counter,
+    pub checkpoints: Counter,
     pub quarantined_matches: Gauge,
     pub unclean_matches: Gauge,
     pub instantiate_seconds: Histogram,
@@ -255,6 +256,11 @@ impl Metrics {
                 Family::default()
             ),
             dead_letters: reg!("dead_letters", "Poison events kept as dead letters", Counter::default()),
+            checkpoints: reg!(
+                "checkpoints",
+                "States saved in memory along a recovery tail, so that a restart replays only what came after (worker::checkpoint)",
+                Counter::default()
+            ),
             quarantined_matches: reg!(
                 "quarantined_matches",
                 "Matches quarantined past the restart intensity",

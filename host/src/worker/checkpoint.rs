@@ -10,25 +10,59 @@
 //! restoring a saved state of 2.9 KB costs 28–50 µs, saving it 9–17 µs),
 //! which is what a crashed match
 //! used to take to serve again. A checkpoint is the state saved again in
-//! memory only, when the worker is idle (its mailbox empty after a
-//! command), once the apply time since the last checkpoint (or base) is
-//! [`SAVE_RATIO`] times the last save's cost, so saving never costs more
-//! than a quarter of applying (a save's cost is taken from the last ones,
-//! an outlier damped: [`save_cost`]). For the simulator's odds changes
-//! that is after every event, so a restart restores the checkpoint and
-//! replays nothing when the match keeps up with its feed. Under a backlog
-//! no checkpoint is taken, so a restart then replays what came since the
-//! match was last idle (at most the tail).
-//! The cost, measured (`touchline-bench --only pipeline,faults`, binaries
-//! alternated): the pipeline at 1,000 matches used 12.6–13.0 CPU-s without
+//! memory only, when the worker is idle or nearly (at most [`QUEUED_MAX`]
+//! command left in its mailbox after one), once the apply time since the
+//! last checkpoint (or base) is [`SAVE_RATIO`] times the last save's
+//! cost, so saving never costs more than half of applying (a save's cost
+//! is taken from the last ones, an outlier damped: [`save_cost`]). For the
+//! simulator's odds changes that is after every event, so a restart
+//! restores the checkpoint and replays nothing when the match keeps up
+//! with its feed. Under a backlog no checkpoint is taken, so a restart
+//! then replays what came since the match was last (nearly) idle (at most
+//! the tail).
+//!
+//! Why a ratio of 2 and one command queued: the restart's p99. With a
+//! ratio of 4 and checkpoints only in an empty mailbox, 65 of the faults
+//! bench's 400 restarts replayed one event, and its 8 slowest were all
+//! among them (the replayed event alone 92–123 µs of their 174–199 µs,
+//! with `--realtime-priority`; a build logging each phase, one run).
+//! - A ratio of 4 left an odds change uncovered whenever its apply took
+//!   less than four saves (a 42 µs apply against 10–14 µs saves).
+//! - An empty mailbox left the event before a crashing one uncovered when
+//!   both came together (a message and its bet stop; the bench's feed
+//!   writes what is due every 2 ms in one go). One command waiting is a
+//!   burst, not a backlog; a save delays it by one save.
+//!
+//! Measured (`touchline-bench --only faults`, the binaries alternated, 2
+//! runs each, trap to serving p99 with `--realtime-priority`, and the
+//! mean events replayed per rebuild):
+//!
+//! | ratio, queued | p99 | replayed |
+//! |---|---|---|
+//! | 4, none (before) | 200 / 200 / 265 / 200 µs (4 runs) | 0.12–0.16 |
+//! | 4, one | 200 / 265 µs | 0.15–0.21 |
+//! | 2, none | 136 / 136 µs | 0.005 |
+//! | 2, one | 100 / 100 µs | 0 |
+//!
+//! (p99 is a histogram bucket's bound: 200 µs is a bound, the next ones
+//! 212 and 265.)
+//!
+//! Its cost: a save after nearly every event, even in the pipeline bench
+//! (`touchline_checkpoints_total`: 0.86 per event at 1,000 matches, 0.78
+//! at 100; the router, not the workers, is its bottleneck, so mailboxes
+//! rarely hold two), 9–17 µs each. Alternated with the ratio of 4 (this
+//! VM's speed varied by a fifth between runs, so the spread is wide):
+//! - pipeline / parse at 1,000 matches: 0.540 / 0.657 / 0.619 / 0.627 /
+//!   0.705 against 0.657 / 0.611 / 0.622, the server's CPU per event
+//!   181–237 µs against 177–211 µs;
+//! - fan-out at 1,000 clients, one run each: 2.251 against 2.257 CPU-s
+//!   per 100k deliveries (user time 8.25 against 7.71 µs per delivery).
+//!
+//! Earlier (a checkpoint every 50 µs of applying, then the ratio of 4):
+//! the pipeline at 1,000 matches used 12.6–13.0 CPU-s without
 //! checkpoints, 13.4–16.1 with one after every due event, 13.5–14.0 with
-//! them in idle time (there, each match's mailbox empties often); the
-//! restart's p50 went from 414 µs to 87–108 µs with a checkpoint every
-//! 50 µs of applying. Without that fixed budget (here, 4 saves' worth),
-//! a restart replayed 0.14–0.18 events on average against 0.16–0.20
-//! with it (`--only faults`, alternated, 3 runs each, a slow day when an
-//! apply took longer than 50 µs anyway): the same, where applies are
-//! slow; where they are fast (42 µs) the budget left one event uncovered.
+//! them in idle time only (there, each match's mailbox empties often);
+//! the restart's p50 went from 414 µs to 87–108 µs.
 //!
 //! The checkpoint lives in the [`Tail`] and goes with it: a snapshot (a
 //! nap takes one), a switch or hibernating clears the tail and the
@@ -46,7 +80,11 @@ use crate::sandbox::Saved;
 
 /// A checkpoint is taken once the apply time since the last one is at
 /// least this many times the last save's cost.
-pub const SAVE_RATIO: u32 = 4;
+pub const SAVE_RATIO: u32 = 2;
+
+/// Commands that may wait in the mailbox for a checkpoint to be taken
+/// still: more is a backlog.
+pub const QUEUED_MAX: usize = 1;
 
 /// A state saved in memory after the first `covers` events of the tail.
 #[derive(Debug)]
@@ -113,8 +151,8 @@ impl Worker {
         self.tail.unsaved += took;
     }
 
-    /// The mailbox is empty: save the state in memory if the replay a
-    /// restart would do calls for it.
+    /// The mailbox is (nearly) empty: save the state in memory if the
+    /// replay a restart would do calls for it.
     pub(super) fn checkpoint_if_due(&mut self) {
         if self.tail.events.is_empty() || !due(self.tail.unsaved, self.tail.last_save) {
             return;
@@ -133,6 +171,7 @@ impl Worker {
         self.tail.unsaved = Duration::ZERO;
         match saved {
             Ok(state) => {
+                self.env.metrics.checkpoints.inc();
                 self.tail.checkpoint = Some(Box::new(Checkpoint {
                     saved: self.own_base(state),
                     covers: self.tail.events.len(),
@@ -154,15 +193,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_once_four_saves_worth_of_applying_is_uncovered() {
+    fn due_once_two_saves_worth_of_applying_is_uncovered() {
         let us = Duration::from_micros;
         assert!(!due(Duration::ZERO, Duration::ZERO), "nothing applied");
         assert!(due(us(1), Duration::ZERO), "no save yet");
-        assert!(due(us(4), us(1)));
-        assert!(!due(us(3), us(1)));
-        // A save of 20 µs: not before 80 µs of applying.
-        assert!(!due(us(79), us(20)));
-        assert!(due(us(80), us(20)));
+        assert!(due(us(2), us(1)));
+        assert!(!due(us(1), us(1)));
+        // A save of 20 µs: not before 40 µs of applying.
+        assert!(!due(us(39), us(20)));
+        assert!(due(us(40), us(20)));
     }
 
     #[test]

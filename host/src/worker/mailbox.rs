@@ -171,7 +171,12 @@ impl Receiver {
 
     /// Nothing is waiting to be handled.
     pub fn is_empty(&self) -> bool {
-        self.inner.lock().commands.is_empty()
+        self.len() == 0
+    }
+
+    /// Commands waiting to be handled.
+    pub fn len(&self) -> usize {
+        self.inner.lock().commands.len()
     }
 
     /// The next command; `None` once every sender is gone and the queue

@@ -363,15 +363,15 @@ impl Worker {
                         self.note_command(Instant::now());
                     }
                     Box::pin(self.handle(*cmd)).await;
-                    // In idle time only: under a backlog the worker applies
-                    // events rather than saving states (`checkpoint`).
-                    if rx.is_empty() {
+                    // Not under a backlog: there the worker applies events
+                    // rather than saving states (`checkpoint`).
+                    if rx.len() <= checkpoint::QUEUED_MAX {
                         self.checkpoint_if_due();
-                        // A spare for the next restart or wake-up, made
-                        // while nobody waits (`sandbox::spares`).
-                        if rx.is_empty() {
-                            self.version.replenish_spare();
-                        }
+                    }
+                    // A spare for the next restart or wake-up, made while
+                    // nobody waits (`sandbox::spares`).
+                    if rx.is_empty() {
+                        self.version.replenish_spare();
                     }
                 }
                 Wake::Timer(Timer::Clean) => Box::pin(self.on_idle()).await,

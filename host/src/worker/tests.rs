@@ -319,41 +319,6 @@ async fn a_trap_restarts_from_the_last_state_retries_once_then_dead_letters() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_restart_replays_only_what_came_after_the_in_memory_checkpoint_and_reaches_the_same_state() {
-    let (trapped, calm) = (
-        Harness::start(faulty(), MemoryJournal::shared(1), None),
-        Harness::start(faulty(), MemoryJournal::shared(1), None),
-    );
-    // 40 events: under the 100 that make a snapshot, so all are in the tail.
-    for i in 0..40 {
-        let o = 1.5 + f64::from(i) / 100.0;
-        trapped.event(odds(o, None)).await;
-        calm.event(odds(o, None)).await;
-    }
-    // An idle moment (the mailbox drained): the checkpoint is taken.
-    trapped.snapshot().await;
-    trapped.event(odds(9.0, PANIC)).await;
-    let (a, b) = (trapped.snapshot().await, calm.snapshot().await);
-    assert_eq!((a["seq"].as_u64(), odds_in(&a)), (Some(40), Some(1.89)));
-    assert_eq!(
-        a["state"], b["state"],
-        "rebuilt from the checkpoint: the state of the calm twin"
-    );
-    // Two rebuilds (after the first trap, after the dead letter), each of
-    // what came after a checkpoint: 40 events of the guest's time is past
-    // the replay budget, so a checkpoint was taken when the worker was
-    // idle; without one both rebuilds would replay all 40.
-    let text = trapped.metrics.render();
-    let sum = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} in {text}"))
-    };
-    assert_eq!(sum("touchline_recovery_replayed_events_count"), 2.0);
-    assert!(sum("touchline_recovery_replayed_events_sum") < 80.0, "{text}");
-}
-
-#[tokio::test(start_paused = true)]
 async fn past_the_intensity_it_is_quarantined_holds_events_and_heal_replays_them() {
     let mut h = Harness::start(faulty(), MemoryJournal::shared(1), None);
     h.event(odds(2.0, None)).await;
@@ -551,6 +516,7 @@ async fn a_restored_match_refuses_bets_until_its_producers_are_up() {
 
 mod asleep;
 mod catchup;
+mod checkpointing;
 mod napping;
 mod operating;
 mod switching;

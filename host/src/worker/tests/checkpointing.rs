@@ -1,0 +1,87 @@
+//! The in-memory checkpoint (`worker::checkpoint`), on the real
+//! fault-injection guest: what a restart replays after it, and when it is
+//! taken (idle or one command queued; not under a backlog).
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_replays_only_what_came_after_the_in_memory_checkpoint_and_reaches_the_same_state() {
+    let (trapped, calm) = (
+        Harness::start(faulty(), MemoryJournal::shared(1), None),
+        Harness::start(faulty(), MemoryJournal::shared(1), None),
+    );
+    // 40 events: under the 100 that make a snapshot, so all are in the tail.
+    for i in 0..40 {
+        let o = 1.5 + f64::from(i) / 100.0;
+        trapped.event(odds(o, None)).await;
+        calm.event(odds(o, None)).await;
+    }
+    // An idle moment (the mailbox drained): the checkpoint is taken.
+    trapped.snapshot().await;
+    trapped.event(odds(9.0, PANIC)).await;
+    let (a, b) = (trapped.snapshot().await, calm.snapshot().await);
+    assert_eq!((a["seq"].as_u64(), odds_in(&a)), (Some(40), Some(1.89)));
+    assert_eq!(
+        a["state"], b["state"],
+        "rebuilt from the checkpoint: the state of the calm twin"
+    );
+    // Two rebuilds (after the first trap, after the dead letter), each of
+    // what came after a checkpoint: 40 events of the guest's time is past
+    // the replay budget, so a checkpoint was taken when the worker was
+    // idle; without one both rebuilds would replay all 40.
+    let (rebuilds, events) = replayed(&trapped);
+    assert_eq!(rebuilds, 2.0);
+    assert!(events < 80.0, "replayed {events}");
+}
+
+/// The replayed-events histogram's (count, sum) so far.
+fn replayed(h: &Harness) -> (f64, f64) {
+    let text = h.metrics.render();
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    (
+        get("touchline_recovery_replayed_events_count"),
+        get("touchline_recovery_replayed_events_sum"),
+    )
+}
+
+/// A match fed 40 events and left idle (a checkpoint after the 40th),
+/// then 20 more with a poison event right behind them, and `after` events
+/// behind the poison, all queued at once (the worker runs only once the
+/// test waits). The rebuilds' (count, replayed events) once the poison is
+/// dead-lettered, and the match's seq then.
+async fn crash_in_a_burst(after: usize) -> ((f64, f64), Option<u64>) {
+    let mut h = Harness::start(faulty(), MemoryJournal::shared(1), None);
+    for i in 0..40 {
+        h.event(odds(1.5 + f64::from(i) / 100.0, None)).await;
+    }
+    h.snapshot().await;
+    for i in 0..20 {
+        h.event(odds(2.0 + f64::from(i) / 100.0, None)).await;
+    }
+    h.event(odds(9.0, PANIC)).await;
+    for _ in 0..after {
+        h.event(odds(3.0, None)).await;
+    }
+    assert_eq!(h.next_status().await.0, "dead_letter");
+    // Its reply: both rebuilds (after the trap, after the dead letter) and
+    // the events behind the poison are done.
+    let seq = h.snapshot().await["seq"].as_u64();
+    (replayed(&h), seq)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_is_taken_with_one_command_queued_but_not_under_a_backlog() {
+    // Nothing behind the poison: once the 60th event is applied one
+    // command waits (the poison). A burst, not a backlog: the checkpoint
+    // covers all 60 and neither rebuild replays anything. With
+    // checkpoints only in an empty mailbox, both replayed the 20.
+    assert_eq!(crash_in_a_burst(0).await, ((2.0, 0.0), Some(60)));
+    // One more event behind the poison: two commands wait after the 60th,
+    // a backlog, so no checkpoint there and each rebuild replays the 20
+    // since the one after the 40th.
+    assert_eq!(crash_in_a_burst(1).await, ((2.0, 40.0), Some(61)));
+}
