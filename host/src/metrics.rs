@@ -88,6 +88,7 @@ pub struct Metrics {
     pub worker_failures: Family<Labels, Counter>,
     pub dead_letters: Counter,
     pub checkpoints: Counter,
+    pub feed_behind: Gauge,
     pub quarantined_matches: Gauge,
     pub unclean_matches: Gauge,
     pub instantiate_seconds: Histogram,
@@ -260,6 +261,11 @@ impl Metrics {
                 "checkpoints",
                 "States saved in memory along a recovery tail, so that a restart replays only what came after (worker::checkpoint)",
                 Counter::default()
+            ),
+            feed_behind: reg!(
+                "feed_behind",
+                "1 while the feed connection's last read filled its whole buffer (more was waiting: the server is behind its feed, and workers take no checkpoints)",
+                Gauge::default()
             ),
             quarantined_matches: reg!(
                 "quarantined_matches",

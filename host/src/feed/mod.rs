@@ -143,6 +143,9 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
             Ok(Ok(0)) => true,
             Ok(Ok(n)) => {
                 intake.metrics.feed_bytes.inc_by(n as u64);
+                // A full buffer: more is waiting, the server is behind
+                // its feed (workers then save no checkpoints).
+                intake.metrics.feed_behind.set(i64::from(n == buf.len()));
                 framer.push(&buf[..n]);
                 false
             }
@@ -170,6 +173,7 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         }
     }
     intake.metrics.feed_connections.dec();
+    intake.metrics.feed_behind.set(0);
     tell(&intake, publishing.as_mut(), Input::ConnectionLost).await;
     tracing::info!("feed connection closed");
 }

@@ -19,7 +19,10 @@
 //! restores the checkpoint and replays nothing when the match keeps up
 //! with its feed. Under a backlog no checkpoint is taken, so a restart
 //! then replays what came since the match was last (nearly) idle (at most
-//! the tail).
+//! the tail): the match's own backlog (more in its mailbox) or the
+//! server's (its feed reader's last read filled the whole buffer, more
+//! waiting: `touchline_feed_behind`; the feed reader of this node, not a
+//! cluster's event stream).
 //!
 //! Why a ratio of 2 and one command queued: the restart's p99. With a
 //! ratio of 4 and checkpoints only in an empty mailbox, 65 of the faults
@@ -47,16 +50,23 @@
 //! (p99 is a histogram bucket's bound: 200 µs is a bound, the next ones
 //! 212 and 265.)
 //!
-//! Its cost: a save after nearly every event, even in the pipeline bench
-//! (`touchline_checkpoints_total`: 0.86 per event at 1,000 matches, 0.78
-//! at 100; the router, not the workers, is its bottleneck, so mailboxes
-//! rarely hold two), 9–17 µs each. Alternated with the ratio of 4 (this
-//! VM's speed varied by a fifth between runs, so the spread is wide):
-//! - pipeline / parse at 1,000 matches: 0.540 / 0.657 / 0.619 / 0.627 /
-//!   0.705 against 0.657 / 0.611 / 0.622, the server's CPU per event
-//!   181–237 µs against 177–211 µs;
-//! - fan-out at 1,000 clients, one run each: 2.251 against 2.257 CPU-s
-//!   per 100k deliveries (user time 8.25 against 7.71 µs per delivery).
+//! Its cost, with the match's backlog as the only gate: a save after
+//! nearly every event, even in the pipeline bench, whose feed is one
+//! blast (`touchline_checkpoints_total`: 0.86 per event at 1,000 matches,
+//! 0.78 at 100; the router, not the workers, is its bottleneck, so
+//! mailboxes rarely hold two), 9–17 µs each. Alternated with the ratio of
+//! 4 (this VM's speed varied by a fifth between runs, so the spread is
+//! wide): pipeline / parse at 1,000 matches 0.540 / 0.657 / 0.619 / 0.627
+//! / 0.705 against 0.657 / 0.611 / 0.622, and 0.597 in a `make bench`;
+//! fan-out at 1,000 clients, one run each, 2.251 against 2.257 CPU-s per
+//! 100k deliveries (user time 8.25 against 7.71 µs per delivery). Hence
+//! the server's backlog as a gate too: in the pipeline bench 0.10 and
+//! 0.20 checkpoints per event at 1,000 matches (two runs), pipeline /
+//! parse 0.692 and 0.577 against 0.629 and 0.627 with the ratio of 4,
+//! alternated (the 0.577 run had its parse limit measured at 11.0k msg/s
+//! before it and 14.4k after: the VM slowed during it); the faults bench
+//! unchanged by it (p99 136 µs with `--realtime-priority`, 0.005 events
+//! replayed per rebuild, one run).
 //!
 //! Earlier (a checkpoint every 50 µs of applying, then the ratio of 4):
 //! the pipeline at 1,000 matches used 12.6–13.0 CPU-s without

@@ -363,9 +363,11 @@ impl Worker {
                         self.note_command(Instant::now());
                     }
                     Box::pin(self.handle(*cmd)).await;
-                    // Not under a backlog: there the worker applies events
-                    // rather than saving states (`checkpoint`).
-                    if rx.len() <= checkpoint::QUEUED_MAX {
+                    // Not under a backlog, the match's own (its mailbox) or
+                    // the server's (its feed reader finding more waiting):
+                    // there the worker applies events rather than saving
+                    // states (`checkpoint`).
+                    if rx.len() <= checkpoint::QUEUED_MAX && self.env.metrics.feed_behind.get() == 0 {
                         self.checkpoint_if_due();
                     }
                     // A spare for the next restart or wake-up, made while

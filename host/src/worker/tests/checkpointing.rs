@@ -1,6 +1,7 @@
 //! The in-memory checkpoint (`worker::checkpoint`), on the real
 //! fault-injection guest: what a restart replays after it, and when it is
-//! taken (idle or one command queued; not under a backlog).
+//! taken (idle or one command queued; not under a backlog, the match's or
+//! the server's).
 
 use super::*;
 
@@ -16,7 +17,9 @@ async fn a_restart_replays_only_what_came_after_the_in_memory_checkpoint_and_rea
         trapped.event(odds(o, None)).await;
         calm.event(odds(o, None)).await;
     }
-    // An idle moment (the mailbox drained): the checkpoint is taken.
+    // Queued together (the worker runs only once the test waits), with the
+    // snapshot's request behind them: after the 40th one command waits, and
+    // the first save is always due, so a checkpoint covers all 40.
     trapped.snapshot().await;
     trapped.event(odds(9.0, PANIC)).await;
     let (a, b) = (trapped.snapshot().await, calm.snapshot().await);
@@ -26,12 +29,9 @@ async fn a_restart_replays_only_what_came_after_the_in_memory_checkpoint_and_rea
         "rebuilt from the checkpoint: the state of the calm twin"
     );
     // Two rebuilds (after the first trap, after the dead letter), each of
-    // what came after a checkpoint: 40 events of the guest's time is past
-    // the replay budget, so a checkpoint was taken when the worker was
-    // idle; without one both rebuilds would replay all 40.
-    let (rebuilds, events) = replayed(&trapped);
-    assert_eq!(rebuilds, 2.0);
-    assert!(events < 80.0, "replayed {events}");
+    // what came after the checkpoint: nothing. Without it both would
+    // replay all 40.
+    assert_eq!(replayed(&trapped), (2.0, 0.0));
 }
 
 /// The replayed-events histogram's (count, sum) so far.
@@ -48,17 +48,17 @@ fn replayed(h: &Harness) -> (f64, f64) {
     )
 }
 
-/// A match fed 40 events and left idle (a checkpoint after the 40th),
-/// then 20 more with a poison event right behind them, and `after` events
-/// behind the poison, all queued at once (the worker runs only once the
-/// test waits). The rebuilds' (count, replayed events) once the poison is
-/// dead-lettered, and the match's seq then.
-async fn crash_in_a_burst(after: usize) -> ((f64, f64), Option<u64>) {
+/// A match fed 20 events with a poison event right behind them and
+/// `after` events behind the poison, all queued at once (the worker runs
+/// only once the test waits). The rebuilds' (count, replayed events) once
+/// the poison is dead-lettered, and the match's seq then. The only
+/// checkpoint that can be taken is after the 20th (before it, at least
+/// two commands wait), and as the match's first save it is always due,
+/// whatever the guest's speed. `feed_behind`: the server is behind its
+/// feed (`touchline_feed_behind`) throughout.
+async fn crash_in_a_burst(after: usize, feed_behind: bool) -> ((f64, f64), Option<u64>) {
     let mut h = Harness::start(faulty(), MemoryJournal::shared(1), None);
-    for i in 0..40 {
-        h.event(odds(1.5 + f64::from(i) / 100.0, None)).await;
-    }
-    h.snapshot().await;
+    h.metrics.feed_behind.set(i64::from(feed_behind));
     for i in 0..20 {
         h.event(odds(2.0 + f64::from(i) / 100.0, None)).await;
     }
@@ -75,13 +75,20 @@ async fn crash_in_a_burst(after: usize) -> ((f64, f64), Option<u64>) {
 
 #[tokio::test(start_paused = true)]
 async fn a_checkpoint_is_taken_with_one_command_queued_but_not_under_a_backlog() {
-    // Nothing behind the poison: once the 60th event is applied one
+    // Nothing behind the poison: once the 20th event is applied one
     // command waits (the poison). A burst, not a backlog: the checkpoint
-    // covers all 60 and neither rebuild replays anything. With
+    // covers all 20 and neither rebuild replays anything. With
     // checkpoints only in an empty mailbox, both replayed the 20.
-    assert_eq!(crash_in_a_burst(0).await, ((2.0, 0.0), Some(60)));
-    // One more event behind the poison: two commands wait after the 60th,
-    // a backlog, so no checkpoint there and each rebuild replays the 20
-    // since the one after the 40th.
-    assert_eq!(crash_in_a_burst(1).await, ((2.0, 40.0), Some(61)));
+    assert_eq!(crash_in_a_burst(0, false).await, ((2.0, 0.0), Some(20)));
+    // One more event behind the poison: two commands wait after the 20th,
+    // a backlog, so no checkpoint, and each rebuild replays all 20 from
+    // the empty model.
+    assert_eq!(crash_in_a_burst(1, false).await, ((2.0, 40.0), Some(21)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_checkpoint_is_taken_while_the_server_is_behind_its_feed() {
+    // As the burst above that is covered, but the feed reader found more
+    // waiting (the server's backlog, not the match's): no checkpoint.
+    assert_eq!(crash_in_a_burst(0, true).await, ((2.0, 40.0), Some(20)));
 }
