@@ -30,10 +30,11 @@
 //! among them (the replayed event alone 92–123 µs of their 174–199 µs,
 //! with `--realtime-priority`; a build logging each phase, one run).
 //! - A ratio of 4 left an odds change uncovered whenever its apply took
-//!   less than four saves (a 42 µs apply against 10–14 µs saves).
+//!   less than four saves (the 42–86 µs applies and 9–17 µs saves above).
 //! - An empty mailbox left the event before a crashing one uncovered when
-//!   both came together (a message and its bet stop; the bench's feed
-//!   writes what is due every 2 ms in one go). One command waiting is a
+//!   both came together (the bench's feed writes what is due every 2 ms
+//!   in one go; a feed that sends two messages for a match at once does
+//!   the same). One command waiting is a
 //!   burst, not a backlog; a save delays it by one save.
 //!
 //! Measured (`touchline-bench --only faults`, the binaries alternated, 2
@@ -53,8 +54,8 @@
 //! Its cost, with the match's backlog as the only gate: a save after
 //! nearly every event, even in the pipeline bench, whose feed is one
 //! blast (`touchline_checkpoints_total`: 0.86 per event at 1,000 matches,
-//! 0.78 at 100; the router, not the workers, is its bottleneck, so
-//! mailboxes rarely hold two), 9–17 µs each. Alternated with the ratio of
+//! 0.78 at 100: its mailboxes rarely hold two, so the workers keep up
+//! with the router), 9–17 µs each. Alternated with the ratio of
 //! 4 (this VM's speed varied by a fifth between runs, so the spread is
 //! wide): pipeline / parse at 1,000 matches 0.540 / 0.657 / 0.619 / 0.627
 //! / 0.705 against 0.657 / 0.611 / 0.622, and 0.597 in a `make bench`;

@@ -36,15 +36,11 @@ async fn a_restart_replays_only_what_came_after_the_in_memory_checkpoint_and_rea
 
 /// The replayed-events histogram's (count, sum) so far.
 fn replayed(h: &Harness) -> (f64, f64) {
+    use touchline_testkit::metrics::value;
     let text = h.metrics.render();
-    let get = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} in {text}"))
-    };
     (
-        get("touchline_recovery_replayed_events_count"),
-        get("touchline_recovery_replayed_events_sum"),
+        value(&text, "touchline_recovery_replayed_events_count"),
+        value(&text, "touchline_recovery_replayed_events_sum"),
     )
 }
 
