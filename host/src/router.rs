@@ -359,6 +359,7 @@ mod tests {
             observer: Arc::new(worker::Nobody),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             producers: tokio::sync::watch::channel(crate::producers::Board::default()).1,
+            feed_behind: Default::default(),
             names: None,
             tap: None,
             bet_log: None,

@@ -61,6 +61,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Intake {
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
+    /// Set after every read: whether it filled the whole buffer (the
+    /// workers' [`crate::worker::FeedBehind`]).
+    pub feed_behind: crate::worker::FeedBehind,
     pub max_message_bytes: usize,
     /// A partial message still held after the connection was quiet this
     /// long is dropped (`stalled`).
@@ -145,7 +148,7 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
                 intake.metrics.feed_bytes.inc_by(n as u64);
                 // A full buffer: more is waiting, the server is behind
                 // its feed (workers then save no checkpoints).
-                intake.metrics.feed_behind.set(i64::from(n == buf.len()));
+                behind(&intake, n == buf.len());
                 framer.push(&buf[..n]);
                 false
             }
@@ -173,9 +176,16 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         }
     }
     intake.metrics.feed_connections.dec();
-    intake.metrics.feed_behind.set(0);
+    behind(&intake, false);
     tell(&intake, publishing.as_mut(), Input::ConnectionLost).await;
     tracing::info!("feed connection closed");
+}
+
+/// Whether the server is behind its feed: the workers' flag, and the
+/// gauge that shows it.
+fn behind(intake: &Intake, behind: bool) {
+    intake.feed_behind.set(behind);
+    intake.metrics.feed_behind.set(i64::from(behind));
 }
 
 /// Tell the producers what the feed says: this node's service, or in a

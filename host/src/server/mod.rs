@@ -150,6 +150,8 @@ impl Server {
             producers.board(),
             names,
         );
+        // Shared with the feed reader, which sets it.
+        let feed_behind = worker_config.feed_behind.clone();
         // In a cluster bets are recorded in JetStream (`bets::cluster`).
         let bet_book = OptionFuture::from(cluster.as_deref().map(crate::cluster::bets::BetBook::open))
             .await
@@ -203,6 +205,7 @@ impl Server {
             rejects: rejects.clone(),
             router: router.clone(),
             metrics: metrics.clone(),
+            feed_behind,
             max_message_bytes: config.max_message_bytes,
             stall_after: config.feed_stall,
             producers: producers.clone(),
@@ -471,6 +474,7 @@ fn worker_config(
         observer,
         metrics,
         producers,
+        feed_behind: worker::FeedBehind::default(),
         names,
         tap: None,
         bet_log: None,

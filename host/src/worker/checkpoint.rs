@@ -21,8 +21,8 @@
 //! then replays what came since the match was last (nearly) idle (at most
 //! the tail): the match's own backlog (more in its mailbox) or the
 //! server's (its feed reader's last read filled the whole buffer, more
-//! waiting: `touchline_feed_behind`; the feed reader of this node, not a
-//! cluster's event stream).
+//! waiting: [`FeedBehind`], shown as `touchline_feed_behind`; the feed
+//! reader of this node, not a cluster's event stream).
 //!
 //! Why a ratio of 2 and one command queued: the restart's p99. With a
 //! ratio of 4 and checkpoints only in an empty mailbox, 65 of the faults
@@ -80,6 +80,8 @@
 //! checkpoint alike. Only
 //! the version that saved it restores it (any other restarts from the base).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -96,6 +98,24 @@ pub const SAVE_RATIO: u32 = 2;
 /// Commands that may wait in the mailbox for a checkpoint to be taken
 /// still: more is a backlog.
 pub const QUEUED_MAX: usize = 1;
+
+/// Whether the server is behind its feed: its feed reader's last read
+/// filled the whole buffer, so more was waiting. Set by the feed reader
+/// ([`crate::feed::Intake`]), read by every worker after each command
+/// (no checkpoint while it holds). One shared flag, cloned into both; the
+/// gauge `touchline_feed_behind` only shows it.
+#[derive(Debug, Clone, Default)]
+pub struct FeedBehind(Arc<AtomicBool>);
+
+impl FeedBehind {
+    pub fn set(&self, behind: bool) {
+        self.0.store(behind, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// A state saved in memory after the first `covers` events of the tail.
 #[derive(Debug)]

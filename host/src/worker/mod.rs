@@ -59,6 +59,7 @@ use crate::metrics::Metrics;
 use crate::producers::Board;
 use crate::sandbox::GuestVersion;
 use crate::supervisor::{Intensity, Policy};
+pub use checkpoint::FeedBehind;
 pub use command::{Catchup, Command, Position, SwitchOutcome};
 pub use fanout::{Batch, Delivery, Fanout, FrameTap, Lagged};
 pub use frame::{Frame, FrameKind, Status};
@@ -122,6 +123,9 @@ pub struct WorkerConfig {
     /// Who hears about versions, probations and settlements.
     pub observer: Arc<dyn Observer>,
     pub metrics: Arc<Metrics>,
+    /// The server is behind its feed: no checkpoints
+    /// ([`FeedBehind`]).
+    pub feed_behind: checkpoint::FeedBehind,
     /// Which producers are down: bets on their markets are refused, their
     /// matches' subscribers told.
     pub producers: watch::Receiver<Board>,
@@ -367,7 +371,7 @@ impl Worker {
                     // the server's (its feed reader finding more waiting):
                     // there the worker applies events rather than saving
                     // states (`checkpoint`).
-                    if rx.len() <= checkpoint::QUEUED_MAX && self.env.metrics.feed_behind.get() == 0 {
+                    if rx.len() <= checkpoint::QUEUED_MAX && !self.env.feed_behind.get() {
                         self.checkpoint_if_due();
                     }
                     // A spare for the next restart or wake-up, made while

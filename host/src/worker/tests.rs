@@ -61,6 +61,8 @@ pub(super) struct Harness {
     pub(super) metrics: Arc<Metrics>,
     observer: Arc<Recording>,
     tasks: tokio_util::task::TaskTracker,
+    /// The server is behind its feed, as the feed reader would set it.
+    pub(super) feed_behind: crate::worker::FeedBehind,
     /// The producer board the worker watches (nothing down at first).
     board: watch::Sender<Board>,
 }
@@ -85,6 +87,7 @@ fn config(
         observer: observer.clone(),
         metrics: metrics.clone(),
         producers: board,
+        feed_behind: Default::default(),
         names: None,
         tap: None,
         bet_log: None,
@@ -110,8 +113,10 @@ impl Harness {
         let (board, board_rx) = watch::channel(Board::default());
         let mut config = config(&journal, &observer, &metrics, board_rx);
         tweak(Arc::get_mut(&mut config).expect("not shared yet"));
+        let feed_behind = config.feed_behind.clone();
         let handle = spawn(Arc::from(MATCH), version, config, recovered, &tasks);
         Harness {
+            feed_behind,
             updates: handle.updates.watch(1024),
             mailbox: handle.mailbox,
             journal,

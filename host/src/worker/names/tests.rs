@@ -58,6 +58,7 @@ async fn updates_name_only_what_is_new_and_snapshots_name_everything() {
         observer: Arc::new(Nobody),
         metrics: metrics.clone(),
         producers: board,
+        feed_behind: Default::default(),
         names: Some(NameSource {
             descriptions: descriptions_rx,
             fixtures: Fixtures::none(metrics),

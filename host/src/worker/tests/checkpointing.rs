@@ -51,10 +51,10 @@ fn replayed(h: &Harness) -> (f64, f64) {
 /// checkpoint that can be taken is after the 20th (before it, at least
 /// two commands wait), and as the match's first save it is always due,
 /// whatever the guest's speed. `feed_behind`: the server is behind its
-/// feed (`touchline_feed_behind`) throughout.
+/// feed ([`crate::worker::FeedBehind`]) throughout.
 async fn crash_in_a_burst(after: usize, feed_behind: bool) -> ((f64, f64), Option<u64>) {
     let mut h = Harness::start(faulty(), MemoryJournal::shared(1), None);
-    h.metrics.feed_behind.set(i64::from(feed_behind));
+    h.feed_behind.set(feed_behind);
     for i in 0..20 {
         h.event(odds(2.0 + f64::from(i) / 100.0, None)).await;
     }
