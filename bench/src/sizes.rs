@@ -89,7 +89,7 @@ impl Plan {
                 swap_matches: 10_000,
                 swap_clients: 1000,
                 swap_window: 8.0,
-                swap_cycles: 3,
+                swap_cycles: 8,
                 cluster: crate::cluster::ClusterSizes {
                     matches: 100,
                     messages: 15_000,
