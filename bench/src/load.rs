@@ -113,7 +113,10 @@ pub const UNRECORDED: usize = PHASES;
 /// recorded as the most).
 const LATENCY_BITS: u32 = 27;
 const LATENCY_MAX: u64 = (1 << LATENCY_BITS) - 1;
-const _: () = assert!(PHASES <= 32, "a phase takes 5 bits of a sample");
+const _: () = assert!(
+    PHASES <= 1 << (32 - LATENCY_BITS),
+    "a phase fits above the latency in a u32"
+);
 /// Samples room a client starts with (10 updates/s for 25 s in the
 /// bench's load; more grows the Vec).
 const SAMPLES_RESERVED: usize = 256;
@@ -264,8 +267,8 @@ impl Clients {
                 // in page by page as latencies spread over its buckets)
                 // took 8 GB at 10,000 clients, and the generator spent
                 // about half its CPU zeroing those pages.
-                // Each sample is a u32: the phase in the top 3 bits, the
-                // latency (µs, capped at 2^29, ~9 minutes) below.
+                // Each sample is a u32: the phase in the top 5 bits, the
+                // latency (µs, capped at 2^27 - 1, ~134 s) below.
                 let mut local: Vec<u32> = Vec::with_capacity(SAMPLES_RESERVED);
                 let mut last: HashMap<String, u64> = HashMap::with_capacity(k);
                 let (mut n_deliveries, mut n_gaps, mut n_resnap, mut n_skipped) = (0u64, 0u64, 0u64, 0u64);

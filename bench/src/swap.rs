@@ -24,8 +24,9 @@ use crate::sizes::Sizes;
 
 /// Update latency before, during and after hot swaps to v2 and rollbacks
 /// to v1 (`swap_cycles` of each: one rollback's window of ~0.3 s holds
-/// ~60 events, each to ~50 clients at once, too few for a steady p99), with the fan-out load running; the server's
-/// rollout reports give compile, canary and per-match switch times.
+/// ~60 events, each to ~50 clients at once, too few for a steady p99),
+/// with the fan-out load running; the server's rollout reports give
+/// compile, canary and per-match switch times.
 pub(crate) async fn swap_run(
     servers: &Servers,
     dir: &Path,
@@ -320,12 +321,12 @@ const STEADY: usize = 1;
 const MAX_CYCLES: usize = (PHASES - 2) / 2;
 const _: () = assert!(MAX_CYCLES >= 8, "eight cycles pooled in the full run");
 
-/// The latency phase of cycle `k`'s install: 2, 4, 6.
+/// The latency phase of cycle `k`'s install: 2, 4, 6, …
 fn install_phase(k: usize) -> usize {
     2 + 2 * k
 }
 
-/// The latency phase of cycle `k`'s rollback: 3, 5, 7.
+/// The latency phase of cycle `k`'s rollback: 3, 5, 7, …
 fn rollback_phase(k: usize) -> usize {
     install_phase(k) + 1
 }

@@ -226,17 +226,24 @@ pub struct Settings {
     #[arg(long, default_value_t = 1)]
     pub rollout_concurrency: usize,
     /// A rollout pauses 1 ms (the runtime's timer: 1–2 ms) once its
-    /// switches have run this many µs since the last pause, so the events
-    /// and frames they queued run before the next (0 = never). A live
+    /// switches have taken this many µs since the last pause (their own
+    /// time, as their workers report it, not the round trips between
+    /// them), so the events and frames they queued run before the next
+    /// (0 = never). A live
     /// match's switch costs ~1 ms of CPU and a status frame to each of its
     /// subscribers: 100 of them back to back lifted the update p99 during
     /// a rollback ~3× the calm one. 250 pauses after each live switch
-    /// (~0.5–0.7 ms) and after every few sleeping ones switched asleep
-    /// (~30 µs); 1,000 paused after every second live switch: the swap
-    /// scenario's rollback p99 over the calm one, pooled over 8 cycles,
-    /// 1.81 / 1.71 against 2.75 / 2.57 / 1.84 / 2.28, the rollback 300 ms
-    /// against 165 ms (the matches asleep are passed by and switch as they
-    /// wake).
+    /// (the rollout's per-match p50 486–672 µs in the runs below) and
+    /// after every ~8 sleeping ones switched asleep (~30 µs each); 1,000
+    /// paused after every second live switch (46–58 pauses for 100). The
+    /// swap scenario's rollback p99 over the calm one, pooled over 8
+    /// cycles: 1.81 / 1.71 against 2.75 / 2.57 / 1.84 / 2.28 (2 runs
+    /// against 4), its 100 live switches in 299–308 ms against 161–207 ms
+    /// (then paced by the wall time since the last pause, round trips
+    /// included). Matches asleep on a version older than the one replaced,
+    /// switched asleep in a few µs of their workers' time each, share a
+    /// pause by the dozen (not measured); those asleep on the version
+    /// replaced are passed by and switch as they wake.
     #[arg(long, default_value_t = 250)]
     pub rollout_slice_us: u64,
     /// After a rollout's switches, how long (ms) first-event failures still

@@ -77,7 +77,8 @@ pub struct ServeConfig {
     /// Matches switching at once during a rollout.
     pub rollout_concurrency: usize,
     /// A rollout pauses (`guests::ROLLOUT_PAUSE`) once its switches have
-    /// run this long since the last pause; zero: never.
+    /// taken this long (their workers' time) since the last pause; zero:
+    /// never.
     pub rollout_slice: Duration,
     /// How long after the switches first-event failures still count
     /// towards `rollout_max_failed`.

@@ -62,7 +62,9 @@ pub struct Intake {
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     /// Set after every read: whether it filled the whole buffer (the
-    /// workers' [`crate::worker::FeedBehind`]).
+    /// workers' [`crate::worker::FeedBehind`]); cleared when the
+    /// connection goes quiet or closes. One flag for all connections: with
+    /// two at once, the last to read sets it.
     pub feed_behind: crate::worker::FeedBehind,
     pub max_message_bytes: usize,
     /// A partial message still held after the connection was quiet this
@@ -140,6 +142,8 @@ async fn connection(mut stream: TcpStream, intake: Intake, shutdown: Cancellatio
         };
         let closed = match read {
             Err(_quiet) => {
+                // Quiet: nothing waits, so not behind.
+                behind(&intake, false);
                 framer.stalled();
                 false
             }

@@ -56,11 +56,12 @@ pub struct RolloutPolicy {
     /// Switches in flight at once: more finishes a rollout sooner, fewer
     /// leaves more CPU to the matches' own events meanwhile.
     pub concurrency: usize,
-    /// Once its switches have run this long since the last pause (or its
-    /// start) the rollout pauses [`ROLLOUT_PAUSE`], so the work they
-    /// queued behind them (events, frames, the store's commits) runs
-    /// before the next: paced by time, not by count, as a live match's
-    /// switch costs ~30 times a sleeping one's. Zero: no pauses.
+    /// Once its switches have taken this long since the last pause (or
+    /// its start), by their workers' own time (`rollout::work`), the
+    /// rollout pauses [`ROLLOUT_PAUSE`], so the work they queued behind
+    /// them (events, frames, the store's commits) runs before the next:
+    /// paced by time, not by count, as a live match's switch takes its
+    /// worker ~50–250 times a sleeping one's. Zero: no pauses.
     pub slice: std::time::Duration,
     /// After the switches, how long first-event failures still count
     /// towards `max_failed` (matches without an event by then stay on

@@ -1,10 +1,10 @@
 //! Rolling a version out to every match (and back): the sleepers passed
-//! by, the switches paced by time, the probation window, the abort
-//! threshold, and the report.
+//! by, the switches paced by the time they take, the probation window,
+//! the abort threshold, and the report.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -14,6 +14,21 @@ use crate::metrics::Kind;
 use crate::router::Router;
 use crate::sandbox::GuestVersion;
 use crate::worker::SwitchOutcome;
+
+/// What a switch counts towards the rollout's slice: the time the worker
+/// took for it (a live match's ~0.5 ms: saving, instantiating, migrating,
+/// its status frame to every subscriber; a sleeping one switched asleep a
+/// few µs), so the pauses follow the work queued behind the switches and
+/// not the round trips between them (~30 µs each, mostly waking the
+/// match's task). One that healed or failed did unmeasured work: a whole
+/// slice. An unchanged match: nothing.
+fn work(outcome: Option<&SwitchOutcome>, slice: Duration) -> Duration {
+    match outcome {
+        Some(SwitchOutcome::Switched { seconds }) => Duration::try_from_secs_f64(*seconds).unwrap_or(slice),
+        Some(SwitchOutcome::Healed { .. } | SwitchOutcome::Failed(_) | SwitchOutcome::Skipped(_)) => slice,
+        Some(SwitchOutcome::Unchanged) | None => Duration::ZERO,
+    }
+}
 
 /// How a rollout ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -228,25 +243,24 @@ impl Guests {
             })
             .buffer_unordered(self.policy.concurrency.max(1));
         let mut aborted = false;
-        let (mut answered, mut slice_began) = (0usize, Instant::now());
+        let slice = self.policy.slice;
+        let (mut answered, mut worked) = (0usize, Duration::ZERO);
         while let Some((id, outcome)) = switches.next().await {
             answered += 1;
-            let unchanged = report.unchanged;
+            worked += work(outcome.as_ref(), slice);
             report.record(&id, outcome, &mut times);
-            let did_work = report.unchanged == unchanged;
             if self.over(&report, max_failed) {
                 aborted = true;
                 break;
             }
-            // Paced by the time the switches take, after one that did work
-            // (an unchanged match costs nothing), with none after the last.
-            let slice = self.policy.slice;
-            if did_work && !slice.is_zero() && slice_began.elapsed() >= slice && answered < messaged {
+            // Paced by the time the switches themselves took (not the
+            // round trips between them), with no pause after the last.
+            if !slice.is_zero() && worked >= slice && answered < messaged {
                 let paused = Instant::now();
                 tokio::time::sleep(super::ROLLOUT_PAUSE).await;
                 report.pauses += 1;
                 report.paused_ms += paused.elapsed().as_secs_f64() * 1e3;
-                slice_began = Instant::now();
+                worked = Duration::ZERO;
             }
         }
         drop(switches);
@@ -434,5 +448,27 @@ impl RolloutReport {
             switch_us_max: None,
             total_ms: 0.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switch_counts_towards_the_slice_the_time_its_worker_took() {
+        let slice = Duration::from_micros(250);
+        let switched = |seconds| Some(SwitchOutcome::Switched { seconds });
+        assert_eq!(work(switched(0.5).as_ref(), slice), Duration::from_millis(500));
+        // Sleepers switched asleep (a few µs each) share a slice; one live
+        // switch fills it.
+        let asleep: Duration = (0..8).map(|_| work(switched(5e-6).as_ref(), slice)).sum();
+        assert!(asleep < slice, "{asleep:?}");
+        assert!(work(switched(486e-6).as_ref(), slice) >= slice);
+        assert_eq!(work(Some(&SwitchOutcome::Unchanged), slice), Duration::ZERO);
+        assert_eq!(work(None, slice), Duration::ZERO);
+        assert_eq!(work(Some(&SwitchOutcome::Failed("no".into())), slice), slice);
+        // A time that is not one counts a whole slice.
+        assert_eq!(work(switched(f64::NAN).as_ref(), slice), slice);
     }
 }
