@@ -229,21 +229,22 @@ pub struct Settings {
     /// switches have taken this many µs since the last pause (their own
     /// time, as their workers report it, not the round trips between
     /// them), so the events and frames they queued run before the next
-    /// (0 = never). A live
-    /// match's switch costs ~1 ms of CPU and a status frame to each of its
-    /// subscribers: 100 of them back to back lifted the update p99 during
-    /// a rollback ~3× the calm one. 250 pauses after each live switch
-    /// (the rollout's per-match p50 486–672 µs in the runs below) and
-    /// after every ~8 sleeping ones switched asleep (~30 µs each); 1,000
-    /// paused after every second live switch (46–58 pauses for 100). The
-    /// swap scenario's rollback p99 over the calm one, pooled over 8
-    /// cycles: 1.81 / 1.71 against 2.75 / 2.57 / 1.84 / 2.28 (2 runs
-    /// against 4), its 100 live switches in 299–308 ms against 161–207 ms
-    /// (then paced by the wall time since the last pause, round trips
-    /// included). Matches asleep on a version older than the one replaced,
-    /// switched asleep in a few µs of their workers' time each, share a
-    /// pause by the dozen (not measured); those asleep on the version
-    /// replaced are passed by and switch as they wake.
+    /// (0 = never). A live match's switch takes its worker ~0.5–0.75 ms
+    /// (the rollout's per-match p50 474–754 µs in the swap scenario) and
+    /// queues a status frame to each of its subscribers: 100 of them back
+    /// to back lifted the update p99 during a rollback ~3× the calm one.
+    /// 250 pauses after each live switch (99 pauses for 100); 1,000, paced
+    /// then by the wall time since the last pause, paused after every
+    /// second (46–58 for 100). The swap scenario's rollback p99 over the
+    /// calm one, pooled over 8 cycles: 1.46–2.28 in 6 runs against 1.84–
+    /// 2.75 in 4 (and 7.76 in one with another feed seed: one ~60 ms
+    /// stall, which calm windows show too), its 100 live switches in
+    /// 273–313 ms against 161–207 ms.
+    /// Matches asleep on a version older than the one replaced, switched
+    /// asleep in a few µs of their workers' time each (2–9 µs at p50, an
+    /// earlier measure), share a pause by the tens (derived, not
+    /// measured); those asleep on the version replaced are passed by and
+    /// switch as they wake.
     #[arg(long, default_value_t = 250)]
     pub rollout_slice_us: u64,
     /// After a rollout's switches, how long (ms) first-event failures still

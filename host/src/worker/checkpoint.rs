@@ -183,12 +183,12 @@ impl Worker {
     }
 
     /// The mailbox is (nearly) empty: save the state in memory if the
-    /// replay a restart would do calls for it.
-    pub(super) fn checkpoint_if_due(&mut self) {
+    /// replay a restart would do calls for it; whether it was saved.
+    pub(super) fn checkpoint_if_due(&mut self) -> bool {
         if self.tail.events.is_empty() || !due(self.tail.unsaved, self.tail.last_save) {
-            return;
+            return false;
         }
-        self.checkpoint_now();
+        self.checkpoint_now()
     }
 
     /// Save the state in memory now; whether it was saved.

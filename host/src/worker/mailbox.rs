@@ -169,11 +169,6 @@ impl Receiver {
         queue.commands.is_empty() && queue.senders <= 1
     }
 
-    /// Nothing is waiting to be handled.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Commands waiting to be handled.
     pub fn len(&self) -> usize {
         self.inner.lock().commands.len()

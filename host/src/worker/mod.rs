@@ -367,16 +367,19 @@ impl Worker {
                         self.note_command(Instant::now());
                     }
                     Box::pin(self.handle(*cmd)).await;
-                    // Not under a backlog, the match's own (its mailbox) or
-                    // the server's (its feed reader finding more waiting):
-                    // there the worker applies events rather than saving
-                    // states (`checkpoint`).
-                    if rx.len() <= checkpoint::QUEUED_MAX && !self.env.feed_behind.get() {
-                        self.checkpoint_if_due();
+                    // Not under a backlog, the server's (its feed reader
+                    // finding more waiting) or the match's own (its
+                    // mailbox): there the worker applies events rather
+                    // than saving states (`checkpoint`). The mailbox is
+                    // read once, and again only after a save, during which
+                    // a command may have come.
+                    let mut queued = rx.len();
+                    if !self.env.feed_behind.get() && queued <= checkpoint::QUEUED_MAX && self.checkpoint_if_due() {
+                        queued = rx.len();
                     }
                     // A spare for the next restart or wake-up, made while
                     // nobody waits (`sandbox::spares`).
-                    if rx.is_empty() {
+                    if queued == 0 {
                         self.version.replenish_spare();
                     }
                 }
